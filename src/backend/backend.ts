@@ -1,0 +1,174 @@
+// The one interface every backend implements. The tensor layer owns shapes, views and
+// autograd; a backend only moves numbers. Conventions used by every method:
+//  - Storage is an opaque buffer made by the same backend; `size` is in elements.
+//  - A Layout describes a strided view in *elements*: shape, strides (may be 0 for a
+//    broadcast dim, any value for permuted views), offset of element [0,...,0].
+//  - Unless a parameter says "layout", the argument is a contiguous run of elements
+//    starting at element 0 of the storage.
+//  - Outputs are written, never accumulated, unless the parameter says "accumulate".
+//  - Float math in float32 storage may be done in float32 or float64; results must agree
+//    with float64 math to float32 rounding (relative 1e-5 for reductions of ~1e4 terms).
+import type { DType, TypedArray } from '../tensor/dtype.js';
+
+export interface Storage {
+  readonly backend: Backend;
+  readonly dtype: DType;
+  /** Number of elements. */
+  readonly size: number;
+  /** Tensors that reference this storage; managed by the tensor layer. */
+  refs: number;
+  /** Set by Backend.free; any later use is an error. */
+  freed: boolean;
+}
+
+export interface Layout {
+  readonly shape: readonly number[];
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
+export type UnaryOp =
+  | 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'tanh' | 'relu' | 'gelu' | 'gelu_erf'
+  | 'silu' | 'sigmoid' | 'abs' | 'sin' | 'cos' | 'square' | 'recip' | 'sign' | 'elu1';
+// gelu: tanh approximation 0.5x(1+tanh(√(2/π)(x+0.044715x³))); gelu_erf: 0.5x(1+erf(x/√2)).
+// elu1: elu(x)+1 (x>0 ? x+1 : exp(x)), the linear-attention feature map.
+
+/** Unary ops whose backward needs the input x: gx = gy * f'(x). */
+export type UnaryGradOp = 'relu' | 'gelu' | 'gelu_erf' | 'silu' | 'sigmoid' | 'tanh' | 'elu1';
+
+export type BinaryOp =
+  | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'max' | 'min'
+  | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge';
+// Comparisons write 1 or 0 in the output dtype.
+
+export type ReduceOp = 'sum' | 'max' | 'min' | 'argmax';
+
+export type Activation = 'none' | 'relu' | 'gelu';
+
+export interface MatmulArgs {
+  /** out[b, m, n] = act( Σ_k A[b, m, k] · B[b, k, n] + bias[n] ) (+ out if accumulate). */
+  a: Storage; aOffset: number; aBatchStride: number;
+  /** transA false: A[b,m,k] at aOffset + b*aBatchStride + m*lda + k; true: + k*lda + m. */
+  transA: boolean; lda: number;
+  b: Storage; bOffset: number; bBatchStride: number;
+  /** transB false: B[b,k,n] at bOffset + b*bBatchStride + k*ldb + n; true: + n*ldb + k. */
+  transB: boolean; ldb: number;
+  /** Contiguous (batch, M, N) from element 0. */
+  out: Storage;
+  batch: number; M: number; N: number; K: number;
+  bias?: Storage | null;
+  activation?: Activation;
+  accumulate?: boolean;
+}
+
+export interface AttentionArgs {
+  /** q: (B, H, Tq, D), k and v: (B, H, Tk, D), out: (B, H, Tq, D); contiguous. */
+  q: Storage; k: Storage; v: Storage; out: Storage;
+  /** (B, H, Tq) log-sum-exp of the scaled, masked scores of each query row (saved for backward). */
+  lse: Storage;
+  B: number; H: number; Tq: number; Tk: number; D: number;
+  scale: number;
+  /** Causal: query i (0-based) sees keys j <= i + (Tk - Tq) (bottom-right aligned, so a KV cache works). */
+  causal: boolean;
+  /** Optional (B, Tk) int32 key mask: 1 = attend, 0 = padding. A row with no visible key outputs 0. */
+  keyMask?: Storage | null;
+}
+
+export interface AttentionBackwardArgs extends AttentionArgs {
+  gout: Storage;
+  /** Outputs (written): gradients of q, k, v, same shapes as q, k, v. */
+  gq: Storage; gk: Storage; gv: Storage;
+}
+
+export interface AdamWArgs {
+  /** In place over n elements: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
+   *  p -= lr * ( (m / bc1) / (sqrt(v / bc2) + eps) + wd * p ). */
+  param: Storage; grad: Storage; m: Storage; v: Storage; n: number;
+  lr: number; beta1: number; beta2: number; eps: number; weightDecay: number;
+  /** Bias corrections 1 - beta1^t and 1 - beta2^t. */
+  bc1: number; bc2: number;
+}
+
+export interface Backend {
+  readonly name: string;
+  /** Whether tensors of this dtype may live on this backend. */
+  supports(dtype: DType): boolean;
+
+  // ---- memory ----
+  /** A zero-filled storage of `size` elements. */
+  alloc(dtype: DType, size: number): Storage;
+  upload(data: ArrayLike<number>, dtype: DType): Storage;
+  /** A fresh contiguous copy of the elements described by layout (all of s when omitted). */
+  read(s: Storage, layout?: Layout): TypedArray;
+  free(s: Storage): void;
+  /** Overwrite elements [offset, offset + data.length) of s. */
+  write(s: Storage, data: ArrayLike<number>, offset: number): void;
+
+  // ---- element-wise (layouts may be non-contiguous or broadcast; out is contiguous in outShape order) ----
+  /** out[i] = x[layout(i)], converting dtype when out.dtype differs (float→int truncates toward zero). */
+  copy(x: Storage, xl: Layout, out: Storage): void;
+  /** Strided write: out[outLayout(i)] = x[xLayout(i)], shapes equal. Used by concat and setters. */
+  copyInto(x: Storage, xl: Layout, out: Storage, outLayout: Layout): void;
+  fill(out: Storage, value: number, offset: number, n: number): void;
+  unary(op: UnaryOp, x: Storage, xl: Layout, out: Storage): void;
+  /** Contiguous n elements: gx = gy * f'(x). */
+  unaryBackward(op: UnaryGradOp, x: Storage, gy: Storage, gx: Storage, n: number): void;
+  /** al and bl are already broadcast to the output shape (stride 0 on broadcast dims). */
+  binary(op: BinaryOp, a: Storage, al: Layout, b: Storage, bl: Layout, out: Storage): void;
+  /** out[i] = a[i] op s (or s op a[i] when reversed). */
+  binaryScalar(op: BinaryOp, a: Storage, al: Layout, s: number, reversed: boolean, out: Storage): void;
+  /** out[i] = cond[i] != 0 ? a[i] : b[i]; layouts broadcast to the output shape. */
+  where(cond: Storage, cl: Layout, a: Storage, al: Layout, b: Storage, bl: Layout, out: Storage): void;
+
+  // ---- reductions over the middle axis of a contiguous (outer, n, inner) view ----
+  /** out is (outer, inner); argmax writes int32 indices (first maximum). */
+  reduce(op: ReduceOp, x: Storage, outer: number, n: number, inner: number, out: Storage): void;
+
+  // ---- linear algebra ----
+  matmul(args: MatmulArgs): void;
+
+  // ---- fused row kernels over contiguous (rows, n) ----
+  /** Softmax (or log-softmax) along the last axis. */
+  softmax(x: Storage, rows: number, n: number, log: boolean, out: Storage): void;
+  /** softmax: gx = y (gy - Σ gy y); log-softmax: gx = gy - exp(y) Σ gy. y is the forward output. */
+  softmaxBackward(y: Storage, gy: Storage, rows: number, n: number, log: boolean, gx: Storage): void;
+  /** y = (x - mean) * rstd * w + b; w and b of length n or null (1 and 0). Writes mean and rstd (rows). */
+  layerNorm(x: Storage, w: Storage | null, b: Storage | null, rows: number, n: number, eps: number,
+    out: Storage, mean: Storage, rstd: Storage): void;
+  /** Writes gx; writes (not accumulates) gw and gb when given. */
+  layerNormBackward(x: Storage, w: Storage | null, mean: Storage, rstd: Storage, gy: Storage,
+    rows: number, n: number, gx: Storage, gw: Storage | null, gb: Storage | null): void;
+  /** y = x * rstd * w, rstd = 1/sqrt(mean(x²) + eps). */
+  rmsNorm(x: Storage, w: Storage | null, rows: number, n: number, eps: number, out: Storage, rstd: Storage): void;
+  rmsNormBackward(x: Storage, w: Storage | null, rstd: Storage, gy: Storage, rows: number, n: number,
+    gx: Storage, gw: Storage | null): void;
+
+  // ---- indexing (indices are int32; out of range throws a RangeError naming the index and the limit) ----
+  /** out[i, :] = weight[ids[i], :]; weight (V, C), ids n, out (n, C). */
+  embedding(weight: Storage, V: number, C: number, ids: Storage, n: number, out: Storage): void;
+  /** gw (V, C) += gy[i, :] at row ids[i]; gw accumulate. */
+  embeddingBackward(gy: Storage, ids: Storage, n: number, V: number, C: number, gw: Storage): void;
+  /** torch.gather on contiguous x (outer, n, inner) with index (outer, k, inner): out[o,j,i] = x[o, idx[o,j,i], i]. */
+  gather(x: Storage, outer: number, n: number, inner: number, index: Storage, k: number, out: Storage): void;
+  /** Backward of gather: gx (outer, n, inner) += scatter of gy (outer, k, inner); gx accumulate. */
+  scatterAdd(gy: Storage, outer: number, n: number, inner: number, index: Storage, k: number, gx: Storage): void;
+
+  // ---- losses ----
+  /** Rows of logits (N, V), int32 targets (N). Per row: loss = lse - [(1-ε) x[t] + ε mean(x)],
+   *  0 where target == ignoreIndex. Writes losses (N) and lse (N). Targets out of [0, V) (and not
+   *  ignoreIndex) throw a RangeError. */
+  crossEntropy(logits: Storage, targets: Storage, N: number, V: number, ignoreIndex: number,
+    smoothing: number, losses: Storage, lse: Storage): void;
+  /** gx[r] = scale[r] * (softmax(x[r]) - (1-ε) onehot(t) - ε/V); rows with ignored targets get 0.
+   *  scale is per row (N): the upstream gradient of that row's loss. */
+  crossEntropyBackward(logits: Storage, targets: Storage, lse: Storage, scale: Storage, N: number, V: number,
+    ignoreIndex: number, smoothing: number, gx: Storage): void;
+
+  // ---- attention ----
+  /** Scaled dot-product attention. Memory beyond q, k, v, out and lse must not grow as Tq·Tk. */
+  attention(args: AttentionArgs): void;
+  attentionBackward(args: AttentionBackwardArgs): void;
+
+  // ---- optimizer ----
+  adamw(args: AdamWArgs): void;
+}

@@ -1,0 +1,1 @@
+// Fused Transformer kernels: attention, norms, softmax, cross-entropy, GELU, AdamW.

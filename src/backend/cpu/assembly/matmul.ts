@@ -1,0 +1,1 @@
+// Matmul and element-wise kernels (owned by the runtime/matmul work).
