@@ -49,7 +49,7 @@ export interface MatmulArgs {
   /** out[b, m, n] = act( Σ_k A[b, m, k] · B[b, k, n] + bias[n] ) (+ out if accumulate). */
   a: Storage; aOffset: number; aBatchStride: number;
   /** transA false: A[b,m,k] at aOffset + b*aBatchStride + m*lda + k; true: + k*lda + m. */
-  transA: boolean; lda: number;
+  transA: boolean; lda: number; // lda (and ldb) may be 0 or less than the row length: a broadcast operand
   b: Storage; bOffset: number; bBatchStride: number;
   /** transB false: B[b,k,n] at bOffset + b*bBatchStride + k*ldb + n; true: + n*ldb + k. */
   transB: boolean; ldb: number;

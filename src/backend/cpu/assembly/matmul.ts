@@ -1,1 +1,462 @@
 // Matmul and element-wise kernels (owned by the runtime/matmul work).
+//
+// matmul_f32 follows GotoBLAS: the output is computed in 4x8 register tiles whose inputs
+// are packed into contiguous panels (A: MC x KC block in strips of 4 rows, B: KC x NC panel in
+// strips of 8 columns). Packing reads A and B in either layout, so transposed operands are
+// used in place. Scratch (the packed panels) comes from JS; nothing here allocates.
+// All pointers are byte offsets into the shared memory; strides and leading dimensions are
+// in elements.
+
+const MR: i32 = 4;    // rows of a register tile
+const NR: i32 = 8;    // columns of a register tile (two v128)
+const KC: i32 = 256;  // depth of a packed block
+const MC: i32 = 64;   // rows of a packed A block (64 KiB: stays in L2 while B strips stream)
+const NC: i32 = 1024; // columns of a packed B panel (1 MiB)
+
+const AP_BYTES: usize = <usize>(MC * KC * 4);
+const BP_BYTES: usize = <usize>(KC * NC * 4);
+const TMP_BYTES: usize = <usize>(MR * NR * 4);
+
+// Epilogue mode bits for one K block.
+const PRE: i32 = 1;  // add the existing C before the activation
+const RELU: i32 = 2;
+const GELU: i32 = 4;
+const POST: i32 = 8; // add the existing C after the activation (accumulate + activation)
+
+/** Start of the free heap: everything below holds the module's static data. */
+export function heap_base(): usize {
+  return __heap_base;
+}
+
+/** 1 when this build uses relaxed-SIMD FMA. */
+export function relaxed_simd(): i32 {
+  return ASC_FEATURE_RELAXED_SIMD ? 1 : 0;
+}
+
+/** Bytes of scratch each thread needs for matmul_f32. */
+export function matmul_scratch_bytes(): i32 {
+  return <i32>((AP_BYTES + BP_BYTES + TMP_BYTES + 63) & ~63);
+}
+
+// a * b + c: fused where the build allows it (the relaxed build), else multiply then add.
+@inline function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  else return f32x4.add(f32x4.mul(a, b), c);
+}
+
+// exp on four lanes: 2^n * p(r) with r = x - n ln2, |r| <= ln2/2, degree-7 Taylor polynomial
+// (relative error ~1e-7). Inputs are clamped so 2^n stays a normal float.
+@inline function exp4(x: v128): v128 {
+  x = f32x4.min(f32x4.max(x, f32x4.splat(-87.3)), f32x4.splat(88.3));
+  const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.4426950408889634)));
+  let r = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693359375)));
+  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4)));
+  let p = f32x4.splat(1.0 / 5040.0);
+  p = madd(p, r, f32x4.splat(1.0 / 720.0));
+  p = madd(p, r, f32x4.splat(1.0 / 120.0));
+  p = madd(p, r, f32x4.splat(1.0 / 24.0));
+  p = madd(p, r, f32x4.splat(1.0 / 6.0));
+  p = madd(p, r, f32x4.splat(0.5));
+  p = madd(p, r, f32x4.splat(1.0));
+  p = madd(p, r, f32x4.splat(1.0));
+  const s = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
+  return f32x4.mul(p, s);
+}
+
+// gelu (tanh approximation) as x * sigmoid(2u), u = sqrt(2/pi)(x + 0.044715x^3): the same
+// value as 0.5x(1 + tanh u) without the cancellation of 1 + tanh u for negative x.
+@inline function gelu4(x: v128): v128 {
+  const x2 = f32x4.mul(x, x);
+  const t = f32x4.mul(x, madd(x2, f32x4.splat(-2.0 * 0.7978845608028654 * 0.044715), f32x4.splat(-2.0 * 0.7978845608028654)));
+  return f32x4.div(x, f32x4.add(f32x4.splat(1.0), exp4(t)));
+}
+
+function geluScalar(x: f32): f32 {
+  const xd = <f64>x;
+  const u = 0.7978845608028654 * (xd + 0.044715 * xd * xd * xd);
+  return <f32>(xd / (1.0 + Math.exp(-2.0 * u)));
+}
+
+@inline function epi4(p: usize, x: v128, bias: v128, mode: i32): void {
+  x = f32x4.add(x, bias);
+  if (mode & PRE) x = f32x4.add(x, v128.load(p));
+  if (mode & RELU) x = f32x4.max(x, f32x4.splat(0));
+  else if (mode & GELU) x = gelu4(x);
+  if (mode & POST) x = f32x4.add(x, v128.load(p));
+  v128.store(p, x);
+}
+
+@inline function epi1(p: usize, x: f32, mode: i32): void {
+  if (mode & PRE) x += load<f32>(p);
+  if (mode & RELU) x = max(x, <f32>0);
+  else if (mode & GELU) x = geluScalar(x);
+  if (mode & POST) x += load<f32>(p);
+  store<f32>(p, x);
+}
+
+// One 4x8 tile: C[0..rows, 0..cols] (row stride ldc bytes) from packed strips ap (kc x 4) and
+// bp (kc x 8). bias points at the tile's first column or is 0. Partial tiles go through tmp.
+function tile4x8(kc: i32, ap: usize, bp: usize, c: usize, ldc: usize, rows: i32, cols: i32,
+  bias: usize, mode: i32, tmp: usize): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
+  let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
+  let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  let k = kc;
+  // Unrolled by 4 so the loads use constant offsets and loop overhead stays small.
+  while (k >= 4) {
+    let b0 = v128.load(bp), b1 = v128.load(bp, 16);
+    let a = v128.load32_splat(ap);
+    c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
+    a = v128.load32_splat(ap, 4);
+    c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
+    a = v128.load32_splat(ap, 8);
+    c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
+    a = v128.load32_splat(ap, 12);
+    c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
+
+    b0 = v128.load(bp, 32); b1 = v128.load(bp, 48);
+    a = v128.load32_splat(ap, 16);
+    c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
+    a = v128.load32_splat(ap, 20);
+    c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
+    a = v128.load32_splat(ap, 24);
+    c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
+    a = v128.load32_splat(ap, 28);
+    c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
+
+    b0 = v128.load(bp, 64); b1 = v128.load(bp, 80);
+    a = v128.load32_splat(ap, 32);
+    c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
+    a = v128.load32_splat(ap, 36);
+    c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
+    a = v128.load32_splat(ap, 40);
+    c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
+    a = v128.load32_splat(ap, 44);
+    c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
+
+    b0 = v128.load(bp, 96); b1 = v128.load(bp, 112);
+    a = v128.load32_splat(ap, 48);
+    c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
+    a = v128.load32_splat(ap, 52);
+    c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
+    a = v128.load32_splat(ap, 56);
+    c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
+    a = v128.load32_splat(ap, 60);
+    c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
+
+    ap += 64; bp += 128; k -= 4;
+  }
+  while (k > 0) {
+    const b0 = v128.load(bp), b1 = v128.load(bp, 16);
+    let a = v128.load32_splat(ap);
+    c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
+    a = v128.load32_splat(ap, 4);
+    c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
+    a = v128.load32_splat(ap, 8);
+    c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
+    a = v128.load32_splat(ap, 12);
+    c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
+    ap += 16; bp += 32; k--;
+  }
+
+  if (rows == MR && cols == NR) {
+    let bv0 = f32x4.splat(0), bv1 = f32x4.splat(0);
+    if (bias) { bv0 = v128.load(bias); bv1 = v128.load(bias, 16); }
+    epi4(c, c00, bv0, mode); epi4(c + 16, c01, bv1, mode); c += ldc;
+    epi4(c, c10, bv0, mode); epi4(c + 16, c11, bv1, mode); c += ldc;
+    epi4(c, c20, bv0, mode); epi4(c + 16, c21, bv1, mode); c += ldc;
+    epi4(c, c30, bv0, mode); epi4(c + 16, c31, bv1, mode);
+    return;
+  }
+  v128.store(tmp, c00); v128.store(tmp, c01, 16);
+  v128.store(tmp, c10, 32); v128.store(tmp, c11, 48);
+  v128.store(tmp, c20, 64); v128.store(tmp, c21, 80);
+  v128.store(tmp, c30, 96); v128.store(tmp, c31, 112);
+  for (let i = 0; i < rows; i++) {
+    const t = tmp + <usize>(i * NR * 4);
+    const p = c + <usize>i * ldc;
+    for (let j = 0; j < cols; j++) {
+      let x = load<f32>(t + (<usize>j << 2));
+      if (bias) x += load<f32>(bias + (<usize>j << 2));
+      epi1(p + (<usize>j << 2), x, mode);
+    }
+  }
+}
+
+// 4x4 transpose of (r0..r3) rows into columns, stored at dst, dst+stride, ...
+@inline function transpose4Store(r0: v128, r1: v128, r2: v128, r3: v128, dst: usize, stride: usize): void {
+  const t0 = v128.shuffle<f32>(r0, r1, 0, 4, 1, 5);
+  const t1 = v128.shuffle<f32>(r0, r1, 2, 6, 3, 7);
+  const t2 = v128.shuffle<f32>(r2, r3, 0, 4, 1, 5);
+  const t3 = v128.shuffle<f32>(r2, r3, 2, 6, 3, 7);
+  v128.store(dst, v128.shuffle<f32>(t0, t2, 0, 1, 4, 5));
+  v128.store(dst + stride, v128.shuffle<f32>(t0, t2, 2, 3, 6, 7));
+  v128.store(dst + 2 * stride, v128.shuffle<f32>(t1, t3, 0, 1, 4, 5));
+  v128.store(dst + 3 * stride, v128.shuffle<f32>(t1, t3, 2, 3, 6, 7));
+}
+
+// Packs A rows i0..i0+mc, depth k0..k0+kc into strips of 4 rows: dst[s][k][r]. Rows past mc are 0.
+function packA(dst: usize, a: usize, lda: usize, transA: i32, i0: i32, mc: i32, k0: i32, kc: i32): void {
+  for (let s = 0; s < mc; s += MR) {
+    const rows = min(MR, mc - s);
+    const d = dst + <usize>(s * kc * 4);
+    if (!transA) {
+      // A[m, k] at m*lda + k: four row streams, transposed 4x4 at a time.
+      const p0 = a + ((<usize>(i0 + s) * lda + <usize>k0) << 2);
+      if (rows == MR) {
+        const p1 = p0 + (lda << 2), p2 = p1 + (lda << 2), p3 = p2 + (lda << 2);
+        let k = 0;
+        for (; k + 4 <= kc; k += 4) {
+          const o = <usize>k << 2;
+          transpose4Store(v128.load(p0 + o), v128.load(p1 + o), v128.load(p2 + o), v128.load(p3 + o),
+            d + (<usize>k << 4), 16);
+        }
+        for (; k < kc; k++) {
+          const o = <usize>k << 2;
+          const q = d + (<usize>k << 4);
+          store<f32>(q, load<f32>(p0 + o));
+          store<f32>(q, load<f32>(p1 + o), 4);
+          store<f32>(q, load<f32>(p2 + o), 8);
+          store<f32>(q, load<f32>(p3 + o), 12);
+        }
+      } else {
+        for (let k = 0; k < kc; k++) {
+          const q = d + (<usize>k << 4);
+          for (let r = 0; r < MR; r++) {
+            store<f32>(q + (<usize>r << 2), r < rows ? load<f32>(p0 + ((<usize>r * lda + <usize>k) << 2)) : <f32>0);
+          }
+        }
+      }
+    } else {
+      // A[m, k] at k*lda + m: each k gives four adjacent rows.
+      const p = a + ((<usize>k0 * lda + <usize>(i0 + s)) << 2);
+      if (rows == MR) {
+        for (let k = 0; k < kc; k++) {
+          v128.store(d + (<usize>k << 4), v128.load(p + ((<usize>k * lda) << 2)));
+        }
+      } else {
+        for (let k = 0; k < kc; k++) {
+          const q = d + (<usize>k << 4);
+          const pk = p + ((<usize>k * lda) << 2);
+          for (let r = 0; r < MR; r++) {
+            store<f32>(q + (<usize>r << 2), r < rows ? load<f32>(pk + (<usize>r << 2)) : <f32>0);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Packs B depth k0..k0+kc, columns j0..j0+nc into strips of 8 columns: dst[s][k][c]. Columns past nc are 0.
+function packB(dst: usize, b: usize, ldb: usize, transB: i32, k0: i32, kc: i32, j0: i32, nc: i32): void {
+  for (let s = 0; s < nc; s += NR) {
+    const cols = min(NR, nc - s);
+    const d = dst + <usize>(s * kc * 4);
+    if (!transB) {
+      // B[k, n] at k*ldb + n: each k row gives eight adjacent columns.
+      const p = b + ((<usize>k0 * ldb + <usize>(j0 + s)) << 2);
+      if (cols == NR) {
+        for (let k = 0; k < kc; k++) {
+          const pk = p + ((<usize>k * ldb) << 2);
+          const q = d + (<usize>k << 5);
+          v128.store(q, v128.load(pk));
+          v128.store(q, v128.load(pk, 16), 16);
+        }
+      } else {
+        for (let k = 0; k < kc; k++) {
+          const pk = p + ((<usize>k * ldb) << 2);
+          const q = d + (<usize>k << 5);
+          for (let c = 0; c < NR; c++) {
+            store<f32>(q + (<usize>c << 2), c < cols ? load<f32>(pk + (<usize>c << 2)) : <f32>0);
+          }
+        }
+      }
+    } else {
+      // B[k, n] at n*ldb + k: eight column streams, transposed 4x4 at a time.
+      const p0 = b + ((<usize>(j0 + s) * ldb + <usize>k0) << 2);
+      if (cols == NR) {
+        const st = ldb << 2;
+        const p1 = p0 + st, p2 = p1 + st, p3 = p2 + st, p4 = p3 + st;
+        const p5 = p4 + st, p6 = p5 + st, p7 = p6 + st;
+        let k = 0;
+        for (; k + 4 <= kc; k += 4) {
+          const o = <usize>k << 2;
+          const q = d + (<usize>k << 5);
+          transpose4Store(v128.load(p0 + o), v128.load(p1 + o), v128.load(p2 + o), v128.load(p3 + o), q, 32);
+          transpose4Store(v128.load(p4 + o), v128.load(p5 + o), v128.load(p6 + o), v128.load(p7 + o), q + 16, 32);
+        }
+        for (; k < kc; k++) {
+          const o = <usize>k << 2;
+          const q = d + (<usize>k << 5);
+          store<f32>(q, load<f32>(p0 + o)); store<f32>(q, load<f32>(p1 + o), 4);
+          store<f32>(q, load<f32>(p2 + o), 8); store<f32>(q, load<f32>(p3 + o), 12);
+          store<f32>(q, load<f32>(p4 + o), 16); store<f32>(q, load<f32>(p5 + o), 20);
+          store<f32>(q, load<f32>(p6 + o), 24); store<f32>(q, load<f32>(p7 + o), 28);
+        }
+      } else {
+        for (let k = 0; k < kc; k++) {
+          const q = d + (<usize>k << 5);
+          for (let c = 0; c < NR; c++) {
+            store<f32>(q + (<usize>c << 2), c < cols ? load<f32>(p0 + ((<usize>c * ldb + <usize>k) << 2)) : <f32>0);
+          }
+        }
+      }
+    }
+  }
+}
+
+// C[m0..m1, n0..n1] of one matrix (row stride N). act: 0 none, 1 relu, 2 gelu.
+// Precondition: not (accumulate and act and K > KC); the JS side splits that case.
+function gemm(a: usize, lda: usize, transA: i32, b: usize, ldb: usize, transB: i32,
+  c: usize, N: i32, m0: i32, m1: i32, n0: i32, n1: i32, K: i32,
+  bias: usize, act: i32, accumulate: i32, scratch: usize): void {
+  const ap = scratch, bp = scratch + AP_BYTES, tmp = scratch + AP_BYTES + BP_BYTES;
+  const ldc = <usize>N << 2;
+  const actBit = act == 1 ? RELU : act == 2 ? GELU : 0;
+  for (let jc = n0; jc < n1; jc += NC) {
+    const nc = min(NC, n1 - jc);
+    let pc = 0;
+    do { // at least once, so K == 0 still writes act(bias) (+C)
+      const kc = min(KC, K - pc);
+      const first = pc == 0, last = pc + kc >= K;
+      let mode = 0;
+      if (!first || (accumulate && !(act && last))) mode |= PRE;
+      if (last) mode |= actBit;
+      if (first && last && accumulate && act) mode |= POST;
+      packB(bp, b, ldb, transB, pc, kc, jc, nc);
+      for (let ic = m0; ic < m1; ic += MC) {
+        const mc = min(MC, m1 - ic);
+        packA(ap, a, lda, transA, ic, mc, pc, kc);
+        for (let jr = 0; jr < nc; jr += NR) {
+          const cols = min(NR, nc - jr);
+          const bs = bp + <usize>(jr * kc * 4);
+          const bz: usize = first && bias ? bias + (<usize>(jc + jr) << 2) : 0;
+          const cj = c + (<usize>(jc + jr) << 2);
+          for (let ir = 0; ir < mc; ir += MR) {
+            tile4x8(kc, ap + <usize>(ir * kc * 4), bs, cj + <usize>(ic + ir) * ldc, ldc,
+              min(MR, mc - ir), cols, bz, mode, tmp);
+          }
+        }
+      }
+      pc += kc;
+    } while (pc < K);
+  }
+}
+
+// Horizontal sum of four lanes.
+@inline function hsum(v: v128): f32 {
+  const s = f32x4.add(v, v128.shuffle<f32>(v, v, 2, 3, 0, 1));
+  return f32x4.extract_lane(s, 0) + f32x4.extract_lane(s, 1);
+}
+
+// One output row (M == 1, A contiguous): no packing, since each B element is used once.
+// out[n0..n1] = act(a . B[:, n] + bias[n]) (+ out).
+function gemv(a: usize, b: usize, ldb: usize, transB: i32, c: usize, n0: i32, n1: i32, K: i32,
+  bias: usize, act: i32, accumulate: i32): void {
+  let mode = act == 1 ? RELU : act == 2 ? GELU : 0;
+  if (accumulate) mode |= act ? POST : PRE;
+  let n = n0;
+  if (!transB) {
+    // B rows are contiguous in n: 16 outputs at a time, streaming K rows.
+    for (; n + 16 <= n1; n += 16) {
+      let s0 = f32x4.splat(0), s1 = f32x4.splat(0), s2 = f32x4.splat(0), s3 = f32x4.splat(0);
+      let p = b + (<usize>n << 2);
+      const st = ldb << 2;
+      for (let k = 0; k < K; k++) {
+        const x = v128.load32_splat(a + (<usize>k << 2));
+        s0 = madd(x, v128.load(p), s0); s1 = madd(x, v128.load(p, 16), s1);
+        s2 = madd(x, v128.load(p, 32), s2); s3 = madd(x, v128.load(p, 48), s3);
+        p += st;
+      }
+      const q = c + (<usize>n << 2);
+      if (bias) {
+        const bz = bias + (<usize>n << 2);
+        epi4(q, s0, v128.load(bz), mode); epi4(q + 16, s1, v128.load(bz, 16), mode);
+        epi4(q + 32, s2, v128.load(bz, 32), mode); epi4(q + 48, s3, v128.load(bz, 48), mode);
+      } else {
+        const z = f32x4.splat(0);
+        epi4(q, s0, z, mode); epi4(q + 16, s1, z, mode); epi4(q + 32, s2, z, mode); epi4(q + 48, s3, z, mode);
+      }
+    }
+    for (; n < n1; n++) {
+      let s: f32 = 0;
+      let p = b + (<usize>n << 2);
+      for (let k = 0; k < K; k++) { s += load<f32>(a + (<usize>k << 2)) * load<f32>(p); p += ldb << 2; }
+      if (bias) s += load<f32>(bias + (<usize>n << 2));
+      epi1(c + (<usize>n << 2), s, mode);
+    }
+  } else {
+    // B[k, n] at n*ldb + k: dot products, four outputs at a time.
+    for (; n < n1; n += 4) {
+      const cnt = min(4, n1 - n);
+      const r0 = b + ((<usize>n * ldb) << 2);
+      const r1 = cnt > 1 ? r0 + (ldb << 2) : r0;
+      const r2 = cnt > 2 ? r1 + (ldb << 2) : r1;
+      const r3 = cnt > 3 ? r2 + (ldb << 2) : r2;
+      let s0 = f32x4.splat(0), s1 = f32x4.splat(0), s2 = f32x4.splat(0), s3 = f32x4.splat(0);
+      let k = 0;
+      for (; k + 4 <= K; k += 4) {
+        const o = <usize>k << 2;
+        const x = v128.load(a + o);
+        s0 = madd(x, v128.load(r0 + o), s0); s1 = madd(x, v128.load(r1 + o), s1);
+        s2 = madd(x, v128.load(r2 + o), s2); s3 = madd(x, v128.load(r3 + o), s3);
+      }
+      let t0 = hsum(s0), t1 = hsum(s1), t2 = hsum(s2), t3 = hsum(s3);
+      for (; k < K; k++) {
+        const o = <usize>k << 2;
+        const x = load<f32>(a + o);
+        t0 += x * load<f32>(r0 + o); t1 += x * load<f32>(r1 + o);
+        t2 += x * load<f32>(r2 + o); t3 += x * load<f32>(r3 + o);
+      }
+      const q = c + (<usize>n << 2);
+      const bz = bias + (<usize>n << 2);
+      epi1(q, t0 + (bias ? load<f32>(bz) : <f32>0), mode);
+      if (cnt > 1) epi1(q + 4, t1 + (bias ? load<f32>(bz, 4) : <f32>0), mode);
+      if (cnt > 2) epi1(q + 8, t2 + (bias ? load<f32>(bz, 8) : <f32>0), mode);
+      if (cnt > 3) epi1(q + 12, t3 + (bias ? load<f32>(bz, 12) : <f32>0), mode);
+    }
+  }
+}
+
+/**
+ * out[b, m, n] = act(sum_k A[b, m, k] B[b, k, n] + bias[n]) (+ out[b, m, n] if accumulate).
+ * a, b, out, bias: byte pointers (bias 0 = none); A[b,m,k] at a + 4*(b*aBatchStride + (transA ?
+ * k*lda + m : m*lda + k)), likewise B with (k, n); out is contiguous (batch, M, N).
+ * act: 0 none, 1 relu, 2 gelu (tanh). scratch + tid*scratchStride: this thread's
+ * matmul_scratch_bytes() bytes. Precondition: not (accumulate && act && K > 256).
+ * Threads split whole matrices when the batch divides well, else each matrix over N or M.
+ */
+export function matmul_f32(tid: i32, nt: i32,
+  a: usize, aBatchStride: i32, lda: i32, transA: i32,
+  b: usize, bBatchStride: i32, ldb: i32, transB: i32,
+  c: usize, batch: i32, M: i32, N: i32, K: i32,
+  bias: usize, act: i32, accumulate: i32, scratch: usize, scratchStride: i32): void {
+  if (batch <= 0 || M <= 0 || N <= 0) return;
+  const sp = scratch + <usize>tid * <usize>scratchStride;
+  const mn = <usize>M * <usize>N;
+  let b0 = 0, b1 = batch, m0 = 0, m1 = M, n0 = 0, n1 = N;
+  if (nt > 1) {
+    if (batch % nt == 0 || batch >= 8 * nt) {
+      b0 = <i32>(<i64>batch * tid / nt);
+      b1 = <i32>(<i64>batch * (tid + 1) / nt);
+    } else if ((N >= M && N >= NR * nt) || M < MR * nt) {
+      const chunk = ((N + nt - 1) / nt + NR - 1) / NR * NR;
+      n0 = min(N, tid * chunk); n1 = min(N, n0 + chunk);
+    } else {
+      const chunk = ((M + nt - 1) / nt + MR - 1) / MR * MR;
+      m0 = min(M, tid * chunk); m1 = min(M, m0 + chunk);
+    }
+  }
+  if (m0 >= m1 || n0 >= n1) return;
+  for (let bi = b0; bi < b1; bi++) {
+    const ab = a + ((<usize>bi * <usize>aBatchStride) << 2);
+    const bb = b + ((<usize>bi * <usize>bBatchStride) << 2);
+    const cb = c + ((<usize>bi * mn) << 2);
+    if (M == 1 && !transA) {
+      gemv(ab, bb, <usize>ldb, transB, cb, n0, n1, K, bias, act, accumulate);
+    } else {
+      gemm(ab, <usize>lda, transA, bb, <usize>ldb, transB, cb, N, m0, m1, n0, n1, K, bias, act, accumulate, sp);
+    }
+  }
+}

@@ -1,0 +1,8 @@
+// The tensor layer: shapes, dtypes, autograd and the ops. Importing it installs the methods.
+import './methods.js';
+export * from './dtype.js';
+export * from './shape.js';
+export * from './random.js';
+export * from './ops.js';
+export { backward, type BackwardOptions } from './autograd.js';
+export { Tensor, tidy, noGrad, isGradEnabled, setDefaultBackend, getDefaultBackend, liveTensorCount, record, type GradNode } from './tensor.js';

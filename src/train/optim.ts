@@ -1,0 +1,73 @@
+// Optimizers. AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay, one fused
+// backend kernel per parameter so the update reads and writes each buffer once.
+import { noGrad, Tensor, zerosLike } from '../tensor/index.js';
+
+export interface AdamWOptions {
+  lr?: number;
+  betas?: [number, number];
+  eps?: number;
+  /** Applied only to parameters in `decay` groups (see constructor). */
+  weightDecay?: number;
+}
+
+interface ParamState {
+  param: Tensor;
+  m: Tensor;
+  v: Tensor;
+  decay: boolean;
+}
+
+export class AdamW {
+  lr: number;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  readonly weightDecay: number;
+  step = 0;
+  private readonly states: ParamState[];
+
+  /**
+   * @param params the parameters; by default weight decay applies to tensors with 2 or more
+   * dims (matrices and embeddings) and not to biases and norm gains, as in nanoGPT.
+   */
+  constructor(params: Iterable<Tensor>, opts: AdamWOptions = {}, decay: (p: Tensor) => boolean = (p) => p.ndim >= 2) {
+    this.lr = opts.lr ?? 1e-3;
+    [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.999];
+    this.eps = opts.eps ?? 1e-8;
+    this.weightDecay = opts.weightDecay ?? 0.01;
+    this.states = [...params].map((param) => {
+      if (!param.isContiguous() || param.offset !== 0) throw new Error(`AdamW: parameter ${param.name ?? ''} must be a contiguous tensor`);
+      return { param, m: zerosLike(param).keep(), v: zerosLike(param).keep(), decay: decay(param) };
+    });
+  }
+
+  /** Applies one update from the parameters' .grad (parameters without a gradient are skipped). */
+  stepUpdate(): void {
+    this.step++;
+    const bc1 = 1 - Math.pow(this.beta1, this.step);
+    const bc2 = 1 - Math.pow(this.beta2, this.step);
+    noGrad(() => {
+      for (const s of this.states) {
+        const g = s.param.grad;
+        if (!g) continue;
+        s.param.backend.adamw({
+          param: s.param.storage, grad: g.storage, m: s.m.storage, v: s.v.storage, n: s.param.size,
+          lr: this.lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps,
+          weightDecay: s.decay ? this.weightDecay : 0, bc1, bc2,
+        });
+      }
+    });
+  }
+
+  zeroGrad(): void {
+    for (const s of this.states) {
+      s.param.grad?.dispose();
+      s.param.grad = null;
+    }
+  }
+
+  /** Moment buffers, for checkpoints. */
+  stateTensors(): { param: Tensor; m: Tensor; v: Tensor }[] {
+    return this.states.map(({ param, m, v }) => ({ param, m, v }));
+  }
+}
