@@ -1,0 +1,287 @@
+// GPT: a decoder-only Transformer language model (Radford et al. 2018/2019), laid out as
+// nanoGPT's model.py with GPT-2's parameter names so Hugging Face checkpoints map directly:
+//   transformer.wte, transformer.wpe, transformer.h.{i}.{ln_1, attn.c_attn, attn.c_proj, ln_2,
+//   mlp.c_fc, mlp.c_proj}, transformer.ln_f, lm_head (absent when tied to wte).
+// The config also reaches the common variants: sinusoidal or rotary positions, post-norm,
+// RMSNorm, ReLU or SwiGLU MLPs, no biases, untied head.
+import type { Backend } from '../backend/backend.js';
+import { CausalSelfAttention, KVCache, type KVLayerCache } from '../nn/attention.js';
+import { Dropout, Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
+import { swigluHidden, MLP, type MLPActivation } from '../nn/mlp.js';
+import { Module, ModuleList } from '../nn/module.js';
+import { LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding } from '../nn/positional.js';
+import { add, crossEntropy, fmt, Generator, linear, type DType, type Tensor } from '../tensor/index.js';
+
+export type PosEncoding = 'learned' | 'sinusoidal' | 'rope';
+export type NormPlacement = 'pre' | 'post';
+export type NormKind = 'layernorm' | 'rmsnorm';
+
+export interface GPTConfig {
+  n_layer: number;
+  n_head: number;
+  n_embd: number;
+  /** Longest sequence (context length); GPT-2's n_positions. */
+  block_size: number;
+  vocab_size: number;
+  /** Dropout on embeddings and residual branches, active in training mode only. */
+  dropout: number;
+  /** Biases in Linear layers and LayerNorms. */
+  bias: boolean;
+  /** lm_head shares wte's matrix (GPT-2; Press & Wolf 2017). */
+  tie_embeddings: boolean;
+  pos_encoding: PosEncoding;
+  /** 'pre': x + f(norm(x)) (GPT-2); 'post': norm(x + f(x)) (the 2017 Transformer, no ln_f). */
+  norm_placement: NormPlacement;
+  norm: NormKind;
+  /** 'gelu' is GPT-2's tanh approximation; 'gelu_exact' the erf form. */
+  activation: MLPActivation;
+  layer_norm_epsilon: number;
+}
+
+/** GPT-2 small (124M). */
+export const GPT2_CONFIG: Readonly<GPTConfig> = Object.freeze({
+  n_layer: 12,
+  n_head: 12,
+  n_embd: 768,
+  block_size: 1024,
+  vocab_size: 50257,
+  dropout: 0,
+  bias: true,
+  tie_embeddings: true,
+  pos_encoding: 'learned',
+  norm_placement: 'pre',
+  norm: 'layernorm',
+  activation: 'gelu',
+  layer_norm_epsilon: 1e-5,
+});
+
+const CHOICES = {
+  pos_encoding: ['learned', 'sinusoidal', 'rope'],
+  norm_placement: ['pre', 'post'],
+  norm: ['layernorm', 'rmsnorm'],
+  activation: ['gelu', 'gelu_exact', 'relu', 'swiglu'],
+} as const;
+
+/** Fills GPT-2's defaults into a partial config and validates it; throws one error listing every problem. */
+export function gptConfig(partial: Partial<GPTConfig> = {}): GPTConfig {
+  const problems: string[] = [];
+  for (const k of Object.keys(partial)) {
+    if (!(k in GPT2_CONFIG)) problems.push(`unknown field '${k}' (known: ${Object.keys(GPT2_CONFIG).join(', ')})`);
+  }
+  const defined = Object.fromEntries(Object.entries(partial).filter(([, v]) => v !== undefined));
+  const cfg = { ...GPT2_CONFIG, ...defined } as GPTConfig;
+  for (const k of ['n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size'] as const) {
+    const v = cfg[k];
+    if (!Number.isInteger(v) || v < 1) problems.push(`${k} must be a positive integer, got ${String(v)}`);
+  }
+  if (typeof cfg.dropout !== 'number' || !(cfg.dropout >= 0 && cfg.dropout < 1)) problems.push(`dropout must be in [0, 1), got ${String(cfg.dropout)}`);
+  if (typeof cfg.layer_norm_epsilon !== 'number' || !(cfg.layer_norm_epsilon > 0)) problems.push(`layer_norm_epsilon must be positive, got ${String(cfg.layer_norm_epsilon)}`);
+  for (const k of ['bias', 'tie_embeddings'] as const) {
+    if (typeof cfg[k] !== 'boolean') problems.push(`${k} must be true or false, got ${String(cfg[k])}`);
+  }
+  for (const [k, allowed] of Object.entries(CHOICES)) {
+    const v = cfg[k as keyof typeof CHOICES];
+    if (!(allowed as readonly string[]).includes(v)) problems.push(`${k} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got '${String(v)}'`);
+  }
+  if (Number.isInteger(cfg.n_embd) && Number.isInteger(cfg.n_head) && cfg.n_head > 0) {
+    if (cfg.n_embd % cfg.n_head !== 0) problems.push(`n_embd (${cfg.n_embd}) must be divisible by n_head (${cfg.n_head})`);
+    else if (cfg.pos_encoding === 'rope' && (cfg.n_embd / cfg.n_head) % 2 !== 0) {
+      problems.push(`rope needs an even head size, but n_embd / n_head = ${cfg.n_embd / cfg.n_head}`);
+    }
+  }
+  if (problems.length) throw new Error(`GPTConfig: ${problems.join('; ')}`);
+  return cfg;
+}
+
+export interface GPTOptions {
+  backend?: Backend;
+  dtype?: DType;
+  /** Seeds the initial weights and the dropout masks (default 0). */
+  seed?: number;
+  /** Draws the initial weights (overrides seed for them). */
+  generator?: Generator;
+  /** false: leave the weights at zero, to be loaded from a checkpoint (saves drawing them). */
+  init?: boolean;
+}
+
+export interface GPTOutput {
+  logits: Tensor; // (B, T, V)
+  /** Mean cross-entropy over the targets that are not -100. */
+  loss?: Tensor;
+}
+
+type Norm = LayerNorm | RMSNorm;
+
+interface BuildOptions {
+  backend?: Backend;
+  dtype?: DType;
+  generator: Generator;
+  dropoutGenerator: Generator;
+  skipInit: boolean;
+}
+
+function makeNorm(cfg: GPTConfig, o: BuildOptions): Norm {
+  const opts = { backend: o.backend, dtype: o.dtype, eps: cfg.layer_norm_epsilon };
+  return cfg.norm === 'rmsnorm' ? new RMSNorm(cfg.n_embd, opts) : new LayerNorm(cfg.n_embd, { ...opts, bias: cfg.bias });
+}
+
+/** One Transformer layer: attention then MLP, each a residual branch with a norm. */
+export class Block extends Module {
+  readonly ln_1: Norm;
+  readonly attn: CausalSelfAttention;
+  readonly ln_2: Norm;
+  readonly mlp: MLP;
+
+  constructor(readonly cfg: GPTConfig, o: BuildOptions, rope: RotaryEmbedding | null) {
+    super();
+    // GPT-2 scales the residual projections by 1/√(2·n_layer): each layer adds two branches to
+    // the residual stream, so this keeps its variance from growing with depth.
+    const projStd = 0.02 / Math.sqrt(2 * cfg.n_layer);
+    const common = { backend: o.backend, dtype: o.dtype, generator: o.generator, skipInit: o.skipInit, std: 0.02, projStd, bias: cfg.bias, dropout: cfg.dropout, dropoutGenerator: o.dropoutGenerator };
+    this.ln_1 = this.registerModule('ln_1', makeNorm(cfg, o));
+    this.attn = this.registerModule('attn', new CausalSelfAttention(cfg.n_embd, cfg.n_head, { ...common, rope }));
+    this.ln_2 = this.registerModule('ln_2', makeNorm(cfg, o));
+    this.mlp = this.registerModule('mlp', new MLP(cfg.n_embd, cfg.activation, common));
+  }
+
+  forward(x: Tensor, cache?: KVLayerCache): Tensor {
+    if (this.cfg.norm_placement === 'pre') {
+      x = add(x, this.attn.forward(this.ln_1.forward(x), cache)); // (B, T, C)
+      return add(x, this.mlp.forward(this.ln_2.forward(x)));
+    }
+    x = this.ln_1.forward(add(x, this.attn.forward(x, cache)));
+    return this.ln_2.forward(add(x, this.mlp.forward(x)));
+  }
+}
+
+/** The `transformer` container of GPT-2's names. */
+export class GPTTransformer extends Module {
+  readonly wte: Embedding;
+  readonly wpe: LearnedPositionalEmbedding | null;
+  /** The fixed sinusoidal table (no parameters), when pos_encoding is 'sinusoidal'. */
+  readonly pe: SinusoidalPositionalEncoding | null;
+  /** Rotary tables shared by every layer, when pos_encoding is 'rope'. */
+  readonly rope: RotaryEmbedding | null;
+  readonly drop: Dropout;
+  readonly h: ModuleList<Block>;
+  /** Final norm before the head; pre-norm only (post-norm blocks already end in a norm). */
+  readonly ln_f: Norm | null;
+
+  constructor(cfg: GPTConfig, o: BuildOptions) {
+    super();
+    const C = cfg.n_embd;
+    const init = { backend: o.backend, dtype: o.dtype, generator: o.generator, skipInit: o.skipInit, std: 0.02 };
+    this.wte = this.registerModule('wte', new Embedding(cfg.vocab_size, C, init));
+    this.wpe = cfg.pos_encoding === 'learned' ? this.registerModule('wpe', new LearnedPositionalEmbedding(cfg.block_size, C, init)) : null;
+    const fixed = { backend: o.backend, dtype: o.dtype };
+    this.pe = cfg.pos_encoding === 'sinusoidal' ? this.registerModule('pe', new SinusoidalPositionalEncoding(cfg.block_size, C, fixed)) : null;
+    this.rope = cfg.pos_encoding === 'rope' ? this.registerModule('rope', new RotaryEmbedding(C / cfg.n_head, cfg.block_size, fixed)) : null;
+    this.drop = this.registerModule('drop', new Dropout(cfg.dropout, o.dropoutGenerator));
+    this.h = this.registerModule('h', new ModuleList<Block>());
+    for (let i = 0; i < cfg.n_layer; i++) this.h.push(new Block(cfg, o, this.rope));
+    this.ln_f = cfg.norm_placement === 'pre' ? this.registerModule('ln_f', makeNorm(cfg, o)) : null;
+  }
+}
+
+export class GPT extends Module {
+  readonly config: GPTConfig;
+  readonly transformer: GPTTransformer;
+  /** The output projection when untied; tied models reuse transformer.wte.weight. */
+  readonly lm_head: Linear | null;
+
+  constructor(config: Partial<GPTConfig> = {}, opts: GPTOptions = {}) {
+    super();
+    const cfg = gptConfig(config);
+    this.config = Object.freeze(cfg);
+    const seed = opts.seed ?? 0;
+    const o: BuildOptions = {
+      backend: opts.backend,
+      dtype: opts.dtype,
+      generator: opts.generator ?? new Generator(seed),
+      // A separate stream for dropout masks, so training does not depend on how many draws init made.
+      dropoutGenerator: new Generator((seed ^ 0x5eed5eed) >>> 0),
+      skipInit: opts.init === false,
+    };
+    this.transformer = this.registerModule('transformer', new GPTTransformer(cfg, o));
+    this.lm_head = cfg.tie_embeddings
+      ? null
+      : this.registerModule('lm_head', new Linear(cfg.n_embd, cfg.vocab_size, { backend: o.backend, dtype: o.dtype, generator: o.generator, skipInit: o.skipInit, std: 0.02, bias: false }));
+    for (const [name, p] of this.namedParameters()) p.name = name; // for error messages
+  }
+
+  /** idx int32 (B, T) → logits (B, T, V); with targets int32 (B, T) also the mean loss (-100 ignored). */
+  forward(idx: Tensor, targets?: Tensor): GPTOutput {
+    const logits = this.run(idx, undefined);
+    if (!targets) return { logits };
+    return { logits, loss: crossEntropy(logits, targets, { ignoreIndex: -100 }) };
+  }
+
+  /**
+   * Incremental decoding: idx (B, T) holds only the tokens after those already in `cache`
+   * (whose length gives their positions); their keys and values are appended to the cache.
+   * The logits equal the matching rows of forward() over the whole sequence.
+   */
+  forwardWithCache(idx: Tensor, cache: KVCache): GPTOutput {
+    if (cache.layers.length !== this.config.n_layer) {
+      throw new Error(`GPT.forwardWithCache: the cache has ${cache.layers.length} layers, the model ${this.config.n_layer}`);
+    }
+    return { logits: this.run(idx, cache) };
+  }
+
+  /** An empty KV cache for this model (dispose() it when done). */
+  createKVCache(): KVCache {
+    return new KVCache(this.config.n_layer);
+  }
+
+  private run(idx: Tensor, cache: KVCache | undefined): Tensor {
+    const cfg = this.config;
+    const t = this.transformer;
+    if (idx.dtype !== 'int32' || idx.ndim !== 2) throw new Error(`GPT: idx must be int32 (B, T), got ${idx.dtype} ${fmt(idx.shape)}`);
+    const T = idx.shape[1]!;
+    const past = cache?.length ?? 0;
+    if (past + T > cfg.block_size) {
+      throw new Error(cache
+        ? `GPT: ${past} cached + ${T} new tokens = ${past + T} exceed block_size ${cfg.block_size}`
+        : `GPT: cannot forward a sequence of length T=${T}, block_size is only ${cfg.block_size}`);
+    }
+    let x = t.wte.forward(idx); // token embeddings (B, T, C)
+    if (t.wpe) x = add(x, t.wpe.positions(T, past)); // + (T, C), broadcast over B
+    else if (t.pe) x = add(x, t.pe.positions(T, past));
+    x = t.drop.forward(x);
+    t.h.items.forEach((block, i) => {
+      x = block.forward(x, cache?.layers[i]);
+    });
+    if (t.ln_f) x = t.ln_f.forward(x);
+    if (cache) cache.length += T;
+    return this.lm_head ? this.lm_head.forward(x) : linear(x, t.wte.weight); // (B, T, V)
+  }
+
+  /** Parameters of a config, computed without allocating (GPT-2 124M: 124,439,808). */
+  static countParameters(config: Partial<GPTConfig> = {}): number {
+    const cfg = gptConfig(config);
+    const C = cfg.n_embd;
+    const b = cfg.bias ? 1 : 0;
+    const norm = cfg.norm === 'rmsnorm' ? C : C * (1 + b);
+    const attn = C * 3 * C + b * 3 * C + C * C + b * C;
+    const hid = cfg.activation === 'swiglu' ? swigluHidden(C) : 4 * C;
+    const mlp = cfg.activation === 'swiglu' ? 2 * (C * hid + b * hid) + hid * C + b * C : C * hid + b * hid + hid * C + b * C;
+    const emb = cfg.vocab_size * C + (cfg.pos_encoding === 'learned' ? cfg.block_size * C : 0);
+    return emb + cfg.n_layer * (2 * norm + attn + mlp) + (cfg.norm_placement === 'pre' ? norm : 0) + (cfg.tie_embeddings ? 0 : cfg.vocab_size * C);
+  }
+
+  /**
+   * Training FLOPs per token, the PaLM appendix B estimate nanoGPT uses for MFU:
+   * 6N (forward + backward through every weight, N without the position table, which is a
+   * lookup) + 12·L·H·D·T (attention's QKᵀ and AV matmuls, forward and backward, at context T).
+   */
+  static flopsPerToken(config: Partial<GPTConfig> = {}, T?: number): number {
+    const cfg = gptConfig(config);
+    const N = GPT.countParameters(cfg) - (cfg.pos_encoding === 'learned' ? cfg.block_size * cfg.n_embd : 0);
+    const D = cfg.n_embd / cfg.n_head;
+    return 6 * N + 12 * cfg.n_layer * cfg.n_head * D * (T ?? cfg.block_size);
+  }
+
+  flopsPerToken(T?: number): number {
+    return GPT.flopsPerToken(this.config, T);
+  }
+}

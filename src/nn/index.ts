@@ -1,0 +1,6 @@
+// The neural-network layer: Module and the building blocks of Transformers.
+export * from './module.js';
+export * from './layers.js';
+export * from './positional.js';
+export * from './mlp.js';
+export * from './attention.js';
