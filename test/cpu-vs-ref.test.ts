@@ -45,7 +45,7 @@ function compare(name: string, inputs: Input[], f: (...xs: Tensor[]) => Tensor, 
       const out = f(...xs);
       const result = { out: out.data(), grads: [] as (ArrayLike<number> | null)[] };
       if (opts.grad !== false && out.requiresGrad) {
-        const w = A.tensor(randomArray(out.size, new Generator(3)), { backend: be, shape: out.shape });
+        const w = A.tensor(randomArray(out.size, new Generator(3)), { backend: be, shape: out.shape, dtype: 'float32' });
         out.mul(w).sum().backward();
         result.grads = xs.map((x) => x.grad?.data() ?? null);
         for (const x of xs) x.grad?.dispose();
@@ -144,12 +144,12 @@ test('attention forward and backward: causal, full, Tq < Tk, key padding, long s
 test('AdamW update matches', () => {
   const run = (be: Backend) => {
     const g = new Generator(9);
-    const p = A.tensor(randomArray(1000, g), { backend: be, requiresGrad: true }).keep();
+    const p = A.tensor(randomArray(1000, g), { backend: be, requiresGrad: true, dtype: 'float32' }).keep();
     const opt = new A.AdamW([p], { lr: 1e-2, weightDecay: 0.1 });
     for (let s = 0; s < 5; s++) {
       A.tidy(() => {
         opt.zeroGrad();
-        A.sum(A.mul(A.mul(p, p), A.tensor(randomArray(1000, g), { backend: be }))).backward();
+        A.sum(A.mul(A.mul(p, p), A.tensor(randomArray(1000, g), { backend: be, dtype: 'float32' }))).backward();
         opt.stepUpdate();
       });
     }

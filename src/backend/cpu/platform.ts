@@ -34,13 +34,14 @@ export interface WorkerHandle {
   terminate(): Promise<unknown>;
 }
 
-/** Starts the kernel worker (worker.js next to this file) with `data` as its start message.
- *  The worker does not keep the process alive. */
+/** Starts the kernel worker (worker.js next to this file) with `data` as its start data.
+ *  Once the worker has sent its first message (ready or failed) it no longer keeps the
+ *  process alive: an idle pool must not stop Node from exiting. */
 export function spawnWorker(data: unknown, onMessage: (msg: unknown) => void, onError: (err: Error) => void): WorkerHandle {
   const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: data });
+  w.once('message', () => w.unref());
   w.on('message', onMessage);
   w.on('error', onError);
-  w.unref();
   return {
     postMessage: (msg) => w.postMessage(msg),
     terminate: () => w.terminate(),

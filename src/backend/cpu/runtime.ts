@@ -69,6 +69,26 @@ function sizeClass(bytes: number): number {
   return align(n, step);
 }
 
+/** The largest size class not above len (len a multiple of 64). */
+function floorClass(len: number): number {
+  if (len <= 16 * ALIGN) return Math.floor(len / ALIGN) * ALIGN;
+  const step = 2 ** (Math.floor(Math.log2(len)) - 3);
+  return Math.floor(len / step) * step;
+}
+
+// Compiled once per process and build; every runtime and worker shares the module.
+const compiled = new Map<boolean, Promise<WebAssembly.Module>>();
+let relaxedSupport: boolean | undefined;
+
+/** Whether this engine runs the relaxed-SIMD build (after enabling it where a flag is needed). */
+export function relaxedSimdSupported(): boolean {
+  if (relaxedSupport === undefined) {
+    enableRelaxedSimd(); // before the first compile, or V8 rejects the relaxed build
+    relaxedSupport = WebAssembly.validate(fromBase64(WASM_RELAXED_SIMD));
+  }
+  return relaxedSupport;
+}
+
 export interface WasmRuntimeOptions {
   /** Threads including the main thread; default: all hardware threads. */
   threads?: number;
@@ -104,6 +124,7 @@ export class WasmRuntime {
   private readonly freeLists = new Map<number, number[]>();
   private readonly live = new Map<number, number>();
   private liveTotal = 0;
+  private freeTotal = 0;
   private scratchPtr = 0;
   private scratchBytes = 0;
 
@@ -137,15 +158,17 @@ export class WasmRuntime {
   /** Loads the kernels (relaxed SIMD where the engine has it) and starts threads - 1 workers. */
   static async create(opts: WasmRuntimeOptions = {}): Promise<WasmRuntime> {
     const threads = Math.max(1, Math.min(CTRL.MAX_THREADS, Math.floor(opts.threads ?? hardwareThreads())));
-    enableRelaxedSimd(); // before the first compile, or V8 rejects the relaxed build
-    let bytes = fromBase64(WASM_RELAXED_SIMD);
-    const relaxed = opts.relaxedSimd !== false && WebAssembly.validate(bytes);
-    if (!relaxed) bytes = fromBase64(WASM_SIMD);
-    const module = await WebAssembly.compile(bytes);
+    const relaxed = opts.relaxedSimd !== false && relaxedSimdSupported();
+    let module = compiled.get(relaxed);
+    if (!module) {
+      module = WebAssembly.compile(fromBase64(relaxed ? WASM_RELAXED_SIMD : WASM_SIMD));
+      compiled.set(relaxed, module);
+    }
     const maxPages = Math.max(1, Math.min(WASM_MAX_PAGES, Math.floor((opts.maxMemoryBytes ?? 2 ** 32) / PAGE)));
     const memory = new WebAssembly.Memory({ initial: Math.min(64, maxPages), maximum: maxPages, shared: true });
-    const instance = await WebAssembly.instantiate(module, wasmImports(module, memory));
-    const rt = new WasmRuntime(module, instance, memory, threads, relaxed, maxPages);
+    const mod = await module;
+    const instance = await WebAssembly.instantiate(mod, wasmImports(mod, memory));
+    const rt = new WasmRuntime(mod, instance, memory, threads, relaxed, maxPages);
     try {
       await rt.startWorkers();
     } catch (e) {
@@ -243,10 +266,17 @@ export class WasmRuntime {
     if (!(bytes >= 0) || !Number.isFinite(bytes)) throw new RangeError(`malloc: bad size ${bytes}`);
     const size = sizeClass(bytes);
     let ptr = this.freeLists.get(size)?.pop();
-    if (ptr === undefined) {
-      ptr = this.top;
-      this.ensure(ptr + size);
-      this.top = ptr + size;
+    if (ptr !== undefined) {
+      this.freeTotal -= size;
+    } else {
+      // Before growing the memory, see whether merged free blocks can serve the request
+      // (sizes that drift upward, like a growing sequence, would otherwise never reuse).
+      if (this.top + size > this.memory.buffer.byteLength && this.freeTotal >= size) ptr = this.reclaim(size);
+      if (ptr === undefined) {
+        ptr = this.top;
+        this.ensure(ptr + size);
+        this.top = ptr + size;
+      }
     }
     this.live.set(ptr, size);
     this.liveTotal += size;
@@ -263,9 +293,58 @@ export class WasmRuntime {
       this.top = ptr; // the last block: give the space back to the bump pointer
       return;
     }
+    this.pushFree(ptr, size);
+  }
+
+  private pushFree(ptr: number, size: number): void {
     let list = this.freeLists.get(size);
     if (!list) this.freeLists.set(size, (list = []));
     list.push(ptr);
+    this.freeTotal += size;
+  }
+
+  /**
+   * Merges address-adjacent free blocks; a run that ends at the bump pointer goes back to it.
+   * Returns a block of `size` cut from the first run that holds it (or undefined); every other
+   * run is re-cut into size-class blocks.
+   */
+  private reclaim(size: number): number | undefined {
+    const blocks: number[][] = [];
+    for (const [sz, list] of this.freeLists) for (const p of list) blocks.push([p, sz]);
+    this.freeLists.clear();
+    this.freeTotal = 0;
+    blocks.sort((x, y) => x[0] - y[0]);
+    const runs: number[][] = [];
+    for (const [p, sz] of blocks) {
+      const last = runs[runs.length - 1];
+      if (last && last[0] + last[1] === p) last[1] += sz;
+      else runs.push([p, sz]);
+    }
+    const tail = runs[runs.length - 1];
+    if (tail && tail[0] + tail[1] === this.top) {
+      this.top = tail[0];
+      runs.pop();
+    }
+    let found: number | undefined;
+    for (const [p, len] of runs) {
+      if (found === undefined && len >= size) {
+        found = p;
+        this.carve(p + size, len - size);
+      } else {
+        this.carve(p, len);
+      }
+    }
+    return found;
+  }
+
+  /** Cuts [p, p + len) into free blocks of size-class sizes, largest first. */
+  private carve(p: number, len: number): void {
+    while (len >= ALIGN) {
+      const c = floorClass(len);
+      this.pushFree(p, c);
+      p += c;
+      len -= c;
+    }
   }
 
   /** Bytes held by live blocks (after size-class rounding). */

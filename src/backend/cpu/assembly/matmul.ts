@@ -95,7 +95,9 @@ function geluScalar(x: f32): f32 {
 }
 
 // One 4x8 tile: C[0..rows, 0..cols] (row stride ldc bytes) from packed strips ap (kc x 4) and
-// bp (kc x 8). bias points at the tile's first column or is 0. Partial tiles go through tmp.
+// bp (kc x 8). Per k: two B vectors, each A value broadcast (load32_splat), 8 FMAs into 8
+// accumulators that hold C's rows, so the tile stores without a transpose. bias points at
+// the tile's first column or is 0. Partial tiles go through tmp.
 function tile4x8(kc: i32, ap: usize, bp: usize, c: usize, ldc: usize, rows: i32, cols: i32,
   bias: usize, mode: i32, tmp: usize): void {
   let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
@@ -103,50 +105,8 @@ function tile4x8(kc: i32, ap: usize, bp: usize, c: usize, ldc: usize, rows: i32,
   let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
   let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
   let k = kc;
-  // Unrolled by 4 so the loads use constant offsets and loop overhead stays small.
-  while (k >= 4) {
-    let b0 = v128.load(bp), b1 = v128.load(bp, 16);
-    let a = v128.load32_splat(ap);
-    c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
-    a = v128.load32_splat(ap, 4);
-    c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
-    a = v128.load32_splat(ap, 8);
-    c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
-    a = v128.load32_splat(ap, 12);
-    c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
-
-    b0 = v128.load(bp, 32); b1 = v128.load(bp, 48);
-    a = v128.load32_splat(ap, 16);
-    c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
-    a = v128.load32_splat(ap, 20);
-    c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
-    a = v128.load32_splat(ap, 24);
-    c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
-    a = v128.load32_splat(ap, 28);
-    c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
-
-    b0 = v128.load(bp, 64); b1 = v128.load(bp, 80);
-    a = v128.load32_splat(ap, 32);
-    c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
-    a = v128.load32_splat(ap, 36);
-    c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
-    a = v128.load32_splat(ap, 40);
-    c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
-    a = v128.load32_splat(ap, 44);
-    c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
-
-    b0 = v128.load(bp, 96); b1 = v128.load(bp, 112);
-    a = v128.load32_splat(ap, 48);
-    c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
-    a = v128.load32_splat(ap, 52);
-    c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
-    a = v128.load32_splat(ap, 56);
-    c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
-    a = v128.load32_splat(ap, 60);
-    c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
-
-    ap += 64; bp += 128; k -= 4;
-  }
+  // Not unrolled: V8 hoists the loads of an unrolled body ahead of the FMAs and spills
+  // accumulators, which halves the speed.
   while (k > 0) {
     const b0 = v128.load(bp), b1 = v128.load(bp, 16);
     let a = v128.load32_splat(ap);
@@ -457,6 +417,195 @@ export function matmul_f32(tid: i32, nt: i32,
       gemv(ab, bb, <usize>ldb, transB, cb, n0, n1, K, bias, act, accumulate);
     } else {
       gemm(ab, <usize>lda, transA, bb, <usize>ldb, transB, cb, N, m0, m1, n0, n1, K, bias, act, accumulate, sp);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Element-wise kernels on 2-D (outer, inner) views: element (o, i) of an operand lies at
+// p + 4*(o*outerStride + i*innerStride) with innerStride 0 (broadcast) or 1 (contiguous);
+// out is contiguous. This covers same-shape, row-, column- and scalar-broadcast operands.
+// ---------------------------------------------------------------------------------------
+
+// Binary op codes: 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 min.
+@inline function bin4(op: i32, x: v128, y: v128): v128 {
+  if (op == 0) return f32x4.add(x, y);
+  if (op == 1) return f32x4.sub(x, y);
+  if (op == 2) return f32x4.mul(x, y);
+  if (op == 3) return f32x4.div(x, y);
+  if (op == 4) return f32x4.max(x, y);
+  return f32x4.min(x, y);
+}
+
+@inline function bin1(op: i32, x: f32, y: f32): f32 {
+  if (op == 0) return x + y;
+  if (op == 1) return x - y;
+  if (op == 2) return x * y;
+  if (op == 3) return x / y;
+  if (op == 4) return max(x, y);
+  return min(x, y);
+}
+
+// One row of n outputs; op, ai and bi are constants after inlining, so each call site
+// becomes its own specialised loop.
+@inline function binRow(op: i32, ai: i32, bi: i32, a: usize, b: usize, o: usize, n: i32): void {
+  let i = 0;
+  if (ai && bi) {
+    for (; i + 4 <= n; i += 4) {
+      const q = <usize>i << 2;
+      v128.store(o + q, bin4(op, v128.load(a + q), v128.load(b + q)));
+    }
+    for (; i < n; i++) {
+      const q = <usize>i << 2;
+      store<f32>(o + q, bin1(op, load<f32>(a + q), load<f32>(b + q)));
+    }
+  } else if (ai) {
+    const y = v128.load32_splat(b), ys = load<f32>(b);
+    for (; i + 4 <= n; i += 4) {
+      const q = <usize>i << 2;
+      v128.store(o + q, bin4(op, v128.load(a + q), y));
+    }
+    for (; i < n; i++) {
+      const q = <usize>i << 2;
+      store<f32>(o + q, bin1(op, load<f32>(a + q), ys));
+    }
+  } else if (bi) {
+    const x = v128.load32_splat(a), xs = load<f32>(a);
+    for (; i + 4 <= n; i += 4) {
+      const q = <usize>i << 2;
+      v128.store(o + q, bin4(op, x, v128.load(b + q)));
+    }
+    for (; i < n; i++) {
+      const q = <usize>i << 2;
+      store<f32>(o + q, bin1(op, xs, load<f32>(b + q)));
+    }
+  } else {
+    const v = bin1(op, load<f32>(a), load<f32>(b));
+    const vv = f32x4.splat(v);
+    for (; i + 4 <= n; i += 4) v128.store(o + (<usize>i << 2), vv);
+    for (; i < n; i++) store<f32>(o + (<usize>i << 2), v);
+  }
+}
+
+@inline function binRowOp(op: i32, ai: i32, bi: i32, a: usize, b: usize, o: usize, n: i32): void {
+  if (ai) {
+    if (bi) binRow(op, 1, 1, a, b, o, n); else binRow(op, 1, 0, a, b, o, n);
+  } else {
+    if (bi) binRow(op, 0, 1, a, b, o, n); else binRow(op, 0, 0, a, b, o, n);
+  }
+}
+
+/**
+ * out[o, i] = A[o, i] op B[o, i] over an (outer, inner) grid; op: 0 add, 1 sub, 2 mul, 3 div,
+ * 4 max, 5 min. aInner/bInner: 1 contiguous along inner, 0 broadcast; aOuter/bOuter: element
+ * strides between rows (0 = broadcast). Threads split rows, or the row when there are few.
+ */
+export function ew_binary_f32(tid: i32, nt: i32, op: i32,
+  a: usize, aInner: i32, aOuter: i32, b: usize, bInner: i32, bOuter: i32,
+  out: usize, outer: i32, inner: i32): void {
+  let o0 = 0, o1 = outer, i0 = 0, i1 = inner;
+  if (nt > 1) {
+    if (outer >= nt) {
+      o0 = <i32>(<i64>outer * tid / nt); o1 = <i32>(<i64>outer * (tid + 1) / nt);
+    } else {
+      const chunk = ((inner + nt - 1) / nt + 15) & ~15;
+      i0 = min(inner, tid * chunk); i1 = min(inner, i0 + chunk);
+    }
+  }
+  const n = i1 - i0;
+  if (n <= 0) return;
+  for (let o = o0; o < o1; o++) {
+    const pa = a + ((<usize>o * <usize>aOuter + <usize>(i0 * aInner)) << 2);
+    const pb = b + ((<usize>o * <usize>bOuter + <usize>(i0 * bInner)) << 2);
+    const po = out + ((<usize>o * <usize>inner + <usize>i0) << 2);
+    switch (op) {
+      case 0: binRowOp(0, aInner, bInner, pa, pb, po, n); break;
+      case 1: binRowOp(1, aInner, bInner, pa, pb, po, n); break;
+      case 2: binRowOp(2, aInner, bInner, pa, pb, po, n); break;
+      case 3: binRowOp(3, aInner, bInner, pa, pb, po, n); break;
+      case 4: binRowOp(4, aInner, bInner, pa, pb, po, n); break;
+      default: binRowOp(5, aInner, bInner, pa, pb, po, n); break;
+    }
+  }
+}
+
+/**
+ * Strided copy of 4-byte elements over a (n0, n1, n2, n3) index space: element (i0..i3) goes
+ * from x + 4*Σ ik*xsk to out + 4*Σ ik*osk. Strides in elements, any sign. Threads split the
+ * n0*n1*n2 rows.
+ */
+export function copy_strided_32(tid: i32, nt: i32, x: usize, out: usize,
+  n0: i32, n1: i32, n2: i32, n3: i32,
+  xs0: i32, xs1: i32, xs2: i32, xs3: i32,
+  os0: i32, os1: i32, os2: i32, os3: i32): void {
+  const rows = <i64>n0 * n1 * n2;
+  if (rows <= 0 || n3 <= 0) return;
+  if (xs2 == 1 && xs3 != 1 && os3 == 1 && n2 >= 8) {
+    transposeStrips(tid, nt, x, out, n0, n1, n2, n3, xs0, xs1, xs3, os0, os1, os2);
+    return;
+  }
+  const r0 = rows * tid / nt, r1 = rows * (tid + 1) / nt;
+  if (r0 >= r1) return;
+  // Row index (j0, j1, j2) of r0, then advanced odometer style.
+  let j2 = <i32>(r0 % n2);
+  let j1 = <i32>((r0 / n2) % n1);
+  let j0 = <i32>(r0 / n2 / n1);
+  const rowBytes = <usize>n3 << 2;
+  for (let r = r0; r < r1; r++) {
+    const xp = x + ((<usize>j0 * <usize>xs0 + <usize>j1 * <usize>xs1 + <usize>j2 * <usize>xs2) << 2);
+    const op = out + ((<usize>j0 * <usize>os0 + <usize>j1 * <usize>os1 + <usize>j2 * <usize>os2) << 2);
+    if (xs3 == 1 && os3 == 1) {
+      memory.copy(op, xp, rowBytes);
+    } else if (xs3 == 0 && os3 == 1) {
+      const v = load<u32>(xp);
+      for (let i = 0; i < n3; i++) store<u32>(op + (<usize>i << 2), v);
+    } else {
+      const xst = <usize>xs3 << 2, ost = <usize>os3 << 2;
+      let p = xp, q = op;
+      for (let i = 0; i < n3; i++) { store<u32>(q, load<u32>(p)); p += xst; q += ost; }
+    }
+    if (++j2 == n2) { j2 = 0; if (++j1 == n1) { j1 = 0; j0++; } }
+  }
+}
+
+// Transposing case of copy_strided_32 (x contiguous along dim 2, out along dim 3): walking
+// out's rows reads x with a large stride, so take 8 rows at a time, which turns each read
+// into 32 contiguous bytes while the 8 writes stream along their rows. Lanes move as integers
+// so int32 data and NaN payloads pass through unchanged.
+function transposeStrips(tid: i32, nt: i32, x: usize, out: usize, n0: i32, n1: i32, n2: i32, n3: i32,
+  xs0: i32, xs1: i32, xs3: i32, os0: i32, os1: i32, os2: i32): void {
+  const per = (n2 + 7) >> 3;
+  const strips = <i64>n0 * n1 * per;
+  const s0 = strips * tid / nt, s1 = strips * (tid + 1) / nt;
+  const xst = <usize>xs3 << 2, ost = <usize>os2 << 2;
+  for (let s = s0; s < s1; s++) {
+    const j2 = <i32>(s % per) << 3;
+    const j1 = <i32>((s / per) % n1);
+    const j0 = <i32>(s / per / n1);
+    const xp = x + ((<usize>j0 * <usize>xs0 + <usize>j1 * <usize>xs1 + <usize>j2) << 2);
+    const op = out + ((<usize>j0 * <usize>os0 + <usize>j1 * <usize>os1 + <usize>j2 * <usize>os2) << 2);
+    const cnt = min(8, n2 - j2);
+    if (cnt == 8) {
+      let p = xp;
+      for (let i = 0; i < n3; i++) {
+        const v0 = v128.load(p), v1 = v128.load(p, 16);
+        const q = op + (<usize>i << 2);
+        store<i32>(q, i32x4.extract_lane(v0, 0));
+        store<i32>(q + ost, i32x4.extract_lane(v0, 1));
+        store<i32>(q + 2 * ost, i32x4.extract_lane(v0, 2));
+        store<i32>(q + 3 * ost, i32x4.extract_lane(v0, 3));
+        store<i32>(q + 4 * ost, i32x4.extract_lane(v1, 0));
+        store<i32>(q + 5 * ost, i32x4.extract_lane(v1, 1));
+        store<i32>(q + 6 * ost, i32x4.extract_lane(v1, 2));
+        store<i32>(q + 7 * ost, i32x4.extract_lane(v1, 3));
+        p += xst;
+      }
+    } else {
+      for (let r = 0; r < cnt; r++) {
+        let p = xp + (<usize>r << 2);
+        const q = op + <usize>r * ost;
+        for (let i = 0; i < n3; i++) { store<u32>(q + (<usize>i << 2), load<u32>(p)); p += xst; }
+      }
     }
   }
 }

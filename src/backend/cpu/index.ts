@@ -1,0 +1,441 @@
+// The fast CPU backend: storage lives in the shared WebAssembly memory of a WasmRuntime, the
+// heavy ops run as WebAssembly SIMD kernels on its thread pool, and every other op is the
+// reference backend's JS kernel working on views of that memory.
+import type { AdamWArgs, AttentionArgs, AttentionBackwardArgs, Backend, BinaryOp, Layout, MatmulArgs, Storage, UnaryGradOp, UnaryOp } from '../backend.js';
+import * as fused from './fused.js';
+import { RefBackend } from '../ref/index.js';
+import type { DType, TypedArray } from '../../tensor/dtype.js';
+import { contiguousStrides, numel, sameShape } from '../../tensor/shape.js';
+import { WasmRuntime, type WasmRuntimeOptions } from './runtime.js';
+
+export { WasmRuntime } from './runtime.js';
+
+export class CpuStorage implements Storage {
+  refs = 0;
+  freed = false;
+  constructor(
+    readonly backend: Backend,
+    readonly dtype: DType,
+    readonly size: number,
+    /** Byte offset of element 0 in the wasm memory. */
+    readonly ptr: number,
+    /** View of the elements; the memory is shared, so growth never detaches it. */
+    public view: TypedArray,
+  ) {}
+}
+
+const ACT_CODE = { none: 0, relu: 1, gelu: 2 } as const;
+// The kernel applies the activation on its last K block, so accumulate + activation needs the
+// whole K in one block (its KC).
+const KERNEL_KC = 256;
+// Below this many multiply-adds a matmul runs on the main thread only: waking a worker costs
+// more than it saves.
+const PARALLEL_MIN_MACS = 1 << 16;
+// Element-wise kernels are memory-bound; a second thread pays off only on large arrays.
+const PARALLEL_MIN_ELEMENTS = 1 << 16;
+const BINARY_CODE: Partial<Record<BinaryOp, number>> = { add: 0, sub: 1, mul: 2, div: 3, max: 4, min: 5 };
+const COMMUTATIVE = new Set<BinaryOp>(['add', 'mul', 'max', 'min']);
+
+/**
+ * Drops size-1 dims of `shape` and merges neighbouring dims that every stride list walks as
+ * one (outer stride = inner stride * inner size), so strided views reduce to few loops.
+ */
+export function collapseDims(shape: readonly number[], strides: readonly (readonly number[])[]): { shape: number[]; strides: number[][] } {
+  const sh: number[] = [];
+  const st: number[][] = strides.map(() => []);
+  for (let d = 0; d < shape.length; d++) {
+    const n = shape[d];
+    if (n === 1) continue;
+    const k = sh.length - 1;
+    if (k >= 0 && strides.every((s, t) => st[t][k] === s[d] * n)) {
+      sh[k] *= n;
+      for (let t = 0; t < strides.length; t++) st[t][k] = strides[t][d];
+    } else {
+      sh.push(n);
+      for (let t = 0; t < strides.length; t++) st[t].push(strides[t][d]);
+    }
+  }
+  return { shape: sh, strides: st };
+}
+
+export class CpuBackend extends RefBackend {
+  override readonly name: string = 'cpu';
+  readonly rt: WasmRuntime;
+  private readonly matmulScratch: number;
+
+  constructor(rt: WasmRuntime) {
+    super();
+    this.rt = rt;
+    this.matmulScratch = Number(rt.exports.matmul_scratch_bytes());
+  }
+
+  override supports(dtype: DType): boolean {
+    return dtype === 'float32' || dtype === 'int32';
+  }
+
+  // ---- memory ----
+
+  protected override arr(s: Storage): TypedArray {
+    if (s.backend !== this) throw new Error(`${this.name} backend: storage belongs to the ${s.backend.name} backend`);
+    if (s.freed) throw new Error(`${this.name} backend: use of a freed storage (${s.dtype}, ${s.size} elements)`);
+    return (s as CpuStorage).view;
+  }
+
+  /** Byte pointer of element 0 of s in the wasm memory (checks s like arr does). */
+  ptr(s: Storage): number {
+    this.arr(s);
+    return (s as CpuStorage).ptr;
+  }
+
+  /** A storage with undefined contents (alloc zero-fills on top of this). */
+  protected allocRaw(dtype: DType, size: number): CpuStorage {
+    this.checkAlloc(dtype, size);
+    const ptr = this.rt.malloc(size * 4);
+    const view = dtype === 'int32' ? this.rt.i32(ptr, size) : this.rt.f32(ptr, size);
+    return new CpuStorage(this, dtype, size, ptr, view);
+  }
+
+  override alloc(dtype: DType, size: number): Storage {
+    const s = this.allocRaw(dtype, size);
+    s.view.fill(0); // blocks are recycled, so they may hold old data
+    return s;
+  }
+
+  override upload(data: ArrayLike<number>, dtype: DType): Storage {
+    const s = this.allocRaw(dtype, data.length);
+    s.view.set(data);
+    return s;
+  }
+
+  override free(s: Storage): void {
+    this.arr(s); // a double free is a use after free
+    const cs = s as CpuStorage;
+    cs.freed = true;
+    this.rt.free(cs.ptr);
+    cs.view = new Float32Array(0);
+  }
+
+  // ---- element-wise (wasm for float32 layouts that reduce to simple 2-D/4-D loops, else JS) ----
+
+  override copy(x: Storage, xl: Layout, out: Storage): void {
+    const ol: Layout = { shape: xl.shape, strides: contiguousStrides(xl.shape), offset: 0 };
+    // Same-dtype copies move 4-byte words (float32 or int32); conversions go through JS.
+    if (x.dtype !== out.dtype || !this.sameStrided(xl, ol)) {
+      super.copy(x, xl, out);
+      return;
+    }
+    this.checkLayout('copy', 'x', x, xl);
+    this.need('copy', 'out', out, numel(xl.shape));
+    if (!this.stridedCopy(x, xl, out, ol)) super.copy(x, xl, out);
+  }
+
+  override copyInto(x: Storage, xl: Layout, out: Storage, outLayout: Layout): void {
+    if (x.dtype !== out.dtype || !this.sameStrided(xl, outLayout)) {
+      super.copyInto(x, xl, out, outLayout);
+      return;
+    }
+    this.checkLayout('copyInto', 'x', x, xl);
+    this.checkLayout('copyInto', 'out', out, outLayout);
+    if (!this.stridedCopy(x, xl, out, outLayout)) super.copyInto(x, xl, out, outLayout);
+  }
+
+  override binary(op: BinaryOp, a: Storage, al: Layout, b: Storage, bl: Layout, out: Storage): void {
+    const code = BINARY_CODE[op];
+    if (code === undefined || a.dtype !== 'float32' || b.dtype !== 'float32' || out.dtype !== 'float32' ||
+      !this.sameStrided(al, bl)) {
+      super.binary(op, a, al, b, bl, out);
+      return;
+    }
+    this.checkLayout(op, 'a', a, al);
+    this.checkLayout(op, 'b', b, bl);
+    const n = numel(al.shape);
+    this.need(op, 'out', out, n);
+    if (n === 0) return;
+    if (!this.binary2d(code, this.ptr(a) + 4 * al.offset, al.strides, this.ptr(b) + 4 * bl.offset, bl.strides,
+      al.shape, out)) {
+      super.binary(op, a, al, b, bl, out);
+    }
+  }
+
+  override binaryScalar(op: BinaryOp, a: Storage, al: Layout, s: number, reversed: boolean, out: Storage): void {
+    const code = BINARY_CODE[op];
+    if (code === undefined || a.dtype !== 'float32' || out.dtype !== 'float32') {
+      super.binaryScalar(op, a, al, s, reversed, out);
+      return;
+    }
+    this.checkLayout(op, 'a', a, al);
+    const n = numel(al.shape);
+    this.need(op, 'out', out, n);
+    if (n === 0) return;
+    // The scalar goes through a one-element operand with all strides 0.
+    this.rt.f32(this.scalarSlot, 1)[0] = s;
+    const zero = al.shape.map(() => 0);
+    const pa = this.ptr(a) + 4 * al.offset;
+    const done = reversed && !COMMUTATIVE.has(op)
+      ? this.binary2d(code, this.scalarSlot, zero, pa, al.strides, al.shape, out)
+      : this.binary2d(code, pa, al.strides, this.scalarSlot, zero, al.shape, out);
+    if (!done) super.binaryScalar(op, a, al, s, reversed, out);
+  }
+
+  private scalarSlotPtr = 0;
+  private get scalarSlot(): number {
+    if (!this.scalarSlotPtr) this.scalarSlotPtr = this.rt.malloc(64);
+    return this.scalarSlotPtr;
+  }
+
+  private sameStrided(a: Layout, b: Layout): boolean {
+    return sameShape(a.shape, b.shape) && a.shape.length === a.strides.length && b.shape.length === b.strides.length;
+  }
+
+  /** Runs ew_binary_f32 when the layouts reduce to (outer, inner) with unit or zero inner
+   *  strides; false when they do not (the caller falls back to JS). */
+  private binary2d(code: number, pa: number, sa: readonly number[], pb: number, sb: readonly number[],
+    shape: readonly number[], out: Storage): boolean {
+    const c = collapseDims(shape, [sa, sb, contiguousStrides(shape)]);
+    const r = c.shape.length;
+    if (r > 2) return false;
+    const inner = r ? c.shape[r - 1] : 1, outer = r === 2 ? c.shape[0] : 1;
+    const aIn = r ? c.strides[0][r - 1] : 0, bIn = r ? c.strides[1][r - 1] : 0;
+    if ((aIn !== 0 && aIn !== 1) || (bIn !== 0 && bIn !== 1)) return false;
+    const aOut = r === 2 ? c.strides[0][0] : 0, bOut = r === 2 ? c.strides[1][0] : 0;
+    const threads = outer * inner >= PARALLEL_MIN_ELEMENTS ? this.rt.threads : 1;
+    this.rt.run('ew_binary_f32', [code, pa, aIn, aOut, pb, bIn, bOut, this.ptr(out), outer, inner], threads);
+    return true;
+  }
+
+  /** Runs copy_strided_32 when the layouts collapse to at most 4 dims; false otherwise. */
+  private stridedCopy(x: Storage, xl: Layout, out: Storage, ol: Layout): boolean {
+    const n = numel(xl.shape);
+    if (n === 0) return true;
+    const c = collapseDims(xl.shape, [xl.strides, ol.strides]);
+    if (c.shape.length > 4) return false;
+    while (c.shape.length < 4) {
+      c.shape.unshift(1);
+      c.strides[0].unshift(0);
+      c.strides[1].unshift(0);
+    }
+    const threads = n >= PARALLEL_MIN_ELEMENTS ? this.rt.threads : 1;
+    this.rt.run('copy_strided_32', [this.ptr(x) + 4 * xl.offset, this.ptr(out) + 4 * ol.offset,
+      ...c.shape, ...c.strides[0], ...c.strides[1]], threads);
+    return true;
+  }
+
+  // ---- linear algebra ----
+
+  override matmul(args: MatmulArgs): void {
+    const { a, b, out, bias } = args;
+    if (a.dtype !== 'float32' || b.dtype !== 'float32' || out.dtype !== 'float32' || (bias && bias.dtype !== 'float32')) {
+      super.matmul(args); // int32 matmul: the JS kernel on wasm views
+      return;
+    }
+    let { batch, M, K, aBatchStride } = args;
+    const N = args.N;
+    this.checkMatmul(args);
+    if (batch * M * N === 0) return;
+    const act = args.activation ?? 'none';
+    if (args.accumulate && act !== 'none' && K > KERNEL_KC) {
+      // out += act(A B + bias): compute act(A B + bias) apart, then add.
+      const tmp = this.allocRaw('float32', batch * M * N);
+      try {
+        this.matmul({ ...args, out: tmp, accumulate: false });
+        const o = (out as CpuStorage).view, t = tmp.view;
+        for (let i = 0; i < t.length; i++) o[i] += t[i];
+      } finally {
+        this.free(tmp);
+      }
+      return;
+    }
+    // A shared B over a batch of row-major A blocks laid end to end is one taller matmul.
+    if (batch > 1 && args.bBatchStride === 0 && !args.transA && aBatchStride === M * args.lda) {
+      M *= batch;
+      batch = 1;
+      aBatchStride = 0;
+    }
+    const macs = batch * M * N * K;
+    const threads = macs < PARALLEL_MIN_MACS ? 1 : this.rt.threads;
+    const scratch = this.rt.scratch(this.matmulScratch);
+    this.rt.run('matmul_f32', [
+      this.ptr(a) + 4 * args.aOffset, aBatchStride, args.lda, args.transA ? 1 : 0,
+      this.ptr(b) + 4 * args.bOffset, args.bBatchStride, args.ldb, args.transB ? 1 : 0,
+      this.ptr(out), batch, M, N, K,
+      bias ? this.ptr(bias) : 0, ACT_CODE[act], args.accumulate ? 1 : 0,
+      scratch, this.matmulScratch,
+    ], threads);
+  }
+
+  /** The same bounds checks as the reference matmul: the kernel must never read outside a storage. */
+  protected checkMatmul(args: MatmulArgs): void {
+    const { batch, M, N, K } = args;
+    for (const [what, v] of [['batch', batch], ['M', M], ['N', N], ['K', K], ['lda', args.lda], ['ldb', args.ldb],
+      ['aOffset', args.aOffset], ['bOffset', args.bOffset]] as const) {
+      if (!Number.isInteger(v) || v < 0) throw new RangeError(`matmul: ${what} must be a non-negative integer, got ${v}`);
+    }
+    const aLayout: Layout = {
+      shape: [batch, M, K],
+      strides: [args.aBatchStride, args.transA ? 1 : args.lda, args.transA ? args.lda : 1],
+      offset: args.aOffset,
+    };
+    const bLayout: Layout = {
+      shape: [batch, K, N],
+      strides: [args.bBatchStride, args.transB ? 1 : args.ldb, args.transB ? args.ldb : 1],
+      offset: args.bOffset,
+    };
+    this.checkLayout('matmul', 'a', args.a, aLayout);
+    this.checkLayout('matmul', 'b', args.b, bLayout);
+    this.need('matmul', 'out', args.out, batch * M * N);
+    if (args.bias) this.need('matmul', 'bias', args.bias, N);
+  }
+
+  // ---- fused Transformer kernels (assembly/fused.ts); anything not float32 uses the JS kernels ----
+
+  private f32(...ss: (Storage | null | undefined)[]): boolean {
+    for (const s of ss) if (s && s.dtype !== 'float32') return false;
+    return true;
+  }
+
+  private p(s: Storage): fused.Ptr {
+    return { ptr: this.ptr(s) };
+  }
+
+  private pn(s: Storage | null | undefined): fused.Ptr | null {
+    return s ? this.p(s) : null;
+  }
+
+  override unary(op: UnaryOp, x: Storage, xl: Layout, out: Storage): void {
+    const contiguousX = xl.offset === 0 && sameShape(xl.strides, contiguousStrides(xl.shape));
+    if (op === 'gelu' && contiguousX && this.f32(x, out)) {
+      this.need('unary', 'x', x, numel(xl.shape));
+      this.need('unary', 'out', out, numel(xl.shape));
+      fused.gelu(this.rt, this.p(x), this.p(out), numel(xl.shape));
+      return;
+    }
+    super.unary(op, x, xl, out);
+  }
+
+  override unaryBackward(op: UnaryGradOp, x: Storage, gy: Storage, gx: Storage, n: number): void {
+    if (op === 'gelu' && this.f32(x, gy, gx)) {
+      for (const [name, s] of [['x', x], ['gy', gy], ['gx', gx]] as const) this.need('unaryBackward', name, s, n);
+      fused.geluBackward(this.rt, this.p(x), this.p(gy), this.p(gx), n);
+      return;
+    }
+    super.unaryBackward(op, x, gy, gx, n);
+  }
+
+  override softmax(x: Storage, rows: number, n: number, log: boolean, out: Storage): void {
+    if (!this.f32(x, out)) return super.softmax(x, rows, n, log, out);
+    this.need('softmax', 'x', x, rows * n);
+    this.need('softmax', 'out', out, rows * n);
+    fused.softmax(this.rt, this.p(x), rows, n, log, this.p(out));
+  }
+
+  override softmaxBackward(y: Storage, gy: Storage, rows: number, n: number, log: boolean, gx: Storage): void {
+    if (!this.f32(y, gy, gx)) return super.softmaxBackward(y, gy, rows, n, log, gx);
+    for (const [name, s] of [['y', y], ['gy', gy], ['gx', gx]] as const) this.need('softmaxBackward', name, s, rows * n);
+    fused.softmaxBackward(this.rt, this.p(y), this.p(gy), rows, n, log, this.p(gx));
+  }
+
+  override layerNorm(x: Storage, w: Storage | null, b: Storage | null, rows: number, n: number, eps: number,
+    out: Storage, mean: Storage, rstd: Storage): void {
+    if (!this.f32(x, w, b, out, mean, rstd)) return super.layerNorm(x, w, b, rows, n, eps, out, mean, rstd);
+    this.checkNorm('layerNorm', x, w, b, rows, n, out, mean, rstd);
+    fused.layerNorm(this.rt, this.p(x), this.pn(w), this.pn(b), rows, n, eps, this.p(out), this.p(mean), this.p(rstd));
+  }
+
+  override layerNormBackward(x: Storage, w: Storage | null, mean: Storage, rstd: Storage, gy: Storage,
+    rows: number, n: number, gx: Storage, gw: Storage | null, gb: Storage | null): void {
+    if (!this.f32(x, w, mean, rstd, gy, gx, gw, gb)) return super.layerNormBackward(x, w, mean, rstd, gy, rows, n, gx, gw, gb);
+    this.checkNorm('layerNormBackward', x, w, gb, rows, n, gy, mean, rstd);
+    this.need('layerNormBackward', 'gx', gx, rows * n);
+    if (gw) this.need('layerNormBackward', 'gw', gw, n);
+    fused.layerNormBackward(this.rt, this.p(x), this.pn(w), this.p(mean), this.p(rstd), this.p(gy), rows, n, this.p(gx), this.pn(gw), this.pn(gb));
+  }
+
+  override rmsNorm(x: Storage, w: Storage | null, rows: number, n: number, eps: number, out: Storage, rstd: Storage): void {
+    if (!this.f32(x, w, out, rstd)) return super.rmsNorm(x, w, rows, n, eps, out, rstd);
+    this.checkNorm('rmsNorm', x, w, null, rows, n, out, null, rstd);
+    fused.rmsNorm(this.rt, this.p(x), this.pn(w), rows, n, eps, this.p(out), this.p(rstd));
+  }
+
+  override rmsNormBackward(x: Storage, w: Storage | null, rstd: Storage, gy: Storage, rows: number, n: number,
+    gx: Storage, gw: Storage | null): void {
+    if (!this.f32(x, w, rstd, gy, gx, gw)) return super.rmsNormBackward(x, w, rstd, gy, rows, n, gx, gw);
+    this.checkNorm('rmsNormBackward', x, w, null, rows, n, gy, null, rstd);
+    this.need('rmsNormBackward', 'gx', gx, rows * n);
+    if (gw) this.need('rmsNormBackward', 'gw', gw, n);
+    fused.rmsNormBackward(this.rt, this.p(x), this.pn(w), this.p(rstd), this.p(gy), rows, n, this.p(gx), this.pn(gw));
+  }
+
+  /** Size checks shared by the norm kernels: a kernel must never touch memory outside a storage. */
+  private checkNorm(op: string, x: Storage, w: Storage | null, b: Storage | null, rows: number, n: number,
+    out: Storage, mean: Storage | null, rstd: Storage): void {
+    this.need(op, 'x', x, rows * n);
+    this.need(op, 'out', out, rows * n);
+    if (w) this.need(op, 'w', w, n);
+    if (b) this.need(op, 'b', b, n);
+    if (mean) this.need(op, 'mean', mean, rows);
+    this.need(op, 'rstd', rstd, rows);
+  }
+
+  override crossEntropy(logits: Storage, targets: Storage, N: number, V: number, ignoreIndex: number,
+    smoothing: number, losses: Storage, lse: Storage): void {
+    if (!this.f32(logits, losses, lse) || targets.dtype !== 'int32') return super.crossEntropy(logits, targets, N, V, ignoreIndex, smoothing, losses, lse);
+    this.need('crossEntropy', 'logits', logits, N * V);
+    this.need('crossEntropy', 'targets', targets, N);
+    this.need('crossEntropy', 'losses', losses, N);
+    this.need('crossEntropy', 'lse', lse, N);
+    fused.crossEntropy(this.rt, this.p(logits), this.p(targets), N, V, ignoreIndex, smoothing, this.p(losses), this.p(lse));
+  }
+
+  override crossEntropyBackward(logits: Storage, targets: Storage, lse: Storage, scale: Storage, N: number, V: number,
+    ignoreIndex: number, smoothing: number, gx: Storage): void {
+    if (!this.f32(logits, lse, scale, gx) || targets.dtype !== 'int32') {
+      return super.crossEntropyBackward(logits, targets, lse, scale, N, V, ignoreIndex, smoothing, gx);
+    }
+    this.need('crossEntropyBackward', 'logits', logits, N * V);
+    this.need('crossEntropyBackward', 'gx', gx, N * V);
+    this.need('crossEntropyBackward', 'targets', targets, N);
+    this.need('crossEntropyBackward', 'lse', lse, N);
+    this.need('crossEntropyBackward', 'scale', scale, N);
+    fused.crossEntropyBackward(this.rt, this.p(logits), this.p(targets), this.p(lse), this.p(scale), N, V, ignoreIndex, smoothing, this.p(gx));
+  }
+
+  override attention(a: AttentionArgs): void {
+    if (!this.f32(a.q, a.k, a.v, a.out, a.lse) || (a.keyMask && a.keyMask.dtype !== 'int32')) return super.attention(a);
+    this.checkAttention('attention', a);
+    fused.attention(this.rt, { ...a, q: this.p(a.q), k: this.p(a.k), v: this.p(a.v), out: this.p(a.out), lse: this.p(a.lse), keyMask: this.pn(a.keyMask) });
+  }
+
+  override attentionBackward(a: AttentionBackwardArgs): void {
+    if (!this.f32(a.q, a.k, a.v, a.out, a.lse, a.gout, a.gq, a.gk, a.gv) || (a.keyMask && a.keyMask.dtype !== 'int32')) return super.attentionBackward(a);
+    this.checkAttention('attentionBackward', a);
+    const { B, H, Tq, Tk, D } = a;
+    this.need('attentionBackward', 'gout', a.gout, B * H * Tq * D);
+    this.need('attentionBackward', 'gq', a.gq, B * H * Tq * D);
+    this.need('attentionBackward', 'gk', a.gk, B * H * Tk * D);
+    this.need('attentionBackward', 'gv', a.gv, B * H * Tk * D);
+    fused.attentionBackward(this.rt, {
+      ...a, q: this.p(a.q), k: this.p(a.k), v: this.p(a.v), out: this.p(a.out), lse: this.p(a.lse), keyMask: this.pn(a.keyMask),
+      gout: this.p(a.gout), gq: this.p(a.gq), gk: this.p(a.gk), gv: this.p(a.gv),
+    });
+  }
+
+  override adamw(a: AdamWArgs): void {
+    if (!this.f32(a.param, a.grad, a.m, a.v)) return super.adamw(a);
+    for (const [name, s] of [['param', a.param], ['grad', a.grad], ['m', a.m], ['v', a.v]] as const) this.need('adamw', name, s, a.n);
+    fused.adamw(this.rt, { ...a, param: this.p(a.param), grad: this.p(a.grad), m: this.p(a.m), v: this.p(a.v) });
+  }
+
+  /** Bytes of the wasm heap in use by live storages (for memory tests and benchmarks). */
+  memoryStats(): { bytesInUse: number; heapBytes: number } {
+    return { bytesInUse: this.rt.liveBytes, heapBytes: this.rt.heapBytes };
+  }
+
+  /** Stops the worker threads; the backend must not be used afterwards. */
+  dispose(): void {
+    this.rt.dispose();
+  }
+}
+
+export async function createCpuBackend(opts: WasmRuntimeOptions = {}): Promise<CpuBackend> {
+  return new CpuBackend(await WasmRuntime.create(opts));
+}
