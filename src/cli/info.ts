@@ -1,0 +1,32 @@
+// attn info: the backend in use, and a model's size, config and cost per token.
+import { cpus } from 'node:os';
+import { GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
+import { type Flags, UsageError } from './args.js';
+import { backendFromFlags, loadModelDir } from './common.js';
+
+export async function runInfo(f: Flags): Promise<void> {
+  const dir = f.string('model');
+  const presetName = f.string('preset');
+  const backend = await backendFromFlags(f);
+  f.done();
+  const rt = (backend as { rt?: { threads: number; relaxedSimd: boolean } }).rt;
+  console.log(`backend: ${backend.name}${rt ? ` (WebAssembly SIMD${rt.relaxedSimd ? ' with relaxed-SIMD FMA' : ''}, ${rt.threads} threads)` : ''}`);
+  console.log(`machine: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, Node ${process.version}`);
+  let cfg: GPTConfig | undefined;
+  if (dir) {
+    const model = await loadModelDir('info', dir, backend);
+    cfg = model.config;
+    model.dispose();
+  } else if (presetName) {
+    const { PRESETS } = await import('../train/presets.js');
+    const p = (PRESETS as Record<string, Record<string, unknown>>)[presetName];
+    if (!p) throw new UsageError(`info: unknown preset '${presetName}' (known: ${Object.keys(PRESETS).join(', ')})`);
+    const fields = Object.fromEntries(Object.entries(p).filter(([k]) => k in gptConfig()));
+    cfg = gptConfig({ vocab_size: 65, ...fields });
+  }
+  if (!cfg) return;
+  const params = GPT.countParameters(cfg);
+  console.log(`parameters: ${params.toLocaleString('en-US')}`);
+  console.log(`FLOPs per token (training, 6N + 12·L·C·T): ${GPT.flopsPerToken(cfg).toLocaleString('en-US')}`);
+  console.log(`config: ${JSON.stringify(cfg)}`);
+}

@@ -1,0 +1,44 @@
+// attn sample: stream generated text from a checkpoint, token by token.
+import { generateStream } from '../generate/index.js';
+import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
+import { type Flags, UsageError } from './args.js';
+import { backendFromFlags, loadModelDir } from './common.js';
+
+export async function runSample(f: Flags): Promise<void> {
+  const dir = f.required('model', 'a model directory');
+  const prompt = f.string('prompt');
+  const maxNewTokens = f.number('max_new_tokens', { integer: true, min: 1 }) ?? 500;
+  const temperature = f.number('temperature', { min: 0 }) ?? 0.8;
+  const topK = f.number('top_k', { integer: true, min: 1 });
+  const topP = f.number('top_p', { min: 0, max: 1 });
+  const repetitionPenalty = f.number('repetition_penalty', { min: 0 });
+  const stop = f.string('stop');
+  const seed = f.number('seed', { integer: true }) ?? 1337;
+  const numSamples = f.number('num_samples', { integer: true, min: 1 }) ?? 1;
+  const noCache = f.bool('no_cache');
+  const backend = await backendFromFlags(f);
+  f.done();
+  const model = await loadModelDir('sample', dir, backend);
+  let tok: Tokenizer;
+  try {
+    tok = await loadTokenizer(dir);
+  } catch {
+    throw new UsageError(`sample: ${dir} has no tokenizer files (tokenizer.json, encoder.json + vocab.bpe, or char_tokenizer.json)`);
+  }
+  const eot = tok.eotToken;
+  const start = prompt ?? (eot !== undefined ? '' : '\n');
+  const promptIds = tok instanceof BpeTokenizer ? tok.encode(start, { allowedSpecial: 'all' }) : tok.encode(start);
+  if (promptIds.length === 0 && eot !== undefined) promptIds.push(eot);
+  if (promptIds.length === 0) throw new UsageError('sample: the prompt encodes to no tokens');
+  for (let s = 0; s < numSamples; s++) {
+    if (numSamples > 1) process.stdout.write(s === 0 ? '' : '\n---------------\n');
+    process.stdout.write(prompt ?? '');
+    const stream = generateStream(model, promptIds, {
+      maxNewTokens, temperature, topK, topP, repetitionPenalty, seed: seed + s, eotToken: eot,
+      stopStrings: stop ? stop.split('|') : undefined, decode: (ids) => tok.decode(ids), useCache: !noCache, backend,
+    });
+    for await (const ev of stream) process.stdout.write(ev.text);
+    process.stdout.write('\n');
+  }
+  model.dispose();
+}
