@@ -2,7 +2,7 @@
 import { stat } from 'node:fs/promises';
 import type { Backend } from '../backend/backend.js';
 import { getBackend, type BackendName } from '../index.js';
-import { loadHFGPT2 } from '../models/hf-gpt2-files.js';
+import { loadGPTCheckpoint } from '../train/trainer.js';
 import type { GPT } from '../models/gpt.js';
 import { loadGpt2Tokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
@@ -40,7 +40,7 @@ export async function requireFile(command: string, flag: string, path: string): 
 /** A model directory: config.json + model.safetensors (attn checkpoints and Hugging Face GPT-2). */
 export async function loadModelDir(command: string, dir: string, backend: Backend): Promise<GPT> {
   await requireDir(command, 'model', dir);
-  return loadHFGPT2(dir, { backend });
+  return (await loadGPTCheckpoint(dir, { backend })).model;
 }
 
 /** 'gpt2' for GPT-2's own tokenizer, else a directory (or file) holding tokenizer files. */
