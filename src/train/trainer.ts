@@ -8,7 +8,7 @@ import { basename, join, resolve } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { BatchSampler, rngStateFromJson, rngStateToJson, type Batch, type SamplerState } from '../data/sampler.js';
 import { loadDataset, readTokenizerFiles, type Dataset } from '../data/files.js';
-import { getBackend } from '../index.js';
+import { getBackend } from '../backend/index.js';
 import { writeFileAtomic } from '../io/files.js';
 import type { LoadedTensor, TensorEntry } from '../io/safetensors.js';
 import { GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
