@@ -72,6 +72,45 @@ export interface AttentionArgs {
   causal: boolean;
   /** Optional (B, Tk) int32 key mask: 1 = attend, 0 = padding. A row with no visible key outputs 0. */
   keyMask?: Storage | null;
+  /** Optional sparse pattern, ANDed with causal and keyMask (see AttentionSparsity). */
+  sparsity?: AttentionSparsity | null;
+}
+
+/**
+ * Sparse attention patterns, stated on i' = i + Tk - Tq (query i aligned to the keys the
+ * way causal is) and the offset d = i' - j of key j; causal further requires d >= 0:
+ *  - window w: |d| < w (causal: the w most recent keys, i' - w < j <= i').
+ *  - strided l (Child et al. 2019): |d| < l, or d ≡ 0 (mod l).
+ *  - fixed l, c (Child et al. 2019): floor(j / l) == floor(i' / l) (same block of l keys), or
+ *    j mod l >= l - c (the last c "summary" columns of every block).
+ * window, stride, block and summary are integers >= 1, summary <= block. Kernels skip key
+ * blocks (of 64) with no visible key: window costs O(T·w); fixed O(T·(l + 64·T/l)) (one key
+ * block per summary run); strided O(T·(l + 128·T/l)), as a stride diagonal crosses a block
+ * whenever l < 128, so strided saves work only for strides well above 128.
+ */
+export type AttentionSparsity =
+  | { kind: 'window'; window: number }
+  | { kind: 'strided'; stride: number }
+  | { kind: 'fixed'; block: number; summary: number };
+
+/** Throws a RangeError naming op unless s is a valid AttentionSparsity (or absent). */
+export function checkSparsity(op: string, s: AttentionSparsity | null | undefined): void {
+  if (!s) return;
+  const posInt = (what: string, x: unknown): void => {
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < 1 || x > 2 ** 30) {
+      throw new RangeError(`${op}: sparsity ${what} must be an integer in [1, 2^30], got ${String(x)}`);
+    }
+  };
+  switch (s.kind) {
+    case 'window': posInt('window', s.window); break;
+    case 'strided': posInt('stride', s.stride); break;
+    case 'fixed':
+      posInt('block', s.block);
+      posInt('summary', s.summary);
+      if (s.summary > s.block) throw new RangeError(`${op}: sparsity summary (${s.summary}) must be <= block (${s.block})`);
+      break;
+    default: throw new RangeError(`${op}: unknown sparsity kind ${JSON.stringify((s as { kind?: unknown }).kind)}`);
+  }
 }
 
 export interface AttentionBackwardArgs extends AttentionArgs {

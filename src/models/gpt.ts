@@ -3,8 +3,10 @@
 //   transformer.wte, transformer.wpe, transformer.h.{i}.{ln_1, attn.c_attn, attn.c_proj, ln_2,
 //   mlp.c_fc, mlp.c_proj}, transformer.ln_f, lm_head (absent when tied to wte).
 // The config also reaches the common variants: sinusoidal or rotary positions, post-norm,
-// RMSNorm, ReLU or SwiGLU MLPs, no biases, untied head.
+// RMSNorm, ReLU or SwiGLU MLPs, no biases, untied head, and attention variants: grouped-query
+// (n_kv_head), sparse (local, strided, fixed), linear and Performer.
 import type { Backend } from '../backend/backend.js';
+import type { AttentionSparsity } from '../backend/backend.js';
 import { CausalSelfAttention, KVCache, type KVLayerCache } from '../nn/attention.js';
 import { Dropout, Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
 import { swigluHidden, MLP, type MLPActivation } from '../nn/mlp.js';
@@ -15,6 +17,8 @@ import { add, crossEntropy, fmt, Generator, linear, type DType, type Tensor } fr
 export type PosEncoding = 'learned' | 'sinusoidal' | 'rope';
 export type NormPlacement = 'pre' | 'post';
 export type NormKind = 'layernorm' | 'rmsnorm';
+/** 'linformer' is known but refused: it is not causal (see LinformerSelfAttention for encoders). */
+export type AttentionKind = 'dense' | 'local' | 'strided' | 'fixed' | 'linear' | 'linformer' | 'performer';
 
 export interface GPTConfig {
   n_layer: number;
@@ -36,7 +40,28 @@ export interface GPTConfig {
   /** 'gelu' is GPT-2's tanh approximation; 'gelu_exact' the erf form. */
   activation: MLPActivation;
   layer_norm_epsilon: number;
+  // Attention variants: optional, absent = ATTENTION_DEFAULTS (so GPT-2 configs stay as they were).
+  /** dense: full causal softmax; local: the last attn_window keys; strided / fixed: the sparse
+   *  patterns of Child et al. 2019; linear: elu+1 features; performer: FAVOR+ random features. */
+  attention?: AttentionKind;
+  /** Key/value heads, dividing n_head (1 = multi-query); absent = n_head (multi-head). */
+  n_kv_head?: number;
+  /** local: keys per query (including itself). */
+  attn_window?: number;
+  /** strided: the stride; fixed: the block length. */
+  attn_stride?: number;
+  /** fixed: summary positions at the end of each block. */
+  attn_summary?: number;
+  /** performer: random features m per head. */
+  performer_features?: number;
+  /** performer: training forward calls between feature redraws; 0 = never. */
+  performer_redraw_interval?: number;
+  /** linformer: projected sequence length k. */
+  linformer_k?: number;
 }
+
+/** A GPTConfig with every optional field filled in. */
+export type FullGPTConfig = Required<GPTConfig>;
 
 /** GPT-2 small (124M). */
 export const GPT2_CONFIG: Readonly<GPTConfig> = Object.freeze({
@@ -55,24 +80,56 @@ export const GPT2_CONFIG: Readonly<GPTConfig> = Object.freeze({
   layer_norm_epsilon: 1e-5,
 });
 
+/** Defaults of the optional attention fields (n_kv_head defaults to n_head). */
+export const ATTENTION_DEFAULTS = Object.freeze({
+  attention: 'dense' as AttentionKind,
+  attn_window: 256,
+  attn_stride: 64,
+  attn_summary: 8,
+  performer_features: 64,
+  performer_redraw_interval: 1000,
+  linformer_k: 64,
+});
+
+/** cfg with the absent optional fields at their defaults. */
+export function fullGPTConfig(cfg: GPTConfig): FullGPTConfig {
+  const defined = Object.fromEntries(Object.entries(cfg).filter(([, v]) => v !== undefined));
+  return { ...ATTENTION_DEFAULTS, n_kv_head: cfg.n_head, ...defined } as FullGPTConfig;
+}
+
+const KNOWN_FIELDS = [...Object.keys(GPT2_CONFIG), 'n_kv_head', ...Object.keys(ATTENTION_DEFAULTS)];
+
 const CHOICES = {
   pos_encoding: ['learned', 'sinusoidal', 'rope'],
   norm_placement: ['pre', 'post'],
   norm: ['layernorm', 'rmsnorm'],
   activation: ['gelu', 'gelu_exact', 'relu', 'swiglu'],
+  attention: ['dense', 'local', 'strided', 'fixed', 'linear', 'linformer', 'performer'],
 } as const;
 
 /** Fills GPT-2's defaults into a partial config and validates it; throws one error listing every problem. */
 export function gptConfig(partial: Partial<GPTConfig> = {}): GPTConfig {
   const problems: string[] = [];
   for (const k of Object.keys(partial)) {
-    if (!(k in GPT2_CONFIG)) problems.push(`unknown field '${k}' (known: ${Object.keys(GPT2_CONFIG).join(', ')})`);
+    if (!KNOWN_FIELDS.includes(k)) problems.push(`unknown field '${k}' (known: ${KNOWN_FIELDS.join(', ')})`);
   }
-  const defined = Object.fromEntries(Object.entries(partial).filter(([, v]) => v !== undefined));
-  const cfg = { ...GPT2_CONFIG, ...defined } as GPTConfig;
-  for (const k of ['n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size'] as const) {
+  const defined = Object.fromEntries(Object.entries(partial).filter(([k, v]) => v !== undefined && KNOWN_FIELDS.includes(k)));
+  const result = { ...GPT2_CONFIG, ...defined } as GPTConfig;
+  const cfg = fullGPTConfig(result); // validated with the defaults filled in
+  for (const k of ['n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'n_kv_head', 'attn_window', 'attn_stride', 'attn_summary', 'performer_features', 'linformer_k'] as const) {
     const v = cfg[k];
     if (!Number.isInteger(v) || v < 1) problems.push(`${k} must be a positive integer, got ${String(v)}`);
+  }
+  const ri = cfg.performer_redraw_interval;
+  if (!Number.isInteger(ri) || ri < 0) problems.push(`performer_redraw_interval must be a non-negative integer (0 = never), got ${String(ri)}`);
+  if (Number.isInteger(cfg.n_head) && Number.isInteger(cfg.n_kv_head) && cfg.n_head > 0 && cfg.n_kv_head > 0 && cfg.n_head % cfg.n_kv_head !== 0) {
+    problems.push(`n_head (${cfg.n_head}) must be divisible by n_kv_head (${cfg.n_kv_head}): each key/value head serves an equal group of query heads`);
+  }
+  if (cfg.attention === 'fixed' && Number.isInteger(cfg.attn_summary) && Number.isInteger(cfg.attn_stride) && cfg.attn_summary > cfg.attn_stride) {
+    problems.push(`attn_summary (${cfg.attn_summary}) must not exceed the block length attn_stride (${cfg.attn_stride}) for 'fixed' attention`);
+  }
+  if (cfg.attention === 'linformer') {
+    problems.push(`attention 'linformer' cannot be used in GPT: linformer projects along the sequence, so it cannot be causal; use it in an encoder`);
   }
   if (typeof cfg.dropout !== 'number' || !(cfg.dropout >= 0 && cfg.dropout < 1)) problems.push(`dropout must be in [0, 1), got ${String(cfg.dropout)}`);
   if (typeof cfg.layer_norm_epsilon !== 'number' || !(cfg.layer_norm_epsilon > 0)) problems.push(`layer_norm_epsilon must be positive, got ${String(cfg.layer_norm_epsilon)}`);
@@ -90,7 +147,7 @@ export function gptConfig(partial: Partial<GPTConfig> = {}): GPTConfig {
     }
   }
   if (problems.length) throw new Error(`GPTConfig: ${problems.join('; ')}`);
-  return cfg;
+  return result;
 }
 
 export interface GPTOptions {
@@ -117,7 +174,19 @@ interface BuildOptions {
   dtype?: DType;
   generator: Generator;
   dropoutGenerator: Generator;
+  /** Draws the performer's random features (initial ones). */
+  featureGenerator: Generator;
   skipInit: boolean;
+}
+
+/** The fused kernel's sparse pattern for the config, or null (dense and the linear kinds). */
+export function sparsityOf(cfg: FullGPTConfig): AttentionSparsity | null {
+  switch (cfg.attention) {
+    case 'local': return { kind: 'window', window: cfg.attn_window };
+    case 'strided': return { kind: 'strided', stride: cfg.attn_stride };
+    case 'fixed': return { kind: 'fixed', block: cfg.attn_stride, summary: cfg.attn_summary };
+    default: return null;
+  }
 }
 
 function makeNorm(cfg: GPTConfig, o: BuildOptions): Norm {
@@ -132,14 +201,17 @@ export class Block extends Module {
   readonly ln_2: Norm;
   readonly mlp: MLP;
 
-  constructor(readonly cfg: GPTConfig, o: BuildOptions, rope: RotaryEmbedding | null) {
+  constructor(readonly cfg: FullGPTConfig, o: BuildOptions, rope: RotaryEmbedding | null) {
     super();
     // GPT-2 scales the residual projections by 1/√(2·n_layer): each layer adds two branches to
     // the residual stream, so this keeps its variance from growing with depth.
     const projStd = 0.02 / Math.sqrt(2 * cfg.n_layer);
     const common = { backend: o.backend, dtype: o.dtype, generator: o.generator, skipInit: o.skipInit, std: 0.02, projStd, bias: cfg.bias, dropout: cfg.dropout, dropoutGenerator: o.dropoutGenerator };
     this.ln_1 = this.registerModule('ln_1', makeNorm(cfg, o));
-    this.attn = this.registerModule('attn', new CausalSelfAttention(cfg.n_embd, cfg.n_head, { ...common, rope }));
+    this.attn = this.registerModule('attn', new CausalSelfAttention(cfg.n_embd, cfg.n_head, {
+      ...common, rope, kind: cfg.attention as CausalSelfAttention['kind'], nKvHead: cfg.n_kv_head, sparsity: sparsityOf(cfg),
+      performerFeatures: cfg.performer_features, featureGenerator: o.featureGenerator,
+    }));
     this.ln_2 = this.registerModule('ln_2', makeNorm(cfg, o));
     this.mlp = this.registerModule('mlp', new MLP(cfg.n_embd, cfg.activation, common));
   }
@@ -167,7 +239,7 @@ export class GPTTransformer extends Module {
   /** Final norm before the head; pre-norm only (post-norm blocks already end in a norm). */
   readonly ln_f: Norm | null;
 
-  constructor(cfg: GPTConfig, o: BuildOptions) {
+  constructor(cfg: FullGPTConfig, o: BuildOptions) {
     super();
     const C = cfg.n_embd;
     const init = { backend: o.backend, dtype: o.dtype, generator: o.generator, skipInit: o.skipInit, std: 0.02 };
@@ -188,6 +260,10 @@ export class GPT extends Module {
   readonly transformer: GPTTransformer;
   /** The output projection when untied; tied models reuse transformer.wte.weight. */
   readonly lm_head: Linear | null;
+  /** Draws the performer's redrawn features. */
+  readonly featureGenerator: Generator;
+  /** Forward calls in training mode (counts performer_redraw_interval). */
+  trainingForwards = 0;
 
   constructor(config: Partial<GPTConfig> = {}, opts: GPTOptions = {}) {
     super();
@@ -200,9 +276,12 @@ export class GPT extends Module {
       generator: opts.generator ?? new Generator(seed),
       // A separate stream for dropout masks, so training does not depend on how many draws init made.
       dropoutGenerator: new Generator((seed ^ 0x5eed5eed) >>> 0),
+      featureGenerator: new Generator((seed ^ 0x0fea7055) >>> 0),
       skipInit: opts.init === false,
     };
-    this.transformer = this.registerModule('transformer', new GPTTransformer(cfg, o));
+    // Redraws continue the stream that drew the initial features.
+    this.featureGenerator = o.featureGenerator;
+    this.transformer = this.registerModule('transformer', new GPTTransformer(fullGPTConfig(cfg), o));
     this.lm_head = cfg.tie_embeddings
       ? null
       : this.registerModule('lm_head', new Linear(cfg.n_embd, cfg.vocab_size, { backend: o.backend, dtype: o.dtype, generator: o.generator, skipInit: o.skipInit, std: 0.02, bias: false }));
@@ -211,6 +290,11 @@ export class GPT extends Module {
 
   /** idx int32 (B, T) → logits (B, T, V); with targets int32 (B, T) also the mean loss (-100 ignored). */
   forward(idx: Tensor, targets?: Tensor): GPTOutput {
+    const { attention, performer_redraw_interval: every } = fullGPTConfig(this.config);
+    if (this.training && attention === 'performer') {
+      if (every > 0 && this.trainingForwards > 0 && this.trainingForwards % every === 0) this.redrawFeatures();
+      this.trainingForwards++;
+    }
     const logits = this.run(idx, undefined);
     if (!targets) return { logits };
     return { logits, loss: crossEntropy(logits, targets, { ignoreIndex: -100 }) };
@@ -228,9 +312,15 @@ export class GPT extends Module {
     return { logits: this.run(idx, cache) };
   }
 
-  /** An empty KV cache for this model (dispose() it when done). */
+  /** An empty cache for this model: keys and values, or running sums for linear attention
+   *  layers (dispose() it when done). */
   createKVCache(): KVCache {
-    return new KVCache(this.config.n_layer);
+    return new KVCache(this.config.n_layer, this.transformer.h.items.map((b) => b.attn.cacheKind));
+  }
+
+  /** Draws new performer features in every layer (no-op for other kinds). */
+  redrawFeatures(generator: Generator = this.featureGenerator): void {
+    for (const b of this.transformer.h.items) b.attn.feature_map?.redraw(generator);
   }
 
   private run(idx: Tensor, cache: KVCache | undefined): Tensor {
@@ -258,11 +348,12 @@ export class GPT extends Module {
 
   /** Parameters of a config, computed without allocating (GPT-2 124M: 124,439,808). */
   static countParameters(config: Partial<GPTConfig> = {}): number {
-    const cfg = gptConfig(config);
+    const cfg = fullGPTConfig(gptConfig(config));
     const C = cfg.n_embd;
     const b = cfg.bias ? 1 : 0;
     const norm = cfg.norm === 'rmsnorm' ? C : C * (1 + b);
-    const attn = C * 3 * C + b * 3 * C + C * C + b * C;
+    const qkv = C + 2 * cfg.n_kv_head * (C / cfg.n_head);
+    const attn = C * qkv + b * qkv + C * C + b * C;
     const hid = cfg.activation === 'swiglu' ? swigluHidden(C) : 4 * C;
     const mlp = cfg.activation === 'swiglu' ? 2 * (C * hid + b * hid) + hid * C + b * C : C * hid + b * hid + hid * C + b * C;
     const emb = cfg.vocab_size * C + (cfg.pos_encoding === 'learned' ? cfg.block_size * C : 0);
@@ -275,10 +366,16 @@ export class GPT extends Module {
    * lookup) + 12·L·H·D·T (attention's QKᵀ and AV matmuls, forward and backward, at context T).
    */
   static flopsPerToken(config: Partial<GPTConfig> = {}, T?: number): number {
-    const cfg = gptConfig(config);
+    const cfg = fullGPTConfig(gptConfig(config));
     const N = GPT.countParameters(cfg) - (cfg.pos_encoding === 'learned' ? cfg.block_size * cfg.n_embd : 0);
     const D = cfg.n_embd / cfg.n_head;
-    return 6 * N + 12 * cfg.n_layer * cfg.n_head * D * (T ?? cfg.block_size);
+    // Keys each query meets (rough for the sparse patterns; the feature count for the linear kinds).
+    const ctx = T ?? cfg.block_size;
+    const keys = cfg.attention === 'local' ? Math.min(ctx, cfg.attn_window)
+      : cfg.attention === 'linear' ? D
+        : cfg.attention === 'performer' ? cfg.performer_features
+          : ctx;
+    return 6 * N + 12 * cfg.n_layer * cfg.n_head * D * keys;
   }
 
   flopsPerToken(T?: number): number {

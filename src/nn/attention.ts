@@ -2,18 +2,29 @@
 // the fused scaledDotProductAttention kernel attends in (B, H, T, D) layout without building
 // the T×T matrix, and c_proj mixes the heads back. An optional KV cache keeps past keys and
 // values so generation feeds one new token per step instead of the whole prefix.
+// Variants: grouped-query attention (fewer k/v heads, each shared by a group of query heads),
+// sparse patterns of the fused kernel (local, strided, fixed), and causal linear attention
+// (elu+1 features or Performer random features) with a running state instead of a KV cache.
 import {
-  concat, contiguous, fmt, noGrad, permute, reshape, scaledDotProductAttention, split, type Generator, type Tensor,
+  concat, contiguous, elu1, expand, fmt, noGrad, permute, reshape, scaledDotProductAttention, split, unsqueeze,
+  type Generator, type Tensor,
 } from '../tensor/index.js';
+import type { AttentionSparsity } from '../backend/backend.js';
 import { Dropout, Linear, type InitOptions } from './layers.js';
+import { causalLinearAttention, LinearAttentionState, PerformerFeatureMap } from './linear-attention.js';
 import { Module } from './module.js';
 import type { RotaryEmbedding } from './positional.js';
 
-/** One layer's cached keys and values, (B, H, Tpast, D) each, or null before the first step. */
+/** One layer's cached keys and values, (B, Hkv, Tpast, D) each, or null before the first step;
+ *  linear-attention layers keep running sums in `state` instead. */
 export interface KVLayerCache {
   k: Tensor | null;
   v: Tensor | null;
+  state?: LinearAttentionState | null;
 }
+
+/** What a layer keeps between generation steps. */
+export type LayerCacheKind = 'kv' | 'state';
 
 /**
  * Keys and values of every layer for the tokens seen so far. The tensors are kept (they
@@ -24,8 +35,9 @@ export class KVCache {
   /** Number of tokens cached, i.e. the position of the next token. */
   length = 0;
 
-  constructor(nLayer: number) {
-    this.layers = Array.from({ length: nLayer }, () => ({ k: null, v: null }));
+  /** kinds[i]: what layer i keeps (default 'kv' for every layer). */
+  constructor(nLayer: number, kinds?: readonly LayerCacheKind[]) {
+    this.layers = Array.from({ length: nLayer }, (_, i) => ({ k: null, v: null, state: kinds?.[i] === 'state' ? new LinearAttentionState() : null }));
   }
 
   /** Empties the cache (frees its tensors). */
@@ -35,6 +47,7 @@ export class KVCache {
       l.v?.dispose();
       l.k = null;
       l.v = null;
+      l.state?.reset();
     }
     this.length = 0;
   }
@@ -52,7 +65,22 @@ function store(layer: KVLayerCache, key: 'k' | 'v', t: Tensor): void {
   layer[key] = owned.keep();
 }
 
+/** The attention kinds a causal layer supports. */
+export type CausalAttentionKind = 'dense' | 'local' | 'strided' | 'fixed' | 'linear' | 'performer';
+
 export interface CausalSelfAttentionOptions extends InitOptions {
+  /** Default 'dense'. */
+  kind?: CausalAttentionKind;
+  /** Key/value heads (divides nHead; default nHead). */
+  nKvHead?: number;
+  /** For local, strided and fixed. */
+  sparsity?: AttentionSparsity | null;
+  /** Random features m for performer (default 64). */
+  performerFeatures?: number;
+  /** Draws the performer's initial features (default: generator). */
+  featureGenerator?: Generator;
+  /** Tokens per chunk of causal linear attention (default 64). */
+  linearChunk?: number;
   bias?: boolean;
   /** Dropout on the output projection. (The fused kernel has no dropout on the attention
    *  probabilities, which nanoGPT's flash path also applies; this one does not.) */
@@ -63,22 +91,52 @@ export interface CausalSelfAttentionOptions extends InitOptions {
   dropoutGenerator?: Generator;
 }
 
+/** (B, Hkv, T, D) -> (B, Hkv·groups, T, D): each k/v head repeated for its group of query heads. */
+function repeatKv(t: Tensor, groups: number): Tensor {
+  if (groups === 1) return t;
+  const [B, Hkv, T, D] = t.shape as [number, number, number, number];
+  return reshape(expand(unsqueeze(t, 2), [B, Hkv, groups, T, D]), [B, Hkv * groups, T, D]);
+}
+
 export class CausalSelfAttention extends Module {
-  readonly c_attn: Linear; // (C -> 3C): q, k, v for all heads at once
+  readonly c_attn: Linear; // (C -> C + 2·Hkv·D): q, k, v for all heads at once (3C when Hkv = H)
   readonly c_proj: Linear; // (C -> C)
   readonly resid_dropout: Dropout;
   readonly headDim: number;
+  readonly nKvHead: number;
+  readonly kind: CausalAttentionKind;
+  readonly sparsity: AttentionSparsity | null;
+  readonly linearChunk: number;
+  /** The random features, when kind is 'performer'. */
+  readonly feature_map: PerformerFeatureMap | null;
   readonly rope: RotaryEmbedding | null;
 
   constructor(readonly nEmbd: number, readonly nHead: number, opts: CausalSelfAttentionOptions = {}) {
     super();
     if (nEmbd % nHead !== 0) throw new Error(`CausalSelfAttention: n_embd ${nEmbd} is not divisible by n_head ${nHead}`);
     this.headDim = nEmbd / nHead;
+    this.nKvHead = opts.nKvHead ?? nHead;
+    if (!(Number.isInteger(this.nKvHead) && this.nKvHead >= 1 && nHead % this.nKvHead === 0)) {
+      throw new Error(`CausalSelfAttention: n_head ${nHead} is not divisible by n_kv_head ${this.nKvHead}`);
+    }
+    this.kind = opts.kind ?? 'dense';
+    this.sparsity = opts.sparsity ?? null;
+    this.linearChunk = opts.linearChunk ?? 64;
     const lin = { backend: opts.backend, dtype: opts.dtype, generator: opts.generator, std: opts.std, skipInit: opts.skipInit, bias: opts.bias ?? true };
-    this.c_attn = this.registerModule('c_attn', new Linear(nEmbd, 3 * nEmbd, lin));
+    this.c_attn = this.registerModule('c_attn', new Linear(nEmbd, nEmbd + 2 * this.nKvHead * this.headDim, lin));
     this.c_proj = this.registerModule('c_proj', new Linear(nEmbd, nEmbd, { ...lin, std: opts.projStd ?? opts.std }));
     this.resid_dropout = this.registerModule('resid_dropout', new Dropout(opts.dropout ?? 0, opts.dropoutGenerator ?? opts.generator));
+    this.feature_map = this.kind === 'performer'
+      ? this.registerModule('feature_map', new PerformerFeatureMap(this.headDim, opts.performerFeatures ?? 64, {
+        backend: opts.backend, dtype: opts.dtype, generator: opts.featureGenerator ?? opts.generator, skipInit: opts.skipInit,
+      }))
+      : null;
     this.rope = opts.rope ?? null; // not registered: its tables belong to the model
+  }
+
+  /** Whether generation keeps running sums ('state') rather than keys and values ('kv'). */
+  get cacheKind(): 'kv' | 'state' {
+    return this.kind === 'linear' || this.kind === 'performer' ? 'state' : 'kv';
   }
 
   /** x (B, T, C) -> (B, T, C). With a cache, x holds the new tokens only; they attend to the
@@ -87,9 +145,15 @@ export class CausalSelfAttention extends Module {
     if (x.ndim !== 3 || x.shape[2] !== this.nEmbd) throw new Error(`CausalSelfAttention: input ${fmt(x.shape)} must be (B, T, ${this.nEmbd})`);
     const [B, T, C] = x.shape as [number, number, number];
     const H = this.nHead;
+    const Hkv = this.nKvHead;
     const D = this.headDim;
-    const qkv = this.c_attn.forward(x); // (B, T, 3C)
-    let [q, k, v] = split(qkv, C, -1).map((t) => permute(reshape(t, [B, T, H, D]), [0, 2, 1, 3])) as [Tensor, Tensor, Tensor]; // (B, H, T, D)
+    const qkv = this.c_attn.forward(x); // (B, T, C + 2·Hkv·D)
+    const heads = (t: Tensor, h: number) => permute(reshape(t, [B, T, h, D]), [0, 2, 1, 3]);
+    const [q0, k0, v0] = Hkv === H ? split(qkv, C, -1) : split(qkv, [C, Hkv * D, Hkv * D], -1);
+    let q = heads(q0!, H); // (B, H, T, D)
+    let k = heads(k0!, Hkv); // (B, Hkv, T, D)
+    let v = heads(v0!, Hkv);
+    if (this.cacheKind === 'state') return this.linearForward(q, k, v, cache, [B, T, C]);
     const past = cache?.k ? cache.k.shape[2]! : 0;
     if (cache?.k && cache.k.shape[0] !== B) {
       throw new Error(`CausalSelfAttention: batch of ${B} does not match the KV cache's batch of ${cache.k.shape[0]}`);
@@ -100,15 +164,43 @@ export class CausalSelfAttention extends Module {
     }
     if (cache) {
       if (cache.k && cache.v) {
-        k = concat([cache.k, k], 2); // (B, H, Tpast + T, D)
+        k = concat([cache.k, k], 2); // (B, Hkv, Tpast + T, D)
         v = concat([cache.v, v], 2);
       }
       store(cache, 'k', k);
       store(cache, 'v', v);
     }
     // Causal masking is bottom-right aligned: new query i sees keys up to past + i.
-    const y = scaledDotProductAttention(q, k, v, { causal: true }); // (B, H, T, D)
+    // Sparse patterns align the same way (stated on absolute key positions, so the cache keeps all keys).
+    const y = scaledDotProductAttention(q, repeatKv(k, H / Hkv), repeatKv(v, H / Hkv), { causal: true, sparsity: this.sparsity }); // (B, H, T, D)
+    return this.output(y, [B, T, C]);
+  }
+
+  private output(y: Tensor, [B, T, C]: [number, number, number]): Tensor {
     const merged = reshape(permute(y, [0, 2, 1, 3]), [B, T, C]); // re-assemble the heads
     return this.resid_dropout.forward(this.c_proj.forward(merged)); // (B, T, C)
+  }
+
+  /** Causal linear attention (elu+1 or Performer features); the cache holds (S, z). */
+  private linearForward(q: Tensor, k: Tensor, v: Tensor, cache: KVLayerCache | undefined, btc: [number, number, number]): Tensor {
+    const B = btc[0];
+    if (cache && !cache.state) cache.state = new LinearAttentionState();
+    const state = cache?.state ?? undefined;
+    if (state?.S && state.S.shape[0] !== B) {
+      throw new Error(`CausalSelfAttention: batch of ${B} does not match the cached state's batch of ${state.S.shape[0]}`);
+    }
+    if (this.rope) {
+      const past = state?.length ?? 0;
+      q = this.rope.apply(q, past);
+      k = this.rope.apply(k, past);
+    }
+    const groups = this.nHead / this.nKvHead;
+    k = repeatKv(k, groups); // (B, H, T, D)
+    v = repeatKv(v, groups);
+    const fm = this.feature_map;
+    const phiQ = fm ? fm.forward(q, true) : elu1(q); // (B, H, T, F)
+    const phiK = fm ? fm.forward(k, false) : elu1(k);
+    const y = causalLinearAttention(phiQ, phiK, v, { chunk: this.linearChunk, state }); // (B, H, T, D)
+    return this.output(y, btc);
   }
 }

@@ -1,6 +1,7 @@
 // The ops: each forward calls the backend and, beside it, records its backward rule.
 // Views (reshape, permute, slice, expand) share storage; everything else allocates its output.
 import type { Backend, BinaryOp, UnaryGradOp, UnaryOp } from '../backend/backend.js';
+import { checkSparsity, type AttentionSparsity } from '../backend/backend.js';
 import type { DType } from './dtype.js';
 import { defaultGenerator, type Generator } from './random.js';
 import { broadcastShapes, checkShape, contiguousStrides, fmt, normDim, numel, sameShape, ShapeError, type Shape } from './shape.js';
@@ -991,6 +992,9 @@ export interface AttentionOptions {
   keyMask?: Tensor | null;
   /** Defaults to 1/sqrt(D). */
   scale?: number;
+  /** Sparse pattern (local window, strided or fixed; see AttentionSparsity), ANDed with causal
+   *  and keyMask. Masked-out key blocks are never computed. */
+  sparsity?: AttentionSparsity | null;
 }
 
 /** Fused scaled dot-product attention over (B, H, T, D) tensors; never stores the T×T matrix. */
@@ -1012,11 +1016,13 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   }
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   const causal = opts.causal ?? false;
+  const sparsity = opts.sparsity ?? null;
+  checkSparsity('attention', sparsity);
   const [qc, kc, vc] = noGrad(() => [contiguous(q), contiguous(k), contiguous(v)]);
   const mc = mask ? contiguous(mask) : null;
   const out = like(q);
   const lse = like(q, [B, H, Tq]);
-  const base = { q: qc.storage, k: kc.storage, v: vc.storage, out: out.storage, lse: lse.storage, B, H, Tq, Tk, D, scale, causal, keyMask: mc?.storage ?? null };
+  const base = { q: qc.storage, k: kc.storage, v: vc.storage, out: out.storage, lse: lse.storage, B, H, Tq, Tk, D, scale, causal, keyMask: mc?.storage ?? null, sparsity };
   be.attention(base);
   if (!isGradEnabled() || ![q, k, v].some((t) => t.requiresGrad)) {
     lse.dispose();

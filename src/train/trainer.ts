@@ -11,7 +11,7 @@ import { loadDataset, readTokenizerFiles, type Dataset } from '../data/files.js'
 import { getBackend } from '../backend/index.js';
 import { writeFileAtomic } from '../io/files.js';
 import type { LoadedTensor, TensorEntry } from '../io/safetensors.js';
-import { GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
+import { fullGPTConfig, GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
 import { gpt2ConfigFromHF, gpt2ConfigToHF } from '../models/hf-gpt2.js';
 import { Dropout } from '../nn/layers.js';
 import type { Module, StateValue } from '../nn/module.js';
@@ -54,6 +54,15 @@ export interface TrainConfig {
   norm: GPTConfig['norm'];
   activation: GPTConfig['activation'];
   layer_norm_epsilon: number;
+  attention: GPTConfig['attention'];
+  /** Key/value heads (grouped-query attention); 0 = n_head. */
+  n_kv_head: number;
+  attn_window: number;
+  attn_stride: number;
+  attn_summary: number;
+  performer_features: number;
+  performer_redraw_interval: number;
+  linformer_k: number;
   /** Peak learning rate. */
   learning_rate: number;
   /** Number of optimizer updates in the whole run. */
@@ -99,6 +108,14 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   norm: 'layernorm',
   activation: 'gelu',
   layer_norm_epsilon: 1e-5,
+  attention: 'dense',
+  n_kv_head: 0,
+  attn_window: 256,
+  attn_stride: 64,
+  attn_summary: 8,
+  performer_features: 64,
+  performer_redraw_interval: 1000,
+  linformer_k: 64,
   learning_rate: 6e-4,
   max_iters: 600000,
   weight_decay: 1e-1,
@@ -116,7 +133,9 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
 });
 
 /** The TrainConfig fields that shape the model (taken from the checkpoint on resume). */
-const ARCH_FIELDS = ['block_size', 'n_layer', 'n_head', 'n_embd', 'bias', 'tie_embeddings', 'pos_encoding', 'norm_placement', 'norm', 'activation', 'layer_norm_epsilon'] as const;
+// (n_kv_head is left out: 0 here means n_head there; the model is built from the checkpoint's config.)
+const ARCH_FIELDS = ['block_size', 'n_layer', 'n_head', 'n_embd', 'bias', 'tie_embeddings', 'pos_encoding', 'norm_placement', 'norm', 'activation', 'layer_norm_epsilon',
+  'attention', 'attn_window', 'attn_stride', 'attn_summary', 'performer_features', 'performer_redraw_interval', 'linformer_k'] as const;
 
 const CHOICES: Partial<Record<keyof TrainConfig, readonly string[]>> = {
   init_from: ['scratch', 'resume'],
@@ -126,9 +145,11 @@ const CHOICES: Partial<Record<keyof TrainConfig, readonly string[]>> = {
   norm_placement: ['pre', 'post'],
   norm: ['layernorm', 'rmsnorm'],
   activation: ['gelu', 'gelu_exact', 'relu', 'swiglu'],
+  attention: ['dense', 'local', 'strided', 'fixed', 'linear', 'linformer', 'performer'],
 };
-const POSITIVE_INTS = ['eval_interval', 'log_interval', 'eval_iters', 'gradient_accumulation_steps', 'batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd'] as const;
-const NONNEGATIVE_INTS = ['max_iters', 'warmup_iters', 'lr_decay_iters', 'threads'] as const;
+const POSITIVE_INTS = ['eval_interval', 'log_interval', 'eval_iters', 'gradient_accumulation_steps', 'batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd',
+  'attn_window', 'attn_stride', 'attn_summary', 'performer_features', 'linformer_k'] as const;
+const NONNEGATIVE_INTS = ['max_iters', 'warmup_iters', 'lr_decay_iters', 'threads', 'n_kv_head', 'performer_redraw_interval'] as const;
 
 function editDistance(a: string, b: string): number {
   let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
@@ -188,6 +209,10 @@ export function trainConfig(partial: Partial<TrainConfig> | Record<string, unkno
     if (cfg.n_embd % cfg.n_head !== 0) problems.push(`n_embd (${cfg.n_embd}) must be divisible by n_head (${cfg.n_head})`);
     else if (cfg.pos_encoding === 'rope' && (cfg.n_embd / cfg.n_head) % 2 !== 0) problems.push(`rope needs an even head size, but n_embd / n_head = ${cfg.n_embd / cfg.n_head}`);
   }
+  if (Number.isInteger(cfg.n_head) && cfg.n_head > 0 && Number.isInteger(cfg.n_kv_head) && cfg.n_kv_head > 0 && cfg.n_head % cfg.n_kv_head !== 0) {
+    problems.push(`n_head (${cfg.n_head}) must be divisible by n_kv_head (${cfg.n_kv_head})`);
+  }
+  if (cfg.attention === 'linformer') problems.push(`attention 'linformer' cannot train a GPT: linformer projects along the sequence, so it cannot be causal; use it in an encoder`);
   if (problems.length) throw new Error(`TrainConfig: ${problems.join('; ')}`);
   return cfg;
 }
@@ -219,6 +244,9 @@ export function modelConfigOf(cfg: TrainConfig, vocab_size: number): GPTConfig {
     n_layer: cfg.n_layer, n_head: cfg.n_head, n_embd: cfg.n_embd, block_size: cfg.block_size, vocab_size,
     dropout: cfg.dropout, bias: cfg.bias, tie_embeddings: cfg.tie_embeddings, pos_encoding: cfg.pos_encoding,
     norm_placement: cfg.norm_placement, norm: cfg.norm, activation: cfg.activation, layer_norm_epsilon: cfg.layer_norm_epsilon,
+    attention: cfg.attention, n_kv_head: cfg.n_kv_head === 0 ? undefined : cfg.n_kv_head, attn_window: cfg.attn_window,
+    attn_stride: cfg.attn_stride, attn_summary: cfg.attn_summary, performer_features: cfg.performer_features,
+    performer_redraw_interval: cfg.performer_redraw_interval, linformer_k: cfg.linformer_k,
   });
 }
 
@@ -282,6 +310,9 @@ function checkpointShapes(model: Module): Map<string, readonly number[]> {
 export function checkpointConfigJson(config: GPTConfig): Record<string, unknown> {
   let hf: Record<string, unknown>;
   try {
+    // GPT-2 has multi-head dense attention only.
+    const full = fullGPTConfig(config);
+    if (full.attention !== 'dense' || full.n_kv_head !== full.n_head) throw new Error('not GPT-2 attention');
     hf = gpt2ConfigToHF(config);
   } catch {
     hf = { architectures: ['AttnGPT'], model_type: 'attn_gpt' };
@@ -791,9 +822,10 @@ async function resumeRun(cfg0: TrainConfig, data: Dataset, backend: Backend, say
   // The model's shape comes from the checkpoint (as nanoGPT does); the rest from this config.
   const cfg: TrainConfig = { ...cfg0 };
   const changedArch: string[] = [];
+  const fullModel = fullGPTConfig(modelConfig);
   for (const k of ARCH_FIELDS) {
-    if (cfg[k] !== modelConfig[k]) changedArch.push(`${k} ${String(cfg[k])} -> ${String(modelConfig[k])}`);
-    (cfg as unknown as Record<string, unknown>)[k] = modelConfig[k];
+    if (cfg[k] !== fullModel[k]) changedArch.push(`${k} ${String(cfg[k])} -> ${String(fullModel[k])}`);
+    (cfg as unknown as Record<string, unknown>)[k] = fullModel[k];
   }
   if (changedArch.length) say(`resume: using the checkpoint's model shape (${changedArch.join(', ')})`);
   const changed = Object.keys(TRAIN_DEFAULTS).filter((k) => !(ARCH_FIELDS as readonly string[]).includes(k) && k !== 'init_from' && (state.config as unknown as Record<string, unknown>)[k] !== (cfg as unknown as Record<string, unknown>)[k]);

@@ -1,6 +1,7 @@
 // JS side of the fused WebAssembly kernels (assembly/fused.ts): one wrapper per Backend
 // method. Wrappers pick the thread count, size the per-thread scratch, validate what a
 // kernel cannot report (cross-entropy targets) and pass byte pointers (0 = absent).
+import { checkSparsity, type AttentionSparsity } from '../backend.js';
 
 /** What the wrappers need from the wasm runtime (runtime.ts implements it). */
 export interface KernelRunner {
@@ -29,6 +30,20 @@ const align64 = (n: number): number => Math.ceil(n / 64) * 64;
 
 // ---------------------------------------------------------------- attention
 
+/** Kernel encoding of a sparse pattern: [kind, p1, p2] (kind codes as in assembly/fused.ts). */
+function sparseArgs(op: string, s: AttentionSparsity | null | undefined, Tq: number, Tk: number): [number, number, number] {
+  checkSparsity(op, s);
+  if (!s) return [0, 0, 0];
+  // |i' - j| < max(Tq, Tk) always, so larger windows and strides mean the same; capping keeps
+  // the kernel's i32 arithmetic from overflowing
+  const cap = Math.max(Tq, Tk) + 1;
+  switch (s.kind) {
+    case 'window': return [1, Math.min(s.window, cap), 0];
+    case 'strided': return [2, Math.min(s.stride, cap), 0];
+    case 'fixed': return [3, s.block, s.summary];
+  }
+}
+
 /** Query and key block size of the attention kernels (mirrors attnBlock in assembly/fused.ts). */
 export function attentionBlock(D: number): number {
   return roundUp8(D) <= 128 ? 64 : 32;
@@ -53,6 +68,7 @@ export interface AttentionPtrArgs {
   causal: boolean;
   /** (B, Tk) int32, 1 = attend. */
   keyMask?: Ptr | null;
+  sparsity?: AttentionSparsity | null;
 }
 
 export interface AttentionBackwardPtrArgs extends AttentionPtrArgs {
@@ -67,7 +83,7 @@ export function attention(rt: KernelRunner, a: AttentionPtrArgs): void {
   const per = attentionScratchBytes(D, false);
   const scratch = rt.scratch(per);
   rt.run('attention_fwd', [a.q.ptr, a.k.ptr, a.v.ptr, a.out.ptr, a.lse.ptr, B, H, Tq, Tk, D,
-    a.scale, a.causal ? 1 : 0, p0(a.keyMask), scratch, per], nt);
+    a.scale, a.causal ? 1 : 0, p0(a.keyMask), ...sparseArgs('attention', a.sparsity, Tq, Tk), scratch, per], nt);
 }
 
 /** Work is split by head (B * H units): dQ of a head is accumulated by one thread. */
@@ -79,7 +95,7 @@ export function attentionBackward(rt: KernelRunner, a: AttentionBackwardPtrArgs)
   const scratch = rt.scratch(per);
   rt.run('attention_bwd', [a.q.ptr, a.k.ptr, a.v.ptr, a.out.ptr, a.lse.ptr, a.gout.ptr,
     a.gq.ptr, a.gk.ptr, a.gv.ptr, B, H, Tq, Tk, D, a.scale, a.causal ? 1 : 0, p0(a.keyMask),
-    scratch, per], nt);
+    ...sparseArgs('attentionBackward', a.sparsity, Tq, Tk), scratch, per], nt);
 }
 
 // ---------------------------------------------------------------- row kernels

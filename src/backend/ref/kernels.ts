@@ -6,6 +6,7 @@
 import type {
   Activation, AdamWArgs, AttentionArgs, BinaryOp, Layout, MatmulArgs, ReduceOp, UnaryGradOp, UnaryOp,
 } from '../backend.js';
+import { checkSparsity } from '../backend.js';
 import type { TypedArray } from '../../tensor/dtype.js';
 import { contiguousStrides, fmt, numel, sameShape } from '../../tensor/shape.js';
 
@@ -640,9 +641,19 @@ export interface AttentionBackwardArrays extends AttentionArrays {
   gout: TypedArray; gq: TypedArray; gk: TypedArray; gv: TypedArray;
 }
 
-/** Whether query i of batch b may see key j: causal bottom-right alignment and the key mask. */
+/** Whether query i of batch b may see key j: causal bottom-right alignment, the sparse
+ *  pattern (AttentionSparsity in backend.ts) and the key mask. */
 function visible(p: AttentionArrays, b: number, i: number, j: number): boolean {
-  if (p.causal && j > i + (p.Tk - p.Tq)) return false;
+  const ii = i + (p.Tk - p.Tq);
+  if (p.causal && j > ii) return false;
+  const sp = p.sparsity;
+  if (sp) {
+    const d = ii - j;
+    if (sp.kind === 'window' && Math.abs(d) >= sp.window) return false;
+    if (sp.kind === 'strided' && Math.abs(d) >= sp.stride && d % sp.stride !== 0) return false;
+    if (sp.kind === 'fixed' && Math.floor(j / sp.block) !== Math.floor(ii / sp.block) &&
+      j % sp.block < sp.block - sp.summary) return false;
+  }
   return !p.keyMask || p.keyMask[b * p.Tk + j] !== 0;
 }
 
@@ -673,6 +684,7 @@ function scoreRow(p: AttentionArrays, b: number, h: number, i: number, s: Float6
  * reference materialises one score row (Tk) at a time, never the (Tq, Tk) matrix.
  */
 export function attention(p: AttentionArrays): void {
+  checkSparsity('attention', p.sparsity);
   const { v, out, lse, B, H, Tq, Tk, D } = p;
   const s = new Float64Array(Tk);
   const acc = new Float64Array(D);
@@ -710,6 +722,7 @@ export function attention(p: AttentionArrays): void {
  * gq, gk, gv are written; rows with no visible key contribute nothing.
  */
 export function attentionBackward(p: AttentionBackwardArrays): void {
+  checkSparsity('attentionBackward', p.sparsity);
   const { q, k, v, lse, gout, gq, gk, gv, B, H, Tq, Tk, D, scale } = p;
   const s = new Float64Array(Tk);
   const dP = new Float64Array(Tk);

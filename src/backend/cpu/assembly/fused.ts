@@ -276,12 +276,89 @@ function maskScores(st: usize, st2: usize, ld: i32, nc: i32, ncols: i32, kb: usi
   }
 }
 
+// Sparse patterns (AttentionSparsity in ../../backend.ts), on rows i' = i + Tk - Tq and
+// d = i' - j: 1 window (|d| < p1), 2 strided (|d| < p1 or d ≡ 0 mod p1), 3 fixed (same block of
+// p1 keys, or j mod p1 >= p1 - p2); 0 none. JS clamps p1 of window/strided to max(Tq, Tk) + 1.
+const SP_WINDOW: i32 = 1;
+const SP_STRIDED: i32 = 2;
+const SP_FIXED: i32 = 3;
+
+@inline function floorDiv(x: i32, l: i32): i32 {
+  return x >= 0 ? x / l : -((l - 1 - x) / l);
+}
+
+// Whether any query row i' in [a, b] may see any key j in [j0, j1] under the pattern (and
+// causality). Exact, so blocks with nothing visible are never computed.
+function sparseBlockVisible(kind: i32, p1: i32, p2: i32, causal: bool, a: i32, b: i32, j0: i32, j1: i32): bool {
+  if (causal) {
+    if (j0 > b) return false;
+    j1 = min(j1, b);
+  }
+  // every d in [dlo, dhi] occurs (the pairs form a rectangle)
+  let dlo = a - j1;
+  const dhi = b - j0;
+  if (causal) dlo = max(dlo, 0);
+  if (kind == SP_WINDOW) return dlo < p1 && dhi > -p1;
+  if (kind == SP_STRIDED) return (dlo < p1 && dhi > -p1) || floorDiv(dhi, p1) * p1 >= dlo;
+  if (kind == SP_FIXED) {
+    // a block of p1 shared by rows and keys (with causal, j0 <= b makes some j <= i' in it)
+    if (max(floorDiv(a, p1), j0 / p1) <= min(floorDiv(b, p1), j1 / p1)) return true;
+    // or a summary column among the keys
+    const r = j0 % p1;
+    return (r >= p1 - p2 ? j0 : j0 - r + p1 - p2) <= j1;
+  }
+  return true;
+}
+
+// Writes -inf into the scores of Sᵀ (nc x ncols, stride ld) that the pattern hides (and 0 into
+// st2 if not 0, as maskScores). Column r is row i' = ii0 + r. The rows a key shows to form an
+// interval [lo, hi], plus every p1-th row outside it for strided.
+function sparseMask(st: usize, st2: usize, ld: i32, nc: i32, ncols: i32, j0: i32, ii0: i32,
+  kind: i32, p1: i32, p2: i32): void {
+  for (let c = 0; c < nc; c++) {
+    const j = j0 + c;
+    let lo: i32, hi: i32;
+    if (kind == SP_FIXED) {
+      const rj = j % p1;
+      if (rj >= p1 - p2) continue; // summary column: seen by every row
+      lo = j - rj - ii0;
+      hi = lo + p1 - 1;
+    } else {
+      lo = j - p1 + 1 - ii0;
+      hi = j + p1 - 1 - ii0;
+    }
+    if (lo <= 0 && hi >= ncols - 1) continue;
+    const o = st + (<usize>(c * ld) << 2);
+    const o2 = st2 + (<usize>(c * ld) << 2);
+    if (kind != SP_STRIDED) {
+      // two runs of masked rows, no per-element test
+      const a = min(max(lo, 0), ncols), b = max(min(hi + 1, ncols), a);
+      fill(o, a, NEG_INF);
+      fill(o + (<usize>b << 2), ncols - b, NEG_INF);
+      if (st2 != 0) {
+        fill(o2, a, 0);
+        fill(o2 + (<usize>b << 2), ncols - b, 0);
+      }
+      continue;
+    }
+    for (let r = 0; r < ncols; r++) {
+      if (r >= lo && r <= hi) {
+        r = hi;
+        continue;
+      }
+      if ((ii0 + r - j) % p1 == 0) continue;
+      store<f32>(o + (<usize>r << 2), NEG_INF);
+      if (st2 != 0) store<f32>(o2 + (<usize>r << 2), 0);
+    }
+  }
+}
+
 // out, lse = attention(q, k, v). q (B, H, Tq, D), k/v (B, H, Tk, D), out (B, H, Tq, D),
 // lse (B, H, Tq) natural log; keyMask (B, Tk) int32 or 0. Work unit: one query block of one
 // head, dealt out in snake order so causal blocks (cost ~ block index) balance over threads.
 export function attention_fwd(tid: i32, nt: i32, q: usize, k: usize, v: usize, out: usize,
   lse: usize, B: i32, H: i32, Tq: i32, Tk: i32, D: i32, scale: f32, causal: i32,
-  keyMask: usize, scratch: usize, scratchPerThread: i32): void {
+  keyMask: usize, sparse: i32, sp1: i32, sp2: i32, scratch: usize, scratchPerThread: i32): void {
   if (Tq <= 0 || D <= 0) return;
   const Dp = (D + 7) & ~7;
   const blk = attnBlock(Dp);
@@ -321,9 +398,18 @@ export function attention_fwd(tid: i32, nt: i32, q: usize, k: usize, v: usize, o
     // keys visible to the last query of the block
     let jEnd = Tk;
     if (causal != 0) jEnd = min(Tk, i0 + nr + off);
-    for (let j0 = 0; j0 < jEnd; j0 += blk) {
+    // window: only the blocks within w of the block's rows (O(T·w) overall)
+    const ia = i0 + off, ib = i0 + nr - 1 + off;
+    let jStart = 0;
+    if (sparse == SP_WINDOW) {
+      jStart = max(0, ia - sp1 + 1);
+      jStart -= jStart % blk;
+      jEnd = min(jEnd, max(0, ib + sp1));
+    }
+    for (let j0 = jStart; j0 < jEnd; j0 += blk) {
       const nc = min(blk, jEnd - j0);
       const nc4 = (nc + 3) & ~3;
+      if (sparse != 0 && !sparseBlockVisible(sparse, sp1, sp2, causal != 0, ia, ib, j0, j0 + nc - 1)) continue;
       const vis = keyFlags(kb, km, j0, nc);
       if (vis == 0) continue;
       // K rows are read in place unless the 4-row padding would run past this head.
@@ -342,6 +428,7 @@ export function attention_fwd(tid: i32, nt: i32, q: usize, k: usize, v: usize, o
       const rb = j0 - i0 - off;
       gemmNN(kp, lda, QT, blk, ST, blk, nc4, nr8, D, false, causalDiag ? rb : -NO_TRI, -NO_TRI);
       maskScores(ST, 0, blk, nc, nr8, kb, vis < nc, causalDiag, rb);
+      if (sparse != 0) sparseMask(ST, 0, blk, nc, nr8, j0, ia, sparse, sp1, sp2);
       // online softmax over keys, 4 queries per vector
       for (let r = 0; r < nr8; r += 4) {
         const col = ST + (<usize>r << 2);
@@ -401,7 +488,8 @@ export function attention_fwd(tid: i32, nt: i32, q: usize, k: usize, v: usize, o
 // dPᵀ = V dOᵀ, dSᵀ = Pᵀ ∘ (dPᵀ - delta), then dV += Pᵀ dO, dK += dSᵀ Q, dQ += dS K.
 export function attention_bwd(tid: i32, nt: i32, q: usize, k: usize, v: usize, out: usize,
   lse: usize, gout: usize, gq: usize, gk: usize, gv: usize, B: i32, H: i32, Tq: i32, Tk: i32,
-  D: i32, scale: f32, causal: i32, keyMask: usize, scratch: usize, scratchPerThread: i32): void {
+  D: i32, scale: f32, causal: i32, keyMask: usize, sparse: i32, sp1: i32, sp2: i32,
+  scratch: usize, scratchPerThread: i32): void {
   if (D <= 0) return;
   const Dp = (D + 7) & ~7;
   const blk = attnBlock(Dp);
@@ -447,14 +535,20 @@ export function attention_bwd(tid: i32, nt: i32, q: usize, k: usize, v: usize, o
       fill(dK, nc4 * Dp, 0);
       fill(dV, nc4 * Dp, 0);
       // first query that sees key j0 (causal), rounded down to its block
-      let iStart = 0;
+      let iStart = 0, iEnd = Tq;
       if (causal != 0) iStart = max(0, j0 - off);
+      if (sparse == SP_WINDOW) {
+        // rows within w of the block's keys
+        if (causal == 0) iStart = max(0, j0 - sp1 + 1 - off);
+        iEnd = min(Tq, max(0, j0 + nc + sp1 - 1 - off));
+      }
       iStart = (iStart / blk) * blk;
-      if (vis > 0 && iStart < Tq) {
+      if (vis > 0 && iStart < iEnd) {
         packRows(Kp, kh + (<usize>(j0 * D) << 2), nc, nc4, D, Dp);
         packRows(Vp, vh + (<usize>(j0 * D) << 2), nc, nc4, D, Dp);
-        for (let i0 = iStart; i0 < Tq; i0 += blk) {
+        for (let i0 = iStart; i0 < iEnd; i0 += blk) {
           const nr = min(blk, Tq - i0);
+          if (sparse != 0 && !sparseBlockVisible(sparse, sp1, sp2, causal != 0, i0 + off, i0 + nr - 1 + off, j0, j0 + nc - 1)) continue;
           const nr8 = (nr + 7) & ~7;
           const nr4 = (nr + 3) & ~3;
           const qi = qh + (<usize>(i0 * D) << 2);
@@ -491,6 +585,7 @@ export function attention_bwd(tid: i32, nt: i32, q: usize, k: usize, v: usize, o
           gemmNN(Kp, Dp, QT, blk, PT, blk, nc4, nr8, D, false, skip, -NO_TRI);
           gemmNN(Vp, Dp, dOT, blk, dST, blk, nc4, nr8, D, false, skip, -NO_TRI);
           maskScores(PT, dST, blk, nc, nr8, kb, vis < nc, causalDiag, rb);
+          if (sparse != 0) sparseMask(PT, dST, blk, nc, nr8, j0, i0 + off, sparse, sp1, sp2);
           for (let c = 0; c < nc4; c++) {
             const prow = PT + (<usize>(c * blk) << 2);
             const drow = dST + (<usize>(c * blk) << 2);

@@ -1,0 +1,244 @@
+// Attention without the softmax over T keys:
+//  - causal linear attention (Katharopoulos et al. 2020): out_i = φ(q_i)·S_i / (φ(q_i)·z_i) with
+//    S_i = Σ_{j≤i} φ(k_j) v_jᵀ and z_i = Σ_{j≤i} φ(k_j), computed in chunks: inside a chunk a masked
+//    (L×L) product, across chunks a carried (F×D) state, so memory is O(T·F + T·L) and autograd
+//    differentiates it; generation carries (S, z) in a LinearAttentionState instead of a KV cache;
+//  - Performer / FAVOR+ (Choromanski et al. 2021): positive orthogonal random features whose
+//    products estimate exp(q·k/√D), fed to the same causal machinery;
+//  - Linformer (Wang et al. 2020): keys and values projected along the sequence from T to k
+//    rows; bidirectional only (for encoders).
+import {
+  add, concat, contiguous, div, exp, fmt, matmul, max, mul, noGrad, permute, reshape, scaledDotProductAttention, slice, split,
+  square, sub, sum, tensor, to, transpose, tril, type Generator, type Tensor,
+} from '../tensor/index.js';
+import { Dropout, Linear, normalTensor, type InitOptions } from './layers.js';
+import { Module, type ModuleOptions } from './module.js';
+
+/** A contiguous, graph-free, kept copy of t (outlives tidy scopes). */
+function keepDetached(t: Tensor): Tensor {
+  const c = noGrad(() => contiguous(t));
+  return (c === t ? t.detach() : c).keep();
+}
+
+/**
+ * One layer's running sums for causal linear attention: S (B, H, F, D) and z (B, H, F, 1), or
+ * null before the first token. Kept and detached; dispose() when done.
+ */
+export class LinearAttentionState {
+  S: Tensor | null = null;
+  z: Tensor | null = null;
+  /** Tokens summed so far (the position of the next one). */
+  length = 0;
+
+  /** Replaces the sums (takes detached, kept copies; frees the old ones). */
+  set(S: Tensor, z: Tensor): void {
+    const s = keepDetached(S);
+    const zz = keepDetached(z);
+    const n = this.length;
+    this.reset();
+    this.S = s;
+    this.z = zz;
+    this.length = n;
+  }
+
+  reset(): void {
+    this.S?.dispose();
+    this.z?.dispose();
+    this.S = null;
+    this.z = null;
+    this.length = 0;
+  }
+
+  dispose(): void {
+    this.reset();
+  }
+}
+
+export interface CausalLinearAttentionOptions {
+  /** Tokens per chunk (default 64). */
+  chunk?: number;
+  /** Added to the denominator (default 1e-6). */
+  eps?: number;
+  /** Sums of earlier tokens to continue from; updated with these tokens' sums. */
+  state?: LinearAttentionState;
+}
+
+/**
+ * Causal linear attention from feature-mapped queries and keys (positive features):
+ * phiQ, phiK (B, H, T, F), v (B, H, T, D) -> (B, H, T, D).
+ */
+export function causalLinearAttention(phiQ: Tensor, phiK: Tensor, v: Tensor, opts: CausalLinearAttentionOptions = {}): Tensor {
+  if (phiQ.ndim !== 4 || phiK.ndim !== 4 || v.ndim !== 4) {
+    throw new Error(`causalLinearAttention: inputs must be 4-D (B, H, T, ·), got ${fmt(phiQ.shape)}, ${fmt(phiK.shape)}, ${fmt(v.shape)}`);
+  }
+  const [B, H, T, F] = phiQ.shape as [number, number, number, number];
+  const D = v.shape[3]!;
+  const same = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+  if (!same(phiK.shape, [B, H, T, F]) || !same(v.shape, [B, H, T, D])) {
+    throw new Error(`causalLinearAttention: phiQ ${fmt(phiQ.shape)}, phiK ${fmt(phiK.shape)} and v ${fmt(v.shape)} do not match`);
+  }
+  const L = Math.max(1, Math.floor(opts.chunk ?? 64));
+  const eps = opts.eps ?? 1e-6;
+  const st = opts.state;
+  if (st?.S && (st.S.shape[0] !== B || st.S.shape[1] !== H || st.S.shape[2] !== F || st.S.shape[3] !== D)) {
+    throw new Error(`causalLinearAttention: state ${fmt(st.S.shape)} does not match (B, H, F, D) = ${fmt([B, H, F, D])}`);
+  }
+  let S: Tensor | null = st?.S ?? null; // (B, H, F, D)
+  let z: Tensor | null = st?.z ?? null; // (B, H, F, 1)
+  const outs: Tensor[] = [];
+  for (let s = 0; s < T; s += L) {
+    const e = Math.min(T, s + L);
+    const qc = slice(phiQ, 2, s, e); // (B, H, n, F)
+    const kc = slice(phiK, 2, s, e);
+    const vc = slice(v, 2, s, e); // (B, H, n, D)
+    const a = tril(matmul(qc, transpose(kc))); // (B, H, n, n), j ≤ i inside the chunk
+    let num = matmul(a, vc); // (B, H, n, D)
+    let den = sum(a, -1, true); // (B, H, n, 1)
+    if (S && z) {
+      num = add(num, matmul(qc, S));
+      den = add(den, matmul(qc, z));
+    }
+    outs.push(div(num, add(den, eps)));
+    const kt = transpose(kc); // (B, H, F, n)
+    const dS = matmul(kt, vc); // (B, H, F, D)
+    const dz = sum(kt, -1, true); // (B, H, F, 1)
+    S = S ? add(S, dS) : dS;
+    z = z ? add(z, dz) : dz;
+  }
+  if (st && S && z && T > 0) {
+    st.set(S, z);
+    st.length += T;
+  }
+  return outs.length === 1 ? outs[0]! : concat(outs, 2);
+}
+
+/** φ(x) = elu(x) + 1, the linear transformer's feature map. */
+export { elu1 as eluFeatureMap } from '../tensor/index.js';
+
+/**
+ * m random rows of dimension D for FAVOR+: blocks of D orthonormal rows (Gram–Schmidt of a
+ * Gaussian matrix), each row rescaled by an independent chi(D) norm so rows are marginally
+ * Gaussian. Row-major (m, D).
+ */
+export function orthogonalGaussianFeatures(m: number, D: number, g: Generator): Float64Array {
+  const out = new Float64Array(m * D);
+  for (let start = 0; start < m; start += D) {
+    const rows = Math.min(D, m - start);
+    const q = new Float64Array(D * D);
+    for (let i = 0; i < D; i++) {
+      for (;;) {
+        for (let c = 0; c < D; c++) q[i * D + c] = g.normal();
+        for (let j = 0; j < i; j++) {
+          let dot = 0;
+          for (let c = 0; c < D; c++) dot += q[i * D + c]! * q[j * D + c]!;
+          for (let c = 0; c < D; c++) q[i * D + c]! -= dot * q[j * D + c]!;
+        }
+        let n2 = 0;
+        for (let c = 0; c < D; c++) n2 += q[i * D + c]! ** 2;
+        if (n2 > 1e-20) {
+          const inv = 1 / Math.sqrt(n2);
+          for (let c = 0; c < D; c++) q[i * D + c]! *= inv;
+          break;
+        }
+      }
+    }
+    for (let i = 0; i < rows; i++) {
+      let chi2 = 0;
+      for (let c = 0; c < D; c++) chi2 += g.normal() ** 2;
+      const norm = Math.sqrt(chi2);
+      for (let c = 0; c < D; c++) out[(start + i) * D + c] = q[i * D + c]! * norm;
+    }
+  }
+  return out;
+}
+
+/** FAVOR+ positive random features; `omega` (m, D) is a saved, untrained buffer. */
+export class PerformerFeatureMap extends Module {
+  readonly omega: Tensor; // (m, D)
+
+  constructor(readonly headDim: number, readonly numFeatures: number, opts: ModuleOptions & { generator?: Generator; skipInit?: boolean } = {}) {
+    super();
+    const v = opts.generator && !opts.skipInit ? orthogonalGaussianFeatures(numFeatures, headDim, opts.generator) : new Float64Array(numFeatures * headDim);
+    this.omega = this.registerBuffer('omega', tensor(v, { shape: [numFeatures, headDim], backend: opts.backend, dtype: opts.dtype ?? 'float32' }), true);
+  }
+
+  /** Draws new features in place. */
+  redraw(g: Generator): void {
+    const v = orthogonalGaussianFeatures(this.numFeatures, this.headDim, g);
+    this.omega.backend.write(this.omega.storage, v, this.omega.offset);
+  }
+
+  /**
+   * x (B, H, T, D) -> φ(x) (B, H, T, m) = exp(ωx' − |x'|²/2 − s)/√m with x' = x·D^(-1/4).
+   * Queries subtract their own row max s (it cancels in the ratio); keys use s = 0, so a key's
+   * features do not depend on the others (and cached sums stay valid).
+   */
+  forward(x: Tensor, isQuery: boolean): Tensor {
+    const xs = mul(x, this.headDim ** -0.25);
+    const proj = matmul(xs, transpose(this.omega)); // (B, H, T, m)
+    let logits = sub(proj, mul(sum(square(xs), -1, true), 0.5));
+    if (isQuery) {
+      const stab = noGrad(() => max(logits, -1, true)).detach(); // (B, H, T, 1)
+      logits = sub(logits, stab);
+    }
+    return mul(exp(logits), 1 / Math.sqrt(this.numFeatures));
+  }
+}
+
+export interface LinformerOptions extends InitOptions {
+  bias?: boolean;
+  dropout?: number;
+  projStd?: number;
+  dropoutGenerator?: Generator;
+}
+
+/**
+ * Linformer self-attention, bidirectional: x (B, T, C) -> (B, T, C) with T ≤ maxLen. Keys and
+ * values (B, H, T, D) become (B, H, k, D) through learned E, F (k, maxLen), shared by the heads;
+ * padded positions (keyMask 0) are zeroed before the projection so they contribute nothing.
+ */
+export class LinformerSelfAttention extends Module {
+  readonly c_attn: Linear; // (C -> 3C)
+  readonly c_proj: Linear; // (C -> C)
+  readonly E: Tensor; // (k, maxLen) for keys
+  readonly F: Tensor; // (k, maxLen) for values
+  readonly resid_dropout: Dropout;
+  readonly headDim: number;
+
+  constructor(readonly nEmbd: number, readonly nHead: number, readonly maxLen: number, readonly k: number, opts: LinformerOptions = {}) {
+    super();
+    if (nEmbd % nHead !== 0) throw new Error(`LinformerSelfAttention: n_embd ${nEmbd} is not divisible by n_head ${nHead}`);
+    if (!(Number.isInteger(k) && k >= 1)) throw new Error(`LinformerSelfAttention: k must be a positive integer, got ${k}`);
+    this.headDim = nEmbd / nHead;
+    const lin = { backend: opts.backend, dtype: opts.dtype, generator: opts.generator, std: opts.std, skipInit: opts.skipInit, bias: opts.bias ?? true };
+    this.c_attn = this.registerModule('c_attn', new Linear(nEmbd, 3 * nEmbd, lin));
+    this.c_proj = this.registerModule('c_proj', new Linear(nEmbd, nEmbd, { ...lin, std: opts.projStd ?? opts.std }));
+    const pinit = { backend: opts.backend, dtype: opts.dtype, generator: opts.generator, skipInit: opts.skipInit };
+    this.E = this.registerParameter('E', normalTensor([k, maxLen], 1 / Math.sqrt(k), pinit));
+    this.F = this.registerParameter('F', normalTensor([k, maxLen], 1 / Math.sqrt(k), pinit));
+    this.resid_dropout = this.registerModule('resid_dropout', new Dropout(opts.dropout ?? 0, opts.dropoutGenerator ?? opts.generator));
+  }
+
+  /** x (B, T, C), keyMask int32 (B, T) with 1 = token, 0 = padding. */
+  forward(x: Tensor, keyMask?: Tensor | null): Tensor {
+    if (x.ndim !== 3 || x.shape[2] !== this.nEmbd) throw new Error(`LinformerSelfAttention: input ${fmt(x.shape)} must be (B, T, ${this.nEmbd})`);
+    const [B, T, C] = x.shape as [number, number, number];
+    if (T > this.maxLen) throw new Error(`LinformerSelfAttention: sequence of ${T} exceeds maxLen ${this.maxLen}`);
+    if (keyMask && (keyMask.ndim !== 2 || keyMask.shape[0] !== B || keyMask.shape[1] !== T)) {
+      throw new Error(`LinformerSelfAttention: keyMask ${fmt(keyMask.shape)} must be (B, T) = ${fmt([B, T])}`);
+    }
+    const H = this.nHead;
+    const D = this.headDim;
+    let [q, k, v] = split(this.c_attn.forward(x), C, -1).map((t) => permute(reshape(t, [B, T, H, D]), [0, 2, 1, 3])) as [Tensor, Tensor, Tensor]; // (B, H, T, D)
+    if (keyMask) {
+      const m = reshape(to(keyMask, x.dtype), [B, 1, T, 1]);
+      k = mul(k, m);
+      v = mul(v, m);
+    }
+    const kp = matmul(slice(this.E, 1, 0, T), k); // (k, T) @ (B, H, T, D) -> (B, H, k, D)
+    const vp = matmul(slice(this.F, 1, 0, T), v);
+    const y = scaledDotProductAttention(q, kp, vp); // (B, H, T, D)
+    const merged = reshape(permute(y, [0, 2, 1, 3]), [B, T, C]);
+    return this.resid_dropout.forward(this.c_proj.forward(merged));
+  }
+}
