@@ -1,6 +1,6 @@
 // attn info: the backend in use, and a model's size, config and cost per token.
 import { cpus } from 'node:os';
-import { GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
+import { fullGPTConfig, GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
 import { type Flags, UsageError } from './args.js';
 import { backendFromFlags, loadModelDir } from './common.js';
 
@@ -21,7 +21,8 @@ export async function runInfo(f: Flags): Promise<void> {
     const { PRESETS } = await import('../train/presets.js');
     const p = (PRESETS as Record<string, Record<string, unknown>>)[presetName];
     if (!p) throw new UsageError(`info: unknown preset '${presetName}' (known: ${Object.keys(PRESETS).join(', ')})`);
-    const fields = Object.fromEntries(Object.entries(p).filter(([k]) => k in gptConfig()));
+    const known = fullGPTConfig(gptConfig());
+    const fields = Object.fromEntries(Object.entries(p).filter(([k]) => k in known));
     cfg = gptConfig({ vocab_size: 65, ...fields });
   }
   if (!cfg) return;

@@ -4,3 +4,5 @@ export * from './layers.js';
 export * from './positional.js';
 export * from './mlp.js';
 export * from './attention.js';
+export * from './linear-attention.js';
+export * from './moe.js';
