@@ -7,3 +7,4 @@ export * from './io/files.js';
 export * from './train/checkpoint.js';
 export * from './train/trainer.js';
 export { loadHFGPT2, saveHFGPT2, type LoadHFOptions } from './models/hf-gpt2-files.js';
+export * from './nn/lora-files.js';

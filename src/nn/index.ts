@@ -6,3 +6,4 @@ export * from './mlp.js';
 export * from './attention.js';
 export * from './linear-attention.js';
 export * from './moe.js';
+export * from './lora.js';

@@ -1,0 +1,126 @@
+// The Node edge of LoRA: an adapter directory holds adapter_model.safetensors (only the
+// lora_A / lora_B tensors) and adapter_config.json (PEFT's field names, plus `modules`, the
+// exact names of the adapted layers, and `base_model`, what the adapters were trained on).
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { exists, readSafetensorsFile, writeFileAtomic, writeSafetensorsFile } from '../io/files.js';
+import { adapterState, applyLora, loadAdapterState, removeLora, type LoraHandle } from './lora.js';
+import type { Module } from './module.js';
+
+export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
+export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
+
+/** adapter_config.json. PEFT's fields first; `modules`, `seed`, `base_model` are attn's. */
+export interface AdapterConfig {
+  peft_type: 'LORA';
+  r: number;
+  lora_alpha: number;
+  lora_dropout: number;
+  /** Module-name patterns, or (a string) a regular expression that must match a whole name. */
+  target_modules: string[] | string;
+  bias: 'none';
+  fan_in_fan_out: boolean;
+  init_lora_weights: true | 'gaussian';
+  base_model_name_or_path: string | null;
+  /** The dotted names of the adapted Linear layers. */
+  modules?: string[];
+  seed?: number;
+  base_model?: { class: string; num_parameters: number; dtype?: string; config?: unknown };
+  library?: string;
+}
+
+export interface SaveAdaptersOptions {
+  /** Recorded as base_model_name_or_path (e.g. 'gpt2' or a checkpoint path). */
+  baseModel?: string;
+}
+
+/** The config saveAdapters writes for a handle. */
+export function adapterConfig(handle: LoraHandle, opts: SaveAdaptersOptions = {}): AdapterConfig {
+  handle.check('adapterConfig');
+  const t = handle.targets;
+  const adapterValues = handle.trainableParameters().reduce((n, p) => n + p.size, 0);
+  const first = handle.model.parameters()[0];
+  const modelConfig = (handle.model as Module & { config?: unknown }).config;
+  return {
+    peft_type: 'LORA',
+    r: handle.rank,
+    lora_alpha: handle.alpha,
+    lora_dropout: handle.dropout,
+    // A RegExp is searched for in a name; PEFT full-matches a string, hence the .* on both sides.
+    target_modules: t instanceof RegExp ? `.*(?:${t.source}).*` : [...t],
+    bias: 'none',
+    fan_in_fan_out: false,
+    init_lora_weights: handle.init === 'gaussian' ? 'gaussian' : true,
+    base_model_name_or_path: opts.baseModel ?? null,
+    modules: handle.layers.map((l) => l.name),
+    seed: handle.seed,
+    base_model: {
+      class: handle.model.constructor.name,
+      num_parameters: handle.model.numParameters() - adapterValues,
+      ...(first ? { dtype: first.dtype } : {}),
+      ...(modelConfig && typeof modelConfig === 'object' ? { config: modelConfig } : {}),
+    },
+    library: 'attn',
+  };
+}
+
+/** Writes `dir`/adapter_model.safetensors and `dir`/adapter_config.json (atomically each). */
+export async function saveAdapters(handle: LoraHandle, dir: string, opts: SaveAdaptersOptions = {}): Promise<void> {
+  const config = adapterConfig(handle, opts);
+  await mkdir(dir, { recursive: true });
+  await writeSafetensorsFile(join(dir, ADAPTER_WEIGHTS_FILE), adapterState(handle), { format: 'pt' });
+  await writeFileAtomic(join(dir, ADAPTER_CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
+}
+
+export interface LoadAdaptersOptions {
+  /** Overrides the saved lora_dropout (e.g. 0 for inference). */
+  dropout?: number;
+}
+
+/**
+ * Applies the adapters saved in `dir` to `model` (applyLora with the saved rank, alpha and
+ * targets, then their weights) and returns the handle. On any error the model is left as it was.
+ */
+export async function loadAdapters(model: Module, dir: string, opts: LoadAdaptersOptions = {}): Promise<LoraHandle> {
+  const cfgPath = join(dir, ADAPTER_CONFIG_FILE);
+  const weightsPath = join(dir, ADAPTER_WEIGHTS_FILE);
+  for (const p of [cfgPath, weightsPath]) if (!(await exists(p))) throw new Error(`loadAdapters: ${p} does not exist`);
+  let raw: Partial<AdapterConfig>;
+  try {
+    raw = JSON.parse(await readFile(cfgPath, 'utf8')) as Partial<AdapterConfig>;
+  } catch (e) {
+    throw new Error(`loadAdapters: ${cfgPath}: ${(e as Error).message}`);
+  }
+  if (raw.peft_type !== undefined && raw.peft_type !== 'LORA') throw new Error(`loadAdapters: ${cfgPath}: peft_type is '${String(raw.peft_type)}', only 'LORA' is supported`);
+  if (raw.fan_in_fan_out) throw new Error(`loadAdapters: ${cfgPath}: fan_in_fan_out adapters (Conv1D layouts) are not supported`);
+  const tm = raw.target_modules;
+  const targets = typeof tm === 'string' ? new RegExp(`^(?:${tm})$`) : Array.isArray(tm) && tm.length ? tm : raw.modules;
+  if (!targets || typeof raw.r !== 'number') throw new Error(`loadAdapters: ${cfgPath} needs r and target_modules`);
+  if (raw.modules) {
+    const names = new Set(model.namedModules().map(([n]) => n));
+    const missing = raw.modules.filter((n) => !names.has(n));
+    if (missing.length) throw new Error(`loadAdapters: ${dir} adapts modules this model does not have: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}`);
+  }
+  const weights = (await readSafetensorsFile(weightsPath)).tensors;
+  const handle = applyLora(model, {
+    rank: raw.r,
+    alpha: raw.lora_alpha ?? raw.r,
+    targets,
+    dropout: opts.dropout ?? raw.lora_dropout ?? 0,
+    seed: raw.seed ?? 0,
+    init: raw.init_lora_weights === 'gaussian' ? 'gaussian' : 'kaiming',
+  });
+  try {
+    if (raw.modules) {
+      const got = handle.layers.map((l) => l.name);
+      if (got.length !== raw.modules.length || got.some((n, i) => n !== raw.modules![i])) {
+        throw new Error(`target_modules select ${got.length} layers in this model, the adapters were saved for ${raw.modules.length}: ${raw.modules.slice(0, 5).join(', ')}${raw.modules.length > 5 ? ', …' : ''}`);
+      }
+    }
+    loadAdapterState(handle, weights);
+  } catch (e) {
+    removeLora(handle);
+    throw new Error(`loadAdapters ${dir}: ${(e as Error).message}`);
+  }
+  return handle;
+}
