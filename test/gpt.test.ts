@@ -8,7 +8,7 @@ import {
 } from '../src/index.js';
 import { GPT, GPT2_CONFIG, gptConfig, type GPTConfig } from '../src/models/gpt.js';
 import {
-  Dropout, KVCache, LayerNorm, Linear, Module, ModuleList, RotaryEmbedding, SinusoidalPositionalEncoding,
+  Dropout, KVCache, LayerNorm, Linear, MLP, Module, ModuleList, RotaryEmbedding, SinusoidalPositionalEncoding,
 } from '../src/nn/index.js';
 import { assertClose } from './helpers.js';
 
@@ -77,16 +77,17 @@ test('GPT-2 initialisation: std 0.02, residual projections 0.02/sqrt(2L), zero b
     return Math.sqrt(s / d.length);
   };
   const b = m.transformer.h.at(1);
+  const mlp = b.mlp as MLP;
   assert.ok(Math.abs(std(m.transformer.wte.weight) - 0.02) < 0.001);
-  assert.ok(Math.abs(std(b.mlp.c_fc.weight) - 0.02) < 0.001);
+  assert.ok(Math.abs(std(mlp.c_fc.weight) - 0.02) < 0.001);
   const proj = 0.02 / Math.sqrt(8);
   assert.ok(Math.abs(std(b.attn.c_proj.weight) - proj) < 0.0007, `${std(b.attn.c_proj.weight)} vs ${proj}`);
-  assert.ok(Math.abs(std(b.mlp.c_proj.weight) - proj) < 0.0005);
+  assert.ok(Math.abs(std(mlp.c_proj.weight) - proj) < 0.0005);
   assert.ok(b.attn.c_attn.bias!.toArray().every((v) => v === 0));
   assert.ok(b.ln_1.weight.toArray().every((v) => v === 1));
   const again = new GPT(cfg, { backend: ref, seed: 3 });
   const other = new GPT(cfg, { backend: ref, seed: 4 });
-  assert.deepEqual(again.transformer.h.at(3).mlp.c_fc.weight.data(), m.transformer.h.at(3).mlp.c_fc.weight.data());
+  assert.deepEqual((again.transformer.h.at(3).mlp as MLP).c_fc.weight.data(), (m.transformer.h.at(3).mlp as MLP).c_fc.weight.data());
   assert.notDeepEqual(other.transformer.wte.weight.data(), m.transformer.wte.weight.data());
   for (const x of [m, again, other]) x.dispose();
 });
@@ -244,7 +245,7 @@ test('dropout: seeded and reproducible in training mode, off in eval mode', () =
   assert.equal(la, loss(b));
   assert.notEqual(la, loss(a)); // fresh masks each call
   a.eval();
-  assert.ok(a.transformer.h.at(1).mlp.dropout.training === false && !a.training);
+  assert.ok((a.transformer.h.at(1).mlp as MLP).dropout.training === false && !a.training);
   assert.equal(loss(a), loss(a));
   a.train();
   assert.ok(a.transformer.drop.training);

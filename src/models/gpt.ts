@@ -4,13 +4,15 @@
 //   mlp.c_fc, mlp.c_proj}, transformer.ln_f, lm_head (absent when tied to wte).
 // The config also reaches the common variants: sinusoidal or rotary positions, post-norm,
 // RMSNorm, ReLU or SwiGLU MLPs, no biases, untied head, and attention variants: grouped-query
-// (n_kv_head), sparse (local, strided, fixed), linear and Performer.
+// (n_kv_head), sparse (local, strided, fixed), linear and Performer; and mixture-of-experts
+// feed-forward layers (moe_*: transformer.h.{i}.mlp.router, mlp.experts.{e}.c_fc, ...).
 import type { Backend } from '../backend/backend.js';
 import type { AttentionSparsity } from '../backend/backend.js';
 import { CausalSelfAttention, KVCache, type KVLayerCache } from '../nn/attention.js';
 import { Dropout, Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
 import { swigluHidden, MLP, type MLPActivation } from '../nn/mlp.js';
 import { Module, ModuleList } from '../nn/module.js';
+import { MoE } from '../nn/moe.js';
 import { LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding } from '../nn/positional.js';
 import { add, crossEntropy, fmt, Generator, linear, type DType, type Tensor } from '../tensor/index.js';
 
@@ -58,6 +60,20 @@ export interface GPTConfig {
   performer_redraw_interval?: number;
   /** linformer: projected sequence length k. */
   linformer_k?: number;
+  // Mixture of experts: optional, absent = MOE_DEFAULTS (dense).
+  /** Experts per MoE layer; 0 = dense MLPs everywhere. */
+  moe_experts?: number;
+  /** Experts each token is sent to (1: Switch; 2: GShard / Mixtral). */
+  moe_top_k?: 1 | 2;
+  /** Training capacity per expert = ceil(factor · tokens · top_k / experts); eval never drops. */
+  moe_capacity_factor?: number;
+  /** Load-balancing loss coefficient α; the aux losses are added to the training loss. */
+  moe_aux_loss_coef?: number;
+  /** Layer i (0-based) is MoE when (i + 1) % moe_every === 0 (1: every layer, 2: every other). */
+  moe_every?: number;
+  /** Per-expert hidden width; absent = the dense MLP's width / moe_top_k (rounded up), so the
+   *  active parameters per token match the dense MLP. */
+  moe_hidden?: number;
 }
 
 /** A GPTConfig with every optional field filled in. */
@@ -91,13 +107,34 @@ export const ATTENTION_DEFAULTS = Object.freeze({
   linformer_k: 64,
 });
 
+/** Defaults of the optional mixture-of-experts fields (moe_hidden's depends on the config). */
+export const MOE_DEFAULTS = Object.freeze({
+  moe_experts: 0,
+  moe_top_k: 1 as 1 | 2,
+  moe_capacity_factor: 1.25,
+  moe_aux_loss_coef: 0.01,
+  moe_every: 1,
+});
+
+/** The dense MLP's hidden width for a config. */
+function denseHidden(cfg: Pick<GPTConfig, 'n_embd' | 'activation'>): number {
+  return cfg.activation === 'swiglu' ? swigluHidden(cfg.n_embd) : 4 * cfg.n_embd;
+}
+
 /** cfg with the absent optional fields at their defaults. */
 export function fullGPTConfig(cfg: GPTConfig): FullGPTConfig {
   const defined = Object.fromEntries(Object.entries(cfg).filter(([, v]) => v !== undefined));
-  return { ...ATTENTION_DEFAULTS, n_kv_head: cfg.n_head, ...defined } as FullGPTConfig;
+  const out = { ...ATTENTION_DEFAULTS, ...MOE_DEFAULTS, n_kv_head: cfg.n_head, ...defined } as FullGPTConfig;
+  if (cfg.moe_hidden === undefined) out.moe_hidden = Math.ceil(denseHidden(cfg) / out.moe_top_k);
+  return out;
 }
 
-const KNOWN_FIELDS = [...Object.keys(GPT2_CONFIG), 'n_kv_head', ...Object.keys(ATTENTION_DEFAULTS)];
+/** Whether layer i (0-based) of cfg is a mixture-of-experts layer. */
+export function isMoELayer(cfg: FullGPTConfig, i: number): boolean {
+  return cfg.moe_experts > 0 && (i + 1) % cfg.moe_every === 0;
+}
+
+const KNOWN_FIELDS = [...Object.keys(GPT2_CONFIG), 'n_kv_head', ...Object.keys(ATTENTION_DEFAULTS), ...Object.keys(MOE_DEFAULTS), 'moe_hidden'];
 
 const CHOICES = {
   pos_encoding: ['learned', 'sinusoidal', 'rope'],
@@ -131,6 +168,22 @@ export function gptConfig(partial: Partial<GPTConfig> = {}): GPTConfig {
   if (cfg.attention === 'linformer') {
     problems.push(`attention 'linformer' cannot be used in GPT: linformer projects along the sequence, so it cannot be causal; use it in an encoder`);
   }
+  if (!(Number.isInteger(cfg.moe_experts) && cfg.moe_experts >= 0)) problems.push(`moe_experts must be a non-negative integer (0 = dense), got ${String(cfg.moe_experts)}`);
+  if (cfg.moe_top_k !== 1 && cfg.moe_top_k !== 2) problems.push(`moe_top_k must be 1 or 2, got ${String(cfg.moe_top_k)}`);
+  else if (Number.isInteger(cfg.moe_experts) && cfg.moe_experts > 0 && cfg.moe_top_k > cfg.moe_experts) {
+    problems.push(`moe_top_k (${cfg.moe_top_k}) must not exceed moe_experts (${cfg.moe_experts})`);
+  }
+  if (!(typeof cfg.moe_capacity_factor === 'number' && cfg.moe_capacity_factor > 0 && Number.isFinite(cfg.moe_capacity_factor))) {
+    problems.push(`moe_capacity_factor must be a positive finite number, got ${String(cfg.moe_capacity_factor)}`);
+  }
+  if (!(typeof cfg.moe_aux_loss_coef === 'number' && cfg.moe_aux_loss_coef >= 0 && Number.isFinite(cfg.moe_aux_loss_coef))) {
+    problems.push(`moe_aux_loss_coef must be a non-negative finite number, got ${String(cfg.moe_aux_loss_coef)}`);
+  }
+  if (!(Number.isInteger(cfg.moe_every) && cfg.moe_every >= 1)) problems.push(`moe_every must be a positive integer, got ${String(cfg.moe_every)}`);
+  else if (cfg.moe_experts > 0 && Number.isInteger(cfg.n_layer) && cfg.moe_every > cfg.n_layer) {
+    problems.push(`moe_every (${cfg.moe_every}) exceeds n_layer (${cfg.n_layer}): no layer would be a mixture of experts`);
+  }
+  if (result.moe_hidden !== undefined && !(Number.isInteger(cfg.moe_hidden) && cfg.moe_hidden >= 1)) problems.push(`moe_hidden must be a positive integer, got ${String(cfg.moe_hidden)}`);
   if (typeof cfg.dropout !== 'number' || !(cfg.dropout >= 0 && cfg.dropout < 1)) problems.push(`dropout must be in [0, 1), got ${String(cfg.dropout)}`);
   if (typeof cfg.layer_norm_epsilon !== 'number' || !(cfg.layer_norm_epsilon > 0)) problems.push(`layer_norm_epsilon must be positive, got ${String(cfg.layer_norm_epsilon)}`);
   for (const k of ['bias', 'tie_embeddings'] as const) {
@@ -163,8 +216,12 @@ export interface GPTOptions {
 
 export interface GPTOutput {
   logits: Tensor; // (B, T, V)
-  /** Mean cross-entropy over the targets that are not -100. */
+  /** The training objective: ceLoss plus auxLoss (when the model has MoE layers). */
   loss?: Tensor;
+  /** Mean cross-entropy over the targets that are not -100. */
+  ceLoss?: Tensor;
+  /** Sum of the MoE layers' load-balancing losses (scalar); absent for dense models. */
+  auxLoss?: Tensor;
 }
 
 type Norm = LayerNorm | RMSNorm;
@@ -194,14 +251,14 @@ function makeNorm(cfg: GPTConfig, o: BuildOptions): Norm {
   return cfg.norm === 'rmsnorm' ? new RMSNorm(cfg.n_embd, opts) : new LayerNorm(cfg.n_embd, { ...opts, bias: cfg.bias });
 }
 
-/** One Transformer layer: attention then MLP, each a residual branch with a norm. */
+/** One Transformer layer: attention then MLP (or MoE), each a residual branch with a norm. */
 export class Block extends Module {
   readonly ln_1: Norm;
   readonly attn: CausalSelfAttention;
   readonly ln_2: Norm;
-  readonly mlp: MLP;
+  readonly mlp: MLP | MoE;
 
-  constructor(readonly cfg: FullGPTConfig, o: BuildOptions, rope: RotaryEmbedding | null) {
+  constructor(readonly cfg: FullGPTConfig, o: BuildOptions, rope: RotaryEmbedding | null, layer = 0) {
     super();
     // GPT-2 scales the residual projections by 1/√(2·n_layer): each layer adds two branches to
     // the residual stream, so this keeps its variance from growing with depth.
@@ -213,7 +270,12 @@ export class Block extends Module {
       performerFeatures: cfg.performer_features, featureGenerator: o.featureGenerator,
     }));
     this.ln_2 = this.registerModule('ln_2', makeNorm(cfg, o));
-    this.mlp = this.registerModule('mlp', new MLP(cfg.n_embd, cfg.activation, common));
+    this.mlp = this.registerModule('mlp', isMoELayer(cfg, layer)
+      ? new MoE(cfg.n_embd, {
+        ...common, experts: cfg.moe_experts, topK: cfg.moe_top_k, capacityFactor: cfg.moe_capacity_factor,
+        auxLossCoef: cfg.moe_aux_loss_coef, activation: cfg.activation, hidden: cfg.moe_hidden,
+      })
+      : new MLP(cfg.n_embd, cfg.activation, common));
   }
 
   forward(x: Tensor, cache?: KVLayerCache): Tensor {
@@ -250,7 +312,7 @@ export class GPTTransformer extends Module {
     this.rope = cfg.pos_encoding === 'rope' ? this.registerModule('rope', new RotaryEmbedding(C / cfg.n_head, cfg.block_size, fixed)) : null;
     this.drop = this.registerModule('drop', new Dropout(cfg.dropout, o.dropoutGenerator));
     this.h = this.registerModule('h', new ModuleList<Block>());
-    for (let i = 0; i < cfg.n_layer; i++) this.h.push(new Block(cfg, o, this.rope));
+    for (let i = 0; i < cfg.n_layer; i++) this.h.push(new Block(cfg, o, this.rope, i));
     this.ln_f = cfg.norm_placement === 'pre' ? this.registerModule('ln_f', makeNorm(cfg, o)) : null;
   }
 }
@@ -297,7 +359,21 @@ export class GPT extends Module {
     }
     const logits = this.run(idx, undefined);
     if (!targets) return { logits };
-    return { logits, loss: crossEntropy(logits, targets, { ignoreIndex: -100 }) };
+    const ceLoss = crossEntropy(logits, targets, { ignoreIndex: -100 });
+    const moe = this.moeLayers();
+    if (moe.length === 0) return { logits, loss: ceLoss, ceLoss };
+    let auxLoss = moe[0]![1].lastAuxLoss!;
+    for (const [, m] of moe.slice(1)) auxLoss = add(auxLoss, m.lastAuxLoss!);
+    return { logits, loss: add(ceLoss, auxLoss), ceLoss, auxLoss };
+  }
+
+  /** The mixture-of-experts layers as [layer index, MoE]. */
+  moeLayers(): [number, MoE][] {
+    const out: [number, MoE][] = [];
+    this.transformer.h.items.forEach((b, i) => {
+      if (b.mlp instanceof MoE) out.push([i, b.mlp]);
+    });
+    return out;
   }
 
   /**
@@ -346,28 +422,25 @@ export class GPT extends Module {
     return this.lm_head ? this.lm_head.forward(x) : linear(x, t.wte.weight); // (B, T, V)
   }
 
-  /** Parameters of a config, computed without allocating (GPT-2 124M: 124,439,808). */
+  /** Parameters of a config, computed without allocating (GPT-2 124M: 124,439,808); every expert counts. */
   static countParameters(config: Partial<GPTConfig> = {}): number {
-    const cfg = fullGPTConfig(gptConfig(config));
-    const C = cfg.n_embd;
-    const b = cfg.bias ? 1 : 0;
-    const norm = cfg.norm === 'rmsnorm' ? C : C * (1 + b);
-    const qkv = C + 2 * cfg.n_kv_head * (C / cfg.n_head);
-    const attn = C * qkv + b * qkv + C * C + b * C;
-    const hid = cfg.activation === 'swiglu' ? swigluHidden(C) : 4 * C;
-    const mlp = cfg.activation === 'swiglu' ? 2 * (C * hid + b * hid) + hid * C + b * C : C * hid + b * hid + hid * C + b * C;
-    const emb = cfg.vocab_size * C + (cfg.pos_encoding === 'learned' ? cfg.block_size * C : 0);
-    return emb + cfg.n_layer * (2 * norm + attn + mlp) + (cfg.norm_placement === 'pre' ? norm : 0) + (cfg.tie_embeddings ? 0 : cfg.vocab_size * C);
+    return countParams(fullGPTConfig(gptConfig(config)), false);
+  }
+
+  /** Parameters used per token: as countParameters, but each MoE layer counts its router and
+   *  top_k experts only. Equals countParameters for dense models. */
+  static countActiveParameters(config: Partial<GPTConfig> = {}): number {
+    return countParams(fullGPTConfig(gptConfig(config)), true);
   }
 
   /**
    * Training FLOPs per token, the PaLM appendix B estimate nanoGPT uses for MFU:
-   * 6N (forward + backward through every weight, N without the position table, which is a
-   * lookup) + 12·L·H·D·T (attention's QKᵀ and AV matmuls, forward and backward, at context T).
+   * 6N (forward + backward through every weight a token uses, N the active parameters without
+   * the position table, which is a lookup) + 12·L·H·D·T (attention's QKᵀ and AV matmuls, forward and backward, at context T).
    */
   static flopsPerToken(config: Partial<GPTConfig> = {}, T?: number): number {
     const cfg = fullGPTConfig(gptConfig(config));
-    const N = GPT.countParameters(cfg) - (cfg.pos_encoding === 'learned' ? cfg.block_size * cfg.n_embd : 0);
+    const N = GPT.countActiveParameters(cfg) - (cfg.pos_encoding === 'learned' ? cfg.block_size * cfg.n_embd : 0);
     const D = cfg.n_embd / cfg.n_head;
     // Keys each query meets (rough for the sparse patterns; the feature count for the linear kinds).
     const ctx = T ?? cfg.block_size;
@@ -381,4 +454,20 @@ export class GPT extends Module {
   flopsPerToken(T?: number): number {
     return GPT.flopsPerToken(this.config, T);
   }
+}
+
+function countParams(cfg: FullGPTConfig, activeOnly: boolean): number {
+  const C = cfg.n_embd;
+  const b = cfg.bias ? 1 : 0;
+  const norm = cfg.norm === 'rmsnorm' ? C : C * (1 + b);
+  const qkv = C + 2 * cfg.n_kv_head * (C / cfg.n_head);
+  const attn = C * qkv + b * qkv + C * C + b * C;
+  const mlpOf = (hid: number): number =>
+    (cfg.activation === 'swiglu' ? 2 * (C * hid + b * hid) : C * hid + b * hid) + hid * C + b * C;
+  const dense = mlpOf(denseHidden(cfg));
+  const moe = C * cfg.moe_experts + (activeOnly ? cfg.moe_top_k : cfg.moe_experts) * mlpOf(cfg.moe_hidden);
+  let layers = 0;
+  for (let i = 0; i < cfg.n_layer; i++) layers += 2 * norm + attn + (isMoELayer(cfg, i) ? moe : dense);
+  const emb = cfg.vocab_size * C + (cfg.pos_encoding === 'learned' ? cfg.block_size * C : 0);
+  return emb + layers + (cfg.norm_placement === 'pre' ? norm : 0) + (cfg.tie_embeddings ? 0 : cfg.vocab_size * C);
 }

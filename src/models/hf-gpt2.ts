@@ -10,7 +10,7 @@
 //  - lm_head.weight is absent when tied to wte (and dropped if present).
 import type { TensorEntry } from '../io/safetensors.js';
 import type { StateValue } from '../nn/module.js';
-import { GPT, gptConfig, type GPTConfig } from './gpt.js';
+import { fullGPTConfig, GPT, gptConfig, type GPTConfig } from './gpt.js';
 
 /** A tensor as read from or written to a checkpoint file. */
 export interface HFEntry {
@@ -83,6 +83,10 @@ export function gpt2ConfigToHF(config: Partial<GPTConfig>): Record<string, unkno
   if (!cfg.bias) unsupported.push('bias: false (GPT-2 has biases)');
   const act = ACT_TO_HF[cfg.activation];
   if (!act) unsupported.push(`activation '${cfg.activation}'`);
+  const full = fullGPTConfig(cfg);
+  if (full.attention !== 'dense') unsupported.push(`attention '${full.attention}' (GPT-2 has dense attention)`);
+  if (full.n_kv_head !== full.n_head) unsupported.push(`n_kv_head ${full.n_kv_head} (GPT-2 has ${full.n_head} key/value heads, one per query head)`);
+  if (full.moe_experts > 0) unsupported.push(`moe_experts ${full.moe_experts} (GPT-2 has dense MLPs, no mixture of experts)`);
   if (unsupported.length) throw new Error(`gpt2ConfigToHF: not expressible as a Hugging Face GPT-2: ${unsupported.join(', ')}`);
   const out: Record<string, unknown> = {
     activation_function: act,

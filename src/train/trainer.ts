@@ -15,6 +15,7 @@ import { fullGPTConfig, GPT, gptConfig, type GPTConfig } from '../models/gpt.js'
 import { gpt2ConfigFromHF, gpt2ConfigToHF } from '../models/hf-gpt2.js';
 import { Dropout } from '../nn/layers.js';
 import type { Module, StateValue } from '../nn/module.js';
+import { MoE } from '../nn/moe.js';
 import { add, div, mul, noGrad, square, sum, tensor, tidy, type DType, type Generator, type Tensor } from '../tensor/index.js';
 import { CheckpointError, checkShapes, loadCheckpoint, saveCheckpoint, TRAINER_STATE_FILE, OPTIMIZER_FILE, MODEL_FILE, type LoadedCheckpoint } from './checkpoint.js';
 import { AdamW } from './optim.js';
@@ -63,6 +64,12 @@ export interface TrainConfig {
   performer_features: number;
   performer_redraw_interval: number;
   linformer_k: number;
+  /** Mixture of experts (GPTConfig's moe_*): experts per MoE layer, 0 = dense. */
+  moe_experts: number;
+  moe_top_k: 1 | 2;
+  moe_capacity_factor: number;
+  moe_aux_loss_coef: number;
+  moe_every: number;
   /** Peak learning rate. */
   learning_rate: number;
   /** Number of optimizer updates in the whole run. */
@@ -116,6 +123,11 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   performer_features: 64,
   performer_redraw_interval: 1000,
   linformer_k: 64,
+  moe_experts: 0,
+  moe_top_k: 1,
+  moe_capacity_factor: 1.25,
+  moe_aux_loss_coef: 0.01,
+  moe_every: 1,
   learning_rate: 6e-4,
   max_iters: 600000,
   weight_decay: 1e-1,
@@ -135,7 +147,8 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
 /** The TrainConfig fields that shape the model (taken from the checkpoint on resume). */
 // (n_kv_head is left out: 0 here means n_head there; the model is built from the checkpoint's config.)
 const ARCH_FIELDS = ['block_size', 'n_layer', 'n_head', 'n_embd', 'bias', 'tie_embeddings', 'pos_encoding', 'norm_placement', 'norm', 'activation', 'layer_norm_epsilon',
-  'attention', 'attn_window', 'attn_stride', 'attn_summary', 'performer_features', 'performer_redraw_interval', 'linformer_k'] as const;
+  'attention', 'attn_window', 'attn_stride', 'attn_summary', 'performer_features', 'performer_redraw_interval', 'linformer_k',
+  'moe_experts', 'moe_top_k', 'moe_capacity_factor', 'moe_aux_loss_coef', 'moe_every'] as const;
 
 const CHOICES: Partial<Record<keyof TrainConfig, readonly string[]>> = {
   init_from: ['scratch', 'resume'],
@@ -148,8 +161,8 @@ const CHOICES: Partial<Record<keyof TrainConfig, readonly string[]>> = {
   attention: ['dense', 'local', 'strided', 'fixed', 'linear', 'linformer', 'performer'],
 };
 const POSITIVE_INTS = ['eval_interval', 'log_interval', 'eval_iters', 'gradient_accumulation_steps', 'batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd',
-  'attn_window', 'attn_stride', 'attn_summary', 'performer_features', 'linformer_k'] as const;
-const NONNEGATIVE_INTS = ['max_iters', 'warmup_iters', 'lr_decay_iters', 'threads', 'n_kv_head', 'performer_redraw_interval'] as const;
+  'attn_window', 'attn_stride', 'attn_summary', 'performer_features', 'linformer_k', 'moe_every'] as const;
+const NONNEGATIVE_INTS = ['max_iters', 'warmup_iters', 'lr_decay_iters', 'threads', 'n_kv_head', 'performer_redraw_interval', 'moe_experts'] as const;
 
 function editDistance(a: string, b: string): number {
   let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
@@ -212,6 +225,13 @@ export function trainConfig(partial: Partial<TrainConfig> | Record<string, unkno
   if (Number.isInteger(cfg.n_head) && cfg.n_head > 0 && Number.isInteger(cfg.n_kv_head) && cfg.n_kv_head > 0 && cfg.n_head % cfg.n_kv_head !== 0) {
     problems.push(`n_head (${cfg.n_head}) must be divisible by n_kv_head (${cfg.n_kv_head})`);
   }
+  if (cfg.moe_top_k !== 1 && cfg.moe_top_k !== 2) bad('moe_top_k', '1 or 2');
+  else if (Number.isInteger(cfg.moe_experts) && cfg.moe_experts > 0 && cfg.moe_top_k > cfg.moe_experts) problems.push(`moe_top_k (${cfg.moe_top_k}) must not exceed moe_experts (${cfg.moe_experts})`);
+  if (!(num('moe_capacity_factor')! > 0)) bad('moe_capacity_factor', 'a positive number');
+  if (!(num('moe_aux_loss_coef')! >= 0)) bad('moe_aux_loss_coef', 'a non-negative number');
+  if (cfg.moe_experts > 0 && Number.isInteger(cfg.moe_every) && Number.isInteger(cfg.n_layer) && cfg.moe_every > cfg.n_layer) {
+    problems.push(`moe_every (${cfg.moe_every}) exceeds n_layer (${cfg.n_layer}): no layer would be a mixture of experts`);
+  }
   if (cfg.attention === 'linformer') problems.push(`attention 'linformer' cannot train a GPT: linformer projects along the sequence, so it cannot be causal; use it in an encoder`);
   if (problems.length) throw new Error(`TrainConfig: ${problems.join('; ')}`);
   return cfg;
@@ -247,6 +267,11 @@ export function modelConfigOf(cfg: TrainConfig, vocab_size: number): GPTConfig {
     attention: cfg.attention, n_kv_head: cfg.n_kv_head === 0 ? undefined : cfg.n_kv_head, attn_window: cfg.attn_window,
     attn_stride: cfg.attn_stride, attn_summary: cfg.attn_summary, performer_features: cfg.performer_features,
     performer_redraw_interval: cfg.performer_redraw_interval, linformer_k: cfg.linformer_k,
+    // Dense models leave the moe_* fields out (their defaults), keeping config.json as it was.
+    ...(cfg.moe_experts > 0 ? {
+      moe_experts: cfg.moe_experts, moe_top_k: cfg.moe_top_k, moe_capacity_factor: cfg.moe_capacity_factor,
+      moe_aux_loss_coef: cfg.moe_aux_loss_coef, moe_every: cfg.moe_every,
+    } : {}),
   });
 }
 
@@ -310,9 +335,7 @@ function checkpointShapes(model: Module): Map<string, readonly number[]> {
 export function checkpointConfigJson(config: GPTConfig): Record<string, unknown> {
   let hf: Record<string, unknown>;
   try {
-    // GPT-2 has multi-head dense attention only.
-    const full = fullGPTConfig(config);
-    if (full.attention !== 'dense' || full.n_kv_head !== full.n_head) throw new Error('not GPT-2 attention');
+    // gpt2ConfigToHF refuses what GPT-2 cannot express (attention variants, MoE, ...).
     hf = gpt2ConfigToHF(config);
   } catch {
     hf = { architectures: ['AttnGPT'], model_type: 'attn_gpt' };
@@ -379,7 +402,67 @@ function loadModelTensors(model: Module, ckpt: LoadedCheckpoint): void {
 
 /** What the step functions need of a model: a Module whose forward returns a loss. */
 export interface LossModel extends Module {
-  forward(idx: Tensor, targets?: Tensor): { loss?: Tensor };
+  /** loss: the objective minimised; ceLoss (optional): its cross-entropy part, for logging. */
+  forward(idx: Tensor, targets?: Tensor): { loss?: Tensor; ceLoss?: Tensor; auxLoss?: Tensor };
+}
+
+/** Routing statistics of a step, averaged over its micro-batches; keys are layer indices. */
+export interface MoEStepStats {
+  /** Mean of the MoE layers' aux losses summed (what the loss adds to the cross-entropy). */
+  auxLoss: number;
+  /** Share of the routed choices per expert. */
+  util: Record<string, number[]>;
+  /** Share of the routed choices dropped for capacity. */
+  dropped: Record<string, number>;
+}
+
+/** [layer index, MoE] for each mixture-of-experts layer of the model (by module name). */
+function moeLayersOf(model: Module): [string, MoE][] {
+  const out: [string, MoE][] = [];
+  for (const [name, m] of model.namedModules()) {
+    if (m instanceof MoE) out.push([/\.h\.(\d+)\./.exec(`.${name}.`)?.[1] ?? name, m]);
+  }
+  return out;
+}
+
+interface Accumulated {
+  loss: number;
+  ceLoss: number;
+  moe: MoEStepStats | null;
+}
+
+function accumulate(model: LossModel, batches: readonly Batch[]): Accumulated {
+  const backend = backendOf(model);
+  const k = batches.length;
+  const moeLayers = moeLayersOf(model);
+  const moe: MoEStepStats | null = moeLayers.length ? { auxLoss: 0, util: {}, dropped: {} } : null;
+  let total = 0;
+  let ce = 0;
+  for (const b of batches) {
+    const value = tidy(() => {
+      const [x, y] = batchTensors(b, backend);
+      const out = model.forward(x, y);
+      const loss = out.loss;
+      if (!loss) throw new Error('accumulateGradients: the model returned no loss');
+      const v = loss.item();
+      ce += out.ceLoss && out.ceLoss !== loss ? out.ceLoss.item() : v;
+      if (moe && out.auxLoss) moe.auxLoss += out.auxLoss.item() / k;
+      if (Number.isFinite(v)) (k > 1 ? div(loss, k) : loss).backward();
+      return v;
+    });
+    if (!Number.isFinite(value)) return { loss: value, ceLoss: value, moe };
+    total += value;
+    if (moe) {
+      for (const [layer, m] of moeLayers) {
+        const st = m.lastStats;
+        if (!st) continue;
+        const u = (moe.util[layer] ??= new Array<number>(st.tokensPerExpert.length).fill(0));
+        st.tokensPerExpert.forEach((f, e) => (u[e]! += f / k));
+        moe.dropped[layer] = (moe.dropped[layer] ?? 0) + st.dropped / k;
+      }
+    }
+  }
+  return { loss: total / k, ceLoss: ce / k, moe };
 }
 
 /** A non-finite loss or gradient norm; `step` is the iteration (-1 when unknown). */
@@ -407,25 +490,11 @@ function backendOf(model: Module): Backend {
  * Returns the mean loss; stops at the first non-finite loss and returns it.
  */
 export function accumulateGradients(model: LossModel, batches: readonly Batch[]): number {
-  const backend = backendOf(model);
-  const k = batches.length;
-  let total = 0;
-  for (const b of batches) {
-    const value = tidy(() => {
-      const [x, y] = batchTensors(b, backend);
-      const { loss } = model.forward(x, y);
-      if (!loss) throw new Error('accumulateGradients: the model returned no loss');
-      const v = loss.item();
-      if (Number.isFinite(v)) (k > 1 ? div(loss, k) : loss).backward();
-      return v;
-    });
-    if (!Number.isFinite(value)) return value;
-    total += value;
-  }
-  return total / k;
+  return accumulate(model, batches).loss;
 }
 
-/** The global L2 norm of the parameters' gradients, √(Σ Σ g²), computed with the ops. */
+/** The global L2 norm of the parameters' gradients, √(Σ Σ g²), computed with the ops.
+ *  Parameters without a gradient (e.g. experts that got no tokens) count as zero. */
 export function gradNorm(params: readonly Tensor[]): number {
   return noGrad(() =>
     tidy(() => {
@@ -477,8 +546,12 @@ export interface StepOptions {
 }
 
 export interface StepResult {
-  /** Mean loss over the micro-batches (before the update). */
+  /** Mean loss over the micro-batches (before the update): the objective, aux losses included. */
   loss: number;
+  /** Its cross-entropy part (equal to loss for dense models). */
+  ceLoss: number;
+  /** Routing statistics, for models with MoE layers. */
+  moe: MoEStepStats | null;
   /** Global gradient norm before clipping. */
   gradNorm: number;
 }
@@ -493,19 +566,20 @@ export function trainStep(model: LossModel, opt: AdamW, batches: readonly Batch[
   const params = model.parameters();
   opt.zeroGrad();
   try {
-    const loss = accumulateGradients(model, batches);
+    const { loss, ceLoss, moe } = accumulate(model, batches);
     if (!Number.isFinite(loss)) throw new TrainingDivergedError(step, 'the training loss', loss);
     const norm = clipGradNorm(params, opts.gradClip ?? 0);
     if (!Number.isFinite(norm)) throw new TrainingDivergedError(step, 'the gradient norm', norm);
     if (opts.lr !== undefined) opt.lr = opts.lr;
     opt.stepUpdate();
-    return { loss, gradNorm: norm };
+    return { loss, ceLoss, moe, gradNorm: norm };
   } finally {
     opt.zeroGrad(); // the gradients are dead weight until the next step
   }
 }
 
-/** Mean loss over `iters` batches from the sampler, in eval mode (no dropout) without gradients. */
+/** Mean loss over `iters` batches from the sampler, in eval mode (no dropout) without gradients:
+ *  the cross-entropy (ceLoss) when the model reports it, so MoE aux losses are left out. */
 export function estimateLoss(model: LossModel, sampler: BatchSampler, iters: number): number {
   const backend = backendOf(model);
   const wasTraining = model.training;
@@ -517,9 +591,9 @@ export function estimateLoss(model: LossModel, sampler: BatchSampler, iters: num
       total += noGrad(() =>
         tidy(() => {
           const [x, y] = batchTensors(b, backend);
-          const { loss } = model.forward(x, y);
+          const { loss, ceLoss } = model.forward(x, y);
           if (!loss) throw new Error('estimateLoss: the model returned no loss');
-          return loss.item();
+          return (ceLoss ?? loss).item();
         }),
       );
     }
@@ -533,14 +607,24 @@ export function estimateLoss(model: LossModel, sampler: BatchSampler, iters: num
 
 /**
  * One line of metrics.jsonl. Training records (every log_interval steps) carry train_loss
- * (the mean loss of that step's batches, before its update), lr, grad_norm, dt_ms and
- * tokens_per_s; records of evaluation steps also carry val_loss and eval_train_loss (means
- * over eval_iters batches of the model as it was before that step's update). The record of
+ * (the mean loss of that step's batches, before its update: the objective minimised, MoE aux
+ * losses included), ce_loss (its cross-entropy part), lr, grad_norm, dt_ms and tokens_per_s,
+ * and for MoE models moe_aux_loss, moe_util and moe_dropped; records of evaluation steps also
+ * carry val_loss and eval_train_loss (mean cross-entropy over eval_iters batches of the model
+ * as it was before that step's update). The record of
  * the final evaluation, after the last update, has no training fields.
  */
 export interface MetricsRecord {
   step: number;
   train_loss?: number;
+  /** Cross-entropy part of train_loss. */
+  ce_loss?: number;
+  /** Sum over MoE layers of the load-balancing losses (included in train_loss). */
+  moe_aux_loss?: number;
+  /** Layer index → share of the routed choices per expert (sums to 1). */
+  moe_util?: Record<string, number[]>;
+  /** Layer index → share of the routed choices dropped for capacity. */
+  moe_dropped?: Record<string, number>;
   lr: number;
   grad_norm?: number;
   dt_ms?: number;
@@ -1046,7 +1130,9 @@ export async function train(input: Partial<TrainConfig> | Record<string, unknown
       const withEval = pendingEval?.step === it ? pendingEval : null;
       if (it % cfg.log_interval === 0 || withEval) {
         const rec: StepMetrics = {
-          step: it, train_loss: res.loss, lr, grad_norm: res.gradNorm, dt_ms: dt, tokens_per_s: tps, tokens: run.tokens, elapsed_s: elapsed(),
+          step: it, train_loss: res.loss, ce_loss: res.ceLoss,
+          ...(res.moe ? { moe_aux_loss: res.moe.auxLoss, moe_util: res.moe.util, moe_dropped: res.moe.dropped } : {}),
+          lr, grad_norm: res.gradNorm, dt_ms: dt, tokens_per_s: tps, tokens: run.tokens, elapsed_s: elapsed(),
           ...(withEval ? { val_loss: withEval.val_loss, eval_train_loss: withEval.train_loss } : {}),
         };
         await writeRecord(rec);
