@@ -8,8 +8,11 @@ export { getBackend, useBackend, refBackend, BACKEND_NAMES, type BackendName } f
 export * from './nn/index.js';
 export * from './models/gpt.js';
 export * from './models/hf-gpt2.js';
+export * from './models/seq2seq.js';
 export * from './tokenizers/index.js';
 export * from './generate/index.js';
+export * from './generate/beam.js';
+export * from './eval/bleu.js';
 export * from './io/safetensors.js';
 export { BatchSampler, gatherBatch, type Batch, type BatchSamplerOptions, type SamplerState } from './data/sampler.js';
 export { AdamW, type AdamWOptions } from './train/optim.js';
