@@ -6,6 +6,8 @@ interface Command {
   summary: string;
   help: string;
   booleans?: string[];
+  /** Takes a subcommand as its first positional (in f.parsed.positionals). */
+  subcommand?: boolean;
   run: (f: Flags) => Promise<void>;
 }
 
@@ -77,6 +79,57 @@ and the tokenizer files. --tokenizer bpe trains a byte-level BPE of --vocab_size
     help: `attn info [--model DIR | --preset NAME] [--device cpu|ref] [--threads N]`,
     run: async (f) => (await import('./info.js')).runInfo(f),
   },
+  bench: {
+    summary: 'benchmarks: `attn bench attention` times attention variants as the context doubles',
+    help: `attn bench attention [options]
+
+Time and peak memory of one attention layer's forward + backward (projections included) for each
+variant as T doubles: naive (softmax(QKᵀ)V materialised with plain ops), dense (the fused kernel)
+and every other variant the model has (local, strided, fixed, linear, linformer, performer;
+missing ones are reported as skipped). Peak memory is the largest backend heap in use during
+the step minus before it (exact on cpu: every allocation is observed).
+
+  --min_t N, --max_t N   context lengths, doubling (default 128 .. 8192)
+  --batch_size B         (default 1); --n_embd C (384), --n_head H (6), --head_dim D (C/H)
+  --variants a,b         a subset (default all)
+  --max_s S              stop a variant once a step takes over S seconds (default 10)
+  --reps N               timed repeats per cell after a warm-up, within ~2 s (default 3; the fastest is reported)
+  --json                 one JSON object per row on stdout (variant, T, ms, peak_bytes, ...)
+  --out DIR              write attention-time.svg, attention-memory.svg and attention.json
+  --attn_window, --attn_stride, --attn_summary, --n_kv_head, --performer_features,
+  --linformer_k ...      passed to the model's attention config
+  --device cpu|ref, --threads N`,
+    booleans: ['json'],
+    subcommand: true,
+    run: async (f) => {
+      const sub = f.parsed.positionals[0];
+      if (sub !== 'attention') throw new UsageError(`bench: ${sub === undefined ? 'missing subcommand' : `unknown subcommand '${sub}'`} (known: attention)`);
+      if (f.parsed.positionals.length > 1) throw new UsageError(`bench: unexpected argument '${f.parsed.positionals[1]}'`);
+      return (await import('./bench-attention.js')).runBenchAttention(f);
+    },
+  },
+  compare: {
+    summary: 'train the same small GPT with each attention variant (and MoE) and compare them',
+    help: `attn compare [--variants dense,local,...] [--out DIR] [options]
+
+Trains one small GPT per variant on Tiny Shakespeare (character level, prepared into --data on
+first use) with the same token budget, and prints validation loss, tokens/s and peak memory
+side by side; writes DIR/<variant>/ (checkpoints, metrics), DIR/compare.svg (validation-loss
+curves) and DIR/compare.json. 'moe' is an MoE FFN model (8 experts, top-2) with as many active
+parameters as the dense one. Variants the code base lacks are reported as skipped.
+
+  --variants LIST        dense, local, strided, fixed, linear, linformer, performer, moe (default all)
+  --out DIR              (default out-compare)
+  --max_iters N (200), --batch_size B (8), --block_size T (128), --n_layer L (2), --n_embd C (64),
+  --n_head H (4), --eval_interval N (max_iters/5), --eval_iters N (10), --learning_rate (1e-3),
+  --warmup_iters (20), --seed, --data DIR (data/shakespeare_char)
+  --attn_window (block_size/4), --attn_stride (≈√block_size), --attn_summary, --n_kv_head,
+  --performer_features, --linformer_k ...   the variants' settings
+  --json                 also print one JSON object per variant on stdout
+  --device cpu|ref, --threads N`,
+    booleans: ['json'],
+    run: async (f) => (await import('./compare.js')).runCompare(f),
+  },
 };
 
 function usage(): string {
@@ -113,7 +166,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       console.log(cmd.help);
       return 0;
     }
-    if (parsed.positionals.length > 0) throw new UsageError(`${name}: unexpected argument '${parsed.positionals[0]}' (options are written --name value)`);
+    if (parsed.positionals.length > 0 && !cmd.subcommand) throw new UsageError(`${name}: unexpected argument '${parsed.positionals[0]}' (options are written --name value)`);
     await cmd.run(new Flags(parsed, name));
     return 0;
   } catch (e) {

@@ -17,7 +17,8 @@ import { LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncodi
 import { add, crossEntropy, fmt, Generator, linear, type DType, type Tensor } from '../tensor/index.js';
 
 export type PosEncoding = 'learned' | 'sinusoidal' | 'rope';
-export type NormPlacement = 'pre' | 'post';
+export type { NormPlacement } from '../nn/transformer.js';
+import type { NormPlacement } from '../nn/transformer.js';
 export type NormKind = 'layernorm' | 'rmsnorm';
 /** 'linformer' is known but refused: it is not causal (see LinformerSelfAttention for encoders). */
 export type AttentionKind = 'dense' | 'local' | 'strided' | 'fixed' | 'linear' | 'linformer' | 'performer';
