@@ -74,6 +74,16 @@ Writes DIR/train.bin and DIR/val.bin (uint16 when the vocabulary fits, else uint
 and the tokenizer files. --tokenizer bpe trains a byte-level BPE of --vocab_size tokens on the text.`,
     run: async (f) => (await import('./prepare.js')).runPrepare(f),
   },
+  eval: {
+    summary: 'evaluation metrics: corpus BLEU of translations (sacreBLEU-compatible)',
+    help: `attn eval bleu --hyp FILE --ref FILE[,FILE2,...] [--lowercase] [--tokenize 13a|none]
+
+Prints {"bleu":…, "precisions":[…4], "bp":…, "sys_len":…, "ref_len":…} computed as sacreBLEU does
+by default (13a tokenisation, 4-grams, brevity penalty, exp smoothing) on detokenised text.`,
+    subcommand: true,
+    booleans: ['lowercase'],
+    run: async (f) => (await import('./eval.js')).runEval(f),
+  },
   info: {
     summary: 'show the backend, and a model\'s parameters, config and FLOPs per token',
     help: `attn info [--model DIR | --preset NAME] [--device cpu|ref] [--threads N]`,
