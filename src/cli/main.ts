@@ -20,6 +20,7 @@ Trains a decoder-only Transformer, nanoGPT style, with a progress bar (loss, tok
 Any field of the training config can be set by name, e.g. --max_iters 50 --batch_size 8 --device cpu.
 
   --preset NAME        shakespeare-char (6 layers, 6 heads, 384 wide, context 256, dropout 0.2)
+                       multi30k-de-en (the 2017 encoder-decoder on Multi30k German→English; BLEU-vs-time in metrics.jsonl)
                        shakespeare-char-tiny (4 layers, 4 heads, 128 wide, context 64, batch 12, 2000 iters)
   --config FILE        a JSON object of config fields (flags override it)
   --out DIR            where checkpoints (DIR/best, DIR/last), metrics.jsonl and loss.svg go
@@ -46,6 +47,12 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
   --device cpu|ref, --threads N`,
     booleans: ['no_cache'],
     run: async (f) => (await import('./sample.js')).runSample(f),
+  },
+  translate: {
+    summary: 'translate sentences on stdin with an encoder-decoder checkpoint (beam search or greedy)',
+    help: '',
+    booleans: ['greedy'],
+    run: async (f) => (await import('./translate.js')).runTranslate(f),
   },
   logprobs: {
     summary: 'print the log-probability of each token given the ones before it, as JSON',
@@ -173,7 +180,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     const parsed = parseArgs(rest, new Set(['help', ...(cmd.booleans ?? [])]));
     if (parsed.flags.has('help')) {
-      console.log(cmd.help);
+      console.log(name === 'translate' ? (await import('./translate.js')).TRANSLATE_HELP : cmd.help);
       return 0;
     }
     if (parsed.positionals.length > 0 && !cmd.subcommand) throw new UsageError(`${name}: unexpected argument '${parsed.positionals[0]}' (options are written --name value)`);

@@ -9,6 +9,8 @@ import { generate } from '../generate/index.js';
 import { getBackend } from '../index.js';
 import { CharTokenizer, loadTokenizer } from '../tokenizers/index.js';
 import { preset, presetNames } from '../train/presets.js';
+import { isSeq2SeqPreset, seq2seqPreset, seq2seqPresetNames } from '../train/seq2seq-presets.js';
+import { runTrainSeq2Seq } from './train-seq2seq.js';
 import { BEST_DIR, LAST_DIR, loadGPTCheckpoint, parseTrainConfigValue, readResumeConfig, train, trainConfig, type TrainConfig } from '../train/trainer.js';
 import { type Flags, UsageError } from './args.js';
 import { requireFile } from './common.js';
@@ -63,9 +65,11 @@ export async function runTrain(f: Flags): Promise<void> {
   const dataFlag = f.string('data');
   const sampleChars = f.number('sample', { integer: true, min: 0 }) ?? 300;
   const quiet = f.bool('quiet');
+  // The encoder-decoder presets have their own trainer.
+  if (presetName !== undefined && isSeq2SeqPreset(presetName)) return runTrainSeq2Seq(f, seq2seqPreset(presetName));
   let base: Record<string, unknown> = {};
   if (presetName !== undefined) {
-    if (!presetNames().includes(presetName)) throw new UsageError(`train: unknown preset '${presetName}' (known: ${presetNames().join(', ')})`);
+    if (!presetNames().includes(presetName)) throw new UsageError(`train: unknown preset '${presetName}' (known: ${[...presetNames(), ...seq2seqPresetNames()].join(', ')})`);
     base = { ...preset(presetName) };
   }
   if (configFile !== undefined) base = { ...base, ...(await readConfigFile(configFile)) };

@@ -1,0 +1,88 @@
+// attn translate: an encoder-decoder checkpoint (trainSeq2Seq's best/ or last/) translates the
+// lines of stdin to stdout, in order, batched by length.
+// Wiring (src/cli/main.ts): import { runTranslate, TRANSLATE_HELP } from './translate.js';
+// add `translate` to the command table calling `await runTranslate(flags)` (flags parsed with
+// 'greedy' among the boolean flags), and show TRANSLATE_HELP for `attn translate --help`.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { loadSeq2SeqCheckpoint, translateIds, WrongModelKindError, describeModelKind, SEQ2SEQ_MODEL_TYPE } from '../train/seq2seq-trainer.js';
+import { type Flags, UsageError } from './args.js';
+import { backendFromFlags, requireDir } from './common.js';
+
+export const TRANSLATE_HELP = `attn translate --model DIR [options] < input.txt > output.txt
+
+Translates each line of stdin with an encoder-decoder checkpoint (model_type '${SEQ2SEQ_MODEL_TYPE}',
+as 'attn train --preset multi30k-de-en' writes) and writes one line per input line, in order.
+Empty lines stay empty; lines longer than the model's max_len tokens are truncated (with a
+warning on stderr naming the line).
+
+  --model DIR            checkpoint directory (config.json, model.safetensors, tokenizer.json)
+  --beam K               beam size (default 4)
+  --length_penalty A     GNMT length penalty alpha (default 0.6)
+  --greedy               greedy decoding instead of beam search
+  --batch_size N         sentences per decoding batch (default 64)
+  --max_len_a A          at most A*source_len + B new tokens (default 1.5)
+  --max_len_b B          (default 10)
+  --device cpu|ref       backend (default cpu); --threads N
+`;
+
+export interface TranslateIo {
+  /** The input text (default: all of stdin). */
+  input?: string;
+  stdout?: (s: string) => void;
+  stderr?: (s: string) => void;
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export async function runTranslate(f: Flags, io: TranslateIo = {}): Promise<void> {
+  const out = io.stdout ?? ((s: string) => void process.stdout.write(s));
+  const err = io.stderr ?? ((s: string) => void process.stderr.write(s));
+  const dir = f.required('model', 'a checkpoint directory');
+  const greedy = f.bool('greedy');
+  const beam = f.number('beam', { integer: true, min: 1 }) ?? 4;
+  const lengthPenalty = f.number('length_penalty', { min: 0 }) ?? 0.6;
+  const batchSize = f.number('batch_size', { integer: true, min: 1 }) ?? 64;
+  const maxLenA = f.number('max_len_a', { min: 0 }) ?? 1.5;
+  const maxLenB = f.number('max_len_b', { min: 0 }) ?? 10;
+  const backend = await backendFromFlags(f);
+  f.done();
+  await requireDir('translate', 'model', dir);
+  // Refuse other kinds of checkpoint before loading any weights.
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new UsageError(`translate: --model ${dir}: cannot read config.json (${(e as Error).message})`);
+  }
+  if (json['model_type'] !== SEQ2SEQ_MODEL_TYPE) throw new UsageError(`translate: --model ${dir} holds ${describeModelKind(json)}, not an encoder-decoder translation model (model_type '${SEQ2SEQ_MODEL_TYPE}'); train one with 'attn train --preset multi30k-de-en'`);
+  let loaded;
+  try {
+    loaded = await loadSeq2SeqCheckpoint(dir, { backend });
+  } catch (e) {
+    if (e instanceof WrongModelKindError) throw new UsageError(`translate: ${e.message}`);
+    throw e;
+  }
+  const { model, tokenizer, config } = loaded;
+  try {
+    const text = io.input ?? (await readStdin());
+    const lines = text.split(/\r?\n/);
+    if (lines.length && lines[lines.length - 1] === '') lines.pop(); // the final newline
+    const srcs = lines.map((line, i) => {
+      const ids = tokenizer.encodeOrdinary(line.trim());
+      if (ids.length > config.max_len) {
+        err(`translate: warning: line ${i + 1} has ${ids.length} tokens, more than the model's max_len ${config.max_len}; truncated\n`);
+        return ids.slice(0, config.max_len);
+      }
+      return ids;
+    });
+    const hyps = translateIds(model, srcs, { greedy, beam, lengthPenalty, batchSize, maxLenA, maxLenB });
+    out(hyps.map((h, i) => (srcs[i]!.length ? tokenizer.decode(h).trim().replace(/[\r\n]+/g, ' ') : '')).map((s) => s + '\n').join(''));
+  } finally {
+    model.dispose();
+  }
+}
