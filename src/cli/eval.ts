@@ -70,7 +70,8 @@ export async function runEvalBleu(f: Flags): Promise<void> {
 /** `attn eval SUB`: dispatches on the subcommand (f.parsed.positionals[0]). */
 export async function runEval(f: Flags): Promise<void> {
   const sub = f.parsed.positionals[0];
-  if (sub !== 'bleu') throw new UsageError(`eval: ${sub === undefined ? 'missing subcommand' : `unknown subcommand '${sub}'`} (known: bleu)`);
+  if (sub !== 'bleu' && sub !== 'classify') throw new UsageError(`eval: ${sub === undefined ? 'missing subcommand' : `unknown subcommand '${sub}'`} (known: bleu, classify)`);
   if (f.parsed.positionals.length > 1) throw new UsageError(`eval: unexpected argument '${f.parsed.positionals[1]}'`);
+  if (sub === 'classify') return (await import('./classify.js')).runEvalClassify(f);
   return runEvalBleu(f);
 }

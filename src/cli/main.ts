@@ -13,7 +13,7 @@ interface Command {
 
 const COMMANDS: Record<string, Command> = {
   train: {
-    summary: 'train a GPT (presets shakespeare-char, shakespeare-char-tiny, or a JSON config)',
+    summary: 'train a GPT (presets shakespeare-char, shakespeare-char-tiny, or a JSON config) or the encoder-decoder (multi30k-de-en)',
     help: `attn train [--preset NAME | --config FILE.json] [--out DIR] [--FIELD VALUE ...]
 
 Trains a decoder-only Transformer, nanoGPT style, with a progress bar (loss, tokens/s, time left).
@@ -54,6 +54,17 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
     booleans: ['greedy'],
     run: async (f) => (await import('./translate.js')).runTranslate(f),
   },
+  finetune: {
+    summary: 'fine-tune an encoder classifier (attn finetune --task sst2), from scratch or a pre-trained checkpoint, full or LoRA',
+    help: '',
+    booleans: ['quiet'],
+    run: async (f) => (await import('./finetune.js')).runFinetune(f),
+  },
+  'pretrain-mlm': {
+    summary: 'pre-train a BERT-style encoder with masked-language modelling on unlabeled text',
+    help: '',
+    run: async (f) => (await import('./pretrain-mlm.js')).runPretrainMLM(f),
+  },
   logprobs: {
     summary: 'print the log-probability of each token given the ones before it, as JSON',
     help: `attn logprobs --model DIR (--text TEXT | --tokens 1,2,3)
@@ -82,7 +93,7 @@ and the tokenizer files. --tokenizer bpe trains a byte-level BPE of --vocab_size
     run: async (f) => (await import('./prepare.js')).runPrepare(f),
   },
   eval: {
-    summary: 'evaluation metrics: corpus BLEU of translations (sacreBLEU-compatible)',
+    summary: 'evaluation: corpus BLEU of translations (sacreBLEU-compatible), accuracy of a classifier',
     help: `attn eval bleu --hyp FILE --ref FILE[,FILE2,...] [--lowercase] [--tokenize 13a|none]
 
 Prints {"bleu":…, "precisions":[…4], "bp":…, "sys_len":…, "ref_len":…} computed as sacreBLEU does
@@ -149,6 +160,15 @@ parameters as the dense one. Variants the code base lacks are reported as skippe
   },
 };
 
+/** Commands whose help lives in their own module. */
+async function helpOf(name: string, cmd: Command): Promise<string> {
+  if (name === 'translate') return (await import('./translate.js')).TRANSLATE_HELP;
+  if (name === 'finetune') return (await import('./finetune.js')).FINETUNE_HELP;
+  if (name === 'pretrain-mlm') return (await import('./pretrain-mlm.js')).PRETRAIN_MLM_HELP;
+  if (name === 'eval') return `${cmd.help}\n\n${(await import('./classify.js')).EVAL_CLASSIFY_HELP}`;
+  return cmd.help;
+}
+
 function usage(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));
   const lines = Object.entries(COMMANDS).map(([k, c]) => `  ${k.padEnd(width)}  ${c.summary}`);
@@ -180,7 +200,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     const parsed = parseArgs(rest, new Set(['help', ...(cmd.booleans ?? [])]));
     if (parsed.flags.has('help')) {
-      console.log(name === 'translate' ? (await import('./translate.js')).TRANSLATE_HELP : cmd.help);
+      console.log(await helpOf(name, cmd));
       return 0;
     }
     if (parsed.positionals.length > 0 && !cmd.subcommand) throw new UsageError(`${name}: unexpected argument '${parsed.positionals[0]}' (options are written --name value)`);

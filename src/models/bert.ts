@@ -1,0 +1,288 @@
+// BERT (Devlin et al. 2019) in small: the Transformer encoder (src/models/seq2seq.ts's Encoder;
+// pre-norm and GELU by default) over token embeddings (× √d_model) + learned or sinusoidal
+// positions, an embedding LayerNorm and dropout, with [CLS] at position 0. Two heads:
+//   MLMHead: dense → GELU → LayerNorm → decoder tied to the token embedding, + bias;
+//   ClassificationHead: pooled [CLS] → dense → tanh → dropout → linear to n_classes.
+// The masked-LM objective: 15% of the non-special tokens are selected; of those 80% become
+// [MASK], 10% a random token, 10% stay; the loss is over the selected positions only.
+// Names: embed.weight, pos.weight (learned), embed_norm, encoder.layers.{i}..., encoder.norm,
+// mlm_head.{dense, norm, bias}, cls_head.{dense, out}.
+import type { Backend } from '../backend/backend.js';
+import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers.js';
+import { Module } from '../nn/module.js';
+import { LearnedPositionalEmbedding, SinusoidalPositionalEncoding } from '../nn/positional.js';
+import type { NormPlacement } from '../nn/transformer.js';
+import {
+  add, crossEntropy, embedding, fmt, gelu, Generator, linear, mul, reshape, slice, tanh, tensor, type DType, type Tensor,
+} from '../tensor/index.js';
+import { Encoder, paddingMask, seq2seqConfig } from './seq2seq.js';
+
+export interface BertConfig {
+  n_layer: number;
+  n_head: number;
+  d_model: number;
+  d_ff: number;
+  /** Dropout on embeddings and every sublayer output (training mode only). */
+  dropout: number;
+  /** Longest input, [CLS] and [SEP] included. */
+  max_len: number;
+  vocab_size: number;
+  pad_id: number;
+  cls_id: number;
+  sep_id: number;
+  mask_id: number;
+  norm_placement: NormPlacement;
+  activation: 'relu' | 'gelu';
+  positions: 'learned' | 'sinusoidal';
+  /** Build the masked-LM head. */
+  mlm_head: boolean;
+  /** Classes of the classification head; 0: no head. */
+  n_classes: number;
+  /** Dropout before the classifier's output layer. */
+  classifier_dropout: number;
+}
+
+export const BERT_DEFAULTS: Readonly<BertConfig> = Object.freeze({
+  n_layer: 4,
+  n_head: 4,
+  d_model: 256,
+  d_ff: 1024,
+  dropout: 0.1,
+  max_len: 128,
+  vocab_size: 8000,
+  pad_id: 0,
+  cls_id: 1,
+  sep_id: 2,
+  mask_id: 3,
+  norm_placement: 'pre',
+  activation: 'gelu',
+  positions: 'learned',
+  mlm_head: true,
+  n_classes: 0,
+  classifier_dropout: 0.1,
+});
+
+const FIELDS = Object.keys(BERT_DEFAULTS);
+
+/** Defaults filled in and validated (one error naming every problem). */
+export function bertConfig(partial: Partial<BertConfig> | Record<string, unknown> = {}): BertConfig {
+  const problems: string[] = [];
+  for (const k of Object.keys(partial)) if (!FIELDS.includes(k)) problems.push(`unknown field '${k}' (known: ${FIELDS.join(', ')})`);
+  const defined = Object.fromEntries(Object.entries(partial).filter(([k, v]) => v !== undefined && FIELDS.includes(k)));
+  const c = { ...BERT_DEFAULTS, ...defined } as BertConfig;
+  try {
+    encoderConfig(c);
+  } catch (e) {
+    problems.push((e as Error).message.replace(/^Seq2SeqConfig: /, '').replace(/n_layer_enc/g, 'n_layer'));
+  }
+  const ids = ['pad_id', 'cls_id', 'sep_id', 'mask_id'] as const;
+  for (const k of ids) {
+    if (!Number.isInteger(c[k]) || c[k] < 0 || c[k] >= c.vocab_size) problems.push(`${k} must be a token id in [0, vocab_size=${String(c.vocab_size)}), got ${String(c[k])}`);
+  }
+  if (new Set(ids.map((k) => c[k])).size !== ids.length) problems.push(`pad_id, cls_id, sep_id and mask_id must all differ`);
+  if (c.positions !== 'learned' && c.positions !== 'sinusoidal') problems.push(`positions must be 'learned' or 'sinusoidal', got '${String(c.positions)}'`);
+  if (typeof c.mlm_head !== 'boolean') problems.push(`mlm_head must be true or false`);
+  if (!Number.isInteger(c.n_classes) || c.n_classes < 0 || c.n_classes === 1) problems.push(`n_classes must be 0 (no head) or an integer ≥ 2, got ${String(c.n_classes)}`);
+  if (!(c.classifier_dropout >= 0 && c.classifier_dropout < 1)) problems.push(`classifier_dropout must be in [0, 1), got ${String(c.classifier_dropout)}`);
+  if (problems.length) throw new Error(`BertConfig: ${problems.join('; ')}`);
+  return c;
+}
+
+/** The encoder stack's config in seq2seq terms (bos/eos unused). */
+function encoderConfig(c: BertConfig) {
+  const other = c.pad_id === 0 ? 1 : 0;
+  return seq2seqConfig({
+    n_layer_enc: c.n_layer, n_layer_dec: 1, n_head: c.n_head, d_model: c.d_model, d_ff: c.d_ff, dropout: c.dropout,
+    max_len: c.max_len, vocab_size: c.vocab_size, pad_id: c.pad_id, bos_id: other, eos_id: other,
+    norm_placement: c.norm_placement, activation: c.activation, label_smoothing: 0,
+  });
+}
+
+export interface BertOptions {
+  backend?: Backend;
+  dtype?: DType;
+  /** Seeds the initial weights and the dropout masks (default 0). */
+  seed?: number;
+  /** false: weights left at zero, to be loaded. */
+  init?: boolean;
+}
+
+interface InitParts {
+  backend?: Backend;
+  dtype?: DType;
+  generator: Generator;
+  skipInit: boolean;
+}
+
+/** dense + GELU + LayerNorm, then logits against the (tied) token embedding + a bias. */
+export class MLMHead extends Module {
+  readonly dense: Linear;
+  readonly norm: LayerNorm;
+  readonly bias: Tensor; // (V)
+
+  constructor(d: number, vocab: number, o: InitParts) {
+    super();
+    this.dense = this.registerModule('dense', new Linear(d, d, o));
+    this.norm = this.registerModule('norm', new LayerNorm(d, { backend: o.backend, dtype: o.dtype }));
+    this.bias = this.registerParameter('bias', tensor(new Float32Array(vocab), { backend: o.backend, dtype: o.dtype ?? 'float32', shape: [vocab] }));
+  }
+
+  /** h (..., C), tied embedding (V, C) → (..., V). */
+  forward(h: Tensor, embedWeight: Tensor): Tensor {
+    const x = this.norm.forward(gelu(this.dense.forward(h)));
+    return linear(x, embedWeight, this.bias);
+  }
+}
+
+/** Pooled [CLS] → dense → tanh → dropout → linear to n_classes. */
+export class ClassificationHead extends Module {
+  readonly dense: Linear;
+  readonly drop: Dropout;
+  readonly out: Linear;
+
+  constructor(d: number, nClasses: number, p: number, o: InitParts, dropoutGenerator: Generator) {
+    super();
+    this.dense = this.registerModule('dense', new Linear(d, d, o));
+    this.drop = this.registerModule('drop', new Dropout(p, dropoutGenerator));
+    this.out = this.registerModule('out', new Linear(d, nClasses, o));
+  }
+
+  /** hidden (B, T, C) → logits (B, n_classes), from position 0 ([CLS]). */
+  forward(hidden: Tensor): Tensor {
+    const [B, , C] = hidden.shape as [number, number, number];
+    const pooled = reshape(slice(hidden, 1, 0, 1), [B, C]); // (B, C)
+    return this.out.forward(this.drop.forward(tanh(this.dense.forward(pooled))));
+  }
+}
+
+export class BertModel extends Module {
+  readonly config: BertConfig;
+  readonly embed: Embedding;
+  readonly pos: LearnedPositionalEmbedding | SinusoidalPositionalEncoding;
+  readonly embed_norm: LayerNorm;
+  readonly drop: Dropout;
+  readonly encoder: Encoder;
+  readonly mlm_head: MLMHead | null;
+  readonly cls_head: ClassificationHead | null;
+
+  constructor(config: Partial<BertConfig> = {}, opts: BertOptions = {}) {
+    super();
+    const cfg = bertConfig(config);
+    this.config = Object.freeze(cfg);
+    const seed = opts.seed ?? 0;
+    const generator = new Generator(seed);
+    const dropoutGenerator = new Generator((seed ^ 0x5eed5eed) >>> 0);
+    const o: InitParts = { backend: opts.backend, dtype: opts.dtype, generator, skipInit: opts.init === false };
+    const C = cfg.d_model;
+    this.embed = this.registerModule('embed', new Embedding(cfg.vocab_size, C, { ...o, std: C ** -0.5 }));
+    this.pos = this.registerModule('pos', cfg.positions === 'learned'
+      ? new LearnedPositionalEmbedding(cfg.max_len, C, { ...o, std: 0.1 })
+      : new SinusoidalPositionalEncoding(cfg.max_len, C, { backend: o.backend, dtype: o.dtype }));
+    this.embed_norm = this.registerModule('embed_norm', new LayerNorm(C, { backend: o.backend, dtype: o.dtype }));
+    this.drop = this.registerModule('drop', new Dropout(cfg.dropout, dropoutGenerator));
+    this.encoder = this.registerModule('encoder', new Encoder(encoderConfig(cfg), { ...o, dropoutGenerator }));
+    this.mlm_head = cfg.mlm_head ? this.registerModule('mlm_head', new MLMHead(C, cfg.vocab_size, o)) : null;
+    this.cls_head = cfg.n_classes > 0 ? this.registerModule('cls_head', new ClassificationHead(C, cfg.n_classes, cfg.classifier_dropout, o, dropoutGenerator)) : null;
+    for (const [name, p] of this.namedParameters()) p.name = name;
+  }
+
+  /** ids (B, T) int32 → { hidden (B, T, C), mask (B, T) int32, 0 at padding }. */
+  forward(ids: Tensor): { hidden: Tensor; mask: Tensor } {
+    if (ids.dtype !== 'int32' || ids.ndim !== 2) throw new Error(`BertModel: ids must be int32 (B, T), got ${ids.dtype} ${fmt(ids.shape)}`);
+    const T = ids.shape[1]!;
+    if (T > this.config.max_len) throw new Error(`BertModel: length ${T} exceeds max_len ${this.config.max_len}`);
+    const mask = paddingMask(ids, this.config.pad_id);
+    const x = add(mul(this.embed.forward(ids), Math.sqrt(this.config.d_model)), this.pos.positions(T)); // (B, T, C)
+    const h = this.drop.forward(this.embed_norm.forward(x));
+    return { hidden: this.encoder.forward(h, mask), mask };
+  }
+
+  /** ids (B, T) → classification logits (B, n_classes). */
+  classify(ids: Tensor): Tensor {
+    if (!this.cls_head) throw new Error('BertModel.classify: the model has no classification head (n_classes is 0)');
+    return this.cls_head.forward(this.forward(ids).hidden);
+  }
+
+  /** Logits and the mean cross-entropy against labels (B) int32. */
+  classifyLoss(ids: Tensor, labels: Tensor): { logits: Tensor; loss: Tensor } {
+    const logits = this.classify(ids);
+    return { logits, loss: crossEntropy(logits, labels) };
+  }
+
+  /** Full MLM logits (B, T, V) (for inspection; training uses mlmLoss). */
+  mlmLogits(ids: Tensor): Tensor {
+    if (!this.mlm_head) throw new Error('BertModel: the model has no MLM head (mlm_head is false)');
+    return this.mlm_head.forward(this.forward(ids).hidden, this.embed.weight);
+  }
+
+  /**
+   * Masked-LM loss: input ids (B, T) (already masked), labels (B, T) int32 holding the original
+   * token at selected positions and IGNORE_INDEX elsewhere. Only the selected rows go through the
+   * head. Returns the mean cross-entropy and the number of selected positions.
+   */
+  mlmLoss(ids: Tensor, labels: Tensor): { loss: Tensor; count: number } {
+    if (!this.mlm_head) throw new Error('BertModel: the model has no MLM head (mlm_head is false)');
+    const [B, T] = ids.shape as [number, number];
+    if (labels.dtype !== 'int32' || labels.shape.join() !== ids.shape.join()) throw new Error(`BertModel.mlmLoss: labels ${labels.dtype} ${fmt(labels.shape)} must be int32 shaped like ids ${fmt(ids.shape)}`);
+    const lv = labels.data();
+    const rows: number[] = [];
+    const targets: number[] = [];
+    for (let i = 0; i < lv.length; i++) if (lv[i] !== IGNORE_INDEX) { rows.push(i); targets.push(lv[i]!); }
+    if (rows.length === 0) throw new Error('BertModel.mlmLoss: no position is selected');
+    const { hidden } = this.forward(ids);
+    const flat = reshape(hidden, [B * T, this.config.d_model]); // (B·T, C)
+    const be = ids.backend;
+    const sel = embedding(flat, tensor(Int32Array.from(rows), { backend: be, dtype: 'int32', shape: [rows.length] })); // (M, C)
+    const logits = this.mlm_head.forward(sel, this.embed.weight); // (M, V)
+    const loss = crossEntropy(logits, tensor(Int32Array.from(targets), { backend: be, dtype: 'int32', shape: [rows.length] }));
+    return { loss, count: rows.length };
+  }
+}
+
+/** Label value of positions the MLM loss ignores. */
+export const IGNORE_INDEX = -100;
+
+export interface MaskOptions {
+  vocabSize: number;
+  maskId: number;
+  /** Ids never selected (pad, [CLS], [SEP], [MASK], ...); also never drawn as random replacements. */
+  specialIds: Iterable<number>;
+  /** Selection probability (default 0.15). */
+  prob?: number;
+  generator: Generator;
+}
+
+/**
+ * BERT's masking of a flat id array (padding included): each non-special token is selected
+ * with probability prob; a selected one becomes [MASK] (80%), a random non-special token
+ * (10%) or stays (10%). labels hold the original id at selected positions, IGNORE_INDEX elsewhere.
+ */
+export function maskTokens(ids: ArrayLike<number>, o: MaskOptions): { input: Int32Array; labels: Int32Array } {
+  const p = o.prob ?? 0.15;
+  const special = new Set(o.specialIds);
+  if (special.size >= o.vocabSize) throw new Error('maskTokens: every id is special');
+  const input = Int32Array.from(ids);
+  const labels = new Int32Array(input.length).fill(IGNORE_INDEX);
+  const g = o.generator;
+  for (let i = 0; i < input.length; i++) {
+    const t = input[i]!;
+    if (special.has(t) || g.random() >= p) continue;
+    labels[i] = t;
+    const r = g.random();
+    if (r < 0.8) input[i] = o.maskId;
+    else if (r < 0.9) {
+      let x;
+      do x = g.randint(o.vocabSize); while (special.has(x));
+      input[i] = x;
+    }
+  }
+  return { input, labels };
+}
+
+/** Rows of ids → (B, T) int32 with T the longest row, right-padded with padId. */
+export function padBatch(rows: readonly (readonly number[])[], padId: number, backend?: Backend): Tensor {
+  const T = Math.max(1, ...rows.map((r) => r.length));
+  const out = new Int32Array(rows.length * T).fill(padId);
+  rows.forEach((r, i) => out.set(r, i * T));
+  return tensor(out, { backend, dtype: 'int32', shape: [rows.length, T] });
+}
