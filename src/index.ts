@@ -9,6 +9,7 @@ export * from './nn/index.js';
 export * from './models/gpt.js';
 export * from './models/hf-gpt2.js';
 export * from './models/seq2seq.js';
+export * from './models/bert.js';
 export * from './tokenizers/index.js';
 export * from './generate/index.js';
 export * from './generate/beam.js';
