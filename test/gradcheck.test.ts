@@ -55,6 +55,8 @@ test('reductions: sum, mean, max, min over dims', () => {
   gradcheck('max dim', (a) => A.max(a, 1), [r([3, 5])]);
   gradcheck('min dim keepdim', (a) => A.min(a, 0, true), [r([4, 3])]);
   gradcheck('sum of permuted', (a) => A.sum(A.permute(a, [1, 0]), 1), [r([3, 4])]);
+  gradcheck('cumsum', (a) => A.cumsum(a, 1), [r([2, 5, 3])]);
+  gradcheck('cumsum of transposed', (a) => A.cumsum(A.transpose(a), -1), [r([4, 3])]);
 });
 
 test('matmul: plain, batched with broadcasting, transposed operands, vectors; linear', () => {

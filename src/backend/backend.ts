@@ -162,6 +162,8 @@ export interface Backend {
   // ---- reductions over the middle axis of a contiguous (outer, n, inner) view ----
   /** out is (outer, inner); argmax writes int32 indices (first maximum). */
   reduce(op: ReduceOp, x: Storage, outer: number, n: number, inner: number, out: Storage): void;
+  /** Inclusive prefix sum along the middle axis: out[o, j, i] = Σ_{j' ≤ j} x[o, j', i]; out is (outer, n, inner). */
+  cumsum(x: Storage, outer: number, n: number, inner: number, out: Storage): void;
 
   // ---- linear algebra ----
   matmul(args: MatmulArgs): void;

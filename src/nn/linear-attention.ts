@@ -9,7 +9,7 @@
 //    rows; bidirectional only (for encoders).
 import {
   add, concat, contiguous, div, exp, fmt, matmul, max, mul, noGrad, permute, reshape, scaledDotProductAttention, slice, split,
-  square, sub, sum, tensor, to, transpose, tril, type Generator, type Tensor,
+  square, sub, sum, tensor, to, transpose, tril, zeros, cumsum, unsqueeze, type Generator, type Tensor,
 } from '../tensor/index.js';
 import { Dropout, Linear, normalTensor, type InitOptions } from './layers.js';
 import { Module, type ModuleOptions } from './module.js';
@@ -83,33 +83,40 @@ export function causalLinearAttention(phiQ: Tensor, phiK: Tensor, v: Tensor, opt
   if (st?.S && (st.S.shape[0] !== B || st.S.shape[1] !== H || st.S.shape[2] !== F || st.S.shape[3] !== D)) {
     throw new Error(`causalLinearAttention: state ${fmt(st.S.shape)} does not match (B, H, F, D) = ${fmt([B, H, F, D])}`);
   }
-  let S: Tensor | null = st?.S ?? null; // (B, H, F, D)
-  let z: Tensor | null = st?.z ?? null; // (B, H, F, 1)
-  const outs: Tensor[] = [];
-  for (let s = 0; s < T; s += L) {
-    const e = Math.min(T, s + L);
-    const qc = slice(phiQ, 2, s, e); // (B, H, n, F)
-    const kc = slice(phiK, 2, s, e);
-    const vc = slice(v, 2, s, e); // (B, H, n, D)
-    const a = tril(matmul(qc, transpose(kc))); // (B, H, n, n), j ≤ i inside the chunk
-    let num = matmul(a, vc); // (B, H, n, D)
-    let den = sum(a, -1, true); // (B, H, n, 1)
-    if (S && z) {
-      num = add(num, matmul(qc, S));
-      den = add(den, matmul(qc, z));
-    }
-    outs.push(div(num, add(den, eps)));
-    const kt = transpose(kc); // (B, H, F, n)
-    const dS = matmul(kt, vc); // (B, H, F, D)
-    const dz = sum(kt, -1, true); // (B, H, F, 1)
-    S = S ? add(S, dS) : dS;
-    z = z ? add(z, dz) : dz;
+  if (T === 0) return zeros([B, H, 0, D], { backend: v.backend, dtype: v.dtype });
+  // All chunks at once, as a batch dimension: padding to a whole number of chunks, then
+  // (B, H, nC, L, ·) views. The carried state becomes an exclusive prefix sum over chunks, so
+  // forward and backward are O(T) (a loop of slices would make the backward O(T²/L)).
+  const nC = Math.ceil(T / L);
+  const pad = nC * L - T;
+  const padT = (x: Tensor): Tensor => (pad === 0 ? x : concat([x, zeros([B, H, pad, x.shape[3]!], { backend: x.backend, dtype: x.dtype })], 2));
+  const q5 = reshape(padT(phiQ), [B, H, nC, L, F]);
+  const k5 = reshape(padT(phiK), [B, H, nC, L, F]);
+  const v5 = reshape(padT(v), [B, H, nC, L, D]);
+  const a = tril(matmul(q5, transpose(k5))); // (B, H, nC, L, L), j ≤ i inside each chunk
+  let num = matmul(a, v5); // (B, H, nC, L, D)
+  let den = sum(a, -1, true); // (B, H, nC, L, 1)
+  const kt = transpose(k5); // (B, H, nC, F, L)
+  const dS = matmul(kt, v5); // (B, H, nC, F, D): each chunk's Σ φ(k) vᵀ
+  const dz = sum(kt, -1, true); // (B, H, nC, F, 1)
+  let Sx = sub(cumsum(dS, 2), dS); // state before each chunk
+  let zx = sub(cumsum(dz, 2), dz);
+  const S0 = st?.S ?? null; // (B, H, F, D)
+  const z0 = st?.z ?? null; // (B, H, F, 1)
+  if (S0 && z0) {
+    Sx = add(Sx, unsqueeze(S0, 2));
+    zx = add(zx, unsqueeze(z0, 2));
   }
-  if (st && S && z && T > 0) {
-    st.set(S, z);
+  num = add(num, matmul(q5, Sx));
+  den = add(den, matmul(q5, zx));
+  const out = reshape(div(num, add(den, eps)), [B, H, nC * L, D]);
+  if (st) {
+    const S = sum(dS, 2);
+    const z = sum(dz, 2);
+    st.set(S0 ? add(S0, S) : S, z0 ? add(z0, z) : z);
     st.length += T;
   }
-  return outs.length === 1 ? outs[0]! : concat(outs, 2);
+  return pad === 0 ? out : slice(out, 2, 0, T);
 }
 
 /** φ(x) = elu(x) + 1, the linear transformer's feature map. */

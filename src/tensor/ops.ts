@@ -578,6 +578,17 @@ function extremum(op: 'max' | 'min', x: Tensor, dim: number | undefined, keepdim
   });
 }
 
+/** Inclusive prefix sum along dim (like torch.cumsum). */
+export function cumsum(x: Tensor, dim: number): Tensor {
+  const be = backendOf('cumsum', x);
+  const d = normDim('cumsum', dim, x.ndim);
+  const xc = noGrad(() => contiguous(x));
+  const out = like(x);
+  be.cumsum(xc.storage, numel(x.shape.slice(0, d)), x.shape[d]!, numel(x.shape.slice(d + 1)), out.storage);
+  // The gradient of an inclusive prefix sum is the suffix sum: Σ_{j ≥ i} g_j = total − cumsum(g) + g.
+  return record(out, 'cumsum', [x], (g) => [add(sub(expand(sum(g, d, true), g.shape), cumsum(g, d)), g)]);
+}
+
 export function argmax(x: Tensor, dim = -1, keepdim = false): Tensor {
   const d = normDim('argmax', dim, x.ndim);
   const out = reduceDim('argmax', x, d);

@@ -139,6 +139,12 @@ export class RefBackend implements Backend {
     K.reduce(op, this.arr(x), outer, n, inner, this.arr(out));
   }
 
+  cumsum(x: Storage, outer: number, n: number, inner: number, out: Storage): void {
+    this.need('cumsum', 'x', x, outer * n * inner);
+    this.need('cumsum', 'out', out, outer * n * inner);
+    K.cumsum(this.arr(x), outer, n, inner, this.arr(out));
+  }
+
   // ---- linear algebra ----
 
   matmul(args: MatmulArgs): void {

@@ -280,6 +280,20 @@ export function where(
  * Reduce the middle axis of contiguous x (outer, n, inner) into out (outer, inner).
  * max/min propagate NaN; argmax returns the first maximum (a NaN counts as the maximum).
  */
+/** Inclusive prefix sums along the middle axis of (outer, n, inner), accumulated in float64. */
+export function cumsum(x: TypedArray, outer: number, n: number, inner: number, out: TypedArray): void {
+  for (let o = 0; o < outer; o++) {
+    for (let i = 0; i < inner; i++) {
+      let s = 0;
+      for (let j = 0; j < n; j++) {
+        const at = (o * n + j) * inner + i;
+        s += x[at]!;
+        out[at] = s;
+      }
+    }
+  }
+}
+
 export function reduce(op: ReduceOp, x: TypedArray, outer: number, n: number, inner: number, out: TypedArray): void {
   if (op === 'argmax' && n === 0) throw new RangeError('reduce: argmax over an empty axis');
   for (let o = 0; o < outer; o++) {
