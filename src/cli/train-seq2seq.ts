@@ -10,6 +10,7 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { getBackend } from '../backend/index.js';
 import { seq2seqPreset, isSeq2SeqPreset, seq2seqPresetNames } from '../train/seq2seq-presets.js';
 import { BLEU_PLOT_FILE, evaluateCheckpointBleu, parseSeq2SeqConfigValue, seq2seqTrainConfig, trainSeq2Seq, type Seq2SeqTrainConfig } from '../train/seq2seq-trainer.js';
@@ -58,6 +59,12 @@ export async function runTrainSeq2Seq(f: Flags, base: Record<string, unknown>): 
     cfg = seq2seqTrainConfig(base);
   } catch (e) {
     throw new UsageError(`train: ${(e as Error).message.replace(/^Seq2SeqTrainConfig: /, '')}`);
+  }
+  if (!existsSync(cfg.data_dir)) {
+    // The preset names data/multi30k: fall back to the copy shipped with the package.
+    const shipped = fileURLToPath(new URL('../../../data/multi30k', import.meta.url));
+    if (cfg.data_dir !== 'data/multi30k' || !existsSync(shipped)) throw new UsageError(`train: --data_dir ${cfg.data_dir}: no such directory`);
+    cfg = { ...cfg, data_dir: shipped };
   }
   const log = (s: string): void => void process.stderr.write(`${s}\n`);
   let bar: ProgressBar | null = null;
