@@ -263,29 +263,6 @@ export class CpuBackend extends RefBackend {
     ], threads);
   }
 
-  /** The same bounds checks as the reference matmul: the kernel must never read outside a storage. */
-  protected checkMatmul(args: MatmulArgs): void {
-    const { batch, M, N, K } = args;
-    for (const [what, v] of [['batch', batch], ['M', M], ['N', N], ['K', K], ['lda', args.lda], ['ldb', args.ldb],
-      ['aOffset', args.aOffset], ['bOffset', args.bOffset]] as const) {
-      if (!Number.isInteger(v) || v < 0) throw new RangeError(`matmul: ${what} must be a non-negative integer, got ${v}`);
-    }
-    const aLayout: Layout = {
-      shape: [batch, M, K],
-      strides: [args.aBatchStride, args.transA ? 1 : args.lda, args.transA ? args.lda : 1],
-      offset: args.aOffset,
-    };
-    const bLayout: Layout = {
-      shape: [batch, K, N],
-      strides: [args.bBatchStride, args.transB ? 1 : args.ldb, args.transB ? args.ldb : 1],
-      offset: args.bOffset,
-    };
-    this.checkLayout('matmul', 'a', args.a, aLayout);
-    this.checkLayout('matmul', 'b', args.b, bLayout);
-    this.need('matmul', 'out', args.out, batch * M * N);
-    if (args.bias) this.need('matmul', 'bias', args.bias, N);
-  }
-
   // ---- fused Transformer kernels (assembly/fused.ts); anything not float32 uses the JS kernels ----
 
   private f32(...ss: (Storage | null | undefined)[]): boolean {

@@ -147,15 +147,20 @@ export class RefBackend implements Backend {
 
   // ---- linear algebra ----
 
-  matmul(args: MatmulArgs): void {
-    const { batch, M, N, K: Kd } = args;
+  /** Bounds checks shared by every matmul kernel: none may read outside a storage. */
+  protected checkMatmul(args: MatmulArgs): void {
+    const { batch, M, N, K } = args;
+    for (const [what, v] of [['batch', batch], ['M', M], ['N', N], ['K', K], ['lda', args.lda], ['ldb', args.ldb],
+      ['aOffset', args.aOffset], ['bOffset', args.bOffset]] as const) {
+      if (!Number.isInteger(v) || v < 0) throw new RangeError(`matmul: ${what} must be a non-negative integer, got ${v}`);
+    }
     const aLayout: Layout = {
-      shape: [batch, M, Kd],
+      shape: [batch, M, K],
       strides: [args.aBatchStride, args.transA ? 1 : args.lda, args.transA ? args.lda : 1],
       offset: args.aOffset,
     };
     const bLayout: Layout = {
-      shape: [batch, Kd, N],
+      shape: [batch, K, N],
       strides: [args.bBatchStride, args.transB ? 1 : args.ldb, args.transB ? args.ldb : 1],
       offset: args.bOffset,
     };
@@ -163,6 +168,10 @@ export class RefBackend implements Backend {
     this.checkLayout('matmul', 'b', args.b, bLayout);
     this.need('matmul', 'out', args.out, batch * M * N);
     if (args.bias) this.need('matmul', 'bias', args.bias, N);
+  }
+
+  matmul(args: MatmulArgs): void {
+    this.checkMatmul(args);
     K.matmul({
       ...args,
       a: this.arr(args.a),
