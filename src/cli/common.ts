@@ -1,5 +1,7 @@
 // Pieces shared by the commands: backend choice, model and tokenizer loading with clear errors.
+import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.js';
 import { getBackend, type BackendName } from '../index.js';
 import { loadGPTCheckpoint } from '../train/trainer.js';
@@ -52,4 +54,14 @@ export async function tokenizerFrom(command: string, spec: string): Promise<Toke
     throw new UsageError(`${command}: tokenizer '${spec}' not found (give 'gpt2' or a directory with tokenizer files)`);
   }
   return loadTokenizer(spec);
+}
+
+/**
+ * A default data path such as data/sst2/train.tsv: relative to the working directory when it
+ * exists there, else the copy shipped with the package (so commands work from any directory).
+ */
+export function shippedData(path: string): string {
+  if (!path.startsWith('data/') || existsSync(path)) return path;
+  const shipped = fileURLToPath(new URL(`../../../${path}`, import.meta.url));
+  return existsSync(shipped) ? shipped : path;
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { evaluateClassifier, finetuneConfig, finetuneClassifier, FINETUNE_DEFAULTS, parseConfigValue, type FinetuneConfig } from '../train/classify.js';
 import { getBackend } from '../index.js';
 import { type Flags, UsageError } from './args.js';
-import { requireDir, requireFile } from './common.js';
+import { requireDir, requireFile, shippedData } from './common.js';
 import { ProgressBar } from './progress.js';
 
 export const FINETUNE_HELP = `attn finetune --task sst2 [--init_from DIR] [--label_fraction F] [--out DIR] [--FIELD VALUE ...]
@@ -61,10 +61,11 @@ export async function runFinetune(f: Flags): Promise<void> {
   } catch (e) {
     throw new UsageError(`finetune: ${(e as Error).message.replace(/^FinetuneConfig: /, '')}`);
   }
+  cfg = { ...cfg, train_file: shippedData(cfg.train_file), dev_file: shippedData(cfg.dev_file) };
   await requireFile('finetune', 'train_file', cfg.train_file);
   await requireFile('finetune', 'dev_file', cfg.dev_file);
   if (cfg.init_from !== 'scratch') await requireDir('finetune', 'init_from', cfg.init_from);
-  const testFile = testFlag ?? t.test;
+  const testFile = testFlag ?? shippedData(t.test);
   if (testFile !== 'none') await requireFile('finetune', 'test_file', testFile);
   const backend = await getBackend(cfg.device, cfg.threads > 0 ? { threads: cfg.threads } : {});
   const log = (s: string) => process.stderr.write(`${s}\n`);

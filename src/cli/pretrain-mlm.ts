@@ -2,7 +2,7 @@
 import { pretrainConfig, pretrainMLM, PRETRAIN_DEFAULTS, type PretrainConfig } from '../train/classify.js';
 import { getBackend } from '../index.js';
 import { type Flags, UsageError } from './args.js';
-import { requireFile } from './common.js';
+import { requireFile, shippedData } from './common.js';
 import { configFromFlags } from './finetune.js';
 import { ProgressBar } from './progress.js';
 
@@ -33,6 +33,7 @@ export async function runPretrainMLM(f: Flags): Promise<void> {
   } catch (e) {
     throw new UsageError(`pretrain-mlm: ${(e as Error).message.replace(/^PretrainConfig: /, '')}`);
   }
+  cfg = { ...cfg, data: shippedData(cfg.data) };
   await requireFile('pretrain-mlm', 'data', cfg.data);
   const backend = await getBackend(cfg.device, cfg.threads > 0 ? { threads: cfg.threads } : {});
   const log = (s: string) => process.stderr.write(`${s}\n`);
