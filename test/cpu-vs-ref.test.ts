@@ -6,6 +6,7 @@ import type { Backend } from '../src/backend/backend.js';
 import * as A from '../src/index.js';
 import { Generator, RefBackend, type Tensor } from '../src/index.js';
 import { assertClose, randomArray } from './helpers.js';
+import { compareBackends, type CompareOptions, type Input } from './backend-compare.js';
 import { train, type TinyConfig } from './tiny-gpt.js';
 import { charTokens } from './tiny-gpt-ref.test.js';
 
@@ -18,52 +19,9 @@ before(async () => {
   cpu1 = await A.getBackend('cpu', { threads: 1 });
 });
 
-interface Input {
-  shape: number[];
-  kind?: 'float' | 'positive' | { ints: number };
-}
-
-/** Runs f on both backends with the same inputs and compares outputs and input gradients. */
-function compare(name: string, inputs: Input[], f: (...xs: Tensor[]) => Tensor, opts: { rtol?: number; atol?: number; backends?: Backend[]; grad?: boolean } = {}): void {
-  const g = new Generator(name.length * 7919);
-  const values = inputs.map((inp) => {
-    const n = inp.shape.reduce((a, b) => a * b, 1);
-    if (typeof inp.kind === 'object') {
-      const k = inp.kind.ints;
-      return Int32Array.from({ length: n }, () => g.randint(k));
-    }
-    const v = randomArray(n, g);
-    if (inp.kind === 'positive') for (let i = 0; i < n; i++) v[i] = Math.abs(v[i]!) + 0.5;
-    return v;
-  });
-  const run = (be: Backend) =>
-    A.tidy(() => {
-      const xs = inputs.map((inp, i) => {
-        const isInt = typeof inp.kind === 'object';
-        return A.tensor(values[i]!, { backend: be, shape: inp.shape, dtype: isInt ? 'int32' : 'float32', requiresGrad: !isInt && opts.grad !== false });
-      });
-      const out = f(...xs);
-      const result = { out: out.data(), grads: [] as (ArrayLike<number> | null)[] };
-      if (opts.grad !== false && out.requiresGrad) {
-        const w = A.tensor(randomArray(out.size, new Generator(3)), { backend: be, shape: out.shape, dtype: 'float32' });
-        out.mul(w).sum().backward();
-        result.grads = xs.map((x) => x.grad?.data() ?? null);
-        for (const x of xs) x.grad?.dispose();
-      }
-      return result;
-    });
-  const expected = run(ref);
-  const rtol = opts.rtol ?? 2e-5;
-  const atol = opts.atol ?? 2e-5;
-  for (const be of opts.backends ?? [cpu, cpu1]) {
-    const got = run(be);
-    assertClose(got.out, expected.out, rtol, atol, `${name} forward on ${be.name}`);
-    expected.grads.forEach((eg, i) => {
-      if (!eg) return;
-      assert.ok(got.grads[i], `${name}: no gradient for input ${i} on ${be.name}`);
-      assertClose(got.grads[i]!, eg, rtol, atol, `${name} grad of input ${i} on ${be.name}`);
-    });
-  }
+/** Runs f on ref and on cpu (or opts.backends) and compares outputs and input gradients. */
+function compare(name: string, inputs: Input[], f: (...xs: Tensor[]) => Tensor, opts: CompareOptions & { backends?: Backend[] } = {}): void {
+  compareBackends(opts.backends ?? [cpu, cpu1], name, inputs, f, opts);
 }
 
 const SIZES = [1, 3, 17, 129, 1000];

@@ -3,8 +3,8 @@ import { setDefaultBackend } from '../tensor/tensor.js';
 import type { Backend } from './backend.js';
 import { RefBackend } from './ref/index.js';
 
-export type BackendName = 'ref' | 'cpu';
-export const BACKEND_NAMES: readonly BackendName[] = ['ref', 'cpu'];
+export type BackendName = 'ref' | 'cpu' | 'webgpu';
+export const BACKEND_NAMES: readonly BackendName[] = ['ref', 'cpu', 'webgpu'];
 
 const ref = new RefBackend();
 const made = new Map<string, Backend>([['ref', ref]]);
@@ -22,6 +22,9 @@ export async function getBackend(name: BackendName, opts: { threads?: number } =
     if (name === 'cpu') {
       const { createCpuBackend } = await import('./cpu/index.js');
       b = await createCpuBackend(opts);
+    } else if (name === 'webgpu') {
+      const [{ WebGPUBackend }, { startNodeDevice }] = await Promise.all([import('./webgpu/index.js'), import('./webgpu/node-device.js')]);
+      b = new WebGPUBackend(await startNodeDevice());
     } else {
       throw new Error(`unknown backend '${name as string}' (known: ${BACKEND_NAMES.join(', ')})`);
     }

@@ -1,0 +1,278 @@
+// The device side of the webgpu backend: owns the GPUDevice, the buffers (pooled), the
+// compute pipelines (cached by WGSL source) and a uniform arena for kernel parameters, and
+// turns batches of commands into command buffers. Browser-safe: only the WebGPU API is used.
+/// <reference types="@webgpu/types" />
+import type { BufRef, Cmd } from './protocol.js';
+import { KERNELS } from './kernels/index.js';
+import type { KernelContext, Params, Dispatch } from './kernels/common.js';
+import { ParamWriter, PARAM_SLOT_BYTES } from './kernels/common.js';
+
+const ARENA_SLOTS = 256;
+/** Error codes the kernels write into the error buffer (word 0); words 1..3: value, limit, op. */
+const ERROR_TEXT: Record<number, string> = {
+  1: 'index out of range',
+  2: 'target out of range',
+};
+export const KERNEL_OP_NAMES = ['?', 'embedding', 'embeddingBackward', 'gather', 'scatterAdd', 'crossEntropy', 'crossEntropyBackward'];
+
+export class DeviceError extends Error {
+  constructor(message: string, readonly range = false) {
+    super(message);
+  }
+}
+
+/** Buffers reused by size class, so a training step allocates nothing new after the first. */
+class BufferPool {
+  private readonly free = new Map<number, GPUBuffer[]>();
+  bytesInUse = 0;
+  bytesPooled = 0;
+  constructor(private readonly device: GPUDevice) {}
+
+  static sizeClass(bytes: number): number {
+    const b = Math.max(16, Math.ceil(bytes / 4) * 4);
+    if (b <= 1 << 20) return 2 ** Math.ceil(Math.log2(b));
+    return Math.ceil(b / (1 << 20)) * (1 << 20);
+  }
+
+  /** A buffer of at least `bytes`; `reused` says whether it may hold old data. */
+  get(bytes: number): { buffer: GPUBuffer; reused: boolean } {
+    const size = BufferPool.sizeClass(bytes);
+    this.bytesInUse += size;
+    const list = this.free.get(size);
+    const b = list?.pop();
+    if (b) {
+      this.bytesPooled -= size;
+      return { buffer: b, reused: true };
+    }
+    const buffer = this.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    return { buffer, reused: false };
+  }
+
+  put(b: GPUBuffer): void {
+    this.bytesInUse -= b.size;
+    this.bytesPooled += b.size;
+    let list = this.free.get(b.size);
+    if (!list) this.free.set(b.size, (list = []));
+    list.push(b);
+  }
+
+  /** Destroys pooled buffers (not the ones in use). */
+  trim(): void {
+    for (const list of this.free.values()) for (const b of list) b.destroy();
+    this.free.clear();
+    this.bytesPooled = 0;
+  }
+}
+
+interface LayoutInfo {
+  layout: GPUBindGroupLayout;
+  pipeline: GPUComputePipeline;
+  storageCount: number;
+}
+
+const BINDING_RE = /@binding\((\d+)\)\s*var<\s*(storage|uniform)\s*(?:,\s*(read_write|read))?\s*>/g;
+
+export class GpuExecutor implements KernelContext {
+  private readonly buffers = new Map<number, GPUBuffer>();
+  private readonly pool: BufferPool;
+  private readonly pipelines = new Map<string, LayoutInfo>();
+  private encoder: GPUCommandEncoder | null = null;
+  private readonly arena: GPUBuffer;
+  private readonly arenaData = new ArrayBuffer(ARENA_SLOTS * PARAM_SLOT_BYTES);
+  private arenaUsed = 0;
+  private scratchList: GPUBuffer[] = [];
+  private readonly errors: string[] = [];
+  readonly errorBuffer: GPUBuffer;
+  private readonly errorStaging: GPUBuffer;
+  /** Number of dispatches encoded so far (for tests and benchmarks). */
+  dispatches = 0;
+
+  constructor(readonly device: GPUDevice) {
+    this.pool = new BufferPool(device);
+    this.arena = device.createBuffer({ size: ARENA_SLOTS * PARAM_SLOT_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    this.errorBuffer = device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+    this.errorStaging = device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    device.addEventListener('uncapturederror', (ev) => {
+      this.errors.push((ev as GPUUncapturedErrorEvent).error.message);
+    });
+  }
+
+  /** Remembers an error to report at the next read (the engine thread is not waiting now). */
+  fail(message: string): void {
+    this.errors.push(message);
+  }
+
+  // ---- KernelContext ----
+
+  buf(ref: BufRef): GPUBuffer {
+    const b = this.buffers.get(ref.id);
+    if (!b) throw new Error(`webgpu: buffer ${ref.id} does not exist (freed?)`);
+    return b;
+  }
+
+  scratch(bytes: number): GPUBuffer {
+    const { buffer, reused } = this.pool.get(bytes);
+    if (reused) this.enc().clearBuffer(buffer);
+    this.scratchList.push(buffer);
+    return buffer;
+  }
+
+  copyBuffer(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+    if (bytes > 0) this.enc().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+  }
+
+  clearBuffer(b: GPUBuffer, offset: number, bytes: number): void {
+    if (bytes > 0) this.enc().clearBuffer(b, offset, bytes);
+  }
+
+  dispatch(d: Dispatch): void {
+    const [gx, gy = 1, gz = 1] = d.groups;
+    if (gx === 0 || gy === 0 || gz === 0) return;
+    const info = this.pipeline(d.code);
+    if (info.storageCount !== d.buffers.length) {
+      throw new Error(`webgpu: shader declares ${info.storageCount} storage bindings, dispatch gave ${d.buffers.length}`);
+    }
+    if (this.arenaUsed === ARENA_SLOTS) this.flush();
+    const slot = this.arenaUsed++;
+    if (d.params) new Uint8Array(this.arenaData, slot * PARAM_SLOT_BYTES, PARAM_SLOT_BYTES).set(d.params.bytes());
+    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.arena, offset: slot * PARAM_SLOT_BYTES, size: PARAM_SLOT_BYTES } }];
+    d.buffers.forEach((buffer, i) => entries.push({ binding: i + 1, resource: { buffer } }));
+    const group = this.device.createBindGroup({ layout: info.layout, entries });
+    const pass = this.enc().beginComputePass();
+    pass.setPipeline(info.pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(gx, gy, gz);
+    pass.end();
+    this.dispatches++;
+  }
+
+  params(): Params {
+    return new ParamWriter();
+  }
+
+  // ---- commands ----
+
+  /** Encodes a batch. A trailing read is not handled here: see readBack. Errors are kept for the next read. */
+  run(cmds: readonly Cmd[]): void {
+    for (const cmd of cmds) {
+      try {
+        this.runOne(cmd);
+      } catch (e) {
+        this.fail(e instanceof Error ? e.message : String(e));
+      }
+    }
+  }
+
+  private runOne(cmd: Cmd): void {
+    switch (cmd.op) {
+      case 'alloc': {
+        const { buffer, reused } = this.pool.get(cmd.bytes);
+        if (reused) this.enc().clearBuffer(buffer);
+        this.buffers.set(cmd.id, buffer);
+        return;
+      }
+      case 'free': {
+        const b = this.buffers.get(cmd.id);
+        if (b) {
+          this.buffers.delete(cmd.id);
+          this.pool.put(b);
+        }
+        return;
+      }
+      case 'write': {
+        // queue.writeBuffer runs before any not-yet-submitted commands: submit them first.
+        this.flush();
+        this.device.queue.writeBuffer(this.buf({ id: cmd.id, dtype: 'float32' }), cmd.byteOffset, cmd.data);
+        return;
+      }
+      case 'kernel': {
+        const k = KERNELS[cmd.name];
+        if (!k) throw new Error(`webgpu: kernel '${cmd.name}' is not implemented`);
+        k(this, cmd.args);
+        return;
+      }
+      case 'read':
+        return; // see readBack
+    }
+  }
+
+  /** Submits what was encoded. */
+  flush(): void {
+    if (!this.encoder) return;
+    if (this.arenaUsed > 0) this.device.queue.writeBuffer(this.arena, 0, this.arenaData, 0, this.arenaUsed * PARAM_SLOT_BYTES);
+    this.device.queue.submit([this.encoder.finish()]);
+    this.encoder = null;
+    this.arenaUsed = 0;
+    for (const b of this.scratchList) this.pool.put(b);
+    this.scratchList = [];
+  }
+
+  private enc(): GPUCommandEncoder {
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    return this.encoder;
+  }
+
+  /** Copies bytes of a buffer back to the CPU, after everything sent before; throws a
+   *  DeviceError for errors since the last read. */
+  async readBack(id: number, byteOffset: number, byteLength: number): Promise<Uint8Array> {
+    const src = this.buffers.get(id);
+    const size = Math.max(4, Math.ceil(byteLength / 4) * 4);
+    const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = this.enc();
+    if (src && byteLength > 0) enc.copyBufferToBuffer(src, byteOffset, staging, 0, size);
+    enc.copyBufferToBuffer(this.errorBuffer, 0, this.errorStaging, 0, 16);
+    enc.clearBuffer(this.errorBuffer);
+    this.flush();
+    try {
+      await Promise.all([staging.mapAsync(GPUMapMode.READ), this.errorStaging.mapAsync(GPUMapMode.READ)]);
+      const flag = new Uint32Array(this.errorStaging.getMappedRange().slice(0));
+      this.errorStaging.unmap();
+      if (flag[0] !== 0) {
+        const op = KERNEL_OP_NAMES[flag[3]!] ?? 'kernel';
+        this.errors.push(`RANGE:${op}: ${ERROR_TEXT[flag[0]!] ?? 'error'}: ${flag[1]! | 0} not in [0, ${flag[2]})`);
+      }
+      if (!src && byteLength > 0) this.errors.push(`webgpu: read of buffer ${id}, which does not exist`);
+      if (this.errors.length > 0) {
+        const msgs = this.errors.splice(0);
+        const range = msgs.find((m) => m.startsWith('RANGE:'));
+        if (range) throw new DeviceError(range.slice(6), true);
+        throw new DeviceError(msgs.join('\n'));
+      }
+      return new Uint8Array(staging.getMappedRange(0, size).slice(0, byteLength));
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  stats(): { buffers: number; bytesInUse: number; bytesPooled: number; pipelines: number; dispatches: number } {
+    return { buffers: this.buffers.size, bytesInUse: this.pool.bytesInUse, bytesPooled: this.pool.bytesPooled, pipelines: this.pipelines.size, dispatches: this.dispatches };
+  }
+
+  private pipeline(code: string): LayoutInfo {
+    let info = this.pipelines.get(code);
+    if (info) return info;
+    const entries: GPUBindGroupLayoutEntry[] = [];
+    let storageCount = 0;
+    for (const m of code.matchAll(BINDING_RE)) {
+      const binding = Number(m[1]);
+      if (m[2] === 'uniform') {
+        entries.push({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } });
+      } else {
+        storageCount++;
+        entries.push({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: m[3] === 'read' ? 'read-only-storage' : 'storage' } });
+      }
+    }
+    const layout = this.device.createBindGroupLayout({ entries });
+    const module = this.device.createShaderModule({ code });
+    const pipeline = this.device.createComputePipeline({
+      layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+      compute: { module, entryPoint: 'main' },
+    });
+    info = { layout, pipeline, storageCount };
+    this.pipelines.set(code, info);
+    return info;
+  }
+}

@@ -1,0 +1,67 @@
+// The device thread's message loop: runs batches on a GpuExecutor and answers reads through
+// the shared reply area. Used by the Node device worker and by a browser page hosting the
+// device for an engine running in a Web Worker.
+/// <reference types="@webgpu/types" />
+import { GpuExecutor, DeviceError } from './executor.js';
+import { REPLY_DATA_BYTES, REPLY_HEADER_BYTES, STATE_DONE, STATUS_ERROR, STATUS_OK, STATUS_RANGE_ERROR, type AdapterDescription, type BatchMsg } from './protocol.js';
+
+/** Picks the limits worth raising above WebGPU's defaults from what the adapter offers. */
+export function deviceLimits(adapter: GPUAdapter): Record<string, number> {
+  const want = ['maxStorageBufferBindingSize', 'maxBufferSize', 'maxStorageBuffersPerShaderStage', 'maxComputeWorkgroupStorageSize',
+    'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY'];
+  const limits: Record<string, number> = {};
+  const al = adapter.limits as unknown as Record<string, number>;
+  for (const k of want) if (typeof al[k] === 'number') limits[k] = al[k]!;
+  return limits;
+}
+
+export async function describeAdapter(adapter: GPUAdapter, backend: string, device: GPUDevice): Promise<AdapterDescription> {
+  const info = (adapter as unknown as { info?: GPUAdapterInfo }).info;
+  const limits: Record<string, number> = {};
+  const dl = device.limits as unknown as Record<string, number>;
+  for (const k of ['maxStorageBufferBindingSize', 'maxBufferSize', 'maxStorageBuffersPerShaderStage', 'maxComputeWorkgroupStorageSize', 'maxComputeInvocationsPerWorkgroup']) {
+    if (typeof dl[k] === 'number') limits[k] = dl[k]!;
+  }
+  return {
+    vendor: info?.vendor ?? '',
+    architecture: info?.architecture ?? '',
+    device: info?.device ?? '',
+    description: info?.description ?? '',
+    backend,
+    features: [...adapter.features].map(String).sort(),
+    limits,
+  };
+}
+
+/** Handles one message from the engine thread. */
+export function makeHost(device: GPUDevice, reply: SharedArrayBuffer): { executor: GpuExecutor; onMessage(msg: BatchMsg): void } {
+  const executor = new GpuExecutor(device);
+  const ctrl = new Int32Array(reply, 0, 4);
+  const data = new Uint8Array(reply, REPLY_HEADER_BYTES, REPLY_DATA_BYTES);
+  const answer = (status: number, bytes: Uint8Array): void => {
+    data.set(bytes.subarray(0, REPLY_DATA_BYTES));
+    Atomics.store(ctrl, 1, status);
+    Atomics.store(ctrl, 2, bytes.length);
+    Atomics.store(ctrl, 0, STATE_DONE);
+    Atomics.notify(ctrl, 0);
+  };
+  let chain: Promise<void> = Promise.resolve();
+  const onMessage = (msg: BatchMsg): void => {
+    // Batches run in arrival order; a read awaits the GPU before the next batch is encoded.
+    chain = chain.then(async () => {
+      executor.run(msg.cmds);
+      const last = msg.cmds[msg.cmds.length - 1];
+      if (last?.op !== 'read') {
+        executor.flush();
+        return;
+      }
+      try {
+        answer(STATUS_OK, await executor.readBack(last.id, last.byteOffset, last.byteLength));
+      } catch (e) {
+        const range = e instanceof DeviceError && e.range;
+        answer(range ? STATUS_RANGE_ERROR : STATUS_ERROR, new TextEncoder().encode(e instanceof Error ? e.message : String(e)));
+      }
+    });
+  };
+  return { executor, onMessage };
+}

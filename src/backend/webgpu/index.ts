@@ -1,0 +1,253 @@
+// The webgpu backend, engine side: storages are ids of GPU buffers owned by the device thread
+// (see protocol.ts); every op becomes a kernel command, sent in batches; a read flushes the
+// batch and blocks until the device thread answers. Nothing here touches WebGPU itself, so
+// this file runs wherever the engine runs (Node's main thread, a browser Web Worker).
+import type {
+  AdamWArgs, AttentionArgs, AttentionBackwardArgs, Backend, BinaryOp, Layout, MatmulArgs, ReduceOp, Storage, UnaryGradOp, UnaryOp,
+} from '../backend.js';
+import { checkSparsity } from '../backend.js';
+import { bytesPerElement, newArray, type DType, type TypedArray } from '../../tensor/dtype.js';
+import { contiguousStrides, numel } from '../../tensor/shape.js';
+import type { DeviceChannel } from './channel.js';
+import { REPLY_DATA_BYTES, type AdapterDescription, type BufRef, type Cmd } from './protocol.js';
+
+export class GpuStorage implements Storage {
+  refs = 0;
+  freed = false;
+  constructor(readonly backend: Backend, readonly dtype: DType, readonly size: number, readonly id: number) {}
+}
+
+/** Commands are posted once this many are queued (a read posts at once). */
+const BATCH = 256;
+
+function isContiguous(l: Layout): boolean {
+  const c = contiguousStrides(l.shape);
+  return l.shape.every((n, d) => n === 1 || l.strides[d] === c[d]);
+}
+
+export class WebGPUBackend implements Backend {
+  readonly name = 'webgpu';
+  private nextId = 1;
+  private queue: Cmd[] = [];
+  /** Device-side storages alive (for leak checks). */
+  live = 0;
+
+  constructor(private readonly channel: DeviceChannel) {}
+
+  get adapter(): AdapterDescription {
+    return this.channel.adapter;
+  }
+
+  supports(dtype: DType): boolean {
+    return dtype === 'float32' || dtype === 'int32';
+  }
+
+  // ---- plumbing ----
+
+  private push(cmd: Cmd): void {
+    this.queue.push(cmd);
+    if (this.queue.length >= BATCH) this.flush();
+  }
+
+  /** Sends queued commands to the device thread. */
+  flush(): void {
+    if (this.queue.length === 0) return;
+    const cmds = this.queue;
+    this.queue = [];
+    this.channel.post({ type: 'batch', cmds });
+  }
+
+  private ref(s: Storage, what: string): BufRef {
+    if (s.backend !== this) throw new Error(`webgpu backend: ${what} belongs to the ${s.backend.name} backend`);
+    if (s.freed) throw new Error(`webgpu backend: ${what} was freed (${s.dtype}, ${s.size} elements)`);
+    return { id: (s as GpuStorage).id, dtype: s.dtype };
+  }
+
+  /** Queues kernel `name` with args, storages turned into BufRefs. */
+  private kernel(name: string, args: Record<string, unknown>): void {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(args)) {
+      out[k] = v instanceof GpuStorage ? this.ref(v, `${name}: ${k}`) : v;
+    }
+    this.push({ op: 'kernel', name, args: out });
+  }
+
+  private readBytes(id: number, byteOffset: number, byteLength: number): Uint8Array {
+    const out = new Uint8Array(byteLength);
+    for (let done = 0; done < byteLength || byteLength === 0; done += REPLY_DATA_BYTES) {
+      const len = Math.min(REPLY_DATA_BYTES, byteLength - done);
+      this.queue.push({ op: 'read', id, byteOffset: byteOffset + done, byteLength: len });
+      this.flush();
+      out.set(this.channel.waitReply(), done);
+      if (byteLength === 0) break;
+    }
+    return out;
+  }
+
+  /** Waits until the device has finished everything sent so far, and reports device errors. */
+  sync(): void {
+    this.readBytes(0, 0, 0);
+  }
+
+  // ---- memory ----
+
+  alloc(dtype: DType, size: number): Storage {
+    if (!this.supports(dtype)) throw new TypeError(`webgpu backend: dtype ${dtype} is not supported (float32 and int32 are)`);
+    if (!Number.isInteger(size) || size < 0) throw new RangeError(`webgpu backend: bad storage size ${size}`);
+    const s = new GpuStorage(this, dtype, size, this.nextId++);
+    this.push({ op: 'alloc', id: s.id, bytes: size * bytesPerElement(dtype) });
+    this.live++;
+    return s;
+  }
+
+  upload(data: ArrayLike<number>, dtype: DType): Storage {
+    const s = this.alloc(dtype, data.length);
+    this.write(s, data, 0);
+    return s;
+  }
+
+  write(s: Storage, data: ArrayLike<number>, offset: number): void {
+    const r = this.ref(s, 'write');
+    if (!Number.isInteger(offset) || offset < 0 || offset + data.length > s.size) {
+      throw new RangeError(`write: ${data.length} elements at offset ${offset} do not fit in a storage of ${s.size}`);
+    }
+    if (data.length === 0) return;
+    const typed = newArray(s.dtype, data.length);
+    typed.set(data);
+    this.push({ op: 'write', id: r.id, byteOffset: offset * 4, data: typed.buffer as ArrayBuffer });
+  }
+
+  read(s: Storage, layout?: Layout): TypedArray {
+    const r = this.ref(s, 'read');
+    const l = layout ?? { shape: [s.size], strides: [1], offset: 0 };
+    const n = numel(l.shape);
+    if (isContiguous(l)) {
+      const bytes = this.readBytes(r.id, l.offset * 4, n * 4);
+      return s.dtype === 'int32' ? new Int32Array(bytes.buffer, 0, n) : new Float32Array(bytes.buffer, 0, n);
+    }
+    const tmp = this.alloc(s.dtype, n);
+    try {
+      this.copy(s, l, tmp);
+      return this.read(tmp);
+    } finally {
+      this.free(tmp);
+    }
+  }
+
+  free(s: Storage): void {
+    const r = this.ref(s, 'free');
+    s.freed = true;
+    this.live--;
+    this.push({ op: 'free', id: r.id });
+  }
+
+  // ---- element-wise ----
+
+  copy(x: Storage, xl: Layout, out: Storage): void {
+    this.kernel('copy', { x, xl, out });
+  }
+  copyInto(x: Storage, xl: Layout, out: Storage, outLayout: Layout): void {
+    this.kernel('copyInto', { x, xl, out, outLayout });
+  }
+  fill(out: Storage, value: number, offset: number, n: number): void {
+    this.kernel('fill', { out, value, offset, n });
+  }
+  unary(op: UnaryOp, x: Storage, xl: Layout, out: Storage): void {
+    this.kernel('unary', { op, x, xl, out });
+  }
+  unaryBackward(op: UnaryGradOp, x: Storage, gy: Storage, gx: Storage, n: number): void {
+    this.kernel('unaryBackward', { op, x, gy, gx, n });
+  }
+  binary(op: BinaryOp, a: Storage, al: Layout, b: Storage, bl: Layout, out: Storage): void {
+    this.kernel('binary', { op, a, al, b, bl, out });
+  }
+  binaryScalar(op: BinaryOp, a: Storage, al: Layout, s: number, reversed: boolean, out: Storage): void {
+    this.kernel('binaryScalar', { op, a, al, s, reversed, out });
+  }
+  where(cond: Storage, cl: Layout, a: Storage, al: Layout, b: Storage, bl: Layout, out: Storage): void {
+    this.kernel('where', { cond, cl, a, al, b, bl, out });
+  }
+
+  // ---- reductions ----
+
+  reduce(op: ReduceOp, x: Storage, outer: number, n: number, inner: number, out: Storage): void {
+    this.kernel('reduce', { op, x, outer, n, inner, out });
+  }
+  cumsum(x: Storage, outer: number, n: number, inner: number, out: Storage): void {
+    this.kernel('cumsum', { x, outer, n, inner, out });
+  }
+
+  // ---- linear algebra ----
+
+  matmul(args: MatmulArgs): void {
+    this.kernel('matmul', { ...args, bias: args.bias ?? null, activation: args.activation ?? 'none', accumulate: args.accumulate ?? false });
+  }
+
+  // ---- fused rows ----
+
+  softmax(x: Storage, rows: number, n: number, log: boolean, out: Storage): void {
+    this.kernel('softmax', { x, rows, n, log, out });
+  }
+  softmaxBackward(y: Storage, gy: Storage, rows: number, n: number, log: boolean, gx: Storage): void {
+    this.kernel('softmaxBackward', { y, gy, rows, n, log, gx });
+  }
+  layerNorm(x: Storage, w: Storage | null, b: Storage | null, rows: number, n: number, eps: number, out: Storage, mean: Storage, rstd: Storage): void {
+    this.kernel('layerNorm', { x, w, b, rows, n, eps, out, mean, rstd });
+  }
+  layerNormBackward(x: Storage, w: Storage | null, mean: Storage, rstd: Storage, gy: Storage, rows: number, n: number, gx: Storage, gw: Storage | null, gb: Storage | null): void {
+    this.kernel('layerNormBackward', { x, w, mean, rstd, gy, rows, n, gx, gw, gb });
+  }
+  rmsNorm(x: Storage, w: Storage | null, rows: number, n: number, eps: number, out: Storage, rstd: Storage): void {
+    this.kernel('rmsNorm', { x, w, rows, n, eps, out, rstd });
+  }
+  rmsNormBackward(x: Storage, w: Storage | null, rstd: Storage, gy: Storage, rows: number, n: number, gx: Storage, gw: Storage | null): void {
+    this.kernel('rmsNormBackward', { x, w, rstd, gy, rows, n, gx, gw });
+  }
+
+  // ---- indexing ----
+
+  embedding(weight: Storage, V: number, C: number, ids: Storage, n: number, out: Storage): void {
+    this.kernel('embedding', { weight, V, C, ids, n, out });
+  }
+  embeddingBackward(gy: Storage, ids: Storage, n: number, V: number, C: number, gw: Storage): void {
+    this.kernel('embeddingBackward', { gy, ids, n, V, C, gw });
+  }
+  gather(x: Storage, outer: number, n: number, inner: number, index: Storage, k: number, out: Storage): void {
+    this.kernel('gather', { x, outer, n, inner, index, k, out });
+  }
+  scatterAdd(gy: Storage, outer: number, n: number, inner: number, index: Storage, k: number, gx: Storage): void {
+    this.kernel('scatterAdd', { gy, outer, n, inner, index, k, gx });
+  }
+
+  // ---- losses ----
+
+  crossEntropy(logits: Storage, targets: Storage, N: number, V: number, ignoreIndex: number, smoothing: number, losses: Storage, lse: Storage): void {
+    this.kernel('crossEntropy', { logits, targets, N, V, ignoreIndex, smoothing, losses, lse });
+  }
+  crossEntropyBackward(logits: Storage, targets: Storage, lse: Storage, scale: Storage, N: number, V: number, ignoreIndex: number, smoothing: number, gx: Storage): void {
+    this.kernel('crossEntropyBackward', { logits, targets, lse, scale, N, V, ignoreIndex, smoothing, gx });
+  }
+
+  // ---- attention ----
+
+  attention(args: AttentionArgs): void {
+    checkSparsity('attention', args.sparsity);
+    this.kernel('attention', { ...args, keyMask: args.keyMask ?? null, sparsity: args.sparsity ?? null });
+  }
+  attentionBackward(args: AttentionBackwardArgs): void {
+    checkSparsity('attentionBackward', args.sparsity);
+    this.kernel('attentionBackward', { ...args, keyMask: args.keyMask ?? null, sparsity: args.sparsity ?? null });
+  }
+
+  // ---- optimizer ----
+
+  adamw(args: AdamWArgs): void {
+    this.kernel('adamw', { ...args });
+  }
+
+  /** Ends the device thread. */
+  async close(): Promise<void> {
+    this.flush();
+    await this.channel.close();
+  }
+}

@@ -1,0 +1,60 @@
+// The Node device thread: makes a Dawn device (the `webgpu` npm package) and serves the
+// engine thread's batches. Software adapters: Mesa's Vulkan (lavapipe) when present, else
+// Mesa's OpenGL ES (llvmpipe) in compatibility mode, which needs EGL_PLATFORM=surfaceless
+// (set by the spawning thread, since a worker's process.env is not the C environment).
+/// <reference types="@webgpu/types" />
+import { parentPort, workerData } from 'node:worker_threads';
+import { describeAdapter, deviceLimits, makeHost } from './host.js';
+import type { BatchMsg, ReadyMsg } from './protocol.js';
+
+interface StartData {
+  reply: SharedArrayBuffer;
+  /** 'auto' tries the platform's default backend, then OpenGL ES. */
+  backend: string;
+}
+
+// Dawn crashes if its instance is collected while work may run: keep it for the thread's life.
+let keepAlive: unknown = null;
+
+async function start(): Promise<void> {
+  const port = parentPort!;
+  const data = workerData as StartData;
+  const { create, globals } = (await import('webgpu')) as unknown as { create(flags: string[]): GPU; globals: Record<string, unknown> };
+  Object.assign(globalThis, globals);
+  const tries: { flags: string[]; name: string; compat: boolean }[] = [];
+  if (data.backend === 'auto' || data.backend === 'vulkan') tries.push({ flags: data.backend === 'vulkan' ? ['backend=vulkan'] : [], name: data.backend === 'vulkan' ? 'vulkan' : 'default', compat: false });
+  if (data.backend === 'auto' || data.backend === 'opengles') tries.push({ flags: ['backend=opengles'], name: 'opengles', compat: true });
+  const instances: unknown[] = [];
+  keepAlive = instances;
+  for (const t of tries) {
+    const gpu = create(t.flags);
+    instances.push(gpu);
+    const adapter = await gpu.requestAdapter(t.compat ? ({ featureLevel: 'compatibility' } as GPURequestAdapterOptions) : { powerPreference: 'high-performance' });
+    if (!adapter) continue;
+    const features: GPUFeatureName[] = [];
+    if (adapter.features.has('shader-f16')) features.push('shader-f16');
+    const device = await adapter.requestDevice({ requiredLimits: deviceLimits(adapter), requiredFeatures: features });
+    device.lost.then((info) => {
+      if (info.reason !== 'destroyed') process.stderr.write(`webgpu: device lost: ${info.message}\n`);
+    });
+    const host = makeHost(device, data.reply);
+    port.on('message', (msg: BatchMsg | { type: 'close' }) => {
+      if (msg.type === 'close') {
+        device.destroy();
+        port.close();
+        return;
+      }
+      host.onMessage(msg);
+    });
+    const ready: ReadyMsg = { type: 'ready', adapter: await describeAdapter(adapter, t.name, device) };
+    port.postMessage(ready);
+    return;
+  }
+  const failed: ReadyMsg = { type: 'failed', message: `no WebGPU adapter (tried: ${tries.map((t) => t.name).join(', ')})` };
+  port.postMessage(failed);
+}
+
+start().catch((e: unknown) => {
+  const failed: ReadyMsg = { type: 'failed', message: e instanceof Error ? e.message : String(e) };
+  parentPort!.postMessage(failed);
+});

@@ -1,0 +1,34 @@
+// Node edge of the webgpu backend: starts the device thread (node-device-worker.js) and
+// returns the engine's channel to it.
+import { Worker } from 'node:worker_threads';
+import { makeReplyBuffer, sharedChannel, type DeviceChannel } from './channel.js';
+import type { ReadyMsg } from './protocol.js';
+
+export interface NodeDeviceOptions {
+  /** 'auto' (default; or the ATTN_WEBGPU_BACKEND environment variable), 'vulkan' or 'opengles'. */
+  backend?: 'auto' | 'vulkan' | 'opengles';
+}
+
+export async function startNodeDevice(opts: NodeDeviceOptions = {}): Promise<DeviceChannel> {
+  const backend = opts.backend ?? (process.env.ATTN_WEBGPU_BACKEND as NodeDeviceOptions['backend']) ?? 'auto';
+  // Mesa's EGL must not look for a display; only the main thread's process.env reaches C.
+  process.env.EGL_PLATFORM ??= 'surfaceless';
+  const reply = makeReplyBuffer();
+  const worker = new Worker(new URL('./node-device-worker.js', import.meta.url), { workerData: { reply, backend } });
+  const ready = await new Promise<ReadyMsg>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`webgpu: device thread exited (code ${code}) before it was ready`)));
+  });
+  if (ready.type === 'failed') {
+    await worker.terminate();
+    throw new Error(`webgpu: ${ready.message}`);
+  }
+  // An idle device thread must not keep Node from exiting.
+  worker.unref();
+  worker.on('error', (e) => process.stderr.write(`webgpu: device thread error: ${e.message}\n`));
+  return sharedChannel(reply, ready.adapter, (msg) => worker.postMessage(msg), async () => {
+    worker.postMessage({ type: 'close' });
+    await worker.terminate();
+  });
+}
