@@ -41,3 +41,33 @@ export async function useBackend(name: BackendName, opts: { threads?: number } =
 }
 
 setDefaultBackend(ref);
+
+/** A device name as the CLI and configs take it: a backend, or 'auto' (a hardware GPU through
+ *  webgpu when one is there, else cpu). */
+export type DeviceName = BackendName | 'auto';
+export const DEVICE_NAMES: readonly DeviceName[] = ['cpu', 'webgpu', 'auto', 'ref'];
+
+/** Software WebGPU adapters: correct but far slower than the cpu backend. */
+export function isSoftwareAdapter(description: string): boolean {
+  return /llvmpipe|lavapipe|swiftshader|softpipe|software/i.test(description);
+}
+
+/**
+ * Opens a device by name. 'webgpu' insists: no adapter is an error. 'auto' uses webgpu on a
+ * hardware adapter and otherwise falls back to cpu, saying why through `notice`.
+ */
+export async function openDevice(name: DeviceName, opts: { threads?: number; notice?: (msg: string) => void } = {}): Promise<Backend> {
+  const threads = opts.threads && opts.threads > 0 ? { threads: opts.threads } : {};
+  if (name !== 'auto') return getBackend(name, threads);
+  const notice = opts.notice ?? ((m: string) => console.error(m));
+  try {
+    const b = await getBackend('webgpu');
+    const a = (b as unknown as { adapter?: { description: string; device: string } }).adapter;
+    const desc = a ? `${a.description} ${a.device}` : '';
+    if (!isSoftwareAdapter(desc)) return b;
+    notice(`device auto: the WebGPU adapter is a software renderer (${desc.trim()}); using cpu`);
+  } catch (e) {
+    notice(`device auto: no WebGPU (${e instanceof Error ? e.message : String(e)}); using cpu`);
+  }
+  return getBackend('cpu', threads);
+}

@@ -5,7 +5,7 @@ import { CheckpointError } from '../train/checkpoint.js';
 import { type Flags, UsageError } from './args.js';
 import { backendFromFlags, requireDir, requireFile } from './common.js';
 
-export const EVAL_CLASSIFY_HELP = `attn eval classify --model DIR --file F.tsv [--device cpu|ref] [--threads N]
+export const EVAL_CLASSIFY_HELP = `attn eval classify --model DIR --file F.tsv [--device cpu|webgpu|auto|ref] [--threads N]
 
 Accuracy of a classifier written by 'attn finetune' on a TSV with a header 'sentence<TAB>label'.
 Prints {"accuracy":…,"n":…}.`;

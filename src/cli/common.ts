@@ -3,20 +3,20 @@ import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.js';
-import { getBackend, type BackendName } from '../index.js';
+import { DEVICE_NAMES, openDevice, type DeviceName } from '../backend/index.js';
 import { loadGPTCheckpoint } from '../train/trainer.js';
 import type { GPT } from '../models/gpt.js';
 import { loadGpt2Tokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
 
-export const DEVICES = ['cpu', 'ref'] as const;
+export const DEVICES = DEVICE_NAMES;
 
-/** --device cpu|ref (default cpu) and --threads N. */
+/** --device cpu|webgpu|auto|ref (default cpu) and --threads N. */
 export async function backendFromFlags(f: Flags): Promise<Backend> {
   const device = f.string('device') ?? 'cpu';
   if (!(DEVICES as readonly string[]).includes(device)) throw new UsageError(`${f.command}: unknown --device '${device}' (known: ${DEVICES.join(', ')})`);
   const threads = f.number('threads', { integer: true, min: 1 });
-  return getBackend(device as BackendName, threads === undefined ? {} : { threads });
+  return openDevice(device as DeviceName, threads === undefined ? {} : { threads });
 }
 
 export async function requireDir(command: string, flag: string, path: string): Promise<void> {

@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { evaluateClassifier, finetuneConfig, finetuneClassifier, FINETUNE_DEFAULTS, parseConfigValue, type FinetuneConfig } from '../train/classify.js';
-import { getBackend } from '../index.js';
+import { openDevice } from '../backend/index.js';
 import { type Flags, UsageError } from './args.js';
 import { requireDir, requireFile, shippedData } from './common.js';
 import { ProgressBar } from './progress.js';
@@ -27,7 +27,7 @@ architecture and tokenizer).
                          batch_size (32), max_iters (2000), epochs (0: use max_iters), learning_rate
                          (5e-4), warmup_iters (100), lr_decay linear|cosine, weight_decay (0.01),
                          eval_interval (250), eval_max (0: all dev), seed, train_file, dev_file,
-                         device cpu|ref, threads`;
+                         device cpu|webgpu|auto|ref, threads`;
 
 const TASKS: Record<string, { train: string; dev: string; test: string }> = {
   sst2: { train: 'data/sst2/train.tsv', dev: 'data/sst2/dev.tsv', test: 'data/sst2/test.tsv' },
@@ -67,7 +67,7 @@ export async function runFinetune(f: Flags): Promise<void> {
   if (cfg.init_from !== 'scratch') await requireDir('finetune', 'init_from', cfg.init_from);
   const testFile = testFlag ?? shippedData(t.test);
   if (testFile !== 'none') await requireFile('finetune', 'test_file', testFile);
-  const backend = await getBackend(cfg.device, cfg.threads > 0 ? { threads: cfg.threads } : {});
+  const backend = await openDevice(cfg.device!, { threads: cfg.threads! });
   const log = (s: string) => process.stderr.write(`${s}\n`);
   let bar: ProgressBar | null = null;
   const say = (s: string) => (bar ? bar.log(s) : log(s));

@@ -2,6 +2,7 @@
 import { cpus } from 'node:os';
 import { fullGPTConfig, GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
 import { type Flags, UsageError } from './args.js';
+import type { AdapterDescription } from '../backend/webgpu/protocol.js';
 import { backendFromFlags, loadModelDir } from './common.js';
 
 export async function runInfo(f: Flags): Promise<void> {
@@ -11,6 +12,13 @@ export async function runInfo(f: Flags): Promise<void> {
   f.done();
   const rt = (backend as { rt?: { threads: number; relaxedSimd: boolean } }).rt;
   console.log(`backend: ${backend.name}${rt ? ` (WebAssembly SIMD${rt.relaxedSimd ? ' with relaxed-SIMD FMA' : ''}, ${rt.threads} threads)` : ''}`);
+  const adapter = (backend as { adapter?: AdapterDescription }).adapter;
+  if (adapter) {
+    const name = [adapter.vendor, adapter.architecture, adapter.device, adapter.description].filter((s) => s).join(' / ');
+    console.log(`adapter: ${name || '(no description)'} via Dawn ${adapter.backend}`);
+    console.log(`adapter features: ${adapter.features.join(', ') || 'none'}`);
+    console.log(`adapter limits: ${Object.entries(adapter.limits).map(([k, v]) => `${k}=${v}`).join(', ')}`);
+  }
   console.log(`machine: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, Node ${process.version}`);
   let cfg: GPTConfig | undefined;
   if (dir) {

@@ -26,7 +26,7 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
   --out DIR            where checkpoints (DIR/best, DIR/last), metrics.jsonl and loss.svg go
   --data FILE|DIR      a text file (prepared on the fly with a character tokenizer) or a prepared directory
   --init_from resume   continue the run in --out from DIR/last
-  --device cpu|ref     backend (default cpu); --threads N
+  --device cpu|webgpu|auto|ref     backend (default cpu); --threads N
   --sample N           print N generated characters at the end (default 300; 0 for none)`,
     run: async (f) => (await import('./train.js')).runTrain(f),
   },
@@ -44,7 +44,7 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
   --seed N               reproducible sampling (default 1337)
   --num_samples N        independent samples (default 1)
   --no_cache             generate without the KV cache
-  --device cpu|ref, --threads N`,
+  --device cpu|webgpu|auto|ref, --threads N`,
     booleans: ['no_cache'],
     run: async (f) => (await import('./sample.js')).runSample(f),
   },
@@ -71,7 +71,7 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
 
 Prints {"tokens":[...],"logprobs":[...]} where logprobs[i] is the natural-log probability of
 tokens[i+1] given tokens[0..i].
-  --device cpu|ref, --threads N`,
+  --device cpu|webgpu|auto|ref, --threads N`,
     run: async (f) => (await import('./logprobs.js')).runLogprobs(f),
   },
   tokenize: {
@@ -104,7 +104,7 @@ by default (13a tokenisation, 4-grams, brevity penalty, exp smoothing) on detoke
   },
   info: {
     summary: 'show the backend, and a model\'s parameters, config and FLOPs per token',
-    help: `attn info [--model DIR | --preset NAME] [--device cpu|ref] [--threads N]`,
+    help: `attn info [--model DIR | --preset NAME] [--device cpu|webgpu|auto|ref] [--threads N]`,
     run: async (f) => (await import('./info.js')).runInfo(f),
   },
   bench: {
@@ -126,7 +126,7 @@ the step minus before it (exact on cpu: every allocation is observed).
   --out DIR              write attention-time.svg, attention-memory.svg and attention.json
   --attn_window, --attn_stride, --attn_summary, --n_kv_head, --performer_features,
   --linformer_k ...      passed to the model's attention config
-  --device cpu|ref, --threads N`,
+  --device cpu|webgpu|auto|ref, --threads N`,
     booleans: ['json'],
     subcommand: true,
     run: async (f) => {
@@ -154,7 +154,7 @@ parameters as the dense one. Variants the code base lacks are reported as skippe
   --attn_window (block_size/4), --attn_stride (≈√block_size), --attn_summary, --n_kv_head,
   --performer_features, --linformer_k ...   the variants' settings
   --json                 also print one JSON object per variant on stdout
-  --device cpu|ref, --threads N`,
+  --device cpu|webgpu|auto|ref, --threads N`,
     booleans: ['json'],
     run: async (f) => (await import('./compare.js')).runCompare(f),
   },

@@ -1,6 +1,6 @@
 // attn pretrain-mlm: masked-LM pre-training of a BERT-style encoder on unlabeled sentences.
 import { pretrainConfig, pretrainMLM, PRETRAIN_DEFAULTS, type PretrainConfig } from '../train/classify.js';
-import { getBackend } from '../index.js';
+import { openDevice } from '../backend/index.js';
 import { type Flags, UsageError } from './args.js';
 import { requireFile, shippedData } from './common.js';
 import { configFromFlags } from './finetune.js';
@@ -20,7 +20,7 @@ encoder on unlabeled sentences, after training a BPE of --vocab_size on them. Wr
                          batch_size (64), max_iters (3000), epochs, learning_rate (1e-3),
                          warmup_iters (100), lr_decay linear|cosine, mask_prob (0.15),
                          val_fraction (0.02), eval_interval (500), eval_batches (20), seed,
-                         device cpu|ref, threads`;
+                         device cpu|webgpu|auto|ref, threads`;
 
 export async function runPretrainMLM(f: Flags): Promise<void> {
   const out = f.required('out', 'an output directory');
@@ -35,7 +35,7 @@ export async function runPretrainMLM(f: Flags): Promise<void> {
   }
   cfg = { ...cfg, data: shippedData(cfg.data) };
   await requireFile('pretrain-mlm', 'data', cfg.data);
-  const backend = await getBackend(cfg.device, cfg.threads > 0 ? { threads: cfg.threads } : {});
+  const backend = await openDevice(cfg.device!, { threads: cfg.threads! });
   const log = (s: string) => process.stderr.write(`${s}\n`);
   let bar: ProgressBar | null = null;
   const say = (s: string) => (bar ? bar.log(s) : log(s));

@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { getBackend } from '../backend/index.js';
+import { openDevice } from '../backend/index.js';
 import { seq2seqPreset, isSeq2SeqPreset, seq2seqPresetNames } from '../train/seq2seq-presets.js';
 import { BLEU_PLOT_FILE, evaluateCheckpointBleu, parseSeq2SeqConfigValue, seq2seqTrainConfig, trainSeq2Seq, type Seq2SeqTrainConfig } from '../train/seq2seq-trainer.js';
 import { BEST_DIR, LAST_DIR, METRICS_FILE } from '../train/trainer.js';
@@ -106,7 +106,7 @@ export async function runTrainSeq2Seq(f: Flags, base: Record<string, unknown>): 
     return;
   }
   if (!quiet) log(`test BLEU of ${best} on ${cfg.test_split} (beam ${testBeam}) ...`);
-  const backend = await getBackend(cfg.device, cfg.threads > 0 ? { threads: cfg.threads } : {});
+  const backend = await openDevice(cfg.device!, { threads: cfg.threads! });
   const t = await evaluateCheckpointBleu(best, { data_dir: cfg.data_dir, src_lang: cfg.src_lang, tgt_lang: cfg.tgt_lang, split: cfg.test_split }, { backend, beam: testBeam, maxLenA: 1.5, maxLenB: 10 });
   console.log(JSON.stringify({ test_bleu: Number(t.bleu.toFixed(2)), split: cfg.test_split, sentences: t.sentences, beam: testBeam, checkpoint: best, best_val_bleu: Number(res.best_val_bleu.toFixed(2)), steps: res.step, elapsed_s: Math.round(res.elapsed_s) }));
 }

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { prepareDataset } from '../data/index.js';
 import { generate } from '../generate/index.js';
-import { getBackend } from '../index.js';
+import { openDevice } from '../backend/index.js';
 import { CharTokenizer, loadTokenizer } from '../tokenizers/index.js';
 import { preset, presetNames } from '../train/presets.js';
 import { isSeq2SeqPreset, seq2seqPreset, seq2seqPresetNames } from '../train/seq2seq-presets.js';
@@ -118,7 +118,7 @@ export async function runTrain(f: Flags): Promise<void> {
   if (sampleChars > 0) {
     const dir = existsSync(join(cfg.out_dir, BEST_DIR, 'config.json')) ? join(cfg.out_dir, BEST_DIR) : join(cfg.out_dir, LAST_DIR);
     if (!existsSync(join(dir, 'config.json'))) return;
-    const backend = await getBackend(cfg.device, cfg.threads > 0 ? { threads: cfg.threads } : {});
+    const backend = await openDevice(cfg.device!, { threads: cfg.threads! });
     const { model } = await loadGPTCheckpoint(dir, { backend });
     const tok = await loadTokenizer(dir);
     const prompt = tok.encode('\n');

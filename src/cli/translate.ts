@@ -23,7 +23,7 @@ warning on stderr naming the line).
   --batch_size N         sentences per decoding batch (default 64)
   --max_len_a A          at most A*source_len + B new tokens (default 1.5)
   --max_len_b B          (default 10)
-  --device cpu|ref       backend (default cpu); --threads N
+  --device cpu|webgpu|auto|ref       backend (default cpu); --threads N
 `;
 
 export interface TranslateIo {

@@ -6,7 +6,7 @@
 import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
-import { getBackend, type BackendName } from '../backend/index.js';
+import { DEVICE_NAMES, openDevice, type DeviceName } from '../backend/index.js';
 import { BertModel, bertConfig, IGNORE_INDEX, maskTokens, padBatch, type BertConfig } from '../models/bert.js';
 import { applyLora, mergeLora, type LoraHandle } from '../nn/lora.js';
 import type { StateValue } from '../nn/module.js';
@@ -153,7 +153,7 @@ interface OptimFields {
   eval_interval: number;
   log_interval: number;
   seed: number;
-  device: BackendName;
+  device: DeviceName;
   threads: number;
 }
 
@@ -220,7 +220,7 @@ function fillConfig<T extends object>(what: string, defaults: T, partial: Record
     if (!Number.isInteger(c[k]) || (c[k] as number) < 0) problems.push(`${k} must be a non-negative integer, got ${String(c[k])}`);
   }
   if (!['linear', 'cosine'].includes(String(c['lr_decay']))) problems.push(`lr_decay must be 'linear' or 'cosine', got '${String(c['lr_decay'])}'`);
-  if (!['cpu', 'ref'].includes(String(c['device']))) problems.push(`device must be 'cpu' or 'ref', got '${String(c['device'])}'`);
+  if (!(DEVICE_NAMES as readonly string[]).includes(String(c['device']))) problems.push(`device must be one of ${DEVICE_NAMES.join(', ')}, got '${String(c['device'])}'`);
   if ('label_fraction' in c && !((c['label_fraction'] as number) > 0 && (c['label_fraction'] as number) <= 1)) problems.push(`label_fraction must be in (0, 1], got ${String(c['label_fraction'])}`);
   if ('lora_rank' in c && (!Number.isInteger(c['lora_rank']) || (c['lora_rank'] as number) < 0)) problems.push(`lora_rank must be a non-negative integer`);
   if ((c['max_iters'] as number) === 0 && !((c['epochs'] as number) > 0)) problems.push('max_iters or epochs must be positive');
@@ -491,7 +491,7 @@ function itersFor(cfg: OptimFields, n: number): number {
 }
 
 async function backendFor(cfg: OptimFields, given?: Backend): Promise<Backend> {
-  return given ?? getBackend(cfg.device, cfg.threads > 0 ? { threads: cfg.threads } : {});
+  return given ?? openDevice(cfg.device, { threads: cfg.threads });
 }
 
 /** Masked-LM pre-training on unlabeled sentences. */

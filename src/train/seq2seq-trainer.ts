@@ -7,7 +7,7 @@
 import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Backend } from '../backend/backend.js';
-import { getBackend } from '../backend/index.js';
+import { DEVICE_NAMES, openDevice, type DeviceName } from '../backend/index.js';
 import { rngStateFromJson, rngStateToJson } from '../data/sampler.js';
 import {
   encodePairs, evalBatches, LengthBatchSampler, makeBatch, readParallel, specialIds, trainTranslationTokenizer,
@@ -79,7 +79,7 @@ export interface Seq2SeqTrainConfig {
   decode_len_b: number;
   log_interval: number;
   seed: number;
-  device: 'cpu' | 'ref';
+  device: DeviceName;
   /** 0: all cores. */
   threads: number;
   init_from: 'scratch' | 'resume';
@@ -129,7 +129,7 @@ export const SEQ2SEQ_TRAIN_DEFAULTS: Readonly<Seq2SeqTrainConfig> = Object.freez
 });
 
 const CHOICES: Record<string, readonly string[]> = {
-  norm_placement: ['post', 'pre'], activation: ['relu', 'gelu'], device: ['cpu', 'ref'], init_from: ['scratch', 'resume'],
+  norm_placement: ['post', 'pre'], activation: ['relu', 'gelu'], device: DEVICE_NAMES, init_from: ['scratch', 'resume'],
 };
 const POS_INTS = ['vocab_size', 'n_layer_enc', 'n_layer_dec', 'n_head', 'd_model', 'd_ff', 'max_len', 'max_tokens', 'max_steps', 'eval_interval', 'eval_max_tokens', 'log_interval'] as const;
 const NONNEG_INTS = ['train_limit', 'val_limit', 'warmup_steps', 'threads', 'seed'] as const;
@@ -418,7 +418,7 @@ async function loadTokenizerFile(path: string): Promise<BpeTokenizer> {
 export async function trainSeq2Seq(input: Partial<Seq2SeqTrainConfig> | Record<string, unknown>, hooks: Seq2SeqHooks = {}): Promise<Seq2SeqTrainResult> {
   let cfg = seq2seqTrainConfig(input);
   const say = (s: string): void => hooks.onMessage?.(s);
-  const backend = await getBackend(cfg.device, cfg.threads > 0 ? { threads: cfg.threads } : {});
+  const backend = await openDevice(cfg.device, { threads: cfg.threads });
   const outDir = resolve(cfg.out_dir);
   const lastDir = join(outDir, LAST_DIR);
   const bestDir = join(outDir, BEST_DIR);

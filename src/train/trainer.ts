@@ -8,7 +8,7 @@ import { basename, join, resolve } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { BatchSampler, rngStateFromJson, rngStateToJson, type Batch, type SamplerState } from '../data/sampler.js';
 import { loadDataset, readTokenizerFiles, type Dataset } from '../data/files.js';
-import { getBackend } from '../backend/index.js';
+import { DEVICE_NAMES, openDevice, type DeviceName } from '../backend/index.js';
 import { writeFileAtomic } from '../io/files.js';
 import type { LoadedTensor, TensorEntry } from '../io/safetensors.js';
 import { fullGPTConfig, GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
@@ -84,7 +84,7 @@ export interface TrainConfig {
   warmup_iters: number;
   lr_decay_iters: number;
   min_lr: number;
-  device: 'cpu' | 'ref';
+  device: DeviceName;
   /** Worker threads for the cpu device; 0 = one per core. */
   threads: number;
   seed: number;
@@ -152,7 +152,7 @@ const ARCH_FIELDS = ['block_size', 'n_layer', 'n_head', 'n_embd', 'bias', 'tie_e
 
 const CHOICES: Partial<Record<keyof TrainConfig, readonly string[]>> = {
   init_from: ['scratch', 'resume'],
-  device: ['cpu', 'ref'],
+  device: DEVICE_NAMES,
   dtype: ['float32', 'float64'],
   pos_encoding: ['learned', 'sinusoidal', 'rope'],
   norm_placement: ['pre', 'post'],
@@ -1029,7 +1029,7 @@ const nextTick = (): Promise<void> => new Promise((r) => setImmediate(r));
 export async function train(input: Partial<TrainConfig> | Record<string, unknown>, hooks: TrainHooks = {}): Promise<TrainResult> {
   const cfg0 = trainConfig(input);
   const say = (s: string): void => hooks.onMessage?.(s);
-  const backend = await getBackend(cfg0.device, cfg0.threads > 0 ? { threads: cfg0.threads } : {});
+  const backend = await openDevice(cfg0.device, { threads: cfg0.threads });
   if (!backend.supports(cfg0.dtype)) throw new Error(`train: the ${cfg0.device} device does not support ${cfg0.dtype}`);
   const data = await loadDataset(cfg0.dataset);
   const tokenizerFiles = await readTokenizerFiles(data.dir, data.meta);

@@ -5,9 +5,11 @@ import { CTRL, kernelNames, wasmImports, type KernelFn, type WorkerInit } from '
 
 const SPIN = 20000; // polls before sleeping: back-to-back kernels arrive faster than a futex wake-up
 
-const { data, post } = workerContext();
-const { module, memory, tid, ctrl } = data as WorkerInit;
+// Not awaited at the top level: a browser worker may hold its messages until the module has
+// finished evaluating, and the start data is such a message.
+void workerContext().then(({ data, post }) => start(data as WorkerInit, post));
 
+function start({ module, memory, tid, ctrl }: WorkerInit, post: (msg: unknown) => void): void {
 try {
   const instance = new WebAssembly.Instance(module, wasmImports(module, memory));
   const exp = instance.exports as unknown as Record<string, KernelFn>;
@@ -17,13 +19,14 @@ try {
   // Read our slot before announcing readiness: no dispatch can come before that, so none is missed.
   const seen = Atomics.load(c, CTRL.SLOT0 + tid);
   // Start serving after this turn so the ready message goes out first.
-  setTimeout(() => serve(c, argv, fns, seen), 0);
+  setTimeout(() => serve(c, argv, fns, seen, tid, post), 0);
   post({ type: 'ready', tid });
 } catch (e) {
   post({ type: 'error', message: String((e as Error)?.stack ?? e) });
 }
+}
 
-function serve(c: Int32Array, argv: Float64Array, fns: KernelFn[], seen: number): void {
+function serve(c: Int32Array, argv: Float64Array, fns: KernelFn[], seen: number, tid: number, post: (msg: unknown) => void): void {
   const slot = CTRL.SLOT0 + tid;
   const call: number[] = [];
   for (;;) {

@@ -34,10 +34,11 @@ async function start(): Promise<void> {
     const features: GPUFeatureName[] = [];
     if (adapter.features.has('shader-f16')) features.push('shader-f16');
     const device = await adapter.requestDevice({ requiredLimits: deviceLimits(adapter), requiredFeatures: features });
-    device.lost.then((info) => {
-      if (info.reason !== 'destroyed') process.stderr.write(`webgpu: device lost: ${info.message}\n`);
-    });
     const host = makeHost(device, data.reply);
+    // A lost device fails the next read, so training stops there with its last checkpoint.
+    void device.lost.then((info) => {
+      if (info.reason !== 'destroyed') host.executor.fail(`device lost: ${info.message}`);
+    });
     port.on('message', (msg: BatchMsg | { type: 'close' }) => {
       if (msg.type === 'close') {
         device.destroy();

@@ -1,4 +1,403 @@
-// WGSL kernels: attention (to be written).
-import type { KernelFn } from './common.js';
+// Flash-style attention kernels: nothing of size Tq·Tk is ever stored.
+//  - attention: one thread per query row (64 rows of one (b, h) per workgroup) with a private
+//    accumulator; keys and values are staged through shared memory in tiles, and the softmax is
+//    computed online (running max m and sum l). Tiles the causal/sparse mask hides entirely
+//    are skipped (the decision is per workgroup, so barriers stay uniform).
+//  - attentionBackward: first stats = [lse | Dq] with Dq_i = gout_i·out_i (= Σ_j P_ij dP_ij),
+//    packed in one scratch buffer so the next kernels stay within 8 storage bindings; then one
+//    kernel per query row for gq and one per key row for gk and gv, both recomputing
+//    P_ij = exp(s_ij - lse_i), so neither needs float atomics.
+import { PRELUDE, grid, groupsFor, type KernelFn, type BufRef, type Params } from './common.js';
+import type { AttentionSparsity } from '../../backend.js';
 
-export const ATTENTION_KERNELS: Record<string, KernelFn> = {};
+/** Threads (rows) per workgroup. */
+const WG = 64;
+/** Largest head dimension: the per-thread private arrays are this long. */
+const MAX_D = 128;
+/** Floats of shared memory for the two staged tiles (k and v, or q and gout). */
+const TILE_FLOATS = 3840;
+
+// Parameter words shared by every attention shader.
+// 0 BH, 1 Tq, 2 Tk, 3 D, 4 scale, 5 causal, 6 hasMask, 7 sparsity kind (0 none, 1 window,
+// 2 strided, 3 fixed), 8 window/stride/block, 9 summary, 10 tile rows, 11 H,
+// 12 row blocks per (b, h), 13 workgroups in all, 14 -Infinity (made at run time: a WGSL
+// constant may not be infinite).
+
+/** WGSL: the visibility rules of AttentionSparsity in backend.ts, on i' = i + Tk - Tq. */
+const MASK = /* wgsl */ `
+fn floor_div(x: i32, a: i32) -> i32 {
+  if (x >= 0) { return x / a; }
+  return -((a - 1 - x) / a);
+}
+fn visible(ii: i32, j: i32) -> bool {
+  if (pu(5u) != 0u && j > ii) { return false; }
+  let kind = pu(7u);
+  let t = ii - j;
+  let a = i32(pu(8u));
+  if (kind == 1u) { return abs(t) < a; }
+  if (kind == 2u) { return abs(t) < a || t % a == 0; }
+  if (kind == 3u) {
+    return floor_div(ii, a) == j / a || j % a >= a - i32(pu(9u));
+  }
+  return true;
+}
+// Whether some query i' in [ia, ib) may see some key j in [ja, jb) (ranges non-empty).
+// Exact for causal, window and strided (the offsets t = i' - j fill [ia-jb+1, ib-1-ja]),
+// conservative for fixed; the key mask is checked per key.
+fn tile_visible(ia: i32, ib: i32, ja: i32, jb: i32) -> bool {
+  let causal = pu(5u) != 0u;
+  var tlo = ia - (jb - 1);
+  let thi = (ib - 1) - ja;
+  if (causal) { tlo = max(tlo, 0); }
+  if (tlo > thi) { return false; }
+  let kind = pu(7u);
+  let a = i32(pu(8u));
+  if (kind == 1u || kind == 2u) {
+    if (tlo < a && thi > -a) { return true; }
+    if (kind == 1u) { return false; }
+    return floor_div(thi, a) * a >= tlo;
+  }
+  if (kind == 3u) {
+    if (floor_div(ia, a) <= (jb - 1) / a && ja / a <= floor_div(ib - 1, a)) { return true; }
+    var je = jb;
+    if (causal) { je = min(jb, ib); }
+    let r = ja % a;
+    let s = a - i32(pu(9u));
+    var j = ja;
+    if (r < s) { j = ja + (s - r); }
+    return j < je;
+  }
+  return true;
+}
+`;
+
+const FORWARD = PRELUDE + MASK + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read> mask: array<i32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> lse: array<f32>;
+var<workgroup> kvs: array<f32, ${TILE_FLOATS}>;
+var<workgroup> kon: array<u32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  if (g >= pu(13u)) { return; }
+  let Tq = pu(1u); let Tk = pu(2u); let D = pu(3u); let scale = pf(4u); let TK = pu(10u);
+  let nb = pu(12u);
+  let bh = g / nb;
+  let b = bh / pu(11u);
+  let i0 = (g % nb) * ${WG}u;
+  let i = i0 + lid;
+  let valid = i < Tq;
+  let sh = i32(Tk) - i32(Tq);
+  let ia = i32(i0) + sh;
+  let ib = i32(min(i0 + ${WG}u, Tq)) + sh;
+  let ii = i32(i) + sh;
+  var qv: array<f32, ${MAX_D}>;
+  var acc: array<f32, ${MAX_D}>;
+  let qb = (bh * Tq + i) * D;
+  if (valid) { for (var d = 0u; d < D; d++) { qv[d] = q[qb + d]; acc[d] = 0.0; } }
+  var m = -3.0e38;
+  var l = 0.0;
+  let kb = bh * Tk * D;
+  let voff = TK * D;
+  // causal: no key past the block's last query is visible
+  var ke = Tk;
+  if (pu(5u) != 0u) { ke = u32(clamp(ib, 0, i32(Tk))); }
+  for (var j0 = 0u; j0 < ke; j0 += TK) {
+    let n = min(TK, Tk - j0);
+    if (!tile_visible(ia, ib, i32(j0), i32(j0 + n))) { continue; }
+    workgroupBarrier();
+    for (var e = lid; e < n * D; e += ${WG}u) {
+      kvs[e] = k[kb + j0 * D + e];
+      kvs[voff + e] = v[kb + j0 * D + e];
+    }
+    if (lid < n) {
+      var on = 1u;
+      if (pu(6u) != 0u && mask[b * Tk + j0 + lid] == 0) { on = 0u; }
+      kon[lid] = on;
+    }
+    workgroupBarrier();
+    if (valid) {
+      for (var jj = 0u; jj < n; jj++) {
+        if (kon[jj] == 0u || !visible(ii, i32(j0 + jj))) { continue; }
+        var s = 0.0;
+        let kr = jj * D;
+        for (var d = 0u; d < D; d++) { s += qv[d] * kvs[kr + d]; }
+        s *= scale;
+        if (s > m) {
+          let c = exp(m - s);
+          l *= c;
+          for (var d = 0u; d < D; d++) { acc[d] *= c; }
+          m = s;
+        }
+        let p = exp(s - m);
+        l += p;
+        let vr = voff + kr;
+        for (var d = 0u; d < D; d++) { acc[d] += p * kvs[vr + d]; }
+      }
+    }
+  }
+  if (valid) {
+    let row = bh * Tq + i;
+    if (l == 0.0) {
+      // no visible key: zero output, lse = -Infinity marks the row for backward
+      for (var d = 0u; d < D; d++) { out[qb + d] = 0.0; }
+      lse[row] = pf(14u);
+    } else {
+      let inv = 1.0 / l;
+      for (var d = 0u; d < D; d++) { out[qb + d] = acc[d] * inv; }
+      lse[row] = m + log(l);
+    }
+  }
+}
+`;
+
+const ROWDOT = PRELUDE + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> out: array<f32>;
+@group(0) @binding(2) var<storage, read> gout: array<f32>;
+@group(0) @binding(3) var<storage, read> lse: array<f32>;
+@group(0) @binding(4) var<storage, read_write> stats: array<f32>;
+// params: 0 rows, 1 D
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let r = linear_id(wid, nwg, li, ${WG}u);
+  let N = pu(0u);
+  if (r >= N) { return; }
+  let D = pu(1u);
+  var s = 0.0;
+  for (var d = 0u; d < D; d++) { s += out[r * D + d] * gout[r * D + d]; }
+  stats[r] = lse[r];
+  stats[N + r] = s;
+}
+`;
+
+/** gq_i = scale Σ_j P_ij (gout_i·v_j - Dq_i) k_j, one thread per query row. */
+const BACKWARD_Q = PRELUDE + MASK + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read> gout: array<f32>;
+@group(0) @binding(5) var<storage, read> stats: array<f32>;
+@group(0) @binding(6) var<storage, read> mask: array<i32>;
+@group(0) @binding(7) var<storage, read_write> gq: array<f32>;
+var<workgroup> kvs: array<f32, ${TILE_FLOATS}>;
+var<workgroup> kon: array<u32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  if (g >= pu(13u)) { return; }
+  let Tq = pu(1u); let Tk = pu(2u); let D = pu(3u); let scale = pf(4u); let TK = pu(10u);
+  let nb = pu(12u);
+  let bh = g / nb;
+  let b = bh / pu(11u);
+  let i0 = (g % nb) * ${WG}u;
+  let i = i0 + lid;
+  let sh = i32(Tk) - i32(Tq);
+  let ia = i32(i0) + sh;
+  let ib = i32(min(i0 + ${WG}u, Tq)) + sh;
+  let ii = i32(i) + sh;
+  let N = pu(0u) * Tq;
+  let row = bh * Tq + i;
+  var ls = 0.0;
+  var dq = 0.0;
+  var valid = i < Tq;
+  if (valid) {
+    ls = stats[row];
+    dq = stats[N + row];
+    valid = ls > -3.0e38; // lse = -Infinity: no visible key, gradient 0
+  }
+  var qv: array<f32, ${MAX_D}>;
+  var go: array<f32, ${MAX_D}>;
+  var acc: array<f32, ${MAX_D}>;
+  let qb = row * D;
+  if (i < Tq) { for (var d = 0u; d < D; d++) { qv[d] = q[qb + d]; go[d] = gout[qb + d]; acc[d] = 0.0; } }
+  let kb = bh * Tk * D;
+  let voff = TK * D;
+  var ke = Tk;
+  if (pu(5u) != 0u) { ke = u32(clamp(ib, 0, i32(Tk))); }
+  for (var j0 = 0u; j0 < ke; j0 += TK) {
+    let n = min(TK, Tk - j0);
+    if (!tile_visible(ia, ib, i32(j0), i32(j0 + n))) { continue; }
+    workgroupBarrier();
+    for (var e = lid; e < n * D; e += ${WG}u) {
+      kvs[e] = k[kb + j0 * D + e];
+      kvs[voff + e] = v[kb + j0 * D + e];
+    }
+    if (lid < n) {
+      var on = 1u;
+      if (pu(6u) != 0u && mask[b * Tk + j0 + lid] == 0) { on = 0u; }
+      kon[lid] = on;
+    }
+    workgroupBarrier();
+    if (valid) {
+      for (var jj = 0u; jj < n; jj++) {
+        if (kon[jj] == 0u || !visible(ii, i32(j0 + jj))) { continue; }
+        let kr = jj * D;
+        let vr = voff + kr;
+        var s = 0.0;
+        var dp = 0.0;
+        for (var d = 0u; d < D; d++) { s += qv[d] * kvs[kr + d]; dp += go[d] * kvs[vr + d]; }
+        let p = exp(s * scale - ls);
+        let ds = p * (dp - dq);
+        for (var d = 0u; d < D; d++) { acc[d] += ds * kvs[kr + d]; }
+      }
+    }
+  }
+  if (i < Tq) { for (var d = 0u; d < D; d++) { gq[qb + d] = scale * acc[d]; } }
+}
+`;
+
+/** gv_j = Σ_i P_ij gout_i, gk_j = scale Σ_i P_ij (gout_i·v_j - Dq_i) q_i, one thread per key row. */
+const BACKWARD_KV = PRELUDE + MASK + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read> gout: array<f32>;
+@group(0) @binding(5) var<storage, read> stats: array<f32>;
+@group(0) @binding(6) var<storage, read> mask: array<i32>;
+@group(0) @binding(7) var<storage, read_write> gk: array<f32>;
+@group(0) @binding(8) var<storage, read_write> gv: array<f32>;
+var<workgroup> qgs: array<f32, ${TILE_FLOATS}>;
+var<workgroup> st: array<f32, ${2 * WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  if (g >= pu(13u)) { return; }
+  let Tq = pu(1u); let Tk = pu(2u); let D = pu(3u); let scale = pf(4u); let TQ = pu(10u);
+  let nb = pu(12u);
+  let bh = g / nb;
+  let b = bh / pu(11u);
+  let j0 = (g % nb) * ${WG}u;
+  let j = j0 + lid;
+  let sh = i32(Tk) - i32(Tq);
+  let ja = i32(j0);
+  let jb = i32(min(j0 + ${WG}u, Tk));
+  let N = pu(0u) * Tq;
+  var valid = j < Tk;
+  if (valid && pu(6u) != 0u) { valid = mask[b * Tk + j] != 0; }
+  var kv: array<f32, ${MAX_D}>;
+  var vv: array<f32, ${MAX_D}>;
+  var ak: array<f32, ${MAX_D}>;
+  var av: array<f32, ${MAX_D}>;
+  let kr = (bh * Tk + j) * D;
+  if (j < Tk) { for (var d = 0u; d < D; d++) { kv[d] = k[kr + d]; vv[d] = v[kr + d]; ak[d] = 0.0; av[d] = 0.0; } }
+  let qb = bh * Tq * D;
+  let goff = TQ * D;
+  // causal: queries with i' < ja see none of this block's keys
+  var is = 0u;
+  if (pu(5u) != 0u) { is = u32(clamp(ja - sh, 0, i32(Tq))); }
+  for (var i0 = is; i0 < Tq; i0 += TQ) {
+    let n = min(TQ, Tq - i0);
+    if (!tile_visible(i32(i0) + sh, i32(i0 + n) + sh, ja, jb)) { continue; }
+    workgroupBarrier();
+    for (var e = lid; e < n * D; e += ${WG}u) {
+      qgs[e] = q[qb + i0 * D + e];
+      qgs[goff + e] = gout[qb + i0 * D + e];
+    }
+    if (lid < n) {
+      st[lid] = stats[bh * Tq + i0 + lid];
+      st[${WG}u + lid] = stats[N + bh * Tq + i0 + lid];
+    }
+    workgroupBarrier();
+    if (valid) {
+      for (var r = 0u; r < n; r++) {
+        let ls = st[r];
+        if (!(ls > -3.0e38) || !visible(i32(i0 + r) + sh, i32(j))) { continue; }
+        let qr = r * D;
+        let gr = goff + qr;
+        var s = 0.0;
+        var dp = 0.0;
+        for (var d = 0u; d < D; d++) { s += qgs[qr + d] * kv[d]; dp += qgs[gr + d] * vv[d]; }
+        let p = exp(s * scale - ls);
+        let ds = p * (dp - st[${WG}u + r]);
+        for (var d = 0u; d < D; d++) {
+          av[d] += p * qgs[gr + d];
+          ak[d] += ds * qgs[qr + d];
+        }
+      }
+    }
+  }
+  if (j < Tk) {
+    for (var d = 0u; d < D; d++) { gk[kr + d] = scale * ak[d]; gv[kr + d] = av[d]; }
+  }
+}
+`;
+
+const SPARSITY_KIND = { window: 1, strided: 2, fixed: 3 } as const;
+
+/** Writes parameter words 0..14 (see the table above) for row blocks of WG rows over `rows`. */
+function attentionParams(p: Params, a: Record<string, unknown>, tile: number, rows: number): number {
+  const B = a.B as number, H = a.H as number, D = a.D as number;
+  const sp = a.sparsity as AttentionSparsity | null;
+  const nb = Math.ceil(rows / WG);
+  const total = B * H * nb;
+  p.u32(B * H).u32(a.Tq as number).u32(a.Tk as number).u32(D).f32(a.scale as number)
+    .u32(a.causal ? 1 : 0).u32(a.keyMask ? 1 : 0).u32(sp ? SPARSITY_KIND[sp.kind] : 0);
+  if (!sp) p.u32(1).u32(0);
+  else if (sp.kind === 'window') p.u32(sp.window).u32(0);
+  else if (sp.kind === 'strided') p.u32(sp.stride).u32(0);
+  else p.u32(sp.block).u32(sp.summary);
+  p.u32(tile).u32(H).u32(nb).u32(total).f32(-Infinity);
+  return total;
+}
+
+function check(op: string, a: Record<string, unknown>): void {
+  const D = a.D as number;
+  if (D > MAX_D) throw new Error(`webgpu ${op}: head dimension ${D} above ${MAX_D} is not supported`);
+  for (const name of ['q', 'k', 'v', 'out', 'lse', 'gout', 'gq', 'gk', 'gv']) {
+    const r = a[name] as BufRef | undefined;
+    if (r && r.dtype !== 'float32') throw new Error(`webgpu ${op}: ${name} must be float32, got ${r.dtype}`);
+  }
+  const m = a.keyMask as BufRef | null;
+  if (m && m.dtype !== 'int32') throw new Error(`webgpu ${op}: keyMask must be int32, got ${m.dtype}`);
+}
+
+/** Rows of a staged tile of D floats (two tiles share TILE_FLOATS; at most WG rows). */
+const tileRows = (D: number): number => Math.max(1, Math.min(WG, Math.floor(TILE_FLOATS / 2 / Math.max(D, 1))));
+
+const attention: KernelFn = (ctx, a) => {
+  check('attention', a);
+  const q = ctx.buf(a.q as BufRef);
+  const mask = a.keyMask ? ctx.buf(a.keyMask as BufRef) : q; // unread when there is no mask
+  const p = ctx.params();
+  const total = attentionParams(p, a, tileRows(a.D as number), a.Tq as number);
+  ctx.dispatch({
+    code: FORWARD,
+    buffers: [q, ctx.buf(a.k as BufRef), ctx.buf(a.v as BufRef), mask, ctx.buf(a.out as BufRef), ctx.buf(a.lse as BufRef)],
+    params: p,
+    groups: grid(total),
+  });
+};
+
+const attentionBackward: KernelFn = (ctx, a) => {
+  check('attentionBackward', a);
+  const B = a.B as number, H = a.H as number, Tq = a.Tq as number, Tk = a.Tk as number, D = a.D as number;
+  const rows = B * H * Tq;
+  const q = ctx.buf(a.q as BufRef), k = ctx.buf(a.k as BufRef), v = ctx.buf(a.v as BufRef);
+  const gout = ctx.buf(a.gout as BufRef);
+  const mask = a.keyMask ? ctx.buf(a.keyMask as BufRef) : q;
+  const stats = ctx.scratch(Math.max(2 * rows, 1) * 4);
+  ctx.dispatch({
+    code: ROWDOT,
+    buffers: [ctx.buf(a.out as BufRef), gout, ctx.buf(a.lse as BufRef), stats],
+    params: ctx.params().u32(rows).u32(D),
+    groups: groupsFor(rows, WG),
+  });
+  const tile = tileRows(D);
+  const pq = ctx.params();
+  const totalQ = attentionParams(pq, a, tile, Tq);
+  ctx.dispatch({ code: BACKWARD_Q, buffers: [q, k, v, gout, stats, mask, ctx.buf(a.gq as BufRef)], params: pq, groups: grid(totalQ) });
+  const pk = ctx.params();
+  const totalK = attentionParams(pk, a, tile, Tk);
+  ctx.dispatch({
+    code: BACKWARD_KV,
+    buffers: [q, k, v, gout, stats, mask, ctx.buf(a.gk as BufRef), ctx.buf(a.gv as BufRef)],
+    params: pk,
+    groups: grid(totalK),
+  });
+};
+
+export const ATTENTION_KERNELS: Record<string, KernelFn> = { attention, attentionBackward };

@@ -1,7 +1,8 @@
-// Element-wise kernels: fill, strided copy with dtype conversion, ... (one shader per family;
-// the op and the dtypes are parameters).
+// Element-wise kernels: fill, strided copy with dtype conversion, unary (+ backward), binary
+// (tensor or scalar operand), where (one shader per family; the op and the dtypes are parameters).
+import type { BinaryOp, UnaryGradOp, UnaryOp } from '../../backend.js';
 import { contiguousStrides } from '../../../tensor/shape.js';
-import { PRELUDE, MAX_RANK, collapse, groupsFor, type KernelFn, type BufRef, type Layout, type Params } from './common.js';
+import { PRELUDE, MAX_RANK, collapse, groupsFor, type KernelContext, type KernelFn, type BufRef, type Layout, type Params } from './common.js';
 
 const WG = 64;
 

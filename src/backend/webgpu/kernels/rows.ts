@@ -1,4 +1,387 @@
-// WGSL kernels: rows (to be written).
-import type { KernelFn } from './common.js';
+// Fused row kernels over contiguous (rows, n): softmax, layerNorm, rmsNorm and their backwards.
+// One workgroup per row: each thread strides over the row (coalesced), then a shared-memory
+// tree combines the per-thread partials, so long rows use the whole workgroup. The weight and
+// bias gradients (sums over rows) take two more passes: per-column partial sums over chunks
+// of rows into scratch, then one thread per column adds the chunks (no float atomics exist).
+import { PRELUDE, grid, groupsFor, type KernelFn, type KernelContext, type BufRef } from './common.js';
 
-export const ROWS_KERNELS: Record<string, KernelFn> = {};
+/** Threads per row workgroup. */
+const WG = 128;
+/** Rows summed by one thread of the column-partial pass. */
+const CHUNK_ROWS = 64;
+const COL_WG = 64;
+
+/** WGSL: shared-memory reductions for one workgroup of WG threads (call in uniform control flow). */
+const ROW_REDUCE = /* wgsl */ `
+const WG = ${WG}u;
+// Start of a running max: finite, so an all -inf row gives exp(-inf) = 0 rather than NaN.
+const LOW = -3.0e38;
+var<workgroup> red: array<vec2<f32>, ${WG}>;
+fn wg_sum2(v: vec2<f32>, li: u32) -> vec2<f32> {
+  red[li] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (li < s) { red[li] = red[li] + red[li + s]; }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+// (max, sum of exp(x - max)) pairs, merged as in online softmax.
+fn lse_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+  let m = max(a.x, b.x);
+  return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
+}
+fn wg_lse(v: vec2<f32>, li: u32) -> vec2<f32> {
+  red[li] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (li < s) { red[li] = lse_merge(red[li], red[li + s]); }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+// Adds element v to a running (max, sum of exp(x - max)).
+fn lse_push(a: vec2<f32>, v: f32) -> vec2<f32> {
+  if (v > a.x) { return vec2<f32>(v, a.y * exp(a.x - v) + 1.0); }
+  return vec2<f32>(a.x, a.y + exp(v - a.x));
+}
+`;
+
+const ROW_MAIN = /* wgsl */ `
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= pu(0u)) { return; }
+  let n = pu(1u);
+  let base = row * n;
+`;
+
+// ---------------------------------------------------------------- softmax
+
+// params: rows, n, log
+const SOFTMAX = PRELUDE + ROW_REDUCE + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+` + ROW_MAIN + /* wgsl */ `
+  var acc = vec2<f32>(LOW, 0.0);
+  for (var j = li; j < n; j += WG) { acc = lse_push(acc, x[base + j]); }
+  let t = wg_lse(acc, li);
+  let m = t.x;
+  let logSum = log(t.y);
+  let inv = 1.0 / t.y;
+  let isLog = pu(2u) != 0u;
+  for (var j = li; j < n; j += WG) {
+    let s = x[base + j] - m;
+    if (isLog) { out[base + j] = s - logSum; } else { out[base + j] = exp(s) * inv; }
+  }
+}
+`;
+
+// params: rows, n, log
+const SOFTMAX_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> y: array<f32>;
+@group(0) @binding(2) var<storage, read> gy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gx: array<f32>;
+` + ROW_MAIN + /* wgsl */ `
+  let isLog = pu(2u) != 0u;
+  var d = 0.0;
+  for (var j = li; j < n; j += WG) {
+    if (isLog) { d += gy[base + j]; } else { d += gy[base + j] * y[base + j]; }
+  }
+  let dot = wg_sum2(vec2<f32>(d, 0.0), li).x;
+  for (var j = li; j < n; j += WG) {
+    let yj = y[base + j];
+    if (isLog) { gx[base + j] = gy[base + j] - exp(yj) * dot; } else { gx[base + j] = yj * (gy[base + j] - dot); }
+  }
+}
+`;
+
+const softmax: KernelFn = (ctx, a) => {
+  const rows = a.rows as number;
+  const p = ctx.params().u32(rows).u32(a.n as number).u32(a.log ? 1 : 0);
+  ctx.dispatch({ code: SOFTMAX, buffers: [ctx.buf(a.x as BufRef), ctx.buf(a.out as BufRef)], params: p, groups: grid(rows) });
+};
+
+const softmaxBackward: KernelFn = (ctx, a) => {
+  const rows = a.rows as number;
+  const p = ctx.params().u32(rows).u32(a.n as number).u32(a.log ? 1 : 0);
+  ctx.dispatch({
+    code: SOFTMAX_BACKWARD,
+    buffers: [ctx.buf(a.y as BufRef), ctx.buf(a.gy as BufRef), ctx.buf(a.gx as BufRef)],
+    params: p,
+    groups: grid(rows),
+  });
+};
+
+// ---------------------------------------------------------------- layerNorm
+
+// params: rows, n, eps, hasW, hasB. w and b are bound to x when absent.
+const LAYER_NORM = PRELUDE + ROW_REDUCE + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> b: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> mean: array<f32>;
+@group(0) @binding(6) var<storage, read_write> rstd: array<f32>;
+` + ROW_MAIN + /* wgsl */ `
+  let nf = f32(n);
+  var s = 0.0;
+  for (var j = li; j < n; j += WG) { s += x[base + j]; }
+  let mu = wg_sum2(vec2<f32>(s, 0.0), li).x / nf;
+  // Second pass over (x - mu)²: no cancellation when |mean| >> std.
+  var q = 0.0;
+  for (var j = li; j < n; j += WG) { let d = x[base + j] - mu; q += d * d; }
+  let rs = 1.0 / sqrt(wg_sum2(vec2<f32>(q, 0.0), li).x / nf + pf(2u));
+  if (li == 0u) { mean[row] = mu; rstd[row] = rs; }
+  let hasW = pu(3u) != 0u;
+  let hasB = pu(4u) != 0u;
+  for (var j = li; j < n; j += WG) {
+    var v = (x[base + j] - mu) * rs;
+    if (hasW) { v *= w[j]; }
+    if (hasB) { v += b[j]; }
+    out[base + j] = v;
+  }
+}
+`;
+
+// params: rows, n, hasW. gx = rstd (g - mean(g) - x̂ mean(g x̂)), g = gy w.
+const LAYER_NORM_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> mean: array<f32>;
+@group(0) @binding(4) var<storage, read> rstd: array<f32>;
+@group(0) @binding(5) var<storage, read> gy: array<f32>;
+@group(0) @binding(6) var<storage, read_write> gx: array<f32>;
+` + ROW_MAIN + /* wgsl */ `
+  let hasW = pu(2u) != 0u;
+  let mu = mean[row];
+  let rs = rstd[row];
+  var acc = vec2<f32>(0.0, 0.0);
+  for (var j = li; j < n; j += WG) {
+    var g = gy[base + j];
+    if (hasW) { g *= w[j]; }
+    acc += vec2<f32>(g, g * (x[base + j] - mu) * rs);
+  }
+  let t = wg_sum2(acc, li) / f32(n);
+  for (var j = li; j < n; j += WG) {
+    var g = gy[base + j];
+    if (hasW) { g *= w[j]; }
+    gx[base + j] = rs * (g - t.x - (x[base + j] - mu) * rs * t.y);
+  }
+}
+`;
+
+// ---------------------------------------------------------------- rmsNorm
+
+// params: rows, n, eps, hasW
+const RMS_NORM = PRELUDE + ROW_REDUCE + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> rstd: array<f32>;
+` + ROW_MAIN + /* wgsl */ `
+  var q = 0.0;
+  for (var j = li; j < n; j += WG) { let v = x[base + j]; q += v * v; }
+  let rs = 1.0 / sqrt(wg_sum2(vec2<f32>(q, 0.0), li).x / f32(n) + pf(2u));
+  if (li == 0u) { rstd[row] = rs; }
+  let hasW = pu(3u) != 0u;
+  for (var j = li; j < n; j += WG) {
+    var v = x[base + j] * rs;
+    if (hasW) { v *= w[j]; }
+    out[base + j] = v;
+  }
+}
+`;
+
+// params: rows, n, hasW. gx = rstd (g - x rstd² mean(g x)), g = gy w.
+const RMS_NORM_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> rstd: array<f32>;
+@group(0) @binding(4) var<storage, read> gy: array<f32>;
+@group(0) @binding(5) var<storage, read_write> gx: array<f32>;
+` + ROW_MAIN + /* wgsl */ `
+  let hasW = pu(2u) != 0u;
+  let rs = rstd[row];
+  var d = 0.0;
+  for (var j = li; j < n; j += WG) {
+    var g = gy[base + j];
+    if (hasW) { g *= w[j]; }
+    d += g * x[base + j];
+  }
+  let m = wg_sum2(vec2<f32>(d, 0.0), li).x / f32(n);
+  for (var j = li; j < n; j += WG) {
+    var g = gy[base + j];
+    if (hasW) { g *= w[j]; }
+    gx[base + j] = rs * (g - x[base + j] * rs * rs * m);
+  }
+}
+`;
+
+// ---------------------------------------------------------------- weight / bias gradients
+
+// Thread t = (chunk c, column j): sums rows [c*chunkRows, ...) of gy x̂ (into pw) and gy (into
+// pb) for column j. x̂ = (x - mean) rstd (layerNorm) or x rstd (rmsNorm, mode 1; mean is rstd).
+// params: rows, n, chunkRows, chunks, mode, hasW, hasB
+const COL_PARTIAL = PRELUDE + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> mean: array<f32>;
+@group(0) @binding(3) var<storage, read> rstd: array<f32>;
+@group(0) @binding(4) var<storage, read> gy: array<f32>;
+@group(0) @binding(5) var<storage, read_write> pw: array<f32>;
+@group(0) @binding(6) var<storage, read_write> pb: array<f32>;
+@compute @workgroup_size(${COL_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let t = linear_id(wid, nwg, li, ${COL_WG}u);
+  let rows = pu(0u);
+  let n = pu(1u);
+  if (t >= n * pu(3u)) { return; }
+  let j = t % n;
+  let c = t / n;
+  let r0 = c * pu(2u);
+  let r1 = min(rows, r0 + pu(2u));
+  let rms = pu(4u) != 0u;
+  var sw = 0.0;
+  var sb = 0.0;
+  for (var r = r0; r < r1; r++) {
+    let g = gy[r * n + j];
+    var xh = x[r * n + j];
+    if (!rms) { xh -= mean[r]; }
+    sw += g * xh * rstd[r];
+    sb += g;
+  }
+  if (pu(5u) != 0u) { pw[t] = sw; }
+  if (pu(6u) != 0u) { pb[t] = sb; }
+}
+`;
+
+// One thread per column adds the chunk partials. params: n, chunks, hasW, hasB
+const COL_FINISH = PRELUDE + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> pw: array<f32>;
+@group(0) @binding(2) var<storage, read> pb: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gw: array<f32>;
+@group(0) @binding(4) var<storage, read_write> gb: array<f32>;
+@compute @workgroup_size(${COL_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let j = linear_id(wid, nwg, li, ${COL_WG}u);
+  let n = pu(0u);
+  if (j >= n) { return; }
+  let hasW = pu(2u) != 0u;
+  let hasB = pu(3u) != 0u;
+  var sw = 0.0;
+  var sb = 0.0;
+  for (var c = 0u; c < pu(1u); c++) {
+    if (hasW) { sw += pw[c * n + j]; }
+    if (hasB) { sb += pb[c * n + j]; }
+  }
+  if (hasW) { gw[j] = sw; }
+  if (hasB) { gb[j] = sb; }
+}
+`;
+
+/** Writes gw = Σ_rows gy x̂ and gb = Σ_rows gy (either may be null). mean null: rmsNorm's x̂ = x rstd. */
+function paramGrads(ctx: KernelContext, x: BufRef, mean: BufRef | null, rstd: BufRef, gy: BufRef,
+  rows: number, n: number, gw: BufRef | null, gb: BufRef | null): void {
+  if (!gw && !gb) return;
+  if (n === 0) return;
+  if (rows === 0) {
+    // An empty sum: zeros.
+    if (gw) ctx.clearBuffer(ctx.buf(gw), 0, n * 4);
+    if (gb) ctx.clearBuffer(ctx.buf(gb), 0, n * 4);
+    return;
+  }
+  const chunks = Math.ceil(rows / CHUNK_ROWS);
+  const dummy = ctx.scratch(16);
+  const pw = gw ? ctx.scratch(chunks * n * 4) : dummy;
+  const pb = gb ? ctx.scratch(chunks * n * 4) : dummy;
+  const rb = ctx.buf(rstd);
+  const p1 = ctx.params().u32(rows).u32(n).u32(CHUNK_ROWS).u32(chunks).u32(mean ? 0 : 1).u32(gw ? 1 : 0).u32(gb ? 1 : 0);
+  ctx.dispatch({
+    code: COL_PARTIAL,
+    buffers: [ctx.buf(x), mean ? ctx.buf(mean) : rb, rb, ctx.buf(gy), pw, pb],
+    params: p1,
+    groups: groupsFor(chunks * n, COL_WG),
+  });
+  const p2 = ctx.params().u32(n).u32(chunks).u32(gw ? 1 : 0).u32(gb ? 1 : 0);
+  const dummyOut = ctx.scratch(16);
+  ctx.dispatch({
+    code: COL_FINISH,
+    buffers: [pw, pb, gw ? ctx.buf(gw) : dummyOut, gb ? ctx.buf(gb) : dummyOut],
+    params: p2,
+    groups: groupsFor(n, COL_WG),
+  });
+}
+
+const layerNorm: KernelFn = (ctx, a) => {
+  const rows = a.rows as number;
+  const x = ctx.buf(a.x as BufRef);
+  const w = a.w as BufRef | null;
+  const b = a.b as BufRef | null;
+  const p = ctx.params().u32(rows).u32(a.n as number).f32(a.eps as number).u32(w ? 1 : 0).u32(b ? 1 : 0);
+  ctx.dispatch({
+    code: LAYER_NORM,
+    buffers: [x, w ? ctx.buf(w) : x, b ? ctx.buf(b) : x, ctx.buf(a.out as BufRef), ctx.buf(a.mean as BufRef), ctx.buf(a.rstd as BufRef)],
+    params: p,
+    groups: grid(rows),
+  });
+};
+
+const layerNormBackward: KernelFn = (ctx, a) => {
+  const rows = a.rows as number;
+  const n = a.n as number;
+  const xr = a.x as BufRef;
+  const x = ctx.buf(xr);
+  const w = a.w as BufRef | null;
+  const p = ctx.params().u32(rows).u32(n).u32(w ? 1 : 0);
+  ctx.dispatch({
+    code: LAYER_NORM_BACKWARD,
+    buffers: [x, w ? ctx.buf(w) : x, ctx.buf(a.mean as BufRef), ctx.buf(a.rstd as BufRef), ctx.buf(a.gy as BufRef), ctx.buf(a.gx as BufRef)],
+    params: p,
+    groups: grid(rows),
+  });
+  paramGrads(ctx, xr, a.mean as BufRef, a.rstd as BufRef, a.gy as BufRef, rows, n, a.gw as BufRef | null, a.gb as BufRef | null);
+};
+
+const rmsNorm: KernelFn = (ctx, a) => {
+  const rows = a.rows as number;
+  const x = ctx.buf(a.x as BufRef);
+  const w = a.w as BufRef | null;
+  const p = ctx.params().u32(rows).u32(a.n as number).f32(a.eps as number).u32(w ? 1 : 0);
+  ctx.dispatch({
+    code: RMS_NORM,
+    buffers: [x, w ? ctx.buf(w) : x, ctx.buf(a.out as BufRef), ctx.buf(a.rstd as BufRef)],
+    params: p,
+    groups: grid(rows),
+  });
+};
+
+const rmsNormBackward: KernelFn = (ctx, a) => {
+  const rows = a.rows as number;
+  const n = a.n as number;
+  const xr = a.x as BufRef;
+  const x = ctx.buf(xr);
+  const w = a.w as BufRef | null;
+  const p = ctx.params().u32(rows).u32(n).u32(w ? 1 : 0);
+  ctx.dispatch({
+    code: RMS_NORM_BACKWARD,
+    buffers: [x, w ? ctx.buf(w) : x, ctx.buf(a.rstd as BufRef), ctx.buf(a.gy as BufRef), ctx.buf(a.gx as BufRef)],
+    params: p,
+    groups: grid(rows),
+  });
+  paramGrads(ctx, xr, null, a.rstd as BufRef, a.gy as BufRef, rows, n, a.gw as BufRef | null, null);
+};
+
+export const ROWS_KERNELS: Record<string, KernelFn> = {
+  softmax,
+  softmaxBackward,
+  layerNorm,
+  layerNormBackward,
+  rmsNorm,
+  rmsNormBackward,
+};
+
+export { ROW_REDUCE, ROW_MAIN };
