@@ -12,8 +12,10 @@ import type { AttentionSparsity } from '../../backend.js';
 
 /** Threads (rows) per workgroup. */
 const WG = 64;
-/** Largest head dimension: the per-thread private arrays are this long. */
-const MAX_D = 128;
+/** Largest head dimension. The per-thread private arrays have one of these lengths (one
+ *  shader variant each, so the common D <= 128 keeps small arrays). */
+const D_VARIANTS = [128, 256, 512];
+const MAX_D = D_VARIANTS[D_VARIANTS.length - 1]!;
 /** Floats of shared memory for the two staged tiles (k and v, or q and gout). */
 const TILE_FLOATS = 3840;
 
@@ -71,7 +73,7 @@ fn tile_visible(ia: i32, ib: i32, ja: i32, jb: i32) -> bool {
 }
 `;
 
-const FORWARD = PRELUDE + MASK + /* wgsl */ `
+const forwardCode = (md: number): string => PRELUDE + MASK + /* wgsl */ `
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
@@ -95,8 +97,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let ia = i32(i0) + sh;
   let ib = i32(min(i0 + ${WG}u, Tq)) + sh;
   let ii = i32(i) + sh;
-  var qv: array<f32, ${MAX_D}>;
-  var acc: array<f32, ${MAX_D}>;
+  var qv: array<f32, ${md}>;
+  var acc: array<f32, ${md}>;
   let qb = (bh * Tq + i) * D;
   if (valid) { for (var d = 0u; d < D; d++) { qv[d] = q[qb + d]; acc[d] = 0.0; } }
   var m = -3.0e38;
@@ -175,7 +177,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 `;
 
 /** gq_i = scale Σ_j P_ij (gout_i·v_j - Dq_i) k_j, one thread per query row. */
-const BACKWARD_Q = PRELUDE + MASK + /* wgsl */ `
+const backwardQCode = (md: number): string => PRELUDE + MASK + /* wgsl */ `
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
@@ -209,11 +211,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     dq = stats[N + row];
     valid = ls > -3.0e38; // lse = -Infinity: no visible key, gradient 0
   }
-  var qv: array<f32, ${MAX_D}>;
-  var go: array<f32, ${MAX_D}>;
-  var acc: array<f32, ${MAX_D}>;
+  var qv: array<f32, ${md}>;
+  var gor: array<f32, ${md}>;
+  var acc: array<f32, ${md}>;
   let qb = row * D;
-  if (i < Tq) { for (var d = 0u; d < D; d++) { qv[d] = q[qb + d]; go[d] = gout[qb + d]; acc[d] = 0.0; } }
+  if (i < Tq) { for (var d = 0u; d < D; d++) { qv[d] = q[qb + d]; gor[d] = gout[qb + d]; acc[d] = 0.0; } }
   let kb = bh * Tk * D;
   let voff = TK * D;
   var ke = Tk;
@@ -239,7 +241,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let vr = voff + kr;
         var s = 0.0;
         var dp = 0.0;
-        for (var d = 0u; d < D; d++) { s += qv[d] * kvs[kr + d]; dp += go[d] * kvs[vr + d]; }
+        for (var d = 0u; d < D; d++) { s += qv[d] * kvs[kr + d]; dp += gor[d] * kvs[vr + d]; }
         let p = exp(s * scale - ls);
         let ds = p * (dp - dq);
         for (var d = 0u; d < D; d++) { acc[d] += ds * kvs[kr + d]; }
@@ -251,7 +253,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 `;
 
 /** gv_j = Σ_i P_ij gout_i, gk_j = scale Σ_i P_ij (gout_i·v_j - Dq_i) q_i, one thread per key row. */
-const BACKWARD_KV = PRELUDE + MASK + /* wgsl */ `
+const backwardKVCode = (md: number): string => PRELUDE + MASK + /* wgsl */ `
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
@@ -278,18 +280,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let N = pu(0u) * Tq;
   var valid = j < Tk;
   if (valid && pu(6u) != 0u) { valid = mask[b * Tk + j] != 0; }
-  var kv: array<f32, ${MAX_D}>;
-  var vv: array<f32, ${MAX_D}>;
-  var ak: array<f32, ${MAX_D}>;
-  var av: array<f32, ${MAX_D}>;
+  var kv: array<f32, ${md}>;
+  var vv: array<f32, ${md}>;
+  var ak: array<f32, ${md}>;
+  var av: array<f32, ${md}>;
   let kr = (bh * Tk + j) * D;
   if (j < Tk) { for (var d = 0u; d < D; d++) { kv[d] = k[kr + d]; vv[d] = v[kr + d]; ak[d] = 0.0; av[d] = 0.0; } }
   let qb = bh * Tq * D;
   let goff = TQ * D;
   // causal: queries with i' < ja see none of this block's keys
-  var is = 0u;
-  if (pu(5u) != 0u) { is = u32(clamp(ja - sh, 0, i32(Tq))); }
-  for (var i0 = is; i0 < Tq; i0 += TQ) {
+  var istart = 0u;
+  if (pu(5u) != 0u) { istart = u32(clamp(ja - sh, 0, i32(Tq))); }
+  for (var i0 = istart; i0 < Tq; i0 += TQ) {
     let n = min(TQ, Tq - i0);
     if (!tile_visible(i32(i0) + sh, i32(i0 + n) + sh, ja, jb)) { continue; }
     workgroupBarrier();
@@ -325,6 +327,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
 }
 `;
+
+const codeCache = new Map<string, string>();
+/** The shader source of one kernel for head dimension D (memoized: sources are long). */
+function code(which: 'fwd' | 'bq' | 'bkv', D: number): string {
+  const md = D_VARIANTS.find((m) => D <= m)!;
+  const key = which + md;
+  let c = codeCache.get(key);
+  if (!c) {
+    c = (which === 'fwd' ? forwardCode : which === 'bq' ? backwardQCode : backwardKVCode)(md);
+    codeCache.set(key, c);
+  }
+  return c;
+}
 
 const SPARSITY_KIND = { window: 1, strided: 2, fixed: 3 } as const;
 
@@ -365,7 +380,7 @@ const attention: KernelFn = (ctx, a) => {
   const p = ctx.params();
   const total = attentionParams(p, a, tileRows(a.D as number), a.Tq as number);
   ctx.dispatch({
-    code: FORWARD,
+    code: code('fwd', a.D as number),
     buffers: [q, ctx.buf(a.k as BufRef), ctx.buf(a.v as BufRef), mask, ctx.buf(a.out as BufRef), ctx.buf(a.lse as BufRef)],
     params: p,
     groups: grid(total),
@@ -389,11 +404,11 @@ const attentionBackward: KernelFn = (ctx, a) => {
   const tile = tileRows(D);
   const pq = ctx.params();
   const totalQ = attentionParams(pq, a, tile, Tq);
-  ctx.dispatch({ code: BACKWARD_Q, buffers: [q, k, v, gout, stats, mask, ctx.buf(a.gq as BufRef)], params: pq, groups: grid(totalQ) });
+  ctx.dispatch({ code: code('bq', D), buffers: [q, k, v, gout, stats, mask, ctx.buf(a.gq as BufRef)], params: pq, groups: grid(totalQ) });
   const pk = ctx.params();
   const totalK = attentionParams(pk, a, tile, Tk);
   ctx.dispatch({
-    code: BACKWARD_KV,
+    code: code('bkv', D),
     buffers: [q, k, v, gout, stats, mask, ctx.buf(a.gk as BufRef), ctx.buf(a.gv as BufRef)],
     params: pk,
     groups: grid(totalK),

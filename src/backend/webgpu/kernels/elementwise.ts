@@ -38,6 +38,45 @@ function writeLayouts(p: Params, shape: readonly number[], layouts: { strides: r
 
 const dtypeCode = (r: BufRef): number => (r.dtype === 'int32' ? 1 : 0);
 
+/** WGSL: NaN tests on bits (robust where the compiler assumes no NaN), runtime inf/NaN (const
+ *  expressions may not be non-finite), and loads/stores converting by dtype code (0 f32, 1 i32).
+ *  Float → int follows JS typed arrays (ToInt32): truncate, NaN and ±inf give 0, wrap mod 2^32. */
+const DTYPE = /* wgsl */ `
+fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
+fn is_finite(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) < 0x7f800000u; }
+fn f_inf() -> f32 { var b = 0x7f800000u; return bitcast<f32>(b); }
+fn f_nan() -> f32 { var b = 0x7fc00000u; return bitcast<f32>(b); }
+fn f2i(v: f32) -> i32 {
+  if (!is_finite(v)) { return 0; }
+  if (abs(v) < 2147483648.0) { return i32(v); }
+  // |v| >= 2^31 is an integer whose residue mod 2^32 is exact in f32.
+  var r = v - floor(v / 4294967296.0) * 4294967296.0;
+  if (r >= 2147483648.0) { r = r - 4294967296.0; }
+  return i32(r);
+}
+fn ld(v: u32, dt: u32) -> f32 {
+  if (dt == 1u) { return f32(bitcast<i32>(v)); }
+  return bitcast<f32>(v);
+}
+fn st(v: f32, dt: u32) -> u32 {
+  if (dt == 1u) { return bitcast<u32>(f2i(v)); }
+  return bitcast<u32>(v);
+}
+`;
+
+/** A buffer to bind as input `ref` of a kernel writing `out`: WebGPU forbids binding one buffer
+ *  both read-only and writable in a dispatch, so an input that is the output (in-place ops such
+ *  as gradient accumulation) is read from a copy. */
+function inputBuf(ctx: KernelContext, ref: BufRef, out: BufRef): GPUBuffer {
+  const b = ctx.buf(ref);
+  if (ref.id !== out.id) return b;
+  const tmp = ctx.scratch(b.size);
+  ctx.copyBuffer(b, 0, tmp, 0, b.size);
+  return tmp;
+}
+
+const numelOf = (shape: readonly number[]): number => shape.reduce((s, d) => s * d, 1);
+
 // ---------------------------------------------------------------- fill
 
 const FILL = PRELUDE + /* wgsl */ `
@@ -60,7 +99,7 @@ const fill: KernelFn = (ctx, a) => {
 
 // ---------------------------------------------------------------- copy
 
-const COPY = PRELUDE + STRIDED + /* wgsl */ `
+const COPY = PRELUDE + STRIDED + DTYPE + /* wgsl */ `
 @group(0) @binding(1) var<storage, read> x: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 // params: layouts of x (t=0) and out (t=1, contiguous unless copyInto), then at 28: xdtype, outdtype
@@ -73,9 +112,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let v = x[src];
   let xt = pu(28u);
   let ot = pu(29u);
-  if (xt == ot) { out[dst] = v; }
-  else if (xt == 0u) { out[dst] = bitcast<u32>(i32(bitcast<f32>(v))); }
-  else { out[dst] = bitcast<u32>(f32(bitcast<i32>(v))); }
+  if (xt == ot) { out[dst] = v; } else { out[dst] = st(ld(v, xt), ot); }
 }
 `;
 
@@ -87,14 +124,368 @@ const copy: KernelFn = (ctx, a) => {
   const p = ctx.params();
   writeLayouts(p, xl.shape, [xl, outLayout ?? { strides: contiguousStrides(xl.shape), offset: 0 }]);
   p.u32(dtypeCode(x)).u32(dtypeCode(out));
-  const n = xl.shape.reduce((s, d) => s * d, 1);
-  ctx.dispatch({ code: COPY, buffers: [ctx.buf(x), ctx.buf(out)], params: p, groups: groupsFor(n, WG) });
+  const n = numelOf(xl.shape);
+  ctx.dispatch({ code: COPY, buffers: [inputBuf(ctx, x, out), ctx.buf(out)], params: p, groups: groupsFor(n, WG) });
+};
+
+// ---------------------------------------------------------------- unary math
+
+const UNARY_OPS: readonly UnaryOp[] = [
+  'neg', 'exp', 'log', 'sqrt', 'rsqrt', 'tanh', 'relu', 'gelu', 'gelu_erf',
+  'silu', 'sigmoid', 'abs', 'sin', 'cos', 'square', 'recip', 'sign', 'elu1',
+];
+const UNARY_GRAD_OPS: readonly UnaryGradOp[] = ['relu', 'gelu', 'gelu_erf', 'silu', 'sigmoid', 'tanh', 'elu1'];
+
+function opCode<T extends string>(table: readonly T[], op: T, what: string): number {
+  const i = table.indexOf(op);
+  if (i < 0) throw new Error(`webgpu ${what}: unknown op ${String(op)}`);
+  return i;
+}
+
+/** WGSL math shared by unary and its backward. tanh is written out because built-in tanh may be
+ *  lowered to a ratio of exponentials that overflows to NaN for large |x|. erfc uses a
+ *  Chebyshev-fitted exponential form, relative error ~1.2e-7 over the whole line (tails too). */
+const MATH = /* wgsl */ `
+fn tanh_f(x: f32) -> f32 {
+  let ax = abs(x);
+  if (ax < 0.5) {
+    // Taylor series: 7 terms are below f32 rounding for |x| < 0.5.
+    let z = x * x;
+    return x * (1.0 + z * (-0.333333333333 + z * (0.133333333333 + z * (-0.0539682539683
+      + z * (0.0218694885362 + z * (-0.00886323552990 + z * 0.00359212803657))))));
+  }
+  let t = exp(-2.0 * ax);
+  let r = (1.0 - t) / (1.0 + t);
+  return select(r, -r, x < 0.0);
+}
+fn sigmoid_f(x: f32) -> f32 {
+  if (x >= 0.0) { return 1.0 / (1.0 + exp(-x)); }
+  let e = exp(x);
+  return e / (1.0 + e);
+}
+fn erfc_pos(z: f32) -> f32 {
+  let t = 1.0 / (1.0 + 0.5 * z);
+  let p = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806
+    + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
+  return t * exp(-z * z + p);
+}
+fn erfc_f(x: f32) -> f32 {
+  if (x >= 0.0) { return erfc_pos(x); }
+  return 2.0 - erfc_pos(-x);
+}
+fn norm_cdf(x: f32) -> f32 { return 0.5 * erfc_f(-x * 0.70710678118654752); }
+const SQRT_2_OVER_PI = 0.79788456080286536;
+const GELU_C = 0.044715;
+fn unary_f(op: u32, x: f32) -> f32 {
+  var r = x;
+  switch op {
+    case 0u: { r = -x; }
+    case 1u: { r = exp(x); }
+    case 2u: { r = log(x); }
+    case 3u: { r = sqrt(x); }
+    case 4u: { r = 1.0 / sqrt(x); }
+    case 5u: { r = tanh_f(x); }
+    case 6u: { r = select(0.0, x, x > 0.0 || is_nan(x)); }
+    case 7u: { r = 0.5 * x * (1.0 + tanh_f(SQRT_2_OVER_PI * (x + GELU_C * x * x * x))); }
+    case 8u: { r = x * norm_cdf(x); }
+    case 9u: { r = x * sigmoid_f(x); }
+    case 10u: { r = sigmoid_f(x); }
+    case 11u: { r = abs(x); }
+    case 12u: { r = sin(x); }
+    case 13u: { r = cos(x); }
+    case 14u: { r = x * x; }
+    case 15u: { r = 1.0 / x; }
+    case 16u: { if (x > 0.0) { r = 1.0; } else if (x < 0.0) { r = -1.0; } } // NaN and ±0 pass through
+    case 17u: { r = select(exp(x), x + 1.0, x > 0.0); }
+    default: {}
+  }
+  return r;
+}
+// Integer versions of the ops allowed on int32 (neg abs relu sign square); wrapping like ToInt32.
+fn unary_i(op: u32, x: i32) -> i32 {
+  var r = x;
+  switch op {
+    case 0u: { r = -x; }
+    case 6u: { r = max(x, 0); }
+    case 11u: { r = select(x, -x, x < 0); }
+    case 14u: { r = x * x; }
+    case 16u: { r = select(select(0, -1, x < 0), 1, x > 0); }
+    default: {}
+  }
+  return r;
+}
+fn unary_grad(op: u32, x: f32) -> f32 {
+  var r = 0.0;
+  switch op {
+    case 0u: { r = select(0.0, 1.0, x > 0.0); }
+    case 1u: {
+      let t = tanh_f(SQRT_2_OVER_PI * (x + GELU_C * x * x * x));
+      let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x);
+      r = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du;
+    }
+    case 2u: { r = norm_cdf(x) + x * 0.39894228040143268 * exp(-0.5 * x * x); }
+    case 3u: { let s = sigmoid_f(x); r = s * (1.0 + x * (1.0 - s)); }
+    case 4u: { let s = sigmoid_f(x); r = s * (1.0 - s); }
+    case 5u: { let t = tanh_f(x); r = 1.0 - t * t; }
+    case 6u: { r = select(exp(x), 1.0, x > 0.0); }
+    default: {}
+  }
+  return r;
+}
+`;
+
+// ---------------------------------------------------------------- unary
+
+const UNARY = PRELUDE + STRIDED + DTYPE + MATH + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+// params: layout of x (t=0), then op at 19, xdtype 20, outdtype 21
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_id(wid, nwg, li, ${WG}u);
+  if (i >= pu(0u)) { return; }
+  let v = x[strided_index(i, 2u, pu(1u), 10u, pi(18u))];
+  let op = pu(19u);
+  let xt = pu(20u);
+  let ot = pu(21u);
+  let intOp = op == 0u || op == 6u || op == 11u || op == 14u || op == 16u;
+  if (xt == 1u && ot == 1u && intOp) { out[i] = bitcast<u32>(unary_i(op, bitcast<i32>(v))); }
+  else { out[i] = st(unary_f(op, ld(v, xt)), ot); }
+}
+`;
+
+const unary: KernelFn = (ctx, a) => {
+  const x = a.x as BufRef;
+  const xl = a.xl as Layout;
+  const out = a.out as BufRef;
+  const p = ctx.params();
+  writeLayouts(p, xl.shape, [xl]);
+  p.u32(opCode(UNARY_OPS, a.op as UnaryOp, 'unary')).u32(dtypeCode(x)).u32(dtypeCode(out));
+  ctx.dispatch({ code: UNARY, buffers: [inputBuf(ctx, x, out), ctx.buf(out)], params: p, groups: groupsFor(numelOf(xl.shape), WG) });
+};
+
+const UNARY_BACKWARD = PRELUDE + DTYPE + MATH + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> gy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gx: array<f32>;
+// params: n, op
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_id(wid, nwg, li, ${WG}u);
+  if (i >= pu(0u)) { return; }
+  gx[i] = gy[i] * unary_grad(pu(1u), x[i]);
+}
+`;
+
+const unaryBackward: KernelFn = (ctx, a) => {
+  const x = a.x as BufRef;
+  const gy = a.gy as BufRef;
+  const gx = a.gx as BufRef;
+  const n = a.n as number;
+  const p = ctx.params().u32(n).u32(opCode(UNARY_GRAD_OPS, a.op as UnaryGradOp, 'unaryBackward'));
+  ctx.dispatch({
+    code: UNARY_BACKWARD, buffers: [inputBuf(ctx, x, gx), inputBuf(ctx, gy, gx), ctx.buf(gx)], params: p, groups: groupsFor(n, WG),
+  });
+};
+
+// ---------------------------------------------------------------- binary
+
+const BINARY_OPS: readonly BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'max', 'min', 'eq', 'ne', 'lt', 'le', 'gt', 'ge'];
+
+/** WGSL: a op b in f32 with JS semantics (Math.pow, Math.max/min propagate NaN, comparisons
+ *  with NaN false except ne), and in i32 for all-int32 operands (division by 0 gives 0, as the
+ *  infinity that JS produces is stored as 0). */
+const BINOPS = /* wgsl */ `
+fn pow_f(a: f32, b: f32) -> f32 {
+  if (b == 0.0) { return 1.0; }
+  if (is_nan(a) || is_nan(b)) { return f_nan(); }
+  if (b == 1.0) { return a; }
+  if (b == 2.0) { return a * a; }
+  let bInf = !is_finite(b);
+  let bInt = !bInf && b == floor(b);
+  if (a < 0.0 && is_finite(a) && !bInt && !bInf) { return f_nan(); }
+  let odd = bInt && abs(b) < 16777216.0 && (i32(b) & 1) != 0;
+  let ax = abs(a);
+  var r: f32;
+  if (ax == 0.0) { r = select(0.0, f_inf(), b < 0.0); }
+  else { r = exp2(b * log2(ax)); } // |a| = 1 with b = ±inf gives NaN, as Math.pow does
+  if (odd && (bitcast<u32>(a) & 0x80000000u) != 0u) { r = -r; }
+  return r;
+}
+fn binary_f(op: u32, a: f32, b: f32) -> f32 {
+  let nan = is_nan(a) || is_nan(b);
+  var r = 0.0;
+  switch op {
+    case 0u: { r = a + b; }
+    case 1u: { r = a - b; }
+    case 2u: { r = a * b; }
+    case 3u: { r = a / b; }
+    case 4u: { r = pow_f(a, b); }
+    case 5u: { if (nan) { r = f_nan(); } else { r = max(a, b); } }
+    case 6u: { if (nan) { r = f_nan(); } else { r = min(a, b); } }
+    case 7u: { r = select(0.0, 1.0, !nan && a == b); }
+    case 8u: { r = select(0.0, 1.0, nan || a != b); }
+    case 9u: { r = select(0.0, 1.0, !nan && a < b); }
+    case 10u: { r = select(0.0, 1.0, !nan && a <= b); }
+    case 11u: { r = select(0.0, 1.0, !nan && a > b); }
+    case 12u: { r = select(0.0, 1.0, !nan && a >= b); }
+    default: {}
+  }
+  return r;
+}
+fn pow_i(a: i32, b: i32) -> i32 {
+  if (b < 0) {
+    // 1 / a^|b| truncates to 0 unless |a| = 1 (a = 0 gives infinity, stored as 0)
+    if (a == 1) { return 1; }
+    if (a == -1) { return select(1, -1, (b & 1) != 0); }
+    return 0;
+  }
+  var r = 1;
+  var base = a;
+  var e = b;
+  loop {
+    if (e == 0) { break; }
+    if ((e & 1) != 0) { r = r * base; }
+    base = base * base;
+    e = e >> 1u;
+  }
+  return r;
+}
+fn binary_i(op: u32, a: i32, b: i32) -> i32 {
+  var r = 0;
+  switch op {
+    case 0u: { r = a + b; }
+    case 1u: { r = a - b; }
+    case 2u: { r = a * b; }
+    case 3u: { if (b != 0) { r = a / b; } }
+    case 4u: { r = pow_i(a, b); }
+    case 5u: { r = max(a, b); }
+    case 6u: { r = min(a, b); }
+    case 7u: { r = select(0, 1, a == b); }
+    case 8u: { r = select(0, 1, a != b); }
+    case 9u: { r = select(0, 1, a < b); }
+    case 10u: { r = select(0, 1, a <= b); }
+    case 11u: { r = select(0, 1, a > b); }
+    case 12u: { r = select(0, 1, a >= b); }
+    default: {}
+  }
+  return r;
+}
+`;
+
+const BINARY = PRELUDE + STRIDED + DTYPE + BINOPS + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> a: array<u32>;
+@group(0) @binding(2) var<storage, read> b: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+// params: layouts of a (t=0) and b (t=1), then at 28: op, adtype, bdtype, outdtype,
+// scalar mode (0: b from its buffer, 1: a op s, 2: s op a), s (bits in bdtype), int math flag
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_id(wid, nwg, li, ${WG}u);
+  if (i >= pu(0u)) { return; }
+  let op = pu(28u);
+  let mode = pu(32u);
+  var x = a[strided_index(i, 2u, pu(1u), 10u, pi(18u))];
+  var xt = pu(29u);
+  var y = pu(33u);
+  var yt = pu(30u);
+  if (mode == 0u) { y = b[strided_index(i, 2u, pu(1u), 19u, pi(27u))]; }
+  if (mode == 2u) {
+    let v = x; x = y; y = v;
+    let t = xt; xt = yt; yt = t;
+  }
+  if (pu(34u) == 1u) { out[i] = bitcast<u32>(binary_i(op, bitcast<i32>(x), bitcast<i32>(y))); }
+  else { out[i] = st(binary_f(op, ld(x, xt), ld(y, yt)), pu(31u)); }
+}
+`;
+
+const binary: KernelFn = (ctx, args) => {
+  const a = args.a as BufRef;
+  const al = args.al as Layout;
+  const b = args.b as BufRef;
+  const bl = args.bl as Layout;
+  const out = args.out as BufRef;
+  const p = ctx.params();
+  writeLayouts(p, al.shape, [al, bl]);
+  const allInt = a.dtype === 'int32' && b.dtype === 'int32' && out.dtype === 'int32';
+  p.u32(opCode(BINARY_OPS, args.op as BinaryOp, 'binary')).u32(dtypeCode(a)).u32(dtypeCode(b)).u32(dtypeCode(out))
+    .u32(0).u32(0).u32(allInt ? 1 : 0);
+  ctx.dispatch({
+    code: BINARY, buffers: [inputBuf(ctx, a, out), inputBuf(ctx, b, out), ctx.buf(out)], params: p, groups: groupsFor(numelOf(al.shape), WG),
+  });
+};
+
+const binaryScalar: KernelFn = (ctx, args) => {
+  const a = args.a as BufRef;
+  const al = args.al as Layout;
+  const s = args.s as number;
+  const out = args.out as BufRef;
+  const p = ctx.params();
+  writeLayouts(p, al.shape, [al, al]);
+  // Integer math only when the scalar is an int32 too; otherwise JS computes in floating point.
+  const intMath = a.dtype === 'int32' && out.dtype === 'int32' && Number.isInteger(s) && s >= -(2 ** 31) && s < 2 ** 31;
+  p.u32(opCode(BINARY_OPS, args.op as BinaryOp, 'binaryScalar')).u32(dtypeCode(a)).u32(intMath ? 1 : 0).u32(dtypeCode(out))
+    .u32(args.reversed ? 2 : 1);
+  if (intMath) p.i32(s); else p.f32(s);
+  p.u32(intMath ? 1 : 0);
+  const abuf = inputBuf(ctx, a, out);
+  // b is unused in scalar mode; bind a again to fill the slot.
+  ctx.dispatch({ code: BINARY, buffers: [abuf, abuf, ctx.buf(out)], params: p, groups: groupsFor(numelOf(al.shape), WG) });
+};
+
+// ---------------------------------------------------------------- where
+
+const WHERE = PRELUDE + STRIDED + DTYPE + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> cond: array<u32>;
+@group(0) @binding(2) var<storage, read> a: array<u32>;
+@group(0) @binding(3) var<storage, read> b: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out: array<u32>;
+// params: layouts of cond (t=0), a (t=1), b (t=2), then at 37: cdtype, adtype, bdtype, outdtype
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_id(wid, nwg, li, ${WG}u);
+  if (i >= pu(0u)) { return; }
+  let rank = pu(1u);
+  let c = cond[strided_index(i, 2u, rank, 10u, pi(18u))];
+  // A float is nonzero unless it is ±0 (NaN counts as nonzero, as in JS).
+  let nz = select((c & 0x7fffffffu) != 0u, c != 0u, pu(37u) == 1u);
+  var v: u32;
+  var t: u32;
+  if (nz) { v = a[strided_index(i, 2u, rank, 19u, pi(27u))]; t = pu(38u); }
+  else { v = b[strided_index(i, 2u, rank, 28u, pi(36u))]; t = pu(39u); }
+  let ot = pu(40u);
+  if (t == ot) { out[i] = v; } else { out[i] = st(ld(v, t), ot); }
+}
+`;
+
+const where: KernelFn = (ctx, args) => {
+  const cond = args.cond as BufRef;
+  const cl = args.cl as Layout;
+  const a = args.a as BufRef;
+  const al = args.al as Layout;
+  const b = args.b as BufRef;
+  const bl = args.bl as Layout;
+  const out = args.out as BufRef;
+  const p = ctx.params();
+  writeLayouts(p, cl.shape, [cl, al, bl]);
+  p.u32(dtypeCode(cond)).u32(dtypeCode(a)).u32(dtypeCode(b)).u32(dtypeCode(out));
+  ctx.dispatch({
+    code: WHERE,
+    buffers: [inputBuf(ctx, cond, out), inputBuf(ctx, a, out), inputBuf(ctx, b, out), ctx.buf(out)],
+    params: p,
+    groups: groupsFor(numelOf(cl.shape), WG),
+  });
 };
 
 export const ELEMENTWISE_KERNELS: Record<string, KernelFn> = {
   fill,
   copy,
   copyInto: copy,
+  unary,
+  unaryBackward,
+  binary,
+  binaryScalar,
+  where,
 };
 
-export { writeLayouts, STRIDED, dtypeCode };
+export { writeLayouts, STRIDED, DTYPE, dtypeCode, inputBuf };

@@ -1,4 +1,209 @@
-// WGSL kernels: indexing (to be written).
-import type { KernelFn } from './common.js';
+// Indexing kernels: embedding, gather and their accumulating backwards. Values are copied as
+// u32 bit patterns, so float32 and int32 storages share one shader. An index out of range is
+// reported through the error buffer (the next read throws a RangeError) and its element is
+// written as 0 or skipped, never read or written out of bounds. Without float atomics, the
+// accumulating kernels give every output element to exactly one thread.
+import { KERNEL_OP_NAMES } from '../executor.js';
+import { PRELUDE, groupsFor, type KernelFn, type BufRef } from './common.js';
 
-export const INDEXING_KERNELS: Record<string, KernelFn> = {};
+const WG = 64;
+
+/** The op id the executor turns back into the op's name. */
+export function opId(name: string): number {
+  const i = KERNEL_OP_NAMES.indexOf(name);
+  return i < 0 ? 0 : i;
+}
+
+/** WGSL: report(code, value, limit, op) into the error buffer bound at `binding`; the first report wins. */
+export function errorBinding(binding: number): string {
+  return /* wgsl */ `
+@group(0) @binding(${binding}) var<storage, read_write> err: array<atomic<u32>, 4>;
+fn report(code: u32, value: i32, limit: u32, op: u32) {
+  loop {
+    let r = atomicCompareExchangeWeak(&err[0], 0u, code);
+    if (r.exchanged) {
+      atomicStore(&err[1], bitcast<u32>(value));
+      atomicStore(&err[2], limit);
+      atomicStore(&err[3], op);
+      return;
+    }
+    // A weak exchange may fail spuriously: retry only while nothing is reported.
+    if (r.old_value != 0u) { return; }
+  }
+}
+`;
+}
+
+// ---------------------------------------------------------------- embedding
+
+// params: n, C, V, op. Thread t = (i, c).
+const EMBEDDING = PRELUDE + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> weight: array<u32>;
+@group(0) @binding(2) var<storage, read> ids: array<i32>;
+@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+` + errorBinding(4) + /* wgsl */ `
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let t = linear_id(wid, nwg, li, ${WG}u);
+  let C = pu(1u);
+  let V = pu(2u);
+  if (t >= pu(0u) * C) { return; }
+  let i = t / C;
+  let c = t - i * C;
+  let id = ids[i];
+  if (id < 0 || u32(id) >= V) {
+    if (c == 0u) { report(1u, id, V, pu(3u)); }
+    out[t] = 0u;
+    return;
+  }
+  out[t] = weight[u32(id) * C + c];
+}
+`;
+
+// Thread t = (vocabulary block blk, column c) owns gw[blk's rows, c]: it scans all n ids and
+// adds the gy rows whose id falls in its block. params: n, C, V, rowsPerBlock, blocks, op
+const EMBEDDING_BACKWARD = PRELUDE + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> gy: array<f32>;
+@group(0) @binding(2) var<storage, read> ids: array<i32>;
+@group(0) @binding(3) var<storage, read_write> gw: array<f32>;
+` + errorBinding(4) + /* wgsl */ `
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let t = linear_id(wid, nwg, li, ${WG}u);
+  let n = pu(0u);
+  let C = pu(1u);
+  let V = pu(2u);
+  if (t >= C * pu(4u)) { return; }
+  let blk = t / C;
+  let c = t - blk * C;
+  let lo = blk * pu(3u);
+  let hi = min(V, lo + pu(3u));
+  for (var i = 0u; i < n; i++) {
+    let id = ids[i];
+    if (id < 0 || u32(id) >= V) {
+      if (t == 0u) { report(1u, id, V, pu(5u)); }
+      continue;
+    }
+    let r = u32(id);
+    if (r >= lo && r < hi) { gw[r * C + c] += gy[i * C + c]; }
+  }
+}
+`;
+
+const embedding: KernelFn = (ctx, a) => {
+  const n = a.n as number;
+  const C = a.C as number;
+  const p = ctx.params().u32(n).u32(C).u32(a.V as number).u32(opId('embedding'));
+  ctx.dispatch({
+    code: EMBEDDING,
+    buffers: [ctx.buf(a.weight as BufRef), ctx.buf(a.ids as BufRef), ctx.buf(a.out as BufRef), ctx.errorBuffer],
+    params: p,
+    groups: groupsFor(n * C, WG),
+  });
+};
+
+const embeddingBackward: KernelFn = (ctx, a) => {
+  const n = a.n as number;
+  const C = a.C as number;
+  const V = a.V as number;
+  if (C === 0 || n === 0) return;
+  // Enough vocabulary blocks for a few thousand threads when C is small; each thread still scans
+  // every id, so more blocks only add id reads.
+  let blocks = Math.max(1, Math.min(V, 64, Math.ceil(8192 / C)));
+  const rowsPerBlock = Math.max(1, Math.ceil(V / blocks));
+  blocks = Math.max(1, Math.ceil(V / rowsPerBlock));
+  const p = ctx.params().u32(n).u32(C).u32(V).u32(rowsPerBlock).u32(blocks).u32(opId('embeddingBackward'));
+  ctx.dispatch({
+    code: EMBEDDING_BACKWARD,
+    buffers: [ctx.buf(a.gy as BufRef), ctx.buf(a.ids as BufRef), ctx.buf(a.gw as BufRef), ctx.errorBuffer],
+    params: p,
+    groups: groupsFor(C * blocks, WG),
+  });
+};
+
+// ---------------------------------------------------------------- gather / scatterAdd
+
+// params: outer, n, inner, k, op. Thread p = (o, j, i) of out.
+const GATHER = PRELUDE + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<storage, read> index: array<i32>;
+@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+` + errorBinding(4) + /* wgsl */ `
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let p = linear_id(wid, nwg, li, ${WG}u);
+  let n = pu(1u);
+  let inner = pu(2u);
+  let k = pu(3u);
+  if (p >= pu(0u) * k * inner) { return; }
+  let i = p % inner;
+  let o = p / (k * inner);
+  let idx = index[p];
+  if (idx < 0 || u32(idx) >= n) {
+    report(1u, idx, n, pu(4u));
+    out[p] = 0u;
+    return;
+  }
+  out[p] = x[(o * n + u32(idx)) * inner + i];
+}
+`;
+
+// Thread q = (o, i) owns column (o, :, i) of gx and walks the k indices of that column in order.
+// params: outer, n, inner, k, op
+const SCATTER_ADD = PRELUDE + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> gy: array<f32>;
+@group(0) @binding(2) var<storage, read> index: array<i32>;
+@group(0) @binding(3) var<storage, read_write> gx: array<f32>;
+` + errorBinding(4) + /* wgsl */ `
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let q = linear_id(wid, nwg, li, ${WG}u);
+  let n = pu(1u);
+  let inner = pu(2u);
+  let k = pu(3u);
+  if (q >= pu(0u) * inner) { return; }
+  let o = q / inner;
+  let i = q - o * inner;
+  for (var j = 0u; j < k; j++) {
+    let p = (o * k + j) * inner + i;
+    let idx = index[p];
+    if (idx < 0 || u32(idx) >= n) {
+      report(1u, idx, n, pu(4u));
+      continue;
+    }
+    gx[(o * n + u32(idx)) * inner + i] += gy[p];
+  }
+}
+`;
+
+const gather: KernelFn = (ctx, a) => {
+  const outer = a.outer as number;
+  const inner = a.inner as number;
+  const k = a.k as number;
+  const p = ctx.params().u32(outer).u32(a.n as number).u32(inner).u32(k).u32(opId('gather'));
+  ctx.dispatch({
+    code: GATHER,
+    buffers: [ctx.buf(a.x as BufRef), ctx.buf(a.index as BufRef), ctx.buf(a.out as BufRef), ctx.errorBuffer],
+    params: p,
+    groups: groupsFor(outer * k * inner, WG),
+  });
+};
+
+const scatterAdd: KernelFn = (ctx, a) => {
+  const outer = a.outer as number;
+  const inner = a.inner as number;
+  const p = ctx.params().u32(outer).u32(a.n as number).u32(inner).u32(a.k as number).u32(opId('scatterAdd'));
+  ctx.dispatch({
+    code: SCATTER_ADD,
+    buffers: [ctx.buf(a.gy as BufRef), ctx.buf(a.index as BufRef), ctx.buf(a.gx as BufRef), ctx.errorBuffer],
+    params: p,
+    groups: groupsFor(outer * inner, WG),
+  });
+};
+
+export const INDEXING_KERNELS: Record<string, KernelFn> = {
+  embedding,
+  embeddingBackward,
+  gather,
+  scatterAdd,
+};

@@ -16,6 +16,8 @@ const TX = 16; // threads along n
 const TY = WG / TX; // threads along m
 const TM = BM / TY; // rows per thread
 const TN = BN / TX; // columns per thread
+const SA = BM + 1; // shared row strides
+const SB = BN + 1;
 const LOADS = (BM * BK) / WG; // elements of each staged tile one thread loads (BM == BN)
 
 // Parameter words.
@@ -30,8 +32,9 @@ const MATMUL = PRELUDE + /* wgsl */ `
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
-var<workgroup> As: array<f32, ${BK * BM}>; // [k][m]
-var<workgroup> Bs: array<f32, ${BK * BN}>; // [k][n]
+// Rows padded by one so the k-fast tile loads (a transposed operand) do not hit one bank.
+var<workgroup> As: array<f32, ${BK * SA}>; // [k][m]
+var<workgroup> Bs: array<f32, ${BK * SB}>; // [k][n]
 
 fn gelu_tanh(x: f32) -> f32 {
   // Clamped so exp inside tanh cannot overflow to inf/inf on any implementation.
@@ -75,7 +78,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let gka = k0 + ka;
       var va = 0.0;
       if (gm < M && gka < K) { va = A[aBase + gm * aM + gka * aK]; }
-      As[ka * ${BM}u + mm] = va;
+      As[ka * ${SA}u + mm] = va;
 
       var nn: u32; var kb: u32;
       if (bNFast) { nn = e % ${BN}u; kb = e / ${BN}u; } else { kb = e % ${BK}u; nn = e / ${BK}u; }
@@ -83,14 +86,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let gkb = k0 + kb;
       var vb = 0.0;
       if (gn < N && gkb < K) { vb = B[bBase + gkb * bK + gn * bN]; }
-      Bs[kb * ${BN}u + nn] = vb;
+      Bs[kb * ${SB}u + nn] = vb;
     }
     workgroupBarrier();
     for (var kk = 0u; kk < ${BK}u; kk++) {
       var ar: array<f32, ${TM}>;
       var br: array<f32, ${TN}>;
-      for (var i = 0u; i < ${TM}u; i++) { ar[i] = As[kk * ${BM}u + ty + i * ${TY}u]; }
-      for (var j = 0u; j < ${TN}u; j++) { br[j] = Bs[kk * ${BN}u + tx + j * ${TX}u]; }
+      for (var i = 0u; i < ${TM}u; i++) { ar[i] = As[kk * ${SA}u + ty + i * ${TY}u]; }
+      for (var j = 0u; j < ${TN}u; j++) { br[j] = Bs[kk * ${SB}u + tx + j * ${TX}u]; }
       for (var i = 0u; i < ${TM}u; i++) {
         for (var j = 0u; j < ${TN}u; j++) {
           acc[i * ${TN}u + j] = fma(ar[i], br[j], acc[i * ${TN}u + j]);

@@ -11,38 +11,17 @@ const WG = 128;
 const CHUNK_ROWS = 64;
 const COL_WG = 64;
 
-/** WGSL: shared-memory reductions for one workgroup of WG threads (call in uniform control flow). */
+/** WGSL declarations for the row reductions below (one workgroup of WG threads). */
 const ROW_REDUCE = /* wgsl */ `
 const WG = ${WG}u;
 // Start of a running max: finite, so an all -inf row gives exp(-inf) = 0 rather than NaN.
 const LOW = -3.0e38;
 var<workgroup> red: array<vec2<f32>, ${WG}>;
-fn wg_sum2(v: vec2<f32>, li: u32) -> vec2<f32> {
-  red[li] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (li < s) { red[li] = red[li] + red[li + s]; }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
+var<workgroup> bc: array<vec2<f32>, 2>;
 // (max, sum of exp(x - max)) pairs, merged as in online softmax.
 fn lse_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   let m = max(a.x, b.x);
   return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
-}
-fn wg_lse(v: vec2<f32>, li: u32) -> vec2<f32> {
-  red[li] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (li < s) { red[li] = lse_merge(red[li], red[li + s]); }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
 }
 // Adds element v to a running (max, sum of exp(x - max)).
 fn lse_push(a: vec2<f32>, v: f32) -> vec2<f32> {
@@ -50,6 +29,30 @@ fn lse_push(a: vec2<f32>, v: f32) -> vec2<f32> {
   return vec2<f32>(a.x, a.y + exp(v - a.x));
 }
 `;
+
+/**
+ * WGSL statements: `let out: vec2<f32>` = the workgroup-wide merge (merge: 'sum' or 'lse') of
+ * each thread's vec2 `v`. Emitted inline in main, in uniform control flow. Each reduction of a
+ * shader passes its own `slot`: the result is broadcast through bc[slot], never overwritten,
+ * because on the compatibility adapter (Mesa) a load of red[0] could be moved past the next
+ * barrier and see the following reduction's partials (threads past the first 8 read garbage).
+ */
+function wgReduce(v: string, out: string, merge: 'sum' | 'lse', slot: number): string {
+  let code = `
+  red[li] = ${v};
+  workgroupBarrier();`;
+  for (let h = WG / 2; h >= 1; h >>= 1) {
+    const op = merge === 'sum' ? `red[li] + red[li + ${h}u]` : `lse_merge(red[li], red[li + ${h}u])`;
+    code += `
+  if (li < ${h}u) { red[li] = ${op}; }
+  workgroupBarrier();`;
+  }
+  return code + `
+  if (li == 0u) { bc[${slot}] = red[0]; }
+  workgroupBarrier();
+  let ${out} = bc[${slot}];
+`;
+}
 
 const ROW_MAIN = /* wgsl */ `
 @compute @workgroup_size(${WG})
@@ -69,7 +72,7 @@ const SOFTMAX = PRELUDE + ROW_REDUCE + /* wgsl */ `
 ` + ROW_MAIN + /* wgsl */ `
   var acc = vec2<f32>(LOW, 0.0);
   for (var j = li; j < n; j += WG) { acc = lse_push(acc, x[base + j]); }
-  let t = wg_lse(acc, li);
+` + wgReduce('acc', 't', 'lse', 0) + /* wgsl */ `
   let m = t.x;
   let logSum = log(t.y);
   let inv = 1.0 / t.y;
@@ -92,7 +95,8 @@ const SOFTMAX_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
   for (var j = li; j < n; j += WG) {
     if (isLog) { d += gy[base + j]; } else { d += gy[base + j] * y[base + j]; }
   }
-  let dot = wg_sum2(vec2<f32>(d, 0.0), li).x;
+` + wgReduce('vec2<f32>(d, 0.0)', 'dot2', 'sum', 0) + /* wgsl */ `
+  let dot = dot2.x;
   for (var j = li; j < n; j += WG) {
     let yj = y[base + j];
     if (isLog) { gx[base + j] = gy[base + j] - exp(yj) * dot; } else { gx[base + j] = yj * (gy[base + j] - dot); }
@@ -131,11 +135,13 @@ const LAYER_NORM = PRELUDE + ROW_REDUCE + /* wgsl */ `
   let nf = f32(n);
   var s = 0.0;
   for (var j = li; j < n; j += WG) { s += x[base + j]; }
-  let mu = wg_sum2(vec2<f32>(s, 0.0), li).x / nf;
+` + wgReduce('vec2<f32>(s, 0.0)', 'sum1', 'sum', 0) + /* wgsl */ `
+  let mu = sum1.x / nf;
   // Second pass over (x - mu)²: no cancellation when |mean| >> std.
   var q = 0.0;
   for (var j = li; j < n; j += WG) { let d = x[base + j] - mu; q += d * d; }
-  let rs = 1.0 / sqrt(wg_sum2(vec2<f32>(q, 0.0), li).x / nf + pf(2u));
+` + wgReduce('vec2<f32>(q, 0.0)', 'sum2', 'sum', 1) + /* wgsl */ `
+  let rs = 1.0 / sqrt(sum2.x / nf + pf(2u));
   if (li == 0u) { mean[row] = mu; rstd[row] = rs; }
   let hasW = pu(3u) != 0u;
   let hasB = pu(4u) != 0u;
@@ -166,7 +172,8 @@ const LAYER_NORM_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
     if (hasW) { g *= w[j]; }
     acc += vec2<f32>(g, g * (x[base + j] - mu) * rs);
   }
-  let t = wg_sum2(acc, li) / f32(n);
+` + wgReduce('acc', 'tot', 'sum', 0) + /* wgsl */ `
+  let t = tot / f32(n);
   for (var j = li; j < n; j += WG) {
     var g = gy[base + j];
     if (hasW) { g *= w[j]; }
@@ -186,7 +193,8 @@ const RMS_NORM = PRELUDE + ROW_REDUCE + /* wgsl */ `
 ` + ROW_MAIN + /* wgsl */ `
   var q = 0.0;
   for (var j = li; j < n; j += WG) { let v = x[base + j]; q += v * v; }
-  let rs = 1.0 / sqrt(wg_sum2(vec2<f32>(q, 0.0), li).x / f32(n) + pf(2u));
+` + wgReduce('vec2<f32>(q, 0.0)', 'sum1', 'sum', 0) + /* wgsl */ `
+  let rs = 1.0 / sqrt(sum1.x / f32(n) + pf(2u));
   if (li == 0u) { rstd[row] = rs; }
   let hasW = pu(3u) != 0u;
   for (var j = li; j < n; j += WG) {
@@ -213,7 +221,8 @@ const RMS_NORM_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
     if (hasW) { g *= w[j]; }
     d += g * x[base + j];
   }
-  let m = wg_sum2(vec2<f32>(d, 0.0), li).x / f32(n);
+` + wgReduce('vec2<f32>(d, 0.0)', 'sum1', 'sum', 0) + /* wgsl */ `
+  let m = sum1.x / f32(n);
   for (var j = li; j < n; j += WG) {
     var g = gy[base + j];
     if (hasW) { g *= w[j]; }
@@ -384,4 +393,4 @@ export const ROWS_KERNELS: Record<string, KernelFn> = {
   rmsNormBackward,
 };
 
-export { ROW_REDUCE, ROW_MAIN };
+export { ROW_REDUCE, ROW_MAIN, wgReduce };
