@@ -7,7 +7,9 @@
 // [MASK], 10% a random token, 10% stay; the loss is over the selected positions only.
 // Names: embed.weight, pos.weight (learned), embed_norm, encoder.layers.{i}..., encoder.norm,
 // mlm_head.{dense, norm, bias}, cls_head.{dense, out}.
+// `attention` picks the encoder's self-attention variant, as in GPT (linformer allowed: bidirectional).
 import type { Backend } from '../backend/backend.js';
+import { ATTENTION_FIELDS, type AttentionFields } from '../nn/attention-config.js';
 import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
 import { LearnedPositionalEmbedding, SinusoidalPositionalEncoding } from '../nn/positional.js';
@@ -15,9 +17,9 @@ import type { NormPlacement } from '../nn/transformer.js';
 import {
   add, crossEntropy, embedding, fmt, gelu, Generator, linear, mul, reshape, slice, tanh, tensor, type DType, type Tensor,
 } from '../tensor/index.js';
-import { Encoder, paddingMask, seq2seqConfig } from './seq2seq.js';
+import { countTrainingForward, Encoder, featureGeneratorFor, paddingMask, seq2seqConfig, type PerformerRedraw } from './seq2seq.js';
 
-export interface BertConfig {
+export interface BertConfig extends AttentionFields {
   n_layer: number;
   n_head: number;
   d_model: number;
@@ -62,7 +64,7 @@ export const BERT_DEFAULTS: Readonly<BertConfig> = Object.freeze({
   classifier_dropout: 0.1,
 });
 
-const FIELDS = Object.keys(BERT_DEFAULTS);
+const FIELDS = [...Object.keys(BERT_DEFAULTS), ...ATTENTION_FIELDS];
 
 /** Defaults filled in and validated (one error naming every problem). */
 export function bertConfig(partial: Partial<BertConfig> | Record<string, unknown> = {}): BertConfig {
@@ -91,11 +93,13 @@ export function bertConfig(partial: Partial<BertConfig> | Record<string, unknown
 /** The encoder stack's config in seq2seq terms (bos/eos unused). */
 function encoderConfig(c: BertConfig) {
   const other = c.pad_id === 0 ? 1 : 0;
+  const attention = Object.fromEntries(ATTENTION_FIELDS.filter((k) => c[k as keyof BertConfig] !== undefined).map((k) => [k, c[k as keyof BertConfig]]));
   return seq2seqConfig({
+    ...attention,
     n_layer_enc: c.n_layer, n_layer_dec: 1, n_head: c.n_head, d_model: c.d_model, d_ff: c.d_ff, dropout: c.dropout,
     max_len: c.max_len, vocab_size: c.vocab_size, pad_id: c.pad_id, bos_id: other, eos_id: other,
     norm_placement: c.norm_placement, activation: c.activation, label_smoothing: 0,
-  });
+  }, { encoderOnly: true });
 }
 
 export interface BertOptions {
@@ -155,8 +159,12 @@ export class ClassificationHead extends Module {
   }
 }
 
-export class BertModel extends Module {
+export class BertModel extends Module implements PerformerRedraw {
   readonly config: BertConfig;
+  /** Draws the performer's features (initial and redrawn). */
+  readonly featureGenerator: Generator;
+  /** Forward calls in training mode (counts performer_redraw_interval). */
+  trainingForwards = 0;
   readonly embed: Embedding;
   readonly pos: LearnedPositionalEmbedding | SinusoidalPositionalEncoding;
   readonly embed_norm: LayerNorm;
@@ -180,7 +188,8 @@ export class BertModel extends Module {
       : new SinusoidalPositionalEncoding(cfg.max_len, C, { backend: o.backend, dtype: o.dtype }));
     this.embed_norm = this.registerModule('embed_norm', new LayerNorm(C, { backend: o.backend, dtype: o.dtype }));
     this.drop = this.registerModule('drop', new Dropout(cfg.dropout, dropoutGenerator));
-    this.encoder = this.registerModule('encoder', new Encoder(encoderConfig(cfg), { ...o, dropoutGenerator }));
+    this.featureGenerator = featureGeneratorFor(seed);
+    this.encoder = this.registerModule('encoder', new Encoder(encoderConfig(cfg), { ...o, dropoutGenerator, featureGenerator: this.featureGenerator }));
     this.mlm_head = cfg.mlm_head ? this.registerModule('mlm_head', new MLMHead(C, cfg.vocab_size, o)) : null;
     this.cls_head = cfg.n_classes > 0 ? this.registerModule('cls_head', new ClassificationHead(C, cfg.n_classes, cfg.classifier_dropout, o, dropoutGenerator)) : null;
     for (const [name, p] of this.namedParameters()) p.name = name;
@@ -191,6 +200,7 @@ export class BertModel extends Module {
     if (ids.dtype !== 'int32' || ids.ndim !== 2) throw new Error(`BertModel: ids must be int32 (B, T), got ${ids.dtype} ${fmt(ids.shape)}`);
     const T = ids.shape[1]!;
     if (T > this.config.max_len) throw new Error(`BertModel: length ${T} exceeds max_len ${this.config.max_len}`);
+    countTrainingForward(this, this.config);
     const mask = paddingMask(ids, this.config.pad_id);
     const x = add(mul(this.embed.forward(ids), Math.sqrt(this.config.d_model)), this.pos.positions(T)); // (B, T, C)
     const h = this.drop.forward(this.embed_norm.forward(x));

@@ -7,7 +7,7 @@
 // (n_kv_head), sparse (local, strided, fixed), linear and Performer; and mixture-of-experts
 // feed-forward layers (moe_*: transformer.h.{i}.mlp.router, mlp.experts.{e}.c_fc, ...).
 import type { Backend } from '../backend/backend.js';
-import type { AttentionSparsity } from '../backend/backend.js';
+import { ATTENTION_DEFAULTS, attentionProblems, sparsityOf, type AttentionKind } from '../nn/attention-config.js';
 import { CausalSelfAttention, KVCache, type KVLayerCache } from '../nn/attention.js';
 import { Dropout, Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
 import { swigluHidden, MLP, type MLPActivation } from '../nn/mlp.js';
@@ -20,8 +20,8 @@ export type PosEncoding = 'learned' | 'sinusoidal' | 'rope';
 export type { NormPlacement } from '../nn/transformer.js';
 import type { NormPlacement } from '../nn/transformer.js';
 export type NormKind = 'layernorm' | 'rmsnorm';
-/** 'linformer' is known but refused: it is not causal (see LinformerSelfAttention for encoders). */
-export type AttentionKind = 'dense' | 'local' | 'strided' | 'fixed' | 'linear' | 'linformer' | 'performer';
+// The attention fields are shared with the encoder and encoder-decoder models.
+export { ATTENTION_DEFAULTS, sparsityOf, type AttentionKind } from '../nn/attention-config.js';
 
 export interface GPTConfig {
   n_layer: number;
@@ -97,17 +97,6 @@ export const GPT2_CONFIG: Readonly<GPTConfig> = Object.freeze({
   layer_norm_epsilon: 1e-5,
 });
 
-/** Defaults of the optional attention fields (n_kv_head defaults to n_head). */
-export const ATTENTION_DEFAULTS = Object.freeze({
-  attention: 'dense' as AttentionKind,
-  attn_window: 256,
-  attn_stride: 64,
-  attn_summary: 8,
-  performer_features: 64,
-  performer_redraw_interval: 1000,
-  linformer_k: 64,
-});
-
 /** Defaults of the optional mixture-of-experts fields (moe_hidden's depends on the config). */
 export const MOE_DEFAULTS = Object.freeze({
   moe_experts: 0,
@@ -142,7 +131,6 @@ const CHOICES = {
   norm_placement: ['pre', 'post'],
   norm: ['layernorm', 'rmsnorm'],
   activation: ['gelu', 'gelu_exact', 'relu', 'swiglu'],
-  attention: ['dense', 'local', 'strided', 'fixed', 'linear', 'linformer', 'performer'],
 } as const;
 
 /** Fills GPT-2's defaults into a partial config and validates it; throws one error listing every problem. */
@@ -154,21 +142,14 @@ export function gptConfig(partial: Partial<GPTConfig> = {}): GPTConfig {
   const defined = Object.fromEntries(Object.entries(partial).filter(([k, v]) => v !== undefined && KNOWN_FIELDS.includes(k)));
   const result = { ...GPT2_CONFIG, ...defined } as GPTConfig;
   const cfg = fullGPTConfig(result); // validated with the defaults filled in
-  for (const k of ['n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'n_kv_head', 'attn_window', 'attn_stride', 'attn_summary', 'performer_features', 'linformer_k'] as const) {
+  for (const k of ['n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'n_kv_head'] as const) {
     const v = cfg[k];
     if (!Number.isInteger(v) || v < 1) problems.push(`${k} must be a positive integer, got ${String(v)}`);
   }
-  const ri = cfg.performer_redraw_interval;
-  if (!Number.isInteger(ri) || ri < 0) problems.push(`performer_redraw_interval must be a non-negative integer (0 = never), got ${String(ri)}`);
   if (Number.isInteger(cfg.n_head) && Number.isInteger(cfg.n_kv_head) && cfg.n_head > 0 && cfg.n_kv_head > 0 && cfg.n_head % cfg.n_kv_head !== 0) {
     problems.push(`n_head (${cfg.n_head}) must be divisible by n_kv_head (${cfg.n_kv_head}): each key/value head serves an equal group of query heads`);
   }
-  if (cfg.attention === 'fixed' && Number.isInteger(cfg.attn_summary) && Number.isInteger(cfg.attn_stride) && cfg.attn_summary > cfg.attn_stride) {
-    problems.push(`attn_summary (${cfg.attn_summary}) must not exceed the block length attn_stride (${cfg.attn_stride}) for 'fixed' attention`);
-  }
-  if (cfg.attention === 'linformer') {
-    problems.push(`attention 'linformer' cannot be used in GPT: linformer projects along the sequence, so it cannot be causal; use it in an encoder`);
-  }
+  attentionProblems(cfg, 'GPT', problems);
   if (!(Number.isInteger(cfg.moe_experts) && cfg.moe_experts >= 0)) problems.push(`moe_experts must be a non-negative integer (0 = dense), got ${String(cfg.moe_experts)}`);
   if (cfg.moe_top_k !== 1 && cfg.moe_top_k !== 2) problems.push(`moe_top_k must be 1 or 2, got ${String(cfg.moe_top_k)}`);
   else if (Number.isInteger(cfg.moe_experts) && cfg.moe_experts > 0 && cfg.moe_top_k > cfg.moe_experts) {
@@ -235,16 +216,6 @@ interface BuildOptions {
   /** Draws the performer's random features (initial ones). */
   featureGenerator: Generator;
   skipInit: boolean;
-}
-
-/** The fused kernel's sparse pattern for the config, or null (dense and the linear kinds). */
-export function sparsityOf(cfg: FullGPTConfig): AttentionSparsity | null {
-  switch (cfg.attention) {
-    case 'local': return { kind: 'window', window: cfg.attn_window };
-    case 'strided': return { kind: 'strided', stride: cfg.attn_stride };
-    case 'fixed': return { kind: 'fixed', block: cfg.attn_stride, summary: cfg.attn_summary };
-    default: return null;
-  }
 }
 
 function makeNorm(cfg: GPTConfig, o: BuildOptions): Norm {

@@ -7,16 +7,22 @@
 // norm1, norm2}, decoder.layers.{i}.{self_attn, cross_attn, ffn, norm1..3}, and
 // encoder.norm / decoder.norm with pre-norm only.
 // EncoderModel is the encoder alone (BERT-style building block) exposing hidden states.
+// `attention` (and its attn_* / performer_* / linformer_k settings, as in GPT) picks the
+// self-attention of both stacks; cross-attention stays dense. linformer is encoder-only.
 import type { Backend } from '../backend/backend.js';
+import {
+  ATTENTION_FIELDS, attentionProblems, fullAttentionFields, sparsityOf, type AttentionFields,
+} from '../nn/attention-config.js';
 import { Dropout, Embedding, LayerNorm } from '../nn/layers.js';
+import { PerformerFeatureMap } from '../nn/linear-attention.js';
 import { Module, ModuleList } from '../nn/module.js';
 import { SinusoidalPositionalEncoding } from '../nn/positional.js';
 import {
-  DecoderLayer, EncoderLayer, emptyAttentionCache, reorderAttentionCache, type DecoderLayerCache, type NormPlacement,
+  clearAttentionCache, DecoderLayer, EncoderLayer, emptyAttentionCache, reorderAttentionCache, type DecoderLayerCache, type NormPlacement,
 } from '../nn/transformer.js';
 import { add, crossEntropy, fmt, Generator, linear, mul, tensor, type DType, type Tensor } from '../tensor/index.js';
 
-export interface Seq2SeqConfig {
+export interface Seq2SeqConfig extends AttentionFields {
   n_layer_enc: number;
   n_layer_dec: number;
   n_head: number;
@@ -56,10 +62,18 @@ export const SEQ2SEQ_BASE_CONFIG: Readonly<Seq2SeqConfig> = Object.freeze({
   label_smoothing: 0.1,
 });
 
-const FIELDS = Object.keys(SEQ2SEQ_BASE_CONFIG);
+/** Every field a Seq2SeqConfig may hold (the attention ones are optional). */
+export const SEQ2SEQ_FIELDS: readonly string[] = [...Object.keys(SEQ2SEQ_BASE_CONFIG), ...ATTENTION_FIELDS];
+const FIELDS = SEQ2SEQ_FIELDS;
 
-/** Fills the base model's defaults into a partial config and validates it (one error listing every problem). */
-export function seq2seqConfig(partial: Partial<Seq2SeqConfig> = {}): Seq2SeqConfig {
+/** Where a decoder's causal self-attention makes linformer impossible (for its message). */
+const DECODER_CAUSAL = 'the decoder (attention sets the self-attention of both stacks)';
+
+/**
+ * Fills the base model's defaults into a partial config and validates it (one error listing
+ * every problem). encoderOnly: no decoder is built, so linformer is allowed.
+ */
+export function seq2seqConfig(partial: Partial<Seq2SeqConfig> = {}, opts: { encoderOnly?: boolean } = {}): Seq2SeqConfig {
   const problems: string[] = [];
   for (const k of Object.keys(partial)) if (!FIELDS.includes(k)) problems.push(`unknown field '${k}' (known: ${FIELDS.join(', ')})`);
   const defined = Object.fromEntries(Object.entries(partial).filter(([k, v]) => v !== undefined && FIELDS.includes(k)));
@@ -83,6 +97,7 @@ export function seq2seqConfig(partial: Partial<Seq2SeqConfig> = {}): Seq2SeqConf
   }
   if (c.norm_placement !== 'post' && c.norm_placement !== 'pre') problems.push(`norm_placement must be one of 'post', 'pre', got '${String(c.norm_placement)}'`);
   if (c.activation !== 'relu' && c.activation !== 'gelu') problems.push(`activation must be one of 'relu', 'gelu', got '${String(c.activation)}'`);
+  attentionProblems(fullAttentionFields(c), opts.encoderOnly ? null : DECODER_CAUSAL, problems);
   if (problems.length) throw new Error(`Seq2SeqConfig: ${problems.join('; ')}`);
   return c;
 }
@@ -101,14 +116,46 @@ interface Parts {
   dtype?: DType;
   generator: Generator;
   dropoutGenerator: Generator;
+  /** Draws the performer's initial features (default: generator). */
+  featureGenerator?: Generator;
   skipInit: boolean;
 }
 
 function layerOptions(cfg: Seq2SeqConfig, o: Parts) {
+  const a = fullAttentionFields(cfg);
   return {
     backend: o.backend, dtype: o.dtype, generator: o.generator, skipInit: o.skipInit, dFF: cfg.d_ff, dropout: cfg.dropout,
     norm_placement: cfg.norm_placement, activation: cfg.activation, dropoutGenerator: o.dropoutGenerator,
+    selfAttention: {
+      kind: a.attention, sparsity: sparsityOf(a), performerFeatures: a.performer_features, featureGenerator: o.featureGenerator,
+      maxLen: cfg.max_len, linformerK: a.linformer_k,
+    },
   };
+}
+
+/** A separate stream for the performer's features, so adding them leaves the weights' draws alone. */
+export function featureGeneratorFor(seed: number): Generator {
+  return new Generator((seed ^ 0x0fea7055) >>> 0);
+}
+
+/** Draws new features for every performer feature map under m. */
+export function redrawPerformerFeatures(m: Module, g: Generator): void {
+  for (const [, sub] of m.namedModules()) if (sub instanceof PerformerFeatureMap) sub.redraw(g);
+}
+
+/** Model state for performer_redraw_interval: training forwards so far and the feature stream. */
+export interface PerformerRedraw {
+  training: boolean;
+  trainingForwards: number;
+  readonly featureGenerator: Generator;
+}
+
+/** Counts a training forward; every performer_redraw_interval of them redraws the features (as GPT does). */
+export function countTrainingForward(model: Module & PerformerRedraw, cfg: AttentionFields): void {
+  const { attention, performer_redraw_interval: every } = fullAttentionFields(cfg);
+  if (!model.training || attention !== 'performer') return;
+  if (every > 0 && model.trainingForwards > 0 && model.trainingForwards % every === 0) redrawPerformerFeatures(model, model.featureGenerator);
+  model.trainingForwards++;
 }
 
 /** (B, T) int32 → (B, T) int32: 1 where the id is not pad_id. */
@@ -186,12 +233,8 @@ export class DecoderCache {
 
   dispose(): void {
     for (const l of this.layers) {
-      for (const c of [l.self, l.cross]) {
-        c.k?.dispose();
-        c.v?.dispose();
-        c.k = null;
-        c.v = null;
-      }
+      clearAttentionCache(l.self);
+      clearAttentionCache(l.cross);
     }
     this.length = 0;
   }
@@ -215,8 +258,12 @@ function embed(e: Embedding, pe: SinusoidalPositionalEncoding, drop: Dropout, id
   return drop.forward(add(x, pe.positions(ids.shape[1]!, offset)));
 }
 
-export class EncoderDecoder extends Module {
+export class EncoderDecoder extends Module implements PerformerRedraw {
   readonly config: Seq2SeqConfig;
+  /** Draws the performer's features (initial and redrawn). */
+  readonly featureGenerator: Generator;
+  /** Forward calls in training mode (counts performer_redraw_interval). */
+  trainingForwards = 0;
   readonly embed: Embedding; // shared by source, target and the output projection
   readonly pe: SinusoidalPositionalEncoding;
   readonly drop: Dropout;
@@ -228,9 +275,10 @@ export class EncoderDecoder extends Module {
     const cfg = seq2seqConfig(config);
     this.config = Object.freeze(cfg);
     const seed = opts.seed ?? 0;
+    this.featureGenerator = featureGeneratorFor(seed);
     const o: Parts = {
       backend: opts.backend, dtype: opts.dtype, generator: new Generator(seed),
-      dropoutGenerator: new Generator((seed ^ 0x5eed5eed) >>> 0), skipInit: opts.init === false,
+      dropoutGenerator: new Generator((seed ^ 0x5eed5eed) >>> 0), featureGenerator: this.featureGenerator, skipInit: opts.init === false,
     };
     // N(0, d^-1/2): the √d-scaled input embedding then has unit variance.
     this.embed = this.registerModule('embed', new Embedding(cfg.vocab_size, cfg.d_model, { backend: o.backend, dtype: o.dtype, generator: o.generator, skipInit: o.skipInit, std: cfg.d_model ** -0.5 }));
@@ -278,6 +326,7 @@ export class EncoderDecoder extends Module {
 
   /** src (B, S), tgtIn (B, T) (bos + target), tgtOut (B, T) (target + eos), pad_id padded. */
   forward(src: Tensor, tgtIn: Tensor, tgtOut?: Tensor): Seq2SeqOutput {
+    countTrainingForward(this, this.config);
     const logits = this.decode(tgtIn, this.encode(src));
     if (!tgtOut) return { logits };
     if (tgtOut.dtype !== 'int32' || tgtOut.shape.join() !== tgtIn.shape.join()) {
@@ -293,7 +342,7 @@ export class EncoderDecoder extends Module {
   }
 }
 
-export interface EncoderModelConfig {
+export interface EncoderModelConfig extends AttentionFields {
   n_layer: number;
   n_head: number;
   d_model: number;
@@ -307,8 +356,10 @@ export interface EncoderModelConfig {
 }
 
 /** Encoder only (a BERT-style building block): ids (B, T) → hidden states (B, T, C). */
-export class EncoderModel extends Module {
+export class EncoderModel extends Module implements PerformerRedraw {
   readonly config: EncoderModelConfig;
+  readonly featureGenerator: Generator;
+  trainingForwards = 0;
   readonly embed: Embedding;
   readonly pe: SinusoidalPositionalEncoding;
   readonly drop: Dropout;
@@ -318,13 +369,19 @@ export class EncoderModel extends Module {
     super();
     const { n_layer, ...rest } = config;
     // Validated through the seq2seq config (bos/eos are unused here).
-    const full = seq2seqConfig({ ...rest, n_layer_enc: n_layer ?? 6, n_layer_dec: 1, pad_id: config.pad_id ?? 0, label_smoothing: 0, ...ids(config) });
+    const full = seq2seqConfig({ ...rest, n_layer_enc: n_layer ?? 6, n_layer_dec: 1, pad_id: config.pad_id ?? 0, label_smoothing: 0, ...ids(config) }, { encoderOnly: true });
+    const attention = Object.fromEntries(ATTENTION_FIELDS.filter((k) => k in full).map((k) => [k, full[k as keyof Seq2SeqConfig]]));
     this.config = Object.freeze({
       n_layer: full.n_layer_enc, n_head: full.n_head, d_model: full.d_model, d_ff: full.d_ff, dropout: full.dropout,
       max_len: full.max_len, vocab_size: full.vocab_size, pad_id: full.pad_id, norm_placement: full.norm_placement, activation: full.activation,
+      ...attention,
     });
     const seed = opts.seed ?? 0;
-    const o: Parts = { backend: opts.backend, dtype: opts.dtype, generator: new Generator(seed), dropoutGenerator: new Generator((seed ^ 0x5eed5eed) >>> 0), skipInit: opts.init === false };
+    this.featureGenerator = featureGeneratorFor(seed);
+    const o: Parts = {
+      backend: opts.backend, dtype: opts.dtype, generator: new Generator(seed), dropoutGenerator: new Generator((seed ^ 0x5eed5eed) >>> 0),
+      featureGenerator: this.featureGenerator, skipInit: opts.init === false,
+    };
     this.embed = this.registerModule('embed', new Embedding(full.vocab_size, full.d_model, { backend: o.backend, dtype: o.dtype, generator: o.generator, skipInit: o.skipInit, std: full.d_model ** -0.5 }));
     this.pe = this.registerModule('pe', new SinusoidalPositionalEncoding(full.max_len, full.d_model, { backend: o.backend, dtype: o.dtype }));
     this.drop = this.registerModule('drop', new Dropout(full.dropout, o.dropoutGenerator));
@@ -335,6 +392,7 @@ export class EncoderModel extends Module {
   forward(idsT: Tensor): { hidden: Tensor; mask: Tensor } {
     if (idsT.dtype !== 'int32' || idsT.ndim !== 2) throw new Error(`EncoderModel: ids must be int32 (B, T), got ${idsT.dtype} ${fmt(idsT.shape)}`);
     if (idsT.shape[1]! > this.config.max_len) throw new Error(`EncoderModel: length ${idsT.shape[1]} exceeds max_len ${this.config.max_len}`);
+    countTrainingForward(this, this.config);
     const mask = paddingMask(idsT, this.config.pad_id);
     const x = embed(this.embed, this.pe, this.drop, idsT, Math.sqrt(this.config.d_model), 0);
     return { hidden: this.encoder.forward(x, mask), mask };

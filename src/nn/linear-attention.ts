@@ -119,6 +119,48 @@ export function causalLinearAttention(phiQ: Tensor, phiK: Tensor, v: Tensor, opt
   return pad === 0 ? out : slice(out, 2, 0, T);
 }
 
+/**
+ * Bidirectional linear attention: out_i = φ(q_i)·(Σ_j φ(k_j) v_jᵀ) / (φ(q_i)·Σ_j φ(k_j)), over
+ * feature-mapped phiQ (B, H, Tq, F), phiK (B, H, Tk, F) and v (B, H, Tk, D) -> (B, H, Tq, D).
+ * keyMask (B, Tk) int32 (0 = padding) zeroes the padded keys' features, so they add nothing to
+ * either sum. O(T·F·D): the (Tq×Tk) matrix is never formed.
+ */
+export function linearAttention(phiQ: Tensor, phiK: Tensor, v: Tensor, opts: { keyMask?: Tensor | null; eps?: number } = {}): Tensor {
+  if (phiQ.ndim !== 4 || phiK.ndim !== 4 || v.ndim !== 4) {
+    throw new Error(`linearAttention: inputs must be 4-D (B, H, T, ·), got ${fmt(phiQ.shape)}, ${fmt(phiK.shape)}, ${fmt(v.shape)}`);
+  }
+  const [B, H, , F] = phiQ.shape as [number, number, number, number];
+  const Tk = phiK.shape[2]!;
+  if (phiK.shape[0] !== B || phiK.shape[1] !== H || phiK.shape[3] !== F || v.shape[0] !== B || v.shape[1] !== H || v.shape[2] !== Tk) {
+    throw new Error(`linearAttention: phiQ ${fmt(phiQ.shape)}, phiK ${fmt(phiK.shape)} and v ${fmt(v.shape)} do not match`);
+  }
+  const m = opts.keyMask;
+  if (m) {
+    if (m.ndim !== 2 || m.shape[0] !== B || m.shape[1] !== Tk) throw new Error(`linearAttention: keyMask ${fmt(m.shape)} must be (B, Tk) = ${fmt([B, Tk])}`);
+    phiK = mul(phiK, reshape(to(m, phiK.dtype), [B, 1, Tk, 1]));
+  }
+  const kv = matmul(transpose(phiK), v); // (B, H, F, D)
+  const z = sum(phiK, 2, true); // (B, H, 1, F)
+  const num = matmul(phiQ, kv); // (B, H, Tq, D)
+  const den = sum(mul(phiQ, z), -1, true); // (B, H, Tq, 1)
+  return div(num, add(den, opts.eps ?? 1e-6));
+}
+
+/**
+ * Linformer's projection along the sequence: keys and values (B, H, T, D) -> (B, H, k, D)
+ * through the first T columns of E, F (k, maxLen). Padded positions (keyMask 0) are zeroed
+ * first so they contribute nothing.
+ */
+export function linformerProject(E: Tensor, F: Tensor, k: Tensor, v: Tensor, keyMask?: Tensor | null): [Tensor, Tensor] {
+  const [B, , T] = k.shape as [number, number, number, number];
+  if (keyMask) {
+    const m = reshape(to(keyMask, k.dtype), [B, 1, T, 1]);
+    k = mul(k, m);
+    v = mul(v, m);
+  }
+  return [matmul(slice(E, 1, 0, T), k), matmul(slice(F, 1, 0, T), v)]; // (k, T) @ (B, H, T, D)
+}
+
 /** φ(x) = elu(x) + 1, the linear transformer's feature map. */
 export { elu1 as eluFeatureMap } from '../tensor/index.js';
 
@@ -236,14 +278,8 @@ export class LinformerSelfAttention extends Module {
     }
     const H = this.nHead;
     const D = this.headDim;
-    let [q, k, v] = split(this.c_attn.forward(x), C, -1).map((t) => permute(reshape(t, [B, T, H, D]), [0, 2, 1, 3])) as [Tensor, Tensor, Tensor]; // (B, H, T, D)
-    if (keyMask) {
-      const m = reshape(to(keyMask, x.dtype), [B, 1, T, 1]);
-      k = mul(k, m);
-      v = mul(v, m);
-    }
-    const kp = matmul(slice(this.E, 1, 0, T), k); // (k, T) @ (B, H, T, D) -> (B, H, k, D)
-    const vp = matmul(slice(this.F, 1, 0, T), v);
+    const [q, k, v] = split(this.c_attn.forward(x), C, -1).map((t) => permute(reshape(t, [B, T, H, D]), [0, 2, 1, 3])) as [Tensor, Tensor, Tensor]; // (B, H, T, D)
+    const [kp, vp] = linformerProject(this.E, this.F, k, v, keyMask); // (B, H, k, D)
     const y = scaledDotProductAttention(q, kp, vp); // (B, H, T, D)
     const merged = reshape(permute(y, [0, 2, 1, 3]), [B, T, C]);
     return this.resid_dropout.forward(this.c_proj.forward(merged));

@@ -7,6 +7,7 @@ import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { DEVICE_NAMES, openDevice, type DeviceName } from '../backend/index.js';
+import { ATTENTION_DEFAULTS, ATTENTION_FIELDS, attentionProblems, type AttentionKind, type FullAttentionFields } from '../nn/attention-config.js';
 import { BertModel, bertConfig, IGNORE_INDEX, maskTokens, padBatch, type BertConfig } from '../models/bert.js';
 import { applyLora, mergeLora, type LoraHandle } from '../nn/lora.js';
 import type { StateValue } from '../nn/module.js';
@@ -136,6 +137,14 @@ interface ModelFields {
   norm_placement: 'pre' | 'post';
   /** BPE vocabulary trained on the training sentences (from scratch only). */
   vocab_size: number;
+  // The encoder's self-attention variant (see attention-config.ts); from scratch only.
+  attention: AttentionKind;
+  attn_window: number;
+  attn_stride: number;
+  attn_summary: number;
+  performer_features: number;
+  performer_redraw_interval: number;
+  linformer_k: number;
 }
 
 interface OptimFields {
@@ -184,6 +193,7 @@ export interface PretrainConfig extends ModelFields, OptimFields {
 
 const MODEL_DEFAULTS: ModelFields = {
   n_layer: 2, n_head: 4, d_model: 128, d_ff: 512, dropout: 0.1, max_len: 64, positions: 'learned', norm_placement: 'pre', vocab_size: 8000,
+  ...ATTENTION_DEFAULTS,
 };
 const OPTIM_DEFAULTS: Omit<OptimFields, 'out_dir'> = {
   batch_size: 32, max_iters: 2000, epochs: 0, learning_rate: 5e-4, min_lr: 0, warmup_iters: 100, lr_decay: 'linear',
@@ -224,8 +234,15 @@ function fillConfig<T extends object>(what: string, defaults: T, partial: Record
   if ('label_fraction' in c && !((c['label_fraction'] as number) > 0 && (c['label_fraction'] as number) <= 1)) problems.push(`label_fraction must be in (0, 1], got ${String(c['label_fraction'])}`);
   if ('lora_rank' in c && (!Number.isInteger(c['lora_rank']) || (c['lora_rank'] as number) < 0)) problems.push(`lora_rank must be a non-negative integer`);
   if ((c['max_iters'] as number) === 0 && !((c['epochs'] as number) > 0)) problems.push('max_iters or epochs must be positive');
+  attentionProblems(c as unknown as FullAttentionFields, null, problems); // an encoder: linformer allowed
   if (problems.length) throw new Error(`${what}: ${problems.join('; ')}`);
   return out as T;
+}
+
+/** The attention fields that differ from the defaults (so dense models' config.json is as before). */
+function attentionOverrides(cfg: ModelFields): Partial<BertConfig> {
+  return Object.fromEntries(ATTENTION_FIELDS.filter((k) => cfg[k as keyof FullAttentionFields] !== ATTENTION_DEFAULTS[k as keyof FullAttentionFields])
+    .map((k) => [k, cfg[k as keyof FullAttentionFields]]));
 }
 
 export function finetuneConfig(partial: Partial<FinetuneConfig> | Record<string, unknown> = {}): FinetuneConfig {
@@ -514,6 +531,7 @@ export async function pretrainMLM(input: Partial<PretrainConfig> | Record<string
   const model = new BertModel({
     n_layer: cfg.n_layer, n_head: cfg.n_head, d_model: cfg.d_model, d_ff: cfg.d_ff, dropout: cfg.dropout, max_len: cfg.max_len,
     vocab_size: tok.vocabSize, ...sp, positions: cfg.positions, norm_placement: cfg.norm_placement, mlm_head: true, n_classes: 0,
+    ...attentionOverrides(cfg),
   }, { backend, seed: cfg.seed });
   const specials = [sp.pad_id, sp.cls_id, sp.sep_id, sp.mask_id];
   const maskOpts = { vocabSize: tok.vocabSize, maskId: sp.mask_id, specialIds: specials, prob: cfg.mask_prob };
@@ -592,7 +610,7 @@ export async function finetuneClassifier(input: Partial<FinetuneConfig> | Record
     tok = trainSentenceTokenizer(allTrain.map((e) => e.sentence), cfg.vocab_size);
     model = new BertModel({
       n_layer: cfg.n_layer, n_head: cfg.n_head, d_model: cfg.d_model, d_ff: cfg.d_ff, max_len: cfg.max_len, vocab_size: tok.vocabSize,
-      ...specialIdsOf(tok), positions: cfg.positions, norm_placement: cfg.norm_placement, ...head,
+      ...specialIdsOf(tok), positions: cfg.positions, norm_placement: cfg.norm_placement, ...head, ...attentionOverrides(cfg),
     }, { backend, seed: cfg.seed });
   } else {
     const loaded = await loadBertCheckpoint(cfg.init_from, { backend, override: head });

@@ -18,7 +18,8 @@ import { linePlotSvg } from '../eval/plot.js';
 import { beamSearch, greedyDecode } from '../generate/beam.js';
 import { writeFileAtomic } from '../io/files.js';
 import type { TensorEntry } from '../io/safetensors.js';
-import { EncoderDecoder, seq2seqConfig, type Seq2SeqConfig } from '../models/seq2seq.js';
+import { ATTENTION_DEFAULTS, ATTENTION_FIELDS, attentionProblems, type AttentionKind, type FullAttentionFields } from '../nn/attention-config.js';
+import { EncoderDecoder, SEQ2SEQ_FIELDS, seq2seqConfig, type Seq2SeqConfig } from '../models/seq2seq.js';
 import { Dropout } from '../nn/layers.js';
 import { noGrad, tensor, tidy, type Generator, type Tensor } from '../tensor/index.js';
 import { BpeTokenizer } from '../tokenizers/bpe.js';
@@ -83,6 +84,14 @@ export interface Seq2SeqTrainConfig {
   /** 0: all cores. */
   threads: number;
   init_from: 'scratch' | 'resume';
+  // The model's self-attention variant (see attention-config.ts); cross-attention stays dense.
+  attention: AttentionKind;
+  attn_window: number;
+  attn_stride: number;
+  attn_summary: number;
+  performer_features: number;
+  performer_redraw_interval: number;
+  linformer_k: number;
 }
 
 export const SEQ2SEQ_TRAIN_DEFAULTS: Readonly<Seq2SeqTrainConfig> = Object.freeze({
@@ -126,6 +135,7 @@ export const SEQ2SEQ_TRAIN_DEFAULTS: Readonly<Seq2SeqTrainConfig> = Object.freez
   device: 'cpu',
   threads: 0,
   init_from: 'scratch',
+  ...ATTENTION_DEFAULTS,
 });
 
 const CHOICES: Record<string, readonly string[]> = {
@@ -133,7 +143,7 @@ const CHOICES: Record<string, readonly string[]> = {
 };
 const POS_INTS = ['vocab_size', 'n_layer_enc', 'n_layer_dec', 'n_head', 'd_model', 'd_ff', 'max_len', 'max_tokens', 'max_steps', 'eval_interval', 'eval_max_tokens', 'log_interval'] as const;
 const NONNEG_INTS = ['train_limit', 'val_limit', 'warmup_steps', 'threads', 'seed'] as const;
-const ARCH = ['n_layer_enc', 'n_layer_dec', 'n_head', 'd_model', 'd_ff', 'max_len', 'norm_placement', 'activation'] as const;
+const ARCH = ['n_layer_enc', 'n_layer_dec', 'n_head', 'd_model', 'd_ff', 'max_len', 'norm_placement', 'activation', ...ATTENTION_FIELDS as (keyof FullAttentionFields)[]] as const;
 
 /** Defaults filled in and every field checked (one error naming all problems). */
 export function seq2seqTrainConfig(partial: Partial<Seq2SeqTrainConfig> | Record<string, unknown> = {}): Seq2SeqTrainConfig {
@@ -150,6 +160,7 @@ export function seq2seqTrainConfig(partial: Partial<Seq2SeqTrainConfig> | Record
   for (const k of ['weight_decay', 'grad_clip', 'max_minutes', 'decode_len_a', 'decode_len_b'] as const) if (!(c[k] >= 0)) problems.push(`${k} must be ≥ 0, got ${c[k]}`);
   for (const k of ['beta1', 'beta2', 'dropout', 'label_smoothing'] as const) if (!(c[k] >= 0 && c[k] < 1)) problems.push(`${k} must be in [0, 1), got ${c[k]}`);
   if (c.d_model % c.n_head !== 0) problems.push(`d_model (${c.d_model}) must be divisible by n_head (${c.n_head})`);
+  attentionProblems(c, 'the decoder', problems);
   if (problems.length) throw new Error(`Seq2SeqTrainConfig: ${problems.join('; ')}`);
   return c;
 }
@@ -175,6 +186,8 @@ export function modelConfigFor(cfg: Seq2SeqTrainConfig, vocabSize: number, ids: 
     n_layer_enc: cfg.n_layer_enc, n_layer_dec: cfg.n_layer_dec, n_head: cfg.n_head, d_model: cfg.d_model, d_ff: cfg.d_ff,
     dropout: cfg.dropout, max_len: cfg.max_len, vocab_size: vocabSize, ...ids, norm_placement: cfg.norm_placement,
     activation: cfg.activation, label_smoothing: cfg.label_smoothing,
+    // Only the attention fields that differ from the defaults, so dense models' config.json is as before.
+    ...Object.fromEntries(ATTENTION_FIELDS.filter((k) => cfg[k as keyof FullAttentionFields] !== ATTENTION_DEFAULTS[k as keyof FullAttentionFields]).map((k) => [k, cfg[k as keyof FullAttentionFields]])),
   });
 }
 
@@ -218,8 +231,7 @@ export async function loadSeq2SeqCheckpoint(dir: string, opts: { backend?: Backe
   if (ckpt.config['model_type'] !== SEQ2SEQ_MODEL_TYPE) throw new WrongModelKindError(ckpt.dir, describeModelKind(ckpt.config));
   let config: Seq2SeqConfig;
   try {
-    const fields = Object.keys(seq2seqConfig());
-    config = seq2seqConfig(Object.fromEntries(fields.map((k) => [k, ckpt.config[k]])) as Partial<Seq2SeqConfig>);
+    config = seq2seqConfig(Object.fromEntries(SEQ2SEQ_FIELDS.map((k) => [k, ckpt.config[k]])) as Partial<Seq2SeqConfig>);
   } catch (e) {
     throw new CheckpointError(cfgPath, (e as Error).message);
   }
