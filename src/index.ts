@@ -19,3 +19,7 @@ export { BatchSampler, gatherBatch, type Batch, type BatchSamplerOptions, type S
 export { AdamW, type AdamWOptions } from './train/optim.js';
 export * from './train/schedule.js';
 export { PRESETS, preset, presetNames } from './train/presets.js';
+export * from './models/load-url.js';
+export { hostWebGPUForWorker, connectWebGPUFromPage, type HostOptions, type WorkerLike } from './backend/webgpu/browser.js';
+export type { WebGPUBackend } from './backend/webgpu/index.js';
+export type { AdapterDescription } from './backend/webgpu/protocol.js';

@@ -10,7 +10,12 @@ import { getBackend, liveTensorCount } from '../src/index.js';
 import { GPT } from '../src/models/gpt.js';
 import { CharTokenizer } from '../src/tokenizers/index.js';
 import { AdamW } from '../src/train/optim.js';
-import { trainStep } from '../src/train/trainer.js';
+import { loadGPTCheckpoint, train, trainStep } from '../src/train/trainer.js';
+import { prepareDataset } from '../src/data/index.js';
+import type { WebGPUBackend } from '../src/backend/webgpu/index.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { gatherBatch } from '../src/data/sampler.js';
 import { generate } from '../src/generate/index.js';
 import { webgpu } from './webgpu-helpers.js';
@@ -53,4 +58,31 @@ test('webgpu: GPT trains 50 steps with the losses of cpu (1e-3 relative), genera
   assert.ok(a.losses[49]! < a.losses[0]! - 0.5, `the loss falls: ${a.losses[0]} -> ${a.losses[49]}`);
   assert.deepEqual(b.sample, a.sample);
   assert.equal(liveTensorCount(), before, 'no tensors leak');
+});
+
+test('webgpu: a device lost mid-run stops training, and the last checkpoint stays loadable', async (t) => {
+  // Last test of this file (its own process): it destroys the shared device.
+  const be = await webgpu();
+  if (typeof be === 'string') return t.skip(be);
+  const dir = mkdtempSync(join(tmpdir(), 'attn-lost-'));
+  try {
+    await prepareDataset({ text: TEXT, tokenizer: CharTokenizer.fromText(TEXT), outDir: join(dir, 'data') });
+    const cfg = {
+      out_dir: join(dir, 'run'), dataset: join(dir, 'data'), device: 'webgpu' as const,
+      n_layer: 1, n_head: 2, n_embd: 16, block_size: 8, batch_size: 2, dropout: 0, max_iters: 8,
+      eval_interval: 3, eval_iters: 1, log_interval: 1, seed: 3,
+    };
+    await assert.rejects(
+      train(cfg, {
+        onProgress: (step: number) => {
+          if (step === 4) (be as WebGPUBackend).simulateDeviceLoss();
+        },
+      }),
+      /device lost/,
+    );
+    const loaded = await loadGPTCheckpoint(join(dir, 'run', 'last'), { backend: await getBackend('cpu') });
+    assert.equal(loaded.checkpoint.trainerState?.['iter'], 3, 'the checkpoint of the last evaluation before the loss');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -23,8 +23,15 @@ export async function getBackend(name: BackendName, opts: { threads?: number } =
       const { createCpuBackend } = await import('./cpu/index.js');
       b = await createCpuBackend(opts);
     } else if (name === 'webgpu') {
-      const [{ WebGPUBackend }, { startNodeDevice }] = await Promise.all([import('./webgpu/index.js'), import('./webgpu/node-device.js')]);
-      b = new WebGPUBackend(await startNodeDevice());
+      const inNode = typeof process !== 'undefined' && typeof process.versions?.node === 'string';
+      if (inNode) {
+        const [{ WebGPUBackend }, { startNodeDevice }] = await Promise.all([import('./webgpu/index.js'), import('./webgpu/node-device.js')]);
+        b = new WebGPUBackend(await startNodeDevice());
+      } else {
+        // A browser Web Worker: the page hosts the device (see webgpu/browser.ts).
+        const { connectWebGPUFromPage } = await import('./webgpu/browser.js');
+        b = await connectWebGPUFromPage();
+      }
     } else {
       throw new Error(`unknown backend '${name as string}' (known: ${BACKEND_NAMES.join(', ')})`);
     }

@@ -27,7 +27,7 @@ export function enableRelaxedSimd(): void {
 }
 
 /** Whether this thread may block in Atomics.wait (Node's main thread may; a browser's may not). */
-export const mainThreadCanBlock = true;
+export const mainThreadCanBlock: boolean = true;
 
 export interface WorkerHandle {
   postMessage(msg: unknown): void;

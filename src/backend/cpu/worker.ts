@@ -10,20 +10,20 @@ const SPIN = 20000; // polls before sleeping: back-to-back kernels arrive faster
 void workerContext().then(({ data, post }) => start(data as WorkerInit, post));
 
 function start({ module, memory, tid, ctrl }: WorkerInit, post: (msg: unknown) => void): void {
-try {
-  const instance = new WebAssembly.Instance(module, wasmImports(module, memory));
-  const exp = instance.exports as unknown as Record<string, KernelFn>;
-  const fns = kernelNames(module).map((n) => exp[n]);
-  const c = new Int32Array(memory.buffer, ctrl, CTRL.ARGS_BYTE_OFFSET / 4);
-  const argv = new Float64Array(memory.buffer, ctrl + CTRL.ARGS_BYTE_OFFSET, CTRL.MAX_ARGS);
-  // Read our slot before announcing readiness: no dispatch can come before that, so none is missed.
-  const seen = Atomics.load(c, CTRL.SLOT0 + tid);
-  // Start serving after this turn so the ready message goes out first.
-  setTimeout(() => serve(c, argv, fns, seen, tid, post), 0);
-  post({ type: 'ready', tid });
-} catch (e) {
-  post({ type: 'error', message: String((e as Error)?.stack ?? e) });
-}
+  try {
+    const instance = new WebAssembly.Instance(module, wasmImports(module, memory));
+    const exp = instance.exports as unknown as Record<string, KernelFn>;
+    const fns = kernelNames(module).map((n) => exp[n]);
+    const c = new Int32Array(memory.buffer, ctrl, CTRL.ARGS_BYTE_OFFSET / 4);
+    const argv = new Float64Array(memory.buffer, ctrl + CTRL.ARGS_BYTE_OFFSET, CTRL.MAX_ARGS);
+    // Read our slot before announcing readiness: no dispatch can come before that, so none is missed.
+    const seen = Atomics.load(c, CTRL.SLOT0 + tid);
+    // Start serving after this turn so the ready message goes out first.
+    setTimeout(() => serve(c, argv, fns, seen, tid, post), 0);
+    post({ type: 'ready', tid });
+  } catch (e) {
+    post({ type: 'error', message: String((e as Error)?.stack ?? e) });
+  }
 }
 
 function serve(c: Int32Array, argv: Float64Array, fns: KernelFn[], seen: number, tid: number, post: (msg: unknown) => void): void {

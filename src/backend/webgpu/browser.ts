@@ -34,7 +34,7 @@ export interface WorkerLike {
 
 export interface HostOptions {
   /** Passed to navigator.gpu.requestAdapter (default: high-performance). */
-  powerPreference?: GPUPowerPreference;
+  powerPreference?: 'low-power' | 'high-performance';
 }
 
 /** Requests an adapter (core first, then compatibility mode) and a device with raised limits. */

@@ -4,7 +4,7 @@ import { REPLY_DATA_BYTES, REPLY_HEADER_BYTES, STATE_DONE, STATE_IDLE, STATUS_OK
 
 export interface DeviceChannel {
   readonly adapter: AdapterDescription;
-  post(msg: BatchMsg): void;
+  post(msg: BatchMsg | { type: 'lose' }): void;
   /** Blocks until the reply to the read just posted; returns a copy of the bytes. */
   waitReply(): Uint8Array;
   close(): Promise<void>;
@@ -20,7 +20,8 @@ export function sharedChannel(reply: SharedArrayBuffer, adapter: AdapterDescript
   const data = new Uint8Array(reply, REPLY_HEADER_BYTES, REPLY_DATA_BYTES);
   return {
     adapter,
-    post,
+    // 'lose' (tests only) goes the same way; a host that does not know it ignores it.
+    post: post as (msg: BatchMsg | { type: 'lose' }) => void,
     close,
     waitReply(): Uint8Array {
       for (;;) {

@@ -227,7 +227,13 @@ export class GpuExecutor implements KernelContext {
     enc.clearBuffer(this.errorBuffer);
     this.flush();
     try {
-      await Promise.all([staging.mapAsync(GPUMapMode.READ), this.errorStaging.mapAsync(GPUMapMode.READ)]);
+      try {
+        await Promise.all([staging.mapAsync(GPUMapMode.READ), this.errorStaging.mapAsync(GPUMapMode.READ)]);
+      } catch (e) {
+        // A lost device fails every map: report why it was lost, if known.
+        const why = e instanceof Error ? e.message || e.name : String(e);
+        throw new DeviceError([...this.errors.splice(0), `read-back failed (${why || 'no reason given'})`].join('\n'));
+      }
       const flag = new Uint32Array(this.errorStaging.getMappedRange().slice(0));
       this.errorStaging.unmap();
       if (flag[0] !== 0) {

@@ -245,6 +245,13 @@ export class WebGPUBackend implements Backend {
     this.kernel('adamw', { ...args });
   }
 
+  /** Destroys the GPU device as a driver reset would (for tests of what survives a device
+   *  loss): every later read fails with 'device lost'. */
+  simulateDeviceLoss(): void {
+    this.flush();
+    this.channel.post({ type: 'lose' });
+  }
+
   /** Ends the device thread. */
   async close(): Promise<void> {
     this.flush();

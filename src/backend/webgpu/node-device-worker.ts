@@ -39,10 +39,16 @@ async function start(): Promise<void> {
     void device.lost.then((info) => {
       if (info.reason !== 'destroyed') host.executor.fail(`device lost: ${info.message}`);
     });
-    port.on('message', (msg: BatchMsg | { type: 'close' }) => {
+    port.on('message', (msg: BatchMsg | { type: 'close' } | { type: 'lose' }) => {
       if (msg.type === 'close') {
         device.destroy();
         port.close();
+        return;
+      }
+      if (msg.type === 'lose') {
+        // Tests: what a driver reset looks like to the engine.
+        device.destroy();
+        host.executor.fail('device lost: destroyed on request (simulated loss)');
         return;
       }
       host.onMessage(msg);
