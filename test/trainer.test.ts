@@ -186,7 +186,7 @@ test('trainConfig: defaults, and one error naming every unknown field and bad va
   assert.throws(
     () => trainConfig({ n_layyer: 3, batch_size: 0, learning_rate: -1, device: 'gpu', beta2: 1, n_embd: 30, n_head: 4, dropout: 1 } as never),
     (e: Error) => ["unknown field 'n_layyer' (did you mean 'n_layer'?)", 'batch_size must be a positive integer, got 0', 'learning_rate must be a positive number, got -1',
-      "device must be one of 'cpu', 'ref', got 'gpu'", 'beta2 must be in [0, 1), got 1', 'n_embd (30) must be divisible by n_head (4)', 'dropout must be in [0, 1)']
+      "device must be one of 'cpu', 'webgpu', 'auto', 'ref', got 'gpu'", 'beta2 must be in [0, 1), got 1', 'n_embd (30) must be divisible by n_head (4)', 'dropout must be in [0, 1)']
       .every((s) => e.message.includes(s)) || assert.fail(e.message),
   );
   assert.throws(() => trainConfig({ min_lr: 1, learning_rate: 0.1 }), /min_lr \(1\) must not exceed learning_rate/);

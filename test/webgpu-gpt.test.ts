@@ -49,8 +49,10 @@ test('webgpu: GPT trains 50 steps with the losses of cpu (1e-3 relative), genera
   if (typeof be === 'string') return t.skip(be);
   const cpu = await getBackend('cpu');
   const before = liveTensorCount();
+  const liveStorages = (be as WebGPUBackend).live;
   const a = run(cpu, 50);
   const b = run(be, 50);
+  assert.equal((be as WebGPUBackend).live, liveStorages, 'every device buffer of the run was freed');
   for (let i = 0; i < a.losses.length; i++) {
     const rel = Math.abs(a.losses[i]! - b.losses[i]!) / Math.abs(a.losses[i]!);
     assert.ok(rel < 1e-3, `step ${i}: cpu loss ${a.losses[i]} vs webgpu ${b.losses[i]} (relative ${rel.toExponential(2)})`);

@@ -1,0 +1,437 @@
+// GPU benchmark: attn's webgpu backend beside PyTorch CUDA, measured in the same run.
+//   node dist/bench/gpu.js [--quick] [--only matmul,train,toloss] [--to-loss 1.47]
+//     [--toloss-max-s 420] [--skip-torch] [--python PATH] [--json] [--out FILE]
+// (a) matmul float32 4096³ TFLOP/s; (b) training tokens/s of the shakespeare-char preset's
+// model (6 layers, 6 heads, 384 wide, T 256, dropout 0.2) at batch 64; (c) with --to-loss (or
+// toloss in --only), wall time of `attn train --preset shakespeare-char --device webgpu`
+// until the validation loss reaches the goal. The PyTorch peer (bench/peers/torch_gpu.py)
+// measures (a) with TF32 off and on and (b) in eager mode. --quick shrinks every size (256³,
+// a 2-layer model) so that the whole script can be checked on a software adapter. Tables go
+// to stdout, progress to stderr.
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { getBackend } from '../src/index.js';
+import type { WebGPUBackend } from '../src/backend/webgpu/index.js';
+import { prepareDataset } from '../src/data/files.js';
+import { gatherBatch } from '../src/data/sampler.js';
+import { GPT, type GPTConfig } from '../src/models/gpt.js';
+import { CharTokenizer } from '../src/tokenizers/index.js';
+import { AdamW } from '../src/train/optim.js';
+import { preset } from '../src/train/presets.js';
+import { modelConfigOf, train, trainConfig, trainStep, type TrainConfig } from '../src/train/trainer.js';
+import { machineInfo, num, parseArgs, randomFloats, ratio, spotCheckMatmul, table } from './util.js';
+
+const args = parseArgs(process.argv.slice(2));
+const flag = (k: string) => args.has(k);
+const opt = (k: string, d: string) => {
+  const v = args.get(k);
+  return typeof v === 'string' ? v : d;
+};
+const log = (s: string) => process.stderr.write(s + '\n');
+const now = () => performance.now();
+const quick = flag('quick');
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const SHAKESPEARE = join(ROOT, 'data/tinyshakespeare/input.txt');
+
+/** The issue's goals. */
+const TARGETS = { matmulVsTorchTf32Off: 0.5, toLoss: 1.47, toLossSeconds: 300 };
+
+// ---------------------------------------------------------------- cases
+
+const MATMUL_N = quick ? 256 : 4096;
+const BATCH = quick ? 4 : 64;
+
+/** The shakespeare-char preset's fields (the model, and for --to-loss the whole run). */
+function presetConfig(): Partial<TrainConfig> {
+  const p = preset('shakespeare-char');
+  // A 2-layer, 64-wide model with the same recipe: seconds per step on a software adapter.
+  return quick ? { ...p, n_layer: 2, n_head: 2, n_embd: 64, block_size: 64 } : p;
+}
+
+/** The GPT of the preset with the character vocabulary of Tiny Shakespeare (65). */
+function modelConfig(vocab: number): GPTConfig {
+  return modelConfigOf(trainConfig({ ...presetConfig(), device: 'webgpu' }), vocab);
+}
+
+const TRAIN_TIMING = quick ? { warmup_steps: 1, min_steps: 2, min_s: 0 } : { warmup_steps: 5, min_steps: 20, min_s: 10 };
+const MATMUL_TIMING = quick ? { warmup: 2, samples: 2, min_sample_ms: 50 } : { warmup: 5, samples: 5, min_sample_ms: 1000 };
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+
+// ---------------------------------------------------------------- attn: matmul
+
+interface MatmulResult {
+  n: number;
+  tflops_best: number;
+  tflops_median: number;
+  ms_best: number;
+  reps: number;
+  samples_ms: number[];
+  max_rel_err: number;
+}
+
+function benchMatmul(be: WebGPUBackend, n: number): MatmulResult {
+  const aData = randomFloats(n * n, 1);
+  const bData = randomFloats(n * n, 2);
+  const a = be.upload(aData, 'float32');
+  const b = be.upload(bData, 'float32');
+  const out = be.alloc('float32', n * n);
+  const mm = () =>
+    be.matmul({
+      a, aOffset: 0, aBatchStride: 0, transA: false, lda: n,
+      b, bOffset: 0, bBatchStride: 0, transB: false, ldb: n,
+      out, batch: 1, M: n, N: n, K: n,
+    });
+  try {
+    for (let i = 0; i < MATMUL_TIMING.warmup; i++) mm();
+    be.sync();
+    // One synced call sizes the samples; the GPU runs queued products back to back, and the
+    // read at the end of each sample waits for the last.
+    const t1 = now();
+    mm();
+    be.sync();
+    const single = Math.max(now() - t1, 1e-3);
+    const reps = Math.max(3, Math.min(1000, Math.ceil(MATMUL_TIMING.min_sample_ms / single)));
+    const samples: number[] = [];
+    for (let s = 0; s < MATMUL_TIMING.samples; s++) {
+      const ts = now();
+      for (let r = 0; r < reps; r++) mm();
+      be.sync();
+      samples.push((now() - ts) / reps);
+    }
+    const flops = 2 * n * n * n;
+    const best = Math.min(...samples);
+    const err = spotCheckMatmul({ name: '', M: n, K: n, N: n }, aData, bData, be.read(out));
+    return {
+      n, tflops_best: flops / (best * 1e9), tflops_median: flops / (median(samples) * 1e9), ms_best: best, reps, samples_ms: samples, max_rel_err: err,
+    };
+  } finally {
+    be.free(a);
+    be.free(b);
+    be.free(out);
+  }
+}
+
+// ---------------------------------------------------------------- attn: training throughput
+
+interface TrainResult {
+  steps: number;
+  elapsed_s: number;
+  tokens_per_s: number;
+  best_step_ms: number;
+  median_step_ms: number;
+  params: number;
+  last_loss: number;
+}
+
+function benchTrain(be: WebGPUBackend): TrainResult {
+  const text = readFileSync(SHAKESPEARE, 'utf8');
+  const tok = CharTokenizer.fromText(text);
+  const ids = tok.encode(text);
+  const cfg = modelConfig(tok.vocabSize);
+  const p = presetConfig();
+  const model = new GPT(cfg, { backend: be, seed: 1337 });
+  model.train(true);
+  const optim = new AdamW(model.parameters(), { lr: p.learning_rate!, weightDecay: p.weight_decay!, betas: [0.9, p.beta2!] });
+  const T = cfg.block_size;
+  let seed = 12345;
+  const offset = () => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed % (ids.length - T - 1);
+  };
+  // The trainer's step: forward, backward, global-norm clip (reads the norm), AdamW, loss read.
+  const step = () => trainStep(model, optim, [gatherBatch(ids, Array.from({ length: BATCH }, offset), T)], { gradClip: p.grad_clip! }).loss;
+  try {
+    for (let i = 0; i < TRAIN_TIMING.warmup_steps; i++) step();
+    const times: number[] = [];
+    let last = NaN;
+    const t0 = now();
+    while (times.length < TRAIN_TIMING.min_steps || now() - t0 < TRAIN_TIMING.min_s * 1e3) {
+      const ts = now();
+      last = step();
+      times.push(now() - ts);
+    }
+    const elapsed = (now() - t0) / 1e3;
+    return {
+      steps: times.length, elapsed_s: elapsed, tokens_per_s: (times.length * BATCH * T) / elapsed,
+      best_step_ms: Math.min(...times), median_step_ms: median(times), params: model.numParameters(), last_loss: last,
+    };
+  } finally {
+    model.dispose();
+    optim.zeroGrad();
+    for (const st of optim.stateTensors()) {
+      st.m.dispose();
+      st.v.dispose();
+    }
+  }
+}
+
+// ---------------------------------------------------------------- attn: time to a validation loss
+
+interface ToLossResult {
+  goal: number;
+  reached: boolean;
+  wall_s: number;
+  /** Seconds from train()'s first step to the evaluation that reached the goal. */
+  train_s: number | null;
+  step: number;
+  val_loss: number;
+  evals: { step: number; val_loss: number; wall_s: number }[];
+  max_s: number;
+}
+
+async function benchToLoss(goal: number, maxS: number): Promise<ToLossResult> {
+  // A private prepared copy of Tiny Shakespeare and a scratch out_dir: nothing of the user's is touched.
+  const work = join(tmpdir(), `attn-bench-gpu-${process.pid}`);
+  const dataset = join(work, 'shakespeare_char');
+  const text = readFileSync(SHAKESPEARE, 'utf8');
+  await prepareDataset({ text, tokenizer: CharTokenizer.fromText(text), outDir: dataset });
+  const base = presetConfig();
+  const cfg: Partial<TrainConfig> = {
+    ...base, dataset, out_dir: join(work, 'out'), device: 'webgpu', batch_size: BATCH,
+    // --quick: evaluate often and cheaply so the loop's plumbing shows in seconds.
+    ...(quick ? { eval_interval: 5, eval_iters: 2, max_iters: 200, lr_decay_iters: 200, warmup_iters: 5 } : {}),
+  };
+  const stop = new AbortController();
+  const evals: ToLossResult['evals'] = [];
+  let hit: { step: number; val_loss: number; wall_s: number } | null = null;
+  let firstStep: number | null = null;
+  const t0 = now();
+  try {
+    await train(cfg, {
+      signal: stop.signal,
+      onStart: () => {
+        firstStep = now();
+      },
+      onEval: (e) => {
+        const wall = (now() - t0) / 1e3;
+        evals.push({ step: e.step, val_loss: e.val_loss, wall_s: wall });
+        log(`  step ${e.step}: val loss ${e.val_loss.toFixed(4)} at ${wall.toFixed(1)} s`);
+        if (!hit && e.val_loss <= goal) {
+          hit = { step: e.step, val_loss: e.val_loss, wall_s: wall };
+          stop.abort();
+        }
+      },
+      onProgress: () => {
+        if ((now() - t0) / 1e3 > maxS) stop.abort();
+      },
+    });
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  const h = hit as { step: number; val_loss: number; wall_s: number } | null;
+  const last = evals[evals.length - 1];
+  return {
+    goal, reached: h !== null, wall_s: h ? h.wall_s : (now() - t0) / 1e3,
+    train_s: h && firstStep !== null ? h.wall_s - (firstStep - t0) / 1e3 : null,
+    step: h?.step ?? last?.step ?? 0, val_loss: h?.val_loss ?? last?.val_loss ?? NaN, evals, max_s: maxS,
+  };
+}
+
+// ---------------------------------------------------------------- PyTorch peer
+
+type Cell = Record<string, unknown>;
+
+function get(o: unknown, ...path: string[]): number | null {
+  let v: unknown = o;
+  for (const p of path) v = v && typeof v === 'object' ? (v as Record<string, unknown>)[p] : undefined;
+  return typeof v === 'number' && Number.isFinite(v) ? v : null;
+}
+
+function runTorch(python: string, spec: Cell, timeoutS: number): Cell | string {
+  const script = join(ROOT, 'bench/peers/torch_gpu.py');
+  const r = spawnSync(python, [script], {
+    input: JSON.stringify(spec), encoding: 'utf8', timeout: timeoutS * 1e3, maxBuffer: 64 << 20,
+    env: { ...process.env, PYTHONUNBUFFERED: '1' },
+  });
+  if (r.error) return `${python}: ${r.error.message}`;
+  const line = (r.stdout ?? '').trim().split('\n').pop() ?? '';
+  try {
+    const j = JSON.parse(line) as Cell;
+    if (typeof j.error === 'string') return j.error;
+    return j;
+  } catch {
+    return `exit ${r.status}: ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' ').slice(0, 400)}`;
+  }
+}
+
+function gpuName(): string | null {
+  const r = spawnSync('nvidia-smi', ['--query-gpu=name,driver_version,memory.total', '--format=csv,noheader'], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim().split('\n')[0]! : null;
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const onlyArg = opt('only', '');
+  const only = new Set(onlyArg ? onlyArg.split(',').map((s) => s.trim()) : ['matmul', 'train']);
+  const toLossArg = args.get('to-loss');
+  if (toLossArg !== undefined) only.add('toloss');
+  for (const s of only) if (!['matmul', 'train', 'toloss'].includes(s)) throw new Error(`--only: unknown part '${s}' (matmul, train, toloss)`);
+  const goal = typeof toLossArg === 'string' ? Number(toLossArg) : quick ? 3.5 : TARGETS.toLoss;
+  if (!(goal > 0)) throw new Error(`--to-loss: bad value '${String(toLossArg)}'`);
+  const maxS = Number(opt('toloss-max-s', quick ? '120' : '420'));
+  const python = opt('python', 'python3');
+  const mach = machineInfo();
+  const gpu = gpuName();
+
+  log('starting the webgpu device…');
+  const be = (await getBackend('webgpu')) as WebGPUBackend;
+  const ad = be.adapter;
+  log(`adapter: ${ad.description || ad.device} (${ad.vendor} ${ad.architecture}, ${ad.backend})`);
+
+  let attnMatmul: MatmulResult | null = null;
+  let attnTrain: TrainResult | null = null;
+  let toLoss: ToLossResult | null = null;
+  const errors: string[] = [];
+  const attempt = async <T>(what: string, f: () => T | Promise<T>): Promise<T | null> => {
+    try {
+      return await f();
+    } catch (e) {
+      errors.push(`${what}: ${e instanceof Error ? e.message : String(e)}`);
+      log(`  ${what} failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+      return null;
+    }
+  };
+  if (only.has('matmul')) {
+    log(`matmul ${MATMUL_N}³ on webgpu…`);
+    attnMatmul = await attempt('attn matmul', () => benchMatmul(be, MATMUL_N));
+    if (attnMatmul) log(`  ${num(attnMatmul.tflops_best)} TFLOP/s (${num(attnMatmul.ms_best)} ms, max rel err ${attnMatmul.max_rel_err.toExponential(1)})`);
+  }
+  if (only.has('train')) {
+    log(`training tokens/s, batch ${BATCH}, on webgpu…`);
+    attnTrain = await attempt('attn train', () => benchTrain(be));
+    if (attnTrain) log(`  ${num(attnTrain.tokens_per_s)} tokens/s (${num(attnTrain.median_step_ms)} ms/step)`);
+  }
+
+  // The peer runs after attn's parts and before --to-loss, with attn's device idle.
+  let torch: Cell | null = null;
+  let torchMissing: string | null = null;
+  const torchParts = ['matmul', 'train'].filter((p) => only.has(p));
+  if (flag('skip-torch')) torchMissing = 'skipped (--skip-torch)';
+  else if (torchParts.length) {
+    log(`PyTorch peer (${python}: ${torchParts.join(', ')})…`);
+    const text = readFileSync(SHAKESPEARE, 'utf8');
+    const r = runTorch(python, {
+      parts: torchParts, quick, matmul_n: MATMUL_N, batch: BATCH, cfg: modelConfig(CharTokenizer.fromText(text).vocabSize),
+      lr: presetConfig().learning_rate, weight_decay: presetConfig().weight_decay, beta2: presetConfig().beta2, grad_clip: presetConfig().grad_clip,
+      ...TRAIN_TIMING, matmul_timing: MATMUL_TIMING,
+    }, quick ? 300 : 600);
+    if (typeof r === 'string') torchMissing = r;
+    else torch = r;
+    // A part that failed inside the peer (out of memory, say) reports its error in place.
+    for (const part of torchParts) {
+      for (const k of ['tf32_off', 'tf32_on']) {
+        const e = (torch?.[part] as Record<string, { error?: string }> | undefined)?.[k]?.error;
+        if (e) errors.push(`torch ${part} ${k}: ${e}`);
+      }
+    }
+    log(torch ? '  done' : `  PyTorch: ${torchMissing}`);
+  }
+
+  if (only.has('toloss')) {
+    log(`shakespeare-char on webgpu until val loss ≤ ${goal} (at most ${maxS} s)…`);
+    toLoss = await attempt('attn to-loss', () => benchToLoss(goal, maxS));
+  }
+
+  // ---------------------------------------------------------------- report
+  const out: string[] = [];
+  const p = (s = '') => out.push(s);
+  const tv = torch ? String(torch.torch ?? '?') : null;
+  p(`# attn GPU benchmark (webgpu)${quick ? ' (--quick: tiny sizes, for checking that it runs)' : ''}`);
+  p();
+  p(`machine: ${gpu ?? 'no nvidia-smi'}; ${mach.cpu}, ${mach.threads} threads; Node ${mach.node}`);
+  p(`attn: webgpu backend on ${ad.description || ad.device} (vendor ${ad.vendor || '?'}, ${ad.architecture || '?'}, Dawn backend ${ad.backend}); float32`);
+  if (torch) p(`PyTorch ${tv} on ${String(torch.device_name ?? torch.device)} (CUDA ${String(torch.cuda ?? '–')}), float32, eager`);
+  else p(`PyTorch: ${torchMissing ?? 'not run'}`);
+  p();
+
+  const tm = (k: string) => get(torch, 'matmul', k, 'tflops_best');
+  if (only.has('matmul')) {
+    p(`## matmul float32 ${MATMUL_N}×${MATMUL_N}×${MATMUL_N}, TFLOP/s (2·N³ ÷ time; best of ${MATMUL_TIMING.samples} samples, each many products then one read)`);
+    p();
+    const rows: string[][] = [];
+    const a = attnMatmul?.tflops_best ?? null;
+    const err = (x: number | null | undefined) => (x == null ? '–' : x.toExponential(1));
+    rows.push(['attn webgpu', num(a), num(attnMatmul?.tflops_median), num(attnMatmul?.ms_best), err(attnMatmul?.max_rel_err), '1.00×']);
+    for (const [k, name] of [['tf32_off', 'torch, TF32 off'], ['tf32_on', 'torch, TF32 on']] as const) {
+      rows.push([name, num(tm(k)), num(get(torch, 'matmul', k, 'tflops_median')), num(get(torch, 'matmul', k, 'ms_best')), err(get(torch, 'matmul', k, 'max_rel_err')), ratio(a, tm(k))]);
+    }
+    p(table(['engine', 'TFLOP/s best', 'TFLOP/s median', 'ms', 'max rel err', 'attn ÷ this'], rows));
+    p('max rel err: largest |out − exact| ÷ Σ|a·b| over sampled entries (float64 sums); TF32 shows as one to two orders larger.');
+    const api = torch?.tf32_api as Record<string, string> | undefined;
+    if (api) p(`torch TF32 switch: ${Object.entries(api).map(([k, v]) => `${k}: ${v}`).join('; ')}.`);
+    p();
+  }
+
+  const tt = (k: string) => get(torch, 'train', k, 'tokens_per_s');
+  if (only.has('train')) {
+    const c = modelConfig(65);
+    p(`## training tokens/s: ${c.n_layer} layers, ${c.n_head} heads, ${c.n_embd} wide, T ${c.block_size}, dropout ${c.dropout}, batch ${BATCH} (forward + backward + clip + AdamW; Tiny Shakespeare characters)`);
+    p();
+    const a = attnTrain?.tokens_per_s ?? null;
+    const flopsTok = GPT.flopsPerToken(c);
+    const row = (name: string, tps: number | null, ms: number | null) => [name, num(tps), num(ms), num(tps === null ? null : (tps * flopsTok) / 1e12), ratio(a, tps)];
+    p(table(['engine', 'tokens/s', 'ms/step', 'TFLOP/s', 'attn ÷ this'], [
+      row('attn webgpu', a, attnTrain?.median_step_ms ?? null),
+      row('torch eager, TF32 off', tt('tf32_off'), get(torch, 'train', 'tf32_off', 'median_step_ms')),
+      row('torch eager, TF32 on', tt('tf32_on'), get(torch, 'train', 'tf32_on', 'median_step_ms')),
+    ]));
+    p(`TFLOP/s: tokens/s × GPT.flopsPerToken (6N + attention). ${attnTrain ? `attn: ${attnTrain.steps} timed steps after ${TRAIN_TIMING.warmup_steps} warm-up, ${num(attnTrain.params / 1e6)} M parameters.` : ''}`);
+    p();
+  }
+
+  if (toLoss) {
+    p(`## time to val loss ≤ ${toLoss.goal} (shakespeare-char preset, --device webgpu, batch ${BATCH}${quick ? ', --quick model and evaluation' : ''})`);
+    p();
+    p(toLoss.reached
+      ? `reached val loss ${toLoss.val_loss.toFixed(4)} at step ${toLoss.step} after ${num(toLoss.wall_s)} s wall (${num(toLoss.train_s)} s from the first step; evaluations included)`
+      : `not reached within ${toLoss.max_s} s: last evaluation step ${toLoss.step}, val loss ${num(toLoss.val_loss, 4)}, ${num(toLoss.wall_s)} s`);
+    p();
+  }
+
+  for (const e of errors) p(`! ${e}`);
+  if (errors.length) p();
+
+  p('## targets (issue #6)');
+  p();
+  const targets: Cell[] = [];
+  const mark = (pass: boolean | null) => (pass === null ? 'n/a' : pass ? '✓' : '✗');
+  if (only.has('matmul')) {
+    const r = attnMatmul && tm('tf32_off') ? attnMatmul.tflops_best / tm('tf32_off')! : null;
+    const pass = r === null ? null : r >= TARGETS.matmulVsTorchTf32Off;
+    p(`- matmul ${MATMUL_N}³ float32 ≥ ${TARGETS.matmulVsTorchTf32Off}× torch (TF32 off): ${r === null ? '–' : `${r.toFixed(2)}×`} ${mark(pass)}`);
+    targets.push({ name: 'matmul vs torch tf32 off', goal: TARGETS.matmulVsTorchTf32Off, ratio: r, pass });
+  }
+  {
+    const pass = toLoss ? toLoss.reached && toLoss.wall_s < TARGETS.toLossSeconds : null;
+    p(`- shakespeare-char val loss ≤ ${TARGETS.toLoss} in < ${TARGETS.toLossSeconds / 60} min on an H100: ${toLoss ? `${toLoss.reached ? `${num(toLoss.wall_s)} s` : 'not reached'}${toLoss.goal !== TARGETS.toLoss ? ` (this run's goal: ${toLoss.goal})` : ''}` : 'not run (--to-loss)'} ${mark(toLoss && toLoss.goal === TARGETS.toLoss ? pass : null)}`);
+    targets.push({ name: 'shakespeare-char to val 1.47', goal_s: TARGETS.toLossSeconds, goal_loss: TARGETS.toLoss, run_goal: toLoss?.goal ?? null, wall_s: toLoss?.wall_s ?? null, pass: toLoss && toLoss.goal === TARGETS.toLoss ? pass : null });
+  }
+  if (quick) p('- (--quick: tiny sizes; the verdicts mean nothing)');
+
+  process.stdout.write(out.join('\n') + '\n');
+
+  if (flag('json') || args.has('out')) {
+    const file = opt('out', 'bench/results/gpu.json');
+    mkdirSync(dirname(resolve(file)), { recursive: true });
+    const doc = {
+      date: new Date().toISOString(), quick, machine: { ...mach, gpu }, adapter: ad,
+      attn: { backend: 'webgpu', matmul: attnMatmul, train: attnTrain, toloss: toLoss, batch: BATCH, model: only.has('train') ? modelConfig(65) : null },
+      torch, torch_missing: torchMissing, timing: { train: TRAIN_TIMING, matmul: MATMUL_TIMING }, errors, targets,
+    };
+    writeFileSync(file, JSON.stringify(doc, null, 2) + '\n');
+    log(`wrote ${file}`);
+  }
+}
+
+main().then(
+  () => process.exit(0), // the device thread is unref'd; exit without waiting for it anyway
+  (e) => {
+    console.error(e);
+    process.exit(1);
+  },
+);
