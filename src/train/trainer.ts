@@ -12,11 +12,11 @@ import { DEVICE_NAMES, openDevice, type DeviceName } from '../backend/index.js';
 import { writeFileAtomic } from '../io/files.js';
 import type { LoadedTensor, TensorEntry } from '../io/safetensors.js';
 import { fullGPTConfig, GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
-import { gpt2ConfigFromHF, gpt2ConfigToHF } from '../models/hf-gpt2.js';
+import { canonicalCheckpointTensors, checkpointConfigJson, checkpointShapes, checkpointTensorsToState, gptConfigFromJson, modelToCheckpointTensors, nonFloatTensorProblem } from '../models/checkpoint-format.js';
 import { Dropout } from '../nn/layers.js';
 import type { Module, StateValue } from '../nn/module.js';
 import { MoE } from '../nn/moe.js';
-import { add, div, mul, noGrad, square, sum, tensor, tidy, type DType, type Generator, type Tensor } from '../tensor/index.js';
+import { add, concat, div, mul, noGrad, reshape, square, sum, tensor, tidy, type DType, type Generator, type Tensor } from '../tensor/index.js';
 import { CheckpointError, checkShapes, loadCheckpoint, saveCheckpoint, TRAINER_STATE_FILE, OPTIMIZER_FILE, MODEL_FILE, type LoadedCheckpoint } from './checkpoint.js';
 import { AdamW } from './optim.js';
 import { constantLr, cosineLr } from './schedule.js';
@@ -277,81 +277,13 @@ export function modelConfigOf(cfg: TrainConfig, vocab_size: number): GPTConfig {
 
 // ---------------------------------------------------------------- checkpoint tensors
 
-// Hugging Face GPT-2 stores these as Conv1D weights, [in, out]; attn's Linear is [out, in].
-// c_fc2 (SwiGLU's second input projection, not in GPT-2) follows its sibling c_fc.
-const CONV1D = /^transformer\.h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_fc2|mlp\.c_proj)\.weight$/;
-
-function transpose2d(data: ArrayLike<number>, rows: number, cols: number, like: ArrayLike<number>): Float32Array | Float64Array {
-  const out = like instanceof Float64Array ? new Float64Array(rows * cols) : new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = data[r * cols + c]!;
-  return out;
-}
-
-/**
- * A GPT's weights under Hugging Face GPT-2 names and layouts ('transformer.'-prefixed, Conv1D
- * [in, out] block weights, no lm_head when tied). For GPT-2-expressible configs this is exactly
- * what GPT2LMHeadModel loads; other variants use the same scheme for their extra tensors.
- */
-export function modelToCheckpointTensors(model: Module): Map<string, TensorEntry> {
-  const out = new Map<string, TensorEntry>();
-  for (const [name, t] of model.stateDict()) {
-    const dtype = t.dtype === 'float64' ? 'F64' : 'F32';
-    const values = t.data();
-    if (CONV1D.test(name) && t.ndim === 2) {
-      const [o, i] = t.shape as [number, number];
-      out.set(name, { dtype, shape: [i, o], data: transpose2d(values, o, i, values) });
-    } else {
-      out.set(name, { dtype, shape: [...t.shape], data: values });
-    }
-  }
-  return out;
-}
-
-/** The inverse of modelToCheckpointTensors: a state dict for GPT.loadStateDict. */
-export function checkpointTensorsToState(tensors: ReadonlyMap<string, LoadedTensor>): Map<string, StateValue> {
-  const out = new Map<string, StateValue>();
-  for (const [name, e] of tensors) {
-    if (CONV1D.test(name) && e.shape.length === 2) {
-      const [i, o] = e.shape as [number, number];
-      out.set(name, { shape: [o, i], data: transpose2d(e.data, i, o, e.data) });
-    } else {
-      out.set(name, { shape: e.shape, data: e.data });
-    }
-  }
-  return out;
-}
-
-/** Shapes modelToCheckpointTensors writes, for checkShapes. */
-function checkpointShapes(model: Module): Map<string, readonly number[]> {
-  const out = new Map<string, readonly number[]>();
-  for (const [name, t] of model.stateDict()) out.set(name, CONV1D.test(name) && t.ndim === 2 ? [t.shape[1]!, t.shape[0]!] : [...t.shape]);
-  return out;
-}
-
-/**
- * config.json: the Hugging Face GPT-2 config when the variant is expressible in it (so the
- * directory loads in transformers), always with attn's full GPTConfig under "attn".
- */
-export function checkpointConfigJson(config: GPTConfig): Record<string, unknown> {
-  let hf: Record<string, unknown>;
-  try {
-    // gpt2ConfigToHF refuses what GPT-2 cannot express (attention variants, MoE, ...).
-    hf = gpt2ConfigToHF(config);
-  } catch {
-    hf = { architectures: ['AttnGPT'], model_type: 'attn_gpt' };
-  }
-  return { ...hf, attn: { ...config } };
-}
+// The format itself is Node-free (the URL loader shares it); re-exported for existing importers.
+export { checkpointConfigJson, checkpointTensorsToState, modelToCheckpointTensors } from '../models/checkpoint-format.js';
 
 /** The GPTConfig of a checkpoint's config.json: attn's own under "attn", else a Hugging Face GPT-2 config. */
 export function gptConfigFromCheckpointJson(json: Record<string, unknown>, path = 'config.json'): GPTConfig {
   try {
-    const attn = json['attn'];
-    if (attn !== undefined) {
-      if (attn === null || typeof attn !== 'object' || Array.isArray(attn)) throw new Error('"attn" must be an object');
-      return gptConfig(attn as Partial<GPTConfig>);
-    }
-    return gpt2ConfigFromHF(json);
+    return gptConfigFromJson(json);
   } catch (e) {
     throw new CheckpointError(path, (e as Error).message);
   }
@@ -383,18 +315,11 @@ export async function loadGPTCheckpoint(dir: string, opts: { backend?: Backend; 
 function loadModelTensors(model: Module, ckpt: LoadedCheckpoint): void {
   const file = join(ckpt.dir, MODEL_FILE);
   // GPT2Model checkpoints (no 'transformer.' prefix) and tied lm_head copies, as HF writes them.
-  const tensors = new Map<string, LoadedTensor>();
   const expected = checkpointShapes(model);
-  for (const [name, t] of ckpt.tensors) {
-    if (/^(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)$/.test(name)) continue;
-    const full = name.startsWith('transformer.') || name.startsWith('lm_head.') ? name : `transformer.${name}`;
-    if (full === 'lm_head.weight' && !expected.has(full)) continue;
-    tensors.set(full, t);
-  }
+  const tensors = canonicalCheckpointTensors(ckpt.tensors, !expected.has('lm_head.weight'));
   checkShapes(expected, tensors, file);
-  for (const [name, t] of tensors) {
-    if (t.dtype !== 'F32' && t.dtype !== 'F64' && t.dtype !== 'F16' && t.dtype !== 'BF16') throw new CheckpointError(file, `tensor '${name}' has dtype ${t.dtype}, expected a float type`);
-  }
+  const problem = nonFloatTensorProblem(tensors);
+  if (problem !== null) throw new CheckpointError(file, problem);
   model.loadStateDict(checkpointTensorsToState(tensors));
 }
 
@@ -431,27 +356,32 @@ interface Accumulated {
   moe: MoEStepStats | null;
 }
 
-function accumulate(model: LossModel, batches: readonly Batch[]): Accumulated {
+/**
+ * Forward and backward over the micro-batches, gradients scaled by 1/k. The losses stay on
+ * the device as one (3,) tensor [loss, cross-entropy, aux] of means over the micro-batches,
+ * so a GPU backend is not made to wait for a read-back between micro-batches.
+ */
+function accumulateOnDevice(model: LossModel, batches: readonly Batch[]): { sums: Tensor; moe: MoEStepStats | null } {
   const backend = backendOf(model);
   const k = batches.length;
   const moeLayers = moeLayersOf(model);
   const moe: MoEStepStats | null = moeLayers.length ? { auxLoss: 0, util: {}, dropped: {} } : null;
-  let total = 0;
-  let ce = 0;
+  let sums: Tensor | null = null;
   for (const b of batches) {
-    const value = tidy(() => {
+    const next: Tensor = tidy(() => {
       const [x, y] = batchTensors(b, backend);
       const out = model.forward(x, y);
       const loss = out.loss;
       if (!loss) throw new Error('accumulateGradients: the model returned no loss');
-      const v = loss.item();
-      ce += out.ceLoss && out.ceLoss !== loss ? out.ceLoss.item() : v;
-      if (moe && out.auxLoss) moe.auxLoss += out.auxLoss.item() / k;
-      if (Number.isFinite(v)) (k > 1 ? div(loss, k) : loss).backward();
-      return v;
+      (k > 1 ? div(loss, k) : loss).backward();
+      return noGrad(() => {
+        const scalars = [loss, out.ceLoss ?? loss, out.auxLoss ?? mul(loss, 0)].map((t) => reshape(t, [1]));
+        const part = div(concat(scalars), k);
+        return sums ? add(sums, part) : part;
+      });
     });
-    if (!Number.isFinite(value)) return { loss: value, ceLoss: value, moe };
-    total += value;
+    sums?.dispose();
+    sums = next;
     if (moe) {
       for (const [layer, m] of moeLayers) {
         const st = m.lastStats;
@@ -462,7 +392,15 @@ function accumulate(model: LossModel, batches: readonly Batch[]): Accumulated {
       }
     }
   }
-  return { loss: total / k, ceLoss: ce / k, moe };
+  return { sums: sums!, moe };
+}
+
+function accumulate(model: LossModel, batches: readonly Batch[]): Accumulated {
+  const { sums, moe } = accumulateOnDevice(model, batches);
+  const [loss, ce, aux] = sums.data();
+  sums.dispose();
+  if (moe) moe.auxLoss = aux!;
+  return { loss: loss!, ceLoss: ce!, moe };
 }
 
 /** A non-finite loss or gradient norm; `step` is the iteration (-1 when unknown). */
@@ -496,6 +434,15 @@ export function accumulateGradients(model: LossModel, batches: readonly Batch[])
 /** The global L2 norm of the parameters' gradients, √(Σ Σ g²), computed with the ops.
  *  Parameters without a gradient (e.g. experts that got no tokens) count as zero. */
 export function gradNorm(params: readonly Tensor[]): number {
+  const sq = gradNormSquared(params);
+  if (!sq) return 0;
+  const v = sq.item();
+  sq.dispose();
+  return Math.sqrt(v);
+}
+
+/** Σ Σ g² over the parameters' gradients as a one-element tensor (null when none has one). */
+function gradNormSquared(params: readonly Tensor[]): Tensor | null {
   return noGrad(() =>
     tidy(() => {
       let acc: Tensor | null = null;
@@ -504,7 +451,7 @@ export function gradNorm(params: readonly Tensor[]): number {
         const s = sum(square(p.grad)); // scalar
         acc = acc ? add(acc, s) : s;
       }
-      return acc ? Math.sqrt(acc.item()) : 0;
+      return acc ? reshape(acc, [1]) : null;
     }),
   );
 }
@@ -566,10 +513,19 @@ export function trainStep(model: LossModel, opt: AdamW, batches: readonly Batch[
   const params = model.parameters();
   opt.zeroGrad();
   try {
-    const { loss, ceLoss, moe } = accumulate(model, batches);
+    // One read-back per update: the losses and the squared gradient norm together.
+    const { sums, moe } = accumulateOnDevice(model, batches);
+    const normSq = gradNormSquared(params);
+    const values = noGrad(() => tidy(() => (normSq ? concat([sums, normSq]) : sums).data()));
+    sums.dispose();
+    normSq?.dispose();
+    const [loss, ceLoss, aux] = [values[0]!, values[1]!, values[2]!];
+    if (moe) moe.auxLoss = aux;
     if (!Number.isFinite(loss)) throw new TrainingDivergedError(step, 'the training loss', loss);
-    const norm = clipGradNorm(params, opts.gradClip ?? 0);
+    const norm = normSq ? Math.sqrt(values[3]!) : 0;
     if (!Number.isFinite(norm)) throw new TrainingDivergedError(step, 'the gradient norm', norm);
+    const maxNorm = opts.gradClip ?? 0;
+    if (maxNorm > 0 && norm > maxNorm) scaleGrads(params, maxNorm / (norm + 1e-6));
     if (opts.lr !== undefined) opt.lr = opts.lr;
     opt.stepUpdate();
     return { loss, ceLoss, moe, gradNorm: norm };
