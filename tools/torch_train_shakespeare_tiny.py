@@ -3,8 +3,8 @@ for loss and wall time.
 
 Char-level Tiny Shakespeare (data/tinyshakespeare/input.txt), first 90 % train, last 10 % val;
 GPT with 4 layers, 4 heads, 128 wide, context 64, pre-LN, GELU (tanh), no biases, tied head,
-dropout 0; batch 12; AdamW lr 1e-3, betas (0.9, 0.99), eps 1e-8, weight decay 0.1 on tensors
-with >= 2 dims; warmup 100 then cosine to 1e-4 at iteration 2000 (the schedule of
+dropout 0; batch 12; AdamW lr 2e-3, betas (0.9, 0.99), eps 1e-8, weight decay 0.1 on tensors
+with >= 2 dims; warmup 100 then cosine to 2e-4 at iteration 2000 (the schedule of
 src/train/schedule.ts); global grad-norm clip 1.0; 2000 updates. As src/train/trainer.ts does,
 both splits are evaluated on 20 random batches at iterations 0, 250, ... and after the last update.
 
@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The preset's values (src/train/presets.ts: SHAKESPEARE_CHAR_TINY over SHAKESPEARE_CHAR).
 CFG = dict(
     n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0, bias=False,
-    learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, lr_decay_iters=2000, max_iters=2000,
+    learning_rate=2e-3, min_lr=2e-4, warmup_iters=100, lr_decay_iters=2000, max_iters=2000,
     beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1, grad_clip=1.0,
     eval_interval=250, eval_iters=20, val_fraction=0.1, seed=1337,
 )
@@ -38,6 +38,7 @@ def parse():
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     ap.add_argument("--blas_threads", type=int, default=2, help="OPENBLAS_NUM_THREADS when not set (default 2)")
     ap.add_argument("--seed", type=int, default=CFG["seed"])
+    ap.add_argument("--learning_rate", type=float, default=CFG["learning_rate"], help="peak rate; min_lr is a tenth of it")
     ap.add_argument("--data", default=os.path.join(ROOT, "data", "tinyshakespeare", "input.txt"))
     ap.add_argument("--keep-openblas-env", action="store_true",
                     help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (unset by default, as bench/gpt.ts does)")
@@ -73,6 +74,7 @@ def main():
                  f"and run with /usr/bin/python3")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    CFG["learning_rate"], CFG["min_lr"] = args.learning_rate, args.learning_rate / 10
 
     with open(args.data, encoding="utf-8") as f:
         text = f.read()
