@@ -6,7 +6,7 @@ import type { Backend } from '../src/backend/backend.js';
 import * as A from '../src/index.js';
 import { Generator, RefBackend, type Tensor } from '../src/index.js';
 import { assertClose, randomArray } from './helpers.js';
-import { compareBackends, type CompareOptions, type Input } from './backend-compare.js';
+import { attentionMaskAndViewCases, compareBackends, elementwiseCases, MATMUL_SIZES, matmulCases, OP_SIZES, type CompareOptions, type Input } from './backend-compare.js';
 import { train, type TinyConfig } from './tiny-gpt.js';
 import { charTokens } from './tiny-gpt-ref.test.js';
 
@@ -19,32 +19,20 @@ before(async () => {
   cpu1 = await A.getBackend('cpu', { threads: 1 });
 });
 
-/** Runs f on ref and on cpu (or opts.backends) and compares outputs and input gradients. */
-function compare(name: string, inputs: Input[], f: (...xs: Tensor[]) => Tensor, opts: CompareOptions & { backends?: Backend[] } = {}): void {
-  compareBackends(opts.backends ?? [cpu, cpu1], name, inputs, f, opts);
+/** Runs f on ref and on cpu (1 and more threads) and compares outputs and input gradients. */
+function compare(name: string, inputs: Input[], f: (...xs: Tensor[]) => Tensor, opts: CompareOptions = {}): void {
+  compareBackends([cpu, cpu1], name, inputs, f, opts);
 }
 
-const SIZES = [1, 3, 17, 129, 1000];
 
 test('element-wise ops at awkward sizes and on non-contiguous views', () => {
-  for (const n of SIZES) {
-    compare(`add ${n}`, [{ shape: [n] }, { shape: [n] }], (a, b) => A.add(a, b));
-    compare(`mul bcast ${n}`, [{ shape: [2, n] }, { shape: [n] }], (a, b) => A.mul(a, b));
-    compare(`div ${n}`, [{ shape: [n] }, { shape: [n], kind: 'positive' }], (a, b) => A.div(a, b));
-    compare(`sub transposed ${n}`, [{ shape: [n, 3] }, { shape: [3, n] }], (a, b) => A.sub(A.transpose(a), b));
-    for (const [op, f] of [['exp', A.exp], ['tanh', A.tanh], ['relu', A.relu], ['sigmoid', A.sigmoid], ['silu', A.silu], ['neg', A.neg]] as const) {
-      compare(`${op} ${n}`, [{ shape: [n] }], (x) => f(x));
-    }
-    compare(`gelu ${n}`, [{ shape: [n] }], (x) => A.gelu(x));
-    compare(`gelu erf ${n}`, [{ shape: [n] }], (x) => A.gelu(x, 'none'));
-    compare(`log/sqrt ${n}`, [{ shape: [n], kind: 'positive' }], (x) => A.add(A.log(x), A.sqrt(x)));
-    compare(`pow ${n}`, [{ shape: [n], kind: 'positive' }], (x) => A.pow(x, 1.5));
-    compare(`gelu of strided slice ${n}`, [{ shape: [n, 4] }], (x) => A.gelu(A.slice(x, 1, 0, 4, 2)));
+  for (const n of OP_SIZES) {
+    elementwiseCases(compare, n);
   }
 });
 
 test('reductions, softmax and norms at awkward sizes and on views', () => {
-  for (const n of SIZES) {
+  for (const n of OP_SIZES) {
     compare(`sum dim ${n}`, [{ shape: [3, n] }], (x) => A.sum(x, 1));
     compare(`sum dim0 ${n}`, [{ shape: [n, 5] }], (x) => A.sum(x, 0));
     compare(`mean all ${n}`, [{ shape: [n, 2] }], (x) => A.mean(x));
@@ -61,14 +49,7 @@ test('reductions, softmax and norms at awkward sizes and on views', () => {
 
 test('matmul at awkward sizes, transposed operands read in place, batches, linear with bias', () => {
   const tol = { rtol: 1e-4, atol: 1e-4 };
-  for (const [m, k, n] of [[1, 1, 1], [3, 17, 1], [17, 3, 129], [129, 17, 3], [1000, 17, 129], [64, 129, 65], [1, 1000, 3]]) {
-    compare(`matmul ${m}x${k}x${n}`, [{ shape: [m!, k!] }, { shape: [k!, n!] }], (a, b) => A.matmul(a, b), tol);
-  }
-  compare('matmul A^T B^T', [{ shape: [17, 33] }, { shape: [9, 17] }], (a, b) => A.matmul(A.transpose(a), A.transpose(b)), tol);
-  compare('matmul batched broadcast', [{ shape: [3, 1, 17, 20] }, { shape: [4, 20, 9] }], (a, b) => A.matmul(a, b), tol);
-  compare('matmul permuted batch', [{ shape: [17, 3, 20] }, { shape: [3, 20, 5] }], (a, b) => A.matmul(A.permute(a, [1, 0, 2]), b), tol);
-  compare('linear', [{ shape: [2, 17, 129] }, { shape: [65, 129] }, { shape: [65] }], (x, w, b) => A.linear(x, w, b), tol);
-  compare('linear no bias, sliced input', [{ shape: [20, 40] }, { shape: [7, 20] }], (x, w) => A.linear(A.slice(x, 1, 0, 20), w), tol);
+  matmulCases(compare, MATMUL_SIZES, tol);
 });
 
 test('indexing, joins and losses', () => {
@@ -89,14 +70,7 @@ test('attention forward and backward: causal, full, Tq < Tk, key padding, long s
     compare(`attention causal ${Tq}x${Tk}x${D}`, shapes, (q, k, v) => A.scaledDotProductAttention(q, k, v, { causal: true }), tol);
     if (Tk! <= 129) compare(`attention full ${Tq}x${Tk}x${D}`, shapes, (q, k, v) => A.scaledDotProductAttention(q, k, v), tol);
   }
-  compare('attention keyMask', [{ shape: [2, 2, 9, 16] }, { shape: [2, 2, 9, 16] }, { shape: [2, 2, 9, 16] }], (q, k, v) => {
-    const mask = A.tensor([1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1], { backend: q.backend, dtype: 'int32', shape: [2, 9] });
-    return A.scaledDotProductAttention(q, k, v, { keyMask: mask, causal: true });
-  }, tol);
-  compare('attention on permuted views', [{ shape: [2, 17, 3, 16] }], (x) => {
-    const q = A.permute(x, [0, 2, 1, 3]);
-    return A.scaledDotProductAttention(q, q, q, { causal: true });
-  }, tol);
+  attentionMaskAndViewCases(compare, tol);
 });
 
 test('AdamW update matches', () => {

@@ -7,7 +7,7 @@ import type { AttentionSparsity, Backend, Storage } from '../src/backend/backend
 import * as A from '../src/index.js';
 import { Generator, RefBackend, type Tensor } from '../src/index.js';
 import { assertClose, randomArray } from './helpers.js';
-import { compareBackends, type CompareOptions, type Input } from './backend-compare.js';
+import { attentionMaskAndViewCases, comparerFor } from './backend-compare.js';
 import { webgpu } from './webgpu-helpers.js';
 
 const ref = new RefBackend();
@@ -102,21 +102,13 @@ test('webgpu scaledDotProductAttention matches ref, forward and gradients', asyn
   const be = await webgpu();
   if (typeof be === 'string') return t.skip(be);
   const tol = { rtol: 2e-4, atol: 2e-5 };
-  const compare = (name: string, inputs: Input[], f: (...xs: Tensor[]) => Tensor, opts: CompareOptions): void =>
-    compareBackends([be], name, inputs, f, opts);
+  const compare = comparerFor([be]);
   for (const [B, H, Tq, Tk, D] of [[1, 1, 1, 1, 16], [2, 3, 3, 3, 16], [1, 2, 17, 17, 64], [1, 2, 5, 129, 16]]) {
     const shapes = [{ shape: [B!, H!, Tq!, D!] }, { shape: [B!, H!, Tk!, D!] }, { shape: [B!, H!, Tk!, D!] }];
     compare(`attention causal ${Tq}x${Tk}x${D}`, shapes, (q, k, v) => A.scaledDotProductAttention(q, k, v, { causal: true }), tol);
     compare(`attention full ${Tq}x${Tk}x${D}`, shapes, (q, k, v) => A.scaledDotProductAttention(q, k, v), tol);
   }
-  compare('attention keyMask', [{ shape: [2, 2, 9, 16] }, { shape: [2, 2, 9, 16] }, { shape: [2, 2, 9, 16] }], (q, k, v) => {
-    const mask = A.tensor([1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1], { backend: q.backend, dtype: 'int32', shape: [2, 9] });
-    return A.scaledDotProductAttention(q, k, v, { keyMask: mask, causal: true });
-  }, tol);
-  compare('attention on permuted views', [{ shape: [2, 17, 3, 16] }], (x) => {
-    const q = A.permute(x, [0, 2, 1, 3]);
-    return A.scaledDotProductAttention(q, q, q, { causal: true });
-  }, tol);
+  attentionMaskAndViewCases(compare, tol);
   for (const s of [window(3), strided(4), fixed(5, 2)]) {
     compare(`attention ${label(s)}`, [{ shape: [1, 2, 17, 16] }, { shape: [1, 2, 17, 16] }, { shape: [1, 2, 17, 16] }],
       (q, k, v) => A.scaledDotProductAttention(q, k, v, { causal: true, sparsity: s }), tol);

@@ -6,38 +6,24 @@ import assert from 'node:assert/strict';
 import type { Backend } from '../src/backend/backend.js';
 import * as A from '../src/index.js';
 import { RefBackend, type Tensor } from '../src/index.js';
-import { compareBackends, type CompareOptions, type Input } from './backend-compare.js';
+import { compareBackends, comparerFor, elementwiseCases, OP_SIZES, type Input } from './backend-compare.js';
 import { webgpu } from './webgpu-helpers.js';
 
 const ref = new RefBackend();
-const SIZES = [1, 3, 17, 129, 1000];
 
 test('webgpu: element-wise ops at awkward sizes and on non-contiguous views', async (t) => {
   const be = await webgpu();
   if (typeof be === 'string') return t.skip(be);
-  const compare = (name: string, inputs: Input[], f: (...xs: Tensor[]) => Tensor, opts: CompareOptions = {}): void =>
-    compareBackends([be], name, inputs, f, opts);
-  for (const n of SIZES) {
-    compare(`add ${n}`, [{ shape: [n] }, { shape: [n] }], (a, b) => A.add(a, b));
-    compare(`mul bcast ${n}`, [{ shape: [2, n] }, { shape: [n] }], (a, b) => A.mul(a, b));
-    compare(`div ${n}`, [{ shape: [n] }, { shape: [n], kind: 'positive' }], (a, b) => A.div(a, b));
-    compare(`sub transposed ${n}`, [{ shape: [n, 3] }, { shape: [3, n] }], (a, b) => A.sub(A.transpose(a), b));
-    for (const [op, f] of [['exp', A.exp], ['tanh', A.tanh], ['relu', A.relu], ['sigmoid', A.sigmoid], ['silu', A.silu], ['neg', A.neg]] as const) {
-      compare(`${op} ${n}`, [{ shape: [n] }], (x) => f(x));
-    }
-    compare(`gelu ${n}`, [{ shape: [n] }], (x) => A.gelu(x));
-    compare(`gelu erf ${n}`, [{ shape: [n] }], (x) => A.gelu(x, 'none'));
-    compare(`log/sqrt ${n}`, [{ shape: [n], kind: 'positive' }], (x) => A.add(A.log(x), A.sqrt(x)));
-    compare(`pow ${n}`, [{ shape: [n], kind: 'positive' }], (x) => A.pow(x, 1.5));
-    compare(`gelu of strided slice ${n}`, [{ shape: [n, 4] }], (x) => A.gelu(A.slice(x, 1, 0, 4, 2)));
+  const compare = comparerFor([be]);
+  for (const n of OP_SIZES) {
+    elementwiseCases(compare, n);
   }
 });
 
 test('webgpu: every unary and binary op, scalar operands, where', async (t) => {
   const be = await webgpu();
   if (typeof be === 'string') return t.skip(be);
-  const compare = (name: string, inputs: Input[], f: (...xs: Tensor[]) => Tensor, opts: CompareOptions = {}): void =>
-    compareBackends([be], name, inputs, f, opts);
+  const compare = comparerFor([be]);
   const x = [{ shape: [7, 19] }];
   compare('rsqrt', [{ shape: [7, 19], kind: 'positive' }], (v) => A.rsqrt(v));
   compare('abs', x, (v) => A.abs(v));
@@ -132,9 +118,8 @@ test('webgpu: int32 element-wise ops, where, reductions', async (t) => {
 test('webgpu: reductions and cumsum at awkward sizes and on views', async (t) => {
   const be = await webgpu();
   if (typeof be === 'string') return t.skip(be);
-  const compare = (name: string, inputs: Input[], f: (...xs: Tensor[]) => Tensor, opts: CompareOptions = {}): void =>
-    compareBackends([be], name, inputs, f, opts);
-  for (const n of SIZES) {
+  const compare = comparerFor([be]);
+  for (const n of OP_SIZES) {
     compare(`sum dim ${n}`, [{ shape: [3, n] }], (x) => A.sum(x, 1));
     compare(`sum dim0 ${n}`, [{ shape: [n, 5] }], (x) => A.sum(x, 0));
     compare(`mean all ${n}`, [{ shape: [n, 2] }], (x) => A.mean(x));

@@ -7,7 +7,7 @@ import type { Backend, MatmulArgs, Activation } from '../src/backend/backend.js'
 import * as A from '../src/index.js';
 import { Generator, RefBackend } from '../src/index.js';
 import { assertClose, randomArray } from './helpers.js';
-import { compareBackends } from './backend-compare.js';
+import { comparerFor, MATMUL_SIZES, matmulCases } from './backend-compare.js';
 import { webgpu } from './webgpu-helpers.js';
 
 const ref = new RefBackend();
@@ -16,15 +16,7 @@ const tol = { rtol: 1e-4, atol: 1e-4 };
 test('webgpu matmul ops at awkward sizes, transposed operands, batches, linear with bias (forward)', async (t) => {
   const be = await webgpu();
   if (typeof be === 'string') return t.skip(be);
-  const opts = { ...tol, grad: false };
-  for (const [m, k, n] of [[1, 1, 1], [3, 17, 1], [17, 3, 129], [129, 17, 3], [1000, 17, 129], [64, 129, 65], [1, 1000, 3]]) {
-    compareBackends([be], `matmul ${m}x${k}x${n}`, [{ shape: [m!, k!] }, { shape: [k!, n!] }], (a, b) => A.matmul(a, b), opts);
-  }
-  compareBackends([be], 'matmul A^T B^T', [{ shape: [17, 33] }, { shape: [9, 17] }], (a, b) => A.matmul(A.transpose(a), A.transpose(b)), opts);
-  compareBackends([be], 'matmul batched broadcast', [{ shape: [3, 1, 17, 20] }, { shape: [4, 20, 9] }], (a, b) => A.matmul(a, b), opts);
-  compareBackends([be], 'matmul permuted batch', [{ shape: [17, 3, 20] }, { shape: [3, 20, 5] }], (a, b) => A.matmul(A.permute(a, [1, 0, 2]), b), opts);
-  compareBackends([be], 'linear', [{ shape: [2, 17, 129] }, { shape: [65, 129] }, { shape: [65] }], (x, w, b) => A.linear(x, w, b), opts);
-  compareBackends([be], 'linear no bias, sliced input', [{ shape: [20, 40] }, { shape: [7, 20] }], (x, w) => A.linear(A.slice(x, 1, 0, 20), w), opts);
+  matmulCases(comparerFor([be]), MATMUL_SIZES, { ...tol, grad: false });
 });
 
 test('webgpu matmul ops: gradients', async (t) => {
@@ -42,14 +34,7 @@ test('webgpu matmul ops: gradients', async (t) => {
 });
 
 function gradientCases(be: Backend): void {
-  for (const [m, k, n] of [[3, 17, 1], [17, 3, 129], [64, 129, 65]]) {
-    compareBackends([be], `matmul ${m}x${k}x${n}`, [{ shape: [m!, k!] }, { shape: [k!, n!] }], (a, b) => A.matmul(a, b), tol);
-  }
-  compareBackends([be], 'matmul A^T B^T', [{ shape: [17, 33] }, { shape: [9, 17] }], (a, b) => A.matmul(A.transpose(a), A.transpose(b)), tol);
-  compareBackends([be], 'matmul batched broadcast', [{ shape: [3, 1, 17, 20] }, { shape: [4, 20, 9] }], (a, b) => A.matmul(a, b), tol);
-  compareBackends([be], 'matmul permuted batch', [{ shape: [17, 3, 20] }, { shape: [3, 20, 5] }], (a, b) => A.matmul(A.permute(a, [1, 0, 2]), b), tol);
-  compareBackends([be], 'linear', [{ shape: [2, 17, 129] }, { shape: [65, 129] }, { shape: [65] }], (x, w, b) => A.linear(x, w, b), tol);
-  compareBackends([be], 'linear no bias, sliced input', [{ shape: [20, 40] }, { shape: [7, 20] }], (x, w) => A.linear(A.slice(x, 1, 0, 20), w), tol);
+  matmulCases(comparerFor([be]), [[3, 17, 1], [17, 3, 129], [64, 129, 65]], tol);
 }
 
 interface Case {

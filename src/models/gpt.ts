@@ -7,7 +7,7 @@
 // (n_kv_head), sparse (local, strided, fixed), linear and Performer; and mixture-of-experts
 // feed-forward layers (moe_*: transformer.h.{i}.mlp.router, mlp.experts.{e}.c_fc, ...).
 import type { Backend } from '../backend/backend.js';
-import { ATTENTION_DEFAULTS, attentionProblems, sparsityOf, type AttentionKind } from '../nn/attention-config.js';
+import { ATTENTION_DEFAULTS, attentionProblems, sparsityOf, type AttentionFields } from '../nn/attention-config.js';
 import { CausalSelfAttention, KVCache, type KVLayerCache } from '../nn/attention.js';
 import { Dropout, Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
 import { swigluHidden, MLP, type MLPActivation } from '../nn/mlp.js';
@@ -23,7 +23,7 @@ export type NormKind = 'layernorm' | 'rmsnorm';
 // The attention fields are shared with the encoder and encoder-decoder models.
 export { ATTENTION_DEFAULTS, sparsityOf, type AttentionKind } from '../nn/attention-config.js';
 
-export interface GPTConfig {
+export interface GPTConfig extends AttentionFields {
   n_layer: number;
   n_head: number;
   n_embd: number;
@@ -43,24 +43,10 @@ export interface GPTConfig {
   /** 'gelu' is GPT-2's tanh approximation; 'gelu_exact' the erf form. */
   activation: MLPActivation;
   layer_norm_epsilon: number;
-  // Attention variants: optional, absent = ATTENTION_DEFAULTS (so GPT-2 configs stay as they were).
-  /** dense: full causal softmax; local: the last attn_window keys; strided / fixed: the sparse
-   *  patterns of Child et al. 2019; linear: elu+1 features; performer: FAVOR+ random features. */
-  attention?: AttentionKind;
+  // Attention variants (AttentionFields): optional, absent = ATTENTION_DEFAULTS (so GPT-2
+  // configs stay as they were); GPT's attention is causal, so 'linformer' is refused.
   /** Key/value heads, dividing n_head (1 = multi-query); absent = n_head (multi-head). */
   n_kv_head?: number;
-  /** local: keys per query (including itself). */
-  attn_window?: number;
-  /** strided: the stride; fixed: the block length. */
-  attn_stride?: number;
-  /** fixed: summary positions at the end of each block. */
-  attn_summary?: number;
-  /** performer: random features m per head. */
-  performer_features?: number;
-  /** performer: training forward calls between feature redraws; 0 = never. */
-  performer_redraw_interval?: number;
-  /** linformer: projected sequence length k. */
-  linformer_k?: number;
   // Mixture of experts: optional, absent = MOE_DEFAULTS (dense).
   /** Experts per MoE layer; 0 = dense MLPs everywhere. */
   moe_experts?: number;

@@ -9,8 +9,10 @@ import type { DType } from '../tensor/index.js';
 import { BpeTokenizer } from '../tokenizers/bpe.js';
 import { CHAR_TOKENIZER_FILE, CharTokenizer } from '../tokenizers/char.js';
 import type { Tokenizer } from '../tokenizers/types.js';
-import { GPT, gptConfig, type GPTConfig } from './gpt.js';
-import { gpt2ConfigFromHF, gpt2StateFromHF } from './hf-gpt2.js';
+import { canonicalCheckpointTensors, checkpointTensorsToState, gptConfigFromJson, nonFloatTensorProblem } from './checkpoint-format.js';
+import { GPT, type GPTConfig } from './gpt.js';
+
+export { gptConfigFromJson } from './checkpoint-format.js';
 
 export interface LoadFromUrlOptions {
   backend?: Backend;
@@ -70,31 +72,15 @@ async function readBytes(res: Response, onProgress?: LoadFromUrlOptions['onProgr
   return out;
 }
 
-/** The GPTConfig of a checkpoint's config.json: attn's own under "attn", else a Hugging Face GPT-2 config. */
-export function gptConfigFromJson(json: Record<string, unknown>): GPTConfig {
-  const attn = json['attn'];
-  if (attn !== undefined) {
-    if (attn === null || typeof attn !== 'object' || Array.isArray(attn)) throw new Error('config.json: "attn" must be an object');
-    return gptConfig(attn as Partial<GPTConfig>);
-  }
-  return gpt2ConfigFromHF(json);
-}
-
 /**
- * A checkpoint's tensors as a GPT state dict. attn writes the GPT-2 layout (Conv1D weights
- * stored [in, out]), plus SwiGLU's second input projection mlp.c_fc2 stored the same way.
+ * A checkpoint's tensors as a GPT state dict: the layout `attn train` writes (Conv1D weights
+ * stored [in, out], SwiGLU's mlp.c_fc2 too) or a Hugging Face GPT-2 one.
  */
 export function gptStateFromCheckpoint(tensors: ReadonlyMap<string, LoadedTensor>, config: GPTConfig): Map<string, StateValue> {
-  const state = gpt2StateFromHF(tensors, { tieEmbeddings: config.tie_embeddings });
-  for (const [name, v] of state) {
-    if (!/^transformer\.h\.\d+\.mlp\.c_fc2\.weight$/.test(name) || v.shape.length !== 2) continue;
-    const [i, o] = v.shape as [number, number];
-    const data = (v as { data: ArrayLike<number> }).data; // plain values: gpt2StateFromHF makes no tensors
-    const t = new Float32Array(i * o);
-    for (let r = 0; r < i; r++) for (let c = 0; c < o; c++) t[c * i + r] = data[r * o + c]!;
-    state.set(name, { shape: [o, i], data: t });
-  }
-  return state;
+  const canonical = canonicalCheckpointTensors(tensors, config.tie_embeddings);
+  const problem = nonFloatTensorProblem(canonical);
+  if (problem !== null) throw new Error(problem);
+  return checkpointTensorsToState(canonical);
 }
 
 /** The tokenizer of a checkpoint directory at `base`, looked for as loadTokenizer does on disk. */

@@ -7,7 +7,7 @@
 //    packed in one scratch buffer so the next kernels stay within 8 storage bindings; then one
 //    kernel per query row for gq and one per key row for gk and gv, both recomputing
 //    P_ij = exp(s_ij - lse_i), so neither needs float atomics.
-import { PRELUDE, grid, groupsFor, type KernelFn, type BufRef, type Params } from './common.js';
+import { PRELUDE, entry, grid, groupsFor, storage, threadEntry, type KernelFn, type BufRef, type Params } from './common.js';
 import type { AttentionSparsity } from '../../backend.js';
 
 /** Threads (rows) per workgroup. */
@@ -73,43 +73,49 @@ fn tile_visible(ia: i32, ib: i32, ja: i32, jb: i32) -> bool {
 }
 `;
 
-const forwardCode = (md: number): string => PRELUDE + MASK + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read> mask: array<i32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> lse: array<f32>;
-var<workgroup> kvs: array<f32, ${TILE_FLOATS}>;
-var<workgroup> kon: array<u32, ${WG}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+/** WGSL (start of main): this workgroup's (b, h) = bh and its block of WG rows from `row0`;
+ *  returns past the last block. TILE: rows of a staged tile; sh shifts a query index i to the
+ *  key axis (i' = i + Tk - Tq). */
+const blockStart = (row0: string): string => /* wgsl */ `
   let g = wid.x + wid.y * nwg.x;
   if (g >= pu(13u)) { return; }
-  let Tq = pu(1u); let Tk = pu(2u); let D = pu(3u); let scale = pf(4u); let TK = pu(10u);
+  let Tq = pu(1u); let Tk = pu(2u); let D = pu(3u); let scale = pf(4u); let TILE = pu(10u);
   let nb = pu(12u);
   let bh = g / nb;
   let b = bh / pu(11u);
-  let i0 = (g % nb) * ${WG}u;
-  let i = i0 + lid;
-  let valid = i < Tq;
+  let ${row0} = (g % nb) * ${WG}u;
   let sh = i32(Tk) - i32(Tq);
+`;
+
+/** WGSL (after blockStart('i0')): this thread's query row i and the block's rows on the key axis,
+ *  [ia, ib), with ii = i'. */
+const QUERY_ROWS = /* wgsl */ `
+  let i = i0 + lid;
   let ia = i32(i0) + sh;
   let ib = i32(min(i0 + ${WG}u, Tq)) + sh;
   let ii = i32(i) + sh;
-  var qv: array<f32, ${md}>;
-  var acc: array<f32, ${md}>;
-  let qb = (bh * Tq + i) * D;
-  if (valid) { for (var d = 0u; d < D; d++) { qv[d] = q[qb + d]; acc[d] = 0.0; } }
-  var m = -3.0e38;
-  var l = 0.0;
+`;
+
+/** The shared tiles of the query-row kernels: key rows (then value rows at voff) and key-mask flags. */
+const KEY_TILE_SHARED = /* wgsl */ `
+var<workgroup> kvs: array<f32, ${TILE_FLOATS}>;
+var<workgroup> kon: array<u32, ${WG}>;
+`;
+
+/**
+ * WGSL: the loop of a query-row kernel over the tiles of keys its block may see: stages the
+ * tile's k rows (v rows at voff) and key-mask flags, then in threads with `valid` runs `body`
+ * for each key jj the row sees, with kr / vr its k / v row in kvs. Hidden tiles are skipped by
+ * the whole workgroup, so the barriers stay in uniform control flow.
+ */
+const keyTiles = (body: string): string => /* wgsl */ `
   let kb = bh * Tk * D;
-  let voff = TK * D;
+  let voff = TILE * D;
   // causal: no key past the block's last query is visible
   var ke = Tk;
   if (pu(5u) != 0u) { ke = u32(clamp(ib, 0, i32(Tk))); }
-  for (var j0 = 0u; j0 < ke; j0 += TK) {
-    let n = min(TK, Tk - j0);
+  for (var j0 = 0u; j0 < ke; j0 += TILE) {
+    let n = min(TILE, Tk - j0);
     if (!tile_visible(ia, ib, i32(j0), i32(j0 + n))) { continue; }
     workgroupBarrier();
     for (var e = lid; e < n * D; e += ${WG}u) {
@@ -125,8 +131,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (valid) {
       for (var jj = 0u; jj < n; jj++) {
         if (kon[jj] == 0u || !visible(ii, i32(j0 + jj))) { continue; }
-        var s = 0.0;
         let kr = jj * D;
+        let vr = voff + kr;
+${body}
+      }
+    }
+  }
+`;
+
+const forwardCode = (md: number): string => PRELUDE + MASK + storage('f32', ['q', 'k', 'v', 'mask:i32'], ['out', 'lse']) + KEY_TILE_SHARED
+  + entry(WG, 'lid') + blockStart('i0') + QUERY_ROWS + /* wgsl */ `
+  let valid = i < Tq;
+  var qv: array<f32, ${md}>;
+  var acc: array<f32, ${md}>;
+  let qb = (bh * Tq + i) * D;
+  if (valid) { for (var d = 0u; d < D; d++) { qv[d] = q[qb + d]; acc[d] = 0.0; } }
+  var m = -3.0e38;
+  var l = 0.0;
+` + keyTiles(/* wgsl */ `
+        var s = 0.0;
         for (var d = 0u; d < D; d++) { s += qv[d] * kvs[kr + d]; }
         s *= scale;
         if (s > m) {
@@ -137,11 +160,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         let p = exp(s - m);
         l += p;
-        let vr = voff + kr;
-        for (var d = 0u; d < D; d++) { acc[d] += p * kvs[vr + d]; }
-      }
-    }
-  }
+        for (var d = 0u; d < D; d++) { acc[d] += p * kvs[vr + d]; }`) + /* wgsl */ `
   if (valid) {
     let row = bh * Tq + i;
     if (l == 0.0) {
@@ -157,17 +176,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 `;
 
-const ROWDOT = PRELUDE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> out: array<f32>;
-@group(0) @binding(2) var<storage, read> gout: array<f32>;
-@group(0) @binding(3) var<storage, read> lse: array<f32>;
-@group(0) @binding(4) var<storage, read_write> stats: array<f32>;
 // params: 0 rows, 1 D
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let r = linear_id(wid, nwg, li, ${WG}u);
+const ROWDOT = PRELUDE + storage('f32', ['out', 'gout', 'lse'], ['stats']) + threadEntry(WG, 'r', 'pu(0u)') + /* wgsl */ `
   let N = pu(0u);
-  if (r >= N) { return; }
   let D = pu(1u);
   var s = 0.0;
   for (var d = 0u; d < D; d++) { s += out[r * D + d] * gout[r * D + d]; }
@@ -177,30 +188,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 `;
 
 /** gq_i = scale Σ_j P_ij (gout_i·v_j - Dq_i) k_j, one thread per query row. */
-const backwardQCode = (md: number): string => PRELUDE + MASK + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read> gout: array<f32>;
-@group(0) @binding(5) var<storage, read> stats: array<f32>;
-@group(0) @binding(6) var<storage, read> mask: array<i32>;
-@group(0) @binding(7) var<storage, read_write> gq: array<f32>;
-var<workgroup> kvs: array<f32, ${TILE_FLOATS}>;
-var<workgroup> kon: array<u32, ${WG}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= pu(13u)) { return; }
-  let Tq = pu(1u); let Tk = pu(2u); let D = pu(3u); let scale = pf(4u); let TK = pu(10u);
-  let nb = pu(12u);
-  let bh = g / nb;
-  let b = bh / pu(11u);
-  let i0 = (g % nb) * ${WG}u;
-  let i = i0 + lid;
-  let sh = i32(Tk) - i32(Tq);
-  let ia = i32(i0) + sh;
-  let ib = i32(min(i0 + ${WG}u, Tq)) + sh;
-  let ii = i32(i) + sh;
+const backwardQCode = (md: number): string => PRELUDE + MASK + storage('f32', ['q', 'k', 'v', 'gout', 'stats', 'mask:i32'], ['gq']) + KEY_TILE_SHARED
+  + entry(WG, 'lid') + blockStart('i0') + QUERY_ROWS + /* wgsl */ `
   let N = pu(0u) * Tq;
   let row = bh * Tq + i;
   var ls = 0.0;
@@ -216,65 +205,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var acc: array<f32, ${md}>;
   let qb = row * D;
   if (i < Tq) { for (var d = 0u; d < D; d++) { qv[d] = q[qb + d]; gor[d] = gout[qb + d]; acc[d] = 0.0; } }
-  let kb = bh * Tk * D;
-  let voff = TK * D;
-  var ke = Tk;
-  if (pu(5u) != 0u) { ke = u32(clamp(ib, 0, i32(Tk))); }
-  for (var j0 = 0u; j0 < ke; j0 += TK) {
-    let n = min(TK, Tk - j0);
-    if (!tile_visible(ia, ib, i32(j0), i32(j0 + n))) { continue; }
-    workgroupBarrier();
-    for (var e = lid; e < n * D; e += ${WG}u) {
-      kvs[e] = k[kb + j0 * D + e];
-      kvs[voff + e] = v[kb + j0 * D + e];
-    }
-    if (lid < n) {
-      var on = 1u;
-      if (pu(6u) != 0u && mask[b * Tk + j0 + lid] == 0) { on = 0u; }
-      kon[lid] = on;
-    }
-    workgroupBarrier();
-    if (valid) {
-      for (var jj = 0u; jj < n; jj++) {
-        if (kon[jj] == 0u || !visible(ii, i32(j0 + jj))) { continue; }
-        let kr = jj * D;
-        let vr = voff + kr;
+` + keyTiles(/* wgsl */ `
         var s = 0.0;
         var dp = 0.0;
         for (var d = 0u; d < D; d++) { s += qv[d] * kvs[kr + d]; dp += gor[d] * kvs[vr + d]; }
         let p = exp(s * scale - ls);
         let ds = p * (dp - dq);
-        for (var d = 0u; d < D; d++) { acc[d] += ds * kvs[kr + d]; }
-      }
-    }
-  }
+        for (var d = 0u; d < D; d++) { acc[d] += ds * kvs[kr + d]; }`) + /* wgsl */ `
   if (i < Tq) { for (var d = 0u; d < D; d++) { gq[qb + d] = scale * acc[d]; } }
 }
 `;
 
 /** gv_j = Σ_i P_ij gout_i, gk_j = scale Σ_i P_ij (gout_i·v_j - Dq_i) q_i, one thread per key row. */
-const backwardKVCode = (md: number): string => PRELUDE + MASK + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read> gout: array<f32>;
-@group(0) @binding(5) var<storage, read> stats: array<f32>;
-@group(0) @binding(6) var<storage, read> mask: array<i32>;
-@group(0) @binding(7) var<storage, read_write> gk: array<f32>;
-@group(0) @binding(8) var<storage, read_write> gv: array<f32>;
+const backwardKVCode = (md: number): string => PRELUDE + MASK + storage('f32', ['q', 'k', 'v', 'gout', 'stats', 'mask:i32'], ['gk', 'gv']) + /* wgsl */ `
 var<workgroup> qgs: array<f32, ${TILE_FLOATS}>;
 var<workgroup> st: array<f32, ${2 * WG}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= pu(13u)) { return; }
-  let Tq = pu(1u); let Tk = pu(2u); let D = pu(3u); let scale = pf(4u); let TQ = pu(10u);
-  let nb = pu(12u);
-  let bh = g / nb;
-  let b = bh / pu(11u);
-  let j0 = (g % nb) * ${WG}u;
+` + entry(WG, 'lid') + blockStart('j0') + /* wgsl */ `
   let j = j0 + lid;
-  let sh = i32(Tk) - i32(Tq);
   let ja = i32(j0);
   let jb = i32(min(j0 + ${WG}u, Tk));
   let N = pu(0u) * Tq;
@@ -287,12 +234,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let kr = (bh * Tk + j) * D;
   if (j < Tk) { for (var d = 0u; d < D; d++) { kv[d] = k[kr + d]; vv[d] = v[kr + d]; ak[d] = 0.0; av[d] = 0.0; } }
   let qb = bh * Tq * D;
-  let goff = TQ * D;
+  let goff = TILE * D;
   // causal: queries with i' < ja see none of this block's keys
   var istart = 0u;
   if (pu(5u) != 0u) { istart = u32(clamp(ja - sh, 0, i32(Tq))); }
-  for (var i0 = istart; i0 < Tq; i0 += TQ) {
-    let n = min(TQ, Tq - i0);
+  for (var i0 = istart; i0 < Tq; i0 += TILE) {
+    let n = min(TILE, Tq - i0);
     if (!tile_visible(i32(i0) + sh, i32(i0 + n) + sh, ja, jb)) { continue; }
     workgroupBarrier();
     for (var e = lid; e < n * D; e += ${WG}u) {

@@ -88,6 +88,31 @@ fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wgsize: u32) -> u32 {
 }
 `;
 
+/**
+ * WGSL declarations of the storage bindings 1, 2, ... in order: `reads` (var<storage, read>),
+ * then `writes` (read_write), each an array<type>; a name written `name:i32` overrides the type.
+ */
+export function storage(type: string, reads: readonly string[], writes: readonly string[] = []): string {
+  const decl = (spec: string, i: number, access: string): string => {
+    const [name, t = type] = spec.split(':');
+    return `@group(0) @binding(${i + 1}) var<storage, ${access}> ${name}: array<${t}>;\n`;
+  };
+  return '\n' + reads.map((r, i) => decl(r, i, 'read')).join('') + writes.map((w, i) => decl(w, reads.length + i, 'read_write')).join('');
+}
+
+/** WGSL: the entry point's opening line for workgroups of `size` threads (the local index named `li`). */
+export function entry(size: number, li = 'li'): string {
+  return `@compute @workgroup_size(${size})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) ${li}: u32) {`;
+}
+
+/** WGSL: entry() for one thread per item: `id` = the thread's global index, returning at `count` or past. */
+export function threadEntry(size: number, id: string, count: string): string {
+  return entry(size) + `
+  let ${id} = linear_id(wid, nwg, li, ${size}u);
+  if (${id} >= ${count}) { return; }`;
+}
+
 /** Workgroup counts covering `count` workgroups (folded into 2-D past MAX_GROUPS). */
 export function grid(count: number): [number, number] {
   if (count <= MAX_GROUPS) return [count, 1];

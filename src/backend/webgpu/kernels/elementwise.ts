@@ -2,7 +2,7 @@
 // (tensor or scalar operand), where (one shader per family; the op and the dtypes are parameters).
 import type { BinaryOp, UnaryGradOp, UnaryOp } from '../../backend.js';
 import { contiguousStrides } from '../../../tensor/shape.js';
-import { PRELUDE, MAX_RANK, collapse, groupsFor, type KernelContext, type KernelFn, type BufRef, type Layout, type Params } from './common.js';
+import { PRELUDE, MAX_RANK, collapse, groupsFor, storage, threadEntry, type KernelContext, type KernelFn, type BufRef, type Layout, type Params } from './common.js';
 
 const WG = 64;
 
@@ -62,6 +62,11 @@ fn st(v: f32, dt: u32) -> u32 {
   if (dt == 1u) { return bitcast<u32>(f2i(v)); }
   return bitcast<u32>(v);
 }
+// Value bits of dtype code dt as dtype code ot (bits unchanged when they agree).
+fn convert(v: u32, dt: u32, ot: u32) -> u32 {
+  if (dt == ot) { return v; }
+  return st(ld(v, dt), ot);
+}
 `;
 
 /** A buffer to bind as input `ref` of a kernel writing `out`: WebGPU forbids binding one buffer
@@ -79,12 +84,7 @@ const numelOf = (shape: readonly number[]): number => shape.reduce((s, d) => s *
 
 // ---------------------------------------------------------------- fill
 
-const FILL = PRELUDE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read_write> out: array<u32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_id(wid, nwg, li, ${WG}u);
-  if (i >= pu(0u)) { return; }
+const FILL = PRELUDE + storage('u32', [], ['out']) + threadEntry(WG, 'i', 'pu(0u)') + /* wgsl */ `
   out[pu(1u) + i] = pu(2u);
 }
 `;
@@ -99,20 +99,11 @@ const fill: KernelFn = (ctx, a) => {
 
 // ---------------------------------------------------------------- copy
 
-const COPY = PRELUDE + STRIDED + DTYPE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<u32>;
 // params: layouts of x (t=0) and out (t=1, contiguous unless copyInto), then at 28: xdtype, outdtype
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_id(wid, nwg, li, ${WG}u);
-  if (i >= pu(0u)) { return; }
+const COPY = PRELUDE + STRIDED + DTYPE + storage('u32', ['x'], ['out']) + threadEntry(WG, 'i', 'pu(0u)') + /* wgsl */ `
   let src = strided_index(i, 2u, pu(1u), 10u, pi(18u));
   let dst = strided_index(i, 2u, pu(1u), 19u, pi(27u));
-  let v = x[src];
-  let xt = pu(28u);
-  let ot = pu(29u);
-  if (xt == ot) { out[dst] = v; } else { out[dst] = st(ld(v, xt), ot); }
+  out[dst] = convert(x[src], pu(28u), pu(29u));
 }
 `;
 
@@ -236,14 +227,8 @@ fn unary_grad(op: u32, x: f32) -> f32 {
 
 // ---------------------------------------------------------------- unary
 
-const UNARY = PRELUDE + STRIDED + DTYPE + MATH + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<u32>;
 // params: layout of x (t=0), then op at 19, xdtype 20, outdtype 21
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_id(wid, nwg, li, ${WG}u);
-  if (i >= pu(0u)) { return; }
+const UNARY = PRELUDE + STRIDED + DTYPE + MATH + storage('u32', ['x'], ['out']) + threadEntry(WG, 'i', 'pu(0u)') + /* wgsl */ `
   let v = x[strided_index(i, 2u, pu(1u), 10u, pi(18u))];
   let op = pu(19u);
   let xt = pu(20u);
@@ -264,15 +249,8 @@ const unary: KernelFn = (ctx, a) => {
   ctx.dispatch({ code: UNARY, buffers: [inputBuf(ctx, x, out), ctx.buf(out)], params: p, groups: groupsFor(numelOf(xl.shape), WG) });
 };
 
-const UNARY_BACKWARD = PRELUDE + DTYPE + MATH + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> gy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> gx: array<f32>;
 // params: n, op
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_id(wid, nwg, li, ${WG}u);
-  if (i >= pu(0u)) { return; }
+const UNARY_BACKWARD = PRELUDE + DTYPE + MATH + storage('f32', ['x', 'gy'], ['gx']) + threadEntry(WG, 'i', 'pu(0u)') + /* wgsl */ `
   gx[i] = gy[i] * unary_grad(pu(1u), x[i]);
 }
 `;
@@ -373,16 +351,9 @@ fn binary_i(op: u32, a: i32, b: i32) -> i32 {
 }
 `;
 
-const BINARY = PRELUDE + STRIDED + DTYPE + BINOPS + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> a: array<u32>;
-@group(0) @binding(2) var<storage, read> b: array<u32>;
-@group(0) @binding(3) var<storage, read_write> out: array<u32>;
 // params: layouts of a (t=0) and b (t=1), then at 28: op, adtype, bdtype, outdtype,
 // scalar mode (0: b from its buffer, 1: a op s, 2: s op a), s (bits in bdtype), int math flag
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_id(wid, nwg, li, ${WG}u);
-  if (i >= pu(0u)) { return; }
+const BINARY = PRELUDE + STRIDED + DTYPE + BINOPS + storage('u32', ['a', 'b'], ['out']) + threadEntry(WG, 'i', 'pu(0u)') + /* wgsl */ `
   let op = pu(28u);
   let mode = pu(32u);
   var x = a[strided_index(i, 2u, pu(1u), 10u, pi(18u))];
@@ -435,16 +406,8 @@ const binaryScalar: KernelFn = (ctx, args) => {
 
 // ---------------------------------------------------------------- where
 
-const WHERE = PRELUDE + STRIDED + DTYPE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> cond: array<u32>;
-@group(0) @binding(2) var<storage, read> a: array<u32>;
-@group(0) @binding(3) var<storage, read> b: array<u32>;
-@group(0) @binding(4) var<storage, read_write> out: array<u32>;
 // params: layouts of cond (t=0), a (t=1), b (t=2), then at 37: cdtype, adtype, bdtype, outdtype
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_id(wid, nwg, li, ${WG}u);
-  if (i >= pu(0u)) { return; }
+const WHERE = PRELUDE + STRIDED + DTYPE + storage('u32', ['cond', 'a', 'b'], ['out']) + threadEntry(WG, 'i', 'pu(0u)') + /* wgsl */ `
   let rank = pu(1u);
   let c = cond[strided_index(i, 2u, rank, 10u, pi(18u))];
   // A float is nonzero unless it is ±0 (NaN counts as nonzero, as in JS).
@@ -453,8 +416,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var t: u32;
   if (nz) { v = a[strided_index(i, 2u, rank, 19u, pi(27u))]; t = pu(38u); }
   else { v = b[strided_index(i, 2u, rank, 28u, pi(36u))]; t = pu(39u); }
-  let ot = pu(40u);
-  if (t == ot) { out[i] = v; } else { out[i] = st(ld(v, t), ot); }
+  out[i] = convert(v, t, pu(40u));
 }
 `;
 

@@ -4,7 +4,7 @@
 // written as 0 or skipped, never read or written out of bounds. Without float atomics, the
 // accumulating kernels give every output element to exactly one thread.
 import { KERNEL_OP_NAMES } from '../executor.js';
-import { PRELUDE, groupsFor, type KernelFn, type BufRef } from './common.js';
+import { PRELUDE, entry, storage, groupsFor, type KernelFn, type BufRef } from './common.js';
 
 const WG = 64;
 
@@ -37,13 +37,7 @@ fn report(code: u32, value: i32, limit: u32, op: u32) {
 // ---------------------------------------------------------------- embedding
 
 // params: n, C, V, op. Thread t = (i, c).
-const EMBEDDING = PRELUDE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> weight: array<u32>;
-@group(0) @binding(2) var<storage, read> ids: array<i32>;
-@group(0) @binding(3) var<storage, read_write> out: array<u32>;
-` + errorBinding(4) + /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+const EMBEDDING = PRELUDE + storage('u32', ['weight', 'ids:i32'], ['out']) + errorBinding(4) + entry(WG) + /* wgsl */ `
   let t = linear_id(wid, nwg, li, ${WG}u);
   let C = pu(1u);
   let V = pu(2u);
@@ -62,13 +56,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 // Thread t = (vocabulary block blk, column c) owns gw[blk's rows, c]: it scans all n ids and
 // adds the gy rows whose id falls in its block. params: n, C, V, rowsPerBlock, blocks, op
-const EMBEDDING_BACKWARD = PRELUDE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> gy: array<f32>;
-@group(0) @binding(2) var<storage, read> ids: array<i32>;
-@group(0) @binding(3) var<storage, read_write> gw: array<f32>;
-` + errorBinding(4) + /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+const EMBEDDING_BACKWARD = PRELUDE + storage('f32', ['gy', 'ids:i32'], ['gw']) + errorBinding(4) + entry(WG) + /* wgsl */ `
   let t = linear_id(wid, nwg, li, ${WG}u);
   let n = pu(0u);
   let C = pu(1u);
@@ -124,13 +112,7 @@ const embeddingBackward: KernelFn = (ctx, a) => {
 // ---------------------------------------------------------------- gather / scatterAdd
 
 // params: outer, n, inner, k, op. Thread p = (o, j, i) of out.
-const GATHER = PRELUDE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x: array<u32>;
-@group(0) @binding(2) var<storage, read> index: array<i32>;
-@group(0) @binding(3) var<storage, read_write> out: array<u32>;
-` + errorBinding(4) + /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+const GATHER = PRELUDE + storage('u32', ['x', 'index:i32'], ['out']) + errorBinding(4) + entry(WG) + /* wgsl */ `
   let p = linear_id(wid, nwg, li, ${WG}u);
   let n = pu(1u);
   let inner = pu(2u);
@@ -150,13 +132,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 // Thread q = (o, i) owns column (o, :, i) of gx and walks the k indices of that column in order.
 // params: outer, n, inner, k, op
-const SCATTER_ADD = PRELUDE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> gy: array<f32>;
-@group(0) @binding(2) var<storage, read> index: array<i32>;
-@group(0) @binding(3) var<storage, read_write> gx: array<f32>;
-` + errorBinding(4) + /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+const SCATTER_ADD = PRELUDE + storage('f32', ['gy', 'index:i32'], ['gx']) + errorBinding(4) + entry(WG) + /* wgsl */ `
   let q = linear_id(wid, nwg, li, ${WG}u);
   let n = pu(1u);
   let inner = pu(2u);

@@ -3,19 +3,14 @@
 // one thread per logit (it needs only the saved lse). A target outside [0, V) that is not
 // ignoreIndex is reported through the error buffer (the next read throws a RangeError) and
 // its row gets loss 0 / gradient 0 instead of an out-of-bounds read.
-import { PRELUDE, grid, groupsFor, type KernelFn, type BufRef } from './common.js';
+import { PRELUDE, entry, storage, grid, groupsFor, type KernelFn, type BufRef } from './common.js';
 import { ROW_REDUCE, ROW_MAIN, wgReduce } from './rows.js';
 import { errorBinding, opId } from './indexing.js';
 
 const WG = 64;
 
 // params: N, V, ignoreIndex, smoothing, op
-const CROSS_ENTROPY = PRELUDE + ROW_REDUCE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
-@group(0) @binding(2) var<storage, read> targets: array<i32>;
-@group(0) @binding(3) var<storage, read_write> losses: array<f32>;
-@group(0) @binding(4) var<storage, read_write> lse: array<f32>;
-` + errorBinding(5) + ROW_MAIN + /* wgsl */ `
+const CROSS_ENTROPY = PRELUDE + ROW_REDUCE + storage('f32', ['logits', 'targets:i32'], ['losses', 'lse']) + errorBinding(5) + ROW_MAIN + /* wgsl */ `
   var acc = vec2<f32>(LOW, 0.0);
   var sx = 0.0;
   for (var j = li; j < n; j += WG) {
@@ -42,15 +37,7 @@ const CROSS_ENTROPY = PRELUDE + ROW_REDUCE + /* wgsl */ `
 `;
 
 // gx[r, j] = scale[r] (exp(x - lse[r]) - (1-ε) [j == t] - ε/V). params: N, V, ignoreIndex, smoothing, op
-const CROSS_ENTROPY_BACKWARD = PRELUDE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
-@group(0) @binding(2) var<storage, read> targets: array<i32>;
-@group(0) @binding(3) var<storage, read> lse: array<f32>;
-@group(0) @binding(4) var<storage, read> scale: array<f32>;
-@group(0) @binding(5) var<storage, read_write> gx: array<f32>;
-` + errorBinding(6) + /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+const CROSS_ENTROPY_BACKWARD = PRELUDE + storage('f32', ['logits', 'targets:i32', 'lse', 'scale'], ['gx']) + errorBinding(6) + entry(WG) + /* wgsl */ `
   let t = linear_id(wid, nwg, li, ${WG}u);
   let V = pu(1u);
   if (t >= pu(0u) * V) { return; }

@@ -6,7 +6,7 @@
 // 16, staging a 64x16 slice of A and a 16x64 slice of B in workgroup memory (8 KiB). Thread
 // (tx, ty) of a 16x8 grid owns rows ty + 8i (i < 8) and columns tx + 16j (j < 4): neighbouring
 // threads touch neighbouring columns, so shared reads of B and the output writes are contiguous.
-import { PRELUDE, MAX_GROUPS, grid, type KernelFn, type BufRef } from './common.js';
+import { PRELUDE, entry, storage, MAX_GROUPS, grid, type KernelFn, type BufRef } from './common.js';
 
 const BM = 64;
 const BN = 64;
@@ -26,11 +26,7 @@ const P_AOFF = 5, P_ABS = 6, P_AM = 7, P_AK = 8;
 const P_BOFF = 9, P_BBS = 10, P_BK = 11, P_BN = 12;
 const P_BIAS = 13, P_ACT = 14, P_ACC = 15;
 
-const MATMUL = PRELUDE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+const MATMUL = PRELUDE + storage('f32', ['A', 'B', 'bias'], ['out']) + /* wgsl */ `
 
 // Rows padded by one so the k-fast tile loads (a transposed operand) do not hit one bank.
 var<workgroup> As: array<f32, ${BK * SA}>; // [k][m]
@@ -42,8 +38,7 @@ fn gelu_tanh(x: f32) -> f32 {
   return 0.5 * x * (1.0 + tanh(u));
 }
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+` + entry(WG) + /* wgsl */ `
   let M = pu(${P_M}u);
   let N = pu(${P_N}u);
   let K = pu(${P_K}u);

@@ -1,5 +1,5 @@
 // WGSL kernels: optimizer updates (AdamW, in place, one thread per element).
-import { PRELUDE, groupsFor, type KernelFn, type BufRef } from './common.js';
+import { PRELUDE, groupsFor, threadEntry, type KernelFn, type BufRef } from './common.js';
 
 const WG = 64;
 
@@ -10,10 +10,7 @@ const ADAMW = PRELUDE + /* wgsl */ `
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_id(wid, nwg, li, ${WG}u);
-  if (i >= pu(0u)) { return; }
+` + threadEntry(WG, 'i', 'pu(0u)') + /* wgsl */ `
   let g = grad[i];
   let mi = pf(2u) * m[i] + pf(3u) * g;
   let vi = pf(4u) * v[i] + pf(5u) * g * g;

@@ -3,7 +3,7 @@
 // (coalesced across inner when inner is large, cheap for short lines), or one workgroup per line
 // (threads split the line; shared-memory tree reduction / chunked scan) for long lines.
 import type { ReduceOp } from '../../backend.js';
-import { PRELUDE, grid, groupsFor, type BufRef, type KernelFn } from './common.js';
+import { PRELUDE, entry, grid, groupsFor, storage, threadEntry, type BufRef, type KernelContext, type KernelFn } from './common.js';
 import { DTYPE, dtypeCode, inputBuf } from './elementwise.js';
 
 const WG = 64;
@@ -11,6 +11,16 @@ const WG = 64;
 const WG_LINE = 128;
 
 const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'max', 'min', 'argmax'];
+
+/** The bindings of every shader here: x (value bits, f32 or i32) and out. */
+const IO = storage('u32', ['x'], ['out']);
+
+/** WGSL: line `id` of the (outer, n, inner) view: n elements, inner apart, from base. */
+const LINE = /* wgsl */ `
+  let n = pu(1u);
+  let inner = pu(2u);
+  let base = (id / inner) * n * inner + id % inner;
+`;
 
 /**
  * WGSL accumulator over value bits (f32 or i32 by `isint`): sum (Kahan-compensated in f32, so
@@ -87,39 +97,25 @@ fn acc_result(s: Acc, op: u32, isint: bool, n: u32, ot: u32) -> u32 {
 }
 `;
 
-const REDUCE_THREAD = PRELUDE + DTYPE + ACC + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<u32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let id = linear_id(wid, nwg, li, ${WG}u);
-  if (id >= pu(6u)) { return; }
-  let n = pu(1u);
-  let inner = pu(2u);
+const REDUCE_THREAD = PRELUDE + DTYPE + ACC + IO + threadEntry(WG, 'id', 'pu(6u)') + LINE + /* wgsl */ `
   let op = pu(3u);
   let isint = pu(4u) == 1u;
-  let base = (id / inner) * n * inner + id % inner;
   var s = acc_init(op, isint);
   for (var j = 0u; j < n; j++) { s = acc_merge(s, x[base + j * inner], j, 0.0, op, isint); }
   out[id] = acc_result(s, op, isint, n, pu(5u));
 }
 `;
 
-const REDUCE_GROUP = PRELUDE + DTYPE + ACC + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+const REDUCE_GROUP = PRELUDE + DTYPE + ACC + IO + /* wgsl */ `
 var<workgroup> sv: array<u32, ${WG_LINE}>;
 var<workgroup> si: array<u32, ${WG_LINE}>;
 var<workgroup> sc: array<f32, ${WG_LINE}>;
-@compute @workgroup_size(${WG_LINE})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+` + entry(WG_LINE, 't') + /* wgsl */ `
   let id = wid.x + wid.y * nwg.x; // one workgroup per output
   if (id >= pu(6u)) { return; }
-  let n = pu(1u);
-  let inner = pu(2u);
+` + LINE + /* wgsl */ `
   let op = pu(3u);
   let isint = pu(4u) == 1u;
-  let base = (id / inner) * n * inner + id % inner;
   var s = acc_init(op, isint);
   for (var j = t; j < n; j += ${WG_LINE}u) { s = acc_merge(s, x[base + j * inner], j, 0.0, op, isint); }
   sv[t] = s.v;
@@ -139,27 +135,36 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 `;
 
-const reduce: KernelFn = (ctx, a) => {
-  const op = a.op as ReduceOp;
+/**
+ * Runs a line kernel on args a (x, out, outer, n, inner): params outer, n, inner, then `opWords`,
+ * x's and out's dtype codes, lines. Long lines get a workgroup each (groupShader), unless there
+ * are enough lines to fill the GPU thread-per-line (threadShader; reads coalesce across inner).
+ */
+function dispatchLines(ctx: KernelContext, a: Record<string, unknown>, opWords: number[], threadShader: string, groupShader: string): void {
   const x = a.x as BufRef;
   const out = a.out as BufRef;
   const outer = a.outer as number;
   const n = a.n as number;
   const inner = a.inner as number;
-  const code = REDUCE_OPS.indexOf(op);
-  if (code < 0) throw new Error(`webgpu reduce: unknown op ${String(op)}`);
-  if (op === 'argmax' && n === 0) throw new RangeError('reduce: argmax over an empty axis');
   const lines = outer * inner;
-  const p = ctx.params().u32(outer).u32(n).u32(inner).u32(code).u32(dtypeCode(x)).u32(dtypeCode(out)).u32(lines);
-  // Long lines get a workgroup each, unless there are enough lines to fill the GPU thread-per-line
-  // (reads then coalesce across inner).
+  const p = ctx.params().u32(outer).u32(n).u32(inner);
+  for (const w of opWords) p.u32(w);
+  p.u32(dtypeCode(x)).u32(dtypeCode(out)).u32(lines);
   const perGroup = n >= 256 && (inner === 1 || lines <= 16384);
   ctx.dispatch({
-    code: perGroup ? REDUCE_GROUP : REDUCE_THREAD,
+    code: perGroup ? groupShader : threadShader,
     buffers: [inputBuf(ctx, x, out), ctx.buf(out)],
     params: p,
     groups: perGroup ? grid(lines) : groupsFor(lines, WG),
   });
+}
+
+const reduce: KernelFn = (ctx, a) => {
+  const op = a.op as ReduceOp;
+  const code = REDUCE_OPS.indexOf(op);
+  if (code < 0) throw new Error(`webgpu reduce: unknown op ${String(op)}`);
+  if (op === 'argmax' && a.n === 0) throw new RangeError('reduce: argmax over an empty axis');
+  dispatchLines(ctx, a, [code], REDUCE_THREAD, REDUCE_GROUP);
 };
 
 // ---------------------------------------------------------------- cumsum
@@ -182,18 +187,9 @@ fn store_bits(v: u32, isint: bool, ot: u32) -> u32 {
 `;
 // Params: outer 0, n 1, inner 2, xdtype 3, outdtype 4, lines 5.
 
-const CUMSUM_THREAD = PRELUDE + DTYPE + ADD + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<u32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let id = linear_id(wid, nwg, li, ${WG}u);
-  if (id >= pu(5u)) { return; }
-  let n = pu(1u);
-  let inner = pu(2u);
+const CUMSUM_THREAD = PRELUDE + DTYPE + ADD + IO + threadEntry(WG, 'id', 'pu(5u)') + LINE + /* wgsl */ `
   let isint = pu(3u) == 1u;
   let ot = pu(4u);
-  let base = (id / inner) * n * inner + id % inner;
   var si = 0u;
   var sf = vec2<f32>(0.0, 0.0);
   for (var j = 0u; j < n; j++) {
@@ -204,19 +200,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 `;
 
-const CUMSUM_GROUP = PRELUDE + DTYPE + ADD + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+const CUMSUM_GROUP = PRELUDE + DTYPE + ADD + IO + /* wgsl */ `
 var<workgroup> sv: array<u32, ${WG_LINE}>;
-@compute @workgroup_size(${WG_LINE})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+` + entry(WG_LINE, 't') + /* wgsl */ `
   let id = wid.x + wid.y * nwg.x; // one workgroup per line
   if (id >= pu(5u)) { return; }
-  let n = pu(1u);
-  let inner = pu(2u);
+` + LINE + /* wgsl */ `
   let isint = pu(3u) == 1u;
   let ot = pu(4u);
-  let base = (id / inner) * n * inner + id % inner;
   // Chunks of ${WG_LINE}: an inclusive Hillis-Steele scan in shared memory, plus the running
   // total of the chunks before (Kahan-compensated for floats).
   var carryI = 0u;
@@ -247,21 +238,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 `;
 
-const cumsum: KernelFn = (ctx, a) => {
-  const x = a.x as BufRef;
-  const out = a.out as BufRef;
-  const outer = a.outer as number;
-  const n = a.n as number;
-  const inner = a.inner as number;
-  const lines = outer * inner;
-  const p = ctx.params().u32(outer).u32(n).u32(inner).u32(dtypeCode(x)).u32(dtypeCode(out)).u32(lines);
-  const perGroup = n >= 256 && (inner === 1 || lines <= 16384);
-  ctx.dispatch({
-    code: perGroup ? CUMSUM_GROUP : CUMSUM_THREAD,
-    buffers: [inputBuf(ctx, x, out), ctx.buf(out)],
-    params: p,
-    groups: perGroup ? grid(lines) : groupsFor(lines, WG),
-  });
-};
+const cumsum: KernelFn = (ctx, a) => dispatchLines(ctx, a, [], CUMSUM_THREAD, CUMSUM_GROUP);
 
 export const REDUCE_KERNELS: Record<string, KernelFn> = { reduce, cumsum };

@@ -3,7 +3,7 @@
 // tree combines the per-thread partials, so long rows use the whole workgroup. The weight and
 // bias gradients (sums over rows) take two more passes: per-column partial sums over chunks
 // of rows into scratch, then one thread per column adds the chunks (no float atomics exist).
-import { PRELUDE, grid, groupsFor, type KernelFn, type KernelContext, type BufRef } from './common.js';
+import { PRELUDE, entry, grid, groupsFor, storage, threadEntry, type KernelFn, type KernelContext, type BufRef } from './common.js';
 
 /** Threads per row workgroup. */
 const WG = 128;
@@ -54,22 +54,28 @@ function wgReduce(v: string, out: string, merge: 'sum' | 'lse', slot: number): s
 `;
 }
 
-const ROW_MAIN = /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+const ROW_MAIN = entry(WG) + /* wgsl */ `
   let row = wid.x + wid.y * nwg.x;
   if (row >= pu(0u)) { return; }
   let n = pu(1u);
   let base = row * n;
 `;
 
+/** WGSL for the backward shaders binding gy and w: the upstream gradient times the weight
+ *  (gy alone without one) at element j of the row at base. */
+const G_AT = /* wgsl */ `
+fn g_at(base: u32, j: u32, hasW: bool) -> f32 {
+  var g = gy[base + j];
+  if (hasW) { g *= w[j]; }
+  return g;
+}
+`;
+
 // ---------------------------------------------------------------- softmax
 
 // params: rows, n, log
 const SOFTMAX = PRELUDE + ROW_REDUCE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-` + ROW_MAIN + /* wgsl */ `
+` + storage('f32', ['x'], ['out']) + ROW_MAIN + /* wgsl */ `
   var acc = vec2<f32>(LOW, 0.0);
   for (var j = li; j < n; j += WG) { acc = lse_push(acc, x[base + j]); }
 ` + wgReduce('acc', 't', 'lse', 0) + /* wgsl */ `
@@ -86,10 +92,7 @@ const SOFTMAX = PRELUDE + ROW_REDUCE + /* wgsl */ `
 
 // params: rows, n, log
 const SOFTMAX_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> y: array<f32>;
-@group(0) @binding(2) var<storage, read> gy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> gx: array<f32>;
-` + ROW_MAIN + /* wgsl */ `
+` + storage('f32', ['y', 'gy'], ['gx']) + ROW_MAIN + /* wgsl */ `
   let isLog = pu(2u) != 0u;
   var d = 0.0;
   for (var j = li; j < n; j += WG) {
@@ -125,13 +128,7 @@ const softmaxBackward: KernelFn = (ctx, a) => {
 
 // params: rows, n, eps, hasW, hasB. w and b are bound to x when absent.
 const LAYER_NORM = PRELUDE + ROW_REDUCE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> b: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<storage, read_write> mean: array<f32>;
-@group(0) @binding(6) var<storage, read_write> rstd: array<f32>;
-` + ROW_MAIN + /* wgsl */ `
+` + storage('f32', ['x', 'w', 'b'], ['out', 'mean', 'rstd']) + ROW_MAIN + /* wgsl */ `
   let nf = f32(n);
   var s = 0.0;
   for (var j = li; j < n; j += WG) { s += x[base + j]; }
@@ -156,27 +153,19 @@ const LAYER_NORM = PRELUDE + ROW_REDUCE + /* wgsl */ `
 
 // params: rows, n, hasW. gx = rstd (g - mean(g) - x̂ mean(g x̂)), g = gy w.
 const LAYER_NORM_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> mean: array<f32>;
-@group(0) @binding(4) var<storage, read> rstd: array<f32>;
-@group(0) @binding(5) var<storage, read> gy: array<f32>;
-@group(0) @binding(6) var<storage, read_write> gx: array<f32>;
-` + ROW_MAIN + /* wgsl */ `
+` + storage('f32', ['x', 'w', 'mean', 'rstd', 'gy'], ['gx']) + G_AT + ROW_MAIN + /* wgsl */ `
   let hasW = pu(2u) != 0u;
   let mu = mean[row];
   let rs = rstd[row];
   var acc = vec2<f32>(0.0, 0.0);
   for (var j = li; j < n; j += WG) {
-    var g = gy[base + j];
-    if (hasW) { g *= w[j]; }
+    let g = g_at(base, j, hasW);
     acc += vec2<f32>(g, g * (x[base + j] - mu) * rs);
   }
 ` + wgReduce('acc', 'tot', 'sum', 0) + /* wgsl */ `
   let t = tot / f32(n);
   for (var j = li; j < n; j += WG) {
-    var g = gy[base + j];
-    if (hasW) { g *= w[j]; }
+    let g = g_at(base, j, hasW);
     gx[base + j] = rs * (g - t.x - (x[base + j] - mu) * rs * t.y);
   }
 }
@@ -186,11 +175,7 @@ const LAYER_NORM_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
 
 // params: rows, n, eps, hasW
 const RMS_NORM = PRELUDE + ROW_REDUCE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<storage, read_write> rstd: array<f32>;
-` + ROW_MAIN + /* wgsl */ `
+` + storage('f32', ['x', 'w'], ['out', 'rstd']) + ROW_MAIN + /* wgsl */ `
   var q = 0.0;
   for (var j = li; j < n; j += WG) { let v = x[base + j]; q += v * v; }
 ` + wgReduce('vec2<f32>(q, 0.0)', 'sum1', 'sum', 0) + /* wgsl */ `
@@ -207,25 +192,18 @@ const RMS_NORM = PRELUDE + ROW_REDUCE + /* wgsl */ `
 
 // params: rows, n, hasW. gx = rstd (g - x rstd² mean(g x)), g = gy w.
 const RMS_NORM_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> rstd: array<f32>;
-@group(0) @binding(4) var<storage, read> gy: array<f32>;
-@group(0) @binding(5) var<storage, read_write> gx: array<f32>;
-` + ROW_MAIN + /* wgsl */ `
+` + storage('f32', ['x', 'w', 'rstd', 'gy'], ['gx']) + G_AT + ROW_MAIN + /* wgsl */ `
   let hasW = pu(2u) != 0u;
   let rs = rstd[row];
   var d = 0.0;
   for (var j = li; j < n; j += WG) {
-    var g = gy[base + j];
-    if (hasW) { g *= w[j]; }
+    let g = g_at(base, j, hasW);
     d += g * x[base + j];
   }
 ` + wgReduce('vec2<f32>(d, 0.0)', 'sum1', 'sum', 0) + /* wgsl */ `
   let m = sum1.x / f32(n);
   for (var j = li; j < n; j += WG) {
-    var g = gy[base + j];
-    if (hasW) { g *= w[j]; }
+    let g = g_at(base, j, hasW);
     gx[base + j] = rs * (g - x[base + j] * rs * rs * m);
   }
 }
@@ -236,19 +214,9 @@ const RMS_NORM_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
 // Thread t = (chunk c, column j): sums rows [c*chunkRows, ...) of gy x̂ (into pw) and gy (into
 // pb) for column j. x̂ = (x - mean) rstd (layerNorm) or x rstd (rmsNorm, mode 1; mean is rstd).
 // params: rows, n, chunkRows, chunks, mode, hasW, hasB
-const COL_PARTIAL = PRELUDE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> mean: array<f32>;
-@group(0) @binding(3) var<storage, read> rstd: array<f32>;
-@group(0) @binding(4) var<storage, read> gy: array<f32>;
-@group(0) @binding(5) var<storage, read_write> pw: array<f32>;
-@group(0) @binding(6) var<storage, read_write> pb: array<f32>;
-@compute @workgroup_size(${COL_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let t = linear_id(wid, nwg, li, ${COL_WG}u);
+const COL_PARTIAL = PRELUDE + storage('f32', ['x', 'mean', 'rstd', 'gy'], ['pw', 'pb']) + threadEntry(COL_WG, 't', 'pu(1u) * pu(3u)') + /* wgsl */ `
   let rows = pu(0u);
   let n = pu(1u);
-  if (t >= n * pu(3u)) { return; }
   let j = t % n;
   let c = t / n;
   let r0 = c * pu(2u);
@@ -269,16 +237,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 `;
 
 // One thread per column adds the chunk partials. params: n, chunks, hasW, hasB
-const COL_FINISH = PRELUDE + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> pw: array<f32>;
-@group(0) @binding(2) var<storage, read> pb: array<f32>;
-@group(0) @binding(3) var<storage, read_write> gw: array<f32>;
-@group(0) @binding(4) var<storage, read_write> gb: array<f32>;
-@compute @workgroup_size(${COL_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let j = linear_id(wid, nwg, li, ${COL_WG}u);
+const COL_FINISH = PRELUDE + storage('f32', ['pw', 'pb'], ['gw', 'gb']) + threadEntry(COL_WG, 'j', 'pu(0u)') + /* wgsl */ `
   let n = pu(0u);
-  if (j >= n) { return; }
   let hasW = pu(2u) != 0u;
   let hasB = pu(3u) != 0u;
   var sw = 0.0;
@@ -325,64 +285,50 @@ function paramGrads(ctx: KernelContext, x: BufRef, mean: BufRef | null, rstd: Bu
   });
 }
 
-const layerNorm: KernelFn = (ctx, a) => {
+/**
+ * layerNorm (layer: true; params rows, n, eps, hasW, hasB; buffers x, w, b, out, mean, rstd) or
+ * rmsNorm (params rows, n, eps, hasW; buffers x, w, out, rstd). An absent w or b binds x.
+ */
+function normForward(ctx: KernelContext, a: Record<string, unknown>, layer: boolean): void {
   const rows = a.rows as number;
   const x = ctx.buf(a.x as BufRef);
-  const w = a.w as BufRef | null;
-  const b = a.b as BufRef | null;
-  const p = ctx.params().u32(rows).u32(a.n as number).f32(a.eps as number).u32(w ? 1 : 0).u32(b ? 1 : 0);
+  const opt = (r: unknown): GPUBuffer => (r ? ctx.buf(r as BufRef) : x);
+  const p = ctx.params().u32(rows).u32(a.n as number).f32(a.eps as number).u32(a.w ? 1 : 0);
+  if (layer) p.u32(a.b ? 1 : 0);
+  const out = ctx.buf(a.out as BufRef), rstd = ctx.buf(a.rstd as BufRef);
   ctx.dispatch({
-    code: LAYER_NORM,
-    buffers: [x, w ? ctx.buf(w) : x, b ? ctx.buf(b) : x, ctx.buf(a.out as BufRef), ctx.buf(a.mean as BufRef), ctx.buf(a.rstd as BufRef)],
+    code: layer ? LAYER_NORM : RMS_NORM,
+    buffers: layer ? [x, opt(a.w), opt(a.b), out, ctx.buf(a.mean as BufRef), rstd] : [x, opt(a.w), out, rstd],
     params: p,
     groups: grid(rows),
   });
-};
+}
 
-const layerNormBackward: KernelFn = (ctx, a) => {
+/**
+ * The backward of layerNorm (layer: true; buffers x, w, mean, rstd, gy, gx) or rmsNorm (x, w,
+ * rstd, gy, gx), params rows, n, hasW; then the weight (and layerNorm's bias) gradients.
+ */
+function normBackward(ctx: KernelContext, a: Record<string, unknown>, layer: boolean): void {
   const rows = a.rows as number;
   const n = a.n as number;
   const xr = a.x as BufRef;
   const x = ctx.buf(xr);
   const w = a.w as BufRef | null;
-  const p = ctx.params().u32(rows).u32(n).u32(w ? 1 : 0);
+  const mean = layer ? a.mean as BufRef : null;
+  const stats = mean ? [ctx.buf(mean), ctx.buf(a.rstd as BufRef)] : [ctx.buf(a.rstd as BufRef)];
   ctx.dispatch({
-    code: LAYER_NORM_BACKWARD,
-    buffers: [x, w ? ctx.buf(w) : x, ctx.buf(a.mean as BufRef), ctx.buf(a.rstd as BufRef), ctx.buf(a.gy as BufRef), ctx.buf(a.gx as BufRef)],
-    params: p,
+    code: layer ? LAYER_NORM_BACKWARD : RMS_NORM_BACKWARD,
+    buffers: [x, w ? ctx.buf(w) : x, ...stats, ctx.buf(a.gy as BufRef), ctx.buf(a.gx as BufRef)],
+    params: ctx.params().u32(rows).u32(n).u32(w ? 1 : 0),
     groups: grid(rows),
   });
-  paramGrads(ctx, xr, a.mean as BufRef, a.rstd as BufRef, a.gy as BufRef, rows, n, a.gw as BufRef | null, a.gb as BufRef | null);
-};
+  paramGrads(ctx, xr, mean, a.rstd as BufRef, a.gy as BufRef, rows, n, a.gw as BufRef | null, layer ? a.gb as BufRef | null : null);
+}
 
-const rmsNorm: KernelFn = (ctx, a) => {
-  const rows = a.rows as number;
-  const x = ctx.buf(a.x as BufRef);
-  const w = a.w as BufRef | null;
-  const p = ctx.params().u32(rows).u32(a.n as number).f32(a.eps as number).u32(w ? 1 : 0);
-  ctx.dispatch({
-    code: RMS_NORM,
-    buffers: [x, w ? ctx.buf(w) : x, ctx.buf(a.out as BufRef), ctx.buf(a.rstd as BufRef)],
-    params: p,
-    groups: grid(rows),
-  });
-};
-
-const rmsNormBackward: KernelFn = (ctx, a) => {
-  const rows = a.rows as number;
-  const n = a.n as number;
-  const xr = a.x as BufRef;
-  const x = ctx.buf(xr);
-  const w = a.w as BufRef | null;
-  const p = ctx.params().u32(rows).u32(n).u32(w ? 1 : 0);
-  ctx.dispatch({
-    code: RMS_NORM_BACKWARD,
-    buffers: [x, w ? ctx.buf(w) : x, ctx.buf(a.rstd as BufRef), ctx.buf(a.gy as BufRef), ctx.buf(a.gx as BufRef)],
-    params: p,
-    groups: grid(rows),
-  });
-  paramGrads(ctx, xr, null, a.rstd as BufRef, a.gy as BufRef, rows, n, a.gw as BufRef | null, null);
-};
+const layerNorm: KernelFn = (ctx, a) => normForward(ctx, a, true);
+const layerNormBackward: KernelFn = (ctx, a) => normBackward(ctx, a, true);
+const rmsNorm: KernelFn = (ctx, a) => normForward(ctx, a, false);
+const rmsNormBackward: KernelFn = (ctx, a) => normBackward(ctx, a, false);
 
 export const ROWS_KERNELS: Record<string, KernelFn> = {
   softmax,
