@@ -17,7 +17,7 @@
 // length limit (then its live beams count as unfinished hypotheses).
 import type { Encoded, EncoderDecoder } from '../models/seq2seq.js';
 import { selectRows } from '../nn/transformer.js';
-import { noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
+import { logSoftmax, noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
 
 export interface Seq2SeqDecodeOptions {
   /** New tokens at most a·srcLen + b (defaults a = 0, b = 50), and at most max_len. */
@@ -88,15 +88,9 @@ function maskRows(enc: Encoded, full: Int32Array, S: number, sentences: readonly
 }
 
 /** Log-softmax of row r of logits (R, V) on the host, in float64. */
-function logProbs(data: ArrayLike<number>, r: number, V: number): Float64Array {
-  const out = new Float64Array(V);
-  let max = -Infinity;
-  for (let v = 0; v < V; v++) max = Math.max(max, data[r * V + v]!);
-  let sum = 0;
-  for (let v = 0; v < V; v++) sum += Math.exp(data[r * V + v]! - max);
-  const lse = max + Math.log(sum);
-  for (let v = 0; v < V; v++) out[v] = data[r * V + v]! - lse;
-  return out;
+/** Row r of the (R, V) log-probabilities, as a view (no copy). */
+function logProbs(data: Float32Array | Float64Array, r: number, V: number): Float32Array | Float64Array {
+  return data.subarray(r * V, (r + 1) * V);
 }
 
 /** Runs fn in eval mode without gradients, restoring training mode after. */
@@ -112,20 +106,22 @@ function inEval<T>(model: EncoderDecoder, fn: () => T): T {
 
 /**
  * One decoder step for rows whose prefixes are `prefixes` (each starting with bos): with the
- * cache, feeds only the last token; otherwise the whole prefix. Returns logits (R, V) on the host.
+ * cache, feeds only the last token; otherwise the whole prefix. Returns log-probabilities
+ * (R, V) on the host: the log-softmax runs on the backend (its fused, threaded kernel), which
+ * left the host loop only the top-k scan.
  */
-function stepLogits(model: EncoderDecoder, enc: Encoded, prefixes: number[][], cache: ReturnType<EncoderDecoder['createCache']> | null): ArrayLike<number> {
+function stepLogits(model: EncoderDecoder, enc: Encoded, prefixes: number[][], cache: ReturnType<EncoderDecoder['createCache']> | null): Float32Array | Float64Array {
   return tidy(() => {
     const R = prefixes.length;
     const backend = enc.memory.backend;
     if (cache) {
       const last = Int32Array.from(prefixes, (p) => p[p.length - 1]!);
-      return model.decodeStep(tensor(last, { backend, dtype: 'int32', shape: [R, 1] }), enc, cache).data(); // (R, 1, V)
+      return logSoftmax(model.decodeStep(tensor(last, { backend, dtype: 'int32', shape: [R, 1] }), enc, cache), -1).data() as Float32Array | Float64Array; // (R, 1, V)
     }
     const L = prefixes[0]!.length;
     const ids = Int32Array.from(prefixes.flat());
     const logits = model.decode(tensor(ids, { backend, dtype: 'int32', shape: [R, L] }), enc); // (R, L, V)
-    return logits.slice(1, L - 1, L).contiguous().data();
+    return logSoftmax(logits.slice(1, L - 1, L), -1).data() as Float32Array | Float64Array;
   });
 }
 
@@ -181,7 +177,7 @@ export function greedyDecode(model: EncoderDecoder, srcs: readonly (readonly num
 }
 
 /** Indices of the n largest values, largest first (ties: lower index first). */
-function topIndices(x: Float64Array, n: number): number[] {
+function topIndices(x: ArrayLike<number>, n: number): number[] {
   const top: number[] = [];
   for (let v = 0; v < x.length; v++) {
     if (top.length === n && !(x[v]! > x[top[n - 1]!]!)) continue;
