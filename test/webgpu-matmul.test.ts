@@ -1,7 +1,8 @@
 // The webgpu matmul and adamw kernels against the ref backend: the cpu-vs-ref matmul/linear op
 // cases (forward and gradients), then direct backend.matmul calls covering every MatmulArgs field
 // (strides read in place, broadcast operands and batches, offsets, bias, activations,
-// accumulate, K = 0, ragged and full tiles), then adamw over a few steps.
+// accumulate, K = 0, ragged and full tiles), then both matmul shaders (general and tiled,
+// forced through the kernel's `path` arg) on the same cases, then adamw over a few steps.
 import { test } from 'node:test';
 import type { Backend, MatmulArgs, Activation } from '../src/backend/backend.js';
 import * as A from '../src/index.js';
@@ -53,7 +54,7 @@ function extent(off: number, bs: number, batch: number, s1: number, n1: number, 
 }
 
 /** Runs one matmul with the same random data on ref and on be and compares the outputs. */
-function direct(be: Backend, name: string, c: Case, g: Generator, rtol = 1e-4, atol = 1e-4): void {
+function direct(be: Backend, name: string, c: Case, g: Generator, rtol = 1e-4, atol = 1e-4, path?: 'general' | 'tiled'): void {
   const transA = c.transA ?? false;
   const transB = c.transB ?? false;
   const lda = c.lda ?? (transA ? c.M : c.K);
@@ -77,12 +78,13 @@ function direct(be: Backend, name: string, c: Case, g: Generator, rtol = 1e-4, a
       a, aOffset, aBatchStride, transA, lda, b, bOffset, bBatchStride, transB, ldb, out,
       batch: c.batch, M: c.M, N: c.N, K: c.K, bias, activation: c.activation ?? 'none', accumulate: c.accumulate ?? false,
     };
-    bk.matmul(args);
+    // The webgpu kernel reads an extra `path` arg (not part of MatmulArgs) forcing a shader.
+    bk.matmul(path && bk === be ? ({ ...args, path } as MatmulArgs) : args);
     const r = bk.read(out);
     for (const s of [a, b, bias, out]) if (s) bk.free(s);
     return r;
   };
-  assertClose(run(be), run(ref), rtol, atol, `matmul ${name}`);
+  assertClose(run(be), run(ref), rtol, atol, `matmul ${name}${path ? ` (${path})` : ''}`);
 }
 
 test('webgpu backend.matmul on every MatmulArgs field', async (t) => {
@@ -116,6 +118,38 @@ test('webgpu backend.matmul on every MatmulArgs field', async (t) => {
   direct(be, 'batch past 65535 m tiles (folded dispatch)', { batch: 66000, M: 1, N: 2, K: 3 }, g);
   direct(be, 'full tiles 256x256x256', { batch: 1, M: 256, N: 256, K: 256, bias: true }, g);
   direct(be, 'full tiles transposed 128x128x128', { batch: 1, M: 128, N: 128, K: 128, transA: true, transB: true }, g);
+});
+
+test('webgpu matmul: general and tiled shaders on the same cases', async (t) => {
+  const be = await webgpu();
+  if (typeof be === 'string') return t.skip(be);
+  const cases: [string, Case][] = [
+    ['aligned 128x256x160, vec4 loads', { batch: 1, M: 128, N: 256, K: 160 }],
+    ['odd sizes 131x257x45', { batch: 1, M: 131, N: 257, K: 45 }],
+    ['transA', { batch: 1, M: 200, N: 136, K: 72, transA: true }],
+    ['transB', { batch: 1, M: 136, N: 200, K: 72, transB: true }],
+    ['transA transB odd', { batch: 2, M: 129, N: 133, K: 37, transA: true, transB: true }],
+    ['offsets, padded lda/ldb (aligned), batch strides', { batch: 2, M: 140, N: 132, K: 64, lda: 68, ldb: 136, aOffset: 4, bOffset: 8, aBatchStride: 140 * 68 + 12, bBatchStride: 64 * 136 + 4 }],
+    ['odd offsets (scalar loads)', { batch: 2, M: 130, N: 132, K: 40, aOffset: 3, bOffset: 1 }],
+    ['lda not multiple of 4 (scalar A loads)', { batch: 1, M: 150, N: 128, K: 40, lda: 42 }],
+    ['ldb not multiple of 4, transB (scalar B loads)', { batch: 1, M: 128, N: 150, K: 40, ldb: 41, transB: true }],
+    ['odd batch stride', { batch: 3, M: 128, N: 128, K: 32, aBatchStride: 128 * 32 + 1 }],
+    ['broadcast batch of B', { batch: 3, M: 128, N: 140, K: 36, bBatchStride: 0 }],
+    ['lda = 0 (A rows broadcast)', { batch: 1, M: 130, N: 128, K: 20, lda: 0 }],
+    ['ldb = 0 transB', { batch: 1, M: 128, N: 130, K: 20, ldb: 0, transB: true }],
+    ['bias gelu', { batch: 2, M: 136, N: 144, K: 48, bias: true, activation: 'gelu' }],
+    ['bias relu transB', { batch: 1, M: 130, N: 132, K: 50, bias: true, activation: 'relu', transB: true }],
+    ['accumulate', { batch: 2, M: 128, N: 136, K: 33, accumulate: true }],
+    ['accumulate bias gelu transA', { batch: 1, M: 140, N: 130, K: 24, accumulate: true, bias: true, activation: 'gelu', transA: true }],
+    ['small (tiled on a 7x9 product)', { batch: 2, M: 7, N: 9, K: 5 }],
+    ['K = 0 bias relu accumulate', { batch: 1, M: 130, N: 129, K: 0, bias: true, activation: 'relu', accumulate: true }],
+    ['full tiles 256x256x256', { batch: 1, M: 256, N: 256, K: 256 }],
+    ['full tiles 256x300x128 transA transB', { batch: 1, M: 256, N: 300, K: 128, transA: true, transB: true }],
+  ];
+  const g = new Generator(5);
+  for (const [name, c] of cases) {
+    for (const path of ['general', 'tiled'] as const) direct(be, name, c, g, 1e-4, 1e-4, path);
+  }
 });
 
 test('webgpu adamw matches ref after 3 steps', async (t) => {

@@ -1,11 +1,14 @@
 // WGSL kernels: matmul (batched, strided operands read in place, fused bias + activation,
-// optional accumulate). One shader for every case: transposes, broadcasts and the epilogue are
-// parameters, so the pipeline is built once.
+// optional accumulate). Two shaders, each covering every MatmulArgs case: transposes,
+// broadcasts and the epilogue are parameters, so each pipeline is built once.
 //
-// Tiling: each workgroup of 128 threads computes a 64x64 output tile; K is walked in steps of
-// 16, staging a 64x16 slice of A and a 16x64 slice of B in workgroup memory (8 KiB). Thread
-// (tx, ty) of a 16x8 grid owns rows ty + 8i (i < 8) and columns tx + 16j (j < 4): neighbouring
-// threads touch neighbouring columns, so shared reads of B and the output writes are contiguous.
+// General shader: each workgroup of 128 threads computes a 64x64 output tile; K is walked in
+// steps of 16, staging a 64x16 slice of A and a 16x64 slice of B in workgroup memory (8 KiB).
+// Thread (tx, ty) of a 16x8 grid owns rows ty + 8i (i < 8) and columns tx + 16j (j < 4):
+// neighbouring threads touch neighbouring columns, so shared reads of B and the output writes
+// are contiguous.
+//
+// Tiled shader (large products on devices allowing 256-thread workgroups): see TILED below.
 import { PRELUDE, entry, storage, MAX_GROUPS, grid, type KernelFn, type BufRef } from './common.js';
 
 const BM = 64;
@@ -26,18 +29,21 @@ const P_AOFF = 5, P_ABS = 6, P_AM = 7, P_AK = 8;
 const P_BOFF = 9, P_BBS = 10, P_BK = 11, P_BN = 12;
 const P_BIAS = 13, P_ACT = 14, P_ACC = 15;
 
+const GELU = /* wgsl */ `
+fn gelu_tanh(x: f32) -> f32 {
+  // Clamped so exp inside tanh cannot overflow to inf/inf on any implementation.
+  let u = clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0);
+  return 0.5 * x * (1.0 + tanh(u));
+}
+`;
+
 const MATMUL = PRELUDE + storage('f32', ['A', 'B', 'bias'], ['out']) + /* wgsl */ `
 
 // Rows padded by one so the k-fast tile loads (a transposed operand) do not hit one bank.
 var<workgroup> As: array<f32, ${BK * SA}>; // [k][m]
 var<workgroup> Bs: array<f32, ${BK * SB}>; // [k][n]
 
-fn gelu_tanh(x: f32) -> f32 {
-  // Clamped so exp inside tanh cannot overflow to inf/inf on any implementation.
-  let u = clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0);
-  return 0.5 * x * (1.0 + tanh(u));
-}
-
+${GELU}
 ` + entry(WG) + /* wgsl */ `
   let M = pu(${P_M}u);
   let N = pu(${P_N}u);
@@ -120,6 +126,218 @@ fn gelu_tanh(x: f32) -> f32 {
 }
 `;
 
+
+// ---- tiled shader ----
+//
+// 256 threads compute a 128x128 output tile; K is walked in steps of 16. Workgroup memory S
+// holds the A slice as [k][m] and the B slice as [k][n], both as vec4 along m / n (16 KiB), so
+// the inner loop reads operands as vec4: per k step a thread reads 2 vec4 of A and 2 of B
+// (broadcast / conflict-free) for 64 FMAs. Thread (tx, ty) of a 16x16 grid owns rows
+// 4ty + i and 64 + 4ty + i (i < 4) and columns 4tx + j and 64 + 4tx + j (j < 4): 16 vec4
+// accumulators held in named variables so they stay in registers.
+//
+// Staging: warps 0-3 load A, warps 4-7 load B (warp-uniform, no divergence), 4 runs of 4
+// elements along the operand's contiguous axis per thread: one vec4 global load each when that
+// axis, the leading dimension, offset and batch stride are multiples of 4 (parameter *VEC),
+// else 4 bounds-checked scalar loads. An operand contiguous along k (A plain, B transposed) is
+// loaded as 4x4 blocks and transposed in registers so every shared store is a whole vec4 (a
+// component store may touch the whole vector in WGSL's memory model). The next slice's global
+// loads are issued before the current slice's FMAs (register prefetch) to hide their latency.
+const TBM = 128; // tile rows = tile columns
+const TBK = 16;
+const TWG = 256;
+const TSTRIDE = TBM / 4; // vec4 per shared row
+const TSB = TBK * TSTRIDE; // vec4 offset of the B slice in S
+/** Bytes of workgroup memory the tiled shader needs. */
+const TILED_SHARED_BYTES = 2 * TSB * 16;
+
+// Parameter words beyond the general shader's (same layout for 0..15).
+const P_AKF = 16, P_AVEC = 17, P_BKF = 18, P_BVEC = 19;
+
+/** WGSL: global loads of this thread's share of the slice at k offset `k` into r0..r3. */
+function tiledLoad(k: string): string {
+  return `  {
+    let gx = x0 + xb * 4u;
+    let gk = ${k} + kq;
+    let i = gbase + gx * sX + gk * sK;
+    if (kFast) {
+      r0 = run4(op, i, gx < X, gk, K, isVec);
+      r1 = run4(op, i + sX, gx + 1u < X, gk, K, isVec);
+      r2 = run4(op, i + 2u * sX, gx + 2u < X, gk, K, isVec);
+      r3 = run4(op, i + 3u * sX, gx + 3u < X, gk, K, isVec);
+    } else {
+      r0 = run4(op, i, gk < K, gx, X, isVec);
+      r1 = run4(op, i + 4u * sK, gk + 4u < K, gx, X, isVec);
+      r2 = run4(op, i + 8u * sK, gk + 8u < K, gx, X, isVec);
+      r3 = run4(op, i + 12u * sK, gk + 12u < K, gx, X, isVec);
+    }
+  }`;
+}
+
+function tiledInner(): string {
+  const lines: string[] = [];
+  for (let kk = 0; kk < TBK; kk++) {
+    const r = kk * TSTRIDE;
+    lines.push(`    { let a0 = S[${r}u + ty]; let a1 = S[${r + 16}u + ty]; let b0 = S[${TSB + r}u + tx]; let b1 = S[${TSB + r + 16}u + tx];`);
+    for (let i = 0; i < 8; i++) {
+      const a = `vec4<f32>(a${i >> 2}.${'xyzw'[i & 3]})`;
+      lines.push(`      c${i}_0 = fma(${a}, b0, c${i}_0); c${i}_1 = fma(${a}, b1, c${i}_1);`);
+    }
+    lines.push('    }');
+  }
+  return lines.join('\n');
+}
+
+function tiledEpilogue(): string {
+  const lines: string[] = [];
+  for (let i = 0; i < 8; i++) {
+    const m = i < 4 ? `ty * 4u + ${i}u` : `64u + ty * 4u + ${i - 4}u`;
+    lines.push(`  emit(bt, m0 + ${m}, n0 + tx * 4u, c${i}_0);`);
+    lines.push(`  emit(bt, m0 + ${m}, n0 + 64u + tx * 4u, c${i}_1);`);
+  }
+  return lines.join('\n');
+}
+
+const TILED = PRELUDE + storage('vec4<f32>', ['A', 'B', 'bias:f32'], ['out:f32']) + /* wgsl */ `
+var<workgroup> S: array<vec4<f32>, ${2 * TSB}>;
+${GELU}
+// Operand op (0 = A, 1 = B) element i.
+fn ld1(op: u32, i: u32) -> f32 {
+  if (op == 0u) { return A[i >> 2u][i & 3u]; }
+  return B[i >> 2u][i & 3u];
+}
+
+// 4 elements from element i along the operand's contiguous axis, g..g+3 its coordinates there
+// (limit lim); ok: the other coordinate is in range. aligned: i and lim are multiples of 4.
+fn run4(op: u32, i: u32, ok: bool, g: u32, lim: u32, aligned: bool) -> vec4<f32> {
+  if (!ok) { return vec4<f32>(0.0); }
+  if (aligned) {
+    if (g >= lim) { return vec4<f32>(0.0); }
+    if (op == 0u) { return A[i >> 2u]; }
+    return B[i >> 2u];
+  }
+  var v = vec4<f32>(0.0);
+  for (var c = 0u; c < 4u; c++) {
+    if (g + c < lim) { v[c] = ld1(op, i + c); }
+  }
+  return v;
+}
+
+fn emit(bt: u32, m: u32, n: u32, v: vec4<f32>) {
+  let M = pu(${P_M}u);
+  let N = pu(${P_N}u);
+  if (m >= M) { return; }
+  let hasBias = pu(${P_BIAS}u) != 0u;
+  let act = pu(${P_ACT}u);
+  let accumulate = pu(${P_ACC}u) != 0u;
+  for (var j = 0u; j < 4u; j++) {
+    let nj = n + j;
+    if (nj >= N) { return; }
+    var s = v[j];
+    if (hasBias) { s += bias[nj]; }
+    // As the ref: out = act(s), or out += act(s) when accumulating.
+    if (act == 1u) { s = select(s, 0.0, s <= 0.0); } // relu, NaN passes through
+    else if (act == 2u) { s = gelu_tanh(s); }
+    let o = (bt * M + m) * N + nj;
+    if (accumulate) { s += out[o]; }
+    out[o] = s;
+  }
+}
+
+` + entry(TWG) + /* wgsl */ `
+  let M = pu(${P_M}u);
+  let N = pu(${P_N}u);
+  let K = pu(${P_K}u);
+  let mTiles = pu(${P_MT}u);
+  let t = wid.y + wid.z * nwg.y;
+  if (t >= pu(${P_T}u)) { return; }
+  let bt = t / mTiles;
+  let m0 = (t % mTiles) * ${TBM}u;
+  let n0 = wid.x * ${TBM}u;
+  let tx = li % 16u;
+  let ty = li / 16u;
+
+  // This thread's staging role: operand op, viewed as X[x, k] with x = m (A) or n (B).
+  let op = li >> 7u;
+  let a = li & 127u;
+  var gbase: u32; var x0: u32; var X: u32; var sX: u32; var sK: u32; var kFast: bool; var isVec: bool;
+  if (op == 0u) {
+    gbase = pu(${P_AOFF}u) + bt * pu(${P_ABS}u); x0 = m0; X = M; sX = pu(${P_AM}u); sK = pu(${P_AK}u);
+    kFast = pu(${P_AKF}u) != 0u; isVec = pu(${P_AVEC}u) != 0u;
+  } else {
+    gbase = pu(${P_BOFF}u) + bt * pu(${P_BBS}u); x0 = n0; X = N; sX = pu(${P_BN}u); sK = pu(${P_BK}u);
+    kFast = pu(${P_BKF}u) != 0u; isVec = pu(${P_BVEC}u) != 0u;
+  }
+  // k-contiguous: a 4x4 block, x rows 4xb + r, k columns kq..kq+3 (4 threads read 64
+  // contiguous bytes of a row). x-contiguous: x columns 4xb..4xb+3 of k rows kq + 4r.
+  var xb: u32; var kq: u32;
+  if (kFast) { xb = a >> 2u; kq = (a & 3u) * 4u; } else { xb = a & 31u; kq = a >> 5u; }
+  let sOff = op * ${TSB}u;
+
+  var r0: vec4<f32>; var r1: vec4<f32>; var r2: vec4<f32>; var r3: vec4<f32>;
+${tiledLoad('0u')}
+
+  var c0_0 = vec4<f32>(0.0); var c0_1 = vec4<f32>(0.0); var c1_0 = vec4<f32>(0.0); var c1_1 = vec4<f32>(0.0);
+  var c2_0 = vec4<f32>(0.0); var c2_1 = vec4<f32>(0.0); var c3_0 = vec4<f32>(0.0); var c3_1 = vec4<f32>(0.0);
+  var c4_0 = vec4<f32>(0.0); var c4_1 = vec4<f32>(0.0); var c5_0 = vec4<f32>(0.0); var c5_1 = vec4<f32>(0.0);
+  var c6_0 = vec4<f32>(0.0); var c6_1 = vec4<f32>(0.0); var c7_0 = vec4<f32>(0.0); var c7_1 = vec4<f32>(0.0);
+
+  for (var k0 = 0u; k0 < K; k0 += ${TBK}u) {
+    if (kFast) {
+      // Transposed in registers: shared row kq + c gets element c of the 4 x rows.
+      S[sOff + kq * ${TSTRIDE}u + xb] = vec4<f32>(r0.x, r1.x, r2.x, r3.x);
+      S[sOff + (kq + 1u) * ${TSTRIDE}u + xb] = vec4<f32>(r0.y, r1.y, r2.y, r3.y);
+      S[sOff + (kq + 2u) * ${TSTRIDE}u + xb] = vec4<f32>(r0.z, r1.z, r2.z, r3.z);
+      S[sOff + (kq + 3u) * ${TSTRIDE}u + xb] = vec4<f32>(r0.w, r1.w, r2.w, r3.w);
+    } else {
+      S[sOff + kq * ${TSTRIDE}u + xb] = r0;
+      S[sOff + (kq + 4u) * ${TSTRIDE}u + xb] = r1;
+      S[sOff + (kq + 8u) * ${TSTRIDE}u + xb] = r2;
+      S[sOff + (kq + 12u) * ${TSTRIDE}u + xb] = r3;
+    }
+    workgroupBarrier();
+    // Prefetch the next slice while this one is multiplied.
+    let k1 = k0 + ${TBK}u;
+    if (k1 < K) {
+${tiledLoad('k1')}
+    }
+${tiledInner()}
+    workgroupBarrier();
+  }
+
+${tiledEpilogue()}
+}
+`;
+
+/** Which matmul shader runs: 'auto' picks by size and device limits; the others force one
+ *  (a forced 'tiled' still falls back where the device cannot run it). The environment
+ *  variable ATTN_WEBGPU_MATMUL overrides `path` for a process, a `path` field in the kernel's
+ *  args (tests) for one call. Read where kernels run (the device thread): setting it on the
+ *  engine thread does nothing. */
+export const MATMUL_TUNING = {
+  path: 'auto' as MatmulPath,
+  /** 'auto' uses the tiled shader from these sizes on. */
+  minM: 128,
+  minN: 128,
+  minK: 32,
+};
+export type MatmulPath = 'auto' | 'general' | 'tiled';
+
+function tiledAllowed(device: GPUDevice): boolean {
+  const l = device.limits;
+  return l.maxComputeInvocationsPerWorkgroup >= TWG && l.maxComputeWorkgroupSizeX >= TWG
+    && l.maxComputeWorkgroupStorageSize >= TILED_SHARED_BYTES;
+}
+
+function choosePath(device: GPUDevice, M: number, N: number, K: number, perCall: unknown): 'general' | 'tiled' {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.ATTN_WEBGPU_MATMUL;
+  const want = (perCall ?? env ?? MATMUL_TUNING.path) as string;
+  if (want !== 'auto' && want !== 'general' && want !== 'tiled') throw new Error(`webgpu: matmul: unknown path '${want}'`);
+  if (want === 'general' || !tiledAllowed(device)) return 'general';
+  if (want === 'tiled') return 'tiled';
+  return M >= MATMUL_TUNING.minM && N >= MATMUL_TUNING.minN && K >= MATMUL_TUNING.minK ? 'tiled' : 'general';
+}
+
 const ACT_CODE: Record<string, number> = { none: 0, relu: 1, gelu: 2 };
 
 const matmul: KernelFn = (ctx, a) => {
@@ -134,20 +352,32 @@ const matmul: KernelFn = (ctx, a) => {
   const ldb = a.ldb as number;
   const act = ACT_CODE[(a.activation as string | undefined) ?? 'none'];
   if (act === undefined) throw new Error(`webgpu: matmul: unknown activation ${String(a.activation)}`);
-  const nTiles = Math.ceil(N / BN);
-  if (nTiles > MAX_GROUPS) throw new Error(`webgpu: matmul: N = ${N} above ${MAX_GROUPS * BN}`);
-  const mTiles = Math.ceil(M / BM);
-  const T = mTiles * batch;
   const bias = a.bias as BufRef | null | undefined;
+  const aOffset = a.aOffset as number, aBatchStride = a.aBatchStride as number;
+  const bOffset = a.bOffset as number, bBatchStride = a.bBatchStride as number;
+  const tiled = choosePath(ctx.device, M, N, K, a.path) === 'tiled';
+  const BT = tiled ? TBM : BM;
+  const nTiles = Math.ceil(N / BT);
+  if (nTiles > MAX_GROUPS) throw new Error(`webgpu: matmul: N = ${N} above ${MAX_GROUPS * BT}`);
+  const mTiles = Math.ceil(M / BT);
+  const T = mTiles * batch;
   const p = ctx.params()
     .u32(M).u32(N).u32(K).u32(mTiles).u32(T)
-    .u32(a.aOffset as number).u32(a.aBatchStride as number).u32(transA ? 1 : lda).u32(transA ? lda : 1)
-    .u32(a.bOffset as number).u32(a.bBatchStride as number).u32(transB ? 1 : ldb).u32(transB ? ldb : 1)
+    .u32(aOffset).u32(aBatchStride).u32(transA ? 1 : lda).u32(transA ? lda : 1)
+    .u32(bOffset).u32(bBatchStride).u32(transB ? 1 : ldb).u32(transB ? ldb : 1)
     .u32(bias ? 1 : 0).u32(act).u32(a.accumulate ? 1 : 0);
+  if (tiled) {
+    // vec4 loads need every start index a multiple of 4: the run's axis length (so a run is
+    // wholly in or out of range), the leading dimension, the offset and the batch stride.
+    const aligned = (len: number, ld: number, off: number, bs: number): boolean =>
+      len % 4 === 0 && ld % 4 === 0 && off % 4 === 0 && (batch === 1 || bs % 4 === 0);
+    p.u32(transA ? 0 : 1).u32(aligned(transA ? M : K, lda, aOffset, aBatchStride) ? 1 : 0)
+      .u32(transB ? 1 : 0).u32(aligned(transB ? K : N, ldb, bOffset, bBatchStride) ? 1 : 0);
+  }
   const A = ctx.buf(a.a as BufRef);
   const [gy, gz] = grid(T);
   ctx.dispatch({
-    code: MATMUL,
+    code: tiled ? TILED : MATMUL,
     // Without a bias, A stands in for the unused binding (never read).
     buffers: [A, ctx.buf(a.b as BufRef), bias ? ctx.buf(bias) : A, ctx.buf(a.out as BufRef)],
     params: p,
