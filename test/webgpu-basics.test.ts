@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as A from '../src/index.js';
+import type { Backend } from '../src/backend/backend.js';
 import { webgpu } from './webgpu-helpers.js';
 
 test('webgpu: upload, read, strided copy, fill, write, dtype conversion', async (t) => {
@@ -31,4 +32,28 @@ test('webgpu: refuses float64 and storages of other backends', async (t) => {
   assert.throws(() => A.tensor([1], { backend: be, dtype: 'float64' }), /float64/);
   const other = A.tensor([1]);
   assert.throws(() => A.add(A.tensor([1], { backend: be }), other), /different backends/);
+});
+
+test('dropout masks: drawn on the device, the same bits on ref, cpu and webgpu, kept at rate 1 - p', async (t) => {
+  const be = await webgpu();
+  if (typeof be === 'string') return t.skip(be);
+  const cpu = await A.getBackend('cpu');
+  const n = 100_003;
+  for (const p of [0.1, 0.2, 0.5, 0.9]) {
+    const backends: Backend[] = [A.refBackend(), cpu, be];
+    const masks: Float32Array[] = backends.map((b) => {
+      const x = A.ones([n], { backend: b });
+      return A.dropout(x, p, true, new A.Generator(42)).data() as Float32Array;
+    });
+    assert.deepEqual(Array.from(masks[1]!), Array.from(masks[0]!), `cpu mask differs from ref at p=${p}`);
+    assert.deepEqual(Array.from(masks[2]!), Array.from(masks[0]!), `webgpu mask differs from ref at p=${p}`);
+    const kept = masks[0]!.reduce((s: number, v: number) => s + (v !== 0 ? 1 : 0), 0) / n;
+    assert.ok(Math.abs(kept - (1 - p)) < 0.005, `p=${p}: kept ${kept}`);
+    assert.ok(masks[0]!.every((v) => v === 0 || Math.abs(v - 1 / (1 - p)) < 1e-6), 'kept values are scaled by 1/(1-p)');
+  }
+  // Two calls on one generator draw different masks.
+  const g = new A.Generator(1);
+  const a = A.dropout(A.ones([1000]), 0.5, true, g).data();
+  const b = A.dropout(A.ones([1000]), 0.5, true, g).data();
+  assert.notDeepEqual(Array.from(a), Array.from(b));
 });

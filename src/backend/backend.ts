@@ -128,6 +128,26 @@ export interface AdamWArgs {
   bc1: number; bc2: number;
 }
 
+/**
+ * The counter-based hash behind dropout masks: a uint32 for element i of a mask with key
+ * (seed0, seed1). Two rounds of murmur3's finaliser over the index mixed with the key; every
+ * backend computes the same bits, so the same seed gives the same mask on cpu and webgpu.
+ */
+export function maskHash(seed0: number, seed1: number, i: number): number {
+  let h = (Math.imul(i, 0x9e3779b9) ^ seed0) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  h = (h ^ (h >>> 16) ^ seed1) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/** The integer form of a drop probability p, compared with 24 hash bits (exact on every backend). */
+export function dropThreshold(p: number): number {
+  return Math.min(16777216, Math.ceil(p * 16777216));
+}
+
 export interface Backend {
   readonly name: string;
   /** Whether tensors of this dtype may live on this backend. */
@@ -209,6 +229,12 @@ export interface Backend {
   /** Scaled dot-product attention. Memory beyond q, k, v, out and lse must not grow as Tq·Tk. */
   attention(args: AttentionArgs): void;
   attentionBackward(args: AttentionBackwardArgs): void;
+
+  // ---- random ----
+  /** Dropout mask over n contiguous elements: out[i] = (maskHash(seed0, seed1, i) >>> 8) >=
+   *  dropThreshold(p) ? scale : 0 (kept with probability 1 - p). Drawn on the device, so
+   *  training with dropout uploads nothing per step. */
+  dropoutMask(out: Storage, n: number, p: number, scale: number, seed0: number, seed1: number): void;
 
   // ---- optimizer ----
   adamw(args: AdamWArgs): void;

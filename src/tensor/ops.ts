@@ -987,11 +987,13 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
 export function dropout(x: Tensor, p: number, training = true, generator: Generator = defaultGenerator): Tensor {
   if (!training || p === 0) return x;
   if (p < 0 || p >= 1) throw new RangeError(`dropout: p must be in [0, 1), got ${p}`);
-  const n = x.size;
-  const scale = 1 / (1 - p);
-  const m = new Float32Array(n);
-  for (let i = 0; i < n; i++) m[i] = generator.random() >= p ? scale : 0;
-  const mask = tensor(m, { backend: x.backend, dtype: x.dtype, shape: x.shape });
+  // The mask is drawn on the backend from a 64-bit key taken from the generator, so the
+  // generator advances by two draws per call, whatever the size (resumable, and no upload).
+  const seed0 = generator.nextUint32();
+  const seed1 = generator.nextUint32();
+  const storage = x.backend.alloc(x.dtype, x.size);
+  x.backend.dropoutMask(storage, x.size, p, 1 / (1 - p), seed0, seed1);
+  const mask = new Tensor(storage, x.shape);
   return mul(x, mask);
 }
 

@@ -9,6 +9,7 @@ import type {
   AdamWArgs, AttentionArgs, AttentionBackwardArgs, Backend, BinaryOp, Layout, MatmulArgs, ReduceOp, Storage,
   UnaryGradOp, UnaryOp,
 } from '../backend.js';
+import { dropThreshold, maskHash } from '../backend.js';
 import { newArray, type DType, type TypedArray } from '../../tensor/dtype.js';
 import { fmt, numel } from '../../tensor/shape.js';
 import * as K from './kernels.js';
@@ -312,6 +313,15 @@ export class RefBackend implements Backend {
       gk: this.arr(args.gk),
       gv: this.arr(args.gv),
     });
+  }
+
+  // ---- random ----
+
+  dropoutMask(out: Storage, n: number, p: number, scale: number, seed0: number, seed1: number): void {
+    this.need('dropoutMask', 'out', out, n);
+    const a = this.arr(out);
+    const t = dropThreshold(p);
+    for (let i = 0; i < n; i++) a[i] = maskHash(seed0, seed1, i) >>> 8 >= t ? scale : 0;
   }
 
   // ---- optimizer ----

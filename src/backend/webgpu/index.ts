@@ -239,6 +239,12 @@ export class WebGPUBackend implements Backend {
     this.kernel('attentionBackward', { ...args, keyMask: args.keyMask ?? null, sparsity: args.sparsity ?? null });
   }
 
+  // ---- random ----
+
+  dropoutMask(out: Storage, n: number, p: number, scale: number, seed0: number, seed1: number): void {
+    this.kernel('dropoutMask', { out, n, p, scale, seed0, seed1 });
+  }
+
   // ---- optimizer ----
 
   adamw(args: AdamWArgs): void {

@@ -8,6 +8,7 @@ import { ROWS_KERNELS } from './rows.js';
 import { LOSS_KERNELS } from './loss.js';
 import { INDEXING_KERNELS } from './indexing.js';
 import { ATTENTION_KERNELS } from './attention.js';
+import { RANDOM_KERNELS } from './random.js';
 
 export const KERNELS: Record<string, KernelFn> = {
   ...ELEMENTWISE_KERNELS,
@@ -18,4 +19,5 @@ export const KERNELS: Record<string, KernelFn> = {
   ...LOSS_KERNELS,
   ...INDEXING_KERNELS,
   ...ATTENTION_KERNELS,
+  ...RANDOM_KERNELS,
 };
