@@ -7,25 +7,19 @@
 // so that peak RSS is per cell and thread pools never overlap. Tables go to stdout, progress
 // to stderr.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../src/index.js';
 import { AdamW, getBackend, noGrad, slice, tensor, tidy, type Tensor } from '../src/index.js';
 import { generate } from '../src/generate/index.js';
 import { GPT, GPT2_CONFIG, type GPTConfig } from '../src/models/gpt.js';
-import { hardwareThreads, machineInfo, num, parseArgs, ratio, table } from './util.js';
+import { hardwareThreads, log, machineInfo, now, num, ratio, scriptArgs, table, writeJsonIfAsked, xorshift32 } from './util.js';
 
 const TORCH_INSTALL_HINT = 'apt-get install python3-torch libopenblas0-pthread';
 
-const args = parseArgs(process.argv.slice(2));
-const flag = (k: string) => args.has(k);
-const opt = (k: string, d: string) => {
-  const v = args.get(k);
-  return typeof v === 'string' ? v : d;
-};
-const log = (s: string) => process.stderr.write(s + '\n');
-const now = () => performance.now();
+const cli = scriptArgs();
+const { args, flag, opt } = cli;
 
 // ---------------------------------------------------------------- cases
 
@@ -69,17 +63,10 @@ type ChildSpec = TrainSpec | InferSpec;
 
 /** xorshift32 token ids in [0, V). */
 function tokenSource(seed: number): (n: number, V: number) => Int32Array {
-  let s = seed >>> 0 || 1;
+  const next = xorshift32(seed);
   return (n, V) => {
     const a = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      s ^= s << 13;
-      s >>>= 0;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      s >>>= 0;
-      a[i] = s % V;
-    }
+    for (let i = 0; i < n; i++) a[i] = next() % V;
     return a;
   };
 }
@@ -93,6 +80,20 @@ function warm(fn: () => unknown, t: Timing): void {
 function memoryStats(be: Backend): { bytesInUse: number; heapBytes: number } | null {
   const f = (be as unknown as { memoryStats?: () => { bytesInUse: number; heapBytes: number } }).memoryStats;
   return typeof f === 'function' ? f.call(be) : null;
+}
+
+/** Warms fn up, then calls it at least min_steps times and for at least min_s seconds: the
+ *  milliseconds of each call and the seconds of the whole timed loop. */
+function warmAndTime(fn: () => unknown, t: Timing): { times: number[]; elapsed: number } {
+  warm(fn, t);
+  const times: number[] = [];
+  const t0 = now();
+  while (times.length < t.min_steps || now() - t0 < t.min_s * 1e3) {
+    const ts = now();
+    fn();
+    times.push(now() - ts);
+  }
+  return { times, elapsed: (now() - t0) / 1e3 };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
@@ -115,15 +116,7 @@ async function childTrain(s: TrainSpec): Promise<Record<string, unknown>> {
       opt.stepUpdate();
       return loss!.item();
     });
-  warm(step, s);
-  const times: number[] = [];
-  const t0 = now();
-  while (times.length < s.min_steps || now() - t0 < s.min_s * 1e3) {
-    const ts = now();
-    step();
-    times.push(now() - ts);
-  }
-  const elapsed = (now() - t0) / 1e3;
+  const { times, elapsed } = warmAndTime(step, s);
   opt.zeroGrad();
   return {
     steps: times.length, elapsed_s: elapsed, tokens_per_s: (times.length * B * T) / elapsed,
@@ -149,14 +142,7 @@ async function childInfer(s: InferSpec): Promise<Record<string, unknown>> {
         const logits: Tensor = model.forward(tensor(prompt, { backend: be, dtype: 'int32', shape: [1, P] })).logits;
         return slice(logits, 1, P - 1, P).data()[0];
       }));
-    warm(forward, s);
-    const times: number[] = [];
-    const t0 = now();
-    while (times.length < s.min_steps || now() - t0 < s.min_s * 1e3) {
-      const ts = now();
-      forward();
-      times.push(now() - ts);
-    }
+    const { times } = warmAndTime(forward, s);
     const total = times.reduce((a, b) => a + b, 0) / 1e3;
     out.prefill = { reps: times.length, best_ms: Math.min(...times), median_ms: median(times), tokens_per_s: (P * times.length) / total };
   }
@@ -463,18 +449,12 @@ async function main(): Promise<void> {
 
   process.stdout.write(out.join('\n') + '\n');
 
-  if (flag('json') || args.has('out')) {
-    const file = opt('out', 'bench/results/gpt.json');
-    mkdirSync(dirname(resolve(file)), { recursive: true });
-    const doc = {
-      date: new Date().toISOString(), quick, machine: mach, timing, infer_timing: inferTiming,
-      attn: { backend: 'cpu', threads: attnThreads },
-      torch: ti ? { version: ti.torch, python, blas: ti.blas, sdpa: ti.sdpa, settings, openblasEnv, openblasEnvKept: keepEnv } : null,
-      skips, rows, targets,
-    };
-    writeFileSync(file, JSON.stringify(doc, null, 2) + '\n');
-    log(`wrote ${file}`);
-  }
+  writeJsonIfAsked(cli, 'bench/results/gpt.json', () => ({
+    date: new Date().toISOString(), quick, machine: mach, timing, infer_timing: inferTiming,
+    attn: { backend: 'cpu', threads: attnThreads },
+    torch: ti ? { version: ti.torch, python, blas: ti.blas, sdpa: ti.sdpa, settings, openblasEnv, openblasEnvKept: keepEnv } : null,
+    skips, rows, targets,
+  }));
 }
 
 main().then(

@@ -9,9 +9,9 @@
 // a 2-layer model) so that the whole script can be checked on a software adapter. Tables go
 // to stdout, progress to stderr.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getBackend } from '../src/index.js';
 import type { WebGPUBackend } from '../src/backend/webgpu/index.js';
@@ -22,16 +22,10 @@ import { CharTokenizer } from '../src/tokenizers/index.js';
 import { AdamW } from '../src/train/optim.js';
 import { preset } from '../src/train/presets.js';
 import { modelConfigOf, train, trainConfig, trainStep, type TrainConfig } from '../src/train/trainer.js';
-import { machineInfo, num, parseArgs, randomFloats, ratio, spotCheckMatmul, table } from './util.js';
+import { log, machineInfo, now, num, randomFloats, ratio, scriptArgs, spotCheckMatmul, table, writeJsonIfAsked } from './util.js';
 
-const args = parseArgs(process.argv.slice(2));
-const flag = (k: string) => args.has(k);
-const opt = (k: string, d: string) => {
-  const v = args.get(k);
-  return typeof v === 'string' ? v : d;
-};
-const log = (s: string) => process.stderr.write(s + '\n');
-const now = () => performance.now();
+const cli = scriptArgs();
+const { args, flag, opt } = cli;
 const quick = flag('quick');
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SHAKESPEARE = join(ROOT, 'data/tinyshakespeare/input.txt');
@@ -415,17 +409,11 @@ async function main(): Promise<void> {
 
   process.stdout.write(out.join('\n') + '\n');
 
-  if (flag('json') || args.has('out')) {
-    const file = opt('out', 'bench/results/gpu.json');
-    mkdirSync(dirname(resolve(file)), { recursive: true });
-    const doc = {
-      date: new Date().toISOString(), quick, machine: { ...mach, gpu }, adapter: ad,
-      attn: { backend: 'webgpu', matmul: attnMatmul, train: attnTrain, toloss: toLoss, batch: BATCH, model: only.has('train') ? modelConfig(65) : null },
-      torch, torch_missing: torchMissing, timing: { train: TRAIN_TIMING, matmul: MATMUL_TIMING }, errors, targets,
-    };
-    writeFileSync(file, JSON.stringify(doc, null, 2) + '\n');
-    log(`wrote ${file}`);
-  }
+  writeJsonIfAsked(cli, 'bench/results/gpu.json', () => ({
+    date: new Date().toISOString(), quick, machine: { ...mach, gpu }, adapter: ad,
+    attn: { backend: 'webgpu', matmul: attnMatmul, train: attnTrain, toloss: toLoss, batch: BATCH, model: only.has('train') ? modelConfig(65) : null },
+    torch, torch_missing: torchMissing, timing: { train: TRAIN_TIMING, matmul: MATMUL_TIMING }, errors, targets,
+  }));
 }
 
 main().then(

@@ -6,27 +6,22 @@
 // Tables go to stdout, progress to stderr. attn kernels are called on the Backend directly
 // with storages made once, so the figures are the kernels' own, without tensor-layer costs.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AttentionArgs, Backend, MatmulArgs, Storage } from '../src/index.js';
 import { getBackend } from '../src/index.js';
 import { loadTfjs, TFJS_INSTALL_HINT, type TfjsPeer } from './peers/tfjs.js';
 import {
-  hardwareThreads, machineInfo, matmulFlops, measure, num, parseArgs, randomFloats, ratio, spotCheckMatmul, table,
+  hardwareThreads, log, machineInfo, matmulFlops, measure, num, randomFloats, ratio, scriptArgs, spotCheckMatmul, table, writeJsonIfAsked,
   type MatmulShape, type Timing, type TimingOptions,
 } from './util.js';
 
 const NUMPY_INSTALL_HINT = 'apt-get install python3-numpy libopenblas0-pthread';
 const ERR_LIMIT = 1e-3; // spot-check tolerance (relative to Σ|a·b|)
 
-const args = parseArgs(process.argv.slice(2));
-const flag = (k: string) => args.has(k);
-const opt = (k: string, d: string) => {
-  const v = args.get(k);
-  return typeof v === 'string' ? v : d;
-};
-const log = (s: string) => process.stderr.write(s + '\n');
+const cli = scriptArgs();
+const { args, flag, opt } = cli;
 
 interface Engine {
   label: string;
@@ -617,19 +612,13 @@ async function main(): Promise<void> {
 
   process.stdout.write(out.join('\n') + '\n');
 
-  if (flag('json') || args.has('out')) {
-    const file = opt('out', 'bench/results/kernels.json');
-    mkdirSync(dirname(resolve(file)), { recursive: true });
-    const doc = {
-      date: new Date().toISOString(), quick, tiny, machine: mach,
-      engines: engines.map((e) => ({ label: e.label, backend: e.be.name, threads: e.threads, kernels: describeBackend(e.be) })),
-      numpy: np0 ? { version: np0.numpy, blas: np0.blas, unsetEnv: flag('keep-openblas-env') ? [] : openblasEnv } : null,
-      tfjs: tfjs ? { version: tfjs.version, threads: tfjs.threads, simd: tfjs.simd } : null,
-      skips, rows,
-    };
-    writeFileSync(file, JSON.stringify(doc, null, 2) + '\n');
-    log(`wrote ${file}`);
-  }
+  writeJsonIfAsked(cli, 'bench/results/kernels.json', () => ({
+    date: new Date().toISOString(), quick, tiny, machine: mach,
+    engines: engines.map((e) => ({ label: e.label, backend: e.be.name, threads: e.threads, kernels: describeBackend(e.be) })),
+    numpy: np0 ? { version: np0.numpy, blas: np0.blas, unsetEnv: flag('keep-openblas-env') ? [] : openblasEnv } : null,
+    tfjs: tfjs ? { version: tfjs.version, threads: tfjs.threads, simd: tfjs.simd } : null,
+    skips, rows,
+  }));
 }
 
 main().then(

@@ -1,5 +1,6 @@
 // Timing, formatting and argument helpers shared by the benchmarks (Node only).
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 
 export const now = (): number => performance.now();
@@ -129,18 +130,56 @@ export function parseArgs(argv: string[]): Map<string, string | true> {
   return out;
 }
 
-/** Deterministic pseudo-random floats in [-1, 1) (xorshift32), for filling benchmark inputs. */
-export function randomFloats(n: number, seed = 1): Float32Array {
-  const a = new Float32Array(n);
+/** A benchmark script's arguments: the parsed map, `flag` (present?) and `opt` (a string value,
+ *  or the default when absent or given bare). */
+export function scriptArgs(argv: string[] = process.argv.slice(2)): {
+  args: Map<string, string | true>; flag: (k: string) => boolean; opt: (k: string, d: string) => string;
+} {
+  const args = parseArgs(argv);
+  return {
+    args,
+    flag: (k) => args.has(k),
+    opt: (k, d) => {
+      const v = args.get(k);
+      return typeof v === 'string' ? v : d;
+    },
+  };
+}
+
+export type ScriptArgs = ReturnType<typeof scriptArgs>;
+
+/** With --json or --out FILE, writes doc() to FILE (default `defaultFile`) as indented JSON. */
+export function writeJsonIfAsked(cli: ScriptArgs, defaultFile: string, doc: () => unknown): void {
+  if (!(cli.flag('json') || cli.args.has('out'))) return;
+  const file = cli.opt('out', defaultFile);
+  mkdirSync(dirname(resolve(file)), { recursive: true });
+  writeFileSync(file, JSON.stringify(doc(), null, 2) + '\n');
+  log(`wrote ${file}`);
+}
+
+/** Progress goes to stderr so that stdout holds only the tables (or JSON). */
+export const log = (s: string): void => {
+  process.stderr.write(s + '\n');
+};
+
+/** A xorshift32 stream of uint32 values (0 seeds as 1), the benchmarks' deterministic inputs. */
+export function xorshift32(seed: number): () => number {
   let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
+  return () => {
     s ^= s << 13;
     s >>>= 0;
     s ^= s >>> 17;
     s ^= s << 5;
     s >>>= 0;
-    a[i] = s / 2 ** 31 - 1;
-  }
+    return s;
+  };
+}
+
+/** Deterministic pseudo-random floats in [-1, 1) (xorshift32), for filling benchmark inputs. */
+export function randomFloats(n: number, seed = 1): Float32Array {
+  const a = new Float32Array(n);
+  const next = xorshift32(seed);
+  for (let i = 0; i < n; i++) a[i] = next() / 2 ** 31 - 1;
   return a;
 }
 

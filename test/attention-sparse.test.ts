@@ -1,21 +1,16 @@
 // Sparse attention patterns (window, strided, fixed): the ref kernels against a dense masked
 // softmax written out here, float64 gradient checks, the cpu kernels against ref forward and
 // backward, argument validation, and a rough check that window attention skips work.
-import { before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AttentionSparsity, Backend } from '../src/backend/backend.js';
 import * as A from '../src/index.js';
 import { Generator, RefBackend, type Tensor } from '../src/index.js';
+import { cpuBackendsBefore } from './backend-compare.js';
 import { assertClose, gradcheck, randomArray, randTensor } from './helpers.js';
 
 const ref = new RefBackend();
-let cpu: Backend;
-let cpu1: Backend;
-
-before(async () => {
-  cpu = await A.getBackend('cpu');
-  cpu1 = await A.getBackend('cpu', { threads: 1 });
-});
+const cpus = cpuBackendsBefore();
 
 const window = (w: number): AttentionSparsity => ({ kind: 'window', window: w });
 const strided = (l: number): AttentionSparsity => ({ kind: 'strided', stride: l });
@@ -121,7 +116,7 @@ function compare(name: string, B: number, H: number, Tq: number, Tk: number, D: 
     return res;
   });
   const want = run(ref);
-  for (const be of [cpu, cpu1]) {
+  for (const be of [cpus.cpu, cpus.cpu1]) {
     const got = run(be);
     ['out', 'gq', 'gk', 'gv'].forEach((what, i) => assertClose(got[i]!, want[i]!, 2e-4, 2e-5, `${name} ${what} on ${be.name}`));
   }
@@ -162,7 +157,7 @@ test('patterns that see everything equal dense attention on cpu', () => {
   const g = new Generator(3);
   for (const causal of [true, false]) {
     A.tidy(() => {
-      const [q, k, v] = [0, 1, 2].map(() => randTensor([1, 2, 150, 16], cpu, g, { dtype: 'float32' }));
+      const [q, k, v] = [0, 1, 2].map(() => randTensor([1, 2, 150, 16], cpus.cpu, g, { dtype: 'float32' }));
       const dense = A.scaledDotProductAttention(q!, k!, v!, { causal }).data();
       for (const s of [window(150), window(1 << 30), strided(1), strided(1 << 30), fixed(7, 7)]) {
         const got = A.scaledDotProductAttention(q!, k!, v!, { causal, sparsity: s }).data();
@@ -187,7 +182,7 @@ test('window attention visits only blocks near the diagonal (timing, loose)', ()
   const T = 4096, D = 64;
   A.tidy(() => {
     const g = new Generator(1);
-    const [q, k, v] = [0, 1, 2].map(() => randTensor([1, 1, T, D], cpu1, g, { dtype: 'float32' }));
+    const [q, k, v] = [0, 1, 2].map(() => randTensor([1, 1, T, D], cpus.cpu1, g, { dtype: 'float32' }));
     const time = (opts: A.AttentionOptions): number => {
       let best = Infinity;
       for (let r = 0; r < 2; r++) {

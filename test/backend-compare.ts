@@ -1,6 +1,7 @@
 // Runs an op on the ref backend and on other backends with the same random inputs and compares
 // outputs and input gradients (shared by the cpu and webgpu op tests).
 import assert from 'node:assert/strict';
+import { before } from 'node:test';
 import type { Backend } from '../src/backend/backend.js';
 import * as A from '../src/index.js';
 import { Generator, RefBackend, type Tensor } from '../src/index.js';
@@ -18,6 +19,17 @@ export interface CompareOptions {
 }
 
 const ref = new RefBackend();
+
+/** The cpu backend with its default threads and with one thread (the single-thread paths
+ *  differ), opened in a `before` hook of the calling test file. */
+export function cpuBackendsBefore(): { cpu: Backend; cpu1: Backend } {
+  const out = {} as { cpu: Backend; cpu1: Backend };
+  before(async () => {
+    out.cpu = await A.getBackend('cpu');
+    out.cpu1 = await A.getBackend('cpu', { threads: 1 });
+  });
+  return out;
+}
 
 /** Runs f on ref and on each of `backends` with the same inputs; compares outputs and input gradients. */
 export function compareBackends(backends: Backend[], name: string, inputs: Input[], f: (...xs: Tensor[]) => Tensor, opts: CompareOptions = {}): void {

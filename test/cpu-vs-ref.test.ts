@@ -1,27 +1,21 @@
 // Every op on the fast cpu backend against the ref backend (float32), forward and backward,
 // on random inputs of awkward sizes and on non-contiguous views; then the tiny GPT trained on both.
-import { before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Backend } from '../src/backend/backend.js';
 import * as A from '../src/index.js';
 import { Generator, RefBackend, type Tensor } from '../src/index.js';
 import { assertClose, randomArray } from './helpers.js';
-import { attentionMaskAndViewCases, compareBackends, elementwiseCases, MATMUL_SIZES, matmulCases, OP_SIZES, type CompareOptions, type Input } from './backend-compare.js';
+import { attentionMaskAndViewCases, compareBackends, cpuBackendsBefore, elementwiseCases, MATMUL_SIZES, matmulCases, OP_SIZES, type CompareOptions, type Input } from './backend-compare.js';
 import { train, type TinyConfig } from './tiny-gpt.js';
 import { charTokens } from './tiny-gpt-ref.test.js';
 
 const ref = new RefBackend();
-let cpu: Backend;
-let cpu1: Backend;
-
-before(async () => {
-  cpu = await A.getBackend('cpu');
-  cpu1 = await A.getBackend('cpu', { threads: 1 });
-});
+const cpus = cpuBackendsBefore();
 
 /** Runs f on ref and on cpu (1 and more threads) and compares outputs and input gradients. */
 function compare(name: string, inputs: Input[], f: (...xs: Tensor[]) => Tensor, opts: CompareOptions = {}): void {
-  compareBackends([cpu, cpu1], name, inputs, f, opts);
+  compareBackends([cpus.cpu, cpus.cpu1], name, inputs, f, opts);
 }
 
 
@@ -87,7 +81,7 @@ test('AdamW update matches', () => {
     }
     return p.data();
   };
-  assertClose(run(cpu), run(ref), 1e-5, 1e-6, 'adamw');
+  assertClose(run(cpus.cpu), run(ref), 1e-5, 1e-6, 'adamw');
 });
 
 test('tiny GPT trained with AdamW: same losses on ref (float32) and cpu', () => {
@@ -95,7 +89,7 @@ test('tiny GPT trained with AdamW: same losses on ref (float32) and cpu', () => 
   const cfg: TinyConfig = { vocab, nLayer: 2, nHead: 2, nEmbd: 32, blockSize: 32 };
   const steps = 200;
   const lossRef = train(cfg, ref, tokens, steps, 4);
-  const lossCpu = train(cfg, cpu, tokens, steps, 4);
+  const lossCpu = train(cfg, cpus.cpu, tokens, steps, 4);
   for (let s = 0; s < steps; s++) {
     const rel = Math.abs(lossCpu[s]! - lossRef[s]!) / Math.abs(lossRef[s]!);
     const tol = s < 20 ? 1e-4 : 1e-2;

@@ -4,21 +4,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  AdamW, Generator, noGrad, RefBackend, tensor, tidy, type Tensor,
+  Generator, noGrad, RefBackend, tensor, tidy, type Tensor,
 } from '../src/index.js';
 import { GPT, GPT2_CONFIG, gptConfig, type GPTConfig } from '../src/models/gpt.js';
 import {
   Dropout, KVCache, LayerNorm, Linear, MLP, Module, ModuleList, RotaryEmbedding, SinusoidalPositionalEncoding,
 } from '../src/nn/index.js';
-import { assertClose } from './helpers.js';
+import { assertClose, assertFewStepsReduceLoss, checkDirectionalGradient, randomIds, TINY_GPT } from './helpers.js';
 
 const ref = new RefBackend();
-const TINY: Partial<GPTConfig> = { n_layer: 2, n_head: 2, n_embd: 16, block_size: 16, vocab_size: 37 };
-
-function ids(B: number, T: number, V: number, seed: number): Tensor {
-  const g = new Generator(seed);
-  return tensor(Int32Array.from({ length: B * T }, () => g.randint(V)), { backend: ref, shape: [B, T] });
-}
+const TINY = TINY_GPT;
+const ids = (B: number, T: number, V: number, seed: number): Tensor => randomIds(ref, B, T, V, seed);
 
 // ---------------------------------------------------------------- config
 
@@ -186,51 +182,16 @@ for (const [label, variant] of VARIANTS) {
     assert.equal(names.some((n) => n.endsWith('.bias')), cfg.bias !== false);
     const idx = ids(2, 6, 11, 9);
     const tgt = ids(2, 6, 11, 10);
-    const lossAt = () => noGrad(() => tidy(() => m.forward(idx, tgt).loss!.item()));
-    tidy(() => m.forward(idx, tgt).loss!.backward());
-    const g = new Generator(4);
-    let predicted = 0;
-    const dirs = new Map<Tensor, Float64Array>();
-    for (const [name, p] of m.namedParameters()) {
-      assert.ok(p.grad, `${name} got no gradient`);
-      const gd = p.grad.data();
-      assert.ok(gd.some((v) => v !== 0), `${name}'s gradient is all zero`);
-      const d = Float64Array.from({ length: p.size }, () => g.normal());
-      dirs.set(p, d);
-      for (let i = 0; i < d.length; i++) predicted += gd[i]! * d[i]!;
-    }
-    // Directional derivative along d by central differences, in float64.
-    const eps = 1e-5;
-    const shift = (s: number) => {
-      for (const [p, d] of dirs) ref.write(p.storage, p.data().map((v, i) => v + s * d[i]!), 0);
-    };
-    shift(eps);
-    const up = lossAt();
-    shift(-2 * eps);
-    const down = lossAt();
-    shift(eps);
-    assertClose([predicted], [(up - down) / (2 * eps)], 1e-5, 1e-8, `${label}: directional derivative`);
+    checkDirectionalGradient(m, () => m.forward(idx, tgt).loss!, label);
     m.dispose();
   });
 }
 
 test('a few AdamW steps reduce the loss on a tiny batch', () => {
   const m = new GPT({ ...TINY, pos_encoding: 'rope', activation: 'swiglu' }, { backend: ref, seed: 1 });
-  const opt = new AdamW(m.parameters(), { lr: 1e-2, weightDecay: 0.1, betas: [0.9, 0.95] });
   const idx = ids(4, 16, 37, 21);
   const tgt = ids(4, 16, 37, 22);
-  const losses: number[] = [];
-  for (let s = 0; s < 15; s++) {
-    losses.push(tidy(() => {
-      const { loss } = m.forward(idx, tgt);
-      opt.zeroGrad();
-      loss!.backward();
-      opt.stepUpdate();
-      return loss!.item();
-    }));
-  }
-  opt.zeroGrad();
-  assert.ok(losses[14]! < losses[0]! - 1, `loss ${losses[0]} -> ${losses[14]}`);
+  assertFewStepsReduceLoss(m, () => m.forward(idx, tgt).loss!);
   m.dispose();
 });
 

@@ -57,10 +57,15 @@ export function lengthPenalty(len: number, alpha: number, kind: 'gnmt' | 'simple
 }
 
 interface Setup {
-  srcT: Tensor;
+  /** The encoded batch of every source sentence. */
+  enc0: Encoded;
+  /** New-token limit per sentence. */
   maxNew: number[];
+  /** The (R, S) source mask of the given sentences, one row each. */
+  maskOf(sentences: readonly number[]): Tensor;
 }
 
+/** Checks the options and sources, and encodes the sources (padded to the longest). */
 function setup(model: EncoderDecoder, srcs: readonly (readonly number[])[], o: Seq2SeqDecodeOptions): Setup {
   const cfg = model.config;
   const a = o.maxLenA ?? 0;
@@ -77,7 +82,10 @@ function setup(model: EncoderDecoder, srcs: readonly (readonly number[])[], o: S
   const backend = model.embed.weight.backend;
   const srcT = tensor(flat, { backend, dtype: 'int32', shape: [srcs.length, S] });
   const maxNew = srcs.map((s) => Math.max(1, Math.min(cfg.max_len, Math.floor(a * s.length + b))));
-  return { srcT, maxNew };
+  const enc0 = model.encode(srcT);
+  // The full mask is read back once; rows for any subset of sentences are cut from it on the host.
+  const fullMask = Int32Array.from(enc0.srcMask.data());
+  return { enc0, maxNew, maskOf: (sentences) => maskRows(enc0, fullMask, S, sentences) };
 }
 
 /** Host int32 (R, S) mask of the given source rows. */
@@ -130,10 +138,7 @@ export function greedyDecode(model: EncoderDecoder, srcs: readonly (readonly num
   const cfg = model.config;
   const V = cfg.vocab_size;
   return inEval(model, () => {
-    const { srcT, maxNew } = setup(model, srcs, opts);
-    const S = srcT.shape[1]!;
-    const enc0 = model.encode(srcT);
-    const fullMask = Int32Array.from(enc0.srcMask.data());
+    const { enc0, maxNew, maskOf } = setup(model, srcs, opts);
     let enc: Encoded = enc0;
     const cache = (opts.useCache ?? true) ? model.createCache() : null;
     const out: Hypothesis[] = srcs.map(() => ({ tokens: [], logProb: 0, score: 0, finished: false }));
@@ -161,9 +166,9 @@ export function greedyDecode(model: EncoderDecoder, srcs: readonly (readonly num
         if (next.length) {
           if (cache) {
             cache.reorder(keep);
-            enc = { memory: enc.memory, srcMask: maskRows(enc0, fullMask, S, next) }; // memory is cached
+            enc = { memory: enc.memory, srcMask: maskOf(next) }; // memory is cached
           } else {
-            enc = { memory: selectRows(enc.memory, keep), srcMask: maskRows(enc0, fullMask, S, next) };
+            enc = { memory: selectRows(enc.memory, keep), srcMask: maskOf(next) };
           }
         }
         active = next;
@@ -208,10 +213,7 @@ export function beamSearch(model: EncoderDecoder, srcs: readonly (readonly numbe
     tokens: b.tokens, logProb: b.logProb, finished, score: b.logProb / lengthPenalty(b.tokens.length + (finished ? 1 : 0), alpha, kind),
   });
   return inEval(model, () => {
-    const { srcT, maxNew } = setup(model, srcs, opts);
-    const S = srcT.shape[1]!;
-    const enc0 = model.encode(srcT);
-    const fullMask = Int32Array.from(enc0.srcMask.data());
+    const { enc0, maxNew, maskOf } = setup(model, srcs, opts);
     let enc: Encoded = enc0;
     const cache = model.createCache();
     const finished: Hypothesis[][] = srcs.map(() => []);
@@ -266,7 +268,7 @@ export function beamSearch(model: EncoderDecoder, srcs: readonly (readonly numbe
           // The memory's keys/values move only when a row changes sentence.
           const crossToo = nextSentence.length !== rowSentence.length || nextSentence.some((s, i) => s !== rowSentence[i]);
           cache.reorder(nextRows, crossToo);
-          if (crossToo) enc = { memory: enc.memory, srcMask: maskRows(enc0, fullMask, S, nextSentence) };
+          if (crossToo) enc = { memory: enc.memory, srcMask: maskOf(nextSentence) };
         }
         rowSentence = nextSentence;
         live = nextLive;

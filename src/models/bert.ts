@@ -9,32 +9,21 @@
 // mlm_head.{dense, norm, bias}, cls_head.{dense, out}.
 // `attention` picks the encoder's self-attention variant, as in GPT (linformer allowed: bidirectional).
 import type { Backend } from '../backend/backend.js';
-import { ATTENTION_FIELDS, type AttentionFields } from '../nn/attention-config.js';
+import { ATTENTION_FIELDS } from '../nn/attention-config.js';
 import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
 import { LearnedPositionalEmbedding, SinusoidalPositionalEncoding } from '../nn/positional.js';
-import type { NormPlacement } from '../nn/transformer.js';
 import {
   add, crossEntropy, embedding, fmt, gelu, Generator, linear, mul, reshape, slice, tanh, tensor, type DType, type Tensor,
 } from '../tensor/index.js';
-import { countTrainingForward, Encoder, featureGeneratorFor, paddingMask, seq2seqConfig, type PerformerRedraw } from './seq2seq.js';
+import { countTrainingForward, Encoder, featureGeneratorFor, paddingMask, seq2seqConfig, type PerformerRedraw, type TransformerStackFields } from './seq2seq.js';
 
-export interface BertConfig extends AttentionFields {
+/** max_len counts the whole input, [CLS] and [SEP] included. */
+export interface BertConfig extends TransformerStackFields {
   n_layer: number;
-  n_head: number;
-  d_model: number;
-  d_ff: number;
-  /** Dropout on embeddings and every sublayer output (training mode only). */
-  dropout: number;
-  /** Longest input, [CLS] and [SEP] included. */
-  max_len: number;
-  vocab_size: number;
-  pad_id: number;
   cls_id: number;
   sep_id: number;
   mask_id: number;
-  norm_placement: NormPlacement;
-  activation: 'relu' | 'gelu';
   positions: 'learned' | 'sinusoidal';
   /** Build the masked-LM head. */
   mlm_head: boolean;

@@ -66,6 +66,16 @@ export interface GPTConfig extends AttentionFields {
 /** A GPTConfig with every optional field filled in. */
 export type FullGPTConfig = Required<GPTConfig>;
 
+/** GPT-2's layer layout, shared by GPT2_CONFIG and the trainer's (nanoGPT's) defaults. */
+export const GPT2_LAYOUT: Readonly<Pick<GPTConfig, 'tie_embeddings' | 'pos_encoding' | 'norm_placement' | 'norm' | 'activation' | 'layer_norm_epsilon'>> = Object.freeze({
+  tie_embeddings: true,
+  pos_encoding: 'learned',
+  norm_placement: 'pre',
+  norm: 'layernorm',
+  activation: 'gelu',
+  layer_norm_epsilon: 1e-5,
+});
+
 /** GPT-2 small (124M). */
 export const GPT2_CONFIG: Readonly<GPTConfig> = Object.freeze({
   n_layer: 12,
@@ -75,12 +85,7 @@ export const GPT2_CONFIG: Readonly<GPTConfig> = Object.freeze({
   vocab_size: 50257,
   dropout: 0,
   bias: true,
-  tie_embeddings: true,
-  pos_encoding: 'learned',
-  norm_placement: 'pre',
-  norm: 'layernorm',
-  activation: 'gelu',
-  layer_norm_epsilon: 1e-5,
+  ...GPT2_LAYOUT,
 });
 
 /** Defaults of the optional mixture-of-experts fields (moe_hidden's depends on the config). */

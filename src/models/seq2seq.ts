@@ -22,24 +22,29 @@ import {
 } from '../nn/transformer.js';
 import { add, crossEntropy, fmt, Generator, linear, mul, tensor, type DType, type Tensor } from '../tensor/index.js';
 
-export interface Seq2SeqConfig extends AttentionFields {
-  n_layer_enc: number;
-  n_layer_dec: number;
+/** The sizes and settings every model built on these stacks shares (Seq2SeqConfig,
+ *  EncoderModelConfig, BertConfig), declared once so they mean the same everywhere. */
+export interface TransformerStackFields extends AttentionFields {
   n_head: number;
   d_model: number;
   d_ff: number;
   /** Dropout on embeddings and on every sublayer's output (training mode only). */
   dropout: number;
-  /** Longest source or target sequence (the position table's length). */
+  /** Longest sequence (the position table's length). */
   max_len: number;
-  /** Shared source/target vocabulary. */
   vocab_size: number;
   pad_id: number;
-  bos_id: number;
-  eos_id: number;
   /** 'post': x = LN(x + f(x)) (the paper); 'pre': x = x + f(LN(x)) with a final norm per stack. */
   norm_placement: NormPlacement;
   activation: 'relu' | 'gelu';
+}
+
+/** max_len bounds source and target alike; the vocabulary is shared by both. */
+export interface Seq2SeqConfig extends TransformerStackFields {
+  n_layer_enc: number;
+  n_layer_dec: number;
+  bos_id: number;
+  eos_id: number;
   /** ε of label smoothing (the paper's 0.1). */
   label_smoothing: number;
 }
@@ -342,17 +347,8 @@ export class EncoderDecoder extends Module implements PerformerRedraw {
   }
 }
 
-export interface EncoderModelConfig extends AttentionFields {
+export interface EncoderModelConfig extends TransformerStackFields {
   n_layer: number;
-  n_head: number;
-  d_model: number;
-  d_ff: number;
-  dropout: number;
-  max_len: number;
-  vocab_size: number;
-  pad_id: number;
-  norm_placement: NormPlacement;
-  activation: 'relu' | 'gelu';
 }
 
 /** Encoder only (a BERT-style building block): ids (B, T) → hidden states (B, T, C). */

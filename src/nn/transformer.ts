@@ -294,10 +294,18 @@ export interface TransformerLayerOptions extends InitOptions {
   selfAttention?: Pick<MultiHeadAttentionOptions, 'kind' | 'sparsity' | 'performerFeatures' | 'featureGenerator' | 'maxLen' | 'linformerK' | 'linearChunk'>;
 }
 
-function layerParts(dModel: number, o: TransformerLayerOptions) {
+/** Makers of the sublayers both layer kinds share; each layer calls them in its own order, which
+ *  fixes the parameter order and the generator draws of initialisation. */
+function layerParts(dModel: number, nHead: number, o: TransformerLayerOptions) {
   const init = { backend: o.backend, dtype: o.dtype, generator: o.generator, skipInit: o.skipInit, std: o.std };
-  const norm = () => new LayerNorm(dModel, { backend: o.backend, dtype: o.dtype, eps: o.layerNormEps ?? 1e-5 });
-  return { init, norm };
+  return {
+    init,
+    placement: o.norm_placement ?? 'post',
+    norm: () => new LayerNorm(dModel, { backend: o.backend, dtype: o.dtype, eps: o.layerNormEps ?? 1e-5 }),
+    selfAttention: () => new MultiHeadAttention(dModel, nHead, { ...init, ...o.selfAttention }),
+    ffn: () => new MLP(dModel, o.activation ?? 'relu', { ...init, hidden: o.dFF }),
+    dropout: () => new Dropout(o.dropout ?? 0, o.dropoutGenerator ?? o.generator),
+  };
 }
 
 /** Residual branch with the configured norm placement and dropout on the sublayer output. */
@@ -317,13 +325,13 @@ export class EncoderLayer extends Module {
 
   constructor(dModel: number, nHead: number, o: TransformerLayerOptions) {
     super();
-    const { init, norm } = layerParts(dModel, o);
-    this.placement = o.norm_placement ?? 'post';
-    this.self_attn = this.registerModule('self_attn', new MultiHeadAttention(dModel, nHead, { ...init, ...o.selfAttention }));
-    this.ffn = this.registerModule('ffn', new MLP(dModel, o.activation ?? 'relu', { ...init, hidden: o.dFF }));
-    this.norm1 = this.registerModule('norm1', norm());
-    this.norm2 = this.registerModule('norm2', norm());
-    this.dropout = this.registerModule('dropout', new Dropout(o.dropout ?? 0, o.dropoutGenerator ?? o.generator));
+    const p = layerParts(dModel, nHead, o);
+    this.placement = p.placement;
+    this.self_attn = this.registerModule('self_attn', p.selfAttention());
+    this.ffn = this.registerModule('ffn', p.ffn());
+    this.norm1 = this.registerModule('norm1', p.norm());
+    this.norm2 = this.registerModule('norm2', p.norm());
+    this.dropout = this.registerModule('dropout', p.dropout());
   }
 
   /** x (B, S, C), keyMask (B, S) int32 → (B, S, C). */
@@ -353,15 +361,15 @@ export class DecoderLayer extends Module {
 
   constructor(dModel: number, nHead: number, o: TransformerLayerOptions) {
     super();
-    const { init, norm } = layerParts(dModel, o);
-    this.placement = o.norm_placement ?? 'post';
-    this.self_attn = this.registerModule('self_attn', new MultiHeadAttention(dModel, nHead, { ...init, ...o.selfAttention }));
-    this.cross_attn = this.registerModule('cross_attn', new MultiHeadAttention(dModel, nHead, init));
-    this.ffn = this.registerModule('ffn', new MLP(dModel, o.activation ?? 'relu', { ...init, hidden: o.dFF }));
-    this.norm1 = this.registerModule('norm1', norm());
-    this.norm2 = this.registerModule('norm2', norm());
-    this.norm3 = this.registerModule('norm3', norm());
-    this.dropout = this.registerModule('dropout', new Dropout(o.dropout ?? 0, o.dropoutGenerator ?? o.generator));
+    const p = layerParts(dModel, nHead, o);
+    this.placement = p.placement;
+    this.self_attn = this.registerModule('self_attn', p.selfAttention());
+    this.cross_attn = this.registerModule('cross_attn', new MultiHeadAttention(dModel, nHead, p.init));
+    this.ffn = this.registerModule('ffn', p.ffn());
+    this.norm1 = this.registerModule('norm1', p.norm());
+    this.norm2 = this.registerModule('norm2', p.norm());
+    this.norm3 = this.registerModule('norm3', p.norm());
+    this.dropout = this.registerModule('dropout', p.dropout());
   }
 
   /**

@@ -1,5 +1,5 @@
 // Named configurations for trainSeq2Seq (partial configs over SEQ2SEQ_TRAIN_DEFAULTS).
-import type { Seq2SeqTrainConfig } from './seq2seq-trainer.js';
+import { SEQ2SEQ_SMALL_MODEL, type Seq2SeqTrainConfig } from './seq2seq-trainer.js';
 
 /**
  * The 2017 encoder-decoder, shrunk for a 2-core CPU, on Multi30k German → English: 3+3 layers,
@@ -13,14 +13,7 @@ const MULTI30K_DE_EN: Partial<Seq2SeqTrainConfig> = {
   src_lang: 'de',
   tgt_lang: 'en',
   vocab_size: 8000,
-  n_layer_enc: 3,
-  n_layer_dec: 3,
-  n_head: 4,
-  d_model: 256,
-  d_ff: 1024,
-  dropout: 0.1,
-  label_smoothing: 0.1,
-  max_len: 128,
+  ...SEQ2SEQ_SMALL_MODEL,
   lr_factor: 0.3,
   warmup_steps: 200,
   beta1: 0.9,

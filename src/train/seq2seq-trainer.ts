@@ -18,21 +18,27 @@ import { linePlotSvg } from '../eval/plot.js';
 import { beamSearch, greedyDecode } from '../generate/beam.js';
 import { writeFileAtomic } from '../io/files.js';
 import type { TensorEntry } from '../io/safetensors.js';
-import { ATTENTION_DEFAULTS, ATTENTION_FIELDS, attentionProblems, type AttentionKind, type FullAttentionFields } from '../nn/attention-config.js';
+import { ATTENTION_DEFAULTS, ATTENTION_FIELDS, attentionProblems, type FullAttentionFields } from '../nn/attention-config.js';
 import { EncoderDecoder, SEQ2SEQ_FIELDS, seq2seqConfig, type Seq2SeqConfig } from '../models/seq2seq.js';
-import { Dropout } from '../nn/layers.js';
-import { noGrad, tensor, tidy, type Generator, type Tensor } from '../tensor/index.js';
+import { noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
 import { BpeTokenizer } from '../tokenizers/bpe.js';
 import { CheckpointError, checkShapes, loadCheckpoint, saveCheckpoint, type LoadedCheckpoint } from './checkpoint.js';
 import { AdamW } from './optim.js';
 import { noamLr } from './schedule.js';
-import { BEST_DIR, checkpointTensorsToState, clipGradNorm, LAST_DIR, METRICS_FILE, modelToCheckpointTensors, TrainingDivergedError } from './trainer.js';
+import {
+  BEST_DIR, checkpointTensorsToState, clipGradNorm, dropoutGenerators, LAST_DIR, METRICS_FILE, modelToCheckpointTensors, TrainingDivergedError, type LoopHooks,
+} from './trainer.js';
 
 export const SEQ2SEQ_MODEL_TYPE = 'attn_seq2seq';
 export const BLEU_PLOT_FILE = 'bleu.svg';
 const STATE_FORMAT = 'attn-seq2seq-trainer-state';
 
-export interface Seq2SeqTrainConfig {
+/** The Seq2SeqConfig fields a training config sets as they are. */
+type ModelFields = 'n_layer_enc' | 'n_layer_dec' | 'n_head' | 'd_model' | 'd_ff' | 'dropout' | 'label_smoothing' | 'max_len' | 'norm_placement' | 'activation';
+
+/** The model fields mean what they do in Seq2SeqConfig; the attention fields pick the model's
+ *  self-attention variant (see attention-config.ts); cross-attention stays dense. */
+export interface Seq2SeqTrainConfig extends Pick<Seq2SeqConfig, ModelFields>, FullAttentionFields {
   out_dir: string;
   /** Directory of {split}.{lang}[.gz] files. */
   data_dir: string;
@@ -48,16 +54,6 @@ export interface Seq2SeqTrainConfig {
   vocab_size: number;
   /** A tokenizer.json (or its directory) to use instead of training one. */
   tokenizer: string;
-  n_layer_enc: number;
-  n_layer_dec: number;
-  n_head: number;
-  d_model: number;
-  d_ff: number;
-  dropout: number;
-  label_smoothing: number;
-  max_len: number;
-  norm_placement: 'post' | 'pre';
-  activation: 'relu' | 'gelu';
   /** lr(step) = lr_factor · d_model^-0.5 · min(n^-0.5, n · warmup^-1.5), n = step + 1. */
   lr_factor: number;
   warmup_steps: number;
@@ -84,15 +80,19 @@ export interface Seq2SeqTrainConfig {
   /** 0: all cores. */
   threads: number;
   init_from: 'scratch' | 'resume';
-  // The model's self-attention variant (see attention-config.ts); cross-attention stays dense.
-  attention: AttentionKind;
-  attn_window: number;
-  attn_stride: number;
-  attn_summary: number;
-  performer_features: number;
-  performer_redraw_interval: number;
-  linformer_k: number;
 }
+
+/** The 2017 model shrunk for a 2-core CPU: the defaults' and the multi30k-de-en preset's. */
+export const SEQ2SEQ_SMALL_MODEL = Object.freeze({
+  n_layer_enc: 3,
+  n_layer_dec: 3,
+  n_head: 4,
+  d_model: 256,
+  d_ff: 1024,
+  dropout: 0.1,
+  label_smoothing: 0.1,
+  max_len: 128,
+});
 
 export const SEQ2SEQ_TRAIN_DEFAULTS: Readonly<Seq2SeqTrainConfig> = Object.freeze({
   out_dir: 'out-seq2seq',
@@ -106,14 +106,7 @@ export const SEQ2SEQ_TRAIN_DEFAULTS: Readonly<Seq2SeqTrainConfig> = Object.freez
   val_limit: 0,
   vocab_size: 8000,
   tokenizer: '',
-  n_layer_enc: 3,
-  n_layer_dec: 3,
-  n_head: 4,
-  d_model: 256,
-  d_ff: 1024,
-  dropout: 0.1,
-  label_smoothing: 0.1,
-  max_len: 128,
+  ...SEQ2SEQ_SMALL_MODEL,
   norm_placement: 'post',
   activation: 'relu',
   lr_factor: 0.3,
@@ -381,14 +374,9 @@ export interface Seq2SeqEval {
   saved: string[];
 }
 
-export interface Seq2SeqHooks {
-  onStart?(info: Seq2SeqStartInfo): void;
-  onLog?(m: Seq2SeqMetrics): void;
-  onEval?(e: Seq2SeqEval): void;
+export interface Seq2SeqHooks extends LoopHooks<Seq2SeqStartInfo, Seq2SeqMetrics, Seq2SeqEval> {
   /** After every update: steps done, tokens/s (smoothed), the step's loss, elapsed seconds. */
   onProgress?(step: number, tokensPerS: number, loss: number, elapsedS: number): void;
-  onMessage?(text: string): void;
-  signal?: AbortSignal;
 }
 
 export interface Seq2SeqTrainResult {
@@ -399,12 +387,6 @@ export interface Seq2SeqTrainResult {
   stop_reason: string;
   out_dir: string;
   elapsed_s: number;
-}
-
-function dropoutGenerators(model: EncoderDecoder): Generator[] {
-  const gens: Generator[] = [];
-  for (const [, m] of model.namedModules()) if (m instanceof Dropout && !gens.includes(m.generator)) gens.push(m.generator);
-  return gens;
 }
 
 async function readRecords(path: string, upTo: number): Promise<Seq2SeqMetrics[]> {

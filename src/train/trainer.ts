@@ -11,7 +11,8 @@ import { loadDataset, readTokenizerFiles, type Dataset } from '../data/files.js'
 import { DEVICE_NAMES, openDevice, type DeviceName } from '../backend/index.js';
 import { writeFileAtomic } from '../io/files.js';
 import type { LoadedTensor, TensorEntry } from '../io/safetensors.js';
-import { fullGPTConfig, GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
+import { fullGPTConfig, GPT, GPT2_LAYOUT, gptConfig, MOE_DEFAULTS, type GPTConfig } from '../models/gpt.js';
+import { ATTENTION_DEFAULTS, type FullAttentionFields } from '../nn/attention-config.js';
 import { canonicalCheckpointTensors, checkpointConfigJson, checkpointShapes, checkpointTensorsToState, gptConfigFromJson, modelToCheckpointTensors, nonFloatTensorProblem } from '../models/checkpoint-format.js';
 import { Dropout } from '../nn/layers.js';
 import type { Module, StateValue } from '../nn/module.js';
@@ -23,7 +24,11 @@ import { constantLr, cosineLr } from './schedule.js';
 
 // ---------------------------------------------------------------- config
 
-export interface TrainConfig {
+/** The mixture-of-experts fields, as in GPTConfig (moe_hidden is left at its default). */
+type MoEFields = Required<Pick<GPTConfig, 'moe_experts' | 'moe_top_k' | 'moe_capacity_factor' | 'moe_aux_loss_coef' | 'moe_every'>>;
+
+/** The attention fields (FullAttentionFields) and moe_* (MoEFields) mean what they do in GPTConfig. */
+export interface TrainConfig extends FullAttentionFields, MoEFields {
   /** Where checkpoints (last/, best/), metrics.jsonl and loss.svg go. */
   out_dir: string;
   /** Evaluate (and checkpoint) every this many iterations, and at the end. */
@@ -55,21 +60,8 @@ export interface TrainConfig {
   norm: GPTConfig['norm'];
   activation: GPTConfig['activation'];
   layer_norm_epsilon: number;
-  attention: GPTConfig['attention'];
   /** Key/value heads (grouped-query attention); 0 = n_head. */
   n_kv_head: number;
-  attn_window: number;
-  attn_stride: number;
-  attn_summary: number;
-  performer_features: number;
-  performer_redraw_interval: number;
-  linformer_k: number;
-  /** Mixture of experts (GPTConfig's moe_*): experts per MoE layer, 0 = dense. */
-  moe_experts: number;
-  moe_top_k: 1 | 2;
-  moe_capacity_factor: number;
-  moe_aux_loss_coef: number;
-  moe_every: number;
   /** Peak learning rate. */
   learning_rate: number;
   /** Number of optimizer updates in the whole run. */
@@ -91,6 +83,9 @@ export interface TrainConfig {
   dtype: 'float32' | 'float64';
 }
 
+// `attention` is named apart so the fields keep their order (for messages) with n_kv_head after it.
+const { attention: _attention, ...ATTENTION_SETTING_DEFAULTS } = ATTENTION_DEFAULTS;
+
 /** nanoGPT's train.py defaults (GPT-2 124M on OpenWebText), with attn's GPT variant fields. */
 export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   out_dir: 'out',
@@ -109,25 +104,11 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   n_embd: 768,
   dropout: 0.0,
   bias: false,
-  tie_embeddings: true,
-  pos_encoding: 'learned',
-  norm_placement: 'pre',
-  norm: 'layernorm',
-  activation: 'gelu',
-  layer_norm_epsilon: 1e-5,
-  attention: 'dense',
+  ...GPT2_LAYOUT,
+  attention: ATTENTION_DEFAULTS.attention,
   n_kv_head: 0,
-  attn_window: 256,
-  attn_stride: 64,
-  attn_summary: 8,
-  performer_features: 64,
-  performer_redraw_interval: 1000,
-  linformer_k: 64,
-  moe_experts: 0,
-  moe_top_k: 1,
-  moe_capacity_factor: 1.25,
-  moe_aux_loss_coef: 0.01,
-  moe_every: 1,
+  ...ATTENTION_SETTING_DEFAULTS,
+  ...MOE_DEFAULTS,
   learning_rate: 6e-4,
   max_iters: 600000,
   weight_decay: 1e-1,
@@ -705,19 +686,23 @@ export interface StartInfo {
   backend: Backend;
 }
 
-export interface TrainHooks {
+/** The hooks every training loop here calls (this one and trainSeq2Seq's). */
+export interface LoopHooks<Start, Log, Eval> {
   /** Called once the model is built (and loaded, on resume), before the first step. */
-  onStart?(info: StartInfo): void;
+  onStart?(info: Start): void;
   /** Every metrics record written to metrics.jsonl from a training step. */
-  onLog?(metrics: StepMetrics): void;
+  onLog?(metrics: Log): void;
   /** After each evaluation (and the checkpoints it wrote). */
-  onEval?(result: EvalResult): void;
-  /** After every update: steps done, total, smoothed tokens/s, that step's loss. */
-  onProgress?(step: number, maxIters: number, tokensPerS: number, loss: number): void;
+  onEval?(result: Eval): void;
   /** Notes worth showing a person (resume details, changed settings). */
   onMessage?(text: string): void;
   /** Aborting stops training at the next step boundary, after saving out_dir/last. */
   signal?: AbortSignal;
+}
+
+export interface TrainHooks extends LoopHooks<StartInfo, StepMetrics, EvalResult> {
+  /** After every update: steps done, total, smoothed tokens/s, that step's loss. */
+  onProgress?(step: number, maxIters: number, tokensPerS: number, loss: number): void;
 }
 
 export interface TrainResult {
@@ -773,7 +758,8 @@ interface Run {
   records: MetricsRecord[];
 }
 
-function dropoutGenerators(model: Module): Generator[] {
+/** The distinct generators of the model's Dropout layers (their state is saved for exact resume). */
+export function dropoutGenerators(model: Module): Generator[] {
   const gens: Generator[] = [];
   for (const [, m] of model.namedModules()) if (m instanceof Dropout && !gens.includes(m.generator)) gens.push(m.generator);
   return gens;
