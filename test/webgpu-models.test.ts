@@ -144,7 +144,7 @@ const GPT_VARIANTS: [string, Partial<GPTConfig>][] = [
   ['linear attention', { attention: 'linear' }],
   ['performer attention', { attention: 'performer', performer_features: 8 }],
   ['MoE (4 experts, top-2)', { moe_experts: 4, moe_top_k: 2 }],
-  ['dropout 0.1 (masks drawn on the host from the seeded generator)', { dropout: 0.1 }],
+  ['dropout 0.1 (masks drawn on the device from a seeded key, the same bits as cpu)', { dropout: 0.1 }],
 ];
 
 function gptRun(backend: Backend, cfg: Partial<GPTConfig>): RunResult {
@@ -195,12 +195,14 @@ function gptGenerate(backend: Backend, cfg: Partial<GPTConfig>, useCache: boolea
   return out;
 }
 
-test('webgpu models: greedy GPT generation with the KV cache (dense, GQA) and linear attention\'s running state equals cpu and no cache', async (t) => {
+test('webgpu models: greedy GPT generation with the KV cache (dense, GQA, sparse) and the linear/performer running state equals cpu and no cache', async (t) => {
   const bs = await backends(t);
   if (!bs) return;
   const [cpu, gpu] = bs;
   for (const [name, cfg] of [
     ['dense', {}], ['GQA + rope', { n_kv_head: 2, pos_encoding: 'rope' }], ['linear attention', { attention: 'linear' }],
+    ['local attention', { attention: 'local', attn_window: 4 }], ['strided attention', { attention: 'strided', attn_stride: 3 }],
+    ['fixed attention', { attention: 'fixed', attn_stride: 4, attn_summary: 1 }], ['performer attention', { attention: 'performer', performer_features: 8 }],
   ] as [string, Partial<GPTConfig>][]) {
     const want = gptGenerate(cpu, cfg, false);
     assert.equal(want.length, 10);
