@@ -1,5 +1,5 @@
 // Issue #6: every model family gives the results of cpu on webgpu, from the same weights (same
-// seed; weights and dropout masks are drawn on the host). Per family on tiny configs: the loss
+// seed: weights are drawn on the host, dropout masks on each backend from the same hash). Per family on tiny configs: the loss
 // and every parameter gradient (float32, ~1e-4 relative), then a few AdamW steps with matching
 // losses; generation (KV cache, linear attention's running state, seq2seq greedy and beam) gives
 // the same tokens; and one train + sample run through the real CLI on webgpu.

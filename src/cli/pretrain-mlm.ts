@@ -1,22 +1,23 @@
 // attn pretrain-mlm: masked-LM pre-training of a BERT-style encoder on unlabeled sentences.
-import { pretrainConfig, pretrainMLM, PRETRAIN_DEFAULTS, type PretrainConfig } from '../train/classify.js';
+import { dataPaths, pretrainConfig, pretrainMLM, PRETRAIN_DEFAULTS, type PretrainConfig } from '../train/classify.js';
 import { openDevice } from '../backend/index.js';
 import { type Flags, UsageError } from './args.js';
 import { requireFile, shippedData } from './common.js';
 import { configFromFlags } from './finetune.js';
 import { ProgressBar } from './progress.js';
 
-export const PRETRAIN_MLM_HELP = `attn pretrain-mlm --out DIR [--data FILE] [--FIELD VALUE ...]
+export const PRETRAIN_MLM_HELP = `attn pretrain-mlm --out DIR [--data FILE[,FILE...]] [--FIELD VALUE ...]
 
 Masked-LM pre-training (BERT: 15% of tokens selected; 80% [MASK], 10% random, 10% kept) of an
 encoder on unlabeled sentences, after training a BPE of --vocab_size on them. Writes DIR/best
 (lowest held-out MLM loss), DIR/last, metrics.jsonl and loss.svg; use DIR/best as
 'attn finetune --init_from'.
 
-  --data FILE            a .tsv (its sentence column, labels ignored) or a text file, one sentence
-                         per line (default data/sst2/train.tsv)
+  --data FILE[,FILE...]  a .tsv (its sentence column, labels ignored) or a text file, one sentence
+                         per line, either optionally gzipped (.gz); several files, comma-separated,
+                         are concatenated (default data/sst2/train.tsv)
   --FIELD VALUE          n_layer (2), n_head (4), d_model (128), d_ff (512), max_len (64),
-                         vocab_size (8000), dropout (0.1), positions learned|sinusoidal,
+                         vocab_size (4000), dropout (0.1), positions learned|sinusoidal,
                          batch_size (64), max_iters (3000), epochs, learning_rate (1e-3),
                          warmup_iters (100), lr_decay linear|cosine, mask_prob (0.15),
                          val_fraction (0.02), eval_interval (500), eval_batches (20), seed,
@@ -33,8 +34,14 @@ export async function runPretrainMLM(f: Flags): Promise<void> {
   } catch (e) {
     throw new UsageError(`pretrain-mlm: ${(e as Error).message.replace(/^PretrainConfig: /, '')}`);
   }
-  cfg = { ...cfg, data: shippedData(cfg.data) };
-  await requireFile('pretrain-mlm', 'data', cfg.data);
+  let paths: string[];
+  try {
+    paths = dataPaths(cfg.data).map(shippedData);
+  } catch (e) {
+    throw new UsageError(`pretrain-mlm: --data: ${(e as Error).message}`);
+  }
+  for (const p of paths) await requireFile('pretrain-mlm', 'data', p);
+  cfg = { ...cfg, data: paths.join(',') };
   const backend = await openDevice(cfg.device!, { threads: cfg.threads! });
   const log = (s: string) => process.stderr.write(`${s}\n`);
   let bar: ProgressBar | null = null;
