@@ -190,7 +190,7 @@ export class GpuExecutor implements KernelContext {
       }
       case 'kernel': {
         const k = KERNELS[cmd.name];
-        if (!k) throw new Error(`webgpu: kernel '${cmd.name}' is not implemented`);
+        if (!k) throw new Error(`webgpu: no kernel named '${cmd.name}' (engine and device code out of step?)`);
         k(this, cmd.args);
         return;
       }
