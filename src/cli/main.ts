@@ -179,7 +179,8 @@ Usage: attn <command> [options]
 Commands:
 ${lines.join('\n')}
 
-Run 'attn <command> --help' for a command's options.`;
+Commands that compute take --device cpu|webgpu|auto|ref (default cpu; auto = a hardware GPU
+through WebGPU when there is one, else cpu). Run 'attn <command> --help' for a command's options.`;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
