@@ -37,6 +37,20 @@ fn gelu_tanh(x: f32) -> f32 {
 }
 `;
 
+/** WGSL shared by both shaders: sizes, and this workgroup's batch and output tile origin.
+ *  (m tile, batch) pairs are folded into the y and z dispatch dimensions. */
+function tileOrigin(bm: number, bn: number): string {
+  return `  let M = pu(${P_M}u);
+  let N = pu(${P_N}u);
+  let K = pu(${P_K}u);
+  let mTiles = pu(${P_MT}u);
+  let t = wid.y + wid.z * nwg.y;
+  if (t >= pu(${P_T}u)) { return; }
+  let bt = t / mTiles;
+  let m0 = (t % mTiles) * ${bm}u;
+  let n0 = wid.x * ${bn}u;`;
+}
+
 const MATMUL = PRELUDE + storage('f32', ['A', 'B', 'bias'], ['out']) + /* wgsl */ `
 
 // Rows padded by one so the k-fast tile loads (a transposed operand) do not hit one bank.
@@ -45,16 +59,7 @@ var<workgroup> Bs: array<f32, ${BK * SB}>; // [k][n]
 
 ${GELU}
 ` + entry(WG) + /* wgsl */ `
-  let M = pu(${P_M}u);
-  let N = pu(${P_N}u);
-  let K = pu(${P_K}u);
-  let mTiles = pu(${P_MT}u);
-  // (m tile, batch) pairs are folded into the y and z dispatch dimensions.
-  let t = wid.y + wid.z * nwg.y;
-  if (t >= pu(${P_T}u)) { return; }
-  let bt = t / mTiles;
-  let m0 = (t % mTiles) * ${BM}u;
-  let n0 = wid.x * ${BN}u;
+${tileOrigin(BM, BN)}
   let aBase = pu(${P_AOFF}u) + bt * pu(${P_ABS}u);
   let bBase = pu(${P_BOFF}u) + bt * pu(${P_BBS}u);
   let aM = pu(${P_AM}u);
@@ -245,15 +250,7 @@ fn emit(bt: u32, m: u32, n: u32, v: vec4<f32>) {
 }
 
 ` + entry(TWG) + /* wgsl */ `
-  let M = pu(${P_M}u);
-  let N = pu(${P_N}u);
-  let K = pu(${P_K}u);
-  let mTiles = pu(${P_MT}u);
-  let t = wid.y + wid.z * nwg.y;
-  if (t >= pu(${P_T}u)) { return; }
-  let bt = t / mTiles;
-  let m0 = (t % mTiles) * ${TBM}u;
-  let n0 = wid.x * ${TBM}u;
+${tileOrigin(TBM, TBM)}
   let tx = li % 16u;
   let ty = li / 16u;
 
