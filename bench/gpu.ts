@@ -67,7 +67,7 @@ interface MatmulResult {
   max_rel_err: number;
 }
 
-function benchMatmul(be: WebGPUBackend, n: number): MatmulResult {
+function benchMatmul(be: WebGPUBackend, n: number, path?: 'general' | 'tiled'): MatmulResult {
   const aData = randomFloats(n * n, 1);
   const bData = randomFloats(n * n, 2);
   const a = be.upload(aData, 'float32');
@@ -78,7 +78,9 @@ function benchMatmul(be: WebGPUBackend, n: number): MatmulResult {
       a, aOffset: 0, aBatchStride: 0, transA: false, lda: n,
       b, bOffset: 0, bBatchStride: 0, transB: false, ldb: n,
       out, batch: 1, M: n, N: n, K: n,
-    });
+      // The webgpu kernel reads an extra `path` arg forcing one shader (not part of MatmulArgs).
+      ...(path ? { path } : {}),
+    } as Parameters<WebGPUBackend['matmul']>[0]);
   try {
     for (let i = 0; i < MATMUL_TIMING.warmup; i++) mm();
     be.sync();
@@ -154,6 +156,100 @@ function benchTrain(be: WebGPUBackend): TrainResult {
       best_step_ms: Math.min(...times), median_step_ms: median(times), params: model.numParameters(), last_loss: last,
     };
   } finally {
+    model.dispose();
+    optim.zeroGrad();
+    for (const st of optim.stateTensors()) {
+      st.m.dispose();
+      st.v.dispose();
+    }
+  }
+}
+
+// ---------------------------------------------------------------- attn: where a training step's time goes
+
+interface ProfileRow {
+  kernel: string;
+  calls: number;
+  ms_per_step: number;
+  share: number;
+}
+
+interface ProfileResult {
+  steps: number;
+  /** Sum of the timed kernels per step (each synced alone, so launch gaps are excluded). */
+  kernel_ms_per_step: number;
+  /** The same steps' wall time with every kernel synced (includes the round trips). */
+  synced_step_ms: number;
+  rows: ProfileRow[];
+}
+
+/** Backend methods timed one by one. */
+const PROFILED = [
+  'copy', 'copyInto', 'fill', 'unary', 'unaryBackward', 'binary', 'binaryScalar', 'where', 'reduce', 'cumsum', 'matmul',
+  'softmax', 'softmaxBackward', 'layerNorm', 'layerNormBackward', 'rmsNorm', 'rmsNormBackward', 'embedding',
+  'embeddingBackward', 'gather', 'scatterAdd', 'crossEntropy', 'crossEntropyBackward', 'attention', 'attentionBackward',
+  'dropoutMask', 'adamw',
+] as const;
+
+/** A name for one call: the method, and for the big kernels the shape that decides its cost. */
+function kernelKey(name: string, a: unknown[]): string {
+  const o = a[0] as Record<string, unknown>;
+  if (name === 'matmul') return `matmul ${o.batch as number}×${o.M as number}×${o.N as number}×${o.K as number}${o.transA ? ' Aᵀ' : ''}${o.transB ? ' Bᵀ' : ''}${o.bias ? ' +bias' : ''}${o.activation && o.activation !== 'none' ? ` ${String(o.activation)}` : ''}${o.accumulate ? ' +=' : ''}`;
+  if (name === 'unary' || name === 'binary' || name === 'binaryScalar' || name === 'unaryBackward' || name === 'reduce') return `${name} ${String(a[0])}`;
+  return name;
+}
+
+/**
+ * Times every backend call of a few training steps by syncing before and after it. The GPU
+ * then idles between kernels, so the sum is a lower bound of a step and the split is what
+ * matters: it names the kernels worth tuning.
+ */
+function benchProfile(be: WebGPUBackend, steps: number): ProfileResult {
+  const text = readFileSync(SHAKESPEARE, 'utf8');
+  const tok = CharTokenizer.fromText(text);
+  const ids = tok.encode(text);
+  const cfg = modelConfig(tok.vocabSize);
+  const p = presetConfig();
+  const model = new GPT(cfg, { backend: be, seed: 1337 });
+  model.train(true);
+  const optim = new AdamW(model.parameters(), { lr: p.learning_rate!, weightDecay: p.weight_decay!, betas: [0.9, p.beta2!] });
+  const T = cfg.block_size;
+  const offsets = () => Array.from({ length: BATCH }, (_, i) => (i * 7919 * T) % (ids.length - T - 1));
+  const step = () => trainStep(model, optim, [gatherBatch(ids, offsets(), T)], { gradClip: p.grad_clip! });
+  const acc = new Map<string, { calls: number; ms: number }>();
+  const target = be as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const originals = new Map<string, (...a: unknown[]) => unknown>();
+  try {
+    step();
+    step();
+    for (const name of PROFILED) {
+      const orig = target[name];
+      if (typeof orig !== 'function') continue;
+      originals.set(name, orig);
+      target[name] = (...a: unknown[]) => {
+        be.sync();
+        const t = now();
+        const r = orig.apply(be, a);
+        be.sync();
+        const key = kernelKey(name, a);
+        const e = acc.get(key) ?? { calls: 0, ms: 0 };
+        e.calls++;
+        e.ms += now() - t;
+        acc.set(key, e);
+        return r;
+      };
+    }
+    const t0 = now();
+    for (let i = 0; i < steps; i++) step();
+    const wall = (now() - t0) / steps;
+    let total = 0;
+    for (const e of acc.values()) total += e.ms;
+    const rows = [...acc.entries()]
+      .map(([kernel, e]) => ({ kernel, calls: e.calls / steps, ms_per_step: e.ms / steps, share: e.ms / total }))
+      .sort((x, y) => y.ms_per_step - x.ms_per_step);
+    return { steps, kernel_ms_per_step: total / steps, synced_step_ms: wall, rows };
+  } finally {
+    for (const [name, f] of originals) target[name] = f;
     model.dispose();
     optim.zeroGrad();
     for (const st of optim.stateTensors()) {
@@ -264,7 +360,7 @@ async function main(): Promise<void> {
   const only = new Set(onlyArg ? onlyArg.split(',').map((s) => s.trim()) : ['matmul', 'train']);
   const toLossArg = args.get('to-loss');
   if (toLossArg !== undefined) only.add('toloss');
-  for (const s of only) if (!['matmul', 'train', 'toloss'].includes(s)) throw new Error(`--only: unknown part '${s}' (matmul, train, toloss)`);
+  for (const s of only) if (!['matmul', 'train', 'toloss', 'profile'].includes(s)) throw new Error(`--only: unknown part '${s}' (matmul, train, toloss, profile)`);
   const goal = typeof toLossArg === 'string' ? Number(toLossArg) : quick ? 3.5 : TARGETS.toLoss;
   if (!(goal > 0)) throw new Error(`--to-loss: bad value '${String(toLossArg)}'`);
   const maxS = Number(opt('toloss-max-s', quick ? '120' : '420'));
@@ -279,6 +375,8 @@ async function main(): Promise<void> {
 
   let attnMatmul: MatmulResult | null = null;
   let attnTrain: TrainResult | null = null;
+  let profile: ProfileResult | null = null;
+  const matmulPaths: Record<string, MatmulResult | null> = {};
   let toLoss: ToLossResult | null = null;
   const errors: string[] = [];
   const attempt = async <T>(what: string, f: () => T | Promise<T>): Promise<T | null> => {
@@ -294,11 +392,22 @@ async function main(): Promise<void> {
     log(`matmul ${MATMUL_N}³ on webgpu…`);
     attnMatmul = await attempt('attn matmul', () => benchMatmul(be, MATMUL_N));
     if (attnMatmul) log(`  ${num(attnMatmul.tflops_best)} TFLOP/s (${num(attnMatmul.ms_best)} ms, max rel err ${attnMatmul.max_rel_err.toExponential(1)})`);
+    // Each shader forced, for the record (the automatic choice is the row above).
+    for (const path of ['general', 'tiled'] as const) {
+      matmulPaths[path] = await attempt(`attn matmul (${path})`, () => benchMatmul(be, MATMUL_N, path));
+      const r = matmulPaths[path];
+      if (r) log(`  ${path}: ${num(r.tflops_best)} TFLOP/s (max rel err ${r.max_rel_err.toExponential(1)})`);
+    }
   }
   if (only.has('train')) {
     log(`training tokens/s, batch ${BATCH}, on webgpu…`);
     attnTrain = await attempt('attn train', () => benchTrain(be));
     if (attnTrain) log(`  ${num(attnTrain.tokens_per_s)} tokens/s (${num(attnTrain.median_step_ms)} ms/step)`);
+  }
+
+  if (only.has('profile')) {
+    log('profiling training steps kernel by kernel…');
+    profile = await attempt('attn profile', () => benchProfile(be, quick ? 1 : 3));
   }
 
   // The peer runs after attn's parts and before --to-loss, with attn's device idle.
@@ -355,6 +464,9 @@ async function main(): Promise<void> {
       rows.push([name, num(tm(k)), num(get(torch, 'matmul', k, 'tflops_median')), num(get(torch, 'matmul', k, 'ms_best')), err(get(torch, 'matmul', k, 'max_rel_err')), ratio(a, tm(k))]);
     }
     p(table(['engine', 'TFLOP/s best', 'TFLOP/s median', 'ms', 'max rel err', 'attn ÷ this'], rows));
+    for (const [path, r] of Object.entries(matmulPaths)) {
+      if (r) p(`shader forced to '${path}': ${num(r.tflops_best)} TFLOP/s best, ${num(r.tflops_median)} median, max rel err ${r.max_rel_err.toExponential(1)}.`);
+    }
     p('max rel err: largest |out − exact| ÷ Σ|a·b| over sampled entries (float64 sums); TF32 shows as one to two orders larger.');
     const api = torch?.tf32_api as Record<string, string> | undefined;
     if (api) p(`torch TF32 switch: ${Object.entries(api).map(([k, v]) => `${k}: ${v}`).join('; ')}.`);
@@ -375,6 +487,15 @@ async function main(): Promise<void> {
       row('torch eager, TF32 on', tt('tf32_on'), get(torch, 'train', 'tf32_on', 'median_step_ms')),
     ]));
     p(`TFLOP/s: tokens/s × GPT.flopsPerToken (6N + attention). ${attnTrain ? `attn: ${attnTrain.steps} timed steps after ${TRAIN_TIMING.warmup_steps} warm-up, ${num(attnTrain.params / 1e6)} M parameters.` : ''}`);
+    p();
+  }
+
+  if (profile) {
+    p(`## a training step kernel by kernel (each call synced alone; ${profile.steps} steps)`);
+    p();
+    p(`sum of kernel times ${num(profile.kernel_ms_per_step)} ms per step; synced step ${num(profile.synced_step_ms)} ms; unsynced step: see above.`);
+    p();
+    p(table(['kernel', 'calls/step', 'ms/step', 'share'], profile.rows.slice(0, 30).map((r) => [r.kernel, num(r.calls), num(r.ms_per_step), `${(100 * r.share).toFixed(1)}%`])));
     p();
   }
 
@@ -411,7 +532,7 @@ async function main(): Promise<void> {
 
   writeJsonIfAsked(cli, 'bench/results/gpu.json', () => ({
     date: new Date().toISOString(), quick, machine: { ...mach, gpu }, adapter: ad,
-    attn: { backend: 'webgpu', matmul: attnMatmul, train: attnTrain, toloss: toLoss, batch: BATCH, model: only.has('train') ? modelConfig(65) : null },
+    attn: { backend: 'webgpu', matmul: attnMatmul, matmul_paths: matmulPaths, profile, train: attnTrain, toloss: toLoss, batch: BATCH, model: only.has('train') ? modelConfig(65) : null },
     torch, torch_missing: torchMissing, timing: { train: TRAIN_TIMING, matmul: MATMUL_TIMING }, errors, targets,
   }));
 }

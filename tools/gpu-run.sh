@@ -3,6 +3,8 @@
 # .gpu/ bundle that tools/gpu-bundle.sh made (node, the webgpu package, the Vulkan loader),
 # points the Vulkan loader at NVIDIA's driver and runs the benchmark with the given arguments.
 #   tools/gpu-run.sh [bench/gpu.ts arguments]      e.g. tools/gpu-run.sh --to-loss 1.47
+#   tools/gpu-run.sh --tests [pattern]             the webgpu test files (ATTN_REQUIRE_WEBGPU=1)
+#                                                  on that machine's adapter instead
 # Needs .gpu/ and dist/ (carried: [".gpu", "dist"]). With $OUT set (the device tool), the JSON
 # results and the whole log go there as gpu.json and gpu.log (gpu-TAG.* with ATTN_GPU_TAG=TAG,
 # for a second run in the same command). Also runs on an ordinary machine (software adapter).
@@ -45,6 +47,14 @@ if command -v nvidia-smi >/dev/null; then
   export ATTN_WEBGPU_BACKEND=${ATTN_WEBGPU_BACKEND:-vulkan}
 fi
 echo "gpu-run: node $("$R/node" --version), ATTN_WEBGPU_BACKEND=${ATTN_WEBGPU_BACKEND:-auto}, VK_DRIVER_FILES=${VK_DRIVER_FILES:-unset}" >&2
+
+if [ "${1:-}" = --tests ]; then
+  pat=${2:-webgpu-}
+  files=(dist/test/*"$pat"*.test.js)
+  set -o pipefail
+  ATTN_REQUIRE_WEBGPU=1 "$R/node" --test --test-concurrency=1 "${files[@]}" 2>&1 | tee "${OUT:-/tmp}/gpu-tests.log"
+  exit
+fi
 
 args=("$@")
 if [ -n "${OUT:-}" ]; then

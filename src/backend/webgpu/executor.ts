@@ -5,7 +5,14 @@
 import type { BufRef, Cmd } from './protocol.js';
 import { KERNELS } from './kernels/index.js';
 import type { KernelContext, Params, Dispatch } from './kernels/common.js';
-import { ParamWriter, PARAM_SLOT_BYTES } from './kernels/common.js';
+import { ParamWriter, PARAM_SLOT_BYTES, PRELUDE, groupsFor, storage, threadEntry } from './kernels/common.js';
+
+/** Zeroes a reused buffer, 4 words per thread. A dispatch rather than clearBuffer, so that it
+ *  stays inside the open compute pass (a clear would end it). */
+const ZERO = PRELUDE + storage('vec4<u32>', [], ['out']) + threadEntry(128, 'i', 'pu(0u)') + /* wgsl */ `
+  out[i] = vec4<u32>(0u);
+}
+`;
 
 const ARENA_SLOTS = 256;
 /** Error codes the kernels write into the error buffer (word 0); words 1..3: value, limit, op. */
@@ -80,6 +87,9 @@ export class GpuExecutor implements KernelContext {
   private readonly pool: BufferPool;
   private readonly pipelines = new Map<string, LayoutInfo>();
   private encoder: GPUCommandEncoder | null = null;
+  /** The open compute pass: consecutive dispatches share one (WebGPU orders their storage
+   *  accesses within a pass), which saves Dawn a pass's setup and barriers per kernel. */
+  private pass: GPUComputePassEncoder | null = null;
   private readonly arena: GPUBuffer;
   private readonly arenaData = new ArrayBuffer(ARENA_SLOTS * PARAM_SLOT_BYTES);
   private arenaUsed = 0;
@@ -115,7 +125,7 @@ export class GpuExecutor implements KernelContext {
 
   scratch(bytes: number): GPUBuffer {
     const { buffer, reused } = this.pool.get(bytes);
-    if (reused) this.enc().clearBuffer(buffer);
+    if (reused) this.zero(buffer);
     this.scratchList.push(buffer);
     return buffer;
   }
@@ -141,16 +151,24 @@ export class GpuExecutor implements KernelContext {
     const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.arena, offset: slot * PARAM_SLOT_BYTES, size: PARAM_SLOT_BYTES } }];
     d.buffers.forEach((buffer, i) => entries.push({ binding: i + 1, resource: { buffer } }));
     const group = this.device.createBindGroup({ layout: info.layout, entries });
-    const pass = this.enc().beginComputePass();
+    const pass = this.computePass();
     pass.setPipeline(info.pipeline);
     pass.setBindGroup(0, group);
     pass.dispatchWorkgroups(gx, gy, gz);
-    pass.end();
     this.dispatches++;
   }
 
   params(): Params {
     return new ParamWriter();
+  }
+
+  private zero(buffer: GPUBuffer): void {
+    if (buffer.size % 16 !== 0) {
+      this.enc().clearBuffer(buffer);
+      return;
+    }
+    const n = buffer.size / 16;
+    this.dispatch({ code: ZERO, buffers: [buffer], params: new ParamWriter().u32(n), groups: groupsFor(n, 128) });
   }
 
   // ---- commands ----
@@ -170,7 +188,7 @@ export class GpuExecutor implements KernelContext {
     switch (cmd.op) {
       case 'alloc': {
         const { buffer, reused } = this.pool.get(cmd.bytes);
-        if (reused) this.enc().clearBuffer(buffer);
+        if (reused) this.zero(buffer);
         this.buffers.set(cmd.id, buffer);
         return;
       }
@@ -202,6 +220,7 @@ export class GpuExecutor implements KernelContext {
   /** Submits what was encoded. */
   flush(): void {
     if (!this.encoder) return;
+    this.endPass();
     if (this.arenaUsed > 0) this.device.queue.writeBuffer(this.arena, 0, this.arenaData, 0, this.arenaUsed * PARAM_SLOT_BYTES);
     this.device.queue.submit([this.encoder.finish()]);
     this.encoder = null;
@@ -210,9 +229,26 @@ export class GpuExecutor implements KernelContext {
     this.scratchList = [];
   }
 
+  /** The encoder, for commands outside a compute pass (copies, clears): ends an open pass. */
   private enc(): GPUCommandEncoder {
+    this.endPass();
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     return this.encoder;
+  }
+
+  private computePass(): GPUComputePassEncoder {
+    if (!this.pass) {
+      if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+      this.pass = this.encoder.beginComputePass();
+    }
+    return this.pass;
+  }
+
+  private endPass(): void {
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
   }
 
   /** Copies bytes of a buffer back to the CPU, after everything sent before; throws a

@@ -57,7 +57,7 @@ async function start(): Promise<void> {
     port.postMessage(ready);
     return;
   }
-  const failed: ReadyMsg = { type: 'failed', message: `no WebGPU adapter (tried: ${tries.map((t) => t.name).join(', ')})` };
+  const failed: ReadyMsg = { type: 'failed', message: `no WebGPU adapter (tried: ${tries.map((t) => t.name).join(', ') || 'none'})` };
   port.postMessage(failed);
 }
 

@@ -5,12 +5,19 @@ import { makeReplyBuffer, sharedChannel, type DeviceChannel } from './channel.js
 import type { ReadyMsg } from './protocol.js';
 
 export interface NodeDeviceOptions {
-  /** 'auto' (default; or the ATTN_WEBGPU_BACKEND environment variable), 'vulkan' or 'opengles'. */
-  backend?: 'auto' | 'vulkan' | 'opengles';
+  /** 'auto' (default; or the ATTN_WEBGPU_BACKEND environment variable), 'vulkan', 'opengles',
+   *  or 'none' (look for no adapter: what a machine without a GPU driver sees). */
+  backend?: NodeWebGPUBackend;
 }
 
+const BACKENDS = ['auto', 'vulkan', 'opengles', 'none'] as const;
+export type NodeWebGPUBackend = (typeof BACKENDS)[number];
+
 export async function startNodeDevice(opts: NodeDeviceOptions = {}): Promise<DeviceChannel> {
-  const backend = opts.backend ?? (process.env.ATTN_WEBGPU_BACKEND as NodeDeviceOptions['backend']) ?? 'auto';
+  const backend = opts.backend ?? process.env.ATTN_WEBGPU_BACKEND ?? 'auto';
+  if (!(BACKENDS as readonly string[]).includes(backend)) {
+    throw new Error(`webgpu: ATTN_WEBGPU_BACKEND='${backend}' is not one of ${BACKENDS.join(', ')}`);
+  }
   // Mesa's EGL must not look for a display; only the main thread's process.env reaches C.
   process.env.EGL_PLATFORM ??= 'surfaceless';
   const reply = makeReplyBuffer();

@@ -75,11 +75,13 @@ fn tile_visible(ia: i32, ib: i32, ja: i32, jb: i32) -> bool {
 
 /** WGSL (start of main): this workgroup's (b, h) = bh and its block of WG rows from `row0`;
  *  returns past the last block. TILE: rows of a staged tile; sh shifts a query index i to the
- *  key axis (i' = i + Tk - Tq). */
-const blockStart = (row0: string): string => /* wgsl */ `
+ *  key axis (i' = i + Tk - Tq). `dim`: the head dimension's WGSL expression, a literal in the
+ *  exact-D variants, so that the d loops have constant trip counts: the GPU compiler then
+ *  unrolls them and keeps the per-row arrays in registers instead of spilling them. */
+const blockStart = (row0: string, dim: string): string => /* wgsl */ `
   let g = wid.x + wid.y * nwg.x;
   if (g >= pu(13u)) { return; }
-  let Tq = pu(1u); let Tk = pu(2u); let D = pu(3u); let scale = pf(4u); let TILE = pu(10u);
+  let Tq = pu(1u); let Tk = pu(2u); let D = ${dim}; let scale = pf(4u); let TILE = pu(10u);
   let nb = pu(12u);
   let bh = g / nb;
   let b = bh / pu(11u);
@@ -87,7 +89,7 @@ const blockStart = (row0: string): string => /* wgsl */ `
   let sh = i32(Tk) - i32(Tq);
 `;
 
-/** WGSL (after blockStart('i0')): this thread's query row i and the block's rows on the key axis,
+/** WGSL (after blockStart('i0', dim)): this thread's query row i and the block's rows on the key axis,
  *  [ia, ib), with ii = i'. */
 const QUERY_ROWS = /* wgsl */ `
   let i = i0 + lid;
@@ -139,8 +141,8 @@ ${body}
   }
 `;
 
-const forwardCode = (md: number): string => PRELUDE + MASK + storage('f32', ['q', 'k', 'v', 'mask:i32'], ['out', 'lse']) + KEY_TILE_SHARED
-  + entry(WG, 'lid') + blockStart('i0') + QUERY_ROWS + /* wgsl */ `
+const forwardCode = (md: number, dim: string): string => PRELUDE + MASK + storage('f32', ['q', 'k', 'v', 'mask:i32'], ['out', 'lse']) + KEY_TILE_SHARED
+  + entry(WG, 'lid') + blockStart('i0', dim) + QUERY_ROWS + /* wgsl */ `
   let valid = i < Tq;
   var qv: array<f32, ${md}>;
   var acc: array<f32, ${md}>;
@@ -188,8 +190,8 @@ const ROWDOT = PRELUDE + storage('f32', ['out', 'gout', 'lse'], ['stats']) + thr
 `;
 
 /** gq_i = scale Σ_j P_ij (gout_i·v_j - Dq_i) k_j, one thread per query row. */
-const backwardQCode = (md: number): string => PRELUDE + MASK + storage('f32', ['q', 'k', 'v', 'gout', 'stats', 'mask:i32'], ['gq']) + KEY_TILE_SHARED
-  + entry(WG, 'lid') + blockStart('i0') + QUERY_ROWS + /* wgsl */ `
+const backwardQCode = (md: number, dim: string): string => PRELUDE + MASK + storage('f32', ['q', 'k', 'v', 'gout', 'stats', 'mask:i32'], ['gq']) + KEY_TILE_SHARED
+  + entry(WG, 'lid') + blockStart('i0', dim) + QUERY_ROWS + /* wgsl */ `
   let N = pu(0u) * Tq;
   let row = bh * Tq + i;
   var ls = 0.0;
@@ -217,10 +219,10 @@ const backwardQCode = (md: number): string => PRELUDE + MASK + storage('f32', ['
 `;
 
 /** gv_j = Σ_i P_ij gout_i, gk_j = scale Σ_i P_ij (gout_i·v_j - Dq_i) q_i, one thread per key row. */
-const backwardKVCode = (md: number): string => PRELUDE + MASK + storage('f32', ['q', 'k', 'v', 'gout', 'stats', 'mask:i32'], ['gk', 'gv']) + /* wgsl */ `
+const backwardKVCode = (md: number, dim: string): string => PRELUDE + MASK + storage('f32', ['q', 'k', 'v', 'gout', 'stats', 'mask:i32'], ['gk', 'gv']) + /* wgsl */ `
 var<workgroup> qgs: array<f32, ${TILE_FLOATS}>;
 var<workgroup> st: array<f32, ${2 * WG}>;
-` + entry(WG, 'lid') + blockStart('j0') + /* wgsl */ `
+` + entry(WG, 'lid') + blockStart('j0', dim) + /* wgsl */ `
   let j = j0 + lid;
   let ja = i32(j0);
   let jb = i32(min(j0 + ${WG}u, Tk));
@@ -275,14 +277,19 @@ var<workgroup> st: array<f32, ${2 * WG}>;
 }
 `;
 
+/** Head dimensions up to this get a shader of their own with D a literal (see blockStart);
+ *  larger ones share the D_VARIANTS shaders, which read D from the parameters. */
+const EXACT_D_MAX = 128;
+
 const codeCache = new Map<string, string>();
 /** The shader source of one kernel for head dimension D (memoized: sources are long). */
 function code(which: 'fwd' | 'bq' | 'bkv', D: number): string {
-  const md = D_VARIANTS.find((m) => D <= m)!;
-  const key = which + md;
+  const exact = D >= 1 && D <= EXACT_D_MAX;
+  const md = exact ? D : D_VARIANTS.find((m) => D <= m)!;
+  const key = `${which}${exact ? '=' : '<'}${md}`;
   let c = codeCache.get(key);
   if (!c) {
-    c = (which === 'fwd' ? forwardCode : which === 'bq' ? backwardQCode : backwardKVCode)(md);
+    c = (which === 'fwd' ? forwardCode : which === 'bq' ? backwardQCode : backwardKVCode)(md, exact ? `${md}u` : 'pu(3u)');
     codeCache.set(key, c);
   }
   return c;
