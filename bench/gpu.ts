@@ -121,6 +121,8 @@ interface TrainResult {
   median_step_ms: number;
   params: number;
   last_loss: number;
+  /** Per step: time this thread spent blocked on the step's reads (GPU and device thread). */
+  wait_ms_per_step: number;
 }
 
 function benchTrain(be: WebGPUBackend): TrainResult {
@@ -144,6 +146,7 @@ function benchTrain(be: WebGPUBackend): TrainResult {
     for (let i = 0; i < TRAIN_TIMING.warmup_steps; i++) step();
     const times: number[] = [];
     let last = NaN;
+    const wait0 = be.waitMs;
     const t0 = now();
     while (times.length < TRAIN_TIMING.min_steps || now() - t0 < TRAIN_TIMING.min_s * 1e3) {
       const ts = now();
@@ -154,6 +157,7 @@ function benchTrain(be: WebGPUBackend): TrainResult {
     return {
       steps: times.length, elapsed_s: elapsed, tokens_per_s: (times.length * BATCH * T) / elapsed,
       best_step_ms: Math.min(...times), median_step_ms: median(times), params: model.numParameters(), last_loss: last,
+      wait_ms_per_step: (be.waitMs - wait0) / times.length,
     };
   } finally {
     model.dispose();
@@ -180,6 +184,8 @@ interface ProfileResult {
   kernel_ms_per_step: number;
   /** The same steps' wall time with every kernel synced (includes the round trips). */
   synced_step_ms: number;
+  /** One sync with nothing queued, subtracted from each call's time. */
+  round_trip_ms: number;
   rows: ProfileRow[];
 }
 
@@ -222,6 +228,10 @@ function benchProfile(be: WebGPUBackend, steps: number): ProfileResult {
   try {
     step();
     step();
+    // The cost of a sync with nothing queued: subtracted from every timed call below.
+    const rt0 = now();
+    for (let i = 0; i < 50; i++) be.sync();
+    const roundTrip = (now() - rt0) / 50;
     for (const name of PROFILED) {
       const orig = target[name];
       if (typeof orig !== 'function') continue;
@@ -234,7 +244,7 @@ function benchProfile(be: WebGPUBackend, steps: number): ProfileResult {
         const key = kernelKey(name, a);
         const e = acc.get(key) ?? { calls: 0, ms: 0 };
         e.calls++;
-        e.ms += now() - t;
+        e.ms += Math.max(0, now() - t - roundTrip);
         acc.set(key, e);
         return r;
       };
@@ -247,7 +257,7 @@ function benchProfile(be: WebGPUBackend, steps: number): ProfileResult {
     const rows = [...acc.entries()]
       .map(([kernel, e]) => ({ kernel, calls: e.calls / steps, ms_per_step: e.ms / steps, share: e.ms / total }))
       .sort((x, y) => y.ms_per_step - x.ms_per_step);
-    return { steps, kernel_ms_per_step: total / steps, synced_step_ms: wall, rows };
+    return { steps, kernel_ms_per_step: total / steps, synced_step_ms: wall, round_trip_ms: roundTrip, rows };
   } finally {
     for (const [name, f] of originals) target[name] = f;
     model.dispose();
@@ -402,7 +412,7 @@ async function main(): Promise<void> {
   if (only.has('train')) {
     log(`training tokens/s, batch ${BATCH}, on webgpu…`);
     attnTrain = await attempt('attn train', () => benchTrain(be));
-    if (attnTrain) log(`  ${num(attnTrain.tokens_per_s)} tokens/s (${num(attnTrain.median_step_ms)} ms/step)`);
+    if (attnTrain) log(`  ${num(attnTrain.tokens_per_s)} tokens/s (${num(attnTrain.median_step_ms)} ms/step, ${num(attnTrain.wait_ms_per_step)} of them waiting for the device)`);
   }
 
   if (only.has('profile')) {
@@ -486,14 +496,14 @@ async function main(): Promise<void> {
       row('torch eager, TF32 off', tt('tf32_off'), get(torch, 'train', 'tf32_off', 'median_step_ms')),
       row('torch eager, TF32 on', tt('tf32_on'), get(torch, 'train', 'tf32_on', 'median_step_ms')),
     ]));
-    p(`TFLOP/s: tokens/s × GPT.flopsPerToken (6N + attention). ${attnTrain ? `attn: ${attnTrain.steps} timed steps after ${TRAIN_TIMING.warmup_steps} warm-up, ${num(attnTrain.params / 1e6)} M parameters.` : ''}`);
+    p(`TFLOP/s: tokens/s × GPT.flopsPerToken (6N + attention). ${attnTrain ? `attn: ${attnTrain.steps} timed steps after ${TRAIN_TIMING.warmup_steps} warm-up, ${num(attnTrain.params / 1e6)} M parameters; per step ${num(attnTrain.wait_ms_per_step)} ms blocked on the device, the rest the engine thread issuing the step.` : ''}`);
     p();
   }
 
   if (profile) {
     p(`## a training step kernel by kernel (each call synced alone; ${profile.steps} steps)`);
     p();
-    p(`sum of kernel times ${num(profile.kernel_ms_per_step)} ms per step; synced step ${num(profile.synced_step_ms)} ms; unsynced step: see above.`);
+    p(`sum of kernel times ${num(profile.kernel_ms_per_step)} ms per step (each less one empty round trip, ${num(profile.round_trip_ms)} ms); synced step ${num(profile.synced_step_ms)} ms; unsynced step: see above.`);
     p();
     p(table(['kernel', 'calls/step', 'ms/step', 'share'], profile.rows.slice(0, 30).map((r) => [r.kernel, num(r.calls), num(r.ms_per_step), `${(100 * r.share).toFixed(1)}%`])));
     p();

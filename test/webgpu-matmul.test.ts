@@ -2,7 +2,8 @@
 // cases (forward and gradients), then direct backend.matmul calls covering every MatmulArgs field
 // (strides read in place, broadcast operands and batches, offsets, bias, activations,
 // accumulate, K = 0, ragged and full tiles), then both matmul shaders (general and tiled,
-// forced through the kernel's `path` arg) on the same cases, then adamw over a few steps.
+// forced through the kernel's `path` arg) on the same cases, then split-K (forced through its
+// `splitK` arg) on both shaders, then adamw over a few steps.
 import { test } from 'node:test';
 import type { Backend, MatmulArgs, Activation } from '../src/backend/backend.js';
 import * as A from '../src/index.js';
@@ -46,7 +47,7 @@ function extent(off: number, bs: number, batch: number, s1: number, n1: number, 
 }
 
 /** Runs one matmul with the same random data on ref and on be and compares the outputs. */
-function direct(be: Backend, name: string, c: Case, g: Generator, rtol = 1e-4, atol = 1e-4, path?: 'general' | 'tiled'): void {
+function direct(be: Backend, name: string, c: Case, g: Generator, rtol = 1e-4, atol = 1e-4, path?: 'general' | 'tiled', splitK?: number): void {
   const transA = c.transA ?? false;
   const transB = c.transB ?? false;
   const lda = c.lda ?? (transA ? c.M : c.K);
@@ -70,13 +71,16 @@ function direct(be: Backend, name: string, c: Case, g: Generator, rtol = 1e-4, a
       a, aOffset, aBatchStride, transA, lda, b, bOffset, bBatchStride, transB, ldb, out,
       batch: c.batch, M: c.M, N: c.N, K: c.K, bias, activation: c.activation ?? 'none', accumulate: c.accumulate ?? false,
     };
-    // The webgpu kernel reads an extra `path` arg (not part of MatmulArgs) forcing a shader.
-    bk.matmul(path && bk === be ? ({ ...args, path } as MatmulArgs) : args);
+    // The webgpu kernel reads extra `path` and `splitK` args (not part of MatmulArgs) forcing a
+    // shader and a K split.
+    const extra = { ...(path ? { path } : {}), ...(splitK !== undefined ? { splitK } : {}) };
+    bk.matmul(bk === be ? ({ ...args, ...extra } as MatmulArgs) : args);
     const r = bk.read(out);
     for (const s of [a, b, bias, out]) if (s) bk.free(s);
     return r;
   };
-  assertClose(run(be), run(ref), rtol, atol, `matmul ${name}${path ? ` (${path})` : ''}`);
+  const how = [path, splitK !== undefined ? `splitK ${splitK}` : undefined].filter((x) => x).join(', ');
+  assertClose(run(be), run(ref), rtol, atol, `matmul ${name}${how ? ` (${how})` : ''}`);
 }
 
 test('webgpu backend.matmul on every MatmulArgs field', async (t) => {
@@ -142,6 +146,34 @@ test('webgpu matmul: general and tiled shaders on the same cases', async (t) => 
   for (const [name, c] of cases) {
     for (const path of ['general', 'tiled'] as const) direct(be, name, c, g, 1e-4, 1e-4, path);
   }
+});
+
+test('webgpu matmul: split-K (forced through the kernel\'s splitK arg) on both shaders', async (t) => {
+  const be = await webgpu();
+  if (typeof be === 'string') return t.skip(be);
+  // [name, case, S]: K % (4S) == 0 splits evenly; otherwise a remainder chunk of < 4S runs apart.
+  const cases: [string, Case, number][] = [
+    ['even chunks', { batch: 1, M: 37, N: 70, K: 256 }, 4],
+    ['ragged K (remainder chunk)', { batch: 1, M: 33, N: 65, K: 77 }, 4],
+    ['transA (weight-gradient layout)', { batch: 1, M: 40, N: 136, K: 160, transA: true }, 8],
+    ['transB, remainder', { batch: 1, M: 70, N: 40, K: 150, transB: true }, 2],
+    ['transA transB, padded lda/ldb, offsets', { batch: 1, M: 21, N: 35, K: 99, transA: true, transB: true, lda: 25, ldb: 103, aOffset: 3, bOffset: 5 }, 4],
+    ['aligned padded lda/ldb, offsets (vec4 loads)', { batch: 1, M: 132, N: 136, K: 128, lda: 132, ldb: 140, aOffset: 4, bOffset: 8 }, 4],
+    ['accumulate', { batch: 1, M: 30, N: 50, K: 96, accumulate: true }, 4],
+    ['accumulate transA, remainder', { batch: 1, M: 30, N: 50, K: 101, accumulate: true, transA: true }, 16],
+    ['bias gelu accumulate', { batch: 1, M: 30, N: 50, K: 64, bias: true, activation: 'gelu', accumulate: true }, 2],
+    ['bias relu', { batch: 1, M: 30, N: 50, K: 64, bias: true, activation: 'relu' }, 4],
+    ['chunk of 4', { batch: 1, M: 5, N: 6, K: 16 }, 4],
+    ['too short to split (K < 4S)', { batch: 1, M: 5, N: 6, K: 7 }, 4],
+    ['batched (split ignored)', { batch: 2, M: 9, N: 10, K: 64 }, 4],
+    ['splitK 0 disables', { batch: 1, M: 9, N: 10, K: 64 }, 0],
+  ];
+  const g = new Generator(11);
+  for (const [name, c, S] of cases) {
+    for (const path of ['general', 'tiled'] as const) direct(be, name, c, g, 1e-4, 1e-4, path, S);
+  }
+  // Chosen by MATMUL_TUNING's defaults: a 16x16 output over K = 1024 splits.
+  direct(be, 'auto split 16x16x1024 transA', { batch: 1, M: 16, N: 16, K: 1024, transA: true }, g, 1e-4, 1e-4);
 });
 
 test('webgpu adamw matches ref after 3 steps', async (t) => {

@@ -516,26 +516,31 @@ export function trainStep(model: LossModel, opt: AdamW, batches: readonly Batch[
 }
 
 /** Mean loss over `iters` batches from the sampler, in eval mode (no dropout) without gradients:
- *  the cross-entropy (ceLoss) when the model reports it, so MoE aux losses are left out. */
+ *  the cross-entropy (ceLoss) when the model reports it, so MoE aux losses are left out. The
+ *  losses are summed on the backend and read once, so a GPU runs the batches back to back. */
 export function estimateLoss(model: LossModel, sampler: BatchSampler, iters: number): number {
   const backend = backendOf(model);
   const wasTraining = model.training;
   model.eval();
+  let total = null as Tensor | null;
   try {
-    let total = 0;
     for (let i = 0; i < iters; i++) {
       const b = sampler.next();
-      total += noGrad(() =>
+      const prev = total;
+      total = noGrad(() =>
         tidy(() => {
           const [x, y] = batchTensors(b, backend);
           const { loss, ceLoss } = model.forward(x, y);
           if (!loss) throw new Error('estimateLoss: the model returned no loss');
-          return (ceLoss ?? loss).item();
+          const l = ceLoss ?? loss;
+          return prev ? prev.add(l) : l;
         }),
       );
+      prev?.dispose();
     }
-    return total / iters;
+    return total ? total.item() / iters : NaN;
   } finally {
+    total?.dispose();
     model.train(wasTraining);
   }
 }

@@ -31,6 +31,9 @@ export class WebGPUBackend implements Backend {
   private queue: Cmd[] = [];
   /** Device-side storages alive (for leak checks). */
   live = 0;
+  /** Milliseconds this thread has spent blocked on reads (benchmarks: a step's time minus
+   *  this is the engine's own work of issuing it). */
+  waitMs = 0;
 
   constructor(private readonly channel: DeviceChannel) {}
 
@@ -78,7 +81,10 @@ export class WebGPUBackend implements Backend {
       const len = Math.min(REPLY_DATA_BYTES, byteLength - done);
       this.queue.push({ op: 'read', id, byteOffset: byteOffset + done, byteLength: len });
       this.flush();
-      out.set(this.channel.waitReply(), done);
+      const t0 = performance.now();
+      const reply = this.channel.waitReply();
+      this.waitMs += performance.now() - t0;
+      out.set(reply, done);
       if (byteLength === 0) break;
     }
     return out;

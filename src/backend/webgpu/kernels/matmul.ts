@@ -9,7 +9,8 @@
 // are contiguous.
 //
 // Tiled shader (large products on devices allowing 256-thread workgroups): see TILED below.
-import { PRELUDE, entry, storage, MAX_GROUPS, grid, type KernelFn, type BufRef } from './common.js';
+// Split-K (few output tiles, long K): see MATMUL_TUNING and SPLIT_REDUCE below.
+import { PRELUDE, entry, storage, threadEntry, MAX_GROUPS, grid, groupsFor, type KernelContext, type KernelFn, type BufRef } from './common.js';
 
 const BM = 64;
 const BN = 64;
@@ -310,13 +311,28 @@ ${tiledEpilogue()}
  *  (a forced 'tiled' still falls back where the device cannot run it). The environment
  *  variable ATTN_WEBGPU_MATMUL overrides `path` for a process, a `path` field in the kernel's
  *  args (tests) for one call. Read where kernels run (the device thread): setting it on the
- *  engine thread does nothing. */
+ *  engine thread does nothing.
+ *
+ *  Split-K: a batch-1 product with few output tiles but a long K (weight gradients: M x N is a
+ *  weight's shape, K the token count) fills only a fraction of the GPU. It is then run as S
+ *  products over consecutive K chunks (one batched dispatch of the same shader into a scratch
+ *  buffer) whose partial sums a second kernel adds, applying bias, activation and accumulate.
+ *  A `splitK` field in the kernel's args (tests) forces S for one call (0 disables). */
 export const MATMUL_TUNING = {
   path: 'auto' as MatmulPath,
   /** 'auto' uses the tiled shader from these sizes on. */
   minM: 128,
   minN: 128,
   minK: 32,
+  /** Split-K when batch is 1, K >= splitMinK and the output has fewer than splitMaxTiles tiles
+   *  (of the chosen shader's size): S, a power of two up to splitMaxS, is the smallest giving
+   *  splitTargetTiles workgroups, keeping chunks of at least splitMinChunk. */
+  splitK: true,
+  splitMinK: 1024,
+  splitMaxTiles: 128,
+  splitTargetTiles: 256,
+  splitMaxS: 16,
+  splitMinChunk: 256,
 };
 export type MatmulPath = 'auto' | 'general' | 'tiled';
 
@@ -335,24 +351,39 @@ function choosePath(device: GPUDevice, M: number, N: number, K: number, perCall:
   return M >= MATMUL_TUNING.minM && N >= MATMUL_TUNING.minN && K >= MATMUL_TUNING.minK ? 'tiled' : 'general';
 }
 
+/** The number of K chunks (1: no split) for a batch-1 product with `tiles` output tiles. */
+function chooseSplit(device: GPUDevice, M: number, N: number, K: number, tiles: number, perCall: unknown): number {
+  let S: number;
+  if (perCall !== undefined) {
+    S = perCall as number;
+    if (!Number.isInteger(S) || S < 0) throw new Error(`webgpu: matmul: bad splitK ${String(perCall)}`);
+  } else {
+    const t = MATMUL_TUNING;
+    if (!t.splitK || K < t.splitMinK || tiles >= t.splitMaxTiles) return 1;
+    S = 1;
+    while (S < t.splitMaxS && tiles * S < t.splitTargetTiles && K / (2 * S) >= t.splitMinChunk) S *= 2;
+  }
+  // The partial products must fit one storage binding.
+  const limit = device.limits.maxStorageBufferBindingSize;
+  while (S > 1 && S * M * N * 4 > limit) S = Math.floor(S / 2);
+  // Chunks of at least 4 (a multiple of 4 keeps the tiled shader's vec4 loads aligned).
+  return S > 1 && Math.floor(K / S) >= 4 ? S : 1;
+}
+
 const ACT_CODE: Record<string, number> = { none: 0, relu: 1, gelu: 2 };
 
-const matmul: KernelFn = (ctx, a) => {
-  const batch = a.batch as number;
-  const M = a.M as number;
-  const N = a.N as number;
-  const K = a.K as number;
-  if (batch === 0 || M === 0 || N === 0) return;
-  const transA = a.transA as boolean;
-  const transB = a.transB as boolean;
-  const lda = a.lda as number;
-  const ldb = a.ldb as number;
-  const act = ACT_CODE[(a.activation as string | undefined) ?? 'none'];
-  if (act === undefined) throw new Error(`webgpu: matmul: unknown activation ${String(a.activation)}`);
-  const bias = a.bias as BufRef | null | undefined;
-  const aOffset = a.aOffset as number, aBatchStride = a.aBatchStride as number;
-  const bOffset = a.bOffset as number, bBatchStride = a.bBatchStride as number;
-  const tiled = choosePath(ctx.device, M, N, K, a.path) === 'tiled';
+/** One product as the shaders see it: `batch` products, each M x N over K, into out[(b*M + m)*N + n]. */
+interface Product {
+  tiled: boolean;
+  batch: number; M: number; N: number; K: number;
+  transA: boolean; transB: boolean; lda: number; ldb: number;
+  aOffset: number; aBatchStride: number; bOffset: number; bBatchStride: number;
+  A: GPUBuffer; B: GPUBuffer; bias: GPUBuffer | null; out: GPUBuffer;
+  act: number; accumulate: boolean;
+}
+
+function encode(ctx: KernelContext, q: Product): void {
+  const { tiled, batch, M, N, K, transA, transB, lda, ldb, aOffset, aBatchStride, bOffset, bBatchStride } = q;
   const BT = tiled ? TBM : BM;
   const nTiles = Math.ceil(N / BT);
   if (nTiles > MAX_GROUPS) throw new Error(`webgpu: matmul: N = ${N} above ${MAX_GROUPS * BT}`);
@@ -362,7 +393,7 @@ const matmul: KernelFn = (ctx, a) => {
     .u32(M).u32(N).u32(K).u32(mTiles).u32(T)
     .u32(aOffset).u32(aBatchStride).u32(transA ? 1 : lda).u32(transA ? lda : 1)
     .u32(bOffset).u32(bBatchStride).u32(transB ? 1 : ldb).u32(transB ? ldb : 1)
-    .u32(bias ? 1 : 0).u32(act).u32(a.accumulate ? 1 : 0);
+    .u32(q.bias ? 1 : 0).u32(q.act).u32(q.accumulate ? 1 : 0);
   if (tiled) {
     // vec4 loads need every start index a multiple of 4: the run's axis length (so a run is
     // wholly in or out of range), the leading dimension, the offset and the batch stride.
@@ -371,14 +402,83 @@ const matmul: KernelFn = (ctx, a) => {
     p.u32(transA ? 0 : 1).u32(aligned(transA ? M : K, lda, aOffset, aBatchStride) ? 1 : 0)
       .u32(transB ? 1 : 0).u32(aligned(transB ? K : N, ldb, bOffset, bBatchStride) ? 1 : 0);
   }
-  const A = ctx.buf(a.a as BufRef);
   const [gy, gz] = grid(T);
   ctx.dispatch({
     code: tiled ? TILED : MATMUL,
     // Without a bias, A stands in for the unused binding (never read).
-    buffers: [A, ctx.buf(a.b as BufRef), bias ? ctx.buf(bias) : A, ctx.buf(a.out as BufRef)],
+    buffers: [q.A, q.B, q.bias ?? q.A, q.out],
     params: p,
     groups: [nTiles, gy, gz],
+  });
+}
+
+// ---- split-K reduction ----
+//
+// One thread per output element: the S partial products (part, S*MN), the remainder chunk's
+// product (rest, when K is not S equal chunks of a multiple of 4), then the epilogue as the
+// matmul shaders apply it. Params: MN 0, N 1, S 2, hasRest 3, hasBias 4, act 5, accumulate 6.
+const RWG = 64;
+const SPLIT_REDUCE = PRELUDE + storage('f32', ['part', 'rest', 'bias'], ['out']) + GELU
+  + threadEntry(RWG, 'i', 'pu(0u)') + /* wgsl */ `
+  let MN = pu(0u);
+  let S = pu(2u);
+  var s = 0.0;
+  for (var c = 0u; c < S; c++) { s += part[c * MN + i]; }
+  if (pu(3u) != 0u) { s += rest[i]; }
+  if (pu(4u) != 0u) { s += bias[i % pu(1u)]; }
+  let act = pu(5u);
+  if (act == 1u) { s = select(s, 0.0, s <= 0.0); } // relu, NaN passes through
+  else if (act == 2u) { s = gelu_tanh(s); }
+  if (pu(6u) != 0u) { s += out[i]; }
+  out[i] = s;
+}
+`;
+
+const matmul: KernelFn = (ctx, a) => {
+  const batch = a.batch as number;
+  const M = a.M as number;
+  const N = a.N as number;
+  const K = a.K as number;
+  if (batch === 0 || M === 0 || N === 0) return;
+  const act = ACT_CODE[(a.activation as string | undefined) ?? 'none'];
+  if (act === undefined) throw new Error(`webgpu: matmul: unknown activation ${String(a.activation)}`);
+  const biasRef = a.bias as BufRef | null | undefined;
+  const A = ctx.buf(a.a as BufRef);
+  const q: Product = {
+    tiled: choosePath(ctx.device, M, N, K, a.path) === 'tiled',
+    batch, M, N, K,
+    transA: a.transA as boolean, transB: a.transB as boolean, lda: a.lda as number, ldb: a.ldb as number,
+    aOffset: a.aOffset as number, aBatchStride: a.aBatchStride as number,
+    bOffset: a.bOffset as number, bBatchStride: a.bBatchStride as number,
+    A, B: ctx.buf(a.b as BufRef), bias: biasRef ? ctx.buf(biasRef) : null, out: ctx.buf(a.out as BufRef),
+    act, accumulate: !!a.accumulate,
+  };
+  const BT = q.tiled ? TBM : BM;
+  const S = batch === 1 ? chooseSplit(ctx.device, M, N, K, Math.ceil(M / BT) * Math.ceil(N / BT), a.splitK) : 1;
+  if (S === 1) return encode(ctx, q);
+
+  // Chunk c covers k in [c*kc, (c+1)*kc): a batch of S products whose batch strides step kc
+  // along K (A: +kc*lda when stored K x M, else +kc; B: +kc*ldb when stored K x N, else +kc).
+  // kc is a multiple of 4 so the tiled shader's vec4 alignment is that of the whole product.
+  const kc = K % (4 * S) === 0 ? K / S : Math.floor(K / S / 4) * 4;
+  const main = S * kc;
+  const aK = q.transA ? q.lda : 1;
+  const bK = q.transB ? 1 : q.ldb;
+  const MN = M * N;
+  const plain = { bias: null, act: 0, accumulate: false };
+  const part = ctx.scratch(S * MN * 4);
+  encode(ctx, { ...q, ...plain, batch: S, K: kc, aBatchStride: kc * aK, bBatchStride: kc * bK, out: part });
+  // The K - S*kc (< 4S) leftover elements: one small product of its own.
+  const restK = K - main;
+  const rest = restK > 0 ? ctx.scratch(MN * 4) : null;
+  if (rest) encode(ctx, { ...q, ...plain, K: restK, aOffset: q.aOffset + main * aK, bOffset: q.bOffset + main * bK, out: rest });
+  const p = ctx.params().u32(MN).u32(N).u32(S).u32(rest ? 1 : 0).u32(q.bias ? 1 : 0).u32(act).u32(q.accumulate ? 1 : 0);
+  ctx.dispatch({
+    code: SPLIT_REDUCE,
+    // Unused bindings get part (never read).
+    buffers: [part, rest ?? part, q.bias ?? part, q.out],
+    params: p,
+    groups: groupsFor(MN, RWG),
   });
 };
 
