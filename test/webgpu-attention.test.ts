@@ -2,6 +2,8 @@
 // attentionBackward calls (out, lse, gq, gk, gv) over causal, full, Tq < Tk, Tq > Tk, key masks
 // with fully masked rows and the sparse patterns; then the same cases through
 // A.scaledDotProductAttention, which also needs the webgpu element-wise and reduce kernels.
+// Every direct case runs both webgpu paths (forced through the kernels' `path` arg): scores
+// through the matmul shaders ('products') and the flash-style kernels ('flash').
 import { test } from 'node:test';
 import type { AttentionSparsity, Backend, Storage } from '../src/backend/backend.js';
 import * as A from '../src/index.js';
@@ -26,14 +28,15 @@ interface Case {
 }
 
 /** Forward then backward on one backend with the given inputs; returns everything read back. */
-function runDirect(be: Backend, c: Case, vals: Float64Array[]): Record<string, Float32Array | Float64Array | Int32Array> {
+function runDirect(be: Backend, c: Case, vals: Float64Array[], path?: 'flash' | 'products'): Record<string, Float32Array | Float64Array | Int32Array> {
   const { B, H, Tq, Tk, D } = c;
   const up = (x: ArrayLike<number>): Storage => be.upload(x, 'float32');
   const [q, k, v, gout] = vals.map(up) as [Storage, Storage, Storage, Storage];
   const keyMask = c.mask ? be.upload(c.mask, 'int32') : null;
   const out = be.alloc('float32', B * H * Tq * D);
   const lse = be.alloc('float32', B * H * Tq);
-  const args = { q, k, v, out, lse, B, H, Tq, Tk, D, scale: 1 / Math.sqrt(D), causal: c.causal, keyMask, sparsity: c.sparsity ?? null };
+  // `path` is read by the webgpu kernels only (not part of AttentionArgs).
+  const args = { q, k, v, out, lse, B, H, Tq, Tk, D, scale: 1 / Math.sqrt(D), causal: c.causal, keyMask, sparsity: c.sparsity ?? null, ...(path ? { path } : {}) };
   be.attention(args);
   const gq = be.alloc('float32', B * H * Tq * D);
   const gk = be.alloc('float32', B * H * Tk * D);
@@ -51,8 +54,10 @@ function compareDirect(gpu: Backend, c: Case): void {
   const { B, H, Tq, Tk, D } = c;
   const vals = [B * H * Tq * D, B * H * Tk * D, B * H * Tk * D, B * H * Tq * D].map((n) => randomArray(n, g));
   const want = runDirect(ref, c, vals);
-  const got = runDirect(gpu, c, vals);
-  for (const what of ['out', 'lse', 'gq', 'gk', 'gv']) assertClose(got[what]!, want[what]!, 2e-4, 2e-5, `${name} ${what}`);
+  for (const path of ['products', 'flash'] as const) {
+    const got = runDirect(gpu, c, vals, path);
+    for (const what of ['out', 'lse', 'gq', 'gk', 'gv']) assertClose(got[what]!, want[what]!, 2e-4, 2e-5, `${name} ${path} ${what}`);
+  }
 }
 
 test('webgpu attention kernels match ref: causal, full, Tq < Tk, Tq > Tk, D up to 200', async (t) => {

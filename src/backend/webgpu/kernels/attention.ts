@@ -1,4 +1,14 @@
-// Flash-style attention kernels: nothing of size Tq·Tk is ever stored.
+// Attention, two ways.
+//
+// Through products (the default where the scores fit in ATTENTION_TUNING.maxScoreBytes): the
+// scores S = Q Kᵀ of all (b, h) go to a scratch buffer through the batched matmul shaders, a
+// row kernel masks them and turns them into probabilities P in place (saving the
+// log-sum-exp), and out = P V is a second product. Backward recomputes S and P from the saved
+// log-sum-exp, forms dS = P ⊙ (gout Vᵀ - Dq) · scale and takes gq = dS K, gk = dSᵀ Q and
+// gv = Pᵀ gout as products. The matmul shaders run at tens of TFLOP/s on a GPU, far above what
+// one query row per thread reaches, at the price of Tq·Tk floats per (b, h) of transient memory.
+//
+// Flash-style kernels, for longer sequences: nothing of size Tq·Tk is ever stored.
 //  - attention: one thread per query row (64 rows of one (b, h) per workgroup) with a private
 //    accumulator; keys and values are staged through shared memory in tiles, and the softmax is
 //    computed online (running max m and sum l). Tiles the causal/sparse mask hides entirely
@@ -7,7 +17,8 @@
 //    packed in one scratch buffer so the next kernels stay within 8 storage bindings; then one
 //    kernel per query row for gq and one per key row for gk and gv, both recomputing
 //    P_ij = exp(s_ij - lse_i), so neither needs float atomics.
-import { PRELUDE, entry, grid, groupsFor, storage, threadEntry, type KernelFn, type BufRef, type Params } from './common.js';
+import { PRELUDE, entry, grid, groupsFor, storage, threadEntry, type KernelContext, type KernelFn, type BufRef, type Params } from './common.js';
+import { encodeProduct } from './matmul.js';
 import type { AttentionSparsity } from '../../backend.js';
 
 /** Threads (rows) per workgroup. */
@@ -327,8 +338,157 @@ function check(op: string, a: Record<string, unknown>): void {
 /** Rows of a staged tile of D floats (two tiles share TILE_FLOATS; at most WG rows). */
 const tileRows = (D: number): number => Math.max(1, Math.min(WG, Math.floor(TILE_FLOATS / 2 / Math.max(D, 1))));
 
+
+// ---------------------------------------------------------------- attention through products
+
+/** Which attention kernels run: 'auto' takes the products where the scores fit in
+ *  maxScoreBytes (one scratch buffer of B·H·Tq·Tk floats; backward needs two), else the flash
+ *  kernels. ATTN_WEBGPU_ATTENTION overrides `path` for a process, a `path` field in the
+ *  kernel's args (tests) for one call. Read on the device thread. */
+export const ATTENTION_TUNING = {
+  path: 'auto' as 'auto' | 'flash' | 'products',
+  maxScoreBytes: 512 << 20,
+};
+
+function useProducts(ctx: KernelContext, a: Record<string, unknown>): boolean {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.ATTN_WEBGPU_ATTENTION;
+  const want = (a.path ?? env ?? ATTENTION_TUNING.path) as string;
+  if (want !== 'auto' && want !== 'flash' && want !== 'products') throw new Error(`webgpu: attention: unknown path '${want}'`);
+  if (want === 'flash') return false;
+  const bytes = (a.B as number) * (a.H as number) * (a.Tq as number) * (a.Tk as number) * 4;
+  if (bytes > ctx.device.limits.maxStorageBufferBindingSize || bytes >= 2 ** 32) return false;
+  return want === 'products' || bytes <= ATTENTION_TUNING.maxScoreBytes;
+}
+
+/** Threads per score row in the softmax kernel. */
+const RW = 64;
+
+// Parameter words: 0..14 as attentionParams, 15 rows (B·H·Tq).
+/** WGSL: whether row r's query (b, i' = ii) sees key j: the key mask, then the pattern. */
+const SEEN = /* wgsl */ `
+fn seen(b: u32, ii: i32, j: u32, Tk: u32) -> bool {
+  if (pu(6u) != 0u && mask[b * Tk + j] == 0) { return false; }
+  return visible(ii, i32(j));
+}
+`;
+
+/** Softmax of the masked, scaled scores of one row per workgroup, in place; lse per row. */
+const SOFTMAX_ROWS = PRELUDE + MASK + storage('f32', ['mask:i32'], ['S', 'lse']) + SEEN + /* wgsl */ `
+var<workgroup> red: array<f32, ${RW}>;
+` + entry(RW, 'lid') + /* wgsl */ `
+  let r = wid.x + wid.y * nwg.x;
+  if (r >= pu(15u)) { return; } // uniform in the workgroup
+  let Tq = pu(1u); let Tk = pu(2u); let scale = pf(4u);
+  let b = (r / Tq) / pu(11u);
+  let ii = i32(r % Tq) + i32(Tk) - i32(Tq);
+  let base = r * Tk;
+  var m = -3.0e38;
+  for (var j = lid; j < Tk; j += ${RW}u) {
+    if (seen(b, ii, j, Tk)) { m = max(m, S[base + j] * scale); }
+  }
+  red[lid] = m;
+  workgroupBarrier();
+  for (var w = ${RW / 2}u; w > 0u; w >>= 1u) {
+    if (lid < w) { red[lid] = max(red[lid], red[lid + w]); }
+    workgroupBarrier();
+  }
+  m = red[0];
+  workgroupBarrier();
+  var l = 0.0;
+  for (var j = lid; j < Tk; j += ${RW}u) {
+    if (seen(b, ii, j, Tk)) { l += exp(S[base + j] * scale - m); }
+  }
+  red[lid] = l;
+  workgroupBarrier();
+  for (var w = ${RW / 2}u; w > 0u; w >>= 1u) {
+    if (lid < w) { red[lid] += red[lid + w]; }
+    workgroupBarrier();
+  }
+  l = red[0];
+  // No visible key: P = 0 (so out = 0), lse = -Infinity marks the row for backward.
+  let inv = select(0.0, 1.0 / l, l > 0.0);
+  for (var j = lid; j < Tk; j += ${RW}u) {
+    var p = 0.0;
+    if (seen(b, ii, j, Tk)) { p = exp(S[base + j] * scale - m) * inv; }
+    S[base + j] = p;
+  }
+  if (lid == 0u) { lse[r] = select(pf(14u), m + log(l), l > 0.0); }
+}
+`;
+
+/** Backward, per score: P from the saved lse (S in place) and dS = P (dP - Dq) scale (dP in place). */
+const SCORE_GRADS = PRELUDE + MASK + storage('f32', ['stats', 'mask:i32'], ['S', 'dP']) + SEEN
+  + threadEntry(64, 'e', 'pu(15u) * pu(2u)') + /* wgsl */ `
+  let Tq = pu(1u); let Tk = pu(2u); let scale = pf(4u);
+  let rows = pu(15u);
+  let r = e / Tk;
+  let j = e % Tk;
+  let b = (r / Tq) / pu(11u);
+  let ii = i32(r % Tq) + i32(Tk) - i32(Tq);
+  let ls = stats[r];
+  var p = 0.0;
+  if (ls > -3.0e38 && seen(b, ii, j, Tk)) { p = exp(S[e] * scale - ls); }
+  S[e] = p;
+  dP[e] = p * (dP[e] - stats[rows + r]) * scale;
+}
+`;
+
+/** Words 0..15 for the row kernels. */
+function rowParams(ctx: KernelContext, a: Record<string, unknown>): Params {
+  const p = ctx.params();
+  const rows = (a.B as number) * (a.H as number) * (a.Tq as number);
+  attentionParams(p, a, 1, a.Tq as number);
+  return p.u32(rows);
+}
+
+/** S = Q Kᵀ for every (b, h) into `S` (or gout Vᵀ: any two (BH, T, D) operands). */
+function scores(ctx: KernelContext, a: Record<string, unknown>, x: GPUBuffer, y: GPUBuffer, S: GPUBuffer): void {
+  const BH = (a.B as number) * (a.H as number), Tq = a.Tq as number, Tk = a.Tk as number, D = a.D as number;
+  encodeProduct(ctx, {
+    batch: BH, M: Tq, N: Tk, K: D, transA: false, transB: true, lda: D, ldb: D,
+    aOffset: 0, aBatchStride: Tq * D, bOffset: 0, bBatchStride: Tk * D, A: x, B: y, out: S,
+  });
+}
+
+/** out = X Y per (b, h), X (rows × K) with row length ldx (transposed: X stored K × rows). */
+function product(ctx: KernelContext, BH: number, M: number, N: number, K: number, X: GPUBuffer, transX: boolean, xStride: number, Y: GPUBuffer, yStride: number, out: GPUBuffer): void {
+  encodeProduct(ctx, {
+    batch: BH, M, N, K, transA: transX, transB: false, lda: transX ? M : K, ldb: N,
+    aOffset: 0, aBatchStride: xStride, bOffset: 0, bBatchStride: yStride, A: X, B: Y, out,
+  });
+}
+
+function attentionProducts(ctx: KernelContext, a: Record<string, unknown>): void {
+  const BH = (a.B as number) * (a.H as number), Tq = a.Tq as number, Tk = a.Tk as number, D = a.D as number;
+  const q = ctx.buf(a.q as BufRef);
+  const mask = a.keyMask ? ctx.buf(a.keyMask as BufRef) : q; // unread without a mask
+  const S = ctx.scratch(BH * Tq * Tk * 4);
+  scores(ctx, a, q, ctx.buf(a.k as BufRef), S);
+  const p = rowParams(ctx, a);
+  ctx.dispatch({ code: SOFTMAX_ROWS, buffers: [mask, S, ctx.buf(a.lse as BufRef)], params: p, groups: grid(BH * Tq) });
+  product(ctx, BH, Tq, D, Tk, S, false, Tq * Tk, ctx.buf(a.v as BufRef), Tk * D, ctx.buf(a.out as BufRef));
+}
+
+function attentionBackwardProducts(ctx: KernelContext, a: Record<string, unknown>, stats: GPUBuffer): void {
+  const BH = (a.B as number) * (a.H as number), Tq = a.Tq as number, Tk = a.Tk as number, D = a.D as number;
+  const q = ctx.buf(a.q as BufRef), k = ctx.buf(a.k as BufRef), v = ctx.buf(a.v as BufRef);
+  const gout = ctx.buf(a.gout as BufRef);
+  const mask = a.keyMask ? ctx.buf(a.keyMask as BufRef) : q;
+  const S = ctx.scratch(BH * Tq * Tk * 4);
+  const dP = ctx.scratch(BH * Tq * Tk * 4);
+  scores(ctx, a, q, k, S);
+  scores(ctx, a, gout, v, dP);
+  const n = BH * Tq * Tk;
+  ctx.dispatch({ code: SCORE_GRADS, buffers: [stats, mask, S, dP], params: rowParams(ctx, a), groups: groupsFor(n, 64) });
+  // gv = Pᵀ gout, gk = dSᵀ Q (P and dS stored Tq × Tk: transposed operands), gq = dS K.
+  product(ctx, BH, Tk, D, Tq, S, true, Tq * Tk, gout, Tq * D, ctx.buf(a.gv as BufRef));
+  product(ctx, BH, Tk, D, Tq, dP, true, Tq * Tk, q, Tq * D, ctx.buf(a.gk as BufRef));
+  product(ctx, BH, Tq, D, Tk, dP, false, Tq * Tk, k, Tk * D, ctx.buf(a.gq as BufRef));
+}
+
 const attention: KernelFn = (ctx, a) => {
   check('attention', a);
+  if (useProducts(ctx, a)) return attentionProducts(ctx, a);
   const q = ctx.buf(a.q as BufRef);
   const mask = a.keyMask ? ctx.buf(a.keyMask as BufRef) : q; // unread when there is no mask
   const p = ctx.params();
@@ -355,6 +515,7 @@ const attentionBackward: KernelFn = (ctx, a) => {
     params: ctx.params().u32(rows).u32(D),
     groups: groupsFor(rows, WG),
   });
+  if (useProducts(ctx, a)) return attentionBackwardProducts(ctx, a, stats);
   const tile = tileRows(D);
   const pq = ctx.params();
   const totalQ = attentionParams(pq, a, tile, Tq);

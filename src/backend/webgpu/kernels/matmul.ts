@@ -373,7 +373,7 @@ function chooseSplit(device: GPUDevice, M: number, N: number, K: number, tiles: 
 const ACT_CODE: Record<string, number> = { none: 0, relu: 1, gelu: 2 };
 
 /** One product as the shaders see it: `batch` products, each M x N over K, into out[(b*M + m)*N + n]. */
-interface Product {
+export interface Product {
   tiled: boolean;
   batch: number; M: number; N: number; K: number;
   transA: boolean; transB: boolean; lda: number; ldb: number;
@@ -410,6 +410,13 @@ function encode(ctx: KernelContext, q: Product): void {
     params: p,
     groups: [nTiles, gy, gz],
   });
+}
+
+/** A product between device buffers for other kernels (attention): the shader chosen as for
+ *  the matmul op; no split-K (these products are batched). Output starts at element 0. */
+export function encodeProduct(ctx: KernelContext, q: Omit<Product, 'tiled' | 'bias' | 'act' | 'accumulate'>): void {
+  if (q.batch === 0 || q.M === 0 || q.N === 0) return;
+  encode(ctx, { ...q, tiled: choosePath(ctx.device, q.M, q.N, q.K, undefined) === 'tiled', bias: null, act: 0, accumulate: false });
 }
 
 // ---- split-K reduction ----
