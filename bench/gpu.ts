@@ -1,11 +1,13 @@
 // GPU benchmark: attn's webgpu backend beside PyTorch CUDA, measured in the same run.
 //   node dist/bench/gpu.js [--quick] [--only matmul,train,toloss] [--to-loss 1.47]
-//     [--toloss-max-s 420] [--skip-torch] [--python PATH] [--json] [--out FILE]
+//     [--toloss-max-s 420] [--toloss-set key=value,...] [--skip-torch] [--python PATH] [--json] [--out FILE]
 // (a) matmul float32 4096³ TFLOP/s; (b) training tokens/s of the shakespeare-char preset's
 // model (6 layers, 6 heads, 384 wide, T 256, dropout 0.2) at batch 64; (c) with --to-loss (or
 // toloss in --only), wall time of `attn train --preset shakespeare-char --device webgpu`
 // until the validation loss reaches the goal. The PyTorch peer (bench/peers/torch_gpu.py)
-// measures (a) with TF32 off and on and (b) in eager mode. --quick shrinks every size (256³,
+// measures (a) with TF32 off and on and (b) in eager mode. --toloss-set overrides fields of the
+// preset for (c) only (e.g. max_iters=1500,lr_decay_iters=1500,eval_iters=100: a schedule that
+// ends where the preset's run starts to overfit); the report names them. --quick shrinks every size (256³,
 // a 2-layer model) so that the whole script can be checked on a software adapter. Tables go
 // to stdout, progress to stderr.
 import { spawnSync } from 'node:child_process';
@@ -283,7 +285,19 @@ interface ToLossResult {
   max_s: number;
 }
 
-async function benchToLoss(goal: number, maxS: number): Promise<ToLossResult> {
+/** --toloss-set key=value,...: numeric fields of TrainConfig for the to-loss run. */
+function toLossOverrides(spec: string): Partial<TrainConfig> {
+  const out: Record<string, number> = {};
+  for (const kv of spec.split(',').map((x) => x.trim()).filter(Boolean)) {
+    const [k, v] = kv.split('=');
+    const n = Number(v);
+    if (!k || v === undefined || !Number.isFinite(n)) throw new Error(`--toloss-set: expected key=number, got '${kv}'`);
+    out[k] = n;
+  }
+  return out as Partial<TrainConfig>;
+}
+
+async function benchToLoss(goal: number, maxS: number, overrides: Partial<TrainConfig>): Promise<ToLossResult> {
   // A private prepared copy of Tiny Shakespeare and a scratch out_dir: nothing of the user's is touched.
   const work = join(tmpdir(), `attn-bench-gpu-${process.pid}`);
   const dataset = join(work, 'shakespeare_char');
@@ -294,6 +308,7 @@ async function benchToLoss(goal: number, maxS: number): Promise<ToLossResult> {
     ...base, dataset, out_dir: join(work, 'out'), device: 'webgpu', batch_size: BATCH,
     // --quick: evaluate often and cheaply so the loop's plumbing shows in seconds.
     ...(quick ? { eval_interval: 5, eval_iters: 2, max_iters: 200, lr_decay_iters: 200, warmup_iters: 5 } : {}),
+    ...overrides,
   };
   const stop = new AbortController();
   const evals: ToLossResult['evals'] = [];
@@ -374,6 +389,7 @@ async function main(): Promise<void> {
   const goal = typeof toLossArg === 'string' ? Number(toLossArg) : quick ? 3.5 : TARGETS.toLoss;
   if (!(goal > 0)) throw new Error(`--to-loss: bad value '${String(toLossArg)}'`);
   const maxS = Number(opt('toloss-max-s', quick ? '120' : '420'));
+  const overrides = toLossOverrides(opt('toloss-set', ''));
   const python = opt('python', 'python3');
   const mach = machineInfo();
   const gpu = gpuName();
@@ -447,7 +463,7 @@ async function main(): Promise<void> {
 
   if (only.has('toloss')) {
     log(`shakespeare-char on webgpu until val loss ≤ ${goal} (at most ${maxS} s)…`);
-    toLoss = await attempt('attn to-loss', () => benchToLoss(goal, maxS));
+    toLoss = await attempt('attn to-loss', () => benchToLoss(goal, maxS, overrides));
   }
 
   // ---------------------------------------------------------------- report
@@ -512,6 +528,9 @@ async function main(): Promise<void> {
   if (toLoss) {
     p(`## time to val loss ≤ ${toLoss.goal} (shakespeare-char preset, --device webgpu, batch ${BATCH}${quick ? ', --quick model and evaluation' : ''})`);
     p();
+    if (Object.keys(overrides).length) p(`preset fields changed for this run: ${Object.entries(overrides).map(([k, v]) => `${k}=${String(v)}`).join(', ')}`);
+    p(`evaluations (step: val loss at wall s): ${toLoss.evals.map((e) => `${e.step}: ${e.val_loss.toFixed(4)} at ${e.wall_s.toFixed(0)}`).join('; ')}`);
+    p();
     p(toLoss.reached
       ? `reached val loss ${toLoss.val_loss.toFixed(4)} at step ${toLoss.step} after ${num(toLoss.wall_s)} s wall (${num(toLoss.train_s)} s from the first step; evaluations included)`
       : `not reached within ${toLoss.max_s} s: last evaluation step ${toLoss.step}, val loss ${num(toLoss.val_loss, 4)}, ${num(toLoss.wall_s)} s`);
@@ -542,6 +561,7 @@ async function main(): Promise<void> {
 
   writeJsonIfAsked(cli, 'bench/results/gpu.json', () => ({
     date: new Date().toISOString(), quick, machine: { ...mach, gpu }, adapter: ad,
+    toloss_overrides: overrides,
     attn: { backend: 'webgpu', matmul: attnMatmul, matmul_paths: matmulPaths, profile, train: attnTrain, toloss: toLoss, batch: BATCH, model: only.has('train') ? modelConfig(65) : null },
     torch, torch_missing: torchMissing, timing: { train: TRAIN_TIMING, matmul: MATMUL_TIMING }, errors, targets,
   }));
