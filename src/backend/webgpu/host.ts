@@ -34,7 +34,9 @@ export async function describeAdapter(adapter: GPUAdapter, backend: string, devi
 }
 
 /** Handles one message from the engine thread. */
-export function makeHost(device: GPUDevice, reply: SharedArrayBuffer): { executor: GpuExecutor; onMessage(msg: BatchMsg): void } {
+/** `log`: where ATTN_WEBGPU_TRACE lines go (a Node worker's console waits for the main thread,
+ *  which is blocked in reads, so the worker passes a synchronous write to stderr). */
+export function makeHost(device: GPUDevice, reply: SharedArrayBuffer, log: (line: string) => void = console.error): { executor: GpuExecutor; onMessage(msg: BatchMsg): void } {
   const executor = new GpuExecutor(device);
   const ctrl = new Int32Array(reply, 0, 4);
   const data = new Uint8Array(reply, REPLY_HEADER_BYTES, REPLY_DATA_BYTES);
@@ -46,17 +48,36 @@ export function makeHost(device: GPUDevice, reply: SharedArrayBuffer): { executo
     Atomics.notify(ctrl, 0);
   };
   let chain: Promise<void> = Promise.resolve();
+  // ATTN_WEBGPU_TRACE=1: one line per read on stderr, splitting the time since the last read
+  // into encoding here (this thread's CPU) and waiting for the GPU to finish.
+  const trace = !!(globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.ATTN_WEBGPU_TRACE;
+  const tr = { batches: 0, cmds: 0, dispatches: executor.dispatches, encodeMs: 0, since: performance.now() };
   const onMessage = (msg: BatchMsg): void => {
     // Batches run in arrival order; a read awaits the GPU before the next batch is encoded.
     chain = chain.then(async () => {
+      const t0 = trace ? performance.now() : 0;
       executor.run(msg.cmds);
       const last = msg.cmds[msg.cmds.length - 1];
       if (last?.op !== 'read') {
         executor.flush();
+        if (trace) {
+          tr.batches++;
+          tr.cmds += msg.cmds.length;
+          tr.encodeMs += performance.now() - t0;
+        }
         return;
       }
       try {
-        answer(STATUS_OK, await executor.readBack(last.id, last.byteOffset, last.byteLength));
+        const t1 = trace ? performance.now() : 0;
+        const bytes = await executor.readBack(last.id, last.byteOffset, last.byteLength);
+        if (trace) {
+          const t2 = performance.now();
+          const enc = tr.encodeMs + (t1 - t0);
+          log(`webgpu trace: ${tr.batches + 1} batches, ${tr.cmds + msg.cmds.length} commands, ${executor.dispatches - tr.dispatches} dispatches; ` +
+            `${(t2 - tr.since).toFixed(2)} ms since the last read: encoding ${enc.toFixed(2)} ms, waiting for the GPU ${(t2 - t1).toFixed(2)} ms`);
+          Object.assign(tr, { batches: 0, cmds: 0, dispatches: executor.dispatches, encodeMs: 0, since: t2 });
+        }
+        answer(STATUS_OK, bytes);
       } catch (e) {
         const range = e instanceof DeviceError && e.range;
         answer(range ? STATUS_RANGE_ERROR : STATUS_ERROR, new TextEncoder().encode(e instanceof Error ? e.message : String(e)));

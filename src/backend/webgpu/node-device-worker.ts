@@ -3,6 +3,7 @@
 // Mesa's OpenGL ES (llvmpipe) in compatibility mode, which needs EGL_PLATFORM=surfaceless
 // (set by the spawning thread, since a worker's process.env is not the C environment).
 /// <reference types="@webgpu/types" />
+import { writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { describeAdapter, deviceLimits, makeHost } from './host.js';
 import type { BatchMsg, ReadyMsg } from './protocol.js';
@@ -34,7 +35,7 @@ async function start(): Promise<void> {
     const features: GPUFeatureName[] = [];
     if (adapter.features.has('shader-f16')) features.push('shader-f16');
     const device = await adapter.requestDevice({ requiredLimits: deviceLimits(adapter), requiredFeatures: features });
-    const host = makeHost(device, data.reply);
+    const host = makeHost(device, data.reply, (line) => writeSync(2, line + '\n'));
     // A lost device fails the next read, so training stops there with its last checkpoint.
     void device.lost.then((info) => {
       if (info.reason !== 'destroyed') host.executor.fail(`device lost: ${info.message}`);
