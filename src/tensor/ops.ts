@@ -957,18 +957,15 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   const losses = like(logits, targets.shape);
   const lse = like(logits, [N]);
   be.crossEntropy(xc.storage, tc.storage, N, V, ignoreIndex, eps, losses.storage, lse.storage);
-  let count = N;
-  if (reduction === 'mean') {
-    count = 0;
-    const tv = tc.data();
-    for (let i = 0; i < N; i++) if (tv[i] !== ignoreIndex) count++;
-  }
+  // 'mean' divides by the number of targets not ignored, counted on the backend: reading the
+  // targets back would stall a GPU in the middle of every forward pass.
+  const count = reduction === 'mean' ? noGrad(() => maximum(to(sum(compare('ne', tc, ignoreIndex)), logits.dtype), 1)) : null;
   let result: Tensor;
   if (reduction === 'none') result = losses;
   else {
     result = noGrad(() => sum(losses));
-    if (reduction === 'mean') {
-      const r = noGrad(() => div(result, Math.max(count, 1)));
+    if (count) {
+      const r = noGrad(() => div(result, count));
       result.dispose();
       result = r;
     }
@@ -976,7 +973,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   }
   return record(result, 'crossEntropy', [logits], (g) => {
     // Per-row upstream scale: g itself ('none'), or the scalar g spread over rows.
-    const scale = reduction === 'none' ? contiguous(g) : contiguous(expand(reshape(reduction === 'mean' ? div(g, Math.max(count, 1)) : g, [1]), [N]));
+    const scale = reduction === 'none' ? contiguous(g) : contiguous(expand(reshape(count ? div(g, count) : g, [1]), [N]));
     const gx = like(logits);
     be.crossEntropyBackward(xc.storage, tc.storage, lse.storage, scale.storage, N, V, ignoreIndex, eps, gx.storage);
     return [gx];
