@@ -181,6 +181,9 @@ interface ProfileRow {
 }
 
 interface ProfileResult {
+  /** 'timestamps': GPU time per kernel from timestamp queries (ATTN_WEBGPU_PROFILE=1), each
+   *  kernel in a compute pass of its own; 'synced': wall time of each call synced alone. */
+  method: 'timestamps' | 'synced';
   steps: number;
   /** Sum of the timed kernels per step (each synced alone, so launch gaps are excluded). */
   kernel_ms_per_step: number;
@@ -230,6 +233,17 @@ function benchProfile(be: WebGPUBackend, steps: number): ProfileResult {
   try {
     step();
     step();
+    if (be.kernelTimes() !== null) {
+      const t0 = now();
+      for (let i = 0; i < steps; i++) step();
+      const wall = (now() - t0) / steps;
+      const times = be.kernelTimes() ?? [];
+      const total = times.reduce((a, r) => a + r.ms, 0);
+      const rows = times
+        .map((r) => ({ kernel: r.kernel, calls: r.calls / steps, ms_per_step: r.ms / steps, share: r.ms / total }))
+        .sort((x, y) => y.ms_per_step - x.ms_per_step);
+      return { method: 'timestamps', steps, kernel_ms_per_step: total / steps, synced_step_ms: wall, round_trip_ms: 0, rows };
+    }
     // The cost of a sync with nothing queued: subtracted from every timed call below.
     const rt0 = now();
     for (let i = 0; i < 50; i++) be.sync();
@@ -259,7 +273,7 @@ function benchProfile(be: WebGPUBackend, steps: number): ProfileResult {
     const rows = [...acc.entries()]
       .map(([kernel, e]) => ({ kernel, calls: e.calls / steps, ms_per_step: e.ms / steps, share: e.ms / total }))
       .sort((x, y) => y.ms_per_step - x.ms_per_step);
-    return { steps, kernel_ms_per_step: total / steps, synced_step_ms: wall, round_trip_ms: roundTrip, rows };
+    return { method: 'synced', steps, kernel_ms_per_step: total / steps, synced_step_ms: wall, round_trip_ms: roundTrip, rows };
   } finally {
     for (const [name, f] of originals) target[name] = f;
     model.dispose();
@@ -433,7 +447,7 @@ async function main(): Promise<void> {
 
   if (only.has('profile')) {
     log('profiling training steps kernel by kernel…');
-    profile = await attempt('attn profile', () => benchProfile(be, quick ? 1 : 3));
+    profile = await attempt('attn profile', () => benchProfile(be, quick ? 1 : 5));
   }
 
   // The peer runs after attn's parts and before --to-loss, with attn's device idle.
@@ -517,12 +531,21 @@ async function main(): Promise<void> {
   }
 
   if (profile) {
+    if (profile.method === 'timestamps') {
+      p(`## a training step kernel by kernel (GPU timestamps, a pass per kernel; ${profile.steps} steps)`);
+      p();
+      p(`sum of kernel times ${num(profile.kernel_ms_per_step)} ms per step; the same steps took ${num(profile.synced_step_ms)} ms each with a pass per kernel.`);
+      p();
+      p(table(['kernel', 'calls/step', 'ms/step', 'share'], profile.rows.slice(0, 40).map((r) => [r.kernel, num(r.calls), num(r.ms_per_step), `${(100 * r.share).toFixed(1)}%`])));
+      p();
+    } else {
     p(`## a training step kernel by kernel (each call synced alone; ${profile.steps} steps)`);
     p();
     p(`sum of kernel times ${num(profile.kernel_ms_per_step)} ms per step (each less one empty round trip, ${num(profile.round_trip_ms)} ms); synced step ${num(profile.synced_step_ms)} ms; unsynced step: see above.`);
     p();
     p(table(['kernel', 'calls/step', 'ms/step', 'share'], profile.rows.slice(0, 30).map((r) => [r.kernel, num(r.calls), num(r.ms_per_step), `${(100 * r.share).toFixed(1)}%`])));
     p();
+    }
   }
 
   if (toLoss) {

@@ -53,6 +53,8 @@ async function makeDevice(opts: HostOptions): Promise<{ adapter: GPUAdapter; dev
   if (!adapter) return 'navigator.gpu.requestAdapter() found no adapter';
   const features: GPUFeatureName[] = [];
   if (adapter.features.has('shader-f16')) features.push('shader-f16');
+  // For ATTN_WEBGPU_PROFILE's kernel timer.
+  if (adapter.features.has('timestamp-query')) features.push('timestamp-query');
   const device = await adapter.requestDevice({ requiredLimits: deviceLimits(adapter), requiredFeatures: features });
   return { adapter, device, mode };
 }

@@ -82,6 +82,70 @@ interface LayoutInfo {
 
 const BINDING_RE = /@binding\((\d+)\)\s*var<\s*(storage|uniform)\s*(?:,\s*(read_write|read))?\s*>/g;
 
+/** Per-kernel GPU time from timestamp queries (ATTN_WEBGPU_PROFILE=1 on an adapter with
+ *  'timestamp-query'): each dispatch then gets a compute pass of its own whose start and end
+ *  the GPU stamps, so kernels are timed without syncing the engine after each. */
+class KernelTimer {
+  private readonly querySet: GPUQuerySet;
+  private readonly resolve: GPUBuffer;
+  private labels: string[] = [];
+  private readonly pending: Promise<void>[] = [];
+  readonly totals = new Map<string, { calls: number; ns: number }>();
+
+  constructor(private readonly device: GPUDevice, readonly capacity: number) {
+    this.querySet = device.createQuerySet({ type: 'timestamp', count: 2 * capacity });
+    this.resolve = device.createBuffer({ size: 16 * capacity, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+  }
+
+  /** The timestampWrites of the next dispatch's pass. */
+  next(label: string): GPUComputePassTimestampWrites {
+    const k = this.labels.length;
+    this.labels.push(label);
+    return { querySet: this.querySet, beginningOfPassWriteIndex: 2 * k, endOfPassWriteIndex: 2 * k + 1 };
+  }
+
+  /** Encodes the copy-out of this submit's stamps; after the submit, call collect(). */
+  encodeResolve(enc: GPUCommandEncoder): (() => void) | null {
+    const n = this.labels.length;
+    if (n === 0) return null;
+    const labels = this.labels;
+    this.labels = [];
+    const staging = this.device.createBuffer({ size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    enc.resolveQuerySet(this.querySet, 0, 2 * n, this.resolve, 0);
+    enc.copyBufferToBuffer(this.resolve, 0, staging, 0, 16 * n);
+    return () => {
+      this.pending.push(staging.mapAsync(GPUMapMode.READ).then(() => {
+        const t = new BigUint64Array(staging.getMappedRange());
+        for (let k = 0; k < n; k++) {
+          const ns = Number(t[2 * k + 1]! - t[2 * k]!);
+          const e = this.totals.get(labels[k]!) ?? { calls: 0, ns: 0 };
+          e.calls++;
+          e.ns += ns > 0 && ns < 1e12 ? ns : 0;
+          this.totals.set(labels[k]!, e);
+        }
+        staging.unmap();
+        staging.destroy();
+      }, () => staging.destroy()));
+    };
+  }
+
+  /** Totals so far as JSON, after every submitted stamp was read; then starts over. */
+  async report(): Promise<string> {
+    await Promise.all(this.pending.splice(0));
+    const rows = [...this.totals.entries()].map(([kernel, e]) => ({ kernel, calls: e.calls, ms: e.ns / 1e6 }));
+    this.totals.clear();
+    return JSON.stringify(rows);
+  }
+}
+
+/** The name a kernel's GPU time is counted under: the op, and the sizes that set its cost. */
+function kernelLabel(name: string, a: Record<string, unknown>): string {
+  if (name === 'matmul') return `matmul ${a.batch as number}×${a.M as number}×${a.N as number}×${a.K as number}${a.transA ? ' Aᵀ' : ''}${a.transB ? ' Bᵀ' : ''}`;
+  if (name === 'attention' || name === 'attentionBackward') return `${name} ${a.B as number}×${a.H as number}×${a.Tq as number}×${a.Tk as number}×${a.D as number}`;
+  if (typeof a.op === 'string') return `${name} ${a.op}`;
+  return name;
+}
+
 export class GpuExecutor implements KernelContext {
   private readonly buffers = new Map<number, GPUBuffer>();
   private readonly pool: BufferPool;
@@ -97,10 +161,16 @@ export class GpuExecutor implements KernelContext {
   private readonly errors: string[] = [];
   readonly errorBuffer: GPUBuffer;
   private readonly errorStaging: GPUBuffer;
+  /** Set when kernels are timed (see KernelTimer). */
+  readonly timer: KernelTimer | null;
+  /** What the dispatches of the command being encoded are counted under. */
+  private label = '';
   /** Number of dispatches encoded so far (for tests and benchmarks). */
   dispatches = 0;
 
-  constructor(readonly device: GPUDevice) {
+  /** `profile`: time every kernel (the device must have 'timestamp-query'). */
+  constructor(readonly device: GPUDevice, profile = false) {
+    this.timer = profile && device.features.has('timestamp-query') ? new KernelTimer(device, ARENA_SLOTS) : null;
     this.pool = new BufferPool(device);
     this.arena = device.createBuffer({ size: ARENA_SLOTS * PARAM_SLOT_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     this.errorBuffer = device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
@@ -151,10 +221,20 @@ export class GpuExecutor implements KernelContext {
     const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.arena, offset: slot * PARAM_SLOT_BYTES, size: PARAM_SLOT_BYTES } }];
     d.buffers.forEach((buffer, i) => entries.push({ binding: i + 1, resource: { buffer } }));
     const group = this.device.createBindGroup({ layout: info.layout, entries });
-    const pass = this.computePass();
-    pass.setPipeline(info.pipeline);
-    pass.setBindGroup(0, group);
-    pass.dispatchWorkgroups(gx, gy, gz);
+    if (this.timer) {
+      // A pass per dispatch, stamped at its start and end (the timer holds ARENA_SLOTS
+      // dispatches, like the arena, so the flush above also empties it).
+      const pass = this.enc().beginComputePass({ timestampWrites: this.timer.next(this.label) });
+      pass.setPipeline(info.pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(gx, gy, gz);
+      pass.end();
+    } else {
+      const pass = this.computePass();
+      pass.setPipeline(info.pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(gx, gy, gz);
+    }
     this.dispatches++;
   }
 
@@ -168,7 +248,10 @@ export class GpuExecutor implements KernelContext {
       return;
     }
     const n = buffer.size / 16;
+    const label = this.label;
+    this.label = 'zero-fill (alloc)';
     this.dispatch({ code: ZERO, buffers: [buffer], params: new ParamWriter().u32(n), groups: groupsFor(n, 128) });
+    this.label = label;
   }
 
   // ---- commands ----
@@ -209,6 +292,7 @@ export class GpuExecutor implements KernelContext {
       case 'kernel': {
         const k = KERNELS[cmd.name];
         if (!k) throw new Error(`webgpu: no kernel named '${cmd.name}' (engine and device code out of step?)`);
+        if (this.timer) this.label = kernelLabel(cmd.name, cmd.args);
         k(this, cmd.args);
         return;
       }
@@ -221,8 +305,10 @@ export class GpuExecutor implements KernelContext {
   flush(): void {
     if (!this.encoder) return;
     this.endPass();
+    const collect = this.timer?.encodeResolve(this.encoder) ?? null;
     if (this.arenaUsed > 0) this.device.queue.writeBuffer(this.arena, 0, this.arenaData, 0, this.arenaUsed * PARAM_SLOT_BYTES);
     this.device.queue.submit([this.encoder.finish()]);
+    collect?.();
     this.encoder = null;
     this.arenaUsed = 0;
     for (const b of this.scratchList) this.pool.put(b);

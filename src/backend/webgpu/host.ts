@@ -3,7 +3,7 @@
 // device for an engine running in a Web Worker.
 /// <reference types="@webgpu/types" />
 import { GpuExecutor, DeviceError } from './executor.js';
-import { REPLY_DATA_BYTES, REPLY_HEADER_BYTES, STATE_DONE, STATUS_ERROR, STATUS_OK, STATUS_RANGE_ERROR, type AdapterDescription, type BatchMsg } from './protocol.js';
+import { KERNEL_TIMES_ID, REPLY_DATA_BYTES, REPLY_HEADER_BYTES, STATE_DONE, STATUS_ERROR, STATUS_OK, STATUS_RANGE_ERROR, type AdapterDescription, type BatchMsg } from './protocol.js';
 
 /** Picks the limits worth raising above WebGPU's defaults from what the adapter offers. */
 export function deviceLimits(adapter: GPUAdapter): Record<string, number> {
@@ -37,7 +37,9 @@ export async function describeAdapter(adapter: GPUAdapter, backend: string, devi
 /** `log`: where ATTN_WEBGPU_TRACE lines go (a Node worker's console waits for the main thread,
  *  which is blocked in reads, so the worker passes a synchronous write to stderr). */
 export function makeHost(device: GPUDevice, reply: SharedArrayBuffer, log: (line: string) => void = console.error): { executor: GpuExecutor; onMessage(msg: BatchMsg): void } {
-  const executor = new GpuExecutor(device);
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
+  // ATTN_WEBGPU_PROFILE=1: GPU time per kernel from timestamp queries (WebGPUBackend.kernelTimes).
+  const executor = new GpuExecutor(device, !!env?.ATTN_WEBGPU_PROFILE);
   const ctrl = new Int32Array(reply, 0, 4);
   const data = new Uint8Array(reply, REPLY_HEADER_BYTES, REPLY_DATA_BYTES);
   const answer = (status: number, bytes: Uint8Array): void => {
@@ -50,7 +52,7 @@ export function makeHost(device: GPUDevice, reply: SharedArrayBuffer, log: (line
   let chain: Promise<void> = Promise.resolve();
   // ATTN_WEBGPU_TRACE=1: one line per read on stderr, splitting the time since the last read
   // into encoding here (this thread's CPU) and waiting for the GPU to finish.
-  const trace = !!(globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.ATTN_WEBGPU_TRACE;
+  const trace = !!env?.ATTN_WEBGPU_TRACE;
   const tr = { batches: 0, cmds: 0, dispatches: executor.dispatches, encodeMs: 0, since: performance.now() };
   const onMessage = (msg: BatchMsg): void => {
     // Batches run in arrival order; a read awaits the GPU before the next batch is encoded.
@@ -69,7 +71,10 @@ export function makeHost(device: GPUDevice, reply: SharedArrayBuffer, log: (line
       }
       try {
         const t1 = trace ? performance.now() : 0;
-        const bytes = await executor.readBack(last.id, last.byteOffset, last.byteLength);
+        if (last.id === KERNEL_TIMES_ID) executor.flush();
+        const bytes = last.id === KERNEL_TIMES_ID
+          ? new TextEncoder().encode(executor.timer ? await executor.timer.report() : 'null')
+          : await executor.readBack(last.id, last.byteOffset, last.byteLength);
         if (trace) {
           const t2 = performance.now();
           const enc = tr.encodeMs + (t1 - t0);

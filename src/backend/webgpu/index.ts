@@ -9,7 +9,7 @@ import { checkSparsity } from '../backend.js';
 import { bytesPerElement, newArray, type DType, type TypedArray } from '../../tensor/dtype.js';
 import { contiguousStrides, numel } from '../../tensor/shape.js';
 import type { DeviceChannel } from './channel.js';
-import { REPLY_DATA_BYTES, type AdapterDescription, type BufRef, type Cmd } from './protocol.js';
+import { KERNEL_TIMES_ID, REPLY_DATA_BYTES, type AdapterDescription, type BufRef, type Cmd } from './protocol.js';
 
 export class GpuStorage implements Storage {
   refs = 0;
@@ -88,6 +88,14 @@ export class WebGPUBackend implements Backend {
       if (byteLength === 0) break;
     }
     return out;
+  }
+
+  /** GPU milliseconds per kernel since the last call (timestamp queries), or null unless the
+   *  device thread runs with ATTN_WEBGPU_PROFILE=1 on an adapter with 'timestamp-query'. */
+  kernelTimes(): { kernel: string; calls: number; ms: number }[] | null {
+    this.queue.push({ op: 'read', id: KERNEL_TIMES_ID, byteOffset: 0, byteLength: 0 });
+    this.flush();
+    return JSON.parse(new TextDecoder().decode(this.channel.waitReply())) as { kernel: string; calls: number; ms: number }[] | null;
   }
 
   /** Waits until the device has finished everything sent so far, and reports device errors. */

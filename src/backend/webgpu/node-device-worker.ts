@@ -34,6 +34,10 @@ async function start(): Promise<void> {
     if (!adapter) continue;
     const features: GPUFeatureName[] = [];
     if (adapter.features.has('shader-f16')) features.push('shader-f16');
+  // For ATTN_WEBGPU_PROFILE's kernel timer.
+  if (adapter.features.has('timestamp-query')) features.push('timestamp-query');
+    // For ATTN_WEBGPU_PROFILE's kernel timer.
+    if (adapter.features.has('timestamp-query')) features.push('timestamp-query');
     const device = await adapter.requestDevice({ requiredLimits: deviceLimits(adapter), requiredFeatures: features });
     const host = makeHost(device, data.reply, (line) => writeSync(2, line + '\n'));
     // A lost device fails the next read, so training stops there with its last checkpoint.

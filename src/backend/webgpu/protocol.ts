@@ -25,6 +25,10 @@ export interface BatchMsg {
   cmds: Cmd[];
 }
 
+/** A read of this buffer id answers with the kernel timer's totals as JSON (see
+ *  GpuExecutor's KernelTimer): [{ kernel, calls, ms }], or null when kernels are not timed. */
+export const KERNEL_TIMES_ID = -1;
+
 /** Shared reply area: Int32 header [state, status, byteLength, 0] then data bytes. */
 export const REPLY_HEADER_BYTES = 16;
 /** Largest single read-back; longer reads are split into chunks of this size. */
