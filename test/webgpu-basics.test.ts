@@ -57,3 +57,27 @@ test('dropout masks: drawn on the device, the same bits on ref, cpu and webgpu, 
   const b = A.dropout(A.ones([1000]), 0.5, true, g).data();
   assert.notDeepEqual(Array.from(a), Array.from(b));
 });
+
+test('webgpu: copies by rows of vec4 (permuted heads, slices, concat, int32) match ref', async (t) => {
+  const be = await webgpu();
+  if (typeof be === 'string') return t.skip(be);
+  const ref = new A.RefBackend();
+  const g = new A.Generator(7);
+  const data = Float32Array.from({ length: 2 * 5 * 3 * 8 }, () => g.random() * 2 - 1);
+  const cases: [string, (x: A.Tensor) => A.Tensor][] = [
+    // (B, T, H, D) -> (B, H, T, D): last dim contiguous in runs of 8 on both sides
+    ['permute heads', (x) => A.contiguous(A.permute(x, [0, 2, 1, 3]))],
+    // runs of 4 from an offset that is a multiple of 4
+    ['slice of the last dim', (x) => A.contiguous(A.slice(x, 3, 4, 8))],
+    // runs of 2: the element-wise path
+    ['odd runs', (x) => A.contiguous(A.slice(x, 3, 2, 4))],
+    ['concat on dim 1', (x) => A.concat([x, A.slice(x, 1, 1, 3)], 1)],
+    ['int32 permute', (x) => A.contiguous(A.permute(x.mul(100).to('int32'), [2, 0, 1, 3]))],
+    ['whole tensor', (x) => A.contiguous(x)],
+  ];
+  for (const [name, f] of cases) {
+    const want = f(A.tensor(data, { backend: ref, shape: [2, 5, 3, 8] })).data();
+    const got = f(A.tensor(data, { backend: be, shape: [2, 5, 3, 8] })).data();
+    assert.deepEqual(Array.from(got), Array.from(want), name);
+  }
+});

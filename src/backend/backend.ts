@@ -154,8 +154,10 @@ export interface Backend {
   supports(dtype: DType): boolean;
 
   // ---- memory ----
-  /** A zero-filled storage of `size` elements. */
-  alloc(dtype: DType, size: number): Storage;
+  /** A zero-filled storage of `size` elements; with `uninitialized`, contents unspecified
+   *  (the caller writes every element before anything reads it), which spares a GPU backend
+   *  the zero-fill of a reused buffer. CPU backends may zero anyway. */
+  alloc(dtype: DType, size: number, uninitialized?: boolean): Storage;
   upload(data: ArrayLike<number>, dtype: DType): Storage;
   /** A fresh contiguous copy of the elements described by layout (all of s when omitted). */
   read(s: Storage, layout?: Layout): TypedArray;

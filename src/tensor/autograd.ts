@@ -123,7 +123,7 @@ function isReferenced(g: Tensor, grads: Map<Tensor, Tensor>): boolean {
 }
 
 function copyOf(t: Tensor): Tensor {
-  const s = t.backend.alloc(t.dtype, t.size);
+  const s = t.backend.alloc(t.dtype, t.size, true); // the copy writes every element
   t.backend.copy(t.storage, t.layout, s);
   return new Tensor(s, t.shape);
 }

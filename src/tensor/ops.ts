@@ -41,7 +41,13 @@ export function empty(shape: Shape, opts: CreateOptions = {}): Tensor {
   return new Tensor(b.alloc(dtype, numel(shape)), shape, undefined, 0, opts.requiresGrad ?? false);
 }
 
+/** An output for a kernel that writes every element: allocated uninitialized (no zero-fill). */
 function like(t: Tensor, shape: Shape = t.shape, dtype: DType = t.dtype): Tensor {
+  return new Tensor(t.backend.alloc(dtype, numel(shape), true), shape);
+}
+
+/** A zero-filled output, for kernels that add into it or write only part of it. */
+function zeroedLike(t: Tensor, shape: Shape = t.shape, dtype: DType = t.dtype): Tensor {
   return new Tensor(t.backend.alloc(dtype, numel(shape)), shape);
 }
 
@@ -97,7 +103,7 @@ export function ones(shape: Shape, opts: CreateOptions = {}): Tensor {
 }
 
 export function zerosLike(t: Tensor): Tensor {
-  return like(t);
+  return zeroedLike(t);
 }
 
 /** Like torch.arange: [start, end) in steps; int32 unless a dtype is given. */
@@ -219,7 +225,7 @@ export function slice(x: Tensor, dim: number, start: number, end?: number, step 
   const inShape = x.shape;
   return record(out, 'slice', [x], (g) => {
     // Scatter g back into a zero tensor of the input's shape.
-    const gx = like(g, inShape);
+    const gx = zeroedLike(g, inShape);
     const target = slice(gx, d, s, e, step);
     g.backend.copyInto(g.storage, g.layout, gx.storage, target.layout);
     target.dispose();
@@ -820,7 +826,7 @@ export function embedding(weight: Tensor, ids: Tensor): Tensor {
   be.embedding(wc.storage, V, C, idc.storage, ids.size, out.storage);
   return record(out, 'embedding', [weight], (g) => {
     const gc = contiguous(g);
-    const gw = like(weight);
+    const gw = zeroedLike(weight);
     be.embeddingBackward(gc.storage, idc.storage, ids.size, V, C, gw.storage);
     return [gw];
   });
@@ -844,7 +850,7 @@ export function gather(x: Tensor, dim: number, index: Tensor): Tensor {
   be.gather(xc.storage, outer, n, inner, ic.storage, k, out.storage);
   return record(out, 'gather', [x], (g) => {
     const gc = contiguous(g);
-    const gx = like(x);
+    const gx = zeroedLike(x);
     be.scatterAdd(gc.storage, outer, n, inner, ic.storage, k, gx.storage);
     return [gx];
   });
@@ -988,7 +994,7 @@ export function dropout(x: Tensor, p: number, training = true, generator: Genera
   // generator advances by two draws per call, whatever the size (resumable, and no upload).
   const seed0 = generator.nextUint32();
   const seed1 = generator.nextUint32();
-  const storage = x.backend.alloc(x.dtype, x.size);
+  const storage = x.backend.alloc(x.dtype, x.size, true); // the mask kernel writes every element
   x.backend.dropoutMask(storage, x.size, p, 1 / (1 - p), seed0, seed1);
   const mask = new Tensor(storage, x.shape);
   return mul(x, mask);

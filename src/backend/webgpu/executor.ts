@@ -7,10 +7,14 @@ import { KERNELS } from './kernels/index.js';
 import type { KernelContext, Params, Dispatch } from './kernels/common.js';
 import { ParamWriter, PARAM_SLOT_BYTES, PRELUDE, groupsFor, storage, threadEntry } from './kernels/common.js';
 
-/** Zeroes a reused buffer, 4 words per thread. A dispatch rather than clearBuffer, so that it
+/** Bits written into uninitialized allocations under ATTN_WEBGPU_POISON=1: a float32 NaN
+ *  (2143289344 as int32), so a kernel that reads an output before writing it shows in tests. */
+const POISON_WORD = 0x7fc00000;
+
+/** Fills a buffer with one 32-bit word (zeroes a reused one), 4 words per thread. A dispatch rather than clearBuffer, so that it
  *  stays inside the open compute pass (a clear would end it). */
 const ZERO = PRELUDE + storage('vec4<u32>', [], ['out']) + threadEntry(128, 'i', 'pu(0u)') + /* wgsl */ `
-  out[i] = vec4<u32>(0u);
+  out[i] = vec4<u32>(pu(1u));
 }
 `;
 
@@ -168,8 +172,9 @@ export class GpuExecutor implements KernelContext {
   /** Number of dispatches encoded so far (for tests and benchmarks). */
   dispatches = 0;
 
-  /** `profile`: time every kernel (the device must have 'timestamp-query'). */
-  constructor(readonly device: GPUDevice, profile = false) {
+  /** `profile`: time every kernel (the device must have 'timestamp-query'); `poison`: fill
+   *  uninitialized allocations with NaN bits instead of leaving them as they are (tests). */
+  constructor(readonly device: GPUDevice, profile = false, private readonly poison = false) {
     this.timer = profile && device.features.has('timestamp-query') ? new KernelTimer(device, ARENA_SLOTS) : null;
     this.pool = new BufferPool(device);
     this.arena = device.createBuffer({ size: ARENA_SLOTS * PARAM_SLOT_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
@@ -242,15 +247,16 @@ export class GpuExecutor implements KernelContext {
     return new ParamWriter();
   }
 
-  private zero(buffer: GPUBuffer): void {
-    if (buffer.size % 16 !== 0) {
+  /** Fills a buffer with `word` (0: zeroes it). */
+  private zero(buffer: GPUBuffer, word = 0): void {
+    if (buffer.size % 16 !== 0 && word === 0) {
       this.enc().clearBuffer(buffer);
       return;
     }
     const n = buffer.size / 16;
     const label = this.label;
     this.label = 'zero-fill (alloc)';
-    this.dispatch({ code: ZERO, buffers: [buffer], params: new ParamWriter().u32(n), groups: groupsFor(n, 128) });
+    this.dispatch({ code: ZERO, buffers: [buffer], params: new ParamWriter().u32(n).u32(word), groups: groupsFor(n, 128) });
     this.label = label;
   }
 
@@ -271,7 +277,9 @@ export class GpuExecutor implements KernelContext {
     switch (cmd.op) {
       case 'alloc': {
         const { buffer, reused } = this.pool.get(cmd.bytes);
-        if (reused) this.zero(buffer);
+        if (cmd.uninitialized) {
+          if (this.poison) this.zero(buffer, POISON_WORD);
+        } else if (reused) this.zero(buffer);
         this.buffers.set(cmd.id, buffer);
         return;
       }

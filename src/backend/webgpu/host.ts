@@ -39,7 +39,8 @@ export async function describeAdapter(adapter: GPUAdapter, backend: string, devi
 export function makeHost(device: GPUDevice, reply: SharedArrayBuffer, log: (line: string) => void = console.error): { executor: GpuExecutor; onMessage(msg: BatchMsg): void } {
   const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
   // ATTN_WEBGPU_PROFILE=1: GPU time per kernel from timestamp queries (WebGPUBackend.kernelTimes).
-  const executor = new GpuExecutor(device, !!env?.ATTN_WEBGPU_PROFILE);
+  // ATTN_WEBGPU_POISON=1: uninitialized allocations hold NaN bits (see GpuExecutor).
+  const executor = new GpuExecutor(device, !!env?.ATTN_WEBGPU_PROFILE, !!env?.ATTN_WEBGPU_POISON);
   const ctrl = new Int32Array(reply, 0, 4);
   const data = new Uint8Array(reply, REPLY_HEADER_BYTES, REPLY_DATA_BYTES);
   const answer = (status: number, bytes: Uint8Array): void => {

@@ -105,11 +105,11 @@ export class WebGPUBackend implements Backend {
 
   // ---- memory ----
 
-  alloc(dtype: DType, size: number): Storage {
+  alloc(dtype: DType, size: number, uninitialized = false): Storage {
     if (!this.supports(dtype)) throw new TypeError(`webgpu backend: dtype ${dtype} is not supported (float32 and int32 are)`);
     if (!Number.isInteger(size) || size < 0) throw new RangeError(`webgpu backend: bad storage size ${size}`);
     const s = new GpuStorage(this, dtype, size, this.nextId++);
-    this.push({ op: 'alloc', id: s.id, bytes: size * bytesPerElement(dtype) });
+    this.push(uninitialized ? { op: 'alloc', id: s.id, bytes: size * bytesPerElement(dtype), uninitialized } : { op: 'alloc', id: s.id, bytes: size * bytesPerElement(dtype) });
     this.live++;
     return s;
   }

@@ -11,8 +11,8 @@ export interface BufRef {
 }
 
 export type Cmd =
-  /** A zero-filled buffer of `bytes` bytes. */
-  | { op: 'alloc'; id: number; bytes: number }
+  /** A zero-filled buffer of `bytes` bytes (uninitialized: contents unspecified). */
+  | { op: 'alloc'; id: number; bytes: number; uninitialized?: boolean }
   | { op: 'free'; id: number }
   | { op: 'write'; id: number; byteOffset: number; data: ArrayBuffer }
   /** A kernel by name; args are the Backend method's arguments with storages as BufRefs. */

@@ -107,13 +107,48 @@ const COPY = PRELUDE + STRIDED + DTYPE + storage('u32', ['x'], ['out']) + thread
 }
 `;
 
+// Rows of vec4: when both layouts walk their last dim contiguously in runs of a multiple of 4
+// and every other stride and both offsets are multiples of 4 (a permute of (B, T, H, D) heads,
+// say), a thread moves 16 bytes and only each row's start needs the strided index.
+// params: outer layouts as writeLayouts writes them, then at 28: L4 (vec4s per row).
+const COPY_ROWS = PRELUDE + STRIDED + storage('vec4<u32>', ['x'], ['out']) + threadEntry(WG, 'i', 'pu(0u) * pu(28u)') + /* wgsl */ `
+  let L4 = pu(28u);
+  let row = i / L4;
+  let c = i % L4;
+  let src = strided_index(row, 2u, pu(1u), 10u, pi(18u)) / 4u + c;
+  let dst = strided_index(row, 2u, pu(1u), 19u, pi(27u)) / 4u + c;
+  out[dst] = x[src];
+}
+`;
+
+/** Encodes the copy as COPY_ROWS when the layouts allow it (see there); false otherwise. */
+function copyRows(ctx: KernelContext, x: BufRef, xl: Layout, out: BufRef, ol: { strides: readonly number[]; offset: number }): boolean {
+  if (x.dtype !== out.dtype) return false;
+  const c = collapse(xl.shape, [xl.strides, ol.strides]);
+  const r = c.shape.length;
+  if (r === 0) return false;
+  const L = c.shape[r - 1]!;
+  const [sx, so] = c.strides as [number[], number[]];
+  if (L % 4 !== 0 || sx[r - 1] !== 1 || so[r - 1] !== 1 || xl.offset % 4 !== 0 || ol.offset % 4 !== 0) return false;
+  for (let d = 0; d < r - 1; d++) if (sx[d]! % 4 !== 0 || so[d]! % 4 !== 0) return false;
+  const rows = numelOf(c.shape) / L;
+  const p = ctx.params();
+  writeLayouts(p, c.shape.slice(0, -1), [{ strides: sx.slice(0, -1), offset: xl.offset }, { strides: so.slice(0, -1), offset: ol.offset }]);
+  p.u32(L / 4);
+  ctx.dispatch({ code: COPY_ROWS, buffers: [inputBuf(ctx, x, out), ctx.buf(out)], params: p, groups: groupsFor(rows * (L / 4), WG) });
+  return true;
+}
+
 const copy: KernelFn = (ctx, a) => {
   const x = a.x as BufRef;
   const xl = a.xl as Layout;
   const out = a.out as BufRef;
   const outLayout = a.outLayout as Layout | undefined;
+  const ol = outLayout ?? { strides: contiguousStrides(xl.shape), offset: 0 };
+  if (numelOf(xl.shape) === 0) return;
+  if (copyRows(ctx, x, xl, out, ol)) return;
   const p = ctx.params();
-  writeLayouts(p, xl.shape, [xl, outLayout ?? { strides: contiguousStrides(xl.shape), offset: 0 }]);
+  writeLayouts(p, xl.shape, [xl, ol]);
   p.u32(dtypeCode(x)).u32(dtypeCode(out));
   const n = numelOf(xl.shape);
   ctx.dispatch({ code: COPY, buffers: [inputBuf(ctx, x, out), ctx.buf(out)], params: p, groups: groupsFor(n, WG) });
