@@ -72,6 +72,8 @@ test('webgpu: embedding, gather, crossEntropy through the tensor API', async (t)
     compare(be, `gather ${n}`, [{ shape: [4, n] }, { shape: [4, 2], kind: { ints: n } }], (x, i) => A.gather(x, 1, i));
     compare(be, `crossEntropy ${n}`, [{ shape: [6, n] }, { shape: [6], kind: { ints: n } }], (x, tg) => A.crossEntropy(x, tg, { labelSmoothing: 0.1 }), { rtol: 1e-4, atol: 1e-5 });
   }
+  // 1,600 ids: the backward splits them into chunks summed by a second kernel
+  compare(be, 'embedding, many ids', [{ shape: [50, 16] }, { shape: [8, 200], kind: { ints: 50 } }], (w, ids) => A.embedding(w, ids), { rtol: 1e-4, atol: 1e-5 });
   compare(be, 'crossEntropy ignore', [{ shape: [3, 1000] }], (x) => A.crossEntropy(x, A.tensor([5, -100, 999], { backend: x.backend, dtype: 'int32' })), { rtol: 1e-4, atol: 1e-5 });
 });
 

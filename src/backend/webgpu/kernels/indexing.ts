@@ -54,29 +54,56 @@ const EMBEDDING = PRELUDE + storage('u32', ['weight', 'ids:i32'], ['out']) + err
 }
 `;
 
-// Thread t = (vocabulary block blk, column c) owns gw[blk's rows, c]: it scans all n ids and
-// adds the gy rows whose id falls in its block. params: n, C, V, rowsPerBlock, blocks, op
+// Thread t = (id chunk s, vocabulary block blk, column c) owns out[s][blk's rows, c]: it scans
+// the ids of chunk s and adds the gy rows whose id falls in its block. With one chunk out is
+// gw itself; with S > 1 each chunk adds into its own zeroed slice of a scratch buffer and
+// EMBEDDING_SUM adds the slices into gw (more threads, each scanning n / S ids).
+// params: n, C, V, rowsPerBlock, blocks, op, chunk (ids per chunk), S
 const EMBEDDING_BACKWARD = PRELUDE + storage('f32', ['gy', 'ids:i32'], ['gw']) + errorBinding(4) + entry(WG) + /* wgsl */ `
   let t = linear_id(wid, nwg, li, ${WG}u);
   let n = pu(0u);
   let C = pu(1u);
   let V = pu(2u);
-  if (t >= C * pu(4u)) { return; }
-  let blk = t / C;
-  let c = t - blk * C;
+  let per = C * pu(4u);
+  if (t >= per * pu(7u)) { return; }
+  let s = t / per;
+  let u = t - s * per;
+  let blk = u / C;
+  let c = u - blk * C;
   let lo = blk * pu(3u);
   let hi = min(V, lo + pu(3u));
-  for (var i = 0u; i < n; i++) {
+  let base = s * V * C;
+  let i1 = min(n, (s + 1u) * pu(6u));
+  for (var i = s * pu(6u); i < i1; i++) {
     let id = ids[i];
     if (id < 0 || u32(id) >= V) {
-      if (t == 0u) { report(1u, id, V, pu(5u)); }
+      if (u == 0u) { report(1u, id, V, pu(5u)); }
       continue;
     }
     let r = u32(id);
-    if (r >= lo && r < hi) { gw[r * C + c] += gy[i * C + c]; }
+    if (r >= lo && r < hi) { gw[base + r * C + c] += gy[i * C + c]; }
   }
 }
 `;
+
+// gw[e] += Σ_s part[s * VC + e]. params: VC, S
+const EMBEDDING_SUM = PRELUDE + storage('f32', ['part'], ['gw']) + entry(WG) + /* wgsl */ `
+  let e = linear_id(wid, nwg, li, ${WG}u);
+  let VC = pu(0u);
+  if (e >= VC) { return; }
+  var acc = gw[e];
+  for (var s = 0u; s < pu(1u); s++) { acc += part[s * VC + e]; }
+  gw[e] = acc;
+}
+`;
+
+/** Id chunks for embeddingBackward: enough threads to fill a GPU when the vocabulary is small,
+ *  within a 64 MiB scratch buffer and at least 256 ids a chunk. */
+function embeddingChunks(n: number, V: number, C: number, threads: number): number {
+  let S = 1;
+  while (S < 64 && threads * S * 2 <= 1 << 18 && n / (S * 2) >= 256 && S * 2 * V * C * 4 <= 64 << 20) S *= 2;
+  return S;
+}
 
 const embedding: KernelFn = (ctx, a) => {
   const n = a.n as number;
@@ -100,13 +127,20 @@ const embeddingBackward: KernelFn = (ctx, a) => {
   let blocks = Math.max(1, Math.min(V, 64, Math.ceil(8192 / C)));
   const rowsPerBlock = Math.max(1, Math.ceil(V / blocks));
   blocks = Math.max(1, Math.ceil(V / rowsPerBlock));
-  const p = ctx.params().u32(n).u32(C).u32(V).u32(rowsPerBlock).u32(blocks).u32(opId('embeddingBackward'));
+  const S = embeddingChunks(n, V, C, C * blocks);
+  const chunk = Math.ceil(n / S);
+  const gw = ctx.buf(a.gw as BufRef);
+  const out = S > 1 ? ctx.scratch(S * V * C * 4) : gw;
+  const p = ctx.params().u32(n).u32(C).u32(V).u32(rowsPerBlock).u32(blocks).u32(opId('embeddingBackward')).u32(chunk).u32(S);
   ctx.dispatch({
     code: EMBEDDING_BACKWARD,
-    buffers: [ctx.buf(a.gy as BufRef), ctx.buf(a.ids as BufRef), ctx.buf(a.gw as BufRef), ctx.errorBuffer],
+    buffers: [ctx.buf(a.gy as BufRef), ctx.buf(a.ids as BufRef), out, ctx.errorBuffer],
     params: p,
-    groups: groupsFor(C * blocks, WG),
+    groups: groupsFor(C * blocks * S, WG),
   });
+  if (S > 1) {
+    ctx.dispatch({ code: EMBEDDING_SUM, buffers: [out, gw], params: ctx.params().u32(V * C).u32(S), groups: groupsFor(V * C, WG) });
+  }
 };
 
 // ---------------------------------------------------------------- gather / scatterAdd
