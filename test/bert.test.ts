@@ -83,6 +83,27 @@ test('BertModel shapes, padding mask, heads', () => {
   assert.throws(() => new BertModel({ ...TINY, d_model: 9 }), /divisible/);
 });
 
+test("pooling 'mean': the classifier reads the mean of the non-padding positions", () => {
+  const m = new BertModel({ ...TINY, pooling: 'mean' }, { backend: ref, dtype: 'float64', seed: 2 }).eval();
+  const x = ids([[1, 5, 6, 7, 2], [1, 8, 2]]);
+  const { hidden } = m.forward(x);
+  const h = hidden.data();
+  const C = 8;
+  // By hand: row 0 averages its 5 positions, row 1 its first 3 (2 are padding).
+  const mean = new Float64Array(2 * C);
+  for (const [b, n] of [[0, 5], [1, 3]] as const) {
+    for (let t = 0; t < n; t++) for (let c = 0; c < C; c++) mean[b * C + c]! += h[(b * 5 + t) * C + c]! / n;
+  }
+  const head = m.cls_head!;
+  const want = noGrad(() => head.out.forward(head.dense.forward(tensor(mean, { backend: ref, dtype: 'float64', shape: [2, C] })).tanh())).data();
+  assertClose(m.classify(x).data(), want, 1e-12, 1e-12, 'mean-pooled logits');
+  // Padding does not change a row's logits.
+  assertClose(m.classify(ids([[1, 8, 2]])).data(), m.classify(x).data().slice(2), 1e-12, 1e-12, 'padding invariance');
+  const y = tensor(Int32Array.from([1, 0]), { backend: ref, dtype: 'int32', shape: [2] });
+  gradcheck('mean-pooled loss', () => m.classifyLoss(x, y).loss, [head.dense.weight, m.embed.weight], { rtol: 1e-4, atol: 1e-6 });
+  assert.throws(() => new BertModel({ ...TINY, pooling: 'max' as never }), /pooling must be 'cls' or 'mean'/);
+});
+
 test('gradcheck (float64, ref): classification loss through the whole model', () => {
   const m = new BertModel({ ...TINY, vocab_size: 7, max_len: 6 }, { backend: ref, dtype: 'float64', seed: 3 }).eval();
   const x = ids([[1, 4, 5, 2], [1, 6, 2]]);

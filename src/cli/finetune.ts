@@ -24,6 +24,7 @@ architecture and tokenizer).
   --test_file F          the TSV scored at the end (default data/sst2/test.tsv; 'none' to skip)
   --FIELD VALUE          any config field: n_layer (2), n_head (4), d_model (128), d_ff (512),
                          max_len (64), vocab_size (4000), dropout (0.1), positions learned|sinusoidal,
+                         pooling cls|mean (what the classifier reads: [CLS] or the mean of the tokens),
                          batch_size (128), max_iters (1000), epochs (0: use max_iters), learning_rate
                          (1e-3), warmup_iters (100), lr_decay linear|cosine, weight_decay (0.01),
                          eval_interval (200), eval_max (0: all dev), seed, train_file, dev_file,

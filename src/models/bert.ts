@@ -2,7 +2,10 @@
 // pre-norm and GELU by default) over token embeddings (× √d_model) + learned or sinusoidal
 // positions, an embedding LayerNorm and dropout, with [CLS] at position 0. Two heads:
 //   MLMHead: dense → GELU → LayerNorm → decoder tied to the token embedding, + bias;
-//   ClassificationHead: pooled [CLS] → dense → tanh → dropout → linear to n_classes.
+//   ClassificationHead: pooled [CLS] (or the mean of the non-padding positions, `pooling:
+//   'mean'`) → dense → tanh → dropout → linear to n_classes. Masked-LM pre-training never
+//   trains the [CLS] output (BERT's next-sentence task did), so mean pooling lets a classifier
+//   start from representations the pre-training shaped.
 // The masked-LM objective: 15% of the non-special tokens are selected; of those 80% become
 // [MASK], 10% a random token, 10% stay; the loss is over the selected positions only.
 // Names: embed.weight, pos.weight (learned), embed_norm, encoder.layers.{i}..., encoder.norm,
@@ -14,7 +17,7 @@ import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
 import { LearnedPositionalEmbedding, SinusoidalPositionalEncoding } from '../nn/positional.js';
 import {
-  add, crossEntropy, embedding, fmt, gelu, Generator, linear, mul, reshape, slice, tanh, tensor, type DType, type Tensor,
+  add, crossEntropy, div, embedding, fmt, gelu, Generator, linear, maximum, mul, reshape, slice, sum, tanh, tensor, to, type DType, type Tensor,
 } from '../tensor/index.js';
 import { countTrainingForward, Encoder, featureGeneratorFor, paddingMask, seq2seqConfig, type PerformerRedraw, type TransformerStackFields } from './seq2seq.js';
 
@@ -31,6 +34,8 @@ export interface BertConfig extends TransformerStackFields {
   n_classes: number;
   /** Dropout before the classifier's output layer. */
   classifier_dropout: number;
+  /** What the classifier reads: the [CLS] position or the mean over non-padding positions. */
+  pooling: 'cls' | 'mean';
 }
 
 export const BERT_DEFAULTS: Readonly<BertConfig> = Object.freeze({
@@ -51,6 +56,7 @@ export const BERT_DEFAULTS: Readonly<BertConfig> = Object.freeze({
   mlm_head: true,
   n_classes: 0,
   classifier_dropout: 0.1,
+  pooling: 'cls',
 });
 
 const FIELDS = [...Object.keys(BERT_DEFAULTS), ...ATTENTION_FIELDS];
@@ -74,6 +80,7 @@ export function bertConfig(partial: Partial<BertConfig> | Record<string, unknown
   if (c.positions !== 'learned' && c.positions !== 'sinusoidal') problems.push(`positions must be 'learned' or 'sinusoidal', got '${String(c.positions)}'`);
   if (typeof c.mlm_head !== 'boolean') problems.push(`mlm_head must be true or false`);
   if (!Number.isInteger(c.n_classes) || c.n_classes < 0 || c.n_classes === 1) problems.push(`n_classes must be 0 (no head) or an integer ≥ 2, got ${String(c.n_classes)}`);
+  if (c.pooling !== 'cls' && c.pooling !== 'mean') problems.push(`pooling must be 'cls' or 'mean', got '${String(c.pooling)}'`);
   if (!(c.classifier_dropout >= 0 && c.classifier_dropout < 1)) problems.push(`classifier_dropout must be in [0, 1), got ${String(c.classifier_dropout)}`);
   if (problems.length) throw new Error(`BertConfig: ${problems.join('; ')}`);
   return c;
@@ -127,23 +134,31 @@ export class MLMHead extends Module {
   }
 }
 
-/** Pooled [CLS] → dense → tanh → dropout → linear to n_classes. */
+/** Pooled [CLS] (or mean) → dense → tanh → dropout → linear to n_classes. */
 export class ClassificationHead extends Module {
   readonly dense: Linear;
   readonly drop: Dropout;
   readonly out: Linear;
 
-  constructor(d: number, nClasses: number, p: number, o: InitParts, dropoutGenerator: Generator) {
+  constructor(d: number, nClasses: number, p: number, o: InitParts, dropoutGenerator: Generator, readonly pooling: 'cls' | 'mean' = 'cls') {
     super();
     this.dense = this.registerModule('dense', new Linear(d, d, o));
     this.drop = this.registerModule('drop', new Dropout(p, dropoutGenerator));
     this.out = this.registerModule('out', new Linear(d, nClasses, o));
   }
 
-  /** hidden (B, T, C) → logits (B, n_classes), from position 0 ([CLS]). */
-  forward(hidden: Tensor): Tensor {
-    const [B, , C] = hidden.shape as [number, number, number];
-    const pooled = reshape(slice(hidden, 1, 0, 1), [B, C]); // (B, C)
+  /** hidden (B, T, C), mask (B, T) int32 (0 at padding) → logits (B, n_classes). */
+  forward(hidden: Tensor, mask?: Tensor): Tensor {
+    const [B, T, C] = hidden.shape as [number, number, number];
+    let pooled: Tensor; // (B, C)
+    if (this.pooling === 'mean') {
+      if (!mask) throw new Error('ClassificationHead: mean pooling needs the padding mask');
+      const keep = reshape(to(mask, hidden.dtype), [B, T, 1]); // (B, T, 1)
+      const count = maximum(sum(keep, 1), 1); // (B, 1)
+      pooled = div(sum(mul(hidden, keep), 1), count);
+    } else {
+      pooled = reshape(slice(hidden, 1, 0, 1), [B, C]);
+    }
     return this.out.forward(this.drop.forward(tanh(this.dense.forward(pooled))));
   }
 }
@@ -180,7 +195,7 @@ export class BertModel extends Module implements PerformerRedraw {
     this.featureGenerator = featureGeneratorFor(seed);
     this.encoder = this.registerModule('encoder', new Encoder(encoderConfig(cfg), { ...o, dropoutGenerator, featureGenerator: this.featureGenerator }));
     this.mlm_head = cfg.mlm_head ? this.registerModule('mlm_head', new MLMHead(C, cfg.vocab_size, o)) : null;
-    this.cls_head = cfg.n_classes > 0 ? this.registerModule('cls_head', new ClassificationHead(C, cfg.n_classes, cfg.classifier_dropout, o, dropoutGenerator)) : null;
+    this.cls_head = cfg.n_classes > 0 ? this.registerModule('cls_head', new ClassificationHead(C, cfg.n_classes, cfg.classifier_dropout, o, dropoutGenerator, cfg.pooling)) : null;
     for (const [name, p] of this.namedParameters()) p.name = name;
   }
 
@@ -199,7 +214,8 @@ export class BertModel extends Module implements PerformerRedraw {
   /** ids (B, T) → classification logits (B, n_classes). */
   classify(ids: Tensor): Tensor {
     if (!this.cls_head) throw new Error('BertModel.classify: the model has no classification head (n_classes is 0)');
-    return this.cls_head.forward(this.forward(ids).hidden);
+    const { hidden, mask } = this.forward(ids);
+    return this.cls_head.forward(hidden, mask);
   }
 
   /** Logits and the mean cross-entropy against labels (B) int32. */

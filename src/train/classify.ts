@@ -193,6 +193,8 @@ export interface FinetuneConfig extends ModelFields, OptimFields {
   label_fraction: number;
   n_classes: number;
   classifier_dropout: number;
+  /** The classifier reads the [CLS] position ('cls') or the mean of the non-padding ones. */
+  pooling: 'cls' | 'mean';
   /** > 0: LoRA adapters of this rank on the encoder's linears; the head trains fully. */
   lora_rank: number;
   lora_alpha: number;
@@ -224,7 +226,7 @@ const OPTIM_DEFAULTS: Omit<OptimFields, 'out_dir'> = {
 export const FINETUNE_DEFAULTS: Readonly<FinetuneConfig> = Object.freeze({
   ...MODEL_DEFAULTS, ...OPTIM_DEFAULTS, out_dir: 'out-sst2', batch_size: 128, learning_rate: 1e-3, max_iters: 1000, eval_interval: 200,
   train_file: 'data/sst2/train.tsv', dev_file: 'data/sst2/dev.tsv', init_from: 'scratch', label_fraction: 1, n_classes: 2,
-  classifier_dropout: 0.1, lora_rank: 0, lora_alpha: 0, eval_max: 0,
+  classifier_dropout: 0.1, pooling: 'cls', lora_rank: 0, lora_alpha: 0, eval_max: 0,
 });
 
 export const PRETRAIN_DEFAULTS: Readonly<PretrainConfig> = Object.freeze({
@@ -625,7 +627,7 @@ export async function finetuneClassifier(input: Partial<FinetuneConfig> | Record
 
   let model: BertModel;
   let tok: Tokenizer;
-  const head = { n_classes: cfg.n_classes, mlm_head: false, classifier_dropout: cfg.classifier_dropout, dropout: cfg.dropout };
+  const head = { n_classes: cfg.n_classes, mlm_head: false, classifier_dropout: cfg.classifier_dropout, dropout: cfg.dropout, pooling: cfg.pooling };
   if (cfg.init_from === 'scratch') {
     hooks.onMessage?.(`training a ${cfg.vocab_size}-token BPE on the ${allTrain.length} training sentences`);
     tok = trainSentenceTokenizer(allTrain.map((e) => e.sentence), cfg.vocab_size);
