@@ -127,7 +127,8 @@ interface TrainResult {
   wait_ms_per_step: number;
 }
 
-function benchTrain(be: WebGPUBackend): TrainResult {
+/** The preset's model and optimizer on Tiny Shakespeare's characters, as the trainer makes them. */
+function trainingSetup(be: WebGPUBackend) {
   const text = readFileSync(SHAKESPEARE, 'utf8');
   const tok = CharTokenizer.fromText(text);
   const ids = tok.encode(text);
@@ -136,7 +137,19 @@ function benchTrain(be: WebGPUBackend): TrainResult {
   const model = new GPT(cfg, { backend: be, seed: 1337 });
   model.train(true);
   const optim = new AdamW(model.parameters(), { lr: p.learning_rate!, weightDecay: p.weight_decay!, betas: [0.9, p.beta2!] });
-  const T = cfg.block_size;
+  const dispose = () => {
+    model.dispose();
+    optim.zeroGrad();
+    for (const st of optim.stateTensors()) {
+      st.m.dispose();
+      st.v.dispose();
+    }
+  };
+  return { ids, cfg, p, model, optim, T: cfg.block_size, dispose };
+}
+
+function benchTrain(be: WebGPUBackend): TrainResult {
+  const { ids, p, model, optim, T, dispose } = trainingSetup(be);
   let seed = 12345;
   const offset = () => {
     seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
@@ -162,12 +175,7 @@ function benchTrain(be: WebGPUBackend): TrainResult {
       wait_ms_per_step: (be.waitMs - wait0) / times.length,
     };
   } finally {
-    model.dispose();
-    optim.zeroGrad();
-    for (const st of optim.stateTensors()) {
-      st.m.dispose();
-      st.v.dispose();
-    }
+    dispose();
   }
 }
 
@@ -216,15 +224,7 @@ function kernelKey(name: string, a: unknown[]): string {
  * matters: it names the kernels worth tuning.
  */
 function benchProfile(be: WebGPUBackend, steps: number): ProfileResult {
-  const text = readFileSync(SHAKESPEARE, 'utf8');
-  const tok = CharTokenizer.fromText(text);
-  const ids = tok.encode(text);
-  const cfg = modelConfig(tok.vocabSize);
-  const p = presetConfig();
-  const model = new GPT(cfg, { backend: be, seed: 1337 });
-  model.train(true);
-  const optim = new AdamW(model.parameters(), { lr: p.learning_rate!, weightDecay: p.weight_decay!, betas: [0.9, p.beta2!] });
-  const T = cfg.block_size;
+  const { ids, p, model, optim, T, dispose } = trainingSetup(be);
   const offsets = () => Array.from({ length: BATCH }, (_, i) => (i * 7919 * T) % (ids.length - T - 1));
   const step = () => trainStep(model, optim, [gatherBatch(ids, offsets(), T)], { gradClip: p.grad_clip! });
   const acc = new Map<string, { calls: number; ms: number }>();
@@ -276,12 +276,7 @@ function benchProfile(be: WebGPUBackend, steps: number): ProfileResult {
     return { method: 'synced', steps, kernel_ms_per_step: total / steps, synced_step_ms: wall, round_trip_ms: roundTrip, rows };
   } finally {
     for (const [name, f] of originals) target[name] = f;
-    model.dispose();
-    optim.zeroGrad();
-    for (const st of optim.stateTensors()) {
-      st.m.dispose();
-      st.v.dispose();
-    }
+    dispose();
   }
 }
 
