@@ -269,7 +269,10 @@ function attentionOverrides(cfg: ModelFields): Partial<BertConfig> {
 }
 
 export function finetuneConfig(partial: Partial<FinetuneConfig> | Record<string, unknown> = {}): FinetuneConfig {
-  return fillConfig('FinetuneConfig', FINETUNE_DEFAULTS, partial as Record<string, unknown>);
+  const c = fillConfig('FinetuneConfig', FINETUNE_DEFAULTS, partial as Record<string, unknown>);
+  // Checked here as well as by the model, so a bad value fails before the tokenizer is trained.
+  if (c.pooling !== 'cls' && c.pooling !== 'mean') throw new Error(`FinetuneConfig: pooling must be 'cls' or 'mean', got '${String(c.pooling)}'`);
+  return c;
 }
 
 export function pretrainConfig(partial: Partial<PretrainConfig> | Record<string, unknown> = {}): PretrainConfig {
