@@ -36,6 +36,12 @@ fn gelu_tanh(x: f32) -> f32 {
   let u = clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0);
   return 0.5 * x * (1.0 + tanh(u));
 }
+// The epilogue's activation code (0 none, 1 relu, 2 gelu), as the ref applies it.
+fn activate(s: f32, act: u32) -> f32 {
+  if (act == 1u) { return select(s, 0.0, s <= 0.0); } // relu, NaN passes through
+  if (act == 2u) { return gelu_tanh(s); }
+  return s;
+}
 `;
 
 /** WGSL shared by both shaders: sizes, and this workgroup's batch and output tile origin.
@@ -122,8 +128,7 @@ ${tileOrigin(BM, BN)}
       var s = acc[i * ${TN}u + j];
       if (hasBias) { s += bias[n]; }
       // As the ref: out = act(s), or out += act(s) when accumulating.
-      if (act == 1u) { s = select(s, 0.0, s <= 0.0); } // relu, NaN passes through
-      else if (act == 2u) { s = gelu_tanh(s); }
+      s = activate(s, act);
       let o = (bt * M + m) * N + n;
       if (accumulate) { s += out[o]; }
       out[o] = s;
@@ -242,8 +247,7 @@ fn emit(bt: u32, m: u32, n: u32, v: vec4<f32>) {
     var s = v[j];
     if (hasBias) { s += bias[nj]; }
     // As the ref: out = act(s), or out += act(s) when accumulating.
-    if (act == 1u) { s = select(s, 0.0, s <= 0.0); } // relu, NaN passes through
-    else if (act == 2u) { s = gelu_tanh(s); }
+    s = activate(s, act);
     let o = (bt * M + m) * N + nj;
     if (accumulate) { s += out[o]; }
     out[o] = s;
@@ -434,8 +438,7 @@ const SPLIT_REDUCE = PRELUDE + storage('f32', ['part', 'rest', 'bias'], ['out'])
   if (pu(3u) != 0u) { s += rest[i]; }
   if (pu(4u) != 0u) { s += bias[i % pu(1u)]; }
   let act = pu(5u);
-  if (act == 1u) { s = select(s, 0.0, s <= 0.0); } // relu, NaN passes through
-  else if (act == 2u) { s = gelu_tanh(s); }
+  s = activate(s, act);
   if (pu(6u) != 0u) { s += out[i]; }
   out[i] = s;
 }
