@@ -5,6 +5,8 @@
 #   tools/gpu-run.sh [bench/gpu.ts arguments]      e.g. tools/gpu-run.sh --to-loss 1.47
 #   tools/gpu-run.sh --tests [pattern]             the webgpu test files (ATTN_REQUIRE_WEBGPU=1)
 #                                                  on that machine's adapter instead
+#   tools/gpu-run.sh --script FILE [args]          bash FILE args, with ATTN_NODE set to the
+#                                                  bundled node (e.g. tools/transfer-sweep.sh)
 # Needs .gpu/ and dist/ (carried: [".gpu", "dist"]). With $OUT set (the device tool), the JSON
 # results and the whole log go there as gpu.json and gpu.log (gpu-TAG.* with ATTN_GPU_TAG=TAG,
 # for a second run in the same command). Also runs on an ordinary machine (software adapter).
@@ -54,6 +56,10 @@ if [ "${1:-}" = --tests ]; then
   set -o pipefail
   ATTN_REQUIRE_WEBGPU=1 "$R/node" --test --test-concurrency=1 "${files[@]}" 2>&1 | tee "${OUT:-/tmp}/gpu-tests.log"
   exit
+fi
+
+if [ "${1:-}" = --script ]; then
+  ATTN_NODE="$R/node" exec bash "${@:2}"
 fi
 
 args=("$@")

@@ -32,34 +32,61 @@ export class DeviceError extends Error {
   }
 }
 
-/** Buffers reused by size class, so a training step allocates nothing new after the first. */
-class BufferPool {
+/**
+ * Buffers reused by size class, so a training step allocates nothing new after the first.
+ * Shapes that vary from step to step (sentence batches, masked-token counts) keep meeting new
+ * size classes, so the free list is bounded: past its budget, the classes used least recently
+ * are destroyed (see `evictable`).
+ */
+export class BufferPool {
   private readonly free = new Map<number, GPUBuffer[]>();
+  /** When each size class was last asked for (a counter of `get` calls). */
+  private readonly lastUse = new Map<number, number>();
+  private tick = 0;
   bytesInUse = 0;
   bytesPooled = 0;
-  constructor(private readonly device: GPUDevice) {}
+  /** The most bytes in use at once so far: the free list may hold about as much again. */
+  peakInUse = 0;
+  constructor(private readonly device: GPUDevice, readonly minBudget = 256 << 20) {}
 
+  /** Powers of two up to 1 MiB; above, 8 classes per doubling (at most 12.5 % unused), so
+   *  shapes that differ a little share a class. */
   static sizeClass(bytes: number): number {
     const b = Math.max(16, Math.ceil(bytes / 4) * 4);
     if (b <= 1 << 20) return 2 ** Math.ceil(Math.log2(b));
-    return Math.ceil(b / (1 << 20)) * (1 << 20);
+    const octave = 2 ** Math.floor(Math.log2(b - 1));
+    const step = octave / 8;
+    return Math.ceil(b / step) * step;
   }
 
-  /** A buffer of at least `bytes`; `reused` says whether it may hold old data. */
-  get(bytes: number): { buffer: GPUBuffer; reused: boolean } {
-    const size = BufferPool.sizeClass(bytes);
-    this.bytesInUse += size;
-    const list = this.free.get(size);
-    const b = list?.pop();
-    if (b) {
-      this.bytesPooled -= size;
-      return { buffer: b, reused: true };
-    }
+  /** The most pooled bytes kept before evicting. */
+  budget(): number {
+    return Math.max(this.minBudget, this.peakInUse);
+  }
+
+  /** A pooled buffer of class `size`, or null (a miss). */
+  take(size: number): GPUBuffer | null {
+    this.lastUse.set(size, ++this.tick);
+    const b = this.free.get(size)?.pop();
+    if (!b) return null;
+    this.bytesPooled -= size;
+    this.markInUse(size);
+    return b;
+  }
+
+  /** A new buffer of class `size` (after a miss). */
+  create(size: number): GPUBuffer {
     const buffer = this.device.createBuffer({
       size,
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
     });
-    return { buffer, reused: false };
+    this.markInUse(size);
+    return buffer;
+  }
+
+  private markInUse(size: number): void {
+    this.bytesInUse += size;
+    if (this.bytesInUse > this.peakInUse) this.peakInUse = this.bytesInUse;
   }
 
   put(b: GPUBuffer): void {
@@ -68,6 +95,28 @@ class BufferPool {
     let list = this.free.get(b.size);
     if (!list) this.free.set(b.size, (list = []));
     list.push(b);
+  }
+
+  /** Whether adding `bytes` more to the free list would pass the budget. */
+  overBudget(bytes: number): boolean {
+    return this.bytesPooled + bytes > this.budget();
+  }
+
+  /** Destroys pooled buffers of the least recently used classes until the free list holds at
+   *  most half its budget. The caller submits pending work first: an encoded but unsubmitted
+   *  command may name a pooled buffer (submitted work keeps its buffers alive until done). */
+  evict(): void {
+    const target = this.budget() / 2;
+    const classes = [...this.free.keys()].sort((a, b) => (this.lastUse.get(a) ?? 0) - (this.lastUse.get(b) ?? 0));
+    for (const size of classes) {
+      if (this.bytesPooled <= target) break;
+      const list = this.free.get(size)!;
+      while (list.length > 0 && this.bytesPooled > target) {
+        list.pop()!.destroy();
+        this.bytesPooled -= size;
+      }
+      if (list.length === 0) this.free.delete(size);
+    }
   }
 
   /** Destroys pooled buffers (not the ones in use). */
@@ -198,8 +247,23 @@ export class GpuExecutor implements KernelContext {
     return b;
   }
 
+  /** A buffer of at least `bytes` from the pool; `reused` says whether it may hold old data.
+   *  On a miss past the free list's budget, with `mayEvict`, pending work is submitted and old
+   *  classes evicted. Never from inside a kernel: submitting returns its scratch buffers to the
+   *  pool while it still encodes with them. */
+  private obtain(bytes: number, mayEvict: boolean): { buffer: GPUBuffer; reused: boolean } {
+    const size = BufferPool.sizeClass(bytes);
+    const pooled = this.pool.take(size);
+    if (pooled) return { buffer: pooled, reused: true };
+    if (mayEvict && this.pool.overBudget(0)) {
+      this.flush();
+      this.pool.evict();
+    }
+    return { buffer: this.pool.create(size), reused: false };
+  }
+
   scratch(bytes: number): GPUBuffer {
-    const { buffer, reused } = this.pool.get(bytes);
+    const { buffer, reused } = this.obtain(bytes, false);
     if (reused) this.zero(buffer);
     this.scratchList.push(buffer);
     return buffer;
@@ -276,7 +340,7 @@ export class GpuExecutor implements KernelContext {
   private runOne(cmd: Cmd): void {
     switch (cmd.op) {
       case 'alloc': {
-        const { buffer, reused } = this.pool.get(cmd.bytes);
+        const { buffer, reused } = this.obtain(cmd.bytes, true);
         if (cmd.uninitialized) {
           if (this.poison) this.zero(buffer, POISON_WORD);
         } else if (reused) this.zero(buffer);
@@ -383,8 +447,8 @@ export class GpuExecutor implements KernelContext {
     }
   }
 
-  stats(): { buffers: number; bytesInUse: number; bytesPooled: number; pipelines: number; dispatches: number } {
-    return { buffers: this.buffers.size, bytesInUse: this.pool.bytesInUse, bytesPooled: this.pool.bytesPooled, pipelines: this.pipelines.size, dispatches: this.dispatches };
+  stats(): { buffers: number; bytesInUse: number; bytesPooled: number; peakInUse: number; pipelines: number; dispatches: number } {
+    return { buffers: this.buffers.size, bytesInUse: this.pool.bytesInUse, bytesPooled: this.pool.bytesPooled, peakInUse: this.pool.peakInUse, pipelines: this.pipelines.size, dispatches: this.dispatches };
   }
 
   private pipeline(code: string): LayoutInfo {
