@@ -78,6 +78,19 @@ test('BertModel shapes, padding mask, heads', () => {
   const { loss, count } = m.mlmLoss(x, labels);
   assert.equal(count, 2);
   assert.ok(Number.isFinite(loss.item()));
+  // Labels given as a host array (what pre-training passes, sparing a GPU a read-back).
+  const host = m.mlmLoss(x, labels.data() as Int32Array);
+  assert.equal(host.count, 2);
+  assert.equal(host.loss.item(), loss.item());
+  assert.throws(() => m.mlmLoss(x, new Int32Array(9)), /9 labels for ids \[2, 5\]/);
+  // Rounding the padded length up (as on a GPU) changes no row's classification or MLM loss.
+  const padded = padBatch([[1, 5, 6, 7, 2], [1, 8, 2]], 0, ref as never, 8);
+  assert.deepEqual(padded.shape, [2, 8]);
+  assertClose(m.classify(padded).data(), m.classify(x).data(), 1e-5, 1e-6, 'padded to 8');
+  const labels8 = new Int32Array(16).fill(IGNORE_INDEX);
+  labels8[1] = 5;
+  labels8[8 + 1] = 8;
+  assertClose([m.mlmLoss(padded, labels8).loss.item()], [loss.item()], 1e-5, 1e-6, 'MLM loss padded to 8');
   assert.equal(new BertModel({ ...TINY, positions: 'sinusoidal' }, { backend: ref }).forward(x).hidden.shape[2], 8);
   assert.throws(() => new BertModel({ ...TINY, cls_id: 0 }), /must all differ/);
   assert.throws(() => new BertModel({ ...TINY, d_model: 9 }), /divisible/);

@@ -54,9 +54,11 @@ test('webgpu pool: varying shapes keep the free list within its budget, least re
   };
   for (let i = 0; i < 400; i++) step(8 + ((i * 37) % 57));
   assert.equal(pool.bytesInUse, 0);
-  // The peak in use is at most 10 x 64 x 64 KiB = 40 MiB, so the budget stays at its 64 MiB floor.
-  assert.ok(pool.peakInUse <= 40 * MiB, `peak ${pool.peakInUse}`);
-  assert.ok(pool.bytesPooled <= pool.budget() + 40 * MiB, `pooled ${pool.bytesPooled} vs budget ${pool.budget()}`);
+  // The peak in use is at most 10 x 64 x 64 KiB = 40 MiB (plus class rounding): the budget is
+  // twice that, or its 64 MiB floor.
+  assert.ok(pool.peakInUse <= 45 * MiB, `peak ${pool.peakInUse}`);
+  assert.equal(pool.budget(), Math.max(64 * MiB, 2 * pool.peakInUse));
+  assert.ok(pool.bytesPooled <= pool.budget() + 45 * MiB, `pooled ${pool.bytesPooled} vs budget ${pool.budget()}`);
   const live = created.filter((b) => !b.destroyed).reduce((s, b) => s + b.size, 0);
   assert.equal(live, pool.bytesPooled, 'every buffer not destroyed is in the free list');
   assert.ok(created.some((b) => b.destroyed), 'some classes were evicted');

@@ -11,7 +11,8 @@
 #   ATTN_NODE [node]  DEVICE [webgpu]  JOBS [4]
 #   MODEL ["--n_layer 4 --d_model 256 --n_head 4 --d_ff 1024"]
 #   PT_ARGS ["--batch_size 256 --max_iters 4000 --eval_interval 1000 --eval_batches 20"]
-#   LRS_SCRATCH ["1e-3 3e-4"]  LRS_PRE ["3e-4 1e-4"]  SEEDS ["1337 2 3"]  POOLING [mean]
+#   LRS_SCRATCH ["1e-3 3e-4"]  LRS_PRE ["3e-4 1e-4"]   (an entry LR+loraR fine-tunes LoRA
+#                               adapters of rank R and the head instead of every weight)  SEEDS ["1337 2 3"]  POOLING [mean]
 #   FT_STEPS ["1000 300 100"] (steps at 100 %, 10 %, 1 %; 5 evaluations each)
 #   STAGES ["mlm scratch pre"] (pre-training, from-scratch fine-tunes, pre-trained fine-tunes;
 #                               "pre" alone with an existing OUTDIR/mlm/best)
@@ -50,7 +51,8 @@ jobs_for() { # init lrs
   done
 }
 run_one() { # NAME INIT FRACTION SEED LR
-  local name=$1 init=$2 frac=$3 seed=$4 lr=$5 steps interval from
+  local name=$1 init=$2 frac=$3 seed=$4 lr=${5%%+*} steps interval from lora=
+  [[ $5 == *+lora* ]] && lora="--lora_rank ${5##*+lora}"
   local -a st=($FT_STEPS)
   case $frac in 1) steps=${st[0]} ;; 0.1) steps=${st[1]} ;; *) steps=${st[2]} ;; esac
   interval=$(( steps / 5 > 0 ? steps / 5 : 1 ))
@@ -58,10 +60,10 @@ run_one() { # NAME INIT FRACTION SEED LR
   # shellcheck disable=SC2086
   $ATTN finetune --task sst2 $from --pooling "$POOLING" --label_fraction "$frac" --seed "$seed" \
     --learning_rate "$lr" --max_iters $steps --eval_interval $interval --eval_max 1000 \
-    --device "$DEVICE" --out "$O/ft/$name" >"$O/logs/$name.log" 2>&1
+    $lora --device "$DEVICE" --out "$O/ft/$name" >"$O/logs/$name.log" 2>&1
   local last
   last=$(grep '^{"task"' "$O/logs/$name.log" | tail -1)
-  echo "{\"name\":\"$name\",\"init\":\"$init\",\"fraction\":$frac,\"seed\":$seed,\"lr\":$lr,\"result\":${last:-null}}" >>"$O/results.jsonl"
+  echo "{\"name\":\"$name\",\"init\":\"$init\",\"fraction\":$frac,\"seed\":$seed,\"lr\":$lr,\"variant\":\"$5\",\"result\":${last:-null}}" >>"$O/results.jsonl"
   stamp "done $name: ${last:-FAILED}"
 }
 export -f run_one stamp

@@ -231,15 +231,19 @@ export class BertModel extends Module implements PerformerRedraw {
   }
 
   /**
-   * Masked-LM loss: input ids (B, T) (already masked), labels (B, T) int32 holding the original
+   * Masked-LM loss: input ids (B, T) (already masked), labels (B, T) int32 (a tensor or a
+   * row-major Int32Array) holding the original
    * token at selected positions and IGNORE_INDEX elsewhere. Only the selected rows go through the
    * head. Returns the mean cross-entropy and the number of selected positions.
    */
-  mlmLoss(ids: Tensor, labels: Tensor): { loss: Tensor; count: number } {
+  mlmLoss(ids: Tensor, labels: Tensor | Int32Array): { loss: Tensor; count: number } {
     if (!this.mlm_head) throw new Error('BertModel: the model has no MLM head (mlm_head is false)');
     const [B, T] = ids.shape as [number, number];
-    if (labels.dtype !== 'int32' || labels.shape.join() !== ids.shape.join()) throw new Error(`BertModel.mlmLoss: labels ${labels.dtype} ${fmt(labels.shape)} must be int32 shaped like ids ${fmt(ids.shape)}`);
-    const lv = labels.data();
+    // Labels on the host (an Int32Array, row-major like ids) spare a GPU a read-back per step.
+    if (labels instanceof Int32Array) {
+      if (labels.length !== B * T) throw new Error(`BertModel.mlmLoss: ${labels.length} labels for ids ${fmt(ids.shape)} (want ${B * T})`);
+    } else if (labels.dtype !== 'int32' || labels.shape.join() !== ids.shape.join()) throw new Error(`BertModel.mlmLoss: labels ${labels.dtype} ${fmt(labels.shape)} must be int32 shaped like ids ${fmt(ids.shape)}`);
+    const lv = labels instanceof Int32Array ? labels : labels.data();
     const rows: number[] = [];
     const targets: number[] = [];
     for (let i = 0; i < lv.length; i++) if (lv[i] !== IGNORE_INDEX) { rows.push(i); targets.push(lv[i]!); }
@@ -295,9 +299,18 @@ export function maskTokens(ids: ArrayLike<number>, o: MaskOptions): { input: Int
 }
 
 /** Rows of ids → (B, T) int32 with T the longest row, right-padded with padId. */
-export function padBatch(rows: readonly (readonly number[])[], padId: number, backend?: Backend): Tensor {
-  const T = Math.max(1, ...rows.map((r) => r.length));
+export function padBatch(rows: readonly (readonly number[])[], padId: number, backend?: Backend, multiple = 1): Tensor {
+  const { data, shape } = padRows(rows, padId, multiple);
+  return tensor(data, { backend, dtype: 'int32', shape });
+}
+
+/** The host-side half of padBatch: rows padded with padId to the longest, rounded up to a
+ *  multiple of `multiple` (a GPU then meets a few shapes again and again instead of one per
+ *  length; padding masks make the result the same). */
+export function padRows(rows: readonly (readonly number[])[], padId: number, multiple = 1): { data: Int32Array; shape: [number, number] } {
+  const longest = Math.max(1, ...rows.map((r) => r.length));
+  const T = Math.ceil(longest / multiple) * multiple;
   const out = new Int32Array(rows.length * T).fill(padId);
   rows.forEach((r, i) => out.set(r, i * T));
-  return tensor(out, { backend, dtype: 'int32', shape: [rows.length, T] });
+  return { data: out, shape: [rows.length, T] };
 }

@@ -9,7 +9,7 @@ import { gunzipSync } from 'node:zlib';
 import type { Backend } from '../backend/backend.js';
 import { DEVICE_NAMES, openDevice, type DeviceName } from '../backend/index.js';
 import { ATTENTION_DEFAULTS, ATTENTION_FIELDS, attentionProblems, type AttentionKind, type FullAttentionFields } from '../nn/attention-config.js';
-import { BertModel, bertConfig, IGNORE_INDEX, maskTokens, padBatch, type BertConfig } from '../models/bert.js';
+import { BertModel, bertConfig, IGNORE_INDEX, maskTokens, padBatch, padRows, type BertConfig } from '../models/bert.js';
 import { applyLora, mergeLora, type LoraHandle } from '../nn/lora.js';
 import type { StateValue } from '../nn/module.js';
 import { add, argmax, Generator, matmul, mul, noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
@@ -376,7 +376,7 @@ export function accuracyOf(model: BertModel, rows: readonly number[][], labels: 
     for (let s = 0; s < order.length; s += batchSize) {
       const idx = order.slice(s, s + batchSize);
       noGrad(() => tidy(() => {
-        const ids = padBatch(idx.map((i) => rows[i]!), model.config.pad_id, be);
+        const ids = padBatch(idx.map((i) => rows[i]!), model.config.pad_id, be, padMultiple(be));
         const y = tensor(Int32Array.from(idx.map((i) => labels[i]!)), { backend: be, dtype: 'int32', shape: [idx.length] });
         const { logits, loss } = model.classifyLoss(ids, y);
         const pred = argmax(logits, -1).data();
@@ -505,9 +505,10 @@ async function runLoop(s: LoopSpec): Promise<{ iter: number; last: ClassifyEvalR
     const loss = tidy(() => {
       const r = s.batchLoss(it);
       n = r.examples;
-      const v = r.loss.item();
-      if (Number.isFinite(v)) r.loss.backward();
-      return v;
+      // Backward is queued before the loss is read, so a GPU runs both while the host waits
+      // once (reading first would drain it between the forward and the backward).
+      r.loss.backward();
+      return r.loss.item();
     });
     if (!Number.isFinite(loss)) throw new Error(`training diverged at step ${it}: the loss is ${loss}`);
     const norm = clipGradNorm(s.params, cfg.grad_clip);
@@ -527,6 +528,11 @@ async function runLoop(s: LoopSpec): Promise<{ iter: number; last: ClassifyEvalR
   await evalNow(it);
   await writeFile(join(cfg.out_dir, PLOT_FILE), lossPlotSvg(records, { title: 'loss' }));
   return { iter: it, last, best };
+}
+
+/** Sequence lengths are rounded up to this on a GPU (see padRows); the CPU pays for padding. */
+function padMultiple(backend: Backend): number {
+  return backend.name === 'webgpu' ? 8 : 1;
 }
 
 function itersFor(cfg: OptimFields, n: number): number {
@@ -565,8 +571,8 @@ export async function pretrainMLM(input: Partial<PretrainConfig> | Record<string
   const maskGen = new Generator(cfg.seed + 1);
   const total = itersFor(cfg, train.length);
   const mlmBatch = (rows: number[][], gen: Generator) => {
-    const ids = padBatch(rows, sp.pad_id, backend);
-    let m = maskTokens(ids.data(), { ...maskOpts, generator: gen });
+    const ids = padRows(rows, sp.pad_id, padMultiple(backend));
+    let m = maskTokens(ids.data, { ...maskOpts, generator: gen });
     // A batch with nothing selected (tiny batches): select the first real token of row 0.
     if (!m.labels.some((l) => l !== IGNORE_INDEX)) {
       const input = m.input.slice();
@@ -576,7 +582,7 @@ export async function pretrainMLM(input: Partial<PretrainConfig> | Record<string
       m = { input, labels };
     }
     const shape = ids.shape;
-    return model.mlmLoss(tensor(m.input, { backend, dtype: 'int32', shape }), tensor(m.labels, { backend, dtype: 'int32', shape }));
+    return model.mlmLoss(tensor(m.input, { backend, dtype: 'int32', shape }), m.labels);
   };
   hooks.onStart?.({ model, numParams: model.numParameters(), trainable: model.numParameters(), maxIters: total, examples: train.length, backend });
   const extra = { task: 'mlm', training: { ...cfg } };
@@ -680,7 +686,7 @@ export async function finetuneClassifier(input: Partial<FinetuneConfig> | Record
       cfg, model, params, total, hooks,
       batchLoss: () => {
         const idx = sampler.next();
-        const ids = padBatch(idx.map((i) => trainRows[i]!), mc.pad_id, backend);
+        const ids = padBatch(idx.map((i) => trainRows[i]!), mc.pad_id, backend, padMultiple(backend));
         const y = tensor(Int32Array.from(idx.map((i) => trainLabels[i]!)), { backend, dtype: 'int32', shape: [idx.length] });
         return { loss: model.classifyLoss(ids, y).loss, examples: idx.length };
       },

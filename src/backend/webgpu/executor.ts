@@ -36,7 +36,7 @@ export class DeviceError extends Error {
  * Buffers reused by size class, so a training step allocates nothing new after the first.
  * Shapes that vary from step to step (sentence batches, masked-token counts) keep meeting new
  * size classes, so the free list is bounded: past its budget, the classes used least recently
- * are destroyed (see `evictable`).
+ * are destroyed (see `evict`).
  */
 export class BufferPool {
   private readonly free = new Map<number, GPUBuffer[]>();
@@ -47,7 +47,7 @@ export class BufferPool {
   bytesPooled = 0;
   /** The most bytes in use at once so far: the free list may hold about as much again. */
   peakInUse = 0;
-  constructor(private readonly device: GPUDevice, readonly minBudget = 256 << 20) {}
+  constructor(private readonly device: GPUDevice, readonly minBudget = 256 * 2 ** 20) {}
 
   /** Powers of two up to 1 MiB; above, 8 classes per doubling (at most 12.5 % unused), so
    *  shapes that differ a little share a class. */
@@ -59,9 +59,10 @@ export class BufferPool {
     return Math.ceil(b / step) * step;
   }
 
-  /** The most pooled bytes kept before evicting. */
+  /** The most pooled bytes kept before evicting: twice the peak in use, so the working sets of
+   *  a few shapes (sequence lengths rounded to multiples of 8, say) stay pooled together. */
   budget(): number {
-    return Math.max(this.minBudget, this.peakInUse);
+    return Math.max(this.minBudget, 2 * this.peakInUse);
   }
 
   /** A pooled buffer of class `size`, or null (a miss). */
@@ -223,9 +224,9 @@ export class GpuExecutor implements KernelContext {
 
   /** `profile`: time every kernel (the device must have 'timestamp-query'); `poison`: fill
    *  uninitialized allocations with NaN bits instead of leaving them as they are (tests). */
-  constructor(readonly device: GPUDevice, profile = false, private readonly poison = false) {
+  constructor(readonly device: GPUDevice, profile = false, private readonly poison = false, poolMinBytes?: number) {
     this.timer = profile && device.features.has('timestamp-query') ? new KernelTimer(device, ARENA_SLOTS) : null;
-    this.pool = new BufferPool(device);
+    this.pool = new BufferPool(device, poolMinBytes);
     this.arena = device.createBuffer({ size: ARENA_SLOTS * PARAM_SLOT_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     this.errorBuffer = device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
     this.errorStaging = device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });

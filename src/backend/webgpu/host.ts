@@ -40,7 +40,9 @@ export function makeHost(device: GPUDevice, reply: SharedArrayBuffer, log: (line
   const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
   // ATTN_WEBGPU_PROFILE=1: GPU time per kernel from timestamp queries (WebGPUBackend.kernelTimes).
   // ATTN_WEBGPU_POISON=1: uninitialized allocations hold NaN bits (see GpuExecutor).
-  const executor = new GpuExecutor(device, !!env?.ATTN_WEBGPU_PROFILE, !!env?.ATTN_WEBGPU_POISON);
+  // ATTN_WEBGPU_POOL_MB: the least the buffer pool may keep unused (default 256; see BufferPool).
+  const poolMB = Number(env?.ATTN_WEBGPU_POOL_MB ?? 256);
+  const executor = new GpuExecutor(device, !!env?.ATTN_WEBGPU_PROFILE, !!env?.ATTN_WEBGPU_POISON, Number.isFinite(poolMB) && poolMB >= 0 ? poolMB * 2 ** 20 : undefined);
   const ctrl = new Int32Array(reply, 0, 4);
   const data = new Uint8Array(reply, REPLY_HEADER_BYTES, REPLY_DATA_BYTES);
   const answer = (status: number, bytes: Uint8Array): void => {
