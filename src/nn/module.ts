@@ -3,7 +3,7 @@
 // (`transformer.h.0.attn.c_attn.weight`), which is what checkpoints and optimizers key on.
 // Registration is explicit (registerParameter / registerModule): JS has no __setattr__ hook.
 import type { Backend } from '../backend/backend.js';
-import { fmt, sameShape, Tensor, type DType, type Generator } from '../tensor/index.js';
+import { fmt, noGrad, sameShape, Tensor, to, type DType, type Generator } from '../tensor/index.js';
 
 /** Marks t as a trainable parameter: requiresGrad, and kept so tidy() scopes never free it. */
 export function parameter(t: Tensor, name?: string): Tensor {
@@ -100,6 +100,25 @@ export class Module {
       for (const [n, b] of m._buffers) out.push([join(mName, n), b.t]);
     }
     return out;
+  }
+
+  /**
+   * Stores every weight matrix (parameters of two or more dims: linear weights, embeddings) as
+   * float16, in place, for inference: half their memory, and on webgpu the matmuls and the
+   * embedding lookup read the halves directly (arithmetic stays float32). Biases and norms stay
+   * float32. Needs a backend that stores float16 (webgpu); the converted parameters stop
+   * requiring gradients. Returns the number of bytes saved.
+   */
+  halfWeights(): number {
+    let saved = 0;
+    for (const [name, p] of this.namedParameters()) {
+      if (p.ndim < 2 || p.dtype !== 'float32') continue;
+      if (!p.backend.supports('float16')) throw new Error(`halfWeights: the ${p.backend.name} backend does not store float16 (webgpu does); '${name}' stays float32`);
+      p.castInPlace('float16', (t) => noGrad(() => to(t, 'float16')));
+      p.requiresGrad = false;
+      saved += p.size * 2;
+    }
+    return saved;
   }
 
   /** Number of trainable values (shared tensors counted once). */

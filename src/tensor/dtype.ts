@@ -1,12 +1,14 @@
-// Element types. Storage is always one of these typed arrays; float16/bfloat16 storage
-// can be added later as new DType members whose backends widen to float32 for arithmetic.
-export type DType = 'float32' | 'float64' | 'int32';
-export type TypedArray = Float32Array | Float64Array | Int32Array;
+// Element types. Storage is always one of these typed arrays. float16 is a storage type for
+// weights (a Uint16Array of IEEE binary16 bits, see half.ts): the backends that support it
+// (webgpu) widen it to float32 for arithmetic, and only the ops that read weights accept it
+// (linear, matmul as the right operand, embedding, to).
+export type DType = 'float32' | 'float64' | 'int32' | 'float16';
+export type TypedArray = Float32Array | Float64Array | Int32Array | Uint16Array;
 
-export const DTYPES: readonly DType[] = ['float32', 'float64', 'int32'];
+export const DTYPES: readonly DType[] = ['float32', 'float64', 'int32', 'float16'];
 
 export function bytesPerElement(dtype: DType): number {
-  return dtype === 'float64' ? 8 : 4;
+  return dtype === 'float64' ? 8 : dtype === 'float16' ? 2 : 4;
 }
 
 export function newArray(dtype: DType, n: number): TypedArray {
@@ -14,6 +16,7 @@ export function newArray(dtype: DType, n: number): TypedArray {
     case 'float32': return new Float32Array(n);
     case 'float64': return new Float64Array(n);
     case 'int32': return new Int32Array(n);
+    case 'float16': return new Uint16Array(n);
   }
 }
 

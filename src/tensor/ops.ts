@@ -3,6 +3,7 @@
 import type { Backend, BinaryOp, UnaryGradOp, UnaryOp } from '../backend/backend.js';
 import { checkSparsity, type AttentionSparsity } from '../backend/backend.js';
 import type { DType } from './dtype.js';
+import { toHalfBits } from './half.js';
 import { defaultGenerator, type Generator } from './random.js';
 import { broadcastShapes, checkShape, contiguousStrides, fmt, normDim, numel, sameShape, ShapeError, type Shape } from './shape.js';
 import { getDefaultBackend, isGradEnabled, noGrad, record, Tensor } from './tensor.js';
@@ -31,6 +32,12 @@ function sameDtype(op: string, a: Tensor, b: Tensor): void {
 
 function needFloat(op: string, t: Tensor): void {
   if (t.dtype === 'int32') throw new Error(`${op}: needs a floating-point tensor, got int32`);
+  if (t.dtype === 'float16') throw new Error(`${op}: float16 is a storage dtype for weights (linear, matmul's right operand, embedding); convert with .to('float32')`);
+}
+
+/** A float16 right operand (weights stored as half) next to a float32 left one. */
+function halfWeight(a: Tensor, b: Tensor): boolean {
+  return b.dtype === 'float16' && a.dtype === 'float32';
 }
 
 /** A new contiguous tensor of the given shape (zero-filled). */
@@ -84,7 +91,10 @@ export function tensor(data: Nested | ArrayLike<number>, opts: CreateOptions & {
   checkShape('tensor', shape);
   if (numel(shape) !== flat.length) throw new ShapeError(`tensor: ${flat.length} values do not fill shape ${fmt(shape)}`);
   const b = opts.backend ?? getDefaultBackend();
-  const dtype = opts.dtype ?? (data instanceof Int32Array ? 'int32' : data instanceof Float64Array ? 'float64' : 'float32');
+  const dtype = opts.dtype ?? (data instanceof Int32Array ? 'int32' : data instanceof Float64Array ? 'float64' : data instanceof Uint16Array ? 'float16' : 'float32');
+  // float16 data are binary16 bits, as data() returns them: refuse plain numbers, which would be
+  // taken for bits.
+  if (dtype === 'float16' && !(data instanceof Uint16Array)) throw new Error("tensor: float16 data must be a Uint16Array of binary16 bits (or make a float32 tensor and call .to('float16'))");
   return new Tensor(b.upload(flat, dtype), shape, undefined, 0, opts.requiresGrad ?? false);
 }
 
@@ -500,6 +510,18 @@ export function to(x: Tensor, dtype: DType): Tensor {
   if (x.dtype === dtype) return x;
   const be = backendOf('to', x);
   if (!be.supports(dtype)) throw new Error(`to: backend ${be.name} does not support ${dtype}`);
+  if (dtype === 'float16') {
+    // Rounded on the host, to nearest with ties to even: the same bits on every backend (WGSL
+    // leaves the rounding of pack2x16float to the implementation). Weights convert once.
+    return new Tensor(be.upload(toHalfBits(x.data()), 'float16'), x.shape);
+  }
+  if (x.dtype === 'float16') {
+    // Widening is exact: the backend converts (copy between dtypes), contiguous only.
+    if (!x.isContiguous()) throw new Error(`to: a float16 tensor must be contiguous to convert (shape ${fmt(x.shape)})`);
+    const out = like(x, x.shape, 'float32');
+    be.copy(x.storage, x.layout, out.storage);
+    return dtype === 'float32' ? out : to(out, dtype);
+  }
   const out = like(x, x.shape, dtype);
   be.copy(x.storage, x.layout, out.storage);
   return out;
@@ -643,8 +665,10 @@ function batchStride(t: Tensor): number | null {
 /** Batched matrix product with broadcasting over leading dims (like torch.matmul). */
 export function matmul(a: Tensor, b: Tensor): Tensor {
   const be = backendOf('matmul', a, b);
-  sameDtype('matmul', a, b);
-  needFloat('matmul', a);
+  if (!halfWeight(a, b)) {
+    sameDtype('matmul', a, b);
+    needFloat('matmul', a);
+  }
   if (a.ndim === 0 || b.ndim === 0) throw new ShapeError(`matmul: scalar operands ${fmt(a.shape)} and ${fmt(b.shape)}`);
   if (a.ndim === 1) return squeeze(matmul(unsqueeze(a, 0), b), -2);
   if (b.ndim === 1) return squeeze(matmul(a, unsqueeze(b, 1)), -1);
@@ -690,6 +714,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
   const be = bias ? backendOf('linear', x, weight, bias) : backendOf('linear', x, weight);
   needFloat('linear', x);
+  if (weight.dtype !== x.dtype && !halfWeight(x, weight)) sameDtype('linear', x, weight);
   if (weight.ndim !== 2) throw new ShapeError(`linear: weight must be 2-D (out, in), got ${fmt(weight.shape)}`);
   const [outF, inF] = weight.shape as [number, number];
   if (x.shape[x.ndim - 1] !== inF) throw new ShapeError(`linear: input ${fmt(x.shape)} does not match weight ${fmt(weight.shape)} (expected last dim ${inF})`);
@@ -821,8 +846,10 @@ export function embedding(weight: Tensor, ids: Tensor): Tensor {
   if (weight.ndim !== 2) throw new ShapeError(`embedding: weight must be 2-D (V, C), got ${fmt(weight.shape)}`);
   const [V, C] = weight.shape as [number, number];
   const idc = contiguous(ids);
+  if (weight.dtype === 'float16' && !weight.isContiguous()) throw new Error(`embedding: a float16 weight must be contiguous (shape ${fmt(weight.shape)})`);
   const wc = noGrad(() => contiguous(weight));
-  const out = like(weight, [...ids.shape, C]);
+  // A float16 (half-stored) table gives float32 rows.
+  const out = like(weight, [...ids.shape, C], weight.dtype === 'float16' ? 'float32' : undefined);
   be.embedding(wc.storage, V, C, idc.storage, ids.size, out.storage);
   return record(out, 'embedding', [weight], (g) => {
     const gc = contiguous(g);

@@ -91,7 +91,8 @@ export function liveTensorCount(): number {
 }
 
 export class Tensor {
-  readonly storage: Storage;
+  /** Replaced only by castInPlace (module.halfWeights()); otherwise fixed. */
+  private _storage: Storage;
   readonly shape: readonly number[];
   readonly strides: readonly number[];
   readonly offset: number;
@@ -105,7 +106,7 @@ export class Tensor {
 
   constructor(storage: Storage, shape: Shape, strides?: readonly number[], offset = 0, requiresGrad = false) {
     if (storage.freed) throw new Error('cannot make a tensor on a freed storage');
-    this.storage = storage;
+    this._storage = storage;
     this.shape = Object.freeze([...shape]);
     this.strides = Object.freeze(strides ? [...strides] : contiguousStrides(shape));
     this.offset = offset;
@@ -116,8 +117,40 @@ export class Tensor {
     scopes[scopes.length - 1]?.add(this);
   }
 
+  get storage(): Storage {
+    return this._storage;
+  }
   get backend(): Backend {
     return this.storage.backend;
+  }
+
+  /**
+   * Converts this tensor's values to `dtype` in place: the tensor object stays (modules keep
+   * referring to it) and gets a new storage, like assigning param.data in PyTorch. Only for a
+   * contiguous tensor that owns its whole storage, with no gradient history.
+   */
+  castInPlace(dtype: DType, convert: (t: Tensor) => Tensor): void {
+    this.assertLive('castInPlace');
+    if (this.dtype === dtype) return;
+    if (this.node) throw new Error('castInPlace: the tensor has gradient history');
+    if (this.offset !== 0 || this.storage.size !== this.size || !this.isContiguous()) {
+      throw new Error(`castInPlace: tensor of shape ${fmt(this.shape)} is a view, not a whole storage`);
+    }
+    const converted = convert(this);
+    if (converted.dtype !== dtype || converted.size !== this.size) throw new Error('castInPlace: the conversion gave the wrong dtype or size');
+    const next = converted.storage;
+    next.refs++;
+    converted.dispose();
+    const old = this._storage;
+    this._storage = next;
+    // The finalizer releases the storage it was given: hand it the new one.
+    finalizer.unregister(this);
+    finalizer.register(this, next, this);
+    if (this.grad) {
+      this.grad.dispose();
+      this.grad = null;
+    }
+    releaseStorage(old);
   }
   get dtype(): DType {
     return this.storage.dtype;

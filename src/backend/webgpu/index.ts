@@ -25,6 +25,9 @@ function isContiguous(l: Layout): boolean {
   return l.shape.every((n, d) => n === 1 || l.strides[d] === c[d]);
 }
 
+/** The kernel arguments that may be float16 storages (kernel.arg). */
+const HALF_ARGS = new Set(['matmul.b', 'embedding.weight', 'copy.x', 'copy.out']);
+
 export class WebGPUBackend implements Backend {
   readonly name = 'webgpu';
   private nextId = 1;
@@ -42,7 +45,8 @@ export class WebGPUBackend implements Backend {
   }
 
   supports(dtype: DType): boolean {
-    return dtype === 'float32' || dtype === 'int32';
+    // float16: weights stored as halves (see kernels/half.ts); every adapter, no shader-f16.
+    return dtype === 'float32' || dtype === 'int32' || dtype === 'float16';
   }
 
   // ---- plumbing ----
@@ -70,6 +74,9 @@ export class WebGPUBackend implements Backend {
   private kernel(name: string, args: Record<string, unknown>): void {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(args)) {
+      if (v instanceof GpuStorage && v.dtype === 'float16' && !HALF_ARGS.has(`${name}.${k}`)) {
+        throw new TypeError(`webgpu backend: ${name} does not take float16 (${k}); float16 is a storage dtype for weights, read by linear, matmul (right operand) and embedding: convert with .to('float32')`);
+      }
       out[k] = v instanceof GpuStorage ? this.ref(v, `${name}: ${k}`) : v;
     }
     this.push({ op: 'kernel', name, args: out });
@@ -106,7 +113,7 @@ export class WebGPUBackend implements Backend {
   // ---- memory ----
 
   alloc(dtype: DType, size: number, uninitialized = false): Storage {
-    if (!this.supports(dtype)) throw new TypeError(`webgpu backend: dtype ${dtype} is not supported (float32 and int32 are)`);
+    if (!this.supports(dtype)) throw new TypeError(`webgpu backend: dtype ${dtype} is not supported (float32, int32 and float16 are)`);
     if (!Number.isInteger(size) || size < 0) throw new RangeError(`webgpu backend: bad storage size ${size}`);
     const s = new GpuStorage(this, dtype, size, this.nextId++);
     this.push(uninitialized ? { op: 'alloc', id: s.id, bytes: size * bytesPerElement(dtype), uninitialized } : { op: 'alloc', id: s.id, bytes: size * bytesPerElement(dtype) });
@@ -126,6 +133,15 @@ export class WebGPUBackend implements Backend {
       throw new RangeError(`write: ${data.length} elements at offset ${offset} do not fit in a storage of ${s.size}`);
     }
     if (data.length === 0) return;
+    if (s.dtype === 'float16') {
+      // Writes move whole 4-byte words: start on an even element; an odd count is padded (the
+      // buffer is rounded up to 4 bytes, so the pad lands inside it).
+      if (offset % 2 !== 0) throw new RangeError(`write: float16 writes start at an even element (got ${offset})`);
+      const typed = new Uint16Array(data.length + (data.length % 2));
+      typed.set(data);
+      this.push({ op: 'write', id: r.id, byteOffset: offset * 2, data: typed.buffer as ArrayBuffer });
+      return;
+    }
     const typed = newArray(s.dtype, data.length);
     typed.set(data);
     this.push({ op: 'write', id: r.id, byteOffset: offset * 4, data: typed.buffer as ArrayBuffer });
@@ -135,6 +151,11 @@ export class WebGPUBackend implements Backend {
     const r = this.ref(s, 'read');
     const l = layout ?? { shape: [s.size], strides: [1], offset: 0 };
     const n = numel(l.shape);
+    if (s.dtype === 'float16') {
+      if (!isContiguous(l) || l.offset % 2 !== 0) throw new RangeError('read: float16 reads are contiguous and start at an even element');
+      const bytes = this.readBytes(r.id, l.offset * 2, Math.ceil(n / 2) * 4);
+      return new Uint16Array(bytes.buffer, 0, n);
+    }
     if (isContiguous(l)) {
       const bytes = this.readBytes(r.id, l.offset * 4, n * 4);
       return s.dtype === 'int32' ? new Int32Array(bytes.buffer, 0, n) : new Float32Array(bytes.buffer, 0, n);

@@ -1,6 +1,7 @@
 // Element-wise kernels: fill, strided copy with dtype conversion, unary (+ backward), binary
 // (tensor or scalar operand), where (one shader per family; the op and the dtypes are parameters).
 import type { BinaryOp, UnaryGradOp, UnaryOp } from '../../backend.js';
+import { halfCopy } from './half.js';
 import { contiguousStrides } from '../../../tensor/shape.js';
 import { PRELUDE, MAX_RANK, collapse, groupsFor, storage, threadEntry, type KernelContext, type KernelFn, type BufRef, type Layout, type Params } from './common.js';
 
@@ -146,6 +147,11 @@ const copy: KernelFn = (ctx, a) => {
   const outLayout = a.outLayout as Layout | undefined;
   const ol = outLayout ?? { strides: contiguousStrides(xl.shape), offset: 0 };
   if (numelOf(xl.shape) === 0) return;
+  if (x.dtype === 'float16' || out.dtype === 'float16') {
+    // Only contiguous conversions reach here (ops.to makes the source contiguous).
+    if (outLayout || !layoutIsContiguous(xl)) throw new Error('webgpu: float16 copies must be contiguous');
+    return halfCopy(ctx, x, xl.offset, numelOf(xl.shape), out);
+  }
   if (copyRows(ctx, x, xl, out, ol)) return;
   const p = ctx.params();
   writeLayouts(p, xl.shape, [xl, ol]);
@@ -486,3 +492,12 @@ export const ELEMENTWISE_KERNELS: Record<string, KernelFn> = {
 };
 
 export { writeLayouts, STRIDED, DTYPE, dtypeCode, inputBuf };
+
+function layoutIsContiguous(l: Layout): boolean {
+  let s = 1;
+  for (let i = l.shape.length - 1; i >= 0; i--) {
+    if (l.shape[i] !== 1 && l.strides[i] !== s) return false;
+    s *= l.shape[i]!;
+  }
+  return true;
+}

@@ -5,6 +5,7 @@
 // accumulating kernels give every output element to exactly one thread.
 import { KERNEL_OP_NAMES } from '../executor.js';
 import { PRELUDE, entry, storage, groupsFor, type KernelFn, type BufRef } from './common.js';
+import { halfLoad } from './half.js';
 
 const WG = 64;
 
@@ -51,6 +52,24 @@ const EMBEDDING = PRELUDE + storage('u32', ['weight', 'ids:i32'], ['out']) + err
     return;
   }
   out[t] = weight[u32(id) * C + c];
+}
+`;
+
+// The same for a float16 (half-stored) table: out is float32.
+const EMBEDDING_HALF = PRELUDE + storage('u32', ['weight', 'ids:i32'], ['out:f32']) + errorBinding(4) + halfLoad('weight') + entry(WG) + /* wgsl */ `
+  let t = linear_id(wid, nwg, li, ${WG}u);
+  let C = pu(1u);
+  let V = pu(2u);
+  if (t >= pu(0u) * C) { return; }
+  let i = t / C;
+  let c = t - i * C;
+  let id = ids[i];
+  if (id < 0 || u32(id) >= V) {
+    if (c == 0u) { report(1u, id, V, pu(3u)); }
+    out[t] = 0.0;
+    return;
+  }
+  out[t] = weight_at(u32(id) * C + c);
 }
 `;
 
@@ -110,7 +129,7 @@ const embedding: KernelFn = (ctx, a) => {
   const C = a.C as number;
   const p = ctx.params().u32(n).u32(C).u32(a.V as number).u32(opId('embedding'));
   ctx.dispatch({
-    code: EMBEDDING,
+    code: (a.weight as BufRef).dtype === 'float16' ? EMBEDDING_HALF : EMBEDDING,
     buffers: [ctx.buf(a.weight as BufRef), ctx.buf(a.ids as BufRef), ctx.buf(a.out as BufRef), ctx.errorBuffer],
     params: p,
     groups: groupsFor(n * C, WG),

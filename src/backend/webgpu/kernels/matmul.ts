@@ -11,6 +11,7 @@
 // Tiled shader (large products on devices allowing 256-thread workgroups): see TILED below.
 // Split-K (few output tiles, long K): see MATMUL_TUNING and SPLIT_REDUCE below.
 import { PRELUDE, entry, storage, threadEntry, MAX_GROUPS, grid, groupsFor, type KernelContext, type KernelFn, type BufRef } from './common.js';
+import { halfLoad } from './half.js';
 
 const BM = 64;
 const BN = 64;
@@ -58,7 +59,9 @@ function tileOrigin(bm: number, bn: number): string {
   let n0 = wid.x * ${bn}u;`;
 }
 
-const MATMUL = PRELUDE + storage('f32', ['A', 'B', 'bias'], ['out']) + /* wgsl */ `
+/** The general shader; with `bHalf`, B is a float16 storage (packed pairs, see half.ts). */
+function generalCode(bHalf: boolean): string {
+  return PRELUDE + storage('f32', ['A', bHalf ? 'B:u32' : 'B', 'bias'], ['out']) + (bHalf ? halfLoad('B') : '') + /* wgsl */ `
 
 // Rows padded by one so the k-fast tile loads (a transposed operand) do not hit one bank.
 var<workgroup> As: array<f32, ${BK * SA}>; // [k][m]
@@ -98,7 +101,7 @@ ${tileOrigin(BM, BN)}
       let gn = n0 + nn;
       let gkb = k0 + kb;
       var vb = 0.0;
-      if (gn < N && gkb < K) { vb = B[bBase + gkb * bK + gn * bN]; }
+      if (gn < N && gkb < K) { vb = ${bHalf ? 'B_at(bBase + gkb * bK + gn * bN)' : 'B[bBase + gkb * bK + gn * bN]'}; }
       Bs[kb * ${SB}u + nn] = vb;
     }
     workgroupBarrier();
@@ -136,7 +139,9 @@ ${tileOrigin(BM, BN)}
   }
 }
 `;
-
+}
+const MATMUL = generalCode(false);
+const MATMUL_HALF = generalCode(true);
 
 // ---- tiled shader ----
 //
@@ -209,13 +214,17 @@ function tiledEpilogue(): string {
   return lines.join('\n');
 }
 
-const TILED = PRELUDE + storage('vec4<f32>', ['A', 'B', 'bias:f32'], ['out:f32']) + /* wgsl */ `
+/** The tiled shader; with `bHalf`, B is a float16 storage read as vec2<u32> (4 halves). */
+function tiledCode(bHalf: boolean): string {
+  const bScalar = bHalf ? 'unpack2x16float(B[i >> 2u][(i >> 1u) & 1u])[i & 1u]' : 'B[i >> 2u][i & 3u]';
+  const bVec = bHalf ? 'let w = B[i >> 2u]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));' : 'return B[i >> 2u];';
+  return PRELUDE + storage('vec4<f32>', ['A', bHalf ? 'B:vec2<u32>' : 'B', 'bias:f32'], ['out:f32']) + /* wgsl */ `
 var<workgroup> S: array<vec4<f32>, ${2 * TSB}>;
 ${GELU}
 // Operand op (0 = A, 1 = B) element i.
 fn ld1(op: u32, i: u32) -> f32 {
   if (op == 0u) { return A[i >> 2u][i & 3u]; }
-  return B[i >> 2u][i & 3u];
+  return ${bScalar};
 }
 
 // 4 elements from element i along the operand's contiguous axis, g..g+3 its coordinates there
@@ -225,7 +234,7 @@ fn run4(op: u32, i: u32, ok: bool, g: u32, lim: u32, aligned: bool) -> vec4<f32>
   if (aligned) {
     if (g >= lim) { return vec4<f32>(0.0); }
     if (op == 0u) { return A[i >> 2u]; }
-    return B[i >> 2u];
+    ${bVec}
   }
   var v = vec4<f32>(0.0);
   for (var c = 0u; c < 4u; c++) {
@@ -310,6 +319,9 @@ ${tiledInner()}
 ${tiledEpilogue()}
 }
 `;
+}
+const TILED = tiledCode(false);
+const TILED_HALF = tiledCode(true);
 
 /** Which matmul shader runs: 'auto' picks by size and device limits; the others force one
  *  (a forced 'tiled' still falls back where the device cannot run it). The environment
@@ -384,6 +396,8 @@ export interface Product {
   aOffset: number; aBatchStride: number; bOffset: number; bBatchStride: number;
   A: GPUBuffer; B: GPUBuffer; bias: GPUBuffer | null; out: GPUBuffer;
   act: number; accumulate: boolean;
+  /** B is a float16 storage (weights stored as halves). */
+  bHalf?: boolean;
 }
 
 function encode(ctx: KernelContext, q: Product): void {
@@ -408,7 +422,7 @@ function encode(ctx: KernelContext, q: Product): void {
   }
   const [gy, gz] = grid(T);
   ctx.dispatch({
-    code: tiled ? TILED : MATMUL,
+    code: tiled ? (q.bHalf ? TILED_HALF : TILED) : (q.bHalf ? MATMUL_HALF : MATMUL),
     // Without a bias, A stands in for the unused binding (never read).
     buffers: [q.A, q.B, q.bias ?? q.A, q.out],
     params: p,
@@ -461,8 +475,9 @@ const matmul: KernelFn = (ctx, a) => {
     aOffset: a.aOffset as number, aBatchStride: a.aBatchStride as number,
     bOffset: a.bOffset as number, bBatchStride: a.bBatchStride as number,
     A, B: ctx.buf(a.b as BufRef), bias: biasRef ? ctx.buf(biasRef) : null, out: ctx.buf(a.out as BufRef),
-    act, accumulate: !!a.accumulate,
+    act, accumulate: !!a.accumulate, bHalf: (a.b as BufRef).dtype === 'float16',
   };
+  if ((a.a as BufRef).dtype === 'float16') throw new Error('webgpu: matmul: a float16 left operand (only the right one, weights, may be float16)');
   const BT = q.tiled ? TBM : BM;
   const S = batch === 1 ? chooseSplit(ctx.device, M, N, K, Math.ceil(M / BT) * Math.ceil(N / BT), a.splitK) : 1;
   if (S === 1) return encode(ctx, q);
