@@ -1,5 +1,5 @@
 // GPU benchmark: attn's webgpu backend beside PyTorch CUDA, measured in the same run.
-//   node dist/bench/gpu.js [--quick] [--only matmul,train,toloss] [--to-loss 1.47]
+//   node dist/bench/gpu.js [--quick] [--only matmul,train,toloss,profile,decode] [--to-loss 1.47]
 //     [--toloss-max-s 420] [--toloss-set key=value,...] [--skip-torch] [--python PATH] [--json] [--out FILE]
 // (a) matmul float32 4096³ TFLOP/s; (b) training tokens/s of the shakespeare-char preset's
 // model (6 layers, 6 heads, 384 wide, T 256, dropout 0.2) at batch 64; (c) with --to-loss (or
@@ -10,16 +10,21 @@
 // ends where the preset's run starts to overfit); the report names them. --quick shrinks every size (256³,
 // a 2-layer model) so that the whole script can be checked on a software adapter. Tables go
 // to stdout, progress to stderr.
+// (d) decode, only with --only decode: GPT-2 124M shape (random weights), batch 1, prefill of
+// 128 tokens and 64 greedy KV-cache steps, weights float32 and float16 (Module.halfWeights),
+// beside PyTorch CUDA eager float32 and float16 (bench/peers/torch_gpt.py).
 import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { getBackend } from '../src/index.js';
+import { getBackend, noGrad, slice, tensor, tidy, type Tensor } from '../src/index.js';
+import { bytesPerElement } from '../src/tensor/dtype.js';
+import { generate } from '../src/generate/index.js';
 import type { WebGPUBackend } from '../src/backend/webgpu/index.js';
 import { prepareDataset } from '../src/data/files.js';
 import { gatherBatch } from '../src/data/sampler.js';
-import { GPT, type GPTConfig } from '../src/models/gpt.js';
+import { GPT, GPT2_CONFIG, type GPTConfig } from '../src/models/gpt.js';
 import { CharTokenizer } from '../src/tokenizers/index.js';
 import { AdamW } from '../src/train/optim.js';
 import { preset } from '../src/train/presets.js';
@@ -128,6 +133,85 @@ interface TrainResult {
 }
 
 /** The preset's model and optimizer on Tiny Shakespeare's characters, as the trainer makes them. */
+// ---------------------------------------------------------------- attn: GPT-2 decode
+
+const DECODE_PROMPT = quick ? 16 : 128;
+const DECODE_STEPS = quick ? 8 : 64;
+const DECODE_MIN_S = quick ? 0.5 : 5;
+
+function decodeConfig(): GPTConfig {
+  return quick ? { ...GPT2_CONFIG, n_layer: 2, n_head: 2, n_embd: 64, block_size: 64, vocab_size: 500 } : { ...GPT2_CONFIG };
+}
+
+interface DecodeResult {
+  dtype: 'float32' | 'float16';
+  weight_mib: number;
+  prefill_tokens_per_s: number;
+  prefill_best_ms: number;
+  decode_tokens_per_s: number;
+  decode_reps: number;
+}
+
+function benchDecode(be: WebGPUBackend, dtype: 'float32' | 'float16'): DecodeResult {
+  const cfg = decodeConfig();
+  const model = new GPT(cfg, { backend: be, seed: 0 });
+  model.eval();
+  try {
+    if (dtype === 'float16') model.halfWeights();
+    const weightMib = model.parameters().reduce((s, p) => s + p.size * bytesPerElement(p.dtype), 0) / 2 ** 20;
+    let seed = 7;
+    const prompt = Array.from({ length: DECODE_PROMPT }, () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % cfg.vocab_size);
+    const P = DECODE_PROMPT;
+    const prefill = () => {
+      const t = now();
+      noGrad(() => tidy(() => {
+        const logits: Tensor = model.forward(tensor(Int32Array.from(prompt), { backend: be, dtype: 'int32', shape: [1, P] })).logits;
+        return slice(logits, 1, P - 1, P).data()[0];
+      }));
+      return now() - t;
+    };
+    for (let i = 0; i < 3; i++) prefill();
+    const times: number[] = [];
+    while (times.length < 5 || times.reduce((a, b) => a + b, 0) < DECODE_MIN_S * 1e3) times.push(prefill());
+    const run = (): number => {
+      const stamps: number[] = [];
+      generate(model, prompt, { greedy: true, maxNewTokens: DECODE_STEPS + 1, backend: be, onToken: () => stamps.push(now()) });
+      return (stamps[DECODE_STEPS]! - stamps[0]!) / 1e3;
+    };
+    run();
+    let total = 0;
+    let reps = 0;
+    while (reps < 2 || total < DECODE_MIN_S) {
+      total += run();
+      reps++;
+    }
+    return {
+      dtype, weight_mib: weightMib,
+      prefill_tokens_per_s: (P * times.length * 1e3) / times.reduce((a, b) => a + b, 0), prefill_best_ms: Math.min(...times),
+      decode_tokens_per_s: (DECODE_STEPS * reps) / total, decode_reps: reps,
+    };
+  } finally {
+    model.dispose();
+  }
+}
+
+/** PyTorch CUDA eager decode of the same shape (bench/peers/torch_gpt.py, infer section). */
+function runTorchDecode(python: string, dtype: 'float32' | 'float16'): Cell | string {
+  const spec = {
+    section: 'infer', cfg: decodeConfig(), prefill_tokens: DECODE_PROMPT, decode_tokens: DECODE_STEPS,
+    device: 'cuda', dtype, warmup_steps: 2, warmup_s: 1, min_s: DECODE_MIN_S, min_reps: 2, parts: ['prefill', 'decode'],
+  };
+  const r = spawnSync(python, [join(ROOT, 'bench/peers/torch_gpt.py'), JSON.stringify(spec)], { encoding: 'utf8', timeout: 300_000 });
+  if (r.error) return `${python}: ${r.error.message}`;
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  try {
+    const out = JSON.parse(line) as Cell;
+    return typeof out.error === 'string' ? out.error : out;
+  } catch {
+    return `no JSON from torch_gpt.py (exit ${String(r.status)}): ${(r.stderr || r.stdout).slice(-400)}`;
+  }
+}
+
 function trainingSetup(be: WebGPUBackend) {
   const text = readFileSync(SHAKESPEARE, 'utf8');
   const tok = CharTokenizer.fromText(text);
@@ -394,7 +478,7 @@ async function main(): Promise<void> {
   const only = new Set(onlyArg ? onlyArg.split(',').map((s) => s.trim()) : ['matmul', 'train']);
   const toLossArg = args.get('to-loss');
   if (toLossArg !== undefined) only.add('toloss');
-  for (const s of only) if (!['matmul', 'train', 'toloss', 'profile'].includes(s)) throw new Error(`--only: unknown part '${s}' (matmul, train, toloss, profile)`);
+  for (const s of only) if (!['matmul', 'train', 'toloss', 'profile', 'decode'].includes(s)) throw new Error(`--only: unknown part '${s}' (matmul, train, toloss, profile, decode)`);
   const goal = typeof toLossArg === 'string' ? Number(toLossArg) : quick ? 3.5 : TARGETS.toLoss;
   if (!(goal > 0)) throw new Error(`--to-loss: bad value '${String(toLossArg)}'`);
   const maxS = Number(opt('toloss-max-s', quick ? '120' : '420'));
@@ -438,6 +522,24 @@ async function main(): Promise<void> {
     log(`training tokens/s, batch ${BATCH}, on webgpu…`);
     attnTrain = await attempt('attn train', () => benchTrain(be));
     if (attnTrain) log(`  ${num(attnTrain.tokens_per_s)} tokens/s (${num(attnTrain.median_step_ms)} ms/step, ${num(attnTrain.wait_ms_per_step)} of them waiting for the device)`);
+  }
+
+  const decode: Record<string, DecodeResult | Cell | null> = {};
+  if (only.has('decode')) {
+    for (const dtype of ['float32', 'float16'] as const) {
+      log(`GPT-2 124M decode, weights ${dtype}, on webgpu…`);
+      const r = await attempt(`attn decode ${dtype}`, () => benchDecode(be, dtype));
+      decode[`attn_${dtype}`] = r;
+      if (r) log(`  prefill ${num(r.prefill_tokens_per_s)} tokens/s, decode ${num(r.decode_tokens_per_s)} tokens/s, weights ${num(r.weight_mib)} MiB`);
+    }
+    if (!flag('skip-torch')) {
+      for (const dtype of ['float32', 'float16'] as const) {
+        log(`PyTorch CUDA decode, ${dtype}…`);
+        const r = runTorchDecode(python, dtype);
+        if (typeof r === 'string') errors.push(`torch decode ${dtype}: ${r}`);
+        decode[`torch_${dtype}`] = typeof r === 'string' ? null : r;
+      }
+    }
   }
 
   if (only.has('profile')) {
@@ -543,6 +645,29 @@ async function main(): Promise<void> {
     }
   }
 
+  if (only.has('decode')) {
+    const c = decodeConfig();
+    p(`## GPT-2 124M shape (${c.n_layer} layers, ${c.n_embd} wide, vocab ${c.vocab_size}, random weights), batch 1: prefill ${DECODE_PROMPT} tokens, then ${DECODE_STEPS} greedy steps with the KV cache`);
+    p();
+    const a = decode['attn_float32'] as DecodeResult | null | undefined;
+    const row = (name: string, r: DecodeResult | Cell | null | undefined, weights: string) => {
+      const pre = (r as { prefill_tokens_per_s?: number; prefill?: { tokens_per_s: number } } | null | undefined);
+      const prefill = pre?.prefill_tokens_per_s ?? pre?.prefill?.tokens_per_s ?? null;
+      const dec = (r as { decode_tokens_per_s?: number; decode?: { tokens_per_s: number } } | null | undefined);
+      const d = dec?.decode_tokens_per_s ?? dec?.decode?.tokens_per_s ?? null;
+      return [name, weights, num(prefill), num(d), ratio(a?.decode_tokens_per_s ?? null, d)];
+    };
+    const h = decode['attn_float16'] as DecodeResult | null | undefined;
+    p(table(['engine', 'weights', 'prefill tokens/s', 'decode tokens/s', 'attn f32 decode ÷ this'], [
+      row('attn webgpu, float32', a, a ? `${num(a.weight_mib)} MiB f32` : '–'),
+      row('attn webgpu, float16 weights', h, h ? `${num(h.weight_mib)} MiB (matrices f16)` : '–'),
+      row('torch CUDA eager, float32', decode['torch_float32'], 'f32'),
+      row('torch CUDA eager, float16 (model.half())', decode['torch_float16'], 'f16, f16 arithmetic'),
+    ]));
+    p('attn float16: the weight matrices stored as halves, widened to float32 in the matmul and embedding shaders (arithmetic float32); torch float16: every weight and activation half. decode: the time from the first new token to the last, over the steps after it; prefill: one forward over the prompt, reading the last logit.');
+    p();
+  }
+
   if (toLoss) {
     p(`## time to val loss ≤ ${toLoss.goal} (shakespeare-char preset, --device webgpu, batch ${BATCH}${quick ? ', --quick model and evaluation' : ''})`);
     p();
@@ -580,6 +705,7 @@ async function main(): Promise<void> {
   writeJsonIfAsked(cli, 'bench/results/gpu.json', () => ({
     date: new Date().toISOString(), quick, machine: { ...mach, gpu }, adapter: ad,
     toloss_overrides: overrides,
+    decode: only.has('decode') ? decode : null,
     attn: { backend: 'webgpu', matmul: attnMatmul, matmul_paths: matmulPaths, profile, train: attnTrain, toloss: toLoss, batch: BATCH, model: only.has('train') ? modelConfig(65) : null },
     torch, torch_missing: torchMissing, timing: { train: TRAIN_TIMING, matmul: MATMUL_TIMING }, errors, targets,
   }));

@@ -324,6 +324,17 @@ test('webgpu models: the CLI trains and samples with --device webgpu', async (t)
     const sa = spawnSync(process.execPath, [main, 'sample', '--model', join(out, 'best'), '--device', 'webgpu', '--max_new_tokens', '5'], { encoding: 'utf8', timeout: 60_000 });
     assert.equal(sa.status, 0, `sample failed:\n${sa.stdout}\n${sa.stderr}`);
     assert.ok(sa.stdout.trim().length > 0, 'sample prints text');
+    // Weights stored as float16: greedy text from the half model; cpu refuses the option.
+    const greedy = ['sample', '--model', join(out, 'best'), '--max_new_tokens', '8', '--temperature', '0'];
+    const half = spawnSync(process.execPath, [main, ...greedy, '--device', 'webgpu', '--dtype', 'float16'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(half.status, 0, `sample --dtype float16 failed:\n${half.stdout}\n${half.stderr}`);
+    assert.match(half.stderr, /weights stored as float16: [\d.]+ MiB saved/);
+    assert.ok(half.stdout.trim().length > 0, 'the half model prints text');
+    const onCpu = spawnSync(process.execPath, [main, ...greedy, '--device', 'cpu', '--dtype', 'float16'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(onCpu.status, 2);
+    assert.match(onCpu.stderr, /--dtype float16 needs a backend that stores float16 \(--device webgpu\); this is cpu/);
+    const bad = spawnSync(process.execPath, [main, ...greedy, '--dtype', 'bfloat16'], { encoding: 'utf8', timeout: 60_000 });
+    assert.match(bad.stderr, /--dtype must be one of float32, float16, got 'bfloat16'/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

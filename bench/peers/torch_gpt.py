@@ -53,7 +53,7 @@ def warm(fn, spec):
         n += 1
 
 
-def build(torch, cfg):
+def build(torch, cfg, device="cpu", dtype=None):
     nn = torch.nn
     F = torch.nn.functional
     C, H, L, V, Tmax = cfg["n_embd"], cfg["n_head"], cfg["n_layer"], cfg["vocab_size"], cfg["block_size"]
@@ -115,8 +115,8 @@ def build(torch, cfg):
     class KVCache:
         def __init__(self, B):
             D = C // H
-            self.k = [torch.zeros(B, H, Tmax, D) for _ in range(L)]
-            self.v = [torch.zeros(B, H, Tmax, D) for _ in range(L)]
+            self.k = [torch.zeros(B, H, Tmax, D, device=device, dtype=dtype) for _ in range(L)]
+            self.v = [torch.zeros(B, H, Tmax, D, device=device, dtype=dtype) for _ in range(L)]
             self.length = 0
 
     class GPT(nn.Module):
@@ -126,7 +126,7 @@ def build(torch, cfg):
             self.wpe = nn.Embedding(Tmax, C)
             self.h = nn.ModuleList([Block() for _ in range(L)])
             self.ln_f = LayerNorm()
-            mask = torch.tril(torch.ones(Tmax, Tmax, dtype=torch.bool))
+            mask = torch.tril(torch.ones(Tmax, Tmax, dtype=torch.bool, device=device))
             for b in self.h:
                 b.mask = mask
             for name, p in self.named_parameters():  # GPT-2 init
@@ -140,7 +140,7 @@ def build(torch, cfg):
         def forward(self, idx, targets=None, cache=None):
             T = idx.shape[1]
             past = cache.length if cache is not None else 0
-            pos = torch.arange(past, past + T)
+            pos = torch.arange(past, past + T, device=idx.device)
             x = self.wte(idx) + self.wpe(pos)
             for i, b in enumerate(self.h):
                 x = b(x, cache, i)
@@ -191,26 +191,33 @@ def train(torch, spec, out):
 
 def infer(torch, spec, out):
     cfg = spec["cfg"]
-    GPT, KVCache = build(torch, cfg)
+    # "device": "cuda" and "dtype": "float16" (every weight and activation half, model.half())
+    # for the GPU benchmark's peer (bench/gpu.ts --only decode); the CPU benchmark uses neither.
+    device = spec.get("device", "cpu")
+    half = spec.get("dtype") == "float16"
+    GPT, KVCache = build(torch, cfg, device, torch.float16 if half else None)
     out["rss_before_model"] = rss_bytes()
     torch.manual_seed(0)
     t = time.perf_counter()
-    model = GPT()
+    model = GPT().to(device)
+    if half:
+        model.half()
     model.eval()
     out["init_s"] = time.perf_counter() - t
     V, P, N = cfg["vocab_size"], spec["prefill_tokens"], spec["decode_tokens"]
     min_s, min_reps = spec.get("min_s", 10), spec.get("min_reps", 1)
     parts = spec.get("parts", ["prefill", "decode"])
     g = torch.Generator().manual_seed(1)
-    prompt = torch.randint(V, (1, P), generator=g)
+    prompt = torch.randint(V, (1, P), generator=g).to(device)
     with torch.no_grad():
         if "prefill" in parts:
-            warm(lambda: model(prompt), spec)
+            # Reading one logit waits for the device (a no-op on the CPU), as attn reads the last row.
+            warm(lambda: model(prompt)[0][0, -1, 0].item(), spec)
             times = []
             t0 = time.perf_counter()
             while len(times) < min_reps or time.perf_counter() - t0 < min_s:
                 ts = time.perf_counter()
-                model(prompt)
+                model(prompt)[0][0, -1, 0].item()
                 times.append(time.perf_counter() - ts)
             s = sorted(times)
             out["prefill"] = {"reps": len(times), "best_ms": s[0] * 1e3, "median_ms": s[(len(s) - 1) // 2] * 1e3,
@@ -223,7 +230,7 @@ def infer(torch, spec, out):
             tok = int(logits[0, -1].argmax())
             ts = time.perf_counter()
             for _ in range(n):
-                logits, _ = model(torch.tensor([[tok]]), cache=cache)
+                logits, _ = model(torch.tensor([[tok]], device=device), cache=cache)
                 tok = int(logits[0, -1].argmax())
             return time.perf_counter() - ts
 

@@ -74,6 +74,14 @@ export class Flags {
     return toNumber(`${this.command}: --${name}`, v, opts);
   }
 
+  /** One of `choices`, or undefined when absent. */
+  choice<C extends string>(name: string, choices: readonly C[]): C | undefined {
+    const v = this.string(name);
+    if (v === undefined) return undefined;
+    if (!(choices as readonly string[]).includes(v)) throw new UsageError(`${this.command}: --${name} must be one of ${choices.join(', ')}, got '${v}'`);
+    return v as C;
+  }
+
   bool(name: string): boolean {
     const v = this.string(name);
     if (v === undefined) return false;
