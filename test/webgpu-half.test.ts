@@ -33,7 +33,7 @@ test('webgpu float16: to() rounds on the host to nearest even, widening is exact
   const back = h.to('float32').data();
   assert.deepEqual(Array.from(back), Array.from(fromHalfBits(bits)));
   // Odd lengths and an uploaded bit pattern round-trip; a float16 tensor made from bits.
-  const odd = A.tensor(new Uint16Array([0x3c00, 0xc000, 0x7bff]), { backend: be, shape: [3] });
+  const odd = A.tensor(new Uint16Array([0x3c00, 0xc000, 0x7bff]), { backend: be, dtype: 'float16', shape: [3] });
   assert.equal(odd.dtype, 'float16');
   assert.deepEqual(Array.from(odd.to('float32').data()), [1, -2, 65504]);
   assert.throws(() => A.tensor([1, 2], { backend: be, dtype: 'float16' }), /Uint16Array of binary16 bits/);
@@ -100,7 +100,8 @@ test('webgpu float16: a GPT after halfWeights() computes what float32 computes o
 test('float16 errors: other ops refuse it, backends without it say so', async (t) => {
   const cpu = await A.getBackend('cpu');
   const m = new GPT({ n_layer: 1, n_head: 2, n_embd: 16, block_size: 8, vocab_size: 11, dropout: 0, bias: true }, { backend: cpu, seed: 1 });
-  assert.throws(() => m.halfWeights(), /cpu backend does not store float16 \(webgpu does\)/);
+  assert.throws(() => m.halfWeights('float16'), /cpu backend does not store float16 \(it stores bfloat16\)/);
+  assert.throws(() => A.tensor(new Uint16Array(2), { backend: cpu }), /pass dtype 'float16' or 'bfloat16'/);
   assert.throws(() => A.tensor([1, 2], { backend: cpu }).to('float16'), /does not support float16/);
   const be: Backend | string = await webgpu();
   if (typeof be === 'string') return t.skip(be);

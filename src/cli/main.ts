@@ -44,8 +44,8 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
   --seed N               reproducible sampling (default 1337)
   --num_samples N        independent samples (default 1)
   --no_cache             generate without the KV cache
-  --dtype float32|float16 how the weight matrices are stored (default float32); float16 halves
-                         their memory and needs --device webgpu (arithmetic stays float32)
+  --dtype D              how the weight matrices are stored: float32 (default), float16 (--device
+                         webgpu) or bfloat16 (--device cpu): half the memory, arithmetic in float32
   --device cpu|webgpu|auto|ref, --threads N`,
     booleans: ['no_cache'],
     run: async (f) => (await import('./sample.js')).runSample(f),

@@ -16,14 +16,16 @@ export async function runSample(f: Flags): Promise<void> {
   const seed = f.number('seed', { integer: true }) ?? 1337;
   const numSamples = f.number('num_samples', { integer: true, min: 1 }) ?? 1;
   const noCache = f.bool('no_cache');
-  const dtype = f.choice('dtype', ['float32', 'float16'] as const) ?? 'float32';
+  const dtype = f.choice('dtype', ['float32', 'float16', 'bfloat16'] as const) ?? 'float32';
   const backend = await backendFromFlags(f);
   f.done();
-  if (dtype === 'float16' && !backend.supports('float16')) throw new UsageError(`sample: --dtype float16 needs a backend that stores float16 (--device webgpu); this is ${backend.name}`);
+  if (dtype !== 'float32' && !backend.supports(dtype)) {
+    throw new UsageError(`sample: --dtype ${dtype} needs a backend that stores it (float16: --device webgpu; bfloat16: --device cpu); this is ${backend.name}`);
+  }
   const model = await loadModelDir('sample', dir, backend);
-  if (dtype === 'float16') {
-    const saved = model.halfWeights();
-    process.stderr.write(`weights stored as float16: ${(saved / 2 ** 20).toFixed(1)} MiB saved\n`);
+  if (dtype !== 'float32') {
+    const saved = model.halfWeights(dtype);
+    process.stderr.write(`weights stored as ${dtype}: ${(saved / 2 ** 20).toFixed(1)} MiB saved\n`);
   }
   let tok: Tokenizer;
   try {

@@ -12,7 +12,7 @@
 // "__metadata__" first, tensors laid out by dtype (widest first, so every tensor starts at a
 // multiple of its element size) then by name, the header padded with spaces to a multiple of 8.
 
-import { floatBitsToHalfBits, getHalfTable, halfBitsToFloatBits } from '../tensor/half.js';
+import { floatBitsToBf16Bits, floatBitsToHalfBits, getHalfTable, halfBitsToFloatBits } from '../tensor/half.js';
 
 /** Every dtype name the format defines (the ones attn can read are listed in READABLE). */
 const KNOWN_DTYPES = [
@@ -186,17 +186,9 @@ function tensorInfo(name: string, raw: unknown, dataLength: number, fail: (p: st
 
 // ---------------------------------------------------------------- element conversions
 
-// The binary16 conversions live with the float16 dtype (tensor/half.ts); re-exported here.
-export { floatBitsToHalfBits, halfBitsToFloatBits };
+// The binary16 and bfloat16 conversions live with their dtypes (tensor/half.ts); re-exported here.
+export { floatBitsToBf16Bits, floatBitsToHalfBits, halfBitsToFloatBits };
 
-/**
- * binary32 bits → bfloat16 bits, rounding to nearest, ties to even; overflow rounds to ±inf.
- * NaN is truncated and made quiet, keeping sign and payload (the default NaN gives 0x7fc0).
- */
-export function floatBitsToBf16Bits(b: number): number {
-  if ((b & 0x7fffffff) > 0x7f800000) return ((b >>> 16) | 0x40) & 0xffff;
-  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
-}
 
 /** Reverses each `width`-byte group in place (only used on big-endian hosts). */
 function swapBytes(u8: Uint8Array, width: number): void {

@@ -103,18 +103,24 @@ export class Module {
   }
 
   /**
-   * Stores every weight matrix (parameters of two or more dims: linear weights, embeddings) as
-   * float16, in place, for inference: half their memory, and on webgpu the matmuls and the
-   * embedding lookup read the halves directly (arithmetic stays float32). Biases and norms stay
-   * float32. Needs a backend that stores float16 (webgpu); the converted parameters stop
-   * requiring gradients. Returns the number of bytes saved.
+   * Stores every weight matrix (parameters of two or more dims: linear weights, embeddings) in
+   * 16 bits, in place, for inference: half their memory, and the matmuls and the embedding
+   * lookup read the halves directly, widening them to float32 for the arithmetic. `dtype`
+   * defaults to what the backend stores: float16 on webgpu, bfloat16 on cpu (whose decode
+   * kernels are memory-bound, and bfloat16 widens with one shift). Biases and norms stay
+   * float32; the converted parameters stop requiring gradients. Returns the bytes saved.
    */
-  halfWeights(): number {
+  halfWeights(dtype?: 'float16' | 'bfloat16'): number {
     let saved = 0;
     for (const [name, p] of this.namedParameters()) {
       if (p.ndim < 2 || p.dtype !== 'float32') continue;
-      if (!p.backend.supports('float16')) throw new Error(`halfWeights: the ${p.backend.name} backend does not store float16 (webgpu does); '${name}' stays float32`);
-      p.castInPlace('float16', (t) => noGrad(() => to(t, 'float16')));
+      const be = p.backend;
+      const want = dtype ?? (be.supports('float16') ? 'float16' : be.supports('bfloat16') ? 'bfloat16' : null);
+      if (!want || !be.supports(want)) {
+        const has = (['float16', 'bfloat16'] as const).filter((d) => be.supports(d));
+        throw new Error(`halfWeights: the ${be.name} backend does not store ${dtype ?? 'float16 or bfloat16'} (${has.length ? `it stores ${has.join(' and ')}` : 'webgpu stores float16, cpu bfloat16'}); '${name}' stays float32`);
+      }
+      p.castInPlace(want, (t) => noGrad(() => to(t, want)));
       p.requiresGrad = false;
       saved += p.size * 2;
     }

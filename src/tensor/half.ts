@@ -1,5 +1,5 @@
-// IEEE binary16 ("half", dtype float16) conversions. float16 tensors store these bits in a
-// Uint16Array; backends that support the dtype widen them to float32 for arithmetic.
+// IEEE binary16 ("half", dtype float16) and bfloat16 conversions. Such tensors store the bits
+// in a Uint16Array; backends that support the dtype widen them to float32 for arithmetic.
 
 /** float32 bit patterns of all 65536 half values, built on first use. */
 let halfTable: Uint32Array | null = null;
@@ -80,5 +80,32 @@ export function fromHalfBits(bits: ArrayLike<number>): Float32Array {
   const out = new Float32Array(bits.length);
   const o = new Uint32Array(out.buffer);
   for (let i = 0; i < bits.length; i++) o[i] = table[bits[i]! & 0xffff]!;
+  return out;
+}
+
+/**
+ * binary32 bits → bfloat16 bits, rounding to nearest, ties to even; overflow rounds to ±inf.
+ * NaN is truncated and made quiet, keeping sign and payload (the default NaN gives 0x7fc0).
+ */
+export function floatBitsToBf16Bits(b: number): number {
+  if ((b & 0x7fffffff) > 0x7f800000) return ((b >>> 16) | 0x40) & 0xffff;
+  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** bfloat16 bits of each value, rounding to nearest, ties to even (as a float32 first). */
+export function toBf16Bits(values: ArrayLike<number>): Uint16Array {
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    f32[0] = values[i]!;
+    out[i] = floatBitsToBf16Bits(u32[0]!);
+  }
+  return out;
+}
+
+/** The float32 values of bfloat16 bits (exact: the bits are a float32's top half). */
+export function fromBf16Bits(bits: ArrayLike<number>): Float32Array {
+  const out = new Float32Array(bits.length);
+  const o = new Uint32Array(out.buffer);
+  for (let i = 0; i < bits.length; i++) o[i] = (bits[i]! & 0xffff) << 16;
   return out;
 }

@@ -2,8 +2,8 @@
 // Views (reshape, permute, slice, expand) share storage; everything else allocates its output.
 import type { Backend, BinaryOp, UnaryGradOp, UnaryOp } from '../backend/backend.js';
 import { checkSparsity, type AttentionSparsity } from '../backend/backend.js';
-import type { DType } from './dtype.js';
-import { toHalfBits } from './half.js';
+import { isHalf, type DType } from './dtype.js';
+import { toBf16Bits, toHalfBits } from './half.js';
 import { defaultGenerator, type Generator } from './random.js';
 import { broadcastShapes, checkShape, contiguousStrides, fmt, normDim, numel, sameShape, ShapeError, type Shape } from './shape.js';
 import { getDefaultBackend, isGradEnabled, noGrad, record, Tensor } from './tensor.js';
@@ -17,10 +17,14 @@ export interface CreateOptions {
 }
 
 /** Checks that all tensors are alive and on one backend; returns it. */
+/** The ops that take float16/bfloat16 (weights stored as halves): readers and views. */
+const HALF_OPS = new Set(['to', 'matmul', 'linear', 'embedding', 'expand', 'permute', 'reshape', 'slice', 'contiguous']);
+
 function backendOf(op: string, ...ts: Tensor[]): Backend {
   const b = ts[0]!.backend;
   for (const t of ts) {
     t.assertLive(op);
+    if (isHalf(t.dtype) && !HALF_OPS.has(op)) throw new Error(`${op}: ${t.dtype} is a storage dtype for weights (linear, matmul's right operand, embedding); convert with .to('float32')`);
     if (t.backend !== b) throw new Error(`${op}: tensors are on different backends (${b.name} and ${t.backend.name})`);
   }
   return b;
@@ -32,12 +36,12 @@ function sameDtype(op: string, a: Tensor, b: Tensor): void {
 
 function needFloat(op: string, t: Tensor): void {
   if (t.dtype === 'int32') throw new Error(`${op}: needs a floating-point tensor, got int32`);
-  if (t.dtype === 'float16') throw new Error(`${op}: float16 is a storage dtype for weights (linear, matmul's right operand, embedding); convert with .to('float32')`);
+  if (isHalf(t.dtype)) throw new Error(`${op}: ${t.dtype} is a storage dtype for weights (linear, matmul's right operand, embedding); convert with .to('float32')`);
 }
 
-/** A float16 right operand (weights stored as half) next to a float32 left one. */
+/** A float16/bfloat16 right operand (weights stored as halves) next to a float32 left one. */
 function halfWeight(a: Tensor, b: Tensor): boolean {
-  return b.dtype === 'float16' && a.dtype === 'float32';
+  return isHalf(b.dtype) && a.dtype === 'float32';
 }
 
 /** A new contiguous tensor of the given shape (zero-filled). */
@@ -91,10 +95,11 @@ export function tensor(data: Nested | ArrayLike<number>, opts: CreateOptions & {
   checkShape('tensor', shape);
   if (numel(shape) !== flat.length) throw new ShapeError(`tensor: ${flat.length} values do not fill shape ${fmt(shape)}`);
   const b = opts.backend ?? getDefaultBackend();
-  const dtype = opts.dtype ?? (data instanceof Int32Array ? 'int32' : data instanceof Float64Array ? 'float64' : data instanceof Uint16Array ? 'float16' : 'float32');
-  // float16 data are binary16 bits, as data() returns them: refuse plain numbers, which would be
+  if (data instanceof Uint16Array && !(opts.dtype && isHalf(opts.dtype))) throw new Error("tensor: a Uint16Array holds float16 or bfloat16 bits: pass dtype 'float16' or 'bfloat16'");
+  const dtype = opts.dtype ?? (data instanceof Int32Array ? 'int32' : data instanceof Float64Array ? 'float64' : 'float32');
+  // Half data are bit patterns, as data() returns them: refuse plain numbers, which would be
   // taken for bits.
-  if (dtype === 'float16' && !(data instanceof Uint16Array)) throw new Error("tensor: float16 data must be a Uint16Array of binary16 bits (or make a float32 tensor and call .to('float16'))");
+  if (isHalf(dtype) && !(data instanceof Uint16Array)) throw new Error(`tensor: ${dtype} data must be a Uint16Array of its bits (or make a float32 tensor and call .to('${dtype}'))`);
   return new Tensor(b.upload(flat, dtype), shape, undefined, 0, opts.requiresGrad ?? false);
 }
 
@@ -160,6 +165,7 @@ export function trilMask(rows: number, cols: number, k = 0, opts: CreateOptions 
 export function contiguous(x: Tensor): Tensor {
   if (x.isContiguous() && x.offset === 0 && x.storage.size === x.size) return x;
   const b = backendOf('contiguous', x);
+  if (isHalf(x.dtype)) throw new Error(`contiguous: ${x.dtype} tensors are not copied (shape ${fmt(x.shape)}); widen with .to('float32') first`);
   const out = like(x);
   b.copy(x.storage, x.layout, out.storage);
   return record(out, 'contiguous', [x], (g) => [g]);
@@ -510,14 +516,16 @@ export function to(x: Tensor, dtype: DType): Tensor {
   if (x.dtype === dtype) return x;
   const be = backendOf('to', x);
   if (!be.supports(dtype)) throw new Error(`to: backend ${be.name} does not support ${dtype}`);
-  if (dtype === 'float16') {
+  if (isHalf(dtype)) {
     // Rounded on the host, to nearest with ties to even: the same bits on every backend (WGSL
     // leaves the rounding of pack2x16float to the implementation). Weights convert once.
-    return new Tensor(be.upload(toHalfBits(x.data()), 'float16'), x.shape);
+    if (isHalf(x.dtype)) return to(to(x, 'float32'), dtype);
+    const values = x.data();
+    return new Tensor(be.upload(dtype === 'float16' ? toHalfBits(values) : toBf16Bits(values), dtype), x.shape);
   }
-  if (x.dtype === 'float16') {
+  if (isHalf(x.dtype)) {
     // Widening is exact: the backend converts (copy between dtypes), contiguous only.
-    if (!x.isContiguous()) throw new Error(`to: a float16 tensor must be contiguous to convert (shape ${fmt(x.shape)})`);
+    if (!x.isContiguous()) throw new Error(`to: a ${x.dtype} tensor must be contiguous to convert (shape ${fmt(x.shape)})`);
     const out = like(x, x.shape, 'float32');
     be.copy(x.storage, x.layout, out.storage);
     return dtype === 'float32' ? out : to(out, dtype);
@@ -846,10 +854,10 @@ export function embedding(weight: Tensor, ids: Tensor): Tensor {
   if (weight.ndim !== 2) throw new ShapeError(`embedding: weight must be 2-D (V, C), got ${fmt(weight.shape)}`);
   const [V, C] = weight.shape as [number, number];
   const idc = contiguous(ids);
-  if (weight.dtype === 'float16' && !weight.isContiguous()) throw new Error(`embedding: a float16 weight must be contiguous (shape ${fmt(weight.shape)})`);
+  if (isHalf(weight.dtype) && !weight.isContiguous()) throw new Error(`embedding: a ${weight.dtype} weight must be contiguous (shape ${fmt(weight.shape)})`);
   const wc = noGrad(() => contiguous(weight));
-  // A float16 (half-stored) table gives float32 rows.
-  const out = like(weight, [...ids.shape, C], weight.dtype === 'float16' ? 'float32' : undefined);
+  // A half-stored table gives float32 rows.
+  const out = like(weight, [...ids.shape, C], isHalf(weight.dtype) ? 'float32' : undefined);
   be.embedding(wc.storage, V, C, idc.storage, ids.size, out.storage);
   return record(out, 'embedding', [weight], (g) => {
     const gc = contiguous(g);

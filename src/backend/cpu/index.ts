@@ -4,7 +4,7 @@
 import type { AdamWArgs, AttentionArgs, AttentionBackwardArgs, Backend, BinaryOp, Layout, MatmulArgs, Storage, UnaryGradOp, UnaryOp } from '../backend.js';
 import * as fused from './fused.js';
 import { RefBackend } from '../ref/index.js';
-import type { DType, TypedArray } from '../../tensor/dtype.js';
+import { bytesPerElement, type DType, type TypedArray } from '../../tensor/dtype.js';
 import { contiguousStrides, numel, sameShape } from '../../tensor/shape.js';
 import { WasmRuntime, type WasmRuntimeOptions } from './runtime.js';
 
@@ -70,7 +70,9 @@ export class CpuBackend extends RefBackend {
   }
 
   override supports(dtype: DType): boolean {
-    return dtype === 'float32' || dtype === 'int32';
+    // bfloat16: weights stored as the top halves of float32s, read by matmul_bf16b (B only),
+    // embedding and the widening copy; the ops layer refuses it everywhere else.
+    return dtype === 'float32' || dtype === 'int32' || dtype === 'bfloat16';
   }
 
   // ---- memory ----
@@ -90,8 +92,8 @@ export class CpuBackend extends RefBackend {
   /** A storage with undefined contents (alloc zero-fills on top of this). */
   protected allocRaw(dtype: DType, size: number): CpuStorage {
     this.checkAlloc(dtype, size);
-    const ptr = this.rt.malloc(size * 4);
-    const view = dtype === 'int32' ? this.rt.i32(ptr, size) : this.rt.f32(ptr, size);
+    const ptr = this.rt.malloc(size * bytesPerElement(dtype));
+    const view = dtype === 'int32' ? this.rt.i32(ptr, size) : dtype === 'bfloat16' ? this.rt.u16(ptr, size) : this.rt.f32(ptr, size);
     return new CpuStorage(this, dtype, size, ptr, view);
   }
 
@@ -118,6 +120,18 @@ export class CpuBackend extends RefBackend {
   // ---- element-wise (wasm for float32 layouts that reduce to simple 2-D/4-D loops, else JS) ----
 
   override copy(x: Storage, xl: Layout, out: Storage): void {
+    if (x.dtype === 'bfloat16' || out.dtype === 'bfloat16') {
+      // Widening only (ops.to rounds to bfloat16 on the host); contiguous source.
+      if (x.dtype !== 'bfloat16' || out.dtype !== 'float32' || !this.sameStrided(xl, { shape: xl.shape, strides: contiguousStrides(xl.shape), offset: xl.offset })) {
+        throw new Error(`cpu backend: copy from ${x.dtype} to ${out.dtype}: bfloat16 widens to float32 only, from a contiguous source`);
+      }
+      const n = numel(xl.shape);
+      this.need('copy', 'out', out, n);
+      const src = this.arr(x).subarray(xl.offset, xl.offset + n) as Uint16Array;
+      const dst = new Uint32Array((this.arr(out) as Float32Array).buffer, (out as CpuStorage).ptr, n);
+      for (let i = 0; i < n; i++) dst[i] = src[i]! << 16;
+      return;
+    }
     const ol: Layout = { shape: xl.shape, strides: contiguousStrides(xl.shape), offset: 0 };
     // Same-dtype copies move 4-byte words (float32 or int32); conversions go through JS.
     if (x.dtype !== out.dtype || !this.sameStrided(xl, ol)) {
@@ -224,7 +238,11 @@ export class CpuBackend extends RefBackend {
 
   override matmul(args: MatmulArgs): void {
     const { a, b, out, bias } = args;
-    if (a.dtype !== 'float32' || b.dtype !== 'float32' || out.dtype !== 'float32' || (bias && bias.dtype !== 'float32')) {
+    const bBf16 = b.dtype === 'bfloat16';
+    if (bBf16 && (a.dtype !== 'float32' || out.dtype !== 'float32' || (bias && bias.dtype !== 'float32'))) {
+      throw new Error(`cpu backend: matmul with a bfloat16 right operand needs float32 a, bias and out (got ${a.dtype}, ${bias?.dtype ?? 'no bias'}, ${out.dtype})`);
+    }
+    if (!bBf16 && (a.dtype !== 'float32' || b.dtype !== 'float32' || out.dtype !== 'float32' || (bias && bias.dtype !== 'float32'))) {
       super.matmul(args); // int32 matmul: the JS kernel on wasm views
       return;
     }
@@ -254,13 +272,30 @@ export class CpuBackend extends RefBackend {
     const macs = batch * M * N * K;
     const threads = macs < PARALLEL_MIN_MACS ? 1 : this.rt.threads;
     const scratch = this.rt.scratch(this.matmulScratch);
-    this.rt.run('matmul_f32', [
+    this.rt.run(bBf16 ? 'matmul_bf16b' : 'matmul_f32', [
       this.ptr(a) + 4 * args.aOffset, aBatchStride, args.lda, args.transA ? 1 : 0,
-      this.ptr(b) + 4 * args.bOffset, args.bBatchStride, args.ldb, args.transB ? 1 : 0,
+      this.ptr(b) + (bBf16 ? 2 : 4) * args.bOffset, args.bBatchStride, args.ldb, args.transB ? 1 : 0,
       this.ptr(out), batch, M, N, K,
       bias ? this.ptr(bias) : 0, ACT_CODE[act], args.accumulate ? 1 : 0,
       scratch, this.matmulScratch,
     ], threads);
+  }
+
+  override embedding(weight: Storage, V: number, C: number, ids: Storage, n: number, out: Storage): void {
+    if (weight.dtype !== 'bfloat16') return super.embedding(weight, V, C, ids, n, out);
+    // Rows of a bfloat16 table, widened; an id out of range throws as the JS kernel does.
+    this.need('embedding', 'weight', weight, V * C);
+    this.needInt32('embedding', 'ids', ids);
+    this.need('embedding', 'ids', ids, n);
+    this.need('embedding', 'out', out, n * C);
+    const w = this.arr(weight) as Uint16Array;
+    const id = this.arr(ids);
+    const o = new Uint32Array((this.arr(out) as Float32Array).buffer, (out as CpuStorage).ptr, n * C);
+    for (let i = 0; i < n; i++) {
+      const r = id[i]!;
+      if (!(r >= 0 && r < V)) throw new RangeError(`embedding: index ${r} at position ${i} is out of range [0, ${V})`);
+      for (let c = 0; c < C; c++) o[i * C + c] = w[r * C + c]! << 16;
+    }
   }
 
   // ---- fused Transformer kernels (assembly/fused.ts); anything not float32 uses the JS kernels ----

@@ -412,6 +412,10 @@ export class WasmRuntime {
     return new Int32Array(this.memory.buffer, ptr, n);
   }
 
+  u16(ptr: number, n: number): Uint16Array {
+    return new Uint16Array(this.memory.buffer, ptr, n);
+  }
+
   /** Stops the workers. The runtime must not be used afterwards. */
   dispose(): void {
     if (this.disposed) return;

@@ -270,7 +270,7 @@ function packB(dst: usize, b: usize, ldb: usize, transB: i32, k0: i32, kc: i32, 
 // Precondition: not (accumulate and act and K > KC); the JS side splits that case.
 function gemm(a: usize, lda: usize, transA: i32, b: usize, ldb: usize, transB: i32,
   c: usize, N: i32, m0: i32, m1: i32, n0: i32, n1: i32, K: i32,
-  bias: usize, act: i32, accumulate: i32, scratch: usize): void {
+  bias: usize, act: i32, accumulate: i32, scratch: usize, bf16: i32 = 0): void {
   const ap = scratch, bp = scratch + AP_BYTES, tmp = scratch + AP_BYTES + BP_BYTES;
   const ldc = <usize>N << 2;
   const actBit = act == 1 ? RELU : act == 2 ? GELU : 0;
@@ -284,7 +284,8 @@ function gemm(a: usize, lda: usize, transA: i32, b: usize, ldb: usize, transB: i
       if (!first || (accumulate && !(act && last))) mode |= PRE;
       if (last) mode |= actBit;
       if (first && last && accumulate && act) mode |= POST;
-      packB(bp, b, ldb, transB, pc, kc, jc, nc);
+      if (bf16) packBbf16(bp, b, ldb, transB, pc, kc, jc, nc);
+      else packB(bp, b, ldb, transB, pc, kc, jc, nc);
       for (let ic = m0; ic < m1; ic += MC) {
         const mc = min(MC, m1 - ic);
         packA(ap, a, lda, transA, ic, mc, pc, kc);
@@ -417,6 +418,155 @@ export function matmul_f32(tid: i32, nt: i32,
       gemv(ab, bb, <usize>ldb, transB, cb, n0, n1, K, bias, act, accumulate);
     } else {
       gemm(ab, <usize>lda, transA, bb, <usize>ldb, transB, cb, N, m0, m1, n0, n1, K, bias, act, accumulate, sp);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// bfloat16 weights (dtype 'bfloat16': the top 16 bits of a float32). B may be stored so:
+// widening is a 16-bit shift, so a matrix-vector product reads half the bytes for two
+// shuffles per 8 weights. Decoding one token is such products over every weight (memory
+// bound on this machine), so it runs up to about twice as fast; arithmetic stays float32.
+// ---------------------------------------------------------------------------------------
+
+@inline function bf16At(p: usize): f32 {
+  return reinterpret<f32>(<u32>load<u16>(p) << 16);
+}
+
+// Lanes 0-3 (lo) or 4-7 (hi) of eight bfloat16 values as four float32.
+@inline function bf16Lo(v: v128): v128 {
+  return i8x16.shuffle(i32x4.splat(0), v, 0, 0, 16, 17, 0, 0, 18, 19, 0, 0, 20, 21, 0, 0, 22, 23);
+}
+@inline function bf16Hi(v: v128): v128 {
+  return i8x16.shuffle(i32x4.splat(0), v, 0, 0, 24, 25, 0, 0, 26, 27, 0, 0, 28, 29, 0, 0, 30, 31);
+}
+
+// packB for a bfloat16 B (element e at b + 2e): widened while packed, scalar (the packed
+// panel is reused across every row block, so this is a small share of a gemm).
+function packBbf16(dst: usize, b: usize, ldb: usize, transB: i32, k0: i32, kc: i32, j0: i32, nc: i32): void {
+  for (let s = 0; s < nc; s += NR) {
+    const cols = min(NR, nc - s);
+    const d = dst + <usize>(s * kc * 4);
+    for (let k = 0; k < kc; k++) {
+      const q = d + (<usize>k << 5);
+      for (let c = 0; c < NR; c++) {
+        let v: f32 = 0;
+        if (c < cols) {
+          const n = <usize>(j0 + s + c), kk = <usize>(k0 + k);
+          v = bf16At(b + ((transB ? n * ldb + kk : kk * ldb + n) << 1));
+        }
+        store<f32>(q + (<usize>c << 2), v);
+      }
+    }
+  }
+}
+
+// gemv with a bfloat16 B: the float32 a row times B (K x N), outputs n0..n1.
+function gemvBf16(a: usize, b: usize, ldb: usize, transB: i32, c: usize, n0: i32, n1: i32, K: i32,
+  bias: usize, act: i32, accumulate: i32): void {
+  let mode = act == 1 ? RELU : act == 2 ? GELU : 0;
+  if (accumulate) mode |= act ? POST : PRE;
+  let n = n0;
+  if (!transB) {
+    // B rows are contiguous in n: 16 outputs at a time (32 bytes of B per k).
+    for (; n + 16 <= n1; n += 16) {
+      let s0 = f32x4.splat(0), s1 = f32x4.splat(0), s2 = f32x4.splat(0), s3 = f32x4.splat(0);
+      let p = b + (<usize>n << 1);
+      const st = ldb << 1;
+      for (let k = 0; k < K; k++) {
+        const x = v128.load32_splat(a + (<usize>k << 2));
+        const w0 = v128.load(p), w1 = v128.load(p, 16);
+        s0 = madd(x, bf16Lo(w0), s0); s1 = madd(x, bf16Hi(w0), s1);
+        s2 = madd(x, bf16Lo(w1), s2); s3 = madd(x, bf16Hi(w1), s3);
+        p += st;
+      }
+      const q = c + (<usize>n << 2);
+      if (bias) {
+        const bz = bias + (<usize>n << 2);
+        epi4(q, s0, v128.load(bz), mode); epi4(q + 16, s1, v128.load(bz, 16), mode);
+        epi4(q + 32, s2, v128.load(bz, 32), mode); epi4(q + 48, s3, v128.load(bz, 48), mode);
+      } else {
+        const z = f32x4.splat(0);
+        epi4(q, s0, z, mode); epi4(q + 16, s1, z, mode); epi4(q + 32, s2, z, mode); epi4(q + 48, s3, z, mode);
+      }
+    }
+    for (; n < n1; n++) {
+      let s: f32 = 0;
+      let p = b + (<usize>n << 1);
+      for (let k = 0; k < K; k++) { s += load<f32>(a + (<usize>k << 2)) * bf16At(p); p += ldb << 1; }
+      if (bias) s += load<f32>(bias + (<usize>n << 2));
+      epi1(c + (<usize>n << 2), s, mode);
+    }
+  } else {
+    // B[k, n] at n*ldb + k: dot products, four outputs at a time, 8 k per step.
+    for (; n < n1; n += 4) {
+      const cnt = min(4, n1 - n);
+      const r0 = b + ((<usize>n * ldb) << 1);
+      const r1 = cnt > 1 ? r0 + (ldb << 1) : r0;
+      const r2 = cnt > 2 ? r1 + (ldb << 1) : r1;
+      const r3 = cnt > 3 ? r2 + (ldb << 1) : r2;
+      let s0 = f32x4.splat(0), s1 = f32x4.splat(0), s2 = f32x4.splat(0), s3 = f32x4.splat(0);
+      let k = 0;
+      for (; k + 8 <= K; k += 8) {
+        const xo = <usize>k << 2, wo = <usize>k << 1;
+        const xa = v128.load(a + xo), xb = v128.load(a + xo, 16);
+        const w0 = v128.load(r0 + wo), w1 = v128.load(r1 + wo), w2 = v128.load(r2 + wo), w3 = v128.load(r3 + wo);
+        s0 = madd(xb, bf16Hi(w0), madd(xa, bf16Lo(w0), s0));
+        s1 = madd(xb, bf16Hi(w1), madd(xa, bf16Lo(w1), s1));
+        s2 = madd(xb, bf16Hi(w2), madd(xa, bf16Lo(w2), s2));
+        s3 = madd(xb, bf16Hi(w3), madd(xa, bf16Lo(w3), s3));
+      }
+      let t0 = hsum(s0), t1 = hsum(s1), t2 = hsum(s2), t3 = hsum(s3);
+      for (; k < K; k++) {
+        const x = load<f32>(a + (<usize>k << 2));
+        const wo = <usize>k << 1;
+        t0 += x * bf16At(r0 + wo); t1 += x * bf16At(r1 + wo);
+        t2 += x * bf16At(r2 + wo); t3 += x * bf16At(r3 + wo);
+      }
+      const q = c + (<usize>n << 2);
+      const bz = bias + (<usize>n << 2);
+      epi1(q, t0 + (bias ? load<f32>(bz) : <f32>0), mode);
+      if (cnt > 1) epi1(q + 4, t1 + (bias ? load<f32>(bz, 4) : <f32>0), mode);
+      if (cnt > 2) epi1(q + 8, t2 + (bias ? load<f32>(bz, 8) : <f32>0), mode);
+      if (cnt > 3) epi1(q + 12, t3 + (bias ? load<f32>(bz, 12) : <f32>0), mode);
+    }
+  }
+}
+
+/**
+ * matmul_f32 with B stored as bfloat16 (byte pointer b, element e at b + 2e; strides and
+ * leading dimensions in elements, as there). A, bias and out are float32.
+ */
+export function matmul_bf16b(tid: i32, nt: i32,
+  a: usize, aBatchStride: i32, lda: i32, transA: i32,
+  b: usize, bBatchStride: i32, ldb: i32, transB: i32,
+  c: usize, batch: i32, M: i32, N: i32, K: i32,
+  bias: usize, act: i32, accumulate: i32, scratch: usize, scratchStride: i32): void {
+  if (batch <= 0 || M <= 0 || N <= 0) return;
+  const sp = scratch + <usize>tid * <usize>scratchStride;
+  const mn = <usize>M * <usize>N;
+  let b0 = 0, b1 = batch, m0 = 0, m1 = M, n0 = 0, n1 = N;
+  if (nt > 1) {
+    if (batch % nt == 0 || batch >= 8 * nt) {
+      b0 = <i32>(<i64>batch * tid / nt);
+      b1 = <i32>(<i64>batch * (tid + 1) / nt);
+    } else if ((N >= M && N >= NR * nt) || M < MR * nt) {
+      const chunk = ((N + nt - 1) / nt + NR - 1) / NR * NR;
+      n0 = min(N, tid * chunk); n1 = min(N, n0 + chunk);
+    } else {
+      const chunk = ((M + nt - 1) / nt + MR - 1) / MR * MR;
+      m0 = min(M, tid * chunk); m1 = min(M, m0 + chunk);
+    }
+  }
+  if (m0 >= m1 || n0 >= n1) return;
+  for (let bi = b0; bi < b1; bi++) {
+    const ab = a + ((<usize>bi * <usize>aBatchStride) << 2);
+    const bb = b + ((<usize>bi * <usize>bBatchStride) << 1);
+    const cb = c + ((<usize>bi * mn) << 2);
+    if (M == 1 && !transA) {
+      gemvBf16(ab, bb, <usize>ldb, transB, cb, n0, n1, K, bias, act, accumulate);
+    } else {
+      gemm(ab, <usize>lda, transA, bb, <usize>ldb, transB, cb, N, m0, m1, n0, n1, K, bias, act, accumulate, sp, 1);
     }
   }
 }
