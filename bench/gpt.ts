@@ -1,6 +1,7 @@
 // GPT-level benchmark: training throughput of two small GPTs and GPT-2 124M inference (prefill,
 // KV-cache decode), attn's cpu backend beside PyTorch CPU measured in the same run.
-//   node dist/bench/gpt.js [--quick] [--only train,prefill,decode] [--json] [--out FILE]
+//   node dist/bench/gpt.js [--quick] [--only train,prefill,decode] [--skip-bf16] [--json] [--out FILE]
+// Inference also runs attn with bfloat16 weights (one extra column) unless --skip-bf16.
 //     [--skip-torch] [--python PATH] [--torch-settings 1/2,2/2] [--keep-openblas-env]
 //     [--threads N] [--skip-1t] [--min-s S]
 // Every cell (one engine, one setting, one model) runs in its own process, one after another,
@@ -46,6 +47,8 @@ const TRAIN_CASES: TrainCase[] = [
 const PREFILL = 128;
 const DECODE = 32;
 const INFER_TARGETS = { prefill: 0.8, decode: 2 };
+/** The engine label of the bfloat16-weights inference row. */
+const BF16_LABEL = (threads: number) => `attn ${threads}t bf16`;
 
 /** Timing rules shared with the torch peer (same field names). */
 interface Timing {
@@ -58,7 +61,7 @@ interface Timing {
 // ---------------------------------------------------------------- child: one attn cell
 
 interface TrainSpec extends Timing { section: 'train'; threads: number; cfg: Partial<GPTConfig>; batch: number }
-interface InferSpec extends Timing { section: 'infer'; threads: number; parts: string[]; prefill_tokens: number; decode_tokens: number }
+interface InferSpec extends Timing { section: 'infer'; threads: number; parts: string[]; prefill_tokens: number; decode_tokens: number; weights?: 'bfloat16' }
 type ChildSpec = TrainSpec | InferSpec;
 
 /** xorshift32 token ids in [0, V). */
@@ -131,6 +134,8 @@ async function childInfer(s: InferSpec): Promise<Record<string, unknown>> {
   const t = now();
   const model = new GPT(GPT2_CONFIG, { backend: be, seed: 0 });
   model.train(false);
+  // The weight matrices stored as bfloat16 (Module.halfWeights): the bf16 row of the table.
+  if (s.weights === 'bfloat16') model.halfWeights('bfloat16');
   out.init_s = (now() - t) / 1e3;
   const P = s.prefill_tokens;
   const N = s.decode_tokens;
@@ -318,6 +323,16 @@ async function main(): Promise<void> {
       log(`GPT-2 124M ${parts.join(' + ')}: ${attnLabel(th)}…`);
       infer.set(attnLabel(th), runAttn({ ...spec, threads: th }, timeoutS));
     }
+    if (!flag('skip-bf16')) {
+      log(`GPT-2 124M ${parts.join(' + ')}: ${BF16_LABEL(allThreads)}…`);
+      infer.set(BF16_LABEL(allThreads), runAttn({ ...spec, threads: allThreads, weights: 'bfloat16' }, timeoutS));
+      // Its peer: PyTorch with the whole model in bfloat16 (model.to(torch.bfloat16)), which
+      // oneDNN runs with AVX512-BF16 where the CPU has it.
+      for (const st of torch ? settings : []) {
+        log(`GPT-2 124M ${parts.join(' + ')}: ${st.label} bf16…`);
+        infer.set(`${st.label} bf16`, torch!.run(st, { ...spec, cfg: GPT2_CONFIG, dtype: 'bfloat16' }, timeoutS));
+      }
+    }
     for (const st of torch ? settings : []) {
       log(`GPT-2 124M ${parts.join(' + ')}: ${st.label}…`);
       infer.set(st.label, torch!.run(st, { ...spec, cfg: GPT2_CONFIG }, timeoutS));
@@ -390,7 +405,18 @@ async function main(): Promise<void> {
   if (infer.size) {
     p(`## GPT-2 124M shape (12 layers, 12 heads, 768 wide, vocab 50257, random weights), batch 1, float32, no gradients`);
     p();
-    const hdr = ['', ...engines, `${top} ÷ PyTorch best`, ...(attnThreads.length > 1 ? [`${attnLabel(1)} ÷ PyTorch best`] : [])];
+    const bf16 = infer.has(BF16_LABEL(allThreads)) ? [BF16_LABEL(allThreads)] : [];
+    const torchBf16 = bf16.length ? torchLabels.map((l) => `${l} bf16`).filter((l) => infer.has(l)) : [];
+    const bestTorchBf16 = (val: (label: string) => number | null): { v: number; label: string } | null => {
+      let best: { v: number; label: string } | null = null;
+      for (const l of torchBf16) {
+        const v = val(l);
+        if (v !== null && (!best || v > best.v)) best = { v, label: l };
+      }
+      return best;
+    };
+    const cols = [...engines.slice(0, attnThreads.length), ...bf16, ...engines.slice(attnThreads.length), ...torchBf16];
+    const hdr = ['', ...cols, `${top} ÷ PyTorch best`, ...(attnThreads.length > 1 ? [`${attnLabel(1)} ÷ PyTorch best`] : []), ...bf16.map((l) => `${l} ÷ PyTorch best (f32; bf16)`)];
     const body: string[][] = [];
     const what: Record<string, string> = {
       prefill: `prefill ${PREFILL} tokens, tokens/s`,
@@ -399,19 +425,21 @@ async function main(): Promise<void> {
     for (const part of parts) {
       const tps = (l: string) => get(infer.get(l), part, 'tokens_per_s');
       const best = bestTorch(tps);
-      const row = [what[part]!, ...engines.map((l) => num(tps(l)))];
+      const row = [what[part]!, ...cols.map((l) => num(tps(l)))];
       row.push(ratioCell(tps(top), best));
       if (attnThreads.length > 1) row.push(ratioCell(tps(attnLabel(1)), best));
+      for (const l of bf16) row.push(`${ratioCell(tps(l), best)}; ${ratioCell(tps(l), bestTorchBf16(tps))}`);
       body.push(row);
     }
     p(table(hdr, body));
     p(`prefill: one forward over ${PREFILL} tokens (logits at every position), tokens/s = ${PREFILL} ÷ its time. decode: attn through generate() (greedy), PyTorch a plain loop with a preallocated KV cache; timed over the ${DECODE} steps after the first new token.`);
+    if (bf16.length) p(`${bf16[0]}: the same model with its weight matrices stored as bfloat16 (model.halfWeights('bfloat16'), 238 MiB instead of 475), widened to float32 inside the kernels (float32 arithmetic). PyTorch … bf16: the whole model in bfloat16 (model.to(torch.bfloat16)). The last column compares attn bf16 with the best float32 PyTorch, then with the best bfloat16 PyTorch. The targets below compare the float32 columns.`);
     for (const [l, r] of infer) if (!isCell(r) && r !== torch?.missing) p(`! ${l}: ${r}`);
     p();
     p('### memory (GPT-2 124M inference process; weights alone are 475 MiB in float32)');
     p();
     const mrows: string[][] = [];
-    for (const l of engines) {
+    for (const l of [...engines, ...[...infer.keys()].filter((k) => k.endsWith(' bf16'))]) {
       const r = infer.get(l);
       if (!isCell(r)) continue;
       const bm = (r.backend_memory ?? null) as { bytesInUse: number; heapBytes: number } | null;

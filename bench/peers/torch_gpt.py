@@ -191,17 +191,18 @@ def train(torch, spec, out):
 
 def infer(torch, spec, out):
     cfg = spec["cfg"]
-    # "device": "cuda" and "dtype": "float16" (every weight and activation half, model.half())
-    # for the GPU benchmark's peer (bench/gpu.ts --only decode); the CPU benchmark uses neither.
+    # "device": "cuda" and "dtype": "float16" or "bfloat16" (every weight and activation in
+    # that type, model.to(dtype)): the GPU benchmark's peer (bench/gpu.ts --only decode), and
+    # the bfloat16 peer of bench/gpt.ts's bf16 column.
     device = spec.get("device", "cpu")
-    half = spec.get("dtype") == "float16"
-    GPT, KVCache = build(torch, cfg, device, torch.float16 if half else None)
+    dt = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(spec.get("dtype", "float32"))
+    GPT, KVCache = build(torch, cfg, device, dt)
     out["rss_before_model"] = rss_bytes()
     torch.manual_seed(0)
     t = time.perf_counter()
     model = GPT().to(device)
-    if half:
-        model.half()
+    if dt is not None:
+        model.to(dt)
     model.eval()
     out["init_s"] = time.perf_counter() - t
     V, P, N = cfg["vocab_size"], spec["prefill_tokens"], spec["decode_tokens"]

@@ -506,17 +506,24 @@ function gemvBf16(a: usize, b: usize, ldb: usize, transB: i32, c: usize, n0: i32
       const r2 = cnt > 2 ? r1 + (ldb << 1) : r1;
       const r3 = cnt > 3 ? r2 + (ldb << 1) : r2;
       let s0 = f32x4.splat(0), s1 = f32x4.splat(0), s2 = f32x4.splat(0), s3 = f32x4.splat(0);
+      let u0 = f32x4.splat(0), u1 = f32x4.splat(0), u2 = f32x4.splat(0), u3 = f32x4.splat(0);
       let k = 0;
+      // Eight weights per v128: as i32 lanes, (w[2j+1] << 16) | w[2j]. Shifting left by 16
+      // gives the even ones as float32 and masking the low half the odd ones, so x is split
+      // into its even and odd elements (two shuffles per 8 k, shared by the 4 rows).
+      const hiMask = i32x4.splat(0xffff0000);
       for (; k + 8 <= K; k += 8) {
         const xo = <usize>k << 2, wo = <usize>k << 1;
         const xa = v128.load(a + xo), xb = v128.load(a + xo, 16);
+        const xe = v128.shuffle<f32>(xa, xb, 0, 2, 4, 6), xd = v128.shuffle<f32>(xa, xb, 1, 3, 5, 7);
         const w0 = v128.load(r0 + wo), w1 = v128.load(r1 + wo), w2 = v128.load(r2 + wo), w3 = v128.load(r3 + wo);
-        s0 = madd(xb, bf16Hi(w0), madd(xa, bf16Lo(w0), s0));
-        s1 = madd(xb, bf16Hi(w1), madd(xa, bf16Lo(w1), s1));
-        s2 = madd(xb, bf16Hi(w2), madd(xa, bf16Lo(w2), s2));
-        s3 = madd(xb, bf16Hi(w3), madd(xa, bf16Lo(w3), s3));
+        // Even and odd halves into separate accumulators: eight independent FMA chains.
+        s0 = madd(xe, i32x4.shl(w0, 16), s0); u0 = madd(xd, v128.and(w0, hiMask), u0);
+        s1 = madd(xe, i32x4.shl(w1, 16), s1); u1 = madd(xd, v128.and(w1, hiMask), u1);
+        s2 = madd(xe, i32x4.shl(w2, 16), s2); u2 = madd(xd, v128.and(w2, hiMask), u2);
+        s3 = madd(xe, i32x4.shl(w3, 16), s3); u3 = madd(xd, v128.and(w3, hiMask), u3);
       }
-      let t0 = hsum(s0), t1 = hsum(s1), t2 = hsum(s2), t3 = hsum(s3);
+      let t0 = hsum(f32x4.add(s0, u0)), t1 = hsum(f32x4.add(s1, u1)), t2 = hsum(f32x4.add(s2, u2)), t3 = hsum(f32x4.add(s3, u3));
       for (; k < K; k++) {
         const x = load<f32>(a + (<usize>k << 2));
         const wo = <usize>k << 1;
