@@ -393,6 +393,16 @@ export function matmul_f32(tid: i32, nt: i32,
   b: usize, bBatchStride: i32, ldb: i32, transB: i32,
   c: usize, batch: i32, M: i32, N: i32, K: i32,
   bias: usize, act: i32, accumulate: i32, scratch: usize, scratchStride: i32): void {
+  matmulImpl(tid, nt, a, aBatchStride, lda, transA, b, bBatchStride, ldb, transB, c, batch, M, N, K,
+    bias, act, accumulate, scratch, scratchStride, 0);
+}
+
+// Both exports: bf16 says B holds bfloat16 (2-byte elements) instead of float32.
+function matmulImpl(tid: i32, nt: i32,
+  a: usize, aBatchStride: i32, lda: i32, transA: i32,
+  b: usize, bBatchStride: i32, ldb: i32, transB: i32,
+  c: usize, batch: i32, M: i32, N: i32, K: i32,
+  bias: usize, act: i32, accumulate: i32, scratch: usize, scratchStride: i32, bf16: i32): void {
   if (batch <= 0 || M <= 0 || N <= 0) return;
   const sp = scratch + <usize>tid * <usize>scratchStride;
   const mn = <usize>M * <usize>N;
@@ -412,12 +422,13 @@ export function matmul_f32(tid: i32, nt: i32,
   if (m0 >= m1 || n0 >= n1) return;
   for (let bi = b0; bi < b1; bi++) {
     const ab = a + ((<usize>bi * <usize>aBatchStride) << 2);
-    const bb = b + ((<usize>bi * <usize>bBatchStride) << 2);
+    const bb = b + ((<usize>bi * <usize>bBatchStride) << (bf16 ? 1 : 2));
     const cb = c + ((<usize>bi * mn) << 2);
     if (M == 1 && !transA) {
-      gemv(ab, bb, <usize>ldb, transB, cb, n0, n1, K, bias, act, accumulate);
+      if (bf16) gemvBf16(ab, bb, <usize>ldb, transB, cb, n0, n1, K, bias, act, accumulate);
+      else gemv(ab, bb, <usize>ldb, transB, cb, n0, n1, K, bias, act, accumulate);
     } else {
-      gemm(ab, <usize>lda, transA, bb, <usize>ldb, transB, cb, N, m0, m1, n0, n1, K, bias, act, accumulate, sp);
+      gemm(ab, <usize>lda, transA, bb, <usize>ldb, transB, cb, N, m0, m1, n0, n1, K, bias, act, accumulate, sp, bf16);
     }
   }
 }
@@ -549,33 +560,8 @@ export function matmul_bf16b(tid: i32, nt: i32,
   b: usize, bBatchStride: i32, ldb: i32, transB: i32,
   c: usize, batch: i32, M: i32, N: i32, K: i32,
   bias: usize, act: i32, accumulate: i32, scratch: usize, scratchStride: i32): void {
-  if (batch <= 0 || M <= 0 || N <= 0) return;
-  const sp = scratch + <usize>tid * <usize>scratchStride;
-  const mn = <usize>M * <usize>N;
-  let b0 = 0, b1 = batch, m0 = 0, m1 = M, n0 = 0, n1 = N;
-  if (nt > 1) {
-    if (batch % nt == 0 || batch >= 8 * nt) {
-      b0 = <i32>(<i64>batch * tid / nt);
-      b1 = <i32>(<i64>batch * (tid + 1) / nt);
-    } else if ((N >= M && N >= NR * nt) || M < MR * nt) {
-      const chunk = ((N + nt - 1) / nt + NR - 1) / NR * NR;
-      n0 = min(N, tid * chunk); n1 = min(N, n0 + chunk);
-    } else {
-      const chunk = ((M + nt - 1) / nt + MR - 1) / MR * MR;
-      m0 = min(M, tid * chunk); m1 = min(M, m0 + chunk);
-    }
-  }
-  if (m0 >= m1 || n0 >= n1) return;
-  for (let bi = b0; bi < b1; bi++) {
-    const ab = a + ((<usize>bi * <usize>aBatchStride) << 2);
-    const bb = b + ((<usize>bi * <usize>bBatchStride) << 1);
-    const cb = c + ((<usize>bi * mn) << 2);
-    if (M == 1 && !transA) {
-      gemvBf16(ab, bb, <usize>ldb, transB, cb, n0, n1, K, bias, act, accumulate);
-    } else {
-      gemm(ab, <usize>lda, transA, bb, <usize>ldb, transB, cb, N, m0, m1, n0, n1, K, bias, act, accumulate, sp, 1);
-    }
-  }
+  matmulImpl(tid, nt, a, aBatchStride, lda, transA, b, bBatchStride, ldb, transB, c, batch, M, N, K,
+    bias, act, accumulate, scratch, scratchStride, 1);
 }
 
 // ---------------------------------------------------------------------------------------
