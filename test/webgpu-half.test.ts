@@ -36,7 +36,7 @@ test('webgpu float16: to() rounds on the host to nearest even, widening is exact
   const odd = A.tensor(new Uint16Array([0x3c00, 0xc000, 0x7bff]), { backend: be, dtype: 'float16', shape: [3] });
   assert.equal(odd.dtype, 'float16');
   assert.deepEqual(Array.from(odd.to('float32').data()), [1, -2, 65504]);
-  assert.throws(() => A.tensor([1, 2], { backend: be, dtype: 'float16' }), /Uint16Array of binary16 bits/);
+  assert.throws(() => A.tensor([1, 2], { backend: be, dtype: 'float16' }), /float16 data must be a Uint16Array of its bits/);
 });
 
 test('webgpu float16: matmul and linear with half weights match float32 on the widened weights', async (t) => {

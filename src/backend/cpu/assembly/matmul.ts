@@ -305,6 +305,16 @@ function gemm(a: usize, lda: usize, transA: i32, b: usize, ldb: usize, transB: i
   }
 }
 
+// The epilogue of the dot-product gemv: outputs n..n+cnt-1 (cnt <= 4) from their sums.
+@inline function epiDots(c: usize, bias: usize, n: i32, cnt: i32, t0: f32, t1: f32, t2: f32, t3: f32, mode: i32): void {
+  const q = c + (<usize>n << 2);
+  const bz = bias + (<usize>n << 2);
+  epi1(q, t0 + (bias ? load<f32>(bz) : <f32>0), mode);
+  if (cnt > 1) epi1(q + 4, t1 + (bias ? load<f32>(bz, 4) : <f32>0), mode);
+  if (cnt > 2) epi1(q + 8, t2 + (bias ? load<f32>(bz, 8) : <f32>0), mode);
+  if (cnt > 3) epi1(q + 12, t3 + (bias ? load<f32>(bz, 12) : <f32>0), mode);
+}
+
 // Horizontal sum of four lanes.
 @inline function hsum(v: v128): f32 {
   const s = f32x4.add(v, v128.shuffle<f32>(v, v, 2, 3, 0, 1));
@@ -370,12 +380,7 @@ function gemv(a: usize, b: usize, ldb: usize, transB: i32, c: usize, n0: i32, n1
         t0 += x * load<f32>(r0 + o); t1 += x * load<f32>(r1 + o);
         t2 += x * load<f32>(r2 + o); t3 += x * load<f32>(r3 + o);
       }
-      const q = c + (<usize>n << 2);
-      const bz = bias + (<usize>n << 2);
-      epi1(q, t0 + (bias ? load<f32>(bz) : <f32>0), mode);
-      if (cnt > 1) epi1(q + 4, t1 + (bias ? load<f32>(bz, 4) : <f32>0), mode);
-      if (cnt > 2) epi1(q + 8, t2 + (bias ? load<f32>(bz, 8) : <f32>0), mode);
-      if (cnt > 3) epi1(q + 12, t3 + (bias ? load<f32>(bz, 12) : <f32>0), mode);
+      epiDots(c, bias, n, cnt, t0, t1, t2, t3, mode);
     }
   }
 }
@@ -541,12 +546,7 @@ function gemvBf16(a: usize, b: usize, ldb: usize, transB: i32, c: usize, n0: i32
         t0 += x * bf16At(r0 + wo); t1 += x * bf16At(r1 + wo);
         t2 += x * bf16At(r2 + wo); t3 += x * bf16At(r3 + wo);
       }
-      const q = c + (<usize>n << 2);
-      const bz = bias + (<usize>n << 2);
-      epi1(q, t0 + (bias ? load<f32>(bz) : <f32>0), mode);
-      if (cnt > 1) epi1(q + 4, t1 + (bias ? load<f32>(bz, 4) : <f32>0), mode);
-      if (cnt > 2) epi1(q + 8, t2 + (bias ? load<f32>(bz, 8) : <f32>0), mode);
-      if (cnt > 3) epi1(q + 12, t3 + (bias ? load<f32>(bz, 12) : <f32>0), mode);
+      epiDots(c, bias, n, cnt, t0, t1, t2, t3, mode);
     }
   }
 }

@@ -37,8 +37,10 @@ fn report(code: u32, value: i32, limit: u32, op: u32) {
 
 // ---------------------------------------------------------------- embedding
 
-// params: n, C, V, op. Thread t = (i, c).
-const EMBEDDING = PRELUDE + storage('u32', ['weight', 'ids:i32'], ['out']) + errorBinding(4) + entry(WG) + /* wgsl */ `
+// params: n, C, V, op. Thread t = (i, c). With `half`, the table is float16 (packed pairs,
+// see half.ts) and out float32; else rows are copied as u32 bits.
+function embeddingCode(half: boolean): string {
+  return PRELUDE + storage('u32', ['weight', 'ids:i32'], [half ? 'out:f32' : 'out']) + errorBinding(4) + (half ? halfLoad('weight') : '') + entry(WG) + /* wgsl */ `
   let t = linear_id(wid, nwg, li, ${WG}u);
   let C = pu(1u);
   let V = pu(2u);
@@ -48,30 +50,15 @@ const EMBEDDING = PRELUDE + storage('u32', ['weight', 'ids:i32'], ['out']) + err
   let id = ids[i];
   if (id < 0 || u32(id) >= V) {
     if (c == 0u) { report(1u, id, V, pu(3u)); }
-    out[t] = 0u;
+    out[t] = ${half ? '0.0' : '0u'};
     return;
   }
-  out[t] = weight[u32(id) * C + c];
+  out[t] = ${half ? 'weight_at(u32(id) * C + c)' : 'weight[u32(id) * C + c]'};
 }
 `;
-
-// The same for a float16 (half-stored) table: out is float32.
-const EMBEDDING_HALF = PRELUDE + storage('u32', ['weight', 'ids:i32'], ['out:f32']) + errorBinding(4) + halfLoad('weight') + entry(WG) + /* wgsl */ `
-  let t = linear_id(wid, nwg, li, ${WG}u);
-  let C = pu(1u);
-  let V = pu(2u);
-  if (t >= pu(0u) * C) { return; }
-  let i = t / C;
-  let c = t - i * C;
-  let id = ids[i];
-  if (id < 0 || u32(id) >= V) {
-    if (c == 0u) { report(1u, id, V, pu(3u)); }
-    out[t] = 0.0;
-    return;
-  }
-  out[t] = weight_at(u32(id) * C + c);
 }
-`;
+const EMBEDDING = embeddingCode(false);
+const EMBEDDING_HALF = embeddingCode(true);
 
 // Thread t = (id chunk s, vocabulary block blk, column c) owns out[s][blk's rows, c]: it scans
 // the ids of chunk s and adds the gy rows whose id falls in its block. With one chunk out is
