@@ -61,6 +61,55 @@ test('webgpu float16: matmul and linear with half weights match float32 on the w
   }
 });
 
+test('webgpu float16 arithmetic (adapters with shader-f16): the tiled shader in f16, within half precision', async (t) => {
+  const be = await webgpu();
+  if (typeof be === 'string') return t.skip(be);
+  // Only adapters with shader-f16 can run it (Mesa 25 lavapipe here; not the CI's GLES adapter
+  // nor the H100's Vulkan adapter under Dawn): elsewhere the option falls back to float32.
+  const features = (be as unknown as { adapter: { features: string[] } }).adapter.features;
+  if (!features.includes('shader-f16')) {
+    // scripts/run-tests.mjs runs this file a second time on lavapipe with ATTN_REQUIRE_F16=1.
+    if (process.env.ATTN_REQUIRE_F16 === '1') assert.fail('ATTN_REQUIRE_F16=1 but this adapter has no shader-f16');
+    return t.skip('this adapter has no shader-f16');
+  }
+  const cases: [number, number, number, number | undefined][] = [[128, 128, 256, undefined], [130, 133, 67, undefined], [64, 64, 1024, 4]];
+  for (const [M, N, K, splitK] of cases) {
+    const aValues = randomValues(M * K, M + 7);
+    const a = A.tensor(aValues, { backend: be, shape: [M, K] });
+    const w = A.tensor(randomValues(K * N, K + 1), { backend: be, shape: [K, N] }).to('float16');
+    const wide = fromHalfBits(w.data());
+    const run = (f16Math: boolean) => {
+      const out = A.zeros([M, N], { backend: be });
+      be.matmul({
+        a: a.storage, aOffset: 0, aBatchStride: 0, transA: false, lda: K, b: w.storage, bOffset: 0, bBatchStride: 0, transB: false, ldb: N,
+        out: out.storage, batch: 1, M, N, K, path: 'tiled', f16Math, ...(splitK ? { splitK } : {}),
+      } as Parameters<typeof be.matmul>[0]);
+      return out.data();
+    };
+    const exact = new Float64Array(M * N);
+    const scale = new Float64Array(M * N);
+    const ah = fromHalfBits(toHalfBits(aValues)); // staged slices round A to half
+    for (let m = 0; m < M; m++) {
+      for (let k = 0; k < K; k++) {
+        for (let n = 0; n < N; n++) {
+          exact[m * N + n]! += ah[m * K + k]! * wide[k * N + n]!;
+          scale[m * N + n]! += Math.abs(ah[m * K + k]! * wide[k * N + n]!);
+        }
+      }
+    }
+    const got = run(true);
+    const f32 = run(false);
+    let worst = 0;
+    let differs = false;
+    for (let i = 0; i < M * N; i++) {
+      worst = Math.max(worst, Math.abs(got[i]! - exact[i]!) / scale[i]!);
+      if (got[i] !== f32[i]) differs = true;
+    }
+    assert.ok(worst < 2e-3, `${M}x${N}x${K}: error ${worst.toExponential(2)} of sum |a b|`);
+    assert.ok(differs, `${M}x${N}x${K}: the f16 path gave exactly the float32 result (did it run?)`);
+  }
+});
+
 test('webgpu float16: embedding rows of a half table', async (t) => {
   const be = await webgpu();
   if (typeof be === 'string') return t.skip(be);

@@ -46,8 +46,10 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
   --no_cache             generate without the KV cache
   --dtype D              how the weight matrices are stored: float32 (default), float16 (--device
                          webgpu) or bfloat16 (--device cpu): half the memory, arithmetic in float32
+  --f16_math             with --dtype float16, on an adapter with shader-f16: the large matmuls
+                         in float16 arithmetic (about 1e-3 relative error; float32 elsewhere)
   --device cpu|webgpu|auto|ref, --threads N`,
-    booleans: ['no_cache'],
+    booleans: ['no_cache', 'f16_math'],
     run: async (f) => (await import('./sample.js')).runSample(f),
   },
   translate: {

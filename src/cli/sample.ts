@@ -17,6 +17,8 @@ export async function runSample(f: Flags): Promise<void> {
   const numSamples = f.number('num_samples', { integer: true, min: 1 }) ?? 1;
   const noCache = f.bool('no_cache');
   const dtype = f.choice('dtype', ['float32', 'float16', 'bfloat16'] as const) ?? 'float32';
+  // Read by the webgpu device thread (MATMUL_TUNING.f16Math), so set before it starts.
+  if (f.bool('f16_math')) process.env.ATTN_WEBGPU_F16_MATH = '1';
   const backend = await backendFromFlags(f);
   f.done();
   if (dtype !== 'float32' && !backend.supports(dtype)) {

@@ -190,17 +190,28 @@ function tiledLoad(k: string): string {
   }`;
 }
 
-function tiledInner(): string {
+/** The FMAs of one K slice. With f16, they run in half precision into per-slice half
+ *  accumulators h*, added to the float32 accumulators c* once per slice (16 products). */
+function tiledInner(f16 = false): string {
+  const t = f16 ? 'f16' : 'f32';
+  const acc = f16 ? 'h' : 'c';
   const lines: string[] = [];
+  if (f16) {
+    lines.push('    var h0_0 = vec4<f16>(0.0); var h0_1 = vec4<f16>(0.0); var h1_0 = vec4<f16>(0.0); var h1_1 = vec4<f16>(0.0);');
+    lines.push('    var h2_0 = vec4<f16>(0.0); var h2_1 = vec4<f16>(0.0); var h3_0 = vec4<f16>(0.0); var h3_1 = vec4<f16>(0.0);');
+    lines.push('    var h4_0 = vec4<f16>(0.0); var h4_1 = vec4<f16>(0.0); var h5_0 = vec4<f16>(0.0); var h5_1 = vec4<f16>(0.0);');
+    lines.push('    var h6_0 = vec4<f16>(0.0); var h6_1 = vec4<f16>(0.0); var h7_0 = vec4<f16>(0.0); var h7_1 = vec4<f16>(0.0);');
+  }
   for (let kk = 0; kk < TBK; kk++) {
     const r = kk * TSTRIDE;
     lines.push(`    { let a0 = S[${r}u + ty]; let a1 = S[${r + 16}u + ty]; let b0 = S[${TSB + r}u + tx]; let b1 = S[${TSB + r + 16}u + tx];`);
     for (let i = 0; i < 8; i++) {
-      const a = `vec4<f32>(a${i >> 2}.${'xyzw'[i & 3]})`;
-      lines.push(`      c${i}_0 = fma(${a}, b0, c${i}_0); c${i}_1 = fma(${a}, b1, c${i}_1);`);
+      const a = `vec4<${t}>(a${i >> 2}.${'xyzw'[i & 3]})`;
+      lines.push(`      ${acc}${i}_0 = fma(${a}, b0, ${acc}${i}_0); ${acc}${i}_1 = fma(${a}, b1, ${acc}${i}_1);`);
     }
     lines.push('    }');
   }
+  if (f16) for (let i = 0; i < 8; i++) lines.push(`    c${i}_0 += vec4<f32>(h${i}_0); c${i}_1 += vec4<f32>(h${i}_1);`);
   return lines.join('\n');
 }
 
@@ -214,12 +225,18 @@ function tiledEpilogue(): string {
   return lines.join('\n');
 }
 
-/** The tiled shader; with `bHalf`, B is a float16 storage read as vec2<u32> (4 halves). */
-function tiledCode(bHalf: boolean): string {
-  const bScalar = bHalf ? 'unpack2x16float(B[i >> 2u][(i >> 1u) & 1u])[i & 1u]' : 'B[i >> 2u][i & 3u]';
-  const bVec = bHalf ? 'let w = B[i >> 2u]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));' : 'return B[i >> 2u];';
-  return PRELUDE + storage('vec4<f32>', ['A', bHalf ? 'B:vec2<u32>' : 'B', 'bias:f32'], ['out:f32']) + /* wgsl */ `
-var<workgroup> S: array<vec4<f32>, ${2 * TSB}>;
+/**
+ * The tiled shader; with `bHalf`, B is a float16 storage read as vec2<u32> (4 halves). With
+ * `f16` as well (adapters with shader-f16, see MATMUL_TUNING.f16Math), B is read as
+ * vec4<f16>, the staged slices are half precision (A rounded to half as it is staged) and the
+ * FMAs run in f16, summed into the float32 accumulators once per K slice of 16.
+ */
+function tiledCode(bHalf: boolean, f16 = false): string {
+  const bScalar = f16 ? 'f32(B[i >> 2u][i & 3u])' : bHalf ? 'unpack2x16float(B[i >> 2u][(i >> 1u) & 1u])[i & 1u]' : 'B[i >> 2u][i & 3u]';
+  const bVec = f16 ? 'return vec4<f32>(B[i >> 2u]);' : bHalf ? 'let w = B[i >> 2u]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));' : 'return B[i >> 2u];';
+  const st = f16 ? 'vec4<f16>' : 'vec4<f32>';
+  return (f16 ? 'enable f16;\n' : '') + PRELUDE + storage('vec4<f32>', ['A', f16 ? 'B:vec4<f16>' : bHalf ? 'B:vec2<u32>' : 'B', 'bias:f32'], ['out:f32']) + /* wgsl */ `
+var<workgroup> S: array<${st}, ${2 * TSB}>;
 ${GELU}
 // Operand op (0 = A, 1 = B) element i.
 fn ld1(op: u32, i: u32) -> f32 {
@@ -296,15 +313,15 @@ ${tiledLoad('0u')}
   for (var k0 = 0u; k0 < K; k0 += ${TBK}u) {
     if (kFast) {
       // Transposed in registers: shared row kq + c gets element c of the 4 x rows.
-      S[sOff + kq * ${TSTRIDE}u + xb] = vec4<f32>(r0.x, r1.x, r2.x, r3.x);
-      S[sOff + (kq + 1u) * ${TSTRIDE}u + xb] = vec4<f32>(r0.y, r1.y, r2.y, r3.y);
-      S[sOff + (kq + 2u) * ${TSTRIDE}u + xb] = vec4<f32>(r0.z, r1.z, r2.z, r3.z);
-      S[sOff + (kq + 3u) * ${TSTRIDE}u + xb] = vec4<f32>(r0.w, r1.w, r2.w, r3.w);
+      S[sOff + kq * ${TSTRIDE}u + xb] = ${st}(vec4<f32>(r0.x, r1.x, r2.x, r3.x));
+      S[sOff + (kq + 1u) * ${TSTRIDE}u + xb] = ${st}(vec4<f32>(r0.y, r1.y, r2.y, r3.y));
+      S[sOff + (kq + 2u) * ${TSTRIDE}u + xb] = ${st}(vec4<f32>(r0.z, r1.z, r2.z, r3.z));
+      S[sOff + (kq + 3u) * ${TSTRIDE}u + xb] = ${st}(vec4<f32>(r0.w, r1.w, r2.w, r3.w));
     } else {
-      S[sOff + kq * ${TSTRIDE}u + xb] = r0;
-      S[sOff + (kq + 4u) * ${TSTRIDE}u + xb] = r1;
-      S[sOff + (kq + 8u) * ${TSTRIDE}u + xb] = r2;
-      S[sOff + (kq + 12u) * ${TSTRIDE}u + xb] = r3;
+      S[sOff + kq * ${TSTRIDE}u + xb] = ${st}(r0);
+      S[sOff + (kq + 4u) * ${TSTRIDE}u + xb] = ${st}(r1);
+      S[sOff + (kq + 8u) * ${TSTRIDE}u + xb] = ${st}(r2);
+      S[sOff + (kq + 12u) * ${TSTRIDE}u + xb] = ${st}(r3);
     }
     workgroupBarrier();
     // Prefetch the next slice while this one is multiplied.
@@ -312,7 +329,7 @@ ${tiledLoad('0u')}
     if (k1 < K) {
 ${tiledLoad('k1')}
     }
-${tiledInner()}
+${tiledInner(f16)}
     workgroupBarrier();
   }
 
@@ -322,6 +339,7 @@ ${tiledEpilogue()}
 }
 const TILED = tiledCode(false);
 const TILED_HALF = tiledCode(true);
+const TILED_HALF_F16 = tiledCode(true, true);
 
 /** Which matmul shader runs: 'auto' picks by size and device limits; the others force one
  *  (a forced 'tiled' still falls back where the device cannot run it). The environment
@@ -349,6 +367,11 @@ export const MATMUL_TUNING = {
   splitTargetTiles: 256,
   splitMaxS: 16,
   splitMinChunk: 256,
+  /** float16 arithmetic for products with a float16 B (weights stored as halves) on the tiled
+   *  shader, where the device has 'shader-f16': faster on GPUs with fast f16, at about 1e-3
+   *  relative error. Off by default; ATTN_WEBGPU_F16_MATH=1 turns it on for a process, an
+   *  `f16Math` field in the kernel's args for one call. */
+  f16Math: false,
 };
 export type MatmulPath = 'auto' | 'general' | 'tiled';
 
@@ -398,6 +421,16 @@ export interface Product {
   act: number; accumulate: boolean;
   /** B is a float16 storage (weights stored as halves). */
   bHalf?: boolean;
+  /** With bHalf, on the tiled shader: arithmetic in f16 (see MATMUL_TUNING.f16Math). */
+  f16Math?: boolean;
+}
+
+/** Whether a product with a float16 B runs its arithmetic in f16 (shader-f16 needed). */
+function useF16Math(device: GPUDevice, perCall: unknown): boolean {
+  if (!device.features.has('shader-f16')) return false;
+  if (perCall !== undefined) return !!perCall;
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.ATTN_WEBGPU_F16_MATH;
+  return env !== undefined ? env === '1' : MATMUL_TUNING.f16Math;
 }
 
 function encode(ctx: KernelContext, q: Product): void {
@@ -422,7 +455,7 @@ function encode(ctx: KernelContext, q: Product): void {
   }
   const [gy, gz] = grid(T);
   ctx.dispatch({
-    code: tiled ? (q.bHalf ? TILED_HALF : TILED) : (q.bHalf ? MATMUL_HALF : MATMUL),
+    code: tiled ? (q.bHalf ? (q.f16Math ? TILED_HALF_F16 : TILED_HALF) : TILED) : (q.bHalf ? MATMUL_HALF : MATMUL),
     // Without a bias, A stands in for the unused binding (never read).
     buffers: [q.A, q.B, q.bias ?? q.A, q.out],
     params: p,
@@ -477,6 +510,7 @@ const matmul: KernelFn = (ctx, a) => {
     A, B: ctx.buf(a.b as BufRef), bias: biasRef ? ctx.buf(biasRef) : null, out: ctx.buf(a.out as BufRef),
     act, accumulate: !!a.accumulate, bHalf: (a.b as BufRef).dtype === 'float16',
   };
+  q.f16Math = q.bHalf && q.tiled && useF16Math(ctx.device, a.f16Math);
   if ((a.a as BufRef).dtype === 'float16') throw new Error('webgpu: matmul: a float16 left operand (only the right one, weights, may be float16)');
   const BT = q.tiled ? TBM : BM;
   const S = batch === 1 ? chooseSplit(ctx.device, M, N, K, Math.ceil(M / BT) * Math.ceil(N / BT), a.splitK) : 1;
