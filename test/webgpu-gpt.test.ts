@@ -10,7 +10,7 @@ import { getBackend, liveTensorCount } from '../src/index.js';
 import { GPT } from '../src/models/gpt.js';
 import { CharTokenizer } from '../src/tokenizers/index.js';
 import { AdamW } from '../src/train/optim.js';
-import { loadGPTCheckpoint, train, trainStep } from '../src/train/trainer.js';
+import { loadGPTCheckpoint, train, trainStep, TrainingDivergedError, type StepMetrics } from '../src/train/trainer.js';
 import { prepareDataset } from '../src/data/index.js';
 import type { WebGPUBackend } from '../src/backend/webgpu/index.js';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -60,6 +60,58 @@ test('webgpu: GPT trains 50 steps with the losses of cpu (1e-3 relative), genera
   assert.ok(a.losses[49]! < a.losses[0]! - 0.5, `the loss falls: ${a.losses[0]} -> ${a.losses[49]}`);
   assert.deepEqual(b.sample, a.sample);
   assert.equal(liveTensorCount(), before, 'no tensors leak');
+});
+
+test('webgpu train(): updates are queued and read once per log interval; the logged losses match cpu, and a NaN names its step', async (t) => {
+  const be = await webgpu();
+  if (typeof be === 'string') return t.skip(be);
+  const dir = mkdtempSync(join(tmpdir(), 'attn-queued-'));
+  try {
+    await prepareDataset({ text: TEXT, tokenizer: CharTokenizer.fromText(TEXT), outDir: join(dir, 'data') });
+    const base = {
+      dataset: join(dir, 'data'), n_layer: 1, n_head: 2, n_embd: 32, block_size: 16, batch_size: 4, dropout: 0,
+      max_iters: 12, eval_interval: 6, eval_iters: 1, log_interval: 4, seed: 5, grad_clip: 0.5, learning_rate: 3e-3,
+    };
+    const logged = async (device: 'cpu' | 'webgpu') => {
+      const recs: StepMetrics[] = [];
+      await train({ ...base, device, out_dir: join(dir, device) }, { onLog: (m) => recs.push(m) });
+      return recs;
+    };
+    const cpu = await logged('cpu');
+    const gpu = await logged('webgpu');
+    assert.deepEqual(gpu.map((r) => r.step), cpu.map((r) => r.step));
+    assert.ok(cpu.length >= 4, `logged steps ${cpu.map((r) => r.step).join(', ')}`);
+    for (let i = 0; i < cpu.length; i++) {
+      const [a, b] = [cpu[i]!, gpu[i]!];
+      assert.ok(Math.abs(a.train_loss - b.train_loss) / a.train_loss < 1e-3, `step ${a.step}: loss ${a.train_loss} vs ${b.train_loss}`);
+      assert.ok(Math.abs(a.grad_norm - b.grad_norm) / a.grad_norm < 1e-2, `step ${a.step}: grad norm ${a.grad_norm} vs ${b.grad_norm}`);
+      assert.ok(b.dt_ms > 0 && Number.isFinite(b.tokens_per_s));
+    }
+    // A NaN written into the weights after step 4 makes step 5's loss NaN. The queue is read
+    // after step 7 (before the evaluation at 8), which names step 5 and leaves step 4's checkpoint.
+    let model: GPT | null = null;
+    await assert.rejects(
+      train({ ...base, device: 'webgpu', out_dir: join(dir, 'nan'), eval_interval: 4, log_interval: 10 }, {
+        onStart: (info) => {
+          model = info.model as GPT;
+        },
+        onProgress: (step) => {
+          if (step === 5) {
+            const w = model!.transformer.wte.weight;
+            w.backend.write(w.storage, [NaN], 0);
+          }
+        },
+      }),
+      (e: Error) => {
+        assert.ok(e instanceof TrainingDivergedError, String(e));
+        assert.equal(e.step, 5);
+        assert.match(e.message, /\(step 4\) is untouched/);
+        return true;
+      },
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('webgpu: a device lost mid-run stops training, and the last checkpoint stays loadable', async (t) => {

@@ -17,7 +17,7 @@ import { canonicalCheckpointTensors, checkpointConfigJson, checkpointShapes, che
 import { Dropout } from '../nn/layers.js';
 import type { Module, StateValue } from '../nn/module.js';
 import { MoE } from '../nn/moe.js';
-import { add, concat, div, mul, noGrad, reshape, square, sum, tensor, tidy, type DType, type Generator, type Tensor } from '../tensor/index.js';
+import { add, concat, div, minimum, mul, noGrad, reshape, sqrt, square, sum, tensor, tidy, zeros, type DType, type Generator, type Tensor } from '../tensor/index.js';
 import { CheckpointError, checkShapes, loadCheckpoint, saveCheckpoint, TRAINER_STATE_FILE, OPTIMIZER_FILE, MODEL_FILE, type LoadedCheckpoint } from './checkpoint.js';
 import { AdamW } from './optim.js';
 import { constantLr, cosineLr } from './schedule.js';
@@ -515,6 +515,62 @@ export function trainStep(model: LossModel, opt: AdamW, batches: readonly Batch[
   }
 }
 
+/**
+ * trainStep with nothing read back: the losses and the squared gradient norm stay on the
+ * backend as `stats` = [loss, ceLoss, auxLoss, normSq] (4,), and clipping happens there too
+ * (as torch.nn.utils.clip_grad_norm_: gradients times min(1, gradClip / (norm + 1e-6))). A GPU
+ * then runs update after update while the host queues the next; the caller reads a window of
+ * stats at once (readQueuedStats), which also finds a non-finite loss or norm and its step.
+ */
+export function trainStepQueued(model: LossModel, opt: AdamW, batches: readonly Batch[], opts: StepOptions = {}): { stats: Tensor; moe: MoEStepStats | null } {
+  if (batches.length === 0) throw new Error('trainStep: no batches');
+  const params = model.parameters();
+  opt.zeroGrad();
+  try {
+    const { sums, moe } = accumulateOnDevice(model, batches);
+    const normSq = gradNormSquared(params);
+    const stats = noGrad(() => tidy(() => concat([sums, normSq ?? zeros([1], { backend: sums.backend })]))).keep();
+    sums.dispose();
+    const maxNorm = opts.gradClip ?? 0;
+    if (maxNorm > 0 && normSq) {
+      const scale = noGrad(() => tidy(() => minimum(div(tensor([maxNorm], { backend: normSq.backend }), add(sqrt(normSq), 1e-6)), 1)));
+      noGrad(() => {
+        for (const p of params) {
+          const g = p.grad;
+          if (!g) continue;
+          p.grad = mul(g, scale).keep(); // (1,) broadcast over the gradient
+          g.dispose();
+        }
+      });
+      scale.dispose();
+    }
+    normSq?.dispose();
+    if (opts.lr !== undefined) opt.lr = opts.lr;
+    opt.stepUpdate();
+    return { stats, moe };
+  } finally {
+    opt.zeroGrad();
+  }
+}
+
+/**
+ * Reads the stats of queued steps (trainStepQueued) in one read and disposes them: per step
+ * the loss, the cross-entropy, the aux loss and the gradient norm. The first step whose loss
+ * or norm is not finite throws TrainingDivergedError with that step.
+ */
+export function readQueuedStats(queue: readonly { step: number; stats: Tensor }[]): { step: number; loss: number; ceLoss: number; auxLoss: number; gradNorm: number }[] {
+  if (queue.length === 0) return [];
+  const values = noGrad(() => tidy(() => concat(queue.map((q) => q.stats)).data()));
+  for (const q of queue) q.stats.dispose();
+  return queue.map((q, i) => {
+    const [loss, ceLoss, auxLoss, normSq] = [values[4 * i]!, values[4 * i + 1]!, values[4 * i + 2]!, values[4 * i + 3]!];
+    if (!Number.isFinite(loss)) throw new TrainingDivergedError(q.step, 'the training loss', loss);
+    const gradNorm = Math.sqrt(normSq);
+    if (!Number.isFinite(gradNorm)) throw new TrainingDivergedError(q.step, 'the gradient norm', gradNorm);
+    return { step: q.step, loss, ceLoss, auxLoss, gradNorm };
+  });
+}
+
 /** Mean loss over `iters` batches from the sampler, in eval mode (no dropout) without gradients:
  *  the cross-entropy (ceLoss) when the model reports it, so MoE aux losses are left out. The
  *  losses are summed on the backend and read once, so a GPU runs the batches back to back. */
@@ -991,6 +1047,8 @@ export async function train(input: Partial<TrainConfig> | Record<string, unknown
   const lastDir = join(outDir, LAST_DIR);
   const metricsPath = join(outDir, METRICS_FILE);
   let lastSaved = resumed ? run.iter : -1;
+  /** Updates queued on a GPU whose stats are not read yet (see `queued` below). */
+  let queue: { step: number; stats: Tensor; moe: MoEStepStats | null }[] = [];
   try {
     if (resumed) run.records = await readMetrics(metricsPath, run.iter);
     if (!cfg.eval_only) await writeFile(metricsPath, run.records.map((r) => JSON.stringify(r) + '\n').join(''));
@@ -1008,6 +1066,35 @@ export async function train(input: Partial<TrainConfig> | Record<string, unknown
     let pendingEval = resumed && run.lastEval?.step === run.iter ? run.lastEval : null;
     let speed = 0;
     let stopped = false;
+    // On a GPU the updates are queued (trainStepQueued) and their losses and gradient norms read
+    // together once per log interval, and before an evaluation, a save or the end: no read-back
+    // inside an update, so the GPU runs update after update. Elsewhere each update reads its own.
+    const queued = backend.name === 'webgpu';
+    queue = [];
+    let windowStart = performance.now();
+    let lastLoss = NaN;
+    /** Reads the queued steps' stats: the last one's, with the mean wall time per queued step. */
+    const drain = (): { res: StepResult; dt: number } | null => {
+      if (queue.length === 0) return null;
+      const q = queue;
+      queue = [];
+      let got: ReturnType<typeof readQueuedStats>;
+      try {
+        got = readQueuedStats(q);
+      } catch (e) {
+        for (const x of q) if (!x.stats.isDisposed) x.stats.dispose();
+        if (e instanceof TrainingDivergedError) throw diverged(e.step, e.what, e.value);
+        throw e;
+      }
+      const now = performance.now();
+      const dt = (now - windowStart) / q.length;
+      windowStart = now;
+      const last = got[got.length - 1]!;
+      const moe = q[q.length - 1]!.moe;
+      if (moe) moe.auxLoss = last.auxLoss;
+      lastLoss = last.loss;
+      return { res: { loss: last.loss, ceLoss: last.ceLoss, moe, gradNorm: last.gradNorm }, dt };
+    };
     let lastEvalResult: EvalResult | null = null;
 
     const writeRecord = async (r: MetricsRecord): Promise<void> => {
@@ -1018,6 +1105,7 @@ export async function train(input: Partial<TrainConfig> | Record<string, unknown
     for (let it = run.iter; ; it++) {
       run.iter = it;
       if (hooks.signal?.aborted && !cfg.eval_only) {
+        drain(); // a diverged queued step throws here, before anything is saved
         if (lastSaved !== it && it > 0) {
           await saveRun(run, lastDir, tokenizerFiles, elapsed(), true);
           lastSaved = it;
@@ -1063,19 +1151,39 @@ export async function train(input: Partial<TrainConfig> | Record<string, unknown
       const start = performance.now();
       const batches: Batch[] = [];
       for (let k = 0; k < cfg.gradient_accumulation_steps; k++) batches.push(run.train.next());
-      let res: StepResult;
-      try {
-        res = trainStep(run.model, run.opt, batches, { lr, gradClip: cfg.grad_clip, step: it });
-      } catch (e) {
-        if (e instanceof TrainingDivergedError) throw diverged(it, e.what, e.value);
-        throw e;
-      }
-      const dt = performance.now() - start;
-      run.tokens += tokensPerIter;
-      const tps = tokensPerIter / (dt / 1000);
-      speed = speed === 0 ? tps : 0.9 * speed + 0.1 * tps; // smoothed for a steady ETA
       const withEval = pendingEval?.step === it ? pendingEval : null;
-      if (it % cfg.log_interval === 0 || withEval) {
+      const logNow = it % cfg.log_interval === 0 || withEval !== null;
+      let res: StepResult;
+      let dt: number;
+      run.tokens += tokensPerIter;
+      if (queued) {
+        if (queue.length === 0) windowStart = start;
+        const q = trainStepQueued(run.model, run.opt, batches, { lr, gradClip: cfg.grad_clip, step: it });
+        queue.push({ step: it, stats: q.stats, moe: q.moe });
+        const readNow = logNow || it + 1 >= cfg.max_iters || (it + 1) % cfg.eval_interval === 0 || queue.length >= 64;
+        const got = readNow ? drain() : null;
+        if (got) {
+          res = got.res;
+          dt = got.dt;
+          const tps = tokensPerIter / (dt / 1000);
+          speed = speed === 0 ? tps : 0.9 * speed + 0.1 * tps;
+        } else {
+          res = { loss: lastLoss, ceLoss: lastLoss, moe: null, gradNorm: NaN };
+          dt = NaN;
+        }
+      } else {
+        try {
+          res = trainStep(run.model, run.opt, batches, { lr, gradClip: cfg.grad_clip, step: it });
+        } catch (e) {
+          if (e instanceof TrainingDivergedError) throw diverged(it, e.what, e.value);
+          throw e;
+        }
+        dt = performance.now() - start;
+        const tps = tokensPerIter / (dt / 1000);
+        speed = speed === 0 ? tps : 0.9 * speed + 0.1 * tps; // smoothed for a steady ETA
+      }
+      const tps = tokensPerIter / (dt / 1000);
+      if (logNow) {
         const rec: StepMetrics = {
           step: it, train_loss: res.loss, ce_loss: res.ceLoss,
           ...(res.moe ? { moe_aux_loss: res.moe.auxLoss, moe_util: res.moe.util, moe_dropped: res.moe.dropped } : {}),
@@ -1086,11 +1194,14 @@ export async function train(input: Partial<TrainConfig> | Record<string, unknown
         hooks.onLog?.(rec);
       }
       pendingEval = null;
+      // Queued: the loss of the last read step (at most a log interval old).
       hooks.onProgress?.(it + 1, cfg.max_iters, speed, res.loss);
       await nextTick(); // lets signals, timers and the progress display run
     }
+    drain();
     return { iter: run.iter, best_val_loss: run.bestVal, last_eval: lastEvalResult, stopped, out_dir: outDir };
   } finally {
+    for (const q of queue) if (!q.stats.isDisposed) q.stats.dispose();
     freeRun(run);
   }
 }
