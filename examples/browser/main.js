@@ -6,6 +6,8 @@ const params = new URLSearchParams(location.search);
 // ?device=cpu forces the cpu backend; ?checkpoint=URL picks the checkpoint directory.
 const device = params.get('device') === 'cpu' ? 'cpu' : 'webgpu';
 const checkpoint = params.get('checkpoint') ?? '/out-shakespeare-char-tiny/last/';
+// ?weights=16 stores the weight matrices in 16 bits (float16 on webgpu, bfloat16 on cpu).
+const halfWeights = params.get('weights') === '16';
 
 const $ = (id) => document.getElementById(id);
 const status = (s) => { $('status').textContent = s; };
@@ -64,4 +66,4 @@ $('generate').addEventListener('click', () => {
 if (!crossOriginIsolated) status('warning: the page is not cross-origin isolated; serve it with serve.mjs (COOP/COEP headers)');
 else status(`starting the ${device} backend...`);
 $('checkpoint').textContent = checkpoint;
-worker.postMessage({ type: 'init', device, checkpoint: new URL(checkpoint, location.href).href });
+worker.postMessage({ type: 'init', device, halfWeights, checkpoint: new URL(checkpoint, location.href).href });
