@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Generator, getBackend, noGrad, RefBackend, tensor } from '../src/index.js';
 import { BertModel, IGNORE_INDEX, maskTokens, padBatch, type BertConfig } from '../src/models/bert.js';
 import {
-  accuracyOf, encodeSentence, evaluateClassifier, finetuneClassifier, labelSubset, loadBertCheckpoint, parseTsv, pretrainMLM,
+  accuracyOf, encodeSentence, evaluateClassifier, finetuneClassifier, finetuneConfig, labelSubset, loadBertCheckpoint, parseTsv, pretrainMLM,
 } from '../src/train/classify.js';
 import { runEvalClassify } from '../src/cli/classify.js';
 import { Flags, parseArgs } from '../src/cli/args.js';
@@ -231,4 +231,47 @@ test('label subsets are seeded and sized; TSV errors name the line', () => {
   assert.deepEqual(labelSubset(items, 0.1, 1), labelSubset(items, 0.1, 1));
   assert.notDeepEqual(labelSubset(items, 0.1, 1), labelSubset(items, 0.1, 2));
   assert.throws(() => parseTsv('sentence\tlabel\nok\t1\nbad\tx\n', 'f.tsv'), /f\.tsv:3/);
+});
+
+test('prompt-based classification: the MLM head scores the verbalizers at the [MASK]; gradcheck; config errors', () => {
+  const cfg: Partial<BertConfig> = { ...TINY, verbalizers: [7, 9], prompt_suffix: [5, 3, 6] };
+  const m = new BertModel(cfg, { backend: ref, dtype: 'float64', seed: 4 }).eval();
+  assert.ok(m.promptMode && !m.cls_head && m.mlm_head);
+  const x = ids([[1, 8, 10, 5, 3, 6, 2], [1, 11, 5, 3, 6, 2]]);
+  const logits = m.classify(x).data(); // (2, 2); mask positions found in ids
+  const full = m.mlmLogits(x).data(); // (2, 7, 12)
+  const at = (b: number, t: number, v: number) => full[(b * 7 + t) * 12 + v]!;
+  assertClose(logits, [at(0, 4, 7), at(0, 4, 9), at(1, 3, 7), at(1, 3, 9)], 1e-12, 1e-12, 'verbalizer columns of the MLM logits');
+  assertClose(m.classify(x, [4, 3]).data(), logits, 0, 0, 'given positions');
+  const y = tensor(Int32Array.from([1, 0]), { backend: ref, dtype: 'int32', shape: [2] });
+  gradcheck('prompt loss', () => m.classifyLoss(x, y).loss, [m.embed.weight, m.mlm_head!.bias, m.mlm_head!.dense.weight, m.encoder.layers.at(0).ffn.c_fc.weight], { rtol: 1e-4, atol: 1e-6 });
+  assert.throws(() => m.classify(ids([[1, 8, 2]])), /row 0 has no \[MASK\]/);
+  assert.throws(() => new BertModel({ ...cfg, mlm_head: false }), /needs the MLM head/);
+  assert.throws(() => new BertModel({ ...cfg, verbalizers: [7] }), /1 verbalizers for n_classes=2/);
+  assert.throws(() => new BertModel({ ...cfg, prompt_suffix: [5, 6] }), /mask_id \(3\) exactly once/);
+  assert.throws(() => new BertModel({ ...cfg, verbalizers: [7, 99] }), /verbalizers must be a list of token ids/);
+});
+
+test('prompt-based fine-tuning from scratch and from a pre-trained MLM; the checkpoint evaluates the same', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'attn-bert-'));
+  const train = join(dir, 'train.tsv');
+  const dev = join(dir, 'dev.tsv');
+  await writeFile(train, synthTsv(300, 5));
+  await writeFile(dev, synthTsv(100, 6));
+  const backend = await getBackend('cpu');
+  const prompt = { prompt: 'it is [MASK] .', verbalizers: 'bad,good', vocab_size: 600 };
+  const s = await finetuneClassifier({ ...SMALL, ...prompt, train_file: train, dev_file: dev, out_dir: join(dir, 'scratch'), max_iters: 80, eval_interval: 40 }, {}, { backend });
+  assert.ok(s.best_val_accuracy! > 0.75, `dev accuracy ${s.best_val_accuracy}`);
+  const ev = await evaluateClassifier(s.best_dir, dev, { backend });
+  assert.equal(ev.accuracy, s.best_val_accuracy);
+  const saved = await loadBertCheckpoint(s.best_dir, { backend });
+  assert.ok(saved.model.promptMode && saved.config.prompt_suffix.includes(saved.config.mask_id));
+  // A pre-trained MLM keeps its head: the prompt reads it.
+  const p = await pretrainMLM({ ...SMALL, vocab_size: 600, data: train, out_dir: join(dir, 'mlm'), max_iters: 20, eval_interval: 0, eval_batches: 1 }, {}, { backend });
+  const f = await finetuneClassifier({ ...SMALL, ...prompt, train_file: train, dev_file: dev, init_from: p.best_dir, out_dir: join(dir, 'pre'), max_iters: 40, eval_interval: 0 }, {}, { backend });
+  assert.ok(Number.isFinite(f.best_val_accuracy!));
+  await assert.rejects(finetuneClassifier({ ...SMALL, ...prompt, verbalizers: 'bad,unbelievably', train_file: train, dev_file: dev, out_dir: join(dir, 'x'), max_iters: 1 }, {}, { backend }), /verbalizer 'unbelievably' is \d+ tokens/);
+  assert.throws(() => finetuneConfig({ prompt: 'it is .' }), /hold \[MASK\] exactly once/);
+  assert.throws(() => finetuneConfig({ prompt: 'it is [MASK] .', verbalizers: 'good' }), /1 verbalizers/);
+  saved.model.dispose();
 });

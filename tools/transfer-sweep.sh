@@ -16,6 +16,10 @@
 #   FT_STEPS ["1000 300 100"] (steps at 100 %, 10 %, 1 %; 5 evaluations each)
 #   STAGES ["mlm scratch pre"] (pre-training, from-scratch fine-tunes, pre-trained fine-tunes;
 #                               "pre" alone with an existing OUTDIR/mlm/best)
+#   FT_ARGS [""]               more finetune flags for every fine-tune (e.g. "--threads 1")
+#   FRACTIONS ["1 0.1 0.01"]   the label fractions to run
+#   PROMPT [""]                 prompt-based fine-tuning: the template after each sentence
+#                               (e.g. "it was [MASK] ."); VERBALIZERS ["terrible,great"]
 #   PT_TIMEOUT [0]             stop pre-training after this many seconds (0: never); the
 #                               fine-tunes then start from the best checkpoint saved so far
 # Writes OUTDIR/results.jsonl (one line per fine-tune: name, init, fraction, seed, lr and the
@@ -35,6 +39,10 @@ POOLING=${POOLING:-mean}
 FT_STEPS=${FT_STEPS:-1000 300 100}
 STAGES=${STAGES:-mlm scratch pre}
 PT_TIMEOUT=${PT_TIMEOUT:-0}
+FRACTIONS=${FRACTIONS:-1 0.1 0.01}
+FT_ARGS=${FT_ARGS:-}
+PROMPT=${PROMPT:-}
+VERBALIZERS=${VERBALIZERS:-terrible,great}
 mkdir -p "$O/logs"
 ATTN="$NODE dist/src/cli/main.js"
 export EGL_PLATFORM=${EGL_PLATFORM:-surfaceless}
@@ -45,14 +53,16 @@ stamp() { echo "[$(( $(date +%s) - start )) s] $*" >&2; }
 jobs_for() { # init lrs
   local init=$1 lrs=$2 lr s
   for lr in $lrs; do
-    echo "$init-f1-s1337-lr$lr $init 1 1337 $lr"
-    for s in $SEEDS; do echo "$init-f0.1-s$s-lr$lr $init 0.1 $s $lr"; done
-    for s in $SEEDS; do echo "$init-f0.01-s$s-lr$lr $init 0.01 $s $lr"; done
+    [[ " $FRACTIONS " == *" 1 "* ]] && echo "$init-f1-s1337-lr$lr $init 1 1337 $lr"
+    if [[ " $FRACTIONS " == *" 0.1 "* ]]; then for s in $SEEDS; do echo "$init-f0.1-s$s-lr$lr $init 0.1 $s $lr"; done; fi
+    if [[ " $FRACTIONS " == *" 0.01 "* ]]; then for s in $SEEDS; do echo "$init-f0.01-s$s-lr$lr $init 0.01 $s $lr"; done; fi
   done
 }
 run_one() { # NAME INIT FRACTION SEED LR
   local name=$1 init=$2 frac=$3 seed=$4 lr=${5%%+*} steps interval from lora=
   [[ $5 == *+lora* ]] && lora="--lora_rank ${5##*+lora}"
+  local -a prompt=()
+  [ -n "$PROMPT" ] && prompt=(--prompt "$PROMPT" --verbalizers "$VERBALIZERS")
   local -a st=($FT_STEPS)
   case $frac in 1) steps=${st[0]} ;; 0.1) steps=${st[1]} ;; *) steps=${st[2]} ;; esac
   interval=$(( steps / 5 > 0 ? steps / 5 : 1 ))
@@ -60,14 +70,14 @@ run_one() { # NAME INIT FRACTION SEED LR
   # shellcheck disable=SC2086
   $ATTN finetune --task sst2 $from --pooling "$POOLING" --label_fraction "$frac" --seed "$seed" \
     --learning_rate "$lr" --max_iters $steps --eval_interval $interval --eval_max 1000 \
-    $lora --device "$DEVICE" --out "$O/ft/$name" >"$O/logs/$name.log" 2>&1
+    $lora $FT_ARGS "${prompt[@]}" --device "$DEVICE" --out "$O/ft/$name" >"$O/logs/$name.log" 2>&1
   local last
   last=$(grep '^{"task"' "$O/logs/$name.log" | tail -1)
   echo "{\"name\":\"$name\",\"init\":\"$init\",\"fraction\":$frac,\"seed\":$seed,\"lr\":$lr,\"variant\":\"$5\",\"result\":${last:-null}}" >>"$O/results.jsonl"
   stamp "done $name: ${last:-FAILED}"
 }
 export -f run_one stamp
-export O ATTN MODEL POOLING DEVICE FT_STEPS start
+export O ATTN MODEL POOLING DEVICE FT_STEPS FT_ARGS PROMPT VERBALIZERS start
 
 pt_pid=
 if [[ " $STAGES " == *" mlm "* ]]; then

@@ -19,6 +19,11 @@ architecture and tokenizer).
   --task sst2            the task (sst2 only)
   --init_from DIR        a pre-trained checkpoint (default: scratch)
   --label_fraction F     use a seeded F of the training labels (e.g. 0.1, 0.01)
+  --prompt TEMPLATE      prompt-based classification: TEMPLATE follows each sentence and holds
+                         [MASK] once (e.g. "it was [MASK] ."); the MLM head's scores of the
+                         --verbalizers words at the mask are the classes (no new head)
+  --verbalizers W0,W1    one word per class, label 0 first (default terrible,great); each must
+                         be a single token of the vocabulary
   --lora_rank R          LoRA adapters on the encoder (the head trains fully); merged when saved
   --out DIR              checkpoints DIR/best, DIR/last, metrics.jsonl, loss.svg (default out-sst2)
   --test_file F          the TSV scored at the end (default data/sst2/test.tsv; 'none' to skip)

@@ -36,6 +36,15 @@ export interface BertConfig extends TransformerStackFields {
   classifier_dropout: number;
   /** What the classifier reads: the [CLS] position or the mean over non-padding positions. */
   pooling: 'cls' | 'mean';
+  /**
+   * Prompt-based classification (Schick & Schütze 2021; Gao et al. 2021, "LM-BFF"): one token id
+   * per class. When set, no classification head is built: the MLM head scores these tokens at
+   * the [MASK] of `prompt_suffix`, so fine-tuning starts from what pre-training learned instead
+   * of a random head. Empty: the ordinary head.
+   */
+  verbalizers: readonly number[];
+  /** Token ids appended after the sentence (before [SEP]) in prompt mode; holds mask_id once. */
+  prompt_suffix: readonly number[];
 }
 
 export const BERT_DEFAULTS: Readonly<BertConfig> = Object.freeze({
@@ -57,6 +66,8 @@ export const BERT_DEFAULTS: Readonly<BertConfig> = Object.freeze({
   n_classes: 0,
   classifier_dropout: 0.1,
   pooling: 'cls',
+  verbalizers: [],
+  prompt_suffix: [],
 });
 
 const FIELDS = [...Object.keys(BERT_DEFAULTS), ...ATTENTION_FIELDS];
@@ -82,6 +93,23 @@ export function bertConfig(partial: Partial<BertConfig> | Record<string, unknown
   if (!Number.isInteger(c.n_classes) || c.n_classes < 0 || c.n_classes === 1) problems.push(`n_classes must be 0 (no head) or an integer ≥ 2, got ${String(c.n_classes)}`);
   if (c.pooling !== 'cls' && c.pooling !== 'mean') problems.push(`pooling must be 'cls' or 'mean', got '${String(c.pooling)}'`);
   if (!(c.classifier_dropout >= 0 && c.classifier_dropout < 1)) problems.push(`classifier_dropout must be in [0, 1), got ${String(c.classifier_dropout)}`);
+  const tokenList = (k: 'verbalizers' | 'prompt_suffix'): number[] => {
+    const v = c[k] as unknown;
+    if (!Array.isArray(v) || v.some((x) => !Number.isInteger(x) || x < 0 || x >= c.vocab_size)) {
+      problems.push(`${k} must be a list of token ids in [0, vocab_size=${String(c.vocab_size)}), got ${JSON.stringify(v)}`);
+      return [];
+    }
+    return v as number[];
+  };
+  const verbalizers = tokenList('verbalizers');
+  const suffix = tokenList('prompt_suffix');
+  if (verbalizers.length > 0) {
+    if (!c.mlm_head) problems.push('prompt-based classification (verbalizers) needs the MLM head (mlm_head true)');
+    if (verbalizers.length !== c.n_classes) problems.push(`${verbalizers.length} verbalizers for n_classes=${String(c.n_classes)} (one token per class)`);
+    if (new Set(verbalizers).size !== verbalizers.length) problems.push('the verbalizers must be different tokens');
+    if (suffix.filter((x) => x === c.mask_id).length !== 1) problems.push(`prompt_suffix must hold mask_id (${String(c.mask_id)}) exactly once, got ${JSON.stringify(suffix)}`);
+  } else if (suffix.length > 0) problems.push('prompt_suffix is set without verbalizers');
+  if (suffix.length + 3 > c.max_len) problems.push(`prompt_suffix (${suffix.length} tokens) leaves no room in max_len ${String(c.max_len)}`);
   if (problems.length) throw new Error(`BertConfig: ${problems.join('; ')}`);
   return c;
 }
@@ -129,8 +157,19 @@ export class MLMHead extends Module {
 
   /** h (..., C), tied embedding (V, C) → (..., V). */
   forward(h: Tensor, embedWeight: Tensor): Tensor {
-    const x = this.norm.forward(gelu(this.dense.forward(h)));
-    return linear(x, embedWeight, this.bias);
+    return linear(this.transform(h), embedWeight, this.bias);
+  }
+
+  /** h (M, C) → logits (M, K) of just the tokens `ids` (K): the rows of the full logits' columns. */
+  forwardTokens(h: Tensor, embedWeight: Tensor, ids: Tensor): Tensor {
+    const V = this.bias.shape[0]!;
+    const w = embedding(embedWeight, ids); // (K, C)
+    const b = reshape(embedding(reshape(this.bias, [V, 1]), ids), [ids.shape[0]!]); // (K)
+    return linear(this.transform(h), w, b);
+  }
+
+  private transform(h: Tensor): Tensor {
+    return this.norm.forward(gelu(this.dense.forward(h)));
   }
 }
 
@@ -195,7 +234,7 @@ export class BertModel extends Module implements PerformerRedraw {
     this.featureGenerator = featureGeneratorFor(seed);
     this.encoder = this.registerModule('encoder', new Encoder(encoderConfig(cfg), { ...o, dropoutGenerator, featureGenerator: this.featureGenerator }));
     this.mlm_head = cfg.mlm_head ? this.registerModule('mlm_head', new MLMHead(C, cfg.vocab_size, o)) : null;
-    this.cls_head = cfg.n_classes > 0 ? this.registerModule('cls_head', new ClassificationHead(C, cfg.n_classes, cfg.classifier_dropout, o, dropoutGenerator, cfg.pooling)) : null;
+    this.cls_head = cfg.n_classes > 0 && cfg.verbalizers.length === 0 ? this.registerModule('cls_head', new ClassificationHead(C, cfg.n_classes, cfg.classifier_dropout, o, dropoutGenerator, cfg.pooling)) : null;
     for (const [name, p] of this.namedParameters()) p.name = name;
   }
 
@@ -211,17 +250,44 @@ export class BertModel extends Module implements PerformerRedraw {
     return { hidden: this.encoder.forward(h, mask), mask };
   }
 
-  /** ids (B, T) → classification logits (B, n_classes). */
-  classify(ids: Tensor): Tensor {
+  /** True when classes are read from the MLM head at a prompt's [MASK] (config.verbalizers). */
+  get promptMode(): boolean {
+    return this.config.verbalizers.length > 0;
+  }
+
+  /**
+   * ids (B, T) → classification logits (B, n_classes). In prompt mode the logits are the MLM
+   * head's scores of the verbalizer tokens at each row's last [MASK]; maskPositions (B) gives
+   * those positions (found in ids when left out, which reads ids back from a GPU).
+   */
+  classify(ids: Tensor, maskPositions?: ArrayLike<number>): Tensor {
+    if (this.promptMode) return this.promptLogits(ids, maskPositions);
     if (!this.cls_head) throw new Error('BertModel.classify: the model has no classification head (n_classes is 0)');
     const { hidden, mask } = this.forward(ids);
     return this.cls_head.forward(hidden, mask);
   }
 
   /** Logits and the mean cross-entropy against labels (B) int32. */
-  classifyLoss(ids: Tensor, labels: Tensor): { logits: Tensor; loss: Tensor } {
-    const logits = this.classify(ids);
+  classifyLoss(ids: Tensor, labels: Tensor, maskPositions?: ArrayLike<number>): { logits: Tensor; loss: Tensor } {
+    const logits = this.classify(ids, maskPositions);
     return { logits, loss: crossEntropy(logits, labels) };
+  }
+
+  private promptLogits(ids: Tensor, maskPositions?: ArrayLike<number>): Tensor {
+    const [B, T] = ids.shape as [number, number];
+    const pos = maskPositions ?? lastMaskPositions(ids.data(), B, T, this.config.mask_id);
+    if (pos.length !== B) throw new Error(`BertModel.classify: ${pos.length} mask positions for ${B} rows`);
+    const rows = new Int32Array(B);
+    for (let b = 0; b < B; b++) {
+      const p = pos[b]!;
+      if (!(Number.isInteger(p) && p >= 0 && p < T)) throw new Error(`BertModel.classify: row ${b} has no [MASK] to read (position ${p}, length ${T})`);
+      rows[b] = b * T + p;
+    }
+    const { hidden } = this.forward(ids);
+    const be = ids.backend;
+    const sel = embedding(reshape(hidden, [B * T, this.config.d_model]), tensor(rows, { backend: be, dtype: 'int32', shape: [B] })); // (B, C)
+    const verb = tensor(Int32Array.from(this.config.verbalizers), { backend: be, dtype: 'int32', shape: [this.config.verbalizers.length] });
+    return this.mlm_head!.forwardTokens(sel, this.embed.weight, verb); // (B, K)
   }
 
   /** Full MLM logits (B, T, V) (for inspection; training uses mlmLoss). */
@@ -256,6 +322,13 @@ export class BertModel extends Module implements PerformerRedraw {
     const loss = crossEntropy(logits, tensor(Int32Array.from(targets), { backend: be, dtype: 'int32', shape: [rows.length] }));
     return { loss, count: rows.length };
   }
+}
+
+/** Each row's last position holding maskId (-1 where none), ids row-major (B, T). */
+export function lastMaskPositions(ids: ArrayLike<number>, B: number, T: number, maskId: number): Int32Array {
+  const out = new Int32Array(B).fill(-1);
+  for (let b = 0; b < B; b++) for (let t = T - 1; t >= 0; t--) if (ids[b * T + t] === maskId) { out[b] = t; break; }
+  return out;
 }
 
 /** Label value of positions the MLM loss ignores. */

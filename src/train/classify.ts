@@ -100,11 +100,41 @@ export function specialIdsOf(tok: Tokenizer): SpecialIds {
   return { pad_id: get(SPECIAL_TOKENS.pad), cls_id: get(SPECIAL_TOKENS.cls), sep_id: get(SPECIAL_TOKENS.sep), mask_id: get(SPECIAL_TOKENS.mask) };
 }
 
-/** [CLS] tokens [SEP], truncated to maxLen. */
-export function encodeSentence(tok: Tokenizer, s: string, ids: SpecialIds, maxLen: number): number[] {
-  const text = ` ${s.trim()}`;
-  const body = tok instanceof BpeTokenizer ? tok.encodeOrdinary(text) : tok.encode(text);
-  return [ids.cls_id, ...body.slice(0, Math.max(0, maxLen - 2)), ids.sep_id];
+/** [CLS] tokens [suffix] [SEP], the tokens truncated so the whole fits maxLen. */
+export function encodeSentence(tok: Tokenizer, s: string, ids: SpecialIds, maxLen: number, suffix: readonly number[] = []): number[] {
+  const body = encodeText(tok, ` ${s.trim()}`);
+  return [ids.cls_id, ...body.slice(0, Math.max(0, maxLen - 2 - suffix.length)), ...suffix, ids.sep_id];
+}
+
+function encodeText(tok: Tokenizer, text: string): number[] {
+  return tok instanceof BpeTokenizer ? tok.encodeOrdinary(text) : tok.encode(text);
+}
+
+/** The marker of the masked slot in a prompt template. */
+export const PROMPT_MASK = '[MASK]';
+
+/**
+ * A prompt template (text after the sentence, holding [MASK] once, e.g. "it was [MASK] .") and
+ * one verbalizer word per class (e.g. "terrible,great"), as token ids. Each word must be one
+ * token of the vocabulary (with its leading space, as it would follow another word).
+ */
+export function promptIds(tok: Tokenizer, template: string, words: string, maskId: number): { suffix: number[]; verbalizers: number[] } {
+  const parts = template.split(PROMPT_MASK);
+  if (parts.length !== 2) throw new Error(`prompt must hold ${PROMPT_MASK} exactly once, got ${JSON.stringify(template)}`);
+  const piece = (t: string) => (t.trim() === '' ? [] : encodeText(tok, ` ${t.trim()}`));
+  const suffix = [...piece(parts[0]!), maskId, ...piece(parts[1]!)];
+  const verbalizers = words.split(',').map((w) => w.trim()).filter((w) => w !== '').map((w) => {
+    const ids = encodeText(tok, ` ${w}`);
+    if (ids.length !== 1) throw new Error(`verbalizer '${w}' is ${ids.length} tokens in this vocabulary (${JSON.stringify(ids)}); each must be a single token`);
+    return ids[0]!;
+  });
+  return { suffix, verbalizers };
+}
+
+/** Each row's [MASK] position (the last one): where a prompt-mode model reads the classes. */
+function maskPositionsOf(rows: readonly (readonly number[])[], model: BertModel): Int32Array | undefined {
+  if (!model.promptMode) return undefined;
+  return Int32Array.from(rows.map((r) => r.lastIndexOf(model.config.mask_id)));
 }
 
 /** A seeded subset of ceil(fraction·n) examples (at least 1), in their original order. */
@@ -195,6 +225,14 @@ export interface FinetuneConfig extends ModelFields, OptimFields {
   classifier_dropout: number;
   /** The classifier reads the [CLS] position ('cls') or the mean of the non-padding ones. */
   pooling: 'cls' | 'mean';
+  /**
+   * Prompt-based classification: a template after the sentence holding [MASK] (e.g. "it was
+   * [MASK] ."); the MLM head's scores of the `verbalizers` words at the mask are the class
+   * logits. Empty: an ordinary classification head.
+   */
+  prompt: string;
+  /** One word per class, comma-separated, label 0 first (prompt mode only). */
+  verbalizers: string;
   /** > 0: LoRA adapters of this rank on the encoder's linears; the head trains fully. */
   lora_rank: number;
   lora_alpha: number;
@@ -226,7 +264,7 @@ const OPTIM_DEFAULTS: Omit<OptimFields, 'out_dir'> = {
 export const FINETUNE_DEFAULTS: Readonly<FinetuneConfig> = Object.freeze({
   ...MODEL_DEFAULTS, ...OPTIM_DEFAULTS, out_dir: 'out-sst2', batch_size: 128, learning_rate: 1e-3, max_iters: 1000, eval_interval: 200,
   train_file: 'data/sst2/train.tsv', dev_file: 'data/sst2/dev.tsv', init_from: 'scratch', label_fraction: 1, n_classes: 2,
-  classifier_dropout: 0.1, pooling: 'cls', lora_rank: 0, lora_alpha: 0, eval_max: 0,
+  classifier_dropout: 0.1, pooling: 'cls', prompt: '', verbalizers: 'terrible,great', lora_rank: 0, lora_alpha: 0, eval_max: 0,
 });
 
 export const PRETRAIN_DEFAULTS: Readonly<PretrainConfig> = Object.freeze({
@@ -272,6 +310,11 @@ export function finetuneConfig(partial: Partial<FinetuneConfig> | Record<string,
   const c = fillConfig('FinetuneConfig', FINETUNE_DEFAULTS, partial as Record<string, unknown>);
   // Checked here as well as by the model, so a bad value fails before the tokenizer is trained.
   if (c.pooling !== 'cls' && c.pooling !== 'mean') throw new Error(`FinetuneConfig: pooling must be 'cls' or 'mean', got '${String(c.pooling)}'`);
+  if (c.prompt !== '') {
+    if (c.prompt.split(PROMPT_MASK).length !== 2) throw new Error(`FinetuneConfig: prompt must hold ${PROMPT_MASK} exactly once, got ${JSON.stringify(c.prompt)}`);
+    const k = c.verbalizers.split(',').filter((w) => w.trim() !== '').length;
+    if (k !== c.n_classes) throw new Error(`FinetuneConfig: ${k} verbalizers ('${c.verbalizers}') for n_classes=${c.n_classes}: one word per class`);
+  }
   return c;
 }
 
@@ -378,7 +421,7 @@ export function accuracyOf(model: BertModel, rows: readonly number[][], labels: 
       noGrad(() => tidy(() => {
         const ids = padBatch(idx.map((i) => rows[i]!), model.config.pad_id, be, padMultiple(be));
         const y = tensor(Int32Array.from(idx.map((i) => labels[i]!)), { backend: be, dtype: 'int32', shape: [idx.length] });
-        const { logits, loss } = model.classifyLoss(ids, y);
+        const { logits, loss } = model.classifyLoss(ids, y, maskPositionsOf(idx.map((i) => rows[i]!), model));
         const pred = argmax(logits, -1).data();
         idx.forEach((i, k) => { if (pred[k] === labels[i]) correct++; });
         lossSum += loss.item() * idx.length;
@@ -392,15 +435,22 @@ export function accuracyOf(model: BertModel, rows: readonly number[][], labels: 
 }
 
 /** Accuracy of a fine-tuned checkpoint on a sentence/label TSV. */
-export async function evaluateClassifier(modelDir: string, tsvPath: string, opts: { backend?: Backend } = {}): Promise<{ accuracy: number; n: number }> {
-  const { model, tokenizer, config } = await loadBertCheckpoint(modelDir, opts);
+export async function evaluateClassifier(modelDir: string, tsvPath: string, opts: { backend?: Backend; prompt?: { template: string; verbalizers: string } } = {}): Promise<{ accuracy: number; n: number }> {
+  let override: Partial<BertConfig> | undefined;
+  if (opts.prompt) {
+    // Zero-shot: the checkpoint's MLM head read at the prompt's [MASK], no training.
+    const tok = await loadTokenizer(modelDir);
+    const p = promptIds(tok, opts.prompt.template, opts.prompt.verbalizers, specialIdsOf(tok).mask_id);
+    override = { mlm_head: true, n_classes: p.verbalizers.length, prompt_suffix: p.suffix, verbalizers: p.verbalizers };
+  }
+  const { model, tokenizer, config } = await loadBertCheckpoint(modelDir, { backend: opts.backend, override });
   try {
-    if (!model.cls_head) throw new CheckpointError(modelDir, 'the model has no classification head (a pre-trained MLM checkpoint? fine-tune it first)');
+    if (!model.cls_head && !model.promptMode) throw new CheckpointError(modelDir, 'the model has no classification head (a pre-trained MLM checkpoint? fine-tune it first)');
     const data = await readTsv(tsvPath);
     const bad = data.find((e) => e.label >= config.n_classes);
     if (bad) throw new Error(`${tsvPath}: label ${bad.label} is outside the model's ${config.n_classes} classes`);
     const sp: SpecialIds = { pad_id: config.pad_id, cls_id: config.cls_id, sep_id: config.sep_id, mask_id: config.mask_id };
-    const rows = data.map((e) => encodeSentence(tokenizer, e.sentence, sp, config.max_len));
+    const rows = data.map((e) => encodeSentence(tokenizer, e.sentence, sp, config.max_len, config.prompt_suffix));
     const r = accuracyOf(model, rows, data.map((e) => e.label));
     return { accuracy: r.accuracy, n: r.n };
   } finally {
@@ -636,22 +686,31 @@ export async function finetuneClassifier(input: Partial<FinetuneConfig> | Record
 
   let model: BertModel;
   let tok: Tokenizer;
-  const head = { n_classes: cfg.n_classes, mlm_head: false, classifier_dropout: cfg.classifier_dropout, dropout: cfg.dropout, pooling: cfg.pooling };
+  const prompted = cfg.prompt !== '';
+  const head = { n_classes: cfg.n_classes, mlm_head: prompted, classifier_dropout: cfg.classifier_dropout, dropout: cfg.dropout, pooling: cfg.pooling };
+  // Prompt mode: the template and verbalizers as ids of the model's own vocabulary.
+  const promptFields = (t: Tokenizer): Partial<BertConfig> => {
+    if (!prompted) return {};
+    const p = promptIds(t, cfg.prompt, cfg.verbalizers, specialIdsOf(t).mask_id);
+    hooks.onMessage?.(`prompt-based classification: "<sentence> ${cfg.prompt}", verbalizers ${cfg.verbalizers} (ids ${p.verbalizers.join(', ')})`);
+    return { prompt_suffix: p.suffix, verbalizers: p.verbalizers };
+  };
   if (cfg.init_from === 'scratch') {
     hooks.onMessage?.(`training a ${cfg.vocab_size}-token BPE on the ${allTrain.length} training sentences`);
     tok = trainSentenceTokenizer(allTrain.map((e) => e.sentence), cfg.vocab_size);
-    model = new BertModel({
+    model = new BertModel({ ...promptFields(tok),
       n_layer: cfg.n_layer, n_head: cfg.n_head, d_model: cfg.d_model, d_ff: cfg.d_ff, max_len: cfg.max_len, vocab_size: tok.vocabSize,
       ...specialIdsOf(tok), positions: cfg.positions, norm_placement: cfg.norm_placement, ...head, ...attentionOverrides(cfg),
     }, { backend, seed: cfg.seed });
   } else {
-    const loaded = await loadBertCheckpoint(cfg.init_from, { backend, override: head });
+    const saved = await loadTokenizer(cfg.init_from);
+    const loaded = await loadBertCheckpoint(cfg.init_from, { backend, override: { ...head, ...promptFields(saved) } });
     model = loaded.model;
     tok = loaded.tokenizer;
     // A fresh head, seeded (the loader left it at zero unless the checkpoint had one of the right size).
     const src = new BertModel({ ...loaded.config }, { backend, seed: cfg.seed });
     const hadHead = loaded.config.n_classes > 0 && (loaded.json['attn_bert'] as BertConfig).n_classes === cfg.n_classes;
-    if (!hadHead) {
+    if (!hadHead && model.cls_head) {
       const fresh = new Map<string, StateValue>();
       for (const [n, t] of src.stateDict()) if (n.startsWith('cls_head.')) fresh.set(n, t);
       model.loadStateDict(fresh, { strict: false });
@@ -662,15 +721,15 @@ export async function finetuneClassifier(input: Partial<FinetuneConfig> | Record
   }
   const mc = model.config;
   const sp: SpecialIds = { pad_id: mc.pad_id, cls_id: mc.cls_id, sep_id: mc.sep_id, mask_id: mc.mask_id };
-  const trainRows = trainEx.map((e) => encodeSentence(tok, e.sentence, sp, mc.max_len));
+  const trainRows = trainEx.map((e) => encodeSentence(tok, e.sentence, sp, mc.max_len, mc.prompt_suffix));
   const trainLabels = trainEx.map((e) => e.label);
-  const devRows = dev.map((e) => encodeSentence(tok, e.sentence, sp, mc.max_len));
+  const devRows = dev.map((e) => encodeSentence(tok, e.sentence, sp, mc.max_len, mc.prompt_suffix));
   const devLabels = dev.map((e) => e.label);
 
   let lora: LoraHandle | null = null;
   if (cfg.lora_rank > 0) {
     lora = applyLora(model, { rank: cfg.lora_rank, alpha: cfg.lora_alpha > 0 ? cfg.lora_alpha : cfg.lora_rank, targets: ENCODER_LORA_TARGETS, seed: cfg.seed });
-    for (const p of model.cls_head!.parameters()) p.requiresGrad = true; // the new head trains fully
+    if (model.cls_head) for (const p of model.cls_head.parameters()) p.requiresGrad = true; // the new head trains fully
     hooks.onMessage?.(`LoRA rank ${cfg.lora_rank} on ${lora.layers.length} encoder linears; ${lora.summary()}`);
   }
   const params = model.parameters().filter((p) => p.requiresGrad);
@@ -686,9 +745,10 @@ export async function finetuneClassifier(input: Partial<FinetuneConfig> | Record
       cfg, model, params, total, hooks,
       batchLoss: () => {
         const idx = sampler.next();
-        const ids = padBatch(idx.map((i) => trainRows[i]!), mc.pad_id, backend, padMultiple(backend));
+        const rows = idx.map((i) => trainRows[i]!);
+        const ids = padBatch(rows, mc.pad_id, backend, padMultiple(backend));
         const y = tensor(Int32Array.from(idx.map((i) => trainLabels[i]!)), { backend, dtype: 'int32', shape: [idx.length] });
-        return { loss: model.classifyLoss(ids, y).loss, examples: idx.length };
+        return { loss: model.classifyLoss(ids, y, maskPositionsOf(rows, model)).loss, examples: idx.length };
       },
       evaluate: () => {
         const a = accuracyOf(model, devRows, devLabels);
