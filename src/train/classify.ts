@@ -376,7 +376,7 @@ export interface LoadedBert {
 }
 
 /** A BertModel checkpoint directory, in eval mode. Refuses other model kinds with a clear error. */
-export async function loadBertCheckpoint(dir: string, opts: { backend?: Backend; override?: Partial<BertConfig> } = {}): Promise<LoadedBert> {
+export async function loadBertCheckpoint(dir: string, opts: { backend?: Backend; override?: Partial<BertConfig>; tokenizer?: Tokenizer } = {}): Promise<LoadedBert> {
   const ckpt = await loadCheckpoint(dir);
   const path = join(ckpt.dir, 'config.json');
   if (ckpt.config['model_type'] !== BERT_MODEL_TYPE) throw new CheckpointError(path, `model_type is '${String(ckpt.config['model_type'])}', expected '${BERT_MODEL_TYPE}' (an encoder written by 'attn pretrain-mlm' or 'attn finetune')`);
@@ -401,7 +401,7 @@ export async function loadBertCheckpoint(dir: string, opts: { backend?: Backend;
   } catch (e) {
     throw new CheckpointError(join(ckpt.dir, 'model.safetensors'), (e as Error).message);
   }
-  const tokenizer = await loadTokenizer(ckpt.dir);
+  const tokenizer = opts.tokenizer ?? (await loadTokenizer(ckpt.dir)); // given: already read from dir by the caller
   return { model: model.eval(), tokenizer, config, json: ckpt.config };
 }
 
@@ -437,13 +437,14 @@ export function accuracyOf(model: BertModel, rows: readonly number[][], labels: 
 /** Accuracy of a fine-tuned checkpoint on a sentence/label TSV. */
 export async function evaluateClassifier(modelDir: string, tsvPath: string, opts: { backend?: Backend; prompt?: { template: string; verbalizers: string } } = {}): Promise<{ accuracy: number; n: number }> {
   let override: Partial<BertConfig> | undefined;
+  let tok: Tokenizer | undefined;
   if (opts.prompt) {
     // Zero-shot: the checkpoint's MLM head read at the prompt's [MASK], no training.
-    const tok = await loadTokenizer(modelDir);
+    tok = await loadTokenizer(modelDir);
     const p = promptIds(tok, opts.prompt.template, opts.prompt.verbalizers, specialIdsOf(tok).mask_id);
     override = { mlm_head: true, n_classes: p.verbalizers.length, prompt_suffix: p.suffix, verbalizers: p.verbalizers };
   }
-  const { model, tokenizer, config } = await loadBertCheckpoint(modelDir, { backend: opts.backend, override });
+  const { model, tokenizer, config } = await loadBertCheckpoint(modelDir, { backend: opts.backend, override, tokenizer: tok });
   try {
     if (!model.cls_head && !model.promptMode) throw new CheckpointError(modelDir, 'the model has no classification head (a pre-trained MLM checkpoint? fine-tune it first)');
     const data = await readTsv(tsvPath);
@@ -704,7 +705,7 @@ export async function finetuneClassifier(input: Partial<FinetuneConfig> | Record
     }, { backend, seed: cfg.seed });
   } else {
     const saved = await loadTokenizer(cfg.init_from);
-    const loaded = await loadBertCheckpoint(cfg.init_from, { backend, override: { ...head, ...promptFields(saved) } });
+    const loaded = await loadBertCheckpoint(cfg.init_from, { backend, override: { ...head, ...promptFields(saved) }, tokenizer: saved });
     model = loaded.model;
     tok = loaded.tokenizer;
     // A fresh head, seeded (the loader left it at zero unless the checkpoint had one of the right size).
