@@ -20,6 +20,9 @@
 #   FRACTIONS ["1 0.1 0.01"]   the label fractions to run
 #   PROMPT [""]                 prompt-based fine-tuning: the template after each sentence
 #                               (e.g. "it was [MASK] ."); VERBALIZERS ["terrible,great"]
+#   PT_DATA ["data/sst2/train.tsv,data/multi30k/train.en.gz,data/tinyshakespeare/input.txt"]
+#                              the pre-training text (comma-separated; tools/imdb-corpus.mjs makes
+#                              13 M words of movie reviews for it)
 #   PT_TIMEOUT [0]             stop pre-training after this many seconds (0: never); the
 #                               fine-tunes then start from the best checkpoint saved so far
 # Writes OUTDIR/results.jsonl (one line per fine-tune: name, init, fraction, seed, lr and the
@@ -43,6 +46,7 @@ FRACTIONS=${FRACTIONS:-1 0.1 0.01}
 FT_ARGS=${FT_ARGS:-}
 PROMPT=${PROMPT:-}
 VERBALIZERS=${VERBALIZERS:-terrible,great}
+PT_DATA=${PT_DATA:-data/sst2/train.tsv,data/multi30k/train.en.gz,data/tinyshakespeare/input.txt}
 mkdir -p "$O/logs"
 ATTN="$NODE dist/src/cli/main.js"
 export EGL_PLATFORM=${EGL_PLATFORM:-surfaceless}
@@ -83,7 +87,7 @@ pt_pid=
 if [[ " $STAGES " == *" mlm "* ]]; then
   stamp "pre-training: $MODEL $PT_ARGS"
   # shellcheck disable=SC2086
-  timeout "$PT_TIMEOUT" $ATTN pretrain-mlm --out "$O/mlm" --data data/sst2/train.tsv,data/multi30k/train.en.gz,data/tinyshakespeare/input.txt \
+  timeout "$PT_TIMEOUT" $ATTN pretrain-mlm --out "$O/mlm" --data "$PT_DATA" \
     $MODEL $PT_ARGS --device "$DEVICE" >"$O/logs/mlm.log" 2>&1 &
   pt_pid=$!
 fi
