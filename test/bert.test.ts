@@ -220,6 +220,14 @@ test('MLM pre-training then fine-tuning from it; LoRA trains only adapters and t
   assert.ok(Number.isFinite(r.best_val_accuracy!));
   const acc = accuracyOf(ft.model, [[ft.config.cls_id, ft.config.sep_id]], [0]);
   assert.equal(acc.n, 1);
+
+  // Continued pre-training (init_from): at learning rate 0 the weights stay, and the held-out
+  // sentences and masks are the same, so the validation loss is the checkpoint's own; the BPE
+  // is the checkpoint's (the vocab_size flag is ignored). A classifier without an MLM head is refused.
+  const c = await pretrainMLM({ ...SMALL, vocab_size: 999, data: train, out_dir: join(dir, 'mlm2'), init_from: p.best_dir, learning_rate: 0, warmup_iters: 0, max_iters: 3, eval_interval: 3, eval_batches: 2 }, {}, { backend });
+  assert.ok(Math.abs(c.best_val_loss - p.best_val_loss) < 1e-5, `val loss after continuing at lr 0: ${c.best_val_loss} vs ${p.best_val_loss}`);
+  assert.equal(await readFile(join(c.best_dir, 'tokenizer.json'), 'utf8'), await readFile(join(p.best_dir, 'tokenizer.json'), 'utf8'));
+  await assert.rejects(pretrainMLM({ ...SMALL, data: train, out_dir: join(dir, 'mlm3'), init_from: join(dir, 'lora', 'last'), max_iters: 1 }, {}, { backend }), /no masked-LM head/);
   pre.model.dispose();
   ft.model.dispose();
 });

@@ -13,6 +13,7 @@
 #   PT_ARGS ["--batch_size 256 --max_iters 4000 --eval_interval 1000 --eval_batches 20"]
 #   LRS_SCRATCH ["1e-3 3e-4"]  LRS_PRE ["3e-4 1e-4"]   (an entry LR+loraR fine-tunes LoRA
 #                               adapters of rank R and the head instead of every weight)  SEEDS ["1337 2 3"]  POOLING [mean]
+#   SEEDS_FULL ["1337"]        the seeds at 100 % of the labels (the longest runs)
 #   FT_STEPS ["1000 300 100"] (steps at 100 %, 10 %, 1 %; 5 evaluations each)
 #   STAGES ["mlm scratch pre"] (pre-training, from-scratch fine-tunes, pre-trained fine-tunes;
 #                               "pre" alone with an existing OUTDIR/mlm/best)
@@ -38,6 +39,7 @@ PT_ARGS=${PT_ARGS:---batch_size 256 --max_iters 4000 --eval_interval 1000 --eval
 LRS_SCRATCH=${LRS_SCRATCH:-1e-3 3e-4}
 LRS_PRE=${LRS_PRE:-3e-4 1e-4}
 SEEDS=${SEEDS:-1337 2 3}
+SEEDS_FULL=${SEEDS_FULL:-1337}
 POOLING=${POOLING:-mean}
 FT_STEPS=${FT_STEPS:-1000 300 100}
 STAGES=${STAGES:-mlm scratch pre}
@@ -57,7 +59,7 @@ stamp() { echo "[$(( $(date +%s) - start )) s] $*" >&2; }
 jobs_for() { # init lrs
   local init=$1 lrs=$2 lr s
   for lr in $lrs; do
-    [[ " $FRACTIONS " == *" 1 "* ]] && echo "$init-f1-s1337-lr$lr $init 1 1337 $lr"
+    if [[ " $FRACTIONS " == *" 1 "* ]]; then for s in $SEEDS_FULL; do echo "$init-f1-s$s-lr$lr $init 1 $s $lr"; done; fi
     if [[ " $FRACTIONS " == *" 0.1 "* ]]; then for s in $SEEDS; do echo "$init-f0.1-s$s-lr$lr $init 0.1 $s $lr"; done; fi
     if [[ " $FRACTIONS " == *" 0.01 "* ]]; then for s in $SEEDS; do echo "$init-f0.01-s$s-lr$lr $init 0.01 $s $lr"; done; fi
   done

@@ -11,7 +11,8 @@ export const PRETRAIN_MLM_HELP = `attn pretrain-mlm --out DIR [--data FILE[,FILE
 Masked-LM pre-training (BERT: 15% of tokens selected; 80% [MASK], 10% random, 10% kept) of an
 encoder on unlabeled sentences, after training a BPE of --vocab_size on them. Writes DIR/best
 (lowest held-out MLM loss), DIR/last, metrics.jsonl and loss.svg; use DIR/best as
-'attn finetune --init_from'.
+'attn finetune --init_from'. --init_from DIR continues pre-training from such a checkpoint (its
+model and BPE; pass the same --data and --seed so the held-out sentences stay held out).
 
   --data FILE[,FILE...]  a .tsv (its sentence column, labels ignored) or a text file, one sentence
                          per line, either optionally gzipped (.gz); several files, comma-separated,
@@ -21,7 +22,7 @@ encoder on unlabeled sentences, after training a BPE of --vocab_size on them. Wr
                          batch_size (64), max_iters (3000), epochs, learning_rate (1e-3),
                          warmup_iters (100), lr_decay linear|cosine, mask_prob (0.15),
                          val_fraction (0.02), eval_interval (500), eval_batches (20), seed,
-                         device cpu|webgpu|auto|ref, threads`;
+                         device cpu|webgpu|auto|ref, threads, init_from (scratch)`;
 
 export async function runPretrainMLM(f: Flags): Promise<void> {
   const out = f.required('out', 'an output directory');

@@ -248,6 +248,8 @@ export interface PretrainConfig extends ModelFields, OptimFields {
   mask_prob: number;
   /** Validation batches per evaluation. */
   eval_batches: number;
+  /** 'scratch', or an 'attn pretrain-mlm' checkpoint to continue pre-training (its model and BPE; the model fields are ignored). */
+  init_from: string;
 }
 
 // vocab_size 4000 and, for fine-tuning, batches of 128 at 1e-3 for 1000 steps: the recipe of
@@ -269,7 +271,7 @@ export const FINETUNE_DEFAULTS: Readonly<FinetuneConfig> = Object.freeze({
 
 export const PRETRAIN_DEFAULTS: Readonly<PretrainConfig> = Object.freeze({
   ...MODEL_DEFAULTS, ...OPTIM_DEFAULTS, out_dir: 'out-mlm', learning_rate: 1e-3, max_iters: 3000, batch_size: 64, eval_interval: 500,
-  data: 'data/sst2/train.tsv', val_fraction: 0.02, mask_prob: 0.15, eval_batches: 20,
+  data: 'data/sst2/train.tsv', val_fraction: 0.02, mask_prob: 0.15, eval_batches: 20, init_from: 'scratch',
 });
 
 function fillConfig<T extends object>(what: string, defaults: T, partial: Record<string, unknown>): T {
@@ -605,19 +607,35 @@ export async function pretrainMLM(input: Partial<PretrainConfig> | Record<string
   const nVal = Math.max(1, Math.round(cfg.val_fraction * sentences.length));
   const valS = order.slice(0, nVal).map((i) => sentences[i]!);
   const trainS = order.slice(nVal).map((i) => sentences[i]!);
-  hooks.onMessage?.(`training a ${cfg.vocab_size}-token BPE on ${trainS.length} sentences`);
-  const tok = trainSentenceTokenizer(trainS, cfg.vocab_size);
-  const sp = specialIdsOf(tok);
-  const enc = (ss: string[]) => ss.map((s) => encodeSentence(tok, s, sp, cfg.max_len));
+  let tok: Tokenizer;
+  let model: BertModel;
+  if (cfg.init_from === 'scratch') {
+    hooks.onMessage?.(`training a ${cfg.vocab_size}-token BPE on ${trainS.length} sentences`);
+    tok = trainSentenceTokenizer(trainS, cfg.vocab_size);
+    model = new BertModel({
+      n_layer: cfg.n_layer, n_head: cfg.n_head, d_model: cfg.d_model, d_ff: cfg.d_ff, dropout: cfg.dropout, max_len: cfg.max_len,
+      vocab_size: tok.vocabSize, ...specialIdsOf(tok), positions: cfg.positions, norm_placement: cfg.norm_placement, mlm_head: true, n_classes: 0,
+      ...attentionOverrides(cfg),
+    }, { backend, seed: cfg.seed });
+  } else {
+    // Continued pre-training: the checkpoint's model and BPE. With the same data, seed and
+    // val_fraction the held-out sentences are the same ones as in the run that wrote it.
+    const loaded = await loadBertCheckpoint(cfg.init_from, { backend, override: { dropout: cfg.dropout } });
+    if (!loaded.config.mlm_head) {
+      loaded.model.dispose();
+      throw new CheckpointError(join(cfg.init_from, 'config.json'), 'this encoder has no masked-LM head (a fine-tuned classifier?); continue pre-training from an \'attn pretrain-mlm\' checkpoint');
+    }
+    tok = loaded.tokenizer;
+    model = loaded.model.train();
+    hooks.onMessage?.(`continuing from ${cfg.init_from} (${model.config.n_layer} layers, ${model.config.d_model} wide, vocabulary ${model.config.vocab_size})`);
+  }
+  const mc = model.config;
+  const sp: SpecialIds = { pad_id: mc.pad_id, cls_id: mc.cls_id, sep_id: mc.sep_id, mask_id: mc.mask_id };
+  const enc = (ss: string[]) => ss.map((s) => encodeSentence(tok, s, sp, mc.max_len));
   const train = enc(trainS);
   const val = enc(valS);
-  const model = new BertModel({
-    n_layer: cfg.n_layer, n_head: cfg.n_head, d_model: cfg.d_model, d_ff: cfg.d_ff, dropout: cfg.dropout, max_len: cfg.max_len,
-    vocab_size: tok.vocabSize, ...sp, positions: cfg.positions, norm_placement: cfg.norm_placement, mlm_head: true, n_classes: 0,
-    ...attentionOverrides(cfg),
-  }, { backend, seed: cfg.seed });
   const specials = [sp.pad_id, sp.cls_id, sp.sep_id, sp.mask_id];
-  const maskOpts = { vocabSize: tok.vocabSize, maskId: sp.mask_id, specialIds: specials, prob: cfg.mask_prob };
+  const maskOpts = { vocabSize: mc.vocab_size, maskId: sp.mask_id, specialIds: specials, prob: cfg.mask_prob };
   const sampler = new EpochSampler(train.length, cfg.batch_size, g);
   const maskGen = new Generator(cfg.seed + 1);
   const total = itersFor(cfg, train.length);
