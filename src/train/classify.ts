@@ -600,8 +600,22 @@ async function backendFor(cfg: OptimFields, given?: Backend): Promise<Backend> {
 export async function pretrainMLM(input: Partial<PretrainConfig> | Record<string, unknown>, hooks: ClassifyHooks = {}, opts: { backend?: Backend } = {}): Promise<ClassifyTrainResult> {
   const cfg = pretrainConfig(input);
   const backend = await backendFor(cfg, opts.backend);
-  const sentences = await readSentences(cfg.data);
-  if (sentences.length < 2) throw new Error(`${cfg.data}: need at least 2 sentences`);
+  // Continued pre-training: the checkpoint's model and BPE, read (and refused) before the data.
+  // With the same data, seed and val_fraction the held-out sentences are the same ones as in the
+  // run that wrote it.
+  const loaded = cfg.init_from === 'scratch' ? null : await loadBertCheckpoint(cfg.init_from, { backend, override: { dropout: cfg.dropout } });
+  if (loaded && !loaded.config.mlm_head) {
+    loaded.model.dispose();
+    throw new CheckpointError(join(cfg.init_from, 'config.json'), 'this encoder has no masked-LM head (a fine-tuned classifier?); continue pre-training from an \'attn pretrain-mlm\' checkpoint');
+  }
+  const sentences = await readSentences(cfg.data).catch((e: unknown) => {
+    loaded?.model.dispose();
+    throw e;
+  });
+  if (sentences.length < 2) {
+    loaded?.model.dispose();
+    throw new Error(`${cfg.data}: need at least 2 sentences`);
+  }
   const g = new Generator(cfg.seed);
   const order = shuffled(sentences.length, g);
   const nVal = Math.max(1, Math.round(cfg.val_fraction * sentences.length));
@@ -609,7 +623,7 @@ export async function pretrainMLM(input: Partial<PretrainConfig> | Record<string
   const trainS = order.slice(nVal).map((i) => sentences[i]!);
   let tok: Tokenizer;
   let model: BertModel;
-  if (cfg.init_from === 'scratch') {
+  if (!loaded) {
     hooks.onMessage?.(`training a ${cfg.vocab_size}-token BPE on ${trainS.length} sentences`);
     tok = trainSentenceTokenizer(trainS, cfg.vocab_size);
     model = new BertModel({
@@ -618,13 +632,6 @@ export async function pretrainMLM(input: Partial<PretrainConfig> | Record<string
       ...attentionOverrides(cfg),
     }, { backend, seed: cfg.seed });
   } else {
-    // Continued pre-training: the checkpoint's model and BPE. With the same data, seed and
-    // val_fraction the held-out sentences are the same ones as in the run that wrote it.
-    const loaded = await loadBertCheckpoint(cfg.init_from, { backend, override: { dropout: cfg.dropout } });
-    if (!loaded.config.mlm_head) {
-      loaded.model.dispose();
-      throw new CheckpointError(join(cfg.init_from, 'config.json'), 'this encoder has no masked-LM head (a fine-tuned classifier?); continue pre-training from an \'attn pretrain-mlm\' checkpoint');
-    }
     tok = loaded.tokenizer;
     model = loaded.model.train();
     hooks.onMessage?.(`continuing from ${cfg.init_from} (${model.config.n_layer} layers, ${model.config.d_model} wide, vocabulary ${model.config.vocab_size})`);
