@@ -608,13 +608,13 @@ export async function pretrainMLM(input: Partial<PretrainConfig> | Record<string
     loaded.model.dispose();
     throw new CheckpointError(join(cfg.init_from, 'config.json'), 'this encoder has no masked-LM head (a fine-tuned classifier?); continue pre-training from an \'attn pretrain-mlm\' checkpoint');
   }
-  const sentences = await readSentences(cfg.data).catch((e: unknown) => {
+  let sentences: string[];
+  try {
+    sentences = await readSentences(cfg.data);
+    if (sentences.length < 2) throw new Error(`${cfg.data}: need at least 2 sentences`);
+  } catch (e) {
     loaded?.model.dispose();
     throw e;
-  });
-  if (sentences.length < 2) {
-    loaded?.model.dispose();
-    throw new Error(`${cfg.data}: need at least 2 sentences`);
   }
   const g = new Generator(cfg.seed);
   const order = shuffled(sentences.length, g);
