@@ -28,7 +28,7 @@ import { GPT, GPT2_CONFIG, type GPTConfig } from '../src/models/gpt.js';
 import { CharTokenizer } from '../src/tokenizers/index.js';
 import { AdamW } from '../src/train/optim.js';
 import { preset } from '../src/train/presets.js';
-import { modelConfigOf, readQueuedStats, train, trainConfig, trainStep, trainStepQueued, type TrainConfig } from '../src/train/trainer.js';
+import { modelConfigOf, readQueuedStats, train, trainConfig, trainStep, trainStepQueued, type TrainConfig } from '../src/tasks/lm.js';
 import { log, machineInfo, now, num, randomFloats, ratio, scriptArgs, spotCheckMatmul, table, writeJsonIfAsked } from './util.js';
 
 const cli = scriptArgs();

@@ -13,8 +13,11 @@ import { gptConfig } from '../src/models/gpt.js';
 import type { AttentionFields } from '../src/nn/attention-config.js';
 import { linearAttention } from '../src/nn/linear-attention.js';
 import { greedyDecode } from '../src/generate/beam.js';
-import { bertCheckpointConfig, finetuneConfig, pretrainConfig } from '../src/train/classify.js';
-import { modelConfigFor, seq2seqConfigJson, seq2seqTrainConfig } from '../src/train/seq2seq-trainer.js';
+import { bertCheckpointConfig } from '../src/models/bert-checkpoint.js';
+import { seq2seqConfigJson } from '../src/models/seq2seq-checkpoint.js';
+import { finetuneConfig } from '../src/tasks/classification.js';
+import { pretrainConfig } from '../src/tasks/masked-lm.js';
+import { modelConfigFor, seq2seqTrainConfig } from '../src/tasks/translation.js';
 import { assertClose, gradcheck, randTensor } from './helpers.js';
 
 const ref = new RefBackend();

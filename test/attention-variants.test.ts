@@ -12,7 +12,8 @@ import { fullGPTConfig, GPT, GPT2_CONFIG, gptConfig, type GPTConfig } from '../s
 import {
   causalLinearAttention, LinearAttentionState, LinformerSelfAttention, orthogonalGaussianFeatures, PerformerFeatureMap,
 } from '../src/nn/linear-attention.js';
-import { checkpointConfigJson, gptConfigFromCheckpointJson, modelConfigOf, trainConfig } from '../src/train/trainer.js';
+import { checkpointConfigJson, gptConfigFromCheckpointJson } from '../src/models/gpt-checkpoint.js';
+import { modelConfigOf, trainConfig } from '../src/tasks/lm.js';
 import { assertClose, assertFewStepsReduceLoss, checkDirectionalGradient, gradcheck, randomIds, randTensor, TINY_GPT } from './helpers.js';
 
 const ref = new RefBackend();

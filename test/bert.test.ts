@@ -7,9 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Generator, getBackend, noGrad, RefBackend, tensor } from '../src/index.js';
 import { BertModel, IGNORE_INDEX, maskTokens, padBatch, type BertConfig } from '../src/models/bert.js';
-import {
-  accuracyOf, encodeSentence, evaluateClassifier, finetuneClassifier, finetuneConfig, labelSubset, loadBertCheckpoint, parseTsv, pretrainMLM,
-} from '../src/train/classify.js';
+import { encodeSentence, labelSubset, parseTsv } from '../src/data/sentences.js';
+import { accuracyOf, evaluateClassifier } from '../src/eval/classify.js';
+import { loadBertCheckpoint } from '../src/models/bert-checkpoint.js';
+import { finetuneClassifier, finetuneConfig } from '../src/tasks/classification.js';
+import { pretrainMLM } from '../src/tasks/masked-lm.js';
 import { runEvalClassify } from '../src/cli/classify.js';
 import { Flags, parseArgs } from '../src/cli/args.js';
 import { assertClose, gradcheck } from './helpers.js';
@@ -142,7 +144,7 @@ function synthTsv(n: number, seed: number): string {
   return lines.join('\n') + '\n';
 }
 
-const SMALL = { n_layer: 1, n_head: 2, d_model: 32, d_ff: 64, max_len: 24, vocab_size: 300, dropout: 0, batch_size: 16, warmup_iters: 5, learning_rate: 3e-3, log_interval: 5, seed: 1 };
+const SMALL = { n_layer: 1, n_head: 2, n_embd: 32, n_inner: 64, block_size: 24, vocab_size: 300, dropout: 0, batch_size: 16, warmup_iters: 5, learning_rate: 3e-3, log_interval: 5, seed: 1 };
 
 test('tiny fine-tune learns; checkpoint reload gives the same logits; eval classify', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'attn-bert-'));
@@ -192,7 +194,7 @@ test('MLM pre-training then fine-tuning from it; LoRA trains only adapters and t
   await writeFile(train, synthTsv(200, 3));
   await writeFile(dev, synthTsv(60, 4));
   const backend = await getBackend('cpu');
-  const p = await pretrainMLM({ ...SMALL, data: train, out_dir: join(dir, 'mlm'), max_iters: 30, eval_interval: 15, eval_batches: 2 }, {}, { backend });
+  const p = await pretrainMLM({ ...SMALL, data: train, out_dir: join(dir, 'mlm'), max_iters: 30, eval_interval: 15, eval_iters: 2 }, {}, { backend });
   assert.ok(Number.isFinite(p.best_val_loss));
   const pre = await loadBertCheckpoint(p.best_dir, { backend });
   assert.ok(pre.model.mlm_head && !pre.model.cls_head);
@@ -224,7 +226,7 @@ test('MLM pre-training then fine-tuning from it; LoRA trains only adapters and t
   // Continued pre-training (init_from): at learning rate 0 the weights stay, and the held-out
   // sentences and masks are the same, so the validation loss is the checkpoint's own; the BPE
   // is the checkpoint's (the vocab_size flag is ignored). A classifier without an MLM head is refused.
-  const c = await pretrainMLM({ ...SMALL, vocab_size: 999, data: train, out_dir: join(dir, 'mlm2'), init_from: p.best_dir, learning_rate: 0, warmup_iters: 0, max_iters: 3, eval_interval: 3, eval_batches: 2 }, {}, { backend });
+  const c = await pretrainMLM({ ...SMALL, vocab_size: 999, data: train, out_dir: join(dir, 'mlm2'), init_from: p.best_dir, learning_rate: 0, warmup_iters: 0, max_iters: 3, eval_interval: 3, eval_iters: 2 }, {}, { backend });
   assert.ok(Math.abs(c.best_val_loss - p.best_val_loss) < 1e-5, `val loss after continuing at lr 0: ${c.best_val_loss} vs ${p.best_val_loss}`);
   assert.equal(await readFile(join(c.best_dir, 'tokenizer.json'), 'utf8'), await readFile(join(p.best_dir, 'tokenizer.json'), 'utf8'));
   await assert.rejects(pretrainMLM({ ...SMALL, data: train, out_dir: join(dir, 'mlm3'), init_from: join(dir, 'lora', 'last'), max_iters: 1 }, {}, { backend }), /no masked-LM head/);
@@ -275,7 +277,7 @@ test('prompt-based fine-tuning from scratch and from a pre-trained MLM; the chec
   const saved = await loadBertCheckpoint(s.best_dir, { backend });
   assert.ok(saved.model.promptMode && saved.config.prompt_suffix.includes(saved.config.mask_id));
   // A pre-trained MLM keeps its head: the prompt reads it.
-  const p = await pretrainMLM({ ...SMALL, vocab_size: 600, data: train, out_dir: join(dir, 'mlm'), max_iters: 20, eval_interval: 0, eval_batches: 1 }, {}, { backend });
+  const p = await pretrainMLM({ ...SMALL, vocab_size: 600, data: train, out_dir: join(dir, 'mlm'), max_iters: 20, eval_interval: 0, eval_iters: 1 }, {}, { backend });
   const f = await finetuneClassifier({ ...SMALL, ...prompt, train_file: train, dev_file: dev, init_from: p.best_dir, out_dir: join(dir, 'pre'), max_iters: 40, eval_interval: 0 }, {}, { backend });
   assert.ok(Number.isFinite(f.best_val_accuracy!));
   await assert.rejects(finetuneClassifier({ ...SMALL, ...prompt, verbalizers: 'bad,unbelievably', train_file: train, dev_file: dev, out_dir: join(dir, 'x'), max_iters: 1 }, {}, { backend }), /verbalizer 'unbelievably' is \d+ tokens/);

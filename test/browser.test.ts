@@ -14,7 +14,8 @@ import { inflateSync } from 'node:zlib';
 import { prepareDataset } from '../src/data/files.js';
 import { CharTokenizer } from '../src/tokenizers/index.js';
 import { generate } from '../src/generate/index.js';
-import { loadGPTCheckpoint, train } from '../src/train/trainer.js';
+import { loadGPTCheckpoint } from '../src/models/gpt-checkpoint.js';
+import { train } from '../src/tasks/lm.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const CHROMIUM = process.env.ATTN_CHROMIUM ?? '/usr/bin/chromium';

@@ -9,7 +9,7 @@ import { RefBackend, tensor } from '../src/index.js';
 import { SafetensorsError } from '../src/io/safetensors.js';
 import {
   CheckpointError, checkShapes, entryToTensor, loadCheckpoint, saveCheckpoint, type CheckpointContents,
-} from '../src/train/checkpoint.js';
+} from '../src/io/checkpoint.js';
 
 const backend = new RefBackend();
 

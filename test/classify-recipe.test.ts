@@ -6,7 +6,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { dataPaths, readSentences } from '../src/train/classify.js';
+import { dataPaths, readSentences } from '../src/data/sentences.js';
 
 test('dataPaths: one path, several comma-separated, blanks dropped, none refused', () => {
   assert.deepEqual(dataPaths('a.tsv'), ['a.tsv']);

@@ -14,7 +14,9 @@ import { GPT, GPT2_CONFIG, gptConfig, type GPTConfig } from '../src/models/gpt.j
 import { gpt2ConfigToHF } from '../src/models/hf-gpt2.js';
 import type { MoE } from '../src/nn/moe.js';
 import { CharTokenizer } from '../src/tokenizers/index.js';
-import { checkpointConfigJson, loadGPTCheckpoint, train, trainConfig, type MetricsRecord, type TrainConfig } from '../src/train/trainer.js';
+import type { MetricsRecord } from '../src/eval/plot.js';
+import { checkpointConfigJson, loadGPTCheckpoint } from '../src/models/gpt-checkpoint.js';
+import { train, trainConfig, type TrainConfig } from '../src/tasks/lm.js';
 import { gradcheck, randomArray } from './helpers.js';
 
 const ref = new RefBackend();

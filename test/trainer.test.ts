@@ -17,14 +17,14 @@ import { GPT } from '../src/models/gpt.js';
 import { loadHFGPT2 } from '../src/models/hf-gpt2-files.js';
 import { gpt2StateToHF } from '../src/models/hf-gpt2.js';
 import { CharTokenizer, loadTokenizer } from '../src/tokenizers/index.js';
-import { saveCheckpoint } from '../src/train/checkpoint.js';
+import { saveCheckpoint } from '../src/io/checkpoint.js';
 import { AdamW } from '../src/train/optim.js';
 import { preset, PRESETS } from '../src/train/presets.js';
 import { constantLr, cosineLr, makeSchedule, noamLr } from '../src/train/schedule.js';
-import {
-  accumulateGradients, checkpointConfigJson, clipGradNorm, gradNorm, loadGPTCheckpoint, lossPlotSvg, modelToCheckpointTensors, parseTrainConfigValue, readResumeConfig,
-  train, trainConfig, trainStep, TrainingDivergedError, type MetricsRecord, type StepMetrics, type TrainConfig,
-} from '../src/train/trainer.js';
+import { lossPlotSvg, type MetricsRecord } from '../src/eval/plot.js';
+import { checkpointConfigJson, loadGPTCheckpoint, modelToCheckpointTensors } from '../src/models/gpt-checkpoint.js';
+import { accumulateGradients, parseTrainConfigValue, train, trainConfig, trainStep, type TrainConfig } from '../src/tasks/lm.js';
+import { clipGradNorm, gradNorm, readResumeConfig, TrainingDivergedError, type StepMetrics } from '../src/train/loop.js';
 
 const INPUT = fileURLToPath(new URL('../../data/tinyshakespeare/input.txt', import.meta.url));
 const TEXT = readFileSync(INPUT, 'utf8');

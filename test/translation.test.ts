@@ -11,8 +11,9 @@ import { Flags, parseArgs } from '../src/cli/args.js';
 import { runTranslate } from '../src/cli/translate.js';
 import { LengthBatchSampler, pairCost, readParallel, type EncodedPair } from '../src/data/translation.js';
 import { Generator } from '../src/tensor/random.js';
-import { seq2seqPreset } from '../src/train/seq2seq-presets.js';
-import { loadSeq2SeqCheckpoint, seq2seqTrainConfig, trainSeq2Seq, type Seq2SeqMetrics } from '../src/train/seq2seq-trainer.js';
+import { loadSeq2SeqCheckpoint } from '../src/models/seq2seq-checkpoint.js';
+import { seq2seqTrainConfig, trainSeq2Seq, type Seq2SeqMetrics } from '../src/tasks/translation.js';
+import { seq2seqPreset } from '../src/train/presets.js';
 
 const DATA = fileURLToPath(new URL('../../data/multi30k', import.meta.url));
 const IDS = { pad_id: 0, bos_id: 1, eos_id: 2 };
@@ -72,13 +73,14 @@ test('multi30k files read aligned', async () => {
   const val = await readParallel(DATA, 'val', 'de', 'en');
   assert.equal(val.src.length, 1014);
   assert.equal(val.tgt.length, 1014);
-  assert.equal(seq2seqTrainConfig(seq2seqPreset('multi30k-de-en')).d_model, 256);
+  assert.equal(seq2seqTrainConfig(seq2seqPreset('multi30k-de-en')).n_embd, 256);
 });
 
 const TINY = {
-  data_dir: DATA, train_limit: 200, val_limit: 16, vocab_size: 320, n_layer_enc: 1, n_layer_dec: 1, n_head: 2, d_model: 16, d_ff: 32,
-  max_len: 48, max_tokens: 300, eval_interval: 2, eval_max_tokens: 2000, log_interval: 1, decode_len_a: 0, decode_len_b: 6,
-  warmup_steps: 4, lr_factor: 2, device: 'ref' as const, seed: 5,
+  dataset: DATA, train_limit: 200, val_limit: 16, vocab_size: 320, n_layer_enc: 1, n_layer_dec: 1, n_head: 2, n_embd: 16, n_inner: 32,
+  block_size: 48, max_tokens: 300, eval_interval: 2, eval_max_tokens: 2000, log_interval: 1, decode_len_a: 0, decode_len_b: 6,
+  warmup_iters: 4, learning_rate: 0.25, // Noam: 2 · 16^-0.5 · 4^-0.5
+  device: 'ref' as const, seed: 5,
 };
 
 test('tiny trainSeq2Seq: metrics with val BLEU, checkpoints that reload, exact resume, translate CLI', async () => {
@@ -87,7 +89,7 @@ test('tiny trainSeq2Seq: metrics with val BLEU, checkpoints that reload, exact r
     const outA = join(root, 'a');
     const outB = join(root, 'b');
     const evals: number[] = [];
-    const resA = await trainSeq2Seq({ ...TINY, out_dir: outA, max_steps: 4 }, { onEval: (e) => evals.push(e.step) });
+    const resA = await trainSeq2Seq({ ...TINY, out_dir: outA, max_iters: 4 }, { onEval: (e) => evals.push(e.step) });
     assert.equal(resA.step, 4);
     assert.deepEqual(evals, [2, 4]);
     const recA = (await readFile(join(outA, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Seq2SeqMetrics);
@@ -102,8 +104,8 @@ test('tiny trainSeq2Seq: metrics with val BLEU, checkpoints that reload, exact r
     assert.equal(loaded.tokenizer.idToToken(loaded.config.pad_id), '<pad>');
 
     // Two sessions (2 steps, then resume to 4) end where one session of 4 does.
-    await trainSeq2Seq({ ...TINY, out_dir: outB, max_steps: 2 });
-    await trainSeq2Seq({ ...TINY, out_dir: outB, max_steps: 4, init_from: 'resume' });
+    await trainSeq2Seq({ ...TINY, out_dir: outB, max_iters: 2 });
+    await trainSeq2Seq({ ...TINY, out_dir: outB, max_iters: 4, init_from: 'resume' });
     const recB = (await readFile(join(outB, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Seq2SeqMetrics);
     const strip = (rs: Seq2SeqMetrics[]) => rs.map((r) => [r.step, r.train_loss, r.val_loss, r.val_bleu, r.lr, r.tokens]);
     assert.deepEqual(strip(recB), strip(recA));
@@ -145,7 +147,7 @@ test('a diverging trainSeq2Seq run stops naming the step', async () => {
   const root = mkdtempSync(join(tmpdir(), 'attn-s2s-nan-'));
   try {
     await assert.rejects(
-      trainSeq2Seq({ ...TINY, out_dir: root, max_steps: 20, eval_interval: 100, lr_factor: 1e30, warmup_steps: 1, grad_clip: 0 }),
+      trainSeq2Seq({ ...TINY, out_dir: root, max_iters: 20, eval_interval: 100, learning_rate: 1e30, warmup_iters: 1, grad_clip: 0 }),
       (e: Error) => e.name === 'TrainingDivergedError' && /diverged at step \d+/.test(e.message),
     );
   } finally {

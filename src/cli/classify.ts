@@ -1,7 +1,7 @@
 // attn eval classify: accuracy of a fine-tuned encoder (attn finetune) on a sentence/label TSV.
 import { stat } from 'node:fs/promises';
-import { evaluateClassifier } from '../train/classify.js';
-import { CheckpointError } from '../train/checkpoint.js';
+import { evaluateClassifier } from '../eval/classify.js';
+import { CheckpointError } from '../io/checkpoint.js';
 import { type Flags, UsageError } from './args.js';
 import { backendFromFlags, requireDir, requireFile } from './common.js';
 

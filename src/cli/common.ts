@@ -4,7 +4,7 @@ import { stat } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.js';
 import { DEVICE_NAMES, openDevice, type DeviceName } from '../backend/index.js';
-import { loadGPTCheckpoint } from '../train/trainer.js';
+import { loadGPTCheckpoint } from '../models/gpt-checkpoint.js';
 import type { GPT } from '../models/gpt.js';
 import { loadGpt2Tokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';

@@ -5,9 +5,9 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { prepareDataset } from '../data/index.js';
-import { openDevice } from '../backend/index.js';
+import { openDevice, type DeviceName } from '../backend/index.js';
 import { CharTokenizer } from '../tokenizers/index.js';
-import { train, trainConfig, TRAIN_DEFAULTS, type TrainConfig } from '../train/trainer.js';
+import { train, trainConfig, TRAIN_DEFAULTS, type TrainConfig } from '../tasks/lm.js';
 import { formatBytes, linePlotSvg } from '../eval/plot.js';
 import type { Module } from '../nn/module.js';
 import { type Flags, UsageError } from './args.js';
@@ -140,7 +140,7 @@ export async function runCompare(f: Flags): Promise<void> {
   }
   await ensureShakespeare(dataset, say);
   await mkdir(out, { recursive: true });
-  const backend = await openDevice(base.device!, { threads: base.threads! });
+  const backend = await openDevice(base.device as DeviceName, { threads: base.threads! });
   const rows: CompareRow[] = [];
   for (const variant of variants) {
     const empty: CompareRow = { variant, val_loss: null, best_val_loss: null, train_loss: null, tokens_per_s: null, tokens: 0, params: null, active_params: null, peak_heap_bytes: null, peak_rss_bytes: null, seconds: null, val_curve: [] };

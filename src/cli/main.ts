@@ -166,6 +166,7 @@ parameters as the dense one. Variants the code base lacks are reported as skippe
 
 /** Commands whose help lives in their own module. */
 async function helpOf(name: string, cmd: Command): Promise<string> {
+  if (name === 'train') return (await import('./train.js')).trainHelp();
   if (name === 'translate') return (await import('./translate.js')).TRANSLATE_HELP;
   if (name === 'finetune') return (await import('./finetune.js')).FINETUNE_HELP;
   if (name === 'pretrain-mlm') return (await import('./pretrain-mlm.js')).PRETRAIN_MLM_HELP;

@@ -1,11 +1,9 @@
-// attn translate: an encoder-decoder checkpoint (trainSeq2Seq's best/ or last/) translates the
-// lines of stdin to stdout, in order, batched by length.
-// Wiring (src/cli/main.ts): import { runTranslate, TRANSLATE_HELP } from './translate.js';
-// add `translate` to the command table calling `await runTranslate(flags)` (flags parsed with
-// 'greedy' among the boolean flags), and show TRANSLATE_HELP for `attn translate --help`.
+// attn translate: an encoder-decoder checkpoint (the translation task's best/ or last/)
+// translates the lines of stdin to stdout, in order, batched by length.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { loadSeq2SeqCheckpoint, translateIds, WrongModelKindError, describeModelKind, SEQ2SEQ_MODEL_TYPE } from '../train/seq2seq-trainer.js';
+import { translateIds } from '../generate/translate.js';
+import { loadSeq2SeqCheckpoint, WrongModelKindError, describeModelKind, SEQ2SEQ_MODEL_TYPE } from '../models/seq2seq-checkpoint.js';
 import { type Flags, UsageError } from './args.js';
 import { backendFromFlags, requireDir } from './common.js';
 

@@ -23,6 +23,8 @@ export interface DatasetMeta {
   tokenizer_files: string[];
   /** The end-of-text id, for tokenizers that have one. */
   eot_token?: number;
+  /** The text file it was prepared from, when one was named. */
+  source?: string;
 }
 
 /** The narrowest dtype holding ids 0 .. vocabSize-1. */

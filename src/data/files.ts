@@ -21,6 +21,8 @@ export interface PrepareOptions {
   /** Fraction of tokens, taken from the end, held out for validation (default 0.1). */
   valFraction?: number;
   outDir: string;
+  /** Recorded in meta.json: the file the text came from. */
+  source?: string;
 }
 
 /**
@@ -51,6 +53,7 @@ export async function prepareDataset(opts: PrepareOptions): Promise<DatasetMeta>
     tokenizer: tok.kind,
     tokenizer_files: Object.keys(files).sort(),
     ...(tok.eotToken !== undefined ? { eot_token: tok.eotToken } : {}),
+    ...(opts.source !== undefined ? { source: opts.source } : {}),
   };
   const dir = resolve(opts.outDir);
   await mkdir(dir, { recursive: true });

@@ -177,10 +177,50 @@ export function linePlotSvg(series: readonly PlotSeries[], opts: LinePlotOptions
       const color = s.color ?? PALETTE[i % PALETTE.length]!;
       const y = m.t + 16 + i * 20;
       out.push(`<line x1="${lx + 8}" y1="${y}" x2="${lx + 32}" y2="${y}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
+      if (s.markers ?? true) out.push(`<circle cx="${lx + 20}" cy="${y}" r="3" fill="${color}"/>`);
       out.push(`<text x="${lx + 40}" y="${y + 4}">${xmlEscape(s.name)}</text>`);
     });
     out.push('</g>');
   }
   out.push('</svg>');
   return out.join('\n') + '\n';
+}
+
+/**
+ * One line of a training run's metrics.jsonl. Records of updates (every log_interval) carry
+ * train_loss (the mean objective of that update's batches, before it), its logged parts (e.g.
+ * ce_loss, moe_aux_loss), lr, grad_norm, dt_ms and tokens_per_s; records of evaluation steps
+ * also carry the task's metrics (val_loss, eval_train_loss, val_accuracy, val_bleu, ...). The
+ * record of the evaluation after the last update has no training fields.
+ */
+export interface MetricsRecord {
+  step: number;
+  train_loss?: number;
+  /** Cross-entropy part of train_loss (language models). */
+  ce_loss?: number;
+  /** Sum over MoE layers of the load-balancing losses (included in train_loss). */
+  moe_aux_loss?: number;
+  /** Layer index → share of the routed choices per expert (sums to 1). */
+  moe_util?: Record<string, number[]>;
+  /** Layer index → share of the routed choices dropped for capacity. */
+  moe_dropped?: Record<string, number>;
+  lr: number;
+  grad_norm?: number;
+  dt_ms?: number;
+  tokens_per_s?: number;
+  /** Training tokens (or examples) processed so far, this record's update included. */
+  tokens: number;
+  elapsed_s: number;
+  val_loss?: number;
+  eval_train_loss?: number;
+  [metric: string]: unknown;
+}
+
+/** Train loss (per logged update) and val loss (at evaluations) against the update, as SVG. */
+export function lossPlotSvg(records: readonly MetricsRecord[], opts: { title?: string; width?: number; height?: number } = {}): string {
+  const pick = (k: 'train_loss' | 'val_loss') => records.filter((r) => typeof r[k] === 'number').map((r) => [r.step, r[k] as number] as const);
+  return linePlotSvg([
+    { name: 'train', color: PALETTE[0], markers: false, points: pick('train_loss') },
+    { name: 'val', color: PALETTE[1], markers: true, points: pick('val_loss') },
+  ], { title: opts.title ?? 'loss', xLabel: 'step', yLabel: 'loss', width: opts.width, height: opts.height });
 }

@@ -8,8 +8,8 @@
 // `<dir>.tmp-*` are therefore reserved. One writer per checkpoint directory at a time.
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { exists, fsyncDir, readSafetensorsFile, tempSibling, writeFileSynced } from '../io/files.js';
-import { serializeSafetensors, type LoadedTensor, type TensorEntry } from '../io/safetensors.js';
+import { exists, fsyncDir, readSafetensorsFile, tempSibling, writeFileSynced } from './files.js';
+import { serializeSafetensors, type LoadedTensor, type TensorEntry } from './safetensors.js';
 import type { Backend } from '../backend/backend.js';
 import { tensor, Tensor, type DType } from '../tensor/index.js';
 

@@ -1,0 +1,72 @@
+// Classifier evaluation: accuracy of an encoder on encoded sentences, and of a checkpoint on a TSV
+// (fine-tuned, or zero-shot through a prompt and the MLM head).
+import type { Backend } from '../backend/backend.js';
+import { encodeSentence, promptIds, readTsv, specialIdsOf, type SpecialIds } from '../data/sentences.js';
+import { CheckpointError } from '../io/checkpoint.js';
+import { loadBertCheckpoint } from '../models/bert-checkpoint.js';
+import { padBatch, type BertConfig, type BertModel } from '../models/bert.js';
+import { argmax, noGrad, tensor, tidy } from '../tensor/index.js';
+import { loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
+
+/** Sequence lengths are rounded up to this on a GPU (see padRows); the CPU pays for padding. */
+export function padMultiple(backend: Backend): number {
+  return backend.name === 'webgpu' ? 8 : 1;
+}
+
+/** Each row's [MASK] position (the last one): where a prompt-mode model reads the classes. */
+export function maskPositionsOf(rows: readonly (readonly number[])[], model: BertModel): Int32Array | undefined {
+  if (!model.promptMode) return undefined;
+  return Int32Array.from(rows.map((r) => r.lastIndexOf(model.config.mask_id)));
+}
+
+/** Accuracy (and mean loss) of the model on encoded examples, in eval mode, batched by length. */
+export function accuracyOf(model: BertModel, rows: readonly number[][], labels: readonly number[], batchSize = 64): { accuracy: number; loss: number; n: number } {
+  const wasTraining = model.training;
+  model.eval();
+  const order = rows.map((_, i) => i).sort((a, b) => rows[a]!.length - rows[b]!.length);
+  let correct = 0;
+  let lossSum = 0;
+  const be = model.embed.weight.backend;
+  try {
+    for (let s = 0; s < order.length; s += batchSize) {
+      const idx = order.slice(s, s + batchSize);
+      noGrad(() => tidy(() => {
+        const ids = padBatch(idx.map((i) => rows[i]!), model.config.pad_id, be, padMultiple(be));
+        const y = tensor(Int32Array.from(idx.map((i) => labels[i]!)), { backend: be, dtype: 'int32', shape: [idx.length] });
+        const { logits, loss } = model.classifyLoss(ids, y, maskPositionsOf(idx.map((i) => rows[i]!), model));
+        const pred = argmax(logits, -1).data();
+        idx.forEach((i, k) => { if (pred[k] === labels[i]) correct++; });
+        lossSum += loss.item() * idx.length;
+      }));
+    }
+  } finally {
+    model.train(wasTraining);
+  }
+  const n = rows.length;
+  return { accuracy: n ? correct / n : NaN, loss: n ? lossSum / n : NaN, n };
+}
+
+/** Accuracy of a fine-tuned checkpoint on a sentence/label TSV. */
+export async function evaluateClassifier(modelDir: string, tsvPath: string, opts: { backend?: Backend; prompt?: { template: string; verbalizers: string } } = {}): Promise<{ accuracy: number; n: number }> {
+  let override: Partial<BertConfig> | undefined;
+  let tok: Tokenizer | undefined;
+  if (opts.prompt) {
+    // Zero-shot: the checkpoint's MLM head read at the prompt's [MASK], no training.
+    tok = await loadTokenizer(modelDir);
+    const p = promptIds(tok, opts.prompt.template, opts.prompt.verbalizers, specialIdsOf(tok).mask_id);
+    override = { mlm_head: true, n_classes: p.verbalizers.length, prompt_suffix: p.suffix, verbalizers: p.verbalizers };
+  }
+  const { model, tokenizer, config } = await loadBertCheckpoint(modelDir, { backend: opts.backend, override, tokenizer: tok });
+  try {
+    if (!model.cls_head && !model.promptMode) throw new CheckpointError(modelDir, 'the model has no classification head (a pre-trained MLM checkpoint? fine-tune it first)');
+    const data = await readTsv(tsvPath);
+    const bad = data.find((e) => e.label >= config.n_classes);
+    if (bad) throw new Error(`${tsvPath}: label ${bad.label} is outside the model's ${config.n_classes} classes`);
+    const sp: SpecialIds = { pad_id: config.pad_id, cls_id: config.cls_id, sep_id: config.sep_id, mask_id: config.mask_id };
+    const rows = data.map((e) => encodeSentence(tokenizer, e.sentence, sp, config.max_len, config.prompt_suffix));
+    const r = accuracyOf(model, rows, data.map((e) => e.label));
+    return { accuracy: r.accuracy, n: r.n };
+  } finally {
+    model.dispose();
+  }
+}
