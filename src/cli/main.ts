@@ -230,4 +230,5 @@ export async function main(argv: readonly string[]): Promise<number> {
 
 const code = await main(process.argv.slice(2));
 // Worker threads of the cpu backend are unref'd; exit explicitly so nothing lingers.
-process.exit(code);
+// A command may set process.exitCode (130: stopped by Ctrl-C after saving).
+process.exit(code !== 0 ? code : Number(process.exitCode ?? 0));

@@ -93,7 +93,7 @@ const fmt = (k: string, v: number): string => (k.endsWith('accuracy') ? `${(v * 
 
 /** One line per evaluation: every metric, accuracy in percent and BLEU to two decimals. */
 function evalLine(e: EvalResult): string {
-  const metrics = Object.entries(e).filter(([k, v]) => typeof v === 'number' && !['step', 'best', 'elapsed_s', 'train_loss'].includes(k)) as [string, number][];
+  const metrics = Object.entries(e).filter(([k, v]) => typeof v === 'number' && !['step', 'best', 'elapsed_s', 'train_loss', 'eval_train_loss'].includes(k)) as [string, number][];
   return `step ${e.step}: train loss ${e.train_loss.toFixed(4)}, ${metrics.map(([k, v]) => `${k.replace(/_/g, ' ')} ${fmt(k, v)}`).join(', ')}${e.saved.length ? ` (saved ${e.saved.join(', ')})` : ''}`;
 }
 
@@ -166,7 +166,7 @@ export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: T
         const r = i.config;
         const sched = r.lr_decay === 'constant' ? `constant ${r.learning_rate}` : r.lr_decay === 'noam'
           ? `warmup ${r.warmup_iters} to ${r.learning_rate.toExponential(2)}, then 1/√step`
-          : `warmup ${r.warmup_iters}, ${r.lr_decay} from ${r.learning_rate} to ${r.min_lr} at step ${r.lr_decay_iters}`;
+          : `warmup ${r.warmup_iters}, ${r.lr_decay} from ${r.learning_rate} to ${Number(r.min_lr.toPrecision(6))} at step ${r.lr_decay_iters}`;
         log(`${i.resumed ? 'resuming' : 'training'} ${c.task}: ${(i.numParams / 1e6).toFixed(2)}M parameters${i.trainable < i.numParams ? ` (${(i.trainable / 1e6).toFixed(2)}M trainable)` : ''} on ${i.backend.name}, steps ${i.startIter} to ${i.maxIters}${byTime ? ` or ${r.max_minutes} minutes` : ''}; learning rate: ${sched}; out: ${r.out_dir}`);
         bar = byTime ? new ProgressBar(Math.round(r.max_minutes * 60), { label: `${c.command} (s)`, unit: 'tok/s' }) : new ProgressBar(i.maxIters, { label: c.command, unit: c.task === 'lm' || c.task === 'translation' ? 'tok/s' : 'ex/s' });
       },
