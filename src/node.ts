@@ -16,3 +16,4 @@ export { loadSeq2SeqCheckpoint } from './models/seq2seq-checkpoint.js';
 export { loadBertCheckpoint } from './models/bert-checkpoint.js';
 export { loadHFGPT2, saveHFGPT2, type LoadHFOptions } from './models/hf-gpt2-files.js';
 export * from './nn/lora-files.js';
+export { load, save, type Loaded, type AnyModel } from './models/files.js';

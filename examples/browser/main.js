@@ -5,7 +5,7 @@ import { hostWebGPUForWorker } from '../../dist/src/backend/webgpu/browser.js';
 const params = new URLSearchParams(location.search);
 // ?device=cpu forces the cpu backend; ?checkpoint=URL picks the checkpoint directory.
 const device = params.get('device') === 'cpu' ? 'cpu' : 'webgpu';
-const checkpoint = params.get('checkpoint') ?? '/out-shakespeare-char-tiny/last/';
+const checkpoint = params.get('checkpoint') ?? '/out/shakespeare-char-tiny/last/';
 // ?weights=16 stores the weight matrices in 16 bits (float16 on webgpu, bfloat16 on cpu).
 const halfWeights = params.get('weights') === '16';
 

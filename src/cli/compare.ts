@@ -96,7 +96,7 @@ export async function runCompare(f: Flags): Promise<void> {
   for (const v of variants) {
     if (!(COMPARE_VARIANTS as readonly string[]).includes(v)) throw new UsageError(`compare: unknown variant '${v}' (known: ${COMPARE_VARIANTS.join(', ')})`);
   }
-  const out = f.string('out') ?? 'out-compare';
+  const out = f.string('out') ?? 'out/compare';
   const dataset = f.string('data') ?? 'data/shakespeare_char';
   const int = (k: string, d: number, min = 1): number => f.number(k, { integer: true, min }) ?? d;
   const max_iters = int('max_iters', 200);

@@ -1,5 +1,5 @@
 // attn logprobs: log P(tokens[i+1] | tokens[0..i]) for every position, as JSON.
-import { logSoftmax, noGrad, tensor, tidy } from '../index.js';
+import { logSoftmax, noGrad, tensor, tidy } from '../tensor/index.js';
 import { BpeTokenizer, loadTokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
 import { backendFromFlags, loadModelDir } from './common.js';

@@ -151,7 +151,7 @@ curves) and DIR/compare.json. 'moe' is an MoE FFN model (8 experts, top-2) with 
 parameters as the dense one. Variants the code base lacks are reported as skipped.
 
   --variants LIST        dense, local, strided, fixed, linear, linformer, performer, moe (default all)
-  --out DIR              (default out-compare)
+  --out DIR              (default out/compare)
   --max_iters N (200), --batch_size B (8), --block_size T (128), --n_layer L (2), --n_embd C (64),
   --n_head H (4), --eval_interval N (max_iters/5), --eval_iters N (10), --learning_rate (1e-3),
   --warmup_iters (20), --seed, --data DIR (data/shakespeare_char)

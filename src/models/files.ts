@@ -1,0 +1,71 @@
+// attn.load / attn.save: any checkpoint directory attn writes or reads, whatever the model
+// family, with its tokenizer. The family comes from config.json's model_type.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Backend } from '../backend/backend.js';
+import { CheckpointError, saveCheckpoint } from '../io/checkpoint.js';
+import type { DType } from '../tensor/index.js';
+import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
+import { BERT_MODEL_TYPE, bertCheckpointConfig, bertStateEntries, loadBertCheckpoint } from './bert-checkpoint.js';
+import { BertModel } from './bert.js';
+import { checkpointConfigJson, modelToCheckpointTensors } from './checkpoint-format.js';
+import { loadGPTCheckpoint } from './gpt-checkpoint.js';
+import { GPT } from './gpt.js';
+import { loadSeq2SeqCheckpoint, SEQ2SEQ_MODEL_TYPE, seq2seqConfigJson } from './seq2seq-checkpoint.js';
+import { EncoderDecoder } from './seq2seq.js';
+
+export type AnyModel = GPT | BertModel | EncoderDecoder;
+
+export interface Loaded {
+  /** In eval mode. */
+  model: AnyModel;
+  /** 'gpt' (attn's GPT or Hugging Face GPT-2), 'encoder' (BERT-style) or 'encoder-decoder'. */
+  kind: 'gpt' | 'encoder' | 'encoder-decoder';
+  /** The directory's tokenizer, or null when it holds none. */
+  tokenizer: Tokenizer | null;
+}
+
+/** The tokenizer files of a directory, including Hugging Face GPT-2's vocab.json + merges.txt. */
+async function tokenizerOf(dir: string): Promise<Tokenizer | null> {
+  try {
+    return await loadTokenizer(dir);
+  } catch {
+    const [vocab, merges] = await Promise.all(['vocab.json', 'merges.txt'].map((f) => readFile(join(dir, f), 'utf8').catch(() => undefined)));
+    return vocab !== undefined && merges !== undefined ? BpeTokenizer.fromGpt2Files(vocab, merges) : null;
+  }
+}
+
+/**
+ * Loads a checkpoint directory: a GPT (attn's or Hugging Face GPT-2's), an encoder (attn
+ * pretrain-mlm, finetune) or an encoder-decoder (translation), on the backend given or the
+ * default one. Errors name the file at fault.
+ */
+export async function load(dir: string, opts: { backend?: Backend; dtype?: DType } = {}): Promise<Loaded> {
+  const backend = opts.backend;
+  const path = join(dir, 'config.json');
+  let config: Record<string, unknown>;
+  try {
+    config = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new CheckpointError((e as NodeJS.ErrnoException).code === 'ENOENT' ? dir : path, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not a checkpoint directory (no config.json)' : `invalid JSON: ${(e as Error).message}`);
+  }
+  if (config['model_type'] === BERT_MODEL_TYPE) {
+    const r = await loadBertCheckpoint(dir, { backend });
+    return { model: r.model, kind: 'encoder', tokenizer: r.tokenizer };
+  }
+  if (config['model_type'] === SEQ2SEQ_MODEL_TYPE) {
+    const r = await loadSeq2SeqCheckpoint(dir, { backend });
+    return { model: r.model, kind: 'encoder-decoder', tokenizer: r.tokenizer };
+  }
+  const r = await loadGPTCheckpoint(dir, { backend, dtype: opts.dtype });
+  return { model: r.model, kind: 'gpt', tokenizer: await tokenizerOf(dir) };
+}
+
+/** Saves a model (and its tokenizer) as a checkpoint directory that load() and the CLI read; atomic. */
+export async function save(dir: string, model: AnyModel, tokenizer?: Tokenizer | null): Promise<void> {
+  const tokenizerFiles = tokenizer ? tokenizer.toFiles() : {};
+  if (model instanceof GPT) return saveCheckpoint(dir, { config: checkpointConfigJson(model.config), model: modelToCheckpointTensors(model), tokenizerFiles });
+  if (model instanceof BertModel) return saveCheckpoint(dir, { config: bertCheckpointConfig(model.config), model: bertStateEntries(model), tokenizerFiles });
+  if (model instanceof EncoderDecoder) return saveCheckpoint(dir, { config: seq2seqConfigJson(model.config), model: modelToCheckpointTensors(model), tokenizerFiles });
+  throw new TypeError(`save: a GPT, BertModel or EncoderDecoder is needed, got ${(model as object)?.constructor?.name ?? typeof model}`);
+}
