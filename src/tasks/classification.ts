@@ -2,7 +2,7 @@
 // through the MLM head's scores of one word per class; from scratch or from a pre-trained
 // checkpoint, full or LoRA (merged when saved), on a seeded fraction of the labels. OUT/best is
 // the best dev accuracy. The loop (src/train/loop.ts) does the rest.
-import { labelSubset, EpochSampler, encodeSentence, promptIds, PROMPT_MASK, readTsv, specialIdsOf, trainSentenceTokenizer, type SpecialIds } from '../data/sentences.js';
+import { labelSubset, encodeSentence, promptIds, PROMPT_MASK, readTsv, specialIdsOf, trainSentenceTokenizer, type SpecialIds } from '../data/sentences.js';
 import { accuracyOf, maskPositionsOf, padMultiple } from '../eval/classify.js';
 import { BERT_MODEL_TYPE, bertCheckpointConfig, bertStateEntries, loadBertCheckpoint } from '../models/bert-checkpoint.js';
 import { BertModel, padBatch, type BertConfig } from '../models/bert.js';
@@ -12,7 +12,7 @@ import { Generator, tensor } from '../tensor/index.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { resolveConfig, type TrainingConfig } from '../train/config.js';
 import { runTraining, type EvalResult, type LoopHooks, type LoopOptions, type Task } from '../train/loop.js';
-import { checkEncoder, ENCODER_ARCH, ENCODER_DEFAULTS, encoderFields, itersFor } from './encoder.js';
+import { checkEncoder, ENCODER_ARCH, ENCODER_DEFAULTS, encoderFields, epochBatches } from './encoder.js';
 
 export type FinetuneConfig = TrainingConfig;
 
@@ -85,14 +85,11 @@ export const CLASSIFICATION_TASK: Task<number[]> = {
       if (model.cls_head) for (const p of model.cls_head.parameters()) p.requiresGrad = true; // the new head trains fully
       say(`LoRA rank ${cfg.lora_rank} on ${lora.layers.length} encoder linears; ${lora.summary()}`);
     }
-    const sampler = new EpochSampler(trainRows.length, cfg.batch_size, new Generator(cfg.seed + 3));
+    const { sampler, ...batches } = epochBatches(cfg, trainRows.length, new Generator(cfg.seed + 3));
     const extra = { task: 'classification', labels: Array.from({ length: cfg.n_classes }, (_, i) => String(i)), training: { ...cfg } };
     return {
       model,
-      maxIters: itersFor(cfg, trainRows.length),
-      info: { examples: trainRows.length },
-      nextBatch: () => sampler.next(),
-      sizeOf: (idx) => idx.length,
+      ...batches,
       loss: (idx) => {
         const rows = idx.map((i) => trainRows[i]!);
         const ids = padBatch(rows, mc.pad_id, backend, padMultiple(backend));

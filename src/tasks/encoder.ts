@@ -2,6 +2,8 @@
 // docs/transfer.md), the BertConfig a training config describes, and checks.
 import { ATTENTION_DEFAULTS, ATTENTION_FIELDS, type FullAttentionFields } from '../nn/attention-config.js';
 import type { BertConfig } from '../models/bert.js';
+import { EpochSampler } from '../data/sentences.js';
+import type { Generator } from '../tensor/index.js';
 import type { TrainingConfig } from '../train/config.js';
 
 // vocab_size 4000 and, for fine-tuning, batches of 128 at 1e-3 for 1000 steps: the recipe of
@@ -31,4 +33,16 @@ export function encoderFields(cfg: TrainingConfig): Partial<BertConfig> {
 /** Updates for the data: epochs over n examples when epochs > 0, else max_iters. */
 export function itersFor(cfg: TrainingConfig, n: number): number {
   return cfg.epochs > 0 ? Math.max(1, Math.ceil((cfg.epochs * n) / cfg.batch_size)) : cfg.max_iters;
+}
+
+/** Shuffled epochs of batch_size example indices over n examples, as a task run's batch fields. */
+export function epochBatches(cfg: TrainingConfig, n: number, g: Generator) {
+  const sampler = new EpochSampler(n, cfg.batch_size, g);
+  return {
+    sampler,
+    maxIters: itersFor(cfg, n),
+    info: { examples: n },
+    nextBatch: (): number[] => sampler.next(),
+    sizeOf: (idx: number[]): number => idx.length,
+  };
 }

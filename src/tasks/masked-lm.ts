@@ -2,7 +2,7 @@
 // of an encoder on unlabeled sentences, from scratch (after training a BPE on them) or continued
 // from a checkpoint (its model and BPE). OUT/best is the lowest held-out MLM loss.
 import { join } from 'node:path';
-import { encodeSentence, EpochSampler, readSentences, shuffled, specialIdsOf, trainSentenceTokenizer, type SpecialIds } from '../data/sentences.js';
+import { encodeSentence, readSentences, shuffled, specialIdsOf, trainSentenceTokenizer, type SpecialIds } from '../data/sentences.js';
 import { rngStateFromJson, rngStateToJson } from '../data/sampler.js';
 import { padMultiple } from '../eval/classify.js';
 import { CheckpointError } from '../io/checkpoint.js';
@@ -13,7 +13,7 @@ import type { Tokenizer } from '../tokenizers/index.js';
 import { resolveConfig, type TrainingConfig } from '../train/config.js';
 import { runTraining, type LoopHooks, type LoopOptions, type Task } from '../train/loop.js';
 import type { ClassifyTrainResult } from './classification.js';
-import { checkEncoder, ENCODER_ARCH, ENCODER_DEFAULTS, encoderFields, itersFor } from './encoder.js';
+import { checkEncoder, ENCODER_ARCH, ENCODER_DEFAULTS, encoderFields, epochBatches } from './encoder.js';
 
 export type PretrainConfig = TrainingConfig;
 
@@ -63,7 +63,7 @@ export const MASKED_LM_TASK: Task<number[]> = {
     const train = enc(trainS);
     const val = enc(valS);
     const maskOpts = { vocabSize: mc.vocab_size, maskId: sp.mask_id, specialIds: [sp.pad_id, sp.cls_id, sp.sep_id, sp.mask_id], prob: cfg.mask_prob };
-    const sampler = new EpochSampler(train.length, cfg.batch_size, g);
+    const { sampler, ...batches } = epochBatches(cfg, train.length, g);
     const maskGen = new Generator(cfg.seed + 1);
     const mlmBatch = (rows: number[][], gen: Generator) => {
       const ids = padRows(rows, sp.pad_id, padMultiple(backend));
@@ -81,10 +81,7 @@ export const MASKED_LM_TASK: Task<number[]> = {
     const extra = { task: 'mlm', training: { ...cfg } };
     return {
       model,
-      maxIters: itersFor(cfg, train.length),
-      info: { examples: train.length },
-      nextBatch: () => sampler.next(),
-      sizeOf: (idx) => idx.length,
+      ...batches,
       loss: (idx) => ({ loss: mlmBatch(idx.map((i) => train[i]!), maskGen).loss }),
       evaluate: () => {
         const eg = new Generator(cfg.seed + 2); // the same masks every evaluation
