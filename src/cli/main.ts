@@ -75,7 +75,12 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
 
 Prints {"tokens":[...],"logprobs":[...]} where logprobs[i] is the natural-log probability of
 tokens[i+1] given tokens[0..i].
-  --device cpu|webgpu|auto|ref, --threads N`,
+
+  --model DIR            a GPT checkpoint directory (required)
+  --text TEXT            the text, encoded with the checkpoint's tokenizer
+  --tokens 1,2,3         or the token ids themselves
+  --device D             cpu (default), webgpu, auto or ref
+  --threads N            CPU threads (default: one per core)`,
     run: async (f) => (await import('./logprobs.js')).runLogprobs(f),
   },
   tokenize: {
@@ -93,7 +98,14 @@ tokens[i+1] given tokens[0..i].
     help: `attn prepare --input FILE --out DIR [--tokenizer char|gpt2|bpe|DIR] [--vocab_size N] [--val_fraction F]
 
 Writes DIR/train.bin and DIR/val.bin (uint16 when the vocabulary fits, else uint32), DIR/meta.json
-and the tokenizer files. --tokenizer bpe trains a byte-level BPE of --vocab_size tokens on the text.`,
+and the tokenizer files, for 'attn train --dataset DIR'.
+
+  --input FILE           the text (required)
+  --out DIR              where the files go (required)
+  --tokenizer T          char (default): one id per character; gpt2: GPT-2's BPE; bpe: train a
+                         byte-level BPE of --vocab_size tokens on the text; DIR: the tokenizer files there
+  --vocab_size N         with --tokenizer bpe: the vocabulary size, at least 257 (no default)
+  --val_fraction F       share of the tokens, from the end, held out for validation (default 0.1)`,
     run: async (f) => (await import('./prepare.js')).runPrepare(f),
   },
   eval: {
@@ -101,14 +113,27 @@ and the tokenizer files. --tokenizer bpe trains a byte-level BPE of --vocab_size
     help: `attn eval bleu --hyp FILE --ref FILE[,FILE2,...] [--lowercase] [--tokenize 13a|none]
 
 Prints {"bleu":…, "precisions":[…4], "bp":…, "sys_len":…, "ref_len":…} computed as sacreBLEU does
-by default (13a tokenisation, 4-grams, brevity penalty, exp smoothing) on detokenised text.`,
+by default (13a tokenisation, 4-grams, brevity penalty, exp smoothing) on detokenised text.
+
+  --hyp FILE             system output, one segment per line (required)
+  --ref FILE[,FILE2]     references, one file per reference set (required)
+  --lowercase            compare lower-cased (default: cased)
+  --tokenize 13a|none    sacreBLEU's tokenisation (default 13a)`,
     subcommand: true,
     booleans: ['lowercase'],
     run: async (f) => (await import('./eval.js')).runEval(f),
   },
   info: {
     summary: 'show the backend, and a model\'s parameters, config and FLOPs per token',
-    help: `attn info [--model DIR | --preset NAME] [--device cpu|webgpu|auto|ref] [--threads N]`,
+    help: `attn info [--model DIR | --preset NAME] [--device cpu|webgpu|auto|ref] [--threads N]
+
+Prints the backend (kernels, threads, the WebGPU adapter) and the machine; with a model, its
+parameter count, FLOPs per token and config.
+
+  --model DIR            a GPT checkpoint directory (default: none)
+  --preset NAME          or a language-model preset's model (default: none)
+  --device D             cpu (default), webgpu, auto or ref
+  --threads N            CPU threads (default: one per core)`,
     run: async (f) => (await import('./info.js')).runInfo(f),
   },
   bench: {
