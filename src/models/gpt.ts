@@ -14,7 +14,7 @@ import { swigluHidden, MLP, type MLPActivation } from '../nn/mlp.js';
 import { Module, ModuleList } from '../nn/module.js';
 import { MoE } from '../nn/moe.js';
 import { LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding } from '../nn/positional.js';
-import { add, crossEntropy, fmt, Generator, linear, type DType, type Tensor } from '../tensor/index.js';
+import { add, checkpoint, crossEntropy, fmt, Generator, linear, type DType, type Tensor } from '../tensor/index.js';
 
 export type PosEncoding = 'learned' | 'sinusoidal' | 'rope';
 export type { NormPlacement } from '../nn/transformer.js';
@@ -289,6 +289,11 @@ export class GPT extends Module {
   readonly featureGenerator: Generator;
   /** Forward calls in training mode (counts performer_redraw_interval). */
   trainingForwards = 0;
+  /**
+   * Recompute each block's activations in the backward pass instead of keeping them (activation
+   * checkpointing): less memory for one more forward per block. Gradients are the same.
+   */
+  checkpointActivations = false;
 
   constructor(config: Partial<GPTConfig> = {}, opts: GPTOptions = {}) {
     super();
@@ -311,6 +316,13 @@ export class GPT extends Module {
       ? null
       : this.registerModule('lm_head', new Linear(cfg.n_embd, cfg.vocab_size, { backend: o.backend, dtype: o.dtype, generator: o.generator, skipInit: o.skipInit, std: 0.02, bias: false }));
     for (const [name, p] of this.namedParameters()) p.name = name; // for error messages
+  }
+
+  /** The generators a block draws from (its dropout masks), for replaying them on recomputation. */
+  private dropoutGenerators(block: Block): Generator[] {
+    const out: Generator[] = [];
+    for (const [, m] of block.namedModules()) if (m instanceof Dropout && !out.includes(m.generator)) out.push(m.generator);
+    return out;
   }
 
   /** idx int32 (B, T) → logits (B, T, V); with targets int32 (B, T) also the mean loss (-100 ignored). */
@@ -378,7 +390,8 @@ export class GPT extends Module {
     else if (t.pe) x = add(x, t.pe.positions(T, past));
     x = t.drop.forward(x);
     t.h.items.forEach((block, i) => {
-      x = block.forward(x, cache?.layers[i]);
+      // Activation checkpointing: the block's activations are recomputed in the backward pass.
+      x = this.checkpointActivations && !cache ? checkpoint((h) => block.forward(h), x, this.dropoutGenerators(block)) : block.forward(x, cache?.layers[i]);
     });
     if (t.ln_f) x = t.ln_f.forward(x);
     if (cache) cache.length += T;

@@ -153,6 +153,7 @@ export const LM_TASK: Task<Batch> = {
     if (cfg.n_kv_head > 0 && cfg.n_head % cfg.n_kv_head !== 0) problems.push(`n_head (${cfg.n_head}) must be divisible by n_kv_head (${cfg.n_kv_head})`);
     if (cfg.moe_top_k !== 1 && cfg.moe_top_k !== 2) problems.push(`moe_top_k must be 1 or 2, got ${cfg.moe_top_k}`);
     else if (cfg.moe_experts > 0 && cfg.moe_top_k > cfg.moe_experts) problems.push(`moe_top_k (${cfg.moe_top_k}) must not exceed moe_experts (${cfg.moe_experts})`);
+    if (cfg.checkpoint_activations && cfg.moe_experts > 0) problems.push('checkpoint_activations cannot be used with moe_experts yet: the routing statistics and aux losses would be taken from the recomputation');
     if (cfg.moe_experts > 0 && cfg.moe_every > cfg.n_layer) problems.push(`moe_every (${cfg.moe_every}) exceeds n_layer (${cfg.n_layer}): no layer would be a mixture of experts`);
   },
   async open(cfg, { backend, resume, say }) {
@@ -191,6 +192,7 @@ export const LM_TASK: Task<Batch> = {
       model = new GPT(modelConfigOf(cfg, data.meta.vocab_size), { backend, dtype: cfg.dtype as 'float32', seed: cfg.seed });
     }
     model.train();
+    model.checkpointActivations = cfg.checkpoint_activations;
     const src = lmSource(model);
     return {
       model,

@@ -5,4 +5,5 @@ export * from './shape.js';
 export * from './random.js';
 export * from './ops.js';
 export { backward, type BackwardOptions } from './autograd.js';
-export { Tensor, tidy, noGrad, isGradEnabled, setDefaultBackend, getDefaultBackend, liveTensorCount, record, type GradNode } from './tensor.js';
+export { checkpoint } from './checkpoint.js';
+export { Tensor, tidy, noGrad, withGrad, isGradEnabled, setDefaultBackend, getDefaultBackend, liveTensorCount, record, type GradNode } from './tensor.js';

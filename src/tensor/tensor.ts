@@ -41,6 +41,17 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
+/** Runs fn with gradient recording on, even inside noGrad (a backward pass that recomputes). */
+export function withGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = true;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
 const scopes: Set<Tensor>[] = [];
 
 /** Runs fn; disposes every tensor created inside that is not part of its result or kept. */

@@ -33,6 +33,7 @@ export const FIELDS = {
   device: { default: 'cpu', choices: DEVICE_NAMES, doc: 'backend: cpu (fastest CPU kernels), webgpu, auto or ref (plain TypeScript)' },
   threads: { default: 0, check: 'nonneg-int', doc: 'CPU threads; 0 = one per core' },
   seed: { default: 1337, check: 'seed', doc: 'seeds the weights, batches, dropout and masks' },
+  checkpoint_activations: { default: false, tasks: ['lm'], doc: "recompute each block's activations in the backward pass: less memory, one more forward" },
   dtype: { default: 'float32', choices: ['float32', 'float64'], tasks: ['lm'], doc: 'arithmetic type (float64 on the ref device only)' },
   // ---- length and batches
   max_iters: { default: 600000, check: 'nonneg-int', doc: 'optimizer updates in the whole run' },
