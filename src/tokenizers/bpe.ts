@@ -4,6 +4,7 @@
 import { BYTE_TO_CHAR, byteLevelToBytes, bytesToByteLevel, utf8Bytes, utf8Decode } from './bytes.js';
 import { GPT2_PATTERN, compilePattern, specialsRegex, splitOnSpecials } from './pretokenize.js';
 import type { Tokenizer } from './types.js';
+import { writeFiles } from './files.js';
 
 /** Which special tokens encode() may meet: 'all', or a list of their strings. */
 export type SpecialTokenSet = 'all' | Iterable<string>;
@@ -222,7 +223,6 @@ export class BpeTokenizer implements Tokenizer {
   }
 
   async save(dir: string, format: BpeFormat = 'huggingface'): Promise<void> {
-    const { writeFiles } = await import('./io.js');
     await writeFiles(dir, this.toFiles(format));
   }
 
