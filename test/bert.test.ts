@@ -10,7 +10,7 @@ import { BertModel, IGNORE_INDEX, maskTokens, padBatch, type BertConfig } from '
 import {
   accuracyOf, encodeSentence, evaluateClassifier, finetuneClassifier, finetuneConfig, labelSubset, loadBertCheckpoint, parseTsv, pretrainMLM,
 } from '../src/train/classify.js';
-import { runEvalClassify } from '../src/cli/classify.js';
+import { runEvalClassify } from '../src/cli/eval-classify.js';
 import { Flags, parseArgs } from '../src/cli/args.js';
 import { assertClose, gradcheck } from './helpers.js';
 
