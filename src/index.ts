@@ -8,6 +8,10 @@ export { getBackend, useBackend, refBackend, BACKEND_NAMES, type BackendName } f
 export * from './nn/index.js';
 export * from './models/gpt.js';
 export * from './models/hf-gpt2.js';
+export {
+  Encoder, countTrainingForward, featureGeneratorFor, paddingMask, redrawPerformerFeatures, stackProblems,
+  type PerformerRedraw, type StackParts, type TransformerStackFields,
+} from './models/encoder.js';
 export * from './models/seq2seq.js';
 export * from './models/bert.js';
 export * from './tokenizers/index.js';

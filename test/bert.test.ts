@@ -12,7 +12,7 @@ import { accuracyOf, evaluateClassifier } from '../src/eval/classify.js';
 import { loadBertCheckpoint } from '../src/models/bert-checkpoint.js';
 import { finetuneClassifier, finetuneConfig } from '../src/tasks/classification.js';
 import { pretrainMLM } from '../src/tasks/masked-lm.js';
-import { runEvalClassify } from '../src/cli/classify.js';
+import { runEvalClassify } from '../src/cli/eval-classify.js';
 import { Flags, parseArgs } from '../src/cli/args.js';
 import { assertClose, gradcheck } from './helpers.js';
 

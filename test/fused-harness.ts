@@ -25,12 +25,14 @@ function repoRoot(): string {
 
 export type Variant = 'relaxed' | 'plain';
 
-/** Path of the compiled kernels, rebuilt when the source is newer. */
+/** Path of the compiled kernels, rebuilt when the sources are newer. */
 export function buildFused(variant: Variant): string {
   const root = repoRoot();
   const src = join(root, 'src/backend/cpu/assembly/fused.ts');
   const out = join(root, 'build', variant === 'relaxed' ? 'fused-test.wasm' : 'fused-test-plain.wasm');
-  if (existsSync(out) && statSync(out).mtimeMs >= statSync(src).mtimeMs) return out;
+  // fused.ts imports tile.ts (the shared 4x8 microkernel): rebuild when either is newer.
+  const newest = Math.max(...[src, join(root, 'src/backend/cpu/assembly/tile.ts')].map((f) => statSync(f).mtimeMs));
+  if (existsSync(out) && statSync(out).mtimeMs >= newest) return out;
   mkdirSync(dirname(out), { recursive: true });
   // The kernels use static data (Math.log2's tables): export where the heap may start.
   const entry = join(root, 'build', 'fused-test-entry.ts');

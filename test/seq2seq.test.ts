@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { Generator, getBackend, noGrad, RefBackend, tensor, tidy, type Backend, type Tensor } from '../src/index.js';
 import { AdamW } from '../src/train/optim.js';
 import { EncoderDecoder, EncoderModel, SEQ2SEQ_BASE_CONFIG, seq2seqConfig, type Seq2SeqConfig } from '../src/models/seq2seq.js';
-import { MultiHeadAttention } from '../src/nn/transformer.js';
+import { MultiHeadAttention } from '../src/nn/encoder-decoder-layers.js';
 import type { StateValue } from '../src/nn/module.js';
 import { parseSafetensors } from '../src/io/safetensors.js';
 import { beamSearch, beamSearchEach, greedyDecode, greedyDecodeEach, lengthPenalty } from '../src/generate/beam.js';

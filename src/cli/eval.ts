@@ -72,6 +72,6 @@ export async function runEval(f: Flags): Promise<void> {
   const sub = f.parsed.positionals[0];
   if (sub !== 'bleu' && sub !== 'classify') throw new UsageError(`eval: ${sub === undefined ? 'missing subcommand' : `unknown subcommand '${sub}'`} (known: bleu, classify)`);
   if (f.parsed.positionals.length > 1) throw new UsageError(`eval: unexpected argument '${f.parsed.positionals[1]}'`);
-  if (sub === 'classify') return (await import('./classify.js')).runEvalClassify(f);
+  if (sub === 'classify') return (await import('./eval-classify.js')).runEvalClassify(f);
   return runEvalBleu(f);
 }

@@ -195,7 +195,7 @@ async function helpOf(name: string, cmd: Command): Promise<string> {
   if (name === 'translate') return (await import('./translate.js')).TRANSLATE_HELP;
   if (name === 'finetune') return (await import('./finetune.js')).FINETUNE_HELP;
   if (name === 'pretrain-mlm') return (await import('./pretrain-mlm.js')).PRETRAIN_MLM_HELP;
-  if (name === 'eval') return `${cmd.help}\n\n${(await import('./classify.js')).EVAL_CLASSIFY_HELP}`;
+  if (name === 'eval') return `${cmd.help}\n\n${(await import('./eval-classify.js')).EVAL_CLASSIFY_HELP}`;
   return cmd.help;
 }
 

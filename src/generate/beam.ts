@@ -16,7 +16,7 @@
 // live beams. A sentence is done once it has K finished hypotheses (as fairseq) or reaches its
 // length limit (then its live beams count as unfinished hypotheses).
 import type { Encoded, EncoderDecoder } from '../models/seq2seq.js';
-import { selectRows } from '../nn/transformer.js';
+import { selectRows } from '../nn/encoder-decoder-layers.js';
 import { logSoftmax, noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
 
 export interface Seq2SeqDecodeOptions {

@@ -1,4 +1,4 @@
-// BERT (Devlin et al. 2019) in small: the Transformer encoder (src/models/seq2seq.ts's Encoder;
+// BERT (Devlin et al. 2019) in small: the Transformer encoder (src/models/encoder.ts's Encoder;
 // pre-norm and GELU by default) over token embeddings (× √d_model) + learned or sinusoidal
 // positions, an embedding LayerNorm and dropout, with [CLS] at position 0. Two heads:
 //   MLMHead: dense → GELU → LayerNorm → decoder tied to the token embedding, + bias;
@@ -19,7 +19,7 @@ import { LearnedPositionalEmbedding, SinusoidalPositionalEncoding } from '../nn/
 import {
   add, crossEntropy, div, embedding, fmt, gelu, Generator, linear, maximum, mul, reshape, slice, sum, tanh, tensor, to, type DType, type Tensor,
 } from '../tensor/index.js';
-import { countTrainingForward, Encoder, featureGeneratorFor, paddingMask, seq2seqConfig, type PerformerRedraw, type TransformerStackFields } from './seq2seq.js';
+import { countTrainingForward, Encoder, featureGeneratorFor, paddingMask, stackProblems, type PerformerRedraw, type TransformerStackFields } from './encoder.js';
 
 /** max_len counts the whole input, [CLS] and [SEP] included. */
 export interface BertConfig extends TransformerStackFields {
@@ -78,11 +78,7 @@ export function bertConfig(partial: Partial<BertConfig> | Record<string, unknown
   for (const k of Object.keys(partial)) if (!FIELDS.includes(k)) problems.push(`unknown field '${k}' (known: ${FIELDS.join(', ')})`);
   const defined = Object.fromEntries(Object.entries(partial).filter(([k, v]) => v !== undefined && FIELDS.includes(k)));
   const c = { ...BERT_DEFAULTS, ...defined } as BertConfig;
-  try {
-    encoderConfig(c);
-  } catch (e) {
-    problems.push((e as Error).message.replace(/^Seq2SeqConfig: /, '').replace(/n_layer_enc/g, 'n_layer'));
-  }
+  stackProblems(c, { n_layer: c.n_layer }, null, problems);
   const ids = ['pad_id', 'cls_id', 'sep_id', 'mask_id'] as const;
   for (const k of ids) {
     if (!Number.isInteger(c[k]) || c[k] < 0 || c[k] >= c.vocab_size) problems.push(`${k} must be a token id in [0, vocab_size=${String(c.vocab_size)}), got ${String(c[k])}`);
@@ -112,18 +108,6 @@ export function bertConfig(partial: Partial<BertConfig> | Record<string, unknown
   if (suffix.length + 3 > c.max_len) problems.push(`prompt_suffix (${suffix.length} tokens) leaves no room in max_len ${String(c.max_len)}`);
   if (problems.length) throw new Error(`BertConfig: ${problems.join('; ')}`);
   return c;
-}
-
-/** The encoder stack's config in seq2seq terms (bos/eos unused). */
-function encoderConfig(c: BertConfig) {
-  const other = c.pad_id === 0 ? 1 : 0;
-  const attention = Object.fromEntries(ATTENTION_FIELDS.filter((k) => c[k as keyof BertConfig] !== undefined).map((k) => [k, c[k as keyof BertConfig]]));
-  return seq2seqConfig({
-    ...attention,
-    n_layer_enc: c.n_layer, n_layer_dec: 1, n_head: c.n_head, d_model: c.d_model, d_ff: c.d_ff, dropout: c.dropout,
-    max_len: c.max_len, vocab_size: c.vocab_size, pad_id: c.pad_id, bos_id: other, eos_id: other,
-    norm_placement: c.norm_placement, activation: c.activation, label_smoothing: 0,
-  }, { encoderOnly: true });
 }
 
 export interface BertOptions {
@@ -232,7 +216,7 @@ export class BertModel extends Module implements PerformerRedraw {
     this.embed_norm = this.registerModule('embed_norm', new LayerNorm(C, { backend: o.backend, dtype: o.dtype }));
     this.drop = this.registerModule('drop', new Dropout(cfg.dropout, dropoutGenerator));
     this.featureGenerator = featureGeneratorFor(seed);
-    this.encoder = this.registerModule('encoder', new Encoder(encoderConfig(cfg), { ...o, dropoutGenerator, featureGenerator: this.featureGenerator }));
+    this.encoder = this.registerModule('encoder', new Encoder(cfg, cfg.n_layer, { ...o, dropoutGenerator, featureGenerator: this.featureGenerator }));
     this.mlm_head = cfg.mlm_head ? this.registerModule('mlm_head', new MLMHead(C, cfg.vocab_size, o)) : null;
     this.cls_head = cfg.n_classes > 0 && cfg.verbalizers.length === 0 ? this.registerModule('cls_head', new ClassificationHead(C, cfg.n_classes, cfg.classifier_dropout, o, dropoutGenerator, cfg.pooling)) : null;
     for (const [name, p] of this.namedParameters()) p.name = name;

@@ -17,8 +17,8 @@ import { LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncodi
 import { add, checkpoint, crossEntropy, fmt, Generator, linear, type DType, type Tensor } from '../tensor/index.js';
 
 export type PosEncoding = 'learned' | 'sinusoidal' | 'rope';
-export type { NormPlacement } from '../nn/transformer.js';
-import type { NormPlacement } from '../nn/transformer.js';
+export type { NormPlacement } from '../nn/encoder-decoder-layers.js';
+import type { NormPlacement } from '../nn/encoder-decoder-layers.js';
 export type NormKind = 'layernorm' | 'rmsnorm';
 // The attention fields are shared with the encoder and encoder-decoder models.
 export { ATTENTION_DEFAULTS, sparsityOf, type AttentionKind } from '../nn/attention-config.js';

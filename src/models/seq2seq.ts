@@ -6,38 +6,24 @@
 // Names: embed.weight, encoder.layers.{i}.{self_attn.{q,k,v,out}_proj, ffn.c_fc, ffn.c_proj,
 // norm1, norm2}, decoder.layers.{i}.{self_attn, cross_attn, ffn, norm1..3}, and
 // encoder.norm / decoder.norm with pre-norm only.
-// EncoderModel is the encoder alone (BERT-style building block) exposing hidden states.
+// The encoder stack (Encoder) and the fields and checks both stacks share are encoder.ts's,
+// which BERT builds on too. EncoderModel is the encoder alone (this model's embedding and
+// positions) exposing hidden states.
 // `attention` (and its attn_* / performer_* / linformer_k settings, as in GPT) picks the
 // self-attention of both stacks; cross-attention stays dense. linformer is encoder-only.
 import type { Backend } from '../backend/backend.js';
+import { ATTENTION_FIELDS } from '../nn/attention-config.js';
 import {
-  ATTENTION_FIELDS, attentionProblems, fullAttentionFields, sparsityOf, type AttentionFields,
-} from '../nn/attention-config.js';
+  clearAttentionCache, DecoderLayer, emptyAttentionCache, reorderAttentionCache, type DecoderLayerCache,
+} from '../nn/encoder-decoder-layers.js';
 import { Dropout, Embedding, LayerNorm } from '../nn/layers.js';
-import { PerformerFeatureMap } from '../nn/linear-attention.js';
 import { Module, ModuleList } from '../nn/module.js';
 import { SinusoidalPositionalEncoding } from '../nn/positional.js';
+import { add, crossEntropy, fmt, Generator, linear, mul, type DType, type Tensor } from '../tensor/index.js';
 import {
-  clearAttentionCache, DecoderLayer, EncoderLayer, emptyAttentionCache, reorderAttentionCache, type DecoderLayerCache, type NormPlacement,
-} from '../nn/transformer.js';
-import { add, crossEntropy, fmt, Generator, linear, mul, tensor, type DType, type Tensor } from '../tensor/index.js';
-
-/** The sizes and settings every model built on these stacks shares (Seq2SeqConfig,
- *  EncoderModelConfig, BertConfig), declared once so they mean the same everywhere. */
-export interface TransformerStackFields extends AttentionFields {
-  n_head: number;
-  d_model: number;
-  d_ff: number;
-  /** Dropout on embeddings and on every sublayer's output (training mode only). */
-  dropout: number;
-  /** Longest sequence (the position table's length). */
-  max_len: number;
-  vocab_size: number;
-  pad_id: number;
-  /** 'post': x = LN(x + f(x)) (the paper); 'pre': x = x + f(LN(x)) with a final norm per stack. */
-  norm_placement: NormPlacement;
-  activation: 'relu' | 'gelu';
-}
+  countTrainingForward, Encoder, featureGeneratorFor, layerOptions, paddingMask, stackProblems, type PerformerRedraw, type StackParts,
+  type TransformerStackFields,
+} from './encoder.js';
 
 /** max_len bounds source and target alike; the vocabulary is shared by both. */
 export interface Seq2SeqConfig extends TransformerStackFields {
@@ -76,33 +62,25 @@ const DECODER_CAUSAL = 'the decoder (attention sets the self-attention of both s
 
 /**
  * Fills the base model's defaults into a partial config and validates it (one error listing
- * every problem). encoderOnly: no decoder is built, so linformer is allowed.
+ * every problem: the stack's as in encoder.ts's stackProblems, then the decoder's ids and
+ * label_smoothing). encoderOnly: no decoder is built, so linformer is allowed.
  */
 export function seq2seqConfig(partial: Partial<Seq2SeqConfig> = {}, opts: { encoderOnly?: boolean } = {}): Seq2SeqConfig {
   const problems: string[] = [];
   for (const k of Object.keys(partial)) if (!FIELDS.includes(k)) problems.push(`unknown field '${k}' (known: ${FIELDS.join(', ')})`);
   const defined = Object.fromEntries(Object.entries(partial).filter(([k, v]) => v !== undefined && FIELDS.includes(k)));
   const c = { ...SEQ2SEQ_BASE_CONFIG, ...defined } as Seq2SeqConfig;
-  for (const k of ['n_layer_enc', 'n_layer_dec', 'n_head', 'd_model', 'd_ff', 'max_len', 'vocab_size'] as const) {
-    if (!Number.isInteger(c[k]) || c[k] < 1) problems.push(`${k} must be a positive integer, got ${String(c[k])}`);
-  }
-  if (Number.isInteger(c.d_model) && Number.isInteger(c.n_head) && c.n_head > 0 && c.d_model % c.n_head !== 0) {
-    problems.push(`d_model (${c.d_model}) must be divisible by n_head (${c.n_head})`);
-  }
-  for (const k of ['pad_id', 'bos_id', 'eos_id'] as const) {
+  stackProblems(c, { n_layer_enc: c.n_layer_enc, n_layer_dec: c.n_layer_dec }, opts.encoderOnly ? null : DECODER_CAUSAL, problems);
+  for (const k of ['bos_id', 'eos_id'] as const) {
     if (!Number.isInteger(c[k]) || c[k] < 0 || (Number.isInteger(c.vocab_size) && c[k] >= c.vocab_size)) {
       problems.push(`${k} must be a token id in [0, vocab_size=${String(c.vocab_size)}), got ${String(c[k])}`);
     }
   }
   if (c.bos_id === c.pad_id) problems.push(`bos_id and pad_id must differ (both ${c.pad_id}): the decoder's first input would be masked as padding`);
   if (c.eos_id === c.pad_id) problems.push(`eos_id and pad_id must differ (both ${c.pad_id}): eos is a target the loss must not ignore`);
-  if (typeof c.dropout !== 'number' || !(c.dropout >= 0 && c.dropout < 1)) problems.push(`dropout must be in [0, 1), got ${String(c.dropout)}`);
   if (typeof c.label_smoothing !== 'number' || !(c.label_smoothing >= 0 && c.label_smoothing < 1)) {
     problems.push(`label_smoothing must be in [0, 1), got ${String(c.label_smoothing)}`);
   }
-  if (c.norm_placement !== 'post' && c.norm_placement !== 'pre') problems.push(`norm_placement must be one of 'post', 'pre', got '${String(c.norm_placement)}'`);
-  if (c.activation !== 'relu' && c.activation !== 'gelu') problems.push(`activation must be one of 'relu', 'gelu', got '${String(c.activation)}'`);
-  attentionProblems(fullAttentionFields(c), opts.encoderOnly ? null : DECODER_CAUSAL, problems);
   if (problems.length) throw new Error(`Seq2SeqConfig: ${problems.join('; ')}`);
   return c;
 }
@@ -116,83 +94,9 @@ export interface Seq2SeqOptions {
   init?: boolean;
 }
 
-interface Parts {
-  backend?: Backend;
-  dtype?: DType;
-  generator: Generator;
-  dropoutGenerator: Generator;
-  /** Draws the performer's initial features (default: generator). */
-  featureGenerator?: Generator;
-  skipInit: boolean;
-}
-
-function layerOptions(cfg: Seq2SeqConfig, o: Parts) {
-  const a = fullAttentionFields(cfg);
-  return {
-    backend: o.backend, dtype: o.dtype, generator: o.generator, skipInit: o.skipInit, dFF: cfg.d_ff, dropout: cfg.dropout,
-    norm_placement: cfg.norm_placement, activation: cfg.activation, dropoutGenerator: o.dropoutGenerator,
-    selfAttention: {
-      kind: a.attention, sparsity: sparsityOf(a), performerFeatures: a.performer_features, featureGenerator: o.featureGenerator,
-      maxLen: cfg.max_len, linformerK: a.linformer_k,
-    },
-  };
-}
-
-/** A separate stream for the performer's features, so adding them leaves the weights' draws alone. */
-export function featureGeneratorFor(seed: number): Generator {
-  return new Generator((seed ^ 0x0fea7055) >>> 0);
-}
-
-/** Draws new features for every performer feature map under m. */
-export function redrawPerformerFeatures(m: Module, g: Generator): void {
-  for (const [, sub] of m.namedModules()) if (sub instanceof PerformerFeatureMap) sub.redraw(g);
-}
-
-/** Model state for performer_redraw_interval: training forwards so far and the feature stream. */
-export interface PerformerRedraw {
-  training: boolean;
-  trainingForwards: number;
-  readonly featureGenerator: Generator;
-}
-
-/** Counts a training forward; every performer_redraw_interval of them redraws the features (as GPT does). */
-export function countTrainingForward(model: Module & PerformerRedraw, cfg: AttentionFields): void {
-  const { attention, performer_redraw_interval: every } = fullAttentionFields(cfg);
-  if (!model.training || attention !== 'performer') return;
-  if (every > 0 && model.trainingForwards > 0 && model.trainingForwards % every === 0) redrawPerformerFeatures(model, model.featureGenerator);
-  model.trainingForwards++;
-}
-
-/** (B, T) int32 → (B, T) int32: 1 where the id is not pad_id. */
-export function paddingMask(ids: Tensor, padId: number): Tensor {
-  const v = ids.data();
-  const m = new Int32Array(v.length);
-  for (let i = 0; i < v.length; i++) m[i] = v[i] === padId ? 0 : 1;
-  return tensor(m, { backend: ids.backend, dtype: 'int32', shape: ids.shape });
-}
-
 function checkIds(what: string, ids: Tensor, cfg: Seq2SeqConfig, offset = 0): void {
   if (ids.dtype !== 'int32' || ids.ndim !== 2) throw new Error(`EncoderDecoder: ${what} must be int32 (B, T), got ${ids.dtype} ${fmt(ids.shape)}`);
   if (offset + ids.shape[1]! > cfg.max_len) throw new Error(`EncoderDecoder: ${what} reaches position ${offset + ids.shape[1]!}, max_len is ${cfg.max_len}`);
-}
-
-/** A stack of encoder layers, with a final norm for pre-norm. */
-export class Encoder extends Module {
-  readonly layers: ModuleList<EncoderLayer>;
-  readonly norm: LayerNorm | null;
-
-  constructor(cfg: Seq2SeqConfig, o: Parts) {
-    super();
-    this.layers = this.registerModule('layers', new ModuleList<EncoderLayer>());
-    for (let i = 0; i < cfg.n_layer_enc; i++) this.layers.push(new EncoderLayer(cfg.d_model, cfg.n_head, layerOptions(cfg, o)));
-    this.norm = cfg.norm_placement === 'pre' ? this.registerModule('norm', new LayerNorm(cfg.d_model, { backend: o.backend, dtype: o.dtype })) : null;
-  }
-
-  /** x (B, S, C), mask (B, S) → (B, S, C). */
-  forward(x: Tensor, mask: Tensor | null): Tensor {
-    for (const l of this.layers) x = l.forward(x, mask);
-    return this.norm ? this.norm.forward(x) : x;
-  }
 }
 
 /** A stack of decoder layers, with a final norm for pre-norm. */
@@ -200,7 +104,7 @@ export class Decoder extends Module {
   readonly layers: ModuleList<DecoderLayer>;
   readonly norm: LayerNorm | null;
 
-  constructor(cfg: Seq2SeqConfig, o: Parts) {
+  constructor(cfg: Seq2SeqConfig, o: StackParts) {
     super();
     this.layers = this.registerModule('layers', new ModuleList<DecoderLayer>());
     for (let i = 0; i < cfg.n_layer_dec; i++) this.layers.push(new DecoderLayer(cfg.d_model, cfg.n_head, layerOptions(cfg, o)));
@@ -281,7 +185,7 @@ export class EncoderDecoder extends Module implements PerformerRedraw {
     this.config = Object.freeze(cfg);
     const seed = opts.seed ?? 0;
     this.featureGenerator = featureGeneratorFor(seed);
-    const o: Parts = {
+    const o: StackParts = {
       backend: opts.backend, dtype: opts.dtype, generator: new Generator(seed),
       dropoutGenerator: new Generator((seed ^ 0x5eed5eed) >>> 0), featureGenerator: this.featureGenerator, skipInit: opts.init === false,
     };
@@ -289,7 +193,7 @@ export class EncoderDecoder extends Module implements PerformerRedraw {
     this.embed = this.registerModule('embed', new Embedding(cfg.vocab_size, cfg.d_model, { backend: o.backend, dtype: o.dtype, generator: o.generator, skipInit: o.skipInit, std: cfg.d_model ** -0.5 }));
     this.pe = this.registerModule('pe', new SinusoidalPositionalEncoding(cfg.max_len, cfg.d_model, { backend: o.backend, dtype: o.dtype }));
     this.drop = this.registerModule('drop', new Dropout(cfg.dropout, o.dropoutGenerator));
-    this.encoder = this.registerModule('encoder', new Encoder(cfg, o));
+    this.encoder = this.registerModule('encoder', new Encoder(cfg, cfg.n_layer_enc, o));
     this.decoder = this.registerModule('decoder', new Decoder(cfg, o));
     for (const [name, p] of this.namedParameters()) p.name = name;
   }
@@ -374,14 +278,14 @@ export class EncoderModel extends Module implements PerformerRedraw {
     });
     const seed = opts.seed ?? 0;
     this.featureGenerator = featureGeneratorFor(seed);
-    const o: Parts = {
+    const o: StackParts = {
       backend: opts.backend, dtype: opts.dtype, generator: new Generator(seed), dropoutGenerator: new Generator((seed ^ 0x5eed5eed) >>> 0),
       featureGenerator: this.featureGenerator, skipInit: opts.init === false,
     };
     this.embed = this.registerModule('embed', new Embedding(full.vocab_size, full.d_model, { backend: o.backend, dtype: o.dtype, generator: o.generator, skipInit: o.skipInit, std: full.d_model ** -0.5 }));
     this.pe = this.registerModule('pe', new SinusoidalPositionalEncoding(full.max_len, full.d_model, { backend: o.backend, dtype: o.dtype }));
     this.drop = this.registerModule('drop', new Dropout(full.dropout, o.dropoutGenerator));
-    this.encoder = this.registerModule('encoder', new Encoder(full, o));
+    this.encoder = this.registerModule('encoder', new Encoder(full, full.n_layer_enc, o));
   }
 
   /** ids (B, T) int32 → { hidden (B, T, C), mask (B, T) int32 (0 at padding) }. */

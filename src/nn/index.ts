@@ -7,4 +7,4 @@ export * from './attention.js';
 export * from './linear-attention.js';
 export * from './moe.js';
 export * from './lora.js';
-export * from './transformer.js';
+export * from './encoder-decoder-layers.js';

@@ -1,9 +1,11 @@
 // Byte-level BPE (GPT-2 style): text -> UTF-8 bytes -> pieces by the pre-tokenisation regex ->
 // merges applied by rank inside each piece. Also reads and writes GPT-2's encoder.json +
-// vocab.bpe and Hugging Face's tokenizer.json. Pure TypeScript: file access lives in ./io.ts.
+// vocab.bpe and Hugging Face's tokenizer.json. Pure TypeScript: file access lives in
+// ./files.ts (writing) and ./io.ts (loading).
 import { BYTE_TO_CHAR, byteLevelToBytes, bytesToByteLevel, utf8Bytes, utf8Decode } from './bytes.js';
 import { GPT2_PATTERN, compilePattern, specialsRegex, splitOnSpecials } from './pretokenize.js';
 import type { Tokenizer } from './types.js';
+import { writeFiles } from './files.js';
 
 /** Which special tokens encode() may meet: 'all', or a list of their strings. */
 export type SpecialTokenSet = 'all' | Iterable<string>;
@@ -222,7 +224,6 @@ export class BpeTokenizer implements Tokenizer {
   }
 
   async save(dir: string, format: BpeFormat = 'huggingface'): Promise<void> {
-    const { writeFiles } = await import('./io.js');
     await writeFiles(dir, this.toFiles(format));
   }
 

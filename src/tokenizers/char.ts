@@ -1,5 +1,6 @@
 // Character-level tokenizer: one token per Unicode code point seen in the training text.
 import type { Tokenizer } from './types.js';
+import { writeFiles } from './files.js';
 
 /** File name under which a CharTokenizer is saved (see loadTokenizer). */
 export const CHAR_TOKENIZER_FILE = 'char_tokenizer.json';
@@ -87,7 +88,6 @@ export class CharTokenizer implements Tokenizer {
   }
 
   async save(dir: string): Promise<void> {
-    const { writeFiles } = await import('./io.js');
     await writeFiles(dir, this.toFiles());
   }
 }

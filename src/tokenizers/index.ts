@@ -22,4 +22,5 @@ export { trainBpe, type TrainBpeOptions } from './train.js';
 export { GPT2_PATTERN, pretokenize } from './pretokenize.js';
 export { BYTE_TO_CHAR, bytesToByteLevel, byteLevelToBytes } from './bytes.js';
 export { GPT2_EOT, gpt2FromFiles, loadGpt2Tokenizer } from './gpt2.js';
-export { loadTokenizer, loadGpt2Files, writeFiles } from './io.js';
+export { loadTokenizer, loadGpt2Files } from './io.js';
+export { writeFiles } from './files.js';

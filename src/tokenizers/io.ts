@@ -1,20 +1,11 @@
-// Node edge of the tokenizers: reading and writing tokenizer files. node:fs is imported on
-// demand inside each function, so importing this module (through ./index.ts) is harmless in a
-// browser; only calling these functions needs Node.
+// Node edge of the tokenizers: loading tokenizer files (writing them is ./files.ts's
+// writeFiles, which the tokenizers' save methods use). node:fs is imported on demand inside
+// each function, so importing this module (through ./index.ts) is harmless in a browser; only
+// calling these functions needs Node.
 import { BpeTokenizer } from './bpe.js';
 import { CHAR_TOKENIZER_FILE, CharTokenizer } from './char.js';
 import type { Tokenizer } from './types.js';
-
-type Fs = typeof import('node:fs/promises');
-const fs = (): Promise<Fs> => import('node:fs/promises');
-const join = (dir: string, name: string): string => (dir.endsWith('/') ? dir + name : `${dir}/${name}`);
-
-/** Writes name -> contents files into dir, creating dir if needed. */
-export async function writeFiles(dir: string, files: Record<string, string>): Promise<void> {
-  const f = await fs();
-  await f.mkdir(dir, { recursive: true });
-  for (const [name, text] of Object.entries(files)) await f.writeFile(join(dir, name), text, 'utf8');
-}
+import { fs, join, type Fs } from './files.js';
 
 async function readIfExists(f: Fs, path: string): Promise<string | undefined> {
   try {

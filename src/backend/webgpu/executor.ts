@@ -4,6 +4,7 @@
 /// <reference types="@webgpu/types" />
 import type { BufRef, Cmd } from './protocol.js';
 import { KERNELS } from './kernels/index.js';
+import { ERROR_TEXT, KERNEL_OP_NAMES } from './kernels/errors.js';
 import type { KernelContext, Params, Dispatch } from './kernels/common.js';
 import { ParamWriter, PARAM_SLOT_BYTES, PRELUDE, groupsFor, storage, threadEntry } from './kernels/common.js';
 
@@ -19,13 +20,6 @@ const ZERO = PRELUDE + storage('vec4<u32>', [], ['out']) + threadEntry(128, 'i',
 `;
 
 const ARENA_SLOTS = 256;
-/** Error codes the kernels write into the error buffer (word 0); words 1..3: value, limit, op. */
-const ERROR_TEXT: Record<number, string> = {
-  1: 'index out of range',
-  2: 'target out of range',
-};
-export const KERNEL_OP_NAMES = ['?', 'embedding', 'embeddingBackward', 'gather', 'scatterAdd', 'crossEntropy', 'crossEntropyBackward'];
-
 export class DeviceError extends Error {
   constructor(message: string, readonly range = false) {
     super(message);

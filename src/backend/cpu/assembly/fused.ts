@@ -6,17 +6,10 @@
 // scratch + tid * scratchPerThread. Storage is float32; row statistics are summed in f32
 // SIMD lanes over short chunks and the chunk sums in f64, so long rows stay accurate.
 
-// ---------------------------------------------------------------------------------------
-// SIMD helpers
+import { madd, micro4x8, ACC_ZERO, ACC_LOAD, ACC_SCALED } from './tile';
 
-// FMA when the binary is built with relaxed SIMD (--enable relaxed-simd), mul + add otherwise.
-@inline function fma(a: v128, b: v128, c: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) {
-    return f32x4.relaxed_madd(a, b, c);
-  } else {
-    return f32x4.add(f32x4.mul(a, b), c);
-  }
-}
+// ---------------------------------------------------------------------------------------
+// SIMD helpers (madd, a * b + c fused where the build allows it, is tile.ts's)
 
 @inline function splat(x: f32): v128 {
   return f32x4.splat(x);
@@ -37,11 +30,11 @@ const CHUNK: i32 = 256;
   x = f32x4.pmax(x, splat(-127.0));
   const t = f32x4.add(x, splat(MAGIC));
   const f = f32x4.sub(x, f32x4.sub(t, splat(MAGIC)));
-  let p = fma(splat(0.001326472731307149), f, splat(0.009671512991189957));
-  p = fma(p, f, splat(0.05550733581185341));
-  p = fma(p, f, splat(0.24022242426872253));
-  p = fma(p, f, splat(0.6931470036506653));
-  p = fma(p, f, splat(1.0));
+  let p = madd(splat(0.001326472731307149), f, splat(0.009671512991189957));
+  p = madd(p, f, splat(0.05550733581185341));
+  p = madd(p, f, splat(0.24022242426872253));
+  p = madd(p, f, splat(0.6931470036506653));
+  p = madd(p, f, splat(1.0));
   const e = i32x4.shl(i32x4.add(t, i32x4.splat(127)), 23);
   return f32x4.mul(p, e);
 }
@@ -51,16 +44,16 @@ const CHUNK: i32 = 256;
 // degree-6 minimax polynomial on [-ln2/2, ln2/2]: relative error ~1e-7.
 @inline function expv(x: v128): v128 {
   x = f32x4.pmin(f32x4.pmax(x, splat(-88.0)), splat(88.0));
-  const t = fma(x, splat(LOG2E), splat(MAGIC));
+  const t = madd(x, splat(LOG2E), splat(MAGIC));
   const n = f32x4.sub(t, splat(MAGIC));
-  let r = fma(n, splat(-0.693359375), x);
-  r = fma(n, splat(2.12194440e-4), r);
-  let p = fma(splat(0.0013843653723597527), r, splat(0.00837415549904108));
-  p = fma(p, r, splat(0.04166800156235695));
-  p = fma(p, r, splat(0.16666431725025177));
-  p = fma(p, r, splat(0.4999999403953552));
-  p = fma(p, r, splat(1.0));
-  p = fma(p, r, splat(1.0));
+  let r = madd(n, splat(-0.693359375), x);
+  r = madd(n, splat(2.12194440e-4), r);
+  let p = madd(splat(0.0013843653723597527), r, splat(0.00837415549904108));
+  p = madd(p, r, splat(0.04166800156235695));
+  p = madd(p, r, splat(0.16666431725025177));
+  p = madd(p, r, splat(0.4999999403953552));
+  p = madd(p, r, splat(1.0));
+  p = madd(p, r, splat(1.0));
   const e = i32x4.shl(i32x4.add(t, i32x4.splat(127)), 23);
   return f32x4.mul(p, e);
 }
@@ -97,8 +90,9 @@ const CHUNK: i32 = 256;
 }
 
 // ---------------------------------------------------------------------------------------
-// Register-blocked micro-GEMMs for attention (4 rows x 8 columns = 8 v128 accumulators;
-// larger blocks spill in V8). Row-major, strides in floats. M % 4 == 0, N % 8 == 0; K any.
+// Register-blocked micro-GEMMs for attention, on tile.ts's 4x8 microkernel (8 v128
+// accumulators; larger blocks spill in V8). Row-major, strides in floats. M % 4 == 0,
+// N % 8 == 0; K any.
 
 // Causal triangles: a diagonal block of Sᵀ (row c = key, column r = query) is masked where
 // r < c + rb. The gemms take rb-derived bounds so they skip the masked half; NO_TRI disables.
@@ -110,41 +104,15 @@ const NO_TRI: i32 = 1 << 29;
 function gemmNN(a: usize, lda: i32, b: usize, ldb: i32, c: usize, ldc: i32,
   M: i32, N: i32, K: i32, accumulate: bool, skipBase: i32, kBase: i32): void {
   const sa = <usize>lda << 2, sb = <usize>ldb << 2, sc = <usize>ldc << 2;
-  const sa2 = sa * 2, sa3 = sa * 3;
   for (let i = 0; i < M; i += 4) {
     const k0 = max(0, i + kBase);
     const ar = a + <usize>i * sa + (<usize>k0 << 2);
     const cr = c + <usize>i * sc;
     for (let j = 0; j < N; j += 8) {
       if (j + 8 <= i + skipBase) continue;
-      const cp = cr + (<usize>j << 2);
-      let c00 = splat(0), c01 = splat(0), c10 = splat(0), c11 = splat(0);
-      let c20 = splat(0), c21 = splat(0), c30 = splat(0), c31 = splat(0);
-      if (accumulate) {
-        c00 = v128.load(cp); c01 = v128.load(cp, 16);
-        c10 = v128.load(cp + sc); c11 = v128.load(cp + sc, 16);
-        c20 = v128.load(cp + 2 * sc); c21 = v128.load(cp + 2 * sc, 16);
-        c30 = v128.load(cp + 3 * sc); c31 = v128.load(cp + 3 * sc, 16);
-      }
-      let pa = ar;
-      let pb = b + (<usize>j << 2) + <usize>k0 * sb;
-      for (let k = k0; k < K; k++) {
-        const b0 = v128.load(pb), b1 = v128.load(pb, 16);
-        let x = v128.load32_splat(pa);
-        c00 = fma(x, b0, c00); c01 = fma(x, b1, c01);
-        x = v128.load32_splat(pa + sa);
-        c10 = fma(x, b0, c10); c11 = fma(x, b1, c11);
-        x = v128.load32_splat(pa + sa2);
-        c20 = fma(x, b0, c20); c21 = fma(x, b1, c21);
-        x = v128.load32_splat(pa + sa3);
-        c30 = fma(x, b0, c30); c31 = fma(x, b1, c31);
-        pa += 4;
-        pb += sb;
-      }
-      v128.store(cp, c00); v128.store(cp, c01, 16);
-      v128.store(cp + sc, c10); v128.store(cp + sc, c11, 16);
-      v128.store(cp + 2 * sc, c20); v128.store(cp + 2 * sc, c21, 16);
-      v128.store(cp + 3 * sc, c30); v128.store(cp + 3 * sc, c31, 16);
+      // A's 4 rows are sa apart, one column per step; B's rows one per step.
+      micro4x8(K - k0, ar, sa, 4, b + (<usize>j << 2) + <usize>k0 * sb, sb, cr + (<usize>j << 2), sc,
+        accumulate ? ACC_LOAD : ACC_ZERO, 0, false, 4, 8, 0, 0, 0);
     }
   }
 }
@@ -155,49 +123,15 @@ function gemmNN(a: usize, lda: i32, b: usize, ldb: i32, c: usize, ldc: i32,
 function gemmTN(a: usize, lda: i32, b: usize, ldb: i32, c: usize, ldc: i32,
   M: i32, N: i32, K: i32, mode: i32, rowScale: usize, kEndBase: i32): void {
   const sa = <usize>lda << 2, sb = <usize>ldb << 2, sc = <usize>ldc << 2;
+  const acc = mode == 0 ? ACC_ZERO : mode == 1 ? ACC_LOAD : ACC_SCALED;
   for (let i = 0; i < M; i += 4) {
     const kEnd = min(K, i + kEndBase);
     const cr = c + <usize>i * sc;
+    const rs = rowScale + (<usize>i << 2);
     for (let j = 0; j < N; j += 8) {
-      const cp = cr + (<usize>j << 2);
-      let c00 = splat(0), c01 = splat(0), c10 = splat(0), c11 = splat(0);
-      let c20 = splat(0), c21 = splat(0), c30 = splat(0), c31 = splat(0);
-      if (mode != 0) {
-        c00 = v128.load(cp); c01 = v128.load(cp, 16);
-        c10 = v128.load(cp + sc); c11 = v128.load(cp + sc, 16);
-        c20 = v128.load(cp + 2 * sc); c21 = v128.load(cp + 2 * sc, 16);
-        c30 = v128.load(cp + 3 * sc); c31 = v128.load(cp + 3 * sc, 16);
-        if (mode == 2) {
-          const rs = rowScale + (<usize>i << 2);
-          let s = v128.load32_splat(rs);
-          c00 = f32x4.mul(c00, s); c01 = f32x4.mul(c01, s);
-          s = v128.load32_splat(rs, 4);
-          c10 = f32x4.mul(c10, s); c11 = f32x4.mul(c11, s);
-          s = v128.load32_splat(rs, 8);
-          c20 = f32x4.mul(c20, s); c21 = f32x4.mul(c21, s);
-          s = v128.load32_splat(rs, 12);
-          c30 = f32x4.mul(c30, s); c31 = f32x4.mul(c31, s);
-        }
-      }
-      let pa = a + (<usize>i << 2);
-      let pb = b + (<usize>j << 2);
-      for (let k = 0; k < kEnd; k++) {
-        const b0 = v128.load(pb), b1 = v128.load(pb, 16);
-        let x = v128.load32_splat(pa);
-        c00 = fma(x, b0, c00); c01 = fma(x, b1, c01);
-        x = v128.load32_splat(pa, 4);
-        c10 = fma(x, b0, c10); c11 = fma(x, b1, c11);
-        x = v128.load32_splat(pa, 8);
-        c20 = fma(x, b0, c20); c21 = fma(x, b1, c21);
-        x = v128.load32_splat(pa, 12);
-        c30 = fma(x, b0, c30); c31 = fma(x, b1, c31);
-        pa += sa;
-        pb += sb;
-      }
-      v128.store(cp, c00); v128.store(cp, c01, 16);
-      v128.store(cp + sc, c10); v128.store(cp + sc, c11, 16);
-      v128.store(cp + 2 * sc, c20); v128.store(cp + 2 * sc, c21, 16);
-      v128.store(cp + 3 * sc, c30); v128.store(cp + 3 * sc, c31, 16);
+      // Aᵀ's 4 rows are adjacent in each row of A, one row of A and of B per step.
+      micro4x8(kEnd, a + (<usize>i << 2), 4, sa, b + (<usize>j << 2), sb, cr + (<usize>j << 2), sc,
+        acc, rs, false, 4, 8, 0, 0, 0);
     }
   }
 }
@@ -459,7 +393,7 @@ export function attention_fwd(tid: i32, nt: i32, q: usize, k: usize, v: usize, o
         v128.store(mA + (<usize>r << 2), mx);
         v128.store(aA + (<usize>r << 2), alpha);
         const lp = lA + (<usize>r << 2);
-        v128.store(lp, fma(v128.load(lp), alpha, f32x4.add(s0, s1)));
+        v128.store(lp, madd(v128.load(lp), alpha, f32x4.add(s0, s1)));
       }
       // O = diag(alpha) O + P V, P = (Pᵀ)ᵀ
       gemmTN(ST, blk, vp, ldv, O, Dp, (nr + 3) & ~3, Dp, nc, 2, aA, causalDiag ? 4 - rb : NO_TRI);
@@ -563,7 +497,7 @@ export function attention_bwd(tid: i32, nt: i32, q: usize, k: usize, v: usize, o
               const po = oi + (<usize>(r * D) << 2), pg = goi + (<usize>(r * D) << 2);
               let acc = splat(0);
               let d = 0;
-              for (; d + 4 <= D; d += 4) acc = fma(v128.load(po + (<usize>d << 2)), v128.load(pg + (<usize>d << 2)), acc);
+              for (; d + 4 <= D; d += 4) acc = madd(v128.load(po + (<usize>d << 2)), v128.load(pg + (<usize>d << 2)), acc);
               dl = hsum64(acc);
               for (; d < D; d++) dl += <f64>load<f32>(po + (<usize>d << 2)) * <f64>load<f32>(pg + (<usize>d << 2));
               const ls = load<f32>(lh + (<usize>(i0 + r) << 2));
@@ -613,7 +547,7 @@ export function attention_bwd(tid: i32, nt: i32, q: usize, k: usize, v: usize, o
             let d = 0;
             for (; d + 4 <= D; d += 4) {
               const o = <usize>d << 2;
-              v128.store(dst + o, fma(v128.load(src + o), vs, v128.load(dst + o)));
+              v128.store(dst + o, madd(v128.load(src + o), vs, v128.load(dst + o)));
             }
             for (; d < D; d++) {
               const o = <usize>d << 2;
@@ -663,7 +597,7 @@ function rowSumSqDev(x: usize, n: i32, mu: f32): f64 {
     let acc = splat(0);
     for (; i < end; i += 4) {
       const d = f32x4.sub(v128.load(x + (<usize>i << 2)), vm);
-      acc = fma(d, d, acc);
+      acc = madd(d, d, acc);
     }
     total += hsum64(acc);
   }
@@ -683,7 +617,7 @@ function rowDot(a: usize, b: usize, n: i32): f64 {
     let acc = splat(0);
     for (; i < end; i += 4) {
       const o = <usize>i << 2;
-      acc = fma(v128.load(a + o), v128.load(b + o), acc);
+      acc = madd(v128.load(a + o), v128.load(b + o), acc);
     }
     total += hsum64(acc);
   }
@@ -862,7 +796,7 @@ export function layernorm_bwd(tid: i32, nt: i32, x: usize, w: usize, mean: usize
         if (w != 0) g = f32x4.mul(g, v128.load(w + o));
         const xh = f32x4.mul(f32x4.sub(v128.load(xr + o), vm), vr);
         aa = f32x4.add(aa, g);
-        ac = fma(g, xh, ac);
+        ac = madd(g, xh, ac);
       }
       ta += hsum64(aa);
       tc += hsum64(ac);
@@ -972,7 +906,7 @@ export function rmsnorm_bwd(tid: i32, nt: i32, x: usize, w: usize, rstd: usize, 
         const o = <usize>i << 2;
         let g = v128.load(gr + o);
         if (w != 0) g = f32x4.mul(g, v128.load(w + o));
-        ac = fma(g, v128.load(xr + o), ac);
+        ac = madd(g, v128.load(xr + o), ac);
       }
       tc += hsum64(ac);
     }
@@ -1081,7 +1015,7 @@ export function gelu_fwd(tid: i32, nt: i32, x: usize, out: usize, n: i32): void 
     const xv = v128.load(x + o);
     const x2 = f32x4.mul(xv, xv);
     // e = exp(-2u)
-    const e = expv(f32x4.mul(f32x4.mul(k2, xv), fma(kc, x2, one)));
+    const e = expv(f32x4.mul(f32x4.mul(k2, xv), madd(kc, x2, one)));
     v128.store(out + o, f32x4.div(xv, f32x4.add(one, e)));
   }
   for (; i < i1; i++) {
@@ -1103,10 +1037,10 @@ export function gelu_bwd(tid: i32, nt: i32, x: usize, gy: usize, gx: usize, n: i
     const o = <usize>i << 2;
     const xv = v128.load(x + o);
     const x2 = f32x4.mul(xv, xv);
-    const e = expv(f32x4.mul(f32x4.mul(k2, xv), fma(kc, x2, one)));
+    const e = expv(f32x4.mul(f32x4.mul(k2, xv), madd(kc, x2, one)));
     const s = f32x4.div(one, f32x4.add(one, e));
-    const du = f32x4.mul(twok, fma(kc3, x2, one));
-    const d = fma(f32x4.mul(f32x4.mul(xv, s), f32x4.sub(one, s)), du, s);
+    const du = f32x4.mul(twok, madd(kc3, x2, one));
+    const d = madd(f32x4.mul(f32x4.mul(xv, s), f32x4.sub(one, s)), du, s);
     v128.store(gx + o, f32x4.mul(v128.load(gy + o), d));
   }
   for (; i < i1; i++) {
@@ -1132,13 +1066,13 @@ export function adamw(tid: i32, nt: i32, param: usize, grad: usize, m: usize, v:
   for (; i + 4 <= i1; i += 4) {
     const o = <usize>i << 2;
     const g = v128.load(grad + o);
-    const mv = fma(vb1, v128.load(m + o), f32x4.mul(vb1c, g));
-    const vv = fma(vb2, v128.load(v + o), f32x4.mul(vb2c, f32x4.mul(g, g)));
+    const mv = madd(vb1, v128.load(m + o), f32x4.mul(vb1c, g));
+    const vv = madd(vb2, v128.load(v + o), f32x4.mul(vb2c, f32x4.mul(g, g)));
     v128.store(m + o, mv);
     v128.store(v + o, vv);
     const p = v128.load(param + o);
     const upd = f32x4.div(f32x4.mul(mv, ib1), f32x4.add(f32x4.sqrt(f32x4.mul(vv, ib2)), ve));
-    v128.store(param + o, f32x4.sub(p, f32x4.mul(vlr, fma(vwd, p, upd))));
+    v128.store(param + o, f32x4.sub(p, f32x4.mul(vlr, madd(vwd, p, upd))));
   }
   for (; i < i1; i++) {
     const o = <usize>i << 2;

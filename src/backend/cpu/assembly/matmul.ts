@@ -6,9 +6,8 @@
 // used in place. Scratch (the packed panels) comes from JS; nothing here allocates.
 // All pointers are byte offsets into the shared memory; strides and leading dimensions are
 // in elements.
+import { MR, NR, PRE, RELU, GELU, POST, ACC_ZERO, madd, epi4, epi1, micro4x8 } from './tile';
 
-const MR: i32 = 4;    // rows of a register tile
-const NR: i32 = 8;    // columns of a register tile (two v128)
 const KC: i32 = 256;  // depth of a packed block
 const MC: i32 = 64;   // rows of a packed A block (64 KiB: stays in L2 while B strips stream)
 const NC: i32 = 1024; // columns of a packed B panel (1 MiB)
@@ -16,12 +15,6 @@ const NC: i32 = 1024; // columns of a packed B panel (1 MiB)
 const AP_BYTES: usize = <usize>(MC * KC * 4);
 const BP_BYTES: usize = <usize>(KC * NC * 4);
 const TMP_BYTES: usize = <usize>(MR * NR * 4);
-
-// Epilogue mode bits for one K block.
-const PRE: i32 = 1;  // add the existing C before the activation
-const RELU: i32 = 2;
-const GELU: i32 = 4;
-const POST: i32 = 8; // add the existing C after the activation (accumulate + activation)
 
 /** Start of the free heap: everything below holds the module's static data. */
 export function heap_base(): usize {
@@ -38,110 +31,12 @@ export function matmul_scratch_bytes(): i32 {
   return <i32>((AP_BYTES + BP_BYTES + TMP_BYTES + 63) & ~63);
 }
 
-// a * b + c: fused where the build allows it (the relaxed build), else multiply then add.
-@inline function madd(a: v128, b: v128, c: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
-  else return f32x4.add(f32x4.mul(a, b), c);
-}
-
-// exp on four lanes: 2^n * p(r) with r = x - n ln2, |r| <= ln2/2, degree-7 Taylor polynomial
-// (relative error ~1e-7). Inputs are clamped so 2^n stays a normal float.
-@inline function exp4(x: v128): v128 {
-  x = f32x4.min(f32x4.max(x, f32x4.splat(-87.3)), f32x4.splat(88.3));
-  const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.4426950408889634)));
-  let r = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693359375)));
-  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4)));
-  let p = f32x4.splat(1.0 / 5040.0);
-  p = madd(p, r, f32x4.splat(1.0 / 720.0));
-  p = madd(p, r, f32x4.splat(1.0 / 120.0));
-  p = madd(p, r, f32x4.splat(1.0 / 24.0));
-  p = madd(p, r, f32x4.splat(1.0 / 6.0));
-  p = madd(p, r, f32x4.splat(0.5));
-  p = madd(p, r, f32x4.splat(1.0));
-  p = madd(p, r, f32x4.splat(1.0));
-  const s = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
-  return f32x4.mul(p, s);
-}
-
-// gelu (tanh approximation) as x * sigmoid(2u), u = sqrt(2/pi)(x + 0.044715x^3): the same
-// value as 0.5x(1 + tanh u) without the cancellation of 1 + tanh u for negative x.
-@inline function gelu4(x: v128): v128 {
-  const x2 = f32x4.mul(x, x);
-  const t = f32x4.mul(x, madd(x2, f32x4.splat(-2.0 * 0.7978845608028654 * 0.044715), f32x4.splat(-2.0 * 0.7978845608028654)));
-  return f32x4.div(x, f32x4.add(f32x4.splat(1.0), exp4(t)));
-}
-
-function geluScalar(x: f32): f32 {
-  const xd = <f64>x;
-  const u = 0.7978845608028654 * (xd + 0.044715 * xd * xd * xd);
-  return <f32>(xd / (1.0 + Math.exp(-2.0 * u)));
-}
-
-@inline function epi4(p: usize, x: v128, bias: v128, mode: i32): void {
-  x = f32x4.add(x, bias);
-  if (mode & PRE) x = f32x4.add(x, v128.load(p));
-  if (mode & RELU) x = f32x4.max(x, f32x4.splat(0));
-  else if (mode & GELU) x = gelu4(x);
-  if (mode & POST) x = f32x4.add(x, v128.load(p));
-  v128.store(p, x);
-}
-
-@inline function epi1(p: usize, x: f32, mode: i32): void {
-  if (mode & PRE) x += load<f32>(p);
-  if (mode & RELU) x = max(x, <f32>0);
-  else if (mode & GELU) x = geluScalar(x);
-  if (mode & POST) x += load<f32>(p);
-  store<f32>(p, x);
-}
-
 // One 4x8 tile: C[0..rows, 0..cols] (row stride ldc bytes) from packed strips ap (kc x 4) and
-// bp (kc x 8). Per k: two B vectors, each A value broadcast (load32_splat), 8 FMAs into 8
-// accumulators that hold C's rows, so the tile stores without a transpose. bias points at
-// the tile's first column or is 0. Partial tiles go through tmp.
+// bp (kc x 8), with the bias (the tile's first column, or 0) and the epilogue mode. Partial
+// tiles go through tmp. The microkernel is tile.ts's, shared with the attention kernels.
 function tile4x8(kc: i32, ap: usize, bp: usize, c: usize, ldc: usize, rows: i32, cols: i32,
   bias: usize, mode: i32, tmp: usize): void {
-  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
-  let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
-  let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
-  let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
-  let k = kc;
-  // Not unrolled: V8 hoists the loads of an unrolled body ahead of the FMAs and spills
-  // accumulators, which halves the speed.
-  while (k > 0) {
-    const b0 = v128.load(bp), b1 = v128.load(bp, 16);
-    let a = v128.load32_splat(ap);
-    c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
-    a = v128.load32_splat(ap, 4);
-    c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
-    a = v128.load32_splat(ap, 8);
-    c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
-    a = v128.load32_splat(ap, 12);
-    c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
-    ap += 16; bp += 32; k--;
-  }
-
-  if (rows == MR && cols == NR) {
-    let bv0 = f32x4.splat(0), bv1 = f32x4.splat(0);
-    if (bias) { bv0 = v128.load(bias); bv1 = v128.load(bias, 16); }
-    epi4(c, c00, bv0, mode); epi4(c + 16, c01, bv1, mode); c += ldc;
-    epi4(c, c10, bv0, mode); epi4(c + 16, c11, bv1, mode); c += ldc;
-    epi4(c, c20, bv0, mode); epi4(c + 16, c21, bv1, mode); c += ldc;
-    epi4(c, c30, bv0, mode); epi4(c + 16, c31, bv1, mode);
-    return;
-  }
-  v128.store(tmp, c00); v128.store(tmp, c01, 16);
-  v128.store(tmp, c10, 32); v128.store(tmp, c11, 48);
-  v128.store(tmp, c20, 64); v128.store(tmp, c21, 80);
-  v128.store(tmp, c30, 96); v128.store(tmp, c31, 112);
-  for (let i = 0; i < rows; i++) {
-    const t = tmp + <usize>(i * NR * 4);
-    const p = c + <usize>i * ldc;
-    for (let j = 0; j < cols; j++) {
-      let x = load<f32>(t + (<usize>j << 2));
-      if (bias) x += load<f32>(bias + (<usize>j << 2));
-      epi1(p + (<usize>j << 2), x, mode);
-    }
-  }
+  micro4x8(kc, ap, 4, MR * 4, bp, NR * 4, c, ldc, ACC_ZERO, 0, true, rows, cols, bias, mode, tmp);
 }
 
 // 4x4 transpose of (r0..r3) rows into columns, stored at dst, dst+stride, ...

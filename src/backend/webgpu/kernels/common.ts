@@ -62,7 +62,7 @@ export interface KernelContext {
   buf(ref: BufRef): GPUBuffer;
   /** A zero-filled temporary buffer valid until the end of the current batch. */
   scratch(bytes: number): GPUBuffer;
-  /** Four u32 words: error code, offending value, limit, op id (see executor's KERNEL_OP_NAMES).
+  /** Four u32 words: error code, offending value, limit, op id (see errors.ts).
    *  A kernel that finds a bad index writes them (atomically or not: any report will do). */
   readonly errorBuffer: GPUBuffer;
   dispatch(d: Dispatch): void;

@@ -3,37 +3,11 @@
 // reported through the error buffer (the next read throws a RangeError) and its element is
 // written as 0 or skipped, never read or written out of bounds. Without float atomics, the
 // accumulating kernels give every output element to exactly one thread.
-import { KERNEL_OP_NAMES } from '../executor.js';
 import { PRELUDE, entry, storage, groupsFor, type KernelFn, type BufRef } from './common.js';
 import { halfLoad } from './half.js';
+import { errorBinding, opId } from './errors.js';
 
 const WG = 64;
-
-/** The op id the executor turns back into the op's name. */
-export function opId(name: string): number {
-  const i = KERNEL_OP_NAMES.indexOf(name);
-  return i < 0 ? 0 : i;
-}
-
-/** WGSL: report(code, value, limit, op) into the error buffer bound at `binding`; the first report wins. */
-export function errorBinding(binding: number): string {
-  return /* wgsl */ `
-@group(0) @binding(${binding}) var<storage, read_write> err: array<atomic<u32>, 4>;
-fn report(code: u32, value: i32, limit: u32, op: u32) {
-  loop {
-    let r = atomicCompareExchangeWeak(&err[0], 0u, code);
-    if (r.exchanged) {
-      atomicStore(&err[1], bitcast<u32>(value));
-      atomicStore(&err[2], limit);
-      atomicStore(&err[3], op);
-      return;
-    }
-    // A weak exchange may fail spuriously: retry only while nothing is reported.
-    if (r.old_value != 0u) { return; }
-  }
-}
-`;
-}
 
 // ---------------------------------------------------------------- embedding
 

@@ -5,7 +5,7 @@
 // its row gets loss 0 / gradient 0 instead of an out-of-bounds read.
 import { PRELUDE, entry, storage, grid, groupsFor, type KernelFn, type BufRef } from './common.js';
 import { ROW_REDUCE, ROW_MAIN, wgReduce } from './rows.js';
-import { errorBinding, opId } from './indexing.js';
+import { errorBinding, opId } from './errors.js';
 
 const WG = 64;
 

@@ -1,4 +1,5 @@
-// The encoder-decoder Transformer's layers (Vaswani et al. 2017, "Attention Is All You Need"):
+// The layers of the encoder-decoder Transformer (Vaswani et al. 2017, "Attention Is All You
+// Need"; stacked in models/seq2seq.ts, and the encoder's in models/encoder.ts for BERT too):
 // MultiHeadAttention with separate q/k/v projections (self- or cross-attention, key padding
 // mask, causal flag, caches), EncoderLayer (self-attn, FFN) and DecoderLayer (causal self-attn,
 // cross-attn over the encoder's memory, FFN). Each sublayer is a residual branch with dropout
