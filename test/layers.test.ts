@@ -1,5 +1,5 @@
 // The layering the README promises, checked on the sources: inference commands and the library's
-// inference modules never reach src/train or src/tasks, and src has no import cycles.
+// inference modules never reach src/train or src/tasks, and src has no import cycles (static or dynamic).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -49,4 +49,21 @@ test('inference never imports train/ or tasks/', () => {
     if (rank(m) < 0) continue;
     for (const d of deps) if (['train', 'tasks', 'cli'].includes(d.split('/')[0]!) && rank(d) > rank(m)) assert.fail(`${m} imports ${d}`);
   }
+});
+
+test('src has no import cycles', () => {
+  const g = graph();
+  const state = new Map<string, 1 | 2>(); // 1: on the path, 2: done
+  const cycles: string[] = [];
+  const visit = (m: string, path: string[]): void => {
+    state.set(m, 1);
+    for (const d of g.get(m) ?? []) {
+      if (!g.has(d)) continue;
+      if (state.get(d) === 1) cycles.push([...path.slice(path.indexOf(d)), d].join(' -> '));
+      else if (!state.has(d)) visit(d, [...path, d]);
+    }
+    state.set(m, 2);
+  };
+  for (const m of g.keys()) if (!state.has(m)) visit(m, [m]);
+  assert.deepEqual(cycles, []);
 });
