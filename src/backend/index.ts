@@ -2,6 +2,7 @@
 import { setDefaultBackend } from '../tensor/tensor.js';
 import type { Backend } from './backend.js';
 import { RefBackend } from './ref/index.js';
+import { checkOptions } from '../util/options.js';
 
 export type BackendName = 'ref' | 'cpu' | 'webgpu';
 export const BACKEND_NAMES: readonly BackendName[] = ['ref', 'cpu', 'webgpu'];
@@ -16,6 +17,7 @@ export function refBackend(): RefBackend {
 
 /** Creates (once) the named backend. `threads` applies to `cpu` (default: all cores). */
 export async function getBackend(name: BackendName, opts: { threads?: number } = {}): Promise<Backend> {
+  checkOptions('getBackend', opts, ['threads']);
   const key = name === 'cpu' ? `cpu:${opts.threads ?? 'all'}` : name;
   let b = made.get(key);
   if (!b) {

@@ -18,6 +18,7 @@
 import type { Encoded, EncoderDecoder } from '../models/seq2seq.js';
 import { selectRows } from '../nn/encoder-decoder-layers.js';
 import { logSoftmax, noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
+import { checkOptions } from '../util/options.js';
 
 export interface Seq2SeqDecodeOptions {
   /** New tokens at most a·srcLen + b (defaults a = 0, b = 50), and at most max_len. */
@@ -135,6 +136,7 @@ function stepLogits(model: EncoderDecoder, enc: Encoded, prefixes: number[][], c
 
 /** Batched greedy decoding: the most likely next token each step. */
 export function greedyDecode(model: EncoderDecoder, srcs: readonly (readonly number[])[], opts: GreedyOptions = {}): Hypothesis[] {
+  checkOptions('greedyDecode', opts, ['maxLenA', 'maxLenB', 'useCache']);
   const cfg = model.config;
   const V = cfg.vocab_size;
   return inEval(model, () => {
@@ -203,6 +205,7 @@ interface Beam {
 export function beamSearch(model: EncoderDecoder, srcs: readonly (readonly number[])[], opts: BeamSearchOptions = {}): Hypothesis[][] {
   const cfg = model.config;
   const V = cfg.vocab_size;
+  checkOptions('beamSearch', opts, ['maxLenA', 'maxLenB', 'useCache', 'beamSize', 'lengthPenalty', 'lengthPenaltyKind']);
   const K = opts.beamSize ?? 4;
   const alpha = opts.lengthPenalty ?? 0.6;
   const kind = opts.lengthPenaltyKind ?? 'gnmt';

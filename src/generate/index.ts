@@ -19,7 +19,8 @@ import type { KVCache } from '../nn/attention.js';
 import { slice, tensor } from '../tensor/ops.js';
 import { Generator as Rng } from '../tensor/random.js';
 import { getDefaultBackend, noGrad, tidy, type Tensor } from '../tensor/tensor.js';
-import { selectToken, validateSamplingOptions, type SamplingOptions } from './sampling.js';
+import { checkOptions } from '../util/options.js';
+import { SAMPLING_OPTIONS, selectToken, validateSamplingOptions, type SamplingOptions } from './sampling.js';
 
 export * from './sampling.js';
 
@@ -113,7 +114,10 @@ function macrotask(): Promise<void> {
   return new Promise((resolve) => (g.setImmediate ? g.setImmediate(resolve) : setTimeout(resolve, 0)));
 }
 
+const GENERATE_OPTIONS = [...SAMPLING_OPTIONS, 'maxNewTokens', 'seed', 'generator', 'eotToken', 'stopStrings', 'decode', 'useCache', 'cacheRefill', 'onToken', 'backend'];
+
 function validate(model: LanguageModel, promptIds: readonly number[], o: GenerateOptions): void {
+  checkOptions('generate', o, GENERATE_OPTIONS);
   validateSamplingOptions(o);
   const { block_size: block, vocab_size: V } = model.config;
   const problems: string[] = [];

@@ -18,6 +18,8 @@ export interface SamplingOptions {
 }
 
 /** Throws one error naming every invalid option. */
+export const SAMPLING_OPTIONS = ['temperature', 'greedy', 'topK', 'topP', 'repetitionPenalty'] as const;
+
 export function validateSamplingOptions(o: SamplingOptions): void {
   const problems: string[] = [];
   if (o.temperature !== undefined && !(o.temperature >= 0 && Number.isFinite(o.temperature))) problems.push(`temperature must be a finite number ≥ 0, got ${o.temperature}`);

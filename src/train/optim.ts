@@ -1,6 +1,7 @@
 // Optimizers. AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay, one fused
 // backend kernel per parameter so the update reads and writes each buffer once.
 import { noGrad, Tensor, zerosLike } from '../tensor/index.js';
+import { checkOptions } from '../util/options.js';
 
 export interface AdamWOptions {
   lr?: number;
@@ -31,6 +32,7 @@ export class AdamW {
    * dims (matrices and embeddings) and not to biases and norm gains, as in nanoGPT.
    */
   constructor(params: Iterable<Tensor>, opts: AdamWOptions = {}, decay: (p: Tensor) => boolean = (p) => p.ndim >= 2) {
+    checkOptions('AdamW', opts, ['lr', 'betas', 'eps', 'weightDecay']);
     this.lr = opts.lr ?? 1e-3;
     [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.999];
     this.eps = opts.eps ?? 1e-8;

@@ -21,3 +21,18 @@ export function nearestNames(name: string, valid: readonly string[]): string[] {
   if (same.length) return same;
   return valid.filter((v) => editDistance(v, name.toLowerCase()) <= 2);
 }
+
+/**
+ * Refuses option names a call does not take, naming the nearest valid one: an options object
+ * with a misspelt key would otherwise be silently ignored ("unknown option top_k; did you mean topK?").
+ */
+export function checkOptions(what: string, given: object | undefined, valid: readonly string[]): void {
+  if (!given) return;
+  const bad = Object.keys(given).filter((k) => !valid.includes(k) && (given as Record<string, unknown>)[k] !== undefined);
+  if (bad.length === 0) return;
+  const say = (k: string): string => {
+    const near = nearestNames(k, valid);
+    return `unknown option ${k}${near.length ? `; did you mean ${near.join(' or ')}?` : ` (options: ${valid.join(', ')})`}`;
+  };
+  throw new Error(`${what}: ${bad.map(say).join('; ')}`);
+}
