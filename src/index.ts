@@ -4,6 +4,7 @@
 export * from './tensor/index.js';
 export type * from './backend/backend.js';
 export { RefBackend } from './backend/ref/index.js';
+import { useBackend, type BackendName } from './backend/index.js';
 export { getBackend, useBackend, refBackend, BACKEND_NAMES, type BackendName } from './backend/index.js';
 export * from './nn/index.js';
 export * from './models/gpt.js';
@@ -27,3 +28,10 @@ export * from './models/load-url.js';
 export { hostWebGPUForWorker, connectWebGPUFromPage, type HostOptions, type WorkerLike } from './backend/webgpu/browser.js';
 export type { WebGPUBackend } from './backend/webgpu/index.js';
 export type { AdapterDescription } from './backend/webgpu/protocol.js';
+
+// In Node the fastest backend there is (cpu: WebAssembly SIMD kernels on all cores) is the
+// default for new tensors, so forgetting useBackend() never means the slow reference backend.
+// ATTN_BACKEND=ref (or any backend name) picks another; browsers call useBackend() themselves
+// (the cpu backend there runs on Web Workers the page provides).
+const nodeEnv = typeof process !== 'undefined' && typeof process.versions?.node === 'string' ? process.env : null;
+if (nodeEnv) await useBackend((nodeEnv['ATTN_BACKEND'] as BackendName | undefined) ?? 'cpu');

@@ -2,7 +2,8 @@
 // tokenizer, and a Hugging Face GPT-2 directory loads as it is.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,4 +54,17 @@ test('load: a Hugging Face GPT-2 directory as it is; a folder that is not a chec
   assert.ok(r.model instanceof GPT);
   r.model.dispose();
   await assert.rejects(load(ROOT, { backend }), /not a checkpoint directory \(no config\.json\)/);
+});
+
+test('without useBackend the fastest backend (cpu) is the default in Node; ATTN_BACKEND picks another', () => {
+  const index = fileURLToPath(new URL('../src/index.js', import.meta.url));
+  const script = `const a = await import(${JSON.stringify(index)}); const t = a.matmul(a.tensor([1, 2, 3, 4], { shape: [2, 2] }), a.tensor([1, 0, 0, 1], { shape: [2, 2] })); console.log(t.backend.name, Array.from(t.data()).join(','));`;
+  const file = join(ROOT, 'default-backend.mjs');
+  writeFileSync(file, script);
+  const run = (env: Record<string, string>) => spawnSync(process.execPath, [file], { encoding: 'utf8', env: { ...process.env, ...env } });
+  const cpu = run({});
+  assert.equal(cpu.status, 0, cpu.stderr);
+  assert.equal(cpu.stdout.trim(), 'cpu 1,2,3,4');
+  const ref = run({ ATTN_BACKEND: 'ref' });
+  assert.equal(ref.stdout.trim(), 'ref 1,2,3,4', ref.stderr);
 });

@@ -350,7 +350,7 @@ test('checkpoint tensors round-trip every GPT variant (rope, RMSNorm, SwiGLU, po
     const model = new GPT(cfg, { backend, seed: 3 + i });
     const dir = join(ROOT, `variant-${i}`);
     await saveCheckpoint(dir, { config: checkpointConfigJson(model.config), model: modelToCheckpointTensors(model) });
-    const loaded = await loadGPTCheckpoint(dir);
+    const loaded = await loadGPTCheckpoint(dir, { backend });
     assert.deepEqual(loaded.config, model.config);
     const [a, b] = noGrad(() => [model.eval().forward(idx).logits.data(), loaded.model.forward(idx).logits.data()]);
     assert.deepEqual(a, b, `variant ${JSON.stringify(v)}`);

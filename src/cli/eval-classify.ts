@@ -37,5 +37,7 @@ export async function runEvalClassify(f: Flags): Promise<void> {
     if (e instanceof CheckpointError || e instanceof Error) throw new UsageError(`eval classify: ${e.message}`);
     throw e;
   }
+  // JSON on stdout keeps full precision for scripts; people read two decimals on stderr.
+  process.stderr.write(`accuracy ${(r.accuracy * 100).toFixed(2)}% (${r.n} sentences)\n`);
   console.log(JSON.stringify({ accuracy: r.accuracy, n: r.n }));
 }

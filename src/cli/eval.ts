@@ -64,6 +64,8 @@ export async function runEvalBleu(f: Flags): Promise<void> {
     if (refs.every((r) => r[i] === '')) throw new UsageError(`eval bleu: reference line ${i + 1} is empty in every --ref file`);
   }
   const r = corpusBleu(hyps, refs, { lowercase, tokenize });
+  // JSON on stdout keeps full precision for scripts; people read two decimals on stderr.
+  process.stderr.write(`BLEU ${r.bleu.toFixed(2)} (${r.precisions.map((p) => p.toFixed(1)).join('/')}, BP ${r.bp.toFixed(3)}, ${hyps.length} segments)\n`);
   console.log(JSON.stringify({ bleu: r.bleu, precisions: r.precisions, bp: r.bp, sys_len: r.sys_len, ref_len: r.ref_len }));
 }
 

@@ -134,9 +134,12 @@ function stepLogits(model: EncoderDecoder, enc: Encoded, prefixes: number[][], c
   });
 }
 
+const DECODE_OPTIONS = ['maxLenA', 'maxLenB', 'useCache', 'beamSize', 'lengthPenalty', 'lengthPenaltyKind'];
+
 /** Batched greedy decoding: the most likely next token each step. */
 export function greedyDecode(model: EncoderDecoder, srcs: readonly (readonly number[])[], opts: GreedyOptions = {}): Hypothesis[] {
-  checkOptions('greedyDecode', opts, ['maxLenA', 'maxLenB', 'useCache']);
+  // Beam options are accepted (and unused) so one options object can serve both decoders.
+  checkOptions('greedyDecode', opts, DECODE_OPTIONS);
   const cfg = model.config;
   const V = cfg.vocab_size;
   return inEval(model, () => {
@@ -205,7 +208,7 @@ interface Beam {
 export function beamSearch(model: EncoderDecoder, srcs: readonly (readonly number[])[], opts: BeamSearchOptions = {}): Hypothesis[][] {
   const cfg = model.config;
   const V = cfg.vocab_size;
-  checkOptions('beamSearch', opts, ['maxLenA', 'maxLenB', 'useCache', 'beamSize', 'lengthPenalty', 'lengthPenaltyKind']);
+  checkOptions('beamSearch', opts, DECODE_OPTIONS);
   const K = opts.beamSize ?? 4;
   const alpha = opts.lengthPenalty ?? 0.6;
   const kind = opts.lengthPenaltyKind ?? 'gnmt';

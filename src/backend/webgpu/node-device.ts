@@ -1,5 +1,7 @@
 // Node edge of the webgpu backend: starts the device thread (node-device-worker.js) and
 // returns the engine's channel to it.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { makeReplyBuffer, sharedChannel, type DeviceChannel } from './channel.js';
 import type { ReadyMsg } from './protocol.js';
@@ -13,8 +15,17 @@ export interface NodeDeviceOptions {
 const BACKENDS = ['auto', 'vulkan', 'opengles', 'none'] as const;
 export type NodeWebGPUBackend = (typeof BACKENDS)[number];
 
+/** Whether Linux has a Vulkan loader to open: without one, Dawn's Vulkan attempt only prints a warning. */
+function hasVulkanLoader(): boolean {
+  if (process.platform !== 'linux') return true;
+  const dirs = [...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean), '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib'];
+  return dirs.some((d) => existsSync(join(d, 'libvulkan.so.1')));
+}
+
 export async function startNodeDevice(opts: NodeDeviceOptions = {}): Promise<DeviceChannel> {
-  const backend = opts.backend ?? process.env.ATTN_WEBGPU_BACKEND ?? 'auto';
+  let backend = opts.backend ?? process.env.ATTN_WEBGPU_BACKEND ?? 'auto';
+  // No Vulkan loader: go straight to OpenGL ES rather than have Dawn print why Vulkan failed.
+  if (backend === 'auto' && !hasVulkanLoader()) backend = 'opengles';
   if (!(BACKENDS as readonly string[]).includes(backend)) {
     throw new Error(`webgpu: ATTN_WEBGPU_BACKEND='${backend}' is not one of ${BACKENDS.join(', ')}`);
   }
