@@ -10,8 +10,8 @@ export async function runInfo(f: Flags): Promise<void> {
   const presetName = f.string('preset');
   const backend = await backendFromFlags(f);
   f.done();
-  const rt = (backend as { rt?: { threads: number; relaxedSimd: boolean } }).rt;
-  console.log(`backend: ${backend.name}${rt ? ` (WebAssembly SIMD${rt.relaxedSimd ? ' with relaxed-SIMD FMA' : ''}, ${rt.threads} threads)` : ''}`);
+  const kernels = (backend as { describeKernels?: () => string }).describeKernels?.();
+  console.log(`backend: ${backend.name}${kernels ? ` (${kernels})` : ''}`);
   const adapter = (backend as { adapter?: AdapterDescription }).adapter;
   if (adapter) {
     const name = [adapter.vendor, adapter.architecture, adapter.device, adapter.description].filter((s) => s).join(' / ');

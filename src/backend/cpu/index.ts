@@ -7,6 +7,7 @@ import { RefBackend } from '../ref/index.js';
 import { bytesPerElement, type DType, type TypedArray } from '../../tensor/dtype.js';
 import { contiguousStrides, numel, sameShape } from '../../tensor/shape.js';
 import { WasmRuntime, type WasmRuntimeOptions } from './runtime.js';
+import { loadNative, type NativeInfo, type NativeKernels } from './platform.js';
 
 export { WasmRuntime } from './runtime.js';
 
@@ -62,11 +63,27 @@ export class CpuBackend extends RefBackend {
   override readonly name: string = 'cpu';
   readonly rt: WasmRuntime;
   private readonly matmulScratch: number;
+  /** The native addon's kernels where it loaded (Node), else null and `nativeWhy` says why. */
+  readonly native: NativeKernels | null;
+  readonly nativeInfo: NativeInfo | null;
+  readonly nativeWhy: string;
 
   constructor(rt: WasmRuntime) {
     super();
     this.rt = rt;
     this.matmulScratch = Number(rt.exports.matmul_scratch_bytes());
+    const n = loadNative(rt.threads);
+    this.native = n.kernels;
+    this.nativeInfo = n.kernels ? n.info : null;
+    this.nativeWhy = n.kernels ? '' : n.why;
+  }
+
+  /** What runs the kernels, for `attn info`: the native set and its threads, or WebAssembly and why. */
+  describeKernels(): string {
+    const wasm = `WebAssembly SIMD${this.rt.relaxedSimd ? ' with relaxed-SIMD FMA' : ''}, ${this.rt.threads} threads`;
+    if (!this.nativeInfo) return `${wasm} (native kernels not used: ${this.nativeWhy})`;
+    const i = this.nativeInfo;
+    return `native ${i.isa}${i.isa !== i.best ? ` (the processor has ${i.best})` : ''}, ${i.threads} threads, for matmul; ${wasm} for the rest`;
   }
 
   override supports(dtype: DType): boolean {
@@ -251,7 +268,8 @@ export class CpuBackend extends RefBackend {
     this.checkMatmul(args);
     if (batch * M * N === 0) return;
     const act = args.activation ?? 'none';
-    if (args.accumulate && act !== 'none' && K > KERNEL_KC) {
+    // The native kernels split every accumulate + activation; the wasm one only past its K block.
+    if (args.accumulate && act !== 'none' && (K > KERNEL_KC || this.native)) {
       // out += act(A B + bias): compute act(A B + bias) apart, then add.
       const tmp = this.allocRaw('float32', batch * M * N);
       try {
@@ -270,6 +288,12 @@ export class CpuBackend extends RefBackend {
       aBatchStride = 0;
     }
     const macs = batch * M * N * K;
+    if (this.native) {
+      this.native.matmul(this.rt.heapF32, this.ptr(a) + 4 * args.aOffset, aBatchStride, args.lda, args.transA ? 1 : 0,
+        this.ptr(b) + (bBf16 ? 2 : 4) * args.bOffset, args.bBatchStride, args.ldb, args.transB ? 1 : 0, bBf16 ? 1 : 0,
+        this.ptr(out), batch, M, N, K, bias ? this.ptr(bias) : 0, ACT_CODE[act], args.accumulate ? 1 : 0, Math.min(this.rt.threads, this.nativeInfo!.threads));
+      return;
+    }
     const threads = macs < PARALLEL_MIN_MACS ? 1 : this.rt.threads;
     const scratch = this.rt.scratch(this.matmulScratch);
     this.rt.run(bBf16 ? 'matmul_bf16b' : 'matmul_f32', [

@@ -51,3 +51,8 @@ export function fromBase64(s: string): Uint8Array<ArrayBuffer> {
   for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
   return out;
 }
+
+/** Browsers run the WebAssembly kernels: there is no native addon here. */
+export function loadNative(_threads: number): { kernels: null; why: string } {
+  return { kernels: null, why: 'a browser runs the WebAssembly kernels' };
+}

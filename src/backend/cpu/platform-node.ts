@@ -1,6 +1,9 @@
 // Node pieces of the cpu runtime (worker_threads, os, v8); platform.ts loads this file or
 // platform-browser.ts, which offers the same functions over Web Workers.
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { availableParallelism, cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { Worker, parentPort, workerData } from 'node:worker_threads';
 
@@ -62,4 +65,47 @@ export function fromBase64(s: string): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(b.byteLength);
   out.set(b);
   return out;
+}
+
+/** The native addon's kernels (native/, built by node-gyp during npm ci), as the cpu backend calls them. */
+export interface NativeKernels {
+  init(threads: number, isaCap: string): NativeInfo;
+  info(): NativeInfo;
+  matmul(heap: Float32Array, a: number, aBatch: number, lda: number, transA: number, b: number, bBatch: number, ldb: number, transB: number, bBf16: number,
+    out: number, batch: number, M: number, N: number, K: number, bias: number, act: number, accumulate: number, threads: number): void;
+}
+
+export interface NativeInfo {
+  /** The kernel set in use: avx512, avx2 or portable. */
+  isa: string;
+  /** The best set this processor runs. */
+  best: string;
+  threads: number;
+  avx512bf16: boolean;
+}
+
+/**
+ * The native addon, or why it is not used: ATTN_NATIVE=0, or a build that failed or never ran
+ * (npm ci records the reason in build/native-build.log). ATTN_NATIVE_ISA=avx2|portable caps the
+ * kernel set; ATTN_NUM_THREADS sets the addon's threads (default: `threads`).
+ */
+export function loadNative(threads: number): { kernels: NativeKernels; info: NativeInfo } | { kernels: null; why: string } {
+  if (process.env.ATTN_NATIVE === '0') return { kernels: null, why: 'ATTN_NATIVE=0' };
+  const root = new URL('../../../../', import.meta.url);
+  let kernels: NativeKernels;
+  try {
+    kernels = createRequire(import.meta.url)(fileURLToPath(new URL('build/Release/attn_native.node', root))) as NativeKernels;
+  } catch (e) {
+    let why = `the addon did not load (${(e as Error).message.split('\n')[0]})`;
+    try {
+      const log = readFileSync(new URL('build/native-build.log', root), 'utf8').trim().split('\n').filter((l) => /error/i.test(l));
+      if (log.length) why = `the addon did not build: ${log[0]!.slice(0, 200)}`;
+    } catch {
+      // no build log: the build never ran
+    }
+    return { kernels: null, why };
+  }
+  const n = Number(process.env.ATTN_NUM_THREADS);
+  const info = kernels.init(Number.isInteger(n) && n > 0 ? n : Math.max(threads, hardwareThreads()), process.env.ATTN_NATIVE_ISA ?? 'avx512');
+  return { kernels, info };
 }

@@ -3,9 +3,9 @@
 // never reach a browser.
 import type * as Platform from './platform-node.js';
 
-export type { WorkerHandle } from './platform-node.js';
+export type { NativeInfo, NativeKernels, WorkerHandle } from './platform-node.js';
 
 const isNode = typeof process !== 'undefined' && typeof process.versions?.node === 'string';
 const impl: typeof Platform = isNode ? await import('./platform-node.js') : await import('./platform-browser.js');
 
-export const { hardwareThreads, enableRelaxedSimd, mainThreadCanBlock, spawnWorker, workerContext, fromBase64 } = impl;
+export const { hardwareThreads, enableRelaxedSimd, mainThreadCanBlock, spawnWorker, workerContext, fromBase64, loadNative } = impl;

@@ -1,0 +1,89 @@
+// attn's native addon: N-API bindings of the CPU kernels. Kernels read and write the cpu
+// backend's memory (the WebAssembly heap, a SharedArrayBuffer) in place: JavaScript passes a
+// Float32Array over it and byte offsets, so nothing is copied.
+#include <napi.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "gemm.h"
+#include "pool.h"
+
+namespace {
+
+uint8_t* heap_of(const Napi::Value& v) {
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  napi_value ab;
+  size_t offset = 0;
+  if (napi_get_typedarray_info(v.Env(), v, &type, &length, &data, &ab, &offset) != napi_ok) return nullptr;
+  return static_cast<uint8_t*>(data);
+}
+
+inline int64_t i64(const Napi::CallbackInfo& info, int i) { return static_cast<int64_t>(info[i].As<Napi::Number>().DoubleValue()); }
+
+/** init(threads, isaCap): starts the pool and picks the kernel set; returns info(). */
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("isa", attn::isa_name(attn::current_isa()));
+  o.Set("best", attn::isa_name(attn::detect_isa(attn::Isa::avx512)));
+  o.Set("threads", attn::pool_threads());
+  o.Set("avx512bf16", attn::cpu_has_avx512bf16());
+  return o;
+}
+
+Napi::Value Init(const Napi::CallbackInfo& info) {
+  const int threads = static_cast<int>(i64(info, 0));
+  const std::string cap = info[1].As<Napi::String>().Utf8Value();
+  attn::Isa want = cap == "portable" ? attn::Isa::portable : cap == "avx2" ? attn::Isa::avx2 : attn::Isa::avx512;
+  attn::set_isa(attn::detect_isa(want));
+  attn::pool_start(threads);
+  return Info(info);
+}
+
+/**
+ * matmul(heap, a, aBatch, lda, transA, b, bBatch, ldb, transB, bBf16, out, batch, M, N, K, bias,
+ * act, accumulate, threads): a, b, out, bias are byte offsets into heap (bias 0: none); strides in
+ * elements.
+ */
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  uint8_t* heap = heap_of(info[0]);
+  if (!heap) {
+    Napi::TypeError::New(info.Env(), "matmul: the first argument must be a typed array over the heap").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  attn::GemmArgs g;
+  g.a = reinterpret_cast<const float*>(heap + i64(info, 1));
+  g.a_batch = i64(info, 2);
+  g.lda = i64(info, 3);
+  g.trans_a = info[4].As<Napi::Number>().Int32Value() != 0;
+  g.b = heap + i64(info, 5);
+  g.b_batch = i64(info, 6);
+  g.ldb = i64(info, 7);
+  g.trans_b = info[8].As<Napi::Number>().Int32Value() != 0;
+  g.b_bf16 = info[9].As<Napi::Number>().Int32Value() != 0;
+  g.out = reinterpret_cast<float*>(heap + i64(info, 10));
+  g.batch = static_cast<int>(i64(info, 11));
+  g.M = static_cast<int>(i64(info, 12));
+  g.N = static_cast<int>(i64(info, 13));
+  g.K = static_cast<int>(i64(info, 14));
+  const int64_t bias = i64(info, 15);
+  g.bias = bias ? reinterpret_cast<const float*>(heap + bias) : nullptr;
+  g.act = info[16].As<Napi::Number>().Int32Value();
+  g.accumulate = info[17].As<Napi::Number>().Int32Value() != 0;
+  attn::gemm(g, static_cast<int>(i64(info, 18)));
+  return info.Env().Undefined();
+}
+
+Napi::Object Module(Napi::Env env, Napi::Object exports) {
+  exports.Set("init", Napi::Function::New(env, Init));
+  exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("matmul", Napi::Function::New(env, Matmul));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(attn_native, Module)

@@ -1,0 +1,547 @@
+// GotoBLAS-style GEMM: B panels (KC x NC) and A blocks (MC x KC) are packed into strips the
+// register-tiled microkernel streams through; the bias and activation are applied to each output
+// tile after its last K block, while it is still in cache. Each instruction set's kernels are
+// compiled with their own target attributes (never for the build machine alone) and chosen at
+// load. M == 1 (decoding) takes a streaming matrix-vector path instead.
+#include "gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "pool.h"
+
+namespace attn {
+namespace {
+
+constexpr int KC = 256;
+constexpr int NC = 2048;
+constexpr int MC_FACTOR = 8;  // MC = MC_FACTOR * MR rows of A per packed block
+
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+inline float gelu_scalar(float x) {
+  const double xd = x;
+  const double u = 0.7978845608028654 * (xd + 0.044715 * xd * xd * xd);
+  return float(xd / (1.0 + std::exp(-2.0 * u)));
+}
+
+inline float act_scalar(float v, int act) {
+  if (act == ACT_RELU) return v > 0 ? v : 0;
+  if (act == ACT_GELU) return gelu_scalar(v);
+  return v;
+}
+
+// ---------------------------------------------------------------- packing (any processor)
+
+/** A rows [m0, m0+mc) x cols [k0, k0+kc) into strips of MR rows: strip s holds, per k, MR values. */
+void pack_a(const GemmArgs& g, const float* a, int m0, int mc, int k0, int kc, int MR, float* dst) {
+  for (int s = 0; s < mc; s += MR) {
+    const int rows = std::min(MR, mc - s);
+    float* d = dst + int64_t(s) * kc;
+    if (!g.trans_a) {
+      for (int r = 0; r < rows; r++) {
+        const float* row = a + int64_t(m0 + s + r) * g.lda + k0;
+        for (int k = 0; k < kc; k++) d[k * MR + r] = row[k];
+      }
+    } else {
+      for (int k = 0; k < kc; k++) {
+        const float* col = a + int64_t(k0 + k) * g.lda + m0 + s;
+        for (int r = 0; r < rows; r++) d[k * MR + r] = col[r];
+      }
+    }
+    if (rows < MR)
+      for (int k = 0; k < kc; k++)
+        for (int r = rows; r < MR; r++) d[k * MR + r] = 0.f;
+  }
+}
+
+/** B rows [k0, k0+kc) x cols [n0, n0+nc) into strips of NR columns: strip s holds, per k, NR values. */
+void pack_b(const GemmArgs& g, const void* b, int k0, int kc, int n0, int nc, int NR, float* dst) {
+  for (int s = 0; s < nc; s += NR) {
+    const int cols = std::min(NR, nc - s);
+    float* d = dst + int64_t(s) * kc;
+    for (int k = 0; k < kc; k++) {
+      float* dk = d + k * NR;
+      if (!g.trans_b) {
+        const int64_t base = int64_t(k0 + k) * g.ldb + n0 + s;
+        if (g.b_bf16) {
+          const uint16_t* row = static_cast<const uint16_t*>(b) + base;
+          for (int j = 0; j < cols; j++) dk[j] = bf16_to_f32(row[j]);
+        } else {
+          std::memcpy(dk, static_cast<const float*>(b) + base, sizeof(float) * cols);
+        }
+      } else {
+        for (int j = 0; j < cols; j++) {
+          const int64_t i = int64_t(n0 + s + j) * g.ldb + k0 + k;
+          dk[j] = g.b_bf16 ? bf16_to_f32(static_cast<const uint16_t*>(b)[i]) : static_cast<const float*>(b)[i];
+        }
+      }
+      for (int j = cols; j < NR; j++) dk[j] = 0.f;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- kernel sets
+
+/** C[MR x NR] (row stride ldc) = (load_c ? C : 0) + packed A strip (kc x MR) . packed B strip (kc x NR). */
+using MicroKernel = void (*)(int kc, const float* pa, const float* pb, float* c, int64_t ldc, bool load_c);
+/** In place on `rows` rows of `cols` floats: x = act(x + bias[j]) (bias may be null). */
+using Epilogue = void (*)(float* c, int64_t ldc, int rows, int cols, const float* bias, int act);
+/** out[j] for j in [n0, n1) = sum_k a[k] B(k, j) (no bias or activation). */
+using Gemv = void (*)(const GemmArgs& g, const float* a, const void* b, float* out, int n0, int n1);
+
+struct KernelSet {
+  int MR, NR;
+  MicroKernel micro;
+  Epilogue epilogue;
+  Gemv gemv;
+};
+
+// ---- portable
+
+void micro_portable(int kc, const float* pa, const float* pb, float* c, int64_t ldc, bool load_c) {
+  float acc[4][8];
+  for (int r = 0; r < 4; r++)
+    for (int j = 0; j < 8; j++) acc[r][j] = load_c ? c[r * ldc + j] : 0.f;
+  for (int k = 0; k < kc; k++) {
+    for (int r = 0; r < 4; r++)
+      for (int j = 0; j < 8; j++) acc[r][j] += pa[r] * pb[j];
+    pa += 4;
+    pb += 8;
+  }
+  for (int r = 0; r < 4; r++)
+    for (int j = 0; j < 8; j++) c[r * ldc + j] = acc[r][j];
+}
+
+void epilogue_portable(float* c, int64_t ldc, int rows, int cols, const float* bias, int act) {
+  for (int r = 0; r < rows; r++)
+    for (int j = 0; j < cols; j++) c[r * ldc + j] = act_scalar(c[r * ldc + j] + (bias ? bias[j] : 0.f), act);
+}
+
+void gemv_portable(const GemmArgs& g, const float* a, const void* b, float* out, int n0, int n1) {
+  const float* bf = static_cast<const float*>(b);
+  const uint16_t* bh = static_cast<const uint16_t*>(b);
+  for (int n = n0; n < n1; n++) out[n] = 0.f;
+  if (!g.trans_b) {
+    for (int k = 0; k < g.K; k++) {
+      const float ak = a[k];
+      const int64_t row = int64_t(k) * g.ldb;
+      if (g.b_bf16)
+        for (int n = n0; n < n1; n++) out[n] += ak * bf16_to_f32(bh[row + n]);
+      else
+        for (int n = n0; n < n1; n++) out[n] += ak * bf[row + n];
+    }
+  } else {
+    for (int n = n0; n < n1; n++) {
+      const int64_t row = int64_t(n) * g.ldb;
+      float s = 0.f;
+      if (g.b_bf16)
+        for (int k = 0; k < g.K; k++) s += a[k] * bf16_to_f32(bh[row + k]);
+      else
+        for (int k = 0; k < g.K; k++) s += a[k] * bf[row + k];
+      out[n] = s;
+    }
+  }
+}
+
+// ---- AVX2 + FMA: 6 x 16 tiles (12 accumulators)
+
+#define AVX2 __attribute__((target("avx2,fma")))
+
+AVX2 void micro_avx2(int kc, const float* pa, const float* pb, float* c, int64_t ldc, bool load_c) {
+  __m256 c0[6], c1[6];
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; r++) {
+    c0[r] = load_c ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
+    c1[r] = load_c ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();
+  }
+  for (int k = 0; k < kc; k++) {
+    const __m256 b0 = _mm256_load_ps(pb), b1 = _mm256_load_ps(pb + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; r++) {
+      const __m256 av = _mm256_broadcast_ss(pa + r);
+      c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
+      c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
+    }
+    pa += 6;
+    pb += 16;
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; r++) {
+    _mm256_storeu_ps(c + r * ldc, c0[r]);
+    _mm256_storeu_ps(c + r * ldc + 8, c1[r]);
+  }
+}
+
+/** e^x for x in float range (Cephes' expf polynomial after reduction by ln 2). */
+AVX2 inline __m256 exp_avx2(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+AVX2 inline __m256 act_avx2(__m256 x, int act) {
+  if (act == ACT_RELU) return _mm256_max_ps(x, _mm256_setzero_ps());
+  if (act == ACT_GELU) {
+    // x / (1 + e^(-2u)), u = sqrt(2/pi)(x + 0.044715 x^3): gelu's tanh form without cancellation.
+    const __m256 x2 = _mm256_mul_ps(x, x);
+    const __m256 t = _mm256_mul_ps(x, _mm256_fmadd_ps(x2, _mm256_set1_ps(-2.f * 0.7978845608028654f * 0.044715f), _mm256_set1_ps(-2.f * 0.7978845608028654f)));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.f), exp_avx2(t)));
+  }
+  return x;
+}
+
+AVX2 void epilogue_avx2(float* c, int64_t ldc, int rows, int cols, const float* bias, int act) {
+  for (int r = 0; r < rows; r++) {
+    float* row = c + r * ldc;
+    int j = 0;
+    for (; j + 8 <= cols; j += 8) {
+      __m256 x = _mm256_loadu_ps(row + j);
+      if (bias) x = _mm256_add_ps(x, _mm256_loadu_ps(bias + j));
+      _mm256_storeu_ps(row + j, act_avx2(x, act));
+    }
+    for (; j < cols; j++) row[j] = act_scalar(row[j] + (bias ? bias[j] : 0.f), act);
+  }
+}
+
+AVX2 inline __m256 load8_avx2(const void* b, int64_t i, bool bf16) {
+  if (!bf16) return _mm256_loadu_ps(static_cast<const float*>(b) + i);
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(b) + i));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+AVX2 inline float hsum_avx2(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+AVX2 void gemv_avx2(const GemmArgs& g, const float* a, const void* b, float* out, int n0, int n1) {
+  const bool h = g.b_bf16;
+  if (!g.trans_b) {
+    int n = n0;
+    for (; n + 32 <= n1; n += 32) {
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      for (int k = 0; k < g.K; k++) {
+        const __m256 ak = _mm256_broadcast_ss(a + k);
+        const int64_t i = int64_t(k) * g.ldb + n;
+        s0 = _mm256_fmadd_ps(ak, load8_avx2(b, i, h), s0);
+        s1 = _mm256_fmadd_ps(ak, load8_avx2(b, i + 8, h), s1);
+        s2 = _mm256_fmadd_ps(ak, load8_avx2(b, i + 16, h), s2);
+        s3 = _mm256_fmadd_ps(ak, load8_avx2(b, i + 24, h), s3);
+      }
+      _mm256_storeu_ps(out + n, s0);
+      _mm256_storeu_ps(out + n + 8, s1);
+      _mm256_storeu_ps(out + n + 16, s2);
+      _mm256_storeu_ps(out + n + 24, s3);
+    }
+    if (n < n1) gemv_portable(g, a, b, out, n, n1);
+    return;
+  }
+  for (int n = n0; n < n1; n++) {
+    const int64_t row = int64_t(n) * g.ldb;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    int k = 0;
+    for (; k + 16 <= g.K; k += 16) {
+      s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), load8_avx2(b, row + k, h), s0);
+      s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), load8_avx2(b, row + k + 8, h), s1);
+    }
+    float s = hsum_avx2(_mm256_add_ps(s0, s1));
+    for (; k < g.K; k++) s += a[k] * (h ? bf16_to_f32(static_cast<const uint16_t*>(b)[row + k]) : static_cast<const float*>(b)[row + k]);
+    out[n] = s;
+  }
+}
+
+// ---- AVX-512 (F, BW, VL): 12 x 32 tiles (24 accumulators)
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+
+AVX512 void micro_avx512(int kc, const float* pa, const float* pb, float* c, int64_t ldc, bool load_c) {
+  __m512 c0[12], c1[12];
+#pragma GCC unroll 12
+  for (int r = 0; r < 12; r++) {
+    c0[r] = load_c ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();
+    c1[r] = load_c ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();
+  }
+  for (int k = 0; k < kc; k++) {
+    const __m512 b0 = _mm512_load_ps(pb), b1 = _mm512_load_ps(pb + 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < 12; r++) {
+      const __m512 av = _mm512_set1_ps(pa[r]);
+      c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
+      c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);
+    }
+    pa += 12;
+    pb += 32;
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < 12; r++) {
+    _mm512_storeu_ps(c + r * ldc, c0[r]);
+    _mm512_storeu_ps(c + r * ldc + 16, c1[r]);
+  }
+}
+
+AVX512 inline __m512 exp_avx512(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+AVX512 inline __m512 act_avx512(__m512 x, int act) {
+  if (act == ACT_RELU) return _mm512_max_ps(x, _mm512_setzero_ps());
+  if (act == ACT_GELU) {
+    const __m512 x2 = _mm512_mul_ps(x, x);
+    const __m512 t = _mm512_mul_ps(x, _mm512_fmadd_ps(x2, _mm512_set1_ps(-2.f * 0.7978845608028654f * 0.044715f), _mm512_set1_ps(-2.f * 0.7978845608028654f)));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.f), exp_avx512(t)));
+  }
+  return x;
+}
+
+AVX512 void epilogue_avx512(float* c, int64_t ldc, int rows, int cols, const float* bias, int act) {
+  for (int r = 0; r < rows; r++) {
+    float* row = c + r * ldc;
+    for (int j = 0; j < cols; j += 16) {
+      const __mmask16 m = cols - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - j)) - 1);
+      __m512 x = _mm512_maskz_loadu_ps(m, row + j);
+      if (bias) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, bias + j));
+      _mm512_mask_storeu_ps(row + j, m, act_avx512(x, act));
+    }
+  }
+}
+
+AVX512 inline __m512 load16_avx512(const void* b, int64_t i, bool bf16, __mmask16 m) {
+  if (!bf16) return _mm512_maskz_loadu_ps(m, static_cast<const float*>(b) + i);
+  const __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(b) + i);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+AVX512 void gemv_avx512(const GemmArgs& g, const float* a, const void* b, float* out, int n0, int n1) {
+  const bool h = g.b_bf16;
+  const __mmask16 all = 0xffff;
+  if (!g.trans_b) {
+    int n = n0;
+    for (; n + 64 <= n1; n += 64) {
+      __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      for (int k = 0; k < g.K; k++) {
+        const __m512 ak = _mm512_set1_ps(a[k]);
+        const int64_t i = int64_t(k) * g.ldb + n;
+        s0 = _mm512_fmadd_ps(ak, load16_avx512(b, i, h, all), s0);
+        s1 = _mm512_fmadd_ps(ak, load16_avx512(b, i + 16, h, all), s1);
+        s2 = _mm512_fmadd_ps(ak, load16_avx512(b, i + 32, h, all), s2);
+        s3 = _mm512_fmadd_ps(ak, load16_avx512(b, i + 48, h, all), s3);
+      }
+      _mm512_storeu_ps(out + n, s0);
+      _mm512_storeu_ps(out + n + 16, s1);
+      _mm512_storeu_ps(out + n + 32, s2);
+      _mm512_storeu_ps(out + n + 48, s3);
+    }
+    for (; n < n1; n += 16) {
+      const __mmask16 m = n1 - n >= 16 ? all : __mmask16((1u << (n1 - n)) - 1);
+      __m512 s = _mm512_setzero_ps();
+      for (int k = 0; k < g.K; k++) s = _mm512_fmadd_ps(_mm512_set1_ps(a[k]), load16_avx512(b, int64_t(k) * g.ldb + n, h, m), s);
+      _mm512_mask_storeu_ps(out + n, m, s);
+    }
+    return;
+  }
+  for (int n = n0; n < n1; n++) {
+    const int64_t row = int64_t(n) * g.ldb;
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    int k = 0;
+    for (; k + 32 <= g.K; k += 32) {
+      s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), load16_avx512(b, row + k, h, all), s0);
+      s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), load16_avx512(b, row + k + 16, h, all), s1);
+    }
+    for (; k < g.K; k += 16) {
+      const __mmask16 m = g.K - k >= 16 ? all : __mmask16((1u << (g.K - k)) - 1);
+      s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + k), load16_avx512(b, row + k, h, m), s0);
+    }
+    out[n] = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+  }
+}
+
+const KernelSet SETS[3] = {
+    {4, 8, micro_portable, epilogue_portable, gemv_portable},
+    {6, 16, micro_avx2, epilogue_avx2, gemv_avx2},
+    {12, 32, micro_avx512, epilogue_avx512, gemv_avx512},
+};
+
+Isa g_isa = Isa::portable;
+bool g_isa_set = false;
+
+// ---------------------------------------------------------------- drivers
+
+/** Thread-local 64-byte-aligned scratch. */
+float* scratch(std::vector<float>& v, size_t n) {
+  if (v.size() < n + 16) v.assign(n + 16, 0.f);
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(v.data()) + 63) & ~uintptr_t(63));
+}
+
+/** One batch item's rows [m0, m1) x cols [n0, n1), serially. */
+void gemm_block(const KernelSet& ks, const GemmArgs& g, const float* a, const void* b, float* out, int m0, int m1, int n0, int n1) {
+  thread_local std::vector<float> abuf, bbuf;
+  const int MR = ks.MR, NR = ks.NR, MC = MC_FACTOR * MR;
+  float* pa = scratch(abuf, size_t(MC) * KC);
+  float* pb = scratch(bbuf, size_t(KC) * (NC + NR));
+  alignas(64) float tmp[12 * 32];
+  const int64_t ldc = g.N;
+  if (g.K == 0) {
+    for (int m = m0; m < m1; m++) {
+      float* row = out + int64_t(m) * ldc;
+      for (int n = n0; n < n1; n++) row[n] = g.accumulate ? row[n] + (g.bias ? g.bias[n] : 0.f) : act_scalar(g.bias ? g.bias[n] : 0.f, g.act);
+    }
+    return;
+  }
+  for (int jc = n0; jc < n1; jc += NC) {
+    const int nc = std::min(NC, n1 - jc);
+    for (int pc = 0; pc < g.K; pc += KC) {
+      const int kc = std::min(KC, g.K - pc);
+      const bool first = pc == 0, last = pc + kc >= g.K;
+      pack_b(g, b, pc, kc, jc, nc, NR, pb);
+      for (int ic = m0; ic < m1; ic += MC) {
+        const int mc = std::min(MC, m1 - ic);
+        pack_a(g, a, ic, mc, pc, kc, MR, pa);
+        for (int jr = 0; jr < nc; jr += NR) {
+          const int cols = std::min(NR, nc - jr);
+          for (int ir = 0; ir < mc; ir += MR) {
+            const int rows = std::min(MR, mc - ir);
+            float* c = out + int64_t(ic + ir) * ldc + jc + jr;
+            const bool load_c = !first || g.accumulate;
+            const float* sa = pa + int64_t(ir) * kc;
+            const float* sb = pb + int64_t(jr) * kc;
+            if (rows == MR && cols == NR) {
+              ks.micro(kc, sa, sb, c, ldc, load_c);
+            } else {
+              // A partial tile runs on a full one in tmp.
+              if (load_c)
+                for (int r = 0; r < rows; r++) std::memcpy(tmp + r * NR, c + r * ldc, sizeof(float) * cols);
+              ks.micro(kc, sa, sb, tmp, NR, load_c);
+              for (int r = 0; r < rows; r++) std::memcpy(c + r * ldc, tmp + r * NR, sizeof(float) * cols);
+            }
+            if (last && (g.bias || g.act != ACT_NONE)) ks.epilogue(c, ldc, rows, cols, g.bias ? g.bias + jc + jr : nullptr, g.accumulate ? ACT_NONE : g.act);
+          }
+        }
+      }
+    }
+  }
+}
+
+void gemv_block(const KernelSet& ks, const GemmArgs& g, const float* a, const void* b, float* out, int n0, int n1) {
+  if (!g.accumulate) {
+    ks.gemv(g, a, b, out, n0, n1);
+    if (g.bias || g.act != ACT_NONE) ks.epilogue(out + n0, 0, 1, n1 - n0, g.bias ? g.bias + n0 : nullptr, g.act);
+    return;
+  }
+  thread_local std::vector<float> buf;
+  float* t = scratch(buf, size_t(n1 - n0)) - n0;
+  ks.gemv(g, a, b, t, n0, n1);
+  for (int n = n0; n < n1; n++) out[n] += t[n] + (g.bias ? g.bias[n] : 0.f);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- dispatch
+
+Isa detect_isa(Isa cap) {
+  __builtin_cpu_init();
+  Isa best = Isa::portable;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) best = Isa::avx512;
+  return int(best) < int(cap) ? best : cap;
+}
+
+bool cpu_has_avx512bf16() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16");
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "portable";
+  }
+}
+
+void set_isa(Isa isa) {
+  g_isa = isa;
+  g_isa_set = true;
+}
+
+Isa current_isa() {
+  if (!g_isa_set) set_isa(detect_isa(Isa::avx512));
+  return g_isa;
+}
+
+void gemm(const GemmArgs& g0, int threads) {
+  if (g0.batch <= 0 || g0.M <= 0 || g0.N <= 0) return;
+  GemmArgs g = g0;
+  const KernelSet& ks = SETS[int(current_isa())];
+  // A shared B over row-major A blocks laid end to end is one taller matmul.
+  if (g.batch > 1 && g.b_batch == 0 && !g.trans_a && g.a_batch == int64_t(g.M) * g.lda) {
+    g.M *= g.batch;
+    g.batch = 1;
+  }
+  const double macs = double(g.batch) * g.M * g.N * std::max(g.K, 1);
+  const int nt = macs < 32768 ? 1 : std::max(1, threads);
+  const int64_t mn = int64_t(g.M) * g.N;
+  const bool vec = g.M == 1 && !g.trans_a;
+  parallel(nt, [&](int tid, int n) {
+    int b0 = 0, b1 = g.batch, m0 = 0, m1 = g.M, n0 = 0, n1 = g.N;
+    if (n > 1) {
+      if (g.batch % n == 0 || g.batch >= 8 * n) {
+        b0 = int(int64_t(g.batch) * tid / n);
+        b1 = int(int64_t(g.batch) * (tid + 1) / n);
+      } else if (vec || (g.N >= g.M && g.N >= ks.NR * n) || g.M < ks.MR * n) {
+        const int step = vec ? 64 : ks.NR;
+        const int chunk = ((g.N + n - 1) / n + step - 1) / step * step;
+        n0 = std::min(g.N, tid * chunk);
+        n1 = std::min(g.N, n0 + chunk);
+      } else {
+        const int chunk = ((g.M + n - 1) / n + ks.MR - 1) / ks.MR * ks.MR;
+        m0 = std::min(g.M, tid * chunk);
+        m1 = std::min(g.M, m0 + chunk);
+      }
+    }
+    if (m0 >= m1 || n0 >= n1) return;
+    const int esize = g.b_bf16 ? 2 : 4;
+    for (int bi = b0; bi < b1; bi++) {
+      const float* a = g.a + bi * g.a_batch;
+      const void* b = static_cast<const char*>(g.b) + bi * g.b_batch * esize;
+      float* out = g.out + bi * mn;
+      if (vec) gemv_block(ks, g, a, b, out, n0, n1);
+      else gemm_block(ks, g, a, b, out, m0, m1, n0, n1);
+    }
+  });
+}
+
+}  // namespace attn

@@ -1,0 +1,114 @@
+// The native kernels (native/, C++): every kernel set the processor has (AVX-512, AVX2 + FMA,
+// portable), forced in turn with ATTN_NATIVE_ISA in child processes, against the ref backend on
+// awkward shapes; ATTN_NATIVE=0 falls back to WebAssembly and `attn info` says so.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { getBackend, noGrad, randn, matmul, linear, gelu, add, relu, tensor, Generator, type Tensor } from '../src/index.js';
+import type { CpuBackend } from '../src/backend/cpu/index.js';
+
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const SELF = fileURLToPath(import.meta.url);
+const ADDON = fileURLToPath(new URL('../../build/Release/attn_native.node', import.meta.url));
+const ISA = process.env.ATTN_TEST_ISA;
+
+/** Max relative error of the cpu backend's matmul family against ref. */
+async function compareWithRef(): Promise<{ worst: number; cases: number; kernels: string }> {
+  const cpu = (await getBackend('cpu')) as CpuBackend;
+  const ref = await getBackend('ref');
+  const g = new Generator(5);
+  let worst = 0;
+  let cases = 0;
+  const mv = (t: Tensor): Tensor => tensor(noGrad(() => t.data()), { shape: [...t.shape], backend: cpu });
+  const check = (a: Float32Array | Float64Array, b: Float32Array | Float64Array, what: string): void => {
+    assert.equal(a.length, b.length, what);
+    for (let i = 0; i < a.length; i++) {
+      const e = Math.abs(a[i]! - b[i]!) / (1 + Math.abs(b[i]!));
+      if (!(e < 2e-4)) assert.fail(`${what}: element ${i}: ${a[i]} vs ${b[i]}`);
+      worst = Math.max(worst, e);
+    }
+    cases++;
+  };
+  const shapes = [[1, 7, 33], [7, 33, 1], [33, 1023, 7], [13, 5, 70], [1, 300, 200], [64, 256, 96], [100, 513, 37], [2, 1, 9]];
+  for (const [M, K, N] of shapes) {
+    for (const tA of [false, true]) for (const tB of [false, true]) {
+      const aShape = tA ? [K!, M!] : [M!, K!];
+      const bShape = tB ? [N!, K!] : [K!, N!];
+      const a = randn(aShape, { generator: g, backend: ref });
+      const b = randn(bShape, { generator: g, backend: ref });
+      const prod = (x: typeof a, y: typeof b) => matmul(tA ? x.transpose(0, 1) : x, tB ? y.transpose(0, 1) : y);
+      const want = noGrad(() => prod(a, b).data());
+      const got = noGrad(() => prod(mv(a), mv(b)).data());
+      check(got as Float32Array, want as Float64Array, `matmul ${M}x${K}x${N} tA=${tA} tB=${tB}`);
+    }
+    // linear: x W^T + bias with fused activations (the epilogues), batched rows.
+    const x = randn([3, M!, K!], { generator: g, backend: ref });
+    const w = randn([N!, K!], { generator: g, backend: ref });
+    const bias = randn([N!], { generator: g, backend: ref });
+    for (const act of ['none', 'relu', 'gelu'] as const) {
+      const f = (xx: typeof x, ww: typeof w, bb: typeof bias) => {
+        const y = linear(xx, ww, bb);
+        return act === 'relu' ? relu(y) : act === 'gelu' ? gelu(y) : y;
+      };
+      check(noGrad(() => f(mv(x), mv(w), mv(bias)).data()) as Float32Array, noGrad(() => f(x, w, bias).data()) as Float64Array, `linear ${act} ${M}x${K}x${N}`);
+    }
+    // batched, each item its own B
+    const ab = randn([4, M!, K!], { generator: g, backend: ref });
+    const bb = randn([4, K!, N!], { generator: g, backend: ref });
+    check(noGrad(() => matmul(mv(ab), mv(bb)).data()) as Float32Array, noGrad(() => matmul(ab, bb).data()) as Float64Array, `batched ${M}x${K}x${N}`);
+    // accumulate into a gradient: the backward of x W^T + b
+    const xs = randn([M!, K!], { generator: g, backend: ref, requiresGrad: true });
+    const ws = randn([N!, K!], { generator: g, backend: ref, requiresGrad: true });
+    const grads = (xx: typeof xs, ww: typeof ws) => {
+      const y = add(linear(xx, ww), linear(xx, ww));
+      y.sum().backward();
+      return [xx.grad!.data(), ww.grad!.data()];
+    };
+    const xc = mv(xs);
+    xc.requiresGrad = true;
+    const wc = mv(ws);
+    wc.requiresGrad = true;
+    const [gx, gw] = grads(xc, wc);
+    const [rx, rw] = grads(xs, ws);
+    check(gx as Float32Array, rx as Float64Array, `dX ${M}x${K}x${N}`);
+    check(gw as Float32Array, rw as Float64Array, `dW ${M}x${K}x${N}`);
+  }
+  return { worst, cases, kernels: cpu.describeKernels() };
+}
+
+/** This file run as a plain script (not under --test) with ATTN_TEST_ISA: one kernel set, forced by the parent. */
+function child(env: Record<string, string>): ReturnType<typeof spawnSync> {
+  const { NODE_TEST_CONTEXT: _, ...rest } = process.env;
+  return spawnSync(process.execPath, [SELF], { encoding: 'utf8', env: { ...rest, ...env } });
+}
+
+if (ISA !== undefined) {
+  console.log(JSON.stringify(await compareWithRef()));
+} else {
+  test('the native addon was built, and each kernel set the processor has matches ref', { skip: existsSync(ADDON) ? false : 'no native addon built here (see build/native-build.log)' }, () => {
+    const info = spawnSync(process.execPath, [CLI, 'info'], { encoding: 'utf8' });
+    const best = /native (avx512|avx2|portable)/.exec(info.stdout)?.[1];
+    assert.ok(best, `${info.stdout}${info.stderr}${String(info.error ?? "")} status ${info.status} signal ${info.signal}`);
+    const sets = ['portable', 'avx2', 'avx512'].slice(0, ['portable', 'avx2', 'avx512'].indexOf(best!) + 1);
+    for (const isa of sets) {
+      const r = child({ ATTN_NATIVE_ISA: isa, ATTN_TEST_ISA: isa });
+      assert.equal(r.status, 0, `${isa}: ${String(r.stdout).slice(-2000)}${String(r.stderr).slice(-2000)}`);
+      const line = String(r.stdout).split('\n').find((l) => l.includes('"worst"'));
+      assert.ok(line, String(r.stdout));
+      const res = JSON.parse(line!.replace(/^[^{]*/, '')) as { worst: number; cases: number; kernels: string };
+      assert.match(res.kernels, new RegExp(`^native ${isa}`), 'the forced kernel set ran');
+      assert.ok(res.cases >= 80 && res.worst < 2e-4, `${isa}: ${JSON.stringify(res)}`);
+    }
+  });
+
+  test('ATTN_NATIVE=0: the WebAssembly kernels run, attn info says so, results match ref', () => {
+    const info = spawnSync(process.execPath, [CLI, 'info'], { encoding: 'utf8', env: { ...process.env, ATTN_NATIVE: '0' } });
+    assert.match(info.stdout, /backend: cpu \(WebAssembly SIMD.*native kernels not used: ATTN_NATIVE=0\)/);
+    const r = child({ ATTN_NATIVE: '0', ATTN_TEST_ISA: 'wasm' });
+    assert.equal(r.status, 0, String(r.stderr).slice(-2000));
+    assert.match(String(r.stdout), /"kernels":"WebAssembly SIMD/);
+  });
+}
+
