@@ -3,6 +3,9 @@
 // Float32Array over it and byte offsets, so nothing is copied.
 #include <napi.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstring>
 
@@ -77,7 +80,32 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+/** stderrMute(): points fd 2 at /dev/null and returns a copy of the old one (-1 on failure). */
+Napi::Value StderrMute(const Napi::CallbackInfo& info) {
+  const int saved = dup(2);
+  const int nul = open("/dev/null", O_WRONLY);
+  if (saved < 0 || nul < 0 || dup2(nul, 2) < 0) {
+    if (nul >= 0) close(nul);
+    if (saved >= 0) close(saved);
+    return Napi::Number::New(info.Env(), -1);
+  }
+  close(nul);
+  return Napi::Number::New(info.Env(), saved);
+}
+
+/** stderrRestore(fd): undoes stderrMute. */
+Napi::Value StderrRestore(const Napi::CallbackInfo& info) {
+  const int saved = info[0].As<Napi::Number>().Int32Value();
+  if (saved >= 0) {
+    dup2(saved, 2);
+    close(saved);
+  }
+  return info.Env().Undefined();
+}
+
 Napi::Object Module(Napi::Env env, Napi::Object exports) {
+  exports.Set("stderrMute", Napi::Function::New(env, StderrMute));
+  exports.Set("stderrRestore", Napi::Function::New(env, StderrRestore));
   exports.Set("init", Napi::Function::New(env, Init));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("matmul", Napi::Function::New(env, Matmul));

@@ -110,5 +110,15 @@ if (ISA !== undefined) {
     assert.equal(r.status, 0, String(r.stderr).slice(-2000));
     assert.match(String(r.stdout), /"kernels":"WebAssembly SIMD/);
   });
-}
 
+  test('the WebGPU driver\'s warnings reach the user only with --verbose', { skip: existsSync(ADDON) ? false : 'no native addon' }, () => {
+    const quiet = spawnSync(process.execPath, [CLI, 'info', '--device', 'webgpu'], { encoding: 'utf8', timeout: 120_000 });
+    if (quiet.status !== 0) return; // no adapter here: nothing prints warnings
+    const loud = spawnSync(process.execPath, [CLI, 'info', '--device', 'webgpu', '--verbose'], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(loud.status, 0, loud.stderr);
+    assert.match(quiet.stdout, /^backend: webgpu/);
+    assert.doesNotMatch(quiet.stderr, /Warning/);
+    // What --verbose shows is whatever the driver says (this one's software adapters do warn).
+    if (/Warning/.test(loud.stderr)) assert.ok(loud.stderr.length > quiet.stderr.length);
+  });
+}

@@ -210,10 +210,17 @@ Commands:
 ${lines.join('\n')}
 
 Commands that compute take --device cpu|webgpu|auto|ref (default cpu; auto = a hardware GPU
-through WebGPU when there is one, else cpu). Run 'attn <command> --help' for a command's options.`;
+through WebGPU when there is one, else cpu). --verbose (any command) also shows what native
+libraries print, such as the WebGPU driver's warnings. Run 'attn <command> --help' for a
+command's options.`;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
+  // --verbose (any command): also show what native libraries print (e.g. the WebGPU driver's warnings).
+  if (argv.includes('--verbose')) {
+    process.env.ATTN_VERBOSE = '1';
+    argv = argv.filter((a) => a !== '--verbose');
+  }
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     console.log(usage());

@@ -54,5 +54,9 @@ export function fromBase64(s: string): Uint8Array<ArrayBuffer> {
 
 /** Browsers run the WebAssembly kernels: there is no native addon here. */
 export function loadNative(_threads: number): { kernels: null; why: string } {
+  return nativeAddon();
+}
+
+export function nativeAddon(): { kernels: null; why: string } {
   return { kernels: null, why: 'a browser runs the WebAssembly kernels' };
 }

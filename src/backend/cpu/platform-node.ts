@@ -71,6 +71,9 @@ export function fromBase64(s: string): Uint8Array<ArrayBuffer> {
 export interface NativeKernels {
   init(threads: number, isaCap: string): NativeInfo;
   info(): NativeInfo;
+  /** Points fd 2 at /dev/null (native libraries that print warnings); returns the saved fd. */
+  stderrMute(): number;
+  stderrRestore(fd: number): void;
   matmul(heap: Float32Array, a: number, aBatch: number, lda: number, transA: number, b: number, bBatch: number, ldb: number, transB: number, bBf16: number,
     out: number, batch: number, M: number, N: number, K: number, bias: number, act: number, accumulate: number, threads: number): void;
 }
@@ -89,12 +92,12 @@ export interface NativeInfo {
  * (npm ci records the reason in build/native-build.log). ATTN_NATIVE_ISA=avx2|portable caps the
  * kernel set; ATTN_NUM_THREADS sets the addon's threads (default: `threads`).
  */
-export function loadNative(threads: number): { kernels: NativeKernels; info: NativeInfo } | { kernels: null; why: string } {
+/** The addon module itself (no threads started), or the reason it is not there. */
+export function nativeAddon(): { kernels: NativeKernels; why?: undefined } | { kernels: null; why: string } {
   if (process.env.ATTN_NATIVE === '0') return { kernels: null, why: 'ATTN_NATIVE=0' };
   const root = new URL('../../../../', import.meta.url);
-  let kernels: NativeKernels;
   try {
-    kernels = createRequire(import.meta.url)(fileURLToPath(new URL('build/Release/attn_native.node', root))) as NativeKernels;
+    return { kernels: createRequire(import.meta.url)(fileURLToPath(new URL('build/Release/attn_native.node', root))) as NativeKernels };
   } catch (e) {
     let why = `the addon did not load (${(e as Error).message.split('\n')[0]})`;
     try {
@@ -105,7 +108,12 @@ export function loadNative(threads: number): { kernels: NativeKernels; info: Nat
     }
     return { kernels: null, why };
   }
+}
+
+export function loadNative(threads: number): { kernels: NativeKernels; info: NativeInfo } | { kernels: null; why: string } {
+  const a = nativeAddon();
+  if (!a.kernels) return a;
   const n = Number(process.env.ATTN_NUM_THREADS);
-  const info = kernels.init(Number.isInteger(n) && n > 0 ? n : Math.max(threads, hardwareThreads()), process.env.ATTN_NATIVE_ISA ?? 'avx512');
-  return { kernels, info };
+  const info = a.kernels.init(Number.isInteger(n) && n > 0 ? n : Math.max(threads, hardwareThreads()), process.env.ATTN_NATIVE_ISA ?? 'avx512');
+  return { kernels: a.kernels, info };
 }

@@ -4,7 +4,8 @@
 // (set by the spawning thread, since a worker's process.env is not the C environment).
 /// <reference types="@webgpu/types" />
 import { writeSync } from 'node:fs';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { nativeAddon } from '../cpu/platform-node.js';
 import { describeAdapter, deviceLimits, makeHost } from './host.js';
 import type { BatchMsg, ReadyMsg } from './protocol.js';
 
@@ -20,13 +21,26 @@ let keepAlive: unknown = null;
 async function start(): Promise<void> {
   const port = parentPort!;
   const data = workerData as StartData;
-  const { create, globals } = (await import('webgpu')) as unknown as { create(flags: string[]): GPU; globals: Record<string, unknown> };
+  const { globals } = (await import('webgpu')) as unknown as { globals: Record<string, unknown> };
   Object.assign(globalThis, globals);
   const tries: { flags: string[]; name: string; compat: boolean }[] = [];
   if (data.backend === 'auto' || data.backend === 'vulkan') tries.push({ flags: data.backend === 'vulkan' ? ['backend=vulkan'] : [], name: data.backend === 'vulkan' ? 'vulkan' : 'default', compat: false });
   if (data.backend === 'auto' || data.backend === 'opengles') tries.push({ flags: ['backend=opengles'], name: 'opengles', compat: true });
   const instances: unknown[] = [];
   keepAlive = instances;
+  // Dawn and the driver print warnings (limits reduced, backends missing) straight to fd 2: kept
+  // from the user unless ATTN_VERBOSE=1 (attn --verbose), through the native addon where it loaded.
+  const native = process.env.ATTN_VERBOSE === '1' ? null : nativeAddon().kernels;
+  const muted = native ? native.stderrMute() : -1;
+  try {
+    return await openAdapter(tries, instances, port, data);
+  } finally {
+    if (native) native.stderrRestore(muted);
+  }
+}
+
+async function openAdapter(tries: { flags: string[]; name: string; compat: boolean }[], instances: unknown[], port: MessagePort, data: StartData): Promise<void> {
+  const { create } = (await import('webgpu')) as unknown as { create(flags: string[]): GPU };
   for (const t of tries) {
     const gpu = create(t.flags);
     instances.push(gpu);
