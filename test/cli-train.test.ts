@@ -99,3 +99,11 @@ test('Ctrl-C saves OUT/last and exits with 130; --init_from resume continues fro
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, new RegExp(`resuming from .* at step ${state.iter}`));
 });
+
+test('errors a CLI user reads name no internal functions', () => {
+  writeFileSync(join(CWD, 'config.json'), JSON.stringify({ model_type: 'llama', n_layer: 2 }));
+  writeFileSync(join(CWD, 'model.safetensors'), Buffer.alloc(16));
+  const r = attn(['logprobs', '--model', '.', '--text', 'hi']);
+  assert.notEqual(r.code, 0);
+  assert.doesNotMatch(r.stderr, /[a-z][a-z0-9]*[A-Z][A-Za-z0-9]*: /, r.stderr);
+});

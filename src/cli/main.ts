@@ -215,6 +215,12 @@ libraries print, such as the WebGPU driver's warnings. Run 'attn <command> --hel
 command's options.`;
 }
 
+/** A library error as a CLI user should read it: without the internal function names
+ *  ("gpt2ConfigFromHF: ...") that say where it was raised. */
+export function userMessage(message: string): string {
+  return message.replace(/(^|: )[a-z][a-z0-9]*[A-Z][A-Za-z0-9]*: /g, '$1');
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   // --verbose (any command): also show what native libraries print (e.g. the WebGPU driver's warnings).
   if (argv.includes('--verbose')) {
@@ -255,7 +261,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       console.error(`attn ${name}: no such file or directory: ${err.path ?? err.message}`);
       return 2;
     }
-    console.error(`attn ${name}: ${err.message}`);
+    console.error(`attn ${name}: ${userMessage(err.message)}`);
     return 1;
   }
 }

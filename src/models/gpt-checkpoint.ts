@@ -12,6 +12,9 @@ export { checkpointConfigJson, checkpointTensorsToState, modelToCheckpointTensor
 
 /** The GPTConfig of a checkpoint's config.json: attn's own under "attn", else a Hugging Face GPT-2 config. */
 export function gptConfigFromCheckpointJson(json: Record<string, unknown>, path = 'config.json'): GPTConfig {
+  const kinds: Record<string, string> = { attn_seq2seq: 'an encoder-decoder translation model (attn translate reads it)', attn_bert: 'a BERT-style encoder (attn eval classify reads it)' };
+  const t = json['model_type'];
+  if (typeof t === 'string' && kinds[t]) throw new CheckpointError(path, `holds ${kinds[t]}, not a GPT language model (model_type '${t}')`);
   try {
     return gptConfigFromJson(json);
   } catch (e) {
