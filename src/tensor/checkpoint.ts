@@ -15,7 +15,8 @@ import { isGradEnabled, noGrad, Tensor, tidy, withGrad } from './tensor.js';
 export function checkpoint(fn: (x: Tensor) => Tensor, x: Tensor, generators: readonly Generator[] = []): Tensor {
   if (!isGradEnabled()) return fn(x);
   const states = generators.map((g) => g.getState());
-  const y = noGrad(() => fn(x));
+  // Its own scope: the segment's intermediates are freed now, not when the caller's scope ends.
+  const y = noGrad(() => tidy(() => fn(x)));
   const out = new Tensor(y.storage, y.shape, y.strides, y.offset, true);
   y.dispose();
   out.node = {
