@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -106,4 +106,16 @@ test('errors a CLI user reads name no internal functions', () => {
   const r = attn(['logprobs', '--model', '.', '--text', 'hi']);
   assert.notEqual(r.code, 0);
   assert.doesNotMatch(r.stderr, /[a-z][a-z0-9]*[A-Z][A-Za-z0-9]*: /, r.stderr);
+});
+
+test('the CLI wrote only under out/ and data/ (and the files this test made); eval prints two decimals', () => {
+  const made = new Set(['out', 'data', 'mine.txt', 'sig.txt', 'bad.json', 'config.json', 'model.safetensors', 'hyp.txt', 'ref.txt']);
+  writeFileSync(join(CWD, 'hyp.txt'), 'the cat sat on the mat\n');
+  writeFileSync(join(CWD, 'ref.txt'), 'the cat sat on a mat\n');
+  const r = attn(['eval', 'bleu', '--hyp', 'hyp.txt', '--ref', 'ref.txt']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^BLEU \d+\.\d\d \(/);
+  assert.ok(JSON.parse(r.stdout).bleu > 0);
+  const extra = readdirSync(CWD).filter((f) => !made.has(f));
+  assert.deepEqual(extra, [], 'nothing else in the working directory');
 });
