@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "attention.h"
 #include "gemm.h"
 #include "pool.h"
 
@@ -80,6 +81,49 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+/**
+ * attention(heap, q, k, v, out, lse, keyMask, B, H, Tq, Tk, D, scale, causal, spKind, spA, spB,
+ * gout, gq, gk, gv, backward, threads): byte offsets into heap (keyMask, gout... 0: none).
+ */
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  uint8_t* heap = heap_of(info[0]);
+  if (!heap) {
+    Napi::TypeError::New(info.Env(), "attention: the first argument must be a typed array over the heap").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  auto f = [&](int i) { return reinterpret_cast<float*>(heap + i64(info, i)); };
+  attn::AttnArgs p;
+  p.q = f(1);
+  p.k = f(2);
+  p.v = f(3);
+  p.out = f(4);
+  p.lse = f(5);
+  const int64_t mask = i64(info, 6);
+  p.key_mask = mask ? reinterpret_cast<const int32_t*>(heap + mask) : nullptr;
+  p.B = int(i64(info, 7));
+  p.H = int(i64(info, 8));
+  p.Tq = int(i64(info, 9));
+  p.Tk = int(i64(info, 10));
+  p.D = int(i64(info, 11));
+  p.scale = float(info[12].As<Napi::Number>().DoubleValue());
+  p.causal = info[13].As<Napi::Number>().Int32Value() != 0;
+  p.sp_kind = info[14].As<Napi::Number>().Int32Value();
+  p.sp_a = info[15].As<Napi::Number>().Int32Value();
+  p.sp_b = info[16].As<Napi::Number>().Int32Value();
+  const bool backward = info[21].As<Napi::Number>().Int32Value() != 0;
+  const int threads = int(i64(info, 22));
+  if (backward) {
+    p.gout = f(17);
+    p.gq = f(18);
+    p.gk = f(19);
+    p.gv = f(20);
+    attn::attention_backward(p, threads);
+  } else {
+    attn::attention_forward(p, threads);
+  }
+  return info.Env().Undefined();
+}
+
 /** stderrMute(): points fd 2 at /dev/null and returns a copy of the old one (-1 on failure). */
 Napi::Value StderrMute(const Napi::CallbackInfo& info) {
   const int saved = dup(2);
@@ -109,6 +153,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("init", Napi::Function::New(env, Init));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
+  exports.Set("attention", Napi::Function::New(env, Attention));
   return exports;
 }
 

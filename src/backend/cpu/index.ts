@@ -83,7 +83,7 @@ export class CpuBackend extends RefBackend {
     const wasm = `WebAssembly SIMD${this.rt.relaxedSimd ? ' with relaxed-SIMD FMA' : ''}, ${this.rt.threads} threads`;
     if (!this.nativeInfo) return `${wasm} (native kernels not used: ${this.nativeWhy})`;
     const i = this.nativeInfo;
-    return `native ${i.isa}${i.isa !== i.best ? ` (the processor has ${i.best})` : ''}, ${i.threads} threads, for matmul; ${wasm} for the rest`;
+    return `native ${i.isa}${i.isa !== i.best ? ` (the processor has ${i.best})` : ''}, ${i.threads} threads, for matmul and attention; ${wasm} for the rest`;
   }
 
   override supports(dtype: DType): boolean {
@@ -438,6 +438,7 @@ export class CpuBackend extends RefBackend {
   override attention(a: AttentionArgs): void {
     if (!this.f32(a.q, a.k, a.v, a.out, a.lse) || (a.keyMask && a.keyMask.dtype !== 'int32')) return super.attention(a);
     this.checkAttention('attention', a);
+    if (this.native) return this.nativeAttention(a, null);
     fused.attention(this.rt, { ...a, q: this.p(a.q), k: this.p(a.k), v: this.p(a.v), out: this.p(a.out), lse: this.p(a.lse), keyMask: this.pn(a.keyMask) });
   }
 
@@ -449,10 +450,23 @@ export class CpuBackend extends RefBackend {
     this.need('attentionBackward', 'gq', a.gq, B * H * Tq * D);
     this.need('attentionBackward', 'gk', a.gk, B * H * Tk * D);
     this.need('attentionBackward', 'gv', a.gv, B * H * Tk * D);
+    if (this.native) return this.nativeAttention(a, a);
     fused.attentionBackward(this.rt, {
       ...a, q: this.p(a.q), k: this.p(a.k), v: this.p(a.v), out: this.p(a.out), lse: this.p(a.lse), keyMask: this.pn(a.keyMask),
       gout: this.p(a.gout), gq: this.p(a.gq), gk: this.p(a.gk), gv: this.p(a.gv),
     });
+  }
+
+  /** The native fused attention: forward, or backward when `grads` is given. */
+  private nativeAttention(a: AttentionArgs, grads: AttentionBackwardArgs | null): void {
+    const sp = a.sparsity;
+    const kind = !sp ? 0 : sp.kind === 'window' ? 1 : sp.kind === 'strided' ? 2 : 3;
+    const spA = !sp ? 0 : sp.kind === 'window' ? sp.window : sp.kind === 'strided' ? sp.stride : sp.block;
+    const spB = sp?.kind === 'fixed' ? sp.summary : 0;
+    this.native!.attention(this.rt.heapF32, this.ptr(a.q), this.ptr(a.k), this.ptr(a.v), this.ptr(a.out), this.ptr(a.lse), a.keyMask ? this.ptr(a.keyMask) : 0,
+      a.B, a.H, a.Tq, a.Tk, a.D, a.scale, a.causal ? 1 : 0, kind, spA, spB,
+      grads ? this.ptr(grads.gout) : 0, grads ? this.ptr(grads.gq) : 0, grads ? this.ptr(grads.gk) : 0, grads ? this.ptr(grads.gv) : 0, grads ? 1 : 0,
+      Math.min(this.rt.threads, this.nativeInfo!.threads));
   }
 
   override adamw(a: AdamWArgs): void {

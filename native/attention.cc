@@ -1,0 +1,316 @@
+// Fused attention, forward and backward, tiled (64 queries x 64 keys) with an online softmax:
+// the (T, T) score matrix never exists, memory is O(T) per head. The same plain C++ body is
+// compiled once per instruction set (inlined into functions with their own target attributes),
+// and the compiler vectorises its inner loops, which all run over a contiguous axis.
+// Backward is two passes: per key block (dK, dV) and per query block (dQ), so no two threads
+// ever add into the same row.
+#include "attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "gemm.h"
+#include "pool.h"
+
+namespace attn {
+namespace {
+
+constexpr int BQ = 64, BK = 64;
+constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
+#define INLINE inline __attribute__((always_inline))
+
+/** e^x, vectorisable (Cephes' expf polynomial after reduction by ln 2); e^-inf = 0. */
+INLINE float vexp(float x) {
+  const float xc = std::min(std::max(x, -87.3f), 88.7f);
+  const float n = std::floor(xc * 1.44269504088896341f + 0.5f);
+  float r = xc - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  const int32_t bits = (int32_t(n) + 127) << 23;
+  float s;
+  std::memcpy(&s, &bits, 4);
+  return x == NEG_INF ? 0.f : p * s;
+}
+
+INLINE int floordiv(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+/** Whether query i of batch b may see key j (see AttentionSparsity in src/backend/backend.ts). */
+INLINE bool visible(const AttnArgs& p, int b, int i, int j) {
+  const int ii = i + (p.Tk - p.Tq);
+  if (p.causal && j > ii) return false;
+  if (p.sp_kind != SP_NONE) {
+    const int d = ii - j;
+    if (p.sp_kind == SP_WINDOW && std::abs(d) >= p.sp_a) return false;
+    if (p.sp_kind == SP_STRIDED && std::abs(d) >= p.sp_a && d % p.sp_a != 0) return false;
+    if (p.sp_kind == SP_FIXED && floordiv(j, p.sp_a) != floordiv(ii, p.sp_a) && j % p.sp_a < p.sp_a - p.sp_b) return false;
+  }
+  return !p.key_mask || p.key_mask[int64_t(b) * p.Tk + j] != 0;
+}
+
+/** Keys [begin, end) may be visible to queries [i0, i1): causal and a window cut the rest. */
+INLINE int key_end(const AttnArgs& p, int i1) {
+  const int last = i1 - 1 + (p.Tk - p.Tq);
+  int end = p.causal ? last + 1 : p.Tk;
+  if (p.sp_kind == SP_WINDOW) end = std::min(end, last + p.sp_a);
+  return std::min(p.Tk, std::max(0, end));
+}
+INLINE int key_begin(const AttnArgs& p, int i0) {
+  return p.sp_kind == SP_WINDOW ? std::max(0, i0 + (p.Tk - p.Tq) - p.sp_a + 1) / BK * BK : 0;
+}
+
+/** Queries [begin, end) may see keys [j0, j1). */
+INLINE int query_begin(const AttnArgs& p, int j0) {
+  int b = p.causal ? j0 - (p.Tk - p.Tq) : 0;
+  if (p.sp_kind == SP_WINDOW) b = std::max(b, j0 - (p.Tk - p.Tq) - p.sp_a + 1);
+  return std::max(0, b);
+}
+INLINE int query_end(const AttnArgs& p, int j1) {
+  return p.sp_kind == SP_WINDOW ? std::min(p.Tq, std::max(0, j1 - 1 - (p.Tk - p.Tq) + p.sp_a)) : p.Tq;
+}
+
+/** s[r][c] = scale q_r . k_c for r < bq, c < bk, or -inf where not visible; kT is (D, BK). */
+INLINE void scores(const AttnArgs& p, int b, const float* q, int i0, int bq, const float* k, int j0, int bk, float* kT, float* s) {
+  const int D = p.D;
+  for (int c = 0; c < bk; c++)
+    for (int d = 0; d < D; d++) kT[d * BK + c] = k[int64_t(j0 + c) * D + d];
+  for (int r = 0; r < bq; r++) {
+    float* sr = s + r * BK;
+    for (int c = 0; c < BK; c++) sr[c] = 0.f;
+    const float* qr = q + int64_t(i0 + r) * D;
+    for (int d = 0; d < D; d++) {
+      const float qd = qr[d] * p.scale;
+      const float* kd = kT + d * BK;
+      for (int c = 0; c < BK; c++) sr[c] += qd * kd[c];
+    }
+    for (int c = 0; c < bk; c++)
+      if (!visible(p, b, i0 + r, j0 + c)) sr[c] = NEG_INF;
+    for (int c = bk; c < BK; c++) sr[c] = NEG_INF;
+  }
+}
+
+struct Scratch {
+  std::vector<float> buf;
+  float* get(size_t n) {
+    if (buf.size() < n) buf.assign(n, 0.f);
+    return buf.data();
+  }
+};
+
+INLINE void forward_block(const AttnArgs& p, int bh, int i0) {
+  thread_local Scratch scratch;
+  const int D = p.D, b = bh / p.H;
+  const int bq = std::min(BQ, p.Tq - i0);
+  float* kT = scratch.get(size_t(D) * BK + BQ * BK + BQ * D + 2 * BQ);
+  float* s = kT + D * BK;
+  float* acc = s + BQ * BK;
+  float* m = acc + BQ * D;
+  float* l = m + BQ;
+  const float* q = p.q + int64_t(bh) * p.Tq * D;
+  const float* k = p.k + int64_t(bh) * p.Tk * D;
+  const float* v = p.v + int64_t(bh) * p.Tk * D;
+  for (int r = 0; r < bq; r++) {
+    m[r] = NEG_INF;
+    l[r] = 0.f;
+    for (int d = 0; d < D; d++) acc[r * D + d] = 0.f;
+  }
+  const int jend = key_end(p, i0 + bq);
+  for (int j0 = key_begin(p, i0); j0 < jend; j0 += BK) {
+    const int bk = std::min(BK, jend - j0);
+    scores(p, b, q, i0, bq, k, j0, bk, kT, s);
+    for (int r = 0; r < bq; r++) {
+      float* sr = s + r * BK;
+      float mx = NEG_INF;
+      for (int c = 0; c < BK; c++) mx = std::max(mx, sr[c]);
+      if (mx == NEG_INF) continue;  // nothing visible in this block
+      const float mnew = std::max(m[r], mx);
+      const float corr = vexp(m[r] - mnew);
+      float sum = 0.f;
+      for (int c = 0; c < BK; c++) {
+        sr[c] = vexp(sr[c] - mnew);
+        sum += sr[c];
+      }
+      l[r] = l[r] * corr + sum;
+      m[r] = mnew;
+      float* ar = acc + r * D;
+      for (int d = 0; d < D; d++) ar[d] *= corr;
+      for (int c = 0; c < bk; c++) {
+        const float pc = sr[c];
+        const float* vc = v + int64_t(j0 + c) * D;
+        for (int d = 0; d < D; d++) ar[d] += pc * vc[d];
+      }
+    }
+  }
+  float* out = p.out + (int64_t(bh) * p.Tq + i0) * D;
+  float* lse = p.lse + int64_t(bh) * p.Tq + i0;
+  for (int r = 0; r < bq; r++) {
+    // A row that sees no key: zero output, and lse -inf marks it for the backward pass.
+    const float inv = m[r] == NEG_INF ? 0.f : 1.f / l[r];
+    for (int d = 0; d < D; d++) out[r * D + d] = acc[r * D + d] * inv;
+    lse[r] = m[r] == NEG_INF ? NEG_INF : m[r] + std::log(l[r]);
+  }
+}
+
+/** P = exp(s - lse) and dS = P (dP - delta), in place of s and dp; vT is (D, BK). */
+INLINE void probs_and_ds(const AttnArgs& p, int bh, int i0, int bq, int j0, int bk, const float* go, const float* v, const float* delta, float* vT, float* s, float* dp) {
+  const int D = p.D;
+  for (int c = 0; c < bk; c++)
+    for (int d = 0; d < D; d++) vT[d * BK + c] = v[int64_t(j0 + c) * D + d];
+  for (int c = bk; c < BK; c++)
+    for (int d = 0; d < D; d++) vT[d * BK + c] = 0.f;
+  const float* lse = p.lse + int64_t(bh) * p.Tq;
+  for (int r = 0; r < bq; r++) {
+    float* sr = s + r * BK;
+    float* dr = dp + r * BK;
+    const float lr = lse[i0 + r];
+    for (int c = 0; c < BK; c++) sr[c] = lr == NEG_INF ? 0.f : vexp(sr[c] - lr);
+    for (int c = 0; c < BK; c++) dr[c] = 0.f;
+    const float* gr = go + int64_t(i0 + r) * D;
+    for (int d = 0; d < D; d++) {
+      const float g = gr[d];
+      const float* vd = vT + d * BK;
+      for (int c = 0; c < BK; c++) dr[c] += g * vd[c];
+    }
+    const float dl = delta[i0 + r];
+    for (int c = 0; c < BK; c++) dr[c] = sr[c] * (dr[c] - dl);
+  }
+}
+
+INLINE void backward_kv_block(const AttnArgs& p, int bh, int j0, const float* delta) {
+  thread_local Scratch scratch;
+  const int D = p.D, b = bh / p.H;
+  const int bk = std::min(BK, p.Tk - j0);
+  float* kT = scratch.get(size_t(2 * D) * BK + 2 * BQ * BK + 2 * BK * D);
+  float* vT = kT + D * BK;
+  float* s = vT + D * BK;
+  float* dp = s + BQ * BK;
+  float* gk = dp + BQ * BK;
+  float* gv = gk + BK * D;
+  const int64_t qo = int64_t(bh) * p.Tq * D, ko = int64_t(bh) * p.Tk * D;
+  const float *q = p.q + qo, *k = p.k + ko, *v = p.v + ko, *go = p.gout + qo;
+  for (int i = 0; i < BK * D; i++) gk[i] = gv[i] = 0.f;
+  const int iend = query_end(p, j0 + bk);
+  for (int i0 = query_begin(p, j0) / BQ * BQ; i0 < iend; i0 += BQ) {
+    const int bq = std::min(BQ, p.Tq - i0);
+    scores(p, b, q, i0, bq, k, j0, bk, kT, s);
+    probs_and_ds(p, bh, i0, bq, j0, bk, go, v, delta, vT, s, dp);
+    for (int r = 0; r < bq; r++) {
+      const float* gr = go + int64_t(i0 + r) * D;
+      const float* qr = q + int64_t(i0 + r) * D;
+      for (int c = 0; c < bk; c++) {
+        const float pc = s[r * BK + c], dc = dp[r * BK + c] * p.scale;
+        float* gvc = gv + c * D;
+        float* gkc = gk + c * D;
+        for (int d = 0; d < D; d++) {
+          gvc[d] += pc * gr[d];
+          gkc[d] += dc * qr[d];
+        }
+      }
+    }
+  }
+  std::memcpy(p.gk + ko + int64_t(j0) * D, gk, sizeof(float) * bk * D);
+  std::memcpy(p.gv + ko + int64_t(j0) * D, gv, sizeof(float) * bk * D);
+}
+
+INLINE void backward_q_block(const AttnArgs& p, int bh, int i0, const float* delta) {
+  thread_local Scratch scratch;
+  const int D = p.D, b = bh / p.H;
+  const int bq = std::min(BQ, p.Tq - i0);
+  float* kT = scratch.get(size_t(2 * D) * BK + 2 * BQ * BK + BQ * D);
+  float* vT = kT + D * BK;
+  float* s = vT + D * BK;
+  float* dp = s + BQ * BK;
+  float* gq = dp + BQ * BK;
+  const int64_t qo = int64_t(bh) * p.Tq * D, ko = int64_t(bh) * p.Tk * D;
+  const float *q = p.q + qo, *k = p.k + ko, *v = p.v + ko, *go = p.gout + qo;
+  for (int i = 0; i < bq * D; i++) gq[i] = 0.f;
+  const int jend = key_end(p, i0 + bq);
+  for (int j0 = key_begin(p, i0); j0 < jend; j0 += BK) {
+    const int bk = std::min(BK, jend - j0);
+    scores(p, b, q, i0, bq, k, j0, bk, kT, s);
+    probs_and_ds(p, bh, i0, bq, j0, bk, go, v, delta, vT, s, dp);
+    for (int r = 0; r < bq; r++) {
+      float* gr = gq + r * D;
+      for (int c = 0; c < bk; c++) {
+        const float dc = dp[r * BK + c] * p.scale;
+        const float* kc = k + int64_t(j0 + c) * D;
+        for (int d = 0; d < D; d++) gr[d] += dc * kc[d];
+      }
+    }
+  }
+  std::memcpy(p.gq + qo + int64_t(i0) * D, gq, sizeof(float) * bq * D);
+}
+
+/** delta_i = gout_i . out_i, the row sums the softmax backward subtracts. */
+INLINE void deltas(const AttnArgs& p, int row0, int row1, float* delta) {
+  for (int r = row0; r < row1; r++) {
+    const float* g = p.gout + int64_t(r) * p.D;
+    const float* o = p.out + int64_t(r) * p.D;
+    float s = 0.f;
+    for (int d = 0; d < p.D; d++) s += g[d] * o[d];
+    delta[r] = s;
+  }
+}
+
+struct Set {
+  void (*fwd)(const AttnArgs&, int, int);
+  void (*bkv)(const AttnArgs&, int, int, const float*);
+  void (*bq)(const AttnArgs&, int, int, const float*);
+};
+
+#define DEFINE_SET(NAME, TARGET)                                                                                  \
+  TARGET void fwd_##NAME(const AttnArgs& p, int bh, int i0) { forward_block(p, bh, i0); }                        \
+  TARGET void bkv_##NAME(const AttnArgs& p, int bh, int j0, const float* dl) { backward_kv_block(p, bh, j0, dl); } \
+  TARGET void bq_##NAME(const AttnArgs& p, int bh, int i0, const float* dl) { backward_q_block(p, bh, i0, dl); }
+
+DEFINE_SET(portable, )
+DEFINE_SET(avx2, __attribute__((target("avx2,fma"))))
+DEFINE_SET(avx512, __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))))
+
+const Set SETS[3] = {{fwd_portable, bkv_portable, bq_portable}, {fwd_avx2, bkv_avx2, bq_avx2}, {fwd_avx512, bkv_avx512, bq_avx512}};
+
+/** Runs task(item) for item in [0, n) over the pool, in contiguous shares. */
+template <class F>
+void for_items(int n, int threads, F task) {
+  parallel(std::min(threads, n), [&](int tid, int nt) {
+    const int lo = int(int64_t(n) * tid / nt), hi = int(int64_t(n) * (tid + 1) / nt);
+    for (int i = lo; i < hi; i++) task(i);
+  });
+}
+
+}  // namespace
+
+void attention_forward(const AttnArgs& p, int threads) {
+  const Set& set = SETS[int(current_isa())];
+  const int BHn = p.B * p.H, qb = (p.Tq + BQ - 1) / BQ;
+  for_items(BHn * qb, threads, [&](int item) { set.fwd(p, item / qb, (item % qb) * BQ); });
+}
+
+void attention_backward(const AttnArgs& p, int threads) {
+  const Set& set = SETS[int(current_isa())];
+  const int BHn = p.B * p.H, qb = (p.Tq + BQ - 1) / BQ, kb = (p.Tk + BK - 1) / BK;
+  std::vector<float> delta(size_t(BHn) * p.Tq);
+  const int rows = BHn * p.Tq;
+  for_items(std::max(1, std::min(rows / 256, 64)), threads, [&](int part) {
+    const int parts = std::max(1, std::min(rows / 256, 64));
+    deltas(p, int(int64_t(rows) * part / parts), int(int64_t(rows) * (part + 1) / parts), delta.data());
+  });
+  for_items(BHn * kb, threads, [&](int item) {
+    const int bh = item / kb;
+    set.bkv(p, bh, (item % kb) * BK, delta.data() + int64_t(bh) * p.Tq);
+  });
+  for_items(BHn * qb, threads, [&](int item) {
+    const int bh = item / qb;
+    set.bq(p, bh, (item % qb) * BQ, delta.data() + int64_t(bh) * p.Tq);
+  });
+}
+
+}  // namespace attn
