@@ -77,23 +77,40 @@ INLINE int query_end(const AttnArgs& p, int j1) {
   return p.sp_kind == SP_WINDOW ? std::min(p.Tq, std::max(0, j1 - 1 - (p.Tk - p.Tq) + p.sp_a)) : p.Tq;
 }
 
-/** s[r][c] = scale q_r . k_c for r < bq, c < bk, or -inf where not visible; kT is (D, BK). */
-INLINE void scores(const AttnArgs& p, int b, const float* q, int i0, int bq, const float* k, int j0, int bk, float* kT, float* s) {
+/** out (M x N, contiguous) (+)= A . B on this thread, with the GEMM's packed microkernel. */
+INLINE void mm(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb, float* out, int M, int N, int K, bool acc) {
+  GemmArgs g{};
+  g.a = a;
+  g.lda = lda;
+  g.trans_a = ta;
+  g.b = b;
+  g.ldb = ldb;
+  g.trans_b = tb;
+  g.out = out;
+  g.batch = 1;
+  g.M = M;
+  g.N = N;
+  g.K = K;
+  g.act = ACT_NONE;
+  g.accumulate = acc;
+  gemm_serial(g);
+}
+
+/** s (bq x bk) = scale Q_blk K_blk^T, -inf where not visible. */
+INLINE void scores(const AttnArgs& p, int b, const float* q, int i0, int bq, const float* k, int j0, int bk, float* s) {
   const int D = p.D;
-  for (int c = 0; c < bk; c++)
-    for (int d = 0; d < D; d++) kT[d * BK + c] = k[int64_t(j0 + c) * D + d];
+  mm(q + int64_t(i0) * D, D, false, k + int64_t(j0) * D, D, true, s, bq, bk, D, false);
   for (int r = 0; r < bq; r++) {
-    float* sr = s + r * BK;
-    for (int c = 0; c < BK; c++) sr[c] = 0.f;
-    const float* qr = q + int64_t(i0 + r) * D;
-    for (int d = 0; d < D; d++) {
-      const float qd = qr[d] * p.scale;
-      const float* kd = kT + d * BK;
-      for (int c = 0; c < BK; c++) sr[c] += qd * kd[c];
+    float* sr = s + r * bk;
+    for (int c = 0; c < bk; c++) sr[c] *= p.scale;
+    if (!p.key_mask && p.sp_kind == SP_NONE) {
+      // Causal alone: keys past the query's position, as a select the compiler vectorises.
+      const int limit = p.causal ? i0 + r + (p.Tk - p.Tq) - j0 : bk;
+      for (int c = 0; c < bk; c++) sr[c] = c > limit ? NEG_INF : sr[c];
+    } else {
+      for (int c = 0; c < bk; c++)
+        if (!visible(p, b, i0 + r, j0 + c)) sr[c] = NEG_INF;
     }
-    for (int c = 0; c < bk; c++)
-      if (!visible(p, b, i0 + r, j0 + c)) sr[c] = NEG_INF;
-    for (int c = bk; c < BK; c++) sr[c] = NEG_INF;
   }
 }
 
@@ -109,8 +126,7 @@ INLINE void forward_block(const AttnArgs& p, int bh, int i0) {
   thread_local Scratch scratch;
   const int D = p.D, b = bh / p.H;
   const int bq = std::min(BQ, p.Tq - i0);
-  float* kT = scratch.get(size_t(D) * BK + BQ * BK + BQ * D + 2 * BQ);
-  float* s = kT + D * BK;
+  float* s = scratch.get(size_t(BQ) * BK + BQ * D + 2 * BQ);
   float* acc = s + BQ * BK;
   float* m = acc + BQ * D;
   float* l = m + BQ;
@@ -120,34 +136,33 @@ INLINE void forward_block(const AttnArgs& p, int bh, int i0) {
   for (int r = 0; r < bq; r++) {
     m[r] = NEG_INF;
     l[r] = 0.f;
-    for (int d = 0; d < D; d++) acc[r * D + d] = 0.f;
   }
+  for (int i = 0; i < bq * D; i++) acc[i] = 0.f;
   const int jend = key_end(p, i0 + bq);
   for (int j0 = key_begin(p, i0); j0 < jend; j0 += BK) {
     const int bk = std::min(BK, jend - j0);
-    scores(p, b, q, i0, bq, k, j0, bk, kT, s);
+    scores(p, b, q, i0, bq, k, j0, bk, s);
     for (int r = 0; r < bq; r++) {
-      float* sr = s + r * BK;
+      float* sr = s + r * bk;
       float mx = NEG_INF;
-      for (int c = 0; c < BK; c++) mx = std::max(mx, sr[c]);
-      if (mx == NEG_INF) continue;  // nothing visible in this block
+#pragma omp simd reduction(max : mx)
+      for (int c = 0; c < bk; c++) mx = std::max(mx, sr[c]);
+      if (mx == NEG_INF) {  // nothing visible in this block
+        for (int c = 0; c < bk; c++) sr[c] = 0.f;
+        continue;
+      }
       const float mnew = std::max(m[r], mx);
       const float corr = vexp(m[r] - mnew);
+      for (int c = 0; c < bk; c++) sr[c] = vexp(sr[c] - mnew);
       float sum = 0.f;
-      for (int c = 0; c < BK; c++) {
-        sr[c] = vexp(sr[c] - mnew);
-        sum += sr[c];
-      }
+#pragma omp simd reduction(+ : sum)
+      for (int c = 0; c < bk; c++) sum += sr[c];
       l[r] = l[r] * corr + sum;
       m[r] = mnew;
       float* ar = acc + r * D;
       for (int d = 0; d < D; d++) ar[d] *= corr;
-      for (int c = 0; c < bk; c++) {
-        const float pc = sr[c];
-        const float* vc = v + int64_t(j0 + c) * D;
-        for (int d = 0; d < D; d++) ar[d] += pc * vc[d];
-      }
     }
+    mm(s, bk, false, v + int64_t(j0) * D, D, false, acc, bq, D, bk, true);  // acc += P V
   }
   float* out = p.out + (int64_t(bh) * p.Tq + i0) * D;
   float* lse = p.lse + int64_t(bh) * p.Tq + i0;
@@ -159,28 +174,18 @@ INLINE void forward_block(const AttnArgs& p, int bh, int i0) {
   }
 }
 
-/** P = exp(s - lse) and dS = P (dP - delta), in place of s and dp; vT is (D, BK). */
-INLINE void probs_and_ds(const AttnArgs& p, int bh, int i0, int bq, int j0, int bk, const float* go, const float* v, const float* delta, float* vT, float* s, float* dp) {
+/** s becomes P = exp(s - lse), and ds = scale P (dP - delta) with dP = dO V^T (bq x bk each). */
+INLINE void probs_and_ds(const AttnArgs& p, int bh, int i0, int bq, int j0, int bk, const float* go, const float* v, const float* delta, float* s, float* ds) {
   const int D = p.D;
-  for (int c = 0; c < bk; c++)
-    for (int d = 0; d < D; d++) vT[d * BK + c] = v[int64_t(j0 + c) * D + d];
-  for (int c = bk; c < BK; c++)
-    for (int d = 0; d < D; d++) vT[d * BK + c] = 0.f;
   const float* lse = p.lse + int64_t(bh) * p.Tq;
+  mm(go + int64_t(i0) * D, D, false, v + int64_t(j0) * D, D, true, ds, bq, bk, D, false);
   for (int r = 0; r < bq; r++) {
-    float* sr = s + r * BK;
-    float* dr = dp + r * BK;
+    float* sr = s + r * bk;
+    float* dr = ds + r * bk;
     const float lr = lse[i0 + r];
-    for (int c = 0; c < BK; c++) sr[c] = lr == NEG_INF ? 0.f : vexp(sr[c] - lr);
-    for (int c = 0; c < BK; c++) dr[c] = 0.f;
-    const float* gr = go + int64_t(i0 + r) * D;
-    for (int d = 0; d < D; d++) {
-      const float g = gr[d];
-      const float* vd = vT + d * BK;
-      for (int c = 0; c < BK; c++) dr[c] += g * vd[c];
-    }
+    for (int c = 0; c < bk; c++) sr[c] = lr == NEG_INF ? 0.f : vexp(sr[c] - lr);
     const float dl = delta[i0 + r];
-    for (int c = 0; c < BK; c++) dr[c] = sr[c] * (dr[c] - dl);
+    for (int c = 0; c < bk; c++) dr[c] = p.scale * sr[c] * (dr[c] - dl);
   }
 }
 
@@ -188,33 +193,20 @@ INLINE void backward_kv_block(const AttnArgs& p, int bh, int j0, const float* de
   thread_local Scratch scratch;
   const int D = p.D, b = bh / p.H;
   const int bk = std::min(BK, p.Tk - j0);
-  float* kT = scratch.get(size_t(2 * D) * BK + 2 * BQ * BK + 2 * BK * D);
-  float* vT = kT + D * BK;
-  float* s = vT + D * BK;
-  float* dp = s + BQ * BK;
-  float* gk = dp + BQ * BK;
+  float* s = scratch.get(size_t(2) * BQ * BK + 2 * BK * D);
+  float* ds = s + BQ * BK;
+  float* gk = ds + BQ * BK;
   float* gv = gk + BK * D;
   const int64_t qo = int64_t(bh) * p.Tq * D, ko = int64_t(bh) * p.Tk * D;
   const float *q = p.q + qo, *k = p.k + ko, *v = p.v + ko, *go = p.gout + qo;
-  for (int i = 0; i < BK * D; i++) gk[i] = gv[i] = 0.f;
+  for (int i = 0; i < bk * D; i++) gk[i] = gv[i] = 0.f;
   const int iend = query_end(p, j0 + bk);
   for (int i0 = query_begin(p, j0) / BQ * BQ; i0 < iend; i0 += BQ) {
     const int bq = std::min(BQ, p.Tq - i0);
-    scores(p, b, q, i0, bq, k, j0, bk, kT, s);
-    probs_and_ds(p, bh, i0, bq, j0, bk, go, v, delta, vT, s, dp);
-    for (int r = 0; r < bq; r++) {
-      const float* gr = go + int64_t(i0 + r) * D;
-      const float* qr = q + int64_t(i0 + r) * D;
-      for (int c = 0; c < bk; c++) {
-        const float pc = s[r * BK + c], dc = dp[r * BK + c] * p.scale;
-        float* gvc = gv + c * D;
-        float* gkc = gk + c * D;
-        for (int d = 0; d < D; d++) {
-          gvc[d] += pc * gr[d];
-          gkc[d] += dc * qr[d];
-        }
-      }
-    }
+    scores(p, b, q, i0, bq, k, j0, bk, s);
+    probs_and_ds(p, bh, i0, bq, j0, bk, go, v, delta, s, ds);
+    mm(s, bk, true, go + int64_t(i0) * D, D, false, gv, bk, D, bq, true);   // gv += P^T dO
+    mm(ds, bk, true, q + int64_t(i0) * D, D, false, gk, bk, D, bq, true);   // gk += dS^T Q (scaled)
   }
   std::memcpy(p.gk + ko + int64_t(j0) * D, gk, sizeof(float) * bk * D);
   std::memcpy(p.gv + ko + int64_t(j0) * D, gv, sizeof(float) * bk * D);
@@ -224,27 +216,18 @@ INLINE void backward_q_block(const AttnArgs& p, int bh, int i0, const float* del
   thread_local Scratch scratch;
   const int D = p.D, b = bh / p.H;
   const int bq = std::min(BQ, p.Tq - i0);
-  float* kT = scratch.get(size_t(2 * D) * BK + 2 * BQ * BK + BQ * D);
-  float* vT = kT + D * BK;
-  float* s = vT + D * BK;
-  float* dp = s + BQ * BK;
-  float* gq = dp + BQ * BK;
+  float* s = scratch.get(size_t(2) * BQ * BK + BQ * D);
+  float* ds = s + BQ * BK;
+  float* gq = ds + BQ * BK;
   const int64_t qo = int64_t(bh) * p.Tq * D, ko = int64_t(bh) * p.Tk * D;
   const float *q = p.q + qo, *k = p.k + ko, *v = p.v + ko, *go = p.gout + qo;
   for (int i = 0; i < bq * D; i++) gq[i] = 0.f;
   const int jend = key_end(p, i0 + bq);
   for (int j0 = key_begin(p, i0); j0 < jend; j0 += BK) {
     const int bk = std::min(BK, jend - j0);
-    scores(p, b, q, i0, bq, k, j0, bk, kT, s);
-    probs_and_ds(p, bh, i0, bq, j0, bk, go, v, delta, vT, s, dp);
-    for (int r = 0; r < bq; r++) {
-      float* gr = gq + r * D;
-      for (int c = 0; c < bk; c++) {
-        const float dc = dp[r * BK + c] * p.scale;
-        const float* kc = k + int64_t(j0 + c) * D;
-        for (int d = 0; d < D; d++) gr[d] += dc * kc[d];
-      }
-    }
+    scores(p, b, q, i0, bq, k, j0, bk, s);
+    probs_and_ds(p, bh, i0, bq, j0, bk, go, v, delta, s, ds);
+    mm(ds, bk, false, k + int64_t(j0) * D, D, false, gq, bq, D, bk, true);  // gq += dS K (scaled)
   }
   std::memcpy(p.gq + qo + int64_t(i0) * D, gq, sizeof(float) * bq * D);
 }
@@ -255,6 +238,7 @@ INLINE void deltas(const AttnArgs& p, int row0, int row1, float* delta) {
     const float* g = p.gout + int64_t(r) * p.D;
     const float* o = p.out + int64_t(r) * p.D;
     float s = 0.f;
+#pragma omp simd reduction(+ : s)
     for (int d = 0; d < p.D; d++) s += g[d] * o[d];
     delta[r] = s;
   }

@@ -502,6 +502,12 @@ Isa current_isa() {
   return g_isa;
 }
 
+void gemm_serial(const GemmArgs& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  const KernelSet& ks = SETS[int(current_isa())];
+  gemm_block(ks, g, g.a, g.b, g.out, 0, g.M, 0, g.N);
+}
+
 void gemm(const GemmArgs& g0, int threads) {
   if (g0.batch <= 0 || g0.M <= 0 || g0.N <= 0) return;
   GemmArgs g = g0;

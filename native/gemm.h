@@ -38,5 +38,7 @@ struct GemmArgs {
 };
 
 void gemm(const GemmArgs& g, int threads);
+/** gemm of one batch item on the calling thread only (for kernels that run inside the pool). */
+void gemm_serial(const GemmArgs& g);
 
 }  // namespace attn
