@@ -12,6 +12,7 @@
 #include "attention.h"
 #include "gemm.h"
 #include "pool.h"
+#include "rows.h"
 
 namespace {
 
@@ -124,6 +125,23 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+/** reduceSum(heap, x, outer, n, inner, out, threads): byte offsets; sums over the middle axis. */
+Napi::Value ReduceSum(const Napi::CallbackInfo& info) {
+  uint8_t* heap = heap_of(info[0]);
+  if (!heap) return info.Env().Undefined();
+  attn::reduce_sum(reinterpret_cast<const float*>(heap + i64(info, 1)), i64(info, 2), i64(info, 3), i64(info, 4),
+                   reinterpret_cast<float*>(heap + i64(info, 5)), int(i64(info, 6)));
+  return info.Env().Undefined();
+}
+
+/** unary(heap, op, x, out, n, threads): true when op is a native one (and done). */
+Napi::Value Unary(const Napi::CallbackInfo& info) {
+  uint8_t* heap = heap_of(info[0]);
+  if (!heap) return Napi::Boolean::New(info.Env(), false);
+  const bool done = attn::unary(int(i64(info, 1)), reinterpret_cast<const float*>(heap + i64(info, 2)), reinterpret_cast<float*>(heap + i64(info, 3)), i64(info, 4), int(i64(info, 5)));
+  return Napi::Boolean::New(info.Env(), done);
+}
+
 /** stderrMute(): points fd 2 at /dev/null and returns a copy of the old one (-1 on failure). */
 Napi::Value StderrMute(const Napi::CallbackInfo& info) {
   const int saved = dup(2);
@@ -154,6 +172,8 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
   exports.Set("attention", Napi::Function::New(env, Attention));
+  exports.Set("reduceSum", Napi::Function::New(env, ReduceSum));
+  exports.Set("unary", Napi::Function::New(env, Unary));
   return exports;
 }
 

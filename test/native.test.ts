@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { getBackend, noGrad, randn, matmul, linear, gelu, add, relu, tensor, scaledDotProductAttention, Generator, type AttentionOptions, type Tensor } from '../src/index.js';
+import {
+  abs, add, exp, gelu, Generator, getBackend, linear, log, matmul, neg, noGrad, randn, reciprocal, relu, rsqrt, scaledDotProductAttention, sigmoid, silu, sqrt, square, tanh, tensor,
+  type AttentionOptions, type Tensor,
+} from '../src/index.js';
 import type { CpuBackend } from '../src/backend/cpu/index.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -100,6 +103,20 @@ async function compareWithRef(): Promise<{ worst: number; cases: number; kernels
     for (const t of [qc, kc, vc]) t.requiresGrad = true;
     const got = run(qc, kc, vc, cpu);
     ['out', 'dq', 'dk', 'dv'].forEach((what, i) => check(got[i] as Float32Array, want[i] as Float64Array, `attention ${what} ${JSON.stringify(c)}`));
+  }
+  // Sums over each axis and the element-wise maps the addon takes over.
+  const xr = randn([5, 37, 9], { generator: g, backend: ref });
+  for (const axis of [0, 1, 2]) check(noGrad(() => mv(xr).sum(axis).data()) as Float32Array, noGrad(() => xr.sum(axis).data()) as Float64Array, `sum axis ${axis}`);
+  const big = randn([300, 700], { generator: g, backend: ref });
+  check(noGrad(() => mv(big).sum().reshape([1]).data()) as Float32Array, noGrad(() => big.sum().reshape([1]).data()) as Float64Array, 'sum all (threads)');
+  const pos = noGrad(() => add(abs(xr), 0.5));
+  const maps: [string, (t: Tensor) => Tensor, boolean][] = [
+    ['neg', neg, false], ['square', square, false], ['abs', abs, false], ['relu', relu, false], ['sqrt', sqrt, true], ['reciprocal', reciprocal, true],
+    ['rsqrt', rsqrt, true], ['exp', exp, false], ['log', log, true], ['tanh', tanh, false], ['sigmoid', sigmoid, false], ['silu', silu, false],
+  ];
+  for (const [name, f, positive] of maps) {
+    const src = positive ? pos : xr;
+    check(noGrad(() => f(mv(src)).data()) as Float32Array, noGrad(() => f(src).data()) as Float64Array, `unary ${name}`);
   }
   return { worst, cases, kernels: cpu.describeKernels() };
 }

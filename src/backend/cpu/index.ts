@@ -1,7 +1,7 @@
 // The fast CPU backend: storage lives in the shared WebAssembly memory of a WasmRuntime, the
 // heavy ops run as WebAssembly SIMD kernels on its thread pool, and every other op is the
 // reference backend's JS kernel working on views of that memory.
-import type { AdamWArgs, AttentionArgs, AttentionBackwardArgs, Backend, BinaryOp, Layout, MatmulArgs, Storage, UnaryGradOp, UnaryOp } from '../backend.js';
+import type { AdamWArgs, AttentionArgs, AttentionBackwardArgs, Backend, BinaryOp, Layout, MatmulArgs, ReduceOp, Storage, UnaryGradOp, UnaryOp } from '../backend.js';
 import * as fused from './fused.js';
 import { RefBackend } from '../ref/index.js';
 import { bytesPerElement, type DType, type TypedArray } from '../../tensor/dtype.js';
@@ -36,6 +36,8 @@ const PARALLEL_MIN_MACS = 1 << 16;
 const PARALLEL_MIN_ELEMENTS = 1 << 16;
 const BINARY_CODE: Partial<Record<BinaryOp, number>> = { add: 0, sub: 1, mul: 2, div: 3, max: 4, min: 5 };
 const COMMUTATIVE = new Set<BinaryOp>(['add', 'mul', 'max', 'min']);
+// The unary ops the native addon maps (native/rows.h UnaryCode).
+const NATIVE_UNARY: Partial<Record<UnaryOp, number>> = { neg: 0, square: 1, abs: 2, relu: 3, sqrt: 4, recip: 5, rsqrt: 6, exp: 7, log: 8, tanh: 9, sigmoid: 10, silu: 11 };
 
 /**
  * Drops size-1 dims of `shape` and merges neighbouring dims that every stride list walks as
@@ -339,6 +341,13 @@ export class CpuBackend extends RefBackend {
 
   override unary(op: UnaryOp, x: Storage, xl: Layout, out: Storage): void {
     const contiguousX = xl.offset === 0 && sameShape(xl.strides, contiguousStrides(xl.shape));
+    const code = NATIVE_UNARY[op];
+    if (this.native && code !== undefined && contiguousX && this.f32(x, out)) {
+      const n = numel(xl.shape);
+      this.need('unary', 'x', x, n);
+      this.need('unary', 'out', out, n);
+      if (this.native.unary(this.rt.heapF32, code, this.ptr(x), this.ptr(out), n, this.nativeThreads())) return;
+    }
     if (op === 'gelu' && contiguousX && this.f32(x, out)) {
       this.need('unary', 'x', x, numel(xl.shape));
       this.need('unary', 'out', out, numel(xl.shape));
@@ -355,6 +364,20 @@ export class CpuBackend extends RefBackend {
       return;
     }
     super.unaryBackward(op, x, gy, gx, n);
+  }
+
+  override reduce(op: ReduceOp, x: Storage, outer: number, n: number, inner: number, out: Storage): void {
+    if (this.native && op === 'sum' && this.f32(x, out)) {
+      this.need('reduce', 'x', x, outer * n * inner);
+      this.need('reduce', 'out', out, outer * inner);
+      this.native.reduceSum(this.rt.heapF32, this.ptr(x), outer, n, inner, this.ptr(out), this.nativeThreads());
+      return;
+    }
+    super.reduce(op, x, outer, n, inner, out);
+  }
+
+  private nativeThreads(): number {
+    return Math.min(this.rt.threads, this.nativeInfo!.threads);
   }
 
   override softmax(x: Storage, rows: number, n: number, log: boolean, out: Storage): void {

@@ -1,0 +1,15 @@
+// Reductions and element-wise maps over contiguous float32 arrays.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace attn {
+
+/** out[o, i] = sum_j x[o, j, i] over a contiguous (outer, n, inner) array. */
+void reduce_sum(const float* x, int64_t outer, int64_t n, int64_t inner, float* out, int threads);
+
+enum UnaryCode { U_NEG = 0, U_SQUARE, U_ABS, U_RELU, U_SQRT, U_RECIP, U_RSQRT, U_EXP, U_LOG, U_TANH, U_SIGMOID, U_SILU };
+/** out[i] = f(x[i]); false when op is not one of UnaryCode. */
+bool unary(int op, const float* x, float* out, int64_t n, int threads);
+
+}  // namespace attn
