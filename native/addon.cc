@@ -142,6 +142,13 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), done);
 }
 
+/** zero(heap, byteOffset, bytes): memset, for fresh storages (faster than fill on a shared buffer). */
+Napi::Value Zero(const Napi::CallbackInfo& info) {
+  uint8_t* heap = heap_of(info[0]);
+  if (heap) std::memset(heap + i64(info, 1), 0, size_t(i64(info, 2)));
+  return info.Env().Undefined();
+}
+
 /** stderrMute(): points fd 2 at /dev/null and returns a copy of the old one (-1 on failure). */
 Napi::Value StderrMute(const Napi::CallbackInfo& info) {
   const int saved = dup(2);
@@ -174,6 +181,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("reduceSum", Napi::Function::New(env, ReduceSum));
   exports.Set("unary", Napi::Function::New(env, Unary));
+  exports.Set("zero", Napi::Function::New(env, Zero));
   return exports;
 }
 

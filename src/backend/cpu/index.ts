@@ -116,9 +116,13 @@ export class CpuBackend extends RefBackend {
     return new CpuStorage(this, dtype, size, ptr, view);
   }
 
-  override alloc(dtype: DType, size: number): Storage {
+  override alloc(dtype: DType, size: number, uninitialized = false): Storage {
     const s = this.allocRaw(dtype, size);
-    s.view.fill(0); // blocks are recycled, so they may hold old data
+    if (uninitialized) return s; // the caller writes every element
+    // Blocks are recycled, so they may hold old data. fill() on a shared buffer is slow in V8:
+    // large blocks go to memset in the addon.
+    if (this.native && size >= 1024) this.native.zero(this.rt.heapF32, s.ptr, size * bytesPerElement(dtype));
+    else s.view.fill(0);
     return s;
   }
 

@@ -74,6 +74,7 @@ export interface NativeKernels {
   /** Points fd 2 at /dev/null (native libraries that print warnings); returns the saved fd. */
   stderrMute(): number;
   stderrRestore(fd: number): void;
+  zero(heap: Float32Array, byteOffset: number, bytes: number): void;
   reduceSum(heap: Float32Array, x: number, outer: number, n: number, inner: number, out: number, threads: number): void;
   unary(heap: Float32Array, op: number, x: number, out: number, n: number, threads: number): boolean;
   attention(heap: Float32Array, q: number, k: number, v: number, out: number, lse: number, keyMask: number, B: number, H: number, Tq: number, Tk: number, D: number,
