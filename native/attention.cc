@@ -103,10 +103,17 @@ INLINE void scores(const AttnArgs& p, int b, const float* q, int i0, int bq, con
   for (int r = 0; r < bq; r++) {
     float* sr = s + r * bk;
     for (int c = 0; c < bk; c++) sr[c] *= p.scale;
-    if (!p.key_mask && p.sp_kind == SP_NONE) {
-      // Causal alone: keys past the query's position, as a select the compiler vectorises.
-      const int limit = p.causal ? i0 + r + (p.Tk - p.Tq) - j0 : bk;
-      for (int c = 0; c < bk; c++) sr[c] = c > limit ? NEG_INF : sr[c];
+    if (!p.key_mask && (p.sp_kind == SP_NONE || p.sp_kind == SP_WINDOW)) {
+      // Causal and/or a window: visible keys are one interval [lo, hi] of the block, applied as
+      // a select the compiler vectorises.
+      const int at = i0 + r + (p.Tk - p.Tq) - j0;  // the query's position in block coordinates
+      int hi = p.causal ? at : bk;
+      int lo = -1;
+      if (p.sp_kind == SP_WINDOW) {
+        hi = std::min(hi, at + p.sp_a - 1);
+        lo = at - p.sp_a + 1;
+      }
+      for (int c = 0; c < bk; c++) sr[c] = (c > hi || c < lo) ? NEG_INF : sr[c];
     } else {
       for (int c = 0; c < bk; c++)
         if (!visible(p, b, i0 + r, j0 + c)) sr[c] = NEG_INF;
