@@ -41,7 +41,10 @@ export interface WorkerHandle {
  *  Once the worker has sent its first message (ready or failed) it no longer keeps the
  *  process alive: an idle pool must not stop Node from exiting. */
 export function spawnWorker(data: unknown, onMessage: (msg: unknown) => void, onError: (err: Error) => void): WorkerHandle {
-  const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: data });
+  // --input-type (node --input-type=module -e '...') applies to the main script only: a worker
+  // given it refuses to start.
+  const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
+  const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: data, execArgv });
   w.once('message', () => w.unref());
   w.on('message', onMessage);
   w.on('error', onError);
