@@ -185,7 +185,7 @@ test('window attention visits only blocks near the diagonal (timing, loose)', ()
     const [q, k, v] = [0, 1, 2].map(() => randTensor([1, 1, T, D], cpus.cpu1, g, { dtype: 'float32' }));
     const time = (opts: A.AttentionOptions): number => {
       let best = Infinity;
-      for (let r = 0; r < 2; r++) {
+      for (let r = 0; r < 4; r++) {
         const t0 = performance.now();
         A.tidy(() => A.scaledDotProductAttention(q!, k!, v!, opts).data());
         best = Math.min(best, performance.now() - t0);
@@ -195,6 +195,7 @@ test('window attention visits only blocks near the diagonal (timing, loose)', ()
     const dense = time({ causal: true });
     const local = time({ causal: true, sparsity: window(128) });
     console.log(`# attention T=${T} D=${D} one thread: causal ${dense.toFixed(1)} ms, window 128 ${local.toFixed(1)} ms`);
-    assert.ok(local < dense / 3, `window ${local.toFixed(1)} ms vs dense ${dense.toFixed(1)} ms`);
+    // The window visits about 1/16 of the causal blocks; a factor of 2 leaves room for a busy CI machine.
+    assert.ok(local < dense / 2, `window ${local.toFixed(1)} ms vs dense ${dense.toFixed(1)} ms`);
   });
 });
