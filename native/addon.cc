@@ -33,7 +33,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("isa", attn::isa_name(attn::current_isa()));
-  o.Set("best", attn::isa_name(attn::detect_isa(attn::Isa::avx512)));
+  o.Set("best", attn::isa_name(attn::detect_isa(attn::Isa::avx512bf16)));
   o.Set("threads", attn::pool_threads());
   o.Set("avx512bf16", attn::cpu_has_avx512bf16());
   return o;
@@ -42,7 +42,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 Napi::Value Init(const Napi::CallbackInfo& info) {
   const int threads = static_cast<int>(i64(info, 0));
   const std::string cap = info[1].As<Napi::String>().Utf8Value();
-  attn::Isa want = cap == "portable" ? attn::Isa::portable : cap == "avx2" ? attn::Isa::avx2 : attn::Isa::avx512;
+  attn::Isa want = cap == "portable" ? attn::Isa::portable : cap == "avx2" ? attn::Isa::avx2 : cap == "avx512" ? attn::Isa::avx512 : attn::Isa::avx512bf16;
   attn::set_isa(attn::detect_isa(want));
   attn::pool_start(threads);
   return Info(info);
@@ -50,8 +50,8 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
 
 /**
  * matmul(heap, a, aBatch, lda, transA, b, bBatch, ldb, transB, bBf16, out, batch, M, N, K, bias,
- * act, accumulate, threads): a, b, out, bias are byte offsets into heap (bias 0: none); strides in
- * elements.
+ * act, accumulate, threads, bf16Compute): a, b, out, bias are byte offsets into heap (bias 0: none);
+ * strides in elements.
  */
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   uint8_t* heap = heap_of(info[0]);
@@ -78,6 +78,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   g.bias = bias ? reinterpret_cast<const float*>(heap + bias) : nullptr;
   g.act = info[16].As<Napi::Number>().Int32Value();
   g.accumulate = info[17].As<Napi::Number>().Int32Value() != 0;
+  g.bf16_compute = info.Length() > 19 && info[19].As<Napi::Number>().Int32Value() != 0;
   attn::gemm(g, static_cast<int>(i64(info, 18)));
   return info.Env().Undefined();
 }

@@ -280,13 +280,13 @@ void for_items(int n, int threads, F task) {
 }  // namespace
 
 void attention_forward(const AttnArgs& p, int threads) {
-  const Set& set = SETS[int(current_isa())];
+  const Set& set = SETS[std::min(int(current_isa()), int(Isa::avx512))];
   const int BHn = p.B * p.H, qb = (p.Tq + BQ - 1) / BQ;
   for_items(BHn * qb, threads, [&](int item) { set.fwd(p, item / qb, (item % qb) * BQ); });
 }
 
 void attention_backward(const AttnArgs& p, int threads) {
-  const Set& set = SETS[int(current_isa())];
+  const Set& set = SETS[std::min(int(current_isa()), int(Isa::avx512))];
   const int BHn = p.B * p.H, qb = (p.Tq + BQ - 1) / BQ, kb = (p.Tk + BK - 1) / BK;
   std::vector<float> delta(size_t(BHn) * p.Tq);
   const int rows = BHn * p.Tq;

@@ -28,6 +28,22 @@ inline float bf16_to_f32(uint16_t h) {
   return f;
 }
 
+/** float32 -> bfloat16 bits, rounded to nearest even (NaNs stay NaN). */
+inline uint32_t bf16_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+/** f rounded to the nearest bfloat16, as a float32. */
+inline float round_bf16(float f) {
+  const uint32_t u = bf16_bits(f) << 16;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+
 inline float gelu_scalar(float x) {
   const double xd = x;
   const double u = 0.7978845608028654 * (xd + 0.044715 * xd * xd * xd);
@@ -42,20 +58,23 @@ inline float act_scalar(float v, int act) {
 
 // ---------------------------------------------------------------- packing (any processor)
 
-/** A rows [m0, m0+mc) x cols [k0, k0+kc) into strips of MR rows: strip s holds, per k, MR values. */
+/** A rows [m0, m0+mc) x cols [k0, k0+kc) into strips of MR rows: strip s holds, per k, MR values
+ *  (rounded to bfloat16 when Round: the exact emulation of a bfloat16 matmul). */
+template <bool Round>
 void pack_a(const GemmArgs& g, const float* a, int m0, int mc, int k0, int kc, int MR, float* dst) {
+  auto cv = [](float x) { return Round ? round_bf16(x) : x; };
   for (int s = 0; s < mc; s += MR) {
     const int rows = std::min(MR, mc - s);
     float* d = dst + int64_t(s) * kc;
     if (!g.trans_a) {
       for (int r = 0; r < rows; r++) {
         const float* row = a + int64_t(m0 + s + r) * g.lda + k0;
-        for (int k = 0; k < kc; k++) d[k * MR + r] = row[k];
+        for (int k = 0; k < kc; k++) d[k * MR + r] = cv(row[k]);
       }
     } else {
       for (int k = 0; k < kc; k++) {
         const float* col = a + int64_t(k0 + k) * g.lda + m0 + s;
-        for (int r = 0; r < rows; r++) d[k * MR + r] = col[r];
+        for (int r = 0; r < rows; r++) d[k * MR + r] = cv(col[r]);
       }
     }
     if (rows < MR)
@@ -65,7 +84,9 @@ void pack_a(const GemmArgs& g, const float* a, int m0, int mc, int k0, int kc, i
 }
 
 /** B rows [k0, k0+kc) x cols [n0, n0+nc) into strips of NR columns: strip s holds, per k, NR values. */
+template <bool Round>
 void pack_b(const GemmArgs& g, const void* b, int k0, int kc, int n0, int nc, int NR, float* dst) {
+  auto cv = [](float x) { return Round ? round_bf16(x) : x; };
   for (int s = 0; s < nc; s += NR) {
     const int cols = std::min(NR, nc - s);
     float* d = dst + int64_t(s) * kc;
@@ -76,17 +97,107 @@ void pack_b(const GemmArgs& g, const void* b, int k0, int kc, int n0, int nc, in
         if (g.b_bf16) {
           const uint16_t* row = static_cast<const uint16_t*>(b) + base;
           for (int j = 0; j < cols; j++) dk[j] = bf16_to_f32(row[j]);
+        } else if (Round) {
+          const float* row = static_cast<const float*>(b) + base;
+          for (int j = 0; j < cols; j++) dk[j] = cv(row[j]);
         } else {
           std::memcpy(dk, static_cast<const float*>(b) + base, sizeof(float) * cols);
         }
       } else {
         for (int j = 0; j < cols; j++) {
           const int64_t i = int64_t(n0 + s + j) * g.ldb + k0 + k;
-          dk[j] = g.b_bf16 ? bf16_to_f32(static_cast<const uint16_t*>(b)[i]) : static_cast<const float*>(b)[i];
+          dk[j] = g.b_bf16 ? bf16_to_f32(static_cast<const uint16_t*>(b)[i]) : cv(static_cast<const float*>(b)[i]);
         }
       }
       for (int j = cols; j < NR; j++) dk[j] = 0.f;
     }
+  }
+}
+
+// Pairs of bfloat16 for the dot-product kernel (only the avx512-bf16 set packs this way, so these
+// are compiled for it): a word holds k = 2p in its low half and 2p + 1 in its high half.
+
+#define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
+
+/** d[p * stride] = pair p of x[0, kc) (x contiguous; a missing x[kc] is 0). */
+AVX512BF16 void pairs_strided(const float* x, int kc, uint32_t* d, int stride) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(stride));
+  int k = 0;
+  for (; k + 32 <= kc; k += 32) {
+    const __m512i w = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + k + 16), _mm512_loadu_ps(x + k));
+    _mm512_i32scatter_epi32(d + int64_t(k / 2) * stride, idx, w, 4);
+  }
+  if (k < kc) {
+    const int left = kc - k;
+    const __mmask16 m0 = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+    const __mmask16 m1 = left <= 16 ? __mmask16(0) : __mmask16((1u << (left - 16)) - 1);
+    const __m512i w = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, x + k + 16), _mm512_maskz_loadu_ps(m0, x + k));
+    const int pairs = (left + 1) / 2;
+    _mm512_mask_i32scatter_epi32(d + int64_t(k / 2) * stride, __mmask16((1u << pairs) - 1), idx, w, 4);
+  }
+}
+
+alignas(64) const uint16_t kInterleave[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+
+/** d[j] = (r0[j], r1[j]) for j < n (r1 null: a zero high half). */
+AVX512BF16 void pairs_of_rows(const float* r0, const float* r1, int n, uint32_t* d) {
+  for (int j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1);
+    const __m512 lo = _mm512_maskz_loadu_ps(m, r0 + j);
+    const __m512 hi = r1 ? _mm512_maskz_loadu_ps(m, r1 + j) : _mm512_setzero_ps();
+    // cvtne2ps gives [lo0..lo15, hi0..hi15] as 16-bit lanes; interleave them into words.
+    const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+    _mm512_mask_storeu_epi32(d + j, m, _mm512_permutexvar_epi16(_mm512_loadu_si512(kInterleave), both));
+  }
+}
+
+/** A strips of MR rows hold, per k pair p, MR words. */
+void pack_a_pairs(const GemmArgs& g, const float* a, int m0, int mc, int k0, int kc, int MR, uint32_t* dst) {
+  const int kp = (kc + 1) / 2;
+  for (int s = 0; s < mc; s += MR) {
+    const int rows = std::min(MR, mc - s);
+    uint32_t* d = dst + int64_t(s) * kp;
+    if (!g.trans_a) {
+      for (int r = 0; r < rows; r++) pairs_strided(a + int64_t(m0 + s + r) * g.lda + k0, kc, d + r, MR);
+    } else {
+      for (int p = 0; p < kp; p++) {
+        const float* c0 = a + int64_t(k0 + 2 * p) * g.lda + m0 + s;
+        pairs_of_rows(c0, 2 * p + 1 < kc ? c0 + g.lda : nullptr, rows, d + p * MR);
+      }
+    }
+    for (int p = 0; p < kp; p++)
+      for (int r = rows; r < MR; r++) d[p * MR + r] = 0u;
+  }
+}
+
+/** B strips of NR columns hold, per k pair p, NR words. */
+void pack_b_pairs(const GemmArgs& g, const void* b, int k0, int kc, int n0, int nc, int NR, uint32_t* dst) {
+  const int kp = (kc + 1) / 2;
+  for (int s = 0; s < nc; s += NR) {
+    const int cols = std::min(NR, nc - s);
+    uint32_t* d = dst + int64_t(s) * kp;
+    if (g.b_bf16) {
+      const uint16_t* bh = static_cast<const uint16_t*>(b);
+      for (int p = 0; p < kp; p++)
+        for (int j = 0; j < NR; j++) {
+          const int64_t k = k0 + 2 * p, n = n0 + s + j;
+          auto at = [&](int64_t kk) { return uint32_t(bh[g.trans_b ? n * g.ldb + kk : kk * g.ldb + n]); };
+          d[p * NR + j] = j >= cols ? 0u : at(k) | (2 * p + 1 < kc ? at(k + 1) << 16 : 0u);
+        }
+      continue;
+    }
+    const float* bf = static_cast<const float*>(b);
+    if (!g.trans_b) {
+      for (int p = 0; p < kp; p++) {
+        const float* r0 = bf + int64_t(k0 + 2 * p) * g.ldb + n0 + s;
+        pairs_of_rows(r0, 2 * p + 1 < kc ? r0 + g.ldb : nullptr, cols, d + p * NR);
+      }
+    } else {
+      for (int j = 0; j < cols; j++) pairs_strided(bf + int64_t(n0 + s + j) * g.ldb + k0, kc, d + j, NR);
+    }
+    if (cols < NR)
+      for (int p = 0; p < kp; p++)
+        for (int j = cols; j < NR; j++) d[p * NR + j] = 0u;
   }
 }
 
@@ -99,9 +210,14 @@ using Epilogue = void (*)(float* c, int64_t ldc, int rows, int cols, const float
 /** out[j] for j in [n0, n1) = sum_k a[k] B(k, j) (no bias or activation). */
 using Gemv = void (*)(const GemmArgs& g, const float* a, const void* b, float* out, int n0, int n1);
 
+/** Like MicroKernel over kp pairs of bfloat16 (pack_a_pairs / pack_b_pairs strips). */
+using MicroKernelBf16 = void (*)(int kp, const uint32_t* pa, const uint32_t* pb, float* c, int64_t ldc, bool load_c);
+
 struct KernelSet {
   int MR, NR;
   MicroKernel micro;
+  /** null: bfloat16 precision is emulated by rounding while packing for `micro`. */
+  MicroKernelBf16 micro_bf16;
   Epilogue epilogue;
   Gemv gemv;
 };
@@ -389,10 +505,38 @@ AVX512 void gemv_avx512(const GemmArgs& g, const float* a, const void* b, float*
   }
 }
 
-const KernelSet SETS[3] = {
-    {4, 8, micro_portable, epilogue_portable, gemv_portable},
-    {6, 16, micro_avx2, epilogue_avx2, gemv_avx2},
-    {12, 32, micro_avx512, epilogue_avx512, gemv_avx512},
+// ---- AVX-512 BF16: the same 12 x 32 tiles, two k per vdpbf16ps
+
+AVX512BF16 void micro_avx512bf16(int kp, const uint32_t* pa, const uint32_t* pb, float* c, int64_t ldc, bool load_c) {
+  __m512 c0[12], c1[12];
+#pragma GCC unroll 12
+  for (int r = 0; r < 12; r++) {
+    c0[r] = load_c ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();
+    c1[r] = load_c ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();
+  }
+  for (int p = 0; p < kp; p++) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(pb), b1 = (__m512bh)_mm512_load_si512(pb + 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < 12; r++) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(int(pa[r]));
+      c0[r] = _mm512_dpbf16_ps(c0[r], av, b0);
+      c1[r] = _mm512_dpbf16_ps(c1[r], av, b1);
+    }
+    pa += 12;
+    pb += 32;
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < 12; r++) {
+    _mm512_storeu_ps(c + r * ldc, c0[r]);
+    _mm512_storeu_ps(c + r * ldc + 16, c1[r]);
+  }
+}
+
+const KernelSet SETS[4] = {
+    {4, 8, micro_portable, nullptr, epilogue_portable, gemv_portable},
+    {6, 16, micro_avx2, nullptr, epilogue_avx2, gemv_avx2},
+    {12, 32, micro_avx512, nullptr, epilogue_avx512, gemv_avx512},
+    {12, 32, micro_avx512, micro_avx512bf16, epilogue_avx512, gemv_avx512},
 };
 
 Isa g_isa = Isa::portable;
@@ -414,6 +558,7 @@ void gemm_block(const KernelSet& ks, const GemmArgs& g, const float* a, const vo
   float* pb = scratch(bbuf, size_t(KC) * (NC + NR));
   alignas(64) float tmp[12 * 32];
   const int64_t ldc = g.N;
+  const bool pairs = g.bf16_compute && ks.micro_bf16 != nullptr;
   if (g.K == 0) {
     for (int m = m0; m < m1; m++) {
       float* row = out + int64_t(m) * ldc;
@@ -426,25 +571,35 @@ void gemm_block(const KernelSet& ks, const GemmArgs& g, const float* a, const vo
     for (int pc = 0; pc < g.K; pc += KC) {
       const int kc = std::min(KC, g.K - pc);
       const bool first = pc == 0, last = pc + kc >= g.K;
-      pack_b(g, b, pc, kc, jc, nc, NR, pb);
+      // kk: the packed depth, in floats or in bfloat16 pairs.
+      const int kk = pairs ? (kc + 1) / 2 : kc;
+      if (pairs) pack_b_pairs(g, b, pc, kc, jc, nc, NR, reinterpret_cast<uint32_t*>(pb));
+      else if (g.bf16_compute) pack_b<true>(g, b, pc, kc, jc, nc, NR, pb);
+      else pack_b<false>(g, b, pc, kc, jc, nc, NR, pb);
       for (int ic = m0; ic < m1; ic += MC) {
         const int mc = std::min(MC, m1 - ic);
-        pack_a(g, a, ic, mc, pc, kc, MR, pa);
+        if (pairs) pack_a_pairs(g, a, ic, mc, pc, kc, MR, reinterpret_cast<uint32_t*>(pa));
+        else if (g.bf16_compute) pack_a<true>(g, a, ic, mc, pc, kc, MR, pa);
+        else pack_a<false>(g, a, ic, mc, pc, kc, MR, pa);
         for (int jr = 0; jr < nc; jr += NR) {
           const int cols = std::min(NR, nc - jr);
           for (int ir = 0; ir < mc; ir += MR) {
             const int rows = std::min(MR, mc - ir);
             float* c = out + int64_t(ic + ir) * ldc + jc + jr;
             const bool load_c = !first || g.accumulate;
-            const float* sa = pa + int64_t(ir) * kc;
-            const float* sb = pb + int64_t(jr) * kc;
+            const float* sa = pa + int64_t(ir) * kk;
+            const float* sb = pb + int64_t(jr) * kk;
+            auto micro = [&](float* cc, int64_t ld) {
+              if (pairs) ks.micro_bf16(kk, reinterpret_cast<const uint32_t*>(sa), reinterpret_cast<const uint32_t*>(sb), cc, ld, load_c);
+              else ks.micro(kc, sa, sb, cc, ld, load_c);
+            };
             if (rows == MR && cols == NR) {
-              ks.micro(kc, sa, sb, c, ldc, load_c);
+              micro(c, ldc);
             } else {
               // A partial tile runs on a full one in tmp.
               if (load_c)
                 for (int r = 0; r < rows; r++) std::memcpy(tmp + r * NR, c + r * ldc, sizeof(float) * cols);
-              ks.micro(kc, sa, sb, tmp, NR, load_c);
+              micro(tmp, NR);
               for (int r = 0; r < rows; r++) std::memcpy(c + r * ldc, tmp + r * NR, sizeof(float) * cols);
             }
             if (last && (g.bias || g.act != ACT_NONE)) ks.epilogue(c, ldc, rows, cols, g.bias ? g.bias + jc + jr : nullptr, g.accumulate ? ACT_NONE : g.act);
@@ -476,6 +631,7 @@ Isa detect_isa(Isa cap) {
   Isa best = Isa::portable;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) best = Isa::avx512;
+  if (best == Isa::avx512 && __builtin_cpu_supports("avx512bf16")) best = Isa::avx512bf16;
   return int(best) < int(cap) ? best : cap;
 }
 
@@ -486,6 +642,7 @@ bool cpu_has_avx512bf16() {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
+    case Isa::avx512bf16: return "avx512-bf16";
     case Isa::avx512: return "avx512";
     case Isa::avx2: return "avx2";
     default: return "portable";
@@ -520,7 +677,8 @@ void gemm(const GemmArgs& g0, int threads) {
   const double macs = double(g.batch) * g.M * g.N * std::max(g.K, 1);
   const int nt = macs < 32768 ? 1 : std::max(1, threads);
   const int64_t mn = int64_t(g.M) * g.N;
-  const bool vec = g.M == 1 && !g.trans_a;
+  // bfloat16 precision always packs (its rounding lives in the packing).
+  const bool vec = g.M == 1 && !g.trans_a && !g.bf16_compute;
   parallel(nt, [&](int tid, int n) {
     int b0 = 0, b1 = g.batch, m0 = 0, m1 = g.M, n0 = 0, n1 = g.N;
     if (n > 1) {

@@ -5,7 +5,8 @@
 
 namespace attn {
 
-enum class Isa { portable = 0, avx2 = 1, avx512 = 2 };
+// avx512bf16: AVX-512 plus the BF16 dot product (vdpbf16ps), used by bfloat16-precision matmuls.
+enum class Isa { portable = 0, avx2 = 1, avx512 = 2, avx512bf16 = 3 };
 
 /** The best kernel set this processor runs, capped by `cap`. */
 Isa detect_isa(Isa cap);
@@ -35,6 +36,9 @@ struct GemmArgs {
   const float* bias;
   int act;
   bool accumulate;
+  /** Multiply A and B rounded to bfloat16 (round to nearest even), accumulating in float32: the
+   *  BF16 dot instructions where the kernel set has them, exact float32 emulation elsewhere. */
+  bool bf16_compute = false;
 };
 
 void gemm(const GemmArgs& g, int threads);

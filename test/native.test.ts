@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import {
-  abs, add, exp, gelu, Generator, getBackend, linear, log, matmul, neg, noGrad, randn, reciprocal, relu, rsqrt, scaledDotProductAttention, sigmoid, silu, sqrt, square, tanh, tensor,
+  abs, add, exp, gelu, Generator, getBackend, linear, log, matmul, neg, noGrad, randn, reciprocal, relu, rsqrt, scaledDotProductAttention, sigmoid, silu, sqrt, square, tanh, tensor, withMatmulPrecision,
   type AttentionOptions, type Tensor,
 } from '../src/index.js';
 import type { CpuBackend } from '../src/backend/cpu/index.js';
@@ -78,6 +78,22 @@ async function compareWithRef(): Promise<{ worst: number; cases: number; kernels
     check(gx as Float32Array, rx as Float64Array, `dX ${M}x${K}x${N}`);
     check(gw as Float32Array, rw as Float64Array, `dW ${M}x${K}x${N}`);
   }
+  // bfloat16 precision: the BF16 dot kernel (pairs of k, odd K padded) or the rounding emulation
+  // must equal ref's exact emulation; and it must really round (differ from float32).
+  let bf16Gap = 0;
+  for (const [M, K, N] of [[1, 7, 33], [13, 33, 70], [37, 1023, 5], [64, 256, 96], [100, 513, 37]]) {
+    for (const tA of [false, true]) for (const tB of [false, true]) {
+      const a = randn(tA ? [K!, M!] : [M!, K!], { generator: g, backend: ref });
+      const b = randn(tB ? [N!, K!] : [K!, N!], { generator: g, backend: ref });
+      const prod = (x: typeof a, y: typeof b) => matmul(tA ? x.transpose(0, 1) : x, tB ? y.transpose(0, 1) : y);
+      const want = withMatmulPrecision('bfloat16', () => noGrad(() => prod(a, b).data()));
+      const got = withMatmulPrecision('bfloat16', () => noGrad(() => prod(mv(a), mv(b)).data()));
+      check(got as Float32Array, want as Float64Array, `bf16 matmul ${M}x${K}x${N} tA=${tA} tB=${tB}`);
+      const exact = noGrad(() => prod(a, b).data());
+      for (let i = 0; i < exact.length; i++) bf16Gap = Math.max(bf16Gap, Math.abs(got[i]! - exact[i]!) / (1 + Math.abs(exact[i]!)));
+    }
+  }
+  assert.ok(bf16Gap > 1e-3, `bfloat16 precision rounds the operands (largest gap to float32 ${bf16Gap})`);
   // Fused attention, forward and backward: causal, padding, a window, Tq != Tk (a cache), odd sizes.
   const cases2: { B: number; H: number; Tq: number; Tk: number; D: number; opts: AttentionOptions; pad?: boolean }[] = [
     { B: 2, H: 3, Tq: 70, Tk: 70, D: 16, opts: { causal: true } },
@@ -132,16 +148,17 @@ if (ISA !== undefined) {
 } else {
   test('the native addon was built, and each kernel set the processor has matches ref', { skip: existsSync(ADDON) ? false : 'no native addon built here (see build/native-build.log)' }, () => {
     const info = spawnSync(process.execPath, [CLI, 'info'], { encoding: 'utf8' });
-    const best = /native (avx512|avx2|portable)/.exec(info.stdout)?.[1];
+    const best = /native (avx512-bf16|avx512|avx2|portable)/.exec(info.stdout)?.[1];
     assert.ok(best, `${info.stdout}${info.stderr}${String(info.error ?? "")} status ${info.status} signal ${info.signal}`);
-    const sets = ['portable', 'avx2', 'avx512'].slice(0, ['portable', 'avx2', 'avx512'].indexOf(best!) + 1);
+    const all = ['portable', 'avx2', 'avx512', 'avx512-bf16'];
+    const sets = all.slice(0, all.indexOf(best!) + 1);
     for (const isa of sets) {
       const r = child({ ATTN_NATIVE_ISA: isa, ATTN_TEST_ISA: isa });
       assert.equal(r.status, 0, `${isa}: ${String(r.stdout).slice(-2000)}${String(r.stderr).slice(-2000)}`);
       const line = String(r.stdout).split('\n').find((l) => l.includes('"worst"'));
       assert.ok(line, String(r.stdout));
       const res = JSON.parse(line!.replace(/^[^{]*/, '')) as { worst: number; cases: number; kernels: string };
-      assert.match(res.kernels, new RegExp(`^native ${isa}`), 'the forced kernel set ran');
+      assert.match(res.kernels, new RegExp(`^native ${isa}[ ,]`), 'the forced kernel set ran');
       assert.ok(res.cases >= 100 && res.worst < 2e-4, `${isa}: ${JSON.stringify(res)}`);
     }
   });

@@ -59,6 +59,9 @@ export interface MatmulArgs {
   bias?: Storage | null;
   activation?: Activation;
   accumulate?: boolean;
+  /** 'bfloat16': A and B rounded to bfloat16 (nearest even), products accumulated in float32
+   *  (mixed precision; see tensor/precision.ts). Default float32. */
+  precision?: 'float32' | 'bfloat16';
 }
 
 export interface AttentionArgs {

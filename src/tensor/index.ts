@@ -6,4 +6,5 @@ export * from './random.js';
 export * from './ops.js';
 export { backward, type BackwardOptions } from './autograd.js';
 export { checkpoint } from './checkpoint.js';
+export * from './precision.js';
 export { Tensor, tidy, noGrad, withGrad, isGradEnabled, setDefaultBackend, getDefaultBackend, liveTensorCount, record, type GradNode } from './tensor.js';

@@ -7,6 +7,7 @@ import { toBf16Bits, toHalfBits } from './half.js';
 import { defaultGenerator, type Generator } from './random.js';
 import { broadcastShapes, checkShape, contiguousStrides, fmt, normDim, numel, sameShape, ShapeError, type Shape } from './shape.js';
 import { getDefaultBackend, isGradEnabled, noGrad, record, Tensor } from './tensor.js';
+import { matmulPrecision } from './precision.js';
 
 // ---------------------------------------------------------------- helpers
 
@@ -699,7 +700,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
       be.matmul({
         a: A.t.storage, aOffset: aOff, aBatchStride: aBS, transA: A.trans, lda: A.ld,
         b: B.t.storage, bOffset: bOff, bBatchStride: bBS, transB: B.trans, ldb: B.ld,
-        out: outStorage, batch: batches, M, N, K,
+        out: outStorage, batch: batches, M, N, K, precision: matmulPrecision(),
       });
     if (sa !== null && sb !== null) {
       run(oa, ob, sa, sb, batch, oa.t.offset, ob.t.offset);
@@ -737,7 +738,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
     be.matmul({
       a: x2.t.storage, aOffset: x2.t.offset, aBatchStride: 0, transA: x2.trans, lda: x2.ld,
       b: w.t.storage, bOffset: w.t.offset, bBatchStride: 0, transB: w.trans, ldb: w.ld,
-      out: out.storage, batch: 1, M: rows, N: outF, K: inF, bias: bc?.storage ?? null,
+      out: out.storage, batch: 1, M: rows, N: outF, K: inF, bias: bc?.storage ?? null, precision: matmulPrecision(),
     });
   });
   const inputs = bias ? [x, weight, bias] : [x, weight];

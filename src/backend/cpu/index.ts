@@ -5,6 +5,7 @@ import type { AdamWArgs, AttentionArgs, AttentionBackwardArgs, Backend, BinaryOp
 import * as fused from './fused.js';
 import { RefBackend } from '../ref/index.js';
 import { bytesPerElement, type DType, type TypedArray } from '../../tensor/dtype.js';
+import { floatBitsToBf16Bits } from '../../tensor/half.js';
 import { contiguousStrides, numel, sameShape } from '../../tensor/shape.js';
 import { WasmRuntime, type WasmRuntimeOptions } from './runtime.js';
 import { loadNative, type NativeInfo, type NativeKernels } from './platform.js';
@@ -294,10 +295,22 @@ export class CpuBackend extends RefBackend {
       aBatchStride = 0;
     }
     const macs = batch * M * N * K;
+    const bf16Compute = args.precision === 'bfloat16';
     if (this.native) {
       this.native.matmul(this.rt.heapF32, this.ptr(a) + 4 * args.aOffset, aBatchStride, args.lda, args.transA ? 1 : 0,
         this.ptr(b) + (bBf16 ? 2 : 4) * args.bOffset, args.bBatchStride, args.ldb, args.transB ? 1 : 0, bBf16 ? 1 : 0,
-        this.ptr(out), batch, M, N, K, bias ? this.ptr(bias) : 0, ACT_CODE[act], args.accumulate ? 1 : 0, Math.min(this.rt.threads, this.nativeInfo!.threads));
+        this.ptr(out), batch, M, N, K, bias ? this.ptr(bias) : 0, ACT_CODE[act], args.accumulate ? 1 : 0, this.nativeThreads(), bf16Compute ? 1 : 0);
+      return;
+    }
+    if (bf16Compute) {
+      // WebAssembly: the float32 kernel on operands rounded to bfloat16 (exact emulation).
+      const ra = this.roundedCopy(a), rb = bBf16 ? null : this.roundedCopy(b);
+      try {
+        this.matmul({ ...args, a: ra, b: rb ?? b, precision: 'float32' });
+      } finally {
+        this.free(ra);
+        if (rb) this.free(rb);
+      }
       return;
     }
     const threads = macs < PARALLEL_MIN_MACS ? 1 : this.rt.threads;
@@ -309,6 +322,16 @@ export class CpuBackend extends RefBackend {
       bias ? this.ptr(bias) : 0, ACT_CODE[act], args.accumulate ? 1 : 0,
       scratch, this.matmulScratch,
     ], threads);
+  }
+
+  /** A float32 copy of s (every element) rounded to bfloat16 values. */
+  private roundedCopy(s: Storage): CpuStorage {
+    const src = this.arr(s) as Float32Array;
+    const out = this.allocRaw('float32', src.length);
+    const u = new Uint32Array(out.view.buffer, out.ptr, src.length);
+    out.view.set(src);
+    for (let i = 0; i < u.length; i++) u[i] = floatBitsToBf16Bits(u[i]!) << 16;
+    return out;
   }
 
   override embedding(weight: Storage, V: number, C: number, ids: Storage, n: number, out: Storage): void {

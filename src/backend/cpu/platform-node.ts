@@ -83,11 +83,11 @@ export interface NativeKernels {
   attention(heap: Float32Array, q: number, k: number, v: number, out: number, lse: number, keyMask: number, B: number, H: number, Tq: number, Tk: number, D: number,
     scale: number, causal: number, spKind: number, spA: number, spB: number, gout: number, gq: number, gk: number, gv: number, backward: number, threads: number): void;
   matmul(heap: Float32Array, a: number, aBatch: number, lda: number, transA: number, b: number, bBatch: number, ldb: number, transB: number, bBf16: number,
-    out: number, batch: number, M: number, N: number, K: number, bias: number, act: number, accumulate: number, threads: number): void;
+    out: number, batch: number, M: number, N: number, K: number, bias: number, act: number, accumulate: number, threads: number, bf16Compute: number): void;
 }
 
 export interface NativeInfo {
-  /** The kernel set in use: avx512, avx2 or portable. */
+  /** The kernel set in use: avx512-bf16, avx512, avx2 or portable. */
   isa: string;
   /** The best set this processor runs. */
   best: string;
@@ -97,7 +97,7 @@ export interface NativeInfo {
 
 /**
  * The native addon, or why it is not used: ATTN_NATIVE=0, or a build that failed or never ran
- * (npm ci records the reason in build/native-build.log). ATTN_NATIVE_ISA=avx2|portable caps the
+ * (npm ci records the reason in build/native-build.log). ATTN_NATIVE_ISA=avx512|avx2|portable caps the
  * kernel set; ATTN_NUM_THREADS sets the addon's threads (default: `threads`).
  */
 /** The addon module itself (no threads started), or the reason it is not there. */
@@ -122,6 +122,6 @@ export function loadNative(threads: number): { kernels: NativeKernels; info: Nat
   const a = nativeAddon();
   if (!a.kernels) return a;
   const n = Number(process.env.ATTN_NUM_THREADS);
-  const info = a.kernels.init(Number.isInteger(n) && n > 0 ? n : Math.max(threads, hardwareThreads()), process.env.ATTN_NATIVE_ISA ?? 'avx512');
+  const info = a.kernels.init(Number.isInteger(n) && n > 0 ? n : Math.max(threads, hardwareThreads()), process.env.ATTN_NATIVE_ISA ?? 'best');
   return { kernels: a.kernels, info };
 }

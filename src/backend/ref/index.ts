@@ -11,6 +11,7 @@ import type {
 } from '../backend.js';
 import { dropThreshold, maskHash } from '../backend.js';
 import { newArray, type DType, type TypedArray } from '../../tensor/dtype.js';
+import { floatBitsToBf16Bits } from '../../tensor/half.js';
 import { fmt, numel } from '../../tensor/shape.js';
 import * as K from './kernels.js';
 
@@ -173,10 +174,12 @@ export class RefBackend implements Backend {
 
   matmul(args: MatmulArgs): void {
     this.checkMatmul(args);
+    // bfloat16 precision: the operands rounded to bfloat16; float products and sums are exact emulation.
+    const bf = args.precision === 'bfloat16';
     K.matmul({
       ...args,
-      a: this.arr(args.a),
-      b: this.arr(args.b),
+      a: bf ? roundedToBf16(this.arr(args.a)) : this.arr(args.a),
+      b: bf && args.b.dtype !== 'bfloat16' ? roundedToBf16(this.arr(args.b)) : this.arr(args.b),
       out: this.arr(args.out),
       bias: args.bias ? this.arr(args.bias) : null,
     });
@@ -399,4 +402,15 @@ export class RefBackend implements Backend {
 
 export function createRefBackend(): RefBackend {
   return new RefBackend();
+}
+
+/** A copy of xs with every value rounded to the nearest bfloat16 (ties to even). */
+export function roundedToBf16(xs: TypedArray): TypedArray {
+  const f = new Float32Array(xs.length);
+  f.set(xs);
+  const u = new Uint32Array(f.buffer);
+  for (let i = 0; i < u.length; i++) u[i] = floatBitsToBf16Bits(u[i]!) << 16;
+  const out = xs instanceof Float64Array ? new Float64Array(xs.length) : f;
+  if (out !== f) out.set(f);
+  return out;
 }
