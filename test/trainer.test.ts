@@ -12,7 +12,7 @@ import {
   BatchSampler, bytesToTokens, gatherBatch, loadDataset, loadTokens, prepareDataset, readDatasetMeta, splitTokens, tokenDType, tokensToBytes,
   type Batch,
 } from '../src/data/index.js';
-import { getBackend, liveTensorCount, noGrad, tensor } from '../src/index.js';
+import { getBackend, liveTensorCount, matmulPrecision, noGrad, tensor } from '../src/index.js';
 import { GPT } from '../src/models/gpt.js';
 import { loadHFGPT2 } from '../src/models/hf-gpt2-files.js';
 import { gpt2StateToHF } from '../src/models/hf-gpt2.js';
@@ -484,4 +484,26 @@ test('lossPlotSvg: well-formed with no data, one point, and many', () => {
     assert.ok(!svg.includes('NaN') && !svg.includes('Infinity'), svg);
     assert.match(svg, /a &#60;b&#62; &#38; &#34;c&#34;/);
   }
+});
+
+test('dtype bfloat16: mixed-precision training follows float32 closely, is not float32, and restores the matmul precision', async () => {
+  await dataset();
+  const run = async (dtype: 'float32' | 'bfloat16', device: 'ref' | 'cpu') => {
+    const losses: number[] = [];
+    const r = await train(tinyConfig(`bf16-${dtype}-${device}`, { dtype, device, max_iters: 30, eval_interval: 30 }), { onLog: (m) => losses.push(m.train_loss) });
+    return { losses };
+  };
+  const f32 = await run('float32', 'ref');
+  const bf = await run('bfloat16', 'ref');
+  const bfCpu = await run('bfloat16', 'cpu');
+  assert.equal(matmulPrecision(), 'float32');
+  assert.notDeepEqual(bf.losses, f32.losses, 'bfloat16 rounds (the losses differ from float32)');
+  // Step by step the runs part only where this high learning rate makes single steps jumpy; the
+  // curve is the same.
+  for (let i = 0; i < 10; i++) assert.ok(Math.abs(bf.losses[i]! - f32.losses[i]!) < 0.01, `step ${i + 1}: ${bf.losses[i]} vs ${f32.losses[i]}`);
+  const tail = (l: number[]) => l.slice(-10).reduce((s, x) => s + x, 0) / 10;
+  assert.ok(Math.abs(tail(bf.losses) - tail(f32.losses)) < 0.03, `last 10 steps: ${tail(bf.losses)} vs ${tail(f32.losses)}`);
+  // The cpu kernels (BF16 dot instructions or their emulation) against ref's exact emulation.
+  for (let i = 0; i < 10; i++) assert.ok(Math.abs(bfCpu.losses[i]! - bf.losses[i]!) < 1e-3, `cpu step ${i + 1}: ${bfCpu.losses[i]} vs ${bf.losses[i]}`);
+  await assert.rejects(train(tinyConfig('bf16-f64', { dtype: 'float64', device: 'cpu', max_iters: 1 })), /float64 trains the lm task on the ref device only/);
 });

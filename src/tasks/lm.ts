@@ -172,7 +172,7 @@ export const LM_TASK: Task<Batch> = {
     if (from) {
       const mc = gptConfigFromCheckpointJson(from.config, join(from.dir, 'config.json'));
       if (mc.vocab_size !== data.meta.vocab_size) throw new CheckpointError(join(from.dir, 'config.json'), `vocab_size ${mc.vocab_size} does not match the dataset's ${data.meta.vocab_size} (${data.dir})`);
-      model = new GPT({ ...mc, dropout: cfg.dropout }, { backend, dtype: cfg.dtype as 'float32', init: false, seed: cfg.seed });
+      model = new GPT({ ...mc, dropout: cfg.dropout }, { backend, dtype: masterDtype(cfg), init: false, seed: cfg.seed });
       try {
         loadGPTTensors(model, from);
       } catch (e) {
@@ -181,7 +181,7 @@ export const LM_TASK: Task<Batch> = {
       }
     } else if (cfg.init_from !== 'scratch') {
       // Fine-tuning: the checkpoint's model (and shape), trained on this dataset.
-      const loaded = await loadGPTCheckpoint(cfg.init_from, { backend, dtype: cfg.dtype as 'float32' });
+      const loaded = await loadGPTCheckpoint(cfg.init_from, { backend, dtype: masterDtype(cfg) });
       if (loaded.config.vocab_size !== data.meta.vocab_size) {
         loaded.model.dispose();
         throw new CheckpointError(join(cfg.init_from, 'config.json'), `vocab_size ${loaded.config.vocab_size} does not match the dataset's ${data.meta.vocab_size} (${data.dir})`);
@@ -189,7 +189,7 @@ export const LM_TASK: Task<Batch> = {
       model = loaded.model;
       say(`starting from ${cfg.init_from} (${(model.numParameters() / 1e6).toFixed(2)}M parameters)`);
     } else {
-      model = new GPT(modelConfigOf(cfg, data.meta.vocab_size), { backend, dtype: cfg.dtype as 'float32', seed: cfg.seed });
+      model = new GPT(modelConfigOf(cfg, data.meta.vocab_size), { backend, dtype: masterDtype(cfg), seed: cfg.seed });
     }
     model.train();
     model.checkpointActivations = cfg.checkpoint_activations;
@@ -284,3 +284,8 @@ export function accumulateGradients(model: GPT, batches: readonly Batch[]): numb
 }
 
 export type { StepMetrics, EvalResult };
+
+/** The weights' dtype: bfloat16 training keeps float32 master weights (its matmuls round). */
+function masterDtype(cfg: TrainingConfig): 'float32' | 'float64' {
+  return cfg.dtype === 'float64' ? 'float64' : 'float32';
+}

@@ -15,7 +15,7 @@ import type { TensorEntry } from '../io/safetensors.js';
 import { Dropout } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { rngStateFromJson, rngStateToJson } from '../data/sampler.js';
-import { add, concat, div, minimum, mul, noGrad, reshape, sqrt, square, sum, tensor, tidy, zeros, type DType, type Generator, type Tensor } from '../tensor/index.js';
+import { add, concat, div, minimum, mul, noGrad, reshape, sqrt, square, sum, tensor, setMatmulPrecision, tidy, zeros, type Generator, type Tensor } from '../tensor/index.js';
 import { resolveConfig, type TaskDefaults, type TrainingConfig } from './config.js';
 import { AdamW } from './optim.js';
 import { scheduleOf } from './schedule.js';
@@ -430,10 +430,26 @@ const nextTick = (): Promise<void> => new Promise((r) => setImmediate(r));
  * schedule, dropout masks).
  */
 export async function runTraining<B>(task: Task<B>, input: Record<string, unknown>, hooks: LoopHooks = {}, opts: LoopOptions = {}): Promise<LoopResult> {
-  let cfg = resolveConfig(task, input, task.task);
-  const say = (s: string): void => hooks.onMessage?.(s);
+  const cfg = resolveConfig(task, input, task.task);
   const backend = opts.backend ?? (await openDevice(cfg.device as DeviceName, { threads: cfg.threads }));
-  if (cfg.dtype && !backend.supports(cfg.dtype as DType)) throw new Error(`the ${backend.name} device does not support ${cfg.dtype}`);
+  if (cfg.dtype === 'float64' && (task.task !== 'lm' || !backend.supports('float64'))) {
+    throw new Error(`dtype float64 trains the lm task on the ref device only (here: the ${task.task} task on the ${backend.name} device)`);
+  }
+  if (cfg.dtype === 'bfloat16' && backend.name === 'webgpu') {
+    throw new Error('dtype bfloat16 (mixed-precision matmuls) runs on the cpu and ref devices; the webgpu device trains in float32');
+  }
+  // Mixed precision: every matmul of the run, forward, backward and evaluation, rounds its
+  // operands to bfloat16 (process-wide while the run lasts, like torch.autocast).
+  const prev = setMatmulPrecision(cfg.dtype === 'bfloat16' ? 'bfloat16' : 'float32');
+  try {
+    return await trainWith(task, input, cfg, backend, hooks, opts);
+  } finally {
+    setMatmulPrecision(prev);
+  }
+}
+
+async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: TrainingConfig, backend: Backend, hooks: LoopHooks, opts: LoopOptions): Promise<LoopResult> {
+  const say = (s: string): void => hooks.onMessage?.(s);
   const outDir = resolve(cfg.out_dir);
   const lastDir = join(outDir, LAST_DIR);
   const bestDir = join(outDir, BEST_DIR);
