@@ -85,7 +85,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
 
 /**
  * attention(heap, q, k, v, out, lse, keyMask, B, H, Tq, Tk, D, scale, causal, spKind, spA, spB,
- * gout, gq, gk, gv, backward, threads): byte offsets into heap (keyMask, gout... 0: none).
+ * gout, gq, gk, gv, backward, threads, Hkv): byte offsets into heap (keyMask, gout... 0: none); k and v
+ * have Hkv heads (grouped-query attention; default H).
  */
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   uint8_t* heap = heap_of(info[0]);
@@ -114,6 +115,11 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   p.sp_b = info[16].As<Napi::Number>().Int32Value();
   const bool backward = info[21].As<Napi::Number>().Int32Value() != 0;
   const int threads = int(i64(info, 22));
+  p.Hkv = info.Length() > 23 ? int(i64(info, 23)) : p.H;
+  if (p.Hkv < 1 || p.H % p.Hkv != 0) {
+    Napi::RangeError::New(info.Env(), "attention: H must be a multiple of Hkv").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
   if (backward) {
     p.gout = f(17);
     p.gq = f(18);

@@ -2,8 +2,8 @@
 // the (T, T) score matrix never exists, memory is O(T) per head. The same plain C++ body is
 // compiled once per instruction set (inlined into functions with their own target attributes),
 // and the compiler vectorises its inner loops, which all run over a contiguous axis.
-// Backward is two passes: per key block (dK, dV) and per query block (dQ), so no two threads
-// ever add into the same row.
+// Backward is two passes: per key block (dK, dV, summed over a grouped head's queries) and per
+// query block (dQ), so no two threads ever add into the same row.
 #include "attention.h"
 
 #include <algorithm>
@@ -77,6 +77,12 @@ INLINE int query_end(const AttnArgs& p, int j1) {
   return p.sp_kind == SP_WINDOW ? std::min(p.Tq, std::max(0, j1 - 1 - (p.Tk - p.Tq) + p.sp_a)) : p.Tq;
 }
 
+/** The key/value head (b * Hkv + hk) that query head bh = b * H + h reads. */
+INLINE int kv_head(const AttnArgs& p, int bh) {
+  const int group = p.H / p.Hkv;
+  return (bh / p.H) * p.Hkv + (bh % p.H) / group;
+}
+
 /** out (M x N, contiguous) (+)= A . B on this thread, with the GEMM's packed microkernel. */
 INLINE void mm(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb, float* out, int M, int N, int K, bool acc) {
   GemmArgs g{};
@@ -138,8 +144,8 @@ INLINE void forward_block(const AttnArgs& p, int bh, int i0) {
   float* m = acc + BQ * D;
   float* l = m + BQ;
   const float* q = p.q + int64_t(bh) * p.Tq * D;
-  const float* k = p.k + int64_t(bh) * p.Tk * D;
-  const float* v = p.v + int64_t(bh) * p.Tk * D;
+  const float* k = p.k + int64_t(kv_head(p, bh)) * p.Tk * D;
+  const float* v = p.v + int64_t(kv_head(p, bh)) * p.Tk * D;
   for (int r = 0; r < bq; r++) {
     m[r] = NEG_INF;
     l[r] = 0.f;
@@ -196,24 +202,31 @@ INLINE void probs_and_ds(const AttnArgs& p, int bh, int i0, int bq, int j0, int 
   }
 }
 
-INLINE void backward_kv_block(const AttnArgs& p, int bh, int j0, const float* delta) {
+/** dK, dV of key block j0 of kv head bkv = b * Hkv + hk: summed over the query heads of its group. */
+INLINE void backward_kv_block(const AttnArgs& p, int bkv, int j0, const float* delta) {
   thread_local Scratch scratch;
-  const int D = p.D, b = bh / p.H;
+  const int D = p.D, b = bkv / p.Hkv, group = p.H / p.Hkv;
   const int bk = std::min(BK, p.Tk - j0);
   float* s = scratch.get(size_t(2) * BQ * BK + 2 * BK * D);
   float* ds = s + BQ * BK;
   float* gk = ds + BQ * BK;
   float* gv = gk + BK * D;
-  const int64_t qo = int64_t(bh) * p.Tq * D, ko = int64_t(bh) * p.Tk * D;
-  const float *q = p.q + qo, *k = p.k + ko, *v = p.v + ko, *go = p.gout + qo;
+  const int64_t ko = int64_t(bkv) * p.Tk * D;
+  const float *k = p.k + ko, *v = p.v + ko;
   for (int i = 0; i < bk * D; i++) gk[i] = gv[i] = 0.f;
   const int iend = query_end(p, j0 + bk);
-  for (int i0 = query_begin(p, j0) / BQ * BQ; i0 < iend; i0 += BQ) {
-    const int bq = std::min(BQ, p.Tq - i0);
-    scores(p, b, q, i0, bq, k, j0, bk, s);
-    probs_and_ds(p, bh, i0, bq, j0, bk, go, v, delta, s, ds);
-    mm(s, bk, true, go + int64_t(i0) * D, D, false, gv, bk, D, bq, true);   // gv += P^T dO
-    mm(ds, bk, true, q + int64_t(i0) * D, D, false, gk, bk, D, bq, true);   // gk += dS^T Q (scaled)
+  for (int g = 0; g < group; g++) {
+    const int bh = b * p.H + (bkv % p.Hkv) * group + g;
+    const int64_t qo = int64_t(bh) * p.Tq * D;
+    const float *q = p.q + qo, *go = p.gout + qo;
+    const float* dl = delta + int64_t(bh) * p.Tq;
+    for (int i0 = query_begin(p, j0) / BQ * BQ; i0 < iend; i0 += BQ) {
+      const int bq = std::min(BQ, p.Tq - i0);
+      scores(p, b, q, i0, bq, k, j0, bk, s);
+      probs_and_ds(p, bh, i0, bq, j0, bk, go, v, dl, s, ds);
+      mm(s, bk, true, go + int64_t(i0) * D, D, false, gv, bk, D, bq, true);   // gv += P^T dO
+      mm(ds, bk, true, q + int64_t(i0) * D, D, false, gk, bk, D, bq, true);   // gk += dS^T Q (scaled)
+    }
   }
   std::memcpy(p.gk + ko + int64_t(j0) * D, gk, sizeof(float) * bk * D);
   std::memcpy(p.gv + ko + int64_t(j0) * D, gv, sizeof(float) * bk * D);
@@ -226,7 +239,7 @@ INLINE void backward_q_block(const AttnArgs& p, int bh, int i0, const float* del
   float* s = scratch.get(size_t(2) * BQ * BK + BQ * D);
   float* ds = s + BQ * BK;
   float* gq = ds + BQ * BK;
-  const int64_t qo = int64_t(bh) * p.Tq * D, ko = int64_t(bh) * p.Tk * D;
+  const int64_t qo = int64_t(bh) * p.Tq * D, ko = int64_t(kv_head(p, bh)) * p.Tk * D;
   const float *q = p.q + qo, *k = p.k + ko, *v = p.v + ko, *go = p.gout + qo;
   for (int i = 0; i < bq * D; i++) gq[i] = 0.f;
   const int jend = key_end(p, i0 + bq);
@@ -294,10 +307,8 @@ void attention_backward(const AttnArgs& p, int threads) {
     const int parts = std::max(1, std::min(rows / 256, 64));
     deltas(p, int(int64_t(rows) * part / parts), int(int64_t(rows) * (part + 1) / parts), delta.data());
   });
-  for_items(BHn * kb, threads, [&](int item) {
-    const int bh = item / kb;
-    set.bkv(p, bh, (item % kb) * BK, delta.data() + int64_t(bh) * p.Tq);
-  });
+  const int BHkv = p.B * p.Hkv;
+  for_items(BHkv * kb, threads, [&](int item) { set.bkv(p, item / kb, (item % kb) * BK, delta.data()); });
   for_items(BHn * qb, threads, [&](int item) {
     const int bh = item / qb;
     set.bq(p, bh, (item % qb) * BQ, delta.data() + int64_t(bh) * p.Tq);

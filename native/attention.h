@@ -1,4 +1,5 @@
-// Fused attention over (B, H, T, D) float32 tensors: causal, key-padding and sparse masks.
+// Fused attention over (B, H, T, D) float32 queries and (B, Hkv, T, D) keys and values: causal,
+// key-padding and sparse masks, grouped-query heads.
 #pragma once
 #include <cstdint>
 
@@ -11,6 +12,7 @@ struct AttnArgs {
   float *out, *lse;  // forward writes them; backward reads them
   const int32_t* key_mask;  // (B, Tk), 0 = padding; null: none
   int B, H, Tq, Tk, D;
+  int Hkv;  // key/value heads (grouped-query attention): q head h reads kv head h / (H / Hkv)
   float scale;
   bool causal;
   int sp_kind, sp_a, sp_b;  // window | stride | block, and the fixed pattern's summary

@@ -95,7 +95,9 @@ async function compareWithRef(): Promise<{ worst: number; cases: number; kernels
   }
   assert.ok(bf16Gap > 1e-3, `bfloat16 precision rounds the operands (largest gap to float32 ${bf16Gap})`);
   // Fused attention, forward and backward: causal, padding, a window, Tq != Tk (a cache), odd sizes.
-  const cases2: { B: number; H: number; Tq: number; Tk: number; D: number; opts: AttentionOptions; pad?: boolean }[] = [
+  const cases2: { B: number; H: number; Tq: number; Tk: number; D: number; opts: AttentionOptions; pad?: boolean; Hkv?: number }[] = [
+    { B: 2, H: 6, Hkv: 2, Tq: 70, Tk: 70, D: 16, opts: { causal: true } }, // grouped-query heads read in place
+    { B: 1, H: 4, Hkv: 1, Tq: 3, Tk: 90, D: 8, opts: { causal: true }, pad: true },
     { B: 2, H: 3, Tq: 70, Tk: 70, D: 16, opts: { causal: true } },
     { B: 1, H: 2, Tq: 5, Tk: 133, D: 8, opts: { causal: true } },
     { B: 2, H: 1, Tq: 65, Tk: 65, D: 33, opts: { causal: false }, pad: true },
@@ -104,8 +106,8 @@ async function compareWithRef(): Promise<{ worst: number; cases: number; kernels
     { B: 1, H: 1, Tq: 1, Tk: 1, D: 4, opts: { causal: true } },
   ];
   for (const c of cases2) {
-    const mk = (T: number) => randn([c.B, c.H, T, c.D], { generator: g, backend: ref, requiresGrad: true });
-    const [q, k, v] = [mk(c.Tq), mk(c.Tk), mk(c.Tk)];
+    const mk = (T: number, H = c.H) => randn([c.B, H, T, c.D], { generator: g, backend: ref, requiresGrad: true });
+    const [q, k, v] = [mk(c.Tq), mk(c.Tk, c.Hkv), mk(c.Tk, c.Hkv)];
     const gout = randn([c.B, c.H, c.Tq, c.D], { generator: g, backend: ref });
     const maskData = Int32Array.from({ length: c.B * c.Tk }, (_, i) => (c.pad && i % c.Tk >= c.Tk - 7 * (1 + (i >= c.Tk ? 1 : 0)) ? 0 : 1));
     const run = (qq: Tensor, kk: Tensor, vv: Tensor, be: typeof ref) => {

@@ -70,6 +70,9 @@ export interface AttentionArgs {
   /** (B, H, Tq) log-sum-exp of the scaled, masked scores of each query row (saved for backward). */
   lse: Storage;
   B: number; H: number; Tq: number; Tk: number; D: number;
+  /** Key/value heads (grouped-query attention): k and v are (B, Hkv, Tk, D), and query head h
+   *  reads kv head floor(h / (H / Hkv)). Only backends with `groupedKV` get Hkv < H; default H. */
+  Hkv?: number;
   scale: number;
   /** Causal: query i (0-based) sees keys j <= i + (Tk - Tq) (bottom-right aligned, so a KV cache works). */
   causal: boolean;
@@ -155,6 +158,9 @@ export interface Backend {
   readonly name: string;
   /** Whether tensors of this dtype may live on this backend. */
   supports(dtype: DType): boolean;
+  /** Whether attention takes fewer key/value heads than query heads (AttentionArgs.Hkv); where
+   *  not, the ops layer repeats each kv head for its group first. */
+  readonly groupedKV?: boolean;
 
   // ---- memory ----
   /** A zero-filled storage of `size` elements; with `uninitialized`, contents unspecified

@@ -208,6 +208,8 @@ export interface MetricsRecord {
   grad_norm?: number;
   dt_ms?: number;
   tokens_per_s?: number;
+  /** Resident memory of the process in MiB (Node only). */
+  rss_mib?: number;
   /** Training tokens (or examples) processed so far, this record's update included. */
   tokens: number;
   elapsed_s: number;

@@ -172,7 +172,8 @@ export class CausalSelfAttention extends Module {
     }
     // Causal masking is bottom-right aligned: new query i sees keys up to past + i.
     // Sparse patterns align the same way (stated on absolute key positions, so the cache keeps all keys).
-    const y = scaledDotProductAttention(q, repeatKv(k, H / Hkv), repeatKv(v, H / Hkv), { causal: true, sparsity: this.sparsity }); // (B, H, T, D)
+    // Grouped kv heads go in as they are: the kernel maps each query head to its kv head.
+    const y = scaledDotProductAttention(q, k, v, { causal: true, sparsity: this.sparsity }); // (B, H, T, D)
     return this.output(y, [B, T, C]);
   }
 

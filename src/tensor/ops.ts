@@ -1057,9 +1057,14 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
     throw new ShapeError(`attention: q, k, v must be 4-D (B, H, T, D), got ${fmt(q.shape)}, ${fmt(k.shape)}, ${fmt(v.shape)}`);
   }
   const [B, H, Tq, D] = q.shape as [number, number, number, number];
-  const Tk = k.shape[2]!;
-  if (!sameShape(k.shape, [B, H, Tk, D]) || !sameShape(v.shape, k.shape)) {
-    throw new ShapeError(`attention: q ${fmt(q.shape)}, k ${fmt(k.shape)} and v ${fmt(v.shape)} do not match`);
+  const [, Hkv, Tk] = k.shape as [number, number, number, number];
+  if (!sameShape(k.shape, [B, Hkv, Tk, D]) || !sameShape(v.shape, k.shape) || H % Hkv !== 0) {
+    throw new ShapeError(`attention: q ${fmt(q.shape)}, k ${fmt(k.shape)} and v ${fmt(v.shape)} do not match (k and v: (B, Hkv, Tk, D) with H a multiple of Hkv)`);
+  }
+  if (Hkv !== H && !be.groupedKV) {
+    // Grouped-query attention on a backend without it: each kv head repeated for its group.
+    const rep = (t: Tensor): Tensor => reshape(expand(unsqueeze(t, 2), [B, Hkv, H / Hkv, Tk, D]), [B, H, Tk, D]);
+    return scaledDotProductAttention(q, rep(k), rep(v), opts);
   }
   const mask = opts.keyMask ?? null;
   if (mask) {
@@ -1074,7 +1079,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   const mc = mask ? contiguous(mask) : null;
   const out = like(q);
   const lse = like(q, [B, H, Tq]);
-  const base = { q: qc.storage, k: kc.storage, v: vc.storage, out: out.storage, lse: lse.storage, B, H, Tq, Tk, D, scale, causal, keyMask: mc?.storage ?? null, sparsity };
+  const base = { q: qc.storage, k: kc.storage, v: vc.storage, out: out.storage, lse: lse.storage, B, H, Hkv, Tq, Tk, D, scale, causal, keyMask: mc?.storage ?? null, sparsity };
   be.attention(base);
   if (!isGradEnabled() || ![q, k, v].some((t) => t.requiresGrad)) {
     lse.dispose();

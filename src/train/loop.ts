@@ -418,6 +418,12 @@ function paramNames(model: Module, params: readonly Tensor[]): string[] {
 
 // ---------------------------------------------------------------- the loop
 
+/** { rss_mib } where the process can say (Node), else nothing. */
+function residentMiB(): { rss_mib?: number } {
+  const mu = typeof process !== 'undefined' ? process.memoryUsage : undefined;
+  return mu?.rss ? { rss_mib: Math.round((mu.rss() / 2 ** 20) * 10) / 10 } : {};
+}
+
 const nextTick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 /**
@@ -697,7 +703,7 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
         const { step: _s, ...evalFields } = withEval ?? { step: 0 };
         const rec: StepMetrics = {
           step: it, train_loss: trainLoss, ...parts, ...extra, lr, grad_norm: norm, dt_ms: dt, tokens_per_s: tps, tokens, elapsed_s: elapsed(),
-          ...(withEval ? evalFields : {}),
+          ...residentMiB(), ...(withEval ? evalFields : {}),
         };
         await writeRecord(rec);
         hooks.onLog?.(rec);

@@ -81,6 +81,11 @@ export class CpuBackend extends RefBackend {
     this.nativeWhy = n.kernels ? '' : n.why;
   }
 
+  /** The native attention reads grouped kv heads in place. */
+  override get groupedKV(): boolean {
+    return this.native !== null;
+  }
+
   /** What runs the kernels, for `attn info`: the native set and its threads, or WebAssembly and why. */
   describeKernels(): string {
     const wasm = `WebAssembly SIMD${this.rt.relaxedSimd ? ' with relaxed-SIMD FMA' : ''}, ${this.rt.threads} threads`;
@@ -486,6 +491,7 @@ export class CpuBackend extends RefBackend {
   }
 
   override attention(a: AttentionArgs): void {
+    this.groupedOnlyNative(a);
     if (!this.f32(a.q, a.k, a.v, a.out, a.lse) || (a.keyMask && a.keyMask.dtype !== 'int32')) return super.attention(a);
     this.checkAttention('attention', a);
     if (this.native) return this.nativeAttention(a, null);
@@ -493,18 +499,25 @@ export class CpuBackend extends RefBackend {
   }
 
   override attentionBackward(a: AttentionBackwardArgs): void {
+    this.groupedOnlyNative(a);
     if (!this.f32(a.q, a.k, a.v, a.out, a.lse, a.gout, a.gq, a.gk, a.gv) || (a.keyMask && a.keyMask.dtype !== 'int32')) return super.attentionBackward(a);
     this.checkAttention('attentionBackward', a);
     const { B, H, Tq, Tk, D } = a;
     this.need('attentionBackward', 'gout', a.gout, B * H * Tq * D);
     this.need('attentionBackward', 'gq', a.gq, B * H * Tq * D);
-    this.need('attentionBackward', 'gk', a.gk, B * H * Tk * D);
-    this.need('attentionBackward', 'gv', a.gv, B * H * Tk * D);
+    this.need('attentionBackward', 'gk', a.gk, B * (a.Hkv ?? H) * Tk * D);
+    this.need('attentionBackward', 'gv', a.gv, B * (a.Hkv ?? H) * Tk * D);
     if (this.native) return this.nativeAttention(a, a);
     fused.attentionBackward(this.rt, {
       ...a, q: this.p(a.q), k: this.p(a.k), v: this.p(a.v), out: this.p(a.out), lse: this.p(a.lse), keyMask: this.pn(a.keyMask),
       gout: this.p(a.gout), gq: this.p(a.gq), gk: this.p(a.gk), gv: this.p(a.gv),
     });
+  }
+
+  private groupedOnlyNative(a: AttentionArgs): void {
+    if ((a.Hkv ?? a.H) !== a.H && (!this.native || !this.f32(a.q, a.k, a.v))) {
+      throw new Error(`cpu backend: attention with ${a.Hkv} kv heads for ${a.H} query heads needs the native kernels and float32`);
+    }
   }
 
   /** The native fused attention: forward, or backward when `grads` is given. */
@@ -516,7 +529,7 @@ export class CpuBackend extends RefBackend {
     this.native!.attention(this.rt.heapF32, this.ptr(a.q), this.ptr(a.k), this.ptr(a.v), this.ptr(a.out), this.ptr(a.lse), a.keyMask ? this.ptr(a.keyMask) : 0,
       a.B, a.H, a.Tq, a.Tk, a.D, a.scale, a.causal ? 1 : 0, kind, spA, spB,
       grads ? this.ptr(grads.gout) : 0, grads ? this.ptr(grads.gq) : 0, grads ? this.ptr(grads.gk) : 0, grads ? this.ptr(grads.gv) : 0, grads ? 1 : 0,
-      Math.min(this.rt.threads, this.nativeInfo!.threads));
+      this.nativeThreads(), a.Hkv ?? a.H);
   }
 
   override adamw(a: AdamWArgs): void {

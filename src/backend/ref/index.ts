@@ -28,6 +28,10 @@ export class RefStorage implements Storage {
 
 export class RefBackend implements Backend {
   readonly name: string = 'ref';
+  /** ref attention wants one kv head per query head (the ops layer repeats grouped ones). */
+  get groupedKV(): boolean {
+    return false;
+  }
 
   supports(dtype: DType): boolean {
     return dtype === 'float32' || dtype === 'float64' || dtype === 'int32';
@@ -307,8 +311,8 @@ export class RefBackend implements Backend {
     const { B, H, Tq, Tk, D } = args;
     this.need(op, 'gout', args.gout, B * H * Tq * D);
     this.need(op, 'gq', args.gq, B * H * Tq * D);
-    this.need(op, 'gk', args.gk, B * H * Tk * D);
-    this.need(op, 'gv', args.gv, B * H * Tk * D);
+    this.need(op, 'gk', args.gk, B * (args.Hkv ?? H) * Tk * D);
+    this.need(op, 'gv', args.gv, B * (args.Hkv ?? H) * Tk * D);
     K.attentionBackward({
       ...this.attentionArrays(args),
       gout: this.arr(args.gout),
@@ -376,9 +380,12 @@ export class RefBackend implements Backend {
 
   protected checkAttention(op: string, a: AttentionArgs): void {
     const { B, H, Tq, Tk, D } = a;
+    const Hkv = a.Hkv ?? H;
+    if (!(Number.isInteger(Hkv) && Hkv >= 1 && H % Hkv === 0)) throw new RangeError(`${op}: ${H} query heads are not a multiple of ${Hkv} kv heads`);
+    if (Hkv !== H && !this.groupedKV) throw new Error(`${this.name} backend: ${op} with grouped kv heads (${Hkv} for ${H}); the ops layer repeats them for this backend`);
     this.need(op, 'q', a.q, B * H * Tq * D);
-    this.need(op, 'k', a.k, B * H * Tk * D);
-    this.need(op, 'v', a.v, B * H * Tk * D);
+    this.need(op, 'k', a.k, B * Hkv * Tk * D);
+    this.need(op, 'v', a.v, B * Hkv * Tk * D);
     this.need(op, 'out', a.out, B * H * Tq * D);
     this.need(op, 'lse', a.lse, B * H * Tq);
     if (a.keyMask) {
