@@ -213,6 +213,11 @@ using Gemv = void (*)(const GemmArgs& g, const float* a, const void* b, float* o
 /** Like MicroKernel over kp pairs of bfloat16 (pack_a_pairs / pack_b_pairs strips). */
 using MicroKernelBf16 = void (*)(int kp, const uint32_t* pa, const uint32_t* pb, float* c, int64_t ldc, bool load_c);
 
+/** Packers that transpose (row-major A, column-major "trans_b" B) with vector shuffles; float32
+ *  packing only (null: the scalar pack_a / pack_b). */
+using PackA = void (*)(const GemmArgs& g, const float* a, int m0, int mc, int k0, int kc, int MR, float* dst);
+using PackB = void (*)(const GemmArgs& g, const void* b, int k0, int kc, int n0, int nc, int NR, float* dst);
+
 struct KernelSet {
   int MR, NR;
   MicroKernel micro;
@@ -220,6 +225,8 @@ struct KernelSet {
   MicroKernelBf16 micro_bf16;
   Epilogue epilogue;
   Gemv gemv;
+  PackA pack_a_rows;  // for !trans_a
+  PackB pack_b_cols;  // for trans_b
 };
 
 // ---- portable
@@ -388,6 +395,88 @@ AVX2 void gemv_avx2(const GemmArgs& g, const float* a, const void* b, float* out
   }
 }
 
+// Transposing packers. A weight read as B^T (trans_b, every linear layer's forward) and a
+// row-major A are packed k-major, a transpose: 8 x 8 (and 4 x 4) blocks through registers cost a
+// fraction of a scalar gather, which matters when few rows share each packed panel (prefill).
+
+/** Rows r0..r7 (8 floats each) -> columns: out[k] = (r0[k], ..., r7[k]). */
+AVX2 inline void transpose8_avx2(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/** dst[k * ld + i] = rows[i][k] for i < n (n <= 8 rows at src + i * stride), k < kc. */
+AVX2 inline void transpose_rows_avx2(const float* src, int64_t stride, int n, int kc, float* dst, int ld) {
+  int k = 0;
+  if (n == 8) {
+    for (; k + 8 <= kc; k += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * stride + k);
+      transpose8_avx2(r);
+      for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + (k + i) * ld, r[i]);
+    }
+  } else if (n == 4) {
+    for (; k + 4 <= kc; k += 4) {
+      __m128 r0 = _mm_loadu_ps(src + k), r1 = _mm_loadu_ps(src + stride + k);
+      __m128 r2 = _mm_loadu_ps(src + 2 * stride + k), r3 = _mm_loadu_ps(src + 3 * stride + k);
+      _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+      _mm_storeu_ps(dst + k * ld, r0);
+      _mm_storeu_ps(dst + (k + 1) * ld, r1);
+      _mm_storeu_ps(dst + (k + 2) * ld, r2);
+      _mm_storeu_ps(dst + (k + 3) * ld, r3);
+    }
+  }
+  for (; k < kc; k++)
+    for (int i = 0; i < n; i++) dst[k * ld + i] = src[i * stride + k];
+}
+
+/** pack_a<false> for row-major A. */
+AVX2 void pack_a_rows_avx2(const GemmArgs& g, const float* a, int m0, int mc, int k0, int kc, int MR, float* dst) {
+  for (int s = 0; s < mc; s += MR) {
+    const int rows = std::min(MR, mc - s);
+    float* d = dst + int64_t(s) * kc;
+    const float* src = a + int64_t(m0 + s) * g.lda + k0;
+    int r = 0;
+    for (; r + 8 <= rows; r += 8) transpose_rows_avx2(src + r * g.lda, g.lda, 8, kc, d + r, MR);
+    for (; r + 4 <= rows; r += 4) transpose_rows_avx2(src + r * g.lda, g.lda, 4, kc, d + r, MR);
+    for (; r < rows; r++) transpose_rows_avx2(src + r * g.lda, g.lda, 1, kc, d + r, MR);
+    if (rows < MR)
+      for (int k = 0; k < kc; k++)
+        for (int q = rows; q < MR; q++) d[k * MR + q] = 0.f;
+  }
+}
+
+/** pack_b<false> for trans_b float32 B (B(k, j) = b[j * ldb + k]). */
+AVX2 void pack_b_cols_avx2(const GemmArgs& g, const void* b, int k0, int kc, int n0, int nc, int NR, float* dst) {
+  const float* bf = static_cast<const float*>(b);
+  for (int s = 0; s < nc; s += NR) {
+    const int cols = std::min(NR, nc - s);
+    float* d = dst + int64_t(s) * kc;
+    const float* src = bf + int64_t(n0 + s) * g.ldb + k0;
+    int j = 0;
+    for (; j + 8 <= cols; j += 8) transpose_rows_avx2(src + j * g.ldb, g.ldb, 8, kc, d + j, NR);
+    for (; j + 4 <= cols; j += 4) transpose_rows_avx2(src + j * g.ldb, g.ldb, 4, kc, d + j, NR);
+    for (; j < cols; j++) transpose_rows_avx2(src + j * g.ldb, g.ldb, 1, kc, d + j, NR);
+    if (cols < NR)
+      for (int k = 0; k < kc; k++)
+        for (int q = cols; q < NR; q++) d[k * NR + q] = 0.f;
+  }
+}
+
 // ---- AVX-512 (F, BW, VL): 12 x 32 tiles (24 accumulators)
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
@@ -533,10 +622,10 @@ AVX512BF16 void micro_avx512bf16(int kp, const uint32_t* pa, const uint32_t* pb,
 }
 
 const KernelSet SETS[4] = {
-    {4, 8, micro_portable, nullptr, epilogue_portable, gemv_portable},
-    {6, 16, micro_avx2, nullptr, epilogue_avx2, gemv_avx2},
-    {12, 32, micro_avx512, nullptr, epilogue_avx512, gemv_avx512},
-    {12, 32, micro_avx512, micro_avx512bf16, epilogue_avx512, gemv_avx512},
+    {4, 8, micro_portable, nullptr, epilogue_portable, gemv_portable, nullptr, nullptr},
+    {6, 16, micro_avx2, nullptr, epilogue_avx2, gemv_avx2, pack_a_rows_avx2, pack_b_cols_avx2},
+    {12, 32, micro_avx512, nullptr, epilogue_avx512, gemv_avx512, pack_a_rows_avx2, pack_b_cols_avx2},
+    {12, 32, micro_avx512, micro_avx512bf16, epilogue_avx512, gemv_avx512, pack_a_rows_avx2, pack_b_cols_avx2},
 };
 
 Isa g_isa = Isa::portable;
@@ -575,11 +664,13 @@ void gemm_block(const KernelSet& ks, const GemmArgs& g, const float* a, const vo
       const int kk = pairs ? (kc + 1) / 2 : kc;
       if (pairs) pack_b_pairs(g, b, pc, kc, jc, nc, NR, reinterpret_cast<uint32_t*>(pb));
       else if (g.bf16_compute) pack_b<true>(g, b, pc, kc, jc, nc, NR, pb);
+      else if (g.trans_b && !g.b_bf16 && ks.pack_b_cols) ks.pack_b_cols(g, b, pc, kc, jc, nc, NR, pb);
       else pack_b<false>(g, b, pc, kc, jc, nc, NR, pb);
       for (int ic = m0; ic < m1; ic += MC) {
         const int mc = std::min(MC, m1 - ic);
         if (pairs) pack_a_pairs(g, a, ic, mc, pc, kc, MR, reinterpret_cast<uint32_t*>(pa));
         else if (g.bf16_compute) pack_a<true>(g, a, ic, mc, pc, kc, MR, pa);
+        else if (!g.trans_a && ks.pack_a_rows) ks.pack_a_rows(g, a, ic, mc, pc, kc, MR, pa);
         else pack_a<false>(g, a, ic, mc, pc, kc, MR, pa);
         for (int jr = 0; jr < nc; jr += NR) {
           const int cols = std::min(NR, nc - jr);
