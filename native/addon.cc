@@ -149,6 +149,20 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), done);
 }
 
+/** copyStrided(heap, x, out, n0..n3, xs0..xs3, os0..os3, threads): byte offsets, strides in 32-bit elements. */
+Napi::Value CopyStrided(const Napi::CallbackInfo& info) {
+  uint8_t* heap = heap_of(info[0]);
+  if (!heap) return info.Env().Undefined();
+  int64_t shape[4], xs[4], os[4];
+  for (int i = 0; i < 4; i++) {
+    shape[i] = i64(info, 3 + i);
+    xs[i] = i64(info, 7 + i);
+    os[i] = i64(info, 11 + i);
+  }
+  attn::copy_strided(reinterpret_cast<const uint32_t*>(heap + i64(info, 1)), reinterpret_cast<uint32_t*>(heap + i64(info, 2)), shape, xs, os, int(i64(info, 15)));
+  return info.Env().Undefined();
+}
+
 /** zero(heap, byteOffset, bytes): memset, for fresh storages (faster than fill on a shared buffer). */
 Napi::Value Zero(const Napi::CallbackInfo& info) {
   uint8_t* heap = heap_of(info[0]);
@@ -189,6 +203,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("reduceSum", Napi::Function::New(env, ReduceSum));
   exports.Set("unary", Napi::Function::New(env, Unary));
   exports.Set("zero", Napi::Function::New(env, Zero));
+  exports.Set("copyStrided", Napi::Function::New(env, CopyStrided));
   return exports;
 }
 

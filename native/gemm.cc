@@ -750,6 +750,16 @@ Isa current_isa() {
   return g_isa;
 }
 
+void apply_activation(float* x, int64_t n, int act, int threads) {
+  const KernelSet& ks = SETS[int(current_isa())];
+  const int nt = n < (1 << 16) ? 1 : threads;
+  parallel(nt, [&](int tid, int k) {
+    // Chunks of whole 64-element runs, so every thread's vector lanes line up the same way.
+    const int64_t lo = n * tid / k / 64 * 64, hi = tid + 1 == k ? n : n * (tid + 1) / k / 64 * 64;
+    for (int64_t i = lo; i < hi; i += 1 << 20) ks.epilogue(x + i, 0, 1, int(std::min<int64_t>(hi - i, 1 << 20)), nullptr, act);
+  });
+}
+
 void gemm_serial(const GemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
   const KernelSet& ks = SETS[int(current_isa())];

@@ -42,6 +42,9 @@ struct GemmArgs {
 };
 
 void gemm(const GemmArgs& g, int threads);
+/** x[i] = act(x[i]) in place with the matmul epilogue's own code, so that a separate activation
+ *  is bitwise the fused one. */
+void apply_activation(float* x, int64_t n, int act, int threads);
 /** gemm of one batch item on the calling thread only (for kernels that run inside the pool). */
 void gemm_serial(const GemmArgs& g);
 

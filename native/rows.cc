@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
+#include "gemm.h"
 #include "pool.h"
 
 namespace attn {
@@ -38,6 +40,33 @@ void reduce_sum(const float* x, int64_t outer, int64_t n, int64_t inner, float* 
   });
 }
 
+void copy_strided(const uint32_t* x, uint32_t* out, const int64_t shape[4], const int64_t xs[4], const int64_t os[4], int threads) {
+  const int64_t n0 = shape[0], n1 = shape[1], n2 = shape[2], n3 = shape[3];
+  const int64_t total = n0 * n1 * n2 * n3;
+  if (total == 0) return;
+  const bool rows = xs[3] == 1 && os[3] == 1;
+  const int64_t outer = n0 * n1;
+  const int nt = total < (1 << 16) ? 1 : threads;
+  // Split over (i0, i1), or over i2 when the outer dims are too few to share.
+  const bool split_outer = outer >= nt;
+  parallel(nt, [&](int tid, int k) {
+    const int64_t lo = split_outer ? outer * tid / k : 0, hi = split_outer ? outer * (tid + 1) / k : outer;
+    const int64_t l2 = split_outer ? 0 : n2 * tid / k, h2 = split_outer ? n2 : n2 * (tid + 1) / k;
+    for (int64_t o = lo; o < hi; o++) {
+      const int64_t i0 = o / n1, i1 = o % n1;
+      const uint32_t* xb = x + i0 * xs[0] + i1 * xs[1];
+      uint32_t* ob = out + i0 * os[0] + i1 * os[1];
+      for (int64_t i2 = l2; i2 < h2; i2++) {
+        const uint32_t* xr = xb + i2 * xs[2];
+        uint32_t* orow = ob + i2 * os[2];
+        if (rows) std::memcpy(orow, xr, size_t(n3) * 4);
+        else
+          for (int64_t i3 = 0; i3 < n3; i3++) orow[i3 * os[3]] = xr[i3 * xs[3]];
+      }
+    }
+  });
+}
+
 template <class F>
 void map(const float* x, float* out, int64_t n, int threads, F f) {
   const int nt = n < (1 << 17) ? 1 : threads;
@@ -60,6 +89,10 @@ bool unary(int op, const float* x, float* out, int64_t n, int threads) {
     case U_TANH: map(x, out, n, threads, [](float v) { return float(std::tanh(double(v))); }); return true;
     case U_SIGMOID: map(x, out, n, threads, [](float v) { return float(1.0 / (1.0 + std::exp(-double(v)))); }); return true;
     case U_SILU: map(x, out, n, threads, [](float v) { return float(double(v) / (1.0 + std::exp(-double(v)))); }); return true;
+    case U_GELU:  // the tanh form, by the matmul epilogue's code (bitwise the fused activation)
+      if (out != x) std::memcpy(out, x, size_t(n) * 4);
+      apply_activation(out, n, ACT_GELU, threads);
+      return true;
     default: return false;
   }
 }

@@ -8,7 +8,10 @@ namespace attn {
 /** out[o, i] = sum_j x[o, j, i] over a contiguous (outer, n, inner) array. */
 void reduce_sum(const float* x, int64_t outer, int64_t n, int64_t inner, float* out, int threads);
 
-enum UnaryCode { U_NEG = 0, U_SQUARE, U_ABS, U_RELU, U_SQRT, U_RECIP, U_RSQRT, U_EXP, U_LOG, U_TANH, U_SIGMOID, U_SILU };
+/** out[i0,i1,i2,i3 at os] = x[... at xs] over a 4-D shape, strides in 32-bit elements. */
+void copy_strided(const uint32_t* x, uint32_t* out, const int64_t shape[4], const int64_t xs[4], const int64_t os[4], int threads);
+
+enum UnaryCode { U_NEG = 0, U_SQUARE, U_ABS, U_RELU, U_SQRT, U_RECIP, U_RSQRT, U_EXP, U_LOG, U_TANH, U_SIGMOID, U_SILU, U_GELU };
 /** out[i] = f(x[i]); false when op is not one of UnaryCode. */
 bool unary(int op, const float* x, float* out, int64_t n, int threads);
 

@@ -1,7 +1,7 @@
 // The basic layers: Linear, Embedding, LayerNorm, RMSNorm, Dropout. Weight layouts and
 // parameter names are PyTorch's, so checkpoints map one to one.
 import {
-  defaultGenerator, dropout, embedding, full, layerNorm, linear, rand, randn, rmsNorm, zeros,
+  defaultGenerator, dropout, embedding, full, gelu, layerNorm, linear, rand, randn, relu, rmsNorm, zeros,
   type Generator, type Tensor,
 } from '../tensor/index.js';
 import { Module, type ModuleOptions } from './module.js';
@@ -49,6 +49,16 @@ export class Linear extends Module {
 
   forward(x: Tensor): Tensor {
     return linear(x, this.weight, this.bias); // (..., in) -> (..., out)
+  }
+
+  /** act(forward(x)), the activation fused into the matmul in inference; an adapter that
+   *  replaced forward on this instance (LoRA) keeps its forward. */
+  forwardActivated(x: Tensor, activation: 'gelu' | 'relu'): Tensor {
+    if (Object.prototype.hasOwnProperty.call(this, 'forward')) {
+      const y = this.forward(x);
+      return activation === 'gelu' ? gelu(y, 'tanh') : relu(y);
+    }
+    return linear(x, this.weight, this.bias, activation);
   }
 }
 

@@ -719,8 +719,16 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   ]);
 }
 
-/** y = x Wᵀ + b with W (out, in), as torch.nn.functional.linear; bias fused into the matmul. */
-export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+/**
+ * y = x Wᵀ + b with W (out, in), as torch.nn.functional.linear; bias fused into the matmul. An
+ * activation ('gelu': the tanh form, or 'relu') is fused into the matmul's epilogue when no
+ * gradient is recorded (inference), and applied after it otherwise.
+ */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, activation?: 'gelu' | 'relu'): Tensor {
+  if (activation && isGradEnabled() && (x.requiresGrad || weight.requiresGrad || !!bias?.requiresGrad)) {
+    const y = linear(x, weight, bias);
+    return activation === 'gelu' ? gelu(y, 'tanh') : relu(y);
+  }
   const be = bias ? backendOf('linear', x, weight, bias) : backendOf('linear', x, weight);
   needFloat('linear', x);
   if (weight.dtype !== x.dtype && !halfWeight(x, weight)) sameDtype('linear', x, weight);
@@ -738,7 +746,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
     be.matmul({
       a: x2.t.storage, aOffset: x2.t.offset, aBatchStride: 0, transA: x2.trans, lda: x2.ld,
       b: w.t.storage, bOffset: w.t.offset, bBatchStride: 0, transB: w.trans, ldb: w.ld,
-      out: out.storage, batch: 1, M: rows, N: outF, K: inF, bias: bc?.storage ?? null, precision: matmulPrecision(),
+      out: out.storage, batch: 1, M: rows, N: outF, K: inF, bias: bc?.storage ?? null, precision: matmulPrecision(), activation,
     });
   });
   const inputs = bias ? [x, weight, bias] : [x, weight];

@@ -38,7 +38,7 @@ const PARALLEL_MIN_ELEMENTS = 1 << 16;
 const BINARY_CODE: Partial<Record<BinaryOp, number>> = { add: 0, sub: 1, mul: 2, div: 3, max: 4, min: 5 };
 const COMMUTATIVE = new Set<BinaryOp>(['add', 'mul', 'max', 'min']);
 // The unary ops the native addon maps (native/rows.h UnaryCode).
-const NATIVE_UNARY: Partial<Record<UnaryOp, number>> = { neg: 0, square: 1, abs: 2, relu: 3, sqrt: 4, recip: 5, rsqrt: 6, exp: 7, log: 8, tanh: 9, sigmoid: 10, silu: 11 };
+const NATIVE_UNARY: Partial<Record<UnaryOp, number>> = { neg: 0, square: 1, abs: 2, relu: 3, sqrt: 4, recip: 5, rsqrt: 6, exp: 7, log: 8, tanh: 9, sigmoid: 10, silu: 11, gelu: 12 };
 
 /**
  * Drops size-1 dims of `shape` and merges neighbouring dims that every stride list walks as
@@ -256,6 +256,12 @@ export class CpuBackend extends RefBackend {
       c.shape.unshift(1);
       c.strides[0].unshift(0);
       c.strides[1].unshift(0);
+    }
+    if (this.native) {
+      const [xs, os] = c.strides as [number[], number[]];
+      this.native.copyStrided(this.rt.heapF32, this.ptr(x) + 4 * xl.offset, this.ptr(out) + 4 * ol.offset, c.shape[0]!, c.shape[1]!, c.shape[2]!, c.shape[3]!,
+        xs[0]!, xs[1]!, xs[2]!, xs[3]!, os[0]!, os[1]!, os[2]!, os[3]!, this.nativeThreads());
+      return true;
     }
     const threads = n >= PARALLEL_MIN_ELEMENTS ? this.rt.threads : 1;
     this.rt.run('copy_strided_32', [this.ptr(x) + 4 * xl.offset, this.ptr(out) + 4 * ol.offset,

@@ -78,6 +78,8 @@ export interface NativeKernels {
   stderrMute(): number;
   stderrRestore(fd: number): void;
   zero(heap: Float32Array, byteOffset: number, bytes: number): void;
+  copyStrided(heap: Float32Array, x: number, out: number, n0: number, n1: number, n2: number, n3: number,
+    xs0: number, xs1: number, xs2: number, xs3: number, os0: number, os1: number, os2: number, os3: number, threads: number): void;
   reduceSum(heap: Float32Array, x: number, outer: number, n: number, inner: number, out: number, threads: number): void;
   unary(heap: Float32Array, op: number, x: number, out: number, n: number, threads: number): boolean;
   attention(heap: Float32Array, q: number, k: number, v: number, out: number, lse: number, keyMask: number, B: number, H: number, Tq: number, Tk: number, D: number,
