@@ -163,6 +163,15 @@ Napi::Value CopyStrided(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+/** binary2d(heap, op, a, aInner, aOuter, b, bInner, bOuter, out, outer, inner, threads): byte offsets, strides in elements. */
+Napi::Value Binary2d(const Napi::CallbackInfo& info) {
+  uint8_t* heap = heap_of(info[0]);
+  if (!heap) return Napi::Boolean::New(info.Env(), false);
+  auto f = [&](int i) { return reinterpret_cast<float*>(heap + i64(info, i)); };
+  const bool done = attn::binary2d(int(i64(info, 1)), f(2), i64(info, 3), i64(info, 4), f(5), i64(info, 6), i64(info, 7), f(8), i64(info, 9), i64(info, 10), int(i64(info, 11)));
+  return Napi::Boolean::New(info.Env(), done);
+}
+
 /** zero(heap, byteOffset, bytes): memset, for fresh storages (faster than fill on a shared buffer). */
 Napi::Value Zero(const Napi::CallbackInfo& info) {
   uint8_t* heap = heap_of(info[0]);
@@ -204,6 +213,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("unary", Napi::Function::New(env, Unary));
   exports.Set("zero", Napi::Function::New(env, Zero));
   exports.Set("copyStrided", Napi::Function::New(env, CopyStrided));
+  exports.Set("binary2d", Napi::Function::New(env, Binary2d));
   return exports;
 }
 

@@ -67,6 +67,79 @@ void copy_strided(const uint32_t* x, uint32_t* out, const int64_t shape[4], cons
   });
 }
 
+namespace {
+
+inline float max_nan(float x, float y) {
+  if (x != x || y != y) return x + y;
+  if (x == y) return std::signbit(x) ? y : x;  // max(-0, +0) = +0
+  return x > y ? x : y;
+}
+inline float min_nan(float x, float y) {
+  if (x != x || y != y) return x + y;
+  if (x == y) return std::signbit(x) ? x : y;
+  return x < y ? x : y;
+}
+
+template <int Op>
+inline float bin(float x, float y) {
+  if (Op == 0) return x + y;
+  if (Op == 1) return x - y;
+  if (Op == 2) return x * y;
+  if (Op == 3) return x / y;
+  if (Op == 4) return max_nan(x, y);
+  return min_nan(x, y);
+}
+
+/** One row, the inner strides made constants so that each case vectorises. */
+template <int Op, int AI, int BI>
+void bin_row(const float* a, const float* b, float* o, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) o[i] = bin<Op>(a[i * AI], b[i * BI]);
+}
+
+template <int Op>
+void bin_grid(const float* a, int64_t ai, int64_t ao, const float* b, int64_t bi, int64_t bo, float* out, int64_t o0, int64_t o1, int64_t i0, int64_t i1, int64_t inner) {
+  for (int64_t o = o0; o < o1; o++) {
+    const float* ar = a + o * ao + i0 * ai;
+    const float* br = b + o * bo + i0 * bi;
+    float* orow = out + o * inner + i0;
+    const int64_t n = i1 - i0;
+    if (ai && bi) bin_row<Op, 1, 1>(ar, br, orow, n);
+    else if (ai) bin_row<Op, 1, 0>(ar, br, orow, n);
+    else if (bi) bin_row<Op, 0, 1>(ar, br, orow, n);
+    else bin_row<Op, 0, 0>(ar, br, orow, n);
+  }
+}
+
+}  // namespace
+
+bool binary2d(int op, const float* a, int64_t ai, int64_t ao, const float* b, int64_t bi, int64_t bo, float* out, int64_t outer, int64_t inner, int threads) {
+  if (op < 0 || op > 5) return false;
+  const int nt = outer * inner < (1 << 16) ? 1 : threads;
+  parallel(nt, [&](int tid, int k) {
+    int64_t o0 = 0, o1 = outer, i0 = 0, i1 = inner;
+    if (k > 1) {
+      if (outer >= k) {
+        o0 = outer * tid / k;
+        o1 = outer * (tid + 1) / k;
+      } else {
+        const int64_t chunk = ((inner + k - 1) / k + 15) / 16 * 16;
+        i0 = std::min(inner, tid * chunk);
+        i1 = std::min(inner, i0 + chunk);
+      }
+    }
+    switch (op) {
+      case 0: bin_grid<0>(a, ai, ao, b, bi, bo, out, o0, o1, i0, i1, inner); break;
+      case 1: bin_grid<1>(a, ai, ao, b, bi, bo, out, o0, o1, i0, i1, inner); break;
+      case 2: bin_grid<2>(a, ai, ao, b, bi, bo, out, o0, o1, i0, i1, inner); break;
+      case 3: bin_grid<3>(a, ai, ao, b, bi, bo, out, o0, o1, i0, i1, inner); break;
+      case 4: bin_grid<4>(a, ai, ao, b, bi, bo, out, o0, o1, i0, i1, inner); break;
+      default: bin_grid<5>(a, ai, ao, b, bi, bo, out, o0, o1, i0, i1, inner); break;
+    }
+  });
+  return true;
+}
+
 template <class F>
 void map(const float* x, float* out, int64_t n, int threads, F f) {
   const int nt = n < (1 << 17) ? 1 : threads;

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import {
-  abs, add, exp, gelu, Generator, getBackend, linear, log, matmul, neg, noGrad, randn, reciprocal, relu, rsqrt, scaledDotProductAttention, sigmoid, silu, sqrt, square, tanh, tensor, withMatmulPrecision,
+  abs, add, div, exp, gelu, maximum, minimum, mul, sub, Generator, getBackend, linear, log, matmul, neg, noGrad, randn, reciprocal, relu, rsqrt, scaledDotProductAttention, sigmoid, silu, sqrt, square, tanh, tensor, withMatmulPrecision,
   type AttentionOptions, type Tensor,
 } from '../src/index.js';
 import type { CpuBackend } from '../src/backend/cpu/index.js';
@@ -135,6 +135,24 @@ async function compareWithRef(): Promise<{ worst: number; cases: number; kernels
   for (const [name, f, positive] of maps) {
     const src = positive ? pos : xr;
     check(noGrad(() => f(mv(src)).data()) as Float32Array, noGrad(() => f(src).data()) as Float64Array, `unary ${name}`);
+  }
+  // Binary ops over broadcast rows and columns, big enough for two threads, with NaN and ±0 for max/min.
+  const wide = randn([70, 1100], { generator: g, backend: ref });
+  const row = randn([1, 1100], { generator: g, backend: ref });
+  const col = randn([70, 1], { generator: g, backend: ref });
+  const specials = tensor(Float32Array.from({ length: 1100 }, (_, i) => [NaN, 0, -0, 1][i % 4]!), { shape: [1, 1100], backend: ref });
+  const bins: [string, (x: Tensor, y: Tensor) => Tensor][] = [['add', add], ['sub', sub], ['mul', mul], ['div', div], ['maximum', maximum], ['minimum', minimum]];
+  for (const [name, f] of bins) {
+    for (const [label, y] of [['same', wide], ['row', row], ['col', col], ['specials', specials]] as const) {
+      const want = noGrad(() => f(wide, y).data());
+      const got = noGrad(() => f(mv(wide), mv(y)).data());
+      // NaN, ±inf and ±0 exactly; the rest within the tolerance.
+      for (let i = 0; i < want.length; i++) {
+        if (!Number.isFinite(want[i]!) || want[i] === 0) assert.ok(Object.is(got[i], want[i]), `${name} ${label}: element ${i}: ${got[i]} vs ${want[i]}`);
+      }
+      const finite = (v: number) => (Number.isFinite(v) ? v : 0);
+      check(got.map(finite) as Float32Array, want.map(finite) as Float64Array, `binary ${name} ${label}`);
+    }
   }
   return { worst, cases, kernels: cpu.describeKernels() };
 }

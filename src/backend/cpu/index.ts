@@ -241,6 +241,7 @@ export class CpuBackend extends RefBackend {
     const aIn = r ? c.strides[0][r - 1] : 0, bIn = r ? c.strides[1][r - 1] : 0;
     if ((aIn !== 0 && aIn !== 1) || (bIn !== 0 && bIn !== 1)) return false;
     const aOut = r === 2 ? c.strides[0][0] : 0, bOut = r === 2 ? c.strides[1][0] : 0;
+    if (this.native?.binary2d(this.rt.heapF32, code, pa, aIn, aOut, pb, bIn, bOut, this.ptr(out), outer, inner, this.nativeThreads())) return true;
     const threads = outer * inner >= PARALLEL_MIN_ELEMENTS ? this.rt.threads : 1;
     this.rt.run('ew_binary_f32', [code, pa, aIn, aOut, pb, bIn, bOut, this.ptr(out), outer, inner], threads);
     return true;

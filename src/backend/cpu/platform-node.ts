@@ -78,6 +78,8 @@ export interface NativeKernels {
   stderrMute(): number;
   stderrRestore(fd: number): void;
   zero(heap: Float32Array, byteOffset: number, bytes: number): void;
+  binary2d(heap: Float32Array, op: number, a: number, aInner: number, aOuter: number, b: number, bInner: number, bOuter: number,
+    out: number, outer: number, inner: number, threads: number): boolean;
   copyStrided(heap: Float32Array, x: number, out: number, n0: number, n1: number, n2: number, n3: number,
     xs0: number, xs1: number, xs2: number, xs3: number, os0: number, os1: number, os2: number, os3: number, threads: number): void;
   reduceSum(heap: Float32Array, x: number, outer: number, n: number, inner: number, out: number, threads: number): void;
