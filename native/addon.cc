@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "attention.h"
+#include "fused.h"
 #include "gemm.h"
 #include "pool.h"
 #include "rows.h"
@@ -172,6 +173,79 @@ Napi::Value Binary2d(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), done);
 }
 
+// ---- fused row kernels: byte offsets into heap, 0 for an absent optional operand.
+
+struct Args {
+  const Napi::CallbackInfo& info;
+  uint8_t* heap;
+  float* f(int i) const {
+    const int64_t o = i64(info, i);
+    return o ? reinterpret_cast<float*>(heap + o) : nullptr;
+  }
+  const int32_t* i32(int i) const { return reinterpret_cast<const int32_t*>(heap + i64(info, i)); }
+  int64_t n(int i) const { return i64(info, i); }
+  float x(int i) const { return float(info[i].As<Napi::Number>().DoubleValue()); }
+  bool b(int i) const { return info[i].As<Napi::Number>().Int32Value() != 0; }
+};
+
+/** Runs fn(args) unless the first argument is not a typed array over the heap. */
+template <class F>
+Napi::Value with_heap(const Napi::CallbackInfo& info, F fn) {
+  uint8_t* heap = heap_of(info[0]);
+  if (!heap) {
+    Napi::TypeError::New(info.Env(), "the first argument must be a typed array over the heap").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  fn(Args{info, heap});
+  return info.Env().Undefined();
+}
+
+/** layerNorm(heap, x, w, b, rows, n, eps, out, mean, rstd, threads) */
+Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
+  return with_heap(info, [](const Args& a) { attn::layer_norm(a.f(1), a.f(2), a.f(3), a.n(4), a.n(5), a.x(6), a.f(7), a.f(8), a.f(9), int(a.n(10))); });
+}
+/** layerNormBackward(heap, x, w, mean, rstd, gy, rows, n, gx, gw, gb, threads) */
+Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
+  return with_heap(info, [](const Args& a) {
+    attn::layer_norm_backward(a.f(1), a.f(2), a.f(3), a.f(4), a.f(5), a.n(6), a.n(7), a.f(8), a.f(9), a.f(10), int(a.n(11)));
+  });
+}
+/** rmsNorm(heap, x, w, rows, n, eps, out, rstd, threads) */
+Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
+  return with_heap(info, [](const Args& a) { attn::rms_norm(a.f(1), a.f(2), a.n(3), a.n(4), a.x(5), a.f(6), a.f(7), int(a.n(8))); });
+}
+/** rmsNormBackward(heap, x, w, rstd, gy, rows, n, gx, gw, threads) */
+Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
+  return with_heap(info, [](const Args& a) { attn::rms_norm_backward(a.f(1), a.f(2), a.f(3), a.f(4), a.n(5), a.n(6), a.f(7), a.f(8), int(a.n(9))); });
+}
+/** softmax(heap, x, rows, n, log, out, threads) */
+Napi::Value Softmax(const Napi::CallbackInfo& info) {
+  return with_heap(info, [](const Args& a) { attn::softmax(a.f(1), a.n(2), a.n(3), a.b(4), a.f(5), int(a.n(6))); });
+}
+/** softmaxBackward(heap, y, gy, rows, n, log, gx, threads) */
+Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
+  return with_heap(info, [](const Args& a) { attn::softmax_backward(a.f(1), a.f(2), a.n(3), a.n(4), a.b(5), a.f(6), int(a.n(7))); });
+}
+/** crossEntropy(heap, logits, targets, N, V, ignoreIndex, smoothing, losses, lse, threads) */
+Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
+  return with_heap(info, [](const Args& a) {
+    attn::cross_entropy(a.f(1), a.i32(2), a.n(3), a.n(4), int32_t(a.n(5)), a.x(6), a.f(7), a.f(8), int(a.n(9)));
+  });
+}
+/** crossEntropyBackward(heap, logits, targets, lse, scale, N, V, ignoreIndex, smoothing, gx, threads) */
+Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
+  return with_heap(info, [](const Args& a) {
+    attn::cross_entropy_backward(a.f(1), a.i32(2), a.f(3), a.f(4), a.n(5), a.n(6), int32_t(a.n(7)), a.x(8), a.f(9), int(a.n(10)));
+  });
+}
+/** adamw(heap, param, grad, m, v, n, lr, beta1, beta2, eps, weightDecay, bc1, bc2, threads) */
+Napi::Value AdamW(const Napi::CallbackInfo& info) {
+  return with_heap(info, [](const Args& a) {
+    const attn::AdamWParams h{a.x(6), a.x(7), a.x(8), a.x(9), a.x(10), a.x(11), a.x(12)};
+    attn::adamw(a.f(1), a.f(2), a.f(3), a.f(4), a.n(5), h, int(a.n(13)));
+  });
+}
+
 /** zero(heap, byteOffset, bytes): memset, for fresh storages (faster than fill on a shared buffer). */
 Napi::Value Zero(const Napi::CallbackInfo& info) {
   uint8_t* heap = heap_of(info[0]);
@@ -214,6 +288,15 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("zero", Napi::Function::New(env, Zero));
   exports.Set("copyStrided", Napi::Function::New(env, CopyStrided));
   exports.Set("binary2d", Napi::Function::New(env, Binary2d));
+  exports.Set("layerNorm", Napi::Function::New(env, LayerNorm));
+  exports.Set("layerNormBackward", Napi::Function::New(env, LayerNormBackward));
+  exports.Set("rmsNorm", Napi::Function::New(env, RmsNorm));
+  exports.Set("rmsNormBackward", Napi::Function::New(env, RmsNormBackward));
+  exports.Set("softmax", Napi::Function::New(env, Softmax));
+  exports.Set("softmaxBackward", Napi::Function::New(env, SoftmaxBackward));
+  exports.Set("crossEntropy", Napi::Function::New(env, CrossEntropy));
+  exports.Set("crossEntropyBackward", Napi::Function::New(env, CrossEntropyBackward));
+  exports.Set("adamw", Napi::Function::New(env, AdamW));
   return exports;
 }
 

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import {
-  abs, add, div, exp, gelu, maximum, minimum, mul, sub, Generator, getBackend, linear, log, matmul, neg, noGrad, randn, reciprocal, relu, rsqrt, scaledDotProductAttention, sigmoid, silu, sqrt, square, tanh, tensor, withMatmulPrecision,
+  abs, add, AdamW, crossEntropy, div, exp, gelu, layerNorm, logSoftmax, maximum, minimum, mul, rmsNorm, softmax, sub, Generator, getBackend, linear, log, matmul, neg, noGrad, randn, reciprocal, relu, rsqrt, scaledDotProductAttention, sigmoid, silu, sqrt, square, tanh, tensor, withMatmulPrecision,
   type AttentionOptions, type Tensor,
 } from '../src/index.js';
 import type { CpuBackend } from '../src/backend/cpu/index.js';
@@ -153,6 +153,58 @@ async function compareWithRef(): Promise<{ worst: number; cases: number; kernels
       const finite = (v: number) => (Number.isFinite(v) ? v : 0);
       check(got.map(finite) as Float32Array, want.map(finite) as Float64Array, `binary ${name} ${label}`);
     }
+  }
+  // Row kernels, forward and backward (gradients through a random upstream gradient): norms with
+  // and without weight and bias, softmax and log-softmax, cross-entropy with ignored rows and label
+  // smoothing; row lengths that are no multiple of any vector width, and enough rows for threads.
+  const grads = (f: (ts: Tensor[]) => Tensor, inputs: Tensor[], backend: 'cpu' | 'ref'): Float32Array[] => {
+    const xs = inputs.map((t) => {
+      const c = backend === 'cpu' ? mv(t) : tensor(noGrad(() => t.data()), { shape: [...t.shape], backend: ref });
+      c.requiresGrad = true;
+      return c;
+    });
+    const y = f(xs);
+    const gy = randn(y.shape, { generator: new Generator(9), backend: backend === 'cpu' ? cpu : ref });
+    y.mul(gy).sum().backward();
+    return [y.data() as Float32Array, ...xs.map((t) => t.grad!.data() as Float32Array)];
+  };
+  for (const n of [1, 7, 33, 1023]) {
+    for (const rows of [13, 300]) {
+      const x = randn([rows, n], { generator: g, backend: ref });
+      const w = randn([n], { generator: g, backend: ref });
+      const b = randn([n], { generator: g, backend: ref });
+      const row: [string, (ts: Tensor[]) => Tensor, Tensor[]][] = [
+        ['layerNorm w b', (t) => layerNorm(t[0]!, t[1]!, t[2]!), [x, w, b]],
+        ['layerNorm', (t) => layerNorm(t[0]!, null, null), [x]],
+        ['rmsNorm w', (t) => rmsNorm(t[0]!, t[1]!), [x, w]],
+        ['rmsNorm', (t) => rmsNorm(t[0]!, null), [x]],
+        ['softmax', (t) => softmax(t[0]!), [x]],
+        ['logSoftmax', (t) => logSoftmax(t[0]!), [x]],
+      ];
+      for (const [name, f, ins] of row) {
+        const got = grads(f, ins, 'cpu'), want = grads(f, ins, 'ref');
+        got.forEach((gv, i) => check(gv, want[i]!, `${name} ${rows}x${n} ${i ? `grad ${i}` : 'out'}`));
+      }
+      const targets = Int32Array.from({ length: rows }, (_, i) => (i % 5 === 3 ? -100 : (i * 7) % n));
+      for (const labelSmoothing of [0, 0.1]) {
+        const f = (t: Tensor[]) => crossEntropy(t[0]!, tensor(targets, { shape: [rows], dtype: 'int32', backend: t[0]!.backend }), { labelSmoothing, reduction: 'none' });
+        const got = grads(f, [x], 'cpu'), want = grads(f, [x], 'ref');
+        got.forEach((gv, i) => check(gv, want[i]!, `crossEntropy smoothing ${labelSmoothing} ${rows}x${n} ${i ? 'grad' : 'loss'}`));
+      }
+    }
+  }
+  // AdamW: three steps on the same gradients.
+  for (const n of [5, 1000, 70001]) {
+    const run = (backend: typeof ref) => {
+      const p = tensor(noGrad(() => randn([n], { generator: new Generator(n), backend: ref }).data()), { shape: [n], backend, requiresGrad: true });
+      const opt = new AdamW([p], { lr: 0.01, weightDecay: 0.1 });
+      for (let s = 0; s < 3; s++) {
+        p.grad = tensor(Float32Array.from({ length: n }, (_, i) => Math.sin(i + s)), { shape: [n], backend });
+        opt.stepUpdate();
+      }
+      return p.data();
+    };
+    check(run(cpu) as Float32Array, run(ref) as Float64Array, `adamw n=${n}`);
   }
   return { worst, cases, kernels: cpu.describeKernels() };
 }

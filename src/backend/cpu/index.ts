@@ -91,7 +91,7 @@ export class CpuBackend extends RefBackend {
     const wasm = `WebAssembly SIMD${this.rt.relaxedSimd ? ' with relaxed-SIMD FMA' : ''}, ${this.rt.threads} threads`;
     if (!this.nativeInfo) return `${wasm} (native kernels not used: ${this.nativeWhy})`;
     const i = this.nativeInfo;
-    return `native ${i.isa}${i.isa !== i.best ? ` (the processor has ${i.best})` : ''}, ${i.threads} threads, for matmul, attention, sums and element-wise maps; ${wasm} for the rest`;
+    return `native ${i.isa}${i.isa !== i.best ? ` (the processor has ${i.best})` : ''}, ${i.threads} threads, for matmul, attention, norms, softmax, cross-entropy, AdamW, sums, copies and element-wise ops; ${wasm} for the rest`;
   }
 
   override supports(dtype: DType): boolean {
@@ -378,6 +378,20 @@ export class CpuBackend extends RefBackend {
     return s ? this.p(s) : null;
   }
 
+  /** Byte pointer of s, 0 for none (the native kernels' "absent"). */
+  private p0(s: Storage | null | undefined): number {
+    return s ? this.ptr(s) : 0;
+  }
+
+  /** Every target in [0, V) or the ignored index, else the reference's RangeError (native kernels trust them). */
+  private checkTargets(op: string, targets: Storage, N: number, V: number, ignoreIndex: number): void {
+    const t = this.arr(targets);
+    for (let r = 0; r < N; r++) {
+      const v = t[r]!;
+      if (v !== ignoreIndex && !(v >= 0 && v < V)) throw new RangeError(`${op}: index ${v} at position ${r} is out of range [0, ${V})`);
+    }
+  }
+
   override unary(op: UnaryOp, x: Storage, xl: Layout, out: Storage): void {
     const contiguousX = xl.offset === 0 && sameShape(xl.strides, contiguousStrides(xl.shape));
     const code = NATIVE_UNARY[op];
@@ -423,12 +437,14 @@ export class CpuBackend extends RefBackend {
     if (!this.f32(x, out)) return super.softmax(x, rows, n, log, out);
     this.need('softmax', 'x', x, rows * n);
     this.need('softmax', 'out', out, rows * n);
+    if (this.native) return this.native.softmax(this.rt.heapF32, this.ptr(x), rows, n, log ? 1 : 0, this.ptr(out), this.nativeThreads());
     fused.softmax(this.rt, this.p(x), rows, n, log, this.p(out));
   }
 
   override softmaxBackward(y: Storage, gy: Storage, rows: number, n: number, log: boolean, gx: Storage): void {
     if (!this.f32(y, gy, gx)) return super.softmaxBackward(y, gy, rows, n, log, gx);
     for (const [name, s] of [['y', y], ['gy', gy], ['gx', gx]] as const) this.need('softmaxBackward', name, s, rows * n);
+    if (this.native) return this.native.softmaxBackward(this.rt.heapF32, this.ptr(y), this.ptr(gy), rows, n, log ? 1 : 0, this.ptr(gx), this.nativeThreads());
     fused.softmaxBackward(this.rt, this.p(y), this.p(gy), rows, n, log, this.p(gx));
   }
 
@@ -436,6 +452,9 @@ export class CpuBackend extends RefBackend {
     out: Storage, mean: Storage, rstd: Storage): void {
     if (!this.f32(x, w, b, out, mean, rstd)) return super.layerNorm(x, w, b, rows, n, eps, out, mean, rstd);
     this.checkNorm('layerNorm', x, w, b, rows, n, out, mean, rstd);
+    if (this.native) {
+      return this.native.layerNorm(this.rt.heapF32, this.ptr(x), this.p0(w), this.p0(b), rows, n, eps, this.ptr(out), this.ptr(mean), this.ptr(rstd), this.nativeThreads());
+    }
     fused.layerNorm(this.rt, this.p(x), this.pn(w), this.pn(b), rows, n, eps, this.p(out), this.p(mean), this.p(rstd));
   }
 
@@ -445,12 +464,17 @@ export class CpuBackend extends RefBackend {
     this.checkNorm('layerNormBackward', x, w, gb, rows, n, gy, mean, rstd);
     this.need('layerNormBackward', 'gx', gx, rows * n);
     if (gw) this.need('layerNormBackward', 'gw', gw, n);
+    if (this.native) {
+      return this.native.layerNormBackward(this.rt.heapF32, this.ptr(x), this.p0(w), this.ptr(mean), this.ptr(rstd), this.ptr(gy), rows, n,
+        this.ptr(gx), this.p0(gw), this.p0(gb), this.nativeThreads());
+    }
     fused.layerNormBackward(this.rt, this.p(x), this.pn(w), this.p(mean), this.p(rstd), this.p(gy), rows, n, this.p(gx), this.pn(gw), this.pn(gb));
   }
 
   override rmsNorm(x: Storage, w: Storage | null, rows: number, n: number, eps: number, out: Storage, rstd: Storage): void {
     if (!this.f32(x, w, out, rstd)) return super.rmsNorm(x, w, rows, n, eps, out, rstd);
     this.checkNorm('rmsNorm', x, w, null, rows, n, out, null, rstd);
+    if (this.native) return this.native.rmsNorm(this.rt.heapF32, this.ptr(x), this.p0(w), rows, n, eps, this.ptr(out), this.ptr(rstd), this.nativeThreads());
     fused.rmsNorm(this.rt, this.p(x), this.pn(w), rows, n, eps, this.p(out), this.p(rstd));
   }
 
@@ -460,6 +484,9 @@ export class CpuBackend extends RefBackend {
     this.checkNorm('rmsNormBackward', x, w, null, rows, n, gy, null, rstd);
     this.need('rmsNormBackward', 'gx', gx, rows * n);
     if (gw) this.need('rmsNormBackward', 'gw', gw, n);
+    if (this.native) {
+      return this.native.rmsNormBackward(this.rt.heapF32, this.ptr(x), this.p0(w), this.ptr(rstd), this.ptr(gy), rows, n, this.ptr(gx), this.p0(gw), this.nativeThreads());
+    }
     fused.rmsNormBackward(this.rt, this.p(x), this.pn(w), this.p(rstd), this.p(gy), rows, n, this.p(gx), this.pn(gw));
   }
 
@@ -481,6 +508,10 @@ export class CpuBackend extends RefBackend {
     this.need('crossEntropy', 'targets', targets, N);
     this.need('crossEntropy', 'losses', losses, N);
     this.need('crossEntropy', 'lse', lse, N);
+    if (this.native) {
+      this.checkTargets('crossEntropy', targets, N, V, ignoreIndex);
+      return this.native.crossEntropy(this.rt.heapF32, this.ptr(logits), this.ptr(targets), N, V, ignoreIndex, smoothing, this.ptr(losses), this.ptr(lse), this.nativeThreads());
+    }
     fused.crossEntropy(this.rt, this.p(logits), this.p(targets), N, V, ignoreIndex, smoothing, this.p(losses), this.p(lse));
   }
 
@@ -494,6 +525,11 @@ export class CpuBackend extends RefBackend {
     this.need('crossEntropyBackward', 'targets', targets, N);
     this.need('crossEntropyBackward', 'lse', lse, N);
     this.need('crossEntropyBackward', 'scale', scale, N);
+    if (this.native) {
+      this.checkTargets('crossEntropyBackward', targets, N, V, ignoreIndex);
+      return this.native.crossEntropyBackward(this.rt.heapF32, this.ptr(logits), this.ptr(targets), this.ptr(lse), this.ptr(scale), N, V, ignoreIndex, smoothing,
+        this.ptr(gx), this.nativeThreads());
+    }
     fused.crossEntropyBackward(this.rt, this.p(logits), this.p(targets), this.p(lse), this.p(scale), N, V, ignoreIndex, smoothing, this.p(gx));
   }
 
@@ -542,6 +578,10 @@ export class CpuBackend extends RefBackend {
   override adamw(a: AdamWArgs): void {
     if (!this.f32(a.param, a.grad, a.m, a.v)) return super.adamw(a);
     for (const [name, s] of [['param', a.param], ['grad', a.grad], ['m', a.m], ['v', a.v]] as const) this.need('adamw', name, s, a.n);
+    if (this.native) {
+      return this.native.adamw(this.rt.heapF32, this.ptr(a.param), this.ptr(a.grad), this.ptr(a.m), this.ptr(a.v), a.n, a.lr, a.beta1, a.beta2, a.eps, a.weightDecay,
+        a.bc1, a.bc2, this.nativeThreads());
+    }
     fused.adamw(this.rt, { ...a, param: this.p(a.param), grad: this.p(a.grad), m: this.p(a.m), v: this.p(a.v) });
   }
 

@@ -78,6 +78,17 @@ export interface NativeKernels {
   stderrMute(): number;
   stderrRestore(fd: number): void;
   zero(heap: Float32Array, byteOffset: number, bytes: number): void;
+  // Fused row kernels (native/fused.h): byte offsets into heap, 0 for an absent optional operand.
+  layerNorm(heap: Float32Array, x: number, w: number, b: number, rows: number, n: number, eps: number, out: number, mean: number, rstd: number, threads: number): void;
+  layerNormBackward(heap: Float32Array, x: number, w: number, mean: number, rstd: number, gy: number, rows: number, n: number, gx: number, gw: number, gb: number, threads: number): void;
+  rmsNorm(heap: Float32Array, x: number, w: number, rows: number, n: number, eps: number, out: number, rstd: number, threads: number): void;
+  rmsNormBackward(heap: Float32Array, x: number, w: number, rstd: number, gy: number, rows: number, n: number, gx: number, gw: number, threads: number): void;
+  softmax(heap: Float32Array, x: number, rows: number, n: number, log: number, out: number, threads: number): void;
+  softmaxBackward(heap: Float32Array, y: number, gy: number, rows: number, n: number, log: number, gx: number, threads: number): void;
+  crossEntropy(heap: Float32Array, logits: number, targets: number, N: number, V: number, ignoreIndex: number, smoothing: number, losses: number, lse: number, threads: number): void;
+  crossEntropyBackward(heap: Float32Array, logits: number, targets: number, lse: number, scale: number, N: number, V: number, ignoreIndex: number, smoothing: number, gx: number, threads: number): void;
+  adamw(heap: Float32Array, param: number, grad: number, m: number, v: number, n: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
+    bc1: number, bc2: number, threads: number): void;
   binary2d(heap: Float32Array, op: number, a: number, aInner: number, aOuter: number, b: number, bInner: number, bOuter: number,
     out: number, outer: number, inner: number, threads: number): boolean;
   copyStrided(heap: Float32Array, x: number, out: number, n0: number, n1: number, n2: number, n3: number,

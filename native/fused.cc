@@ -1,0 +1,341 @@
+// Fused row kernels (see fused.h). Each body is plain C++ over one range of rows, written so the
+// compiler vectorises it; VARIANTS compiles it once per instruction set (inlined into functions
+// with their own target attributes) and the entry points pick one by the kernel set in use.
+// Row statistics accumulate in double, as the reference does.
+#include "fused.h"
+
+#include <vector>
+
+#include "gemm.h"
+#include "pool.h"
+#include "vmath.h"
+
+namespace attn {
+namespace {
+
+#define AVX2T __attribute__((target("avx2,fma")))
+#define AVX512T __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+
+/** FN##_body PARAMS compiled three times; FN##_pick() returns the one for the kernel set in use. */
+#define VARIANTS(FN, PARAMS, ARGS)                          \
+  void FN##_portable PARAMS { FN##_body ARGS; }             \
+  AVX2T void FN##_avx2 PARAMS { FN##_body ARGS; }           \
+  AVX512T void FN##_avx512 PARAMS { FN##_body ARGS; }       \
+  auto FN##_pick() {                                        \
+    switch (std::min(int(current_isa()), int(Isa::avx512))) { \
+      case 2: return FN##_avx512;                           \
+      case 1: return FN##_avx2;                             \
+      default: return FN##_portable;                        \
+    }                                                       \
+  }
+
+/** Threads for `work` elements: one below 32k (waking a thread costs more). */
+inline int threads_for(int64_t work, int64_t rows, int threads) {
+  return int(std::max<int64_t>(1, std::min<int64_t>(work < (1 << 15) ? 1 : threads, rows)));
+}
+
+/** fn(r0, r1, tid) over contiguous shares of rows. */
+template <class F>
+void over_rows(int64_t rows, int64_t n, int threads, F fn) {
+  const int nt = threads_for(rows * n, rows, threads);
+  parallel(nt, [&](int tid, int k) { fn(rows * tid / k, rows * (tid + 1) / k, tid); });
+}
+
+// ---------------------------------------------------------------- LayerNorm
+
+INLINE void ln_body(const float* x, const float* w, const float* b, int64_t r0, int64_t r1, int64_t n, float eps, float* out, float* mean, float* rstd) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* xr = x + r * n;
+    float* o = out + r * n;
+    double s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; j++) s += xr[j];
+    const float mu = float(s / double(n));
+    double sq = 0;
+#pragma omp simd reduction(+ : sq)
+    for (int64_t j = 0; j < n; j++) {
+      const double d = double(xr[j]) - double(mu);
+      sq += d * d;
+    }
+    const float rs = float(1.0 / std::sqrt(sq / double(n) + double(eps)));
+    mean[r] = mu;
+    rstd[r] = rs;
+    if (w && b) {
+#pragma omp simd
+      for (int64_t j = 0; j < n; j++) o[j] = (xr[j] - mu) * rs * w[j] + b[j];
+    } else if (w) {
+#pragma omp simd
+      for (int64_t j = 0; j < n; j++) o[j] = (xr[j] - mu) * rs * w[j];
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < n; j++) o[j] = (xr[j] - mu) * rs + (b ? b[j] : 0.f);
+    }
+  }
+}
+VARIANTS(ln, (const float* x, const float* w, const float* b, int64_t r0, int64_t r1, int64_t n, float eps, float* out, float* mean, float* rstd),
+         (x, w, b, r0, r1, n, eps, out, mean, rstd))
+
+/** gx of rows [r0, r1); gw, gb (this thread's partial sums, may be null) += over those rows. */
+INLINE void lnb_body(const float* x, const float* w, const float* mean, const float* rstd, const float* gy, int64_t r0, int64_t r1, int64_t n,
+                     float* gx, double* gw, double* gb) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* xr = x + r * n;
+    const float* g = gy + r * n;
+    float* o = gx + r * n;
+    const float mu = mean[r], rs = rstd[r];
+    double gm = 0, gxm = 0;
+#pragma omp simd reduction(+ : gm, gxm)
+    for (int64_t j = 0; j < n; j++) {
+      const float xhat = (xr[j] - mu) * rs;
+      const float gj = g[j] * (w ? w[j] : 1.f);
+      gm += gj;
+      gxm += double(gj) * xhat;
+    }
+    if (gw) {
+#pragma omp simd
+      for (int64_t j = 0; j < n; j++) gw[j] += double(g[j]) * ((xr[j] - mu) * rs);
+    }
+    if (gb) {
+#pragma omp simd
+      for (int64_t j = 0; j < n; j++) gb[j] += g[j];
+    }
+    const float a = float(gm / double(n)), c = float(gxm / double(n));
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) {
+      const float xhat = (xr[j] - mu) * rs;
+      o[j] = rs * (g[j] * (w ? w[j] : 1.f) - a - xhat * c);
+    }
+  }
+}
+VARIANTS(lnb, (const float* x, const float* w, const float* mean, const float* rstd, const float* gy, int64_t r0, int64_t r1, int64_t n, float* gx, double* gw, double* gb),
+         (x, w, mean, rstd, gy, r0, r1, n, gx, gw, gb))
+
+// ---------------------------------------------------------------- RMSNorm
+
+INLINE void rms_body(const float* x, const float* w, int64_t r0, int64_t r1, int64_t n, float eps, float* out, float* rstd) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* xr = x + r * n;
+    float* o = out + r * n;
+    double sq = 0;
+#pragma omp simd reduction(+ : sq)
+    for (int64_t j = 0; j < n; j++) sq += double(xr[j]) * xr[j];
+    const float rs = float(1.0 / std::sqrt(sq / double(n) + double(eps)));
+    rstd[r] = rs;
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) o[j] = xr[j] * rs * (w ? w[j] : 1.f);
+  }
+}
+VARIANTS(rms, (const float* x, const float* w, int64_t r0, int64_t r1, int64_t n, float eps, float* out, float* rstd), (x, w, r0, r1, n, eps, out, rstd))
+
+INLINE void rmsb_body(const float* x, const float* w, const float* rstd, const float* gy, int64_t r0, int64_t r1, int64_t n, float* gx, double* gw) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* xr = x + r * n;
+    const float* g = gy + r * n;
+    float* o = gx + r * n;
+    const float rs = rstd[r];
+    double m = 0;
+#pragma omp simd reduction(+ : m)
+    for (int64_t j = 0; j < n; j++) m += double(g[j] * (w ? w[j] : 1.f)) * xr[j];
+    if (gw) {
+#pragma omp simd
+      for (int64_t j = 0; j < n; j++) gw[j] += double(g[j]) * xr[j] * rs;
+    }
+    const float c = float(m / double(n)) * rs * rs;
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) o[j] = rs * (g[j] * (w ? w[j] : 1.f) - xr[j] * c);
+  }
+}
+VARIANTS(rmsb, (const float* x, const float* w, const float* rstd, const float* gy, int64_t r0, int64_t r1, int64_t n, float* gx, double* gw),
+         (x, w, rstd, gy, r0, r1, n, gx, gw))
+
+// ---------------------------------------------------------------- softmax
+
+/** max and log Σ exp(x - max) of one row. */
+INLINE void row_lse(const float* xr, int64_t n, float& mx, float& log_sum) {
+  float m = NEG_INF;
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; j++) m = std::max(m, xr[j]);
+  double s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < n; j++) s += vexp(xr[j] - m);
+  mx = m;
+  log_sum = float(std::log(s));
+}
+
+INLINE void sm_body(const float* x, int64_t r0, int64_t r1, int64_t n, bool log, float* out) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* xr = x + r * n;
+    float* o = out + r * n;
+    float mx, ls;
+    row_lse(xr, n, mx, ls);
+    if (log) {
+#pragma omp simd
+      for (int64_t j = 0; j < n; j++) o[j] = (xr[j] - mx) - ls;
+    } else {
+      const float inv = std::exp(-ls);
+#pragma omp simd
+      for (int64_t j = 0; j < n; j++) o[j] = vexp(xr[j] - mx) * inv;
+    }
+  }
+}
+VARIANTS(sm, (const float* x, int64_t r0, int64_t r1, int64_t n, bool log, float* out), (x, r0, r1, n, log, out))
+
+INLINE void smb_body(const float* y, const float* gy, int64_t r0, int64_t r1, int64_t n, bool log, float* gx) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* yr = y + r * n;
+    const float* g = gy + r * n;
+    float* o = gx + r * n;
+    double dot = 0;
+    if (log) {
+#pragma omp simd reduction(+ : dot)
+      for (int64_t j = 0; j < n; j++) dot += g[j];
+      const float d = float(dot);
+#pragma omp simd
+      for (int64_t j = 0; j < n; j++) o[j] = g[j] - vexp(yr[j]) * d;
+    } else {
+#pragma omp simd reduction(+ : dot)
+      for (int64_t j = 0; j < n; j++) dot += double(g[j]) * yr[j];
+      const float d = float(dot);
+#pragma omp simd
+      for (int64_t j = 0; j < n; j++) o[j] = yr[j] * (g[j] - d);
+    }
+  }
+}
+VARIANTS(smb, (const float* y, const float* gy, int64_t r0, int64_t r1, int64_t n, bool log, float* gx), (y, gy, r0, r1, n, log, gx))
+
+// ---------------------------------------------------------------- cross-entropy
+
+INLINE void ce_body(const float* logits, const int32_t* targets, int64_t r0, int64_t r1, int64_t V, int32_t ignore, float smoothing, float* losses, float* lse) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* xr = logits + r * V;
+    float mx, ls;
+    row_lse(xr, V, mx, ls);
+    const float l = mx + ls;
+    lse[r] = l;
+    const int32_t t = targets[r];
+    if (t == ignore) {
+      losses[r] = 0.f;
+      continue;
+    }
+    double sum = 0;
+    if (smoothing != 0.f) {
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < V; j++) sum += xr[j];
+    }
+    losses[r] = float(double(l) - ((1.0 - smoothing) * xr[t] + smoothing * sum / double(V)));
+  }
+}
+VARIANTS(ce, (const float* logits, const int32_t* targets, int64_t r0, int64_t r1, int64_t V, int32_t ignore, float smoothing, float* losses, float* lse),
+         (logits, targets, r0, r1, V, ignore, smoothing, losses, lse))
+
+INLINE void ceb_body(const float* logits, const int32_t* targets, const float* lse, const float* scale, int64_t r0, int64_t r1, int64_t V, int32_t ignore,
+                     float smoothing, float* gx) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* xr = logits + r * V;
+    float* o = gx + r * V;
+    const int32_t t = targets[r];
+    if (t == ignore) {
+      std::memset(o, 0, size_t(V) * 4);
+      continue;
+    }
+    const float s = scale[r], l = lse[r], off = smoothing / float(V);
+#pragma omp simd
+    for (int64_t j = 0; j < V; j++) o[j] = s * (vexp(xr[j] - l) - off);
+    o[t] -= s * (1.f - smoothing);
+  }
+}
+VARIANTS(ceb, (const float* logits, const int32_t* targets, const float* lse, const float* scale, int64_t r0, int64_t r1, int64_t V, int32_t ignore, float smoothing, float* gx),
+         (logits, targets, lse, scale, r0, r1, V, ignore, smoothing, gx))
+
+// ---------------------------------------------------------------- AdamW
+
+INLINE void adamw_body(float* p, const float* g, float* m, float* v, int64_t i0, int64_t i1, const AdamWParams& h) {
+  const float b1 = h.beta1, b2 = h.beta2, c1 = 1.f - h.beta1, c2 = 1.f - h.beta2;
+  const float ibc1 = 1.f / h.bc1, ibc2 = 1.f / h.bc2, lr = h.lr, eps = h.eps, wd = h.weight_decay;
+#pragma omp simd
+  for (int64_t i = i0; i < i1; i++) {
+    const float gi = g[i];
+    const float mi = b1 * m[i] + c1 * gi;
+    const float vi = b2 * v[i] + c2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] -= lr * (mi * ibc1 / (std::sqrt(vi * ibc2) + eps) + wd * p[i]);
+  }
+}
+VARIANTS(adamw, (float* p, const float* g, float* m, float* v, int64_t i0, int64_t i1, const AdamWParams& h), (p, g, m, v, i0, i1, h))
+
+/** Per-thread double partial sums of n columns, reduced in thread order into out (deterministic). */
+struct Partials {
+  std::vector<double> buf;
+  int64_t n;
+  Partials(int nt, int64_t n_) : buf(size_t(nt) * size_t(n_), 0.0), n(n_) {}
+  double* of(int tid) { return buf.data() + size_t(tid) * size_t(n); }
+  void reduce_into(float* out, int nt) {
+    for (int64_t j = 0; j < n; j++) {
+      double s = 0;
+      for (int t = 0; t < nt; t++) s += buf[size_t(t) * size_t(n) + size_t(j)];
+      out[j] = float(s);
+    }
+  }
+};
+
+}  // namespace
+
+void layer_norm(const float* x, const float* w, const float* b, int64_t rows, int64_t n, float eps, float* out, float* mean, float* rstd, int threads) {
+  auto f = ln_pick();
+  over_rows(rows, n, threads, [&](int64_t r0, int64_t r1, int) { f(x, w, b, r0, r1, n, eps, out, mean, rstd); });
+}
+
+void layer_norm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* gy, int64_t rows, int64_t n,
+                         float* gx, float* gw, float* gb, int threads) {
+  auto f = lnb_pick();
+  const int nt = threads_for(rows * n, rows, threads);
+  Partials pw(gw ? nt : 0, n), pb(gb ? nt : 0, n);
+  parallel(nt, [&](int tid, int k) {
+    f(x, w, mean, rstd, gy, rows * tid / k, rows * (tid + 1) / k, n, gx, gw ? pw.of(tid) : nullptr, gb ? pb.of(tid) : nullptr);
+  });
+  if (gw) pw.reduce_into(gw, nt);
+  if (gb) pb.reduce_into(gb, nt);
+}
+
+void rms_norm(const float* x, const float* w, int64_t rows, int64_t n, float eps, float* out, float* rstd, int threads) {
+  auto f = rms_pick();
+  over_rows(rows, n, threads, [&](int64_t r0, int64_t r1, int) { f(x, w, r0, r1, n, eps, out, rstd); });
+}
+
+void rms_norm_backward(const float* x, const float* w, const float* rstd, const float* gy, int64_t rows, int64_t n, float* gx, float* gw, int threads) {
+  auto f = rmsb_pick();
+  const int nt = threads_for(rows * n, rows, threads);
+  Partials pw(gw ? nt : 0, n);
+  parallel(nt, [&](int tid, int k) { f(x, w, rstd, gy, rows * tid / k, rows * (tid + 1) / k, n, gx, gw ? pw.of(tid) : nullptr); });
+  if (gw) pw.reduce_into(gw, nt);
+}
+
+void softmax(const float* x, int64_t rows, int64_t n, bool log, float* out, int threads) {
+  auto f = sm_pick();
+  over_rows(rows, n, threads, [&](int64_t r0, int64_t r1, int) { f(x, r0, r1, n, log, out); });
+}
+
+void softmax_backward(const float* y, const float* gy, int64_t rows, int64_t n, bool log, float* gx, int threads) {
+  auto f = smb_pick();
+  over_rows(rows, n, threads, [&](int64_t r0, int64_t r1, int) { f(y, gy, r0, r1, n, log, gx); });
+}
+
+void cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V, int32_t ignore_index, float smoothing, float* losses, float* lse, int threads) {
+  auto f = ce_pick();
+  over_rows(N, V, threads, [&](int64_t r0, int64_t r1, int) { f(logits, targets, r0, r1, V, ignore_index, smoothing, losses, lse); });
+}
+
+void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* scale, int64_t N, int64_t V,
+                            int32_t ignore_index, float smoothing, float* gx, int threads) {
+  auto f = ceb_pick();
+  over_rows(N, V, threads, [&](int64_t r0, int64_t r1, int) { f(logits, targets, lse, scale, r0, r1, V, ignore_index, smoothing, gx); });
+}
+
+void adamw(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& h, int threads) {
+  auto f = adamw_pick();
+  const int nt = n < (1 << 16) ? 1 : threads;
+  parallel(nt, [&](int tid, int k) { f(param, grad, m, v, n * tid / k / 16 * 16, tid + 1 == k ? n : n * (tid + 1) / k / 16 * 16, h); });
+}
+
+}  // namespace attn

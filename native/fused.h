@@ -1,0 +1,29 @@
+// Fused row kernels of a Transformer step over contiguous float32 rows: LayerNorm and RMSNorm
+// (forward, backward), softmax and log-softmax (forward, backward), cross-entropy with label
+// smoothing (forward, backward), and the AdamW update. One pass (or two) over each row, rows
+// shared among the pool's threads; semantics as the reference backend's (src/backend/ref/kernels.ts).
+#pragma once
+#include <cstdint>
+
+namespace attn {
+
+/** mean, rstd per row; w, b may be null. */
+void layer_norm(const float* x, const float* w, const float* b, int64_t rows, int64_t n, float eps, float* out, float* mean, float* rstd, int threads);
+/** gx written; gw, gb (may be null) written as sums over rows. */
+void layer_norm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* gy, int64_t rows, int64_t n,
+                         float* gx, float* gw, float* gb, int threads);
+void rms_norm(const float* x, const float* w, int64_t rows, int64_t n, float eps, float* out, float* rstd, int threads);
+void rms_norm_backward(const float* x, const float* w, const float* rstd, const float* gy, int64_t rows, int64_t n, float* gx, float* gw, int threads);
+void softmax(const float* x, int64_t rows, int64_t n, bool log, float* out, int threads);
+void softmax_backward(const float* y, const float* gy, int64_t rows, int64_t n, bool log, float* gx, int threads);
+/** Targets must be in range or ignore_index (the caller checks). */
+void cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V, int32_t ignore_index, float smoothing, float* losses, float* lse, int threads);
+void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* scale, int64_t N, int64_t V,
+                            int32_t ignore_index, float smoothing, float* gx, int threads);
+
+struct AdamWParams {
+  float lr, beta1, beta2, eps, weight_decay, bc1, bc2;
+};
+void adamw(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& h, int threads);
+
+}  // namespace attn
