@@ -238,6 +238,11 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
     attn::cross_entropy_backward(a.f(1), a.i32(2), a.f(3), a.f(4), a.n(5), a.n(6), int32_t(a.n(7)), a.x(8), a.f(9), int(a.n(10)));
   });
 }
+/** geluBackward(heap, x, gy, gx, n, threads) */
+Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
+  return with_heap(info, [](const Args& a) { attn::gelu_backward(a.f(1), a.f(2), a.f(3), a.n(4), int(a.n(5))); });
+}
+
 /** adamw(heap, param, grad, m, v, n, lr, beta1, beta2, eps, weightDecay, bc1, bc2, threads) */
 Napi::Value AdamW(const Napi::CallbackInfo& info) {
   return with_heap(info, [](const Args& a) {
@@ -297,6 +302,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("crossEntropy", Napi::Function::New(env, CrossEntropy));
   exports.Set("crossEntropyBackward", Napi::Function::New(env, CrossEntropyBackward));
   exports.Set("adamw", Napi::Function::New(env, AdamW));
+  exports.Set("geluBackward", Napi::Function::New(env, GeluBackward));
   return exports;
 }
 

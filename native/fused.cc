@@ -247,6 +247,21 @@ INLINE void ceb_body(const float* logits, const int32_t* targets, const float* l
 VARIANTS(ceb, (const float* logits, const int32_t* targets, const float* lse, const float* scale, int64_t r0, int64_t r1, int64_t V, int32_t ignore, float smoothing, float* gx),
          (logits, targets, lse, scale, r0, r1, V, ignore, smoothing, gx))
 
+// ---------------------------------------------------------------- GELU (tanh form)
+
+INLINE void gelub_body(const float* x, const float* gy, float* gx, int64_t i0, int64_t i1) {
+  constexpr float k = 0.7978845608028654f, c = 0.044715f;
+#pragma omp simd
+  for (int64_t i = i0; i < i1; i++) {
+    const float xi = x[i];
+    const float u = k * (xi + c * xi * xi * xi);
+    const float t = 1.f - 2.f / (1.f + vexp(2.f * u));  // tanh u
+    const float du = k * (1.f + 3.f * c * xi * xi);
+    gx[i] = gy[i] * (0.5f * (1.f + t) + 0.5f * xi * (1.f - t * t) * du);
+  }
+}
+VARIANTS(gelub, (const float* x, const float* gy, float* gx, int64_t i0, int64_t i1), (x, gy, gx, i0, i1))
+
 // ---------------------------------------------------------------- AdamW
 
 INLINE void adamw_body(float* p, const float* g, float* m, float* v, int64_t i0, int64_t i1, const AdamWParams& h) {
@@ -330,6 +345,12 @@ void cross_entropy_backward(const float* logits, const int32_t* targets, const f
                             int32_t ignore_index, float smoothing, float* gx, int threads) {
   auto f = ceb_pick();
   over_rows(N, V, threads, [&](int64_t r0, int64_t r1, int) { f(logits, targets, lse, scale, r0, r1, V, ignore_index, smoothing, gx); });
+}
+
+void gelu_backward(const float* x, const float* gy, float* gx, int64_t n, int threads) {
+  auto f = gelub_pick();
+  const int nt = n < (1 << 16) ? 1 : threads;
+  parallel(nt, [&](int tid, int k) { f(x, gy, gx, n * tid / k / 16 * 16, tid + 1 == k ? n : n * (tid + 1) / k / 16 * 16); });
 }
 
 void adamw(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& h, int threads) {

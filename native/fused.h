@@ -21,6 +21,9 @@ void cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64
 void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* scale, int64_t N, int64_t V,
                             int32_t ignore_index, float smoothing, float* gx, int threads);
 
+/** gx = gy * gelu'(x), gelu's tanh form. */
+void gelu_backward(const float* x, const float* gy, float* gx, int64_t n, int threads);
+
 struct AdamWParams {
   float lr, beta1, beta2, eps, weight_decay, bc1, bc2;
 };

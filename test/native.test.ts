@@ -180,6 +180,7 @@ async function compareWithRef(): Promise<{ worst: number; cases: number; kernels
         ['rmsNorm', (t) => rmsNorm(t[0]!, null), [x]],
         ['softmax', (t) => softmax(t[0]!), [x]],
         ['logSoftmax', (t) => logSoftmax(t[0]!), [x]],
+        ['gelu', (t) => gelu(t[0]!), [x]],
       ];
       for (const [name, f, ins] of row) {
         const got = grads(f, ins, 'cpu'), want = grads(f, ins, 'ref');

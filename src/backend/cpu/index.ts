@@ -413,6 +413,7 @@ export class CpuBackend extends RefBackend {
   override unaryBackward(op: UnaryGradOp, x: Storage, gy: Storage, gx: Storage, n: number): void {
     if (op === 'gelu' && this.f32(x, gy, gx)) {
       for (const [name, s] of [['x', x], ['gy', gy], ['gx', gx]] as const) this.need('unaryBackward', name, s, n);
+      if (this.native) return this.native.geluBackward(this.rt.heapF32, this.ptr(x), this.ptr(gy), this.ptr(gx), n, this.nativeThreads());
       fused.geluBackward(this.rt, this.p(x), this.p(gy), this.p(gx), n);
       return;
     }

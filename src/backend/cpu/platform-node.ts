@@ -87,6 +87,7 @@ export interface NativeKernels {
   softmaxBackward(heap: Float32Array, y: number, gy: number, rows: number, n: number, log: number, gx: number, threads: number): void;
   crossEntropy(heap: Float32Array, logits: number, targets: number, N: number, V: number, ignoreIndex: number, smoothing: number, losses: number, lse: number, threads: number): void;
   crossEntropyBackward(heap: Float32Array, logits: number, targets: number, lse: number, scale: number, N: number, V: number, ignoreIndex: number, smoothing: number, gx: number, threads: number): void;
+  geluBackward(heap: Float32Array, x: number, gy: number, gx: number, n: number, threads: number): void;
   adamw(heap: Float32Array, param: number, grad: number, m: number, v: number, n: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
     bc1: number, bc2: number, threads: number): void;
   binary2d(heap: Float32Array, op: number, a: number, aInner: number, aOuter: number, b: number, bInner: number, bOuter: number,
