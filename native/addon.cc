@@ -251,6 +251,11 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
   });
 }
 
+/** fmaPeak(seconds, threads): the kernel set's register-only FMA rate, GFLOP/s. */
+Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), attn::fma_peak_gflops(info[0].As<Napi::Number>().DoubleValue(), int(i64(info, 1))));
+}
+
 /** zero(heap, byteOffset, bytes): memset, for fresh storages (faster than fill on a shared buffer). */
 Napi::Value Zero(const Napi::CallbackInfo& info) {
   uint8_t* heap = heap_of(info[0]);
@@ -291,6 +296,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("reduceSum", Napi::Function::New(env, ReduceSum));
   exports.Set("unary", Napi::Function::New(env, Unary));
   exports.Set("zero", Napi::Function::New(env, Zero));
+  exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));
   exports.Set("copyStrided", Napi::Function::New(env, CopyStrided));
   exports.Set("binary2d", Napi::Function::New(env, Binary2d));
   exports.Set("layerNorm", Napi::Function::New(env, LayerNorm));

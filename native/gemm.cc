@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -748,6 +749,76 @@ void set_isa(Isa isa) {
 Isa current_isa() {
   if (!g_isa_set) set_isa(detect_isa(Isa::avx512));
   return g_isa;
+}
+
+namespace {
+
+// 24 independent accumulators (more than FMA latency × FMA ports), 2 FLOPs per lane per FMA.
+AVX512 double fma_loop_avx512(int64_t iters) {
+  __m512 acc[24];
+  for (int i = 0; i < 24; i++) acc[i] = _mm512_set1_ps(float(i));
+  const __m512 m = _mm512_set1_ps(0.999999f), a = _mm512_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 24
+    for (int i = 0; i < 24; i++) acc[i] = _mm512_fmadd_ps(acc[i], m, a);
+  }
+  __m512 s = acc[0];
+  for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, acc[i]);
+  volatile float sink = _mm512_reduce_add_ps(s);
+  (void)sink;
+  return double(iters) * 24 * 16 * 2;
+}
+
+AVX2 double fma_loop_avx2(int64_t iters) {
+  __m256 acc[12];
+  for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps(float(i));
+  const __m256 m = _mm256_set1_ps(0.999999f), a = _mm256_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], m, a);
+  }
+  __m256 s = acc[0];
+  for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, acc[i]);
+  volatile float sink = hsum_avx2(s);
+  (void)sink;
+  return double(iters) * 12 * 8 * 2;
+}
+
+double fma_loop_portable(int64_t iters) {
+  float acc[8][8];
+  for (int i = 0; i < 8; i++)
+    for (int j = 0; j < 8; j++) acc[i][j] = float(i + j);
+  for (int64_t it = 0; it < iters; it++)
+    for (int i = 0; i < 8; i++)
+      for (int j = 0; j < 8; j++) acc[i][j] = acc[i][j] * 0.999999f + 1e-7f;
+  volatile float sink = acc[3][5];
+  (void)sink;
+  return double(iters) * 64 * 2;
+}
+
+}  // namespace
+
+double fma_peak_gflops(double seconds, int threads) {
+  const Isa isa = current_isa();
+  auto loop = isa >= Isa::avx512 ? fma_loop_avx512 : isa == Isa::avx2 ? fma_loop_avx2 : fma_loop_portable;
+  // Calibrate one thread, then run every thread for about `seconds`.
+  int64_t iters = 1 << 16;
+  double dt = 0;
+  for (;;) {
+    const auto t0 = std::chrono::steady_clock::now();
+    loop(iters);
+    dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (dt > 0.02) break;
+    iters *= 2;
+  }
+  iters = std::max<int64_t>(1, int64_t(double(iters) * seconds / dt));
+  std::vector<double> flops(size_t(std::max(1, threads)), 0.0);
+  const auto t0 = std::chrono::steady_clock::now();
+  parallel(threads, [&](int tid, int) { flops[size_t(tid)] = loop(iters); });
+  const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double total = 0;
+  for (double f : flops) total += f;
+  return total / el / 1e9;
 }
 
 void apply_activation(float* x, int64_t n, int act, int threads) {

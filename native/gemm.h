@@ -42,6 +42,9 @@ struct GemmArgs {
 };
 
 void gemm(const GemmArgs& g, int threads);
+/** The kernel set's float32 FMA peak in GFLOP/s on `threads` threads: independent FMA chains on
+ *  registers only (no memory traffic) for about `seconds`. The machine's limit for the benchmarks. */
+double fma_peak_gflops(double seconds, int threads);
 /** x[i] = act(x[i]) in place with the matmul epilogue's own code, so that a separate activation
  *  is bitwise the fused one. */
 void apply_activation(float* x, int64_t n, int act, int threads);

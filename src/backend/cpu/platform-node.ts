@@ -78,6 +78,8 @@ export interface NativeKernels {
   stderrMute(): number;
   stderrRestore(fd: number): void;
   zero(heap: Float32Array, byteOffset: number, bytes: number): void;
+  /** The float32 FMA peak of the kernel set in use on `threads` threads, GFLOP/s (registers only). */
+  fmaPeak(seconds: number, threads: number): number;
   // Fused row kernels (native/fused.h): byte offsets into heap, 0 for an absent optional operand.
   layerNorm(heap: Float32Array, x: number, w: number, b: number, rows: number, n: number, eps: number, out: number, mean: number, rstd: number, threads: number): void;
   layerNormBackward(heap: Float32Array, x: number, w: number, mean: number, rstd: number, gy: number, rows: number, n: number, gx: number, gw: number, gb: number, threads: number): void;
