@@ -132,6 +132,26 @@ export class CpuBackend extends RefBackend {
     return s;
   }
 
+  override read(s: Storage, layout?: Layout): TypedArray {
+    if (!layout || s.dtype === 'bfloat16') return super.read(s, layout);
+    this.checkLayout('read', 'storage', s, layout);
+    const n = numel(layout.shape);
+    const view = this.arr(s);
+    // A contiguous window (a row of logits, a slice of the batch) is one copy out of the heap.
+    if (this.sameStrided(layout, { shape: layout.shape, strides: contiguousStrides(layout.shape), offset: layout.offset }) &&
+      sameShape(layout.strides, contiguousStrides(layout.shape))) {
+      return view.slice(layout.offset, layout.offset + n);
+    }
+    // Strided: gathered by the strided copy kernel, then one copy out.
+    const tmp = this.allocRaw(s.dtype, n);
+    try {
+      if (!this.stridedCopy(s, layout, tmp, { shape: layout.shape, strides: contiguousStrides(layout.shape), offset: 0 })) return super.read(s, layout);
+      return tmp.view.slice(0, n);
+    } finally {
+      this.free(tmp);
+    }
+  }
+
   override upload(data: ArrayLike<number>, dtype: DType): Storage {
     const s = this.allocRaw(dtype, data.length);
     s.view.set(data);
