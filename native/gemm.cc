@@ -20,7 +20,7 @@ namespace {
 
 constexpr int KC = 256;
 constexpr int NC = 2048;
-constexpr int MC_FACTOR = 8;  // MC = MC_FACTOR * MR rows of A per packed block
+constexpr int MC_FACTOR = 12;  // MC = MC_FACTOR * MR rows of A per packed block
 
 inline float bf16_to_f32(uint16_t h) {
   uint32_t u = uint32_t(h) << 16;
