@@ -86,8 +86,9 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
 
 /**
  * attention(heap, q, k, v, out, lse, keyMask, B, H, Tq, Tk, D, scale, causal, spKind, spA, spB,
- * gout, gq, gk, gv, backward, threads, Hkv): byte offsets into heap (keyMask, gout... 0: none); k and v
- * have Hkv heads (grouped-query attention; default H).
+ * gout, gq, gk, gv, backward, threads, Hkv, q/k/v/out strides (batch, head, row) x 4): byte offsets into
+ * heap (keyMask, gout... 0: none); k and v have Hkv heads (grouped-query attention; default H); q, k, v
+ * and out may be strided views (default contiguous), gout, gq, gk, gv are contiguous.
  */
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   uint8_t* heap = heap_of(info[0]);
@@ -117,6 +118,15 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   const bool backward = info[21].As<Napi::Number>().Int32Value() != 0;
   const int threads = int(i64(info, 22));
   p.Hkv = info.Length() > 23 ? int(i64(info, 23)) : p.H;
+  // Layouts (batch, head, row strides) of q, k, v, out: args 24..35, else contiguous.
+  auto view = [&](int at, int heads, int T) {
+    return info.Length() > size_t(at + 2) ? attn::View{i64(info, at), i64(info, at + 1), i64(info, at + 2)}
+                                          : attn::View{int64_t(heads) * T * p.D, int64_t(T) * p.D, p.D};
+  };
+  p.qv = view(24, p.H, p.Tq);
+  p.kv = view(27, p.Hkv, p.Tk);
+  p.vv = view(30, p.Hkv, p.Tk);
+  p.ov = view(33, p.H, p.Tq);
   if (p.Hkv < 1 || p.H % p.Hkv != 0) {
     Napi::RangeError::New(info.Env(), "attention: H must be a multiple of Hkv").ThrowAsJavaScriptException();
     return info.Env().Undefined();

@@ -63,6 +63,11 @@ INLINE int kv_head(const AttnArgs& p, int bh) {
   return (bh / p.H) * p.Hkv + (bh % p.H) / group;
 }
 
+/** Row 0 of head bh = b * heads + h of an operand laid out as v. */
+INLINE const float* head_of(const float* base, const View& v, int bh, int heads) {
+  return base + int64_t(bh / heads) * v.b_ + int64_t(bh % heads) * v.h_;
+}
+
 /** out (M x N, contiguous) (+)= A . B on this thread, with the GEMM's packed microkernel. */
 INLINE void mm(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb, float* out, int M, int N, int K, bool acc) {
   GemmArgs g{};
@@ -85,7 +90,7 @@ INLINE void mm(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb
 /** s (bq x bk) = scale Q_blk K_blk^T, -inf where not visible. */
 INLINE void scores(const AttnArgs& p, int b, const float* q, int i0, int bq, const float* k, int j0, int bk, float* s) {
   const int D = p.D;
-  mm(q + int64_t(i0) * D, D, false, k + int64_t(j0) * D, D, true, s, bq, bk, D, false);
+  mm(q + int64_t(i0) * p.qv.t_, p.qv.t_, false, k + int64_t(j0) * p.kv.t_, p.kv.t_, true, s, bq, bk, D, false);
   for (int r = 0; r < bq; r++) {
     float* sr = s + r * bk;
     for (int c = 0; c < bk; c++) sr[c] *= p.scale;
@@ -123,9 +128,9 @@ INLINE void forward_block(const AttnArgs& p, int bh, int i0) {
   float* acc = s + BQ * BK;
   float* m = acc + BQ * D;
   float* l = m + BQ;
-  const float* q = p.q + int64_t(bh) * p.Tq * D;
-  const float* k = p.k + int64_t(kv_head(p, bh)) * p.Tk * D;
-  const float* v = p.v + int64_t(kv_head(p, bh)) * p.Tk * D;
+  const float* q = head_of(p.q, p.qv, bh, p.H);
+  const float* k = head_of(p.k, p.kv, kv_head(p, bh), p.Hkv);
+  const float* v = head_of(p.v, p.vv, kv_head(p, bh), p.Hkv);
   for (int r = 0; r < bq; r++) {
     m[r] = NEG_INF;
     l[r] = 0.f;
@@ -155,14 +160,14 @@ INLINE void forward_block(const AttnArgs& p, int bh, int i0) {
       float* ar = acc + r * D;
       for (int d = 0; d < D; d++) ar[d] *= corr;
     }
-    mm(s, bk, false, v + int64_t(j0) * D, D, false, acc, bq, D, bk, true);  // acc += P V
+    mm(s, bk, false, v + int64_t(j0) * p.vv.t_, p.vv.t_, false, acc, bq, D, bk, true);  // acc += P V
   }
-  float* out = p.out + (int64_t(bh) * p.Tq + i0) * D;
+  float* out = const_cast<float*>(head_of(p.out, p.ov, bh, p.H)) + int64_t(i0) * p.ov.t_;
   float* lse = p.lse + int64_t(bh) * p.Tq + i0;
   for (int r = 0; r < bq; r++) {
     // A row that sees no key: zero output, and lse -inf marks it for the backward pass.
     const float inv = m[r] == NEG_INF ? 0.f : 1.f / l[r];
-    for (int d = 0; d < D; d++) out[r * D + d] = acc[r * D + d] * inv;
+    for (int d = 0; d < D; d++) out[r * p.ov.t_ + d] = acc[r * D + d] * inv;
     lse[r] = m[r] == NEG_INF ? NEG_INF : m[r] + std::log(l[r]);
   }
 }
@@ -171,7 +176,7 @@ INLINE void forward_block(const AttnArgs& p, int bh, int i0) {
 INLINE void probs_and_ds(const AttnArgs& p, int bh, int i0, int bq, int j0, int bk, const float* go, const float* v, const float* delta, float* s, float* ds) {
   const int D = p.D;
   const float* lse = p.lse + int64_t(bh) * p.Tq;
-  mm(go + int64_t(i0) * D, D, false, v + int64_t(j0) * D, D, true, ds, bq, bk, D, false);
+  mm(go + int64_t(i0) * D, D, false, v + int64_t(j0) * p.vv.t_, p.vv.t_, true, ds, bq, bk, D, false);
   for (int r = 0; r < bq; r++) {
     float* sr = s + r * bk;
     float* dr = ds + r * bk;
@@ -191,21 +196,22 @@ INLINE void backward_kv_block(const AttnArgs& p, int bkv, int j0, const float* d
   float* ds = s + BQ * BK;
   float* gk = ds + BQ * BK;
   float* gv = gk + BK * D;
-  const int64_t ko = int64_t(bkv) * p.Tk * D;
-  const float *k = p.k + ko, *v = p.v + ko;
+  const int64_t ko = int64_t(bkv) * p.Tk * D;  // in the contiguous gk, gv
+  const float* k = head_of(p.k, p.kv, bkv, p.Hkv);
+  const float* v = head_of(p.v, p.vv, bkv, p.Hkv);
   for (int i = 0; i < bk * D; i++) gk[i] = gv[i] = 0.f;
   const int iend = query_end(p, j0 + bk);
   for (int g = 0; g < group; g++) {
     const int bh = b * p.H + (bkv % p.Hkv) * group + g;
-    const int64_t qo = int64_t(bh) * p.Tq * D;
-    const float *q = p.q + qo, *go = p.gout + qo;
+    const float* q = head_of(p.q, p.qv, bh, p.H);
+    const float* go = p.gout + int64_t(bh) * p.Tq * D;
     const float* dl = delta + int64_t(bh) * p.Tq;
     for (int i0 = query_begin(p, j0) / BQ * BQ; i0 < iend; i0 += BQ) {
       const int bq = std::min(BQ, p.Tq - i0);
       scores(p, b, q, i0, bq, k, j0, bk, s);
       probs_and_ds(p, bh, i0, bq, j0, bk, go, v, dl, s, ds);
       mm(s, bk, true, go + int64_t(i0) * D, D, false, gv, bk, D, bq, true);   // gv += P^T dO
-      mm(ds, bk, true, q + int64_t(i0) * D, D, false, gk, bk, D, bq, true);   // gk += dS^T Q (scaled)
+      mm(ds, bk, true, q + int64_t(i0) * p.qv.t_, p.qv.t_, false, gk, bk, D, bq, true);   // gk += dS^T Q (scaled)
     }
   }
   std::memcpy(p.gk + ko + int64_t(j0) * D, gk, sizeof(float) * bk * D);
@@ -219,15 +225,18 @@ INLINE void backward_q_block(const AttnArgs& p, int bh, int i0, const float* del
   float* s = scratch.get(size_t(2) * BQ * BK + BQ * D);
   float* ds = s + BQ * BK;
   float* gq = ds + BQ * BK;
-  const int64_t qo = int64_t(bh) * p.Tq * D, ko = int64_t(kv_head(p, bh)) * p.Tk * D;
-  const float *q = p.q + qo, *k = p.k + ko, *v = p.v + ko, *go = p.gout + qo;
+  const int64_t qo = int64_t(bh) * p.Tq * D;  // in the contiguous gout, gq
+  const float* q = head_of(p.q, p.qv, bh, p.H);
+  const float* k = head_of(p.k, p.kv, kv_head(p, bh), p.Hkv);
+  const float* v = head_of(p.v, p.vv, kv_head(p, bh), p.Hkv);
+  const float* go = p.gout + qo;
   for (int i = 0; i < bq * D; i++) gq[i] = 0.f;
   const int jend = key_end(p, i0 + bq);
   for (int j0 = key_begin(p, i0); j0 < jend; j0 += BK) {
     const int bk = std::min(BK, jend - j0);
     scores(p, b, q, i0, bq, k, j0, bk, s);
     probs_and_ds(p, bh, i0, bq, j0, bk, go, v, delta, s, ds);
-    mm(ds, bk, false, k + int64_t(j0) * D, D, false, gq, bq, D, bk, true);  // gq += dS K (scaled)
+    mm(ds, bk, false, k + int64_t(j0) * p.kv.t_, p.kv.t_, false, gq, bq, D, bk, true);  // gq += dS K (scaled)
   }
   std::memcpy(p.gq + qo + int64_t(i0) * D, gq, sizeof(float) * bq * D);
 }
@@ -236,7 +245,7 @@ INLINE void backward_q_block(const AttnArgs& p, int bh, int i0, const float* del
 INLINE void deltas(const AttnArgs& p, int row0, int row1, float* delta) {
   for (int r = row0; r < row1; r++) {
     const float* g = p.gout + int64_t(r) * p.D;
-    const float* o = p.out + int64_t(r) * p.D;
+    const float* o = head_of(p.out, p.ov, r / p.Tq, p.H) + int64_t(r % p.Tq) * p.ov.t_;
     float s = 0.f;
 #pragma omp simd reduction(+ : s)
     for (int d = 0; d < p.D; d++) s += g[d] * o[d];

@@ -95,7 +95,10 @@ async function compareWithRef(): Promise<{ worst: number; cases: number; kernels
   }
   assert.ok(bf16Gap > 1e-3, `bfloat16 precision rounds the operands (largest gap to float32 ${bf16Gap})`);
   // Fused attention, forward and backward: causal, padding, a window, Tq != Tk (a cache), odd sizes.
-  const cases2: { B: number; H: number; Tq: number; Tk: number; D: number; opts: AttentionOptions; pad?: boolean; Hkv?: number }[] = [
+  const cases2: { B: number; H: number; Tq: number; Tk: number; D: number; opts: AttentionOptions; pad?: boolean; Hkv?: number; perm?: boolean }[] = [
+    // q, k, v as (B, T, H, D) tensors viewed as (B, H, T, D): read in place through strides.
+    { B: 2, H: 3, Tq: 70, Tk: 70, D: 16, opts: { causal: true }, perm: true },
+    { B: 1, H: 4, Hkv: 2, Tq: 9, Tk: 40, D: 8, opts: { causal: true }, perm: true, pad: true },
     { B: 2, H: 6, Hkv: 2, Tq: 70, Tk: 70, D: 16, opts: { causal: true } }, // grouped-query heads read in place
     { B: 1, H: 4, Hkv: 1, Tq: 3, Tk: 90, D: 8, opts: { causal: true }, pad: true },
     { B: 2, H: 3, Tq: 70, Tk: 70, D: 16, opts: { causal: true } },
@@ -106,13 +109,14 @@ async function compareWithRef(): Promise<{ worst: number; cases: number; kernels
     { B: 1, H: 1, Tq: 1, Tk: 1, D: 4, opts: { causal: true } },
   ];
   for (const c of cases2) {
-    const mk = (T: number, H = c.H) => randn([c.B, H, T, c.D], { generator: g, backend: ref, requiresGrad: true });
+    const mk = (T: number, H = c.H) => randn(c.perm ? [c.B, T, H, c.D] : [c.B, H, T, c.D], { generator: g, backend: ref, requiresGrad: true });
+    const P = (t: Tensor) => (c.perm ? t.permute([0, 2, 1, 3]) : t);
     const [q, k, v] = [mk(c.Tq), mk(c.Tk, c.Hkv), mk(c.Tk, c.Hkv)];
     const gout = randn([c.B, c.H, c.Tq, c.D], { generator: g, backend: ref });
     const maskData = Int32Array.from({ length: c.B * c.Tk }, (_, i) => (c.pad && i % c.Tk >= c.Tk - 7 * (1 + (i >= c.Tk ? 1 : 0)) ? 0 : 1));
     const run = (qq: Tensor, kk: Tensor, vv: Tensor, be: typeof ref) => {
       const keyMask = c.pad ? tensor(maskData, { shape: [c.B, c.Tk], dtype: 'int32', backend: be }) : undefined;
-      const o = scaledDotProductAttention(qq, kk, vv, { ...c.opts, ...(keyMask ? { keyMask } : {}) });
+      const o = scaledDotProductAttention(P(qq), P(kk), P(vv), { ...c.opts, ...(keyMask ? { keyMask } : {}) });
       o.mul(be === ref ? gout : mv(gout)).sum().backward();
       return [o.data(), qq.grad!.data(), kk.grad!.data(), vv.grad!.data()];
     };

@@ -64,12 +64,22 @@ export interface MatmulArgs {
   precision?: 'float32' | 'bfloat16';
 }
 
+/** Element (b, h, t, d) of a (B, H, T, D) attention operand at offset + b·strides[0] + h·strides[1] + t·strides[2] + d. */
+export interface AttentionView {
+  offset: number;
+  strides: readonly [number, number, number];
+}
+
 export interface AttentionArgs {
   /** q: (B, H, Tq, D), k and v: (B, H, Tk, D), out: (B, H, Tq, D); contiguous. */
   q: Storage; k: Storage; v: Storage; out: Storage;
   /** (B, H, Tq) log-sum-exp of the scaled, masked scores of each query row (saved for backward). */
   lse: Storage;
   B: number; H: number; Tq: number; Tk: number; D: number;
+  /** Backends with `stridedAttention` only: q, k, v and out as strided views of their storages
+   *  (the last dim contiguous), e.g. the heads of one fused qkv projection read in place and the
+   *  output written in (B, T, H, D) order. Absent: all four contiguous from element 0. */
+  views?: { q: AttentionView; k: AttentionView; v: AttentionView; out: AttentionView } | null;
   /** Key/value heads (grouped-query attention): k and v are (B, Hkv, Tk, D), and query head h
    *  reads kv head floor(h / (H / Hkv)). Only backends with `groupedKV` get Hkv < H; default H. */
   Hkv?: number;
@@ -161,6 +171,8 @@ export interface Backend {
   /** Whether attention takes fewer key/value heads than query heads (AttentionArgs.Hkv); where
    *  not, the ops layer repeats each kv head for its group first. */
   readonly groupedKV?: boolean;
+  /** Whether attention reads q, k, v and writes out through AttentionArgs.views (no copies). */
+  readonly stridedAttention?: boolean;
 
   // ---- memory ----
   /** A zero-filled storage of `size` elements; with `uninitialized`, contents unspecified

@@ -1083,11 +1083,18 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   const causal = opts.causal ?? false;
   const sparsity = opts.sparsity ?? null;
   checkSparsity('attention', sparsity);
-  const [qc, kc, vc] = noGrad(() => [contiguous(q), contiguous(k), contiguous(v)]);
+  const strided = be.stridedAttention === true;
+  // A backend that reads strided operands gets q, k, v in place when their last dim is
+  // contiguous (the heads of one qkv projection are), and writes out in (B, T, H, D) order so
+  // that merging the heads back costs nothing.
+  const inPlace = (t: Tensor): Tensor => (strided && (t.strides[3] === 1 || D === 1) ? t : contiguous(t));
+  const [qc, kc, vc] = noGrad(() => [inPlace(q), inPlace(k), inPlace(v)]);
   const mc = mask ? contiguous(mask) : null;
-  const out = like(q);
+  const out = strided ? new Tensor(be.alloc(q.dtype, q.size, true), [B, H, Tq, D], [Tq * H * D, D, H * D, 1]) : like(q);
   const lse = like(q, [B, H, Tq]);
-  const base = { q: qc.storage, k: kc.storage, v: vc.storage, out: out.storage, lse: lse.storage, B, H, Hkv, Tq, Tk, D, scale, causal, keyMask: mc?.storage ?? null, sparsity };
+  const viewOf = (t: Tensor) => ({ offset: t.offset, strides: [t.strides[0]!, t.strides[1]!, t.strides[2]!] as const });
+  const views = strided ? { q: viewOf(qc), k: viewOf(kc), v: viewOf(vc), out: viewOf(out) } : null;
+  const base = { q: qc.storage, k: kc.storage, v: vc.storage, out: out.storage, lse: lse.storage, B, H, Hkv, Tq, Tk, D, scale, causal, keyMask: mc?.storage ?? null, sparsity, views };
   be.attention(base);
   if (!isGradEnabled() || ![q, k, v].some((t) => t.requiresGrad)) {
     lse.dispose();

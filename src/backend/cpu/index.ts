@@ -86,6 +86,11 @@ export class CpuBackend extends RefBackend {
     return this.native !== null;
   }
 
+  /** The native attention reads strided q, k, v and writes a strided out (AttentionArgs.views). */
+  override get stridedAttention(): boolean {
+    return this.native !== null;
+  }
+
   /** What runs the kernels, for `attn info`: the native set and its threads, or WebAssembly and why. */
   describeKernels(): string {
     const wasm = `WebAssembly SIMD${this.rt.relaxedSimd ? ' with relaxed-SIMD FMA' : ''}, ${this.rt.threads} threads`;
@@ -579,6 +584,7 @@ export class CpuBackend extends RefBackend {
   }
 
   private groupedOnlyNative(a: AttentionArgs): void {
+    if (a.views && !this.native) throw new Error('cpu backend: strided attention operands need the native kernels');
     if ((a.Hkv ?? a.H) !== a.H && (!this.native || !this.f32(a.q, a.k, a.v))) {
       throw new Error(`cpu backend: attention with ${a.Hkv} kv heads for ${a.H} query heads needs the native kernels and float32`);
     }
@@ -590,10 +596,18 @@ export class CpuBackend extends RefBackend {
     const kind = !sp ? 0 : sp.kind === 'window' ? 1 : sp.kind === 'strided' ? 2 : 3;
     const spA = !sp ? 0 : sp.kind === 'window' ? sp.window : sp.kind === 'strided' ? sp.stride : sp.block;
     const spB = sp?.kind === 'fixed' ? sp.summary : 0;
-    this.native!.attention(this.rt.heapF32, this.ptr(a.q), this.ptr(a.k), this.ptr(a.v), this.ptr(a.out), this.ptr(a.lse), a.keyMask ? this.ptr(a.keyMask) : 0,
+    const Hkv = a.Hkv ?? a.H;
+    const vw = a.views ?? {
+      q: { offset: 0, strides: [a.H * a.Tq * a.D, a.Tq * a.D, a.D] as const },
+      k: { offset: 0, strides: [Hkv * a.Tk * a.D, a.Tk * a.D, a.D] as const },
+      v: { offset: 0, strides: [Hkv * a.Tk * a.D, a.Tk * a.D, a.D] as const },
+      out: { offset: 0, strides: [a.H * a.Tq * a.D, a.Tq * a.D, a.D] as const },
+    };
+    this.native!.attention(this.rt.heapF32, this.ptr(a.q) + 4 * vw.q.offset, this.ptr(a.k) + 4 * vw.k.offset, this.ptr(a.v) + 4 * vw.v.offset,
+      this.ptr(a.out) + 4 * vw.out.offset, this.ptr(a.lse), a.keyMask ? this.ptr(a.keyMask) : 0,
       a.B, a.H, a.Tq, a.Tk, a.D, a.scale, a.causal ? 1 : 0, kind, spA, spB,
       grads ? this.ptr(grads.gout) : 0, grads ? this.ptr(grads.gq) : 0, grads ? this.ptr(grads.gk) : 0, grads ? this.ptr(grads.gv) : 0, grads ? 1 : 0,
-      this.nativeThreads(), a.Hkv ?? a.H);
+      this.nativeThreads(), Hkv, ...vw.q.strides, ...vw.k.strides, ...vw.v.strides, ...vw.out.strides);
   }
 
   override adamw(a: AdamWArgs): void {

@@ -6,7 +6,7 @@
 // through alloc/upload/free/read/write, so a backend with other storage (the cpu backend's
 // WebAssembly memory) overrides those and inherits every op.
 import type {
-  AdamWArgs, AttentionArgs, AttentionBackwardArgs, Backend, BinaryOp, Layout, MatmulArgs, ReduceOp, Storage,
+  AdamWArgs, AttentionArgs, AttentionBackwardArgs, AttentionView, Backend, BinaryOp, Layout, MatmulArgs, ReduceOp, Storage,
   UnaryGradOp, UnaryOp,
 } from '../backend.js';
 import { dropThreshold, maskHash } from '../backend.js';
@@ -30,6 +30,9 @@ export class RefBackend implements Backend {
   readonly name: string = 'ref';
   /** ref attention wants one kv head per query head (the ops layer repeats grouped ones). */
   get groupedKV(): boolean {
+    return false;
+  }
+  get stridedAttention(): boolean {
     return false;
   }
 
@@ -383,10 +386,18 @@ export class RefBackend implements Backend {
     const Hkv = a.Hkv ?? H;
     if (!(Number.isInteger(Hkv) && Hkv >= 1 && H % Hkv === 0)) throw new RangeError(`${op}: ${H} query heads are not a multiple of ${Hkv} kv heads`);
     if (Hkv !== H && !this.groupedKV) throw new Error(`${this.name} backend: ${op} with grouped kv heads (${Hkv} for ${H}); the ops layer repeats them for this backend`);
-    this.need(op, 'q', a.q, B * H * Tq * D);
-    this.need(op, 'k', a.k, B * Hkv * Tk * D);
-    this.need(op, 'v', a.v, B * Hkv * Tk * D);
-    this.need(op, 'out', a.out, B * H * Tq * D);
+    if (a.views && !this.stridedAttention) throw new Error(`${this.name} backend: ${op} with strided operands; the ops layer makes them contiguous for this backend`);
+    // The element past the last one each operand's view reaches (contiguous: its size).
+    const end = (v: AttentionView | undefined, heads: number, T: number): number => {
+      if (!v) return B * heads * T * D;
+      const [sb, sh, st] = v.strides;
+      if (![v.offset, sb, sh, st].every((x) => Number.isInteger(x) && x >= 0)) throw new RangeError(`${op}: bad view ${JSON.stringify(v)}`);
+      return v.offset + (B - 1) * sb + (heads - 1) * sh + (T - 1) * st + D;
+    };
+    this.need(op, 'q', a.q, end(a.views?.q, H, Tq));
+    this.need(op, 'k', a.k, end(a.views?.k, Hkv, Tk));
+    this.need(op, 'v', a.v, end(a.views?.v, Hkv, Tk));
+    this.need(op, 'out', a.out, end(a.views?.out, H, Tq));
     this.need(op, 'lse', a.lse, B * H * Tq);
     if (a.keyMask) {
       this.needInt32(op, 'keyMask', a.keyMask);
