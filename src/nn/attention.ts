@@ -6,7 +6,7 @@
 // sparse patterns of the fused kernel (local, strided, fixed), and causal linear attention
 // (elu+1 features or Performer random features) with a running state instead of a KV cache.
 import {
-  concat, contiguous, elu1, expand, fmt, noGrad, permute, reshape, scaledDotProductAttention, split, unsqueeze,
+  contiguous, elu1, expand, fmt, noGrad, permute, reshape, scaledDotProductAttention, slice, split, unsqueeze, zeros,
   type Generator, type Tensor,
 } from '../tensor/index.js';
 import type { AttentionSparsity } from '../backend/backend.js';
@@ -21,6 +21,10 @@ export interface KVLayerCache {
   k: Tensor | null;
   v: Tensor | null;
   state?: LinearAttentionState | null;
+  /** Preallocated (B, Hkv, capacity, D) storage that k and v are views of (dense layers):
+   *  a step writes its new keys in place instead of copying the whole cache. */
+  kBuf?: Tensor | null;
+  vBuf?: Tensor | null;
 }
 
 /** What a layer keeps between generation steps. */
@@ -43,10 +47,11 @@ export class KVCache {
   /** Empties the cache (frees its tensors). */
   reset(): void {
     for (const l of this.layers) {
-      l.k?.dispose();
-      l.v?.dispose();
+      for (const t of [l.k, l.v, l.kBuf, l.vBuf]) t?.dispose();
       l.k = null;
       l.v = null;
+      l.kBuf = null;
+      l.vBuf = null;
       l.state?.reset();
     }
     this.length = 0;
@@ -57,12 +62,37 @@ export class KVCache {
   }
 }
 
-/** Stores t in the cache: a contiguous, graph-free, kept tensor; frees what it replaces. */
-function store(layer: KVLayerCache, key: 'k' | 'v', t: Tensor): void {
-  const c = noGrad(() => contiguous(t));
-  const owned = c === t ? t.detach() : c;
-  layer[key]?.dispose();
-  layer[key] = owned.keep();
+/**
+ * Appends t (B, Hkv, T, D) to the layer's cached keys or values and returns all of them,
+ * (B, Hkv, Tpast + T, D): a view of a buffer that grows by doubling, so a step copies only its
+ * own T rows (a concat would copy the whole cache every step).
+ */
+function append(layer: KVLayerCache, key: 'k' | 'v', t: Tensor): Tensor {
+  const bufKey = key === 'k' ? 'kBuf' : 'vBuf';
+  const [B, Hkv, T, D] = t.shape as [number, number, number, number];
+  const past = layer[key]?.shape[2] ?? 0;
+  return noGrad(() => {
+    let buf = layer[bufKey] ?? null;
+    if (!buf || buf.shape[0] !== B || buf.shape[2] < past + T) {
+      const cap = Math.max(past + T, 2 * (buf?.shape[2] ?? 0), 64);
+      const grown = zeros([B, Hkv, cap, D], { backend: t.backend, dtype: t.dtype }).keep();
+      const old = layer[key];
+      if (old && past) {
+        const dst = slice(grown, 2, 0, past);
+        t.backend.copyInto(old.storage, old.layout, dst.storage, dst.layout);
+        dst.dispose();
+      }
+      buf?.dispose();
+      layer[bufKey] = buf = grown;
+    }
+    const dst = slice(buf, 2, past, past + T);
+    t.backend.copyInto(t.storage, t.layout, dst.storage, dst.layout);
+    dst.dispose();
+    const all = slice(buf, 2, 0, past + T).keep();
+    layer[key]?.dispose();
+    layer[key] = all;
+    return all;
+  });
 }
 
 /** The attention kinds a causal layer supports. */
@@ -163,12 +193,8 @@ export class CausalSelfAttention extends Module {
       k = this.rope.apply(k, past);
     }
     if (cache) {
-      if (cache.k && cache.v) {
-        k = concat([cache.k, k], 2); // (B, Hkv, Tpast + T, D)
-        v = concat([cache.v, v], 2);
-      }
-      store(cache, 'k', k);
-      store(cache, 'v', v);
+      k = append(cache, 'k', k); // (B, Hkv, Tpast + T, D)
+      v = append(cache, 'v', v);
     }
     // Causal masking is bottom-right aligned: new query i sees keys up to past + i.
     // Sparse patterns align the same way (stated on absolute key positions, so the cache keeps all keys).
