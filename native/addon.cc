@@ -248,6 +248,22 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
     attn::cross_entropy_backward(a.f(1), a.i32(2), a.f(3), a.f(4), a.n(5), a.n(6), int32_t(a.n(7)), a.x(8), a.f(9), int(a.n(10)));
   });
 }
+/** embedding(heap, weight, bf16, V, C, ids, n, out, threads): -1, or the position of the first bad id. */
+Napi::Value Embedding(const Napi::CallbackInfo& info) {
+  uint8_t* heap = heap_of(info[0]);
+  if (!heap) return Napi::Number::New(info.Env(), -2);
+  const Args a{info, heap};
+  return Napi::Number::New(info.Env(), double(attn::embedding(heap + a.n(1), a.b(2), a.n(3), a.n(4), a.i32(5), a.n(6), a.f(7), int(a.n(8)))));
+}
+
+/** embeddingBackward(heap, gy, ids, n, V, C, gw, threads): -1, or the position of the first bad id. */
+Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
+  uint8_t* heap = heap_of(info[0]);
+  if (!heap) return Napi::Number::New(info.Env(), -2);
+  const Args a{info, heap};
+  return Napi::Number::New(info.Env(), double(attn::embedding_backward(a.f(1), a.i32(2), a.n(3), a.n(4), a.n(5), a.f(6), int(a.n(7)))));
+}
+
 /** geluBackward(heap, x, gy, gx, n, threads) */
 Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
   return with_heap(info, [](const Args& a) { attn::gelu_backward(a.f(1), a.f(2), a.f(3), a.n(4), int(a.n(5))); });
@@ -319,6 +335,8 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("crossEntropyBackward", Napi::Function::New(env, CrossEntropyBackward));
   exports.Set("adamw", Napi::Function::New(env, AdamW));
   exports.Set("geluBackward", Napi::Function::New(env, GeluBackward));
+  exports.Set("embedding", Napi::Function::New(env, Embedding));
+  exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward));
   return exports;
 }
 

@@ -353,6 +353,50 @@ void gelu_backward(const float* x, const float* gy, float* gx, int64_t n, int th
   parallel(nt, [&](int tid, int k) { f(x, gy, gx, n * tid / k / 16 * 16, tid + 1 == k ? n : n * (tid + 1) / k / 16 * 16); });
 }
 
+namespace {
+int64_t first_bad(const int32_t* ids, int64_t n, int64_t V) {
+  for (int64_t i = 0; i < n; i++)
+    if (ids[i] < 0 || ids[i] >= V) return i;
+  return -1;
+}
+}  // namespace
+
+int64_t embedding(const void* weight, bool bf16, int64_t V, int64_t C, const int32_t* ids, int64_t n, float* out, int threads) {
+  const int64_t bad = first_bad(ids, n, V);
+  if (bad >= 0) return bad;
+  over_rows(n, C, threads, [&](int64_t r0, int64_t r1, int) {
+    for (int64_t i = r0; i < r1; i++) {
+      float* o = out + i * C;
+      if (bf16) {
+        const uint16_t* w = static_cast<const uint16_t*>(weight) + int64_t(ids[i]) * C;
+        uint32_t* ob = reinterpret_cast<uint32_t*>(o);
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) ob[c] = uint32_t(w[c]) << 16;
+      } else {
+        std::memcpy(o, static_cast<const float*>(weight) + int64_t(ids[i]) * C, size_t(C) * 4);
+      }
+    }
+  });
+  return -1;
+}
+
+int64_t embedding_backward(const float* gy, const int32_t* ids, int64_t n, int64_t V, int64_t C, float* gw, int threads) {
+  const int64_t bad = first_bad(ids, n, V);
+  if (bad >= 0) return bad;
+  // Threads own column ranges, so repeated ids never race and every sum keeps the order of i.
+  const int nt = n * C < (1 << 15) || C < 64 ? 1 : threads;
+  parallel(nt, [&](int tid, int k) {
+    const int64_t c0 = C * tid / k, c1 = C * (tid + 1) / k;
+    for (int64_t i = 0; i < n; i++) {
+      float* g = gw + int64_t(ids[i]) * C;
+      const float* y = gy + i * C;
+#pragma omp simd
+      for (int64_t c = c0; c < c1; c++) g[c] += y[c];
+    }
+  });
+  return -1;
+}
+
 void adamw(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& h, int threads) {
   auto f = adamw_pick();
   const int nt = n < (1 << 16) ? 1 : threads;

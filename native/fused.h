@@ -24,6 +24,12 @@ void cross_entropy_backward(const float* logits, const int32_t* targets, const f
 /** gx = gy * gelu'(x), gelu's tanh form. */
 void gelu_backward(const float* x, const float* gy, float* gx, int64_t n, int threads);
 
+/** out[i, :] = weight[ids[i], :] (weight float32, or bfloat16 bits widened when bf16); returns
+ *  the position of the first id outside [0, V) (nothing written), or -1. */
+int64_t embedding(const void* weight, bool bf16, int64_t V, int64_t C, const int32_t* ids, int64_t n, float* out, int threads);
+/** gw[ids[i], :] += gy[i, :] in order of i (deterministic); returns the first bad position (nothing written), or -1. */
+int64_t embedding_backward(const float* gy, const int32_t* ids, int64_t n, int64_t V, int64_t C, float* gw, int threads);
+
 struct AdamWParams {
   float lr, beta1, beta2, eps, weight_decay, bc1, bc2;
 };

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import {
-  abs, add, AdamW, crossEntropy, div, exp, gelu, layerNorm, logSoftmax, maximum, minimum, mul, rmsNorm, softmax, sub, Generator, getBackend, linear, log, matmul, neg, noGrad, randn, reciprocal, relu, rsqrt, scaledDotProductAttention, sigmoid, silu, sqrt, square, tanh, tensor, withMatmulPrecision,
+  abs, add, AdamW, crossEntropy, div, embedding, exp, gelu, layerNorm, logSoftmax, maximum, minimum, mul, rmsNorm, softmax, sub, Generator, getBackend, linear, log, matmul, neg, noGrad, randn, reciprocal, relu, rsqrt, scaledDotProductAttention, sigmoid, silu, sqrt, square, tanh, tensor, withMatmulPrecision,
   type AttentionOptions, type Tensor,
 } from '../src/index.js';
 import type { CpuBackend } from '../src/backend/cpu/index.js';
@@ -197,6 +197,19 @@ async function compareWithRef(): Promise<{ worst: number; cases: number; kernels
         got.forEach((gv, i) => check(gv, want[i]!, `crossEntropy smoothing ${labelSmoothing} ${rows}x${n} ${i ? 'grad' : 'loss'}`));
       }
     }
+  }
+  // Embedding forward and backward (repeated ids accumulate), float32 and bfloat16 tables.
+  for (const [V, C, n] of [[50, 7, 13], [300, 256, 500]] as const) {
+    const ids = Int32Array.from({ length: n }, (_, i) => (i * 37) % V);
+    const wt = randn([V, C], { generator: g, backend: ref });
+    const f = (t: Tensor[]) => embedding(t[0]!, tensor(ids, { shape: [n], dtype: 'int32', backend: t[0]!.backend }));
+    const got = grads(f, [wt], 'cpu'), want = grads(f, [wt], 'ref');
+    got.forEach((gv, i) => check(gv, want[i]!, `embedding ${V}x${C} n=${n} ${i ? 'grad' : 'out'}`));
+    const half = mv(wt).to('bfloat16');
+    const rounded = noGrad(() => half.to('float32').data());
+    check(noGrad(() => embedding(half, tensor(ids, { shape: [n], dtype: 'int32', backend: cpu })).data()) as Float32Array,
+      noGrad(() => embedding(tensor(rounded, { shape: [V, C], backend: ref }), tensor(ids, { shape: [n], dtype: 'int32', backend: ref })).data()) as Float64Array, `embedding bf16 ${V}x${C}`);
+    assert.throws(() => embedding(mv(wt), tensor(Int32Array.from([1, V]), { shape: [2], dtype: 'int32', backend: cpu })), /embedding: index 50|embedding: index 300/);
   }
   // AdamW: three steps on the same gradients.
   for (const n of [5, 1000, 70001]) {

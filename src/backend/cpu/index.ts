@@ -361,6 +361,15 @@ export class CpuBackend extends RefBackend {
     ], threads);
   }
 
+  override embeddingBackward(gy: Storage, ids: Storage, n: number, V: number, C: number, gw: Storage): void {
+    if (!this.native || !this.f32(gy, gw) || ids.dtype !== 'int32') return super.embeddingBackward(gy, ids, n, V, C, gw);
+    this.need('embeddingBackward', 'gy', gy, n * C);
+    this.need('embeddingBackward', 'ids', ids, n);
+    this.need('embeddingBackward', 'gw', gw, V * C);
+    const bad = this.native.embeddingBackward(this.rt.heapF32, this.ptr(gy), this.ptr(ids), n, V, C, this.ptr(gw), this.nativeThreads());
+    if (bad >= 0) throw new RangeError(`embeddingBackward: index ${this.arr(ids)[bad]} at position ${bad} is out of range [0, ${V})`);
+  }
+
   /** A float32 copy of s (every element) rounded to bfloat16 values. */
   private roundedCopy(s: Storage): CpuStorage {
     const src = this.arr(s) as Float32Array;
@@ -372,6 +381,14 @@ export class CpuBackend extends RefBackend {
   }
 
   override embedding(weight: Storage, V: number, C: number, ids: Storage, n: number, out: Storage): void {
+    if (this.native && (weight.dtype === 'float32' || weight.dtype === 'bfloat16') && ids.dtype === 'int32' && out.dtype === 'float32') {
+      this.need('embedding', 'weight', weight, V * C);
+      this.need('embedding', 'ids', ids, n);
+      this.need('embedding', 'out', out, n * C);
+      const bad = this.native.embedding(this.rt.heapF32, this.ptr(weight), weight.dtype === 'bfloat16' ? 1 : 0, V, C, this.ptr(ids), n, this.ptr(out), this.nativeThreads());
+      if (bad >= 0) throw new RangeError(`embedding: index ${this.arr(ids)[bad]} at position ${bad} is out of range [0, ${V})`);
+      return;
+    }
     if (weight.dtype !== 'bfloat16') return super.embedding(weight, V, C, ids, n, out);
     // Rows of a bfloat16 table, widened; an id out of range throws as the JS kernel does.
     this.need('embedding', 'weight', weight, V * C);

@@ -89,6 +89,9 @@ export interface NativeKernels {
   softmaxBackward(heap: Float32Array, y: number, gy: number, rows: number, n: number, log: number, gx: number, threads: number): void;
   crossEntropy(heap: Float32Array, logits: number, targets: number, N: number, V: number, ignoreIndex: number, smoothing: number, losses: number, lse: number, threads: number): void;
   crossEntropyBackward(heap: Float32Array, logits: number, targets: number, lse: number, scale: number, N: number, V: number, ignoreIndex: number, smoothing: number, gx: number, threads: number): void;
+  /** -1, or the position of the first id outside [0, V) (nothing written). */
+  embedding(heap: Float32Array, weight: number, bf16: number, V: number, C: number, ids: number, n: number, out: number, threads: number): number;
+  embeddingBackward(heap: Float32Array, gy: number, ids: number, n: number, V: number, C: number, gw: number, threads: number): number;
   geluBackward(heap: Float32Array, x: number, gy: number, gx: number, n: number, threads: number): void;
   adamw(heap: Float32Array, param: number, grad: number, m: number, v: number, n: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
     bc1: number, bc2: number, threads: number): void;
