@@ -264,6 +264,15 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), double(attn::embedding_backward(a.f(1), a.i32(2), a.n(3), a.n(4), a.n(5), a.f(6), int(a.n(7)))));
 }
 
+/** swiglu(heap, gate, up, out, n, threads) */
+Napi::Value Swiglu(const Napi::CallbackInfo& info) {
+  return with_heap(info, [](const Args& a) { attn::swiglu(a.f(1), a.f(2), a.f(3), a.n(4), int(a.n(5))); });
+}
+/** swigluBackward(heap, gate, up, gy, gGate, gUp, n, threads) */
+Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
+  return with_heap(info, [](const Args& a) { attn::swiglu_backward(a.f(1), a.f(2), a.f(3), a.f(4), a.f(5), a.n(6), int(a.n(7))); });
+}
+
 /** geluBackward(heap, x, gy, gx, n, threads) */
 Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
   return with_heap(info, [](const Args& a) { attn::gelu_backward(a.f(1), a.f(2), a.f(3), a.n(4), int(a.n(5))); });
@@ -335,6 +344,8 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("crossEntropyBackward", Napi::Function::New(env, CrossEntropyBackward));
   exports.Set("adamw", Napi::Function::New(env, AdamW));
   exports.Set("geluBackward", Napi::Function::New(env, GeluBackward));
+  exports.Set("swiglu", Napi::Function::New(env, Swiglu));
+  exports.Set("swigluBackward", Napi::Function::New(env, SwigluBackward));
   exports.Set("embedding", Napi::Function::New(env, Embedding));
   exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward));
   return exports;

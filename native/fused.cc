@@ -262,6 +262,24 @@ INLINE void gelub_body(const float* x, const float* gy, float* gx, int64_t i0, i
 }
 VARIANTS(gelub, (const float* x, const float* gy, float* gx, int64_t i0, int64_t i1), (x, gy, gx, i0, i1))
 
+// ---------------------------------------------------------------- SwiGLU
+
+INLINE void swiglu_body(const float* g, const float* u, float* o, int64_t i0, int64_t i1) {
+#pragma omp simd
+  for (int64_t i = i0; i < i1; i++) o[i] = g[i] / (1.f + vexp(-g[i])) * u[i];
+}
+VARIANTS(swiglu, (const float* g, const float* u, float* o, int64_t i0, int64_t i1), (g, u, o, i0, i1))
+
+INLINE void swiglub_body(const float* g, const float* u, const float* gy, float* gg, float* gu, int64_t i0, int64_t i1) {
+#pragma omp simd
+  for (int64_t i = i0; i < i1; i++) {
+    const float s = 1.f / (1.f + vexp(-g[i]));
+    gu[i] = gy[i] * g[i] * s;
+    gg[i] = gy[i] * u[i] * s * (1.f + g[i] * (1.f - s));
+  }
+}
+VARIANTS(swiglub, (const float* g, const float* u, const float* gy, float* gg, float* gu, int64_t i0, int64_t i1), (g, u, gy, gg, gu, i0, i1))
+
 // ---------------------------------------------------------------- AdamW
 
 INLINE void adamw_body(float* p, const float* g, float* m, float* v, int64_t i0, int64_t i1, const AdamWParams& h) {
@@ -345,6 +363,18 @@ void cross_entropy_backward(const float* logits, const int32_t* targets, const f
                             int32_t ignore_index, float smoothing, float* gx, int threads) {
   auto f = ceb_pick();
   over_rows(N, V, threads, [&](int64_t r0, int64_t r1, int) { f(logits, targets, lse, scale, r0, r1, V, ignore_index, smoothing, gx); });
+}
+
+void swiglu(const float* gate, const float* up, float* out, int64_t n, int threads) {
+  auto f = swiglu_pick();
+  const int nt = n < (1 << 16) ? 1 : threads;
+  parallel(nt, [&](int tid, int k) { f(gate, up, out, n * tid / k / 16 * 16, tid + 1 == k ? n : n * (tid + 1) / k / 16 * 16); });
+}
+
+void swiglu_backward(const float* gate, const float* up, const float* gy, float* g_gate, float* g_up, int64_t n, int threads) {
+  auto f = swiglub_pick();
+  const int nt = n < (1 << 16) ? 1 : threads;
+  parallel(nt, [&](int tid, int k) { f(gate, up, gy, g_gate, g_up, n * tid / k / 16 * 16, tid + 1 == k ? n : n * (tid + 1) / k / 16 * 16); });
 }
 
 void gelu_backward(const float* x, const float* gy, float* gx, int64_t n, int threads) {

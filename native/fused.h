@@ -30,6 +30,10 @@ int64_t embedding(const void* weight, bool bf16, int64_t V, int64_t C, const int
 /** gw[ids[i], :] += gy[i, :] in order of i (deterministic); returns the first bad position (nothing written), or -1. */
 int64_t embedding_backward(const float* gy, const int32_t* ids, int64_t n, int64_t V, int64_t C, float* gw, int threads);
 
+/** out = silu(gate) * up (SwiGLU's gating), and its backward: g_gate = gy up silu'(gate), g_up = gy silu(gate). */
+void swiglu(const float* gate, const float* up, float* out, int64_t n, int threads);
+void swiglu_backward(const float* gate, const float* up, const float* gy, float* g_gate, float* g_up, int64_t n, int threads);
+
 struct AdamWParams {
   float lr, beta1, beta2, eps, weight_decay, bc1, bc2;
 };

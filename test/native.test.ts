@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import {
-  abs, add, AdamW, crossEntropy, div, embedding, exp, gelu, layerNorm, logSoftmax, maximum, minimum, mul, rmsNorm, softmax, sub, Generator, getBackend, linear, log, matmul, neg, noGrad, randn, reciprocal, relu, rsqrt, scaledDotProductAttention, sigmoid, silu, sqrt, square, tanh, tensor, withMatmulPrecision,
+  abs, add, AdamW, crossEntropy, div, embedding, exp, gelu, swiglu, layerNorm, logSoftmax, maximum, minimum, mul, rmsNorm, softmax, sub, Generator, getBackend, linear, log, matmul, neg, noGrad, randn, reciprocal, relu, rsqrt, scaledDotProductAttention, sigmoid, silu, sqrt, square, tanh, tensor, withMatmulPrecision,
   type AttentionOptions, type Tensor,
 } from '../src/index.js';
 import type { CpuBackend } from '../src/backend/cpu/index.js';
@@ -185,6 +185,7 @@ async function compareWithRef(): Promise<{ worst: number; cases: number; kernels
         ['softmax', (t) => softmax(t[0]!), [x]],
         ['logSoftmax', (t) => logSoftmax(t[0]!), [x]],
         ['gelu', (t) => gelu(t[0]!), [x]],
+        ['swiglu', (t) => swiglu(t[0]!, t[1]!), [x, x.mul(0.5).add(1)]],
       ];
       for (const [name, f, ins] of row) {
         const got = grads(f, ins, 'cpu'), want = grads(f, ins, 'ref');

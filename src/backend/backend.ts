@@ -171,6 +171,10 @@ export interface Backend {
   /** Whether attention takes fewer key/value heads than query heads (AttentionArgs.Hkv); where
    *  not, the ops layer repeats each kv head for its group first. */
   readonly groupedKV?: boolean;
+  /** SwiGLU's gating, out = silu(gate) · up over n contiguous float32 elements, and its backward,
+   *  in one pass each; backends without them get silu and mul from the ops layer. */
+  swiglu?(gate: Storage, up: Storage, n: number, out: Storage): void;
+  swigluBackward?(gate: Storage, up: Storage, gy: Storage, n: number, gGate: Storage, gUp: Storage): void;
   /** Whether attention reads q, k, v and writes out through AttentionArgs.views (no copies). */
   readonly stridedAttention?: boolean;
 

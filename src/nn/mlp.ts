@@ -1,7 +1,7 @@
 // The position-wise feed-forward block: expand, non-linearity, project back.
 //   gelu / relu: c_proj(act(c_fc(x)))                 (GPT-2; hidden = 4C)
 //   swiglu:      c_proj(silu(c_fc(x)) * c_fc2(x))     (Shazeer 2020, LLaMA's W2(silu(x W1) * x W3))
-import { gelu, mul, silu, type Generator, type Tensor } from '../tensor/index.js';
+import { gelu, swiglu, type Generator, type Tensor } from '../tensor/index.js';
 import { Dropout, Linear, type InitOptions } from './layers.js';
 import { Module } from './module.js';
 
@@ -47,7 +47,7 @@ export class MLP extends Module {
       case 'gelu': a = this.c_fc.forwardActivated(x, 'gelu'); break;
       case 'gelu_exact': a = gelu(this.c_fc.forward(x), 'none'); break;
       case 'relu': a = this.c_fc.forwardActivated(x, 'relu'); break;
-      case 'swiglu': a = mul(silu(this.c_fc.forward(x)), this.c_fc2!.forward(x)); break;
+      case 'swiglu': a = swiglu(this.c_fc.forward(x), this.c_fc2!.forward(x)); break;
     }
     return this.dropout.forward(this.c_proj.forward(a)); // (B, T, C)
   }

@@ -484,6 +484,28 @@ export function gelu(x: Tensor, approximate: 'tanh' | 'none' = 'tanh'): Tensor {
   return unaryWithGradKernel(approximate === 'tanh' ? 'gelu' : 'gelu_erf', x);
 }
 
+/**
+ * SwiGLU's gating, silu(gate) · up (Shazeer 2020; Llama's MLP), one fused pass each way where the
+ * backend has it (float32, same shapes), else silu and mul.
+ */
+export function swiglu(gate: Tensor, up: Tensor): Tensor {
+  const be = backendOf('swiglu', gate, up);
+  needFloat('swiglu', gate);
+  sameDtype('swiglu', gate, up);
+  if (!sameShape(gate.shape, up.shape)) throw new ShapeError(`swiglu: gate ${fmt(gate.shape)} and up ${fmt(up.shape)} differ`);
+  const fwd = be.swiglu, bwd = be.swigluBackward;
+  if (!fwd || !bwd || gate.dtype !== 'float32') return mul(silu(gate), up);
+  const [gc, uc] = noGrad(() => [contiguous(gate), contiguous(up)]);
+  const out = like(gate);
+  fwd.call(be, gc.storage, uc.storage, gate.size, out.storage);
+  return record(out, 'swiglu', [gate, up], (g) => {
+    const gyc = contiguous(g);
+    const gg = like(gate), gu = like(up);
+    bwd.call(be, gc.storage, uc.storage, gyc.storage, gate.size, gg.storage, gu.storage);
+    return [gg, gu];
+  });
+}
+
 /** cond ? a : b, broadcasting all three; cond is nonzero/zero. */
 export function where(cond: Tensor, a: Tensor | number, b: Tensor | number): Tensor {
   const ref = typeof a !== 'number' ? a : typeof b !== 'number' ? b : null;

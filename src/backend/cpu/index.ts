@@ -361,6 +361,24 @@ export class CpuBackend extends RefBackend {
     ], threads);
   }
 
+  /** Only with the native kernels (the ops layer composes silu and mul otherwise). */
+  get swiglu(): Backend['swiglu'] {
+    return this.native ? this.swigluNative : undefined;
+  }
+  get swigluBackward(): Backend['swigluBackward'] {
+    return this.native ? this.swigluBackwardNative : undefined;
+  }
+  private readonly swigluNative = (gate: Storage, up: Storage, n: number, out: Storage): void => {
+    for (const [name, s] of [['gate', gate], ['up', up], ['out', out]] as const) this.need('swiglu', name, s, n);
+    if (!this.f32(gate, up, out)) throw new TypeError('swiglu: float32 operands only');
+    this.native!.swiglu(this.rt.heapF32, this.ptr(gate), this.ptr(up), this.ptr(out), n, this.nativeThreads());
+  };
+  private readonly swigluBackwardNative = (gate: Storage, up: Storage, gy: Storage, n: number, gGate: Storage, gUp: Storage): void => {
+    for (const [name, s] of [['gate', gate], ['up', up], ['gy', gy], ['gGate', gGate], ['gUp', gUp]] as const) this.need('swigluBackward', name, s, n);
+    if (!this.f32(gate, up, gy, gGate, gUp)) throw new TypeError('swigluBackward: float32 operands only');
+    this.native!.swigluBackward(this.rt.heapF32, this.ptr(gate), this.ptr(up), this.ptr(gy), this.ptr(gGate), this.ptr(gUp), n, this.nativeThreads());
+  };
+
   override embeddingBackward(gy: Storage, ids: Storage, n: number, V: number, C: number, gw: Storage): void {
     if (!this.native || !this.f32(gy, gw) || ids.dtype !== 'int32') return super.embeddingBackward(gy, ids, n, V, C, gw);
     this.need('embeddingBackward', 'gy', gy, n * C);

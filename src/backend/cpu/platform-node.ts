@@ -92,6 +92,8 @@ export interface NativeKernels {
   /** -1, or the position of the first id outside [0, V) (nothing written). */
   embedding(heap: Float32Array, weight: number, bf16: number, V: number, C: number, ids: number, n: number, out: number, threads: number): number;
   embeddingBackward(heap: Float32Array, gy: number, ids: number, n: number, V: number, C: number, gw: number, threads: number): number;
+  swiglu(heap: Float32Array, gate: number, up: number, out: number, n: number, threads: number): void;
+  swigluBackward(heap: Float32Array, gate: number, up: number, gy: number, gGate: number, gUp: number, n: number, threads: number): void;
   geluBackward(heap: Float32Array, x: number, gy: number, gx: number, n: number, threads: number): void;
   adamw(heap: Float32Array, param: number, grad: number, m: number, v: number, n: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
     bc1: number, bc2: number, threads: number): void;
