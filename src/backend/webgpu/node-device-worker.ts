@@ -32,14 +32,22 @@ async function start(): Promise<void> {
   // from the user unless ATTN_VERBOSE=1 (attn --verbose), through the native addon where it loaded.
   const native = process.env.ATTN_VERBOSE === '1' ? null : nativeAddon().kernels;
   const muted = native ? native.stderrMute() : -1;
+  // fd 2 is the whole process's: restored before the main thread hears the outcome, or its own
+  // error message (no adapter) could be written while it still points at /dev/null.
+  let restored = false;
+  const unmute = (): void => {
+    if (native && !restored) native.stderrRestore(muted);
+    restored = true;
+  };
   try {
-    return await openAdapter(tries, instances, port, data);
+    return await openAdapter(tries, instances, port, data, unmute);
   } finally {
-    if (native) native.stderrRestore(muted);
+    unmute();
   }
 }
 
-async function openAdapter(tries: { flags: string[]; name: string; compat: boolean }[], instances: unknown[], port: MessagePort, data: StartData): Promise<void> {
+async function openAdapter(tries: { flags: string[]; name: string; compat: boolean }[], instances: unknown[], port: MessagePort, data: StartData,
+  unmute: () => void): Promise<void> {
   const { create } = (await import('webgpu')) as unknown as { create(flags: string[]): GPU };
   for (const t of tries) {
     const gpu = create(t.flags);
@@ -73,10 +81,12 @@ async function openAdapter(tries: { flags: string[]; name: string; compat: boole
       host.onMessage(msg);
     });
     const ready: ReadyMsg = { type: 'ready', adapter: await describeAdapter(adapter, t.name, device) };
+    unmute();
     port.postMessage(ready);
     return;
   }
   const failed: ReadyMsg = { type: 'failed', message: `no WebGPU adapter (tried: ${tries.map((t) => t.name).join(', ') || 'none'})` };
+  unmute();
   port.postMessage(failed);
 }
 
