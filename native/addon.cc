@@ -281,7 +281,8 @@ Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
 /** adamw(heap, param, grad, m, v, n, lr, beta1, beta2, eps, weightDecay, bc1, bc2, threads) */
 Napi::Value AdamW(const Napi::CallbackInfo& info) {
   return with_heap(info, [](const Args& a) {
-    const attn::AdamWParams h{a.x(6), a.x(7), a.x(8), a.x(9), a.x(10), a.x(11), a.x(12)};
+    auto d = [&](int i) { return a.info[i].As<Napi::Number>().DoubleValue(); };
+    const attn::AdamWParams h{d(6), d(7), d(8), d(9), d(10), d(11), d(12)};
     attn::adamw(a.f(1), a.f(2), a.f(3), a.f(4), a.n(5), h, int(a.n(13)));
   });
 }

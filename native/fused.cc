@@ -50,11 +50,13 @@ INLINE void ln_body(const float* x, const float* w, const float* b, int64_t r0, 
     double s = 0;
 #pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < n; j++) s += xr[j];
-    const float mu = float(s / double(n));
+    const double md = s / double(n);
+    // The mean as two floats (hi + lo): a row far from zero with a small spread keeps its digits.
+    const float mu = float(md), mu_lo = float(md - double(mu));
     double sq = 0;
 #pragma omp simd reduction(+ : sq)
     for (int64_t j = 0; j < n; j++) {
-      const double d = double(xr[j]) - double(mu);
+      const double d = double(xr[j]) - md;
       sq += d * d;
     }
     const float rs = float(1.0 / std::sqrt(sq / double(n) + double(eps)));
@@ -62,13 +64,13 @@ INLINE void ln_body(const float* x, const float* w, const float* b, int64_t r0, 
     rstd[r] = rs;
     if (w && b) {
 #pragma omp simd
-      for (int64_t j = 0; j < n; j++) o[j] = (xr[j] - mu) * rs * w[j] + b[j];
+      for (int64_t j = 0; j < n; j++) o[j] = ((xr[j] - mu) - mu_lo) * rs * w[j] + b[j];
     } else if (w) {
 #pragma omp simd
-      for (int64_t j = 0; j < n; j++) o[j] = (xr[j] - mu) * rs * w[j];
+      for (int64_t j = 0; j < n; j++) o[j] = ((xr[j] - mu) - mu_lo) * rs * w[j];
     } else {
 #pragma omp simd
-      for (int64_t j = 0; j < n; j++) o[j] = (xr[j] - mu) * rs + (b ? b[j] : 0.f);
+      for (int64_t j = 0; j < n; j++) o[j] = ((xr[j] - mu) - mu_lo) * rs + (b ? b[j] : 0.f);
     }
   }
 }
@@ -283,8 +285,9 @@ VARIANTS(swiglub, (const float* g, const float* u, const float* gy, float* gg, f
 // ---------------------------------------------------------------- AdamW
 
 INLINE void adamw_body(float* p, const float* g, float* m, float* v, int64_t i0, int64_t i1, const AdamWParams& h) {
-  const float b1 = h.beta1, b2 = h.beta2, c1 = 1.f - h.beta1, c2 = 1.f - h.beta2;
-  const float ibc1 = 1.f / h.bc1, ibc2 = 1.f / h.bc2, lr = h.lr, eps = h.eps, wd = h.weight_decay;
+  // 1 - beta from the double betas: 1 - float(0.999) would be 1.3e-5 off.
+  const float b1 = float(h.beta1), b2 = float(h.beta2), c1 = float(1.0 - h.beta1), c2 = float(1.0 - h.beta2);
+  const float ibc1 = float(1.0 / h.bc1), ibc2 = float(1.0 / h.bc2), lr = float(h.lr), eps = float(h.eps), wd = float(h.weight_decay);
 #pragma omp simd
   for (int64_t i = i0; i < i1; i++) {
     const float gi = g[i];

@@ -35,7 +35,7 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n, int threa
 void swiglu_backward(const float* gate, const float* up, const float* gy, float* g_gate, float* g_up, int64_t n, int threads);
 
 struct AdamWParams {
-  float lr, beta1, beta2, eps, weight_decay, bc1, bc2;
+  double lr, beta1, beta2, eps, weight_decay, bc1, bc2;
 };
 void adamw(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& h, int threads);
 

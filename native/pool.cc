@@ -27,7 +27,7 @@ void worker_main(int tid) {
   for (;;) {
     // Spin briefly (a training step issues kernels back to back), then sleep.
     unsigned g = pool->generation.load(std::memory_order_acquire);
-    for (int spin = 0; g == seen && spin < 20000; spin++) {
+    for (int spin = 0; g == seen && spin < 4000; spin++) {
 #if defined(__x86_64__)
       __builtin_ia32_pause();
 #endif
@@ -76,10 +76,16 @@ void parallel(int want, const std::function<void(int, int)>& fn) {
   }
   pool->wake.notify_all();
   fn(0, nt);
-  while (pool->pending.load(std::memory_order_acquire) != 0) {
+  // Spin while the others finish; past a short while give the core away, so that a busy machine
+  // (more runnable threads than cores) runs the workers we wait for instead of this loop.
+  for (int spin = 0; pool->pending.load(std::memory_order_acquire) != 0; spin++) {
+    if (spin < 2000) {
 #if defined(__x86_64__)
-    __builtin_ia32_pause();
+      __builtin_ia32_pause();
 #endif
+    } else {
+      std::this_thread::yield();
+    }
   }
 }
 

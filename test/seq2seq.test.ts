@@ -246,7 +246,8 @@ test('a tiny encoder-decoder learns to reverse sequences (cpu backend)', async (
   const correct = tests.filter((s, i) => out[i]!.tokens.join() === [...s].reverse().join()).length;
   const secs = (Date.now() - t0) / 1000;
   assert.ok(correct >= 17, `reversed ${correct}/20 correctly (final loss ${loss.toFixed(3)}, ${secs.toFixed(1)} s)`);
-  assert.ok(secs < 20, `took ${secs} s`);
+  // A bound for pathological slowness only (alone: about 3 s); speed is measured in benchmarks.
+  assert.ok(secs < 90, `took ${secs} s`);
   // On the trained model too: batched beam search == one sentence at a time, and beam ≥ greedy.
   const srcs = tests.slice(0, 8).map((s) => [...s, 2]);
   const bo = { beamSize: 3, maxLenA: 1, maxLenB: 2, lengthPenalty: 0 };
