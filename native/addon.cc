@@ -236,17 +236,19 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
 Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
   return with_heap(info, [](const Args& a) { attn::softmax_backward(a.f(1), a.f(2), a.n(3), a.n(4), a.b(5), a.f(6), int(a.n(7))); });
 }
-/** crossEntropy(heap, logits, targets, N, V, ignoreIndex, smoothing, losses, lse, threads) */
+/** crossEntropy(heap, logits, targets, N, V, ignoreIndex, smoothing, losses, lse, threads): -1, or the first bad target's position. */
 Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
-  return with_heap(info, [](const Args& a) {
-    attn::cross_entropy(a.f(1), a.i32(2), a.n(3), a.n(4), int32_t(a.n(5)), a.x(6), a.f(7), a.f(8), int(a.n(9)));
-  });
+  uint8_t* heap = heap_of(info[0]);
+  if (!heap) return Napi::Number::New(info.Env(), -2);
+  const Args a{info, heap};
+  return Napi::Number::New(info.Env(), double(attn::cross_entropy(a.f(1), a.i32(2), a.n(3), a.n(4), int32_t(a.n(5)), a.x(6), a.f(7), a.f(8), int(a.n(9)))));
 }
-/** crossEntropyBackward(heap, logits, targets, lse, scale, N, V, ignoreIndex, smoothing, gx, threads) */
+/** crossEntropyBackward(heap, logits, targets, lse, scale, N, V, ignoreIndex, smoothing, gx, threads): as crossEntropy. */
 Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
-  return with_heap(info, [](const Args& a) {
-    attn::cross_entropy_backward(a.f(1), a.i32(2), a.f(3), a.f(4), a.n(5), a.n(6), int32_t(a.n(7)), a.x(8), a.f(9), int(a.n(10)));
-  });
+  uint8_t* heap = heap_of(info[0]);
+  if (!heap) return Napi::Number::New(info.Env(), -2);
+  const Args a{info, heap};
+  return Napi::Number::New(info.Env(), double(attn::cross_entropy_backward(a.f(1), a.i32(2), a.f(3), a.f(4), a.n(5), a.n(6), int32_t(a.n(7)), a.x(8), a.f(9), int(a.n(10)))));
 }
 /** embedding(heap, weight, bf16, V, C, ids, n, out, threads): -1, or the position of the first bad id. */
 Napi::Value Embedding(const Napi::CallbackInfo& info) {

@@ -317,6 +317,15 @@ struct Partials {
 
 }  // namespace
 
+namespace {
+/** The position of the first id outside [0, V) other than `ignore`, or -1. */
+int64_t first_bad(const int32_t* ids, int64_t n, int64_t V, int64_t ignore = -1) {
+  for (int64_t i = 0; i < n; i++)
+    if (ids[i] != ignore && (ids[i] < 0 || ids[i] >= V)) return i;
+  return -1;
+}
+}  // namespace
+
 void layer_norm(const float* x, const float* w, const float* b, int64_t rows, int64_t n, float eps, float* out, float* mean, float* rstd, int threads) {
   auto f = ln_pick();
   over_rows(rows, n, threads, [&](int64_t r0, int64_t r1, int) { f(x, w, b, r0, r1, n, eps, out, mean, rstd); });
@@ -357,15 +366,19 @@ void softmax_backward(const float* y, const float* gy, int64_t rows, int64_t n, 
   over_rows(rows, n, threads, [&](int64_t r0, int64_t r1, int) { f(y, gy, r0, r1, n, log, gx); });
 }
 
-void cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V, int32_t ignore_index, float smoothing, float* losses, float* lse, int threads) {
+int64_t cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V, int32_t ignore_index, float smoothing, float* losses, float* lse, int threads) {
+  const int64_t bad = first_bad(targets, N, V, ignore_index);
+  if (bad >= 0) return bad;
   auto f = ce_pick();
   over_rows(N, V, threads, [&](int64_t r0, int64_t r1, int) { f(logits, targets, r0, r1, V, ignore_index, smoothing, losses, lse); });
+  return -1;
 }
 
-void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* scale, int64_t N, int64_t V,
+int64_t cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* scale, int64_t N, int64_t V,
                             int32_t ignore_index, float smoothing, float* gx, int threads) {
   auto f = ceb_pick();
   over_rows(N, V, threads, [&](int64_t r0, int64_t r1, int) { f(logits, targets, lse, scale, r0, r1, V, ignore_index, smoothing, gx); });
+  return -1;
 }
 
 void swiglu(const float* gate, const float* up, float* out, int64_t n, int threads) {
@@ -386,13 +399,6 @@ void gelu_backward(const float* x, const float* gy, float* gx, int64_t n, int th
   parallel(nt, [&](int tid, int k) { f(x, gy, gx, n * tid / k / 16 * 16, tid + 1 == k ? n : n * (tid + 1) / k / 16 * 16); });
 }
 
-namespace {
-int64_t first_bad(const int32_t* ids, int64_t n, int64_t V) {
-  for (int64_t i = 0; i < n; i++)
-    if (ids[i] < 0 || ids[i] >= V) return i;
-  return -1;
-}
-}  // namespace
 
 int64_t embedding(const void* weight, bool bf16, int64_t V, int64_t C, const int32_t* ids, int64_t n, float* out, int threads) {
   const int64_t bad = first_bad(ids, n, V);

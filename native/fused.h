@@ -16,9 +16,10 @@ void rms_norm(const float* x, const float* w, int64_t rows, int64_t n, float eps
 void rms_norm_backward(const float* x, const float* w, const float* rstd, const float* gy, int64_t rows, int64_t n, float* gx, float* gw, int threads);
 void softmax(const float* x, int64_t rows, int64_t n, bool log, float* out, int threads);
 void softmax_backward(const float* y, const float* gy, int64_t rows, int64_t n, bool log, float* gx, int threads);
-/** Targets must be in range or ignore_index (the caller checks). */
-void cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V, int32_t ignore_index, float smoothing, float* losses, float* lse, int threads);
-void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* scale, int64_t N, int64_t V,
+/** Both return the position of the first target outside [0, V) that is not ignore_index
+ *  (nothing written), or -1. */
+int64_t cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V, int32_t ignore_index, float smoothing, float* losses, float* lse, int threads);
+int64_t cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* scale, int64_t N, int64_t V,
                             int32_t ignore_index, float smoothing, float* gx, int threads);
 
 /** gx = gy * gelu'(x), gelu's tanh form. */

@@ -1,11 +1,11 @@
 // The fast CPU backend: storage lives in the shared WebAssembly memory of a WasmRuntime, the
 // heavy ops run as WebAssembly SIMD kernels on its thread pool, and every other op is the
 // reference backend's JS kernel working on views of that memory.
-import type { AdamWArgs, AttentionArgs, AttentionBackwardArgs, Backend, BinaryOp, Layout, MatmulArgs, ReduceOp, Storage, UnaryGradOp, UnaryOp } from '../backend.js';
+import type { AdamWArgs, AttentionArgs, AttentionBackwardArgs, AttentionView, Backend, BinaryOp, Layout, MatmulArgs, ReduceOp, Storage, UnaryGradOp, UnaryOp } from '../backend.js';
 import * as fused from './fused.js';
-import { RefBackend } from '../ref/index.js';
+import { RefBackend, roundedToBf16 } from '../ref/index.js';
+import { checkIndex } from '../ref/kernels.js';
 import { bytesPerElement, type DType, type TypedArray } from '../../tensor/dtype.js';
-import { floatBitsToBf16Bits } from '../../tensor/half.js';
 import { contiguousStrides, numel, sameShape } from '../../tensor/shape.js';
 import { WasmRuntime, type WasmRuntimeOptions } from './runtime.js';
 import { loadNative, type NativeInfo, type NativeKernels } from './platform.js';
@@ -143,8 +143,7 @@ export class CpuBackend extends RefBackend {
     const n = numel(layout.shape);
     const view = this.arr(s);
     // A contiguous window (a row of logits, a slice of the batch) is one copy out of the heap.
-    if (this.sameStrided(layout, { shape: layout.shape, strides: contiguousStrides(layout.shape), offset: layout.offset }) &&
-      sameShape(layout.strides, contiguousStrides(layout.shape))) {
+    if (sameShape(layout.strides, contiguousStrides(layout.shape))) {
       return view.slice(layout.offset, layout.offset + n);
     }
     // Strided: gathered by the strided copy kernel, then one copy out.
@@ -385,17 +384,12 @@ export class CpuBackend extends RefBackend {
     this.need('embeddingBackward', 'ids', ids, n);
     this.need('embeddingBackward', 'gw', gw, V * C);
     const bad = this.native.embeddingBackward(this.rt.heapF32, this.ptr(gy), this.ptr(ids), n, V, C, this.ptr(gw), this.nativeThreads());
-    if (bad >= 0) throw new RangeError(`embeddingBackward: index ${this.arr(ids)[bad]} at position ${bad} is out of range [0, ${V})`);
+    this.refuseIndex('embeddingBackward', ids, bad, V);
   }
 
   /** A float32 copy of s (every element) rounded to bfloat16 values. */
-  private roundedCopy(s: Storage): CpuStorage {
-    const src = this.arr(s) as Float32Array;
-    const out = this.allocRaw('float32', src.length);
-    const u = new Uint32Array(out.view.buffer, out.ptr, src.length);
-    out.view.set(src);
-    for (let i = 0; i < u.length; i++) u[i] = floatBitsToBf16Bits(u[i]!) << 16;
-    return out;
+  private roundedCopy(s: Storage): Storage {
+    return this.upload(roundedToBf16(this.arr(s)), 'float32');
   }
 
   override embedding(weight: Storage, V: number, C: number, ids: Storage, n: number, out: Storage): void {
@@ -404,8 +398,7 @@ export class CpuBackend extends RefBackend {
       this.need('embedding', 'ids', ids, n);
       this.need('embedding', 'out', out, n * C);
       const bad = this.native.embedding(this.rt.heapF32, this.ptr(weight), weight.dtype === 'bfloat16' ? 1 : 0, V, C, this.ptr(ids), n, this.ptr(out), this.nativeThreads());
-      if (bad >= 0) throw new RangeError(`embedding: index ${this.arr(ids)[bad]} at position ${bad} is out of range [0, ${V})`);
-      return;
+      return this.refuseIndex('embedding', ids, bad, V);
     }
     if (weight.dtype !== 'bfloat16') return super.embedding(weight, V, C, ids, n, out);
     // Rows of a bfloat16 table, widened; an id out of range throws as the JS kernel does.
@@ -418,7 +411,7 @@ export class CpuBackend extends RefBackend {
     const o = new Uint32Array((this.arr(out) as Float32Array).buffer, (out as CpuStorage).ptr, n * C);
     for (let i = 0; i < n; i++) {
       const r = id[i]!;
-      if (!(r >= 0 && r < V)) throw new RangeError(`embedding: index ${r} at position ${i} is out of range [0, ${V})`);
+      checkIndex('embedding', r, i, V);
       for (let c = 0; c < C; c++) o[i * C + c] = w[r * C + c]! << 16;
     }
   }
@@ -443,13 +436,9 @@ export class CpuBackend extends RefBackend {
     return s ? this.ptr(s) : 0;
   }
 
-  /** Every target in [0, V) or the ignored index, else the reference's RangeError (native kernels trust them). */
-  private checkTargets(op: string, targets: Storage, N: number, V: number, ignoreIndex: number): void {
-    const t = this.arr(targets);
-    for (let r = 0; r < N; r++) {
-      const v = t[r]!;
-      if (v !== ignoreIndex && !(v >= 0 && v < V)) throw new RangeError(`${op}: index ${v} at position ${r} is out of range [0, ${V})`);
-    }
+  /** A native kernel's "first bad index at position `bad`" (-1: none) as the reference's RangeError. */
+  private refuseIndex(op: string, index: Storage, bad: number, limit: number): void {
+    if (bad >= 0) checkIndex(op, this.arr(index)[bad]!, bad, limit);
   }
 
   override unary(op: UnaryOp, x: Storage, xl: Layout, out: Storage): void {
@@ -570,8 +559,8 @@ export class CpuBackend extends RefBackend {
     this.need('crossEntropy', 'losses', losses, N);
     this.need('crossEntropy', 'lse', lse, N);
     if (this.native) {
-      this.checkTargets('crossEntropy', targets, N, V, ignoreIndex);
-      return this.native.crossEntropy(this.rt.heapF32, this.ptr(logits), this.ptr(targets), N, V, ignoreIndex, smoothing, this.ptr(losses), this.ptr(lse), this.nativeThreads());
+      const bad = this.native.crossEntropy(this.rt.heapF32, this.ptr(logits), this.ptr(targets), N, V, ignoreIndex, smoothing, this.ptr(losses), this.ptr(lse), this.nativeThreads());
+      return this.refuseIndex('crossEntropy', targets, bad, V);
     }
     fused.crossEntropy(this.rt, this.p(logits), this.p(targets), N, V, ignoreIndex, smoothing, this.p(losses), this.p(lse));
   }
@@ -587,9 +576,9 @@ export class CpuBackend extends RefBackend {
     this.need('crossEntropyBackward', 'lse', lse, N);
     this.need('crossEntropyBackward', 'scale', scale, N);
     if (this.native) {
-      this.checkTargets('crossEntropyBackward', targets, N, V, ignoreIndex);
-      return this.native.crossEntropyBackward(this.rt.heapF32, this.ptr(logits), this.ptr(targets), this.ptr(lse), this.ptr(scale), N, V, ignoreIndex, smoothing,
+      const bad = this.native.crossEntropyBackward(this.rt.heapF32, this.ptr(logits), this.ptr(targets), this.ptr(lse), this.ptr(scale), N, V, ignoreIndex, smoothing,
         this.ptr(gx), this.nativeThreads());
+      return this.refuseIndex('crossEntropyBackward', targets, bad, V);
     }
     fused.crossEntropyBackward(this.rt, this.p(logits), this.p(targets), this.p(lse), this.p(scale), N, V, ignoreIndex, smoothing, this.p(gx));
   }
@@ -631,18 +620,13 @@ export class CpuBackend extends RefBackend {
     const kind = !sp ? 0 : sp.kind === 'window' ? 1 : sp.kind === 'strided' ? 2 : 3;
     const spA = !sp ? 0 : sp.kind === 'window' ? sp.window : sp.kind === 'strided' ? sp.stride : sp.block;
     const spB = sp?.kind === 'fixed' ? sp.summary : 0;
-    const Hkv = a.Hkv ?? a.H;
-    const vw = a.views ?? {
-      q: { offset: 0, strides: [a.H * a.Tq * a.D, a.Tq * a.D, a.D] as const },
-      k: { offset: 0, strides: [Hkv * a.Tk * a.D, a.Tk * a.D, a.D] as const },
-      v: { offset: 0, strides: [Hkv * a.Tk * a.D, a.Tk * a.D, a.D] as const },
-      out: { offset: 0, strides: [a.H * a.Tq * a.D, a.Tq * a.D, a.D] as const },
-    };
-    this.native!.attention(this.rt.heapF32, this.ptr(a.q) + 4 * vw.q.offset, this.ptr(a.k) + 4 * vw.k.offset, this.ptr(a.v) + 4 * vw.v.offset,
-      this.ptr(a.out) + 4 * vw.out.offset, this.ptr(a.lse), a.keyMask ? this.ptr(a.keyMask) : 0,
+    const vw = a.views;
+    const at = (st: Storage, v: AttentionView | undefined) => this.ptr(st) + 4 * (v?.offset ?? 0);
+    this.native!.attention(this.rt.heapF32, at(a.q, vw?.q), at(a.k, vw?.k), at(a.v, vw?.v), at(a.out, vw?.out), this.ptr(a.lse), a.keyMask ? this.ptr(a.keyMask) : 0,
       a.B, a.H, a.Tq, a.Tk, a.D, a.scale, a.causal ? 1 : 0, kind, spA, spB,
       grads ? this.ptr(grads.gout) : 0, grads ? this.ptr(grads.gq) : 0, grads ? this.ptr(grads.gk) : 0, grads ? this.ptr(grads.gv) : 0, grads ? 1 : 0,
-      this.nativeThreads(), Hkv, ...vw.q.strides, ...vw.k.strides, ...vw.v.strides, ...vw.out.strides);
+      // The addon takes the layouts as strides, contiguous when absent.
+      this.nativeThreads(), a.Hkv ?? a.H, ...(vw ? [...vw.q.strides, ...vw.k.strides, ...vw.v.strides, ...vw.out.strides] : []));
   }
 
   override adamw(a: AdamWArgs): void {

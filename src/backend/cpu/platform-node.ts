@@ -87,8 +87,9 @@ export interface NativeKernels {
   rmsNormBackward(heap: Float32Array, x: number, w: number, rstd: number, gy: number, rows: number, n: number, gx: number, gw: number, threads: number): void;
   softmax(heap: Float32Array, x: number, rows: number, n: number, log: number, out: number, threads: number): void;
   softmaxBackward(heap: Float32Array, y: number, gy: number, rows: number, n: number, log: number, gx: number, threads: number): void;
-  crossEntropy(heap: Float32Array, logits: number, targets: number, N: number, V: number, ignoreIndex: number, smoothing: number, losses: number, lse: number, threads: number): void;
-  crossEntropyBackward(heap: Float32Array, logits: number, targets: number, lse: number, scale: number, N: number, V: number, ignoreIndex: number, smoothing: number, gx: number, threads: number): void;
+  /** -1, or the position of the first target outside [0, V) that is not ignoreIndex (nothing written). */
+  crossEntropy(heap: Float32Array, logits: number, targets: number, N: number, V: number, ignoreIndex: number, smoothing: number, losses: number, lse: number, threads: number): number;
+  crossEntropyBackward(heap: Float32Array, logits: number, targets: number, lse: number, scale: number, N: number, V: number, ignoreIndex: number, smoothing: number, gx: number, threads: number): number;
   /** -1, or the position of the first id outside [0, V) (nothing written). */
   embedding(heap: Float32Array, weight: number, bf16: number, V: number, C: number, ids: number, n: number, out: number, threads: number): number;
   embeddingBackward(heap: Float32Array, gy: number, ids: number, n: number, V: number, C: number, gw: number, threads: number): number;
