@@ -121,7 +121,7 @@ export interface NativeInfo {
 
 /**
  * The native addon, or why it is not used: ATTN_NATIVE=0, or a build that failed or never ran
- * (npm ci records the reason in build/native-build.log). ATTN_NATIVE_ISA=avx512|avx2|portable caps the
+ * (npm ci records the reason in build/native-build.log). ATTN_NATIVE_ISA=avx512-bf16|avx512|avx2|portable caps the
  * kernel set; ATTN_NUM_THREADS sets the addon's threads (default: `threads`).
  */
 /** The addon module itself (no threads started), or the reason it is not there. */
@@ -146,6 +146,9 @@ export function loadNative(threads: number): { kernels: NativeKernels; info: Nat
   const a = nativeAddon();
   if (!a.kernels) return a;
   const n = Number(process.env.ATTN_NUM_THREADS);
-  const info = a.kernels.init(Number.isInteger(n) && n > 0 ? n : Math.max(threads, hardwareThreads()), process.env.ATTN_NATIVE_ISA ?? 'best');
+  const cap = process.env.ATTN_NATIVE_ISA ?? 'best';
+  const caps = ['best', 'avx512-bf16', 'avx512', 'avx2', 'portable'];
+  if (!caps.includes(cap)) throw new Error(`ATTN_NATIVE_ISA=${cap} is not a kernel set (one of ${caps.slice(1).join(', ')})`);
+  const info = a.kernels.init(Number.isInteger(n) && n > 0 ? n : Math.max(threads, hardwareThreads()), cap);
   return { kernels: a.kernels, info };
 }
