@@ -1,7 +1,7 @@
 // The Node edge of the io layer: durable file writes and safetensors files on disk.
 import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { decodeTensor, MAX_HEADER_BYTES, parseSafetensorsHeader, serializeSafetensors, SafetensorsError, type LoadedTensor, type SafeTensors, type TensorEntry } from './safetensors.js';
+import { decodeTensor, MAX_HEADER_BYTES, parseSafetensorsHeader, serializeSafetensors, SafetensorsError, type LoadedTensor, type SafeTensors, type SafetensorsHeader, type TensorEntry } from './safetensors.js';
 
 let tmpCounter = 0;
 
@@ -66,12 +66,17 @@ async function readExactly(fh: FileHandle, into: Uint8Array, position: number, p
   }
 }
 
-/**
- * Reads a safetensors file. The header is validated against the file size before any tensor
- * is read, and tensors are read one at a time straight into their arrays, so memory peaks at
- * the result rather than the file plus the result (and files over 2 GiB work).
- */
-export async function readSafetensorsFile(path: string): Promise<SafeTensors> {
+/** A safetensors file opened for reading one tensor at a time (close() when done). */
+export interface SafetensorsReader {
+  readonly path: string;
+  readonly header: SafetensorsHeader;
+  /** Reads and decodes one tensor (float types to Float32Array, F64 to Float64Array). */
+  read(name: string): Promise<LoadedTensor>;
+  close(): Promise<void>;
+}
+
+/** Opens a safetensors file and validates its header against the file size; reads no tensor. */
+export async function openSafetensorsFile(path: string): Promise<SafetensorsReader> {
   const fh = await open(path, 'r');
   try {
     const size = (await fh.stat()).size;
@@ -85,15 +90,37 @@ export async function readSafetensorsFile(path: string): Promise<SafeTensors> {
     prefix.set(lenBytes);
     if (prefix.length > 8) await readExactly(fh, prefix.subarray(8), 8, path);
     const header = parseSafetensorsHeader(prefix, size, path);
-    const tensors = new Map<string, LoadedTensor>();
-    for (const [name, info] of header.tensors) {
-      const bytes = new Uint8Array(info.end - info.begin);
-      await readExactly(fh, bytes, header.dataStart + info.begin, path);
-      tensors.set(name, decodeTensor(name, info, bytes, path, true));
-    }
-    return { tensors, metadata: header.metadata };
-  } finally {
+    return {
+      path,
+      header,
+      async read(name: string): Promise<LoadedTensor> {
+        const info = header.tensors.get(name);
+        if (!info) throw new SafetensorsError(path, `no tensor '${name}'`);
+        const bytes = new Uint8Array(info.end - info.begin);
+        await readExactly(fh, bytes, header.dataStart + info.begin, path);
+        return decodeTensor(name, info, bytes, path, true);
+      },
+      close: () => fh.close(),
+    };
+  } catch (e) {
     await fh.close();
+    throw e;
+  }
+}
+
+/**
+ * Reads a safetensors file. The header is validated against the file size before any tensor
+ * is read, and tensors are read one at a time straight into their arrays, so memory peaks at
+ * the result rather than the file plus the result (and files over 2 GiB work).
+ */
+export async function readSafetensorsFile(path: string): Promise<SafeTensors> {
+  const r = await openSafetensorsFile(path);
+  try {
+    const tensors = new Map<string, LoadedTensor>();
+    for (const name of r.header.tensors.keys()) tensors.set(name, await r.read(name));
+    return { tensors, metadata: r.header.metadata };
+  } finally {
+    await r.close();
   }
 }
 

@@ -67,7 +67,7 @@ export class KVCache {
  * (B, Hkv, Tpast + T, D): a view of a buffer that grows by doubling, so a step copies only its
  * own T rows (a concat would copy the whole cache every step).
  */
-function append(layer: KVLayerCache, key: 'k' | 'v', t: Tensor): Tensor {
+export function appendToCache(layer: KVLayerCache, key: 'k' | 'v', t: Tensor): Tensor {
   const bufKey = key === 'k' ? 'kBuf' : 'vBuf';
   const [B, Hkv, T, D] = t.shape as [number, number, number, number];
   const past = layer[key]?.shape[2] ?? 0;
@@ -193,8 +193,8 @@ export class CausalSelfAttention extends Module {
       k = this.rope.apply(k, past);
     }
     if (cache) {
-      k = append(cache, 'k', k); // (B, Hkv, Tpast + T, D)
-      v = append(cache, 'v', v);
+      k = appendToCache(cache, 'k', k); // (B, Hkv, Tpast + T, D)
+      v = appendToCache(cache, 'v', v);
     }
     // Causal masking is bottom-right aligned: new query i sees keys up to past + i.
     // Sparse patterns align the same way (stated on absolute key positions, so the cache keeps all keys).

@@ -95,3 +95,128 @@ export class RotaryEmbedding extends Module {
     return concat([sub(mul(x1, cos), mul(x2, sin)), add(mul(x2, cos), mul(x1, sin))], -1);
   }
 }
+
+/**
+ * How Hugging Face configs stretch RoPE past the trained context (config.json `rope_scaling`):
+ *  - linear (Chen et al. 2023, position interpolation): every frequency divided by factor;
+ *  - dynamic (NTK-aware, as in transformers' dynamic_rope_update): once a sequence is longer
+ *    than the original context L, the base grows to base·(factor·T/L - (factor-1))^(d/(d-2));
+ *  - llama3 (Meta's Llama 3.1 recipe): long wavelengths divided by factor, short ones kept,
+ *    the band between interpolated smoothly.
+ */
+export type RopeScaling =
+  | { rope_type: 'linear'; factor: number }
+  | { rope_type: 'dynamic'; factor: number }
+  | { rope_type: 'llama3'; factor: number; low_freq_factor: number; high_freq_factor: number; original_max_position_embeddings: number };
+
+export interface RopeSpec {
+  /** Features rotated per head (the first `dim`; Phi rotates a fraction of the head). Even. */
+  dim: number;
+  base: number;
+  scaling: RopeScaling | null;
+  /** The context the frequencies were trained for (max_position_embeddings). */
+  maxPositions: number;
+}
+
+const f32 = Math.fround;
+
+/**
+ * The inverse frequencies θᵢ (dim/2 of them) for sequences of seqLen positions, rounded to
+ * float32 at each step as transformers computes them in float32 (so angles agree bit for bit
+ * far more often than a float64 computation would).
+ */
+export function ropeInverseFrequencies(spec: RopeSpec, seqLen: number): Float64Array {
+  const { dim, scaling } = spec;
+  let base = spec.base;
+  if (scaling?.rope_type === 'dynamic' && seqLen > spec.maxPositions) {
+    base = base * Math.pow((scaling.factor * seqLen) / spec.maxPositions - (scaling.factor - 1), dim / (dim - 2));
+  }
+  const half = dim / 2;
+  const inv = new Float64Array(half);
+  for (let i = 0; i < half; i++) inv[i] = f32(1 / f32(Math.pow(f32(base), f32((2 * i) / dim))));
+  if (scaling?.rope_type === 'linear') for (let i = 0; i < half; i++) inv[i] = f32(inv[i]! / scaling.factor);
+  if (scaling?.rope_type === 'llama3') {
+    const { factor, low_freq_factor: lo, high_freq_factor: hi, original_max_position_embeddings: L } = scaling;
+    const lowWavelen = L / lo;
+    const highWavelen = L / hi;
+    for (let i = 0; i < half; i++) {
+      const f = inv[i]!;
+      const wavelen = (2 * Math.PI) / f;
+      if (wavelen > lowWavelen) inv[i] = f32(f / factor); // long wavelengths: interpolated
+      else if (wavelen >= highWavelen) {
+        const smooth = (L / wavelen - lo) / (hi - lo); // the band between: a blend
+        inv[i] = f32((1 - smooth) * (f / factor) + smooth * f);
+      }
+    }
+  }
+  return inv;
+}
+
+/**
+ * RoPE with Hugging Face's scalings and partial rotation, half-split convention as
+ * RotaryEmbedding. Tables are built on demand (growing by doubling), so any length works;
+ * dynamic scaling rebuilds them for sequences past the original context.
+ */
+export class ScaledRope {
+  private cos: Tensor | null = null; // (capacity, dim/2)
+  private sin: Tensor | null = null;
+  private tableSeqLen = 0; // the seqLen the frequencies were computed for (dynamic)
+
+  constructor(readonly spec: RopeSpec, private readonly opts: ModuleOptions = {}) {
+    if (spec.dim % 2 !== 0 || spec.dim < 2) throw new Error(`ScaledRope: rotary dim must be even and positive, got ${spec.dim}`);
+  }
+
+  private build(rows: number, seqLen: number): void {
+    const half = this.spec.dim / 2;
+    const inv = ropeInverseFrequencies(this.spec, seqLen);
+    const c = new Float64Array(rows * half);
+    const s = new Float64Array(rows * half);
+    for (let p = 0; p < rows; p++) {
+      for (let i = 0; i < half; i++) {
+        const angle = f32(p * inv[i]!);
+        c[p * half + i] = Math.cos(angle);
+        s[p * half + i] = Math.sin(angle);
+      }
+    }
+    this.dispose();
+    const o = { shape: [rows, half], backend: this.opts.backend, dtype: this.opts.dtype ?? 'float32' } as const;
+    this.cos = tensor(c, o).keep();
+    this.sin = tensor(s, o).keep();
+    this.tableSeqLen = seqLen;
+  }
+
+  /** cos and sin (T, dim/2) for positions offset … offset+T-1. */
+  private tables(T: number, offset: number): [Tensor, Tensor] {
+    const end = offset + T;
+    const dynamic = this.spec.scaling?.rope_type === 'dynamic';
+    // Dynamic scaling: the frequencies of a forward depend on its sequence length once past the
+    // original context (transformers recomputes them from max(position_ids) + 1).
+    const seqLen = dynamic && end > this.spec.maxPositions ? end : this.spec.maxPositions;
+    const cap = this.cos?.shape[0] ?? 0;
+    if (!this.cos || cap < end || (dynamic && this.tableSeqLen !== seqLen)) {
+      // Past the original context a dynamic table serves one length only: build just that.
+      this.build(seqLen > this.spec.maxPositions ? end : Math.max(end, 2 * cap, 64), seqLen);
+    }
+    return [slice(this.cos!, 0, offset, end), slice(this.sin!, 0, offset, end)];
+  }
+
+  /** Rotates the first spec.dim features of x (B, H, T, D) whose first token is at `offset`. */
+  apply(x: Tensor, offset = 0): Tensor {
+    const D = x.shape[x.ndim - 1]!;
+    const T = x.shape[x.ndim - 2]!;
+    const rd = this.spec.dim;
+    if (rd > D) throw new Error(`ScaledRope: input ${fmt(x.shape)} has head dim ${D}, fewer than the ${rd} rotary features`);
+    const [cos, sin] = this.tables(T, offset);
+    const half = rd / 2;
+    const x1 = slice(x, -1, 0, half); // (B, H, T, rd/2)
+    const x2 = slice(x, -1, half, rd);
+    const rotated = [sub(mul(x1, cos), mul(x2, sin)), add(mul(x2, cos), mul(x1, sin))];
+    return concat(rd === D ? rotated : [...rotated, slice(x, -1, rd)], -1);
+  }
+
+  dispose(): void {
+    this.cos?.dispose();
+    this.sin?.dispose();
+    this.cos = this.sin = null;
+  }
+}

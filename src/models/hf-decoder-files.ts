@@ -1,0 +1,138 @@
+// The Node edge of the decoder families: a Hugging Face model directory (config.json, then
+// model.safetensors or the shards that model.safetensors.index.json lists, float32, float16 or
+// bfloat16) read into a DecoderLM, and written back in the same layout.
+//
+// Loading streams: every shard's header is read and checked against the model first (a
+// missing, unexpected or mis-shaped tensor is refused, naming it and both shapes), then tensors
+// are read one at a time straight into the model's parameters, so a checkpoint is never held
+// in memory beside the model.
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Backend } from '../backend/backend.js';
+import { CheckpointError } from '../io/checkpoint.js';
+import { exists, openSafetensorsFile, writeFileAtomic, writeSafetensorsFile, type SafetensorsReader } from '../io/files.js';
+import type { SafetensorsDType, TensorEntry } from '../io/safetensors.js';
+import { fmt, type DType } from '../tensor/index.js';
+import { DecoderLM, type DecoderConfig } from './decoder.js';
+import { decoderConfigFromHF, decoderConfigToHF } from './hf-decoder.js';
+
+export interface LoadedDecoder {
+  model: DecoderLM;
+  config: DecoderConfig;
+  /** config.json as read (save() keeps its other fields). */
+  hfConfig: Record<string, unknown>;
+}
+
+const SINGLE = 'model.safetensors';
+const INDEX = 'model.safetensors.index.json';
+
+/** The weight files of a model directory: model.safetensors, or the shards of its index. */
+export async function weightFiles(dir: string): Promise<string[]> {
+  if (await exists(join(dir, SINGLE))) return [join(dir, SINGLE)];
+  const indexPath = join(dir, INDEX);
+  if (!(await exists(indexPath))) throw new CheckpointError(dir, `neither ${SINGLE} nor ${INDEX} (only safetensors weights are read, not pytorch_model.bin)`);
+  let index: { weight_map?: Record<string, string> };
+  try {
+    index = JSON.parse(await readFile(indexPath, 'utf8')) as typeof index;
+  } catch (e) {
+    throw new CheckpointError(indexPath, `invalid JSON: ${(e as Error).message}`);
+  }
+  if (!index.weight_map || typeof index.weight_map !== 'object') throw new CheckpointError(indexPath, 'no weight_map');
+  const files = [...new Set(Object.values(index.weight_map))];
+  for (const f of files) if (!(await exists(join(dir, f)))) throw new CheckpointError(indexPath, `lists shard ${f}, which is missing`);
+  return files.map((f) => join(dir, f));
+}
+
+/** Reads config.json of a directory. */
+export async function readHFConfig(dir: string): Promise<Record<string, unknown>> {
+  const path = join(dir, 'config.json');
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CheckpointError(code === 'ENOENT' ? dir : path, code === 'ENOENT' ? 'not a model directory (no config.json)' : `invalid JSON: ${(e as Error).message}`);
+  }
+}
+
+const FLOAT = new Set<SafetensorsDType>(['F32', 'F16', 'BF16', 'F64']);
+
+/**
+ * Streams the weights of `files` into `model`: headers first, every name and shape checked,
+ * then one tensor at a time. `ignore` lists tensor names to skip (a tied head's copy).
+ */
+export async function streamWeightsInto(model: DecoderLM, files: string[], ignore: (name: string) => boolean = () => false): Promise<void> {
+  const params = model.stateDict();
+  const readers: SafetensorsReader[] = [];
+  try {
+    const where = new Map<string, SafetensorsReader>();
+    for (const f of files) {
+      const r = await openSafetensorsFile(f);
+      readers.push(r);
+      for (const [name, info] of r.header.tensors) {
+        if (ignore(name)) continue;
+        const p = params.get(name);
+        if (!p) throw new CheckpointError(f, `unexpected tensor '${name}' ${fmt(info.shape)}: the ${model.config.model_type} model has no such parameter`);
+        if (where.has(name)) throw new CheckpointError(f, `tensor '${name}' appears in two shards (${where.get(name)!.path})`);
+        if (!FLOAT.has(info.dtype)) throw new CheckpointError(f, `tensor '${name}' has dtype ${info.dtype}, expected a float type`);
+        if (info.shape.length !== p.shape.length || info.shape.some((d, i) => d !== p.shape[i])) {
+          throw new CheckpointError(f, `tensor '${name}' has shape ${fmt(info.shape)}, the model expects ${fmt(p.shape)}`);
+        }
+        where.set(name, r);
+      }
+    }
+    const missing = [...params.keys()].filter((n) => !where.has(n));
+    if (missing.length) {
+      throw new CheckpointError(files.length === 1 ? files[0]! : join(files[0]!, '..'), `missing tensor${missing.length > 1 ? 's' : ''} ${missing.slice(0, 6).map((n) => `'${n}' ${fmt(params.get(n)!.shape)}`).join(', ')}${missing.length > 6 ? `, … (${missing.length} in all)` : ''}`);
+    }
+    for (const [name, r] of where) {
+      const t = params.get(name)!;
+      const v = await r.read(name);
+      t.backend.write(t.storage, v.data, t.offset);
+    }
+  } finally {
+    for (const r of readers) await r.close();
+  }
+}
+
+/** Loads a Hugging Face llama / mistral / qwen2 / qwen3 / phi directory, in eval mode. */
+export async function loadDecoderDir(dir: string, opts: { backend?: Backend; dtype?: DType } = {}): Promise<LoadedDecoder> {
+  const hfConfig = await readHFConfig(dir);
+  let config: DecoderConfig;
+  try {
+    config = decoderConfigFromHF(hfConfig);
+  } catch (e) {
+    throw new CheckpointError(join(dir, 'config.json'), (e as Error).message);
+  }
+  const files = await weightFiles(dir);
+  const model = new DecoderLM(config, { backend: opts.backend, dtype: opts.dtype, init: false });
+  try {
+    // transformers writes lm_head.weight even when tied; it is the embedding's copy.
+    await streamWeightsInto(model, files, (n) => config.tie_word_embeddings && n === 'lm_head.weight');
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return { model: model.eval(), config, hfConfig };
+}
+
+export interface SaveDecoderOptions {
+  /** config.json fields to keep (the loaded one's). */
+  hfConfig?: Record<string, unknown>;
+  /** Tensor dtype in the file (default float32). */
+  dtype?: 'float32' | 'bfloat16';
+}
+
+/** Writes config.json and model.safetensors as transformers' save_pretrained does (atomic per file). */
+export async function saveDecoderDir(model: DecoderLM, dir: string, opts: SaveDecoderOptions = {}): Promise<void> {
+  const bf16 = opts.dtype === 'bfloat16';
+  const entries = new Map<string, TensorEntry>();
+  for (const [name, t] of model.stateDict()) {
+    // The serializer rounds to bfloat16 (nearest even) itself.
+    entries.set(name, { dtype: bf16 ? 'BF16' : 'F32', shape: [...t.shape], data: Float32Array.from(t.data()) });
+  }
+  const config = decoderConfigToHF(model.config, opts.hfConfig);
+  config['torch_dtype'] = bf16 ? 'bfloat16' : 'float32';
+  await mkdir(dir, { recursive: true });
+  await writeSafetensorsFile(join(dir, SINGLE), entries, { format: 'pt' });
+  await writeFileAtomic(join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+}
