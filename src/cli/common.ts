@@ -1,11 +1,16 @@
 // Pieces shared by the commands: backend choice, model and tokenizer loading with clear errors.
 import { existsSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.js';
 import { DEVICE_NAMES, openDevice, type DeviceName } from '../backend/index.js';
+import type { DecoderLM } from '../models/decoder.js';
 import { loadGPTCheckpoint } from '../models/gpt-checkpoint.js';
 import type { GPT } from '../models/gpt.js';
+import { loadDecoderDir, readHFConfig } from '../models/hf-decoder-files.js';
+import { decoderFamilyOf } from '../models/hf-decoder.js';
+import { ADAPTER_CONFIG_FILE, loadAdapters } from '../nn/lora-files.js';
 import { loadGpt2Tokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
 
@@ -39,10 +44,48 @@ export async function requireFile(command: string, flag: string, path: string): 
   if (!s.isFile()) throw new UsageError(`${command}: --${flag} ${path} is not a file`);
 }
 
-/** A model directory: config.json + model.safetensors (attn checkpoints and Hugging Face GPT-2). */
-export async function loadModelDir(command: string, dir: string, backend: Backend): Promise<GPT> {
+/** A causal language model the commands generate from and score with. */
+export type CausalModel = GPT | DecoderLM;
+
+/** A model directory: config.json + safetensors weights (attn checkpoints, Hugging Face GPT-2,
+ *  llama, mistral, qwen2, qwen3, phi). */
+export async function loadModelDir(command: string, dir: string, backend: Backend, adapter?: string): Promise<CausalModel> {
   await requireDir(command, 'model', dir);
-  return (await loadGPTCheckpoint(dir, { backend })).model;
+  // A PEFT adapter directory (attn finetune lm --lora_r): its base model with the adapters on.
+  if (adapter === undefined && existsSync(join(dir, ADAPTER_CONFIG_FILE))) {
+    const base = await adapterBaseOf(dir);
+    if (!base) throw new UsageError(`${command}: ${dir} holds LoRA adapters without base_model_name_or_path; pass --model BASE --adapter ${dir}`);
+    return loadModelDir(command, base, backend, dir);
+  }
+  const model = decoderFamilyOf(await readHFConfig(dir)) !== null ? (await loadDecoderDir(dir, { backend })).model : (await loadGPTCheckpoint(dir, { backend })).model;
+  if (adapter !== undefined) {
+    await requireDir(command, 'adapter', adapter);
+    try {
+      await loadAdapters(model, adapter, { dropout: 0 });
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+  }
+  return model.eval();
+}
+
+/** base_model_name_or_path of an adapter directory's adapter_config.json (null when absent). */
+export async function adapterBaseOf(dir: string): Promise<string | null> {
+  const path = join(dir, ADAPTER_CONFIG_FILE);
+  let cfg: { base_model_name_or_path?: unknown };
+  try {
+    cfg = JSON.parse(await readFile(path, 'utf8')) as typeof cfg;
+  } catch (e) {
+    throw new UsageError(`${path}: ${(e as Error).message}`);
+  }
+  return typeof cfg.base_model_name_or_path === 'string' ? cfg.base_model_name_or_path : null;
+}
+
+/** The ids generation stops at: the model's eos ids (config.json), else the tokenizer's end of text. */
+export function stopIdsOf(model: CausalModel, tok: Tokenizer | null): number[] {
+  const ids = 'eosTokenIds' in model ? model.eosTokenIds : [];
+  return ids.length ? ids : tok?.eotToken !== undefined ? [tok.eotToken] : [];
 }
 
 /** 'gpt2' for GPT-2's own tokenizer, else a directory (or file) holding tokenizer files. */

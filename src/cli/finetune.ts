@@ -10,7 +10,19 @@ const TASKS: Record<string, { train: string; dev: string; test: string }> = {
   sst2: { train: 'data/sst2/train.tsv', dev: 'data/sst2/dev.tsv', test: 'data/sst2/test.tsv' },
 };
 
-export const FINETUNE_HELP = `attn finetune --task sst2 [--init_from DIR] [--label_fraction F] [--out DIR] [--FIELD VALUE ...]
+export const FINETUNE_HELP = `attn finetune lm --init_from DIR --data FILE [--lora_r R --lora_alpha A --lora_target q_proj,v_proj] [--out DIR] [--FIELD VALUE ...]
+
+Fine-tunes a causal language model on the one loop (the lm task): a Hugging Face decoder
+(llama, mistral, qwen2, qwen3, phi) or an attn checkpoint. --data is plain text or JSONL with a
+"text" field per line, tokenized with the model's tokenizer (documents end with its EOS); the
+last tenth is the validation split. Without the LoRA flags every weight trains and OUT/best is a
+Hugging Face model directory; with --lora_r the base stays frozen and OUT/best holds the adapters
+unmerged in the PEFT layout (adapter_config.json, adapter_model.safetensors): sample with
+'attn sample --model OUT/best' (or --model BASE --adapter OUT/best), fold them in with 'attn merge'.
+Fine-tuning defaults: 200 updates, learning rate 1e-4 (LoRA 1e-3), batch 4, block 128,
+evaluation every 50 updates on 20 batches, no weight decay, out/finetune-lm.
+
+attn finetune --task sst2 [--init_from DIR] [--label_fraction F] [--out DIR] [--FIELD VALUE ...]
 
 Trains a BERT-style encoder classifier on SST-2 (data/sst2/train.tsv; dev accuracy on
 data/sst2/dev.tsv picks OUT/best), then prints {"accuracy","n",...} on data/sst2/test.tsv (the
@@ -26,7 +38,24 @@ OUT/loss.svg.
 
 ${fieldHelp(CLASSIFICATION_TASK)}`;
 
+/** The lm task's defaults for fine-tuning (the pre-training defaults are nanoGPT's). */
+const LM_FINETUNE_DEFAULTS = {
+  out_dir: 'out/finetune-lm', max_iters: 200, batch_size: 4, block_size: 128, eval_interval: 50, eval_iters: 20,
+  weight_decay: 0, warmup_iters: 10, dropout: 0,
+};
+
 export async function runFinetune(f: Flags): Promise<void> {
+  const sub = f.parsed.positionals[0];
+  if (sub !== undefined && sub !== 'lm') throw new UsageError(`finetune: unknown subcommand '${sub}' (attn finetune lm ..., or attn finetune --task sst2)`);
+  if (f.parsed.positionals.length > 1) throw new UsageError(`finetune: unexpected argument '${f.parsed.positionals[1]}'`);
+  if (sub === 'lm') {
+    if (!f.has('init_from')) throw new UsageError('finetune lm: --init_from DIR is required (a Hugging Face decoder or an attn checkpoint)');
+    const lora = f.has('lora_r') || f.has('lora_rank');
+    // Resuming restates nothing: the saved run's config is taken as it was.
+    const base = f.parsed.flags.get('init_from') === 'resume' ? {} : { ...LM_FINETUNE_DEFAULTS, learning_rate: lora ? 1e-3 : 1e-4 };
+    await runTaskCommand(f, { command: 'finetune lm', task: 'lm', base });
+    return;
+  }
   const name = f.string('task') ?? 'sst2';
   const t = TASKS[name];
   if (!t) throw new UsageError(`finetune: unknown --task '${name}' (known: ${Object.keys(TASKS).join(', ')})`);

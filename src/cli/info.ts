@@ -1,6 +1,8 @@
 // attn info: the backend in use, and a model's size, config and cost per token.
 import { cpus } from 'node:os';
+import { DecoderLM } from '../models/decoder.js';
 import { fullGPTConfig, GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
+import { ARCHITECTURE_OF } from '../models/hf-decoder.js';
 import { type Flags, UsageError } from './args.js';
 import type { AdapterDescription } from '../backend/webgpu/protocol.js';
 import { backendFromFlags, loadModelDir } from './common.js';
@@ -23,6 +25,15 @@ export async function runInfo(f: Flags): Promise<void> {
   let cfg: GPTConfig | undefined;
   if (dir) {
     const model = await loadModelDir('info', dir, backend);
+    if (model instanceof DecoderLM) {
+      const c = model.config;
+      console.log(`model: ${c.model_type} (${ARCHITECTURE_OF[c.model_type]}), ${c.num_hidden_layers} layers, hidden ${c.hidden_size}, ${c.num_attention_heads} heads (${c.num_key_value_heads} key/value), head_dim ${c.head_dim}, context ${c.block_size}`);
+      console.log(`parameters: ${model.numParameters().toLocaleString('en-US')}`);
+      console.log(`FLOPs per token (training, 6N + 12·L·H·Dh·T): ${model.flopsPerToken().toLocaleString('en-US')}`);
+      console.log(`config: ${JSON.stringify(c)}`);
+      model.dispose();
+      return;
+    }
     cfg = model.config;
     model.dispose();
   } else if (presetName) {

@@ -6,12 +6,13 @@ import { backendFromFlags, loadModelDir } from './common.js';
 
 export async function runLogprobs(f: Flags): Promise<void> {
   const dir = f.required('model', 'a model directory');
+  const adapter = f.string('adapter');
   const text = f.string('text');
   const tokensFlag = f.string('tokens');
   const backend = await backendFromFlags(f);
   f.done();
   if ((text === undefined) === (tokensFlag === undefined)) throw new UsageError('logprobs: give exactly one of --text or --tokens');
-  const model = await loadModelDir('logprobs', dir, backend);
+  const model = await loadModelDir('logprobs', dir, backend, adapter);
   let ids: number[];
   if (tokensFlag !== undefined) {
     ids = tokensFlag.split(',').map((s, i) => {

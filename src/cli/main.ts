@@ -34,7 +34,10 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
     summary: 'generate text from a trained model',
     help: `attn sample --model DIR [--prompt TEXT] [options]
 
-  --model DIR            a checkpoint directory (config.json + model.safetensors + tokenizer files)
+  --model DIR            a checkpoint directory (config.json + model.safetensors + tokenizer files):
+                         attn's, Hugging Face GPT-2, llama, mistral, qwen2, qwen3 or phi, or a
+                         LoRA adapter directory (its base model with the adapters on)
+  --adapter DIR          PEFT LoRA adapters to apply to --model (unmerged)
   --prompt TEXT          the start of the text (default: a newline, or <|endoftext|> for GPT-2 vocabularies)
   --max_new_tokens N     tokens to generate (default 500)
   --temperature T        0 means greedy (default 0.8)
@@ -59,10 +62,25 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
     run: async (f) => (await import('./translate.js')).runTranslate(f),
   },
   finetune: {
-    summary: 'fine-tune an encoder classifier (attn finetune --task sst2), from scratch or a pre-trained checkpoint, full or LoRA',
+    summary: 'fine-tune a language model (attn finetune lm --init_from DIR --data FILE [--lora_r 8]) or an encoder classifier (attn finetune --task sst2), full or LoRA',
     help: '',
     booleans: ['quiet'],
+    subcommand: true,
     run: async (f) => (await import('./finetune.js')).runFinetune(f),
+  },
+  merge: {
+    summary: 'merge LoRA adapters into their base model and save the result (Hugging Face layout)',
+    help: `attn merge --model BASE --adapter DIR --out OUT
+
+Loads BASE (a Hugging Face decoder or an attn GPT checkpoint), applies the PEFT adapters in DIR
+(adapter_config.json + adapter_model.safetensors), folds W + (alpha/r)·B·A into the weights and
+writes OUT with the base's tokenizer: a plain model any loader reads.
+
+  --model BASE           the base model directory (default: the adapter's base_model_name_or_path)
+  --adapter DIR          the adapter directory (required)
+  --out OUT              where the merged model goes (required)
+  --dtype float32|bfloat16   tensor type of the written weights (default float32)`,
+    run: async (f) => (await import('./merge.js')).runMerge(f),
   },
   'pretrain-mlm': {
     summary: 'pre-train a BERT-style encoder with masked-language modelling on unlabeled text',
@@ -76,7 +94,9 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
 Prints {"tokens":[...],"logprobs":[...]} where logprobs[i] is the natural-log probability of
 tokens[i+1] given tokens[0..i].
 
-  --model DIR            a GPT checkpoint directory (required)
+  --model DIR            a checkpoint directory (required): attn's, Hugging Face GPT-2, llama,
+                         mistral, qwen2, qwen3, phi, or a LoRA adapter directory
+  --adapter DIR          PEFT LoRA adapters to apply to --model
   --text TEXT            the text, encoded with the checkpoint's tokenizer
   --tokens 1,2,3         or the token ids themselves
   --device D             cpu (default), webgpu, auto or ref

@@ -2,10 +2,11 @@
 import { generateStream } from '../generate/index.js';
 import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
-import { backendFromFlags, loadModelDir } from './common.js';
+import { backendFromFlags, loadModelDir, stopIdsOf } from './common.js';
 
 export async function runSample(f: Flags): Promise<void> {
   const dir = f.required('model', 'a model directory');
+  const adapter = f.string('adapter');
   const prompt = f.string('prompt');
   const maxNewTokens = f.number('max_new_tokens', { integer: true, min: 1 }) ?? 500;
   const temperature = f.number('temperature', { min: 0 }) ?? 0.8;
@@ -24,7 +25,7 @@ export async function runSample(f: Flags): Promise<void> {
   if (dtype !== 'float32' && !backend.supports(dtype)) {
     throw new UsageError(`sample: --dtype ${dtype} needs a backend that stores it (float16: --device webgpu; bfloat16: --device cpu); this is ${backend.name}`);
   }
-  const model = await loadModelDir('sample', dir, backend);
+  const model = await loadModelDir('sample', dir, backend, adapter);
   if (dtype !== 'float32') {
     const saved = model.halfWeights(dtype);
     process.stderr.write(`weights stored as ${dtype}: ${(saved / 2 ** 20).toFixed(1)} MiB saved\n`);
@@ -36,6 +37,7 @@ export async function runSample(f: Flags): Promise<void> {
     throw new UsageError(`sample: ${dir} has no tokenizer files (tokenizer.json, encoder.json + vocab.bpe, or char_tokenizer.json)`);
   }
   const eot = tok.eotToken;
+  const stopIds = stopIdsOf(model, tok);
   const start = prompt ?? (eot !== undefined ? '' : '\n');
   const promptIds = tok instanceof BpeTokenizer ? tok.encode(start, { allowedSpecial: 'all' }) : tok.encode(start);
   if (promptIds.length === 0 && eot !== undefined) promptIds.push(eot);
@@ -44,7 +46,7 @@ export async function runSample(f: Flags): Promise<void> {
     if (numSamples > 1) process.stdout.write(s === 0 ? '' : '\n---------------\n');
     process.stdout.write(prompt ?? '');
     const stream = generateStream(model, promptIds, {
-      maxNewTokens, temperature, topK, topP, repetitionPenalty, seed: seed + s, eotToken: eot,
+      maxNewTokens, temperature, topK, topP, repetitionPenalty, seed: seed + s, eotToken: stopIds,
       stopStrings: stop ? stop.split('|') : undefined, decode: (ids) => tok.decode(ids), useCache: !noCache, backend,
     });
     for await (const ev of stream) process.stdout.write(ev.text);

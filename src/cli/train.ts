@@ -12,7 +12,6 @@ import { dataPaths } from '../data/sentences.js';
 import { evaluateClassifier } from '../eval/classify.js';
 import { evaluateCheckpointBleu } from '../eval/translation.js';
 import { generate } from '../generate/index.js';
-import { loadGPTCheckpoint } from '../models/gpt-checkpoint.js';
 import { CLASSIFICATION_TASK } from '../tasks/classification.js';
 import { LM_TASK } from '../tasks/lm.js';
 import { MASKED_LM_TASK } from '../tasks/masked-lm.js';
@@ -22,7 +21,7 @@ import { fieldHelp, parseFieldValue, resolveConfig, TASK_NAMES, type TaskName, t
 import { BEST_DIR, LAST_DIR, METRICS_FILE, PLOT_FILE, readResumeConfig, runTraining, type EvalResult, type LoopResult, type Task } from '../train/loop.js';
 import { presetNames, taskPreset } from '../train/presets.js';
 import { type Flags, UsageError } from './args.js';
-import { requireDir, requireFile, shippedData } from './common.js';
+import { loadModelDir, requireDir, requireFile, shippedData, stopIdsOf } from './common.js';
 import { ProgressBar } from './progress.js';
 
 export const TASKS: Record<TaskName, Task<never>> = {
@@ -98,6 +97,9 @@ function evalLine(e: EvalResult): string {
 }
 
 /** Reads flags into a config for the task, runs the loop with a progress bar and Ctrl-C handling. */
+/** Other names a flag is known by (PEFT's r for the LoRA rank). */
+const FLAG_ALIASES: Record<string, string> = { lora_r: 'lora_rank' };
+
 export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: TrainingConfig; result: LoopResult } | null> {
   const task = TASKS[c.task];
   const configFile = f.string('config');
@@ -110,7 +112,8 @@ export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: T
     base = { ...base, ...json };
   }
   if (out !== undefined) base['out_dir'] = out;
-  for (const [k, v] of f.rest()) {
+  for (const [flag, v] of f.rest()) {
+    const k = FLAG_ALIASES[flag] ?? flag;
     try {
       base[k] = parseFieldValue(k, v, c.task);
     } catch (e) {
@@ -192,17 +195,19 @@ async function sampleAfter(cfg: TrainingConfig, chars: number): Promise<void> {
   const dir = existsSync(join(cfg.out_dir, BEST_DIR, 'config.json')) ? join(cfg.out_dir, BEST_DIR) : join(cfg.out_dir, LAST_DIR);
   if (chars <= 0 || !existsSync(join(dir, 'config.json'))) return;
   const backend = await openDevice(cfg.device as 'cpu', { threads: cfg.threads });
-  const { model } = await loadGPTCheckpoint(dir, { backend });
+  const model = await loadModelDir('train', dir, backend);
   try {
     const tok = await loadTokenizer(dir);
     let prompt: number[];
     try {
-      prompt = tok.encode('\n');
+      // A Hugging Face tokenizer starts with its BOS; a fine-tuned one continues the data's text.
+      prompt = tok.encode(tok.kind === 'char' ? '\n' : '');
     } catch (e) {
       process.stderr.write(`warning: no sample: the vocabulary cannot encode the prompt "\\n" (${(e as Error).message})\n`);
       return;
     }
-    const { text } = generate(model, prompt, { maxNewTokens: chars, temperature: 0.8, topK: 200, seed: cfg.seed, decode: (ids) => tok.decode(ids) });
+    if (prompt.length === 0) prompt = tok.encode('\n');
+    const { text } = generate(model, prompt, { maxNewTokens: chars, temperature: 0.8, topK: 200, seed: cfg.seed, decode: (ids) => tok.decode(ids), eotToken: stopIdsOf(model, tok) });
     console.log(`--- a sample from ${dir} (temperature 0.8, top-k 200) ---\n${text}`);
   } finally {
     model.dispose();

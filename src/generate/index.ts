@@ -45,8 +45,9 @@ export interface GenerateOptions extends SamplingOptions {
   seed?: number;
   /** Draws from this generator instead (it advances; takes precedence over seed). */
   generator?: Rng;
-  /** Stop once this token is produced; it ends `tokens` but not `text`. */
-  eotToken?: number;
+  /** Stop once this token (or one of these, e.g. Llama 3's <|eot_id|> and <|end_of_text|>) is
+   *  produced; it ends `tokens` but not `text`. */
+  eotToken?: number | readonly number[];
   /** Stop once the decoded continuation contains one of these; `text` ends before it. Needs decode. */
   stopStrings?: readonly string[];
   /** Token ids → text (e.g. tokenizer.decode): enables `text`, stop strings and text pieces. */
@@ -131,8 +132,8 @@ function validate(model: LanguageModel, promptIds: readonly number[], o: Generat
   }
   if (o.stopStrings?.length && !o.decode) problems.push('stopStrings need a decode function');
   if (o.stopStrings?.some((s) => s.length === 0)) problems.push('stopStrings must not contain the empty string');
-  if (o.eotToken !== undefined && !(Number.isInteger(o.eotToken) && o.eotToken >= 0 && o.eotToken < V)) {
-    problems.push(`eotToken must be an id in [0, ${V}), got ${o.eotToken}`);
+  for (const e of eotList(o.eotToken)) {
+    if (!(Number.isInteger(e) && e >= 0 && e < V)) problems.push(`eotToken must be an id in [0, ${V}), got ${e}`);
   }
   if (problems.length) throw new Error(`generate: ${problems.join('; ')}`);
 }
@@ -148,6 +149,7 @@ function* steps(model: LanguageModel, promptIds: readonly number[], opts: Genera
   const out: number[] = [];
   const text = opts.decode ? new TextTracker(opts.decode, opts.stopStrings ?? []) : null;
   const refill = opts.cacheRefill ?? block;
+  const eot = new Set(eotList(opts.eotToken));
   const cache = (opts.useCache ?? true) && maxNew > 0 ? model.createKVCache() : null;
   let cachedUpTo = 0; // ctx[0 .. cachedUpTo) is what the cache has seen (its tail, once cropped)
   const wasTraining = model.training;
@@ -183,7 +185,7 @@ function* steps(model: LanguageModel, promptIds: readonly number[], opts: Genera
       const token = selectToken(nextLogits(), ctx, opts, rng);
       ctx.push(token);
       out.push(token);
-      let reason: StopReason | null = token === opts.eotToken ? 'eot' : out.length >= maxNew ? 'length' : null;
+      let reason: StopReason | null = eot.has(token) ? 'eot' : out.length >= maxNew ? 'length' : null;
       let piece = '';
       if (text) {
         piece = text.update(reason === 'eot' ? out.slice(0, -1) : out, reason !== null);
@@ -205,6 +207,10 @@ function* steps(model: LanguageModel, promptIds: readonly number[], opts: Genera
     if (text?.stopString !== undefined) r.stopString = text.stopString;
     return r;
   }
+}
+
+function eotList(e: number | readonly number[] | undefined): readonly number[] {
+  return e === undefined ? [] : typeof e === 'number' ? [e] : e;
 }
 
 function ids(feed: number[], backend: Backend): Tensor {

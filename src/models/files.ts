@@ -9,18 +9,22 @@ import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index
 import { BERT_MODEL_TYPE, bertCheckpointConfig, bertStateEntries, loadBertCheckpoint } from './bert-checkpoint.js';
 import { BertModel } from './bert.js';
 import { checkpointConfigJson, modelToCheckpointTensors } from './checkpoint-format.js';
+import { DecoderLM } from './decoder.js';
 import { loadGPTCheckpoint } from './gpt-checkpoint.js';
 import { GPT } from './gpt.js';
+import { loadDecoderDir, saveDecoderDir } from './hf-decoder-files.js';
+import { decoderFamilyOf } from './hf-decoder.js';
 import { loadSeq2SeqCheckpoint, SEQ2SEQ_MODEL_TYPE, seq2seqConfigJson } from './seq2seq-checkpoint.js';
 import { EncoderDecoder } from './seq2seq.js';
 
-export type AnyModel = GPT | BertModel | EncoderDecoder;
+export type AnyModel = GPT | DecoderLM | BertModel | EncoderDecoder;
 
 export interface Loaded {
   /** In eval mode. */
   model: AnyModel;
-  /** 'gpt' (attn's GPT or Hugging Face GPT-2), 'encoder' (BERT-style) or 'encoder-decoder'. */
-  kind: 'gpt' | 'encoder' | 'encoder-decoder';
+  /** 'gpt' (attn's GPT or Hugging Face GPT-2), 'decoder' (Hugging Face llama, mistral, qwen2,
+   *  qwen3, phi), 'encoder' (BERT-style) or 'encoder-decoder'. */
+  kind: 'gpt' | 'decoder' | 'encoder' | 'encoder-decoder';
   /** The directory's tokenizer, or null when it holds none. */
   tokenizer: Tokenizer | null;
 }
@@ -49,6 +53,10 @@ export async function load(dir: string, opts: { backend?: Backend; dtype?: DType
   } catch (e) {
     throw new CheckpointError((e as NodeJS.ErrnoException).code === 'ENOENT' ? dir : path, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not a checkpoint directory (no config.json)' : `invalid JSON: ${(e as Error).message}`);
   }
+  if (decoderFamilyOf(config) !== null) {
+    const r = await loadDecoderDir(dir, { backend, dtype: opts.dtype });
+    return { model: r.model, kind: 'decoder', tokenizer: await tokenizerOf(dir) };
+  }
   if (config['model_type'] === BERT_MODEL_TYPE) {
     const r = await loadBertCheckpoint(dir, { backend });
     return { model: r.model, kind: 'encoder', tokenizer: r.tokenizer };
@@ -61,11 +69,20 @@ export async function load(dir: string, opts: { backend?: Backend; dtype?: DType
   return { model: r.model, kind: 'gpt', tokenizer: await tokenizerOf(dir) };
 }
 
-/** Saves a model (and its tokenizer) as a checkpoint directory that load() and the CLI read; atomic. */
-export async function save(dir: string, model: AnyModel, tokenizer?: Tokenizer | null): Promise<void> {
+/**
+ * Saves a model (and its tokenizer) as a checkpoint directory that load() and the CLI read;
+ * atomic per file. A DecoderLM is written in the Hugging Face layout (hfConfig: the config.json
+ * fields to keep, e.g. the one it was loaded from).
+ */
+export async function save(dir: string, model: AnyModel, tokenizer?: Tokenizer | null, opts: { hfConfig?: Record<string, unknown> } = {}): Promise<void> {
   const tokenizerFiles = tokenizer ? tokenizer.toFiles() : {};
+  if (model instanceof DecoderLM) {
+    await saveDecoderDir(model, dir, { hfConfig: opts.hfConfig });
+    if (tokenizer) await tokenizer.save(dir);
+    return;
+  }
   if (model instanceof GPT) return saveCheckpoint(dir, { config: checkpointConfigJson(model.config), model: modelToCheckpointTensors(model), tokenizerFiles });
   if (model instanceof BertModel) return saveCheckpoint(dir, { config: bertCheckpointConfig(model.config), model: bertStateEntries(model), tokenizerFiles });
   if (model instanceof EncoderDecoder) return saveCheckpoint(dir, { config: seq2seqConfigJson(model.config), model: modelToCheckpointTensors(model), tokenizerFiles });
-  throw new TypeError(`save: a GPT, BertModel or EncoderDecoder is needed, got ${(model as object)?.constructor?.name ?? typeof model}`);
+  throw new TypeError(`save: a GPT, DecoderLM, BertModel or EncoderDecoder is needed, got ${(model as object)?.constructor?.name ?? typeof model}`);
 }

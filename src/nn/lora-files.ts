@@ -4,7 +4,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { exists, readSafetensorsFile, writeFileAtomic, writeSafetensorsFile } from '../io/files.js';
-import { adapterState, applyLora, loadAdapterState, removeLora, type LoraHandle } from './lora.js';
+import { applyLora, loadAdapterState, peftAdapterState, removeLora, type LoraHandle } from './lora.js';
 import type { Module } from './module.js';
 
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -22,6 +22,8 @@ export interface AdapterConfig {
   fan_in_fan_out: boolean;
   init_lora_weights: true | 'gaussian';
   base_model_name_or_path: string | null;
+  /** PEFT's task type (CAUSAL_LM for language models). */
+  task_type?: string;
   /** The dotted names of the adapted Linear layers. */
   modules?: string[];
   seed?: number;
@@ -32,6 +34,8 @@ export interface AdapterConfig {
 export interface SaveAdaptersOptions {
   /** Recorded as base_model_name_or_path (e.g. 'gpt2' or a checkpoint path). */
   baseModel?: string;
+  /** PEFT's task_type, e.g. 'CAUSAL_LM'. */
+  taskType?: string;
 }
 
 /** The config saveAdapters writes for a handle. */
@@ -52,6 +56,7 @@ export function adapterConfig(handle: LoraHandle, opts: SaveAdaptersOptions = {}
     fan_in_fan_out: false,
     init_lora_weights: handle.init === 'gaussian' ? 'gaussian' : true,
     base_model_name_or_path: opts.baseModel ?? null,
+    ...(opts.taskType ? { task_type: opts.taskType } : {}),
     modules: handle.layers.map((l) => l.name),
     seed: handle.seed,
     base_model: {
@@ -64,11 +69,11 @@ export function adapterConfig(handle: LoraHandle, opts: SaveAdaptersOptions = {}
   };
 }
 
-/** Writes `dir`/adapter_model.safetensors and `dir`/adapter_config.json (atomically each). */
+/** Writes `dir`/adapter_model.safetensors (PEFT's tensor names) and `dir`/adapter_config.json (atomically each). */
 export async function saveAdapters(handle: LoraHandle, dir: string, opts: SaveAdaptersOptions = {}): Promise<void> {
   const config = adapterConfig(handle, opts);
   await mkdir(dir, { recursive: true });
-  await writeSafetensorsFile(join(dir, ADAPTER_WEIGHTS_FILE), adapterState(handle), { format: 'pt' });
+  await writeSafetensorsFile(join(dir, ADAPTER_WEIGHTS_FILE), peftAdapterState(handle), { format: 'pt' });
   await writeFileAtomic(join(dir, ADAPTER_CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
 }
 

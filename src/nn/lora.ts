@@ -253,6 +253,14 @@ export function adapterState(handle: LoraHandle): Map<string, TensorEntry> {
   return out;
 }
 
+/** The adapter tensors under PEFT's names (`base_model.model.<module>.lora_A.weight`), as
+ *  PEFT's save_pretrained writes adapter_model.safetensors. */
+export function peftAdapterState(handle: LoraHandle): Map<string, TensorEntry> {
+  const out = new Map<string, TensorEntry>();
+  for (const [k, e] of adapterState(handle)) out.set(`base_model.model.${k}.weight`, e);
+  return out;
+}
+
 /**
  * The canonical name of an adapter key: ours (`m.lora_A`) or PEFT's
  * (`base_model.model.m.lora_A.weight`, `….lora_A.default.weight`).

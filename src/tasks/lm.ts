@@ -7,16 +7,25 @@ import { basename, extname, join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { BatchSampler, type Batch } from '../data/sampler.js';
 import { loadDataset, prepareDataset, readTokenizerFiles } from '../data/files.js';
-import { CheckpointError } from '../io/checkpoint.js';
+import { CheckpointError, type LoadedCheckpoint } from '../io/checkpoint.js';
 import { checkpointConfigJson, modelToCheckpointTensors } from '../models/checkpoint-format.js';
 import { gptConfigFromCheckpointJson, loadGPTCheckpoint, loadGPTTensors } from '../models/gpt-checkpoint.js';
 import { GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
+import { DecoderLM, type DecoderFamily } from '../models/decoder.js';
+import { loadDecoderDir, readHFConfig } from '../models/hf-decoder-files.js';
+import { decoderConfigFromHF, decoderConfigToHF, decoderFamilyOf } from '../models/hf-decoder.js';
+import { checkpointTensorsToState } from '../models/checkpoint-format.js';
+import { serializeSafetensors } from '../io/safetensors.js';
+import { adapterConfig, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../nn/lora-files.js';
+import { adapterState, applyLora, loadAdapterState, peftAdapterState, type LoraHandle } from '../nn/lora.js';
+import { swigluHidden } from '../nn/mlp.js';
+import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import type { Module } from '../nn/module.js';
 import { MoE } from '../nn/moe.js';
 import { noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
 import { CharTokenizer } from '../tokenizers/index.js';
 import { parseFieldValue, resolveConfig, type TrainingConfig } from '../train/config.js';
-import { accumulateOnDevice, readQueuedStats as readStats, runTraining, updateStep, updateStepQueued, type EvalResult, type LoopHooks, type LoopOptions, type StartInfo, type StepMetrics, type StepOptions, type Task } from '../train/loop.js';
+import { accumulateOnDevice, readQueuedStats as readStats, runTraining, updateStep, updateStepQueued, type EvalResult, type LoopHooks, type LoopOptions, type StartInfo, type StepMetrics, type StepOptions, type Task, type TaskContext, type TaskRun } from '../train/loop.js';
 import type { AdamW } from '../train/optim.js';
 
 export type TrainConfig = TrainingConfig;
@@ -24,7 +33,7 @@ export type TrainConfig = TrainingConfig;
 /** A language-model batch: x and y (x shifted by one), B × T token ids. */
 export type { Batch };
 
-const ARCH_FIELDS = ['block_size', 'n_layer', 'n_head', 'n_kv_head', 'n_embd', 'bias', 'tie_embeddings', 'pos_encoding', 'norm_placement', 'norm', 'activation', 'layer_norm_epsilon',
+const ARCH_FIELDS = ['model_type', 'block_size', 'n_layer', 'n_head', 'n_kv_head', 'n_embd', 'bias', 'tie_embeddings', 'pos_encoding', 'norm_placement', 'norm', 'activation', 'layer_norm_epsilon',
   'attention', 'attn_window', 'attn_stride', 'attn_summary', 'performer_features', 'performer_redraw_interval', 'linformer_k',
   'moe_experts', 'moe_top_k', 'moe_capacity_factor', 'moe_aux_loss_coef', 'moe_every'] as const;
 
@@ -65,8 +74,11 @@ function batchTensors(b: Batch, backend: Backend): [Tensor, Tensor] {
 
 const backendOf = (model: Module): Backend => model.parameters()[0]!.backend;
 
+/** A causal language model the lm task trains: attn's GPT or a Hugging Face decoder family. */
+export type LMModel = GPT | DecoderLM;
+
 /** Batch → loss for a GPT, with the MoE routing statistics of each micro-batch collected. */
-function lmSource(model: GPT) {
+function lmSource(model: LMModel) {
   const moeLayers = moeLayersOf(model);
   let moe: MoEStepStats = { util: {}, dropped: {} };
   return {
@@ -75,7 +87,8 @@ function lmSource(model: GPT) {
       const [x, y] = batchTensors(b, backendOf(model));
       const out = model.forward(x, y);
       if (!out.loss) throw new Error('the model returned no loss');
-      return { loss: out.loss, parts: { ce_loss: out.ceLoss ?? out.loss, ...(out.auxLoss ? { moe_aux_loss: out.auxLoss } : {}) } };
+      const aux = 'auxLoss' in out ? (out.auxLoss as Tensor | undefined) : undefined;
+      return { loss: out.loss, parts: { ce_loss: out.ceLoss ?? out.loss, ...(aux ? { moe_aux_loss: aux } : {}) } };
     },
     afterMicroBatch(k: number) {
       for (const [layer, m] of moeLayers) {
@@ -97,7 +110,7 @@ function lmSource(model: GPT) {
 
 /** Mean cross-entropy over `iters` batches of the sampler, in eval mode without gradients (MoE aux
  *  losses left out); summed on the backend and read once, so a GPU runs the batches back to back. */
-export function estimateLoss(model: GPT, sampler: BatchSampler, iters: number): number {
+export function estimateLoss(model: LMModel, sampler: BatchSampler, iters: number): number {
   const wasTraining = model.training;
   model.eval();
   let total = null as Tensor | null;
@@ -156,7 +169,9 @@ export const LM_TASK: Task<Batch> = {
     if (cfg.checkpoint_activations && cfg.moe_experts > 0) problems.push('checkpoint_activations cannot be used with moe_experts yet: the routing statistics and aux losses would be taken from the recomputation');
     if (cfg.moe_experts > 0 && cfg.moe_every > cfg.n_layer) problems.push(`moe_every (${cfg.moe_every}) exceeds n_layer (${cfg.n_layer}): no layer would be a mixture of experts`);
   },
-  async open(cfg, { backend, resume, say }) {
+  async open(cfg, ctx) {
+    const { backend, resume, say } = ctx;
+    if (await isDecoderRun(cfg, resume)) return openDecoderRun(cfg, ctx);
     if (cfg.data !== '') cfg.dataset = await preparedDataFolder(cfg.data, say);
     const data = await loadDataset(cfg.dataset);
     const tokenizerFiles = await readTokenizerFiles(data.dir, data.meta);
@@ -191,32 +206,178 @@ export const LM_TASK: Task<Batch> = {
     } else {
       model = new GPT(modelConfigOf(cfg, data.meta.vocab_size), { backend, dtype: masterDtype(cfg), seed: cfg.seed });
     }
-    model.train();
-    model.checkpointActivations = cfg.checkpoint_activations;
-    const src = lmSource(model);
-    return {
-      model,
-      ...src,
-      info: { modelConfig: model.config, tokensPerIter: cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size },
-      nextBatch: () => train.next(),
-      sizeOf: (b) => b.batchSize * b.blockSize,
-      evaluate: () => {
-        const trainLoss = estimateLoss(model, evalTrain, cfg.eval_iters);
-        const valLoss = estimateLoss(model, evalVal, cfg.eval_iters);
-        return { val_loss: valLoss, eval_train_loss: trainLoss };
-      },
-      checkpoint: () => ({ config: checkpointConfigJson(model.config), model: modelToCheckpointTensors(model), tokenizerFiles }),
-      state: () => ({ samplers: { train: train.state(), eval_train: evalTrain.state(), eval_val: evalVal.state() } }),
-      setState(s) {
-        const sm = s['samplers'] as Record<string, never> | undefined;
-        if (!sm || !sm['train'] || !sm['eval_train'] || !sm['eval_val']) throw new Error(`'samplers' must hold train, eval_train and eval_val states`);
-        train.setState(sm['train']);
-        evalTrain.setState(sm['eval_train']);
-        evalVal.setState(sm['eval_val']);
-      },
-    };
+    return lmRun(cfg, model, data, () => ({ config: checkpointConfigJson(model.config), model: modelToCheckpointTensors(model), tokenizerFiles }));
   },
 };
+
+type Checkpoint = ReturnType<TaskRun<Batch>['checkpoint']>;
+
+/** The run of a language model on token splits: batches, evaluation, sampler state. */
+function lmRun(cfg: TrainConfig, model: LMModel, data: { train: ArrayLike<number>; val: ArrayLike<number>; dir?: string }, checkpoint: () => Checkpoint, extra: Partial<TaskRun<Batch>> = {}): TaskRun<Batch> {
+  for (const [split, ids] of [['train', data.train], ['val', data.val]] as const) {
+    if (ids.length <= cfg.block_size) throw new Error(`the ${split} split${data.dir ? ` of ${data.dir}` : ''} has ${ids.length} tokens, too few for block_size ${cfg.block_size}`);
+  }
+  const o = { batchSize: cfg.batch_size, blockSize: cfg.block_size };
+  const train = new BatchSampler(data.train, { ...o, seed: seedFor(cfg.seed, 0x2545f491) });
+  const evalTrain = new BatchSampler(data.train, { ...o, seed: seedFor(cfg.seed, 0x9e3779b9) });
+  const evalVal = new BatchSampler(data.val, { ...o, seed: seedFor(cfg.seed, 0x7f4a7c15) });
+  model.train();
+  model.checkpointActivations = cfg.checkpoint_activations;
+  const src = lmSource(model);
+  return {
+    model,
+    ...src,
+    info: { modelConfig: model.config, tokensPerIter: cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size },
+    nextBatch: () => train.next(),
+    sizeOf: (b) => b.batchSize * b.blockSize,
+    evaluate: () => {
+      const trainLoss = estimateLoss(model, evalTrain, cfg.eval_iters);
+      const valLoss = estimateLoss(model, evalVal, cfg.eval_iters);
+      return { val_loss: valLoss, eval_train_loss: trainLoss };
+    },
+    checkpoint,
+    state: () => ({ samplers: { train: train.state(), eval_train: evalTrain.state(), eval_val: evalVal.state() } }),
+    setState(s) {
+      const sm = s['samplers'] as Record<string, never> | undefined;
+      if (!sm || !sm['train'] || !sm['eval_train'] || !sm['eval_val']) throw new Error(`'samplers' must hold train, eval_train and eval_val states`);
+      train.setState(sm['train']);
+      evalTrain.setState(sm['eval_train']);
+      evalVal.setState(sm['eval_val']);
+    },
+    ...extra,
+  };
+}
+
+// ---------------------------------------------------------------- Hugging Face decoder families
+
+/** config.json of a LoRA run's checkpoint (the adapters are beside it in the PEFT layout). */
+const LORA_CHECKPOINT = 'attn_lora_adapter';
+
+/** Whether this run trains a Hugging Face decoder: from scratch (model_type), from a decoder
+ *  directory, or resuming one. */
+async function isDecoderRun(cfg: TrainConfig, resume: LoadedCheckpoint | null): Promise<boolean> {
+  if (resume) return decoderFamilyOf(resume.config) !== null || resume.config['attn_checkpoint'] === LORA_CHECKPOINT;
+  if (cfg.init_from === 'scratch') return cfg.model_type !== 'gpt';
+  if (cfg.init_from === 'resume') return false;
+  return decoderFamilyOf(await readHFConfig(cfg.init_from)) !== null;
+}
+
+/** The decoder a from-scratch run describes (n_layer, n_head, n_kv_head, n_embd, block_size). */
+function scratchDecoderConfig(cfg: TrainConfig, vocab: number) {
+  const family = cfg.model_type as DecoderFamily;
+  const phi = family === 'phi';
+  return decoderConfigFromHF({
+    model_type: family, vocab_size: vocab, hidden_size: cfg.n_embd, num_hidden_layers: cfg.n_layer, num_attention_heads: cfg.n_head,
+    num_key_value_heads: cfg.n_kv_head > 0 ? cfg.n_kv_head : cfg.n_head, head_dim: cfg.n_embd / cfg.n_head,
+    intermediate_size: phi ? 4 * cfg.n_embd : swigluHidden(cfg.n_embd), max_position_embeddings: cfg.block_size,
+    tie_word_embeddings: cfg.tie_embeddings, [phi ? 'layer_norm_eps' : 'rms_norm_eps']: cfg.layer_norm_epsilon, rope_theta: 10000,
+    ...(family === 'mistral' ? { sliding_window: cfg.attention === 'local' ? cfg.attn_window : null } : {}),
+    ...(phi ? { partial_rotary_factor: 0.5 } : {}), bos_token_id: null, eos_token_id: null,
+  });
+}
+
+/** Token ids of a fine-tuning file: text as one document, or JSONL with a "text" field per line
+ *  (each document followed by the end-of-text id when the tokenizer has one). */
+async function tokenizeFile(file: string, tok: Tokenizer, eos: number | undefined): Promise<Int32Array> {
+  const raw = await readFile(file, 'utf8');
+  const enc = (t: string): number[] => (tok instanceof BpeTokenizer ? tok.encode(t, { disallowedSpecial: [] }) : tok.encode(t));
+  if (extname(file) !== '.jsonl') return Int32Array.from(enc(raw));
+  const out: number[] = [];
+  raw.split('\n').forEach((line, i) => {
+    if (line.trim() === '') return;
+    let doc: unknown;
+    try {
+      doc = JSON.parse(line);
+    } catch (e) {
+      throw new Error(`${file}:${i + 1}: not JSON (${(e as Error).message})`);
+    }
+    const text = (doc as { text?: unknown })?.text;
+    if (typeof text !== 'string') throw new Error(`${file}:${i + 1}: each line needs a "text" string`);
+    for (const id of enc(text)) out.push(id);
+    if (eos !== undefined) out.push(eos);
+  });
+  return Int32Array.from(out);
+}
+
+/** The last tenth of the tokens (at least a block and one) is the validation split. */
+function splitTokens(ids: Int32Array, block: number): { train: Int32Array; val: Int32Array } {
+  const nVal = Math.min(ids.length, Math.max(block + 1, Math.floor(ids.length / 10)));
+  return { train: ids.subarray(0, ids.length - nVal), val: ids.subarray(ids.length - nVal) };
+}
+
+async function openDecoderRun(cfg: TrainConfig, { backend, resume, say }: TaskContext): Promise<TaskRun<Batch>> {
+  const dtype = masterDtype(cfg);
+  const saved = (resume?.config['attn'] ?? {}) as { init_from?: string };
+  const isLoraResume = resume?.config['attn_checkpoint'] === LORA_CHECKPOINT;
+  // Where the weights (or, for LoRA, the frozen base) come from.
+  const base = isLoraResume ? String(resume!.config['base_model_name_or_path']) : resume ? resume.dir : cfg.init_from;
+  const fromScratch = resume ? saved.init_from === 'scratch' : cfg.init_from === 'scratch';
+  let model: DecoderLM;
+  let hfBase: Record<string, unknown> = {};
+  let tok: Tokenizer;
+  let data: { train: ArrayLike<number>; val: ArrayLike<number>; dir?: string };
+  let tokenizerFiles: Record<string, string>;
+  if (fromScratch && !isLoraResume) {
+    if (cfg.data !== '') cfg.dataset = await preparedDataFolder(cfg.data, say);
+    const ds = await loadDataset(cfg.dataset);
+    tokenizerFiles = await readTokenizerFiles(ds.dir, ds.meta);
+    data = ds;
+    tok = await loadTokenizer(ds.dir);
+    const mc = resume ? decoderConfigFromHF(resume.config) : scratchDecoderConfig(cfg, ds.meta.vocab_size);
+    model = new DecoderLM(mc, { backend, dtype, seed: cfg.seed, init: !resume });
+    if (resume) model.loadStateDict(checkpointTensorsToState(resume.tensors));
+    if (!resume) say(`a ${mc.model_type} decoder from scratch: ${(model.numParameters() / 1e6).toFixed(2)}M parameters (saved in the Hugging Face layout)`);
+  } else {
+    if (isLoraResume || !resume) {
+      const loaded = await loadDecoderDir(base, { backend, dtype });
+      model = loaded.model;
+      hfBase = loaded.hfConfig;
+    } else {
+      hfBase = resume.config;
+      model = new DecoderLM(decoderConfigFromHF(resume.config), { backend, dtype, init: false });
+      model.loadStateDict(checkpointTensorsToState(resume.tensors));
+    }
+    try {
+      tok = await loadTokenizer(resume ? resume.dir : base);
+    } catch (e) {
+      throw new CheckpointError(resume ? resume.dir : base, `no tokenizer to read the fine-tuning data with (${(e as Error).message})`);
+    }
+    tokenizerFiles = tok.toFiles();
+    if (cfg.data === '') throw new Error(`fine-tuning ${base} needs --data FILE (text, or JSONL with a "text" field per line), tokenized with its tokenizer`);
+    const ids = await tokenizeFile(cfg.data, tok, model.eosTokenIds[0] ?? tok.eotToken);
+    const bad = ids.findIndex((t) => t >= model.config.vocab_size);
+    if (bad >= 0) throw new Error(`${cfg.data}: token ${ids[bad]} at position ${bad} is outside the model's vocabulary of ${model.config.vocab_size}`);
+    data = { ...splitTokens(ids, cfg.block_size), dir: cfg.data };
+    if (!resume) say(`starting from ${base} (${model.config.model_type}, ${(model.numParameters() / 1e6).toFixed(2)}M parameters); ${cfg.data}: ${data.train.length.toLocaleString('en-US')} training and ${data.val.length.toLocaleString('en-US')} validation tokens`);
+  }
+  if (cfg.block_size > model.config.block_size) throw new Error(`block_size ${cfg.block_size} exceeds the model's context of ${model.config.block_size}`);
+  const attnInfo = { init_from: fromScratch ? 'scratch' : base };
+  let lora: LoraHandle | null = null;
+  if (cfg.lora_rank > 0 || isLoraResume) {
+    const targets = cfg.lora_target.split(',').map((t) => t.trim()).filter((t) => t);
+    lora = applyLora(model, { rank: cfg.lora_rank, alpha: cfg.lora_alpha > 0 ? cfg.lora_alpha : cfg.lora_rank, targets, dropout: cfg.lora_dropout, seed: cfg.seed });
+    if (isLoraResume) loadAdapterState(lora, resume!.tensors);
+    else say(`LoRA rank ${cfg.lora_rank} on ${lora.layers.length} layers (${targets.join(', ')}); ${lora.summary()}`);
+    const handle = lora;
+    return lmRun(cfg, model, data, () => {
+      const peftConfig = adapterConfig(handle, { baseModel: base, taskType: 'CAUSAL_LM' });
+      return {
+        config: { attn_checkpoint: LORA_CHECKPOINT, base_model_name_or_path: base, task: 'lm' },
+        model: adapterState(handle),
+        tokenizerFiles: {
+          ...tokenizerFiles,
+          [ADAPTER_CONFIG_FILE]: `${JSON.stringify(peftConfig, null, 2)}\n`,
+          [ADAPTER_WEIGHTS_FILE]: serializeSafetensors(peftAdapterState(handle), { format: 'pt' }),
+        },
+      };
+    }, { params: handle.trainableParameters() });
+  }
+  return lmRun(cfg, model, data, () => ({
+    config: { ...decoderConfigToHF(model.config, hfBase), torch_dtype: 'float32', attn: attnInfo },
+    model: modelToCheckpointTensors(model),
+    tokenizerFiles,
+  }));
+}
 
 /** Fills nanoGPT's defaults into a partial config and checks it (one error naming every problem). */
 export function trainConfig(partial: Record<string, unknown> = {}): TrainConfig {

@@ -63,7 +63,7 @@ export const FIELDS = {
   log_interval: { default: 1, check: 'pos-int', doc: 'write a metrics.jsonl record every this many updates' },
   // ---- data
   dataset: { default: 'data/shakespeare_char', check: 'path', tasks: ['lm', 'translation'], doc: "lm: a prepared folder (train.bin, val.bin, meta.json); translation: a folder of {split}.{lang}[.gz] files" },
-  data: { default: '', tasks: ['lm', 'masked-lm'], doc: 'lm: a text file, prepared (character level) into data/NAME; masked-lm: sentences (.tsv or text, .gz allowed), comma-separated' },
+  data: { default: '', tasks: ['lm', 'masked-lm'], doc: "lm: a text file, prepared (character level) into data/NAME, or with --init_from a Hugging Face decoder, text or JSONL ({\"text\": ...} per line) tokenized with the model's tokenizer; masked-lm: sentences (.tsv or text, .gz allowed), comma-separated" },
   val_fraction: { default: 0.02, check: 'unit', tasks: ['masked-lm'], doc: 'share of the sentences held out for validation' },
   train_file: { default: 'data/sst2/train.tsv', check: 'path', tasks: ['classification'], doc: 'labeled training sentences (TSV: sentence, label)' },
   dev_file: { default: 'data/sst2/dev.tsv', check: 'path', tasks: ['classification'], doc: 'labeled dev sentences: picks the best checkpoint' },
@@ -80,6 +80,7 @@ export const FIELDS = {
   mask_prob: { default: 0.15, check: 'unit', tasks: ['masked-lm'], doc: 'share of tokens selected for masked-LM prediction' },
   // ---- model
   block_size: { default: 1024, check: 'pos-int', tasks: MODELS, doc: 'context length: the longest sequence the model reads' },
+  model_type: { default: 'gpt', choices: ['gpt', 'llama', 'mistral', 'qwen2', 'qwen3', 'phi'], tasks: ['lm'], doc: "lm from scratch: attn's GPT, or a Hugging Face decoder family built from n_layer, n_head, n_kv_head, n_embd, block_size (saved in that family's layout)" },
   n_layer: { default: 12, check: 'pos-int', tasks: ['lm', 'classification', 'masked-lm'], doc: 'Transformer blocks' },
   n_layer_enc: { default: 3, check: 'pos-int', tasks: ['translation'], doc: 'encoder blocks' },
   n_layer_dec: { default: 3, check: 'pos-int', tasks: ['translation'], doc: 'decoder blocks' },
@@ -114,8 +115,10 @@ export const FIELDS = {
   pooling: { default: 'cls', choices: ['cls', 'mean'], tasks: ['classification'], doc: 'the head reads [CLS] or the mean of the tokens' },
   prompt: { default: '', tasks: ['classification'], doc: 'prompt-based classification: a template holding [MASK] once, after each sentence' },
   verbalizers: { default: 'terrible,great', tasks: ['classification'], doc: 'with prompt: one word per class, label 0 first' },
-  lora_rank: { default: 0, check: 'nonneg-int', tasks: ['classification'], doc: '> 0: LoRA adapters of this rank on the encoder linears (merged when saved)' },
-  lora_alpha: { default: 0, check: 'nonneg', tasks: ['classification'], doc: 'LoRA scale numerator (0: lora_rank)' },
+  lora_rank: { default: 0, check: 'nonneg-int', tasks: ['classification', 'lm'], doc: '> 0: LoRA adapters of this rank (classification: on the encoder linears, merged when saved; lm: on --lora_target of a Hugging Face decoder, saved unmerged in the PEFT layout); --lora_r is the same' },
+  lora_alpha: { default: 0, check: 'nonneg', tasks: ['classification', 'lm'], doc: 'LoRA scale numerator (0: lora_rank)' },
+  lora_target: { default: 'q_proj,v_proj', tasks: ['lm'], doc: "lm: comma-separated module names that get adapters (PEFT's target_modules)" },
+  lora_dropout: { default: 0, check: 'unit', tasks: ['lm'], doc: "lm: dropout on the adapters' input" },
   // ---- translation decoding at evaluation
   decode_len_a: { default: 1, check: 'nonneg', tasks: ['translation'], doc: 'greedy decoding for val BLEU stops after a·source length + b tokens' },
   decode_len_b: { default: 10, check: 'nonneg-int', tasks: ['translation'], doc: 'see decode_len_a' },

@@ -56,7 +56,7 @@ export interface TaskRun<B> {
   /** Validation metrics (val_loss at least), with the model in eval mode and no gradients. */
   evaluate(step: number): Promise<Record<string, number>> | Record<string, number>;
   /** What a checkpoint holds beside the optimizer and the trainer state. */
-  checkpoint(): { config: object; model: Map<string, TensorEntry>; tokenizerFiles?: Record<string, string> };
+  checkpoint(): { config: object; model: Map<string, TensorEntry>; tokenizerFiles?: Record<string, string | Uint8Array> };
   /** Sampler positions and other task state, merged into trainer_state.json. */
   state(): Record<string, unknown>;
   setState(state: Record<string, unknown>): void;
