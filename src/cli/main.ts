@@ -68,6 +68,26 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
     subcommand: true,
     run: async (f) => (await import('./finetune.js')).runFinetune(f),
   },
+  chat: {
+    summary: 'chat with a chat model in the terminal (its chat template, streamed replies)',
+    help: `attn chat --model DIR [--system TEXT] [options]
+
+An interactive conversation: each line you type is a user turn; the reply streams as it is
+generated and the conversation is kept (rendered with the model's chat template from
+tokenizer_config.json, by @huggingface/jinja). Generation stops at the model's end-of-turn ids
+(config.json and generation_config.json eos_token_id, the template's eos_token). An empty line or
+Ctrl-D ends it. Piped input works too: one user turn per line.
+
+  --model DIR            a model directory with tokenizer.json and a chat template, or a LoRA
+                         adapter directory (its base with the adapters on)
+  --adapter DIR          PEFT LoRA adapters to apply to --model
+  --system TEXT          a system message first
+  --max_new_tokens N     at most N tokens per reply (default 512)
+  --temperature T        0 is greedy (default 0.7); --top_p P (default 0.9), --top_k K
+  --seed N               reproducible replies (default 1337)
+  --device cpu|webgpu|auto|ref, --threads N`,
+    run: async (f) => (await import('./chat.js')).runChat(f),
+  },
   merge: {
     summary: 'merge LoRA adapters into their base model and save the result (Hugging Face layout)',
     help: `attn merge --model BASE --adapter DIR --out OUT

