@@ -14,6 +14,7 @@ import { chatTemplateOf, renderChat } from '../src/generate/chat.js';
 import { DecoderLM } from '../src/models/decoder.js';
 import { load } from '../src/models/files.js';
 import { loadDecoderDir } from '../src/models/hf-decoder-files.js';
+import { prepareDataset } from '../src/data/files.js';
 import { train } from '../src/tasks/lm.js';
 import { CharTokenizer } from '../src/tokenizers/index.js';
 
@@ -95,7 +96,10 @@ test('finetune lm with LoRA: PEFT adapter files, a frozen base, load(adapter dir
 
 test('train --model_type qwen3 from scratch on characters, saved in the Hugging Face layout', async () => {
   const out = join(root, 'scratch');
-  await train({ ...common, init_from: 'scratch', model_type: 'qwen3', n_layer: 2, n_head: 4, n_kv_head: 2, n_embd: 32, out_dir: out, max_iters: 20, eval_interval: 10 });
+  const ds = join(root, 'ds');
+  const text = readFileSync(dataFile, 'utf8');
+  await prepareDataset({ text, tokenizer: CharTokenizer.fromText(text), outDir: ds, source: dataFile });
+  await train({ ...common, data: '', dataset: ds, init_from: 'scratch', model_type: 'qwen3', n_layer: 2, n_head: 4, n_kv_head: 2, n_embd: 32, out_dir: out, max_iters: 20, eval_interval: 10 });
   const cfg = JSON.parse(await readFile(join(out, 'best', 'config.json'), 'utf8')) as Record<string, unknown>;
   assert.equal(cfg['model_type'], 'qwen3');
   assert.equal(cfg['num_key_value_heads'], 2);
