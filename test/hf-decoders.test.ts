@@ -18,7 +18,9 @@ import { readSafetensorsFile, writeSafetensorsFile } from '../src/io/files.js';
 import type { DecoderLM } from '../src/models/decoder.js';
 import { loadDecoderDir, saveDecoderDir } from '../src/models/hf-decoder-files.js';
 import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
-import { loadAdapters } from '../src/nn/lora-files.js';
+import { loadAdapters, saveAdapters } from '../src/nn/lora-files.js';
+import { applyLora, mergeLora } from '../src/nn/lora.js';
+import { webgpu } from './webgpu-helpers.js';
 
 const ROOT = fileURLToPath(new URL('../../test/fixtures/hf-decoders', import.meta.url));
 const CASES = readdirSync(ROOT).sort();
@@ -37,7 +39,7 @@ function logSoftmaxOf(model: DecoderLM, tokens: number[], backend: Backend = cpu
 }
 
 /** Logits by prefilling `prefill` tokens, then feeding one token per step through the KV cache. */
-function cachedLogSoftmax(model: DecoderLM, tokens: number[], prefill: number): number[] {
+function cachedLogSoftmax(model: DecoderLM, tokens: number[], prefill: number, backend: Backend = cpu): number[] {
   const cache = model.createKVCache();
   const out: number[] = [];
   try {
@@ -45,7 +47,7 @@ function cachedLogSoftmax(model: DecoderLM, tokens: number[], prefill: number): 
       for (let at = 0; at < tokens.length;) {
         const n = at === 0 ? prefill : 1;
         tidy(() => {
-          const lp = logSoftmax(model.forwardWithCache(tensor(Int32Array.from(tokens.slice(at, at + n)), { backend: cpu, shape: [1, n] }), cache).logits, -1).data();
+          const lp = logSoftmax(model.forwardWithCache(tensor(Int32Array.from(tokens.slice(at, at + n)), { backend, shape: [1, n] }), cache).logits, -1).data();
           out.push(...lp);
         });
         at += n;
@@ -89,7 +91,7 @@ for (const c of CASES) {
 }
 
 test('hf decoders: bfloat16 weights and bfloat16 matmuls stay close to the float64 reference', async (t) => {
-  for (const c of ['llama', 'qwen3', 'phi']) {
+  for (const c of CASES) {
     const exp = expectedOf(c);
     const { model } = await loadDecoderDir(join(ROOT, c), { backend: cpu });
     try {
@@ -182,5 +184,65 @@ test('hf llama + PEFT LoRA adapter: forward and adapter gradients match the PyTo
     assert.ok(worst < 1e-8, `LoRA gradients differ by ${worst}`);
   } finally {
     model.dispose();
+  }
+});
+
+test('hf decoders on webgpu: every family matches the reference within 1e-4, with and without the KV cache; float16 weights stay close', async (t) => {
+  const gpu = await webgpu();
+  if (typeof gpu === 'string') return t.skip(`no webgpu: ${gpu}`);
+  for (const c of CASES) {
+    const exp = expectedOf(c);
+    const { model, config } = await loadDecoderDir(join(ROOT, c), { backend: gpu });
+    try {
+      const d = maxDiff(logSoftmaxOf(model, exp.tokens, gpu), exp.log_softmax);
+      const n = config.rope_scaling?.rope_type === 'dynamic' ? config.max_position_embeddings : exp.tokens.length;
+      const want = config.rope_scaling?.rope_type === 'dynamic' ? logSoftmaxOf(model, exp.tokens.slice(0, n), gpu) : exp.log_softmax;
+      const dc = maxDiff(cachedLogSoftmax(model, exp.tokens.slice(0, n), 3, gpu), want);
+      t.diagnostic(`${c} webgpu: full ${d.toExponential(2)}, cached ${dc.toExponential(2)}`);
+      assert.ok(d < 1e-4 && dc < 1e-4, `${c} on webgpu: full ${d}, cached ${dc}`);
+      if (c === 'qwen3') {
+        model.halfWeights('float16');
+        const dh = maxDiff(logSoftmaxOf(model, exp.tokens, gpu), exp.log_softmax);
+        t.diagnostic(`${c} webgpu float16 weights: ${dh.toFixed(4)}`);
+        assert.ok(dh < 0.05, `${c}: float16 weights differ by ${dh}`);
+      }
+    } finally {
+      model.dispose();
+    }
+  }
+});
+
+test('hf decoders: LoRA on every family: only adapters train, the PEFT files load back, merging keeps the logits', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'attn-hfdec-lora-'));
+  try {
+    for (const c of CASES) {
+      const exp = expectedOf(c);
+      const { model } = await loadDecoderDir(join(ROOT, c), { backend: cpu });
+      const targets = c === 'phi' ? ['q_proj', 'v_proj', 'dense', 'fc1'] : ['q_proj', 'v_proj', 'o_proj', 'gate_proj'];
+      const h = applyLora(model, { rank: 2, alpha: 4, targets, seed: 3 });
+      assert.equal(h.layers.length, 4 * model.config.num_hidden_layers, c);
+      for (const l of h.layers) noGrad(() => l.B.backend.write(l.B.storage, Float32Array.from({ length: l.B.size }, (_, i) => Math.sin(i + 1) * 0.1), l.B.offset));
+      model.train();
+      tidy(() => {
+        const T = exp.tokens.length;
+        const x = tensor(Int32Array.from(exp.tokens.slice(0, T - 1)), { backend: cpu, shape: [1, T - 1] });
+        const y = tensor(Int32Array.from(exp.tokens.slice(1)), { backend: cpu, shape: [1, T - 1] });
+        model.forward(x, y).loss!.backward();
+      });
+      const withGrad = model.namedParameters().filter(([, p]) => p.grad).map(([n]) => n);
+      assert.equal(withGrad.length, 2 * h.layers.length, `${c}: only the adapters get gradients`);
+      model.eval();
+      const adapted = logSoftmaxOf(model, exp.tokens);
+      await saveAdapters(h, join(dir, c), { baseModel: join(ROOT, c), taskType: 'CAUSAL_LM' });
+      const again = await loadDecoderDir(join(ROOT, c), { backend: cpu });
+      await loadAdapters(again.model, join(dir, c));
+      assert.ok(maxDiff(logSoftmaxOf(again.model, exp.tokens), adapted) < 1e-6, `${c}: adapters saved and loaded`);
+      again.model.dispose();
+      mergeLora(h);
+      assert.ok(maxDiff(logSoftmaxOf(model, exp.tokens), adapted) < 1e-4, `${c}: merged`);
+      model.dispose();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });
