@@ -266,6 +266,13 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), double(attn::embedding_backward(a.f(1), a.i32(2), a.n(3), a.n(4), a.n(5), a.f(6), int(a.n(7)))));
 }
 
+/** rope(heap, x, cos, sin, out, rows, H, T, D, rd, offset, inverse, threads) */
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  return with_heap(info, [](const Args& a) {
+    attn::rope(a.f(1), a.f(2), a.f(3), a.f(4), a.n(5), a.n(6), a.n(7), a.n(8), a.n(9), a.n(10), int(a.n(11)), int(a.n(12)));
+  });
+}
+
 /** swiglu(heap, gate, up, out, n, threads) */
 Napi::Value Swiglu(const Napi::CallbackInfo& info) {
   return with_heap(info, [](const Args& a) { attn::swiglu(a.f(1), a.f(2), a.f(3), a.n(4), int(a.n(5))); });
@@ -348,6 +355,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("adamw", Napi::Function::New(env, AdamW));
   exports.Set("geluBackward", Napi::Function::New(env, GeluBackward));
   exports.Set("swiglu", Napi::Function::New(env, Swiglu));
+  exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("swigluBackward", Napi::Function::New(env, SwigluBackward));
   exports.Set("embedding", Napi::Function::New(env, Embedding));
   exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward));

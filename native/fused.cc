@@ -282,6 +282,32 @@ INLINE void swiglub_body(const float* g, const float* u, const float* gy, float*
 }
 VARIANTS(swiglub, (const float* g, const float* u, const float* gy, float* gg, float* gu, int64_t i0, int64_t i1), (g, u, gy, gg, gu, i0, i1))
 
+// ---------------------------------------------------------------- rotary position embedding
+
+// Row r (D features) sits at position (r / H) % T + offset: rows of (B, T, H, D) with H heads,
+// or of (B, H, T, D) with H = 1. The first rd features rotate in half-split pairs (i, i + rd/2);
+// sign -1 rotates back (the backward pass).
+INLINE void rope_body(const float* x, const float* cs, const float* sn, float* o, int64_t r0, int64_t r1, int64_t H, int64_t T, int64_t D,
+                      int64_t rd, int64_t offset, float sign) {
+  const int64_t half = rd / 2;
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t pos = (r / H) % T + offset;
+    const float* c = cs + pos * half;
+    const float* s = sn + pos * half;
+    const float* xr = x + r * D;
+    float* orow = o + r * D;
+#pragma omp simd
+    for (int64_t i = 0; i < half; i++) {
+      const float a = xr[i], b = xr[i + half];
+      orow[i] = a * c[i] - sign * b * s[i];
+      orow[i + half] = b * c[i] + sign * a * s[i];
+    }
+    for (int64_t i = rd; i < D; i++) orow[i] = xr[i];
+  }
+}
+VARIANTS(rope, (const float* x, const float* cs, const float* sn, float* o, int64_t r0, int64_t r1, int64_t H, int64_t T, int64_t D, int64_t rd, int64_t offset, float sign),
+         (x, cs, sn, o, r0, r1, H, T, D, rd, offset, sign))
+
 // ---------------------------------------------------------------- AdamW
 
 INLINE void adamw_body(float* p, const float* g, float* m, float* v, int64_t i0, int64_t i1, const AdamWParams& h) {
@@ -379,6 +405,13 @@ int64_t cross_entropy_backward(const float* logits, const int32_t* targets, cons
   auto f = ceb_pick();
   over_rows(N, V, threads, [&](int64_t r0, int64_t r1, int) { f(logits, targets, lse, scale, r0, r1, V, ignore_index, smoothing, gx); });
   return -1;
+}
+
+void rope(const float* x, const float* cos, const float* sin, float* out, int64_t rows, int64_t H, int64_t T, int64_t D, int64_t rd,
+          int64_t offset, int inverse, int threads) {
+  auto f = rope_pick();
+  const float sign = inverse ? -1.f : 1.f;
+  over_rows(rows, D, threads, [&](int64_t r0, int64_t r1, int) { f(x, cos, sin, out, r0, r1, H, T, D, rd, offset, sign); });
 }
 
 void swiglu(const float* gate, const float* up, float* out, int64_t n, int threads) {

@@ -33,6 +33,10 @@ int64_t embedding_backward(const float* gy, const int32_t* ids, int64_t n, int64
 
 /** out = silu(gate) * up (SwiGLU's gating), and its backward: g_gate = gy up silu'(gate), g_up = gy silu(gate). */
 void swiglu(const float* gate, const float* up, float* out, int64_t n, int threads);
+/** Rotary embedding of `rows` rows of D (position (r / H) % T + offset; tables cos, sin of rd/2
+ *  per position); inverse rotates back (the backward pass). */
+void rope(const float* x, const float* cos, const float* sin, float* out, int64_t rows, int64_t H, int64_t T, int64_t D, int64_t rd,
+          int64_t offset, int inverse, int threads);
 void swiglu_backward(const float* gate, const float* up, const float* gy, float* g_gate, float* g_up, int64_t n, int threads);
 
 struct AdamWParams {

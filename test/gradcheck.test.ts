@@ -116,3 +116,24 @@ test('scaled dot-product attention: full, causal, Tq < Tk, key padding', () => {
   const keyMask = ints([1, 1, 0, 1, 1, 1, 1, 0], [2, 4]);
   gradcheck('attention keyMask', (q, k, v) => A.scaledDotProductAttention(q, k, v, { keyMask }), [r([2, 2, 3, 2]), r([2, 2, 4, 2]), r([2, 2, 4, 2])]);
 });
+
+test('rotary position embedding: both layouts, partial rotation, an offset; fused equals the composite rotation', () => {
+  const table = (rows: number, half: number) => {
+    const c = new Float64Array(rows * half), s = new Float64Array(rows * half);
+    for (let p = 0; p < rows; p++) for (let i = 0; i < half; i++) {
+      c[p * half + i] = Math.cos(p * 0.7 ** i);
+      s[p * half + i] = Math.sin(p * 0.7 ** i);
+    }
+    return [A.tensor(c, { backend: be, shape: [rows, half] }), A.tensor(s, { backend: be, shape: [rows, half] })] as const;
+  };
+  const [cos, sin] = table(9, 2);
+  gradcheck('rotary bhtd', (x) => A.rotary(x, cos, sin, { layout: 'bhtd', offset: 2 }), [r([2, 3, 4, 4])]);
+  gradcheck('rotary bthd partial', (x) => A.rotary(x, cos, sin, { layout: 'bthd', offset: 5, rotaryDim: 4 }), [r([2, 4, 3, 6])]);
+  // The fused kernel against slices and muls (a backend without rope), both layouts.
+  const x = r([2, 4, 3, 6]);
+  const fused = A.rotary(x, cos, sin, { layout: 'bthd', offset: 1, rotaryDim: 4 }).data();
+  const x1 = A.slice(x, -1, 0, 2), x2 = A.slice(x, -1, 2, 4);
+  const c = A.reshape(A.slice(cos, 0, 1, 5), [4, 1, 2]), s = A.reshape(A.slice(sin, 0, 1, 5), [4, 1, 2]);
+  const want = A.concat([A.sub(A.mul(x1, c), A.mul(x2, s)), A.add(A.mul(x2, c), A.mul(x1, s)), A.slice(x, -1, 4)], -1).data();
+  for (let i = 0; i < want.length; i++) if (Math.abs(fused[i]! - want[i]!) > 1e-12) throw new Error(`rotary: element ${i}: ${fused[i]} vs ${want[i]}`);
+});

@@ -175,6 +175,14 @@ export interface Backend {
    *  in one pass each; backends without them get silu and mul from the ops layer. */
   swiglu?(gate: Storage, up: Storage, n: number, out: Storage): void;
   swigluBackward?(gate: Storage, up: Storage, gy: Storage, n: number, gGate: Storage, gUp: Storage): void;
+  /**
+   * Rotary position embedding of `rows` contiguous rows of D features: row r sits at position
+   * (r / H) % T + offset (rows of (B, T, H, D); H = 1 for (B, H, T, D)); its first rd features
+   * rotate in half-split pairs (i, i + rd/2) by the angles whose cos and sin tables (rd/2 per
+   * position, from position 0) are given; the rest are copied. inverse rotates back (the
+   * backward pass). Backends without it get the rotation from slices, muls and a concat.
+   */
+  rope?(x: Storage, cos: Storage, sin: Storage, out: Storage, rows: number, H: number, T: number, D: number, rd: number, offset: number, inverse: boolean): void;
   /** Whether attention reads q, k, v and writes out through AttentionArgs.views (no copies). */
   readonly stridedAttention?: boolean;
 

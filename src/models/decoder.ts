@@ -118,18 +118,19 @@ export class DecoderAttention extends Module {
     const H = this.cfg.num_attention_heads;
     const Hkv = this.cfg.num_key_value_heads;
     const D = this.cfg.head_dim;
-    const heads = (t: Tensor, h: number, n: LayerNorm | RMSNorm | null): Tensor => {
-      let r = reshape(t, [B, T, h, D]); // (B, T, h, D)
-      if (n) r = n.forward(r); // over each head's D features
-      return permute(r, [0, 2, 1, 3]); // (B, h, T, D)
-    };
-    let q = heads(this.q_proj.forward(x), H, this.qNorm);
-    let k = heads(this.k_proj.forward(x), Hkv, this.kNorm);
-    let v = heads(this.v_proj.forward(x), Hkv, null);
     const past = cache?.k ? cache.k.shape[2]! : 0;
     if (cache?.k && cache.k.shape[0] !== B) throw new Error(`DecoderAttention: batch of ${B} does not match the KV cache's batch of ${cache.k.shape[0]}`);
-    q = this.rope.apply(q, past);
-    k = this.rope.apply(k, past);
+    // (B, T, h·D) -> (B, h, T, D); q and k are normed per head and rotated while still
+    // contiguous (B, T, h, D), so the head split costs no copy.
+    const heads = (t: Tensor, h: number, n: LayerNorm | RMSNorm | null, rotate: boolean): Tensor => {
+      let r = reshape(t, [B, T, h, D]);
+      if (n) r = n.forward(r); // over each head's D features
+      if (rotate) r = this.rope.apply(r, past, 'bthd');
+      return permute(r, [0, 2, 1, 3]);
+    };
+    const q = heads(this.q_proj.forward(x), H, this.qNorm, true);
+    let k = heads(this.k_proj.forward(x), Hkv, this.kNorm, true);
+    let v = heads(this.v_proj.forward(x), Hkv, null, false);
     if (cache) {
       k = appendToCache(cache, 'k', k); // (B, Hkv, past + T, D)
       v = appendToCache(cache, 'v', v);

@@ -3,7 +3,7 @@
 //  - sinusoidal: the fixed table of "Attention Is All You Need" (2017), added likewise;
 //  - RoPE (Su et al., 2021): rotates q and k so that q·k depends on the relative offset.
 // Each takes a position offset so that a KV cache can continue a sequence.
-import { arange, concat, fmt, mul, add, sub, slice, tensor, type Tensor } from '../tensor/index.js';
+import { arange, fmt, rotary, slice, tensor, type Tensor } from '../tensor/index.js';
 import { Embedding, type InitOptions } from './layers.js';
 import { Module, type ModuleOptions } from './module.js';
 
@@ -86,13 +86,7 @@ export class RotaryEmbedding extends Module {
     const T = x.shape[x.ndim - 2]!;
     if (D !== this.headDim) throw new Error(`RotaryEmbedding: input ${fmt(x.shape)} has head dim ${D}, expected ${this.headDim}`);
     checkRange('RotaryEmbedding', offset, T, this.maxLen);
-    const half = D / 2;
-    const cos = slice(this.cos, 0, offset, offset + T); // (T, D/2), broadcasts over B and H
-    const sin = slice(this.sin, 0, offset, offset + T);
-    const x1 = slice(x, -1, 0, half); // (B, H, T, D/2)
-    const x2 = slice(x, -1, half);
-    // (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin): a 2-D rotation of each pair.
-    return concat([sub(mul(x1, cos), mul(x2, sin)), add(mul(x2, cos), mul(x1, sin))], -1);
+    return rotary(x, this.cos, this.sin, { layout: 'bhtd', offset });
   }
 }
 
@@ -185,7 +179,7 @@ export class ScaledRope {
     this.tableSeqLen = seqLen;
   }
 
-  /** cos and sin (T, dim/2) for positions offset … offset+T-1. */
+  /** The cos and sin tables (rows ≥ offset + T, dim/2), from position 0. */
   private tables(T: number, offset: number): [Tensor, Tensor] {
     const end = offset + T;
     const dynamic = this.spec.scaling?.rope_type === 'dynamic';
@@ -197,21 +191,17 @@ export class ScaledRope {
       // Past the original context a dynamic table serves one length only: build just that.
       this.build(seqLen > this.spec.maxPositions ? end : Math.max(end, 2 * cap, 64), seqLen);
     }
-    return [slice(this.cos!, 0, offset, end), slice(this.sin!, 0, offset, end)];
+    return [this.cos!, this.sin!];
   }
 
-  /** Rotates the first spec.dim features of x (B, H, T, D) whose first token is at `offset`. */
-  apply(x: Tensor, offset = 0): Tensor {
-    const D = x.shape[x.ndim - 1]!;
-    const T = x.shape[x.ndim - 2]!;
-    const rd = this.spec.dim;
-    if (rd > D) throw new Error(`ScaledRope: input ${fmt(x.shape)} has head dim ${D}, fewer than the ${rd} rotary features`);
+  /** Rotates the first spec.dim features of x, (B, H, T, D) or (B, T, H, D) per `layout`,
+   *  whose first token is at `offset` (one fused op; see rotary). */
+  apply(x: Tensor, offset = 0, layout: 'bhtd' | 'bthd' = 'bhtd'): Tensor {
+    const T = x.shape[layout === 'bthd' ? 1 : 2]!;
+    const D = x.shape[3]!;
+    if (this.spec.dim > D) throw new Error(`ScaledRope: input ${fmt(x.shape)} has head dim ${D}, fewer than the ${this.spec.dim} rotary features`);
     const [cos, sin] = this.tables(T, offset);
-    const half = rd / 2;
-    const x1 = slice(x, -1, 0, half); // (B, H, T, rd/2)
-    const x2 = slice(x, -1, half, rd);
-    const rotated = [sub(mul(x1, cos), mul(x2, sin)), add(mul(x2, cos), mul(x1, sin))];
-    return concat(rd === D ? rotated : [...rotated, slice(x, -1, rd)], -1);
+    return rotary(x, cos, sin, { layout, offset, rotaryDim: this.spec.dim });
   }
 
   dispose(): void {

@@ -506,6 +506,50 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
   });
 }
 
+/**
+ * Rotary position embedding (Su et al. 2021), half-split pairs (i, i + rd/2) as in GPT-NeoX and
+ * Hugging Face's Llama: x is (B, T, H, D) ('bthd') or (B, H, T, D) ('bhtd'); its first rd
+ * features (default D) at position p rotate by the angles whose cosines and sines are row p of
+ * cos and sin (P, rd/2), p = offset … offset+T-1; the rest pass through. One fused pass each way
+ * where the backend has it (float32), else slices, muls and a concat. No gradient flows to the
+ * tables.
+ */
+export function rotary(x: Tensor, cos: Tensor, sin: Tensor, opts: { layout: 'bthd' | 'bhtd'; offset?: number; rotaryDim?: number }): Tensor {
+  const be = backendOf('rotary', x, cos, sin);
+  needFloat('rotary', x);
+  if (x.ndim !== 4) throw new ShapeError(`rotary: x must be 4-D (B, T, H, D) or (B, H, T, D), got ${fmt(x.shape)}`);
+  const [B, A1, A2, D] = x.shape as [number, number, number, number];
+  const [T, H] = opts.layout === 'bthd' ? [A1, A2] : [A2, 1];
+  const rd = opts.rotaryDim ?? D;
+  const offset = opts.offset ?? 0;
+  const half = rd / 2;
+  if (!(Number.isInteger(half) && half >= 1 && rd <= D)) throw new ShapeError(`rotary: rotaryDim ${rd} must be even and at most the head size ${D}`);
+  if (cos.ndim !== 2 || cos.shape[1] !== half || !sameShape(cos.shape, sin.shape)) throw new ShapeError(`rotary: cos ${fmt(cos.shape)} and sin ${fmt(sin.shape)} must both be (positions, ${half})`);
+  if (offset < 0 || offset + T > cos.shape[0]!) throw new RangeError(`rotary: positions [${offset}, ${offset + T}) exceed the table of ${cos.shape[0]} positions`);
+  const fused = be.rope;
+  if (!fused || !be.supports(x.dtype) || x.dtype === 'float16' || x.dtype === 'bfloat16' || cos.dtype !== x.dtype || sin.dtype !== x.dtype) {
+    // (T, rd/2) tables broadcast over the other axes: (T, 1, rd/2) in the bthd layout.
+    const c0 = slice(cos, 0, offset, offset + T);
+    const s0 = slice(sin, 0, offset, offset + T);
+    const [c, sn] = opts.layout === 'bthd' ? [reshape(c0, [T, 1, half]), reshape(s0, [T, 1, half])] : [c0, s0];
+    const x1 = slice(x, -1, 0, half);
+    const x2 = slice(x, -1, half, rd);
+    const rotated = [sub(mul(x1, c), mul(x2, sn)), add(mul(x2, c), mul(x1, sn))];
+    return concat(rd === D ? rotated : [...rotated, slice(x, -1, rd)], -1);
+  }
+  // contiguous() also makes the tables start at element 0 of their storage, as the kernel reads them.
+  const [xc, ct, st] = noGrad(() => [contiguous(x), contiguous(cos), contiguous(sin)]) as [Tensor, Tensor, Tensor];
+  const rows = B * A1 * A2;
+  const out = like(x);
+  fused.call(be, xc.storage, ct.storage, st.storage, out.storage, rows, H, T, D, rd, offset, false);
+  return record(out, 'rotary', [x], (g) => {
+    const gc = contiguous(g);
+    const gx = like(x);
+    fused.call(be, gc.storage, ct.storage, st.storage, gx.storage, rows, H, T, D, rd, offset, true);
+    return [gx];
+  });
+}
+
 /** cond ? a : b, broadcasting all three; cond is nonzero/zero. */
 export function where(cond: Tensor, a: Tensor | number, b: Tensor | number): Tensor {
   const ref = typeof a !== 'number' ? a : typeof b !== 'number' ? b : null;

@@ -361,6 +361,14 @@ export class CpuBackend extends RefBackend {
   }
 
   /** Only with the native kernels (the ops layer composes silu and mul otherwise). */
+  override rope(x: Storage, cos: Storage, sin: Storage, out: Storage, rows: number, H: number, T: number, D: number, rd: number, offset: number, inverse: boolean): void {
+    if (!this.native) return super.rope(x, cos, sin, out, rows, H, T, D, rd, offset, inverse); // WebAssembly: ref's loop over the heap
+    this.need('rope', 'x', x, rows * D);
+    this.need('rope', 'out', out, rows * D);
+    for (const [name, s] of [['cos', cos], ['sin', sin]] as const) this.need('rope', name, s, (T + offset) * (rd / 2));
+    if (!this.f32(x, cos, sin, out)) throw new TypeError('rope: float32 operands only');
+    this.native.rope(this.rt.heapF32, this.ptr(x), this.ptr(cos), this.ptr(sin), this.ptr(out), rows, H, T, D, rd, offset, inverse ? 1 : 0, this.nativeThreads());
+  }
   get swiglu(): Backend['swiglu'] {
     return this.native ? this.swigluNative : undefined;
   }

@@ -94,6 +94,7 @@ export interface NativeKernels {
   embedding(heap: Float32Array, weight: number, bf16: number, V: number, C: number, ids: number, n: number, out: number, threads: number): number;
   embeddingBackward(heap: Float32Array, gy: number, ids: number, n: number, V: number, C: number, gw: number, threads: number): number;
   swiglu(heap: Float32Array, gate: number, up: number, out: number, n: number, threads: number): void;
+  rope(heap: Float32Array, x: number, cos: number, sin: number, out: number, rows: number, H: number, T: number, D: number, rd: number, offset: number, inverse: number, threads: number): void;
   swigluBackward(heap: Float32Array, gate: number, up: number, gy: number, gGate: number, gUp: number, n: number, threads: number): void;
   geluBackward(heap: Float32Array, x: number, gy: number, gx: number, n: number, threads: number): void;
   adamw(heap: Float32Array, param: number, grad: number, m: number, v: number, n: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,

@@ -227,6 +227,13 @@ export class RefBackend implements Backend {
       this.arr(gx), this.opt(gw), this.opt(gb));
   }
 
+  rope(x: Storage, cos: Storage, sin: Storage, out: Storage, rows: number, H: number, T: number, D: number, rd: number, offset: number, inverse: boolean): void {
+    this.need('rope', 'x', x, rows * D);
+    this.need('rope', 'out', out, rows * D);
+    for (const [what, s] of [['cos', cos], ['sin', sin]] as const) this.need('rope', what, s, (T + offset) * (rd / 2));
+    K.rope(this.arr(x), this.arr(cos), this.arr(sin), this.arr(out), rows, H, T, D, rd, offset, inverse);
+  }
+
   rmsNorm(x: Storage, w: Storage | null, rows: number, n: number, eps: number, out: Storage, rstd: Storage): void {
     this.need('rmsNorm', 'x', x, rows * n);
     this.need('rmsNorm', 'out', out, rows * n);

@@ -805,3 +805,20 @@ export function adamw(p: AdamWArrays): void {
     param[i] = w - lr * (mi / bc1 / (Math.sqrt(vi / bc2) + eps) + weightDecay * w);
   }
 }
+
+/** Rotary embedding (see Backend.rope): rows of D at position (r / H) % T + offset. */
+export function rope(x: TypedArray, cos: TypedArray, sin: TypedArray, out: TypedArray, rows: number, H: number, T: number, D: number, rd: number, offset: number, inverse: boolean): void {
+  const half = rd / 2;
+  const sign = inverse ? -1 : 1;
+  for (let r = 0; r < rows; r++) {
+    const pos = (Math.floor(r / H) % T) + offset;
+    const xb = r * D;
+    for (let i = 0; i < half; i++) {
+      const c = cos[pos * half + i]!, s = sin[pos * half + i]!;
+      const a = x[xb + i]!, b = x[xb + i + half]!;
+      out[xb + i] = a * c - sign * b * s;
+      out[xb + i + half] = b * c + sign * a * s;
+    }
+    for (let i = rd; i < D; i++) out[xb + i] = x[xb + i]!;
+  }
+}
