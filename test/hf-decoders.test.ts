@@ -110,7 +110,7 @@ test('hf decoders: bfloat16 weights and bfloat16 matmuls stay close to the float
 test('hf decoders: save writes the Hugging Face layout and loads back to the same logits (float32 exact, bfloat16 rounded)', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'attn-hfdec-'));
   try {
-    for (const c of ['llama-rope-llama3', 'qwen2', 'phi']) {
+    for (const c of CASES) {
       const exp = expectedOf(c);
       const a = await loadDecoderDir(join(ROOT, c), { backend: cpu });
       await saveDecoderDir(a.model, join(dir, c), { hfConfig: a.hfConfig });
