@@ -2,6 +2,7 @@
 // LoRA from a decoder directory (tokenized with its tokenizer), the PEFT adapter layout,
 // attn.load of an adapter directory, exact resume, and chat templates through @huggingface/jinja.
 import { test } from 'node:test';
+import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -122,4 +123,48 @@ test('chat templates render with @huggingface/jinja exactly as the models expect
   assert.equal(renderChat(qwen3, messages.slice(0, 2), { addGenerationPrompt: false }), '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n');
   assert.equal(chatTemplateOf(cfgOf('llama2')), null, "Llama 2's base tokenizer has no template");
   assert.throws(() => renderChat({ source: '{% for m in messages %}{{ m.content', bosToken: null, eosToken: null }, messages), /chat template/);
+});
+
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+function cli(args: string[], input?: string): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: root, timeout: 120_000, input });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('the CLI on a llama directory: info, logprobs (= the reference), sample, finetune lm --lora_r, merge, chat', async () => {
+  const exp = JSON.parse(readFileSync(join(FIXTURE, 'expected.json'), 'utf8')) as { tokens: number[]; log_softmax: number[]; vocab_size: number };
+  const info = cli(['info', '--model', base]);
+  assert.equal(info.status, 0, info.stderr);
+  assert.match(info.stdout, /model: llama \(LlamaForCausalLM\), 2 layers, hidden 16, 4 heads \(2 key\/value\)/);
+  const lp = cli(['logprobs', '--model', base, '--tokens', exp.tokens.slice(0, 6).join(',')]);
+  assert.equal(lp.status, 0, lp.stderr);
+  const got = (JSON.parse(lp.stdout) as { logprobs: number[] }).logprobs;
+  got.forEach((v, i) => assert.ok(Math.abs(v - exp.log_softmax[i * exp.vocab_size + exp.tokens[i + 1]!]!) < 1e-4, `logprob ${i}`));
+  const s = cli(['sample', '--model', base, '--prompt', 'the king', '--max_new_tokens', '12', '--seed', '1']);
+  assert.equal(s.status, 0, s.stderr);
+  assert.ok(s.stdout.startsWith('the king') && s.stdout.length > 'the king'.length, s.stdout);
+  const out = join(root, 'cli-lora');
+  const ft = cli(['finetune', 'lm', '--init_from', base, '--data', dataFile, '--lora_r', '2', '--max_iters', '4', '--eval_interval', '2', '--eval_iters', '2', '--block_size', '16', '--out', out, '--quiet']);
+  assert.equal(ft.status, 0, ft.stderr);
+  assert.match(ft.stderr, /LoRA rank 2 on 4 layers \(q_proj, v_proj\)/);
+  const viaDir = cli(['sample', '--model', join(out, 'best'), '--prompt', 'the', '--max_new_tokens', '8', '--seed', '2', '--temperature', '0']);
+  const viaFlag = cli(['sample', '--model', base, '--adapter', join(out, 'best'), '--prompt', 'the', '--max_new_tokens', '8', '--seed', '2', '--temperature', '0']);
+  assert.equal(viaDir.status, 0, viaDir.stderr);
+  assert.equal(viaDir.stdout, viaFlag.stdout);
+  const merged = join(root, 'cli-merged');
+  const m = cli(['merge', '--adapter', join(out, 'best'), '--out', merged]);
+  assert.equal(m.status, 0, m.stderr);
+  const viaMerged = cli(['sample', '--model', merged, '--prompt', 'the', '--max_new_tokens', '8', '--seed', '2', '--temperature', '0']);
+  assert.equal(viaMerged.stdout, viaDir.stdout, 'the merged model samples what base + adapters do');
+  // A chat template (a plain one: the character vocabulary has no special tokens).
+  await writeFile(join(base, 'tokenizer_config.json'), JSON.stringify({
+    chat_template: "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}",
+    eos_token: '\n',
+  }));
+  const chat = cli(['chat', '--model', base, '--system', 'be brief', '--max_new_tokens', '6', '--seed', '3'], 'hello there\nand now\n');
+  assert.equal(chat.status, 0, chat.stderr);
+  assert.equal(chat.stdout.split('\n').filter((l) => l !== '').length <= 2 * 2, true, chat.stdout);
+  const noTemplate = cli(['chat', '--model', join(root, 'cli-merged')], 'hi\n');
+  assert.notEqual(noTemplate.status, 0);
+  assert.match(noTemplate.stderr, /has no chat template/);
 });

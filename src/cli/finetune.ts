@@ -41,7 +41,7 @@ ${fieldHelp(CLASSIFICATION_TASK)}`;
 /** The lm task's defaults for fine-tuning (the pre-training defaults are nanoGPT's). */
 const LM_FINETUNE_DEFAULTS = {
   out_dir: 'out/finetune-lm', max_iters: 200, batch_size: 4, block_size: 128, eval_interval: 50, eval_iters: 20,
-  weight_decay: 0, warmup_iters: 10, dropout: 0,
+  weight_decay: 0, dropout: 0,
 };
 
 export async function runFinetune(f: Flags): Promise<void> {
