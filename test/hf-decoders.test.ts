@@ -124,6 +124,13 @@ test('hf decoders: save writes the Hugging Face layout and loads back to the sam
       await saveDecoderDir(a.model, join(dir, `${c}-bf16`), { hfConfig: a.hfConfig, dtype: 'bfloat16' });
       const st = await readSafetensorsFile(join(dir, `${c}-bf16`, 'model.safetensors'));
       assert.ok([...st.tensors.values()].every((e) => e.dtype === 'BF16'));
+      // Sharded: shards of at most 4 KiB and an index; loads back to the same logits.
+      await saveDecoderDir(a.model, join(dir, `${c}-sharded`), { hfConfig: a.hfConfig, maxShardBytes: 4096 });
+      const index = JSON.parse(readFileSync(join(dir, `${c}-sharded`, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> };
+      assert.ok(new Set(Object.values(index.weight_map)).size > 2);
+      const sh = await loadDecoderDir(join(dir, `${c}-sharded`), { backend: cpu });
+      assert.deepEqual([...logSoftmaxOf(sh.model, exp.tokens)], [...logSoftmaxOf(a.model, exp.tokens)], `${c}: sharded round trip`);
+      sh.model.dispose();
       a.model.dispose();
       b.model.dispose();
     }

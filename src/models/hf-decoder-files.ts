@@ -6,13 +6,13 @@
 // missing, unexpected or mis-shaped tensor is refused, naming it and both shapes), then tensors
 // are read one at a time straight into the model's parameters, so a checkpoint is never held
 // in memory beside the model.
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { CheckpointError } from '../io/checkpoint.js';
 import { exists, openSafetensorsFile, writeFileAtomic, writeSafetensorsFile, type SafetensorsReader } from '../io/files.js';
 import type { SafetensorsDType, TensorEntry } from '../io/safetensors.js';
-import { fmt, type DType } from '../tensor/index.js';
+import { fmt, type DType, type Tensor } from '../tensor/index.js';
 import { DecoderLM, type DecoderConfig } from './decoder.js';
 import { decoderConfigFromHF, decoderConfigToHF } from './hf-decoder.js';
 
@@ -120,19 +120,45 @@ export interface SaveDecoderOptions {
   hfConfig?: Record<string, unknown>;
   /** Tensor dtype in the file (default float32). */
   dtype?: 'float32' | 'bfloat16';
+  /** Largest shard in bytes (default 2 GiB): bigger models are written as
+   *  model-0000k-of-0000n.safetensors with model.safetensors.index.json, as save_pretrained does. */
+  maxShardBytes?: number;
 }
 
 /** Writes config.json and model.safetensors as transformers' save_pretrained does (atomic per file). */
 export async function saveDecoderDir(model: DecoderLM, dir: string, opts: SaveDecoderOptions = {}): Promise<void> {
   const bf16 = opts.dtype === 'bfloat16';
-  const entries = new Map<string, TensorEntry>();
+  const width = bf16 ? 2 : 4;
+  const maxShard = opts.maxShardBytes ?? 2 ** 31;
+  // Shards of whole tensors in name order, each at most maxShard bytes (a larger tensor alone).
+  const shards: [string, Tensor][][] = [[]];
+  let size = 0;
+  let total = 0;
   for (const [name, t] of model.stateDict()) {
-    // The serializer rounds to bfloat16 (nearest even) itself.
-    entries.set(name, { dtype: bf16 ? 'BF16' : 'F32', shape: [...t.shape], data: Float32Array.from(t.data()) });
+    const bytes = t.size * width;
+    if (size > 0 && size + bytes > maxShard) {
+      shards.push([]);
+      size = 0;
+    }
+    shards[shards.length - 1]!.push([name, t]);
+    size += bytes;
+    total += bytes;
   }
   const config = decoderConfigToHF(model.config, opts.hfConfig);
   config['torch_dtype'] = bf16 ? 'bfloat16' : 'float32';
   await mkdir(dir, { recursive: true });
-  await writeSafetensorsFile(join(dir, SINGLE), entries, { format: 'pt' });
+  const n = shards.length;
+  const fileOf = (i: number): string => (n === 1 ? SINGLE : `model-${String(i + 1).padStart(5, '0')}-of-${String(n).padStart(5, '0')}.safetensors`);
+  for (let i = 0; i < n; i++) {
+    // One shard serialized at a time. The serializer rounds to bfloat16 (nearest even) itself.
+    const entries = new Map<string, TensorEntry>(shards[i]!.map(([name, t]) => [name, { dtype: bf16 ? 'BF16' : 'F32', shape: [...t.shape], data: Float32Array.from(t.data()) }]));
+    await writeSafetensorsFile(join(dir, fileOf(i)), entries, { format: 'pt' });
+  }
+  if (n > 1) {
+    const weightMap = Object.fromEntries(shards.flatMap((sh, i) => sh.map(([name]) => [name, fileOf(i)])));
+    await writeFileAtomic(join(dir, INDEX), `${JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2)}\n`);
+  }
+  // A layout left from an earlier save would shadow this one (model.safetensors is read first).
+  await rm(join(dir, n === 1 ? INDEX : SINGLE), { force: true });
   await writeFileAtomic(join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
 }
