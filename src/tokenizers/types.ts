@@ -1,6 +1,6 @@
 // The interface every tokenizer in attn implements (re-exported by ./index.ts).
 
-export type TokenizerKind = 'char' | 'bpe';
+export type TokenizerKind = 'char' | 'bpe' | 'hf';
 
 export interface Tokenizer {
   readonly kind: TokenizerKind;
