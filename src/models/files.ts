@@ -12,6 +12,10 @@ import { BERT_MODEL_TYPE, bertCheckpointConfig, bertStateEntries, loadBertCheckp
 import { BertModel } from './bert.js';
 import { checkpointConfigJson, modelToCheckpointTensors } from './checkpoint-format.js';
 import { DecoderLM } from './decoder.js';
+import { HFBert } from './hf-bert.js';
+import { loadHFBertDir, saveHFBertDir } from './hf-bert-files.js';
+import { loadT5Dir, saveT5Dir } from './hf-t5-files.js';
+import { T5Model } from './t5.js';
 import { loadGPTCheckpoint } from './gpt-checkpoint.js';
 import { GPT } from './gpt.js';
 import { loadDecoderDir, saveDecoderDir } from './hf-decoder-files.js';
@@ -19,14 +23,15 @@ import { decoderFamilyOf } from './hf-decoder.js';
 import { loadSeq2SeqCheckpoint, SEQ2SEQ_MODEL_TYPE, seq2seqConfigJson } from './seq2seq-checkpoint.js';
 import { EncoderDecoder } from './seq2seq.js';
 
-export type AnyModel = GPT | DecoderLM | BertModel | EncoderDecoder;
+export type AnyModel = GPT | DecoderLM | BertModel | EncoderDecoder | HFBert | T5Model;
 
 export interface Loaded {
   /** In eval mode. */
   model: AnyModel;
   /** 'gpt' (attn's GPT or Hugging Face GPT-2), 'decoder' (Hugging Face llama, mistral, qwen2,
-   *  qwen3, phi), 'encoder' (BERT-style) or 'encoder-decoder'. */
-  kind: 'gpt' | 'decoder' | 'encoder' | 'encoder-decoder';
+   *  qwen3, phi), 'encoder' (attn's BERT-style), 'encoder-decoder' (attn's 2017 model), 'hf-bert'
+   *  (Hugging Face BERT) or 't5' (Hugging Face T5). */
+  kind: 'gpt' | 'decoder' | 'encoder' | 'encoder-decoder' | 'hf-bert' | 't5';
   /** The directory's tokenizer, or null when it holds none. */
   tokenizer: Tokenizer | null;
 }
@@ -68,6 +73,14 @@ export async function load(dir: string, opts: { backend?: Backend; dtype?: DType
     const r = await loadDecoderDir(dir, { backend, dtype: opts.dtype });
     return { model: r.model, kind: 'decoder', tokenizer: await tokenizerOf(dir) };
   }
+  if (config['model_type'] === 'bert') {
+    const r = await loadHFBertDir(dir, { backend, dtype: opts.dtype });
+    return { model: r.model, kind: 'hf-bert', tokenizer: await tokenizerOf(dir) };
+  }
+  if (config['model_type'] === 't5') {
+    const r = await loadT5Dir(dir, { backend, dtype: opts.dtype });
+    return { model: r.model, kind: 't5', tokenizer: await tokenizerOf(dir) };
+  }
   if (config['model_type'] === BERT_MODEL_TYPE) {
     const r = await loadBertCheckpoint(dir, { backend });
     return { model: r.model, kind: 'encoder', tokenizer: r.tokenizer };
@@ -87,8 +100,10 @@ export async function load(dir: string, opts: { backend?: Backend; dtype?: DType
  */
 export async function save(dir: string, model: AnyModel, tokenizer?: Tokenizer | null, opts: { hfConfig?: Record<string, unknown> } = {}): Promise<void> {
   const tokenizerFiles = tokenizer ? tokenizer.toFiles() : {};
-  if (model instanceof DecoderLM) {
-    await saveDecoderDir(model, dir, { hfConfig: opts.hfConfig });
+  if (model instanceof DecoderLM || model instanceof HFBert || model instanceof T5Model) {
+    if (model instanceof DecoderLM) await saveDecoderDir(model, dir, { hfConfig: opts.hfConfig });
+    else if (model instanceof HFBert) await saveHFBertDir(model, dir, { hfConfig: opts.hfConfig });
+    else await saveT5Dir(model, dir, { hfConfig: opts.hfConfig });
     if (tokenizer) await tokenizer.save(dir);
     return;
   }

@@ -12,7 +12,10 @@ export { checkpointConfigJson, checkpointTensorsToState, modelToCheckpointTensor
 
 /** The GPTConfig of a checkpoint's config.json: attn's own under "attn", else a Hugging Face GPT-2 config. */
 export function gptConfigFromCheckpointJson(json: Record<string, unknown>, path = 'config.json'): GPTConfig {
-  const kinds: Record<string, string> = { attn_seq2seq: 'an encoder-decoder translation model (attn translate reads it)', attn_bert: 'a BERT-style encoder (attn eval classify reads it)' };
+  const kinds: Record<string, string> = {
+    attn_seq2seq: 'an encoder-decoder translation model (attn translate reads it)', attn_bert: 'a BERT-style encoder (attn eval classify reads it)',
+    bert: 'a Hugging Face BERT encoder (attn.load reads it)', t5: 'a Hugging Face T5 encoder-decoder (attn.load reads it)',
+  };
   const t = json['model_type'];
   if (typeof t === 'string' && kinds[t]) throw new CheckpointError(path, `holds ${kinds[t]}, not a GPT language model (model_type '${t}')`);
   try {

@@ -13,6 +13,7 @@ import { CheckpointError } from '../io/checkpoint.js';
 import { exists, openSafetensorsFile, writeFileAtomic, writeSafetensorsFile, type SafetensorsReader } from '../io/files.js';
 import type { SafetensorsDType, TensorEntry } from '../io/safetensors.js';
 import { fmt, type DType, type Tensor } from '../tensor/index.js';
+import type { Module } from '../nn/module.js';
 import { DecoderLM, type DecoderConfig } from './decoder.js';
 import { decoderConfigFromHF, decoderConfigToHF } from './hf-decoder.js';
 
@@ -58,35 +59,37 @@ const FLOAT = new Set<SafetensorsDType>(['F32', 'F16', 'BF16', 'F64']);
 
 /**
  * Streams the weights of `files` into `model`: headers first, every name and shape checked,
- * then one tensor at a time. `ignore` lists tensor names to skip (a tied head's copy).
+ * then one tensor at a time. `rename` maps a file's tensor name to the model's, or to null to
+ * skip it (a tied head's copy, a head the model does not have).
  */
-export async function streamWeightsInto(model: DecoderLM, files: string[], ignore: (name: string) => boolean = () => false): Promise<void> {
+export async function streamWeightsInto(model: Module, files: string[], rename: (name: string) => string | null = (n) => n, what = 'model'): Promise<void> {
   const params = model.stateDict();
   const readers: SafetensorsReader[] = [];
   try {
-    const where = new Map<string, SafetensorsReader>();
+    const where = new Map<string, [SafetensorsReader, string]>();
     for (const f of files) {
       const r = await openSafetensorsFile(f);
       readers.push(r);
-      for (const [name, info] of r.header.tensors) {
-        if (ignore(name)) continue;
+      for (const [fileName, info] of r.header.tensors) {
+        const name = rename(fileName);
+        if (name === null) continue;
         const p = params.get(name);
-        if (!p) throw new CheckpointError(f, `unexpected tensor '${name}' ${fmt(info.shape)}: the ${model.config.model_type} model has no such parameter`);
-        if (where.has(name)) throw new CheckpointError(f, `tensor '${name}' appears in two shards (${where.get(name)!.path})`);
-        if (!FLOAT.has(info.dtype)) throw new CheckpointError(f, `tensor '${name}' has dtype ${info.dtype}, expected a float type`);
+        if (!p) throw new CheckpointError(f, `unexpected tensor '${fileName}' ${fmt(info.shape)}: the ${what} has no such parameter`);
+        if (where.has(name)) throw new CheckpointError(f, `tensor '${name}' appears twice (${where.get(name)![0].path})`);
+        if (!FLOAT.has(info.dtype)) throw new CheckpointError(f, `tensor '${fileName}' has dtype ${info.dtype}, expected a float type`);
         if (info.shape.length !== p.shape.length || info.shape.some((d, i) => d !== p.shape[i])) {
-          throw new CheckpointError(f, `tensor '${name}' has shape ${fmt(info.shape)}, the model expects ${fmt(p.shape)}`);
+          throw new CheckpointError(f, `tensor '${fileName}' has shape ${fmt(info.shape)}, the model expects ${fmt(p.shape)}`);
         }
-        where.set(name, r);
+        where.set(name, [r, fileName]);
       }
     }
     const missing = [...params.keys()].filter((n) => !where.has(n));
     if (missing.length) {
       throw new CheckpointError(files.length === 1 ? files[0]! : join(files[0]!, '..'), `missing tensor${missing.length > 1 ? 's' : ''} ${missing.slice(0, 6).map((n) => `'${n}' ${fmt(params.get(n)!.shape)}`).join(', ')}${missing.length > 6 ? `, … (${missing.length} in all)` : ''}`);
     }
-    for (const [name, r] of where) {
+    for (const [name, [r, fileName]] of where) {
       const t = params.get(name)!;
-      const v = await r.read(name);
+      const v = await r.read(fileName);
       t.backend.write(t.storage, v.data, t.offset);
     }
   } finally {
@@ -107,7 +110,7 @@ export async function loadDecoderDir(dir: string, opts: { backend?: Backend; dty
   const model = new DecoderLM(config, { backend: opts.backend, dtype: opts.dtype, init: false });
   try {
     // transformers writes lm_head.weight even when tied; it is the embedding's copy.
-    await streamWeightsInto(model, files, (n) => config.tie_word_embeddings && n === 'lm_head.weight');
+    await streamWeightsInto(model, files, (n) => (config.tie_word_embeddings && n === 'lm_head.weight' ? null : n), `${config.model_type} model`);
   } catch (e) {
     model.dispose();
     throw e;
