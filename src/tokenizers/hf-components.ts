@@ -484,8 +484,17 @@ export function buildDecoder(j: unknown, where = 'decoder'): Decoder | null {
       const re = patternRegex(o.pattern, `${where}.pattern`);
       const content = optString(o, 'content', where, '');
       const lit = (o.pattern as HfPatternJson).String;
-      if (typeof lit === 'string') return (tokens) => tokens.map((t) => (t.includes(lit) ? t.replaceAll(lit, content) : t));
-      return (tokens) => tokens.map((t) => t.replace(re, () => content));
+      // In place: every decoder gets an array of its own (decode() and each stage make new ones).
+      if (typeof lit === 'string') {
+        return (tokens) => {
+          for (let i = 0; i < tokens.length; i++) if (tokens[i].includes(lit)) tokens[i] = tokens[i].replaceAll(lit, content);
+          return tokens;
+        };
+      }
+      return (tokens) => {
+        for (let i = 0; i < tokens.length; i++) tokens[i] = tokens[i].replace(re, () => content);
+        return tokens;
+      };
     }
     case 'Strip': {
       const content = optString(o, 'content', where, ' ');

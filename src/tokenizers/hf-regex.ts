@@ -396,7 +396,7 @@ class Translator {
           const m = /^\\([pP])\{(\^?)([^}]*)\}/.exec(this.src.slice(this.i));
           if (!m) throw this.error('malformed property escape');
           this.i += m[0].length;
-          parts.sets.push(propertyEscape(m[3], (m[1] === 'P') !== (m[2] === '^'), (msg) => this.error(msg)));
+          parts.sets.push(propertyEscape(m[3], (m[1] === 'P') !== (m[2] === '^'), (msg) => this.error(msg), true));
           continue;
         }
         if (e !== undefined && CLASS_SETS[e] !== undefined) {
@@ -483,17 +483,37 @@ function isSingleAtom(s: string): boolean {
   return [...s].length === 1;
 }
 
-/** A JS \p{..}/\P{..} for an Oniguruma property name (general category, script, binary). */
-function propertyEscape(name: string, negated: boolean, error: (msg: string) => Error): string {
-  const p = negated ? 'P' : 'p';
+/** Oniguruma property names (lower case, no separators) that JavaScript spells differently. */
+const PROPERTY_ALIASES: Record<string, string> = {
+  any: 'Any',
+  alpha: 'Alphabetic',
+  space: 'White_Space',
+  digit: 'Nd',
+  upper: 'Uppercase',
+  lower: 'Lowercase',
+  punct: 'P',
+  cntrl: 'Cc',
+};
+
+/** Oniguruma properties that are unions: their JS class body. */
+const PROPERTY_SETS: Record<string, string> = { word: WORD_BODY, alnum: '\\p{Alphabetic}\\p{Nd}', xdigit: HEX_BODY };
+
+/**
+ * A JS \p{..}/\P{..} for an Oniguruma property name (general category, script, binary
+ * property); inClass: the text to splice into a class body.
+ */
+function propertyEscape(name: string, negated: boolean, error: (msg: string) => Error, inClass = false): string {
   const key = name.replace(/[\s_-]/g, '').toLowerCase();
-  const special: Record<string, string> = { any: '[^]', alnum: '', alpha: 'Alphabetic', word: '', space: 'White_Space', digit: 'Nd', upper: 'Uppercase', lower: 'Lowercase', punct: 'P', cntrl: 'Cc', xdigit: '' };
-  if (key === 'any') return negated ? '[]' : '[^]';
-  if (key === 'word') return negated ? NOT_WORD : WORD;
-  if (key === 'alnum') return negated ? '[^\\p{Alphabetic}\\p{Nd}]' : '[\\p{Alphabetic}\\p{Nd}]';
-  if (key === 'xdigit') return negated ? `[^${HEX_BODY}]` : `[${HEX_BODY}]`;
-  const candidates = [special[key] || name, name.replace(/ /g, '_'), `Script=${name}`];
-  for (const cand of candidates) {
+  const set = PROPERTY_SETS[key];
+  if (set !== undefined) {
+    if (!inClass) return `[${negated ? '^' : ''}${set}]`;
+    if (negated) throw error(`negated \\p{${name}} inside a character class is not supported`);
+    return set;
+  }
+  const p = negated ? 'P' : 'p';
+  // As written, then the JavaScript alias, then as a script name (Oniguruma's \p{Han}).
+  for (const cand of [name, PROPERTY_ALIASES[key], `Script=${name}`]) {
+    if (cand === undefined) continue;
     try {
       new RegExp(`\\${p}{${cand}}`, 'u');
       return `\\${p}{${cand}}`;
