@@ -65,6 +65,12 @@ function lowercase(s: string): string {
   return s.split('\u03a3').map((p) => p.toLowerCase()).join('\u03c3');
 }
 
+// BertNormalizer's classes: what clean_text removes or turns into a space, whitespace as BERT
+// counts it, and the CJK ideograph blocks handle_chinese_chars surrounds with spaces.
+const BERT_CLEAN = /[\0\uFFFD\p{C}\p{White_Space}]/gu;
+const BERT_CONTROL = /^\p{C}$/u;
+const CJK = /[\u{4E00}-\u{9FFF}\u{3400}-\u{4DBF}\u{20000}-\u{2A6DF}\u{2A700}-\u{2B73F}\u{2B740}-\u{2B81F}\u{2B820}-\u{2CEAF}\u{F900}-\u{FAFF}\u{2F800}-\u{2FA1F}]/gu;
+
 const WS_START = /^\p{White_Space}+/u;
 const WS_END = /\p{White_Space}+$/u;
 
@@ -113,8 +119,22 @@ export function buildNormalizer(j: unknown, where = 'normalizer'): Normalizer | 
       if (typeof lit === 'string') return (s) => s.replaceAll(lit, content);
       return (s) => s.replace(re, () => content);
     }
+    case 'BertNormalizer': {
+      const clean = optBool(o, 'clean_text', where, true);
+      const chinese = optBool(o, 'handle_chinese_chars', where, true);
+      const lower = optBool(o, 'lowercase', where, true);
+      const strip = o.strip_accents === null || o.strip_accents === undefined ? lower : optBool(o, 'strip_accents', where, lower);
+      return (s) => {
+        // clean_text: NUL, U+FFFD and other control characters (category C, but tab, newline and
+        // carriage return) removed; whitespace becomes a space.
+        if (clean) s = s.replace(BERT_CLEAN, (c) => (c === '\t' || c === '\n' || c === '\r' ? ' ' : c === '\0' || c === '\uFFFD' || BERT_CONTROL.test(c) ? '' : ' '));
+        if (chinese) s = s.replace(CJK, ' $& ');
+        if (strip) s = s.normalize('NFD').replace(/\p{Mn}/gu, '');
+        return lower ? lowercase(s) : s;
+      };
+    }
     default:
-      throw new Error(`tokenizer.json: ${where}: normalizer type ${typeName(o)} is not supported (Sequence, NFC, NFD, NFKC, NFKD, Lowercase, Strip, StripAccents, Prepend, Replace)`);
+      throw new Error(`tokenizer.json: ${where}: normalizer type ${typeName(o)} is not supported (Sequence, NFC, NFD, NFKC, NFKD, Lowercase, Strip, StripAccents, Prepend, Replace, BertNormalizer)`);
   }
 }
 
@@ -362,8 +382,11 @@ export function buildPreTokenizer(j: unknown, where = 'pre_tokenizer'): PreStage
       if (!BEHAVIORS.includes(behavior as SplitBehavior)) throw new Error(`tokenizer.json: ${where}.behavior ${JSON.stringify(o.behavior)} is not one of ${BEHAVIORS.join(', ')}`);
       return [new SplitStage(/[\p{P}!-/:-@[-`{-~]/gu, behavior as SplitBehavior, false)];
     }
+    case 'BertPreTokenizer':
+      // Whitespace removed, then every punctuation character (ASCII punctuation or Unicode P*) its own piece.
+      return [new SplitStage(/\p{White_Space}/gu, 'Removed', false), new SplitStage(/[\p{P}!-/:-@[-`{-~]/gu, 'Isolated', false)];
     default:
-      throw new Error(`tokenizer.json: ${where}: pre-tokenizer type ${typeName(o)} is not supported (Sequence, Split, ByteLevel, Metaspace, Digits, Whitespace, WhitespaceSplit, Punctuation)`);
+      throw new Error(`tokenizer.json: ${where}: pre-tokenizer type ${typeName(o)} is not supported (Sequence, Split, ByteLevel, Metaspace, Digits, Whitespace, WhitespaceSplit, Punctuation, BertPreTokenizer)`);
   }
 }
 
@@ -514,13 +537,29 @@ export function buildDecoder(j: unknown, where = 'decoder'): Decoder | null {
       // the scheme is 'never') they are removed, as `tokenizers` does.
       return (tokens) => tokens.map((t, i) => t.replaceAll(replacement, i === 0 && scheme !== 'never' ? '' : ' '));
     }
+    case 'WordPiece': {
+      const prefix = optString(o, 'prefix', where, '##');
+      const cleanup = optBool(o, 'cleanup', where, true);
+      // A token that continues a word loses its prefix; any other gets a space before it.
+      return (tokens) => tokens.map((t, i) => {
+        let r = i > 0 ? (t.startsWith(prefix) ? t.slice(prefix.length) : ` ${t}`) : t;
+        if (cleanup) r = cleanUpWordPiece(r);
+        return r;
+      });
+    }
     case 'BPEDecoder': {
       const suffix = optString(o, 'suffix', where, '</w>');
       return (tokens) => tokens.map((t, i) => (suffix ? t.replaceAll(suffix, i === tokens.length - 1 ? '' : ' ') : t));
     }
     default:
-      throw new Error(`tokenizer.json: ${where}: decoder type ${typeName(o)} is not supported (Sequence, ByteLevel, ByteFallback, Fuse, Replace, Strip, Metaspace, BPEDecoder)`);
+      throw new Error(`tokenizer.json: ${where}: decoder type ${typeName(o)} is not supported (Sequence, ByteLevel, ByteFallback, Fuse, Replace, Strip, Metaspace, BPEDecoder, WordPiece)`);
   }
+}
+
+/** The WordPiece decoder's clean-up: no space before . ? ! , and English contractions. */
+function cleanUpWordPiece(s: string): string {
+  return s.replaceAll(' .', '.').replaceAll(' ?', '?').replaceAll(' !', '!').replaceAll(' ,', ',').replaceAll(" ' ", "'")
+    .replaceAll(" n't", "n't").replaceAll(" 'm", "'m").replaceAll(" do not", " don't").replaceAll(" 's", "'s").replaceAll(" 've", "'ve").replaceAll(" 're", "'re");
 }
 
 // ---- post-processors ----

@@ -12,6 +12,7 @@
 // demand through ./files.ts), so it runs in a browser as well.
 import { writeFiles } from './files.js';
 import { HfBpeModel, type HfBpeJson } from './hf-bpe.js';
+import { HfWordPieceModel, type HfWordPieceJson } from './hf-wordpiece.js';
 import {
   ByteLevelStage,
   buildDecoder,
@@ -223,7 +224,7 @@ export class HfTokenizer implements Tokenizer {
   /** tokenizer.json's text, or the parsed object to serialize when asked (toFiles). */
   private readonly json: string | HfTokenizerFileJson;
   private readonly configText?: string;
-  private readonly model: HfBpeModel;
+  private readonly model: HfBpeModel | HfWordPieceModel;
   private readonly normalizer: Normalizer | null;
   private readonly stages: PreStage[];
   private readonly postProcessor: PostProcessor | null;
@@ -280,7 +281,7 @@ export class HfTokenizer implements Tokenizer {
     const model = tj.model;
     if (model === undefined || model === null || typeof model !== 'object') throw new Error('tokenizer.json: model is missing');
     const modelType = model.type ?? (model.merges !== undefined ? 'BPE' : undefined);
-    if (modelType !== 'BPE') throw new Error(`tokenizer.json: model type ${JSON.stringify(modelType ?? null)} is not supported (only BPE)`);
+    if (modelType !== 'BPE' && modelType !== 'WordPiece') throw new Error(`tokenizer.json: model type ${JSON.stringify(modelType ?? null)} is not supported (BPE, WordPiece)`);
 
     // Pipeline stages. A ByteLevel pre-tokenizer at the end hands raw text to the model, which
     // reads its UTF-8 bytes directly (no byte-level strings on the encode path).
@@ -289,7 +290,7 @@ export class HfTokenizer implements Tokenizer {
     const last = this.stages[this.stages.length - 1];
     const byteLevel = last instanceof ByteLevelStage;
     if (byteLevel) last.terminal = true;
-    this.model = new HfBpeModel(model, byteLevel);
+    this.model = modelType === 'WordPiece' ? new HfWordPieceModel(model as HfWordPieceJson) : new HfBpeModel(model, byteLevel);
     this.modelSink = { piece: (t) => this.model.encode(t, this.out) };
     for (let i = 0; i < this.stages.length; i++) this.stages[i].next = i + 1 < this.stages.length ? this.stages[i + 1] : this.modelSink;
     this.postProcessor = buildPostProcessor(tj.post_processor);
