@@ -15,6 +15,10 @@ import { readSafetensorsFile, writeSafetensorsFile } from '../src/io/files.js';
 import type { HFBert } from '../src/models/hf-bert.js';
 import { loadHFBertDir, saveHFBertDir } from '../src/models/hf-bert-files.js';
 import { webgpu } from './webgpu-helpers.js';
+import { evaluateClassifier } from '../src/eval/classify.js';
+import { finetuneClassifier } from '../src/tasks/classification.js';
+
+const SST2 = fileURLToPath(new URL('../../data/sst2', import.meta.url));
 
 const ROOT = fileURLToPath(new URL('../../test/fixtures/hf-bert', import.meta.url));
 const cpu = await getBackend('cpu');
@@ -87,6 +91,41 @@ test('hf bert: BertModel names, save round trip, a mis-shaped tensor refused nam
     await writeSafetensorsFile(join(dir, 'body', 'model.safetensors'), body);
     await assert.rejects(loadHFBertDir(join(dir, 'body'), { backend: cpu }), /'encoder\.layer\.1\.intermediate\.dense\.weight' has shape \[16, 40\], the model expects \[40, 16\]/);
     for (const m of [a.model, b.model, c.model]) m.dispose();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('finetune --task sst2 from a Hugging Face BERT directory (WordPiece tokenizer.json): a new head trains, OUT/best is a BertForSequenceClassification that eval reads', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'attn-hfbert-ft-'));
+  try {
+    const base = join(dir, 'base');
+    await mkdir(base, { recursive: true });
+    for (const f of ['config.json', 'model.safetensors']) await writeFile(join(base, f), readFileSync(join(ROOT, 'bert-mlm', f)));
+    // A 50-token WordPiece vocabulary (the fixture's size): specials, letters, and ##letters.
+    const letters = 'abcdefghijklmnopqrstuvwxyz';
+    const vocab: Record<string, number> = {};
+    for (const tkn of ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', ...letters, ...[...letters].slice(0, 19).map((c) => `##${c}`)]) vocab[tkn] = Object.keys(vocab).length;
+    const special = (content: string) => ({ id: vocab[content], content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    await writeFile(join(base, 'tokenizer.json'), JSON.stringify({
+      version: '1.0', added_tokens: ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'].map(special),
+      normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
+      pre_tokenizer: { type: 'BertPreTokenizer' },
+      post_processor: { type: 'BertProcessing', sep: ['[SEP]', 3], cls: ['[CLS]', 2] },
+      decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
+      model: { type: 'WordPiece', unk_token: '[UNK]', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab },
+    }));
+    const r = await finetuneClassifier({
+      init_from: base, out_dir: join(dir, 'out'), train_file: join(SST2, 'train.tsv'), dev_file: join(SST2, 'dev.tsv'), label_fraction: 0.01,
+      eval_max: 64, max_iters: 6, eval_interval: 3, batch_size: 16, block_size: 24, learning_rate: 1e-3, warmup_iters: 0,
+    });
+    t.diagnostic(`best dev accuracy ${r.best_val_accuracy} after ${r.iter} updates`);
+    const cfg = JSON.parse(readFileSync(join(r.best_dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    assert.deepEqual(cfg['architectures'], ['BertForSequenceClassification']);
+    assert.equal(cfg['num_labels'], 2);
+    const ev = await evaluateClassifier(r.best_dir, join(SST2, 'test.tsv'), { backend: cpu });
+    assert.equal(ev.n, 872);
+    assert.ok(ev.accuracy > 0.3 && ev.accuracy < 0.8, `accuracy ${ev.accuracy}`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { CheckpointError, loadCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
 import type { TensorEntry } from '../io/safetensors.js';
+import type { Module } from '../nn/module.js';
 import type { LoraHandle } from '../nn/lora.js';
 import type { StateValue } from '../nn/module.js';
 import { add, matmul, mul, noGrad, tidy, type Tensor } from '../tensor/index.js';
@@ -17,7 +18,7 @@ export function bertCheckpointConfig(config: BertConfig, extra: Record<string, u
 }
 
 /** The model's tensors for saving; with active LoRA adapters, the merged weights (model unchanged). */
-export function bertStateEntries(model: BertModel, lora: LoraHandle | null = null): Map<string, TensorEntry> {
+export function bertStateEntries(model: Module, lora: LoraHandle | null = null): Map<string, TensorEntry> {
   const adapted = new Map<string, { A: Tensor; B: Tensor }>();
   if (lora?.isActive) for (const l of lora.layers) adapted.set(`${l.name}.weight`, { A: l.A, B: l.B });
   const out = new Map<string, TensorEntry>();

@@ -84,21 +84,30 @@ export async function loadHFBertDir(dir: string, opts: { backend?: Backend; dtyp
   return { model: model.eval(), config, hfConfig };
 }
 
-/** Writes config.json and model.safetensors in transformers' layout (BertForMaskedLM / ForSequenceClassification names). */
-export async function saveHFBertDir(model: HFBert, dir: string, opts: { hfConfig?: Record<string, unknown> } = {}): Promise<void> {
-  const c = model.config;
-  const entries = new Map<string, TensorEntry>();
-  for (const [name, t] of model.stateDict()) entries.set(name, { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(t.data()) });
-  const config: Record<string, unknown> = {
-    ...opts.hfConfig,
+/** config.json for a model: `base` (the file it was loaded from) keeps the fields attn does not model. */
+export function bertConfigToHF(c: HFBertConfig, base: Record<string, unknown> = {}): Record<string, unknown> {
+  const out: Record<string, unknown> = {
+    ...base,
     architectures: [c.num_labels > 0 ? 'BertForSequenceClassification' : c.mlm_head ? 'BertForMaskedLM' : 'BertModel'],
     model_type: 'bert', vocab_size: c.vocab_size, hidden_size: c.hidden_size, num_hidden_layers: c.num_hidden_layers,
     num_attention_heads: c.num_attention_heads, intermediate_size: c.intermediate_size, hidden_act: c.hidden_act,
     max_position_embeddings: c.max_position_embeddings, type_vocab_size: c.type_vocab_size, layer_norm_eps: c.layer_norm_eps,
     pad_token_id: c.pad_token_id, hidden_dropout_prob: c.hidden_dropout_prob, torch_dtype: 'float32',
-    ...(c.num_labels > 0 ? { num_labels: c.num_labels } : {}),
   };
+  if (c.num_labels > 0) {
+    out['num_labels'] = c.num_labels;
+    const labels = Array.from({ length: c.num_labels }, (_, i) => `LABEL_${i}`);
+    const kept = base['id2label'] && Object.keys(base['id2label'] as object).length === c.num_labels;
+    if (!kept) Object.assign(out, { id2label: Object.fromEntries(labels.map((l, i) => [String(i), l])), label2id: Object.fromEntries(labels.map((l, i) => [l, i])) });
+  }
+  return out;
+}
+
+/** Writes config.json and model.safetensors in transformers' layout (BertForMaskedLM / ForSequenceClassification names). */
+export async function saveHFBertDir(model: HFBert, dir: string, opts: { hfConfig?: Record<string, unknown> } = {}): Promise<void> {
+  const entries = new Map<string, TensorEntry>();
+  for (const [name, t] of model.stateDict()) entries.set(name, { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(t.data()) });
   await mkdir(dir, { recursive: true });
   await writeSafetensorsFile(join(dir, 'model.safetensors'), entries, { format: 'pt' });
-  await writeFileAtomic(join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+  await writeFileAtomic(join(dir, 'config.json'), `${JSON.stringify(bertConfigToHF(model.config, opts.hfConfig), null, 2)}\n`);
 }

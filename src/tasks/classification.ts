@@ -2,8 +2,12 @@
 // through the MLM head's scores of one word per class; from scratch or from a pre-trained
 // checkpoint, full or LoRA (merged when saved), on a seeded fraction of the labels. OUT/best is
 // the best dev accuracy. The loop (src/train/loop.ts) does the rest.
-import { labelSubset, encodeSentence, promptIds, PROMPT_MASK, readTsv, specialIdsOf, trainSentenceTokenizer, type SpecialIds } from '../data/sentences.js';
-import { accuracyOf, maskPositionsOf, padMultiple } from '../eval/classify.js';
+import { labelSubset, encodeSentence, type LabeledExample, promptIds, PROMPT_MASK, readTsv, specialIdsOf, trainSentenceTokenizer, type SpecialIds } from '../data/sentences.js';
+import { accuracyOf, encodeForHFBert, hfBertAccuracy, hfBertClassifyLoss, maskPositionsOf, padMultiple } from '../eval/classify.js';
+import { CheckpointError } from '../io/checkpoint.js';
+import { HFBert } from '../models/hf-bert.js';
+import { bertConfigToHF, loadHFBertDir } from '../models/hf-bert-files.js';
+import { readHFConfig } from '../models/hf-decoder-files.js';
 import { BERT_MODEL_TYPE, bertCheckpointConfig, bertStateEntries, loadBertCheckpoint } from '../models/bert-checkpoint.js';
 import { BertModel, padBatch, type BertConfig } from '../models/bert.js';
 import { applyLora, type LoraHandle } from '../nn/lora.js';
@@ -11,7 +15,7 @@ import type { StateValue } from '../nn/module.js';
 import { Generator, tensor } from '../tensor/index.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { resolveConfig, type TrainingConfig } from '../train/config.js';
-import { runTraining, type EvalResult, type LoopHooks, type LoopOptions, type Task } from '../train/loop.js';
+import { runTraining, type EvalResult, type LoopHooks, type LoopOptions, type Task, type TaskContext, type TaskRun } from '../train/loop.js';
 import { checkEncoder, ENCODER_ARCH, ENCODER_DEFAULTS, encoderFields, epochBatches } from './encoder.js';
 
 export type FinetuneConfig = TrainingConfig;
@@ -33,13 +37,17 @@ export const CLASSIFICATION_TASK: Task<number[]> = {
     }
     if (cfg.init_from === 'resume' && cfg.lora_rank > 0) problems.push('resuming a LoRA fine-tune is not supported (its checkpoints hold merged weights); start it again');
   },
-  async open(cfg, { backend, resume, say }) {
+  async open(cfg, ctx) {
+    const { backend, resume, say } = ctx;
     const allTrain = await readTsv(cfg.train_file);
     let dev = await readTsv(cfg.dev_file);
     if (cfg.eval_max > 0 && dev.length > cfg.eval_max) dev = labelSubset(dev, cfg.eval_max / dev.length, cfg.seed + 7);
     const trainEx = labelSubset(allTrain, cfg.label_fraction, cfg.seed);
     for (const e of [...trainEx, ...dev]) if (e.label >= cfg.n_classes) throw new Error(`label ${e.label} is outside n_classes=${cfg.n_classes}`);
     say(`${trainEx.length} labeled training examples (label_fraction ${cfg.label_fraction}), ${dev.length} dev examples`);
+    const hfFrom = resume ? (resume.config['model_type'] === 'bert' ? resume.dir : null)
+      : cfg.init_from !== 'scratch' && (await readHFConfig(cfg.init_from))['model_type'] === 'bert' ? cfg.init_from : null;
+    if (hfFrom) return openHFBert(cfg, ctx, trainEx, dev, hfFrom);
     const prompted = cfg.prompt !== '';
     const head = { n_classes: cfg.n_classes, mlm_head: prompted, classifier_dropout: cfg.classifier_dropout, dropout: cfg.dropout, pooling: cfg.pooling as BertConfig['pooling'] };
     // Prompt mode: the template and verbalizers as ids of the model's own vocabulary.
@@ -106,6 +114,60 @@ export const CLASSIFICATION_TASK: Task<number[]> = {
     };
   },
 };
+
+/** LoRA targets of a Hugging Face BERT: every linear of the encoder layers. */
+export const HF_BERT_LORA_TARGETS = /^bert\.encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)$/;
+
+/** Fine-tuning a Hugging Face BERT checkpoint: its WordPiece tokenizer, its encoder, a fresh
+ *  (seeded) pooler-and-classifier head unless it has one of n_classes; saved in its layout. */
+async function openHFBert(cfg: TrainingConfig, { backend, say }: TaskContext, trainEx: LabeledExample[], dev: LabeledExample[], from: string): Promise<TaskRun<number[]>> {
+  if (cfg.prompt !== '') throw new Error('prompt-based classification of a Hugging Face BERT checkpoint is not supported yet: use its classification head (no --prompt)');
+  let tok: Tokenizer;
+  try {
+    tok = await loadTokenizer(from);
+  } catch (e) {
+    throw new CheckpointError(from, `no tokenizer to read the sentences with (${(e as Error).message})`);
+  }
+  const src = await loadHFBertDir(from, { backend });
+  let model: HFBert;
+  if (src.config.num_labels === cfg.n_classes) {
+    model = src.model;
+  } else {
+    model = new HFBert({ ...src.config, num_labels: cfg.n_classes, pooler: true, mlm_head: false }, { backend, seed: cfg.seed });
+    const own = model.stateDict();
+    const state = new Map<string, StateValue>();
+    for (const [n, t] of src.model.stateDict()) if (own.has(n)) state.set(n, t);
+    model.loadStateDict(state, { strict: false });
+    src.model.dispose();
+    say(`initialised from ${from} (Hugging Face BERT, ${model.config.num_hidden_layers} layers, ${model.config.hidden_size} wide, vocabulary ${model.config.vocab_size}); a new ${cfg.n_classes}-class head`);
+  }
+  model.train();
+  let lora: LoraHandle | null = null;
+  if (cfg.lora_rank > 0) {
+    lora = applyLora(model, { rank: cfg.lora_rank, alpha: cfg.lora_alpha > 0 ? cfg.lora_alpha : cfg.lora_rank, targets: HF_BERT_LORA_TARGETS, seed: cfg.seed });
+    for (const p of [...model.classifier!.parameters(), ...model.bert.pooler!.parameters()]) p.requiresGrad = true; // the head trains fully
+    say(`LoRA rank ${cfg.lora_rank} on ${lora.layers.length} encoder linears; ${lora.summary()}`);
+  }
+  const maxLen = Math.min(cfg.block_size, model.config.max_position_embeddings);
+  const trainRows = trainEx.map((e) => encodeForHFBert(tok, e.sentence, maxLen));
+  const trainLabels = trainEx.map((e) => e.label);
+  const devRows = dev.map((e) => encodeForHFBert(tok, e.sentence, maxLen));
+  const devLabels = dev.map((e) => e.label);
+  const { sampler, ...batches } = epochBatches(cfg, trainRows.length, new Generator(cfg.seed + 3));
+  const hfConfig = src.hfConfig;
+  return {
+    model,
+    ...batches,
+    loss: (idx) => ({ loss: hfBertClassifyLoss(model, idx.map((i) => trainRows[i]!), idx.map((i) => trainLabels[i]!)).loss }),
+    evaluate: () => {
+      const a = hfBertAccuracy(model, devRows, devLabels);
+      return { val_loss: a.loss, val_accuracy: a.accuracy };
+    },
+    checkpoint: () => ({ config: bertConfigToHF(model.config, hfConfig), model: bertStateEntries(model, lora), tokenizerFiles: tok.toFiles() }),
+    state: () => ({ sampler: sampler.state() }),
+    setState: (s) => sampler.setState(s['sampler']),
+  };
+}
 
 export function finetuneConfig(partial: Record<string, unknown> = {}): FinetuneConfig {
   return resolveConfig(CLASSIFICATION_TASK, partial, 'FinetuneConfig');
