@@ -12,6 +12,7 @@
 // demand through ./files.ts), so it runs in a browser as well.
 import { writeFiles } from './files.js';
 import { HfBpeModel, type HfBpeJson } from './hf-bpe.js';
+import { HfUnigramModel, type HfUnigramJson } from './hf-unigram.js';
 import { HfWordPieceModel, type HfWordPieceJson } from './hf-wordpiece.js';
 import {
   ByteLevelStage,
@@ -224,7 +225,7 @@ export class HfTokenizer implements Tokenizer {
   /** tokenizer.json's text, or the parsed object to serialize when asked (toFiles). */
   private readonly json: string | HfTokenizerFileJson;
   private readonly configText?: string;
-  private readonly model: HfBpeModel | HfWordPieceModel;
+  private readonly model: HfBpeModel | HfWordPieceModel | HfUnigramModel;
   private readonly normalizer: Normalizer | null;
   private readonly stages: PreStage[];
   private readonly postProcessor: PostProcessor | null;
@@ -281,7 +282,7 @@ export class HfTokenizer implements Tokenizer {
     const model = tj.model;
     if (model === undefined || model === null || typeof model !== 'object') throw new Error('tokenizer.json: model is missing');
     const modelType = model.type ?? (model.merges !== undefined ? 'BPE' : undefined);
-    if (modelType !== 'BPE' && modelType !== 'WordPiece') throw new Error(`tokenizer.json: model type ${JSON.stringify(modelType ?? null)} is not supported (BPE, WordPiece)`);
+    if (modelType !== 'BPE' && modelType !== 'WordPiece' && modelType !== 'Unigram') throw new Error(`tokenizer.json: model type ${JSON.stringify(modelType ?? null)} is not supported (BPE, WordPiece, Unigram)`);
 
     // Pipeline stages. A ByteLevel pre-tokenizer at the end hands raw text to the model, which
     // reads its UTF-8 bytes directly (no byte-level strings on the encode path).
@@ -290,7 +291,9 @@ export class HfTokenizer implements Tokenizer {
     const last = this.stages[this.stages.length - 1];
     const byteLevel = last instanceof ByteLevelStage;
     if (byteLevel) last.terminal = true;
-    this.model = modelType === 'WordPiece' ? new HfWordPieceModel(model as HfWordPieceJson) : new HfBpeModel(model, byteLevel);
+    this.model = modelType === 'WordPiece' ? new HfWordPieceModel(model as HfWordPieceJson)
+      : modelType === 'Unigram' ? new HfUnigramModel(model as unknown as HfUnigramJson)
+        : new HfBpeModel(model, byteLevel);
     this.modelSink = { piece: (t) => this.model.encode(t, this.out) };
     for (let i = 0; i < this.stages.length; i++) this.stages[i].next = i + 1 < this.stages.length ? this.stages[i + 1] : this.modelSink;
     this.postProcessor = buildPostProcessor(tj.post_processor);
