@@ -315,3 +315,43 @@ test('t5 training: finite gradients on every parameter, and AdamW lowers the los
   assert.equal(names.filter((n) => n.includes('relative_attention_bias')).length, 2);
   m.dispose();
 });
+
+test('attn translate with a T5 directory and a Unigram tokenizer.json: --prefix, greedy, the tokens of greedyGenerate', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'attn-t5-translate-'));
+  try {
+    const src = join(ROOT, 't5-v1_1-gated-gelu');
+    for (const f of ['config.json', 'model.safetensors']) await cp(join(src, f), join(dir, f));
+    const V = (JSON.parse(readFileSync(join(src, 'config.json'), 'utf8')) as { vocab_size: number }).vocab_size;
+    const pieces: [string, number][] = [['<pad>', 0], ['</s>', 0], ['<unk>', 0], ['\u2581', -2]];
+    for (const c of 'abcdefghijklmnopqrstuvwxyz:') pieces.push([c, -5]);
+    for (const w of ['the', 'dog', 'cat', 'runs', 'translate', 'german', 'to', 'english', 'ein', 'hund', 'und', 'die', 'katze', 'is', 'a', 'on']) if (pieces.length < V) pieces.push([`\u2581${w}`, -3]);
+    while (pieces.length < V) pieces.push([`<extra_id_${pieces.length}>`, -20]);
+    const special = (content: string, id: number) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    await writeFile(join(dir, 'tokenizer.json'), JSON.stringify({
+      version: '1.0', added_tokens: [special('<pad>', 0), special('</s>', 1), special('<unk>', 2)], normalizer: null,
+      pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true },
+      post_processor: { type: 'TemplateProcessing', single: [{ Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '</s>', type_id: 0 } }], pair: [], special_tokens: { '</s>': { id: '</s>', ids: [1], tokens: ['</s>'] } } },
+      decoder: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true },
+      model: { type: 'Unigram', unk_id: 2, vocab: pieces, byte_fallback: false },
+    }));
+    const lines = ['Ein Hund und die Katze', '', 'die katze'];
+    const { spawnSync } = await import('node:child_process');
+    const cliPath = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+    const r = spawnSync(process.execPath, [cliPath, 'translate', '--model', dir, '--prefix', 'translate German to English: ', '--max_len_b', '6', '--max_len_a', '0'], { input: `${lines.join('\n')}\n`, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const got = r.stdout.split('\n');
+    assert.equal(got.length, lines.length + 1);
+    assert.equal(got[1], '');
+    // The same through the library.
+    const { loadTokenizer } = await import('../src/tokenizers/index.js');
+    const tok = await loadTokenizer(dir) as unknown as { encode(t: string): number[]; decode(ids: number[], o?: { skipSpecialTokens?: boolean }): string };
+    const { model } = await loadT5Dir(dir, { backend: cpu });
+    const srcIds = tok.encode('translate German to English: Ein Hund und die Katze');
+    assert.equal(srcIds[srcIds.length - 1], 1, 'the source ends with </s>');
+    const [want] = model.greedyGenerate([srcIds], { maxNewTokens: 6 });
+    assert.equal(got[0], tok.decode(want!, { skipSpecialTokens: true }).trim());
+    model.dispose();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

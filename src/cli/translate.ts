@@ -6,6 +6,9 @@ import { translateIds } from '../generate/translate.js';
 import { loadSeq2SeqCheckpoint, WrongModelKindError, describeModelKind, SEQ2SEQ_MODEL_TYPE } from '../models/seq2seq-checkpoint.js';
 import { type Flags, UsageError } from './args.js';
 import { backendFromFlags, requireDir } from './common.js';
+import type { Backend } from '../backend/backend.js';
+import { loadT5Dir } from '../models/hf-t5-files.js';
+import { loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 
 export const TRANSLATE_HELP = `attn translate --model DIR [options] < input.txt > output.txt
 
@@ -21,7 +24,11 @@ warning on stderr naming the line).
   --batch_size N         sentences per decoding batch (default 64)
   --max_len_a A          at most A*source_len + B new tokens (default 1.5)
   --max_len_b B          (default 10)
+  --prefix TEXT          T5: the task prefix put before each line (e.g. "translate German to English: ")
   --device cpu|webgpu|auto|ref       backend (default cpu); --threads N
+
+A Hugging Face T5 directory (model_type 't5', with its tokenizer.json) translates too: greedy
+decoding, the source as its tokenizer encodes --prefix + line.
 `;
 
 export interface TranslateIo {
@@ -47,6 +54,8 @@ export async function runTranslate(f: Flags, io: TranslateIo = {}): Promise<void
   const batchSize = f.number('batch_size', { integer: true, min: 1 }) ?? 64;
   const maxLenA = f.number('max_len_a', { min: 0 }) ?? 1.5;
   const maxLenB = f.number('max_len_b', { min: 0 }) ?? 10;
+  const prefix = f.string('prefix') ?? '';
+  const beamGiven = f.has('beam') && !greedy;
   const backend = await backendFromFlags(f);
   f.done();
   await requireDir('translate', 'model', dir);
@@ -57,6 +66,7 @@ export async function runTranslate(f: Flags, io: TranslateIo = {}): Promise<void
   } catch (e) {
     throw new UsageError(`translate: --model ${dir}: cannot read config.json (${(e as Error).message})`);
   }
+  if (json['model_type'] === 't5') return translateT5(dir, backend, { prefix, batchSize, maxLenA, maxLenB, beamGiven }, io, out, err);
   if (json['model_type'] !== SEQ2SEQ_MODEL_TYPE) throw new UsageError(`translate: --model ${dir} holds ${describeModelKind(json)}, not an encoder-decoder translation model (model_type '${SEQ2SEQ_MODEL_TYPE}'); train one with 'attn train --preset multi30k-de-en'`);
   let loaded;
   try {
@@ -83,4 +93,39 @@ export async function runTranslate(f: Flags, io: TranslateIo = {}): Promise<void
   } finally {
     model.dispose();
   }
+}
+
+/** A Hugging Face T5 directory: its tokenizer.json (with --prefix, e.g. "translate German to English: "), greedy decoding. */
+async function translateT5(dir: string, backend: Backend, o: { prefix: string; batchSize: number; maxLenA: number; maxLenB: number; beamGiven: boolean }, io: TranslateIo,
+  out: (s: string) => void, err: (s: string) => void): Promise<void> {
+  let tok: Tokenizer;
+  try {
+    tok = await loadTokenizer(dir);
+  } catch (e) {
+    throw new UsageError(`translate: ${dir} has no tokenizer.json for its T5 model (${(e as Error).message})`);
+  }
+  if (o.beamGiven) err('translate: T5 checkpoints decode greedily (beam search is for attn encoder-decoders); --beam ignored\n');
+  const { model } = await loadT5Dir(dir, { backend });
+  try {
+    const text = io.input ?? (await readStdin());
+    const lines = text.split(/\r?\n/);
+    if (lines.length && lines[lines.length - 1] === '') lines.pop();
+    const srcs = lines.map((line) => (line.trim() === '' ? [] : tok.encode(o.prefix + line.trim())));
+    const hyps: number[][] = srcs.map(() => []);
+    const order = srcs.map((_, i) => i).filter((i) => srcs[i]!.length > 0).sort((a, b) => srcs[a]!.length - srcs[b]!.length);
+    for (let s = 0; s < order.length; s += o.batchSize) {
+      const idx = order.slice(s, s + o.batchSize);
+      const longest = Math.max(...idx.map((i) => srcs[i]!.length));
+      const got = model.greedyGenerate(idx.map((i) => srcs[i]!), { maxNewTokens: Math.ceil(o.maxLenA * longest + o.maxLenB) });
+      idx.forEach((i, k) => (hyps[i] = got[k]!));
+    }
+    out(hyps.map((h, i) => (srcs[i]!.length ? decodeT5(tok, h).trim().replace(/[\r\n]+/g, ' ') : '')).map((x) => x + '\n').join(''));
+  } finally {
+    model.dispose();
+  }
+}
+
+function decodeT5(tok: Tokenizer, ids: number[]): string {
+  const hf = tok as Tokenizer & { decode(ids: ArrayLike<number>, opts?: { skipSpecialTokens?: boolean }): string };
+  return hf.decode(ids, { skipSpecialTokens: true });
 }
