@@ -321,19 +321,7 @@ test('attn translate with a T5 directory and a Unigram tokenizer.json: --prefix,
   try {
     const src = join(ROOT, 't5-v1_1-gated-gelu');
     for (const f of ['config.json', 'model.safetensors']) await cp(join(src, f), join(dir, f));
-    const V = (JSON.parse(readFileSync(join(src, 'config.json'), 'utf8')) as { vocab_size: number }).vocab_size;
-    const pieces: [string, number][] = [['<pad>', 0], ['</s>', 0], ['<unk>', 0], ['\u2581', -2]];
-    for (const c of 'abcdefghijklmnopqrstuvwxyz:') pieces.push([c, -5]);
-    for (const w of ['the', 'dog', 'cat', 'runs', 'translate', 'german', 'to', 'english', 'ein', 'hund', 'und', 'die', 'katze', 'is', 'a', 'on']) if (pieces.length < V) pieces.push([`\u2581${w}`, -3]);
-    while (pieces.length < V) pieces.push([`<extra_id_${pieces.length}>`, -20]);
-    const special = (content: string, id: number) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
-    await writeFile(join(dir, 'tokenizer.json'), JSON.stringify({
-      version: '1.0', added_tokens: [special('<pad>', 0), special('</s>', 1), special('<unk>', 2)], normalizer: null,
-      pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true },
-      post_processor: { type: 'TemplateProcessing', single: [{ Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '</s>', type_id: 0 } }], pair: [], special_tokens: { '</s>': { id: '</s>', ids: [1], tokens: ['</s>'] } } },
-      decoder: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true },
-      model: { type: 'Unigram', unk_id: 2, vocab: pieces, byte_fallback: false },
-    }));
+    await writeUnigramTokenizer(dir, src);
     const lines = ['Ein Hund und die Katze', '', 'die katze'];
     const { spawnSync } = await import('node:child_process');
     const cliPath = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -351,6 +339,49 @@ test('attn translate with a T5 directory and a Unigram tokenizer.json: --prefix,
     const [want] = model.greedyGenerate([srcIds], { maxNewTokens: 6 });
     assert.equal(got[0], tok.decode(want!, { skipSpecialTokens: true }).trim());
     model.dispose();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/** A Unigram tokenizer.json of the fixture's vocabulary size (letters, a few ▁words, fillers) into dir. */
+async function writeUnigramTokenizer(dir: string, fixture: string): Promise<void> {
+  const V = (JSON.parse(readFileSync(join(fixture, 'config.json'), 'utf8')) as { vocab_size: number }).vocab_size;
+  const pieces: [string, number][] = [['<pad>', 0], ['</s>', 0], ['<unk>', 0], ['\u2581', -2]];
+  for (const c of 'abcdefghijklmnopqrstuvwxyz:') pieces.push([c, -5]);
+  for (const w of ['the', 'dog', 'cat', 'runs', 'translate', 'german', 'to', 'english', 'ein', 'hund', 'und', 'die', 'katze', 'is', 'a', 'on']) if (pieces.length < V) pieces.push([`\u2581${w}`, -3]);
+  while (pieces.length < V) pieces.push([`<extra_id_${pieces.length}>`, -20]);
+  const special = (content: string, id: number) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  await writeFile(join(dir, 'tokenizer.json'), JSON.stringify({
+    version: '1.0', added_tokens: [special('<pad>', 0), special('</s>', 1), special('<unk>', 2)], normalizer: null,
+    pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true },
+    post_processor: { type: 'TemplateProcessing', single: [{ Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '</s>', type_id: 0 } }], pair: [], special_tokens: { '</s>': { id: '</s>', ids: [1], tokens: ['</s>'] } } },
+    decoder: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true },
+    model: { type: 'Unigram', unk_id: 2, vocab: pieces, byte_fallback: false },
+  }));
+}
+
+test('attn train --task translation --init_from a T5 directory: fine-tunes on Multi30k (val loss falls), saves a T5 directory that loads', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'attn-t5-ft-'));
+  try {
+    const src = join(ROOT, 't5-v1_1-gated-gelu');
+    const base = join(dir, 'base');
+    await mkdir(base, { recursive: true });
+    for (const f of ['config.json', 'model.safetensors']) await cp(join(src, f), join(base, f));
+    await writeUnigramTokenizer(base, src);
+    const { trainSeq2Seq } = await import('../src/tasks/translation.js');
+    const r = await trainSeq2Seq({
+      init_from: base, dataset: fileURLToPath(new URL('../../data/multi30k', import.meta.url)), train_limit: 256, val_limit: 32, batch_size: 16,
+      max_iters: 12, eval_interval: 6, block_size: 32, source_prefix: 'translate german to english: ', learning_rate: 3e-3, lr_decay: 'constant',
+      warmup_iters: 0, out_dir: join(dir, 'out'), decode_len_b: 4, decode_len_a: 0,
+    });
+    const evals = readFileSync(join(dir, 'out', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { val_loss?: number }).filter((l) => l.val_loss !== undefined).map((l) => l.val_loss!);
+    t.diagnostic(`val loss ${evals.map((v) => v.toFixed(3)).join(' -> ')}; best BLEU ${r.best_val_bleu}`);
+    assert.ok(evals.length >= 2 && evals[evals.length - 1]! < evals[0]!, `val loss ${evals.join(' -> ')}`);
+    const saved = JSON.parse(readFileSync(join(dir, 'out', 'last', 'config.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(saved['model_type'], 't5');
+    const again = await loadT5Dir(join(dir, 'out', 'last'), { backend: cpu });
+    again.model.dispose();
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

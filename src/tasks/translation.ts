@@ -17,7 +17,15 @@ import { ATTENTION_DEFAULTS, ATTENTION_FIELDS, type FullAttentionFields } from '
 import { noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
 import type { BpeTokenizer } from '../tokenizers/bpe.js';
 import { resolveConfig, type TrainingConfig } from '../train/config.js';
-import { runTraining, type EvalResult, type LoopHooks, type Task } from '../train/loop.js';
+import { runTraining, type EvalResult, type LoopHooks, type Task, type TaskContext, type TaskRun } from '../train/loop.js';
+import { corpusBleu } from '../eval/bleu.js';
+import { CheckpointError } from '../io/checkpoint.js';
+import { readHFConfig } from '../models/hf-decoder-files.js';
+import { loadT5Dir } from '../models/hf-t5-files.js';
+import { t5ConfigToHF } from '../models/hf-t5.js';
+import { Generator } from '../tensor/index.js';
+import { loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
+import { epochBatches } from './encoder.js';
 
 export const BLEU_PLOT_FILE = 'bleu.svg';
 export type Seq2SeqTrainConfig = TrainingConfig;
@@ -85,11 +93,16 @@ export const TRANSLATION_TASK: Task<TranslationBatch> = {
   check(cfg, problems) {
     if (cfg.activation !== 'relu' && cfg.activation !== 'gelu') problems.push(`activation must be one of 'relu', 'gelu' for translation, got '${cfg.activation}'`);
   },
-  async open(cfg, { backend, resume, say }) {
+  async open(cfg, ctx) {
+    const { backend, resume, say } = ctx;
     const [trainText, valText] = await Promise.all([
       readParallel(cfg.dataset, cfg.train_split, cfg.src_lang, cfg.tgt_lang, cfg.train_limit),
       readParallel(cfg.dataset, cfg.val_split, cfg.src_lang, cfg.tgt_lang, cfg.val_limit),
     ]);
+    const t5From = resume ? (resume.config['model_type'] === 't5' ? resume.dir : null)
+      : cfg.init_from !== 'scratch' && (await readHFConfig(cfg.init_from))['model_type'] === 't5' ? cfg.init_from : null;
+    // The loop hands a run's own batches back to it, so a run with another batch type fits.
+    if (t5From) return (await openT5(cfg, ctx, trainText, valText, t5From)) as unknown as TaskRun<TranslationBatch>;
     let tok: BpeTokenizer;
     if (resume) tok = await readBpeTokenizer(resume.dir);
     else if (cfg.tokenizer) tok = await readBpeTokenizer(cfg.tokenizer);
@@ -134,6 +147,85 @@ export const TRANSLATION_TASK: Task<TranslationBatch> = {
     };
   },
 };
+
+// ---------------------------------------------------------------- Hugging Face T5
+
+/** A T5 sentence: its tokenizer's ids (ending with </s> from the post-processor), cut to max keeping the last. */
+function encodeT5(tok: Tokenizer, text: string, max: number): number[] {
+  const ids = tok.encode(text);
+  return ids.length <= max ? ids : [...ids.slice(0, max - 1), ids[ids.length - 1]!];
+}
+
+/** Fine-tuning a Hugging Face T5 on the parallel corpus: sources as its tokenizer encodes
+ *  source_prefix + sentence, labels the target's ids (-100 padding), decoder inputs shifted
+ *  right by the model; val loss and greedy val BLEU; saved in the Hugging Face layout. */
+async function openT5(cfg: TrainingConfig, { backend, say }: TaskContext, trainText: { src: string[]; tgt: string[] }, valText: { src: string[]; tgt: string[] }, from: string): Promise<TaskRun<number[]>> {
+  let tok: Tokenizer;
+  try {
+    tok = await loadTokenizer(from);
+  } catch (e) {
+    throw new CheckpointError(from, `no tokenizer.json to read the sentences with (${(e as Error).message})`);
+  }
+  const { model, hfConfig, config } = await loadT5Dir(from, { backend });
+  model.train(true);
+  const max = cfg.block_size;
+  const enc = (t: { src: string[]; tgt: string[] }) => t.src.map((s, i) => ({ src: encodeT5(tok, cfg.source_prefix + s, max), tgt: encodeT5(tok, t.tgt[i]!, max) }));
+  const train = enc(trainText);
+  const val = enc(valText);
+  say(`fine-tuning ${from} (T5, ${config.num_layers}+${config.num_decoder_layers} layers, ${config.d_model} wide): ${train.length} training and ${val.length} validation pairs${cfg.source_prefix ? `, prefix ${JSON.stringify(cfg.source_prefix)}` : ''}`);
+  const pad = config.pad_token_id;
+  const tensors = (rows: { src: number[]; tgt: number[] }[]): { src: Tensor; mask: Tensor; labels: Tensor } => {
+    const S = Math.max(...rows.map((r) => r.src.length));
+    const T = Math.max(...rows.map((r) => r.tgt.length));
+    const src = new Int32Array(rows.length * S).fill(pad);
+    const mask = new Int32Array(rows.length * S);
+    const labels = new Int32Array(rows.length * T).fill(-100);
+    rows.forEach((r, b) => {
+      r.src.forEach((id, s) => { src[b * S + s] = id; mask[b * S + s] = 1; });
+      r.tgt.forEach((id, t) => (labels[b * T + t] = id));
+    });
+    const t = (a: Int32Array, n: number) => tensor(a, { backend, dtype: 'int32', shape: [rows.length, n] });
+    return { src: t(src, S), mask: t(mask, S), labels: t(labels, T) };
+  };
+  const loss = (rows: { src: number[]; tgt: number[] }[]): Tensor => {
+    const b = tensors(rows);
+    return model.forward(b.src, null, b.labels, { srcMask: b.mask }).loss!;
+  };
+  const { sampler, ...batches } = epochBatches(cfg, train.length, new Generator(cfg.seed + 5));
+  return {
+    model,
+    ...batches,
+    sizeOf: (idx) => idx.reduce((n, i) => n + train[i]!.src.length + train[i]!.tgt.length, 0),
+    loss: (idx) => ({ loss: loss(idx.map((i) => train[i]!)) }),
+    evaluate: (): Record<string, number> => {
+      const was = model.training;
+      model.eval();
+      try {
+        let total = 0;
+        let n = 0;
+        for (let s = 0; s < val.length; s += 64) {
+          const rows = val.slice(s, s + 64);
+          const tokens = rows.reduce((k, r) => k + r.tgt.length, 0);
+          total += noGrad(() => tidy(() => loss(rows).item())) * tokens;
+          n += tokens;
+        }
+        const hyps: string[] = [];
+        for (let s = 0; s < val.length; s += 64) {
+          const rows = val.slice(s, s + 64);
+          const got = model.greedyGenerate(rows.map((r) => r.src), { maxNewTokens: Math.ceil(cfg.decode_len_a * Math.max(...rows.map((r) => r.src.length)) + cfg.decode_len_b) });
+          for (const g of got) hyps.push((tok as Tokenizer & { decode(ids: number[], o?: { skipSpecialTokens?: boolean }): string }).decode(g, { skipSpecialTokens: true }).trim());
+        }
+        return { val_loss: total / n, val_bleu: corpusBleu(hyps, valText.tgt).bleu };
+      } finally {
+        model.train(was);
+      }
+    },
+    checkpoint: () => ({ config: t5ConfigToHF(model.config, hfConfig), model: modelToCheckpointTensors(model), tokenizerFiles: tok.toFiles() }),
+    state: () => ({ sampler: sampler.state() }),
+    setState: (s) => sampler.setState(s['sampler']),
+    plots: (records) => ({ [BLEU_PLOT_FILE]: bleuPlotSvg(records, `val BLEU, ${cfg.src_lang}→${cfg.tgt_lang} (T5)`) }),
+  };
+}
 
 /** Defaults filled in and every field checked (one error naming all problems). */
 export function seq2seqTrainConfig(partial: Record<string, unknown> = {}): Seq2SeqTrainConfig {

@@ -39,7 +39,7 @@ export const FIELDS = {
   max_iters: { default: 600000, check: 'nonneg-int', doc: 'optimizer updates in the whole run' },
   epochs: { default: 0, check: 'nonneg', tasks: ENC, doc: '> 0: passes over the training examples, instead of max_iters' },
   max_minutes: { default: 0, check: 'nonneg', doc: 'wall-clock budget in minutes, evaluations included (0: none); stops at an update boundary' },
-  batch_size: { default: 12, check: 'pos-int', tasks: ['lm', 'classification', 'masked-lm'], doc: 'rows per micro-batch' },
+  batch_size: { default: 12, check: 'pos-int', tasks: ['lm', 'classification', 'masked-lm', 'translation'], doc: 'rows per micro-batch (translation: fine-tuning a Hugging Face T5 only; attn\'s encoder-decoder batches by max_tokens)' },
   max_tokens: { default: 4096, check: 'pos-int', tasks: ['translation'], doc: 'token budget per batch (rows × the longer padded side)' },
   gradient_accumulation_steps: { default: 1, check: 'pos-int', doc: 'micro-batches per update (their gradients are averaged)' },
   // ---- optimizer and schedule
@@ -69,6 +69,7 @@ export const FIELDS = {
   dev_file: { default: 'data/sst2/dev.tsv', check: 'path', tasks: ['classification'], doc: 'labeled dev sentences: picks the best checkpoint' },
   label_fraction: { default: 1, check: 'unit-closed', tasks: ['classification'], doc: 'use a seeded fraction of the training labels' },
   src_lang: { default: 'de', tasks: ['translation'], doc: 'source language suffix of the data files' },
+  source_prefix: { default: '', tasks: ['translation'], doc: 'with --init_from a Hugging Face T5: the task prefix put before each source sentence (e.g. "translate German to English: ")' },
   tgt_lang: { default: 'en', tasks: ['translation'], doc: 'target language suffix' },
   train_split: { default: 'train', tasks: ['translation'], doc: 'training split name' },
   val_split: { default: 'val', tasks: ['translation'], doc: 'validation split name' },
