@@ -3,6 +3,8 @@ import { cpus } from 'node:os';
 import { DecoderLM } from '../models/decoder.js';
 import { fullGPTConfig, GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
 import { ARCHITECTURE_OF } from '../models/hf-decoder.js';
+import { readHFConfig } from '../models/hf-decoder-files.js';
+import { load } from '../models/files.js';
 import { type Flags, UsageError } from './args.js';
 import type { AdapterDescription } from '../backend/webgpu/protocol.js';
 import { backendFromFlags, loadModelDir } from './common.js';
@@ -23,6 +25,17 @@ export async function runInfo(f: Flags): Promise<void> {
   }
   console.log(`machine: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, Node ${process.version}`);
   let cfg: GPTConfig | undefined;
+  const modelType = dir ? (await readHFConfig(dir).catch(() => ({} as Record<string, unknown>)))['model_type'] : undefined;
+  if (dir && (modelType === 'bert' || modelType === 't5')) {
+    // Hugging Face BERT and T5: the encoder (-decoder) families.
+    const { model, kind } = await load(dir, { backend });
+    const c = model.config as unknown as Record<string, unknown>;
+    console.log(`model: ${kind === 't5' ? `t5 (T5ForConditionalGeneration), ${String(c['num_layers'])}+${String(c['num_decoder_layers'])} layers, d_model ${String(c['d_model'])}, ${String(c['num_heads'])} heads, ${String(c['feed_forward_proj'])}` : `bert, ${String(c['num_hidden_layers'])} layers, hidden ${String(c['hidden_size'])}, ${String(c['num_attention_heads'])} heads${c['num_labels'] ? `, ${String(c['num_labels'])}-class head` : ''}${c['mlm_head'] ? ', masked-LM head' : ''}`}`);
+    console.log(`parameters: ${model.numParameters().toLocaleString('en-US')}`);
+    console.log(`config: ${JSON.stringify(c)}`);
+    model.dispose();
+    return;
+  }
   if (dir) {
     const model = await loadModelDir('info', dir, backend);
     if (model instanceof DecoderLM) {
