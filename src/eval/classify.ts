@@ -6,6 +6,7 @@ import { CheckpointError } from '../io/checkpoint.js';
 import { loadBertCheckpoint } from '../models/bert-checkpoint.js';
 import { padBatch, type BertConfig, type BertModel } from '../models/bert.js';
 import { HFBert } from '../models/hf-bert.js';
+import type { Module } from '../nn/module.js';
 import { loadHFBertDir } from '../models/hf-bert-files.js';
 import { readHFConfig } from '../models/hf-decoder-files.js';
 import { argmax, crossEntropy, noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
@@ -22,21 +23,20 @@ export function maskPositionsOf(rows: readonly (readonly number[])[], model: Ber
   return Int32Array.from(rows.map((r) => r.lastIndexOf(model.config.mask_id)));
 }
 
-/** Accuracy (and mean loss) of the model on encoded examples, in eval mode, batched by length. */
-export function accuracyOf(model: BertModel, rows: readonly number[][], labels: readonly number[], batchSize = 64): { accuracy: number; loss: number; n: number } {
+/** Accuracy and mean loss over encoded rows in batches sorted by length, with lossOf(batch rows'
+ *  indices) giving each batch's logits and mean loss, in eval mode without gradients. */
+function accuracyOver(model: Module, rows: readonly number[][], labels: readonly number[], batchSize: number,
+  lossOf: (idx: number[]) => { logits: Tensor; loss: Tensor }): { accuracy: number; loss: number; n: number } {
   const wasTraining = model.training;
   model.eval();
   const order = rows.map((_, i) => i).sort((a, b) => rows[a]!.length - rows[b]!.length);
   let correct = 0;
   let lossSum = 0;
-  const be = model.embed.weight.backend;
   try {
     for (let s = 0; s < order.length; s += batchSize) {
       const idx = order.slice(s, s + batchSize);
       noGrad(() => tidy(() => {
-        const ids = padBatch(idx.map((i) => rows[i]!), model.config.pad_id, be, padMultiple(be));
-        const y = tensor(Int32Array.from(idx.map((i) => labels[i]!)), { backend: be, dtype: 'int32', shape: [idx.length] });
-        const { logits, loss } = model.classifyLoss(ids, y, maskPositionsOf(idx.map((i) => rows[i]!), model));
+        const { logits, loss } = lossOf(idx);
         const pred = argmax(logits, -1).data();
         idx.forEach((i, k) => { if (pred[k] === labels[i]) correct++; });
         lossSum += loss.item() * idx.length;
@@ -47,6 +47,16 @@ export function accuracyOf(model: BertModel, rows: readonly number[][], labels: 
   }
   const n = rows.length;
   return { accuracy: n ? correct / n : NaN, loss: n ? lossSum / n : NaN, n };
+}
+
+/** Accuracy (and mean loss) of the model on encoded examples, in eval mode, batched by length. */
+export function accuracyOf(model: BertModel, rows: readonly number[][], labels: readonly number[], batchSize = 64): { accuracy: number; loss: number; n: number } {
+  const be = model.embed.weight.backend;
+  return accuracyOver(model, rows, labels, batchSize, (idx) => {
+    const ids = padBatch(idx.map((i) => rows[i]!), model.config.pad_id, be, padMultiple(be));
+    const y = tensor(Int32Array.from(idx.map((i) => labels[i]!)), { backend: be, dtype: 'int32', shape: [idx.length] });
+    return model.classifyLoss(ids, y, maskPositionsOf(idx.map((i) => rows[i]!), model));
+  });
 }
 
 /** Accuracy of a fine-tuned checkpoint on a sentence/label TSV. */
@@ -103,26 +113,7 @@ export function hfBertClassifyLoss(model: HFBert, rows: readonly (readonly numbe
 
 /** Accuracy and mean loss of a Hugging Face BERT classifier, in eval mode, batched by length. */
 export function hfBertAccuracy(model: HFBert, rows: readonly number[][], labels: readonly number[], batchSize = 64): { accuracy: number; loss: number; n: number } {
-  const wasTraining = model.training;
-  model.eval();
-  const order = rows.map((_, i) => i).sort((a, b) => rows[a]!.length - rows[b]!.length);
-  let correct = 0;
-  let lossSum = 0;
-  try {
-    for (let s = 0; s < order.length; s += batchSize) {
-      const idx = order.slice(s, s + batchSize);
-      noGrad(() => tidy(() => {
-        const { logits, loss } = hfBertClassifyLoss(model, idx.map((i) => rows[i]!), idx.map((i) => labels[i]!));
-        const pred = argmax(logits, -1).data();
-        idx.forEach((i, k) => { if (pred[k] === labels[i]) correct++; });
-        lossSum += loss.item() * idx.length;
-      }));
-    }
-  } finally {
-    model.train(wasTraining);
-  }
-  const n = rows.length;
-  return { accuracy: n ? correct / n : NaN, loss: n ? lossSum / n : NaN, n };
+  return accuracyOver(model, rows, labels, batchSize, (idx) => hfBertClassifyLoss(model, idx.map((i) => rows[i]!), idx.map((i) => labels[i]!)));
 }
 
 async function evaluateHFBert(modelDir: string, tsvPath: string, backend: Backend | undefined): Promise<{ accuracy: number; n: number }> {
