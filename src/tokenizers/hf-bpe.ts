@@ -9,6 +9,7 @@
 // Symbols are token ids and the merge table is keyed by id pairs (an open-addressing int32
 // table), so the merge loop does no string work; results are cached per pre-token.
 import { BYTE_TO_CHAR, bytesToByteLevel, utf8Bytes } from './bytes.js';
+import { heapPop, heapPush, PairTable } from './pair-table.js';
 
 /** The model object of tokenizer.json (type BPE). */
 export interface HfBpeJson {
@@ -45,7 +46,7 @@ export class HfBpeModel {
 
   private readonly unkId: number;
   /** (left id, right id) -> merge rank; mergeIds[rank] is the merged token's id. */
-  private readonly ranks: PairRanks;
+  private readonly ranks: PairTable;
   private readonly mergeIds: Int32Array;
   /** Code point -> id of the single-character token (fast path without prefix/suffix). */
   private readonly charIds = new Map<number, number>();
@@ -110,7 +111,7 @@ export class HfBpeModel {
     // Merges: "left right" strings (exactly one space) or [left, right] pairs.
     const merges = json.merges;
     const n = merges.length;
-    this.ranks = new PairRanks(n);
+    this.ranks = new PairTable(n);
     this.mergeIds = new Int32Array(n);
     // Whether some merge joins a token not ending in ▁ to one starting with ▁ (see wordStart).
     let joinsBeforeWordStart = false;
@@ -346,77 +347,4 @@ export class HfBpeModel {
     for (let i = 0; i >= 0; i = next[i]) out.push(sym[i]);
     return out;
   }
-}
-
-/**
- * Open-addressing hash table (id, id) -> rank (non-negative int32). Keys stay int32 (a Map
- * keyed by a * vocab + b would hash heap numbers for 100k+ vocabularies).
- */
-class PairRanks {
-  private readonly keysA: Int32Array;
-  private readonly keysB: Int32Array;
-  private readonly vals: Int32Array;
-  private readonly mask: number;
-
-  constructor(n: number) {
-    let cap = 16;
-    while (cap < n * 2) cap *= 2;
-    this.keysA = new Int32Array(cap).fill(-1);
-    this.keysB = new Int32Array(cap);
-    this.vals = new Int32Array(cap);
-    this.mask = cap - 1;
-  }
-
-  private slot(a: number, b: number): number {
-    let h = Math.imul(a, 0x9e3779b1) ^ Math.imul(b ^ 0x5bd1e995, 0x85ebca6b);
-    h ^= h >>> 15;
-    let i = h & this.mask;
-    const ka = this.keysA;
-    while (ka[i] !== -1 && (ka[i] !== a || this.keysB[i] !== b)) i = (i + 1) & this.mask;
-    return i;
-  }
-
-  /** The rank of (a, b), or -1. */
-  get(a: number, b: number): number {
-    const i = this.slot(a, b);
-    return this.keysA[i] === -1 ? -1 : this.vals[i];
-  }
-
-  set(a: number, b: number, v: number): void {
-    const i = this.slot(a, b);
-    this.keysA[i] = a;
-    this.keysB[i] = b;
-    this.vals[i] = v;
-  }
-}
-
-function heapPush(h: number[], v: number): void {
-  let i = h.length;
-  h.push(v);
-  while (i > 0) {
-    const p = (i - 1) >> 1;
-    if (h[p] <= v) break;
-    h[i] = h[p];
-    i = p;
-  }
-  h[i] = v;
-}
-
-function heapPop(h: number[]): number {
-  const top = h[0];
-  const last = h.pop()!;
-  const n = h.length;
-  if (n > 0) {
-    let i = 0;
-    for (;;) {
-      let c = 2 * i + 1;
-      if (c >= n) break;
-      if (c + 1 < n && h[c + 1] < h[c]) c++;
-      if (h[c] >= last) break;
-      h[i] = h[c];
-      i = c;
-    }
-    h[i] = last;
-  }
-  return top;
 }
