@@ -2,7 +2,7 @@
 // path, a tiny fine-tune, checkpoint round trip, eval classify, LoRA trains only adapters.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Generator, getBackend, noGrad, RefBackend, tensor } from '../src/index.js';
@@ -146,8 +146,9 @@ function synthTsv(n: number, seed: number): string {
 
 const SMALL = { n_layer: 1, n_head: 2, n_embd: 32, n_inner: 64, block_size: 24, vocab_size: 300, dropout: 0, batch_size: 16, warmup_iters: 5, learning_rate: 3e-3, log_interval: 5, seed: 1 };
 
-test('tiny fine-tune learns; checkpoint reload gives the same logits; eval classify', async () => {
+test('tiny fine-tune learns; checkpoint reload gives the same logits; eval classify', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'attn-bert-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
   const train = join(dir, 'train.tsv');
   const dev = join(dir, 'dev.tsv');
   await writeFile(train, synthTsv(300, 1));
@@ -187,8 +188,9 @@ test('tiny fine-tune learns; checkpoint reload gives the same logits; eval class
   b.model.dispose();
 });
 
-test('MLM pre-training then fine-tuning from it; LoRA trains only adapters and the head', async () => {
+test('MLM pre-training then fine-tuning from it; LoRA trains only adapters and the head', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'attn-bert-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
   const train = join(dir, 'train.tsv');
   const dev = join(dir, 'dev.tsv');
   await writeFile(train, synthTsv(200, 3));
@@ -262,8 +264,9 @@ test('prompt-based classification: the MLM head scores the verbalizers at the [M
   assert.throws(() => new BertModel({ ...cfg, verbalizers: [7, 99] }), /verbalizers must be a list of token ids/);
 });
 
-test('prompt-based fine-tuning from scratch and from a pre-trained MLM; the checkpoint evaluates the same', async () => {
+test('prompt-based fine-tuning from scratch and from a pre-trained MLM; the checkpoint evaluates the same', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'attn-bert-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
   const train = join(dir, 'train.tsv');
   const dev = join(dir, 'dev.tsv');
   await writeFile(train, synthTsv(300, 5));
