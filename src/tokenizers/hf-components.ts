@@ -2,6 +2,7 @@
 // pre-tokenizers, decoders and post-processors, each built from its JSON object with the
 // semantics of the `tokenizers` library. Unknown or malformed components are refused with an
 // error naming the JSON path and the type.
+import { PrecompiledCharsMap } from './hf-precompiled.js';
 import { BYTE_TO_CHAR, bytesToByteLevel, utf8Bytes } from './bytes.js';
 import { compileHfRegex, escapeRegexLiteral } from './hf-regex.js';
 import { GPT2_PATTERN } from './pretokenize.js';
@@ -119,6 +120,10 @@ export function buildNormalizer(j: unknown, where = 'normalizer'): Normalizer | 
       if (typeof lit === 'string') return (s) => s.replaceAll(lit, content);
       return (s) => s.replace(re, () => content);
     }
+    case 'Precompiled': {
+      const map = typeof o.precompiled_charsmap === 'string' && o.precompiled_charsmap !== '' ? new PrecompiledCharsMap(o.precompiled_charsmap, where) : null;
+      return map ? (s) => map.normalize(s) : (s) => s; // an empty map normalizes nothing
+    }
     case 'BertNormalizer': {
       const clean = optBool(o, 'clean_text', where, true);
       const chinese = optBool(o, 'handle_chinese_chars', where, true);
@@ -134,7 +139,7 @@ export function buildNormalizer(j: unknown, where = 'normalizer'): Normalizer | 
       };
     }
     default:
-      throw new Error(`tokenizer.json: ${where}: normalizer type ${typeName(o)} is not supported (Sequence, NFC, NFD, NFKC, NFKD, Lowercase, Strip, StripAccents, Prepend, Replace, BertNormalizer)`);
+      throw new Error(`tokenizer.json: ${where}: normalizer type ${typeName(o)} is not supported (Sequence, NFC, NFD, NFKC, NFKD, Lowercase, Strip, StripAccents, Prepend, Replace, BertNormalizer, Precompiled)`);
   }
 }
 
