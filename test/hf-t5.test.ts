@@ -386,3 +386,21 @@ test('attn train --task translation --init_from a T5 directory: fine-tunes on Mu
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a T5 with a real SentencePiece tokenizer.json (Precompiled + Unigram): attn translate runs end to end', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'attn-t5-spm-'));
+  try {
+    const model = new T5Model(t5Config({ vocab_size: 1000, d_model: 16, d_kv: 4, d_ff: 32, num_layers: 1, num_heads: 2, relative_attention_num_buckets: 8, relative_attention_max_distance: 16, feed_forward_proj: 'gated-gelu', tie_word_embeddings: false }), { backend: cpu, seed: 3 });
+    await saveT5Dir(model, dir);
+    model.dispose();
+    await cp(fileURLToPath(new URL('../../test/fixtures/spm-t5/tokenizer.json', import.meta.url)), join(dir, 'tokenizer.json'));
+    const { spawnSync } = await import('node:child_process');
+    const cliPath = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+    const r = spawnSync(process.execPath, [cliPath, 'translate', '--model', dir, '--prefix', 'translate German to English: ', '--max_len_a', '0', '--max_len_b', '5'],
+      { input: 'Ein Hund läuft über die Ｗｉｅｓｅ.\nZwei Männer.\n', encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.split('\n').length, 3);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
