@@ -253,3 +253,25 @@ test('hf decoders: LoRA on every family: only adapters train, the PEFT files loa
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('hf decoders on webgpu with bfloat16 matmuls: the logits of the cpu bf16 kernels', async (t) => {
+  const gpu = await webgpu();
+  if (typeof gpu === 'string') return t.skip(`no webgpu: ${gpu}`);
+  for (const c of ['llama', 'qwen3', 'phi']) {
+    const exp = expectedOf(c);
+    const onCpu = await loadDecoderDir(join(ROOT, c), { backend: cpu });
+    const onGpu = await loadDecoderDir(join(ROOT, c), { backend: gpu });
+    try {
+      const a = withMatmulPrecision('bfloat16', () => logSoftmaxOf(onCpu.model, exp.tokens));
+      const b = withMatmulPrecision('bfloat16', () => logSoftmaxOf(onGpu.model, exp.tokens, gpu));
+      const f32 = logSoftmaxOf(onGpu.model, exp.tokens, gpu);
+      const d = maxDiff(a, b);
+      t.diagnostic(`${c}: webgpu bf16 vs cpu bf16 ${d.toExponential(2)}; bf16 vs f32 on webgpu ${maxDiff(b, f32).toExponential(2)}`);
+      assert.ok(d < 1e-4, `${c}: webgpu bf16 differs from cpu bf16 by ${d}`);
+      assert.ok(maxDiff(b, f32) > 1e-4, `${c}: bf16 changed nothing on webgpu`);
+    } finally {
+      onCpu.model.dispose();
+      onGpu.model.dispose();
+    }
+  }
+});

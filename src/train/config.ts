@@ -34,7 +34,7 @@ export const FIELDS = {
   threads: { default: 0, check: 'nonneg-int', doc: 'CPU threads; 0 = one per core' },
   seed: { default: 1337, check: 'seed', doc: 'seeds the weights, batches, dropout and masks' },
   checkpoint_activations: { default: false, tasks: ['lm'], doc: "recompute each block's activations in the backward pass: less memory, one more forward" },
-  dtype: { default: 'float32', choices: ['float32', 'bfloat16', 'float64'], doc: 'arithmetic: bfloat16 = mixed precision (bfloat16 matmuls accumulating in float32; float32 weights, optimizer state and other ops; cpu or ref device); float64 on the ref device, lm task only' },
+  dtype: { default: 'float32', choices: ['float32', 'bfloat16', 'float64'], doc: 'arithmetic: bfloat16 = mixed precision (bfloat16 matmuls accumulating in float32; float32 weights, optimizer state and other ops; cpu, ref or webgpu device); float64 on the ref device, lm task only' },
   // ---- length and batches
   max_iters: { default: 600000, check: 'nonneg-int', doc: 'optimizer updates in the whole run' },
   epochs: { default: 0, check: 'nonneg', tasks: ENC, doc: '> 0: passes over the training examples, instead of max_iters' },

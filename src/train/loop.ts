@@ -441,9 +441,6 @@ export async function runTraining<B>(task: Task<B>, input: Record<string, unknow
   if (cfg.dtype === 'float64' && (task.task !== 'lm' || !backend.supports('float64'))) {
     throw new Error(`dtype float64 trains the lm task on the ref device only (here: the ${task.task} task on the ${backend.name} device)`);
   }
-  if (cfg.dtype === 'bfloat16' && backend.name === 'webgpu') {
-    throw new Error('dtype bfloat16 (mixed-precision matmuls) runs on the cpu and ref devices; the webgpu device trains in float32');
-  }
   // Mixed precision: every matmul of the run, forward, backward and evaluation, rounds its
   // operands to bfloat16 (process-wide while the run lasts, like torch.autocast).
   const prev = setMatmulPrecision(cfg.dtype === 'bfloat16' ? 'bfloat16' : 'float32');

@@ -215,7 +215,26 @@ export class WebGPUBackend implements Backend {
   // ---- linear algebra ----
 
   matmul(args: MatmulArgs): void {
+    if (args.precision === 'bfloat16' && args.a.dtype === 'float32' && args.b.dtype === 'float32') {
+      // bfloat16 operands with float32 accumulation, as the cpu's bf16 kernels compute: rounded
+      // copies of both operands (queued in order, freed after), then the float32 kernel.
+      const ra = this.roundedToBf16(args.a);
+      const rb = this.roundedToBf16(args.b);
+      try {
+        this.matmul({ ...args, a: ra, b: rb, precision: 'float32' });
+      } finally {
+        this.free(ra);
+        this.free(rb);
+      }
+      return;
+    }
     this.kernel('matmul', { ...args, bias: args.bias ?? null, activation: args.activation ?? 'none', accumulate: args.accumulate ?? false });
+  }
+
+  private roundedToBf16(s: Storage): Storage {
+    const out = this.alloc('float32', s.size, true);
+    this.kernel('unary', { op: 'bf16_round', x: s, xl: { shape: [s.size], strides: [1], offset: 0 }, out });
+    return out;
   }
 
   // ---- fused rows ----

@@ -162,9 +162,11 @@ const copy: KernelFn = (ctx, a) => {
 
 // ---------------------------------------------------------------- unary math
 
-const UNARY_OPS: readonly UnaryOp[] = [
+// 'bf16_round' (device-side only): float32 rounded to the nearest bfloat16, ties to even, kept
+// as float32; the backend's bfloat16 matmul precision rounds its operands with it.
+const UNARY_OPS: readonly (UnaryOp | 'bf16_round')[] = [
   'neg', 'exp', 'log', 'sqrt', 'rsqrt', 'tanh', 'relu', 'gelu', 'gelu_erf',
-  'silu', 'sigmoid', 'abs', 'sin', 'cos', 'square', 'recip', 'sign', 'elu1',
+  'silu', 'sigmoid', 'abs', 'sin', 'cos', 'square', 'recip', 'sign', 'elu1', 'bf16_round',
 ];
 const UNARY_GRAD_OPS: readonly UnaryGradOp[] = ['relu', 'gelu', 'gelu_erf', 'silu', 'sigmoid', 'tanh', 'elu1'];
 
@@ -229,6 +231,10 @@ fn unary_f(op: u32, x: f32) -> f32 {
     case 15u: { r = 1.0 / x; }
     case 16u: { if (x > 0.0) { r = 1.0; } else if (x < 0.0) { r = -1.0; } } // NaN and ±0 pass through
     case 17u: { r = select(exp(x), x + 1.0, x > 0.0); }
+    case 18u: {
+      let b = bitcast<u32>(x);
+      if ((b & 0x7f800000u) != 0x7f800000u) { r = bitcast<f32>((b + 0x7fffu + ((b >> 16u) & 1u)) & 0xffff0000u); } // inf, NaN as they are
+    }
     default: {}
   }
   return r;
