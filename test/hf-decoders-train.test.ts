@@ -191,3 +191,13 @@ test('attn chat and sample with a real tokenizer.json and chat template (Qwen3 f
   assert.equal(loaded.tokenizer?.kind, 'hf');
   loaded.model.dispose();
 });
+
+test('finetune lm on JSONL: one document per "text" line, each ended by EOS; a bad line is refused naming it', async () => {
+  const jsonl = join(root, 'docs.jsonl');
+  const lines = readFileSync(dataFile, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.stringify({ text: l }));
+  await writeFile(jsonl, `${lines.join('\n')}\n`);
+  const r = await train({ ...common, data: jsonl, init_from: base, out_dir: join(root, 'jsonl'), max_iters: 4, eval_interval: 2 });
+  assert.ok(Number.isFinite(r.best_val_loss));
+  await writeFile(join(root, 'bad.jsonl'), `${lines[0]}\n{"txt": "no text field"}\n`);
+  await assert.rejects(train({ ...common, data: join(root, 'bad.jsonl'), init_from: base, out_dir: join(root, 'bad'), max_iters: 2 }), /bad\.jsonl:2: each line needs a "text" string/);
+});

@@ -404,3 +404,22 @@ test('a T5 with a real SentencePiece tokenizer.json (Precompiled + Unigram): att
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('attn finetune translation --init_from a T5 directory runs through the CLI', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'attn-t5-cli-'));
+  try {
+    const src = join(ROOT, 't5-v1_0-tied-relu');
+    for (const f of ['config.json', 'model.safetensors']) await cp(join(src, f), join(dir, f));
+    await writeUnigramTokenizer(dir, src);
+    const { spawnSync } = await import('node:child_process');
+    const cliPath = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+    const r = spawnSync(process.execPath, [cliPath, 'finetune', 'translation', '--init_from', dir, '--dataset', fileURLToPath(new URL('../../data/multi30k', import.meta.url)),
+      '--train_limit', '64', '--val_limit', '8', '--max_iters', '2', '--eval_interval', '2', '--warmup_iters', '0', '--out', join(dir, 'out'), '--quiet'], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /fine-tuning .* \(T5, 2\+2 layers, 16 wide\): 64 training and 8 validation pairs, prefix "translate German to English: "/);
+    const saved = JSON.parse(readFileSync(join(dir, 'out', 'last', 'config.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(saved['model_type'], 't5');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

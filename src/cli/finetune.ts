@@ -1,5 +1,6 @@
-// attn finetune --task sst2: sentence classification on the one loop (the classification task),
-// then the best checkpoint's accuracy on the test TSV as one JSON line.
+// attn finetune: `lm` (a causal language model, full or LoRA), `translation` (a Hugging Face T5),
+// or --task sst2: sentence classification on the one loop (the classification task), then the
+// best checkpoint's accuracy on the test TSV as one JSON line.
 import { fieldHelp } from '../train/config.js';
 import { CLASSIFICATION_TASK } from '../tasks/classification.js';
 import { type Flags, UsageError } from './args.js';
@@ -21,6 +22,13 @@ unmerged in the PEFT layout (adapter_config.json, adapter_model.safetensors): sa
 'attn sample --model OUT/best' (or --model BASE --adapter OUT/best), fold them in with 'attn merge'.
 Fine-tuning defaults: 200 updates, learning rate 1e-4 (LoRA 1e-3), batch 4, block 128,
 evaluation every 50 updates on 20 batches, no weight decay, out/finetune-lm.
+
+attn finetune translation --init_from T5_DIR [--source_prefix "translate German to English: "] [--dataset data/multi30k] [--FIELD VALUE ...]
+
+Fine-tunes a Hugging Face T5 (with its tokenizer.json) on a parallel corpus (the translation
+task): sources are source_prefix + sentence, targets the reference; val loss and greedy val BLEU
+pick OUT/best, written in the T5 layout ('attn translate --model OUT/best --prefix ...' reads it).
+Defaults: 1000 updates of 16 pairs, learning rate 3e-4 with linear decay, out/finetune-translation.
 
 attn finetune --task sst2 [--init_from DIR] [--label_fraction F] [--out DIR] [--FIELD VALUE ...]
 
@@ -44,9 +52,15 @@ const LM_FINETUNE_DEFAULTS = {
   weight_decay: 0, dropout: 0,
 };
 
+/** The translation task's defaults for fine-tuning a T5 (the task's own are the 2017 model's from scratch). */
+const TRANSLATION_FINETUNE_DEFAULTS = {
+  out_dir: 'out/finetune-translation', max_iters: 1000, batch_size: 16, learning_rate: 3e-4, lr_decay: 'linear', warmup_iters: 50, eval_interval: 250,
+  block_size: 128, weight_decay: 0, source_prefix: 'translate German to English: ',
+};
+
 export async function runFinetune(f: Flags): Promise<void> {
   const sub = f.parsed.positionals[0];
-  if (sub !== undefined && sub !== 'lm') throw new UsageError(`finetune: unknown subcommand '${sub}' (attn finetune lm ..., or attn finetune --task sst2)`);
+  if (sub !== undefined && sub !== 'lm' && sub !== 'translation') throw new UsageError(`finetune: unknown subcommand '${sub}' (attn finetune lm ..., attn finetune translation ..., or attn finetune --task sst2)`);
   if (f.parsed.positionals.length > 1) throw new UsageError(`finetune: unexpected argument '${f.parsed.positionals[1]}'`);
   if (sub === 'lm') {
     if (!f.has('init_from')) throw new UsageError('finetune lm: --init_from DIR is required (a Hugging Face decoder or an attn checkpoint)');
@@ -54,6 +68,12 @@ export async function runFinetune(f: Flags): Promise<void> {
     // Resuming restates nothing: the saved run's config is taken as it was.
     const base = f.parsed.flags.get('init_from') === 'resume' ? {} : { ...LM_FINETUNE_DEFAULTS, learning_rate: lora ? 1e-3 : 1e-4 };
     await runTaskCommand(f, { command: 'finetune lm', task: 'lm', base });
+    return;
+  }
+  if (sub === 'translation') {
+    if (!f.has('init_from')) throw new UsageError('finetune translation: --init_from DIR is required (a Hugging Face T5 directory with its tokenizer.json)');
+    const base = f.parsed.flags.get('init_from') === 'resume' ? {} : TRANSLATION_FINETUNE_DEFAULTS;
+    await runTaskCommand(f, { command: 'finetune translation', task: 'translation', base });
     return;
   }
   const name = f.string('task') ?? 'sst2';
