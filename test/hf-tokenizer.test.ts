@@ -494,7 +494,7 @@ test('malformed tokenizer.json and unsupported components: errors name the probl
   assert.throws(() => new HfTokenizer(with_({ pre_tokenizer: { type: 'Split', pattern: { Regex: '(a)\\1' }, behavior: 'Isolated' } })), /pre_tokenizer\.pattern\.Regex.*backreference/);
   assert.throws(() => new HfTokenizer(with_({ pre_tokenizer: { type: 'Split', pattern: { Regex: 'a' }, behavior: 'Sideways' } })), /behavior "Sideways"/);
   assert.throws(() => new HfTokenizer(with_({ pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'UnicodeScripts' }] } })), /pre_tokenizer\.pretokenizers\[0\]: pre-tokenizer type UnicodeScripts is not supported/);
-  assert.throws(() => new HfTokenizer(with_({ normalizer: { type: 'Precompiled' } })), /normalizer type Precompiled is not supported/);
+  assert.throws(() => new HfTokenizer(with_({ normalizer: { type: 'ByteLevel' } })), /normalizer type ByteLevel is not supported/);
   assert.throws(() => new HfTokenizer(with_({ decoder: { type: 'CTC' } })), /decoder type CTC is not supported/);
   assert.throws(() => new HfTokenizer(with_({ post_processor: { type: 'Magic' } })), /post-processor type Magic is not supported/);
   assert.throws(() => new HfTokenizer(model({ type: 'WordLevel' })), /model type "WordLevel" is not supported \(BPE, WordPiece, Unigram\)/);
