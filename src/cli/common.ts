@@ -50,6 +50,11 @@ export type CausalModel = GPT | DecoderLM;
 /** A model directory: config.json + safetensors weights (attn checkpoints, Hugging Face GPT-2,
  *  llama, mistral, qwen2, qwen3, phi). */
 export async function loadModelDir(command: string, dir: string, backend: Backend, adapter?: string): Promise<CausalModel> {
+  if (dir.endsWith('.gguf') && adapter === undefined) {
+    await requireFile(command, 'model', dir);
+    const { loadGGUF } = await import('../models/gguf-decoder.js');
+    return (await loadGGUF(dir, { backend })).model;
+  }
   await requireDir(command, 'model', dir);
   // A PEFT adapter directory (attn finetune lm --lora_r): its base model with the adapters on.
   if (adapter === undefined && existsSync(join(dir, ADAPTER_CONFIG_FILE))) {

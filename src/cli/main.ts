@@ -88,6 +88,16 @@ Ctrl-D ends it. Piped input works too: one user turn per line.
   --device cpu|webgpu|auto|ref, --threads N`,
     run: async (f) => (await import('./chat.js')).runChat(f),
   },
+  export: {
+    summary: 'write a llama model as a GGUF file (llama.cpp): f32, f16, q8_0 or q4_0',
+    help: `attn export gguf --model DIR --out FILE.gguf [--type f32|f16|q8_0|q4_0]
+
+Writes a Hugging Face llama directory as GGUF (llama.cpp's names and metadata; q and k rows in
+its interleaved rotary order). q8_0 and q4_0 quantize the 2-D weights whose rows are whole blocks
+of 32; norms stay f32. 'attn logprobs --model FILE.gguf --tokens ...' reads it back.`,
+    subcommand: true,
+    run: async (f) => (await import('./export.js')).runExport(f),
+  },
   merge: {
     summary: 'merge LoRA adapters into their base model and save the result (Hugging Face layout)',
     help: `attn merge --model BASE --adapter DIR --out OUT

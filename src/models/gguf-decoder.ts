@@ -1,0 +1,228 @@
+// A llama-architecture DecoderLM as a GGUF file (llama.cpp's names and metadata keys, as its
+// specification and converter define them) and back:
+//   token_embd.weight, blk.{i}.{attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm,
+//   ffn_gate, ffn_up, ffn_down}.weight, output_norm.weight, output.weight (absent when tied);
+//   llama.{context_length, embedding_length, block_count, feed_forward_length,
+//   rope.dimension_count, rope.freq_base, attention.head_count, attention.head_count_kv,
+//   attention.layer_norm_rms_epsilon}.
+// llama.cpp rotates interleaved pairs (2i, 2i+1) where Hugging Face rotates halves (i, i+D/2),
+// so q and k rows are permuted within each head on the way out (as llama.cpp's converter does)
+// and back on the way in. Quantized files: the 2-D weights whose rows are whole 32-blocks become
+// Q8_0 or Q4_0; norms stay F32.
+import { open } from 'node:fs/promises';
+import type { Backend } from '../backend/backend.js';
+import { tempSibling } from '../io/files.js';
+import {
+  decodeGGML, encodeGGML, GGMLType, GGML_TYPE_NAMES, GGUFError, GGUFValueType, parseGGUFHeader, serializeGGUFHeader, type GGUFValue,
+} from '../io/gguf.js';
+import { fmt, type DType, type Tensor } from '../tensor/index.js';
+import { DecoderLM, type DecoderConfig } from './decoder.js';
+import { decoderConfigFromHF } from './hf-decoder.js';
+
+export type GGUFWeightType = 'f32' | 'f16' | 'q8_0' | 'q4_0';
+const TYPE_OF: Record<GGUFWeightType, GGMLType> = { f32: GGMLType.F32, f16: GGMLType.F16, q8_0: GGMLType.Q8_0, q4_0: GGMLType.Q4_0 };
+/** general.file_type (llama.cpp's LLAMA_FTYPE): all F32, mostly F16, Q4_0, Q8_0. */
+const FILE_TYPE: Record<GGUFWeightType, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 7 };
+
+/** HF parameter name -> GGUF tensor name (null: not stored). */
+function ggufName(name: string): string {
+  if (name === 'model.embed_tokens.weight') return 'token_embd.weight';
+  if (name === 'model.norm.weight') return 'output_norm.weight';
+  if (name === 'lm_head.weight') return 'output.weight';
+  const m = /^model\.layers\.(\d+)\.(.+)\.weight$/.exec(name);
+  const parts: Record<string, string> = {
+    input_layernorm: 'attn_norm', 'self_attn.q_proj': 'attn_q', 'self_attn.k_proj': 'attn_k', 'self_attn.v_proj': 'attn_v', 'self_attn.o_proj': 'attn_output',
+    post_attention_layernorm: 'ffn_norm', 'mlp.gate_proj': 'ffn_gate', 'mlp.up_proj': 'ffn_up', 'mlp.down_proj': 'ffn_down',
+  };
+  if (m && parts[m[2]!]) return `blk.${m[1]}.${parts[m[2]!]}.weight`;
+  throw new Error(`GGUF: parameter '${name}' has no llama.cpp name`);
+}
+
+/** Rows of one head in Hugging Face's half-split order -> llama.cpp's interleaved order (inverse: back). */
+function permuteHeads(data: Float32Array, heads: number, cols: number, inverse: boolean): Float32Array {
+  const rows = data.length / cols;
+  const D = rows / heads;
+  const half = D / 2;
+  const out = new Float32Array(data.length);
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const hf = h * D + j * half + i; // row in the half-split layout
+        const gg = h * D + 2 * i + j; // row in the interleaved layout
+        const [from, to] = inverse ? [gg, hf] : [hf, gg];
+        out.set(data.subarray(from * cols, (from + 1) * cols), to * cols);
+      }
+    }
+  }
+  return out;
+}
+
+function checkExportable(cfg: DecoderConfig): void {
+  const problems: string[] = [];
+  if (cfg.model_type !== 'llama') problems.push(`model_type '${cfg.model_type}' (the llama architecture only)`);
+  if (cfg.qkv_bias || cfg.o_bias || cfg.mlp_bias) problems.push('biases');
+  if (cfg.rope_scaling && cfg.rope_scaling.rope_type !== 'linear') problems.push(`rope_scaling '${cfg.rope_scaling.rope_type}'`);
+  if (cfg.partial_rotary_factor !== 1) problems.push('partial rotary');
+  if (problems.length) throw new Error(`GGUF export: not expressible in llama.cpp's llama architecture: ${problems.join(', ')}`);
+}
+
+/** llama.cpp metadata for a config. */
+function metadataOf(cfg: DecoderConfig, type: GGUFWeightType, name: string): Map<string, GGUFValue> {
+  const u32 = (value: number): GGUFValue => ({ type: GGUFValueType.UINT32, value });
+  const f32 = (value: number): GGUFValue => ({ type: GGUFValueType.FLOAT32, value });
+  const m = new Map<string, GGUFValue>([
+    ['general.architecture', { type: GGUFValueType.STRING, value: 'llama' }],
+    ['general.name', { type: GGUFValueType.STRING, value: name }],
+    ['general.file_type', u32(FILE_TYPE[type])],
+    ['general.alignment', u32(32)],
+    ['llama.context_length', u32(cfg.max_position_embeddings)],
+    ['llama.embedding_length', u32(cfg.hidden_size)],
+    ['llama.block_count', u32(cfg.num_hidden_layers)],
+    ['llama.feed_forward_length', u32(cfg.intermediate_size)],
+    ['llama.rope.dimension_count', u32(cfg.head_dim)],
+    ['llama.rope.freq_base', f32(cfg.rope_theta)],
+    ['llama.attention.head_count', u32(cfg.num_attention_heads)],
+    ['llama.attention.head_count_kv', u32(cfg.num_key_value_heads)],
+    ['llama.attention.layer_norm_rms_epsilon', f32(cfg.norm_eps)],
+    ['llama.vocab_size', u32(cfg.vocab_size)],
+  ]);
+  if (cfg.head_dim * cfg.num_attention_heads !== cfg.hidden_size) {
+    m.set('llama.attention.key_length', u32(cfg.head_dim));
+    m.set('llama.attention.value_length', u32(cfg.head_dim));
+  }
+  if (cfg.rope_scaling?.rope_type === 'linear') {
+    m.set('llama.rope.scaling.type', { type: GGUFValueType.STRING, value: 'linear' });
+    m.set('llama.rope.scaling.factor', f32(cfg.rope_scaling.factor));
+  }
+  if (cfg.bos_token_id !== null) m.set('tokenizer.ggml.bos_token_id', u32(cfg.bos_token_id));
+  const eos = Array.isArray(cfg.eos_token_id) ? cfg.eos_token_id[0] : cfg.eos_token_id;
+  if (eos !== null && eos !== undefined) m.set('tokenizer.ggml.eos_token_id', u32(eos));
+  return m;
+}
+
+/**
+ * Writes a llama-architecture model as GGUF (atomically: a temporary sibling renamed over
+ * `path`), one tensor converted at a time. Extra metadata (a tokenizer's) may be added.
+ */
+export async function saveGGUF(model: DecoderLM, path: string, opts: { type?: GGUFWeightType; name?: string; metadata?: Map<string, GGUFValue> } = {}): Promise<void> {
+  const cfg = model.config;
+  checkExportable(cfg);
+  const type = opts.type ?? 'f16';
+  const tensors: { name: string; dims: number[]; type: GGMLType; param: Tensor; hfName: string }[] = [];
+  for (const [hfName, p] of model.stateDict()) {
+    const shape = p.shape;
+    const quantizable = shape.length === 2 && shape[1]! % 32 === 0;
+    const t = shape.length === 1 ? GGMLType.F32 : type === 'q8_0' || type === 'q4_0' ? (quantizable ? TYPE_OF[type] : GGMLType.F16) : TYPE_OF[type];
+    tensors.push({ name: ggufName(hfName), dims: [...shape].reverse(), type: t, param: p, hfName });
+  }
+  const metadata = metadataOf(cfg, type, opts.name ?? 'attn');
+  for (const [k, v] of opts.metadata ?? []) metadata.set(k, v);
+  const { header, offsets } = serializeGGUFHeader(metadata, tensors);
+  const tmp = tempSibling(path);
+  const fh = await open(tmp, 'wx');
+  try {
+    await fh.write(header, 0, header.length, 0);
+    for (let i = 0; i < tensors.length; i++) {
+      const t = tensors[i]!;
+      let data: Float32Array = Float32Array.from(t.param.data());
+      if (/\.attn_q\.weight$/.test(t.name)) data = permuteHeads(data, cfg.num_attention_heads, cfg.hidden_size, false);
+      if (/\.attn_k\.weight$/.test(t.name)) data = permuteHeads(data, cfg.num_key_value_heads, cfg.hidden_size, false);
+      const bytes = encodeGGML(t.type, data);
+      await fh.write(bytes, 0, bytes.length, header.length + offsets[i]!);
+    }
+    await fh.sync();
+  } catch (e) {
+    await fh.close();
+    const { rm } = await import('node:fs/promises');
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  await fh.close();
+  const { rename } = await import('node:fs/promises');
+  await rename(tmp, path);
+}
+
+/** The DecoderConfig of a llama GGUF's metadata. */
+export function decoderConfigFromGGUF(meta: Map<string, GGUFValue>, file: string, vocabFromEmbedding: number): DecoderConfig {
+  const arch = meta.get('general.architecture')?.value;
+  if (arch !== 'llama') throw new GGUFError(file, `architecture '${String(arch)}' is not supported (llama)`);
+  const num = (k: string, d?: number): number => {
+    const v = meta.get(k)?.value;
+    if (typeof v === 'number') return v;
+    if (d !== undefined) return d;
+    throw new GGUFError(file, `metadata '${k}' is missing`);
+  };
+  const C = num('llama.embedding_length');
+  const H = num('llama.attention.head_count');
+  const scalingType = meta.get('llama.rope.scaling.type')?.value;
+  try {
+    return decoderConfigFromHF({
+      model_type: 'llama', vocab_size: num('llama.vocab_size', vocabFromEmbedding), hidden_size: C, intermediate_size: num('llama.feed_forward_length'),
+      num_hidden_layers: num('llama.block_count'), num_attention_heads: H, num_key_value_heads: num('llama.attention.head_count_kv', H),
+      head_dim: num('llama.attention.key_length', C / H), max_position_embeddings: num('llama.context_length'),
+      rms_norm_eps: num('llama.attention.layer_norm_rms_epsilon', 1e-5), rope_theta: num('llama.rope.freq_base', 10000),
+      rope_scaling: scalingType === 'linear' ? { rope_type: 'linear', factor: num('llama.rope.scaling.factor') } : null,
+      tie_word_embeddings: false, bos_token_id: num('tokenizer.ggml.bos_token_id', -1) >= 0 ? num('tokenizer.ggml.bos_token_id') : null,
+      eos_token_id: num('tokenizer.ggml.eos_token_id', -1) >= 0 ? num('tokenizer.ggml.eos_token_id') : null,
+    });
+  } catch (e) {
+    throw new GGUFError(file, (e as Error).message);
+  }
+}
+
+/** Loads a llama GGUF file into a DecoderLM (eval mode), one tensor at a time. */
+export async function loadGGUF(path: string, opts: { backend?: Backend; dtype?: DType } = {}): Promise<{ model: DecoderLM; metadata: Map<string, GGUFValue> }> {
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    let prefixLen = Math.min(size, 1 << 20);
+    let header;
+    for (;;) {
+      const prefix = new Uint8Array(prefixLen);
+      await fh.read(prefix, 0, prefixLen, 0);
+      try {
+        header = parseGGUFHeader(prefix, size, path);
+        break;
+      } catch (e) {
+        // A header longer than the prefix read: read more, up to the whole file.
+        if (e instanceof GGUFError && /the header ends early/.test(e.message) && prefixLen < size) prefixLen = Math.min(size, prefixLen * 4);
+        else throw e;
+      }
+    }
+    const infos = new Map(header.tensors.map((t) => [t.name, t]));
+    const embed = infos.get('token_embd.weight');
+    if (!embed) throw new GGUFError(path, "no 'token_embd.weight' tensor");
+    const cfg = decoderConfigFromGGUF(header.metadata, path, embed.dims[1]!);
+    const tied = !infos.has('output.weight');
+    const model = new DecoderLM({ ...cfg, tie_word_embeddings: tied }, { backend: opts.backend, dtype: opts.dtype, init: false });
+    try {
+      const params = model.stateDict();
+      const byGGUF = new Map([...params.keys()].map((n) => [ggufName(n), n]));
+      for (const t of header.tensors) if (!byGGUF.has(t.name)) throw new GGUFError(path, `unexpected tensor '${t.name}' (${GGML_TYPE_NAMES[t.type]} [${t.dims.join(', ')}])`);
+      for (const [g, hfName] of byGGUF) {
+        const info = infos.get(g);
+        const p = params.get(hfName)!;
+        if (!info) throw new GGUFError(path, `missing tensor '${g}' ${fmt([...p.shape].reverse())}`);
+        const want = [...p.shape].reverse();
+        if (info.dims.length !== want.length || info.dims.some((d, i) => d !== want[i])) throw new GGUFError(path, `tensor '${g}' has dims [${info.dims.join(', ')}], the model expects [${want.join(', ')}]`);
+      }
+      for (const [g, hfName] of byGGUF) {
+        const info = infos.get(g)!;
+        const p = params.get(hfName)!;
+        const n = p.size;
+        const bytes = new Uint8Array(Math.ceil((info.type === GGMLType.F32 ? 4 : info.type === GGMLType.F16 || info.type === GGMLType.BF16 ? 2 : info.type === GGMLType.Q8_0 ? 34 / 32 : 18 / 32) * n));
+        await fh.read(bytes, 0, bytes.length, header.dataStart + info.offset);
+        let data: Float32Array = decodeGGML(info.type, bytes, n);
+        if (/\.attn_q\.weight$/.test(g)) data = permuteHeads(data, cfg.num_attention_heads, cfg.hidden_size, true);
+        if (/\.attn_k\.weight$/.test(g)) data = permuteHeads(data, cfg.num_key_value_heads, cfg.hidden_size, true);
+        p.backend.write(p.storage, data, p.offset);
+      }
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+    return { model: model.eval(), metadata: header.metadata };
+  } finally {
+    await fh.close();
+  }
+}
