@@ -55,7 +55,7 @@ test('GGUF: @huggingface/gguf reads attn\'s file: metadata and tensor infos', as
 
 test('GGUF round trip: F32 exact, F16 the rounded weights, Q8_0 and Q4_0 within the quantization error', async (t) => {
   const want = lp(model);
-  for (const type of ['f32', 'f16', 'q8_0', 'q4_0'] as const) {
+  for (const type of ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1'] as const) {
     const path = join(dir, `model-${type}.gguf`);
     await saveGGUF(model, path, { type });
     const { model: back } = await loadGGUF(path, { backend: cpu });
@@ -70,7 +70,7 @@ test('GGUF round trip: F32 exact, F16 the rounded weights, Q8_0 and Q4_0 within 
       }
     }
     if (type === 'q8_0') assert.ok(d < 0.05, `q8_0 differs by ${d}`);
-    if (type === 'q4_0') assert.ok(d < 0.5, `q4_0 differs by ${d}`);
+    if (type === 'q4_0' || type === 'q4_1') assert.ok(d < 0.5, `${type} differs by ${d}`);
     back.dispose();
   }
 });

@@ -12,8 +12,8 @@ export const GGUF_DEFAULT_ALIGNMENT = 32;
 export enum GGUFValueType { UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7, STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12 }
 
 /** ggml tensor types attn reads and writes. */
-export enum GGMLType { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, BF16 = 30 }
-export const GGML_TYPE_NAMES: Record<number, string> = { 0: 'F32', 1: 'F16', 2: 'Q4_0', 8: 'Q8_0', 30: 'BF16' };
+export enum GGMLType { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, BF16 = 30 }
+export const GGML_TYPE_NAMES: Record<number, string> = { 0: 'F32', 1: 'F16', 2: 'Q4_0', 3: 'Q4_1', 8: 'Q8_0', 30: 'BF16' };
 
 /** A metadata value with its GGUF type (arrays: of one element type). */
 export type GGUFValue =
@@ -55,6 +55,7 @@ export function ggmlBytes(type: GGMLType, n: number): number {
     case GGMLType.F16: case GGMLType.BF16: return 2 * n;
     case GGMLType.Q8_0: return (n / BLOCK) * 34;
     case GGMLType.Q4_0: return (n / BLOCK) * 18;
+    case GGMLType.Q4_1: return (n / BLOCK) * 20;
   }
 }
 
@@ -109,6 +110,27 @@ export function encodeGGML(type: GGMLType, x: ArrayLike<number>): Uint8Array {
         }
       }
       break;
+    case GGMLType.Q4_1:
+      // With a minimum: x ≈ m + d·q, q in [0, 15], d = (max - min) / 15.
+      for (let b = 0; b < n / BLOCK; b++) {
+        let min = Infinity;
+        let max = -Infinity;
+        for (let j = 0; j < BLOCK; j++) {
+          const v = x[b * BLOCK + j]!;
+          if (v < min) min = v;
+          if (v > max) max = v;
+        }
+        const d = (max - min) / 15;
+        const id = d ? 1 / d : 0;
+        dv.setUint16(b * 20, toHalf(d), true);
+        dv.setUint16(b * 20 + 2, toHalf(min), true);
+        for (let j = 0; j < BLOCK / 2; j++) {
+          const q0 = Math.min(15, Math.trunc((x[b * BLOCK + j]! - min) * id + 0.5));
+          const q1 = Math.min(15, Math.trunc((x[b * BLOCK + j + 16]! - min) * id + 0.5));
+          out[b * 20 + 4 + j] = q0 | (q1 << 4);
+        }
+      }
+      break;
   }
   return out;
 }
@@ -134,6 +156,17 @@ export function decodeGGML(type: GGMLType, bytes: Uint8Array, n: number): Float3
           const q = bytes[b * 18 + 2 + j]!;
           out[b * BLOCK + j] = ((q & 0x0f) - 8) * d;
           out[b * BLOCK + j + 16] = ((q >> 4) - 8) * d;
+        }
+      }
+      break;
+    case GGMLType.Q4_1:
+      for (let b = 0; b < n / BLOCK; b++) {
+        const d = fromHalf(dv.getUint16(b * 20, true));
+        const m = fromHalf(dv.getUint16(b * 20 + 2, true));
+        for (let j = 0; j < BLOCK / 2; j++) {
+          const q = bytes[b * 20 + 4 + j]!;
+          out[b * BLOCK + j] = (q & 0x0f) * d + m;
+          out[b * BLOCK + j + 16] = (q >> 4) * d + m;
         }
       }
       break;
@@ -323,14 +356,14 @@ export function parseGGUFHeader(prefix: Uint8Array, fileSize: number, file = 'gg
     const dims: number[] = [];
     for (let j = 0; j < nd; j++) dims.push(r.u64());
     const type = r.u32();
-    if (GGML_TYPE_NAMES[type] === undefined) throw new GGUFError(file, `tensor '${name}' has ggml type ${type}, not supported (F32, F16, BF16, Q8_0, Q4_0)`);
+    if (GGML_TYPE_NAMES[type] === undefined) throw new GGUFError(file, `tensor '${name}' has ggml type ${type}, not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1)`);
     const offset = r.u64();
     tensors.push({ name, dims, type: type as GGMLType, offset });
   }
   const dataStart = alignUp(r.pos, alignment);
   for (const t of tensors) {
     const n = t.dims.reduce((a, b) => a * b, 1);
-    if ((t.type === GGMLType.Q8_0 || t.type === GGMLType.Q4_0) && t.dims[0]! % BLOCK !== 0) throw new GGUFError(file, `tensor '${t.name}': rows of ${t.dims[0]} are not whole blocks of ${BLOCK}`);
+    if ((t.type === GGMLType.Q8_0 || t.type === GGMLType.Q4_0 || t.type === GGMLType.Q4_1) && t.dims[0]! % BLOCK !== 0) throw new GGUFError(file, `tensor '${t.name}': rows of ${t.dims[0]} are not whole blocks of ${BLOCK}`);
     const end = dataStart + t.offset + ggmlBytes(t.type, n);
     if (end > fileSize) throw new GGUFError(file, `tensor '${t.name}' ends at byte ${end}, beyond the file's ${fileSize} bytes (truncated?)`);
   }

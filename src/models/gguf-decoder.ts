@@ -13,16 +13,16 @@ import { open } from 'node:fs/promises';
 import type { Backend } from '../backend/backend.js';
 import { tempSibling } from '../io/files.js';
 import {
-  decodeGGML, encodeGGML, GGMLType, GGML_TYPE_NAMES, GGUFError, GGUFValueType, parseGGUFHeader, serializeGGUFHeader, type GGUFValue,
+  decodeGGML, encodeGGML, ggmlBytes, GGMLType, GGML_TYPE_NAMES, GGUFError, GGUFValueType, parseGGUFHeader, serializeGGUFHeader, type GGUFValue,
 } from '../io/gguf.js';
 import { fmt, type DType, type Tensor } from '../tensor/index.js';
 import { DecoderLM, type DecoderConfig } from './decoder.js';
 import { decoderConfigFromHF } from './hf-decoder.js';
 
-export type GGUFWeightType = 'f32' | 'f16' | 'q8_0' | 'q4_0';
-const TYPE_OF: Record<GGUFWeightType, GGMLType> = { f32: GGMLType.F32, f16: GGMLType.F16, q8_0: GGMLType.Q8_0, q4_0: GGMLType.Q4_0 };
+export type GGUFWeightType = 'f32' | 'f16' | 'q8_0' | 'q4_0' | 'q4_1';
+const TYPE_OF: Record<GGUFWeightType, GGMLType> = { f32: GGMLType.F32, f16: GGMLType.F16, q8_0: GGMLType.Q8_0, q4_0: GGMLType.Q4_0, q4_1: GGMLType.Q4_1 };
 /** general.file_type (llama.cpp's LLAMA_FTYPE): all F32, mostly F16, Q4_0, Q8_0. */
-const FILE_TYPE: Record<GGUFWeightType, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 7 };
+const FILE_TYPE: Record<GGUFWeightType, number> = { f32: 0, f16: 1, q4_0: 2, q4_1: 3, q8_0: 7 };
 
 /** HF parameter name -> GGUF tensor name (null: not stored). */
 function ggufName(name: string): string {
@@ -112,7 +112,7 @@ export async function saveGGUF(model: DecoderLM, path: string, opts: { type?: GG
   for (const [hfName, p] of model.stateDict()) {
     const shape = p.shape;
     const quantizable = shape.length === 2 && shape[1]! % 32 === 0;
-    const t = shape.length === 1 ? GGMLType.F32 : type === 'q8_0' || type === 'q4_0' ? (quantizable ? TYPE_OF[type] : GGMLType.F16) : TYPE_OF[type];
+    const t = shape.length === 1 ? GGMLType.F32 : type.startsWith('q') ? (quantizable ? TYPE_OF[type] : GGMLType.F16) : TYPE_OF[type];
     tensors.push({ name: ggufName(hfName), dims: [...shape].reverse(), type: t, param: p, hfName });
   }
   const metadata = metadataOf(cfg, type, opts.name ?? 'attn');
@@ -210,7 +210,7 @@ export async function loadGGUF(path: string, opts: { backend?: Backend; dtype?: 
         const info = infos.get(g)!;
         const p = params.get(hfName)!;
         const n = p.size;
-        const bytes = new Uint8Array(Math.ceil((info.type === GGMLType.F32 ? 4 : info.type === GGMLType.F16 || info.type === GGMLType.BF16 ? 2 : info.type === GGMLType.Q8_0 ? 34 / 32 : 18 / 32) * n));
+        const bytes = new Uint8Array(ggmlBytes(info.type, n));
         await fh.read(bytes, 0, bytes.length, header.dataStart + info.offset);
         let data: Float32Array = decodeGGML(info.type, bytes, n);
         if (/\.attn_q\.weight$/.test(g)) data = permuteHeads(data, cfg.num_attention_heads, cfg.hidden_size, true);
