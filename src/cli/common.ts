@@ -53,7 +53,9 @@ export async function loadModelDir(command: string, dir: string, backend: Backen
   if (dir.endsWith('.gguf') && adapter === undefined) {
     await requireFile(command, 'model', dir);
     const { loadGGUF } = await import('../models/gguf-decoder.js');
-    return (await loadGGUF(dir, { backend })).model;
+    const r = await loadGGUF(dir, { backend });
+    if (r.tokenizer) ggufTokenizers.set(r.model, r.tokenizer);
+    return r.model;
   }
   await requireDir(command, 'model', dir);
   // A PEFT adapter directory (attn finetune lm --lora_r): its base model with the adapters on.
@@ -73,6 +75,17 @@ export async function loadModelDir(command: string, dir: string, backend: Backen
     }
   }
   return model.eval();
+}
+
+/** The tokenizers embedded in the GGUF files loadModelDir read, by model. */
+const ggufTokenizers = new WeakMap<object, Tokenizer>();
+
+/** A model's tokenizer: the one its GGUF file embeds, else the files of its directory. */
+export async function tokenizerOfModel(dir: string, model: object): Promise<Tokenizer> {
+  const embedded = ggufTokenizers.get(model);
+  if (embedded) return embedded;
+  if (dir.endsWith('.gguf')) throw new Error(`${dir} embeds no tokenizer`);
+  return loadTokenizer(dir);
 }
 
 /** base_model_name_or_path of an adapter directory's adapter_config.json (null when absent). */

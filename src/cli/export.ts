@@ -1,6 +1,7 @@
 // attn export gguf: a llama-architecture model directory as one GGUF file (llama.cpp's format).
 import { DecoderLM } from '../models/decoder.js';
 import { saveGGUF, type GGUFWeightType } from '../models/gguf-decoder.js';
+import { loadTokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
 import { backendFromFlags, loadModelDir } from './common.js';
 
@@ -15,7 +16,8 @@ export async function runExport(f: Flags): Promise<void> {
   const model = await loadModelDir('export', dir, backend);
   try {
     if (!(model instanceof DecoderLM)) throw new UsageError(`export: ${dir} is not a Hugging Face llama directory (GGUF export covers the llama architecture)`);
-    await saveGGUF(model, out, { type, name: dir.split('/').filter(Boolean).pop() ?? 'attn' });
+    const tokenizer = await loadTokenizer(dir).catch(() => null);
+    await saveGGUF(model, out, { type, name: dir.split('/').filter(Boolean).pop() ?? 'attn', tokenizer });
     process.stderr.write(`wrote ${out} (${type})\n`);
   } finally {
     model.dispose();

@@ -2,7 +2,7 @@
 import { logSoftmax, noGrad, tensor, tidy } from '../tensor/index.js';
 import { BpeTokenizer, loadTokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
-import { backendFromFlags, loadModelDir } from './common.js';
+import { backendFromFlags, loadModelDir, tokenizerOfModel } from './common.js';
 
 export async function runLogprobs(f: Flags): Promise<void> {
   const dir = f.required('model', 'a model directory');
@@ -24,7 +24,7 @@ export async function runLogprobs(f: Flags): Promise<void> {
   } else {
     let tok;
     try {
-      tok = await loadTokenizer(dir);
+      tok = await tokenizerOfModel(dir, model);
     } catch {
       throw new UsageError(`logprobs: ${dir} has no tokenizer files; pass --tokens instead of --text`);
     }

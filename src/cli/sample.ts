@@ -2,7 +2,7 @@
 import { generateStream } from '../generate/index.js';
 import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
-import { backendFromFlags, loadModelDir, stopIdsOf } from './common.js';
+import { backendFromFlags, loadModelDir, tokenizerOfModel, stopIdsOf } from './common.js';
 
 export async function runSample(f: Flags): Promise<void> {
   const dir = f.required('model', 'a model directory');
@@ -32,7 +32,7 @@ export async function runSample(f: Flags): Promise<void> {
   }
   let tok: Tokenizer;
   try {
-    tok = await loadTokenizer(dir);
+    tok = await tokenizerOfModel(dir, model);
   } catch {
     throw new UsageError(`sample: ${dir} has no tokenizer files (tokenizer.json, encoder.json + vocab.bpe, or char_tokenizer.json)`);
   }

@@ -16,6 +16,7 @@ import {
   decodeGGML, encodeGGML, ggmlBytes, GGMLType, GGML_TYPE_NAMES, GGUFError, GGUFValueType, parseGGUFHeader, serializeGGUFHeader, type GGUFValue,
 } from '../io/gguf.js';
 import { fmt, type DType, type Tensor } from '../tensor/index.js';
+import { HfTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { DecoderLM, type DecoderConfig } from './decoder.js';
 import { decoderConfigFromHF } from './hf-decoder.js';
 
@@ -104,7 +105,7 @@ function metadataOf(cfg: DecoderConfig, type: GGUFWeightType, name: string): Map
  * Writes a llama-architecture model as GGUF (atomically: a temporary sibling renamed over
  * `path`), one tensor converted at a time. Extra metadata (a tokenizer's) may be added.
  */
-export async function saveGGUF(model: DecoderLM, path: string, opts: { type?: GGUFWeightType; name?: string; metadata?: Map<string, GGUFValue> } = {}): Promise<void> {
+export async function saveGGUF(model: DecoderLM, path: string, opts: { type?: GGUFWeightType; name?: string; metadata?: Map<string, GGUFValue>; tokenizer?: Tokenizer | null } = {}): Promise<void> {
   const cfg = model.config;
   checkExportable(cfg);
   const type = opts.type ?? 'f16';
@@ -116,6 +117,7 @@ export async function saveGGUF(model: DecoderLM, path: string, opts: { type?: GG
     tensors.push({ name: ggufName(hfName), dims: [...shape].reverse(), type: t, param: p, hfName });
   }
   const metadata = metadataOf(cfg, type, opts.name ?? 'attn');
+  for (const [k, v] of (opts.tokenizer ? tokenizerMetadata(opts.tokenizer) : null) ?? []) metadata.set(k, v);
   for (const [k, v] of opts.metadata ?? []) metadata.set(k, v);
   const { header, offsets } = serializeGGUFHeader(metadata, tensors);
   const tmp = tempSibling(path);
@@ -171,7 +173,7 @@ export function decoderConfigFromGGUF(meta: Map<string, GGUFValue>, file: string
 }
 
 /** Loads a llama GGUF file into a DecoderLM (eval mode), one tensor at a time. */
-export async function loadGGUF(path: string, opts: { backend?: Backend; dtype?: DType } = {}): Promise<{ model: DecoderLM; metadata: Map<string, GGUFValue> }> {
+export async function loadGGUF(path: string, opts: { backend?: Backend; dtype?: DType } = {}): Promise<{ model: DecoderLM; metadata: Map<string, GGUFValue>; tokenizer: HfTokenizer | null }> {
   const fh = await open(path, 'r');
   try {
     const size = (await fh.stat()).size;
@@ -221,8 +223,115 @@ export async function loadGGUF(path: string, opts: { backend?: Backend; dtype?: 
       model.dispose();
       throw e;
     }
-    return { model: model.eval(), metadata: header.metadata };
+    return { model: model.eval(), metadata: header.metadata, tokenizer: tokenizerFromGGUF(header.metadata) };
   } finally {
     await fh.close();
   }
+}
+
+// ---------------------------------------------------------------- the tokenizer
+
+/** Pre-tokenizer regexes of the byte-level BPE families, by llama.cpp's tokenizer.ggml.pre name. */
+const PRE_REGEX: Record<string, string> = {
+  default: "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+  'llama-bpe': "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  qwen2: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+};
+
+interface TokenizerJsonLike {
+  model?: { type?: string; vocab?: Record<string, number>; merges?: (string | [string, string])[]; byte_fallback?: boolean; unk_token?: string };
+  added_tokens?: { id: number; content: string; special?: boolean }[];
+  pre_tokenizer?: unknown;
+  decoder?: unknown;
+}
+
+/**
+ * The tokenizer as GGUF metadata: llama.cpp's tokenizer.ggml.* keys (model 'gpt2' for byte-level
+ * BPE, 'llama' for SentencePiece-style BPE with byte fallback; tokens by id, token types, merges,
+ * scores from the merge ranks, special ids), tokenizer.chat_template, and the whole
+ * tokenizer.json as tokenizer.huggingface.json up to 9.5 MB (which loadGGUF prefers). Null for a
+ * tokenizer without a BPE tokenizer.json (attn's character tokenizer).
+ */
+export function tokenizerMetadata(tok: Tokenizer): Map<string, GGUFValue> | null {
+  const files = tok.toFiles();
+  const text = files['tokenizer.json'];
+  if (text === undefined) return null;
+  const j = JSON.parse(text) as TokenizerJsonLike;
+  if (j.model?.type !== undefined && j.model.type !== 'BPE') return null;
+  const vocab = j.model?.vocab ?? {};
+  const added = j.added_tokens ?? [];
+  const V = tok.vocabSize;
+  const tokens: string[] = Array.from({ length: V }, (_, i) => `[PAD${i}]`);
+  const types: number[] = new Array<number>(V).fill(5); // unused until filled
+  const byteLevel = JSON.stringify(j.pre_tokenizer ?? null).includes('ByteLevel') || JSON.stringify(j.decoder ?? null).includes('ByteLevel');
+  for (const [t, id] of Object.entries(vocab)) {
+    if (id < V) {
+      tokens[id] = t;
+      types[id] = !byteLevel && /^<0x[0-9A-F]{2}>$/.test(t) ? 6 : 1;
+    }
+  }
+  for (const a of added) if (a.id < V) { tokens[a.id] = a.content; types[a.id] = a.special ? 3 : 4; }
+  if (j.model?.unk_token !== undefined && vocab[j.model.unk_token] !== undefined) types[vocab[j.model.unk_token]!] = 2;
+  const merges = (j.model?.merges ?? []).map((m) => (typeof m === 'string' ? m : m.join(' ')));
+  const str = (value: string): GGUFValue => ({ type: GGUFValueType.STRING, value });
+  const u32 = (value: number): GGUFValue => ({ type: GGUFValueType.UINT32, value });
+  const m = new Map<string, GGUFValue>([
+    ['tokenizer.ggml.model', str(byteLevel ? 'gpt2' : 'llama')],
+    ['tokenizer.ggml.tokens', { type: GGUFValueType.ARRAY, itemType: GGUFValueType.STRING, value: tokens }],
+    ['tokenizer.ggml.token_type', { type: GGUFValueType.ARRAY, itemType: GGUFValueType.INT32, value: types }],
+  ]);
+  if (byteLevel) {
+    const pre = JSON.stringify(j.pre_tokenizer ?? null);
+    m.set('tokenizer.ggml.pre', str(pre.includes('\\\\p{N}{1,3}') ? 'llama-bpe' : pre.includes('|\\\\p{N}|') ? 'qwen2' : 'default'));
+    m.set('tokenizer.ggml.merges', { type: GGUFValueType.ARRAY, itemType: GGUFValueType.STRING, value: merges });
+  } else {
+    // SentencePiece-style: a merged token scores by its merge's rank (earlier merges score higher).
+    const scores = new Array<number>(V).fill(0);
+    merges.forEach((mg, r) => {
+      const id = vocab[mg.replace(' ', '')];
+      if (id !== undefined && scores[id] === 0) scores[id] = -(r + 1);
+    });
+    m.set('tokenizer.ggml.scores', { type: GGUFValueType.ARRAY, itemType: GGUFValueType.FLOAT32, value: scores });
+  }
+  const hf = tok as Tokenizer & { bosTokenId?: number; eosTokenId?: number; chatTemplate?: string };
+  if (hf.bosTokenId !== undefined) m.set('tokenizer.ggml.bos_token_id', u32(hf.bosTokenId));
+  const eos = hf.eosTokenId ?? tok.eotToken;
+  if (eos !== undefined) m.set('tokenizer.ggml.eos_token_id', u32(eos));
+  if (j.model?.unk_token !== undefined && vocab[j.model.unk_token] !== undefined) m.set('tokenizer.ggml.unknown_token_id', u32(vocab[j.model.unk_token]!));
+  if (hf.chatTemplate) m.set('tokenizer.chat_template', str(hf.chatTemplate));
+  // Readers cap metadata strings (@huggingface/gguf at 10 MB; Qwen's tokenizer.json is 11 MB):
+  // a larger file is left out, and a byte-level BPE is rebuilt from the ggml keys (exactly, as tested).
+  if (new TextEncoder().encode(text).length <= 9_500_000) m.set('tokenizer.huggingface.json', str(text));
+  return m;
+}
+
+/**
+ * The tokenizer a GGUF file embeds: tokenizer.huggingface.json when present (exact), else a
+ * byte-level BPE rebuilt from tokenizer.ggml.* ('gpt2' model: tokens, merges, the pre-tokenizer
+ * regex of tokenizer.ggml.pre), else null.
+ */
+export function tokenizerFromGGUF(meta: Map<string, GGUFValue>): HfTokenizer | null {
+  const s = (k: string): string | undefined => (typeof meta.get(k)?.value === 'string' ? (meta.get(k)!.value as string) : undefined);
+  const n = (k: string): number | undefined => (typeof meta.get(k)?.value === 'number' ? (meta.get(k)!.value as number) : undefined);
+  const arr = (k: string): (string | number | boolean)[] | undefined => { const v = meta.get(k); return v?.type === GGUFValueType.ARRAY ? v.value : undefined; };
+  const tokens = arr('tokenizer.ggml.tokens') as string[] | undefined;
+  const nameOf = (k: string): string | undefined => { const id = n(k); return id !== undefined && tokens ? tokens[id] : undefined; };
+  const config = { chat_template: s('tokenizer.chat_template'), bos_token: nameOf('tokenizer.ggml.bos_token_id') ?? null, eos_token: nameOf('tokenizer.ggml.eos_token_id') ?? null };
+  const json = s('tokenizer.huggingface.json');
+  if (json !== undefined) return new HfTokenizer(json, config);
+  if (s('tokenizer.ggml.model') !== 'gpt2' || !tokens) return null;
+  const types = (arr('tokenizer.ggml.token_type') ?? []) as number[];
+  const vocab: Record<string, number> = {};
+  const added: object[] = [];
+  tokens.forEach((t, i) => {
+    if (types[i] === 3 || types[i] === 4) added.push({ id: i, content: t, single_word: false, lstrip: false, rstrip: false, normalized: types[i] === 4, special: types[i] === 3 });
+    vocab[t] = i;
+  });
+  const regex = PRE_REGEX[s('tokenizer.ggml.pre') ?? 'default'] ?? PRE_REGEX['default']!;
+  return new HfTokenizer({
+    version: '1.0', added_tokens: added, normalizer: null,
+    pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: regex }, behavior: 'Isolated', invert: false }, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] },
+    post_processor: null, decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: { type: 'BPE', vocab, merges: arr('tokenizer.ggml.merges') as string[], ignore_merges: s('tokenizer.ggml.pre') === 'llama-bpe' },
+  } as never, config);
 }
