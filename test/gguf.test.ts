@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { gguf } from '@huggingface/gguf';
 import { getBackend, logSoftmax, noGrad, tensor, tidy } from '../src/index.js';
 import { DecoderLM } from '../src/models/decoder.js';
+import { GPT } from '../src/models/gpt.js';
 import { loadGGUF, saveGGUF } from '../src/models/gguf-decoder.js';
 import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
 import { decodeGGML, encodeGGML, GGMLType } from '../src/io/gguf.js';
@@ -23,7 +24,7 @@ test.after(() => rm(dir, { recursive: true, force: true }));
 const cfg = decoderConfigFromHF({ model_type: 'llama', vocab_size: 96, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, tie_word_embeddings: false, rms_norm_eps: 1e-5, rope_theta: 10000, bos_token_id: 1, eos_token_id: 2 });
 const model = new DecoderLM(cfg, { backend: cpu, seed: 7 });
 const ids = Array.from({ length: 24 }, (_, i) => (i * 37 + 5) % 96);
-const lp = (m: DecoderLM): number[] => noGrad(() => tidy(() => [...logSoftmax(m.forward(tensor(Int32Array.from(ids), { backend: cpu, dtype: 'int32', shape: [1, ids.length] })).logits, -1).data()]));
+const lp = (m: DecoderLM | GPT): number[] => noGrad(() => tidy(() => [...logSoftmax(m.forward(tensor(Int32Array.from(ids), { backend: cpu, dtype: 'int32', shape: [1, ids.length] })).logits, -1).data()]));
 const maxDiff = (a: number[], b: number[]) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
 
 test('GGUF: @huggingface/gguf reads attn\'s file: metadata and tensor infos', async () => {
@@ -167,4 +168,28 @@ test('GGUF tokenizer: tokenizer.ggml.* (llama.cpp) and tokenizer.huggingface.jso
   const back = await loadGGUF(path, { backend: cpu });
   assert.deepEqual(back.tokenizer!.encode('Hello, world'), qwen.encode('Hello, world'));
   back.model.dispose();
+});
+
+test('GGUF gpt2 architecture: a GPT-2-shaped GPT out and in (F32 exact, Q8_0 close), @huggingface/gguf reads its keys; other GPT shapes refused', async (t) => {
+  const gpt = new GPT({ n_layer: 2, n_head: 2, n_embd: 64, block_size: 32, vocab_size: 96, dropout: 0 }, { backend: cpu, seed: 3 });
+  const want = lp(gpt);
+  for (const type of ['f32', 'q8_0'] as const) {
+    const path = join(dir, `gpt2-${type}.gguf`);
+    await saveGGUF(gpt, path, { type });
+    const back = await loadGGUF(path, { backend: cpu });
+    assert.ok(back.model instanceof GPT);
+    const d = maxDiff(lp(back.model), want);
+    t.diagnostic(`gpt2 ${type}: max log-prob diff ${d.toExponential(2)}`);
+    assert.ok(type === 'f32' ? d === 0 : d < 0.05, `${type}: ${d}`);
+    back.model.dispose();
+  }
+  const r = await gguf(join(dir, 'gpt2-f32.gguf'), { allowLocalFile: true });
+  const md = r.metadata as Record<string, unknown>;
+  assert.equal(md['general.architecture'], 'gpt2');
+  assert.equal(Number(md['gpt2.block_count']), 2);
+  assert.ok(r.tensorInfos.some((x) => x.name === 'blk.1.attn_qkv.bias') && r.tensorInfos.some((x) => x.name === 'position_embd.weight'));
+  const rope = new GPT({ n_layer: 1, n_head: 2, n_embd: 32, block_size: 16, vocab_size: 40, pos_encoding: 'rope' }, { backend: cpu });
+  await assert.rejects(saveGGUF(rope, join(dir, 'rope.gguf')), /GGUF export: .*pos_encoding 'rope'/);
+  rope.dispose();
+  gpt.dispose();
 });

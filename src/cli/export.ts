@@ -1,5 +1,6 @@
-// attn export gguf: a llama-architecture model directory as one GGUF file (llama.cpp's format).
+// attn export gguf: a llama or GPT-2-shaped model directory as one GGUF file (llama.cpp's format).
 import { DecoderLM } from '../models/decoder.js';
+import { GPT } from '../models/gpt.js';
 import { saveGGUF, type GGUFWeightType } from '../models/gguf-decoder.js';
 import { loadTokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
@@ -15,7 +16,7 @@ export async function runExport(f: Flags): Promise<void> {
   f.done();
   const model = await loadModelDir('export', dir, backend);
   try {
-    if (!(model instanceof DecoderLM)) throw new UsageError(`export: ${dir} is not a Hugging Face llama directory (GGUF export covers the llama architecture)`);
+    if (!(model instanceof DecoderLM) && !(model instanceof GPT)) throw new UsageError(`export: ${dir} is neither a llama nor a GPT-2-shaped model`);
     const tokenizer = await loadTokenizer(dir).catch(() => null);
     await saveGGUF(model, out, { type, name: dir.split('/').filter(Boolean).pop() ?? 'attn', tokenizer });
     process.stderr.write(`wrote ${out} (${type})\n`);

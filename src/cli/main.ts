@@ -89,12 +89,13 @@ Ctrl-D ends it. Piped input works too: one user turn per line.
     run: async (f) => (await import('./chat.js')).runChat(f),
   },
   export: {
-    summary: 'write a llama model as a GGUF file (llama.cpp): f32, f16, q8_0 or q4_0',
-    help: `attn export gguf --model DIR --out FILE.gguf [--type f32|f16|q8_0|q4_0]
+    summary: 'write a llama or GPT-2 model as a GGUF file (llama.cpp): f32, f16, q8_0, q4_0 or q4_1',
+    help: `attn export gguf --model DIR --out FILE.gguf [--type f32|f16|q8_0|q4_0|q4_1]
 
-Writes a Hugging Face llama directory as GGUF (llama.cpp's names and metadata; q and k rows in
-its interleaved rotary order). q8_0 and q4_0 quantize the 2-D weights whose rows are whole blocks
-of 32; norms stay f32. 'attn logprobs --model FILE.gguf --tokens ...' reads it back.`,
+Writes a Hugging Face llama directory (q and k rows in llama.cpp's interleaved rotary order) or
+a GPT-2-shaped attn GPT (llama.cpp's gpt2 architecture) as GGUF, with the directory's tokenizer
+(tokenizer.ggml.* and tokenizer.huggingface.json). The block types quantize the 2-D weights whose
+rows are whole blocks of 32; norms stay f32. 'attn sample|logprobs --model FILE.gguf' reads it.`,
     subcommand: true,
     run: async (f) => (await import('./export.js')).runExport(f),
   },

@@ -9,15 +9,18 @@
 // so q and k rows are permuted within each head on the way out (as llama.cpp's converter does)
 // and back on the way in. Quantized files: the 2-D weights whose rows are whole 32-blocks become
 // Q8_0 or Q4_0; norms stay F32.
-import { open } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 import type { Backend } from '../backend/backend.js';
 import { tempSibling } from '../io/files.js';
 import {
-  decodeGGML, encodeGGML, ggmlBytes, GGMLType, GGML_TYPE_NAMES, GGUFError, GGUFValueType, parseGGUFHeader, serializeGGUFHeader, type GGUFValue,
+  decodeGGML, encodeGGML, ggmlBytes, GGMLType, GGML_TYPE_NAMES, GGUFError, GGUFValueType, parseGGUFHeader, serializeGGUFHeader, type GGUFHeader, type GGUFValue,
 } from '../io/gguf.js';
-import { fmt, type DType, type Tensor } from '../tensor/index.js';
+import type { Module } from '../nn/module.js';
+import { fmt, type DType } from '../tensor/index.js';
 import { HfTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { DecoderLM, type DecoderConfig } from './decoder.js';
+import { GPT, gptConfig } from './gpt.js';
+import { gpt2ConfigToHF } from './hf-gpt2.js';
 import { decoderConfigFromHF } from './hf-decoder.js';
 
 export type GGUFWeightType = 'f32' | 'f16' | 'q8_0' | 'q4_0' | 'q4_1';
@@ -101,53 +104,81 @@ function metadataOf(cfg: DecoderConfig, type: GGUFWeightType, name: string): Map
   return m;
 }
 
-/**
- * Writes a llama-architecture model as GGUF (atomically: a temporary sibling renamed over
- * `path`), one tensor converted at a time. Extra metadata (a tokenizer's) may be added.
- */
-export async function saveGGUF(model: DecoderLM, path: string, opts: { type?: GGUFWeightType; name?: string; metadata?: Map<string, GGUFValue>; tokenizer?: Tokenizer | null } = {}): Promise<void> {
-  const cfg = model.config;
-  checkExportable(cfg);
-  const type = opts.type ?? 'f16';
-  const tensors: { name: string; dims: number[]; type: GGMLType; param: Tensor; hfName: string }[] = [];
-  for (const [hfName, p] of model.stateDict()) {
-    const shape = p.shape;
-    const quantizable = shape.length === 2 && shape[1]! % 32 === 0;
-    const t = shape.length === 1 ? GGMLType.F32 : type.startsWith('q') ? (quantizable ? TYPE_OF[type] : GGMLType.F16) : TYPE_OF[type];
-    tensors.push({ name: ggufName(hfName), dims: [...shape].reverse(), type: t, param: p, hfName });
-  }
-  const metadata = metadataOf(cfg, type, opts.name ?? 'attn');
-  for (const [k, v] of (opts.tokenizer ? tokenizerMetadata(opts.tokenizer) : null) ?? []) metadata.set(k, v);
-  for (const [k, v] of opts.metadata ?? []) metadata.set(k, v);
+interface TensorOut {
+  name: string;
+  dims: number[];
+  type: GGMLType;
+  /** The values in the file's order (called once, when the tensor is written). */
+  values(): Float32Array;
+}
+
+/** The ggml type of a parameter: vectors F32; matrices the file's type (block types need rows of whole 32-blocks, else F16). */
+function typeFor(shape: readonly number[], type: GGUFWeightType): GGMLType {
+  if (shape.length === 1) return GGMLType.F32;
+  if (!type.startsWith('q')) return TYPE_OF[type];
+  return shape[shape.length - 1]! % 32 === 0 ? TYPE_OF[type] : GGMLType.F16;
+}
+
+/** Writes a GGUF file atomically (a temporary sibling renamed over `path`), one tensor converted at a time. */
+async function writeGGUFFile(path: string, metadata: Map<string, GGUFValue>, tensors: TensorOut[]): Promise<void> {
   const { header, offsets } = serializeGGUFHeader(metadata, tensors);
   const tmp = tempSibling(path);
   const fh = await open(tmp, 'wx');
   try {
     await fh.write(header, 0, header.length, 0);
     for (let i = 0; i < tensors.length; i++) {
-      const t = tensors[i]!;
-      let data: Float32Array = Float32Array.from(t.param.data());
-      if (/\.attn_q\.weight$/.test(t.name)) data = permuteHeads(data, cfg.num_attention_heads, cfg.hidden_size, false);
-      if (/\.attn_k\.weight$/.test(t.name)) data = permuteHeads(data, cfg.num_key_value_heads, cfg.hidden_size, false);
-      const bytes = encodeGGML(t.type, data);
+      const bytes = encodeGGML(tensors[i]!.type, tensors[i]!.values());
       await fh.write(bytes, 0, bytes.length, header.length + offsets[i]!);
     }
     await fh.sync();
   } catch (e) {
     await fh.close();
-    const { rm } = await import('node:fs/promises');
     await rm(tmp, { force: true });
     throw e;
   }
   await fh.close();
-  const { rename } = await import('node:fs/promises');
   await rename(tmp, path);
+}
+
+/** Extra metadata: the tokenizer's (tokenizerMetadata), then opts.metadata. */
+function withExtras(m: Map<string, GGUFValue>, opts: { metadata?: Map<string, GGUFValue>; tokenizer?: Tokenizer | null }): Map<string, GGUFValue> {
+  for (const [k, v] of (opts.tokenizer ? tokenizerMetadata(opts.tokenizer) : null) ?? []) m.set(k, v);
+  for (const [k, v] of opts.metadata ?? []) m.set(k, v);
+  return m;
+}
+
+export interface SaveGGUFOptions {
+  type?: GGUFWeightType;
+  name?: string;
+  metadata?: Map<string, GGUFValue>;
+  tokenizer?: Tokenizer | null;
+}
+
+/**
+ * Writes a model as GGUF: a llama-architecture DecoderLM (q and k rows permuted to llama.cpp's
+ * interleaved rotary pairs) or a GPT-2-shaped GPT (llama.cpp's gpt2 architecture).
+ */
+export async function saveGGUF(model: DecoderLM | GPT, path: string, opts: SaveGGUFOptions = {}): Promise<void> {
+  const type = opts.type ?? 'f16';
+  if (model instanceof GPT) return saveGPT2GGUF(model, path, type, opts);
+  const cfg = model.config;
+  checkExportable(cfg);
+  const tensors: TensorOut[] = [];
+  for (const [hfName, p] of model.stateDict()) {
+    const name = ggufName(hfName);
+    const heads = /\.attn_q\.weight$/.test(name) ? cfg.num_attention_heads : /\.attn_k\.weight$/.test(name) ? cfg.num_key_value_heads : 0;
+    tensors.push({
+      name, dims: [...p.shape].reverse(), type: typeFor(p.shape, type),
+      values: () => (heads ? permuteHeads(Float32Array.from(p.data()), heads, cfg.hidden_size, false) : Float32Array.from(p.data())),
+    });
+  }
+  await writeGGUFFile(path, withExtras(metadataOf(cfg, type, opts.name ?? 'attn'), opts), tensors);
 }
 
 /** The DecoderConfig of a llama GGUF's metadata. */
 export function decoderConfigFromGGUF(meta: Map<string, GGUFValue>, file: string, vocabFromEmbedding: number): DecoderConfig {
   const arch = meta.get('general.architecture')?.value;
-  if (arch !== 'llama') throw new GGUFError(file, `architecture '${String(arch)}' is not supported (llama)`);
+  if (arch !== 'llama') throw new GGUFError(file, `architecture '${String(arch)}' is not supported (llama, gpt2)`);
   const num = (k: string, d?: number): number => {
     const v = meta.get(k)?.value;
     if (typeof v === 'number') return v;
@@ -172,53 +203,77 @@ export function decoderConfigFromGGUF(meta: Map<string, GGUFValue>, file: string
   }
 }
 
-/** Loads a llama GGUF file into a DecoderLM (eval mode), one tensor at a time. */
-export async function loadGGUF(path: string, opts: { backend?: Backend; dtype?: DType } = {}): Promise<{ model: DecoderLM; metadata: Map<string, GGUFValue>; tokenizer: HfTokenizer | null }> {
+/** Reads a GGUF header from an open file, reading more of it until the header fits. */
+async function readHeader(fh: Awaited<ReturnType<typeof open>>, path: string): Promise<GGUFHeader> {
+  const size = (await fh.stat()).size;
+  let prefixLen = Math.min(size, 1 << 20);
+  for (;;) {
+    const prefix = new Uint8Array(prefixLen);
+    await fh.read(prefix, 0, prefixLen, 0);
+    try {
+      return parseGGUFHeader(prefix, size, path);
+    } catch (e) {
+      // A header longer than the prefix read: read more, up to the whole file.
+      if (e instanceof GGUFError && /the header ends early/.test(e.message) && prefixLen < size) prefixLen = Math.min(size, prefixLen * 4);
+      else throw e;
+    }
+  }
+}
+
+/**
+ * Checks every tensor of the file against the model's parameters (`names`: GGUF name -> param
+ * name; nothing missing, nothing unexpected, dims right), then reads them one at a time into
+ * the parameters, `transform` adjusting a tensor's values (the q/k permutation).
+ */
+async function streamInto(fh: Awaited<ReturnType<typeof open>>, path: string, header: GGUFHeader, model: Module, names: Map<string, string>,
+  transform: (ggufName: string, data: Float32Array) => Float32Array = (_, d) => d): Promise<void> {
+  const params = model.stateDict();
+  const infos = new Map(header.tensors.map((t) => [t.name, t]));
+  for (const t of header.tensors) if (!names.has(t.name)) throw new GGUFError(path, `unexpected tensor '${t.name}' (${GGML_TYPE_NAMES[t.type]} [${t.dims.join(', ')}])`);
+  for (const [g, name] of names) {
+    const info = infos.get(g);
+    const want = [...params.get(name)!.shape].reverse();
+    if (!info) throw new GGUFError(path, `missing tensor '${g}' ${fmt(want)}`);
+    if (info.dims.length !== want.length || info.dims.some((d, i) => d !== want[i])) throw new GGUFError(path, `tensor '${g}' has dims [${info.dims.join(', ')}], the model expects [${want.join(', ')}]`);
+  }
+  for (const [g, name] of names) {
+    const info = infos.get(g)!;
+    const p = params.get(name)!;
+    const bytes = new Uint8Array(ggmlBytes(info.type, p.size));
+    await fh.read(bytes, 0, bytes.length, header.dataStart + info.offset);
+    p.backend.write(p.storage, transform(g, decodeGGML(info.type, bytes, p.size)), p.offset);
+  }
+}
+
+/**
+ * Loads a GGUF file of the llama or gpt2 architecture (eval mode), one tensor at a time, with
+ * the tokenizer it embeds. Nothing is kept when a check fails.
+ */
+export async function loadGGUF(path: string, opts: { backend?: Backend; dtype?: DType } = {}): Promise<{ model: DecoderLM | GPT; metadata: Map<string, GGUFValue>; tokenizer: HfTokenizer | null }> {
   const fh = await open(path, 'r');
   try {
-    const size = (await fh.stat()).size;
-    let prefixLen = Math.min(size, 1 << 20);
-    let header;
-    for (;;) {
-      const prefix = new Uint8Array(prefixLen);
-      await fh.read(prefix, 0, prefixLen, 0);
-      try {
-        header = parseGGUFHeader(prefix, size, path);
-        break;
-      } catch (e) {
-        // A header longer than the prefix read: read more, up to the whole file.
-        if (e instanceof GGUFError && /the header ends early/.test(e.message) && prefixLen < size) prefixLen = Math.min(size, prefixLen * 4);
-        else throw e;
-      }
-    }
+    const header = await readHeader(fh, path);
+    const arch = header.metadata.get('general.architecture')?.value;
     const infos = new Map(header.tensors.map((t) => [t.name, t]));
     const embed = infos.get('token_embd.weight');
     if (!embed) throw new GGUFError(path, "no 'token_embd.weight' tensor");
-    const cfg = decoderConfigFromGGUF(header.metadata, path, embed.dims[1]!);
     const tied = !infos.has('output.weight');
-    const model = new DecoderLM({ ...cfg, tie_word_embeddings: tied }, { backend: opts.backend, dtype: opts.dtype, init: false });
+    let model: DecoderLM | GPT;
+    let names: Map<string, string>;
+    let transform: ((g: string, d: Float32Array) => Float32Array) | undefined;
+    if (arch === 'gpt2') {
+      model = new GPT(gpt2ConfigFromGGUF(header.metadata, path, embed.dims[1]!, tied), { backend: opts.backend, dtype: opts.dtype, init: false });
+      names = new Map([...model.stateDict().keys()].map((n) => [gpt2GGUFName(n), n]));
+    } else {
+      const cfg = decoderConfigFromGGUF(header.metadata, path, embed.dims[1]!);
+      const dm = new DecoderLM({ ...cfg, tie_word_embeddings: tied }, { backend: opts.backend, dtype: opts.dtype, init: false });
+      model = dm;
+      names = new Map([...dm.stateDict().keys()].map((n) => [ggufName(n), n]));
+      transform = (g, d) => (/\.attn_q\.weight$/.test(g) ? permuteHeads(d, cfg.num_attention_heads, cfg.hidden_size, true)
+        : /\.attn_k\.weight$/.test(g) ? permuteHeads(d, cfg.num_key_value_heads, cfg.hidden_size, true) : d);
+    }
     try {
-      const params = model.stateDict();
-      const byGGUF = new Map([...params.keys()].map((n) => [ggufName(n), n]));
-      for (const t of header.tensors) if (!byGGUF.has(t.name)) throw new GGUFError(path, `unexpected tensor '${t.name}' (${GGML_TYPE_NAMES[t.type]} [${t.dims.join(', ')}])`);
-      for (const [g, hfName] of byGGUF) {
-        const info = infos.get(g);
-        const p = params.get(hfName)!;
-        if (!info) throw new GGUFError(path, `missing tensor '${g}' ${fmt([...p.shape].reverse())}`);
-        const want = [...p.shape].reverse();
-        if (info.dims.length !== want.length || info.dims.some((d, i) => d !== want[i])) throw new GGUFError(path, `tensor '${g}' has dims [${info.dims.join(', ')}], the model expects [${want.join(', ')}]`);
-      }
-      for (const [g, hfName] of byGGUF) {
-        const info = infos.get(g)!;
-        const p = params.get(hfName)!;
-        const n = p.size;
-        const bytes = new Uint8Array(ggmlBytes(info.type, n));
-        await fh.read(bytes, 0, bytes.length, header.dataStart + info.offset);
-        let data: Float32Array = decodeGGML(info.type, bytes, n);
-        if (/\.attn_q\.weight$/.test(g)) data = permuteHeads(data, cfg.num_attention_heads, cfg.hidden_size, true);
-        if (/\.attn_k\.weight$/.test(g)) data = permuteHeads(data, cfg.num_key_value_heads, cfg.hidden_size, true);
-        p.backend.write(p.storage, data, p.offset);
-      }
+      await streamInto(fh, path, header, model, names, transform);
     } catch (e) {
       model.dispose();
       throw e;
@@ -226,6 +281,66 @@ export async function loadGGUF(path: string, opts: { backend?: Backend; dtype?: 
     return { model: model.eval(), metadata: header.metadata, tokenizer: tokenizerFromGGUF(header.metadata) };
   } finally {
     await fh.close();
+  }
+}
+
+// ---------------------------------------------------------------- GPT-2
+
+/** attn GPT parameter name -> llama.cpp's gpt2 tensor name. */
+function gpt2GGUFName(name: string): string {
+  const fixed: Record<string, string> = {
+    'transformer.wte.weight': 'token_embd.weight', 'transformer.wpe.weight': 'position_embd.weight', 'transformer.ln_f.weight': 'output_norm.weight',
+    'transformer.ln_f.bias': 'output_norm.bias', 'lm_head.weight': 'output.weight',
+  };
+  if (fixed[name]) return fixed[name]!;
+  const m = /^transformer\.h\.(\d+)\.(ln_1|attn\.c_attn|attn\.c_proj|ln_2|mlp\.c_fc|mlp\.c_proj)\.(weight|bias)$/.exec(name);
+  const parts: Record<string, string> = { ln_1: 'attn_norm', 'attn.c_attn': 'attn_qkv', 'attn.c_proj': 'attn_output', ln_2: 'ffn_norm', 'mlp.c_fc': 'ffn_up', 'mlp.c_proj': 'ffn_down' };
+  if (m) return `blk.${m[1]}.${parts[m[2]!]}.${m[3]}`;
+  throw new Error(`GGUF: parameter '${name}' has no llama.cpp gpt2 name`);
+}
+
+async function saveGPT2GGUF(model: GPT, path: string, type: GGUFWeightType, opts: SaveGGUFOptions): Promise<void> {
+  const c = model.config;
+  try {
+    gpt2ConfigToHF(c); // refuses what GPT-2's architecture cannot hold
+  } catch (e) {
+    throw new Error(`GGUF export: ${(e as Error).message}`);
+  }
+  const u32 = (value: number): GGUFValue => ({ type: GGUFValueType.UINT32, value });
+  const m = new Map<string, GGUFValue>([
+    ['general.architecture', { type: GGUFValueType.STRING, value: 'gpt2' }],
+    ['general.name', { type: GGUFValueType.STRING, value: opts.name ?? 'attn' }],
+    ['general.file_type', u32(FILE_TYPE[type])],
+    ['general.alignment', u32(32)],
+    ['gpt2.context_length', u32(c.block_size)],
+    ['gpt2.embedding_length', u32(c.n_embd)],
+    ['gpt2.feed_forward_length', u32(4 * c.n_embd)],
+    ['gpt2.block_count', u32(c.n_layer)],
+    ['gpt2.attention.head_count', u32(c.n_head)],
+    ['gpt2.attention.layer_norm_epsilon', { type: GGUFValueType.FLOAT32, value: c.layer_norm_epsilon }],
+  ]);
+  const tensors: TensorOut[] = [...model.stateDict()].map(([n, p]) => ({ name: gpt2GGUFName(n), dims: [...p.shape].reverse(), type: typeFor(p.shape, type), values: () => Float32Array.from(p.data()) }));
+  await writeGGUFFile(path, withExtras(m, opts), tensors);
+}
+
+/** The GPTConfig of a gpt2 GGUF's metadata. */
+function gpt2ConfigFromGGUF(meta: Map<string, GGUFValue>, file: string, vocab: number, tied: boolean) {
+  const num = (k: string, d?: number): number => {
+    const v = meta.get(k)?.value;
+    if (typeof v === 'number') return v;
+    if (d !== undefined) return d;
+    throw new GGUFError(file, `metadata '${k}' is missing`);
+  };
+  const C = num('gpt2.embedding_length');
+  if (num('gpt2.feed_forward_length', 4 * C) !== 4 * C) throw new GGUFError(file, `gpt2.feed_forward_length ${num('gpt2.feed_forward_length')} is not 4 x embedding_length (attn's GPT-2 MLP)`);
+  try {
+    return gptConfig({
+      n_layer: num('gpt2.block_count'), n_head: num('gpt2.attention.head_count'), n_embd: C, block_size: num('gpt2.context_length'), vocab_size: vocab,
+      dropout: 0, bias: true, tie_embeddings: tied, pos_encoding: 'learned', norm_placement: 'pre', norm: 'layernorm', activation: 'gelu',
+      layer_norm_epsilon: num('gpt2.attention.layer_norm_epsilon', 1e-5),
+    });
+  } catch (e) {
+    throw new GGUFError(file, (e as Error).message);
   }
 }
 
