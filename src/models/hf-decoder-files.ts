@@ -59,30 +59,38 @@ const FLOAT = new Set<SafetensorsDType>(['F32', 'F16', 'BF16', 'F64']);
 
 /**
  * Streams the weights of `files` into `model`: headers first, every name and shape checked,
- * then one tensor at a time. `rename` maps a file's tensor name to the model's, or to null to
- * skip it (a tied head's copy, a head the model does not have).
+ * then one tensor at a time. `rename` maps a file's tensor name to the model's, to null to skip
+ * it, or to { copyOf } for a copy of a parameter (T5's embed_tokens of `shared`): a copy is
+ * shape-checked and read only when the file lacks the parameter itself.
  */
-export async function streamWeightsInto(model: Module, files: string[], rename: (name: string) => string | null = (n) => n, what = 'model'): Promise<void> {
+export async function streamWeightsInto(model: Module, files: string[], rename: (name: string) => string | null | { copyOf: string } = (n) => n, what = 'model'): Promise<void> {
   const params = model.stateDict();
   const readers: SafetensorsReader[] = [];
   try {
     const where = new Map<string, [SafetensorsReader, string]>();
+    const copies = new Map<string, [SafetensorsReader, string]>();
+    const seen = new Map<string, string>();
     for (const f of files) {
       const r = await openSafetensorsFile(f);
       readers.push(r);
       for (const [fileName, info] of r.header.tensors) {
-        const name = rename(fileName);
-        if (name === null) continue;
+        const to = rename(fileName);
+        if (to === null) continue;
+        const name = typeof to === 'string' ? to : to.copyOf;
         const p = params.get(name);
         if (!p) throw new CheckpointError(f, `unexpected tensor '${fileName}' ${fmt(info.shape)}: the ${what} has no such parameter`);
-        if (where.has(name)) throw new CheckpointError(f, `tensor '${name}' appears twice (${where.get(name)![0].path})`);
+        if (seen.has(fileName)) throw new CheckpointError(f, `tensor '${fileName}' appears in two shards (${seen.get(fileName)})`);
+        seen.set(fileName, f);
+        if (typeof to === 'string' && where.has(name)) throw new CheckpointError(f, `tensor '${name}' appears twice (${where.get(name)![0].path})`);
         if (!FLOAT.has(info.dtype)) throw new CheckpointError(f, `tensor '${fileName}' has dtype ${info.dtype}, expected a float type`);
         if (info.shape.length !== p.shape.length || info.shape.some((d, i) => d !== p.shape[i])) {
-          throw new CheckpointError(f, `tensor '${fileName}' has shape ${fmt(info.shape)}, the model expects ${fmt(p.shape)}`);
+          throw new CheckpointError(f, `tensor '${fileName}' has shape ${fmt(info.shape)}, the model expects ${fmt(p.shape)}${typeof to === 'string' ? '' : ` (that of ${name})`}`);
         }
-        where.set(name, [r, fileName]);
+        if (typeof to === 'string') where.set(name, [r, fileName]);
+        else if (!copies.has(name)) copies.set(name, [r, fileName]);
       }
     }
+    for (const [name, src] of copies) if (!where.has(name)) where.set(name, src);
     const missing = [...params.keys()].filter((n) => !where.has(n));
     if (missing.length) {
       throw new CheckpointError(files.length === 1 ? files[0]! : join(files[0]!, '..'), `missing tensor${missing.length > 1 ? 's' : ''} ${missing.slice(0, 6).map((n) => `'${n}' ${fmt(params.get(n)!.shape)}`).join(', ')}${missing.length > 6 ? `, … (${missing.length} in all)` : ''}`);

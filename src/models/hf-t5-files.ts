@@ -13,10 +13,10 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { CheckpointError } from '../io/checkpoint.js';
-import { openSafetensorsFile, writeFileAtomic, writeSafetensorsFile, type SafetensorsReader } from '../io/files.js';
-import type { SafetensorsDType, TensorEntry } from '../io/safetensors.js';
-import { fmt, noGrad, to, type DType, type Tensor } from '../tensor/index.js';
-import { readHFConfig, weightFiles } from './hf-decoder-files.js';
+import { writeFileAtomic, writeSafetensorsFile } from '../io/files.js';
+import type { TensorEntry } from '../io/safetensors.js';
+import { noGrad, to, type DType, type Tensor } from '../tensor/index.js';
+import { readHFConfig, streamWeightsInto, weightFiles } from './hf-decoder-files.js';
 import { t5ConfigFromHF, t5ConfigToHF } from './hf-t5.js';
 import { T5Model, type T5Config } from './t5.js';
 
@@ -27,52 +27,13 @@ export interface LoadedT5 {
   hfConfig: Record<string, unknown>;
 }
 
-const FLOAT = new Set<SafetensorsDType>(['F32', 'F16', 'BF16', 'F64']);
 /** Copies of shared.weight that transformers files may hold. */
 const EMBED_COPIES = ['encoder.embed_tokens.weight', 'decoder.embed_tokens.weight'];
 
-const sameShape = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((d, i) => d === b[i]);
-
 /** Streams the tensors of `files` into `model` (headers first, every name and shape checked). */
 export async function streamT5WeightsInto(model: T5Model, files: string[]): Promise<void> {
-  const params = model.stateDict();
-  const shared = params.get('shared.weight')!;
-  const readers: SafetensorsReader[] = [];
-  try {
-    const where = new Map<string, SafetensorsReader>();
-    const copies = new Map<string, SafetensorsReader>();
-    for (const f of files) {
-      const r = await openSafetensorsFile(f);
-      readers.push(r);
-      for (const [name, info] of r.header.tensors) {
-        const copyOfShared = EMBED_COPIES.includes(name) || (name === 'lm_head.weight' && model.config.tie_word_embeddings);
-        const p = copyOfShared ? shared : params.get(name);
-        if (!p) throw new CheckpointError(f, `unexpected tensor '${name}' ${fmt(info.shape)}: the t5 model has no such parameter`);
-        if (where.has(name) || copies.has(name)) throw new CheckpointError(f, `tensor '${name}' appears in two shards (${(where.get(name) ?? copies.get(name))!.path})`);
-        if (!FLOAT.has(info.dtype)) throw new CheckpointError(f, `tensor '${name}' has dtype ${info.dtype}, expected a float type`);
-        if (!sameShape(info.shape, p.shape)) {
-          throw new CheckpointError(f, `tensor '${name}' has shape ${fmt(info.shape)}, the model expects ${fmt(p.shape)}${copyOfShared ? ' (that of shared.weight)' : ''}`);
-        }
-        (copyOfShared ? copies : where).set(name, r);
-      }
-    }
-    const sources = new Map<string, [string, SafetensorsReader]>([...where].map(([n, r]) => [n, [n, r]]));
-    if (!sources.has('shared.weight')) {
-      const copy = EMBED_COPIES.find((n) => copies.has(n));
-      if (copy) sources.set('shared.weight', [copy, copies.get(copy)!]);
-    }
-    const missing = [...params.keys()].filter((n) => !sources.has(n));
-    if (missing.length) {
-      throw new CheckpointError(files.length === 1 ? files[0]! : join(files[0]!, '..'), `missing tensor${missing.length > 1 ? 's' : ''} ${missing.slice(0, 6).map((n) => `'${n}' ${fmt(params.get(n)!.shape)}`).join(', ')}${missing.length > 6 ? `, … (${missing.length} in all)` : ''}`);
-    }
-    for (const [name, [fileName, r]] of sources) {
-      const t = params.get(name)!;
-      const v = await r.read(fileName);
-      t.backend.write(t.storage, v.data, t.offset);
-    }
-  } finally {
-    for (const r of readers) await r.close();
-  }
+  const tied = model.config.tie_word_embeddings;
+  await streamWeightsInto(model, files, (n) => (EMBED_COPIES.includes(n) || (tied && n === 'lm_head.weight') ? { copyOf: 'shared.weight' } : n), 't5 model');
 }
 
 /** Loads a Hugging Face T5ForConditionalGeneration directory (model_type "t5"), in eval mode. */
