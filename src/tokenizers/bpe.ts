@@ -6,7 +6,7 @@ import { BYTE_TO_CHAR, byteLevelToBytes, bytesToByteLevel, utf8Bytes, utf8Decode
 import { GPT2_PATTERN, compilePattern, specialsRegex, splitOnSpecials } from './pretokenize.js';
 import type { Tokenizer } from './types.js';
 import { writeFiles } from './files.js';
-import { heapPop, heapPush, PairTable } from './pair-table.js';
+import { heapMerge, PairTable } from './pair-table.js';
 
 /** Which special tokens encode() may meet: 'all', or a list of their strings. */
 export type SpecialTokenSet = 'all' | Iterable<string>;
@@ -498,39 +498,7 @@ export class BpeTokenizer implements Tokenizer {
    * against the current pair when popped instead of being removed when they go stale.
    */
   private mergeLong(sym: number[]): number[] {
-    const n = sym.length;
-    const next = new Int32Array(n);
-    const prev = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      next[i] = i + 1 < n ? i + 1 : -1;
-      prev[i] = i - 1;
-    }
-    const heap: number[] = [];
-    // rank * 2^32 + position: orders by rank, then leftmost; exact while rank < 2^21.
-    const push = (i: number) => {
-      const j = next[i];
-      if (j < 0) return;
-      const r = this.rank(sym[i], sym[j]);
-      if (r !== Infinity) heapPush(heap, r * 4294967296 + i);
-    };
-    for (let i = 0; i < n - 1; i++) push(i);
-    const alive = new Uint8Array(n).fill(1);
-    while (heap.length > 0) {
-      const top = heapPop(heap);
-      const i = top % 4294967296;
-      const r = (top - i) / 4294967296;
-      const j = next[i];
-      if (!alive[i] || j < 0 || this.rank(sym[i], sym[j]) !== r) continue; // stale
-      sym[i] = this.mergeIds[r];
-      alive[j] = 0;
-      next[i] = next[j];
-      if (next[j] >= 0) prev[next[j]] = i;
-      if (prev[i] >= 0) push(prev[i]);
-      push(i);
-    }
-    const out: number[] = [];
-    for (let i = 0; i >= 0; i = next[i]) out.push(sym[i]);
-    return out;
+    return heapMerge(sym, (a, b) => this.rank(a, b), this.mergeIds);
   }
 }
 

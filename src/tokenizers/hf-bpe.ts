@@ -9,7 +9,7 @@
 // Symbols are token ids and the merge table is keyed by id pairs (an open-addressing int32
 // table), so the merge loop does no string work; results are cached per pre-token.
 import { BYTE_TO_CHAR, bytesToByteLevel, utf8Bytes } from './bytes.js';
-import { heapPop, heapPush, PairTable } from './pair-table.js';
+import { heapMerge, PairTable } from './pair-table.js';
 
 /** The model object of tokenizer.json (type BPE). */
 export interface HfBpeJson {
@@ -314,37 +314,6 @@ export class HfBpeModel {
    * min-heap keyed by rank * 2^32 + position, stale entries skipped when popped.
    */
   private mergeLong(sym: number[]): number[] {
-    const n = sym.length;
-    const next = new Int32Array(n);
-    const prev = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      next[i] = i + 1 < n ? i + 1 : -1;
-      prev[i] = i - 1;
-    }
-    const alive = new Uint8Array(n).fill(1);
-    const heap: number[] = [];
-    const push = (i: number) => {
-      const j = next[i];
-      if (j < 0) return;
-      const r = this.rank(sym[i], sym[j]);
-      if (r >= 0) heapPush(heap, r * 4294967296 + i);
-    };
-    for (let i = 0; i < n - 1; i++) push(i);
-    while (heap.length > 0) {
-      const top = heapPop(heap);
-      const i = top % 4294967296;
-      const r = (top - i) / 4294967296;
-      const j = next[i];
-      if (!alive[i] || j < 0 || this.rank(sym[i], sym[j]) !== r) continue; // stale
-      sym[i] = this.mergeIds[r];
-      alive[j] = 0;
-      next[i] = next[j];
-      if (next[j] >= 0) prev[next[j]] = i;
-      if (prev[i] >= 0) push(prev[i]);
-      push(i);
-    }
-    const out: number[] = [];
-    for (let i = 0; i >= 0; i = next[i]) out.push(sym[i]);
-    return out;
+    return heapMerge(sym, (a, b) => this.rank(a, b), this.mergeIds);
   }
 }

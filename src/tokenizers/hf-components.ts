@@ -248,38 +248,12 @@ export class SplitStage extends PreStage {
       case 'Removed':
         for (let i = 0; i < n; i++) if (!flags[i]) this.emit(text.slice(starts[i], ends[i]), atStart && starts[i] === 0);
         return;
-      case 'Contiguous': {
-        let s = -1;
-        let e = 0;
-        let prevMatch = false;
-        for (let i = 0; i < n; i++) {
-          if (s >= 0 && flags[i] === prevMatch) e = ends[i];
-          else {
-            if (s >= 0) this.emit(text.slice(s, e), atStart && s === 0);
-            s = starts[i];
-            e = ends[i];
-          }
-          prevMatch = flags[i];
-        }
-        if (s >= 0) this.emit(text.slice(s, e), atStart && s === 0);
-        return;
-      }
-      case 'MergedWithPrevious': {
-        let s = -1;
-        let e = 0;
-        let prevMatch = false;
-        for (let i = 0; i < n; i++) {
-          if (flags[i] && !prevMatch && s >= 0) e = ends[i];
-          else {
-            if (s >= 0) this.emit(text.slice(s, e), atStart && s === 0);
-            s = starts[i];
-            e = ends[i];
-          }
-          prevMatch = flags[i];
-        }
-        if (s >= 0) this.emit(text.slice(s, e), atStart && s === 0);
-        return;
-      }
+      // Runs of parts joined left to right: Contiguous joins neighbours of the same kind,
+      // MergedWithPrevious a match onto the piece before it.
+      case 'Contiguous':
+        return this.joinRuns(text, starts, ends, atStart, (i, prevMatch) => flags[i] === prevMatch, flags);
+      case 'MergedWithPrevious':
+        return this.joinRuns(text, starts, ends, atStart, (i, prevMatch) => flags[i]! && !prevMatch, flags);
       case 'MergedWithNext': {
         // Right to left: a match not preceded (on its right) by a match joins the piece after it.
         const outS: number[] = [];
@@ -297,6 +271,23 @@ export class SplitStage extends PreStage {
         return;
       }
     }
+  }
+
+  /** Emits the parts, each joined to the piece before it when join(i, whether part i-1 matched). */
+  private joinRuns(text: string, starts: number[], ends: number[], atStart: boolean, join: (i: number, prevMatch: boolean) => boolean, flags: boolean[]): void {
+    let s = -1;
+    let e = 0;
+    let prevMatch = false;
+    for (let i = 0; i < flags.length; i++) {
+      if (s >= 0 && join(i, prevMatch)) e = ends[i]!;
+      else {
+        if (s >= 0) this.emit(text.slice(s, e), atStart && s === 0);
+        s = starts[i]!;
+        e = ends[i]!;
+      }
+      prevMatch = flags[i]!;
+    }
+    if (s >= 0) this.emit(text.slice(s, e), atStart && s === 0);
   }
 }
 

@@ -72,3 +72,45 @@ export function heapPop(h: number[]): number {
   }
   return top;
 }
+
+/**
+ * Byte-pair merging of a long piece in O(n log n): symbols in a linked list, candidate pairs in
+ * a min-heap keyed by rank · 2^32 + position (lowest rank first, then leftmost; exact while
+ * rank < 2^21), stale entries skipped when popped. rank(a, b) is the merge rank of a pair, or a
+ * negative or infinite number when the pair does not merge; mergeIds[rank] is the merged symbol.
+ * sym is consumed.
+ */
+export function heapMerge(sym: number[], rank: (a: number, b: number) => number, mergeIds: Int32Array): number[] {
+  const n = sym.length;
+  const next = new Int32Array(n);
+  const prev = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    next[i] = i + 1 < n ? i + 1 : -1;
+    prev[i] = i - 1;
+  }
+  const alive = new Uint8Array(n).fill(1);
+  const heap: number[] = [];
+  const push = (i: number) => {
+    const j = next[i]!;
+    if (j < 0) return;
+    const r = rank(sym[i]!, sym[j]!);
+    if (r >= 0 && r !== Infinity) heapPush(heap, r * 4294967296 + i);
+  };
+  for (let i = 0; i < n - 1; i++) push(i);
+  while (heap.length > 0) {
+    const top = heapPop(heap);
+    const i = top % 4294967296;
+    const r = (top - i) / 4294967296;
+    const j = next[i]!;
+    if (!alive[i] || j < 0 || rank(sym[i]!, sym[j]!) !== r) continue; // stale
+    sym[i] = mergeIds[r]!;
+    alive[j] = 0;
+    next[i] = next[j]!;
+    if (next[j]! >= 0) prev[next[j]!] = i;
+    if (prev[i]! >= 0) push(prev[i]!);
+    push(i);
+  }
+  const out: number[] = [];
+  for (let i = 0; i >= 0; i = next[i]!) out.push(sym[i]!);
+  return out;
+}
