@@ -16,32 +16,15 @@ Usage: /usr/bin/python3 tools/hf_bert_reference.py [out_dir]; run once, fixtures
 import json
 import math
 import os
-import struct
 import sys
 
 import torch
 
+from torch_safetensors import write_safetensors
+
 OUT = sys.argv[1] if len(sys.argv) > 1 else 'test/fixtures/hf-bert'
 V, C, L, H, I, P, TYPES = 50, 16, 2, 4, 40, 24, 2
 EPS = 1e-12
-
-
-def write_safetensors(path, tensors):
-    dt = {torch.float32: 'F32', torch.bfloat16: 'BF16'}
-    header, blobs, off = {'__metadata__': {'format': 'pt'}}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        raw = t.view(torch.int16).numpy().tobytes() if t.dtype == torch.bfloat16 else t.numpy().tobytes()
-        header[name] = {'dtype': dt[t.dtype], 'shape': list(t.shape), 'data_offsets': [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    h = json.dumps(header, separators=(',', ':')).encode()
-    h += b' ' * ((8 - len(h) % 8) % 8)
-    with open(path, 'wb') as f:
-        f.write(struct.pack('<Q', len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 
 def weights(gen, mlm, labels):

@@ -16,35 +16,15 @@ Run once; the fixtures are committed and never regenerated in CI.
 import json
 import math
 import os
-import struct
 import sys
 
 import torch
 
+from torch_safetensors import write_safetensors
+
 torch.manual_seed(0)
 OUT = sys.argv[1] if len(sys.argv) > 1 else 'test/fixtures/hf-decoders'
 V, T = 64, 20
-
-# ------------------------------------------------------------------ safetensors writer
-
-DT = {torch.float32: 'F32', torch.bfloat16: 'BF16', torch.float16: 'F16'}
-
-
-def write_safetensors(path, tensors):
-    header, blobs, off = {'__metadata__': {'format': 'pt'}}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        raw = t.view(torch.int16).numpy().tobytes() if t.dtype in (torch.bfloat16, torch.float16) else t.numpy().tobytes()
-        header[name] = {'dtype': DT[t.dtype], 'shape': list(t.shape), 'data_offsets': [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    h = json.dumps(header, separators=(',', ':')).encode()
-    h += b' ' * ((8 - len(h) % 8) % 8)
-    with open(path, 'wb') as f:
-        f.write(struct.pack('<Q', len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 # ------------------------------------------------------------------ config defaults
 

@@ -30,10 +30,11 @@ byte.) Run once; the fixtures are committed and never regenerated in CI.
 import json
 import math
 import os
-import struct
 import sys
 
 import torch
+
+from torch_safetensors import write_safetensors
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else 'test/fixtures/hf-t5'
 V = 48
@@ -43,27 +44,6 @@ GREEDY = 8
 # Output projections (o, wo) drawn larger than 1/sqrt(fan_in): the residual stream is then not
 # dominated by the input embedding, and greedy decoding does not just repeat its last token.
 OUT_GAIN = float(os.environ.get('T5_OUT_GAIN', '2'))
-
-# ------------------------------------------------------------------ safetensors writer
-
-DT = {torch.float32: 'F32', torch.bfloat16: 'BF16', torch.float16: 'F16'}
-
-
-def write_safetensors(path, tensors):
-    header, blobs, off = {'__metadata__': {'format': 'pt'}}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        raw = t.view(torch.int16).numpy().tobytes() if t.dtype in (torch.bfloat16, torch.float16) else t.numpy().tobytes()
-        header[name] = {'dtype': DT[t.dtype], 'shape': list(t.shape), 'data_offsets': [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    h = json.dumps(header, separators=(',', ':')).encode()
-    h += b' ' * ((8 - len(h) % 8) % 8)
-    with open(path, 'wb') as f:
-        f.write(struct.pack('<Q', len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 # ------------------------------------------------------------------ relative position buckets
 
