@@ -10,7 +10,7 @@ import { chatTemplateOf, renderChat, type ChatMessage, type ChatTemplate } from 
 import { generateStream } from '../generate/index.js';
 import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
-import { adapterBaseOf, backendFromFlags, loadModelDir, stopIdsOf } from './common.js';
+import { adapterBaseOf, backendFromFlags, loadModelDir, requireDir, stopIdsOf } from './common.js';
 
 /** The chat template of a model directory (tokenizer_config.json or chat_template.jinja). */
 async function templateOf(dir: string): Promise<ChatTemplate | null> {
@@ -48,6 +48,7 @@ export async function runChat(f: Flags): Promise<void> {
   const seed = f.number('seed', { integer: true }) ?? 1337;
   const backend = await backendFromFlags(f);
   f.done();
+  await requireDir('chat', 'model', dir);
   if (adapter === undefined && existsSync(join(dir, 'adapter_config.json'))) {
     adapter = dir;
     dir = (await adapterBaseOf(dir)) ?? dir;

@@ -9,7 +9,7 @@ import { backendFromFlags, loadModelDir } from './common.js';
 export async function runExport(f: Flags): Promise<void> {
   const format = f.parsed.positionals[0];
   if (format !== 'gguf') throw new UsageError(`export: give the format, 'attn export gguf --model DIR --out FILE.gguf' (got ${format === undefined ? 'none' : `'${format}'`})`);
-  const dir = f.required('model', 'a llama model directory');
+  const dir = f.required('model', 'a llama or GPT-2 model directory');
   const out = f.required('out', 'the .gguf file to write');
   const type = (f.choice('type', ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1'] as const) ?? 'f16') as GGUFWeightType;
   const backend = await backendFromFlags(f);
