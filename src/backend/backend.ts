@@ -9,6 +9,7 @@
 //  - Float math in float32 storage may be done in float32 or float64; results must agree
 //    with float64 math to float32 rounding (relative 1e-5 for reductions of ~1e4 terms).
 import type { DType, TypedArray } from '../tensor/dtype.js';
+import type { QuantFormat } from '../tensor/quantize.js';
 
 export interface Storage {
   readonly backend: Backend;
@@ -62,6 +63,31 @@ export interface MatmulArgs {
   /** 'bfloat16': A and B rounded to bfloat16 (nearest even), products accumulated in float32
    *  (mixed precision; see tensor/precision.ts). Default float32. */
   precision?: 'float32' | 'bfloat16';
+}
+
+/**
+ * A weight-only quantized (N, K) weight (PyTorch's (out, in)) on a backend, in the packed layouts
+ * of tensor/quantize.ts. Byte arrays live in int32 storages as little-endian words (byte i is
+ * bits 8(i%4).. of word i/4), padded with zeros to whole words.
+ */
+export interface QuantWeightStorage {
+  readonly format: QuantFormat;
+  readonly N: number;
+  readonly K: number;
+  /** int8: N·K signed bytes, row n at byte n·K; int4/int4z: N·K/32 groups of 16 bytes. */
+  readonly data: Storage;
+  /** float32: int8 N (per row); int4/int4z N·K/32 (per group, row-major). */
+  readonly scales: Storage;
+  /** int4z: N·K/32 zero-point bytes (0..15); null for int8 and int4 (whose zero point is 8). */
+  readonly zeros: Storage | null;
+}
+
+export interface QuantMatmulArgs {
+  /** out[m, n] = act( Σ_k x[m, k] · scale(n, k) · level(n, k) + bias[n] ): x (M, K) and out (M, N)
+   *  contiguous float32 from element 0; the weight is never dequantized as a whole. */
+  x: Storage; w: QuantWeightStorage; out: Storage; M: number;
+  bias?: Storage | null;
+  activation?: Activation;
 }
 
 /** Element (b, h, t, d) of a (B, H, T, D) attention operand at offset + b·strides[0] + h·strides[1] + t·strides[2] + d. */
@@ -222,6 +248,11 @@ export interface Backend {
 
   // ---- linear algebra ----
   matmul(args: MatmulArgs): void;
+
+  /** Weight-only quantized linear (int8, int4, int4z; see QuantMatmulArgs). */
+  quantMatmul(args: QuantMatmulArgs): void;
+  /** out[i, :] = dequantized row ids[i] of w (N = vocabulary, K = width): a quantized embedding. */
+  quantEmbedding(w: QuantWeightStorage, ids: Storage, n: number, out: Storage): void;
 
   // ---- fused row kernels over contiguous (rows, n) ----
   /** Softmax (or log-softmax) along the last axis. */

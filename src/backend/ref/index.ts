@@ -6,8 +6,8 @@
 // through alloc/upload/free/read/write, so a backend with other storage (the cpu backend's
 // WebAssembly memory) overrides those and inherits every op.
 import type {
-  AdamWArgs, AttentionArgs, AttentionBackwardArgs, AttentionView, Backend, BinaryOp, Layout, MatmulArgs, ReduceOp, Storage,
-  UnaryGradOp, UnaryOp,
+  AdamWArgs, AttentionArgs, AttentionBackwardArgs, AttentionView, Backend, BinaryOp, Layout, MatmulArgs, QuantMatmulArgs, QuantWeightStorage,
+  ReduceOp, Storage, UnaryGradOp, UnaryOp,
 } from '../backend.js';
 import { dropThreshold, maskHash } from '../backend.js';
 import { newArray, type DType, type TypedArray } from '../../tensor/dtype.js';
@@ -190,6 +190,47 @@ export class RefBackend implements Backend {
       out: this.arr(args.out),
       bias: args.bias ? this.arr(args.bias) : null,
     });
+  }
+
+  /** Checks a quantized weight's storages against its format and shape. */
+  protected checkQuant(op: string, w: QuantWeightStorage): void {
+    const { format, N, K } = w;
+    const groups = format === 'int8' ? 0 : K / 32;
+    if (format !== 'int8' && !Number.isInteger(groups)) throw new RangeError(`${op}: ${format} needs K a multiple of 32, got ${K}`);
+    const bytes = format === 'int8' ? N * K : N * K / 2;
+    this.needInt32(op, 'w.data', w.data);
+    this.need(op, 'w.data', w.data, Math.ceil(bytes / 4));
+    this.need(op, 'w.scales', w.scales, format === 'int8' ? N : N * groups);
+    if (format === 'int4z') {
+      if (!w.zeros) throw new Error(`${op}: int4z weight without zero points`);
+      this.need(op, 'w.zeros', w.zeros, Math.ceil(N * groups / 4));
+    }
+  }
+
+  /** The weight's storages as the byte views the kernels read. */
+  protected quantArrays(w: QuantWeightStorage): K.QuantArrays {
+    const bytes = (s: Storage): Uint8Array => {
+      const a = this.arr(s);
+      return new Uint8Array(a.buffer, a.byteOffset, s.size * 4);
+    };
+    return { format: w.format, N: w.N, K: w.K, data: bytes(w.data), scales: this.arr(w.scales), zeros: w.zeros ? bytes(w.zeros) : null };
+  }
+
+  quantMatmul(args: QuantMatmulArgs): void {
+    const { w, M } = args;
+    this.checkQuant('quantMatmul', w);
+    this.need('quantMatmul', 'x', args.x, M * w.K);
+    this.need('quantMatmul', 'out', args.out, M * w.N);
+    if (args.bias) this.need('quantMatmul', 'bias', args.bias, w.N);
+    K.quantMatmul(this.arr(args.x), M, this.quantArrays(w), args.bias ? this.arr(args.bias) : null, args.activation ?? 'none', this.arr(args.out));
+  }
+
+  quantEmbedding(w: QuantWeightStorage, ids: Storage, n: number, out: Storage): void {
+    this.checkQuant('quantEmbedding', w);
+    this.needInt32('quantEmbedding', 'ids', ids);
+    this.need('quantEmbedding', 'ids', ids, n);
+    this.need('quantEmbedding', 'out', out, n * w.K);
+    K.quantEmbedding(this.quantArrays(w), this.arr(ids), n, this.arr(out));
   }
 
   // ---- fused row kernels ----

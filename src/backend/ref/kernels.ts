@@ -515,6 +515,59 @@ export function checkIndex(op: string, index: number, position: number, limit: n
 }
 
 /** out[i, :] = weight[ids[i], :]; weight (V, C), ids (n), out (n, C). */
+/** The packed quantized weight of quantMatmul and quantEmbedding as byte views (see tensor/quantize.ts). */
+export interface QuantArrays {
+  format: 'int8' | 'int4' | 'int4z';
+  N: number; K: number;
+  data: Uint8Array; scales: TypedArray; zeros: Uint8Array | null;
+}
+
+/** Row n of a quantized weight, dequantized into out (K floats). */
+export function quantRow(w: QuantArrays, n: number, out: Float64Array | Float32Array): void {
+  const { K, data, scales, zeros } = w;
+  if (w.format === 'int8') {
+    const s = scales[n]!;
+    for (let k = 0; k < K; k++) out[k] = s * ((data[n * K + k]! << 24) >> 24);
+    return;
+  }
+  const groups = K / 32;
+  for (let g = 0; g < groups; g++) {
+    const gi = n * groups + g;
+    const s = scales[gi]!;
+    const z = zeros ? zeros[gi]! : 8;
+    for (let j = 0; j < 16; j++) {
+      const byte = data[gi * 16 + j]!;
+      out[g * 32 + j] = s * ((byte & 15) - z);
+      out[g * 32 + j + 16] = s * ((byte >> 4) - z);
+    }
+  }
+}
+
+/** out (M, N) = act(x (M, K) · deq(w)ᵀ + bias), in float64 per output. */
+export function quantMatmul(x: TypedArray, M: number, w: QuantArrays, bias: TypedArray | null, act: Activation, out: TypedArray): void {
+  const { N, K } = w;
+  const row = new Float64Array(K);
+  for (let n = 0; n < N; n++) {
+    quantRow(w, n, row);
+    for (let m = 0; m < M; m++) {
+      let acc = bias ? bias[n]! : 0;
+      for (let k = 0; k < K; k++) acc += x[m * K + k]! * row[k]!;
+      out[m * N + n] = activate(act, acc);
+    }
+  }
+}
+
+/** out[i, :] = row ids[i] of the quantized weight (N rows of K). */
+export function quantEmbedding(w: QuantArrays, ids: TypedArray, n: number, out: TypedArray): void {
+  const row = new Float32Array(w.K);
+  for (let i = 0; i < n; i++) {
+    const id = ids[i]!;
+    checkIndex('quantEmbedding', id, i, w.N);
+    quantRow(w, id, row);
+    out.set(row, i * w.K);
+  }
+}
+
 export function embedding(weight: TypedArray, V: number, C: number, ids: TypedArray, n: number, out: TypedArray): void {
   for (let i = 0; i < n; i++) checkIndex('embedding', ids[i]!, i, V);
   for (let i = 0; i < n; i++) {

@@ -3,7 +3,7 @@
 // batch and blocks until the device thread answers. Nothing here touches WebGPU itself, so
 // this file runs wherever the engine runs (Node's main thread, a browser Web Worker).
 import type {
-  AdamWArgs, AttentionArgs, AttentionBackwardArgs, Backend, BinaryOp, Layout, MatmulArgs, ReduceOp, Storage, UnaryGradOp, UnaryOp,
+  AdamWArgs, AttentionArgs, AttentionBackwardArgs, Backend, BinaryOp, Layout, MatmulArgs, QuantMatmulArgs, QuantWeightStorage, ReduceOp, Storage, UnaryGradOp, UnaryOp,
 } from '../backend.js';
 import { checkSparsity } from '../backend.js';
 import { bytesPerElement, newArray, type DType, type TypedArray } from '../../tensor/dtype.js';
@@ -260,6 +260,12 @@ export class WebGPUBackend implements Backend {
 
   // ---- indexing ----
 
+  quantMatmul(_args: QuantMatmulArgs): void {
+    throw new Error('webgpu: quantized matmul is not implemented yet');
+  }
+  quantEmbedding(_w: QuantWeightStorage, _ids: Storage, _n: number, _out: Storage): void {
+    throw new Error('webgpu: quantized embedding is not implemented yet');
+  }
   embedding(weight: Storage, V: number, C: number, ids: Storage, n: number, out: Storage): void {
     this.kernel('embedding', { weight, V, C, ids, n, out });
   }
