@@ -1,8 +1,9 @@
 // The fast CPU backend: storage lives in the shared WebAssembly memory of a WasmRuntime, the
 // heavy ops run as WebAssembly SIMD kernels on its thread pool, and every other op is the
 // reference backend's JS kernel working on views of that memory.
-import type { AdamWArgs, AttentionArgs, AttentionBackwardArgs, AttentionView, Backend, BinaryOp, Layout, MatmulArgs, ReduceOp, Storage, UnaryGradOp, UnaryOp } from '../backend.js';
+import type { AdamWArgs, AttentionArgs, AttentionBackwardArgs, AttentionView, Backend, BinaryOp, Layout, MatmulArgs, QuantMatmulArgs, QuantWeightStorage, ReduceOp, Storage, UnaryGradOp, UnaryOp } from '../backend.js';
 import * as fused from './fused.js';
+import { wasmQuantEmbedding, wasmQuantMatmul } from './quant-wasm.js';
 import { RefBackend, roundedToBf16 } from '../ref/index.js';
 import { checkIndex } from '../ref/kernels.js';
 import { bytesPerElement, type DType, type TypedArray } from '../../tensor/dtype.js';
@@ -27,6 +28,8 @@ export class CpuStorage implements Storage {
 }
 
 const ACT_CODE = { none: 0, relu: 1, gelu: 2 } as const;
+/** native/quant.h QuantFormat. */
+const QUANT_CODE = { int8: 0, int4: 1, int4z: 2 } as const;
 // The kernel applies the activation on its last K block, so accumulate + activation needs the
 // whole K in one block (its KC).
 const KERNEL_KC = 256;
@@ -398,6 +401,26 @@ export class CpuBackend extends RefBackend {
   /** A float32 copy of s (every element) rounded to bfloat16 values. */
   private roundedCopy(s: Storage): Storage {
     return this.upload(roundedToBf16(this.arr(s)), 'float32');
+  }
+
+  /** Quantized weights: the native kernels (dequantizing in registers), else WebAssembly, else JS. */
+  override quantMatmul(args: QuantMatmulArgs): void {
+    const { w, M } = args;
+    this.checkQuant('quantMatmul', w);
+    this.need('quantMatmul', 'x', args.x, M * w.K);
+    this.need('quantMatmul', 'out', args.out, M * w.N);
+    if (args.bias) this.need('quantMatmul', 'bias', args.bias, w.N);
+    if (M === 0) return;
+    if (this.native) {
+      this.native.quantMatmul(this.rt.heapF32, QUANT_CODE[w.format], this.ptr(w.data), this.ptr(w.scales), w.zeros ? this.ptr(w.zeros) : 0,
+        w.N, w.K, this.ptr(args.x), M, args.bias ? this.ptr(args.bias) : 0, ACT_CODE[args.activation ?? 'none'], this.ptr(args.out), this.nativeThreads());
+      return;
+    }
+    if (!wasmQuantMatmul(this, args)) super.quantMatmul(args);
+  }
+
+  override quantEmbedding(w: QuantWeightStorage, ids: Storage, n: number, out: Storage): void {
+    if (!wasmQuantEmbedding(this, w, ids, n, out)) super.quantEmbedding(w, ids, n, out);
   }
 
   override embedding(weight: Storage, V: number, C: number, ids: Storage, n: number, out: Storage): void {

@@ -107,6 +107,9 @@ export interface NativeKernels {
   unary(heap: Float32Array, op: number, x: number, out: number, n: number, threads: number): boolean;
   attention(heap: Float32Array, q: number, k: number, v: number, out: number, lse: number, keyMask: number, B: number, H: number, Tq: number, Tk: number, D: number,
     scale: number, causal: number, spKind: number, spA: number, spB: number, gout: number, gq: number, gk: number, gv: number, backward: number, threads: number, Hkv: number, ...viewStrides: number[]): void;
+  /** Weight-only quantized linear (native/quant.h): format 0 int8, 1 int4, 2 int4z; byte offsets, 0 for absent zeros/bias. */
+  quantMatmul(heap: Float32Array, format: number, data: number, scales: number, zeros: number, N: number, K: number,
+    x: number, M: number, bias: number, act: number, out: number, threads: number): void;
   matmul(heap: Float32Array, a: number, aBatch: number, lda: number, transA: number, b: number, bBatch: number, ldb: number, transB: number, bBf16: number,
     out: number, batch: number, M: number, N: number, K: number, bias: number, act: number, accumulate: number, threads: number, bf16Compute: number): void;
 }
