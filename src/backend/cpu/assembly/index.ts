@@ -2,3 +2,4 @@
 // (tid: i32, nt: i32, ...) first and does its own share of the work.
 export * from "./matmul";
 export * from "./fused";
+export * from "./quant";

@@ -1,0 +1,213 @@
+// The quantized matmul and embedding kernels of the cpu backend against the ref backend: the
+// WebAssembly kernels (the backend built with ATTN_NATIVE=0; relaxed-SIMD and SIMD-only builds,
+// 1 and 2 threads) and the default cpu backend (the native addon where it is built). Every
+// format (int8, int4, int4z) at M in {1, 3, 17}, K in {32, 96, 800} (and 50 for int8),
+// N in {1, 5, 64}, with and without bias, each activation; embeddings equal dequantizeRows.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Activation, Backend, QuantWeightStorage } from '../src/backend/backend.js';
+import { CpuBackend, WasmRuntime } from '../src/backend/cpu/index.js';
+import * as A from '../src/index.js';
+import { Generator, RefBackend } from '../src/index.js';
+import { QUANT_FORMATS, dequantizeRows, quantize, type QuantFormat, type QuantizedArrays } from '../src/tensor/quantize.js';
+
+const ref = new RefBackend();
+const ACTS: Activation[] = ['none', 'relu', 'gelu'];
+
+/** Bytes as the little-endian int32 words of a storage (padded to whole words). */
+function words(bytes: Uint8Array): Int32Array {
+  const padded = new Uint8Array(Math.ceil(bytes.length / 4) * 4);
+  padded.set(bytes);
+  return new Int32Array(padded.buffer);
+}
+
+function uploadQuant(be: Backend, q: QuantizedArrays): QuantWeightStorage {
+  return {
+    format: q.format, N: q.N, K: q.K,
+    data: be.upload(words(q.data), 'int32'),
+    scales: be.upload(q.scales, 'float32'),
+    zeros: q.zeros ? be.upload(words(q.zeros), 'int32') : null,
+  };
+}
+
+function freeQuant(be: Backend, w: QuantWeightStorage): void {
+  be.free(w.data);
+  be.free(w.scales);
+  if (w.zeros) be.free(w.zeros);
+}
+
+function randomF32(n: number, g: Generator, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = g.normal() * scale;
+  return a;
+}
+
+interface Case { format: QuantFormat; M: number; K: number; N: number; bias: boolean; act: Activation }
+
+function* cases(): IterableIterator<Case> {
+  for (const format of QUANT_FORMATS) {
+    for (const K of format === 'int8' ? [32, 50, 96, 800] : [32, 96, 800]) {
+      for (const M of [1, 3, 17]) {
+        for (const N of [1, 5, 64]) {
+          for (const bias of [false, true]) {
+            for (const act of ACTS) yield { format, M, K, N, bias, act };
+          }
+        }
+      }
+    }
+  }
+}
+
+/** out of quantMatmul on `be` for case c (seeded inputs). */
+function runMatmul(be: Backend, c: Case, q: QuantizedArrays, x: Float32Array, bias: Float32Array | null): Float32Array {
+  const w = uploadQuant(be, q);
+  const xs = be.upload(x, 'float32');
+  const bs = bias ? be.upload(bias, 'float32') : null;
+  const out = be.alloc('float32', c.M * c.N);
+  be.quantMatmul({ x: xs, w, out, M: c.M, bias: bs, activation: c.act });
+  const res = Float32Array.from(be.read(out));
+  freeQuant(be, w);
+  for (const s of [xs, bs, out]) if (s) be.free(s);
+  return res;
+}
+
+/**
+ * Every case on `be` against ref. Tolerance: |got − want| <= 1e-5 (|want| + Σ_k |x[m,k] w[n,k]| + |bias[n]|),
+ * float32 accumulation against the ref's float64 (relative to the terms' magnitude, so
+ * cancelling sums are not held to an impossible bound).
+ */
+function checkMatmulCases(be: Backend, filter: (c: Case) => boolean = () => true): number {
+  let worst = 0;
+  let n = 0;
+  for (const c of cases()) {
+    if (!filter(c)) continue;
+    const g = new Generator(1000 + c.M * 7 + c.K * 13 + c.N * 31 + (c.bias ? 1 : 0));
+    const q = quantize(randomF32(c.N * c.K, g, 0.5), c.N, c.K, c.format);
+    const x = randomF32(c.M * c.K, g);
+    const bias = c.bias ? randomF32(c.N, g) : null;
+    const want = runMatmul(ref, c, q, x, bias);
+    const got = runMatmul(be, c, q, x, bias);
+    const deq = dequantizeRows(q);
+    for (let m = 0; m < c.M; m++) {
+      for (let j = 0; j < c.N; j++) {
+        let mag = bias ? Math.abs(bias[j]!) : 0;
+        for (let k = 0; k < c.K; k++) mag += Math.abs(x[m * c.K + k]! * deq[j * c.K + k]!);
+        const i = m * c.N + j;
+        const err = Math.abs(got[i]! - want[i]!) / (Math.abs(want[i]!) + mag);
+        if (!(err <= 1e-5)) assert.fail(`${be.name} ${JSON.stringify(c)}: out[${m}, ${j}] = ${got[i]} vs ref ${want[i]} (error ${err})`);
+        worst = Math.max(worst, err);
+      }
+    }
+    n++;
+  }
+  assert.ok(n > 0);
+  return worst;
+}
+
+/** Embedding rows equal dequantizeRows exactly; an id out of range is refused. */
+function checkEmbedding(be: Backend): void {
+  for (const format of QUANT_FORMATS) {
+    for (const K of format === 'int8' ? [32, 50, 800] : [32, 800]) {
+      const N = 37;
+      const g = new Generator(K + N);
+      const q = quantize(randomF32(N * K, g), N, K, format);
+      const deq = dequantizeRows(q);
+      const w = uploadQuant(be, q);
+      const idList = [0, N - 1, 5, 5, 17, 36, 1, 0, 12, 3, 30, 29, 8];
+      const ids = be.upload(Int32Array.from(idList), 'int32');
+      const out = be.alloc('float32', idList.length * K);
+      be.quantEmbedding(w, ids, idList.length, out);
+      const got = be.read(out);
+      for (let i = 0; i < idList.length; i++) {
+        const want = deq.subarray(idList[i]! * K, (idList[i]! + 1) * K);
+        for (let k = 0; k < K; k++) {
+          if (!Object.is(got[i * K + k], want[k])) assert.fail(`${be.name} ${format} K=${K}: row ${i} (id ${idList[i]}) element ${k}: ${got[i * K + k]} vs ${want[k]}`);
+        }
+      }
+      for (const bad of [[0, N], [-1], [3, 4, N + 5]]) {
+        const b = be.upload(Int32Array.from(bad), 'int32');
+        const o = be.alloc('float32', bad.length * K);
+        const pos = bad.length - 1;
+        assert.throws(() => { be.quantEmbedding(w, b, bad.length, o); be.read(o); },
+          (e: unknown) => e instanceof RangeError && /quantEmbedding/.test(e.message) && e.message.includes(String(bad[pos])) && e.message.includes(String(N)),
+          `${be.name} ${format}: id ${bad[pos]} refused`);
+        be.free(b);
+        be.free(o);
+      }
+      freeQuant(be, w);
+      be.free(ids);
+      be.free(out);
+    }
+  }
+}
+
+// The WebAssembly path: cpu backends made with ATTN_NATIVE=0 (read when a backend is constructed).
+const wasm: { be: CpuBackend; label: string }[] = [];
+const kernelsRun = new Map<string, number>();
+
+before(async () => {
+  const saved = process.env.ATTN_NATIVE;
+  process.env.ATTN_NATIVE = '0';
+  try {
+    for (const [threads, relaxedSimd] of [[2, true], [1, true], [2, false]] as const) {
+      const rt = await WasmRuntime.create({ threads, relaxedSimd });
+      const be = new CpuBackend(rt);
+      assert.equal(be.native, null);
+      // Count the kernels run, so a silent fallback to the JS kernel fails the test.
+      const run = rt.run.bind(rt);
+      rt.run = (kernel, args, nt) => {
+        kernelsRun.set(kernel, (kernelsRun.get(kernel) ?? 0) + 1);
+        run(kernel, args, nt);
+      };
+      wasm.push({ be, label: `${threads} threads, ${rt.relaxedSimd ? 'relaxed SIMD' : 'SIMD'}` });
+    }
+  } finally {
+    if (saved === undefined) delete process.env.ATTN_NATIVE;
+    else process.env.ATTN_NATIVE = saved;
+  }
+});
+
+after(() => {
+  for (const { be } of wasm) be.rt.dispose();
+});
+
+test('WebAssembly quantMatmul matches ref: every format, M, K, N, bias and activation', () => {
+  const worst: string[] = [];
+  for (const { be, label } of wasm) {
+    // The second and third builds without the N = 5 cases.
+    const filter = label.startsWith('2 threads, relaxed') ? undefined : (c: Case) => c.N !== 5;
+    kernelsRun.clear();
+    const err = checkMatmulCases(be, filter);
+    let n = 0;
+    for (const c of cases()) if (!filter || filter(c)) n++;
+    assert.equal(kernelsRun.get('quant_matmul'), n, `${label}: the wasm kernel ran for every case`);
+    worst.push(`${label}: ${err.toExponential(2)}`);
+  }
+  console.log(`worst error: ${worst.join('; ')}`);
+});
+
+test('WebAssembly quantEmbedding equals dequantizeRows; out-of-range ids are refused', () => {
+  kernelsRun.clear();
+  for (const { be } of wasm.slice(0, 2)) checkEmbedding(be);
+  assert.equal(kernelsRun.get('quant_embedding'), 2 * 7, 'the wasm kernel ran for every valid call');
+});
+
+test('WebAssembly quantMatmul on 2 threads: a product large enough to split, against 1 thread', () => {
+  const [two, one] = [wasm[0]!.be, wasm[1]!.be];
+  for (const format of QUANT_FORMATS) {
+    const c: Case = { format, M: 9, K: 256, N: 203, bias: true, act: 'gelu' };
+    const g = new Generator(5);
+    const q = quantize(randomF32(c.N * c.K, g), c.N, c.K, format);
+    const x = randomF32(c.M * c.K, g);
+    const bias = randomF32(c.N, g);
+    assert.deepEqual(runMatmul(two, c, q, x, bias), runMatmul(one, c, q, x, bias), format);
+    const c1 = { ...c, M: 1 };
+    assert.deepEqual(runMatmul(two, c1, q, x.subarray(0, c.K), bias), runMatmul(one, c1, q, x.subarray(0, c.K), bias), `${format} M=1`);
+  }
+});
+
+test('the default cpu backend (native kernels where built) matches ref', async () => {
+  const be = await A.getBackend('cpu');
+  checkMatmulCases(be, (c) => c.act !== 'relu' || c.N === 64);
+  checkEmbedding(be);
+});
