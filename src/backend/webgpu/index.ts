@@ -6,6 +6,7 @@ import type {
   AdamWArgs, AttentionArgs, AttentionBackwardArgs, Backend, BinaryOp, Layout, MatmulArgs, QuantMatmulArgs, QuantWeightStorage, ReduceOp, Storage, UnaryGradOp, UnaryOp,
 } from '../backend.js';
 import { checkSparsity } from '../backend.js';
+import { quantUnsupported } from '../../tensor/quantize.js';
 import { bytesPerElement, newArray, type DType, type TypedArray } from '../../tensor/dtype.js';
 import { contiguousStrides, numel } from '../../tensor/shape.js';
 import type { DeviceChannel } from './channel.js';
@@ -260,11 +261,40 @@ export class WebGPUBackend implements Backend {
 
   // ---- indexing ----
 
-  quantMatmul(_args: QuantMatmulArgs): void {
-    throw new Error('webgpu: quantized matmul is not implemented yet');
+  /** Refuses a quantized weight or operands that do not fit (the ref backend's checks). */
+  private static checkQuant(op: string, w: QuantWeightStorage, operands: [string, Storage | null, number, DType][]): void {
+    const why = quantUnsupported(w.format, w.N, w.K);
+    if (why) throw new RangeError(`${op}: ${why}`);
+    const groups = w.format === 'int8' ? 0 : w.K / 32;
+    if (w.format === 'int4z' && !w.zeros) throw new Error(`${op}: int4z weight without zero points`);
+    const all: [string, Storage | null, number, DType][] = [
+      ['w.data', w.data, Math.ceil((w.format === 'int8' ? w.N * w.K : w.N * w.K / 2) / 4), 'int32'],
+      ['w.scales', w.scales, w.format === 'int8' ? w.N : w.N * groups, 'float32'],
+      ['w.zeros', w.format === 'int4z' ? w.zeros : null, Math.ceil(w.N * groups / 4), 'int32'],
+      ...operands,
+    ];
+    for (const [what, s, n, dtype] of all) {
+      if (!s) continue;
+      if (s.dtype !== dtype) throw new TypeError(`${op}: ${what} must be ${dtype}, got ${s.dtype}`);
+      if (s.size < n) throw new RangeError(`${op}: ${what} has ${s.size} elements but ${n} are needed`);
+    }
   }
-  quantEmbedding(_w: QuantWeightStorage, _ids: Storage, _n: number, _out: Storage): void {
-    throw new Error('webgpu: quantized embedding is not implemented yet');
+  quantMatmul(args: QuantMatmulArgs): void {
+    const { w, M, x, out } = args;
+    const bias = args.bias ?? null;
+    if (!Number.isInteger(M) || M < 0) throw new RangeError(`quantMatmul: bad row count ${M}`);
+    WebGPUBackend.checkQuant('quantMatmul', w, [['x', x, M * w.K, 'float32'], ['out', out, M * w.N, 'float32'], ['bias', bias, w.N, 'float32']]);
+    this.kernel('quantMatmul', {
+      format: w.format, N: w.N, K: w.K, data: w.data, scales: w.scales, zeros: w.format === 'int4z' ? w.zeros : null,
+      x, M, bias, activation: args.activation ?? 'none', out,
+    });
+  }
+  quantEmbedding(w: QuantWeightStorage, ids: Storage, n: number, out: Storage): void {
+    if (!Number.isInteger(n) || n < 0) throw new RangeError(`quantEmbedding: bad id count ${n}`);
+    WebGPUBackend.checkQuant('quantEmbedding', w, [['ids', ids, n, 'int32'], ['out', out, n * w.K, 'float32']]);
+    this.kernel('quantEmbedding', {
+      format: w.format, N: w.N, K: w.K, data: w.data, scales: w.scales, zeros: w.format === 'int4z' ? w.zeros : null, ids, n, out,
+    });
   }
   embedding(weight: Storage, V: number, C: number, ids: Storage, n: number, out: Storage): void {
     this.kernel('embedding', { weight, V, C, ids, n, out });

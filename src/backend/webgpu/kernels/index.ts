@@ -9,6 +9,7 @@ import { LOSS_KERNELS } from './loss.js';
 import { INDEXING_KERNELS } from './indexing.js';
 import { ATTENTION_KERNELS } from './attention.js';
 import { RANDOM_KERNELS } from './random.js';
+import { QUANT_KERNELS } from './quant.js';
 
 export const KERNELS: Record<string, KernelFn> = {
   ...ELEMENTWISE_KERNELS,
@@ -20,4 +21,5 @@ export const KERNELS: Record<string, KernelFn> = {
   ...INDEXING_KERNELS,
   ...ATTENTION_KERNELS,
   ...RANDOM_KERNELS,
+  ...QUANT_KERNELS,
 };

@@ -1,0 +1,153 @@
+// The webgpu quantized matmul and embedding against the ref backend: every format (int8, int4,
+// int4z) at M in {1, 3, 17}, K in {32, 96, 800} (and 50 for int8), N in {1, 5, 64}, with and
+// without bias, each activation; embeddings equal dequantizeRows exactly; ids out of range are
+// refused at the next read. Skipped where there is no adapter (see webgpu-helpers.ts).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Activation, Backend, QuantWeightStorage } from '../src/backend/backend.js';
+import { Generator, RefBackend } from '../src/index.js';
+import { QUANT_FORMATS, dequantizeRows, quantize, type QuantFormat, type QuantizedArrays } from '../src/tensor/quantize.js';
+import { webgpu } from './webgpu-helpers.js';
+
+const ref = new RefBackend();
+const ACTS: Activation[] = ['none', 'relu', 'gelu'];
+
+/** Bytes as the little-endian int32 words of a storage (padded to whole words). */
+function words(bytes: Uint8Array): Int32Array {
+  const padded = new Uint8Array(Math.ceil(bytes.length / 4) * 4);
+  padded.set(bytes);
+  return new Int32Array(padded.buffer);
+}
+
+function uploadQuant(be: Backend, q: QuantizedArrays): QuantWeightStorage {
+  return {
+    format: q.format, N: q.N, K: q.K,
+    data: be.upload(words(q.data), 'int32'),
+    scales: be.upload(q.scales, 'float32'),
+    zeros: q.zeros ? be.upload(words(q.zeros), 'int32') : null,
+  };
+}
+
+function freeQuant(be: Backend, w: QuantWeightStorage): void {
+  be.free(w.data);
+  be.free(w.scales);
+  if (w.zeros) be.free(w.zeros);
+}
+
+function randomF32(n: number, g: Generator, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = g.normal() * scale;
+  return a;
+}
+
+interface Case { format: QuantFormat; M: number; K: number; N: number; bias: boolean; act: Activation }
+
+function* cases(): IterableIterator<Case> {
+  for (const format of QUANT_FORMATS) {
+    for (const K of format === 'int8' ? [32, 50, 96, 800] : [32, 96, 800]) {
+      for (const M of [1, 3, 17]) {
+        for (const N of [1, 5, 64]) {
+          for (const bias of [false, true]) {
+            for (const act of ACTS) yield { format, M, K, N, bias, act };
+          }
+        }
+      }
+    }
+  }
+}
+
+/** Queues quantMatmul on `be` for case c and returns the output storage (and what to free). */
+function queueMatmul(be: Backend, c: Case, q: QuantizedArrays, x: Float32Array, bias: Float32Array | null): { out: ReturnType<Backend['alloc']>; free: () => void } {
+  const w = uploadQuant(be, q);
+  const xs = be.upload(x, 'float32');
+  const bs = bias ? be.upload(bias, 'float32') : null;
+  const out = be.alloc('float32', c.M * c.N);
+  be.quantMatmul({ x: xs, w, out, M: c.M, bias: bs, activation: c.act });
+  return { out, free: () => { freeQuant(be, w); for (const s of [xs, bs, out]) if (s) be.free(s); } };
+}
+
+test('webgpu: quantMatmul matches ref for every format, M, K, N, bias and activation', async (t) => {
+  const be = await webgpu();
+  if (typeof be === 'string') return t.skip(be);
+  let worst = 0;
+  let n = 0;
+  for (const c of cases()) {
+    const g = new Generator(1000 + c.M * 7 + c.K * 13 + c.N * 31 + (c.bias ? 1 : 0));
+    const q = quantize(randomF32(c.N * c.K, g, 0.5), c.N, c.K, c.format);
+    const x = randomF32(c.M * c.K, g);
+    const bias = c.bias ? randomF32(c.N, g) : null;
+    const r = queueMatmul(ref, c, q, x, bias);
+    const want = Float32Array.from(ref.read(r.out));
+    r.free();
+    const gq = queueMatmul(be, c, q, x, bias);
+    const got = be.read(gq.out);
+    gq.free();
+    // |got − want| <= 1e-5 (|want| + Σ_k |x w| + |bias|): float32 sums against the ref's float64.
+    const deq = dequantizeRows(q);
+    for (let m = 0; m < c.M; m++) {
+      for (let j = 0; j < c.N; j++) {
+        let mag = bias ? Math.abs(bias[j]!) : 0;
+        for (let k = 0; k < c.K; k++) mag += Math.abs(x[m * c.K + k]! * deq[j * c.K + k]!);
+        const i = m * c.N + j;
+        const err = Math.abs(got[i]! - want[i]!) / (Math.abs(want[i]!) + mag);
+        if (!(err <= 1e-5)) assert.fail(`webgpu ${JSON.stringify(c)}: out[${m}, ${j}] = ${got[i]} vs ref ${want[i]} (error ${err})`);
+        worst = Math.max(worst, err);
+      }
+    }
+    n++;
+  }
+  console.log(`webgpu quantMatmul: ${n} cases, worst error ${worst.toExponential(2)}`);
+});
+
+test('webgpu: quantEmbedding equals dequantizeRows; out-of-range ids throw a RangeError at the next read', async (t) => {
+  const be = await webgpu();
+  if (typeof be === 'string') return t.skip(be);
+  for (const format of QUANT_FORMATS) {
+    for (const K of format === 'int8' ? [32, 50, 800] : [32, 800]) {
+      const N = 37;
+      const g = new Generator(K + N);
+      const q = quantize(randomF32(N * K, g), N, K, format);
+      const deq = dequantizeRows(q);
+      const w = uploadQuant(be, q);
+      const idList = [0, N - 1, 5, 5, 17, 36, 1, 0, 12, 3, 30, 29, 8];
+      const ids = be.upload(Int32Array.from(idList), 'int32');
+      const out = be.alloc('float32', idList.length * K);
+      be.quantEmbedding(w, ids, idList.length, out);
+      const got = be.read(out);
+      for (let i = 0; i < idList.length; i++) {
+        for (let k = 0; k < K; k++) {
+          const want = deq[idList[i]! * K + k]!;
+          if (!Object.is(got[i * K + k], want)) assert.fail(`webgpu ${format} K=${K}: row ${i} (id ${idList[i]}) element ${k}: ${got[i * K + k]} vs ${want}`);
+        }
+      }
+      for (const bad of [[0, N], [-1]]) {
+        const b = be.upload(Int32Array.from(bad), 'int32');
+        const o = be.alloc('float32', bad.length * K);
+        be.quantEmbedding(w, b, bad.length, o);
+        const v = bad[bad.length - 1]!;
+        assert.throws(() => be.read(o), (e: unknown) => e instanceof RangeError && /embedding/i.test(e.message) && e.message.includes(String(v)) && e.message.includes(String(N)),
+          `${format}: id ${v} refused`);
+        be.free(b);
+        be.free(o);
+      }
+      freeQuant(be, w);
+      be.free(ids);
+      be.free(out);
+    }
+  }
+});
+
+test('webgpu: quantMatmul and quantEmbedding refuse storages too small for the weight', async (t) => {
+  const be = await webgpu();
+  if (typeof be === 'string') return t.skip(be);
+  const q = quantize(randomF32(4 * 64, new Generator(1)), 4, 64, 'int4z');
+  const w = uploadQuant(be, q);
+  const x = be.alloc('float32', 64);
+  const out = be.alloc('float32', 3);
+  assert.throws(() => be.quantMatmul({ x, w, out, M: 1 }), /quantMatmul: out has 3 elements but 4 are needed/);
+  assert.throws(() => be.quantMatmul({ x, w: { ...w, zeros: null }, out, M: 1 }), /zero points/);
+  assert.throws(() => be.quantEmbedding(w, x, 1, out), /ids must be int32/);
+  freeQuant(be, w);
+  be.free(x);
+  be.free(out);
+});
