@@ -192,6 +192,32 @@ test('WebAssembly quantEmbedding equals dequantizeRows; out-of-range ids are ref
   assert.equal(kernelsRun.get('quant_embedding'), 2 * 7, 'the wasm kernel ran for every valid call');
 });
 
+test('WebAssembly quantEmbedding on 2 threads: many ids, equal to dequantizeRows', () => {
+  const be = wasm[0]!.be;
+  for (const format of QUANT_FORMATS) {
+    const [N, K, n] = [41, 832, 150];
+    const g = new Generator(77);
+    const q = quantize(randomF32(N * K, g), N, K, format);
+    const deq = dequantizeRows(q);
+    const idList = Int32Array.from({ length: n }, () => g.randint(N));
+    const w = uploadQuant(be, q);
+    const ids = be.upload(idList, 'int32');
+    const out = be.alloc('float32', n * K);
+    kernelsRun.clear();
+    be.quantEmbedding(w, ids, n, out);
+    assert.equal(kernelsRun.get('quant_embedding'), 1);
+    const got = be.read(out);
+    for (let i = 0; i < n; i++) {
+      for (let k = 0; k < K; k++) {
+        if (!Object.is(got[i * K + k], deq[idList[i]! * K + k])) assert.fail(`${format}: row ${i} element ${k}`);
+      }
+    }
+    freeQuant(be, w);
+    be.free(ids);
+    be.free(out);
+  }
+});
+
 test('WebAssembly quantMatmul on 2 threads: a product large enough to split, against 1 thread', () => {
   const [two, one] = [wasm[0]!.be, wasm[1]!.be];
   for (const format of QUANT_FORMATS) {
