@@ -13,6 +13,7 @@
 #include "fused.h"
 #include "gemm.h"
 #include "pool.h"
+#include "quant.h"
 #include "rows.h"
 
 namespace {
@@ -273,6 +274,25 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   });
 }
 
+/** quantMatmul(heap, format, data, scales, zeros, N, K, x, M, bias, act, out, threads): byte offsets (0: absent). */
+Napi::Value QuantMatmul(const Napi::CallbackInfo& info) {
+  return with_heap(info, [](const Args& a) {
+    attn::QuantMatmulArgs q;
+    q.format = int(a.n(1));
+    q.data = a.heap + a.n(2);
+    q.scales = a.f(3);
+    q.zeros = a.n(4) ? a.heap + a.n(4) : nullptr;
+    q.N = a.n(5);
+    q.K = a.n(6);
+    q.x = a.f(7);
+    q.M = a.n(8);
+    q.bias = a.f(9);
+    q.act = int(a.n(10));
+    q.out = a.f(11);
+    attn::quant_matmul(q, int(a.n(12)));
+  });
+}
+
 /** swiglu(heap, gate, up, out, n, threads) */
 Napi::Value Swiglu(const Napi::CallbackInfo& info) {
   return with_heap(info, [](const Args& a) { attn::swiglu(a.f(1), a.f(2), a.f(3), a.n(4), int(a.n(5))); });
@@ -356,6 +376,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("geluBackward", Napi::Function::New(env, GeluBackward));
   exports.Set("swiglu", Napi::Function::New(env, Swiglu));
   exports.Set("rope", Napi::Function::New(env, Rope));
+  exports.Set("quantMatmul", Napi::Function::New(env, QuantMatmul));
   exports.Set("swigluBackward", Napi::Function::New(env, SwigluBackward));
   exports.Set("embedding", Napi::Function::New(env, Embedding));
   exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward));

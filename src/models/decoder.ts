@@ -272,7 +272,7 @@ export class DecoderLM extends Module {
     });
     x = this.model.finalNorm.forward(x);
     if (cache) cache.length += T;
-    return this.lm_head ? this.lm_head.forward(x) : linear(x, this.model.embed_tokens.weight); // (B, T, V)
+    return this.lm_head ? this.lm_head.forward(x) : this.model.embed_tokens.project(x); // (B, T, V)
   }
 
   /** Parameters, counting a tied head once. */

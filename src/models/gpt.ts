@@ -395,7 +395,7 @@ export class GPT extends Module {
     });
     if (t.ln_f) x = t.ln_f.forward(x);
     if (cache) cache.length += T;
-    return this.lm_head ? this.lm_head.forward(x) : linear(x, t.wte.weight); // (B, T, V)
+    return this.lm_head ? this.lm_head.forward(x) : t.wte.project(x); // (B, T, V)
   }
 
   /** Parameters of a config, computed without allocating (GPT-2 124M: 124,439,808); every expert counts. */

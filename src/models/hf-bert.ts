@@ -228,7 +228,7 @@ export class HFBert extends Module {
     if (!this.cls) throw new Error('HFBert: this model has no masked-LM head (cls.predictions)');
     const t = this.cls.predictions.transform;
     const h = t.LayerNorm.forward(act(this.config, t.dense.forward(hidden)));
-    return linear(h, this.bert.embeddings.word_embeddings.weight, this.cls.predictions.bias);
+    return this.bert.embeddings.word_embeddings.project(h, this.cls.predictions.bias);
   }
 
   /** Classification logits (B, num_labels): the pooled [CLS] state (dense + tanh), dropout, classifier. */

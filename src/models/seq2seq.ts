@@ -247,7 +247,7 @@ export class EncoderDecoder extends Module implements PerformerRedraw {
 
   /** Output projection tied to the embedding: (B, T, C) → (B, T, V). */
   private project(h: Tensor): Tensor {
-    return linear(h, this.embed.weight);
+    return this.embed.project(h);
   }
 }
 

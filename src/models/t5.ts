@@ -607,7 +607,7 @@ export class T5Model extends Module {
     if (cache) cache.self.length += T;
     x = this.decoder.final_layer_norm.forward(x);
     if (this.lm_head) return this.lm_head.forward(x);
-    return linear(mul(x, this.config.d_model ** -0.5), this.shared.weight); // tied: rescaled, as in Mesh TensorFlow
+    return this.shared.project(mul(x, this.config.d_model ** -0.5)); // tied: rescaled, as in Mesh TensorFlow
   }
 
   private checkIds(what: string, ids: Tensor): void {

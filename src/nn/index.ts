@@ -8,3 +8,4 @@ export * from './linear-attention.js';
 export * from './moe.js';
 export * from './lora.js';
 export * from './encoder-decoder-layers.js';
+export * from './quantized.js';

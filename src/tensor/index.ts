@@ -8,3 +8,5 @@ export { backward, type BackwardOptions } from './autograd.js';
 export { checkpoint } from './checkpoint.js';
 export * from './precision.js';
 export { Tensor, tidy, noGrad, withGrad, isGradEnabled, setDefaultBackend, getDefaultBackend, liveTensorCount, record, type GradNode } from './tensor.js';
+export * from './quantize.js';
+export { QuantizedWeight, quantLinear, quantEmbedding } from './quantized.js';

@@ -1,0 +1,355 @@
+// Quantized linear layers (see quant.h). Two paths:
+//  - few rows of x (decode, M <= 8): each weight row is read once and widened in registers, and
+//    up to 4 rows of x are multiplied against it in the same pass;
+//  - many rows (prefill): a panel of weight rows is widened to float32 in a per-thread buffer of
+//    at most 256 KiB and multiplied by the float32 gemm, so prefill runs at the gemm's speed.
+#include "quant.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "gemm.h"
+#include "pool.h"
+
+namespace attn {
+namespace {
+
+#define AVX2T __attribute__((target("avx2,fma")))
+#define AVX512T __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+
+constexpr int MAX_ROWS = 4;  // rows of x per pass over a weight row
+constexpr int64_t DIRECT_MAX_M = 8;
+
+/** The weight row n as pointers into the packed arrays. */
+struct WRow {
+  const uint8_t* q;    // int8: K bytes; int4: K/2 bytes
+  const float* s;      // int8: one scale; int4: K/32
+  const uint8_t* z;    // int4z: K/32 zero points; else null
+};
+
+inline WRow row_of(const QuantMatmulArgs& a, int64_t n) {
+  if (a.format == QUANT_INT8) return {a.data + n * a.K, a.scales + n, nullptr};
+  const int64_t groups = a.K / 32;
+  return {a.data + n * groups * 16, a.scales + n * groups, a.zeros ? a.zeros + n * groups : nullptr};
+}
+
+// ---- portable ----
+
+/** sums[m] = Σ_k x[m, k] · w[k] for R rows of x (stride K). int8: unscaled; int4: scaled per group. */
+void dot_portable(int format, const WRow& w, const float* x, int64_t K, int R, float* sums) {
+  for (int m = 0; m < R; m++) {
+    const float* xm = x + m * K;
+    float acc = 0;
+    if (format == QUANT_INT8) {
+      const int8_t* q = reinterpret_cast<const int8_t*>(w.q);
+      for (int64_t k = 0; k < K; k++) acc += xm[k] * float(q[k]);
+    } else {
+      for (int64_t g = 0; g < K / 32; g++) {
+        const int z = w.z ? w.z[g] : 8;
+        float ga = 0;
+        for (int j = 0; j < 16; j++) {
+          const uint8_t b = w.q[g * 16 + j];
+          ga += xm[g * 32 + j] * float((b & 15) - z) + xm[g * 32 + j + 16] * float((b >> 4) - z);
+        }
+        acc += w.s[g] * ga;
+      }
+    }
+    sums[m] = acc;
+  }
+}
+
+void dequant_portable(int format, const WRow& w, int64_t K, float* out) {
+  if (format == QUANT_INT8) {
+    const int8_t* q = reinterpret_cast<const int8_t*>(w.q);
+    const float s = w.s[0];
+    for (int64_t k = 0; k < K; k++) out[k] = s * float(q[k]);
+    return;
+  }
+  for (int64_t g = 0; g < K / 32; g++) {
+    const int z = w.z ? w.z[g] : 8;
+    const float s = w.s[g];
+    for (int j = 0; j < 16; j++) {
+      const uint8_t b = w.q[g * 16 + j];
+      out[g * 32 + j] = s * float((b & 15) - z);
+      out[g * 32 + j + 16] = s * float((b >> 4) - z);
+    }
+  }
+}
+
+// ---- AVX2 + FMA ----
+
+AVX2T inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/** U independent chains per row of x, so that one row still keeps 4 FMAs in flight. */
+template <int R>
+AVX2T void dot_int8_avx2(const int8_t* q, const float* x, int64_t K, float* sums) {
+  constexpr int U = R == 1 ? 4 : R == 2 ? 2 : 1;
+  __m256 acc[R][U];
+  for (int m = 0; m < R; m++)
+    for (int u = 0; u < U; u++) acc[m][u] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 * U <= K; k += 8 * U) {
+    for (int u = 0; u < U; u++) {
+      const __m256 w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + k + 8 * u))));
+      for (int m = 0; m < R; m++) acc[m][u] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + m * K + k + 8 * u), acc[m][u]);
+    }
+  }
+  for (int m = 0; m < R; m++) {
+    __m256 t = acc[m][0];
+    for (int u = 1; u < U; u++) t = _mm256_add_ps(t, acc[m][u]);
+    float s = hsum256(t);
+    for (int64_t kk = k; kk < K; kk++) s += x[m * K + kk] * float(q[kk]);
+    sums[m] = s;
+  }
+}
+
+/** The 32 levels (q - z) · scale of one int4 group as four vectors of 8 (elements 0-7, 8-15, 16-23, 24-31). */
+AVX2T inline void group4_avx2(const uint8_t* q, float s, int z, __m256 w[4]) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  const __m128i m4 = _mm_set1_epi8(15);
+  const __m128i lo = _mm_and_si128(b, m4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m4);
+  const __m256i zv = _mm256_set1_epi32(z);
+  const __m256 sv = _mm256_set1_ps(s);
+  w[0] = _mm256_mul_ps(sv, _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(lo), zv)));
+  w[1] = _mm256_mul_ps(sv, _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)), zv)));
+  w[2] = _mm256_mul_ps(sv, _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(hi), zv)));
+  w[3] = _mm256_mul_ps(sv, _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)), zv)));
+}
+
+template <int R>
+AVX2T void dot_int4_avx2(const WRow& wr, const float* x, int64_t K, float* sums) {
+  constexpr int U = R == 1 ? 4 : 2;  // chains per row: the four vectors of a group spread over them
+  __m256 acc[R][U];
+  for (int m = 0; m < R; m++)
+    for (int u = 0; u < U; u++) acc[m][u] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < K / 32; g++) {
+    __m256 w[4];
+    group4_avx2(wr.q + g * 16, wr.s[g], wr.z ? wr.z[g] : 8, w);
+    for (int m = 0; m < R; m++) {
+      const float* xg = x + m * K + g * 32;
+      for (int i = 0; i < 4; i++) acc[m][i % U] = _mm256_fmadd_ps(w[i], _mm256_loadu_ps(xg + 8 * i), acc[m][i % U]);
+    }
+  }
+  for (int m = 0; m < R; m++) {
+    __m256 t = acc[m][0];
+    for (int u = 1; u < U; u++) t = _mm256_add_ps(t, acc[m][u]);
+    sums[m] = hsum256(t);
+  }
+}
+
+AVX2T void dot_avx2(int format, const WRow& w, const float* x, int64_t K, int R, float* sums) {
+  if (format == QUANT_INT8) {
+    const int8_t* q = reinterpret_cast<const int8_t*>(w.q);
+    switch (R) {
+      case 1: return dot_int8_avx2<1>(q, x, K, sums);
+      case 2: return dot_int8_avx2<2>(q, x, K, sums);
+      case 3: return dot_int8_avx2<3>(q, x, K, sums);
+      default: return dot_int8_avx2<4>(q, x, K, sums);
+    }
+  }
+  switch (R) {
+    case 1: return dot_int4_avx2<1>(w, x, K, sums);
+    case 2: return dot_int4_avx2<2>(w, x, K, sums);
+    case 3: return dot_int4_avx2<3>(w, x, K, sums);
+    default: return dot_int4_avx2<4>(w, x, K, sums);
+  }
+}
+
+AVX2T void dequant_avx2(int format, const WRow& w, int64_t K, float* out) {
+  if (format == QUANT_INT8) {
+    const int8_t* q = reinterpret_cast<const int8_t*>(w.q);
+    const __m256 sv = _mm256_set1_ps(w.s[0]);
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8)
+      _mm256_storeu_ps(out + k, _mm256_mul_ps(sv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + k))))));
+    for (; k < K; k++) out[k] = w.s[0] * float(q[k]);
+    return;
+  }
+  for (int64_t g = 0; g < K / 32; g++) {
+    __m256 v[4];
+    group4_avx2(w.q + g * 16, w.s[g], w.z ? w.z[g] : 8, v);
+    for (int i = 0; i < 4; i++) _mm256_storeu_ps(out + g * 32 + 8 * i, v[i]);
+  }
+}
+
+// ---- AVX-512 ----
+
+AVX512T inline float hsum512(__m512 v) {
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  return hsum256(h);
+}
+
+template <int R>
+AVX512T void dot_int8_avx512(const int8_t* q, const float* x, int64_t K, float* sums) {
+  constexpr int U = R == 1 ? 4 : R == 2 ? 2 : 1;
+  __m512 acc[R][U];
+  for (int m = 0; m < R; m++)
+    for (int u = 0; u < U; u++) acc[m][u] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 * U <= K; k += 16 * U) {
+    for (int u = 0; u < U; u++) {
+      const __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k + 16 * u))));
+      for (int m = 0; m < R; m++) acc[m][u] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + m * K + k + 16 * u), acc[m][u]);
+    }
+  }
+  for (int m = 0; m < R; m++) {
+    __m512 t = acc[m][0];
+    for (int u = 1; u < U; u++) t = _mm512_add_ps(t, acc[m][u]);
+    float s = hsum512(t);
+    for (int64_t kk = k; kk < K; kk++) s += x[m * K + kk] * float(q[kk]);
+    sums[m] = s;
+  }
+}
+
+AVX512T inline void group2_avx512(const uint8_t* q, float s, int z, __m512 w[2]) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  const __m128i m4 = _mm_set1_epi8(15);
+  const __m512i zv = _mm512_set1_epi32(z);
+  const __m512 sv = _mm512_set1_ps(s);
+  w[0] = _mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(b, m4)), zv)));
+  w[1] = _mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b, 4), m4)), zv)));
+}
+
+template <int R>
+AVX512T void dot_int4_avx512(const WRow& wr, const float* x, int64_t K, float* sums) {
+  constexpr int U = R == 1 ? 4 : 2;
+  __m512 acc[R][U];
+  for (int m = 0; m < R; m++)
+    for (int u = 0; u < U; u++) acc[m][u] = _mm512_setzero_ps();
+  const int64_t G = K / 32;
+  int64_t g = 0;
+  // Two groups per step when one row of x would otherwise leave two FMA chains idle.
+  for (; g + 2 <= G; g += 2) {
+    __m512 w[4];
+    group2_avx512(wr.q + g * 16, wr.s[g], wr.z ? wr.z[g] : 8, w);
+    group2_avx512(wr.q + (g + 1) * 16, wr.s[g + 1], wr.z ? wr.z[g + 1] : 8, w + 2);
+    for (int m = 0; m < R; m++) {
+      const float* xg = x + m * K + g * 32;
+      for (int i = 0; i < 4; i++) acc[m][i % U] = _mm512_fmadd_ps(w[i], _mm512_loadu_ps(xg + 16 * i), acc[m][i % U]);
+    }
+  }
+  for (; g < G; g++) {
+    __m512 w[2];
+    group2_avx512(wr.q + g * 16, wr.s[g], wr.z ? wr.z[g] : 8, w);
+    for (int m = 0; m < R; m++) {
+      const float* xg = x + m * K + g * 32;
+      for (int i = 0; i < 2; i++) acc[m][i] = _mm512_fmadd_ps(w[i], _mm512_loadu_ps(xg + 16 * i), acc[m][i]);
+    }
+  }
+  for (int m = 0; m < R; m++) {
+    __m512 t = acc[m][0];
+    for (int u = 1; u < U; u++) t = _mm512_add_ps(t, acc[m][u]);
+    sums[m] = hsum512(t);
+  }
+}
+
+AVX512T void dot_avx512(int format, const WRow& w, const float* x, int64_t K, int R, float* sums) {
+  if (format == QUANT_INT8) {
+    const int8_t* q = reinterpret_cast<const int8_t*>(w.q);
+    switch (R) {
+      case 1: return dot_int8_avx512<1>(q, x, K, sums);
+      case 2: return dot_int8_avx512<2>(q, x, K, sums);
+      case 3: return dot_int8_avx512<3>(q, x, K, sums);
+      default: return dot_int8_avx512<4>(q, x, K, sums);
+    }
+  }
+  switch (R) {
+    case 1: return dot_int4_avx512<1>(w, x, K, sums);
+    case 2: return dot_int4_avx512<2>(w, x, K, sums);
+    case 3: return dot_int4_avx512<3>(w, x, K, sums);
+    default: return dot_int4_avx512<4>(w, x, K, sums);
+  }
+}
+
+AVX512T void dequant_avx512(int format, const WRow& w, int64_t K, float* out) {
+  if (format == QUANT_INT8) {
+    const int8_t* q = reinterpret_cast<const int8_t*>(w.q);
+    const __m512 sv = _mm512_set1_ps(w.s[0]);
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16)
+      _mm512_storeu_ps(out + k, _mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k))))));
+    for (; k < K; k++) out[k] = w.s[0] * float(q[k]);
+    return;
+  }
+  for (int64_t g = 0; g < K / 32; g++) {
+    __m512 v[2];
+    group2_avx512(w.q + g * 16, w.s[g], w.z ? w.z[g] : 8, v);
+    _mm512_storeu_ps(out + g * 32, v[0]);
+    _mm512_storeu_ps(out + g * 32 + 16, v[1]);
+  }
+}
+
+using DotFn = void (*)(int, const WRow&, const float*, int64_t, int, float*);
+using DequantFn = void (*)(int, const WRow&, int64_t, float*);
+
+void pick(DotFn& dot, DequantFn& deq) {
+  switch (std::min(int(current_isa()), int(Isa::avx512))) {
+    case 2: dot = dot_avx512; deq = dequant_avx512; return;
+    case 1: dot = dot_avx2; deq = dequant_avx2; return;
+    default: dot = dot_portable; deq = dequant_portable; return;
+  }
+}
+
+/** Decode: rows [n0, n1) of out for all M rows of x, bias added, activation left to the caller. */
+void direct_rows(const QuantMatmulArgs& a, DotFn dot, int64_t n0, int64_t n1) {
+  float sums[MAX_ROWS];
+  for (int64_t n = n0; n < n1; n++) {
+    const WRow w = row_of(a, n);
+    const float scale = a.format == QUANT_INT8 ? w.s[0] : 1.0f;
+    const float b = a.bias ? a.bias[n] : 0.0f;
+    for (int64_t m0 = 0; m0 < a.M; m0 += MAX_ROWS) {
+      const int R = int(std::min<int64_t>(MAX_ROWS, a.M - m0));
+      dot(a.format, w, a.x + m0 * a.K, a.K, R, sums);
+      for (int r = 0; r < R; r++) a.out[(m0 + r) * a.N + n] = sums[r] * scale + b;
+    }
+  }
+}
+
+}  // namespace
+
+void quant_matmul(const QuantMatmulArgs& a, int threads) {
+  if (a.M <= 0 || a.N <= 0) return;
+  DotFn dot;
+  DequantFn deq;
+  pick(dot, deq);
+  const int64_t work = a.M * a.N * a.K;
+  if (a.M <= DIRECT_MAX_M) {
+    const int nt = int(std::max<int64_t>(1, std::min<int64_t>(work < (1 << 16) ? 1 : threads, a.N)));
+    parallel(nt, [&](int tid, int k) {
+      // Shares of whole 16-row runs, so neighbouring threads do not write the same cache lines.
+      const int64_t runs = (a.N + 15) / 16;
+      direct_rows(a, dot, std::min(a.N, runs * tid / k * 16), std::min(a.N, runs * (tid + 1) / k * 16));
+    });
+    if (a.act != ACT_NONE) apply_activation(a.out, a.M * a.N, a.act, threads);
+    return;
+  }
+  // Prefill: panels of NB weight rows widened to float32 (at most 256 KiB each), gemm per panel.
+  const int64_t NB = std::max<int64_t>(8, std::min<int64_t>(64, (65536 / a.K) / 8 * 8));
+  const int64_t panels = (a.N + NB - 1) / NB;
+  const int nt = int(std::max<int64_t>(1, std::min<int64_t>(threads, panels)));
+  parallel(nt, [&](int tid, int k) {
+    thread_local std::vector<float> panel, tmp;
+    panel.resize(size_t(NB * a.K));
+    tmp.resize(size_t(a.M * NB));
+    for (int64_t p = tid; p < panels; p += k) {
+      const int64_t n0 = p * NB, nb = std::min(NB, a.N - n0);
+      for (int64_t r = 0; r < nb; r++) deq(a.format, row_of(a, n0 + r), a.K, panel.data() + r * a.K);
+      GemmArgs g;
+      g.a = a.x; g.a_batch = 0; g.lda = a.K; g.trans_a = false;
+      g.b = panel.data(); g.b_batch = 0; g.ldb = a.K; g.trans_b = true; g.b_bf16 = false;
+      g.out = tmp.data(); g.batch = 1; g.M = int(a.M); g.N = int(nb); g.K = int(a.K);
+      g.bias = a.bias ? a.bias + n0 : nullptr; g.act = a.act; g.accumulate = false;
+      gemm_serial(g);
+      for (int64_t m = 0; m < a.M; m++) std::copy(tmp.data() + m * nb, tmp.data() + (m + 1) * nb, a.out + m * a.N + n0);
+    }
+  });
+}
+
+}  // namespace attn
