@@ -179,6 +179,7 @@ const QUANT_CASES: [string, Record<string, unknown>, DecoderOnnxOptions, (n: str
   ['int8 llama (MatMulNBits bits 8)', FAMILIES['llama, GQA 4/2, rope llama3, untied']!, { weights: 'int8' }, isLinear],
   ['int8 llama (MatMulNBits bits 8), head and embeddings too', FAMILIES['llama, GQA 4/2, rope llama3, untied']!, { weights: 'int8', quantizeHead: true, quantizeEmbeddings: true }, () => true],
   ['int8 qwen2 (DequantizeLinear), tied table quantized', FAMILIES['qwen2, q/k/v biases, tied, window 5 on layer 1']!, { weights: 'int8', int8Op: 'dequantize', quantizeEmbeddings: true }, () => true],
+  ['int8 llama, rows of 40 and 48 columns (blocks padded)', { ...FAMILIES['llama, GQA 4/2, rope llama3, untied']!, hidden_size: 40, intermediate_size: 48 }, { weights: 'int8' }, isLinear],
   ['int4 llama (MatMulNBits bits 4)', FAMILIES['llama, GQA 4/2, rope llama3, untied']!, { weights: 'int4', quantizeHead: true }, (n) => isLinear(n) || n.startsWith('lm_head')],
   ['int4 phi, embeddings too', FAMILIES['phi, partial rotary 0.5, gelu_new, biases']!, { weights: 'int4', quantizeEmbeddings: true, quantizeHead: true }, () => true],
 ];

@@ -1,14 +1,18 @@
 // attn export gguf: a llama or GPT-2-shaped model directory as one GGUF file (llama.cpp's format).
+// attn export onnx: a decoder (llama, mistral, qwen2, qwen3, phi) as one .onnx file with past
+// key/values (ONNX Runtime GenAI's layout), its config and tokenizer files copied beside it.
 import { DecoderLM } from '../models/decoder.js';
 import { GPT } from '../models/gpt.js';
 import { saveGGUF, type GGUFWeightType } from '../models/gguf-decoder.js';
+import { ONNX_WEIGHTS, saveDecoderONNX } from '../models/onnx-decoder.js';
 import { loadTokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
 import { backendFromFlags, loadModelDir } from './common.js';
 
 export async function runExport(f: Flags): Promise<void> {
   const format = f.parsed.positionals[0];
-  if (format !== 'gguf') throw new UsageError(`export: give the format, 'attn export gguf --model DIR --out FILE.gguf' (got ${format === undefined ? 'none' : `'${format}'`})`);
+  if (format === 'onnx') return runExportOnnx(f);
+  if (format !== 'gguf') throw new UsageError(`export: give the format, 'attn export gguf --model DIR --out FILE.gguf' or 'attn export onnx --model DIR --out FILE.onnx' (got ${format === undefined ? 'none' : `'${format}'`})`);
   const dir = f.required('model', 'a llama or GPT-2 model directory');
   const out = f.required('out', 'the .gguf file to write');
   const type = (f.choice('type', ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1'] as const) ?? 'f16') as GGUFWeightType;
@@ -20,6 +24,28 @@ export async function runExport(f: Flags): Promise<void> {
     const tokenizer = await loadTokenizer(dir).catch(() => null);
     await saveGGUF(model, out, { type, name: dir.split('/').filter(Boolean).pop() ?? 'attn', tokenizer });
     process.stderr.write(`wrote ${out} (${type})\n`);
+  } finally {
+    model.dispose();
+  }
+}
+
+async function runExportOnnx(f: Flags): Promise<void> {
+  const dir = f.required('model', 'a llama, mistral, qwen2, qwen3 or phi model directory');
+  const out = f.required('out', 'the .onnx file to write');
+  const weights = f.choice('weights', ONNX_WEIGHTS) ?? 'float32';
+  const int8Op = f.choice('int8_op', ['matmulnbits', 'dequantize'] as const);
+  const quantizeHead = f.bool('quantize_head');
+  const quantizeEmbeddings = f.bool('quantize_embeddings');
+  const maxPos = f.string('max_positions');
+  const maxPositions = maxPos === undefined ? undefined : Number(maxPos);
+  const backend = await backendFromFlags(f);
+  f.done();
+  const model = await loadModelDir('export', dir, backend);
+  try {
+    if (!(model instanceof DecoderLM)) throw new UsageError(`export onnx: ${dir} is not a decoder of the llama, mistral, qwen2, qwen3 or phi family`);
+    const r = saveDecoderONNX(model, out, { weights, int8Op, quantizeHead, quantizeEmbeddings, maxPositions, modelDir: dir });
+    for (const k of r.keptFloat) process.stderr.write(`kept float32: ${k}\n`);
+    process.stderr.write(`wrote ${out} (${weights}, ${r.bytes < 2 ** 20 ? `${(r.bytes / 1024).toFixed(1)} KiB` : `${(r.bytes / 2 ** 20).toFixed(1)} MiB`})${r.copied.length ? `, copied ${r.copied.join(', ')}` : ''}\n`);
   } finally {
     model.dispose();
   }

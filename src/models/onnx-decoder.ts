@@ -181,11 +181,13 @@ class Exporter {
 
   /** MatMulNBits' B [N, K/32, blob] and scales [N·K/32]. */
   private nbits(name: string, q: QuantizedArrays): [string, string, string | null] {
-    const blocks = q.K / 32;
+    const blocks = Math.ceil(q.K / 32); // int8 rows are padded to whole blocks (zero levels)
     if (q.format === 'int8') {
       const b = this.once(`${name}:u8`, () => {
-        const u = new Uint8Array(q.N * q.K);
-        for (let i = 0; i < u.length; i++) u[i] = (q.data[i]! + 128) & 255; // int8 + 128 (zero point 128)
+        const u = new Uint8Array(q.N * blocks * 32).fill(128);
+        for (let n = 0; n < q.N; n++) {
+          for (let k = 0; k < q.K; k++) u[n * blocks * 32 + k] = (q.data[n * q.K + k]! + 128) & 255; // int8 + 128 (zero point 128)
+        }
         return this.g.initializer(`${name}.u8`, OnnxType.UINT8, [q.N, blocks, 32], u);
       });
       const s = this.once(`${name}:s32`, () => {
