@@ -10,7 +10,7 @@ import { chatTemplateOf, renderChat, type ChatMessage, type ChatTemplate } from 
 import { generateStream } from '../generate/index.js';
 import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
-import { adapterBaseOf, backendFromFlags, loadModelDir, requireDir, stopIdsOf } from './common.js';
+import { adapterBaseOf, backendFromFlags, describeQuantized, loadModelDir, quantSpecFromFlags, requireDir, stopIdsOf } from './common.js';
 
 /** The chat template of a model directory (tokenizer_config.json or chat_template.jinja). */
 async function templateOf(dir: string): Promise<ChatTemplate | null> {
@@ -46,6 +46,7 @@ export async function runChat(f: Flags): Promise<void> {
   const topP = f.number('top_p', { min: 0, max: 1 }) ?? 0.9;
   const topK = f.number('top_k', { integer: true, min: 1 });
   const seed = f.number('seed', { integer: true }) ?? 1337;
+  const quant = quantSpecFromFlags(f, f.choice('dtype', ['float32', 'int8', 'int4', 'int4z'] as const) ?? 'float32');
   const backend = await backendFromFlags(f);
   f.done();
   await requireDir('chat', 'model', dir);
@@ -62,7 +63,8 @@ export async function runChat(f: Flags): Promise<void> {
   } catch (e) {
     throw new UsageError(`chat: ${tokDir}: no tokenizer (${(e as Error).message})`);
   }
-  const model = await loadModelDir('chat', dir, backend, adapter);
+  const model = await loadModelDir('chat', dir, backend, adapter, quant);
+  process.stderr.write(describeQuantized(model));
   // Stop at the model's eos ids, generation_config.json's, and the template's eos token.
   const stop = new Set([...stopIdsOf(model, tok), ...(await generationStopIds(dir))]);
   if (template.eosToken) {

@@ -7,10 +7,11 @@ import type { Backend } from '../backend/backend.js';
 import { DEVICE_NAMES, openDevice, type DeviceName } from '../backend/index.js';
 import type { DecoderLM } from '../models/decoder.js';
 import { loadGPTCheckpoint } from '../models/gpt-checkpoint.js';
-import type { GPT } from '../models/gpt.js';
+import { GPT } from '../models/gpt.js';
 import { loadDecoderDir, readHFConfig } from '../models/hf-decoder-files.js';
 import { decoderFamilyOf } from '../models/hf-decoder.js';
 import { ADAPTER_CONFIG_FILE, loadAdapters } from '../nn/lora-files.js';
+import { quantizedWeights, quantizeModel, type QuantizeSpec } from '../nn/quantized.js';
 import { loadGpt2Tokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
 
@@ -49,12 +50,13 @@ export type CausalModel = GPT | DecoderLM;
 
 /** A model directory: config.json + safetensors weights (attn checkpoints, Hugging Face GPT-2,
  *  llama, mistral, qwen2, qwen3, phi). */
-export async function loadModelDir(command: string, dir: string, backend: Backend, adapter?: string): Promise<CausalModel> {
+export async function loadModelDir(command: string, dir: string, backend: Backend, adapter?: string, quant?: QuantizeSpec): Promise<CausalModel> {
   if (dir.endsWith('.gguf') && adapter === undefined) {
     await requireFile(command, 'model', dir);
     const { loadGGUF } = await import('../models/gguf-decoder.js');
     const r = await loadGGUF(dir, { backend });
     if (r.tokenizer) ggufTokenizers.set(r.model, r.tokenizer);
+    if (quant) quantizeModel(r.model, quant);
     return r.model;
   }
   await requireDir(command, 'model', dir);
@@ -62,9 +64,13 @@ export async function loadModelDir(command: string, dir: string, backend: Backen
   if (adapter === undefined && existsSync(join(dir, ADAPTER_CONFIG_FILE))) {
     const base = await adapterBaseOf(dir);
     if (!base) throw new UsageError(`${command}: ${dir} holds LoRA adapters without base_model_name_or_path; pass --model BASE --adapter ${dir}`);
-    return loadModelDir(command, base, backend, dir);
+    return loadModelDir(command, base, backend, dir, quant);
   }
-  const model = decoderFamilyOf(await readHFConfig(dir)) !== null ? (await loadDecoderDir(dir, { backend })).model : (await loadGPTCheckpoint(dir, { backend })).model;
+  // Decoder families quantize while the weights stream in (or load an attn quantize checkpoint);
+  // a GPT checkpoint loads in float32 and is quantized in place.
+  const hfConfig = await readHFConfig(dir);
+  const model = decoderFamilyOf(hfConfig) !== null ? (await loadDecoderDir(dir, { backend, quantize: quant })).model : (await loadGPTCheckpoint(dir, { backend })).model;
+  if (quant && model instanceof GPT) quantizeModel(model, quant);
   if (adapter !== undefined) {
     await requireDir(command, 'adapter', adapter);
     try {
@@ -75,6 +81,36 @@ export async function loadModelDir(command: string, dir: string, backend: Backen
     }
   }
   return model.eval();
+}
+
+/** --dtype for commands that load a model: float32 (default), float16/bfloat16 (halfWeights) or
+ *  int8/int4/int4z (weight-only quantization of every Linear; --quantize_embeddings and
+ *  --quantize_head add the token embedding and the LM head). */
+export const LOAD_DTYPES = ['float32', 'float16', 'bfloat16', 'int8', 'int4', 'int4z'] as const;
+export type LoadDType = (typeof LOAD_DTYPES)[number];
+
+export function quantSpecFromFlags(f: Flags, dtype: LoadDType): QuantizeSpec | undefined {
+  const embeddings = f.bool('quantize_embeddings');
+  const head = f.bool('quantize_head');
+  if (dtype !== 'int8' && dtype !== 'int4' && dtype !== 'int4z') {
+    if (embeddings || head) throw new UsageError(`--quantize_embeddings and --quantize_head go with --dtype int8, int4 or int4z (not ${dtype})`);
+    return undefined;
+  }
+  return { format: dtype, embeddings, head };
+}
+
+/** A line for stderr on what a quantized model holds. */
+export function describeQuantized(model: CausalModel): string {
+  const qs = quantizedWeights(model);
+  if (!qs.size) return '';
+  let bytes = 0;
+  let floatBytes = 0;
+  for (const q of qs.values()) {
+    bytes += q.bytes;
+    floatBytes += 4 * q.N * q.K;
+  }
+  const format = [...qs.values()][0]!.format;
+  return `weights quantized to ${format}: ${qs.size} matrices, ${(bytes / 2 ** 20).toFixed(1)} MiB (float32: ${(floatBytes / 2 ** 20).toFixed(1)} MiB)\n`;
 }
 
 /** The tokenizers embedded in the GGUF files loadModelDir read, by model. */

@@ -2,17 +2,21 @@
 import { logSoftmax, noGrad, tensor, tidy } from '../tensor/index.js';
 import { BpeTokenizer, loadTokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
-import { backendFromFlags, loadModelDir, tokenizerOfModel } from './common.js';
+import { backendFromFlags, describeQuantized, LOAD_DTYPES, loadModelDir, quantSpecFromFlags, tokenizerOfModel } from './common.js';
 
 export async function runLogprobs(f: Flags): Promise<void> {
   const dir = f.required('model', 'a model directory');
   const adapter = f.string('adapter');
   const text = f.string('text');
   const tokensFlag = f.string('tokens');
+  const dtype = f.choice('dtype', LOAD_DTYPES) ?? 'float32';
+  if (dtype === 'float16' || dtype === 'bfloat16') throw new UsageError('logprobs: --dtype takes float32, int8, int4 or int4z (scores in half precision: use attn sample --dtype)');
+  const quant = quantSpecFromFlags(f, dtype);
   const backend = await backendFromFlags(f);
   f.done();
   if ((text === undefined) === (tokensFlag === undefined)) throw new UsageError('logprobs: give exactly one of --text or --tokens');
-  const model = await loadModelDir('logprobs', dir, backend, adapter);
+  const model = await loadModelDir('logprobs', dir, backend, adapter, quant);
+  process.stderr.write(describeQuantized(model));
   let ids: number[];
   if (tokensFlag !== undefined) {
     ids = tokensFlag.split(',').map((s, i) => {

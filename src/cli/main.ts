@@ -48,11 +48,14 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
   --num_samples N        independent samples (default 1)
   --no_cache             generate without the KV cache
   --dtype D              how the weight matrices are stored: float32 (default), float16 (--device
-                         webgpu) or bfloat16 (--device cpu): half the memory, arithmetic in float32
+                         webgpu) or bfloat16 (--device cpu): half the memory, arithmetic in float32;
+                         or int8, int4, int4z: weight-only quantization (see below)
+  --quantize_embeddings, --quantize_head   with --dtype int*: the token embedding / a separate LM
+                         head quantized too (default: they stay float32)
   --f16_math             with --dtype float16, on an adapter with shader-f16: the large matmuls
                          in float16 arithmetic (about 1e-3 relative error; float32 elsewhere)
   --device cpu|webgpu|auto|ref, --threads N`,
-    booleans: ['no_cache', 'f16_math'],
+    booleans: ['no_cache', 'f16_math', 'quantize_embeddings', 'quantize_head'],
     run: async (f) => (await import('./sample.js')).runSample(f),
   },
   translate: {
@@ -82,10 +85,16 @@ Ctrl-D ends it. Piped input works too: one user turn per line.
                          adapter directory (its base with the adapters on)
   --adapter DIR          PEFT LoRA adapters to apply to --model
   --system TEXT          a system message first
+  --dtype int8|int4|int4z weight-only quantization of every linear layer as it loads (int8 per
+                         output channel; int4 groups of 32, symmetric; int4z with zero points);
+                         an 'attn quantize' directory loads quantized by itself
+  --quantize_embeddings  with --dtype int*: the token embedding too (and a tied LM head)
+  --quantize_head        with --dtype int*: a separate LM head too
   --max_new_tokens N     at most N tokens per reply (default 512)
   --temperature T        0 is greedy (default 0.7); --top_p P (default 0.9), --top_k K
   --seed N               reproducible replies (default 1337)
   --device cpu|webgpu|auto|ref, --threads N`,
+    booleans: ['quantize_embeddings', 'quantize_head'],
     run: async (f) => (await import('./chat.js')).runChat(f),
   },
   export: {
@@ -119,6 +128,26 @@ writes OUT with the base's tokenizer: a plain model any loader reads.
   --dtype float32|bfloat16   tensor type of the written weights (default float32)`,
     run: async (f) => (await import('./merge.js')).runMerge(f),
   },
+  quantize: {
+    summary: 'quantize a model\'s linear layers to int8 or int4 and save it (loads back quantized)',
+    help: `attn quantize --model DIR --dtype int8|int4|int4z --out OUT [--quantize_embeddings] [--quantize_head]
+
+Weight-only quantization of every linear layer of a Hugging Face llama, mistral, qwen2, qwen3 or
+phi directory, read one tensor at a time (the float model is never in memory): int8 per output
+channel (symmetric), int4 in groups of 32 (symmetric, as llama.cpp's Q4_0) or int4z (groups of
+32 with zero points). OUT holds config.json with quantization_config, model.safetensors with
+the packed levels ({module}.weight I8/U8, {module}.weight_scale F32, {module}.weight_zero_point
+U8) and the tokenizer files; sample, logprobs, chat and load() read it quantized. The matmul
+kernels read the packed weights directly (native, WebAssembly and WebGPU).
+
+  --model DIR            the float model directory (required)
+  --dtype int8|int4|int4z  the format (required)
+  --out OUT              where the quantized model goes (required)
+  --quantize_embeddings  the token embedding too (a tied LM head reads it quantized)
+  --quantize_head        a separate LM head too`,
+    booleans: ['quantize_embeddings', 'quantize_head'],
+    run: async (f) => (await import('./quantize.js')).runQuantize(f),
+  },
   'pretrain-mlm': {
     summary: 'pre-train a BERT-style encoder with masked-language modelling on unlabeled text',
     help: '',
@@ -136,8 +165,14 @@ tokens[i+1] given tokens[0..i].
   --adapter DIR          PEFT LoRA adapters to apply to --model
   --text TEXT            the text, encoded with the checkpoint's tokenizer
   --tokens 1,2,3         or the token ids themselves
+  --dtype int8|int4|int4z weight-only quantization of every linear layer as it loads (int8 per
+                         output channel; int4 groups of 32, symmetric; int4z with zero points);
+                         an 'attn quantize' directory loads quantized by itself
+  --quantize_embeddings  with --dtype int*: the token embedding too (and a tied LM head)
+  --quantize_head        with --dtype int*: a separate LM head too
   --device D             cpu (default), webgpu, auto or ref
   --threads N            CPU threads (default: one per core)`,
+    booleans: ['quantize_embeddings', 'quantize_head'],
     run: async (f) => (await import('./logprobs.js')).runLogprobs(f),
   },
   tokenize: {

@@ -2,7 +2,7 @@
 import { generateStream } from '../generate/index.js';
 import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
-import { backendFromFlags, loadModelDir, tokenizerOfModel, stopIdsOf } from './common.js';
+import { backendFromFlags, describeQuantized, LOAD_DTYPES, loadModelDir, quantSpecFromFlags, tokenizerOfModel, stopIdsOf } from './common.js';
 
 export async function runSample(f: Flags): Promise<void> {
   const dir = f.required('model', 'a model directory');
@@ -17,16 +17,18 @@ export async function runSample(f: Flags): Promise<void> {
   const seed = f.number('seed', { integer: true }) ?? 1337;
   const numSamples = f.number('num_samples', { integer: true, min: 1 }) ?? 1;
   const noCache = f.bool('no_cache');
-  const dtype = f.choice('dtype', ['float32', 'float16', 'bfloat16'] as const) ?? 'float32';
+  const dtype = f.choice('dtype', LOAD_DTYPES) ?? 'float32';
+  const quant = quantSpecFromFlags(f, dtype);
   // Read by the webgpu device thread (MATMUL_TUNING.f16Math), so set before it starts.
   if (f.bool('f16_math')) process.env.ATTN_WEBGPU_F16_MATH = '1';
   const backend = await backendFromFlags(f);
   f.done();
-  if (dtype !== 'float32' && !backend.supports(dtype)) {
+  if ((dtype === 'float16' || dtype === 'bfloat16') && !backend.supports(dtype)) {
     throw new UsageError(`sample: --dtype ${dtype} needs a backend that stores it (float16: --device webgpu; bfloat16: --device cpu); this is ${backend.name}`);
   }
-  const model = await loadModelDir('sample', dir, backend, adapter);
-  if (dtype !== 'float32') {
+  const model = await loadModelDir('sample', dir, backend, adapter, quant);
+  process.stderr.write(describeQuantized(model));
+  if (dtype === 'float16' || dtype === 'bfloat16') {
     const saved = model.halfWeights(dtype);
     process.stderr.write(`weights stored as ${dtype}: ${(saved / 2 ** 20).toFixed(1)} MiB saved\n`);
   }

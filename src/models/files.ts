@@ -6,6 +6,7 @@ import type { Backend } from '../backend/backend.js';
 import { CheckpointError, saveCheckpoint } from '../io/checkpoint.js';
 import { exists } from '../io/files.js';
 import { ADAPTER_CONFIG_FILE, loadAdapters } from '../nn/lora-files.js';
+import { quantizeModel, type QuantizeSpec } from '../nn/quantized.js';
 import type { DType } from '../tensor/index.js';
 import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { BERT_MODEL_TYPE, bertCheckpointConfig, bertStateEntries, loadBertCheckpoint } from './bert-checkpoint.js';
@@ -49,9 +50,11 @@ async function tokenizerOf(dir: string): Promise<Tokenizer | null> {
 /**
  * Loads a checkpoint directory: a GPT (attn's or Hugging Face GPT-2's), an encoder (attn
  * pretrain-mlm, finetune) or an encoder-decoder (translation), on the backend given or the
- * default one. Errors name the file at fault.
+ * default one. Errors name the file at fault. `quantize`: the linear layers of a GPT or decoder
+ * held as int8/int4 (decoders quantize while streaming; a quantized directory loads quantized
+ * without it).
  */
-export async function load(dir: string, opts: { backend?: Backend; dtype?: DType } = {}): Promise<Loaded> {
+export async function load(dir: string, opts: { backend?: Backend; dtype?: DType; quantize?: QuantizeSpec } = {}): Promise<Loaded> {
   const backend = opts.backend;
   // A PEFT adapter directory: its base model (base_model_name_or_path) with the adapters on.
   const adapterPath = join(dir, ADAPTER_CONFIG_FILE);
@@ -70,7 +73,7 @@ export async function load(dir: string, opts: { backend?: Backend; dtype?: DType
     throw new CheckpointError((e as NodeJS.ErrnoException).code === 'ENOENT' ? dir : path, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not a checkpoint directory (no config.json)' : `invalid JSON: ${(e as Error).message}`);
   }
   if (decoderFamilyOf(config) !== null) {
-    const r = await loadDecoderDir(dir, { backend, dtype: opts.dtype });
+    const r = await loadDecoderDir(dir, { backend, dtype: opts.dtype, quantize: opts.quantize });
     return { model: r.model, kind: 'decoder', tokenizer: await tokenizerOf(dir) };
   }
   if (config['model_type'] === 'bert') {
@@ -90,6 +93,7 @@ export async function load(dir: string, opts: { backend?: Backend; dtype?: DType
     return { model: r.model, kind: 'encoder-decoder', tokenizer: r.tokenizer };
   }
   const r = await loadGPTCheckpoint(dir, { backend, dtype: opts.dtype });
+  if (opts.quantize) quantizeModel(r.model, opts.quantize);
   return { model: r.model, kind: 'gpt', tokenizer: await tokenizerOf(dir) };
 }
 

@@ -168,9 +168,9 @@ export function applyLora(model: Module, opts: LoraOptions): LoraHandle {
   const layers: LoraLayer[] = [];
   for (const [name, m] of hits) {
     const lin = m as Linear;
-    const w = lin.weight;
-    const [out, inF] = w.shape as [number, number];
-    const co = { backend: w.backend, dtype: w.dtype };
+    // A quantized base (QLoRA-style): float32 adapters over the frozen int8/int4 matrix.
+    const [out, inF] = lin.matrixShape();
+    const co = lin.quant ? { backend: lin.quant.backend, dtype: 'float32' as const } : { backend: lin.weight.backend, dtype: lin.weight.dtype };
     const k = 1 / Math.sqrt(inF);
     const A = init === 'kaiming'
       ? rand([rank, inF], { ...co, low: -k, high: k, generator: gen })
@@ -182,7 +182,7 @@ export function applyLora(model: Module, opts: LoraOptions): LoraHandle {
     const scale = alpha / rank;
     // Instance property shadowing Linear.prototype.forward; deleted again by unwrap().
     lin.forward = (x: Tensor): Tensor => {
-      const base = linear(x, lin.weight, lin.bias);
+      const base = lin.project(x, lin.bias);
       const h = linear(linear(dropoutOp(x, p, lin.training, dropGen), A), B); // (..., out)
       return add(base, scale === 1 ? h : mul(h, scale));
     };
@@ -212,6 +212,8 @@ function unwrap(l: LoraLayer): void {
  */
 export function mergeLora(handle: LoraHandle): Module {
   handle.check('mergeLora');
+  const q = handle.layers.find((l) => l.module.quant);
+  if (q) throw new Error(`mergeLora: '${q.name}' is quantized (${q.module.quant!.format}); merge into the float model, then quantize`);
   noGrad(() => {
     for (const l of handle.layers) {
       const w = l.module.weight;

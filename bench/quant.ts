@@ -1,0 +1,159 @@
+// Weight-only quantization: decode and prefill speed, resident memory and (with --model) the
+// perplexity cost of int8, int4 and int4z against float32, on the native cpu path.
+//   node dist/bench/quant.js [--only speed,quality] [--min_s 6] [--model DIR] [--json FILE]
+// speed: the GPT-2 124M shape (12 layers, 768 wide, 50257 vocabulary, tied head) and a Llama of
+// the same size, random weights, batch 1: prefill of 128 tokens, then KV-cache decode of 32. Each
+// cell runs in a child process of its own, so its resident set (peak RSS) is that model's: the
+// quantized models are built with their matrices born quantized (no float copy ever exists).
+// quality: a Llama trained here (--model DIR: e.g. the command in docs/quantization.md), mean
+// cross-entropy on Tiny Shakespeare's validation split.
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { generate } from '../src/generate/index.js';
+import { crossEntropy, getBackend, noGrad, quantize, slice, tensor, tidy, type QuantFormat } from '../src/index.js';
+import { DecoderLM } from '../src/models/decoder.js';
+import { GPT } from '../src/models/gpt.js';
+import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
+import { loadDecoderDir } from '../src/models/hf-decoder-files.js';
+import { buildQuantized } from '../src/nn/layers.js';
+import { matrixModules, settleQuantized, type QuantizeSpec } from '../src/nn/quantized.js';
+import { loadTokenizer } from '../src/tokenizers/index.js';
+import { machineInfo, now, parseArgs, randomFloats, table, xorshift32 } from './util.js';
+
+const args = parseArgs(process.argv.slice(2));
+const THREADS = 2;
+const PREFILL = 128;
+const DECODE = 32;
+const minS = Number(args.get('min_s') ?? 6);
+type Precision = 'float32' | QuantFormat;
+const PRECISIONS: Precision[] = ['float32', 'int8', 'int4', 'int4z'];
+const SHAPES = {
+  'gpt2-124M': { kind: 'gpt', cfg: { vocab_size: 50257, block_size: 1024, n_layer: 12, n_head: 12, n_embd: 768, tie_embeddings: true, bias: true } },
+  'llama-124M': { kind: 'llama', cfg: { model_type: 'llama', vocab_size: 50257, hidden_size: 768, intermediate_size: 2048, num_hidden_layers: 12, num_attention_heads: 12, num_key_value_heads: 12, max_position_embeddings: 1024, tie_word_embeddings: true } },
+} as const;
+type ShapeName = keyof typeof SHAPES;
+
+/** One cell, in this (child) process: build, fill, time prefill and decode, report peak RSS. */
+async function speedCell(shape: ShapeName, precision: Precision): Promise<Record<string, number>> {
+  const be = await getBackend('cpu', { threads: THREADS });
+  const s = SHAPES[shape];
+  const build = () => (s.kind === 'gpt' ? new GPT(s.cfg, { backend: be, init: false }) : new DecoderLM(decoderConfigFromHF(s.cfg), { backend: be, init: false }));
+  // The token embedding (the tied head) is quantized too: it is the largest matrix of both shapes.
+  const spec: QuantizeSpec | null = precision === 'float32' ? null : { format: precision, embeddings: true };
+  const model = spec ? buildQuantized(spec, build) : build();
+  if (spec) settleQuantized(model, spec);
+  // Weights: uniform with std 0.02, each matrix drawn (and quantized) on the host one at a time.
+  let seed = 1;
+  for (const [, m] of matrixModules(model)) {
+    const [N, K] = m.matrixShape();
+    const w = randomFloats(N * K, seed++);
+    for (let i = 0; i < w.length; i++) w[i] = w[i]! * 0.035; // uniform, std 0.02
+    if (m.quant) m.quant.assign(quantize(w, N, K, m.quant.format));
+    else be.write(m.weight.storage, w, m.weight.offset);
+  }
+  model.eval();
+  const rnd = xorshift32(7);
+  const prompt = Array.from({ length: PREFILL }, () => Math.floor(rnd() * 50257 / 2 ** 32) % 50257);
+  const prefill = (): void => {
+    noGrad(() => tidy(() => slice(model.forward(tensor(prompt, { backend: be, dtype: 'int32', shape: [1, PREFILL] })).logits, 1, PREFILL - 1, PREFILL).data()));
+  };
+  prefill();
+  let t0 = now();
+  let n = 0;
+  while (n < 2 || now() - t0 < minS * 500) {
+    prefill();
+    n++;
+  }
+  const prefillTps = (n * PREFILL) / ((now() - t0) / 1000);
+  const decode = (): number => {
+    const stamps: number[] = [];
+    generate(model, prompt.slice(0, 16), { greedy: true, maxNewTokens: DECODE + 1, backend: be, onToken: () => stamps.push(now()) });
+    return (stamps[DECODE]! - stamps[0]!) / 1000;
+  };
+  decode();
+  let total = 0;
+  let reps = 0;
+  while (reps < 2 || total < minS / 2) {
+    total += decode();
+    reps++;
+  }
+  return { prefill_tokens_per_s: prefillTps, decode_tokens_per_s: (reps * DECODE) / total, peak_rss_mib: process.resourceUsage().maxRSS / 1024 };
+}
+
+/** Mean cross-entropy of the trained model on `windows` validation windows of `T` tokens. */
+async function qualityCell(dir: string, precision: Precision): Promise<Record<string, number>> {
+  const be = await getBackend('cpu', { threads: THREADS });
+  const model = (await loadDecoderDir(dir, { backend: be, quantize: precision === 'float32' ? undefined : { format: precision } })).model;
+  const tok = await loadTokenizer(dir);
+  const text = readFileSync(fileURLToPath(new URL('../../../shared/data/tinyshakespeare/input.txt', import.meta.url)), 'utf8');
+  const val = tok.encode(text.slice(Math.floor(text.length * 0.9)));
+  const T = Math.min(128, model.config.block_size);
+  const windows = Math.min(200, Math.floor((val.length - 1) / T));
+  let sum = 0;
+  for (let w = 0; w < windows; w++) {
+    const x = val.slice(w * T, w * T + T);
+    const y = val.slice(w * T + 1, w * T + T + 1);
+    sum += noGrad(() => tidy(() => crossEntropy(model.forward(tensor(x, { backend: be, dtype: 'int32', shape: [1, T] })).logits, tensor(y, { backend: be, dtype: 'int32', shape: [1, T] })).item()));
+  }
+  return { val_loss: sum / windows, windows, T };
+}
+
+if (args.get('cell')) {
+  const [what, a, precision] = String(args.get('cell')).split(':') as [string, string, Precision];
+  const r = what === 'speed' ? await speedCell(a as ShapeName, precision) : await qualityCell(a, precision);
+  process.stdout.write(`${JSON.stringify(r)}\n`);
+  process.exit(0);
+}
+
+function child(cell: string): Record<string, number> | string {
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--cell', cell, '--min_s', String(minS)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.status !== 0) return `failed: ${(r.stderr || r.stdout).trim().split('\n').slice(-2).join(' ')}`;
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number>;
+}
+
+const only = new Set(String(args.get('only') ?? 'speed,quality').split(','));
+const results: Record<string, unknown> = { machine: machineInfo(), threads: THREADS, prefill_tokens: PREFILL, decode_tokens: DECODE };
+const f1 = (x: number): string => x.toFixed(1);
+if (only.has('speed')) {
+  for (const shape of Object.keys(SHAPES) as ShapeName[]) {
+    const cells: Record<string, Record<string, number> | string> = {};
+    const rows: string[][] = [];
+    for (const p of PRECISIONS) {
+      const c = child(`speed:${shape}:${p}`);
+      cells[p] = c;
+      const base = cells['float32'];
+      if (typeof c === 'string' || typeof base === 'string') {
+        rows.push([p, typeof c === 'string' ? c : 'n/a', '', '', '', '', '']);
+        continue;
+      }
+      rows.push([p, f1(c['decode_tokens_per_s']!), `${(c['decode_tokens_per_s']! / base['decode_tokens_per_s']!).toFixed(2)}x`, f1(c['prefill_tokens_per_s']!),
+        `${(c['prefill_tokens_per_s']! / base['prefill_tokens_per_s']!).toFixed(2)}x`, f1(c['peak_rss_mib']!), `${(c['peak_rss_mib']! / base['peak_rss_mib']!).toFixed(2)}x`]);
+    }
+    results[shape] = cells;
+    console.log(`\n${shape}, batch 1, ${THREADS} threads, native cpu (${(results['machine'] as { cpu: string }).cpu}); token embedding / tied head quantized too`);
+    console.log(table(['weights', 'decode tok/s', 'vs f32', `prefill ${PREFILL} tok/s`, 'vs f32', 'peak RSS MiB', 'vs f32'], rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']));
+  }
+}
+const model = args.get('model');
+if (only.has('quality') && typeof model === 'string') {
+  const cells: Record<string, Record<string, number> | string> = {};
+  const rows: string[][] = [];
+  for (const p of PRECISIONS) {
+    const c = child(`quality:${model}:${p}`);
+    cells[p] = c;
+    const base = cells['float32'];
+    if (typeof c === 'string' || typeof base === 'string') {
+      rows.push([p, typeof c === 'string' ? c : 'n/a', '', '']);
+      continue;
+    }
+    const ppl = Math.exp(c['val_loss']!);
+    const basePpl = Math.exp(base['val_loss']!);
+    rows.push([p, c['val_loss']!.toFixed(4), ppl.toFixed(4), `${(((ppl / basePpl) - 1) * 100).toFixed(2)} %`]);
+  }
+  results['quality'] = { model, cells };
+  console.log(`\nperplexity on Tiny Shakespeare validation (${model}; linear layers quantized, embedding and head float32)`);
+  console.log(table(['weights', 'val loss', 'perplexity', 'change'], rows, ['l', 'r', 'r', 'r']));
+}
+const jsonOut = args.get('json');
+if (typeof jsonOut === 'string') writeFileSync(jsonOut, `${JSON.stringify(results, null, 2)}\n`);
