@@ -3,6 +3,8 @@
 // checkpoint of a quantized model reloads bit for bit; float weights quantized as they stream in
 // equal a quantized copy; gradients reach the input of a quantized layer; bad input is refused.
 import { test } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { mkdtempSync, statSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -14,6 +16,7 @@ import { GPT } from '../src/models/gpt.js';
 import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
 import { loadDecoderDir, saveDecoderDir } from '../src/models/hf-decoder-files.js';
 import { matrixModules, quantizeModel, type QuantizeSpec } from '../src/nn/quantized.js';
+import { CharTokenizer } from '../src/tokenizers/index.js';
 import { assertClose } from './helpers.js';
 
 const cpu = await getBackend('cpu');
@@ -135,4 +138,31 @@ test('gradients reach the input and the bias of a quantized linear', () => {
   sum(mul(y2, y2)).backward();
   assertClose(x1.grad!.data(), x2.grad!.data(), 1e-4, 1e-5, 'input gradient');
   assertClose(b1.grad!.data(), b2.grad!.data(), 1e-4, 1e-5, 'bias gradient');
+});
+
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+function attn(...a: string[]): { status: number | null; stdout: string; stderr: string } {
+  return spawnSync(process.execPath, [CLI, ...a], { encoding: 'utf8', timeout: 120_000 });
+}
+
+test('attn quantize writes a directory that logprobs reads quantized, equal to --dtype on the float one', async () => {
+  const floatDir = join(root, 'float'); // written by the checkpoint test above
+  await new CharTokenizer([...'abcdefghijklmnopqrstuvwxyz .,;:!?\'\nABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-()"&*+/<=>@[]^_`{|}~#$%']).save(floatDir);
+  const out = join(root, 'cli-int4');
+  const q = attn('quantize', '--model', floatDir, '--dtype', 'int4', '--quantize_head', '--out', out);
+  assert.equal(q.status, 0, q.stderr);
+  assert.match(q.stderr, /weights quantized to int4: 15 matrices/);
+  const text = 'the king speaks.';
+  const a = attn('logprobs', '--model', out, '--text', text);
+  const b = attn('logprobs', '--model', floatDir, '--text', text, '--dtype', 'int4', '--quantize_head');
+  const c = attn('logprobs', '--model', floatDir, '--text', text);
+  for (const r of [a, b, c]) assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(a.stdout), JSON.parse(b.stdout));
+  assert.notDeepEqual(JSON.parse(a.stdout).logprobs, JSON.parse(c.stdout).logprobs);
+  const bad = attn('quantize', '--model', out, '--dtype', 'int8', '--out', join(root, 'again'));
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /already quantized/);
+  const noFormat = attn('logprobs', '--model', floatDir, '--text', text, '--quantize_head');
+  assert.notEqual(noFormat.status, 0);
+  assert.match(noFormat.stderr, /go with --dtype int8, int4 or int4z/);
 });
