@@ -5,7 +5,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Activation, Backend, QuantWeightStorage } from '../src/backend/backend.js';
-import { Generator, RefBackend } from '../src/index.js';
+import { Generator, getBackend, noGrad, RefBackend, tensor } from '../src/index.js';
+import { DecoderLM } from '../src/models/decoder.js';
+import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
+import { quantizeModel } from '../src/nn/quantized.js';
 import { QUANT_FORMATS, dequantizeRows, quantize, type QuantFormat, type QuantizedArrays } from '../src/tensor/quantize.js';
 import { webgpu } from './webgpu-helpers.js';
 
@@ -150,4 +153,28 @@ test('webgpu: quantMatmul and quantEmbedding refuse storages too small for the w
   freeQuant(be, w);
   be.free(x);
   be.free(out);
+});
+
+test('webgpu: a quantized llama gives the cpu\'s quantized logits (int8 and int4, embedding and head too)', async (t) => {
+  const be = await webgpu();
+  if (typeof be === 'string') return t.skip(be);
+  const cpu = await getBackend('cpu');
+  const cfg = decoderConfigFromHF({
+    model_type: 'llama', vocab_size: 64, hidden_size: 64, intermediate_size: 96, num_hidden_layers: 1, num_attention_heads: 2,
+    num_key_value_heads: 1, max_position_embeddings: 32, tie_word_embeddings: true,
+  });
+  const ids = [[3, 14, 15, 9, 26, 5, 35, 8]];
+  for (const format of ['int8', 'int4'] as const) {
+    const logits = (backend: Backend): Float32Array => {
+      const m = new DecoderLM(cfg, { backend, seed: 5 }).eval();
+      quantizeModel(m, { format, embeddings: true });
+      const out = noGrad(() => m.forward(tensor(ids, { backend, dtype: 'int32' })).logits.data() as Float32Array);
+      m.dispose();
+      return out;
+    };
+    const a = logits(be), b = logits(cpu);
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+    assert.ok(worst < 1e-4, `${format}: webgpu and cpu logits differ by ${worst}`);
+  }
 });

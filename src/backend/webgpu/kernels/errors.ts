@@ -9,7 +9,7 @@ export const ERROR_TEXT: Record<number, string> = {
 };
 
 /** Op ids (word 3 of the error buffer) and the names the executor reports them by. */
-export const KERNEL_OP_NAMES = ['?', 'embedding', 'embeddingBackward', 'gather', 'scatterAdd', 'crossEntropy', 'crossEntropyBackward'];
+export const KERNEL_OP_NAMES = ['?', 'embedding', 'embeddingBackward', 'gather', 'scatterAdd', 'crossEntropy', 'crossEntropyBackward', 'quantEmbedding'];
 
 /** The op id the executor turns back into the op's name. */
 export function opId(name: string): number {

@@ -31,7 +31,8 @@ const P_AOFF = 5, P_ABS = 6, P_AM = 7, P_AK = 8;
 const P_BOFF = 9, P_BBS = 10, P_BK = 11, P_BN = 12;
 const P_BIAS = 13, P_ACT = 14, P_ACC = 15;
 
-const GELU = /* wgsl */ `
+/** WGSL gelu_tanh and activate(s, act): the epilogue every matmul-like kernel shares. */
+export const GELU = /* wgsl */ `
 fn gelu_tanh(x: f32) -> f32 {
   // Clamped so exp inside tanh cannot overflow to inf/inf on any implementation.
   let u = clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0);

@@ -16,6 +16,7 @@
 // row written as 0.
 import { PRELUDE, entry, grid, groupsFor, storage, type BufRef, type KernelFn } from './common.js';
 import { errorBinding, opId } from './errors.js';
+import { GELU } from './matmul.js';
 
 const WG = 64;
 /** Rows of x per workgroup (private accumulators per thread). */
@@ -23,19 +24,8 @@ const MB = 8;
 const FORMAT: Record<string, number> = { int8: 0, int4: 1, int4z: 2 };
 const ACT: Record<string, number> = { none: 0, relu: 1, gelu: 2 };
 
-// The float matmul's activation (kernels/matmul.ts), as the ref applies it.
-const ACTIVATE = /* wgsl */ `
-fn gelu_tanh(x: f32) -> f32 {
-  // Clamped so exp inside tanh cannot overflow to inf/inf on any implementation.
-  let u = clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0);
-  return 0.5 * x * (1.0 + tanh(u));
-}
-fn activate(s: f32, act: u32) -> f32 {
-  if (act == 1u) { return select(s, 0.0, s <= 0.0); } // relu, NaN passes through
-  if (act == 2u) { return gelu_tanh(s); }
-  return s;
-}
-`;
+// The float matmul's activation (gelu_tanh, activate), as the ref applies it.
+const ACTIVATE = GELU;
 
 // Byte b of the zero-point array; nibble levels of a word: the low (or high) nibbles of its
 // four bytes minus z.
@@ -182,7 +172,7 @@ const quantEmbedding: KernelFn = (ctx, a) => {
   const K = a.K as number;
   if (n === 0) return;
   const data = ctx.buf(a.data as BufRef);
-  const p = ctx.params().u32(FORMAT[a.format as string]!).u32(a.N as number).u32(K).u32(n).u32(opId('quantEmbedding') || opId('embedding'));
+  const p = ctx.params().u32(FORMAT[a.format as string]!).u32(a.N as number).u32(K).u32(n).u32(opId('quantEmbedding'));
   ctx.dispatch({
     code: QUANT_EMBEDDING,
     buffers: [data, ctx.buf(a.scales as BufRef), a.zeros ? ctx.buf(a.zeros as BufRef) : data, ctx.buf(a.ids as BufRef), ctx.buf(a.out as BufRef), ctx.errorBuffer],
