@@ -13,6 +13,8 @@ import { join } from 'node:path';
 import { dequantizeRows, getBackend, linear, mul, noGrad, sum, quantize, QuantizedWeight, quantLinear, tensor, type QuantFormat } from '../src/index.js';
 import { DecoderLM } from '../src/models/decoder.js';
 import { GPT } from '../src/models/gpt.js';
+import { loadGGUF, saveGGUF } from '../src/models/gguf-decoder.js';
+import { modelToCheckpointTensors } from '../src/models/checkpoint-format.js';
 import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
 import { loadDecoderDir, saveDecoderDir } from '../src/models/hf-decoder-files.js';
 import { matrixModules, quantizeModel, type QuantizeSpec } from '../src/nn/quantized.js';
@@ -165,4 +167,17 @@ test('attn quantize writes a directory that logprobs reads quantized, equal to -
   const noFormat = attn('logprobs', '--model', floatDir, '--text', text, '--quantize_head');
   assert.notEqual(noFormat.status, 0);
   assert.match(noFormat.stderr, /go with --dtype int8, int4 or int4z/);
+});
+
+test('GGUF export of a quantized llama writes its dequantized matrices; float-only savers refuse a quantized model', async () => {
+  const model = llama(5);
+  quantizeModel(model, { format: 'int8', embeddings: true, head: true });
+  const path = join(root, 'q.gguf');
+  await saveGGUF(model, path, { type: 'f32' });
+  const back = (await loadGGUF(path, { backend: cpu })).model;
+  const tokens = ids(10, 96, 2);
+  assertClose(logits(back, tokens), logits(model, tokens), 1e-4, 1e-4, 'GGUF f32 of an int8 model');
+  const gpt = new GPT({ vocab_size: 40, block_size: 16, n_layer: 1, n_head: 2, n_embd: 32 }, { backend: cpu, seed: 1 });
+  quantizeModel(gpt, { format: 'int8' });
+  assert.throws(() => modelToCheckpointTensors(gpt), /saving a checkpoint: the model holds quantized matrices \(int8/);
 });

@@ -1,6 +1,7 @@
 // The GPT checkpoint format (config.json + model.safetensors in the Hugging Face GPT-2 layout),
 // as pure functions on parsed JSON and tensors: no file system, so the trainer (Node) and the
 // URL loader (browsers) share one definition of the layout.
+import { refuseQuantized } from '../nn/quantized.js';
 import type { LoadedTensor, TensorEntry } from '../io/safetensors.js';
 import type { Module, StateValue } from '../nn/module.js';
 import { gptConfig, type GPTConfig } from './gpt.js';
@@ -22,6 +23,7 @@ function transpose2d(data: ArrayLike<number>, rows: number, cols: number, like: 
  * what GPT2LMHeadModel loads; other variants use the same scheme for their extra tensors.
  */
 export function modelToCheckpointTensors(model: Module): Map<string, TensorEntry> {
+  refuseQuantized(model, 'saving a checkpoint');
   const out = new Map<string, TensorEntry>();
   for (const [name, t] of model.stateDict()) {
     const dtype = t.dtype === 'float64' ? 'F64' : 'F32';

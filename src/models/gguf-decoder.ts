@@ -16,6 +16,7 @@ import {
   decodeGGML, encodeGGML, ggmlBytes, GGMLType, GGML_TYPE_NAMES, GGUFError, GGUFValueType, parseGGUFHeader, serializeGGUFHeader, type GGUFHeader, type GGUFValue,
 } from '../io/gguf.js';
 import type { Module } from '../nn/module.js';
+import { floatStateDict } from '../nn/quantized.js';
 import { fmt, type DType } from '../tensor/index.js';
 import { HfTokenizer, type HfTokenizerConfigJson, type Tokenizer } from '../tokenizers/index.js';
 import { DecoderLM, type DecoderConfig } from './decoder.js';
@@ -164,7 +165,7 @@ export async function saveGGUF(model: DecoderLM | GPT, path: string, opts: SaveG
   const cfg = model.config;
   checkExportable(cfg);
   const tensors: TensorOut[] = [];
-  for (const [hfName, p] of model.stateDict()) {
+  for (const [hfName, p] of floatStateDict(model)) {
     const name = ggufName(hfName);
     const heads = /\.attn_q\.weight$/.test(name) ? cfg.num_attention_heads : /\.attn_k\.weight$/.test(name) ? cfg.num_key_value_heads : 0;
     tensors.push({
@@ -319,7 +320,7 @@ async function saveGPT2GGUF(model: GPT, path: string, type: GGUFWeightType, opts
     ['gpt2.attention.head_count', u32(c.n_head)],
     ['gpt2.attention.layer_norm_epsilon', { type: GGUFValueType.FLOAT32, value: c.layer_norm_epsilon }],
   ]);
-  const tensors: TensorOut[] = [...model.stateDict()].map(([n, p]) => ({ name: gpt2GGUFName(n), dims: [...p.shape].reverse(), type: typeFor(p.shape, type), values: () => Float32Array.from(p.data()) }));
+  const tensors: TensorOut[] = [...floatStateDict(model)].map(([n, p]) => ({ name: gpt2GGUFName(n), dims: [...p.shape].reverse(), type: typeFor(p.shape, type), values: () => Float32Array.from(p.data()) }));
   await writeGGUFFile(path, withExtras(m, opts), tensors);
 }
 

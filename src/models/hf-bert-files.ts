@@ -4,6 +4,7 @@
 // *ForSequenceClassification config (num_labels / id2label) the classifier. BertModel files
 // (no `bert.` prefix) load too; BertForPreTraining's next-sentence head and the tied decoder
 // copies are skipped.
+import { refuseQuantized } from '../nn/quantized.js';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
@@ -105,6 +106,7 @@ export function bertConfigToHF(c: HFBertConfig, base: Record<string, unknown> = 
 
 /** Writes config.json and model.safetensors in transformers' layout (BertForMaskedLM / ForSequenceClassification names). */
 export async function saveHFBertDir(model: HFBert, dir: string, opts: { hfConfig?: Record<string, unknown> } = {}): Promise<void> {
+  refuseQuantized(model, 'saveHFBertDir');
   const entries = new Map<string, TensorEntry>();
   for (const [name, t] of model.stateDict()) entries.set(name, { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(t.data()) });
   await mkdir(dir, { recursive: true });

@@ -8,6 +8,7 @@
 //    e.g. the original `gpt2` upload); both load, and saving writes the prefix.
 //  - attn.bias / attn.masked_bias are causal-mask buffers of old checkpoints: ignored.
 //  - lm_head.weight is absent when tied to wte (and dropped if present).
+import { refuseQuantized } from '../nn/quantized.js';
 import type { TensorEntry } from '../io/safetensors.js';
 import type { StateValue } from '../nn/module.js';
 import { fullGPTConfig, GPT, gptConfig, type GPTConfig } from './gpt.js';
@@ -157,6 +158,7 @@ export function gpt2StateFromHF(
  */
 export function gpt2StateToHF(model: GPT, opts: { prefix?: boolean } = {}): Map<string, TensorEntry> {
   gpt2ConfigToHF(model.config); // refuses what HF's GPT-2 cannot hold
+  refuseQuantized(model, 'saving a GPT-2 checkpoint');
   const prefix = opts.prefix ?? true;
   const out = new Map<string, TensorEntry>();
   for (const [name, t] of model.stateDict()) {

@@ -9,6 +9,7 @@
 // stacks' references to `shared`) and, for tied models, lm_head.weight: they are copies, checked
 // for shape and skipped (a file with only an embed_tokens copy and no shared.weight loads
 // `shared` from the copy). Saving writes shared.weight only, as save_pretrained does.
+import { refuseQuantized } from '../nn/quantized.js';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
@@ -68,6 +69,7 @@ const FILE_DTYPE = { float32: 'F32', bfloat16: 'BF16', float16: 'F16' } as const
 /** Writes config.json and model.safetensors as transformers' save_pretrained does (atomic per file). */
 export async function saveT5Dir(model: T5Model, dir: string, opts: SaveT5Options = {}): Promise<void> {
   const dtype = opts.dtype ?? 'float32';
+  refuseQuantized(model, 'saveT5Dir');
   const entries = new Map<string, TensorEntry>();
   for (const [name, t] of model.stateDict()) entries.set(name, { dtype: FILE_DTYPE[dtype], shape: [...t.shape], data: float32Values(t) });
   const config = t5ConfigToHF(model.config, opts.hfConfig);

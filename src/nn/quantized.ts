@@ -8,7 +8,7 @@
 //   {name}.weight_zero_point  U8 (N, K/32), int4z only
 // and config.json's "quantization_config": { "quant_method": "attn", "format", "group_size",
 // "modules": [...] } lists the quantized modules.
-import { QuantizedWeight, type QuantFormat, type QuantizedArrays } from '../tensor/index.js';
+import { dequantizeRows, QuantizedWeight, type QuantFormat, type QuantizedArrays } from '../tensor/index.js';
 import { Embedding, Linear, MatrixModule } from './layers.js';
 import type { Module } from './module.js';
 
@@ -139,4 +139,27 @@ export function quantSpecOf(config: Record<string, unknown>): { format: QuantFor
   if (!['int8', 'int4', 'int4z'].includes(format)) throw new Error(`quantization_config.format '${String(format)}' is not int8, int4 or int4z`);
   const modules = new Set((q.modules as string[] | undefined) ?? []);
   return { format, modules };
+}
+
+/** A float view of one matrix for exporters: its shape, and its values computed on demand. */
+export interface FloatMatrix {
+  readonly shape: readonly number[];
+  data(): Float32Array;
+}
+
+/**
+ * The model's parameters with every quantized matrix as its dequantized float values (computed
+ * one matrix at a time when an exporter asks): what GGUF export writes from a quantized model.
+ */
+export function floatStateDict(model: Module): Map<string, FloatMatrix> {
+  const out = new Map<string, FloatMatrix>();
+  for (const [name, t] of model.stateDict()) out.set(name, { shape: t.shape, data: () => Float32Array.from(t.data()) });
+  for (const [name, q] of quantizedWeights(model)) out.set(name, { shape: q.shape, data: () => dequantizeRows(q.toArrays()) });
+  return out;
+}
+
+/** Throws for a model with quantized matrices where a saver writes float tensors only. */
+export function refuseQuantized(model: Module, what: string): void {
+  const q = quantizedWeights(model);
+  if (q.size) throw new Error(`${what}: the model holds quantized matrices (${[...q.values()][0]!.format}: ${[...q.keys()].slice(0, 2).join(', ')}${q.size > 2 ? ', …' : ''}); load it in float32 to save it this way (decoder families save quantized with saveDecoderDir)`);
 }

@@ -18,7 +18,6 @@ import { checkpointTensorsToState } from '../models/checkpoint-format.js';
 import { serializeSafetensors } from '../io/safetensors.js';
 import { adapterConfig, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../nn/lora-files.js';
 import { adapterState, applyLora, loadAdapterState, peftAdapterState, type LoraHandle } from '../nn/lora.js';
-import { swigluHidden } from '../nn/mlp.js';
 import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import type { Module } from '../nn/module.js';
 import { MoE } from '../nn/moe.js';
@@ -269,7 +268,9 @@ function scratchDecoderConfig(cfg: TrainConfig, vocab: number) {
   return decoderConfigFromHF({
     model_type: family, vocab_size: vocab, hidden_size: cfg.n_embd, num_hidden_layers: cfg.n_layer, num_attention_heads: cfg.n_head,
     num_key_value_heads: cfg.n_kv_head > 0 ? cfg.n_kv_head : cfg.n_head, head_dim: cfg.n_embd / cfg.n_head,
-    intermediate_size: phi ? 4 * cfg.n_embd : swigluHidden(cfg.n_embd), max_position_embeddings: cfg.block_size,
+    // SwiGLU width 8C/3 rounded up to whole 32s (Llama rounds to 256): every matrix then splits
+    // into int4 and GGUF blocks of 32.
+    intermediate_size: phi ? 4 * cfg.n_embd : Math.ceil((8 * cfg.n_embd) / 3 / 32) * 32, max_position_embeddings: cfg.block_size,
     tie_word_embeddings: cfg.tie_embeddings, [phi ? 'layer_norm_eps' : 'rms_norm_eps']: cfg.layer_norm_epsilon, rope_theta: 10000,
     ...(family === 'mistral' ? { sliding_window: cfg.attention === 'local' ? cfg.attn_window : null } : {}),
     ...(phi ? { partial_rotary_factor: 0.5 } : {}), bos_token_id: null, eos_token_id: null,
