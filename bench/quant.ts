@@ -8,14 +8,18 @@
 // quality: a Llama trained here (--model DIR: e.g. the command in docs/quantization.md), mean
 // cross-entropy on Tiny Shakespeare's validation split.
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generate } from '../src/generate/index.js';
 import { crossEntropy, getBackend, noGrad, quantize, slice, tensor, tidy, type QuantFormat } from '../src/index.js';
 import { DecoderLM } from '../src/models/decoder.js';
 import { GPT } from '../src/models/gpt.js';
 import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
-import { loadDecoderDir } from '../src/models/hf-decoder-files.js';
+import { loadDecoderDir, saveDecoderDir } from '../src/models/hf-decoder-files.js';
 import { buildQuantized } from '../src/nn/layers.js';
 import { matrixModules, settleQuantized, type QuantizeSpec } from '../src/nn/quantized.js';
 import { loadTokenizer } from '../src/tokenizers/index.js';
@@ -35,24 +39,36 @@ const SHAPES = {
 type ShapeName = keyof typeof SHAPES;
 
 /** One cell, in this (child) process: build, fill, time prefill and decode, report peak RSS. */
-async function speedCell(shape: ShapeName, precision: Precision): Promise<Record<string, number>> {
+async function speedCell(shape: ShapeName, precision: Precision | 'none'): Promise<Record<string, number>> {
   const be = await getBackend('cpu', { threads: THREADS });
+  const rssNow = (): number => {
+    v8.setFlagsFromString('--expose-gc');
+    (runInNewContext('gc') as () => void)(); // a full collection, so the figure is what stays resident
+    return process.memoryUsage().rss / 2 ** 20;
+  };
+  if (precision === 'none') return { peak_rss_mib: process.resourceUsage().maxRSS / 1024, loaded_rss_mib: rssNow() }; // the runtime alone
   const s = SHAPES[shape];
   const build = () => (s.kind === 'gpt' ? new GPT(s.cfg, { backend: be, init: false }) : new DecoderLM(decoderConfigFromHF(s.cfg), { backend: be, init: false }));
   // The token embedding (the tied head) is quantized too: it is the largest matrix of both shapes.
   const spec: QuantizeSpec | null = precision === 'float32' ? null : { format: precision, embeddings: true };
+  const weightBytes = (): number => matrixModules(model).reduce((t, [, m]) => t + (m.quant ? m.quant.bytes : 4 * m.matrixShape()[0] * m.matrixShape()[1]), 0);
   const model = spec ? buildQuantized(spec, build) : build();
   if (spec) settleQuantized(model, spec);
-  // Weights: uniform with std 0.02, each matrix drawn (and quantized) on the host one at a time.
+  // Weights: uniform with std 0.02, drawn (and quantized) on the host 2048 rows at a time, so
+  // the peak resident set is the model's and not a float copy of its largest matrix.
   let seed = 1;
   for (const [, m] of matrixModules(model)) {
     const [N, K] = m.matrixShape();
-    const w = randomFloats(N * K, seed++);
-    for (let i = 0; i < w.length; i++) w[i] = w[i]! * 0.035; // uniform, std 0.02
-    if (m.quant) m.quant.assign(quantize(w, N, K, m.quant.format));
-    else be.write(m.weight.storage, w, m.weight.offset);
+    for (let n0 = 0; n0 < N; n0 += 2048) {
+      const rows = Math.min(2048, N - n0);
+      const w = randomFloats(rows * K, seed++);
+      for (let i = 0; i < w.length; i++) w[i] = w[i]! * 0.035;
+      if (m.quant) m.quant.assignRows(n0, quantize(w, rows, K, m.quant.format));
+      else be.write(m.weight.storage, w, m.weight.offset + n0 * K);
+    }
   }
   model.eval();
+  const loadedRss = rssNow(); // the model in memory, before any forward
   const rnd = xorshift32(7);
   const prompt = Array.from({ length: PREFILL }, () => Math.floor(rnd() * 50257 / 2 ** 32) % 50257);
   const prefill = (): void => {
@@ -78,13 +94,17 @@ async function speedCell(shape: ShapeName, precision: Precision): Promise<Record
     total += decode();
     reps++;
   }
-  return { prefill_tokens_per_s: prefillTps, decode_tokens_per_s: (reps * DECODE) / total, peak_rss_mib: process.resourceUsage().maxRSS / 1024 };
+  return { prefill_tokens_per_s: prefillTps, decode_tokens_per_s: (reps * DECODE) / total, peak_rss_mib: process.resourceUsage().maxRSS / 1024, loaded_rss_mib: loadedRss, matrix_mib: weightBytes() / 2 ** 20 };
 }
 
-/** Mean cross-entropy of the trained model on `windows` validation windows of `T` tokens. */
-async function qualityCell(dir: string, precision: Precision): Promise<Record<string, number>> {
+/** Mean cross-entropy of the trained model on up to 200 validation windows, and the size of its
+ *  weights file as attn quantize writes it. variant: float32, int8, int4, int4z, or with '+all' the
+ *  token embedding and the head quantized too. */
+async function qualityCell(dir: string, variant: string): Promise<Record<string, number>> {
   const be = await getBackend('cpu', { threads: THREADS });
-  const model = (await loadDecoderDir(dir, { backend: be, quantize: precision === 'float32' ? undefined : { format: precision } })).model;
+  const [precision, all] = variant.split('+') as [Precision, string | undefined];
+  const quant = precision === 'float32' ? undefined : { format: precision, embeddings: !!all, head: !!all };
+  const model = (await loadDecoderDir(dir, { backend: be, quantize: quant })).model;
   const tok = await loadTokenizer(dir);
   const text = readFileSync(fileURLToPath(new URL('../../../shared/data/tinyshakespeare/input.txt', import.meta.url)), 'utf8');
   const val = tok.encode(text.slice(Math.floor(text.length * 0.9)));
@@ -96,12 +116,16 @@ async function qualityCell(dir: string, precision: Precision): Promise<Record<st
     const y = val.slice(w * T + 1, w * T + T + 1);
     sum += noGrad(() => tidy(() => crossEntropy(model.forward(tensor(x, { backend: be, dtype: 'int32', shape: [1, T] })).logits, tensor(y, { backend: be, dtype: 'int32', shape: [1, T] })).item()));
   }
-  return { val_loss: sum / windows, windows, T };
+  const out = mkdtempSync(join(tmpdir(), 'attn-quant-bench-'));
+  await saveDecoderDir(model, out);
+  const fileBytes = statSync(join(out, 'model.safetensors')).size;
+  rmSync(out, { recursive: true, force: true });
+  return { val_loss: sum / windows, windows, T, file_bytes: fileBytes };
 }
 
 if (args.get('cell')) {
   const [what, a, precision] = String(args.get('cell')).split(':') as [string, string, Precision];
-  const r = what === 'speed' ? await speedCell(a as ShapeName, precision) : await qualityCell(a, precision);
+  const r = what === 'speed' ? await speedCell(a as ShapeName, precision) : await qualityCell(a, precision as string);
   process.stdout.write(`${JSON.stringify(r)}\n`);
   process.exit(0);
 }
@@ -116,6 +140,9 @@ const only = new Set(String(args.get('only') ?? 'speed,quality').split(','));
 const results: Record<string, unknown> = { machine: machineInfo(), threads: THREADS, prefill_tokens: PREFILL, decode_tokens: DECODE };
 const f1 = (x: number): string => x.toFixed(1);
 if (only.has('speed')) {
+  const runtime = child('speed:gpt2-124M:none');
+  const base0 = typeof runtime === 'string' ? 0 : runtime['loaded_rss_mib']!;
+  results['runtime_rss_mib'] = base0;
   for (const shape of Object.keys(SHAPES) as ShapeName[]) {
     const cells: Record<string, Record<string, number> | string> = {};
     const rows: string[][] = [];
@@ -124,36 +151,39 @@ if (only.has('speed')) {
       cells[p] = c;
       const base = cells['float32'];
       if (typeof c === 'string' || typeof base === 'string') {
-        rows.push([p, typeof c === 'string' ? c : 'n/a', '', '', '', '', '']);
+        rows.push([p, typeof c === 'string' ? c : 'n/a', '', '', '', '', '', '', '', '']);
         continue;
       }
-      rows.push([p, f1(c['decode_tokens_per_s']!), `${(c['decode_tokens_per_s']! / base['decode_tokens_per_s']!).toFixed(2)}x`, f1(c['prefill_tokens_per_s']!),
-        `${(c['prefill_tokens_per_s']! / base['prefill_tokens_per_s']!).toFixed(2)}x`, f1(c['peak_rss_mib']!), `${(c['peak_rss_mib']! / base['peak_rss_mib']!).toFixed(2)}x`]);
+      const x = (k: string, digits = 2): string => `${(c[k]! / base[k]!).toFixed(digits)}x`;
+      const above = (r: Record<string, number>): number => r['loaded_rss_mib']! - base0;
+      rows.push([p, f1(c['decode_tokens_per_s']!), x('decode_tokens_per_s'), f1(c['prefill_tokens_per_s']!), x('prefill_tokens_per_s'),
+        f1(c['matrix_mib']!), x('matrix_mib', 3), f1(above(c)), `${(above(c) / above(base)).toFixed(3)}x`, f1(c['peak_rss_mib']!)]);
     }
     results[shape] = cells;
-    console.log(`\n${shape}, batch 1, ${THREADS} threads, native cpu (${(results['machine'] as { cpu: string }).cpu}); token embedding / tied head quantized too`);
-    console.log(table(['weights', 'decode tok/s', 'vs f32', `prefill ${PREFILL} tok/s`, 'vs f32', 'peak RSS MiB', 'vs f32'], rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']));
+    console.log(`\n${shape}, batch 1, ${THREADS} threads, native cpu (${(results['machine'] as { cpu: string }).cpu}); every matrix quantized, the token embedding (tied head) too`);
+    console.log(table(['weights', 'decode tok/s', 'vs f32', `prefill ${PREFILL} tok/s`, 'vs f32', 'matrices MiB', 'vs f32', `loaded RSS above runtime's ${f1(base0)} MiB`, 'vs f32', 'peak RSS MiB'], rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']));
   }
 }
 const model = args.get('model');
 if (only.has('quality') && typeof model === 'string') {
   const cells: Record<string, Record<string, number> | string> = {};
   const rows: string[][] = [];
-  for (const p of PRECISIONS) {
-    const c = child(`quality:${model}:${p}`);
-    cells[p] = c;
+  for (const v of ['float32', 'int8', 'int4', 'int4z', 'int8+all', 'int4+all', 'int4z+all']) {
+    const c = child(`quality:${model}:${v}`);
+    cells[v] = c;
     const base = cells['float32'];
     if (typeof c === 'string' || typeof base === 'string') {
-      rows.push([p, typeof c === 'string' ? c : 'n/a', '', '']);
+      rows.push([v, typeof c === 'string' ? c : 'n/a', '', '', '', '']);
       continue;
     }
     const ppl = Math.exp(c['val_loss']!);
     const basePpl = Math.exp(base['val_loss']!);
-    rows.push([p, c['val_loss']!.toFixed(4), ppl.toFixed(4), `${(((ppl / basePpl) - 1) * 100).toFixed(2)} %`]);
+    rows.push([v.replace('+all', ' + embedding, head'), c['val_loss']!.toFixed(4), ppl.toFixed(4), `${(((ppl / basePpl) - 1) * 100).toFixed(2)} %`,
+      (c['file_bytes']! / 1024).toFixed(0), `${(c['file_bytes']! / base['file_bytes']!).toFixed(3)}x`]);
   }
   results['quality'] = { model, cells };
-  console.log(`\nperplexity on Tiny Shakespeare validation (${model}; linear layers quantized, embedding and head float32)`);
-  console.log(table(['weights', 'val loss', 'perplexity', 'change'], rows, ['l', 'r', 'r', 'r']));
+  console.log(`\nperplexity on Tiny Shakespeare validation (${model}); file: model.safetensors as attn quantize writes it`);
+  console.log(table(['weights', 'val loss', 'perplexity', 'change', 'file KiB', 'vs f32'], rows, ['l', 'r', 'r', 'r', 'r', 'r']));
 }
 const jsonOut = args.get('json');
 if (typeof jsonOut === 'string') writeFileSync(jsonOut, `${JSON.stringify(results, null, 2)}\n`);

@@ -38,7 +38,7 @@ inline WRow row_of(const QuantMatmulArgs& a, int64_t n) {
 // ---- portable ----
 
 /** sums[m] = Σ_k x[m, k] · w[k] for R rows of x (stride K). int8: unscaled; int4: scaled per group. */
-void dot_portable(int format, const WRow& w, const float* x, int64_t K, int R, float* sums) {
+void dot_portable(int format, const WRow& w, const float* x, const float* /*xsum*/, int64_t K, int R, float* sums) {
   for (int m = 0; m < R; m++) {
     const float* xm = x + m * K;
     float acc = 0;
@@ -123,28 +123,64 @@ AVX2T inline void group4_avx2(const uint8_t* q, float s, int z, __m256 w[4]) {
   w[3] = _mm256_mul_ps(sv, _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)), zv)));
 }
 
-template <int R>
-AVX2T void dot_int4_avx2(const WRow& wr, const float* x, int64_t K, float* sums) {
-  constexpr int U = R == 1 ? 4 : 2;  // chains per row: the four vectors of a group spread over them
-  __m256 acc[R][U];
-  for (int m = 0; m < R; m++)
-    for (int u = 0; u < U; u++) acc[m][u] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < K / 32; g++) {
-    __m256 w[4];
-    group4_avx2(wr.q + g * 16, wr.s[g], wr.z ? wr.z[g] : 8, w);
-    for (int m = 0; m < R; m++) {
-      const float* xg = x + m * K + g * 32;
-      for (int i = 0; i < 4; i++) acc[m][i % U] = _mm256_fmadd_ps(w[i], _mm256_loadu_ps(xg + 8 * i), acc[m][i % U]);
-    }
-  }
-  for (int m = 0; m < R; m++) {
-    __m256 t = acc[m][0];
-    for (int u = 1; u < U; u++) t = _mm256_add_ps(t, acc[m][u]);
-    sums[m] = hsum256(t);
-  }
+/** The 32 raw levels q (0..15) of one int4 group as four vectors of 8 (elements 0-7, 8-15, 16-23, 24-31). */
+AVX2T inline void levels4_avx2(const uint8_t* q, __m256 w[4]) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  const __m128i m4 = _mm_set1_epi8(15);
+  const __m128i lo = _mm_and_si128(b, m4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m4);
+  w[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+  w[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+  w[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+  w[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
 }
 
-AVX2T void dot_avx2(int format, const WRow& w, const float* x, int64_t K, int R, float* sums) {
+/** Σ_g s_g z_g xsum_g over the G groups of a row: the zero points' share of its dot product. */
+AVX2T inline float zero_corr_avx2(const WRow& wr, const float* xsum, int64_t G) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t g = 0;
+  for (; g + 8 <= G; g += 8) {
+    const __m256 z = wr.z ? _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wr.z + g)))) : _mm256_set1_ps(8.0f);
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(wr.s + g), z), _mm256_loadu_ps(xsum + g), acc);
+  }
+  float t = hsum256(acc);
+  for (; g < G; g++) t += wr.s[g] * float(wr.z ? wr.z[g] : 8) * xsum[g];
+  return t;
+}
+
+/**
+ * int4 rows: Σ_g s_g Σ_j (q_j - z_g) x_j = Σ_g s_g (Σ_j q_j x_j) - Σ_g s_g z_g xsum_g, where
+ * xsum (R rows of K/32 group sums of x) is computed once per call. The raw levels need no
+ * subtraction or scaling per element; each group's partial dot is scaled once.
+ */
+template <int R>
+AVX2T void dot_int4_avx2(const WRow& wr, const float* x, const float* xsum, int64_t K, float* sums) {
+  const int64_t G = K / 32;
+  // Two accumulators per row (even and odd groups), unrolled so both stay in registers.
+  __m256 acc0[R], acc1[R];
+  for (int m = 0; m < R; m++) acc0[m] = acc1[m] = _mm256_setzero_ps();
+  auto group = [&](int64_t g, __m256* acc) AVX2T {
+    __m256 w[4];
+    levels4_avx2(wr.q + g * 16, w);
+    const __m256 sv = _mm256_set1_ps(wr.s[g]);
+    for (int m = 0; m < R; m++) {
+      const float* xg = x + m * K + g * 32;
+      __m256 d0 = _mm256_mul_ps(w[0], _mm256_loadu_ps(xg));
+      __m256 d1 = _mm256_mul_ps(w[1], _mm256_loadu_ps(xg + 8));
+      d0 = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xg + 16), d0);
+      d1 = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xg + 24), d1);
+      acc[m] = _mm256_fmadd_ps(sv, _mm256_add_ps(d0, d1), acc[m]);
+    }
+  };
+  int64_t g = 0;
+  for (; g + 2 <= G; g += 2) {
+    group(g, acc0);
+    group(g + 1, acc1);
+  }
+  if (g < G) group(g, acc0);
+  for (int m = 0; m < R; m++) sums[m] = hsum256(_mm256_add_ps(acc0[m], acc1[m])) - zero_corr_avx2(wr, xsum + m * G, G);
+}
+
+AVX2T void dot_avx2(int format, const WRow& w, const float* x, const float* xsum, int64_t K, int R, float* sums) {
   if (format == QUANT_INT8) {
     const int8_t* q = reinterpret_cast<const int8_t*>(w.q);
     switch (R) {
@@ -155,10 +191,10 @@ AVX2T void dot_avx2(int format, const WRow& w, const float* x, int64_t K, int R,
     }
   }
   switch (R) {
-    case 1: return dot_int4_avx2<1>(w, x, K, sums);
-    case 2: return dot_int4_avx2<2>(w, x, K, sums);
-    case 3: return dot_int4_avx2<3>(w, x, K, sums);
-    default: return dot_int4_avx2<4>(w, x, K, sums);
+    case 1: return dot_int4_avx2<1>(w, x, xsum, K, sums);
+    case 2: return dot_int4_avx2<2>(w, x, xsum, K, sums);
+    case 3: return dot_int4_avx2<3>(w, x, xsum, K, sums);
+    default: return dot_int4_avx2<4>(w, x, xsum, K, sums);
   }
 }
 
@@ -217,40 +253,40 @@ AVX512T inline void group2_avx512(const uint8_t* q, float s, int z, __m512 w[2])
   w[1] = _mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b, 4), m4)), zv)));
 }
 
-template <int R>
-AVX512T void dot_int4_avx512(const WRow& wr, const float* x, int64_t K, float* sums) {
-  constexpr int U = R == 1 ? 4 : 2;
-  __m512 acc[R][U];
-  for (int m = 0; m < R; m++)
-    for (int u = 0; u < U; u++) acc[m][u] = _mm512_setzero_ps();
-  const int64_t G = K / 32;
-  int64_t g = 0;
-  // Two groups per step when one row of x would otherwise leave two FMA chains idle.
-  for (; g + 2 <= G; g += 2) {
-    __m512 w[4];
-    group2_avx512(wr.q + g * 16, wr.s[g], wr.z ? wr.z[g] : 8, w);
-    group2_avx512(wr.q + (g + 1) * 16, wr.s[g + 1], wr.z ? wr.z[g + 1] : 8, w + 2);
-    for (int m = 0; m < R; m++) {
-      const float* xg = x + m * K + g * 32;
-      for (int i = 0; i < 4; i++) acc[m][i % U] = _mm512_fmadd_ps(w[i], _mm512_loadu_ps(xg + 16 * i), acc[m][i % U]);
-    }
-  }
-  for (; g < G; g++) {
-    __m512 w[2];
-    group2_avx512(wr.q + g * 16, wr.s[g], wr.z ? wr.z[g] : 8, w);
-    for (int m = 0; m < R; m++) {
-      const float* xg = x + m * K + g * 32;
-      for (int i = 0; i < 2; i++) acc[m][i] = _mm512_fmadd_ps(w[i], _mm512_loadu_ps(xg + 16 * i), acc[m][i]);
-    }
-  }
-  for (int m = 0; m < R; m++) {
-    __m512 t = acc[m][0];
-    for (int u = 1; u < U; u++) t = _mm512_add_ps(t, acc[m][u]);
-    sums[m] = hsum512(t);
-  }
+/** The 32 raw levels of one int4 group as two vectors of 16 (elements 0-15, 16-31). */
+AVX512T inline void levels2_avx512(const uint8_t* q, __m512 w[2]) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  const __m128i m4 = _mm_set1_epi8(15);
+  w[0] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(b, m4)));
+  w[1] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b, 4), m4)));
 }
 
-AVX512T void dot_avx512(int format, const WRow& w, const float* x, int64_t K, int R, float* sums) {
+/** As dot_int4_avx2: raw levels, one scale per group, the zero points through xsum. */
+template <int R>
+AVX512T void dot_int4_avx512(const WRow& wr, const float* x, const float* xsum, int64_t K, float* sums) {
+  const int64_t G = K / 32;
+  __m512 acc0[R], acc1[R];
+  for (int m = 0; m < R; m++) acc0[m] = acc1[m] = _mm512_setzero_ps();
+  auto group = [&](int64_t g, __m512* acc) AVX512T {
+    __m512 w[2];
+    levels2_avx512(wr.q + g * 16, w);
+    const __m512 sv = _mm512_set1_ps(wr.s[g]);
+    for (int m = 0; m < R; m++) {
+      const float* xg = x + m * K + g * 32;
+      const __m512 d = _mm512_fmadd_ps(w[1], _mm512_loadu_ps(xg + 16), _mm512_mul_ps(w[0], _mm512_loadu_ps(xg)));
+      acc[m] = _mm512_fmadd_ps(sv, d, acc[m]);
+    }
+  };
+  int64_t g = 0;
+  for (; g + 2 <= G; g += 2) {
+    group(g, acc0);
+    group(g + 1, acc1);
+  }
+  if (g < G) group(g, acc0);
+  for (int m = 0; m < R; m++) sums[m] = hsum512(_mm512_add_ps(acc0[m], acc1[m])) - zero_corr_avx2(wr, xsum + m * G, G);
+}
+
+AVX512T void dot_avx512(int format, const WRow& w, const float* x, const float* xsum, int64_t K, int R, float* sums) {
   if (format == QUANT_INT8) {
     const int8_t* q = reinterpret_cast<const int8_t*>(w.q);
     switch (R) {
@@ -261,10 +297,10 @@ AVX512T void dot_avx512(int format, const WRow& w, const float* x, int64_t K, in
     }
   }
   switch (R) {
-    case 1: return dot_int4_avx512<1>(w, x, K, sums);
-    case 2: return dot_int4_avx512<2>(w, x, K, sums);
-    case 3: return dot_int4_avx512<3>(w, x, K, sums);
-    default: return dot_int4_avx512<4>(w, x, K, sums);
+    case 1: return dot_int4_avx512<1>(w, x, xsum, K, sums);
+    case 2: return dot_int4_avx512<2>(w, x, xsum, K, sums);
+    case 3: return dot_int4_avx512<3>(w, x, xsum, K, sums);
+    default: return dot_int4_avx512<4>(w, x, xsum, K, sums);
   }
 }
 
@@ -286,7 +322,7 @@ AVX512T void dequant_avx512(int format, const WRow& w, int64_t K, float* out) {
   }
 }
 
-using DotFn = void (*)(int, const WRow&, const float*, int64_t, int, float*);
+using DotFn = void (*)(int, const WRow&, const float*, const float*, int64_t, int, float*);
 using DequantFn = void (*)(int, const WRow&, int64_t, float*);
 
 void pick(DotFn& dot, DequantFn& deq) {
@@ -298,7 +334,7 @@ void pick(DotFn& dot, DequantFn& deq) {
 }
 
 /** Decode: rows [n0, n1) of out for all M rows of x, bias added, activation left to the caller. */
-void direct_rows(const QuantMatmulArgs& a, DotFn dot, int64_t n0, int64_t n1) {
+void direct_rows(const QuantMatmulArgs& a, DotFn dot, const float* xsum, int64_t n0, int64_t n1) {
   float sums[MAX_ROWS];
   for (int64_t n = n0; n < n1; n++) {
     const WRow w = row_of(a, n);
@@ -306,7 +342,7 @@ void direct_rows(const QuantMatmulArgs& a, DotFn dot, int64_t n0, int64_t n1) {
     const float b = a.bias ? a.bias[n] : 0.0f;
     for (int64_t m0 = 0; m0 < a.M; m0 += MAX_ROWS) {
       const int R = int(std::min<int64_t>(MAX_ROWS, a.M - m0));
-      dot(a.format, w, a.x + m0 * a.K, a.K, R, sums);
+      dot(a.format, w, a.x + m0 * a.K, xsum ? xsum + m0 * (a.K / 32) : nullptr, a.K, R, sums);
       for (int r = 0; r < R; r++) a.out[(m0 + r) * a.N + n] = sums[r] * scale + b;
     }
   }
@@ -321,11 +357,25 @@ void quant_matmul(const QuantMatmulArgs& a, int threads) {
   pick(dot, deq);
   const int64_t work = a.M * a.N * a.K;
   if (a.M <= DIRECT_MAX_M) {
+    // int4: the group sums of x, for the zero points (see dot_int4_avx2).
+    float xsum[DIRECT_MAX_M * 512];
+    const bool sums = a.format != QUANT_INT8 && a.K / 32 <= 512;
+    if (a.format != QUANT_INT8 && !sums) {
+      // Rows longer than 16384: the portable kernel, which needs no group sums.
+      dot = dot_portable;
+    }
+    if (sums)
+      for (int64_t m = 0; m < a.M; m++)
+        for (int64_t g = 0; g < a.K / 32; g++) {
+          float t = 0;
+          for (int j = 0; j < 32; j++) t += a.x[m * a.K + g * 32 + j];
+          xsum[m * (a.K / 32) + g] = t;
+        }
     const int nt = int(std::max<int64_t>(1, std::min<int64_t>(work < (1 << 16) ? 1 : threads, a.N)));
     parallel(nt, [&](int tid, int k) {
       // Shares of whole 16-row runs, so neighbouring threads do not write the same cache lines.
       const int64_t runs = (a.N + 15) / 16;
-      direct_rows(a, dot, std::min(a.N, runs * tid / k * 16), std::min(a.N, runs * (tid + 1) / k * 16));
+      direct_rows(a, dot, sums ? xsum : nullptr, std::min(a.N, runs * tid / k * 16), std::min(a.N, runs * (tid + 1) / k * 16));
     });
     if (a.act != ACT_NONE) apply_activation(a.out, a.M * a.N, a.act, threads);
     return;

@@ -72,6 +72,8 @@ export interface SafetensorsReader {
   readonly header: SafetensorsHeader;
   /** Reads and decodes one tensor (float types to Float32Array, F64 to Float64Array). */
   read(name: string): Promise<LoadedTensor>;
+  /** Reads one tensor's bytes as stored (little-endian), undecoded: packed integer data. */
+  readBytes(name: string): Promise<Uint8Array>;
   close(): Promise<void>;
 }
 
@@ -99,6 +101,13 @@ export async function openSafetensorsFile(path: string): Promise<SafetensorsRead
         const bytes = new Uint8Array(info.end - info.begin);
         await readExactly(fh, bytes, header.dataStart + info.begin, path);
         return decodeTensor(name, info, bytes, path, true);
+      },
+      async readBytes(name: string): Promise<Uint8Array> {
+        const info = header.tensors.get(name);
+        if (!info) throw new SafetensorsError(path, `no tensor '${name}'`);
+        const bytes = new Uint8Array(info.end - info.begin);
+        await readExactly(fh, bytes, header.dataStart + info.begin, path);
+        return bytes;
       },
       close: () => fh.close(),
     };

@@ -151,7 +151,7 @@ function checkPackedEntries(file: string, r: SafetensorsReader, levels: string, 
 
 async function readPacked(r: SafetensorsReader, levels: string, format: QuantFormat, N: number, K: number): Promise<QuantizedArrays> {
   const base = levels.replace(/\.weight$/, '');
-  const bytes = async (name: string): Promise<Uint8Array> => Uint8Array.from((await r.read(name)).data as Int32Array, (v) => v & 255);
+  const bytes = (name: string): Promise<Uint8Array> => r.readBytes(name); // I8 and U8 as stored: the packed bytes
   return {
     format, N, K,
     data: await bytes(levels),

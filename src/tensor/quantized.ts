@@ -85,6 +85,20 @@ export class QuantizedWeight {
     if (this.zeros && a.zeros) this.backend.write(this.zeros.storage, asWords(a.zeros), 0);
   }
 
+  /** Overwrites rows [n0, n0 + part.N) with `part` (the same format and K; n0 a multiple of 4),
+   *  so a loader can fill a large matrix a slice at a time. */
+  assignRows(n0: number, part: QuantizedArrays): void {
+    if (part.format !== this.format || part.K !== this.K || n0 % 4 !== 0 || n0 < 0 || n0 + part.N > this.N || (n0 + part.N < this.N && part.N % 4 !== 0)) {
+      throw new Error(`QuantizedWeight.assignRows: ${part.format} rows [${n0}, ${n0 + part.N}) of width ${part.K} into ${this.format} (${this.N}, ${this.K})`);
+    }
+    const per = quantScaleCount(this.format, 1, this.K); // scales (and zero points) per row
+    const rowBytes = quantDataBytes(this.format, 1, this.K);
+    if ((n0 * rowBytes) % 4 !== 0 || ((n0 * per) % 4 !== 0 && part.zeros)) throw new Error(`QuantizedWeight.assignRows: row ${n0} does not start a whole int32 word`);
+    this.backend.write(this.data.storage, asWords(part.data), (n0 * rowBytes) / 4);
+    this.backend.write(this.scales.storage, part.scales, n0 * per);
+    if (this.zeros && part.zeros) this.backend.write(this.zeros.storage, asWords(part.zeros), (n0 * per) / 4);
+  }
+
   /** The packed arrays, read back to the host. */
   toArrays(): QuantizedArrays {
     const count = quantScaleCount(this.format, this.N, this.K);
