@@ -99,7 +99,7 @@ export class CpuBackend extends RefBackend {
     const wasm = `WebAssembly SIMD${this.rt.relaxedSimd ? ' with relaxed-SIMD FMA' : ''}, ${this.rt.threads} threads`;
     if (!this.nativeInfo) return `${wasm} (native kernels not used: ${this.nativeWhy})`;
     const i = this.nativeInfo;
-    return `native ${i.isa}${i.isa !== i.best ? ` (the processor has ${i.best})` : ''}, ${i.threads} threads, for matmul, attention, norms, softmax, cross-entropy, AdamW, sums, copies and element-wise ops; ${wasm} for the rest`;
+    return `native ${i.isa}${i.isa !== i.best ? ` (the processor has ${i.best})` : ''}, ${i.threads} threads, for matmul (float, bfloat16, int8/int4 weights), attention, norms, softmax, cross-entropy, AdamW, sums, copies and element-wise ops; ${wasm} for the rest`;
   }
 
   override supports(dtype: DType): boolean {
