@@ -1,6 +1,6 @@
 // Weight-only quantization: decode and prefill speed, resident memory and (with --model) the
 // perplexity cost of int8, int4 and int4z against float32, on the native cpu path.
-//   node dist/bench/quant.js [--only speed,quality] [--min_s 6] [--model DIR] [--json FILE]
+//   node dist/bench/quant.js [--only speed,quality] [--min_s 6] [--repeat 3] [--model DIR] [--json FILE]
 // speed: the GPT-2 124M shape (12 layers, 768 wide, 50257 vocabulary, tied head) and a Llama of
 // the same size, random weights, batch 1: prefill of 128 tokens, then KV-cache decode of 32. Each
 // cell runs in a child process of its own, so its resident set (peak RSS) is that model's: the
@@ -138,6 +138,20 @@ function child(cell: string): Record<string, number> | string {
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number>;
 }
 
+/** Each speed cell runs REPEAT times (fresh processes); the table shows each figure's median, as
+ *  this machine's timings move by 20-30 % from run to run. */
+const REPEAT = Number(args.get('repeat') ?? 3);
+function medianOf(runs: (Record<string, number> | string)[]): Record<string, number> | string {
+  const ok = runs.filter((r): r is Record<string, number> => typeof r !== 'string');
+  if (!ok.length) return runs[0]!;
+  const out: Record<string, number> = { runs: ok.length };
+  for (const k of Object.keys(ok[0]!)) {
+    const v = ok.map((r) => r[k]!).sort((a, b) => a - b);
+    out[k] = v[Math.floor((v.length - 1) / 2)]!;
+  }
+  return out;
+}
+
 const only = new Set(String(args.get('only') ?? 'speed,quality').split(','));
 const results: Record<string, unknown> = { machine: machineInfo(), threads: THREADS, prefill_tokens: PREFILL, decode_tokens: DECODE };
 const f1 = (x: number): string => x.toFixed(1);
@@ -149,7 +163,7 @@ if (only.has('speed')) {
     const cells: Record<string, Record<string, number> | string> = {};
     const rows: string[][] = [];
     for (const p of PRECISIONS) {
-      const c = child(`speed:${shape}:${p}`);
+      const c = medianOf(Array.from({ length: REPEAT }, () => child(`speed:${shape}:${p}`)));
       cells[p] = c;
       const base = cells['float32'];
       if (typeof c === 'string' || typeof base === 'string') {
@@ -162,7 +176,7 @@ if (only.has('speed')) {
         f1(c['matrix_mib']!), x('matrix_mib', 3), f1(above(c)), `${(above(c) / above(base)).toFixed(3)}x`, f1(c['peak_rss_mib']!)]);
     }
     results[shape] = cells;
-    console.log(`\n${shape}, batch 1, ${THREADS} threads, native cpu (${(results['machine'] as { cpu: string }).cpu}); every matrix quantized, the token embedding (tied head) too`);
+    console.log(`\n${shape}, batch 1, ${THREADS} threads, native cpu (${(results['machine'] as { cpu: string }).cpu}); every matrix quantized, the token embedding (tied head) too; medians of ${REPEAT} runs`);
     console.log(table(['weights', 'decode tok/s', 'vs f32', `prefill ${PREFILL} tok/s`, 'vs f32', 'matrices MiB', 'vs f32', `loaded RSS above runtime's ${f1(base0)} MiB`, 'vs f32', 'peak RSS MiB'], rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']));
   }
 }
