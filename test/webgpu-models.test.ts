@@ -333,8 +333,13 @@ test('webgpu models: the CLI trains and samples with --device webgpu', async (t)
     const onCpu = spawnSync(process.execPath, [main, ...greedy, '--device', 'cpu', '--dtype', 'float16'], { encoding: 'utf8', timeout: 60_000 });
     assert.equal(onCpu.status, 2);
     assert.match(onCpu.stderr, /--dtype float16 needs a backend that stores it \(float16: --device webgpu; bfloat16: --device cpu\); this is cpu/);
-    const bad = spawnSync(process.execPath, [main, ...greedy, '--dtype', 'int8'], { encoding: 'utf8', timeout: 60_000 });
-    assert.match(bad.stderr, /--dtype must be one of float32, float16, bfloat16, got 'int8'/);
+    // int8 weights on webgpu (the quantized kernels), and a dtype that does not exist.
+    const q = spawnSync(process.execPath, [main, ...greedy, '--device', 'webgpu', '--dtype', 'int8'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(q.status, 0, `sample --dtype int8 failed:\n${q.stdout}\n${q.stderr}`);
+    assert.match(q.stderr, /weights quantized to int8: 4 matrices/);
+    assert.ok(q.stdout.trim().length > 0, 'the int8 model prints text');
+    const bad = spawnSync(process.execPath, [main, ...greedy, '--dtype', 'int3'], { encoding: 'utf8', timeout: 60_000 });
+    assert.match(bad.stderr, /--dtype must be one of float32, float16, bfloat16, int8, int4, int4z, got 'int3'/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -3,7 +3,13 @@
 // assembly/quant.ts's; anything they do not take (other dtypes, a bad argument, an id out of
 // range) returns false, and the caller's JS kernel handles it, refusals included.
 import type { QuantMatmulArgs, QuantWeightStorage, Storage } from '../backend.js';
-import type { CpuBackend } from './index.js';
+import type { WasmRuntime } from './runtime.js';
+
+/** What these kernels need of the cpu backend (its runtime, and storage pointers). */
+export interface WasmHost {
+  readonly rt: WasmRuntime;
+  ptr(s: Storage): number;
+}
 
 /** assembly/quant.ts format codes. */
 const FORMAT = { int8: 0, int4: 1, int4z: 2 } as const;
@@ -28,7 +34,7 @@ function weightOk(w: QuantWeightStorage): boolean {
 }
 
 /** Runs the quantized matmul on the wasm kernels; false: not handled (the caller runs the JS kernel). */
-export function wasmQuantMatmul(be: CpuBackend, args: QuantMatmulArgs): boolean {
+export function wasmQuantMatmul(be: WasmHost, args: QuantMatmulArgs): boolean {
   const { w, M, x, out } = args;
   const bias = args.bias ?? null;
   const act = ACT[args.activation ?? 'none'];
@@ -52,7 +58,7 @@ export function wasmQuantMatmul(be: CpuBackend, args: QuantMatmulArgs): boolean 
 }
 
 /** Runs the quantized embedding on the wasm kernels; false: not handled. */
-export function wasmQuantEmbedding(be: CpuBackend, w: QuantWeightStorage, ids: Storage, n: number, out: Storage): boolean {
+export function wasmQuantEmbedding(be: WasmHost, w: QuantWeightStorage, ids: Storage, n: number, out: Storage): boolean {
   if (!be.rt.has('quant_embedding') || !weightOk(w)) return false;
   if (ids.dtype !== 'int32' || out.dtype !== 'float32' || !(Number.isInteger(n) && n >= 0) || ids.size < n || out.size < n * w.K) return false;
   const idv = be.rt.i32(be.ptr(ids), n);
