@@ -14,7 +14,7 @@ import { Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
 import { Module, ModuleList } from '../nn/module.js';
 import { ScaledRope, type RopeScaling } from '../nn/positional.js';
 import {
-  add, checkpoint, crossEntropy, fmt, gelu, Generator, linear, permute, reshape, scaledDotProductAttention, swiglu,
+  add, checkpoint, concat, crossEntropy, fmt, gelu, Generator, linear, permute, reshape, scaledDotProductAttention, slice, swiglu,
   type DType, type Tensor,
 } from '../tensor/index.js';
 
@@ -141,6 +141,35 @@ export class DecoderAttention extends Module {
   }
 }
 
+/** forward() for one new token of each of B sequences, each with its own cache and position:
+ *  the projections are one matmul for all rows, norm/RoPE/attention run per row. */
+export function decoderAttentionDecodeBatch(a: DecoderAttention, x: Tensor, caches: readonly KVLayerCache[], pasts: readonly number[]): Tensor {
+  const [B, T] = x.shape as [number, number, number];
+  if (T !== 1 || caches.length !== B || pasts.length !== B) throw new Error(`DecoderAttention.decodeBatch: x ${fmt(x.shape)} must be (B, 1, C) with B caches and positions`);
+  const H = a.cfg.num_attention_heads;
+  const Hkv = a.cfg.num_key_value_heads;
+  const D = a.cfg.head_dim;
+  const qAll = a.q_proj.forward(x); // (B, 1, H·D)
+  const kAll = a.k_proj.forward(x);
+  const vAll = a.v_proj.forward(x);
+  const sparsity = a.window !== null ? { kind: 'window' as const, window: a.window } : null;
+  const ys: Tensor[] = [];
+  for (let i = 0; i < B; i++) {
+    const heads = (t: Tensor, h: number, n: LayerNorm | RMSNorm | null, rotate: boolean): Tensor => {
+      let r = reshape(slice(t, 0, i, i + 1), [1, 1, h, D]);
+      if (n) r = n.forward(r);
+      if (rotate) r = a.rope.apply(r, pasts[i]!, 'bthd');
+      return permute(r, [0, 2, 1, 3]);
+    };
+    const q = heads(qAll, H, a.qNorm, true);
+    const k = appendToCache(caches[i]!, 'k', heads(kAll, Hkv, a.kNorm, true));
+    const v = appendToCache(caches[i]!, 'v', heads(vAll, Hkv, null, false));
+    ys.push(scaledDotProductAttention(q, k, v, { causal: true, sparsity })); // (1, H, 1, D)
+  }
+  const y = B === 1 ? ys[0]! : concat(ys, 0);
+  return a.out.forward(reshape(permute(y, [0, 2, 1, 3]), [B, T, H * D]));
+}
+
 /** mlp: SwiGLU (gate_proj, up_proj, down_proj) or phi's fc2(gelu(fc1(x))). */
 export class DecoderMLP extends Module {
   readonly up: Linear; // up_proj / fc1: (C -> I)
@@ -191,6 +220,16 @@ export class DecoderLayer extends Module {
       return add(add(this.self_attn.forward(h, cache), this.mlp.forward(h)), x);
     }
     x = add(x, this.self_attn.forward(this.input_layernorm.forward(x), cache)); // (B, T, C)
+    return add(x, this.mlp.forward(this.post_attention_layernorm.forward(x)));
+  }
+
+  /** forward() for one new token of each of B sequences with their own caches (DecoderLM.decodeBatch). */
+  decodeBatch(x: Tensor, caches: readonly KVLayerCache[], pasts: readonly number[]): Tensor {
+    if (!this.post_attention_layernorm) {
+      const h = this.input_layernorm.forward(x);
+      return add(add(decoderAttentionDecodeBatch(this.self_attn, h, caches, pasts), this.mlp.forward(h)), x);
+    }
+    x = add(x, decoderAttentionDecodeBatch(this.self_attn, this.input_layernorm.forward(x), caches, pasts));
     return add(x, this.mlp.forward(this.post_attention_layernorm.forward(x)));
   }
 }
@@ -248,6 +287,31 @@ export class DecoderLM extends Module {
 
   createKVCache(): KVCache {
     return new KVCache(this.config.num_hidden_layers);
+  }
+
+  /**
+   * Continuous batching's decode step: idx int32 (B, 1) holds the next token of B independent
+   * sequences, caches[i] sequence i's KV cache (batch 1), whose length is the token's position
+   * (RoPE rotates each row at its own). Every weight matmul runs once for all rows; each cache
+   * grows by one. Row i's logits equal forwardWithCache(idx[i], caches[i]).
+   */
+  decodeBatch(idx: Tensor, caches: readonly KVCache[]): { logits: Tensor } {
+    const cfg = this.config;
+    if (idx.dtype !== 'int32' || idx.ndim !== 2 || idx.shape[1] !== 1) throw new Error(`DecoderLM.decodeBatch: idx must be int32 (B, 1), got ${idx.dtype} ${fmt(idx.shape)}`);
+    const B = idx.shape[0]!;
+    if (caches.length !== B) throw new Error(`DecoderLM.decodeBatch: ${B} rows but ${caches.length} caches`);
+    const pasts = caches.map((c) => c.length);
+    for (const c of caches) {
+      if (c.layers.length !== cfg.num_hidden_layers) throw new Error(`DecoderLM.decodeBatch: a cache has ${c.layers.length} layers, the model ${cfg.num_hidden_layers}`);
+      if (c.length + 1 > cfg.block_size) throw new Error(`DecoderLM.decodeBatch: a sequence of ${c.length} cached tokens is at the context of ${cfg.block_size}`);
+    }
+    let x = this.model.embed_tokens.forward(idx); // (B, 1, C)
+    this.model.layers.items.forEach((layer, i) => {
+      x = layer.decodeBatch(x, caches.map((c) => c.layers[i]!), pasts);
+    });
+    x = this.model.finalNorm.forward(x);
+    for (const c of caches) c.length += 1;
+    return { logits: this.lm_head ? this.lm_head.forward(x) : this.model.embed_tokens.project(x) };
   }
 
   /** The ids generation stops at (config.json's eos_token_id, one or several). */

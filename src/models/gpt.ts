@@ -14,7 +14,7 @@ import { swigluHidden, MLP, type MLPActivation } from '../nn/mlp.js';
 import { Module, ModuleList } from '../nn/module.js';
 import { MoE } from '../nn/moe.js';
 import { LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding } from '../nn/positional.js';
-import { add, checkpoint, crossEntropy, fmt, Generator, linear, type DType, type Tensor } from '../tensor/index.js';
+import { add, checkpoint, concat, crossEntropy, fmt, Generator, linear, tensor, unsqueeze, type DType, type Tensor } from '../tensor/index.js';
 
 export type PosEncoding = 'learned' | 'sinusoidal' | 'rope';
 export type { NormPlacement } from '../nn/encoder-decoder-layers.js';
@@ -249,6 +249,16 @@ export class Block extends Module {
     x = this.ln_1.forward(add(x, this.attn.forward(x, cache)));
     return this.ln_2.forward(add(x, this.mlp.forward(x)));
   }
+
+  /** forward() for one new token of each of B sequences with their own caches (decodeBatch). */
+  decodeBatch(x: Tensor, caches: readonly KVLayerCache[], pasts: readonly number[]): Tensor {
+    if (this.cfg.norm_placement === 'pre') {
+      x = add(x, this.attn.decodeBatch(this.ln_1.forward(x), caches, pasts));
+      return add(x, this.mlp.forward(this.ln_2.forward(x)));
+    }
+    x = this.ln_1.forward(add(x, this.attn.decodeBatch(x, caches, pasts)));
+    return this.ln_2.forward(add(x, this.mlp.forward(x)));
+  }
 }
 
 /** The `transformer` container of GPT-2's names. */
@@ -367,6 +377,35 @@ export class GPT extends Module {
    *  layers (dispose() it when done). */
   createKVCache(): KVCache {
     return new KVCache(this.config.n_layer, this.transformer.h.items.map((b) => b.attn.cacheKind));
+  }
+
+  /**
+   * Continuous batching's decode step: idx int32 (B, 1) holds the next token of B independent
+   * sequences, caches[i] the KV cache (batch 1) of sequence i, whose length is that token's
+   * position (each row gets its own position embedding). Every weight matmul runs once for all
+   * rows; each cache grows by one. Row i's logits equal forwardWithCache(idx[i], caches[i]).
+   */
+  decodeBatch(idx: Tensor, caches: readonly KVCache[]): GPTOutput {
+    const cfg = this.config;
+    const t = this.transformer;
+    if (idx.dtype !== 'int32' || idx.ndim !== 2 || idx.shape[1] !== 1) throw new Error(`GPT.decodeBatch: idx must be int32 (B, 1), got ${idx.dtype} ${fmt(idx.shape)}`);
+    const B = idx.shape[0]!;
+    if (caches.length !== B) throw new Error(`GPT.decodeBatch: ${B} rows but ${caches.length} caches`);
+    const pasts = caches.map((c) => c.length);
+    for (const c of caches) {
+      if (c.layers.length !== cfg.n_layer) throw new Error(`GPT.decodeBatch: a cache has ${c.layers.length} layers, the model ${cfg.n_layer}`);
+      if (c.length + 1 > cfg.block_size) throw new Error(`GPT.decodeBatch: a sequence of ${c.length} cached tokens is at block_size ${cfg.block_size}`);
+    }
+    let x = t.wte.forward(idx); // (B, 1, C)
+    if (t.wpe) x = add(x, t.wpe.forward(tensor(Int32Array.from(pasts), { backend: idx.backend, dtype: 'int32', shape: [B, 1] })));
+    else if (t.pe) x = add(x, concat(pasts.map((p) => unsqueeze(t.pe!.positions(1, p), 0)), 0));
+    x = t.drop.forward(x);
+    t.h.items.forEach((block, i) => {
+      x = block.decodeBatch(x, caches.map((c) => c.layers[i]!), pasts);
+    });
+    if (t.ln_f) x = t.ln_f.forward(x);
+    for (const c of caches) c.length += 1;
+    return { logits: this.lm_head ? this.lm_head.forward(x) : t.wte.project(x) }; // (B, 1, V)
   }
 
   /** Draws new performer features in every layer (no-op for other kinds). */

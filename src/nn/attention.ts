@@ -6,7 +6,7 @@
 // sparse patterns of the fused kernel (local, strided, fixed), and causal linear attention
 // (elu+1 features or Performer random features) with a running state instead of a KV cache.
 import {
-  contiguous, elu1, expand, fmt, noGrad, permute, reshape, scaledDotProductAttention, slice, split, unsqueeze, zeros,
+  concat, contiguous, elu1, expand, fmt, noGrad, permute, reshape, scaledDotProductAttention, slice, split, unsqueeze, zeros,
   type Generator, type Tensor,
 } from '../tensor/index.js';
 import type { AttentionSparsity } from '../backend/backend.js';
@@ -201,6 +201,43 @@ export class CausalSelfAttention extends Module {
     // Grouped kv heads go in as they are: the kernel maps each query head to its kv head.
     const y = scaledDotProductAttention(q, k, v, { causal: true, sparsity: this.sparsity }); // (B, H, T, D)
     return this.output(y, [B, T, C]);
+  }
+
+  /**
+   * One decode step for B independent sequences (continuous batching): x (B, 1, C) holds each
+   * sequence's newest token, caches[i] is sequence i's own layer cache (batch 1) and pasts[i]
+   * its length (the token's position). The projections run as one (B, ·) matmul each; only the
+   * attention core, which is small at decode, runs per row over that row's own keys, with RoPE
+   * at that row's position. Row i equals forward(x[i:i+1], caches[i]).
+   */
+  decodeBatch(x: Tensor, caches: readonly KVLayerCache[], pasts: readonly number[]): Tensor {
+    if (x.ndim !== 3 || x.shape[1] !== 1 || x.shape[2] !== this.nEmbd) throw new Error(`CausalSelfAttention.decodeBatch: input ${fmt(x.shape)} must be (B, 1, ${this.nEmbd})`);
+    if (this.cacheKind !== 'kv') throw new Error(`CausalSelfAttention.decodeBatch: ${this.kind} attention keeps running sums; batched decode needs a KV cache`);
+    const [B, T, C] = x.shape as [number, number, number];
+    if (caches.length !== B || pasts.length !== B) throw new Error(`CausalSelfAttention.decodeBatch: ${B} rows, ${caches.length} caches, ${pasts.length} positions`);
+    const H = this.nHead;
+    const Hkv = this.nKvHead;
+    const D = this.headDim;
+    const qkv = this.c_attn.forward(x); // (B, 1, C + 2·Hkv·D): one matmul for every row
+    const heads = (t: Tensor, h: number) => permute(reshape(t, [B, T, h, D]), [0, 2, 1, 3]);
+    const [q0, k0, v0] = Hkv === H ? split(qkv, C, -1) : split(qkv, [C, Hkv * D, Hkv * D], -1);
+    const q = heads(q0!, H); // (B, H, 1, D)
+    const k = heads(k0!, Hkv);
+    const v = heads(v0!, Hkv);
+    const ys: Tensor[] = [];
+    for (let i = 0; i < B; i++) {
+      let qi = slice(q, 0, i, i + 1);
+      let ki = slice(k, 0, i, i + 1);
+      let vi = slice(v, 0, i, i + 1);
+      if (this.rope) {
+        qi = this.rope.apply(qi, pasts[i]!);
+        ki = this.rope.apply(ki, pasts[i]!);
+      }
+      ki = appendToCache(caches[i]!, 'k', ki);
+      vi = appendToCache(caches[i]!, 'v', vi);
+      ys.push(scaledDotProductAttention(qi, ki, vi, { causal: true, sparsity: this.sparsity })); // (1, H, 1, D)
+    }
+    return this.output(B === 1 ? ys[0]! : concat(ys, 0), [B, T, C]);
   }
 
   private output(y: Tensor, [B, T, C]: [number, number, number]): Tensor {

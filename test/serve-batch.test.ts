@@ -1,0 +1,79 @@
+// The batched decode step of continuous batching (GPT.decodeBatch, DecoderLM.decodeBatch): each
+// row, with its own cache and position, gets the logits forwardWithCache gives it alone.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { getBackend, noGrad, slice, tensor, tidy, type Tensor } from '../src/index.js';
+import { DecoderLM } from '../src/models/decoder.js';
+import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
+import { GPT, type PosEncoding } from '../src/models/gpt.js';
+import type { KVCache } from '../src/nn/attention.js';
+
+const cpu = await getBackend('cpu');
+type M = GPT | DecoderLM;
+
+function ids(a: number[]): Tensor {
+  return tensor(Int32Array.from(a), { backend: cpu, dtype: 'int32', shape: [1, a.length] });
+}
+
+function rowOf(logits: Tensor, i: number): Float32Array {
+  return Float32Array.from(slice(slice(logits, 0, i, i + 1), 1, logits.shape[1]! - 1, logits.shape[1]!).data());
+}
+
+function check(model: M, prompts: number[][], steps: number): void {
+  model.eval();
+  const solo = prompts.map(() => model.createKVCache());
+  const batch = prompts.map(() => model.createKVCache());
+  try {
+    noGrad(() => {
+      // prefill each alone, in both sets of caches
+      const next = prompts.map((p, i) => tidy(() => {
+        model.forwardWithCache(ids(p), batch[i]!);
+        const l = rowOf(model.forwardWithCache(ids(p), solo[i]!).logits, 0);
+        return l.indexOf(Math.max(...l));
+      }));
+      for (let s = 0; s < steps; s++) {
+        // rows leave: the last row stops one step early each other step
+        const live = prompts.map((_, i) => i).filter((i) => !(s >= 2 && i === prompts.length - 1));
+        tidy(() => {
+          const bl = model.decodeBatch(tensor(Int32Array.from(live.map((i) => next[i]!)), { backend: cpu, dtype: 'int32', shape: [live.length, 1] }), live.map((i) => batch[i]! as KVCache)).logits;
+          live.forEach((i, r) => {
+            const a = rowOf(model.forwardWithCache(ids([next[i]!]), solo[i]!).logits, 0);
+            const b = rowOf(bl, r);
+            let d = 0;
+            for (let j = 0; j < a.length; j++) d = Math.max(d, Math.abs(a[j]! - b[j]!));
+            assert.ok(d < 1e-4, `row ${i} step ${s}: max |Δlogit| ${d}`);
+            next[i] = a.indexOf(Math.max(...a));
+          });
+        });
+      }
+    });
+  } finally {
+    for (const c of [...solo, ...batch]) c.dispose();
+  }
+}
+
+for (const pos of ['learned', 'rope', 'sinusoidal'] as PosEncoding[]) {
+  test(`GPT (${pos}).decodeBatch rows equal forwardWithCache alone`, () => {
+    const m = new GPT({ n_layer: 2, n_head: 2, n_embd: 16, block_size: 64, vocab_size: 40, pos_encoding: pos }, { backend: cpu, seed: 3 });
+    check(m, [[1, 2, 3], [5], [7, 8, 9, 10, 11, 12], [4, 4]], 6);
+    m.dispose();
+  });
+}
+
+test('GPT with grouped kv heads: decodeBatch rows equal forwardWithCache', () => {
+  const m = new GPT({ n_layer: 2, n_head: 4, n_kv_head: 2, n_embd: 16, block_size: 64, vocab_size: 40, pos_encoding: 'rope' }, { backend: cpu, seed: 4 });
+  check(m, [[1, 2], [3, 4, 5, 6, 7]], 5);
+  m.dispose();
+});
+
+for (const family of ['llama', 'qwen3', 'phi'] as const) {
+  test(`DecoderLM (${family}).decodeBatch rows equal forwardWithCache alone`, () => {
+    const cfg = decoderConfigFromHF({
+      model_type: family, vocab_size: 50, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 4,
+      num_key_value_heads: 2, max_position_embeddings: 64, ...(family === 'phi' ? { partial_rotary_factor: 0.5 } : {}),
+    });
+    const m = new DecoderLM(cfg, { backend: cpu, seed: 5 });
+    check(m, [[1, 2, 3], [9], [10, 11, 12, 13, 14, 15, 16]], 6);
+    m.dispose();
+  });
+}
