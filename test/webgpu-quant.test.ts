@@ -4,61 +4,16 @@
 // refused at the next read. Skipped where there is no adapter (see webgpu-helpers.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Activation, Backend, QuantWeightStorage } from '../src/backend/backend.js';
+import type { Backend } from '../src/backend/backend.js';
 import { Generator, getBackend, noGrad, RefBackend, tensor } from '../src/index.js';
 import { DecoderLM } from '../src/models/decoder.js';
 import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
 import { quantizeModel } from '../src/nn/quantized.js';
-import { QUANT_FORMATS, dequantizeRows, quantize, type QuantFormat, type QuantizedArrays } from '../src/tensor/quantize.js';
+import { QUANT_FORMATS, dequantizeRows, quantize, type QuantizedArrays } from '../src/tensor/quantize.js';
+import { cases, freeQuant, randomF32, uploadQuant, type Case } from './quant-helpers.js';
 import { webgpu } from './webgpu-helpers.js';
 
 const ref = new RefBackend();
-const ACTS: Activation[] = ['none', 'relu', 'gelu'];
-
-/** Bytes as the little-endian int32 words of a storage (padded to whole words). */
-function words(bytes: Uint8Array): Int32Array {
-  const padded = new Uint8Array(Math.ceil(bytes.length / 4) * 4);
-  padded.set(bytes);
-  return new Int32Array(padded.buffer);
-}
-
-function uploadQuant(be: Backend, q: QuantizedArrays): QuantWeightStorage {
-  return {
-    format: q.format, N: q.N, K: q.K,
-    data: be.upload(words(q.data), 'int32'),
-    scales: be.upload(q.scales, 'float32'),
-    zeros: q.zeros ? be.upload(words(q.zeros), 'int32') : null,
-  };
-}
-
-function freeQuant(be: Backend, w: QuantWeightStorage): void {
-  be.free(w.data);
-  be.free(w.scales);
-  if (w.zeros) be.free(w.zeros);
-}
-
-function randomF32(n: number, g: Generator, scale = 1): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = g.normal() * scale;
-  return a;
-}
-
-interface Case { format: QuantFormat; M: number; K: number; N: number; bias: boolean; act: Activation }
-
-function* cases(): IterableIterator<Case> {
-  for (const format of QUANT_FORMATS) {
-    for (const K of format === 'int8' ? [32, 50, 96, 800] : [32, 96, 800]) {
-      for (const M of [1, 3, 17]) {
-        for (const N of [1, 5, 64]) {
-          for (const bias of [false, true]) {
-            for (const act of ACTS) yield { format, M, K, N, bias, act };
-          }
-        }
-      }
-    }
-  }
-}
-
 /** Queues quantMatmul on `be` for case c and returns the output storage (and what to free). */
 function queueMatmul(be: Backend, c: Case, q: QuantizedArrays, x: Float32Array, bias: Float32Array | null): { out: ReturnType<Backend['alloc']>; free: () => void } {
   const w = uploadQuant(be, q);
