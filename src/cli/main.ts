@@ -97,6 +97,33 @@ Ctrl-D ends it. Piped input works too: one user turn per line.
     booleans: ['quantize_embeddings', 'quantize_head'],
     run: async (f) => (await import('./chat.js')).runChat(f),
   },
+  serve: {
+    summary: 'serve a model over the OpenAI HTTP API (completions, chat, streaming) with continuous batching',
+    help: `attn serve --model DIR [options]
+
+An OpenAI-compatible HTTP server (docs/serve.md): GET /v1/models, POST /v1/completions,
+POST /v1/chat/completions (the model's chat template, else plain "role: content" lines),
+stream: true as server-sent events, GET /health, GET /metrics (Prometheus text). Requests join
+and leave one batched decode step at every token (continuous batching). SIGTERM or Ctrl-C stops
+accepting, finishes the running requests and exits.
+
+  --model DIR            a model directory (attn checkpoint, Hugging Face llama/mistral/qwen/phi/
+                         GPT-2, a .gguf file) or a LoRA adapter directory
+  --adapter DIR          PEFT LoRA adapters to apply to --model
+  --dtype int8|int4|int4z weight-only quantization while loading (default float32)
+  --host H               address to listen on (default 127.0.0.1)
+  --port N               port (default 8080; 0 picks a free one)
+  --api-key KEY          require 'Authorization: Bearer KEY' on /v1/* (or ATTN_API_KEY)
+  --max-batch N          sequences decoded together (default 16)
+  --max-tokens N         largest max_tokens a request may ask for (default 4096)
+  --max-queue N          sequences that may wait for a slot; more get 429 (default 4 x max-batch)
+  --max-body BYTES       largest request body; larger get 413 (default 1048576)
+  --model-name NAME      the id clients send as 'model' (default the directory's name)
+  --quiet                no request log on stderr
+  --device cpu|webgpu|auto|ref, --threads N`,
+    booleans: ['quiet', 'quantize_embeddings', 'quantize_head'],
+    run: async (f) => (await import('./serve.js')).runServe(f),
+  },
   export: {
     summary: 'write a llama or GPT-2 model as a GGUF file (llama.cpp), or a decoder as ONNX',
     help: `attn export gguf --model DIR --out FILE.gguf [--type f32|f16|q8_0|q4_0|q4_1]

@@ -1,0 +1,342 @@
+// Continuous batching. Every sequence (one choice of one request) holds its own KV cache, its
+// own sampling parameters and its own seeded generator. The loop runs one step at a time, each
+// in its own macrotask so the HTTP server keeps reading and writing between steps:
+//   1. sequences that were cancelled (client gone) or finished have already left;
+//   2. waiting sequences join while slots are free: each is prefilled alone (its prompt in one
+//      forward into its own cache) and samples its first token;
+//   3. one batched decode forward (model.decodeBatch) feeds the newest token of every running
+//      sequence at once — one matmul per weight for the whole batch — and each row is sampled
+//      with its own parameters and generator;
+//   4. a sequence that hit a stop id, a stop string, max_tokens or the context leaves at once
+//      and frees its slot.
+// A sequence therefore sees exactly the computation it would see alone, and with the same seed
+// yields the same tokens whoever else is in the batch (test/serve.test.ts).
+import type { Backend } from '../backend/backend.js';
+import { argmaxLogits, selectToken } from '../generate/sampling.js';
+import type { KVCache } from '../nn/attention.js';
+import { slice, tensor } from '../tensor/ops.js';
+import { Generator } from '../tensor/random.js';
+import { noGrad, tidy, type Tensor } from '../tensor/tensor.js';
+import type { CausalModel } from '../cli/common.js';
+import { ApiError } from './errors.js';
+import type { Metrics } from './metrics.js';
+
+export interface SequenceParams {
+  promptIds: number[];
+  maxTokens: number;
+  /** 0: greedy. */
+  temperature: number;
+  topP: number;
+  topK?: number;
+  seed: number;
+  stopIds: ReadonlySet<number>;
+  stopStrings: readonly string[];
+  /** Alternatives reported per token (0: only the chosen token's logprob); null: no logprobs. */
+  logprobs: number | null;
+}
+
+export interface TokenLogprob {
+  token: number;
+  logprob: number;
+  top: { token: number; logprob: number }[];
+}
+
+export type FinishReason = 'stop' | 'length';
+
+export interface SequenceEvents {
+  /** A token was produced; `text` is the part of the completion that became final (may be ''). */
+  onToken(seq: Sequence, token: number, text: string, logprob: TokenLogprob | null): void;
+  /** The sequence ended (not called when cancelled). */
+  onFinish(seq: Sequence): void;
+  /** The sequence failed (its request gets a 500). */
+  onError(seq: Sequence, err: Error): void;
+}
+
+export class Sequence {
+  cache: KVCache | null = null;
+  readonly out: number[] = [];
+  readonly logprobs: TokenLogprob[] = [];
+  /** The completion's text once finished (cut before a stop string, without a stop token). */
+  text = '';
+  finishReason: FinishReason | null = null;
+  state: 'waiting' | 'running' | 'done' = 'waiting';
+  /** Held out of decode steps while its client's socket is full (backpressure). */
+  paused = false;
+  /** The token sampled last and not yet fed to the model. */
+  pending = -1;
+  readonly rng: Generator;
+  readonly created = performance.now();
+  firstTokenAt: number | null = null;
+  private readonly tracker: TextTracker;
+
+  constructor(readonly params: SequenceParams, readonly events: SequenceEvents, decode: (ids: number[]) => string) {
+    this.rng = new Generator(params.seed);
+    this.tracker = new TextTracker(decode, params.stopStrings);
+  }
+
+  /** Records a sampled token; returns whether the sequence is done. */
+  accept(token: number, lp: TokenLogprob | null, blockSize: number): boolean {
+    this.out.push(token);
+    if (lp) this.logprobs.push(lp);
+    const p = this.params;
+    let reason: FinishReason | null = p.stopIds.has(token) ? 'stop' : this.out.length >= p.maxTokens || p.promptIds.length + this.out.length > blockSize ? 'length' : null;
+    const piece = this.tracker.update(reason === 'stop' ? this.out.slice(0, -1) : this.out, reason !== null);
+    if (this.tracker.stopString !== undefined) reason = 'stop';
+    if (this.firstTokenAt === null) this.firstTokenAt = performance.now();
+    this.pending = token;
+    this.events.onToken(this, token, piece, lp);
+    if (reason) {
+      this.finishReason = reason;
+      this.text = this.tracker.final ?? '';
+    }
+    return reason !== null;
+  }
+}
+
+export interface SchedulerOptions {
+  maxBatch: number;
+  /** Sequences that may wait for a slot; more are refused with 429. */
+  maxQueue: number;
+  backend: Backend;
+  metrics?: Metrics;
+}
+
+export class Scheduler {
+  private readonly waiting: Sequence[] = [];
+  private readonly running: Sequence[] = [];
+  private scheduled = false;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(readonly model: CausalModel, readonly opts: SchedulerOptions) {}
+
+  get queueLength(): number {
+    return this.waiting.length;
+  }
+
+  /** Sequences holding a slot (a KV cache). */
+  get batchSize(): number {
+    return this.running.length;
+  }
+
+  /** Queues the sequences of one request, all or none (429 when the queue cannot hold them). */
+  submit(seqs: Sequence[]): void {
+    const free = this.opts.maxBatch - this.running.length;
+    if (this.waiting.length + seqs.length > this.opts.maxQueue + Math.max(0, free)) {
+      throw new ApiError(429, `the server is busy: ${this.waiting.length} sequences queued (--max-queue ${this.opts.maxQueue}); retry later`, 'rate_limit_error', null, 'queue_full');
+    }
+    this.waiting.push(...seqs);
+    this.kick();
+  }
+
+  /** Removes a sequence (its client went away): its slot and cache are freed now. */
+  cancel(seq: Sequence): void {
+    if (seq.state === 'done') return;
+    const w = this.waiting.indexOf(seq);
+    if (w >= 0) this.waiting.splice(w, 1);
+    this.release(seq);
+  }
+
+  resume(seq: Sequence): void {
+    seq.paused = false;
+    this.kick();
+  }
+
+  /** Resolves once nothing is waiting or running. */
+  idle(): Promise<void> {
+    if (!this.waiting.length && !this.running.length) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  private release(seq: Sequence): void {
+    seq.state = 'done';
+    const i = this.running.indexOf(seq);
+    if (i >= 0) this.running.splice(i, 1);
+    seq.cache?.dispose();
+    seq.cache = null;
+  }
+
+  private kick(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => this.step());
+  }
+
+  private step(): void {
+    this.scheduled = false;
+    try {
+      this.admit();
+      this.decode();
+    } catch (e) {
+      // A failure of the model step fails the sequences in it, never the server.
+      for (const s of [...this.running]) this.fail(s, e as Error);
+    }
+    const work = this.waiting.length > 0 || this.running.some((s) => !s.paused);
+    if (work) this.kick();
+    else if (!this.waiting.length && !this.running.length) {
+      const ws = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of ws) w();
+    }
+  }
+
+  private fail(seq: Sequence, err: Error): void {
+    this.release(seq);
+    try {
+      seq.events.onError(seq, err);
+    } catch {
+      /* the request is gone */
+    }
+  }
+
+  private finish(seq: Sequence): void {
+    this.release(seq);
+    seq.events.onFinish(seq);
+  }
+
+  /** Prefills waiting sequences (each alone) into free slots and samples their first token. */
+  private admit(): void {
+    const block = this.model.config.block_size;
+    while (this.waiting.length && this.running.length < this.opts.maxBatch) {
+      const seq = this.waiting.shift()!;
+      seq.state = 'running';
+      this.running.push(seq);
+      try {
+        seq.cache = this.model.createKVCache();
+        const ids = seq.params.promptIds;
+        const row = tidy(() => noGrad(() => {
+          const logits = this.model.forwardWithCache(tensor(Int32Array.from(ids), { backend: this.opts.backend, dtype: 'int32', shape: [1, ids.length] }), seq.cache!).logits;
+          return readRow(logits, 0, ids.length - 1);
+        }));
+        if (this.opts.metrics) this.opts.metrics.promptTokens += ids.length;
+        this.sample(seq, row, block);
+      } catch (e) {
+        this.fail(seq, e as Error);
+      }
+    }
+  }
+
+  /** One batched forward for every running, unpaused sequence, then a token for each. */
+  private decode(): void {
+    const rows = this.running.filter((s) => !s.paused && s.pending >= 0);
+    if (!rows.length) return;
+    const block = this.model.config.block_size;
+    const B = rows.length;
+    const logits = tidy(() => noGrad(() => {
+      const idx = tensor(Int32Array.from(rows.map((s) => s.pending)), { backend: this.opts.backend, dtype: 'int32', shape: [B, 1] });
+      const l = this.model.decodeBatch(idx, rows.map((s) => s.cache!)).logits; // (B, 1, V)
+      return rows.map((_, i) => readRow(l, i, 0));
+    }));
+    if (this.opts.metrics) {
+      this.opts.metrics.decodeSteps++;
+      this.opts.metrics.decodeRows += B;
+    }
+    rows.forEach((seq, i) => {
+      if (seq.state !== 'running') return; // cancelled by an earlier row's callback
+      try {
+        this.sample(seq, logits[i]!, block);
+      } catch (e) {
+        this.fail(seq, e as Error);
+      }
+    });
+  }
+
+  private sample(seq: Sequence, logits: Float32Array, block: number): void {
+    const p = seq.params;
+    let lp: TokenLogprob | null = null;
+    const logProbs = p.logprobs !== null ? logSoftmax(logits) : null;
+    const ctx = p.promptIds.length ? p.promptIds.concat(seq.out) : seq.out;
+    const token = p.temperature === 0 ? argmaxLogits(logits) : selectToken(logits, ctx, { temperature: p.temperature, topP: p.topP, topK: p.topK }, seq.rng);
+    if (logProbs) lp = { token, logprob: logProbs[token]!, top: topN(logProbs, p.logprobs!) };
+    this.opts.metrics?.tokens(1);
+    if (seq.out.length === 0 && this.opts.metrics) {
+      this.opts.metrics.ttftSum += (performance.now() - seq.created) / 1000;
+      this.opts.metrics.ttftCount++;
+    }
+    const done = seq.accept(token, lp, block);
+    if (done && seq.state === 'running') this.finish(seq);
+  }
+}
+
+function readRow(logits: Tensor, b: number, t: number): Float32Array {
+  const r = slice(slice(logits, 0, b, b + 1), 1, t, t + 1).data();
+  return r instanceof Float32Array ? Float32Array.from(r) : Float32Array.from(r);
+}
+
+/** log softmax in float64 of the raw logits (the model's distribution, before temperature). */
+function logSoftmax(logits: Float32Array): Float64Array {
+  let m = -Infinity;
+  for (const v of logits) if (v > m) m = v;
+  let s = 0;
+  for (const v of logits) s += Math.exp(v - m);
+  const lse = m + Math.log(s);
+  const out = new Float64Array(logits.length);
+  for (let i = 0; i < logits.length; i++) out[i] = logits[i]! - lse;
+  return out;
+}
+
+function topN(lp: Float64Array, n: number): { token: number; logprob: number }[] {
+  if (n <= 0) return [];
+  const best: { token: number; logprob: number }[] = [];
+  for (let i = 0; i < lp.length; i++) {
+    const v = lp[i]!;
+    if (best.length < n || v > best[best.length - 1]!.logprob) {
+      let j = best.length < n ? best.length : best.length - 1;
+      if (best.length < n) best.push({ token: i, logprob: v });
+      while (j > 0 && best[j - 1]!.logprob < v) {
+        best[j] = best[j - 1]!;
+        j--;
+      }
+      best[j] = { token: i, logprob: v };
+    }
+  }
+  return best;
+}
+
+/**
+ * The decoded completion, handed out in pieces that can no longer change: a token may end inside
+ * a multi-byte character (a trailing U+FFFD until the rest arrives), and an ending that could be
+ * the start of a stop string is held back until it is not. (As generate/index.ts's tracker.)
+ */
+export class TextTracker {
+  private emitted = 0;
+  final: string | undefined;
+  stopString: string | undefined;
+
+  constructor(private readonly decode: (ids: number[]) => string, private readonly stops: readonly string[]) {}
+
+  update(tokens: number[], ending: boolean): string {
+    const full = this.decode(tokens);
+    let at = -1;
+    for (const s of this.stops) {
+      const i = full.indexOf(s);
+      if (i >= 0 && (at < 0 || i < at)) {
+        at = i;
+        this.stopString = s;
+      }
+    }
+    if (at >= 0) return this.end(full.slice(0, at));
+    if (ending) return this.end(full);
+    let safe = full.length;
+    while (safe > this.emitted && full.charCodeAt(safe - 1) === 0xfffd) safe--;
+    let hold = 0;
+    for (const s of this.stops) {
+      for (let L = Math.min(s.length - 1, safe - this.emitted); L > hold; L--) {
+        if (full.startsWith(s.slice(0, L), safe - L)) {
+          hold = L;
+          break;
+        }
+      }
+    }
+    safe -= hold;
+    const piece = full.slice(this.emitted, safe);
+    this.emitted = safe;
+    return piece;
+  }
+
+  private end(final: string): string {
+    this.final = final;
+    const piece = final.slice(this.emitted);
+    this.emitted = final.length;
+    return piece;
+  }
+}
