@@ -18,6 +18,8 @@ import { modelToCheckpointTensors } from '../src/models/checkpoint-format.js';
 import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
 import { loadDecoderDir, saveDecoderDir } from '../src/models/hf-decoder-files.js';
 import { matrixModules, quantizeModel, type QuantizeSpec } from '../src/nn/quantized.js';
+import { applyLora, mergeLora } from '../src/nn/lora.js';
+import { AdamW } from '../src/train/optim.js';
 import { CharTokenizer } from '../src/tokenizers/index.js';
 import { assertClose } from './helpers.js';
 
@@ -180,4 +182,31 @@ test('GGUF export of a quantized llama writes its dequantized matrices; float-on
   const gpt = new GPT({ vocab_size: 40, block_size: 16, n_layer: 1, n_head: 2, n_embd: 32 }, { backend: cpu, seed: 1 });
   quantizeModel(gpt, { format: 'int8' });
   assert.throws(() => modelToCheckpointTensors(gpt), /saving a checkpoint: the model holds quantized matrices \(int8/);
+});
+
+test('LoRA adapters train on a quantized base (QLoRA-style); merging into it is refused', () => {
+  const model = llama(6);
+  quantizeModel(model, { format: 'int4' });
+  const tokens = ids(16, 96, 4);
+  const before = logits(model, tokens);
+  const h = applyLora(model, { rank: 4, alpha: 8, targets: ['q_proj', 'v_proj'] });
+  assert.deepEqual(logits(model, tokens), before, 'B = 0: the adapted model is the base');
+  model.train();
+  const x = tensor([tokens.slice(0, 15)], { dtype: 'int32', backend: cpu });
+  const y = tensor([tokens.slice(1, 16)], { dtype: 'int32', backend: cpu });
+  const trainable = model.parameters().filter((p) => p.requiresGrad);
+  assert.equal(trainable.length, 2 * 2 * 2, 'only the adapters train (A and B of q and v in 2 layers)');
+  const opt = new AdamW(trainable, { lr: 1e-2, weightDecay: 0 });
+  let first = 0;
+  let last = 0;
+  for (let s = 0; s < 8; s++) {
+    opt.zeroGrad();
+    const { loss } = model.forward(x, y);
+    loss!.backward();
+    opt.stepUpdate();
+    if (s === 0) first = loss!.item();
+    last = loss!.item();
+  }
+  assert.ok(last < first, `loss ${first} -> ${last}`);
+  assert.throws(() => mergeLora(h), /is quantized \(int4\); merge into the float model, then quantize/);
 });
