@@ -210,3 +210,16 @@ test('LoRA adapters train on a quantized base (QLoRA-style); merging into it is 
   assert.ok(last < first, `loss ${first} -> ${last}`);
   assert.throws(() => mergeLora(h), /is quantized \(int4\); merge into the float model, then quantize/);
 });
+
+test('a GGUF file loads quantized tensor by tensor, equal to quantizing the loaded float model', async () => {
+  const path = join(root, 'f32.gguf');
+  await saveGGUF(llama(7), path, { type: 'f32' });
+  for (const format of ['int8', 'int4'] as const) {
+    const direct = (await loadGGUF(path, { backend: cpu, quantize: { format, embeddings: true, head: true } })).model;
+    const after = (await loadGGUF(path, { backend: cpu })).model;
+    quantizeModel(after, { format, embeddings: true, head: true });
+    const tokens = ids(12, 96, 9);
+    assert.ok(direct instanceof DecoderLM && direct.lm_head!.quant && direct.model.embed_tokens.quant);
+    assert.deepEqual(logits(direct, tokens), logits(after, tokens));
+  }
+});

@@ -54,9 +54,8 @@ export async function loadModelDir(command: string, dir: string, backend: Backen
   if (dir.endsWith('.gguf') && adapter === undefined) {
     await requireFile(command, 'model', dir);
     const { loadGGUF } = await import('../models/gguf-decoder.js');
-    const r = await loadGGUF(dir, { backend });
+    const r = await loadGGUF(dir, { backend, quantize: quant });
     if (r.tokenizer) ggufTokenizers.set(r.model, r.tokenizer);
-    if (quant) quantizeModel(r.model, quant);
     return r.model;
   }
   await requireDir(command, 'model', dir);

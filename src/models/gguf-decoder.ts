@@ -16,8 +16,9 @@ import {
   decodeGGML, encodeGGML, ggmlBytes, GGMLType, GGML_TYPE_NAMES, GGUFError, GGUFValueType, parseGGUFHeader, serializeGGUFHeader, type GGUFHeader, type GGUFValue,
 } from '../io/gguf.js';
 import type { Module } from '../nn/module.js';
-import { floatStateDict } from '../nn/quantized.js';
-import { fmt, type DType } from '../tensor/index.js';
+import { buildQuantized } from '../nn/layers.js';
+import { floatStateDict, quantizedWeights, settleQuantized, type QuantizeSpec } from '../nn/quantized.js';
+import { fmt, quantize, type DType } from '../tensor/index.js';
 import { HfTokenizer, type HfTokenizerConfigJson, type Tokenizer } from '../tokenizers/index.js';
 import { DecoderLM, type DecoderConfig } from './decoder.js';
 import { GPT, gptConfig } from './gpt.js';
@@ -229,20 +230,29 @@ async function readHeader(fh: Awaited<ReturnType<typeof open>>, path: string): P
 async function streamInto(fh: Awaited<ReturnType<typeof open>>, path: string, header: GGUFHeader, model: Module, names: Map<string, string>,
   transform: (ggufName: string, data: Float32Array) => Float32Array = (_, d) => d): Promise<void> {
   const params = model.stateDict();
+  // Matrices born quantized (loadGGUF with quantize) are quantized one tensor at a time.
+  const quantized = quantizedWeights(model);
+  const shapeOf = (name: string): readonly number[] => params.get(name)?.shape ?? quantized.get(name)!.shape;
   const infos = new Map(header.tensors.map((t) => [t.name, t]));
   for (const t of header.tensors) if (!names.has(t.name)) throw new GGUFError(path, `unexpected tensor '${t.name}' (${GGML_TYPE_NAMES[t.type]} [${t.dims.join(', ')}])`);
   for (const [g, name] of names) {
     const info = infos.get(g);
-    const want = [...params.get(name)!.shape].reverse();
+    const want = [...shapeOf(name)].reverse();
     if (!info) throw new GGUFError(path, `missing tensor '${g}' ${fmt(want)}`);
     if (info.dims.length !== want.length || info.dims.some((d, i) => d !== want[i])) throw new GGUFError(path, `tensor '${g}' has dims [${info.dims.join(', ')}], the model expects [${want.join(', ')}]`);
   }
   for (const [g, name] of names) {
     const info = infos.get(g)!;
-    const p = params.get(name)!;
-    const bytes = new Uint8Array(ggmlBytes(info.type, p.size));
+    const size = shapeOf(name).reduce((a, b) => a * b, 1);
+    const bytes = new Uint8Array(ggmlBytes(info.type, size));
     await fh.read(bytes, 0, bytes.length, header.dataStart + info.offset);
-    p.backend.write(p.storage, transform(g, decodeGGML(info.type, bytes, p.size)), p.offset);
+    const values = transform(g, decodeGGML(info.type, bytes, size));
+    const q = quantized.get(name);
+    if (q) q.assign(quantize(values, q.N, q.K, q.format));
+    else {
+      const p = params.get(name)!;
+      p.backend.write(p.storage, values, p.offset);
+    }
   }
 }
 
@@ -250,7 +260,7 @@ async function streamInto(fh: Awaited<ReturnType<typeof open>>, path: string, he
  * Loads a GGUF file of the llama or gpt2 architecture (eval mode), one tensor at a time, with
  * the tokenizer it embeds. Nothing is kept when a check fails.
  */
-export async function loadGGUF(path: string, opts: { backend?: Backend; dtype?: DType } = {}): Promise<{ model: DecoderLM | GPT; metadata: Map<string, GGUFValue>; tokenizer: HfTokenizer | null }> {
+export async function loadGGUF(path: string, opts: { backend?: Backend; dtype?: DType; quantize?: QuantizeSpec } = {}): Promise<{ model: DecoderLM | GPT; metadata: Map<string, GGUFValue>; tokenizer: HfTokenizer | null }> {
   const fh = await open(path, 'r');
   try {
     const header = await readHeader(fh, path);
@@ -262,14 +272,23 @@ export async function loadGGUF(path: string, opts: { backend?: Backend; dtype?: 
     let model: DecoderLM | GPT;
     let names: Map<string, string>;
     let transform: ((g: string, d: Float32Array) => Float32Array) | undefined;
+    // With opts.quantize the matrices are born quantized: no float copy of the model exists.
+    const spec = opts.quantize;
+    const build = <M extends Module>(make: () => M): M => {
+      if (!spec) return make();
+      const m = buildQuantized({ format: spec.format, embeddings: true }, make);
+      settleQuantized(m, spec);
+      return m;
+    };
+    const keysOf = (m: Module): string[] => [...m.stateDict().keys(), ...quantizedWeights(m).keys()];
     if (arch === 'gpt2') {
-      model = new GPT(gpt2ConfigFromGGUF(header.metadata, path, embed.dims[1]!, tied), { backend: opts.backend, dtype: opts.dtype, init: false });
-      names = new Map([...model.stateDict().keys()].map((n) => [gpt2GGUFName(n), n]));
+      model = build(() => new GPT(gpt2ConfigFromGGUF(header.metadata, path, embed.dims[1]!, tied), { backend: opts.backend, dtype: opts.dtype, init: false }));
+      names = new Map(keysOf(model).map((n) => [gpt2GGUFName(n), n]));
     } else {
       const cfg = decoderConfigFromGGUF(header.metadata, path, embed.dims[1]!);
-      const dm = new DecoderLM({ ...cfg, tie_word_embeddings: tied }, { backend: opts.backend, dtype: opts.dtype, init: false });
+      const dm = build(() => new DecoderLM({ ...cfg, tie_word_embeddings: tied }, { backend: opts.backend, dtype: opts.dtype, init: false }));
       model = dm;
-      names = new Map([...dm.stateDict().keys()].map((n) => [ggufName(n), n]));
+      names = new Map(keysOf(dm).map((n) => [ggufName(n), n]));
       transform = (g, d) => (/\.attn_q\.weight$/.test(g) ? permuteHeads(d, cfg.num_attention_heads, cfg.hidden_size, true)
         : /\.attn_k\.weight$/.test(g) ? permuteHeads(d, cfg.num_key_value_heads, cfg.hidden_size, true) : d);
     }
