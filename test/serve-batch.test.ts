@@ -6,7 +6,7 @@ import { getBackend, noGrad, slice, tensor, tidy, type Tensor } from '../src/ind
 import { DecoderLM } from '../src/models/decoder.js';
 import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
 import { GPT, type PosEncoding } from '../src/models/gpt.js';
-import type { KVCache } from '../src/nn/attention.js';
+import type { KVCache, KVPool } from '../src/nn/attention.js';
 
 const cpu = await getBackend('cpu');
 type M = GPT | DecoderLM;
@@ -52,17 +52,76 @@ function check(model: M, prompts: number[][], steps: number): void {
   }
 }
 
+/** decodePooled: sequences join (prefilled alone, loaded into the next slot) and leave (the
+ *  last slot moves into the freed one) between steps; each row matches its solo cache. */
+function checkPooled(model: M, prompts: number[][], steps: number): void {
+  model.eval();
+  const pool = model.createKVPool(3) as KVPool;
+  assert.ok(pool);
+  const solo = prompts.map(() => model.createKVCache());
+  try {
+    noGrad(() => {
+      const next: number[] = [];
+      const slots: number[] = []; // slot -> sequence
+      const join = (i: number) => tidy(() => {
+        const tmp = model.createKVCache();
+        model.forwardWithCache(ids(prompts[i]!), tmp);
+        pool.load(slots.length, tmp);
+        tmp.dispose();
+        const l = rowOf(model.forwardWithCache(ids(prompts[i]!), solo[i]!).logits, 0);
+        next[i] = l.indexOf(Math.max(...l));
+        slots.push(i);
+      });
+      join(0);
+      join(1);
+      for (let s = 0; s < steps; s++) {
+        if (s === 2) join(2);
+        if (s === 3) { // sequence 0 leaves: the last slot moves into slot 0
+          pool.move(slots.length - 1, 0);
+          slots[0] = slots[slots.length - 1]!;
+          slots.pop();
+        }
+        if (s === 4) join(3);
+        tidy(() => {
+          const B = slots.length;
+          const bl = model.decodePooled(tensor(Int32Array.from(slots.map((i) => next[i]!)), { backend: cpu, dtype: 'int32', shape: [B, 1] }), pool).logits;
+          slots.forEach((i, r) => {
+            const a = rowOf(model.forwardWithCache(ids([next[i]!]), solo[i]!).logits, 0);
+            const b = rowOf(bl, r);
+            let d = 0;
+            for (let j = 0; j < a.length; j++) d = Math.max(d, Math.abs(a[j]! - b[j]!));
+            assert.ok(d < 1e-4, `sequence ${i} (slot ${r}) step ${s}: max |Δlogit| ${d}`);
+            next[i] = a.indexOf(Math.max(...a));
+          });
+        });
+      }
+    });
+  } finally {
+    pool.dispose();
+    for (const c of solo) c.dispose();
+  }
+}
+
 for (const pos of ['learned', 'rope', 'sinusoidal'] as PosEncoding[]) {
-  test(`GPT (${pos}).decodeBatch rows equal forwardWithCache alone`, () => {
+  test(`GPT (${pos}).decodeBatch and decodePooled rows equal forwardWithCache alone`, () => {
     const m = new GPT({ n_layer: 2, n_head: 2, n_embd: 16, block_size: 64, vocab_size: 40, pos_encoding: pos }, { backend: cpu, seed: 3 });
     check(m, [[1, 2, 3], [5], [7, 8, 9, 10, 11, 12], [4, 4]], 6);
+    checkPooled(m, [[1, 2, 3], [5], [7, 8, 9, 10, 11, 12], [4, 4, 30]], 7);
     m.dispose();
   });
 }
 
+test('a GPT with a sparse pattern has no pool (the scheduler uses decodeBatch)', () => {
+  const m = new GPT({ n_layer: 1, n_head: 2, n_embd: 16, block_size: 64, vocab_size: 40, attention: 'local', attn_window: 8 }, { backend: cpu, seed: 3 });
+  assert.equal(m.createKVPool(4), null);
+  check(m, [[1, 2, 3], [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]], 4);
+  m.dispose();
+});
+
 test('GPT with grouped kv heads: decodeBatch rows equal forwardWithCache', () => {
   const m = new GPT({ n_layer: 2, n_head: 4, n_kv_head: 2, n_embd: 16, block_size: 64, vocab_size: 40, pos_encoding: 'rope' }, { backend: cpu, seed: 4 });
   check(m, [[1, 2], [3, 4, 5, 6, 7]], 5);
+  checkPooled(m, [[1, 2], [3, 4, 5, 6, 7], [9], [10, 11]], 6);
   m.dispose();
 });
 
@@ -74,6 +133,7 @@ for (const family of ['llama', 'qwen3', 'phi'] as const) {
     });
     const m = new DecoderLM(cfg, { backend: cpu, seed: 5 });
     check(m, [[1, 2, 3], [9], [10, 11, 12, 13, 14, 15, 16]], 6);
+    checkPooled(m, [[1, 2, 3], [9], [10, 11, 12, 13, 14, 15, 16], [20, 21]], 7);
     m.dispose();
   });
 }

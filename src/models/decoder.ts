@@ -9,7 +9,7 @@
 // The Hugging Face config.json mapping is hf-decoder.ts; reading and writing directories is
 // hf-decoder-files.ts.
 import type { Backend } from '../backend/backend.js';
-import { appendToCache, KVCache, type KVLayerCache } from '../nn/attention.js';
+import { appendToCache, KVCache, KVPool, pooledDecodeAttention, rotateRows, type KVLayerCache } from '../nn/attention.js';
 import { Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
 import { Module, ModuleList } from '../nn/module.js';
 import { ScaledRope, type RopeScaling } from '../nn/positional.js';
@@ -170,6 +170,28 @@ export function decoderAttentionDecodeBatch(a: DecoderAttention, x: Tensor, cach
   return a.out.forward(reshape(permute(y, [0, 2, 1, 3]), [B, T, H * D]));
 }
 
+/** One decode step of the sequences in a KVPool's slots 0 .. B-1 (no sliding window): the
+ *  projections are one matmul each, norms batched, RoPE per row, one fused attention call. */
+export function decoderAttentionDecodePooled(a: DecoderAttention, x: Tensor, pool: KVPool, layer: number, mask: Tensor): Tensor {
+  const [B, T] = x.shape as [number, number, number];
+  if (a.window !== null) throw new Error('DecoderAttention.decodePooled: a sliding-window layer needs decodeBatch');
+  const H = a.cfg.num_attention_heads;
+  const Hkv = a.cfg.num_key_value_heads;
+  const D = a.cfg.head_dim;
+  const pos = pool.lengths.slice(0, B);
+  const heads = (t: Tensor, h: number, n: LayerNorm | RMSNorm | null, rotate: boolean): Tensor => {
+    let r = reshape(t, [B, T, h, D]);
+    if (n) r = n.forward(r);
+    if (rotate) r = rotateRows(r, pos, (row, p) => a.rope.apply(row, p, 'bthd'));
+    return permute(r, [0, 2, 1, 3]);
+  };
+  const q = heads(a.q_proj.forward(x), H, a.qNorm, true);
+  const k = heads(a.k_proj.forward(x), Hkv, a.kNorm, true);
+  const v = heads(a.v_proj.forward(x), Hkv, null, false);
+  const y = pooledDecodeAttention(q, k, v, pool, layer, mask);
+  return a.out.forward(reshape(permute(y, [0, 2, 1, 3]), [B, T, H * D]));
+}
+
 /** mlp: SwiGLU (gate_proj, up_proj, down_proj) or phi's fc2(gelu(fc1(x))). */
 export class DecoderMLP extends Module {
   readonly up: Linear; // up_proj / fc1: (C -> I)
@@ -220,6 +242,16 @@ export class DecoderLayer extends Module {
       return add(add(this.self_attn.forward(h, cache), this.mlp.forward(h)), x);
     }
     x = add(x, this.self_attn.forward(this.input_layernorm.forward(x), cache)); // (B, T, C)
+    return add(x, this.mlp.forward(this.post_attention_layernorm.forward(x)));
+  }
+
+  /** forward() for one new token of each sequence in a KVPool's slots 0 .. B-1 (DecoderLM.decodePooled). */
+  decodePooled(x: Tensor, pool: KVPool, layer: number, mask: Tensor): Tensor {
+    if (!this.post_attention_layernorm) {
+      const h = this.input_layernorm.forward(x);
+      return add(add(decoderAttentionDecodePooled(this.self_attn, h, pool, layer, mask), this.mlp.forward(h)), x);
+    }
+    x = add(x, decoderAttentionDecodePooled(this.self_attn, this.input_layernorm.forward(x), pool, layer, mask));
     return add(x, this.mlp.forward(this.post_attention_layernorm.forward(x)));
   }
 
@@ -311,6 +343,36 @@ export class DecoderLM extends Module {
     });
     x = this.model.finalNorm.forward(x);
     for (const c of caches) c.length += 1;
+    return { logits: this.lm_head ? this.lm_head.forward(x) : this.model.embed_tokens.project(x) };
+  }
+
+  /** A KVPool for decodePooled with `slots` sequences (null with sliding-window layers, which
+   *  need the per-row decodeBatch). */
+  createKVPool(slots: number): KVPool | null {
+    if (this.model.layers.items.some((l) => l.self_attn.window !== null)) return null;
+    const w = this.model.embed_tokens.weight;
+    return new KVPool(this.config.num_hidden_layers, slots, this.config.num_key_value_heads, this.config.head_dim, w.backend);
+  }
+
+  /**
+   * Continuous batching's decode step over a KVPool: idx int32 (B, 1) holds the next token of
+   * the sequences in slots 0 .. B-1, at positions pool.lengths[i] (RoPE rotates each row at its
+   * own). Every weight matmul and each layer's attention run once for all rows; each slot's
+   * length grows by one. Row i's logits equal forwardWithCache on sequence i's own cache.
+   */
+  decodePooled(idx: Tensor, pool: KVPool): { logits: Tensor } {
+    const cfg = this.config;
+    if (idx.dtype !== 'int32' || idx.ndim !== 2 || idx.shape[1] !== 1) throw new Error(`DecoderLM.decodePooled: idx must be int32 (B, 1), got ${idx.dtype} ${fmt(idx.shape)}`);
+    const B = idx.shape[0]!;
+    if (B > pool.slots || pool.nLayer !== cfg.num_hidden_layers) throw new Error(`DecoderLM.decodePooled: ${B} rows for a pool of ${pool.slots} slots and ${pool.nLayer} layers`);
+    if (pool.lengths.slice(0, B).some((p) => p + 1 > cfg.block_size)) throw new Error(`DecoderLM.decodePooled: a sequence is at the context of ${cfg.block_size}`);
+    const mask = pool.stepMask(B);
+    let x = this.model.embed_tokens.forward(idx);
+    this.model.layers.items.forEach((layer, i) => {
+      x = layer.decodePooled(x, pool, i, mask);
+    });
+    x = this.model.finalNorm.forward(x);
+    for (let i = 0; i < B; i++) pool.lengths[i]! += 1;
     return { logits: this.lm_head ? this.lm_head.forward(x) : this.model.embed_tokens.project(x) };
   }
 

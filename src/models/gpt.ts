@@ -8,7 +8,7 @@
 // feed-forward layers (moe_*: transformer.h.{i}.mlp.router, mlp.experts.{e}.c_fc, ...).
 import type { Backend } from '../backend/backend.js';
 import { ATTENTION_DEFAULTS, attentionProblems, sparsityOf, type AttentionFields } from '../nn/attention-config.js';
-import { CausalSelfAttention, KVCache, type KVLayerCache } from '../nn/attention.js';
+import { CausalSelfAttention, KVCache, KVPool, type KVLayerCache } from '../nn/attention.js';
 import { Dropout, Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
 import { swigluHidden, MLP, type MLPActivation } from '../nn/mlp.js';
 import { Module, ModuleList } from '../nn/module.js';
@@ -250,6 +250,16 @@ export class Block extends Module {
     return this.ln_2.forward(add(x, this.mlp.forward(x)));
   }
 
+  /** forward() for one new token of each sequence in a KVPool's slots 0 .. B-1 (decodePooled). */
+  decodePooled(x: Tensor, pool: KVPool, layer: number, mask: Tensor): Tensor {
+    if (this.cfg.norm_placement === 'pre') {
+      x = add(x, this.attn.decodePooled(this.ln_1.forward(x), pool, layer, mask));
+      return add(x, this.mlp.forward(this.ln_2.forward(x)));
+    }
+    x = this.ln_1.forward(add(x, this.attn.decodePooled(x, pool, layer, mask)));
+    return this.ln_2.forward(add(x, this.mlp.forward(x)));
+  }
+
   /** forward() for one new token of each of B sequences with their own caches (decodeBatch). */
   decodeBatch(x: Tensor, caches: readonly KVLayerCache[], pasts: readonly number[]): Tensor {
     if (this.cfg.norm_placement === 'pre') {
@@ -405,6 +415,41 @@ export class GPT extends Module {
     });
     if (t.ln_f) x = t.ln_f.forward(x);
     for (const c of caches) c.length += 1;
+    return { logits: this.lm_head ? this.lm_head.forward(x) : t.wte.project(x) }; // (B, 1, V)
+  }
+
+  /** A KVPool for decodePooled with `slots` sequences (null when a layer's attention needs the
+   *  per-row decodeBatch: linear kinds or sparse patterns). */
+  createKVPool(slots: number): KVPool | null {
+    const a = this.transformer.h.items[0]!.attn;
+    if (!this.transformer.h.items.every((b) => b.attn.poolable)) return null;
+    return new KVPool(this.config.n_layer, slots, a.nKvHead, a.headDim, this.transformer.wte.weight.backend); // float32 activations
+  }
+
+  /**
+   * Continuous batching's decode step over a KVPool: idx int32 (B, 1) holds the next token of
+   * the sequences in slots 0 .. B-1, at positions pool.lengths[i]. Every weight matmul and each
+   * layer's attention run once for all rows; each slot's length grows by one. Row i's logits
+   * equal forwardWithCache of that token on sequence i's own cache.
+   */
+  decodePooled(idx: Tensor, pool: KVPool): GPTOutput {
+    const cfg = this.config;
+    const t = this.transformer;
+    if (idx.dtype !== 'int32' || idx.ndim !== 2 || idx.shape[1] !== 1) throw new Error(`GPT.decodePooled: idx must be int32 (B, 1), got ${idx.dtype} ${fmt(idx.shape)}`);
+    const B = idx.shape[0]!;
+    if (B > pool.slots || pool.nLayer !== cfg.n_layer) throw new Error(`GPT.decodePooled: ${B} rows for a pool of ${pool.slots} slots and ${pool.nLayer} layers`);
+    const pasts = pool.lengths.slice(0, B);
+    if (pasts.some((p) => p + 1 > cfg.block_size)) throw new Error(`GPT.decodePooled: a sequence is at block_size ${cfg.block_size}`);
+    const mask = pool.stepMask(B);
+    let x = t.wte.forward(idx); // (B, 1, C)
+    if (t.wpe) x = add(x, t.wpe.forward(tensor(Int32Array.from(pasts), { backend: idx.backend, dtype: 'int32', shape: [B, 1] })));
+    else if (t.pe) x = add(x, concat(pasts.map((p) => unsqueeze(t.pe!.positions(1, p), 0)), 0));
+    x = t.drop.forward(x);
+    t.h.items.forEach((block, i) => {
+      x = block.decodePooled(x, pool, i, mask);
+    });
+    if (t.ln_f) x = t.ln_f.forward(x);
+    for (let i = 0; i < B; i++) pool.lengths[i]! += 1;
     return { logits: this.lm_head ? this.lm_head.forward(x) : t.wte.project(x) }; // (B, 1, V)
   }
 

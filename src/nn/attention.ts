@@ -9,7 +9,9 @@ import {
   concat, contiguous, elu1, expand, fmt, noGrad, permute, reshape, scaledDotProductAttention, slice, split, unsqueeze, zeros,
   type Generator, type Tensor,
 } from '../tensor/index.js';
-import type { AttentionSparsity } from '../backend/backend.js';
+import type { AttentionSparsity, Backend } from '../backend/backend.js';
+import { tensor } from '../tensor/ops.js';
+import type { DType } from '../tensor/dtype.js';
 import { Dropout, Linear, type InitOptions } from './layers.js';
 import { causalLinearAttention, LinearAttentionState, PerformerFeatureMap } from './linear-attention.js';
 import { Module } from './module.js';
@@ -93,6 +95,138 @@ export function appendToCache(layer: KVLayerCache, key: 'k' | 'v', t: Tensor): T
     layer[key] = all;
     return all;
   });
+}
+
+/**
+ * The KV caches of a batch of independent sequences for continuous batching: one
+ * (slots, Hkv, capacity, D) buffer per layer for keys and one for values, slot i holding
+ * sequence i's first lengths[i] positions. The running sequences occupy slots 0 .. B-1, so one
+ * decode step attends over a view of the first B slots (no copy) with a keyMask marking each
+ * row's own valid positions. Capacity grows by doubling.
+ */
+export class KVPool {
+  readonly k: Tensor[] = [];
+  readonly v: Tensor[] = [];
+  readonly lengths: number[];
+  capacity = 0;
+
+  constructor(readonly nLayer: number, readonly slots: number, readonly nKvHead: number, readonly headDim: number, readonly backend: Backend, readonly dtype: DType = 'float32', capacity = 64) {
+    this.lengths = new Array<number>(slots).fill(0);
+    this.reserve(capacity);
+  }
+
+  /** Makes room for `need` positions in every slot. */
+  reserve(need: number): void {
+    if (need <= this.capacity) return;
+    const cap = Math.max(need, 2 * this.capacity, 16);
+    noGrad(() => {
+      for (const list of [this.k, this.v]) {
+        for (let l = 0; l < this.nLayer; l++) {
+          const grown = zeros([this.slots, this.nKvHead, cap, this.headDim], { backend: this.backend, dtype: this.dtype }).keep();
+          const old = list[l];
+          if (old) {
+            const dst = slice(grown, 2, 0, this.capacity);
+            this.backend.copyInto(old.storage, old.layout, dst.storage, dst.layout);
+            dst.dispose();
+            old.dispose();
+          }
+          list[l] = grown;
+        }
+      }
+    });
+    this.capacity = cap;
+  }
+
+  /** Copies a prefilled cache (batch 1) into `slot`. */
+  load(slot: number, cache: KVCache): void {
+    const T = cache.length;
+    this.reserve(T + 1);
+    noGrad(() => {
+      cache.layers.forEach((layer, l) => {
+        for (const [src, list] of [[layer.k, this.k], [layer.v, this.v]] as const) {
+          if (!src || src.shape[2] !== T) throw new Error(`KVPool.load: layer ${l} holds ${src?.shape[2] ?? 0} positions, the cache says ${T}`);
+          const dst = slice(slice(list[l]!, 0, slot, slot + 1), 2, 0, T);
+          this.backend.copyInto(src.storage, src.layout, dst.storage, dst.layout);
+          dst.dispose();
+        }
+      });
+    });
+    this.lengths[slot] = T;
+  }
+
+  /** Moves slot `from`'s positions into slot `to` (to keep the running slots a prefix). */
+  move(from: number, to: number): void {
+    const T = this.lengths[from]!;
+    if (from !== to && T > 0) {
+      noGrad(() => {
+        for (const list of [this.k, this.v]) {
+          for (const buf of list) {
+            const src = slice(slice(buf, 0, from, from + 1), 2, 0, T);
+            const dst = slice(slice(buf, 0, to, to + 1), 2, 0, T);
+            this.backend.copyInto(src.storage, src.layout, dst.storage, dst.layout);
+            src.dispose();
+            dst.dispose();
+          }
+        }
+      });
+    }
+    this.lengths[to] = T;
+    if (from !== to) this.lengths[from] = 0;
+  }
+
+  /** The (B, Tk) int32 key mask of a decode step over slots 0 .. B-1 (Tk = longest + 1): row i
+   *  attends to its lengths[i] cached positions and the new one written at lengths[i]. */
+  stepMask(B: number): Tensor {
+    let Tk = 0;
+    for (let i = 0; i < B; i++) Tk = Math.max(Tk, this.lengths[i]! + 1);
+    this.reserve(Tk);
+    const m = new Int32Array(B * Tk);
+    for (let i = 0; i < B; i++) m.fill(1, i * Tk, i * Tk + this.lengths[i]! + 1);
+    return tensor(m, { backend: this.backend, dtype: 'int32', shape: [B, Tk] });
+  }
+
+  dispose(): void {
+    for (const t of [...this.k, ...this.v]) t.dispose();
+    this.k.length = 0;
+    this.v.length = 0;
+    this.capacity = 0;
+  }
+}
+
+/**
+ * Attention of one decode step over a KVPool's first B slots: k, v (B, Hkv, 1, D) are written at
+ * each row's own position, then one fused attention call covers every row, q (B, H, 1, D)
+ * against the pool's keys with `mask` (from pool.stepMask(B)). Returns (B, H, 1, D).
+ */
+export function pooledDecodeAttention(q: Tensor, k: Tensor, v: Tensor, pool: KVPool, layer: number, mask: Tensor): Tensor {
+  const B = q.shape[0]!;
+  const Tk = mask.shape[1]!;
+  const K = pool.k[layer]!;
+  const V = pool.v[layer]!;
+  noGrad(() => {
+    for (let i = 0; i < B; i++) {
+      const at = pool.lengths[i]!;
+      for (const [src, buf] of [[k, K], [v, V]] as const) {
+        const s = slice(src, 0, i, i + 1);
+        const d = slice(slice(buf, 0, i, i + 1), 2, at, at + 1);
+        src.backend.copyInto(s.storage, s.layout, d.storage, d.layout);
+        s.dispose();
+        d.dispose();
+      }
+    }
+  });
+  const keys = slice(slice(K, 0, 0, B), 2, 0, Tk);
+  const values = slice(slice(V, 0, 0, B), 2, 0, Tk);
+  return scaledDotProductAttention(q, keys, values, { keyMask: mask }); // (B, H, 1, D)
+}
+
+/** Rotates each row of x (B, H, 1, D) or (B, 1, H, D) at its own position. */
+export function rotateRows(x: Tensor, positions: readonly number[], rotate: (row: Tensor, pos: number) => Tensor): Tensor {
+  const B = x.shape[0]!;
+  if (B === 1) return rotate(x, positions[0]!);
+  const rows: Tensor[] = [];
+  for (let i = 0; i < B; i++) rows.push(rotate(slice(x, 0, i, i + 1), positions[i]!));
+  return concat(rows, 0);
 }
 
 /** The attention kinds a causal layer supports. */
@@ -238,6 +372,36 @@ export class CausalSelfAttention extends Module {
       ys.push(scaledDotProductAttention(qi, ki, vi, { causal: true, sparsity: this.sparsity })); // (1, H, 1, D)
     }
     return this.output(B === 1 ? ys[0]! : concat(ys, 0), [B, T, C]);
+  }
+
+  /** Whether decodePooled serves this layer (dense, no sparse pattern). */
+  get poolable(): boolean {
+    return this.kind === 'dense' && !this.sparsity;
+  }
+
+  /**
+   * One decode step for the sequences in a KVPool's slots 0 .. B-1: x (B, 1, C) holds each
+   * one's newest token. The projections are one matmul each and the attention one fused call
+   * for all rows (pooledDecodeAttention); RoPE rotates each row at its own position.
+   */
+  decodePooled(x: Tensor, pool: KVPool, layer: number, mask: Tensor): Tensor {
+    if (!this.poolable) throw new Error(`CausalSelfAttention.decodePooled: ${this.kind} attention${this.sparsity ? ' with a sparse pattern' : ''} needs decodeBatch`);
+    const [B, T, C] = x.shape as [number, number, number];
+    const H = this.nHead;
+    const Hkv = this.nKvHead;
+    const D = this.headDim;
+    const qkv = this.c_attn.forward(x);
+    const heads = (t: Tensor, h: number) => permute(reshape(t, [B, T, h, D]), [0, 2, 1, 3]);
+    const [q0, k0, v0] = Hkv === H ? split(qkv, C, -1) : split(qkv, [C, Hkv * D, Hkv * D], -1);
+    let q = heads(q0!, H);
+    let k = heads(k0!, Hkv);
+    const v = heads(v0!, Hkv);
+    if (this.rope) {
+      const pos = pool.lengths.slice(0, B);
+      q = rotateRows(q, pos, (r, p) => this.rope!.apply(r, p));
+      k = rotateRows(k, pos, (r, p) => this.rope!.apply(r, p));
+    }
+    return this.output(pooledDecodeAttention(q, k, v, pool, layer, mask), [B, T, C]);
   }
 
   private output(y: Tensor, [B, T, C]: [number, number, number]): Tensor {

@@ -4,16 +4,21 @@
 //   1. sequences that were cancelled (client gone) or finished have already left;
 //   2. waiting sequences join while slots are free: each is prefilled alone (its prompt in one
 //      forward into its own cache) and samples its first token;
-//   3. one batched decode forward (model.decodeBatch) feeds the newest token of every running
-//      sequence at once — one matmul per weight for the whole batch — and each row is sampled
-//      with its own parameters and generator;
+//   3. one batched decode forward feeds the newest token of every running sequence at once —
+//      one matmul per weight and one fused attention call per layer for the whole batch — and
+//      each row is sampled with its own parameters and generator. The KV caches live in a
+//      KVPool (model.decodePooled): one (maxBatch, Hkv, T, D) buffer per layer, the running
+//      sequences in slots 0 .. B-1, each row attending to its own positions through a key mask.
+//      Models whose attention cannot share a pool (sliding windows, sparse patterns) keep one
+//      cache per sequence and model.decodeBatch, which batches the matmuls and loops the
+//      attention core over rows;
 //   4. a sequence that hit a stop id, a stop string, max_tokens or the context leaves at once
 //      and frees its slot.
 // A sequence therefore sees exactly the computation it would see alone, and with the same seed
 // yields the same tokens whoever else is in the batch (test/serve.test.ts).
 import type { Backend } from '../backend/backend.js';
 import { argmaxLogits, selectToken } from '../generate/sampling.js';
-import type { KVCache } from '../nn/attention.js';
+import type { KVCache, KVPool } from '../nn/attention.js';
 import { slice, tensor } from '../tensor/ops.js';
 import { Generator } from '../tensor/random.js';
 import { noGrad, tidy, type Tensor } from '../tensor/tensor.js';
@@ -106,8 +111,16 @@ export class Scheduler {
   private readonly running: Sequence[] = [];
   private scheduled = false;
   private idleWaiters: (() => void)[] = [];
+  /** The running sequences' caches (slot i: running[i]); null: one KVCache per sequence. */
+  readonly pool: KVPool | null;
 
-  constructor(readonly model: CausalModel, readonly opts: SchedulerOptions) {}
+  constructor(readonly model: CausalModel, readonly opts: SchedulerOptions) {
+    this.pool = model.createKVPool(opts.maxBatch);
+  }
+
+  dispose(): void {
+    this.pool?.dispose();
+  }
 
   get queueLength(): number {
     return this.waiting.length;
@@ -150,7 +163,16 @@ export class Scheduler {
   private release(seq: Sequence): void {
     seq.state = 'done';
     const i = this.running.indexOf(seq);
-    if (i >= 0) this.running.splice(i, 1);
+    if (i >= 0) {
+      const last = this.running.length - 1;
+      if (this.pool) {
+        // keep the running slots a prefix: the last one moves into the freed slot
+        this.pool.move(last, i);
+        this.pool.lengths[last] = 0;
+        this.running[i] = this.running[last]!;
+        this.running.pop();
+      } else this.running.splice(i, 1);
+    }
     seq.cache?.dispose();
     seq.cache = null;
   }
@@ -207,6 +229,12 @@ export class Scheduler {
           const logits = this.model.forwardWithCache(tensor(Int32Array.from(ids), { backend: this.opts.backend, dtype: 'int32', shape: [1, ids.length] }), seq.cache!).logits;
           return readRow(logits, 0, ids.length - 1);
         }));
+        if (this.pool) {
+          // the prefill ran alone into its own cache; its keys and values move into the slot
+          this.pool.load(this.running.length - 1, seq.cache);
+          seq.cache.dispose();
+          seq.cache = null;
+        }
         if (this.opts.metrics) this.opts.metrics.promptTokens += ids.length;
         this.sample(seq, row, block);
       } catch (e) {
@@ -215,23 +243,27 @@ export class Scheduler {
     }
   }
 
-  /** One batched forward for every running, unpaused sequence, then a token for each. */
+  /** One batched forward for the running sequences, then a token for each. */
   private decode(): void {
-    const rows = this.running.filter((s) => !s.paused && s.pending >= 0);
-    if (!rows.length) return;
     const block = this.model.config.block_size;
+    // With a pool every slot 0 .. B-1 is computed (a paused row's result is dropped and its
+    // length restored, so its next step rewrites the same position); without one, paused
+    // sequences sit the step out.
+    const rows = this.pool ? [...this.running] : this.running.filter((s) => !s.paused);
+    if (!rows.length || !rows.some((s) => !s.paused)) return;
     const B = rows.length;
     const logits = tidy(() => noGrad(() => {
       const idx = tensor(Int32Array.from(rows.map((s) => s.pending)), { backend: this.opts.backend, dtype: 'int32', shape: [B, 1] });
-      const l = this.model.decodeBatch(idx, rows.map((s) => s.cache!)).logits; // (B, 1, V)
-      return rows.map((_, i) => readRow(l, i, 0));
+      const l = this.pool ? this.model.decodePooled(idx, this.pool).logits : this.model.decodeBatch(idx, rows.map((s) => s.cache!)).logits; // (B, 1, V)
+      return rows.map((s, i) => (s.paused ? null : readRow(l, i, 0)));
     }));
+    if (this.pool) rows.forEach((s, i) => { if (s.paused) this.pool!.lengths[i]! -= 1; });
     if (this.opts.metrics) {
       this.opts.metrics.decodeSteps++;
       this.opts.metrics.decodeRows += B;
     }
     rows.forEach((seq, i) => {
-      if (seq.state !== 'running') return; // cancelled by an earlier row's callback
+      if (seq.state !== 'running' || !logits[i]) return; // cancelled by an earlier row's callback, or paused
       try {
         this.sample(seq, logits[i]!, block);
       } catch (e) {

@@ -108,6 +108,7 @@ export class ApiServer {
     while (this.inFlight.size) await Promise.allSettled([...this.inFlight]);
     this.server.closeAllConnections();
     await closed;
+    this.scheduler.dispose();
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

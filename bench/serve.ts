@@ -1,0 +1,125 @@
+// attn serve under load: the official `openai` client streams completions from a server in a
+// child process on 127.0.0.1 (a GPT of GPT-2 124M's shape with random weights and GPT-2's
+// tokenizer), c workers at a time for c = 1, 4, 8, 16, each level bounded in requests and in time.
+// Reports aggregate generated tokens/s, p50/p99 time to first token, mean decode batch, and the
+// server's resident memory before and after.
+//   node dist/bench/serve.js [--levels 1,4,8,16] [--seconds 25] [--max-tokens 32] [--small] [--json] [--out FILE]
+// --small: a 4-layer, 256-wide GPT (for a quick look). The server side is `--server` of this file.
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+import { getBackend } from '../src/index.js';
+import { GPT, GPT2_CONFIG } from '../src/models/gpt.js';
+import { ApiServer } from '../src/serve/server.js';
+import { GPT2_EOT, loadGpt2Tokenizer } from '../src/tokenizers/index.js';
+import { log, machineInfo, num, scriptArgs, table, writeJsonIfAsked } from './util.js';
+
+const cli = scriptArgs();
+const { flag, opt } = cli;
+
+if (flag('server')) {
+  // The server process: build the model, serve on an ephemeral port, print it.
+  const backend = await getBackend('cpu');
+  const cfg = flag('small') ? { ...GPT2_CONFIG, n_layer: 4, n_embd: 256, n_head: 4 } : GPT2_CONFIG;
+  const model = new GPT(cfg, { backend, seed: 0 }).eval();
+  const tokenizer = await loadGpt2Tokenizer();
+  const app = new ApiServer({ model, tokenizer, modelId: 'gpt2-shape', backend, stopIds: [GPT2_EOT], maxBatch: 16, maxQueue: 64 });
+  const { port } = await app.listen(0, '127.0.0.1');
+  process.stdout.write(`port ${port} pid ${process.pid}\n`);
+  process.on('SIGTERM', () => void app.shutdown().then(() => process.exit(0)));
+  await new Promise<void>(() => {});
+}
+
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+function pct(xs: number[], p: number): number {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+
+async function metricsOf(url: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const m = /^(attn_[a-z_]+) (\S+)$/.exec(line);
+    if (m) out[m[1]!] = Number(m[2]);
+  }
+  return out;
+}
+
+const levels = opt('levels', '1,4,8,16').split(',').map(Number);
+const seconds = Number(opt('seconds', '25'));
+const maxTokens = Number(opt('max-tokens', '32'));
+const script = fileURLToPath(import.meta.url);
+const child = spawn(process.execPath, [script, '--server', ...(flag('small') ? ['--small'] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
+const { port, pid } = await new Promise<{ port: number; pid: number }>((resolve, reject) => {
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+    const m = /port (\d+) pid (\d+)/.exec(out);
+    if (m) resolve({ port: Number(m[1]), pid: Number(m[2]) });
+  });
+  child.on('exit', (c) => reject(new Error(`server exited ${c}`)));
+});
+const url = `http://127.0.0.1:${port}`;
+const client = new OpenAI({ apiKey: 'none', baseURL: `${url}/v1`, maxRetries: 0, timeout: 120_000 });
+const PROMPTS = ['The meaning of life is', 'Once upon a time, in a land far away,', 'In 1905 Albert Einstein published', 'def fibonacci(n):', 'The weather today', 'My favourite recipe for bread'];
+
+async function one(i: number): Promise<{ ttft: number; tokens: number }> {
+  const t0 = performance.now();
+  let ttft = NaN;
+  let tokens = 0;
+  const stream = await client.completions.create({
+    model: 'gpt2-shape', prompt: PROMPTS[i % PROMPTS.length]!, max_tokens: maxTokens, temperature: 0.8, seed: i, stream: true, stream_options: { include_usage: true },
+  });
+  for await (const ch of stream) {
+    if (Number.isNaN(ttft) && ch.choices.length) ttft = performance.now() - t0;
+    if (ch.usage) tokens = ch.usage.completion_tokens;
+  }
+  return { ttft, tokens };
+}
+
+log(`attn serve load: ${flag('small') ? 'small GPT' : 'GPT-2 124M shape'}, random weights, max_tokens ${maxTokens}, ${seconds} s or ${'8 × c'} requests per level`);
+await one(0); // warm-up: V8 and the kernels
+await one(1);
+const rssBefore = rssMiB(pid);
+const rows: { streams: number; requests: number; tokens: number; seconds: number; tokens_per_s: number; ttft_p50_ms: number; ttft_p99_ms: number; mean_batch: number }[] = [];
+let n = 100;
+for (const c of levels) {
+  const m0 = await metricsOf(url);
+  const deadline = performance.now() + seconds * 1000;
+  const limit = 8 * c; // requests per level
+  let started = 0;
+  const ttfts: number[] = [];
+  let tokens = 0;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: c }, async () => {
+    while (started < limit && performance.now() < deadline) {
+      started++;
+      const r = await one(n++);
+      ttfts.push(r.ttft);
+      tokens += r.tokens;
+    }
+  }));
+  const dt = (performance.now() - t0) / 1000;
+  const m1 = await metricsOf(url);
+  const meanBatch = (m1['attn_decode_rows_total']! - m0['attn_decode_rows_total']!) / (m1['attn_decode_steps_total']! - m0['attn_decode_steps_total']!);
+  rows.push({ streams: c, requests: ttfts.length, tokens, seconds: dt, tokens_per_s: tokens / dt, ttft_p50_ms: pct(ttfts, 50), ttft_p99_ms: pct(ttfts, 99), mean_batch: meanBatch });
+  log(`  ${c} streams: ${ttfts.length} requests, ${tokens} tokens in ${dt.toFixed(1)} s: ${num(tokens / dt)} tokens/s, TTFT p50 ${num(pct(ttfts, 50))} ms p99 ${num(pct(ttfts, 99))} ms, mean batch ${meanBatch.toFixed(2)}`);
+}
+const rssAfter = rssMiB(pid);
+const m = await metricsOf(url);
+child.kill('SIGTERM');
+const base = rows.find((r) => r.streams === 1)?.tokens_per_s;
+log('');
+log(table(['streams', 'requests', 'tokens', 'tokens/s', 'vs 1 stream', 'TTFT p50 ms', 'TTFT p99 ms', 'mean batch'],
+  rows.map((r) => [String(r.streams), String(r.requests), String(r.tokens), num(r.tokens_per_s), base ? `${(r.tokens_per_s / base).toFixed(2)}x` : '', num(r.ttft_p50_ms), num(r.ttft_p99_ms), r.mean_batch.toFixed(2)])));
+log(`server RSS: ${rssBefore.toFixed(0)} MiB after warm-up, ${rssAfter.toFixed(0)} MiB after the run (${(((rssAfter - rssBefore) / rssBefore) * 100).toFixed(1)} %); 5xx answers: ${Object.keys(m).length ? 'see /metrics' : '?'}`);
+const eight = rows.find((r) => r.streams === 8)?.tokens_per_s;
+if (base && eight) log(`target: 8 streams ≥ 4x one stream's tokens/s: ${(eight / base).toFixed(2)}x ${eight / base >= 4 ? 'met' : 'NOT met'}`);
+writeJsonIfAsked(cli, 'bench/results/serve.json', () => ({ machine: machineInfo(), model: flag('small') ? 'small' : 'gpt2-124M-shape', max_tokens: maxTokens, rows, rss_mib: { before: rssBefore, after: rssAfter } }));
