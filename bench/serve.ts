@@ -56,7 +56,8 @@ const levels = opt('levels', '1,4,8,16').split(',').map(Number);
 const seconds = Number(opt('seconds', '25'));
 const maxTokens = Number(opt('max-tokens', '32'));
 const script = fileURLToPath(import.meta.url);
-const child = spawn(process.execPath, [script, '--server', ...(flag('small') ? ['--small'] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
+const profile = cli.args.get('profile'); // --profile DIR: the server runs under --cpu-prof
+const child = spawn(process.execPath, [...(typeof profile === 'string' ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []), script, '--server', ...(flag('small') ? ['--small'] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
 const { port, pid } = await new Promise<{ port: number; pid: number }>((resolve, reject) => {
   let out = '';
   child.stdout.on('data', (d: Buffer) => {
@@ -115,6 +116,7 @@ for (const c of levels) {
 const rssAfter = rssMiB(pid);
 const m = await metricsOf(url);
 child.kill('SIGTERM');
+await new Promise((r) => child.once('exit', r));
 const base = rows.find((r) => r.streams === 1)?.tokens_per_s;
 log('');
 log(table(['streams', 'requests', 'tokens', 'tokens/s', 'vs 1 stream', 'TTFT p50 ms', 'TTFT p99 ms', 'mean batch'],

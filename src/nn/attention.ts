@@ -6,7 +6,7 @@
 // sparse patterns of the fused kernel (local, strided, fixed), and causal linear attention
 // (elu+1 features or Performer random features) with a running state instead of a KV cache.
 import {
-  concat, contiguous, elu1, expand, fmt, noGrad, permute, reshape, scaledDotProductAttention, slice, split, unsqueeze, zeros,
+  concat, contiguous, elu1, expand, fmt, noGrad, permute, reshape, scaledDotProductAttention, slice, split, tidy, unsqueeze, zeros,
   type Generator, type Tensor,
 } from '../tensor/index.js';
 import type { AttentionSparsity, Backend } from '../backend/backend.js';
@@ -141,7 +141,7 @@ export class KVPool {
   load(slot: number, cache: KVCache): void {
     const T = cache.length;
     this.reserve(T + 1);
-    noGrad(() => {
+    tidy(() => noGrad(() => {
       cache.layers.forEach((layer, l) => {
         for (const [src, list] of [[layer.k, this.k], [layer.v, this.v]] as const) {
           if (!src || src.shape[2] !== T) throw new Error(`KVPool.load: layer ${l} holds ${src?.shape[2] ?? 0} positions, the cache says ${T}`);
@@ -150,7 +150,7 @@ export class KVPool {
           dst.dispose();
         }
       });
-    });
+    }));
     this.lengths[slot] = T;
   }
 
@@ -158,7 +158,7 @@ export class KVPool {
   move(from: number, to: number): void {
     const T = this.lengths[from]!;
     if (from !== to && T > 0) {
-      noGrad(() => {
+      tidy(() => noGrad(() => {
         for (const list of [this.k, this.v]) {
           for (const buf of list) {
             const src = slice(slice(buf, 0, from, from + 1), 2, 0, T);
@@ -168,7 +168,7 @@ export class KVPool {
             dst.dispose();
           }
         }
-      });
+      }));
     }
     this.lengths[to] = T;
     if (from !== to) this.lengths[from] = 0;
