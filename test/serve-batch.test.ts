@@ -137,3 +137,17 @@ for (const family of ['llama', 'qwen3', 'phi'] as const) {
     m.dispose();
   });
 }
+
+test('the server\'s one-pass sampler draws what selectToken draws, from the same generator', async () => {
+  const { sampleTempered } = await import('../src/serve/scheduler.js');
+  const { selectToken } = await import('../src/generate/sampling.js');
+  const { Generator } = await import('../src/tensor/random.js');
+  const g0 = new Generator(1);
+  const logits = Float32Array.from({ length: 5000 }, () => g0.random() * 8);
+  logits[7] = -Infinity;
+  for (const T of [0.3, 0.8, 1, 1.7]) {
+    const a = new Generator(5);
+    const b = new Generator(5);
+    for (let k = 0; k < 200; k++) assert.equal(sampleTempered(logits, T, a), selectToken(Float32Array.from(logits), [], { temperature: T }, b), `T ${T} draw ${k}`);
+  }
+});

@@ -277,7 +277,9 @@ export class Scheduler {
     let lp: TokenLogprob | null = null;
     const logProbs = p.logprobs !== null ? logSoftmax(logits) : null;
     const ctx = p.promptIds.length ? p.promptIds.concat(seq.out) : seq.out;
-    const token = p.temperature === 0 ? argmaxLogits(logits) : selectToken(logits, ctx, { temperature: p.temperature, topP: p.topP, topK: p.topK }, seq.rng);
+    const token = p.temperature === 0 ? argmaxLogits(logits)
+      : p.topP >= 1 && !p.topK ? sampleTempered(logits, p.temperature, seq.rng)
+        : selectToken(logits, ctx, { temperature: p.temperature, topP: p.topP, topK: p.topK }, seq.rng);
     if (logProbs) lp = { token, logprob: logProbs[token]!, top: topN(logProbs, p.logprobs!) };
     this.opts.metrics?.tokens(1);
     if (seq.out.length === 0 && this.opts.metrics) {
@@ -287,6 +289,41 @@ export class Scheduler {
     const done = seq.accept(token, lp, block);
     if (done && seq.state === 'running') this.finish(seq);
   }
+}
+
+const scratch = { e: new Float64Array(0) };
+
+/**
+ * A draw from softmax(logits / temperature) in one exp pass and one scan (selectToken takes four
+ * passes over the 50k logits of a GPT-2 vocabulary: temperature, max, exp, normalise): the
+ * inverse CDF of the unnormalised weights at r · total, r from the sequence's generator.
+ */
+export function sampleTempered(logits: Float32Array, temperature: number, rng: Generator): number {
+  const V = logits.length;
+  let m = -Infinity;
+  for (let i = 0; i < V; i++) if (logits[i]! > m) m = logits[i]!;
+  if (m === -Infinity) throw new Error('sampling: every logit is -Infinity (or NaN)');
+  if (scratch.e.length < V) scratch.e = new Float64Array(V);
+  const e = scratch.e;
+  const inv = 1 / temperature;
+  let total = 0;
+  for (let i = 0; i < V; i++) {
+    const l = logits[i]!;
+    const w = l > -Infinity ? Math.exp((l - m) * inv) : 0; // NaN > x is false: NaN weighs 0
+    e[i] = w;
+    total += w;
+  }
+  const r = rng.random() * total;
+  let cum = 0;
+  let last = -1;
+  for (let i = 0; i < V; i++) {
+    const w = e[i]!;
+    if (w === 0) continue;
+    cum += w;
+    last = i;
+    if (r < cum) return i;
+  }
+  return last;
 }
 
 function readRow(logits: Tensor, b: number, t: number): Float32Array {
