@@ -3,10 +3,11 @@
 // tokenizer), c workers at a time for c = 1, 4, 8, 16, each level bounded in requests and in time.
 // Reports aggregate generated tokens/s, p50/p99 time to first token, mean decode batch, and the
 // server's resident memory before and after.
-//   node dist/bench/serve.js [--levels 1,4,8,16] [--seconds 25] [--max-tokens 32] [--small] [--json] [--out FILE]
+//   node dist/bench/serve.js [--levels 1,4,8,16] [--seconds 25] [--max-tokens 32] [--small] [--raw] [--profile DIR] [--json] [--out FILE]
 // --small: a 4-layer, 256-wide GPT (for a quick look). The server side is `--server` of this file.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { getBackend } from '../src/index.js';
@@ -71,7 +72,32 @@ const url = `http://127.0.0.1:${port}`;
 const client = new OpenAI({ apiKey: 'none', baseURL: `${url}/v1`, maxRetries: 0, timeout: 120_000 });
 const PROMPTS = ['The meaning of life is', 'Once upon a time, in a land far away,', 'In 1905 Albert Einstein published', 'def fibonacci(n):', 'The weather today', 'My favourite recipe for bread'];
 
+/** --raw: a bare node:http client that only counts the events (no SDK parsing), to see what the
+ *  client's own CPU costs on a 2-core machine. */
+function oneRaw(i: number): Promise<{ ttft: number; tokens: number }> {
+  const t0 = performance.now();
+  const body = JSON.stringify({ model: 'gpt2-shape', prompt: PROMPTS[i % PROMPTS.length]!, max_tokens: maxTokens, temperature: 0.8, seed: i, stream: true, stream_options: { include_usage: true } });
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/v1/completions', method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+      let ttft = NaN;
+      let tail = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        if (Number.isNaN(ttft)) ttft = performance.now() - t0;
+        tail = (tail + d).slice(-400);
+      });
+      res.on('end', () => {
+        const m = /"completion_tokens":(\d+)/.exec(tail);
+        resolve({ ttft, tokens: m ? Number(m[1]) : 0 });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 async function one(i: number): Promise<{ ttft: number; tokens: number }> {
+  if (flag('raw')) return oneRaw(i);
   const t0 = performance.now();
   let ttft = NaN;
   let tokens = 0;
@@ -85,7 +111,7 @@ async function one(i: number): Promise<{ ttft: number; tokens: number }> {
   return { ttft, tokens };
 }
 
-log(`attn serve load: ${flag('small') ? 'small GPT' : 'GPT-2 124M shape'}, random weights, max_tokens ${maxTokens}, ${seconds} s or ${'8 × c'} requests per level`);
+log(`attn serve load (${flag('raw') ? 'bare node:http client' : 'openai client'}): ${flag('small') ? 'small GPT' : 'GPT-2 124M shape'}, random weights, max_tokens ${maxTokens}, ${seconds} s or ${'8 × c'} requests per level`);
 await one(0); // warm-up: V8 and the kernels
 await one(1);
 const rssBefore = rssMiB(pid);
@@ -124,4 +150,4 @@ log(table(['streams', 'requests', 'tokens', 'tokens/s', 'vs 1 stream', 'TTFT p50
 log(`server RSS: ${rssBefore.toFixed(0)} MiB after warm-up, ${rssAfter.toFixed(0)} MiB after the run (${(((rssAfter - rssBefore) / rssBefore) * 100).toFixed(1)} %); 5xx answers: ${Object.keys(m).length ? 'see /metrics' : '?'}`);
 const eight = rows.find((r) => r.streams === 8)?.tokens_per_s;
 if (base && eight) log(`target: 8 streams ≥ 4x one stream's tokens/s: ${(eight / base).toFixed(2)}x ${eight / base >= 4 ? 'met' : 'NOT met'}`);
-writeJsonIfAsked(cli, 'bench/results/serve.json', () => ({ machine: machineInfo(), model: flag('small') ? 'small' : 'gpt2-124M-shape', max_tokens: maxTokens, rows, rss_mib: { before: rssBefore, after: rssAfter } }));
+writeJsonIfAsked(cli, 'bench/results/serve.json', () => ({ machine: machineInfo(), client: flag('raw') ? 'node:http' : 'openai', model: flag('small') ? 'small' : 'gpt2-124M-shape', max_tokens: maxTokens, rows, rss_mib: { before: rssBefore, after: rssAfter } }));
