@@ -3,31 +3,13 @@
 // token by token to stdout, stops at the model's end-of-turn ids, and keeps the reply for the
 // next turn. Lines from a pipe work too (one user turn per line), for scripts and tests.
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { chatTemplateOf, renderChat, type ChatMessage, type ChatTemplate } from '../generate/chat.js';
+import { renderChat, type ChatMessage } from '../generate/chat.js';
 import { generateStream } from '../generate/index.js';
 import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
-import { adapterBaseOf, backendFromFlags, describeQuantized, loadModelDir, quantSpecFromFlags, requireDir, stopIdsOf } from './common.js';
-
-/** The chat template of a model directory (tokenizer_config.json or chat_template.jinja). */
-async function templateOf(dir: string): Promise<ChatTemplate | null> {
-  const cfgPath = join(dir, 'tokenizer_config.json');
-  const jinjaPath = join(dir, 'chat_template.jinja');
-  const cfg = existsSync(cfgPath) ? (JSON.parse(await readFile(cfgPath, 'utf8')) as Record<string, unknown>) : {};
-  const jinja = existsSync(jinjaPath) ? await readFile(jinjaPath, 'utf8') : undefined;
-  return chatTemplateOf(cfg, jinja);
-}
-
-/** eos_token_id of generation_config.json (one id or several), which chat models stop at. */
-async function generationStopIds(dir: string): Promise<number[]> {
-  const p = join(dir, 'generation_config.json');
-  if (!existsSync(p)) return [];
-  const e = (JSON.parse(await readFile(p, 'utf8')) as { eos_token_id?: unknown }).eos_token_id;
-  return typeof e === 'number' ? [e] : Array.isArray(e) ? e.filter((x): x is number => typeof x === 'number') : [];
-}
+import { adapterBaseOf, backendFromFlags, describeQuantized, generationStopIds, loadModelDir, quantSpecFromFlags, requireDir, stopIdsOf, templateOf } from './common.js';
 
 /** The rendered prompt's ids: special tokens in it (the template's turn markers) are tokens,
  *  and nothing is added (the template already holds any BOS). */

@@ -12,6 +12,7 @@ import { loadDecoderDir, readHFConfig } from '../models/hf-decoder-files.js';
 import { decoderFamilyOf } from '../models/hf-decoder.js';
 import { ADAPTER_CONFIG_FILE, loadAdapters } from '../nn/lora-files.js';
 import { quantizedWeights, quantizeModel, type QuantizeSpec } from '../nn/quantized.js';
+import { chatTemplateOf, type ChatTemplate } from '../generate/chat.js';
 import { loadGpt2Tokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
 
@@ -160,4 +161,21 @@ export function shippedData(path: string): string {
   if (!path.startsWith('data/') || existsSync(path)) return path;
   const shipped = fileURLToPath(new URL(`../../../${path}`, import.meta.url));
   return existsSync(shipped) ? shipped : path;
+}
+
+/** The chat template of a model directory (tokenizer_config.json or chat_template.jinja). */
+export async function templateOf(dir: string): Promise<ChatTemplate | null> {
+  const cfgPath = join(dir, 'tokenizer_config.json');
+  const jinjaPath = join(dir, 'chat_template.jinja');
+  const cfg = existsSync(cfgPath) ? (JSON.parse(await readFile(cfgPath, 'utf8')) as Record<string, unknown>) : {};
+  const jinja = existsSync(jinjaPath) ? await readFile(jinjaPath, 'utf8') : undefined;
+  return chatTemplateOf(cfg, jinja);
+}
+
+/** eos_token_id of generation_config.json (one id or several), which chat models stop at. */
+export async function generationStopIds(dir: string): Promise<number[]> {
+  const p = join(dir, 'generation_config.json');
+  if (!existsSync(p)) return [];
+  const e = (JSON.parse(await readFile(p, 'utf8')) as { eos_token_id?: unknown }).eos_token_id;
+  return typeof e === 'number' ? [e] : Array.isArray(e) ? e.filter((x): x is number => typeof x === 'number') : [];
 }

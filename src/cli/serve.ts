@@ -1,12 +1,10 @@
 // attn serve: a model over the OpenAI HTTP API with continuous batching (src/serve).
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { chatTemplateOf, type ChatTemplate } from '../generate/chat.js';
 import { ApiServer } from '../serve/server.js';
 import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
-import { adapterBaseOf, backendFromFlags, describeQuantized, loadModelDir, quantSpecFromFlags, requireDir, stopIdsOf, tokenizerOfModel } from './common.js';
+import { adapterBaseOf, backendFromFlags, describeQuantized, generationStopIds, loadModelDir, quantSpecFromFlags, requireDir, stopIdsOf, templateOf, tokenizerOfModel } from './common.js';
 
 /** --name or --name_with_underscores. */
 function str(f: Flags, name: string): string | undefined {
@@ -16,20 +14,6 @@ function int(f: Flags, name: string, min: number): number | undefined {
   return f.number(name, { integer: true, min }) ?? f.number(name.replace(/-/g, '_'), { integer: true, min });
 }
 
-async function templateOf(dir: string): Promise<ChatTemplate | null> {
-  const cfgPath = join(dir, 'tokenizer_config.json');
-  const jinjaPath = join(dir, 'chat_template.jinja');
-  const cfg = existsSync(cfgPath) ? (JSON.parse(await readFile(cfgPath, 'utf8')) as Record<string, unknown>) : {};
-  const jinja = existsSync(jinjaPath) ? await readFile(jinjaPath, 'utf8') : undefined;
-  return chatTemplateOf(cfg, jinja);
-}
-
-async function generationStopIds(dir: string): Promise<number[]> {
-  const p = join(dir, 'generation_config.json');
-  if (!existsSync(p)) return [];
-  const e = (JSON.parse(await readFile(p, 'utf8')) as { eos_token_id?: unknown }).eos_token_id;
-  return typeof e === 'number' ? [e] : Array.isArray(e) ? e.filter((x): x is number => typeof x === 'number') : [];
-}
 
 export async function runServe(f: Flags): Promise<void> {
   let dir = f.required('model', 'a model directory');

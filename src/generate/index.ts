@@ -224,7 +224,7 @@ function ids(feed: number[], backend: Backend): Tensor {
  * The whole continuation is decoded each step so that byte-level merges across tokens come
  * out as the tokenizer intends; that is O(n) per step, small beside a forward pass.
  */
-class TextTracker {
+export class TextTracker {
   private emitted = 0; // UTF-16 units of text already handed out
   /** The final text, once generation has ended. */
   final: string | undefined;

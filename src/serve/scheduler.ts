@@ -17,6 +17,7 @@
 // A sequence therefore sees exactly the computation it would see alone, and with the same seed
 // yields the same tokens whoever else is in the batch (test/serve.test.ts).
 import type { Backend } from '../backend/backend.js';
+import { TextTracker } from '../generate/index.js';
 import { argmaxLogits, selectToken } from '../generate/sampling.js';
 import type { KVCache, KVPool } from '../nn/attention.js';
 import { slice, tensor } from '../tensor/ops.js';
@@ -361,51 +362,3 @@ function topN(lp: Float64Array, n: number): { token: number; logprob: number }[]
   return best;
 }
 
-/**
- * The decoded completion, handed out in pieces that can no longer change: a token may end inside
- * a multi-byte character (a trailing U+FFFD until the rest arrives), and an ending that could be
- * the start of a stop string is held back until it is not. (As generate/index.ts's tracker.)
- */
-export class TextTracker {
-  private emitted = 0;
-  final: string | undefined;
-  stopString: string | undefined;
-
-  constructor(private readonly decode: (ids: number[]) => string, private readonly stops: readonly string[]) {}
-
-  update(tokens: number[], ending: boolean): string {
-    const full = this.decode(tokens);
-    let at = -1;
-    for (const s of this.stops) {
-      const i = full.indexOf(s);
-      if (i >= 0 && (at < 0 || i < at)) {
-        at = i;
-        this.stopString = s;
-      }
-    }
-    if (at >= 0) return this.end(full.slice(0, at));
-    if (ending) return this.end(full);
-    let safe = full.length;
-    while (safe > this.emitted && full.charCodeAt(safe - 1) === 0xfffd) safe--;
-    let hold = 0;
-    for (const s of this.stops) {
-      for (let L = Math.min(s.length - 1, safe - this.emitted); L > hold; L--) {
-        if (full.startsWith(s.slice(0, L), safe - L)) {
-          hold = L;
-          break;
-        }
-      }
-    }
-    safe -= hold;
-    const piece = full.slice(this.emitted, safe);
-    this.emitted = safe;
-    return piece;
-  }
-
-  private end(final: string): string {
-    this.final = final;
-    const piece = final.slice(this.emitted);
-    this.emitted = final.length;
-    return piece;
-  }
-}
