@@ -211,6 +211,10 @@ using Epilogue = void (*)(float* c, int64_t ldc, int rows, int cols, const float
 /** out[j] for j in [n0, n1) = sum_k a[k] B(k, j) (no bias or activation). */
 using Gemv = void (*)(const GemmArgs& g, const float* a, const void* b, float* out, int n0, int n1);
 
+/** Up to 4 rows of A against a "trans_b" B (row n of B at n * ldb: a linear layer's weight):
+ *  out[m * N + j] for j in [n0, n1), m < rows; each row of B is read once for all rows of A. */
+using GemvRows = void (*)(const GemmArgs& g, const float* a, int rows, const void* b, float* out, int n0, int n1);
+
 /** Like MicroKernel over kp pairs of bfloat16 (pack_a_pairs / pack_b_pairs strips). */
 using MicroKernelBf16 = void (*)(int kp, const uint32_t* pa, const uint32_t* pb, float* c, int64_t ldc, bool load_c);
 
@@ -228,6 +232,7 @@ struct KernelSet {
   Gemv gemv;
   PackA pack_a_rows;  // for !trans_a
   PackB pack_b_cols;  // for trans_b
+  GemvRows gemv_rows; // null: small M packs like any gemm
 };
 
 // ---- portable
@@ -595,6 +600,38 @@ AVX512 void gemv_avx512(const GemmArgs& g, const float* a, const void* b, float*
   }
 }
 
+/** GemvRows for R rows (AVX-512): one chain per row of A, B's row loaded once for all. */
+template <int R>
+AVX512 void gemv_rows_avx512_r(const GemmArgs& g, const float* a, const void* b, float* out, int n0, int n1) {
+  const bool h = g.b_bf16;
+  const __mmask16 all = 0xffff;
+  const int K16 = g.K / 16 * 16;
+  for (int n = n0; n < n1; n++) {
+    const int64_t row = int64_t(n) * g.ldb;
+    __m512 s[R];
+    for (int m = 0; m < R; m++) s[m] = _mm512_setzero_ps();
+    for (int k = 0; k < K16; k += 16) {
+      const __m512 w = load16_avx512(b, row + k, h, all);
+      for (int m = 0; m < R; m++) s[m] = _mm512_fmadd_ps(_mm512_loadu_ps(a + m * g.lda + k), w, s[m]);
+    }
+    if (K16 < g.K) {
+      const __mmask16 mk = __mmask16((1u << (g.K - K16)) - 1);
+      const __m512 w = load16_avx512(b, row + K16, h, mk);
+      for (int m = 0; m < R; m++) s[m] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, a + m * g.lda + K16), w, s[m]);
+    }
+    for (int m = 0; m < R; m++) out[int64_t(m) * g.N + n] = _mm512_reduce_add_ps(s[m]);
+  }
+}
+
+AVX512 void gemv_rows_avx512(const GemmArgs& g, const float* a, int rows, const void* b, float* out, int n0, int n1) {
+  switch (rows) {
+    case 1: return gemv_rows_avx512_r<1>(g, a, b, out, n0, n1);
+    case 2: return gemv_rows_avx512_r<2>(g, a, b, out, n0, n1);
+    case 3: return gemv_rows_avx512_r<3>(g, a, b, out, n0, n1);
+    default: return gemv_rows_avx512_r<4>(g, a, b, out, n0, n1);
+  }
+}
+
 // ---- AVX-512 BF16: the same 12 x 32 tiles, two k per vdpbf16ps
 
 AVX512BF16 void micro_avx512bf16(int kp, const uint32_t* pa, const uint32_t* pb, float* c, int64_t ldc, bool load_c) {
@@ -623,10 +660,10 @@ AVX512BF16 void micro_avx512bf16(int kp, const uint32_t* pa, const uint32_t* pb,
 }
 
 const KernelSet SETS[4] = {
-    {4, 8, micro_portable, nullptr, epilogue_portable, gemv_portable, nullptr, nullptr},
-    {6, 16, micro_avx2, nullptr, epilogue_avx2, gemv_avx2, pack_a_rows_avx2, pack_b_cols_avx2},
-    {12, 32, micro_avx512, nullptr, epilogue_avx512, gemv_avx512, pack_a_rows_avx2, pack_b_cols_avx2},
-    {12, 32, micro_avx512, micro_avx512bf16, epilogue_avx512, gemv_avx512, pack_a_rows_avx2, pack_b_cols_avx2},
+    {4, 8, micro_portable, nullptr, epilogue_portable, gemv_portable, nullptr, nullptr, nullptr},
+    {6, 16, micro_avx2, nullptr, epilogue_avx2, gemv_avx2, pack_a_rows_avx2, pack_b_cols_avx2, nullptr},
+    {12, 32, micro_avx512, nullptr, epilogue_avx512, gemv_avx512, pack_a_rows_avx2, pack_b_cols_avx2, gemv_rows_avx512},
+    {12, 32, micro_avx512, micro_avx512bf16, epilogue_avx512, gemv_avx512, pack_a_rows_avx2, pack_b_cols_avx2, gemv_rows_avx512},
 };
 
 Isa g_isa = Isa::portable;
@@ -851,6 +888,20 @@ void gemm(const GemmArgs& g0, int threads) {
   const int64_t mn = int64_t(g.M) * g.N;
   // bfloat16 precision always packs (its rounding lives in the packing).
   const bool vec = g.M == 1 && !g.trans_a && !g.bf16_compute;
+  // 2-8 rows against a linear layer's weight (batched decode): each weight row is streamed once
+  // for all rows of A (up to 4 per pass) instead of packing the whole weight per call.
+  const bool rowsVec = !vec && ks.gemv_rows && g.M <= 8 && g.batch == 1 && g.trans_b && !g.trans_a && !g.bf16_compute && !g.accumulate;
+  if (rowsVec) {
+    parallel(nt, [&](int tid, int n) {
+      const int chunk = ((g.N + n - 1) / n + 63) / 64 * 64;
+      const int n0 = std::min(g.N, tid * chunk), n1 = std::min(g.N, n0 + chunk);
+      if (n0 >= n1) return;
+      for (int m0 = 0; m0 < g.M; m0 += 4)
+        ks.gemv_rows(g, g.a + int64_t(m0) * g.lda, std::min(4, g.M - m0), g.b, g.out + int64_t(m0) * g.N, n0, n1);
+      if (g.bias || g.act != ACT_NONE) ks.epilogue(g.out + n0, g.N, g.M, n1 - n0, g.bias ? g.bias + n0 : nullptr, g.act);
+    });
+    return;
+  }
   parallel(nt, [&](int tid, int n) {
     int b0 = 0, b1 = g.batch, m0 = 0, m1 = g.M, n0 = 0, n1 = g.N;
     if (n > 1) {
