@@ -485,6 +485,36 @@ AVX2 void pack_b_cols_avx2(const GemmArgs& g, const void* b, int k0, int kc, int
 
 // ---- AVX-512 (F, BW, VL): 12 x 32 tiles (24 accumulators)
 
+/** GemvRows for R rows (AVX2): one chain per row of A, B's row loaded once for all. */
+template <int R>
+AVX2 void gemv_rows_avx2_r(const GemmArgs& g, const float* a, const void* b, float* out, int n0, int n1) {
+  const bool h = g.b_bf16;
+  const int K8 = g.K / 8 * 8;
+  for (int n = n0; n < n1; n++) {
+    const int64_t row = int64_t(n) * g.ldb;
+    __m256 s[R];
+    for (int m = 0; m < R; m++) s[m] = _mm256_setzero_ps();
+    for (int k = 0; k < K8; k += 8) {
+      const __m256 w = load8_avx2(b, row + k, h);
+      for (int m = 0; m < R; m++) s[m] = _mm256_fmadd_ps(_mm256_loadu_ps(a + m * g.lda + k), w, s[m]);
+    }
+    for (int m = 0; m < R; m++) {
+      float t = hsum_avx2(s[m]);
+      for (int k = K8; k < g.K; k++) t += a[m * g.lda + k] * (h ? bf16_to_f32(static_cast<const uint16_t*>(b)[row + k]) : static_cast<const float*>(b)[row + k]);
+      out[int64_t(m) * g.N + n] = t;
+    }
+  }
+}
+
+AVX2 void gemv_rows_avx2(const GemmArgs& g, const float* a, int rows, const void* b, float* out, int n0, int n1) {
+  switch (rows) {
+    case 1: return gemv_rows_avx2_r<1>(g, a, b, out, n0, n1);
+    case 2: return gemv_rows_avx2_r<2>(g, a, b, out, n0, n1);
+    case 3: return gemv_rows_avx2_r<3>(g, a, b, out, n0, n1);
+    default: return gemv_rows_avx2_r<4>(g, a, b, out, n0, n1);
+  }
+}
+
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 
 AVX512 void micro_avx512(int kc, const float* pa, const float* pb, float* c, int64_t ldc, bool load_c) {
@@ -661,7 +691,7 @@ AVX512BF16 void micro_avx512bf16(int kp, const uint32_t* pa, const uint32_t* pb,
 
 const KernelSet SETS[4] = {
     {4, 8, micro_portable, nullptr, epilogue_portable, gemv_portable, nullptr, nullptr, nullptr},
-    {6, 16, micro_avx2, nullptr, epilogue_avx2, gemv_avx2, pack_a_rows_avx2, pack_b_cols_avx2, nullptr},
+    {6, 16, micro_avx2, nullptr, epilogue_avx2, gemv_avx2, pack_a_rows_avx2, pack_b_cols_avx2, gemv_rows_avx2},
     {12, 32, micro_avx512, nullptr, epilogue_avx512, gemv_avx512, pack_a_rows_avx2, pack_b_cols_avx2, gemv_rows_avx512},
     {12, 32, micro_avx512, micro_avx512bf16, epilogue_avx512, gemv_avx512, pack_a_rows_avx2, pack_b_cols_avx2, gemv_rows_avx512},
 };
