@@ -10,7 +10,7 @@ import { CpuBackend, WasmRuntime } from '../src/backend/cpu/index.js';
 import * as A from '../src/index.js';
 import { Generator, RefBackend } from '../src/index.js';
 import { QUANT_FORMATS, dequantizeRows, quantize, type QuantizedArrays } from '../src/tensor/quantize.js';
-import { cases, freeQuant, randomF32, uploadQuant, type Case } from './quant-helpers.js';
+import { cases, checkQuantEmbedding, freeQuant, randomF32, uploadQuant, type Case } from './quant-helpers.js';
 
 const ref = new RefBackend();
 /** out of quantMatmul on `be` for case c (seeded inputs). */
@@ -57,43 +57,6 @@ function checkMatmulCases(be: Backend, filter: (c: Case) => boolean = () => true
   }
   assert.ok(n > 0);
   return worst;
-}
-
-/** Embedding rows equal dequantizeRows exactly; an id out of range is refused. */
-function checkEmbedding(be: Backend): void {
-  for (const format of QUANT_FORMATS) {
-    for (const K of format === 'int8' ? [32, 50, 800] : [32, 800]) {
-      const N = 37;
-      const g = new Generator(K + N);
-      const q = quantize(randomF32(N * K, g), N, K, format);
-      const deq = dequantizeRows(q);
-      const w = uploadQuant(be, q);
-      const idList = [0, N - 1, 5, 5, 17, 36, 1, 0, 12, 3, 30, 29, 8];
-      const ids = be.upload(Int32Array.from(idList), 'int32');
-      const out = be.alloc('float32', idList.length * K);
-      be.quantEmbedding(w, ids, idList.length, out);
-      const got = be.read(out);
-      for (let i = 0; i < idList.length; i++) {
-        const want = deq.subarray(idList[i]! * K, (idList[i]! + 1) * K);
-        for (let k = 0; k < K; k++) {
-          if (!Object.is(got[i * K + k], want[k])) assert.fail(`${be.name} ${format} K=${K}: row ${i} (id ${idList[i]}) element ${k}: ${got[i * K + k]} vs ${want[k]}`);
-        }
-      }
-      for (const bad of [[0, N], [-1], [3, 4, N + 5]]) {
-        const b = be.upload(Int32Array.from(bad), 'int32');
-        const o = be.alloc('float32', bad.length * K);
-        const pos = bad.length - 1;
-        assert.throws(() => { be.quantEmbedding(w, b, bad.length, o); be.read(o); },
-          (e: unknown) => e instanceof RangeError && /quantEmbedding/.test(e.message) && e.message.includes(String(bad[pos])) && e.message.includes(String(N)),
-          `${be.name} ${format}: id ${bad[pos]} refused`);
-        be.free(b);
-        be.free(o);
-      }
-      freeQuant(be, w);
-      be.free(ids);
-      be.free(out);
-    }
-  }
 }
 
 // The WebAssembly path: cpu backends made with ATTN_NATIVE=0 (read when a backend is constructed).
@@ -143,7 +106,7 @@ test('WebAssembly quantMatmul matches ref: every format, M, K, N, bias and activ
 
 test('WebAssembly quantEmbedding equals dequantizeRows; out-of-range ids are refused', () => {
   kernelsRun.clear();
-  for (const { be } of wasm.slice(0, 2)) checkEmbedding(be);
+  for (const { be } of wasm.slice(0, 2)) checkQuantEmbedding(be);
   assert.equal(kernelsRun.get('quant_embedding'), 2 * 7, 'the wasm kernel ran for every valid call');
 });
 
@@ -190,5 +153,5 @@ test('WebAssembly quantMatmul on 2 threads: a product large enough to split, aga
 test('the default cpu backend (native kernels where built) matches ref', async () => {
   const be = await A.getBackend('cpu');
   checkMatmulCases(be, (c) => c.act !== 'relu' || c.N === 64);
-  checkEmbedding(be);
+  checkQuantEmbedding(be);
 });
