@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Tokenizer as Oracle } from '@huggingface/tokenizers';
 import { HfTokenizer } from '../src/tokenizers/index.js';
+import { compareWithOracle } from './tokenizer-oracle.js';
 
 const SST2 = fileURLToPath(new URL('../../data/sst2/', import.meta.url));
 const sentences = (f: string): string[] => readFileSync(SST2 + f, 'utf8').trim().split('\n').slice(1).map((l) => l.split('\t')[0]!);
@@ -85,27 +86,10 @@ for (const byteFallback of [false, true]) {
     const ours = new HfTokenizer(json as never, config);
     const oracle = new Oracle(json, config);
     const texts = [...sentences('dev.tsv').slice(0, 3000), ...fuzz(300)];
-    let tokens = 0;
-    let mismatches = 0;
-    let firstBad = '';
-    for (const text of texts) {
-      // The oracle has no byte fallback in its Unigram model (the Rust library turns an unknown
-      // piece into its <0xNN> tokens when all exist): compare with each run of byte tokens folded
-      // back into one unknown, and check separately that the bytes decode to the text.
-      const a = byteFallback ? foldBytes(ours.encode(text)) : ours.encode(text);
-      const b = oracle.encode(text).ids;
-      tokens += b.length;
-      if (a.length !== b.length || a.some((v, i) => v !== b[i])) {
-        mismatches++;
-        firstBad ||= `${JSON.stringify(text)}: attn ${a.join(' ')} vs oracle ${b.join(' ')}`;
-      }
-      const da = ours.decode(b, { skipSpecialTokens: true });
-      const db = oracle.decode(b, { skip_special_tokens: true });
-      if (da !== db) {
-        mismatches++;
-        firstBad ||= `decode of ${JSON.stringify(text)}: ${JSON.stringify(da)} vs ${JSON.stringify(db)}`;
-      }
-    }
+    // The oracle has no byte fallback in its Unigram model (the Rust library turns an unknown
+    // piece into its <0xNN> tokens when all exist): compare with each run of byte tokens folded
+    // back into one unknown, and check separately that the bytes decode to the text.
+    const { tokens, mismatches, firstBad } = compareWithOracle(ours, oracle, texts, (text) => (byteFallback ? foldBytes(ours.encode(text)) : ours.encode(text)));
     t.diagnostic(`${texts.length} texts, ${tokens} tokens compared, ${mismatches} mismatches; vocabulary ${ours.vocabSize}`);
     assert.equal(mismatches, 0, firstBad);
     // Characters outside the vocabulary: one <unk> each run, or (byte fallback) their bytes, which decode back.
