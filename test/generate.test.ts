@@ -341,3 +341,23 @@ test('streaming reassembles multi-byte UTF-8 characters split across GPT-2 BPE t
   assert.equal(r.text, decode(script.slice(0, cut + 1)));
   assert.ok(r.text!.endsWith('\uFFFD'));
 });
+
+test('forwardWithCache lastOnly: the last row of the full logits, for GPT and a Llama-style DecoderLM (prefill without the head on every row)', async () => {
+  const { DecoderLM } = await import('../src/models/decoder.js');
+  const { decoderConfigFromHF } = await import('../src/models/hf-decoder.js');
+  const gpt = model(ref);
+  const llama = new DecoderLM(decoderConfigFromHF({ model_type: 'llama', vocab_size: 50, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 32 }), { backend: ref, seed: 5 });
+  for (const m of [gpt, llama]) {
+    const ids = prompt(9);
+    const idx = tensor(Int32Array.from(ids), { backend: ref, dtype: 'int32', shape: [1, ids.length] });
+    const full = m.forward(idx).logits.data();
+    const cache = m.createKVCache();
+    const last = m.forwardWithCache(idx, cache, { lastOnly: true }).logits;
+    assert.deepEqual(last.shape, [1, 1, 50]);
+    assert.equal(cache.length, ids.length);
+    const want = full.slice(8 * 50, 9 * 50);
+    const got = last.data();
+    for (let i = 0; i < 50; i++) assert.ok(Math.abs(got[i]! - want[i]!) < 1e-5, `${i}: ${got[i]} vs ${want[i]}`);
+    cache.dispose();
+  }
+});

@@ -15,7 +15,7 @@
 //
 // Uncached generation crops the context to its last block_size tokens every step (nanoGPT).
 import type { Backend } from '../backend/backend.js';
-import type { KVCache } from '../nn/attention.js';
+import type { ForwardCacheOptions, KVCache } from '../nn/attention.js';
 import { slice, tensor } from '../tensor/ops.js';
 import { Generator as Rng } from '../tensor/random.js';
 import { getDefaultBackend, noGrad, tidy, type Tensor } from '../tensor/tensor.js';
@@ -31,7 +31,7 @@ export interface LanguageModel {
   train(mode?: boolean): unknown;
   /** idx int32 (1, T) → logits (1, T, V). */
   forward(idx: Tensor): { logits: Tensor };
-  forwardWithCache(idx: Tensor, cache: KVCache): { logits: Tensor };
+  forwardWithCache(idx: Tensor, cache: KVCache, opts?: ForwardCacheOptions): { logits: Tensor };
   createKVCache(): KVCache;
   parameters(): Tensor[];
 }
@@ -168,14 +168,14 @@ function* steps(model: LanguageModel, promptIds: readonly number[], opts: Genera
             cache.reset();
             feed = ctx.slice(-refill);
           }
-          logits = model.forwardWithCache(ids(feed, backend), cache).logits;
+          logits = model.forwardWithCache(ids(feed, backend), cache, { lastOnly: true }).logits; // (1, 1, V)
           cachedUpTo = ctx.length;
         } else {
           feed = ctx.slice(-block);
           logits = model.forward(ids(feed, backend)).logits;
+          logits = slice(logits, 1, feed.length - 1, feed.length);
         }
-        const T = feed.length;
-        const row = slice(logits, 1, T - 1, T).data(); // (1, 1, V): one read per step
+        const row = logits.data(); // (1, 1, V): one read per step
         return row instanceof Float32Array ? row : Float32Array.from(row);
       }),
     );

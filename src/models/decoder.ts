@@ -9,7 +9,7 @@
 // The Hugging Face config.json mapping is hf-decoder.ts; reading and writing directories is
 // hf-decoder-files.ts.
 import type { Backend } from '../backend/backend.js';
-import { appendToCache, KVCache, KVPool, pooledDecodeAttention, rotateRows, type KVLayerCache } from '../nn/attention.js';
+import { appendToCache, KVCache, KVPool, pooledDecodeAttention, rotateRows, type ForwardCacheOptions, type KVLayerCache } from '../nn/attention.js';
 import { Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
 import { Module, ModuleList } from '../nn/module.js';
 import { ScaledRope, type RopeScaling } from '../nn/positional.js';
@@ -311,10 +311,11 @@ export class DecoderLM extends Module {
     return { logits, loss, ceLoss: loss };
   }
 
-  /** idx (B, T) holds only the tokens after those in `cache`; logits equal forward()'s rows. */
-  forwardWithCache(idx: Tensor, cache: KVCache): { logits: Tensor } {
+  /** idx (B, T) holds only the tokens after those in `cache`; logits equal forward()'s rows
+   *  (with `lastOnly`, the last position's only: (B, 1, V)). */
+  forwardWithCache(idx: Tensor, cache: KVCache, opts: ForwardCacheOptions = {}): { logits: Tensor } {
     if (cache.layers.length !== this.config.num_hidden_layers) throw new Error(`DecoderLM.forwardWithCache: the cache has ${cache.layers.length} layers, the model ${this.config.num_hidden_layers}`);
-    return { logits: this.run(idx, cache) };
+    return { logits: this.run(idx, cache, opts.lastOnly ?? false) };
   }
 
   createKVCache(): KVCache {
@@ -382,7 +383,7 @@ export class DecoderLM extends Module {
     return e === null ? [] : Array.isArray(e) ? [...e] : [e];
   }
 
-  private run(idx: Tensor, cache: KVCache | undefined): Tensor {
+  private run(idx: Tensor, cache: KVCache | undefined, lastOnly = false): Tensor {
     const cfg = this.config;
     if (idx.dtype !== 'int32' || idx.ndim !== 2) throw new Error(`DecoderLM: idx must be int32 (B, T), got ${idx.dtype} ${fmt(idx.shape)}`);
     const T = idx.shape[1]!;
@@ -396,6 +397,7 @@ export class DecoderLM extends Module {
     this.model.layers.items.forEach((layer, i) => {
       x = this.checkpointActivations && !cache && this.training ? checkpoint((h) => layer.forward(h), x) : layer.forward(x, cache?.layers[i]);
     });
+    if (lastOnly && T > 1) x = slice(x, 1, T - 1, T); // (B, 1, C)
     x = this.model.finalNorm.forward(x);
     if (cache) cache.length += T;
     return this.lm_head ? this.lm_head.forward(x) : this.model.embed_tokens.project(x); // (B, T, V)

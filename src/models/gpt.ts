@@ -8,13 +8,13 @@
 // feed-forward layers (moe_*: transformer.h.{i}.mlp.router, mlp.experts.{e}.c_fc, ...).
 import type { Backend } from '../backend/backend.js';
 import { ATTENTION_DEFAULTS, attentionProblems, sparsityOf, type AttentionFields } from '../nn/attention-config.js';
-import { CausalSelfAttention, KVCache, KVPool, type KVLayerCache } from '../nn/attention.js';
+import { CausalSelfAttention, KVCache, KVPool, type ForwardCacheOptions, type KVLayerCache } from '../nn/attention.js';
 import { Dropout, Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
 import { swigluHidden, MLP, type MLPActivation } from '../nn/mlp.js';
 import { Module, ModuleList } from '../nn/module.js';
 import { MoE } from '../nn/moe.js';
 import { LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding } from '../nn/positional.js';
-import { add, checkpoint, concat, crossEntropy, fmt, Generator, linear, tensor, unsqueeze, type DType, type Tensor } from '../tensor/index.js';
+import { add, checkpoint, concat, crossEntropy, fmt, Generator, linear, slice, tensor, unsqueeze, type DType, type Tensor } from '../tensor/index.js';
 
 export type PosEncoding = 'learned' | 'sinusoidal' | 'rope';
 export type { NormPlacement } from '../nn/encoder-decoder-layers.js';
@@ -374,13 +374,14 @@ export class GPT extends Module {
   /**
    * Incremental decoding: idx (B, T) holds only the tokens after those already in `cache`
    * (whose length gives their positions); their keys and values are appended to the cache.
-   * The logits equal the matching rows of forward() over the whole sequence.
+   * The logits equal the matching rows of forward() over the whole sequence; with `lastOnly`
+   * only the last position's (B, 1, V), sparing a prompt's prefill the head on every other row.
    */
-  forwardWithCache(idx: Tensor, cache: KVCache): GPTOutput {
+  forwardWithCache(idx: Tensor, cache: KVCache, opts: ForwardCacheOptions = {}): GPTOutput {
     if (cache.layers.length !== this.config.n_layer) {
       throw new Error(`GPT.forwardWithCache: the cache has ${cache.layers.length} layers, the model ${this.config.n_layer}`);
     }
-    return { logits: this.run(idx, cache) };
+    return { logits: this.run(idx, cache, opts.lastOnly ?? false) };
   }
 
   /** An empty cache for this model: keys and values, or running sums for linear attention
@@ -458,7 +459,7 @@ export class GPT extends Module {
     for (const b of this.transformer.h.items) b.attn.feature_map?.redraw(generator);
   }
 
-  private run(idx: Tensor, cache: KVCache | undefined): Tensor {
+  private run(idx: Tensor, cache: KVCache | undefined, lastOnly = false): Tensor {
     const cfg = this.config;
     const t = this.transformer;
     if (idx.dtype !== 'int32' || idx.ndim !== 2) throw new Error(`GPT: idx must be int32 (B, T), got ${idx.dtype} ${fmt(idx.shape)}`);
@@ -477,6 +478,7 @@ export class GPT extends Module {
       // Activation checkpointing: the block's activations are recomputed in the backward pass.
       x = this.checkpointActivations && !cache ? checkpoint((h) => block.forward(h), x, this.dropoutGenerators(block)) : block.forward(x, cache?.layers[i]);
     });
+    if (lastOnly && T > 1) x = slice(x, 1, T - 1, T); // (B, 1, C)
     if (t.ln_f) x = t.ln_f.forward(x);
     if (cache) cache.length += T;
     return this.lm_head ? this.lm_head.forward(x) : t.wte.project(x); // (B, T, V)

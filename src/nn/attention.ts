@@ -29,6 +29,12 @@ export interface KVLayerCache {
   vBuf?: Tensor | null;
 }
 
+/** Options of a model's forwardWithCache. */
+export interface ForwardCacheOptions {
+  /** Logits of the last position only, (B, 1, V): what a prompt's prefill needs. */
+  lastOnly?: boolean;
+}
+
 /** What a layer keeps between generation steps. */
 export type LayerCacheKind = 'kv' | 'state';
 

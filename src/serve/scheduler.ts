@@ -227,8 +227,8 @@ export class Scheduler {
         seq.cache = this.model.createKVCache();
         const ids = seq.params.promptIds;
         const row = tidy(() => noGrad(() => {
-          const logits = this.model.forwardWithCache(tensor(Int32Array.from(ids), { backend: this.opts.backend, dtype: 'int32', shape: [1, ids.length] }), seq.cache!).logits;
-          return readRow(logits, 0, ids.length - 1);
+          const logits = this.model.forwardWithCache(tensor(Int32Array.from(ids), { backend: this.opts.backend, dtype: 'int32', shape: [1, ids.length] }), seq.cache!, { lastOnly: true }).logits;
+          return readRow(logits, 0, 0);
         }));
         if (this.pool) {
           // the prefill ran alone into its own cache; its keys and values move into the slot
@@ -256,7 +256,10 @@ export class Scheduler {
     const logits = tidy(() => noGrad(() => {
       const idx = tensor(Int32Array.from(rows.map((s) => s.pending)), { backend: this.opts.backend, dtype: 'int32', shape: [B, 1] });
       const l = this.pool ? this.model.decodePooled(idx, this.pool).logits : this.model.decodeBatch(idx, rows.map((s) => s.cache!)).logits; // (B, 1, V)
-      return rows.map((s, i) => (s.paused ? null : readRow(l, i, 0)));
+      const V = l.shape[2]!;
+      const d = l.data(); // one read for every row
+      const all = d instanceof Float32Array ? d : Float32Array.from(d);
+      return rows.map((s, i) => (s.paused ? null : all.subarray(i * V, (i + 1) * V)));
     }));
     if (this.pool) rows.forEach((s, i) => { if (s.paused) this.pool!.lengths[i]! -= 1; });
     if (this.opts.metrics) {
