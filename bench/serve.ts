@@ -47,7 +47,7 @@ async function metricsOf(url: string): Promise<Record<string, number>> {
   const text = await (await fetch(`${url}/metrics`)).text();
   const out: Record<string, number> = {};
   for (const line of text.split('\n')) {
-    const m = /^(attn_[a-z_]+) (\S+)$/.exec(line);
+    const m = /^(attn_[a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
     if (m) out[m[1]!] = Number(m[2]);
   }
   return out;
@@ -115,7 +115,8 @@ log(`attn serve load (${flag('raw') ? 'bare node:http client' : 'openai client'}
 await one(0); // warm-up: V8 and the kernels
 await one(1);
 const rssBefore = rssMiB(pid);
-const rows: { streams: number; requests: number; tokens: number; seconds: number; tokens_per_s: number; ttft_p50_ms: number; ttft_p99_ms: number; mean_batch: number }[] = [];
+const rows: { streams: number; requests: number; tokens: number; seconds: number; tokens_per_s: number; ttft_p50_ms: number; ttft_p99_ms: number; mean_batch: number; split: Record<string, number> }[] = [];
+const pc = (f: number): string => `${(100 * f).toFixed(0)} %`;
 let n = 100;
 for (const c of levels) {
   const m0 = await metricsOf(url);
@@ -136,8 +137,11 @@ for (const c of levels) {
   const dt = (performance.now() - t0) / 1000;
   const m1 = await metricsOf(url);
   const meanBatch = (m1['attn_decode_rows_total']! - m0['attn_decode_rows_total']!) / (m1['attn_decode_steps_total']! - m0['attn_decode_steps_total']!);
-  rows.push({ streams: c, requests: ttfts.length, tokens, seconds: dt, tokens_per_s: tokens / dt, ttft_p50_ms: pct(ttfts, 50), ttft_p99_ms: pct(ttfts, 99), mean_batch: meanBatch });
-  log(`  ${c} streams: ${ttfts.length} requests, ${tokens} tokens in ${dt.toFixed(1)} s: ${num(tokens / dt)} tokens/s, TTFT p50 ${num(pct(ttfts, 50))} ms p99 ${num(pct(ttfts, 99))} ms, mean batch ${meanBatch.toFixed(2)}`);
+  // where the server's time went: its scheduler's phases as fractions of the level's wall time
+  const phase = (p: string): number => (m1[`attn_step_seconds_total{phase="${p}"}`]! - m0[`attn_step_seconds_total{phase="${p}"}`]!) / dt;
+  const split = { prefill: phase('prefill'), forward: phase('forward'), sample: phase('sample') };
+  rows.push({ streams: c, requests: ttfts.length, tokens, seconds: dt, tokens_per_s: tokens / dt, ttft_p50_ms: pct(ttfts, 50), ttft_p99_ms: pct(ttfts, 99), mean_batch: meanBatch, split });
+  log(`  ${c} streams: ${ttfts.length} requests, ${tokens} tokens in ${dt.toFixed(1)} s: ${num(tokens / dt)} tokens/s, TTFT p50 ${num(pct(ttfts, 50))} ms p99 ${num(pct(ttfts, 99))} ms, mean batch ${meanBatch.toFixed(2)}; server time: prefill ${pc(split.prefill)}, decode forward ${pc(split.forward)}, sampling+events ${pc(split.sample)}, other ${pc(1 - split.prefill - split.forward - split.sample)}`);
 }
 const rssAfter = rssMiB(pid);
 const m = await metricsOf(url);

@@ -224,6 +224,7 @@ export class Scheduler {
       seq.state = 'running';
       this.running.push(seq);
       try {
+        const t0 = performance.now();
         seq.cache = this.model.createKVCache();
         const ids = seq.params.promptIds;
         const row = tidy(() => noGrad(() => {
@@ -236,8 +237,13 @@ export class Scheduler {
           seq.cache.dispose();
           seq.cache = null;
         }
+        const t1 = performance.now();
         if (this.opts.metrics) this.opts.metrics.promptTokens += ids.length;
         this.sample(seq, row, block);
+        if (this.opts.metrics) {
+          this.opts.metrics.stepSeconds.prefill += (t1 - t0) / 1000;
+          this.opts.metrics.stepSeconds.sample += (performance.now() - t1) / 1000;
+        }
       } catch (e) {
         this.fail(seq, e as Error);
       }
@@ -253,6 +259,7 @@ export class Scheduler {
     const rows = this.pool ? [...this.running] : this.running.filter((s) => !s.paused);
     if (!rows.length || !rows.some((s) => !s.paused)) return;
     const B = rows.length;
+    const t0 = performance.now();
     const logits = tidy(() => noGrad(() => {
       const idx = tensor(Int32Array.from(rows.map((s) => s.pending)), { backend: this.opts.backend, dtype: 'int32', shape: [B, 1] });
       const l = this.pool ? this.model.decodePooled(idx, this.pool).logits : this.model.decodeBatch(idx, rows.map((s) => s.cache!)).logits; // (B, 1, V)
@@ -261,6 +268,7 @@ export class Scheduler {
       const all = d instanceof Float32Array ? d : Float32Array.from(d);
       return rows.map((s, i) => (s.paused ? null : all.subarray(i * V, (i + 1) * V)));
     }));
+    const t1 = performance.now();
     if (this.pool) rows.forEach((s, i) => { if (s.paused) this.pool!.lengths[i]! -= 1; });
     if (this.opts.metrics) {
       this.opts.metrics.decodeSteps++;
@@ -274,6 +282,10 @@ export class Scheduler {
         this.fail(seq, e as Error);
       }
     });
+    if (this.opts.metrics) {
+      this.opts.metrics.stepSeconds.forward += (t1 - t0) / 1000;
+      this.opts.metrics.stepSeconds.sample += (performance.now() - t1) / 1000;
+    }
   }
 
   private sample(seq: Sequence, logits: Float32Array, block: number): void {
