@@ -1,5 +1,6 @@
-// The batched decode step of continuous batching (GPT.decodeBatch, DecoderLM.decodeBatch): each
-// row, with its own cache and position, gets the logits forwardWithCache gives it alone.
+// The batched decode step of continuous batching (GPT.decodeBatch, DecoderLM.decodeBatch, the
+// pooled step with joining prompts): each row, with its own cache and position, gets the logits
+// forwardWithCache gives it alone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getBackend, noGrad, slice, tensor, tidy, type Tensor } from '../src/index.js';
@@ -102,11 +103,62 @@ function checkPooled(model: M, prompts: number[][], steps: number): void {
   }
 }
 
+/** stepPooled: joining prompts ride along with the decode rows in one forward (steps 0, 2 and
+ *  4), a sequence leaves at step 3; every decode row and every joined prompt's last token get
+ *  the logits forwardWithCache gives that sequence on its own cache. */
+function checkStepPooled(model: M, prompts: number[][], steps: number): void {
+  model.eval();
+  const pool = model.createKVPool(4) as KVPool;
+  const solo = prompts.map(() => model.createKVCache());
+  const joinsAt = new Map<number, number[]>([[0, [0, 1]], [2, [2]], [4, [3]]]);
+  const near = (a: Float32Array, b: Float32Array, what: string) => {
+    let d = 0;
+    for (let j = 0; j < a.length; j++) d = Math.max(d, Math.abs(a[j]! - b[j]!));
+    assert.ok(d < 1e-4, `${what}: max |Δlogit| ${d}`);
+  };
+  try {
+    noGrad(() => {
+      const next: number[] = [];
+      const slots: number[] = [];
+      for (let s = 0; s < steps; s++) {
+        if (s === 3) {
+          pool.move(slots.length - 1, 0);
+          pool.lengths[slots.length - 1] = 0;
+          slots[0] = slots[slots.length - 1]!;
+          slots.pop();
+        }
+        const joining = joinsAt.get(s) ?? [];
+        tidy(() => {
+          const B = slots.length;
+          const out = model.stepPooled(slots.map((i) => next[i]!), joining.map((i, j) => ({ slot: B + j, tokens: prompts[i]! })), pool).logits;
+          assert.deepEqual(out.shape.slice(0, 2), [B + joining.length, 1]);
+          slots.forEach((i, r) => {
+            const a = rowOf(model.forwardWithCache(ids([next[i]!]), solo[i]!).logits, 0);
+            near(a, rowOf(out, r), `sequence ${i} (slot ${r}) step ${s}`);
+            next[i] = a.indexOf(Math.max(...a));
+          });
+          joining.forEach((i, j) => {
+            const a = rowOf(model.forwardWithCache(ids(prompts[i]!), solo[i]!).logits, 0);
+            near(a, rowOf(out, B + j), `prompt of sequence ${i} joining at step ${s}`);
+            next[i] = a.indexOf(Math.max(...a));
+          });
+        });
+        slots.push(...joining);
+      }
+    });
+    assert.throws(() => model.stepPooled([1], [{ slot: 0, tokens: [2] }], pool), /slot 0 must be a distinct slot/);
+  } finally {
+    pool.dispose();
+    for (const c of solo) c.dispose();
+  }
+}
+
 for (const pos of ['learned', 'rope', 'sinusoidal'] as PosEncoding[]) {
   test(`GPT (${pos}).decodeBatch and decodePooled rows equal forwardWithCache alone`, () => {
     const m = new GPT({ n_layer: 2, n_head: 2, n_embd: 16, block_size: 64, vocab_size: 40, pos_encoding: pos }, { backend: cpu, seed: 3 });
     check(m, [[1, 2, 3], [5], [7, 8, 9, 10, 11, 12], [4, 4]], 6);
     checkPooled(m, [[1, 2, 3], [5], [7, 8, 9, 10, 11, 12], [4, 4, 30]], 7);
+    checkStepPooled(m, [[1, 2, 3], [5], [7, 8, 9, 10, 11, 12], [4, 4, 30]], 7);
     m.dispose();
   });
 }
@@ -122,6 +174,7 @@ test('GPT with grouped kv heads: decodeBatch rows equal forwardWithCache', () =>
   const m = new GPT({ n_layer: 2, n_head: 4, n_kv_head: 2, n_embd: 16, block_size: 64, vocab_size: 40, pos_encoding: 'rope' }, { backend: cpu, seed: 4 });
   check(m, [[1, 2], [3, 4, 5, 6, 7]], 5);
   checkPooled(m, [[1, 2], [3, 4, 5, 6, 7], [9], [10, 11]], 6);
+  checkStepPooled(m, [[1, 2], [3, 4, 5, 6, 7], [9], [10, 11]], 6);
   m.dispose();
 });
 
@@ -134,6 +187,7 @@ for (const family of ['llama', 'qwen3', 'phi'] as const) {
     const m = new DecoderLM(cfg, { backend: cpu, seed: 5 });
     check(m, [[1, 2, 3], [9], [10, 11, 12, 13, 14, 15, 16]], 6);
     checkPooled(m, [[1, 2, 3], [9], [10, 11, 12, 13, 14, 15, 16], [20, 21]], 7);
+    checkStepPooled(m, [[1, 2, 3], [9], [10, 11, 12, 13, 14, 15, 16], [20, 21]], 7);
     m.dispose();
   });
 }

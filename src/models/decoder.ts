@@ -9,12 +9,12 @@
 // The Hugging Face config.json mapping is hf-decoder.ts; reading and writing directories is
 // hf-decoder-files.ts.
 import type { Backend } from '../backend/backend.js';
-import { appendToCache, KVCache, KVPool, pooledDecodeAttention, rotateRows, type ForwardCacheOptions, type KVLayerCache } from '../nn/attention.js';
+import { appendToCache, KVCache, KVPool, pooledStepAttention, type ForwardCacheOptions, type KVLayerCache, type PooledStep, type PromptChunk, finishPooledStep, planPooledStep, stepOutputRows } from '../nn/attention.js';
 import { Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
 import { Module, ModuleList } from '../nn/module.js';
 import { ScaledRope, type RopeScaling } from '../nn/positional.js';
 import {
-  add, checkpoint, concat, crossEntropy, fmt, gelu, Generator, linear, permute, reshape, scaledDotProductAttention, slice, swiglu,
+  add, checkpoint, concat, crossEntropy, fmt, gelu, Generator, linear, permute, reshape, scaledDotProductAttention, slice, swiglu, tensor,
   type DType, type Tensor,
 } from '../tensor/index.js';
 
@@ -170,26 +170,24 @@ export function decoderAttentionDecodeBatch(a: DecoderAttention, x: Tensor, cach
   return a.out.forward(reshape(permute(y, [0, 2, 1, 3]), [B, T, H * D]));
 }
 
-/** One decode step of the sequences in a KVPool's slots 0 .. B-1 (no sliding window): the
- *  projections are one matmul each, norms batched, RoPE per row, one fused attention call. */
-export function decoderAttentionDecodePooled(a: DecoderAttention, x: Tensor, pool: KVPool, layer: number, mask: Tensor): Tensor {
-  const [B, T] = x.shape as [number, number, number];
+/** One step of the sequences in a KVPool (no sliding window): decode rows and joining prompts'
+ *  chunks (PooledStep); the projections are one matmul each over all rows, norms batched. */
+export function decoderAttentionDecodePooled(a: DecoderAttention, x: Tensor, pool: KVPool, layer: number, step: PooledStep): Tensor {
+  const [N, T] = x.shape as [number, number, number];
   if (a.window !== null) throw new Error('DecoderAttention.decodePooled: a sliding-window layer needs decodeBatch');
   const H = a.cfg.num_attention_heads;
   const Hkv = a.cfg.num_key_value_heads;
   const D = a.cfg.head_dim;
-  const pos = pool.lengths.slice(0, B);
-  const heads = (t: Tensor, h: number, n: LayerNorm | RMSNorm | null, rotate: boolean): Tensor => {
-    let r = reshape(t, [B, T, h, D]);
+  const heads = (t: Tensor, h: number, n: LayerNorm | RMSNorm | null): Tensor => {
+    let r = reshape(t, [N, T, h, D]);
     if (n) r = n.forward(r);
-    if (rotate) r = rotateRows(r, pos, (row, p) => a.rope.apply(row, p, 'bthd'));
-    return permute(r, [0, 2, 1, 3]);
+    return permute(r, [0, 2, 1, 3]); // (N, h, 1, D)
   };
-  const q = heads(a.q_proj.forward(x), H, a.qNorm, true);
-  const k = heads(a.k_proj.forward(x), Hkv, a.kNorm, true);
-  const v = heads(a.v_proj.forward(x), Hkv, null, false);
-  const y = pooledDecodeAttention(q, k, v, pool, layer, mask);
-  return a.out.forward(reshape(permute(y, [0, 2, 1, 3]), [B, T, H * D]));
+  const q = heads(a.q_proj.forward(x), H, a.qNorm);
+  const k = heads(a.k_proj.forward(x), Hkv, a.kNorm);
+  const v = heads(a.v_proj.forward(x), Hkv, null);
+  const y = pooledStepAttention(q, k, v, pool, layer, step, (t, p) => a.rope.apply(t, p));
+  return a.out.forward(reshape(permute(y, [0, 2, 1, 3]), [N, T, H * D]));
 }
 
 /** mlp: SwiGLU (gate_proj, up_proj, down_proj) or phi's fc2(gelu(fc1(x))). */
@@ -245,13 +243,13 @@ export class DecoderLayer extends Module {
     return add(x, this.mlp.forward(this.post_attention_layernorm.forward(x)));
   }
 
-  /** forward() for one new token of each sequence in a KVPool's slots 0 .. B-1 (DecoderLM.decodePooled). */
-  decodePooled(x: Tensor, pool: KVPool, layer: number, mask: Tensor): Tensor {
+  /** forward() for the rows of a PooledStep (DecoderLM.stepPooled). */
+  decodePooled(x: Tensor, pool: KVPool, layer: number, step: PooledStep): Tensor {
     if (!this.post_attention_layernorm) {
       const h = this.input_layernorm.forward(x);
-      return add(add(decoderAttentionDecodePooled(this.self_attn, h, pool, layer, mask), this.mlp.forward(h)), x);
+      return add(add(decoderAttentionDecodePooled(this.self_attn, h, pool, layer, step), this.mlp.forward(h)), x);
     }
-    x = add(x, decoderAttentionDecodePooled(this.self_attn, this.input_layernorm.forward(x), pool, layer, mask));
+    x = add(x, decoderAttentionDecodePooled(this.self_attn, this.input_layernorm.forward(x), pool, layer, step));
     return add(x, this.mlp.forward(this.post_attention_layernorm.forward(x)));
   }
 
@@ -362,18 +360,24 @@ export class DecoderLM extends Module {
    * length grows by one. Row i's logits equal forwardWithCache on sequence i's own cache.
    */
   decodePooled(idx: Tensor, pool: KVPool): { logits: Tensor } {
-    const cfg = this.config;
     if (idx.dtype !== 'int32' || idx.ndim !== 2 || idx.shape[1] !== 1) throw new Error(`DecoderLM.decodePooled: idx must be int32 (B, 1), got ${idx.dtype} ${fmt(idx.shape)}`);
-    const B = idx.shape[0]!;
-    if (B > pool.slots || pool.nLayer !== cfg.num_hidden_layers) throw new Error(`DecoderLM.decodePooled: ${B} rows for a pool of ${pool.slots} slots and ${pool.nLayer} layers`);
-    if (pool.lengths.slice(0, B).some((p) => p + 1 > cfg.block_size)) throw new Error(`DecoderLM.decodePooled: a sequence is at the context of ${cfg.block_size}`);
-    const mask = pool.stepMask(B);
-    let x = this.model.embed_tokens.forward(idx);
+    if (pool.nLayer !== this.config.num_hidden_layers) throw new Error(`DecoderLM.decodePooled: a pool of ${pool.nLayer} layers for a model of ${this.config.num_hidden_layers}`);
+    return this.stepPooled(Array.from(idx.data()), [], pool);
+  }
+
+  /** Continuous batching's step with joining prompts riding along (GPT.stepPooled): logits
+   *  (B + chunks, 1, V) of the decode rows and of each chunk's last token. */
+  stepPooled(decode: readonly number[], chunks: readonly PromptChunk[], pool: KVPool): { logits: Tensor } {
+    const cfg = this.config;
+    if (pool.nLayer !== cfg.num_hidden_layers) throw new Error(`DecoderLM.stepPooled: a pool of ${pool.nLayer} layers for a model of ${cfg.num_hidden_layers}`);
+    const { step, ids } = planPooledStep(pool, decode, chunks, cfg.block_size, 'DecoderLM.stepPooled');
+    const w = this.model.embed_tokens.weight;
+    let x = this.model.embed_tokens.forward(tensor(ids, { backend: w.backend, dtype: 'int32', shape: [ids.length, 1] })); // (N, 1, C)
     this.model.layers.items.forEach((layer, i) => {
-      x = layer.decodePooled(x, pool, i, mask);
+      x = layer.decodePooled(x, pool, i, step);
     });
-    x = this.model.finalNorm.forward(x);
-    for (let i = 0; i < B; i++) pool.lengths[i]! += 1;
+    x = this.model.finalNorm.forward(stepOutputRows(x, step));
+    finishPooledStep(pool, step);
     return { logits: this.lm_head ? this.lm_head.forward(x) : this.model.embed_tokens.project(x) };
   }
 

@@ -8,7 +8,7 @@
 // feed-forward layers (moe_*: transformer.h.{i}.mlp.router, mlp.experts.{e}.c_fc, ...).
 import type { Backend } from '../backend/backend.js';
 import { ATTENTION_DEFAULTS, attentionProblems, sparsityOf, type AttentionFields } from '../nn/attention-config.js';
-import { CausalSelfAttention, KVCache, KVPool, type ForwardCacheOptions, type KVLayerCache } from '../nn/attention.js';
+import { CausalSelfAttention, KVCache, KVPool, type ForwardCacheOptions, type KVLayerCache, type PooledStep, type PromptChunk, finishPooledStep, planPooledStep, stepOutputRows } from '../nn/attention.js';
 import { Dropout, Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
 import { swigluHidden, MLP, type MLPActivation } from '../nn/mlp.js';
 import { Module, ModuleList } from '../nn/module.js';
@@ -250,13 +250,13 @@ export class Block extends Module {
     return this.ln_2.forward(add(x, this.mlp.forward(x)));
   }
 
-  /** forward() for one new token of each sequence in a KVPool's slots 0 .. B-1 (decodePooled). */
-  decodePooled(x: Tensor, pool: KVPool, layer: number, mask: Tensor): Tensor {
+  /** forward() for the rows of a PooledStep (GPT.stepPooled). */
+  decodePooled(x: Tensor, pool: KVPool, layer: number, step: PooledStep): Tensor {
     if (this.cfg.norm_placement === 'pre') {
-      x = add(x, this.attn.decodePooled(this.ln_1.forward(x), pool, layer, mask));
+      x = add(x, this.attn.decodePooled(this.ln_1.forward(x), pool, layer, step));
       return add(x, this.mlp.forward(this.ln_2.forward(x)));
     }
-    x = this.ln_1.forward(add(x, this.attn.decodePooled(x, pool, layer, mask)));
+    x = this.ln_1.forward(add(x, this.attn.decodePooled(x, pool, layer, step)));
     return this.ln_2.forward(add(x, this.mlp.forward(x)));
   }
 
@@ -434,24 +434,36 @@ export class GPT extends Module {
    * equal forwardWithCache of that token on sequence i's own cache.
    */
   decodePooled(idx: Tensor, pool: KVPool): GPTOutput {
+    if (idx.dtype !== 'int32' || idx.ndim !== 2 || idx.shape[1] !== 1) throw new Error(`GPT.decodePooled: idx must be int32 (B, 1), got ${idx.dtype} ${fmt(idx.shape)}`);
+    if (pool.nLayer !== this.config.n_layer) throw new Error(`GPT.decodePooled: a pool of ${pool.nLayer} layers for a model of ${this.config.n_layer}`);
+    return this.stepPooled(Array.from(idx.data()), [], pool);
+  }
+
+  /**
+   * One step of continuous batching: the decode tokens of slots 0 .. B-1 (B = decode.length) and
+   * the prompt chunks of sequences joining in other slots, in one forward: every weight matmul
+   * runs once over all the step's tokens, so a joining prompt rides along with the decode rows
+   * instead of taking a forward of its own. Logits (B + chunks, 1, V): each decode row's, then
+   * each chunk's last token's; they equal forwardWithCache on each sequence's own cache.
+   */
+  stepPooled(decode: readonly number[], chunks: readonly PromptChunk[], pool: KVPool): GPTOutput {
     const cfg = this.config;
     const t = this.transformer;
-    if (idx.dtype !== 'int32' || idx.ndim !== 2 || idx.shape[1] !== 1) throw new Error(`GPT.decodePooled: idx must be int32 (B, 1), got ${idx.dtype} ${fmt(idx.shape)}`);
-    const B = idx.shape[0]!;
-    if (B > pool.slots || pool.nLayer !== cfg.n_layer) throw new Error(`GPT.decodePooled: ${B} rows for a pool of ${pool.slots} slots and ${pool.nLayer} layers`);
-    const pasts = pool.lengths.slice(0, B);
-    if (pasts.some((p) => p + 1 > cfg.block_size)) throw new Error(`GPT.decodePooled: a sequence is at block_size ${cfg.block_size}`);
-    const mask = pool.stepMask(B);
-    let x = t.wte.forward(idx); // (B, 1, C)
-    if (t.wpe) x = add(x, t.wpe.forward(tensor(Int32Array.from(pasts), { backend: idx.backend, dtype: 'int32', shape: [B, 1] })));
-    else if (t.pe) x = add(x, concat(pasts.map((p) => unsqueeze(t.pe!.positions(1, p), 0)), 0));
+    if (pool.nLayer !== cfg.n_layer) throw new Error(`GPT.stepPooled: a pool of ${pool.nLayer} layers for a model of ${cfg.n_layer}`);
+    const { step, ids, positions } = planPooledStep(pool, decode, chunks, cfg.block_size, 'GPT.stepPooled');
+    const N = ids.length;
+    const backend = t.wte.weight.backend;
+    let x = t.wte.forward(tensor(ids, { backend, dtype: 'int32', shape: [N, 1] })); // (N, 1, C)
+    if (t.wpe) x = add(x, t.wpe.forward(tensor(Int32Array.from(positions), { backend, dtype: 'int32', shape: [N, 1] })));
+    else if (t.pe) x = add(x, concat(positions.map((p) => unsqueeze(t.pe!.positions(1, p), 0)), 0));
     x = t.drop.forward(x);
     t.h.items.forEach((block, i) => {
-      x = block.decodePooled(x, pool, i, mask);
+      x = block.decodePooled(x, pool, i, step);
     });
+    x = stepOutputRows(x, step); // (B + chunks, 1, C)
     if (t.ln_f) x = t.ln_f.forward(x);
-    for (let i = 0; i < B; i++) pool.lengths[i]! += 1;
-    return { logits: this.lm_head ? this.lm_head.forward(x) : t.wte.project(x) }; // (B, 1, V)
+    finishPooledStep(pool, step);
+    return { logits: this.lm_head ? this.lm_head.forward(x) : t.wte.project(x) }; // (B + chunks, 1, V)
   }
 
   /** Draws new performer features in every layer (no-op for other kinds). */

@@ -226,6 +226,135 @@ export function pooledDecodeAttention(q: Tensor, k: Tensor, v: Tensor, pool: KVP
   return scaledDotProductAttention(q, keys, values, { keyMask: mask }); // (B, H, 1, D)
 }
 
+/**
+ * One step of continuous batching over a KVPool: B decode rows (slots 0 .. B-1, one token each,
+ * at pool.lengths[i]) and prompt chunks of sequences joining in other slots, all in one forward
+ * so every weight matmul runs once for every token of the step.
+ */
+export interface PooledStep {
+  /** Decode rows: the first B rows of the step, for slots 0 .. B-1. */
+  decodeRows: number;
+  /** (B, Tk) key mask of the decode rows (pool.stepMask(B)); null when B = 0. */
+  mask: Tensor | null;
+  /** Prompt chunks, after the decode rows in this order: chunk j's `count` tokens go to `slot`
+   *  at positions start .. start + count - 1. */
+  chunks: readonly { slot: number; start: number; count: number }[];
+}
+
+/** A joining sequence's prompt tokens for a step: they go to `slot` from pool.lengths[slot]. */
+export interface PromptChunk {
+  slot: number;
+  tokens: readonly number[];
+}
+
+/**
+ * Plans a step over `pool`: B decode tokens for slots 0 .. B-1 and prompt chunks for other,
+ * distinct slots. Checks the slots and the context, makes room, and returns the step, the
+ * token ids and the position of every row in row order.
+ */
+export function planPooledStep(pool: KVPool, decode: readonly number[], chunks: readonly PromptChunk[], blockSize: number, who: string): { step: PooledStep; ids: Int32Array; positions: number[] } {
+  const B = decode.length;
+  if (B > pool.slots) throw new Error(`${who}: ${B} decode rows for a pool of ${pool.slots} slots`);
+  const ids: number[] = [...decode];
+  const positions = pool.lengths.slice(0, B);
+  if (positions.some((p) => p + 1 > blockSize)) throw new Error(`${who}: a sequence is at the context of ${blockSize} tokens`);
+  const seen = new Set<number>();
+  const planned: { slot: number; start: number; count: number }[] = [];
+  let need = 0;
+  for (const c of chunks) {
+    if (!Number.isInteger(c.slot) || c.slot < B || c.slot >= pool.slots || seen.has(c.slot)) {
+      throw new Error(`${who}: a prompt chunk's slot ${c.slot} must be a distinct slot in ${B} .. ${pool.slots - 1} (slots 0 .. ${B - 1} decode)`);
+    }
+    if (c.tokens.length === 0) throw new Error(`${who}: an empty prompt chunk for slot ${c.slot}`);
+    seen.add(c.slot);
+    const start = pool.lengths[c.slot]!;
+    if (start + c.tokens.length > blockSize) throw new Error(`${who}: slot ${c.slot}: ${start} cached + ${c.tokens.length} new tokens exceed the context of ${blockSize}`);
+    planned.push({ slot: c.slot, start, count: c.tokens.length });
+    for (let t = 0; t < c.tokens.length; t++) {
+      ids.push(c.tokens[t]!);
+      positions.push(start + t);
+    }
+    need = Math.max(need, start + c.tokens.length);
+  }
+  pool.reserve(need);
+  const mask = B > 0 ? pool.stepMask(B) : null;
+  return { step: { decodeRows: B, mask, chunks: planned }, ids: Int32Array.from(ids), positions };
+}
+
+/** The rows of a step's output that predict a next token, (B + chunks, 1, C): every decode row
+ *  and each chunk's last. */
+export function stepOutputRows(x: Tensor, step: PooledStep): Tensor {
+  if (!step.chunks.length) return x;
+  const parts: Tensor[] = step.decodeRows > 0 ? [slice(x, 0, 0, step.decodeRows)] : [];
+  let row = step.decodeRows;
+  for (const c of step.chunks) {
+    row += c.count;
+    parts.push(slice(x, 0, row - 1, row));
+  }
+  return parts.length === 1 ? parts[0]! : concat(parts, 0);
+}
+
+/** Advances the pool's lengths past a step. */
+export function finishPooledStep(pool: KVPool, step: PooledStep): void {
+  for (let i = 0; i < step.decodeRows; i++) pool.lengths[i]! += 1;
+  for (const c of step.chunks) pool.lengths[c.slot] = c.start + c.count;
+}
+
+/** Rows of the step (decode rows, then every chunk's tokens). */
+export function pooledStepRows(step: PooledStep): number {
+  let n = step.decodeRows;
+  for (const c of step.chunks) n += c.count;
+  return n;
+}
+
+/**
+ * Attention of a PooledStep: q (N, H, 1, D), k and v (N, Hkv, 1, D) in the step's row order,
+ * not yet rotated. The decode rows go through pooledDecodeAttention; each chunk is written into
+ * its slot and attends causally over that slot's positions, exactly as a prefill of those tokens
+ * on the sequence's own cache would. `rotate` applies RoPE to (1, heads, T, D) from a position.
+ * Returns (N, H, 1, D).
+ */
+export function pooledStepAttention(q: Tensor, k: Tensor, v: Tensor, pool: KVPool, layer: number, step: PooledStep, rotate: ((t: Tensor, start: number) => Tensor) | null): Tensor {
+  const B = step.decodeRows;
+  const ys: Tensor[] = [];
+  if (B > 0) {
+    let qd = step.chunks.length ? slice(q, 0, 0, B) : q;
+    let kd = step.chunks.length ? slice(k, 0, 0, B) : k;
+    const vd = step.chunks.length ? slice(v, 0, 0, B) : v;
+    if (rotate) {
+      const pos = pool.lengths.slice(0, B);
+      qd = rotateRows(qd, pos, rotate);
+      kd = rotateRows(kd, pos, rotate);
+    }
+    ys.push(pooledDecodeAttention(qd, kd, vd, pool, layer, step.mask!));
+  }
+  let row = B;
+  for (const c of step.chunks) {
+    const seq = (t: Tensor) => permute(slice(t, 0, row, row + c.count), [2, 1, 0, 3]); // (1, heads, T, D)
+    let qc = seq(q);
+    let kc = seq(k);
+    const vc = seq(v);
+    if (rotate) {
+      qc = rotate(qc, c.start);
+      kc = rotate(kc, c.start);
+    }
+    const end = c.start + c.count;
+    noGrad(() => {
+      for (const [src, buf] of [[kc, pool.k[layer]!], [vc, pool.v[layer]!]] as const) {
+        const d = slice(slice(buf, 0, c.slot, c.slot + 1), 2, c.start, end);
+        src.backend.copyInto(src.storage, src.layout, d.storage, d.layout);
+        d.dispose();
+      }
+    });
+    const keys = slice(slice(pool.k[layer]!, 0, c.slot, c.slot + 1), 2, 0, end);
+    const values = slice(slice(pool.v[layer]!, 0, c.slot, c.slot + 1), 2, 0, end);
+    const y = scaledDotProductAttention(qc, keys, values, { causal: true }); // (1, H, T, D), bottom-right aligned
+    ys.push(permute(y, [2, 1, 0, 3])); // (T, H, 1, D)
+    row += c.count;
+  }
+  return ys.length === 1 ? ys[0]! : concat(ys, 0);
+}
+
 /** Rotates each row of x (B, H, 1, D) or (B, 1, H, D) at its own position. */
 export function rotateRows(x: Tensor, positions: readonly number[], rotate: (row: Tensor, pos: number) => Tensor): Tensor {
   const B = x.shape[0]!;
@@ -390,24 +519,17 @@ export class CausalSelfAttention extends Module {
    * one's newest token. The projections are one matmul each and the attention one fused call
    * for all rows (pooledDecodeAttention); RoPE rotates each row at its own position.
    */
-  decodePooled(x: Tensor, pool: KVPool, layer: number, mask: Tensor): Tensor {
+  decodePooled(x: Tensor, pool: KVPool, layer: number, step: PooledStep): Tensor {
     if (!this.poolable) throw new Error(`CausalSelfAttention.decodePooled: ${this.kind} attention${this.sparsity ? ' with a sparse pattern' : ''} needs decodeBatch`);
-    const [B, T, C] = x.shape as [number, number, number];
+    const [N, T, C] = x.shape as [number, number, number]; // (N, 1, C): the step's rows
     const H = this.nHead;
     const Hkv = this.nKvHead;
     const D = this.headDim;
     const qkv = this.c_attn.forward(x);
-    const heads = (t: Tensor, h: number) => permute(reshape(t, [B, T, h, D]), [0, 2, 1, 3]);
+    const heads = (t: Tensor, h: number) => permute(reshape(t, [N, T, h, D]), [0, 2, 1, 3]);
     const [q0, k0, v0] = Hkv === H ? split(qkv, C, -1) : split(qkv, [C, Hkv * D, Hkv * D], -1);
-    let q = heads(q0!, H);
-    let k = heads(k0!, Hkv);
-    const v = heads(v0!, Hkv);
-    if (this.rope) {
-      const pos = pool.lengths.slice(0, B);
-      q = rotateRows(q, pos, (r, p) => this.rope!.apply(r, p));
-      k = rotateRows(k, pos, (r, p) => this.rope!.apply(r, p));
-    }
-    return this.output(pooledDecodeAttention(q, k, v, pool, layer, mask), [B, T, C]);
+    const rotate = this.rope ? (t: Tensor, p: number) => this.rope!.apply(t, p) : null;
+    return this.output(pooledStepAttention(heads(q0!, H), heads(k0!, Hkv), heads(v0!, Hkv), pool, layer, step, rotate), [N, T, C]);
   }
 
   private output(y: Tensor, [B, T, C]: [number, number, number]): Tensor {

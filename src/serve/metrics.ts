@@ -11,8 +11,9 @@ export class Metrics {
   ttftSum = 0;
   ttftCount = 0;
   /** Seconds the scheduler spent in each part of its steps (the rest of the wall time is HTTP
-   *  work and idling): prompt forwards, batched decode forwards, and per-row sampling with the
-   *  token events it fires (which write to the streams). */
+   *  work and idling): prompts (a pooled step's forward is split by token count between the
+   *  joining prompts and the decode rows), decode forwards, and per-row sampling with the token
+   *  events it fires (which write to the streams). */
   readonly stepSeconds = { prefill: 0, forward: 0, sample: 0 };
   /** Generated-token timestamps over the last window, for tokens/s. */
   private readonly recent: number[] = [];
@@ -63,7 +64,7 @@ export class Metrics {
     metric('attn_queue_length', 'gauge', 'Sequences waiting for a batch slot.', [['', g.queue]]);
     metric('attn_batch_size', 'gauge', 'Sequences holding a batch slot (their KV caches) now.', [['', g.batch]]);
     metric('attn_requests_running', 'gauge', 'HTTP requests being generated.', [['', g.running]]);
-    metric('attn_step_seconds_total', 'counter', 'Seconds of scheduler work, by phase (prefill: prompt forwards; forward: batched decode forwards; sample: sampling and token events).',
+    metric('attn_step_seconds_total', 'counter', 'Seconds of scheduler work, by phase (prefill: prompt tokens\' share of the forwards; forward: decode rows\' share; sample: sampling and token events).',
       Object.entries(this.stepSeconds).map(([phase, v]) => [`{phase="${phase}"}`, v]));
     metric('attn_time_to_first_token_seconds', 'summary', 'Time from a request to its first token.', [['_sum', this.ttftSum], ['_count', this.ttftCount]]);
     return `${lines.join('\n')}\n`; // the summary's '_sum' / '_count' "labels" are name suffixes

@@ -2,16 +2,17 @@
 // own sampling parameters and its own seeded generator. The loop runs one step at a time, each
 // in its own macrotask so the HTTP server keeps reading and writing between steps:
 //   1. sequences that were cancelled (client gone) or finished have already left;
-//   2. waiting sequences join while slots are free: each is prefilled alone (its prompt in one
-//      forward into its own cache) and samples its first token;
-//   3. one batched decode forward feeds the newest token of every running sequence at once —
-//      one matmul per weight and one fused attention call per layer for the whole batch — and
-//      each row is sampled with its own parameters and generator. The KV caches live in a
-//      KVPool (model.decodePooled): one (maxBatch, Hkv, T, D) buffer per layer, the running
-//      sequences in slots 0 .. B-1, each row attending to its own positions through a key mask.
+//   2. waiting sequences join while slots are free;
+//   3. one forward feeds the newest token of every running sequence and the whole prompt of
+//      every joining one — one matmul per weight for all of the step's tokens, one fused
+//      attention call per layer for the decode rows and one per joining prompt — and each
+//      sequence is sampled with its own parameters and generator (a joining one gets its first
+//      token). The KV caches live in a KVPool (model.stepPooled): one (maxBatch, Hkv, T, D)
+//      buffer per layer, the running sequences in slots 0 .. B-1, each decode row attending to
+//      its own positions through a key mask, a joining prompt written into the next free slot.
 //      Models whose attention cannot share a pool (sliding windows, sparse patterns) keep one
-//      cache per sequence and model.decodeBatch, which batches the matmuls and loops the
-//      attention core over rows;
+//      cache per sequence: a joining prompt is prefilled alone, and model.decodeBatch batches
+//      the matmuls and loops the attention core over rows;
 //   4. a sequence that hit a stop id, a stop string, max_tokens or the context leaves at once
 //      and frees its slot.
 // A sequence therefore sees exactly the computation it would see alone, and with the same seed
@@ -105,6 +106,8 @@ export interface SchedulerOptions {
   maxQueue: number;
   backend: Backend;
   metrics?: Metrics;
+  /** Prompt tokens that may join one pooled step (default 2048; a longer prompt joins alone). */
+  prefillTokens?: number;
 }
 
 export class Scheduler {
@@ -187,8 +190,11 @@ export class Scheduler {
   private step(): void {
     this.scheduled = false;
     try {
-      this.admit();
-      this.decode();
+      if (this.pool) this.stepPooled(this.pool);
+      else {
+        this.admit();
+        this.decode();
+      }
     } catch (e) {
       // A failure of the model step fails the sequences in it, never the server.
       for (const s of [...this.running]) this.fail(s, e as Error);
@@ -216,7 +222,75 @@ export class Scheduler {
     seq.events.onFinish(seq);
   }
 
-  /** Prefills waiting sequences (each alone) into free slots and samples their first token. */
+  /**
+   * One step over the pool: waiting sequences join while slots are free (their prompts, up to
+   * opts.prefillTokens of them per step, at least one prompt) and ride along with the running
+   * sequences' decode rows in one forward (model.stepPooled), so a joining prompt costs no
+   * forward of its own; then every row is sampled. Every running sequence holds slot i =
+   * running[i] and, after the step, the joined ones are running too.
+   */
+  private stepPooled(pool: KVPool): void {
+    const block = this.model.config.block_size;
+    const B = this.running.length;
+    const joins: Sequence[] = [];
+    let budget = this.opts.prefillTokens ?? 2048;
+    while (this.waiting.length && B + joins.length < this.opts.maxBatch) {
+      const seq = this.waiting[0]!;
+      const n = seq.params.promptIds.length;
+      if (joins.length && n > budget) break;
+      this.waiting.shift();
+      if (n === 0 || n >= block) { // the server's checks refuse these with a 400 first
+        seq.state = 'running';
+        this.fail(seq, new Error(`a prompt of ${n} tokens cannot start in a context of ${block}`));
+        continue;
+      }
+      budget -= n;
+      seq.state = 'running';
+      joins.push(seq);
+    }
+    const active = this.running.some((s) => !s.paused);
+    if (!joins.length && !active) return;
+    const t0 = performance.now();
+    const logits = tidy(() => noGrad(() => {
+      // a step whose rows are all paused has nothing to decode: only the joins run
+      const decode = active ? this.running.map((s) => s.pending) : [];
+      const l = this.model.stepPooled(decode, joins.map((s, j) => ({ slot: B + j, tokens: s.params.promptIds })), pool).logits; // (rows, 1, V)
+      const V = l.shape[2]!;
+      const d = l.data(); // one read for every row
+      const all = d instanceof Float32Array ? d : Float32Array.from(d);
+      return { all, V, rows: decode.length };
+    }));
+    const t1 = performance.now();
+    const rows = [...this.running];
+    if (logits.rows) rows.forEach((s, i) => { if (s.paused) pool.lengths[i]! -= 1; });
+    this.running.push(...joins);
+    if (this.opts.metrics) {
+      if (logits.rows) {
+        this.opts.metrics.decodeSteps++;
+        this.opts.metrics.decodeRows += logits.rows;
+      }
+      for (const s of joins) this.opts.metrics.promptTokens += s.params.promptIds.length;
+    }
+    const row = (i: number) => logits.all.subarray(i * logits.V, (i + 1) * logits.V);
+    const order: [Sequence, number][] = [...(logits.rows ? rows.map((s, i): [Sequence, number] => [s, i]) : []), ...joins.map((s, j): [Sequence, number] => [s, logits.rows + j])];
+    for (const [seq, i] of order) {
+      if (seq.state !== 'running' || seq.paused) continue; // cancelled by an earlier row's callback, or paused
+      try {
+        this.sample(seq, row(i), block);
+      } catch (e) {
+        this.fail(seq, e as Error);
+      }
+    }
+    if (this.opts.metrics) {
+      const prefill = joins.length ? (t1 - t0) * (joins.reduce((n, s) => n + s.params.promptIds.length, 0) / (logits.rows + joins.reduce((n, s) => n + s.params.promptIds.length, 0))) : 0;
+      this.opts.metrics.stepSeconds.prefill += prefill / 1000;
+      this.opts.metrics.stepSeconds.forward += (t1 - t0 - prefill) / 1000;
+      this.opts.metrics.stepSeconds.sample += (performance.now() - t1) / 1000;
+    }
+  }
+
+  /** Without a pool: prefills waiting sequences (each alone, into its own cache) while slots are
+   *  free and samples their first token. */
   private admit(): void {
     const block = this.model.config.block_size;
     while (this.waiting.length && this.running.length < this.opts.maxBatch) {
@@ -231,12 +305,6 @@ export class Scheduler {
           const logits = this.model.forwardWithCache(tensor(Int32Array.from(ids), { backend: this.opts.backend, dtype: 'int32', shape: [1, ids.length] }), seq.cache!, { lastOnly: true }).logits;
           return readRow(logits, 0, 0);
         }));
-        if (this.pool) {
-          // the prefill ran alone into its own cache; its keys and values move into the slot
-          this.pool.load(this.running.length - 1, seq.cache);
-          seq.cache.dispose();
-          seq.cache = null;
-        }
         const t1 = performance.now();
         if (this.opts.metrics) this.opts.metrics.promptTokens += ids.length;
         this.sample(seq, row, block);
@@ -250,32 +318,29 @@ export class Scheduler {
     }
   }
 
-  /** One batched forward for the running sequences, then a token for each. */
+  /** One batched forward for the running sequences (each with its own cache; paused ones sit
+   *  the step out), then a token for each. */
   private decode(): void {
     const block = this.model.config.block_size;
-    // With a pool every slot 0 .. B-1 is computed (a paused row's result is dropped and its
-    // length restored, so its next step rewrites the same position); without one, paused
-    // sequences sit the step out.
-    const rows = this.pool ? [...this.running] : this.running.filter((s) => !s.paused);
-    if (!rows.length || !rows.some((s) => !s.paused)) return;
+    const rows = this.running.filter((s) => !s.paused);
+    if (!rows.length) return;
     const B = rows.length;
     const t0 = performance.now();
     const logits = tidy(() => noGrad(() => {
       const idx = tensor(Int32Array.from(rows.map((s) => s.pending)), { backend: this.opts.backend, dtype: 'int32', shape: [B, 1] });
-      const l = this.pool ? this.model.decodePooled(idx, this.pool).logits : this.model.decodeBatch(idx, rows.map((s) => s.cache!)).logits; // (B, 1, V)
+      const l = this.model.decodeBatch(idx, rows.map((s) => s.cache!)).logits; // (B, 1, V)
       const V = l.shape[2]!;
       const d = l.data(); // one read for every row
       const all = d instanceof Float32Array ? d : Float32Array.from(d);
-      return rows.map((s, i) => (s.paused ? null : all.subarray(i * V, (i + 1) * V)));
+      return rows.map((_, i) => all.subarray(i * V, (i + 1) * V));
     }));
     const t1 = performance.now();
-    if (this.pool) rows.forEach((s, i) => { if (s.paused) this.pool!.lengths[i]! -= 1; });
     if (this.opts.metrics) {
       this.opts.metrics.decodeSteps++;
       this.opts.metrics.decodeRows += B;
     }
     rows.forEach((seq, i) => {
-      if (seq.state !== 'running' || !logits[i]) return; // cancelled by an earlier row's callback, or paused
+      if (seq.state !== 'running') return; // cancelled by an earlier row's callback
       try {
         this.sample(seq, logits[i]!, block);
       } catch (e) {
