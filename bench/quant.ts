@@ -41,12 +41,18 @@ type ShapeName = keyof typeof SHAPES;
 /** One cell, in this (child) process: build, fill, time prefill and decode, report peak RSS. */
 async function speedCell(shape: ShapeName, precision: Precision | 'none'): Promise<Record<string, number>> {
   const be = await getBackend('cpu', { threads: THREADS });
-  const rssNow = (): number => {
+  const rssNow = async (): Promise<number> => {
     v8.setFlagsFromString('--expose-gc');
-    (runInNewContext('gc') as () => void)(); // a full collection, so the figure is what stays resident
+    const gc = runInNewContext('gc') as () => void;
+    // full collections, so the figure is what stays resident; V8 frees large array buffers on a
+    // background thread, hence the pauses
+    for (let i = 0; i < 2; i++) {
+      gc();
+      await new Promise((r) => setTimeout(r, 300));
+    }
     return process.memoryUsage().rss / 2 ** 20;
   };
-  if (precision === 'none') return { peak_rss_mib: process.resourceUsage().maxRSS / 1024, loaded_rss_mib: rssNow() }; // the runtime alone
+  if (precision === 'none') return { peak_rss_mib: process.resourceUsage().maxRSS / 1024, loaded_rss_mib: await rssNow() }; // the runtime alone
   const s = SHAPES[shape];
   const build = () => (s.kind === 'gpt' ? new GPT(s.cfg, { backend: be, init: false }) : new DecoderLM(decoderConfigFromHF(s.cfg), { backend: be, init: false }));
   // The token embedding (the tied head) is quantized too: it is the largest matrix of both shapes.
@@ -68,7 +74,7 @@ async function speedCell(shape: ShapeName, precision: Precision | 'none'): Promi
     }
   }
   model.eval();
-  const loadedRss = rssNow(); // the model in memory, before any forward
+  const loadedRss = await rssNow(); // the model in memory, before any forward
   const rnd = xorshift32(7);
   const prompt = Array.from({ length: PREFILL }, () => Math.floor(rnd() * 50257 / 2 ** 32) % 50257);
   const prefill = (): void => {

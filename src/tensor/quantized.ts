@@ -63,10 +63,17 @@ export class QuantizedWeight {
 
   /** A zeroed weight (levels at the zero point, scales 0), to be filled by a loader. */
   static zeros(format: QuantFormat, N: number, K: number, backend: Backend = getDefaultBackend()): QuantizedWeight {
+    // Allocated and filled on the backend: a host copy of a large matrix would leave the C heap
+    // holding its size after it is freed (the allocator keeps freed blocks), in every loader.
     const count = quantScaleCount(format, N, K);
-    const data = new Uint8Array(quantDataBytes(format, N, K));
-    if (format === 'int4') data.fill(0x88);
-    return QuantizedWeight.fromArrays({ format, N, K, data, scales: new Float32Array(count), zeros: format === 'int4z' ? new Uint8Array(count) : null }, backend);
+    const words = (bytes: number, fill: number) => {
+      const n = Math.ceil(bytes / 4);
+      const s = backend.alloc('int32', n);
+      if (fill !== 0) backend.fill(s, fill, 0, n);
+      return new Tensor(s, [n]).keep();
+    };
+    const data = words(quantDataBytes(format, N, K), format === 'int4' ? 0x88888888 | 0 : 0); // int4: levels at the zero point 8
+    return new QuantizedWeight(format, N, K, data, new Tensor(backend.alloc('float32', count), [count]).keep(), format === 'int4z' ? words(count, 0) : null);
   }
 
   /** Quantizes a float (N, K) tensor (read to the host, packed there, uploaded to its backend). */
