@@ -60,7 +60,10 @@ export async function serveViz(doc: VizDocument, port = 0): Promise<{ url: strin
   return {
     url: `http://127.0.0.1:${bound}/`,
     server,
-    close: () => new Promise<void>((ok) => server.close(() => ok())),
+    close: () => new Promise<void>((ok) => {
+      server.close(() => ok());
+      server.closeAllConnections(); // keep-alive connections would hold close() open
+    }),
   };
 }
 
@@ -118,7 +121,10 @@ export async function runViz(f: Flags): Promise<void> {
   }
   const { url, close } = await serveViz(doc, port);
   console.log(url);
-  const stop = () => void close().then(() => process.exit(0));
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  // Serve until Ctrl-C or SIGTERM (the command returns, and the process ends, only then).
+  await new Promise<void>((done) => {
+    const stop = () => void close().then(done);
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
 }

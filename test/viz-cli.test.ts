@@ -1,0 +1,77 @@
+// attn viz from the command line on a tiny char GPT checkpoint (two training steps): --out writes
+// the document; without it the page, its modules and /doc.json are served on 127.0.0.1 and the
+// URL printed; bad input gets a clear error.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { prepareDataset } from '../src/data/files.js';
+import type { VizDocument } from '../src/eval/interpret.js';
+import { train } from '../src/tasks/lm.js';
+import { CharTokenizer } from '../src/tokenizers/index.js';
+
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const ROOT = mkdtempSync(join(tmpdir(), 'attn-viz-cli-'));
+process.on('exit', () => rmSync(ROOT, { recursive: true, force: true }));
+const TEXT = 'To be, or not to be, that is the question:\nWhether tis nobler in the mind to suffer\n'.repeat(20);
+
+async function checkpoint(): Promise<string> {
+  await prepareDataset({ text: TEXT, tokenizer: CharTokenizer.fromText(TEXT), outDir: join(ROOT, 'data') });
+  await train({
+    out_dir: join(ROOT, 'run'), dataset: join(ROOT, 'data'), device: 'cpu', n_layer: 2, n_head: 2, n_embd: 16, block_size: 32,
+    batch_size: 2, dropout: 0, max_iters: 2, eval_interval: 2, eval_iters: 1, log_interval: 1, seed: 1, warmup_iters: 0,
+  });
+  return join(ROOT, 'run', 'last');
+}
+
+test('attn viz --out writes the document; the server serves page, modules and JSON on 127.0.0.1; clear errors', async () => {
+  const dir = await checkpoint();
+  const out = join(ROOT, 'doc.json');
+  const r = spawnSync(process.execPath, [CLI, 'viz', '--model', dir, '--text', 'to be or not', '--out', out, '--steps', '4'], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const doc = JSON.parse(readFileSync(out, 'utf8')) as VizDocument;
+  assert.equal(doc.tokens.join(''), 'to be or not');
+  assert.equal(doc.attention.length, 2);
+  assert.equal(doc.attention[0]!.length, 2);
+  assert.equal(doc.attention[1]![1]![11]!.length, 12);
+  assert.equal(doc.lens!.top.length, 3);
+  assert.equal(doc.ablation!.delta.length, 2);
+  assert.match(r.stderr, /12 tokens, 2 layers × 2 heads/);
+
+  const bad = spawnSync(process.execPath, [CLI, 'viz', '--model', dir, '--text', 'to be or not', '--max_tokens', '5'], { encoding: 'utf8', timeout: 60_000 });
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /12 tokens, over --max_tokens 5/);
+  const none = spawnSync(process.execPath, [CLI, 'viz', '--model', join(ROOT, 'nowhere'), '--text', 'x'], { encoding: 'utf8', timeout: 60_000 });
+  assert.notEqual(none.status, 0);
+  assert.match(none.stderr, /nowhere/);
+
+  const child = spawn(process.execPath, [CLI, 'viz', '--model', dir, '--text', 'to be', '--port', '0', '--no_ablation', '--steps', '2']);
+  try {
+    const url = await new Promise<string>((ok, fail) => {
+      let buf = '';
+      child.stdout.on('data', (d: Buffer) => {
+        buf += d.toString();
+        const m = /http:\/\/127\.0\.0\.1:\d+\//.exec(buf);
+        if (m) ok(m[0]);
+      });
+      child.once('exit', (code) => fail(new Error(`viz exited with ${code}`)));
+    });
+    const page = await (await fetch(url)).text();
+    assert.match(page, /import \{ renderViz, VIZ_CSS \} from '\.\/src\/viz\/render\.js'/);
+    const served = (await (await fetch(`${url}doc.json`)).json()) as VizDocument;
+    assert.equal(served.tokens.join(''), 'to be');
+    assert.equal(served.ablation, null);
+    for (const m of ['src/viz/render.js', 'src/eval/heatmap.js', 'src/eval/plot.js']) {
+      const res = await fetch(url + m);
+      assert.equal(res.status, 200, m);
+      assert.match(res.headers.get('content-type') ?? '', /javascript/);
+    }
+    assert.equal((await fetch(`${url}../package.json`)).status, 404);
+    assert.equal((await fetch(`${url}src/cli/main.js`)).status, 404, 'only the viz modules are served');
+  } finally {
+    child.kill('SIGTERM');
+  }
+});
