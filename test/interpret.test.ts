@@ -134,6 +134,16 @@ test('HF decoder families (GQA, sliding window, phi): P·V equals the kernel in 
   }
 });
 
+test('BERT classifier: P·V equals the kernel with padding masked; padded keys get no attention', () => {
+  const bert = new BertModel(BERT_TINY, { backend: cpu, seed: 13 }).eval();
+  const ids = [1, 5, 9, 4, 11, 2, 0, 0]; // two pads at the end
+  checkPV(bert.encoder.layers.items.map((l) => l.self_attn), () => void bert.classify(tensor(ids, { backend: cpu, dtype: 'int32', shape: [1, ids.length] })), 'BERT');
+  const maps = attentionMaps(bert, ids);
+  for (const layer of maps) for (const head of layer) for (const row of head) assert.deepEqual(row.slice(6), [0, 0]);
+  assert.ok(maps[0]![0]![0]![5]! > 0, 'bidirectional: the first token sees the last real one');
+  bert.dispose();
+});
+
 test('logit lens: the last layer equals the model\'s logits; top-k are sorted probabilities', () => {
   for (const variant of [{}, { norm_placement: 'post' as const }, { tie_embeddings: false }]) {
     const model = new GPT({ ...GPT_TINY, ...variant }, { backend: cpu, seed: 5 }).eval();

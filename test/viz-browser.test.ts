@@ -4,7 +4,8 @@
 // the selected layer and head, switches head through the all-heads grid and layer through the
 // selector, checks the lens, attribution and ablation sections, and takes a screenshot.
 // ATTN_UPDATE_FIGURES=1 trains the model for a few hundred steps first and writes the screenshots
-// under docs/figures/ (otherwise the weights are random and nothing is written).
+// under docs/figures/ (otherwise the weights are random and nothing is written); ATTN_VIZ_MODEL=DIR
+// uses that char GPT checkpoint (same tokenizer: tinyshakespeare's characters) instead.
 // Skipped when Chromium or playwright-core is missing, unless ATTN_REQUIRE_BROWSER=1.
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -58,9 +59,12 @@ async function loadPlaywright(): Promise<Playwright | string> {
 const TEXT = readFileSync(join(REPO, 'data/tinyshakespeare/input.txt'), 'utf8');
 const PROMPT = 'ROMEO: But soft, what light';
 
-/** A tiny char GPT: random weights, or (ATTN_UPDATE_FIGURES=1) trained for the figures. */
+/** A tiny char GPT: random weights, or (ATTN_UPDATE_FIGURES=1) trained for the figures, or the
+ *  char GPT checkpoint ATTN_VIZ_MODEL names. */
 async function makeModel(tok: CharTokenizer): Promise<GPT> {
   const cfg = { n_layer: 2, n_head: 4, n_embd: 64, block_size: 64, vocab_size: tok.vocabSize, dropout: 0, bias: false };
+  const given = process.env.ATTN_VIZ_MODEL;
+  if (given) return (await loadGPTCheckpoint(given, { backend: await getBackend('cpu') })).model.eval();
   if (!UPDATE) return new GPT(cfg, { backend: await getBackend('cpu'), seed: 3 }).eval();
   const root = mkdtempSync(join(tmpdir(), 'attn-viz-'));
   try {
@@ -84,7 +88,7 @@ test('attn viz page: clicking a token shows its attention row (layer/head select
   const tok = CharTokenizer.fromText(TEXT);
   const model = await makeModel(tok);
   const ids = tok.encode(PROMPT);
-  const doc = buildVizDocument(model, tok, PROMPT, ids, { steps: 16, k: 5, description: 'char GPT (2 layers × 4 heads)' });
+  const doc = buildVizDocument(model, tok, PROMPT, ids, { steps: 16, k: 5, description: `char GPT (${model.config.n_layer} layers × ${model.config.n_head} heads)` });
   model.dispose();
   const { url, close } = await serveViz(doc, 0);
   assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
