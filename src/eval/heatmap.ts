@@ -32,12 +32,13 @@ export function heatmapSvg(values: readonly (readonly number[])[], opts: Heatmap
   const cell = opts.cell ?? 36;
   const digits = opts.digits ?? 3;
   const left = 70, top = opts.title ? 46 : 28, right = 90, bottom = 40;
-  const W = left + cols * cell + right, H = top + rows * cell + bottom;
+  // Wide enough for the title (about 7 px a character at 13 px).
+  const W = Math.max(left + cols * cell + right, Math.ceil((opts.title?.length ?? 0) * 7 + 16)), H = top + rows * cell + bottom;
   let max = 0;
   for (const r of values) for (const v of r) if (Number.isFinite(v)) max = Math.max(max, Math.abs(v));
   const out: string[] = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`,
     `<rect width="${W}" height="${H}" fill="white"/>`];
-  if (opts.title) out.push(`<text x="${W / 2}" y="18" text-anchor="middle" font-size="13">${xmlEscape(opts.title)}</text>`);
+  if (opts.title) out.push(`<text x="8" y="18" font-size="13">${xmlEscape(opts.title)}</text>`);
   values.forEach((r, i) => {
     const y = top + i * cell;
     out.push(`<text x="${left - 6}" y="${y + cell / 2 + 4}" text-anchor="end">${xmlEscape(opts.rowNames?.[i] ?? String(i))}</text>`);
