@@ -16,6 +16,8 @@ import { BertModel, type BertConfig } from '../src/models/bert.js';
 import type { DecoderLM } from '../src/models/decoder.js';
 import { GPT } from '../src/models/gpt.js';
 import { loadDecoderDir } from '../src/models/hf-decoder-files.js';
+import { loadHFBertDir } from '../src/models/hf-bert-files.js';
+import type { HFBert } from '../src/models/hf-bert.js';
 import type { Module } from '../src/nn/module.js';
 import {
   add, getBackend, matmul, noGrad, permute, RefBackend, reshape, softmax, split, tensor, tidy, type Tensor,
@@ -27,6 +29,7 @@ const ref = new RefBackend();
 const GPT_TINY = { n_layer: 2, n_head: 2, n_embd: 16, block_size: 16, vocab_size: 37, dropout: 0 };
 const IDS = [3, 17, 5, 5, 30, 2, 11, 8];
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/hf-decoders', import.meta.url));
+const HF_BERT_CLS = fileURLToPath(new URL('../../test/fixtures/hf-bert/bert-cls', import.meta.url));
 const BERT_TINY: Partial<BertConfig> = { n_layer: 2, n_head: 2, d_model: 8, d_ff: 16, dropout: 0, max_len: 16, vocab_size: 12, pad_id: 0, cls_id: 1, sep_id: 2, mask_id: 3, n_classes: 2, classifier_dropout: 0 };
 
 /** Every layer's P (from the probe's queries and keys) times V equals the kernel's output y, and
@@ -142,6 +145,27 @@ test('BERT classifier: P·V equals the kernel with padding masked; padded keys g
   for (const layer of maps) for (const head of layer) for (const row of head) assert.deepEqual(row.slice(6), [0, 0]);
   assert.ok(maps[0]![0]![0]![5]! > 0, 'bidirectional: the first token sees the last real one');
   bert.dispose();
+});
+
+test('Hugging Face BERT classifier: P·V equals the kernel; IG completeness for each of its 3 classes; ablation = zeroed columns', async () => {
+  const load = async () => (await loadHFBertDir(HF_BERT_CLS, { backend: cpu })).model;
+  const m: HFBert = await load();
+  const ids = [2, 9, 14, 7, 21, 3];
+  checkPV(m.bert.encoder.layer.items.map((l) => l.attention.self), () => void m.classifyLogits(m.encode(tensor(ids, { backend: cpu, dtype: 'int32', shape: [1, ids.length] }))), 'HF BERT');
+  for (const cls of [0, 1, 2]) {
+    const a = attributions(m, ids, { kind: 'class', cls }, { steps: 64 });
+    assertClose([a.sum], [a.fInput - a.fBaseline], 1e-2, 1e-4, `HF BERT class ${cls}`);
+  }
+  const table = headAblation(m, ids, { label: 1 });
+  const fresh = await load();
+  const D = fresh.config.hidden_size / fresh.config.num_attention_heads;
+  zeroHeadColumns(fresh.bert.encoder.layer.items[1]!.attention.output.dense.weight, 0, D);
+  assertClose([table.base + table.delta[1]![0]!], [lossOn(fresh, ids, { label: 1 })], 1e-5, 1e-6, 'HF BERT ablation');
+  const doc = buildVizDocument(m, null, 'ids', ids, { steps: 4, ablation: false });
+  assert.equal(doc.model.kind, 'classifier');
+  assert.equal(doc.classes!.probs.length, 3);
+  fresh.dispose();
+  m.dispose();
 });
 
 test('logit lens: the last layer equals the model\'s logits; top-k are sorted probabilities', () => {

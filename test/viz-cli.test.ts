@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,4 +74,36 @@ test('attn viz --out writes the document; the server serves page, modules and JS
   } finally {
     child.kill('SIGTERM');
   }
+});
+
+test('attn viz on a Hugging Face BERT classifier directory (WordPiece tokenizer.json): attributions of its predicted class', () => {
+  const dir = join(ROOT, 'hf-bert-cls');
+  mkdirSync(dir, { recursive: true });
+  const fixture = fileURLToPath(new URL('../../test/fixtures/hf-bert/bert-cls', import.meta.url));
+  for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(fixture, f), join(dir, f));
+  // The fixture's 50-token WordPiece vocabulary: specials, letters, and ##letters (as test/hf-bert.test.ts).
+  const letters = 'abcdefghijklmnopqrstuvwxyz';
+  const vocab: Record<string, number> = {};
+  for (const t of ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', ...letters, ...[...letters].slice(0, 19).map((c) => `##${c}`)]) vocab[t] = Object.keys(vocab).length;
+  const special = (content: string) => ({ id: vocab[content], content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({
+    version: '1.0', added_tokens: ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'].map(special),
+    normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
+    pre_tokenizer: { type: 'BertPreTokenizer' },
+    post_processor: { type: 'BertProcessing', sep: ['[SEP]', 3], cls: ['[CLS]', 2] },
+    decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
+    model: { type: 'WordPiece', unk_token: '[UNK]', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab },
+  }));
+  const out = join(ROOT, 'bert-doc.json');
+  const r = spawnSync(process.execPath, [CLI, 'viz', '--model', dir, '--text', 'a fine day', '--out', out, '--steps', '8'], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const doc = JSON.parse(readFileSync(out, 'utf8')) as VizDocument;
+  assert.equal(doc.ids[0], 2, '[CLS] first');
+  assert.equal(doc.ids[doc.ids.length - 1], 3, '[SEP] last');
+  assert.equal(doc.model.kind, 'classifier');
+  assert.equal(doc.classes!.probs.length, 3);
+  assert.equal(doc.attention.length, 2);
+  assert.equal(doc.attention[0]!.length, 4);
+  assert.equal(doc.lens, null);
+  assert.match(doc.attributions[0]!.target, new RegExp(`class ${doc.classes!.predicted}`));
 });

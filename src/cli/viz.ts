@@ -6,9 +6,11 @@ import type { AddressInfo } from 'node:net';
 import { encodeSentence, specialIdsOf } from '../data/sentences.js';
 import { buildVizDocument, type InterpretableModel, type VizDocument } from '../eval/interpret.js';
 import { writeFileAtomic } from '../io/files.js';
+import { encodeForHFBert } from '../eval/classify.js';
 import { BERT_MODEL_TYPE, loadBertCheckpoint } from '../models/bert-checkpoint.js';
+import { loadHFBertDir } from '../models/hf-bert-files.js';
 import { readHFConfig } from '../models/hf-decoder-files.js';
-import { BpeTokenizer, type Tokenizer } from '../tokenizers/index.js';
+import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
 import { backendFromFlags, loadModelDir, requireDir, tokenizerOfModel } from './common.js';
 
@@ -79,6 +81,13 @@ async function loadFor(dir: string, text: string, backend: Awaited<ReturnType<ty
     if (!model.cls_head) throw new UsageError(`viz: ${dir} is an encoder without a classification head (n_classes 0): fine-tune it with 'attn finetune' first`);
     const ids = encodeSentence(tokenizer, text, specialIdsOf(tokenizer), model.config.max_len);
     return { model, tok: tokenizer, ids, description: `classifier (${model.config.n_classes} classes)` };
+  }
+  if (config['model_type'] === 'bert') {
+    const { model } = await loadHFBertDir(dir, { backend });
+    if (!model.classifier) throw new UsageError(`viz: ${dir} is a Hugging Face BERT without a classification head: fine-tune it with 'attn finetune --task sst2 --init_from ${dir}' first`);
+    const tokenizer = await loadTokenizer(dir);
+    const ids = encodeForHFBert(tokenizer, text, model.config.max_position_embeddings);
+    return { model, tok: tokenizer, ids, description: `Hugging Face BERT classifier (${model.config.num_labels} classes)` };
   }
   const model = await loadModelDir('viz', dir, backend);
   let tok: Tokenizer;

@@ -8,17 +8,18 @@
 //    token-embedding baseline, whose attributions sum to f(x) − f(baseline) (completeness) up to
 //    the Riemann sum's error;
 //  - head ablation (Michel et al. 2019): the loss on the text with one head's output zeroed.
-// GPT (attn and GPT-2), the Hugging Face decoder families (DecoderLM) and attn's BertModel
-// classifiers. buildVizDocument gathers all of it into the JSON `attn viz` shows.
+// GPT (attn and GPT-2), the Hugging Face decoder families (DecoderLM), and the classifiers of
+// src/tasks/classification.ts: attn's BertModel and Hugging Face BERT (HFBert). buildVizDocument gathers all of it into the JSON `attn viz` shows.
 import type { AttentionSparsity } from '../backend/backend.js';
 import { BertModel } from '../models/bert.js';
 import { DecoderLM } from '../models/decoder.js';
 import { paddingMask } from '../models/encoder.js';
 import { GPT } from '../models/gpt.js';
+import { HFBert } from '../models/hf-bert.js';
 import type { AttentionProbe, AttentionProbeView } from '../nn/attention.js';
 import type { Module } from '../nn/module.js';
 import {
-  add, backward, crossEntropy, mul, noGrad, reshape, slice, softmax, sum, tensor, tidy, withGrad,
+  add, arange, backward, crossEntropy, mul, noGrad, reshape, slice, softmax, sum, tensor, tidy, withGrad, zeros,
   type DType, type Tensor,
 } from '../tensor/index.js';
 import type { Tokenizer } from '../tokenizers/index.js';
@@ -27,7 +28,7 @@ import type { AttributionDoc, LensEntry, VizDocument } from './interpret-doc.js'
 export type { AttributionDoc, LensEntry, VizDocument } from './interpret-doc.js';
 
 /** The models this module explains. */
-export type InterpretableModel = GPT | DecoderLM | BertModel;
+export type InterpretableModel = GPT | DecoderLM | BertModel | HFBert;
 
 /** A module whose forward calls its probe (CausalSelfAttention, DecoderAttention, MultiHeadAttention). */
 interface ProbeSite {
@@ -51,6 +52,9 @@ interface Parts {
   readout?(x: Tensor): Tensor;
   /** Classifiers: token embeddings and ids → class logits (B, K). */
   classify?(e: Tensor, ids: Tensor): Tensor;
+  /** Classifiers: K. */
+  nClasses?: number;
+  vocabSize: number;
   /** The model's own forward, for attention maps and ablation (logits). */
   forward(ids: Tensor): Tensor;
 }
@@ -64,6 +68,7 @@ function partsOf(model: InterpretableModel): Parts {
     return {
       ...common,
       kind: 'gpt',
+      vocabSize: model.config.vocab_size,
       nLayer: model.config.n_layer,
       nHead: model.config.n_head,
       sites: t.h.items.map((b) => b.attn),
@@ -90,6 +95,7 @@ function partsOf(model: InterpretableModel): Parts {
     return {
       ...common,
       kind: 'decoder',
+      vocabSize: model.config.vocab_size,
       nLayer: model.config.num_hidden_layers,
       nHead: model.config.num_attention_heads,
       sites: m.layers.items.map((l) => l.self_attn),
@@ -116,6 +122,8 @@ function partsOf(model: InterpretableModel): Parts {
     return {
       ...common,
       kind: 'classifier',
+      vocabSize: model.config.vocab_size,
+      nClasses: model.config.n_classes,
       nLayer: layers.length,
       nHead: layers[0]?.self_attn.nHead ?? 0,
       sites: layers.map((l) => l.self_attn),
@@ -130,7 +138,33 @@ function partsOf(model: InterpretableModel): Parts {
       forward: (ids) => model.classify(ids),
     };
   }
-  throw new Error('interpret: the model must be a GPT, a DecoderLM (llama, mistral, qwen2, qwen3, phi) or a BertModel classifier');
+  if (model instanceof HFBert) {
+    if (!model.classifier || !model.bert.pooler) throw new Error('interpret: a Hugging Face BERT is explained through its classification head; this one has none (not a *ForSequenceClassification)');
+    const layers = model.bert.encoder.layer.items;
+    const emb = model.bert.embeddings;
+    const encode = (e: Tensor): Tensor => {
+      // HFBert.encode from the word embeddings on (one unpadded sentence: no attention mask).
+      const [B, T] = e.shape as [number, number];
+      const pos = emb.position_embeddings.forward(arange(0, T, 1, { backend: e.backend, dtype: 'int32' }));
+      let x = add(add(e, pos), emb.token_type_embeddings.forward(zeros([B, T], { backend: e.backend, dtype: 'int32' })));
+      x = emb.dropout.forward(emb.LayerNorm.forward(x));
+      for (const l of layers) x = l.forward(x, null);
+      return x;
+    };
+    return {
+      ...common,
+      kind: 'classifier',
+      nLayer: layers.length,
+      nHead: model.config.num_attention_heads,
+      nClasses: model.config.num_labels,
+      vocabSize: model.config.vocab_size,
+      sites: layers.map((l) => l.attention.self),
+      embed: (ids) => emb.word_embeddings.forward(ids),
+      classify: (e) => model.classifyLogits(encode(e)),
+      forward: (ids) => model.classifyLogits(model.encode(ids)),
+    };
+  }
+  throw new Error('interpret: the model must be a GPT, a DecoderLM (llama, mistral, qwen2, qwen3, phi), or a BertModel or Hugging Face BERT classifier');
 }
 
 /** Runs fn in eval mode (no dropout) and with every parameter's gradient off (attributions need
@@ -150,7 +184,7 @@ function inspecting<T>(model: Module, fn: () => T): T {
 }
 
 function checkIds(model: InterpretableModel, ids: readonly number[]): void {
-  const V = model.config.vocab_size;
+  const V = partsOf(model).vocabSize;
   if (ids.length === 0) throw new Error('interpret: no tokens to explain');
   ids.forEach((id, i) => {
     if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new Error(`interpret: token ${i} (${String(id)}) is outside the vocabulary [0, ${V})`);
@@ -320,10 +354,10 @@ export function attributions(model: InterpretableModel, ids: readonly number[], 
   if (target.kind === 'token') {
     if (!parts.streams) throw new Error('interpret: a next-token target needs a language model; this is a classifier (use a class target)');
     if (!(Number.isInteger(target.position) && target.position >= 0 && target.position < T)) throw new Error(`interpret: target position ${target.position} is outside the ${T} tokens`);
-    if (!(Number.isInteger(target.token) && target.token >= 0 && target.token < model.config.vocab_size)) throw new Error(`interpret: target token ${target.token} is outside the vocabulary`);
+    if (!(Number.isInteger(target.token) && target.token >= 0 && target.token < parts.vocabSize)) throw new Error(`interpret: target token ${target.token} is outside the vocabulary`);
   } else {
     if (!parts.classify) throw new Error('interpret: a class target needs a classifier; this is a language model (use a token target)');
-    const K = (model as BertModel).config.n_classes;
+    const K = parts.nClasses ?? 0;
     if (!(Number.isInteger(target.cls) && target.cls >= 0 && target.cls < K)) throw new Error(`interpret: class ${target.cls} is outside the ${K} classes`);
   }
   // f for a batch of embeddings (n, T, C) → (n).
@@ -424,7 +458,7 @@ export function headAblation(model: InterpretableModel, ids: readonly number[], 
 }
 
 /** Class probabilities of a classifier on ids. */
-export function classProbabilities(model: BertModel, ids: readonly number[]): number[] {
+export function classProbabilities(model: BertModel | HFBert, ids: readonly number[]): number[] {
   const parts = partsOf(model);
   return inspecting(model, () => noGrad(() => tidy(() => Array.from(softmax(parts.forward(idsTensor(parts, ids)), -1).data()))));
 }
@@ -475,7 +509,7 @@ export function buildVizDocument(model: InterpretableModel, tok: Tokenizer | nul
     sum: round(a.sum, 6),
   });
   let label: number | undefined;
-  if (model instanceof BertModel) {
+  if (model instanceof BertModel || model instanceof HFBert) {
     const probs = classProbabilities(model, ids);
     label = probs.indexOf(Math.max(...probs));
     doc.classes = { probs: probs.map((p) => round(p, 5)), predicted: label };
