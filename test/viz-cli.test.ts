@@ -40,6 +40,12 @@ test('attn viz --out writes the document; the server serves page, modules and JS
   assert.equal(doc.lens!.top.length, 3);
   assert.equal(doc.ablation!.delta.length, 2);
   assert.match(r.stderr, /12 tokens, 2 layers × 2 heads/);
+  // The ablation as a table on stdout and a heat map beside the JSON.
+  const table = r.stdout.split('\n').filter((l) => l.startsWith('| '));
+  assert.equal(table.length, 3);
+  assert.equal(table[0], '| layer \\ head | 1 | 2 |');
+  assert.equal(Number(table[2]!.split('|')[3]), Number(doc.ablation!.delta[1]![1]!.toFixed(4)));
+  assert.equal((readFileSync(join(ROOT, 'doc.ablation.svg'), 'utf8').match(/<rect class="cell"/g) ?? []).length, 4);
 
   const bad = spawnSync(process.execPath, [CLI, 'viz', '--model', dir, '--text', 'to be or not', '--max_tokens', '5'], { encoding: 'utf8', timeout: 60_000 });
   assert.notEqual(bad.status, 0);

@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { encodeSentence, specialIdsOf } from '../data/sentences.js';
+import { heatmapSvg, heatmapTable } from '../eval/heatmap.js';
 import { buildVizDocument, type InterpretableModel, type VizDocument } from '../eval/interpret.js';
 import { writeFileAtomic } from '../io/files.js';
 import { encodeForHFBert } from '../eval/classify.js';
@@ -126,6 +127,18 @@ export async function runViz(f: Flags): Promise<void> {
   if (out !== undefined) {
     await writeFileAtomic(out, `${JSON.stringify(doc)}\n`);
     process.stderr.write(`viz: wrote ${out}\n`);
+    if (doc.ablation) {
+      // The ablation also as a heat map beside the JSON and a table on standard output.
+      const svg = `${out.replace(/\.json$/i, '')}.ablation.svg`;
+      const names = (n: number) => Array.from({ length: n }, (_, i) => String(i + 1));
+      await writeFileAtomic(svg, `${heatmapSvg(doc.ablation.delta, {
+        title: `loss change when a head is zeroed (intact ${doc.ablation.base.toFixed(4)})`, rowLabel: 'layer', colLabel: 'head',
+        rowNames: names(doc.model.layers), colNames: names(doc.model.heads), cell: doc.model.heads > 16 ? 20 : 36,
+      })}\n`);
+      process.stderr.write(`viz: wrote ${svg}\n`);
+      console.log(`head ablation: ${doc.ablation.metric}, intact ${doc.ablation.base.toFixed(4)}; the change with one head zeroed (layers and heads from 1)\n`);
+      console.log(heatmapTable(doc.ablation.delta, 'layer', 'head', 4, 1));
+    }
     return;
   }
   const { url, close } = await serveViz(doc, port);

@@ -59,10 +59,10 @@ export function heatmapSvg(values: readonly (readonly number[])[], opts: Heatmap
   return out.join('\n');
 }
 
-/** values[row][col] as a Markdown table. */
-export function heatmapTable(values: readonly (readonly number[])[], rowLabel = 'layer', colLabel = 'head', digits = 4): string {
+/** values[row][col] as a Markdown table, rows and columns numbered from `first`. */
+export function heatmapTable(values: readonly (readonly number[])[], rowLabel = 'layer', colLabel = 'head', digits = 4, first = 0): string {
   const cols = values[0]?.length ?? 0;
-  const head = `| ${rowLabel} \\ ${colLabel} | ${Array.from({ length: cols }, (_, j) => j).join(' | ')} |`;
+  const head = `| ${rowLabel} \\ ${colLabel} | ${Array.from({ length: cols }, (_, j) => j + first).join(' | ')} |`;
   const sep = `|---|${'---|'.repeat(cols)}`;
-  return [head, sep, ...values.map((r, i) => `| ${i} | ${r.map((v) => v.toFixed(digits)).join(' | ')} |`)].join('\n');
+  return [head, sep, ...values.map((r, i) => `| ${i + first} | ${r.map((v) => v.toFixed(digits)).join(' | ')} |`)].join('\n');
 }
