@@ -202,6 +202,21 @@ tokens[i+1] given tokens[0..i].
     booleans: ['quantize_embeddings', 'quantize_head'],
     run: async (f) => (await import('./logprobs.js')).runLogprobs(f),
   },
+  viz: {
+    summary: 'attention maps, logit lens, attributions and head ablation of a text, in a local web page',
+    help: `attn viz --model DIR --text TEXT [--port 0] [--out FILE.json] [--k 5] [--steps 32] [--no_ablation] [--max_tokens 64] [--device cpu|webgpu|auto|ref]
+
+Interpretability of one text (docs/interpretability.md): the attention of every layer and head,
+the logit lens (top --k next tokens read from each layer's residual stream), token attributions
+(gradient × input and integrated gradients with --steps steps) of the next-token prediction or,
+for a classifier from 'attn finetune', of its predicted class, and head ablation (the loss change
+with each head zeroed; --no_ablation skips its layers × heads forwards).
+
+Serves the page and /doc.json on 127.0.0.1 only (port 0: any free port) and prints the URL;
+Ctrl-C stops it. With --out, writes the JSON document instead and exits.`,
+    booleans: ['no_ablation'],
+    run: async (f) => (await import('./viz.js')).runViz(f),
+  },
   tokenize: {
     summary: 'print the token ids of a text as a JSON array',
     help: `attn tokenize --tokenizer (gpt2 | DIR) (--text TEXT | --file FILE)

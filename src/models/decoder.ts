@@ -9,7 +9,7 @@
 // The Hugging Face config.json mapping is hf-decoder.ts; reading and writing directories is
 // hf-decoder-files.ts.
 import type { Backend } from '../backend/backend.js';
-import { appendToCache, KVCache, KVPool, pooledStepAttention, type ForwardCacheOptions, type KVLayerCache, type PooledStep, type PromptChunk, finishPooledStep, planPooledStep, stepOutputRows } from '../nn/attention.js';
+import { appendToCache, KVCache, KVPool, pooledStepAttention, type AttentionProbe, type ForwardCacheOptions, type KVLayerCache, type PooledStep, type PromptChunk, finishPooledStep, planPooledStep, stepOutputRows } from '../nn/attention.js';
 import { Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
 import { Module, ModuleList } from '../nn/module.js';
 import { ScaledRope, type RopeScaling } from '../nn/positional.js';
@@ -98,6 +98,8 @@ export class DecoderAttention extends Module {
   readonly out: Linear;
   readonly qNorm: LayerNorm | RMSNorm | null;
   readonly kNorm: LayerNorm | RMSNorm | null;
+  /** Inspection hook (see AttentionProbe); null in normal use. */
+  probe: AttentionProbe | null = null;
 
   constructor(readonly cfg: DecoderConfig, readonly rope: ScaledRope, readonly window: number | null, o: Build) {
     super();
@@ -136,7 +138,8 @@ export class DecoderAttention extends Module {
       v = appendToCache(cache, 'v', v);
     }
     const sparsity = this.window !== null ? { kind: 'window' as const, window: this.window } : null;
-    const y = scaledDotProductAttention(q, k, v, { causal: true, sparsity }); // (B, H, T, D), kv heads grouped
+    let y = scaledDotProductAttention(q, k, v, { causal: true, sparsity }); // (B, H, T, D), kv heads grouped
+    if (this.probe) y = this.probe.observe({ q, k, v, scale: 1 / Math.sqrt(D), causal: true, sparsity, keyMask: null }, y);
     return this.out.forward(reshape(permute(y, [0, 2, 1, 3]), [B, T, H * D]));
   }
 }

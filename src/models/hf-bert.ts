@@ -6,6 +6,7 @@
 // so a checkpoint's tensors are this model's stateDict() one to one. attn's own BERT-style
 // encoder (bert.ts: pre-norm, scaled embeddings) stays as it is; this is the Hub's.
 import type { Backend } from '../backend/backend.js';
+import type { AttentionProbe } from '../nn/attention.js';
 import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers.js';
 import { Module, ModuleList } from '../nn/module.js';
 import {
@@ -52,6 +53,8 @@ class BertSelfAttention extends Module {
   readonly query: Linear;
   readonly key: Linear;
   readonly value: Linear;
+  /** Inspection hook (see AttentionProbe in nn/attention.ts); null in normal use. */
+  probe: AttentionProbe | null = null;
   constructor(c: HFBertConfig, b: Build) {
     super();
     this.query = this.registerModule('query', lin(c.hidden_size, c.hidden_size, b));
@@ -111,7 +114,11 @@ class BertLayer extends Module {
     const D = C / H;
     const s = this.attention.self;
     const heads = (t: Tensor) => permute(reshape(t, [B, T, H, D]), [0, 2, 1, 3]); // (B, H, T, D)
-    const y = scaledDotProductAttention(heads(s.query.forward(x)), heads(s.key.forward(x)), heads(s.value.forward(x)), { keyMask });
+    const q = heads(s.query.forward(x));
+    const k = heads(s.key.forward(x));
+    const v = heads(s.value.forward(x));
+    let y = scaledDotProductAttention(q, k, v, { keyMask });
+    if (s.probe) y = s.probe.observe({ q, k, v, scale: 1 / Math.sqrt(D), causal: false, sparsity: null, keyMask }, y);
     const a = this.attention.output.forward(reshape(permute(y, [0, 2, 1, 3]), [B, T, C]), x);
     return this.output.forward(act(this.c, this.intermediate.dense.forward(a)), a);
   }

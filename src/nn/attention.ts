@@ -364,6 +364,31 @@ export function rotateRows(x: Tensor, positions: readonly number[], rotate: (row
   return concat(rows, 0);
 }
 
+/** The softmax attention one layer just computed, as handed to an AttentionProbe: enough to
+ *  recompute its probabilities (the fused kernel never builds them). */
+export interface AttentionProbeView {
+  /** Queries (B, H, Tq, D) and keys (B, Hkv, Tk, D), after RoPE and any q/k norm. */
+  q: Tensor;
+  k: Tensor;
+  /** Values (B, Hkv, Tk, D). */
+  v: Tensor;
+  scale: number;
+  causal: boolean;
+  sparsity: AttentionSparsity | null;
+  /** (B, Tk) int32, 1 = attend, when padding is masked. */
+  keyMask: Tensor | null;
+}
+
+/**
+ * An inspection hook on a softmax attention module (interpretability: src/eval/interpret.ts):
+ * when a module's `probe` is set, each forward calls observe() with its queries and keys and the
+ * heads' outputs y (B, H, Tq, D) before the output projection, and goes on with what it returns
+ * (y itself, or y with heads zeroed for ablation). Unset (the default), the forward is unchanged.
+ */
+export interface AttentionProbe {
+  observe(view: AttentionProbeView, y: Tensor): Tensor;
+}
+
 /** The attention kinds a causal layer supports. */
 export type CausalAttentionKind = 'dense' | 'local' | 'strided' | 'fixed' | 'linear' | 'performer';
 
@@ -409,6 +434,8 @@ export class CausalSelfAttention extends Module {
   /** The random features, when kind is 'performer'. */
   readonly feature_map: PerformerFeatureMap | null;
   readonly rope: RotaryEmbedding | null;
+  /** Inspection hook (see AttentionProbe); null in normal use. */
+  probe: AttentionProbe | null = null;
 
   constructor(readonly nEmbd: number, readonly nHead: number, opts: CausalSelfAttentionOptions = {}) {
     super();
@@ -468,7 +495,8 @@ export class CausalSelfAttention extends Module {
     // Causal masking is bottom-right aligned: new query i sees keys up to past + i.
     // Sparse patterns align the same way (stated on absolute key positions, so the cache keeps all keys).
     // Grouped kv heads go in as they are: the kernel maps each query head to its kv head.
-    const y = scaledDotProductAttention(q, k, v, { causal: true, sparsity: this.sparsity }); // (B, H, T, D)
+    let y = scaledDotProductAttention(q, k, v, { causal: true, sparsity: this.sparsity }); // (B, H, T, D)
+    if (this.probe) y = this.probe.observe({ q, k, v, scale: 1 / Math.sqrt(D), causal: true, sparsity: this.sparsity, keyMask: null }, y);
     return this.output(y, [B, T, C]);
   }
 

@@ -15,6 +15,7 @@ import {
   add, mul, to, type Generator, type Tensor,
 } from '../tensor/index.js';
 import type { AttentionKind } from './attention-config.js';
+import type { AttentionProbe } from './attention.js';
 import { Dropout, LayerNorm, Linear, normalTensor, type InitOptions } from './layers.js';
 import {
   causalLinearAttention, linearAttention, LinearAttentionState, linformerProject, PerformerFeatureMap,
@@ -123,6 +124,8 @@ export class MultiHeadAttention extends Module {
   /** Linformer's projections (k, maxLen) for keys and values, when kind is 'linformer'. */
   readonly E: Tensor | null;
   readonly F: Tensor | null;
+  /** Inspection hook (see AttentionProbe in attention.ts); null in normal use. */
+  probe: AttentionProbe | null = null;
 
   constructor(readonly dModel: number, readonly nHead: number, opts: MultiHeadAttentionOptions = {}) {
     super();
@@ -223,7 +226,8 @@ export class MultiHeadAttention extends Module {
 
   private attend(x: Tensor, k: Tensor, v: Tensor, opts: AttentionCallOptions, sparsity: AttentionSparsity | null): Tensor {
     const q = this.heads(this.q_proj.forward(x)); // (B, H, T, D)
-    const y = scaledDotProductAttention(q, k, v, { causal: opts.causal ?? false, keyMask: opts.keyMask ?? null, sparsity }); // (B, H, T, D)
+    let y = scaledDotProductAttention(q, k, v, { causal: opts.causal ?? false, keyMask: opts.keyMask ?? null, sparsity }); // (B, H, T, D)
+    if (this.probe) y = this.probe.observe({ q, k, v, scale: 1 / Math.sqrt(this.headDim), causal: opts.causal ?? false, sparsity, keyMask: opts.keyMask ?? null }, y);
     return this.merge(y);
   }
 
