@@ -242,6 +242,12 @@ by default (13a tokenisation, 4-grams, brevity penalty, exp smoothing) on detoke
     booleans: ['lowercase'],
     run: async (f) => (await import('./eval.js')).runEval(f),
   },
+  sweep: {
+    summary: 'scaling laws: train a grid of GPTs over size and tokens (attn sweep), fit Kaplan and Chinchilla laws to it (attn sweep fit)',
+    help: '',
+    subcommand: true,
+    run: async (f) => (await import('./sweep.js')).runSweepCommand(f),
+  },
   info: {
     summary: 'show the backend, and a model\'s parameters, config and FLOPs per token',
     help: `attn info [--model DIR | --preset NAME] [--device cpu|webgpu|auto|ref] [--threads N]
@@ -314,6 +320,7 @@ async function helpOf(name: string, cmd: Command): Promise<string> {
   if (name === 'translate') return (await import('./translate.js')).TRANSLATE_HELP;
   if (name === 'finetune') return (await import('./finetune.js')).FINETUNE_HELP;
   if (name === 'pretrain-mlm') return (await import('./pretrain-mlm.js')).PRETRAIN_MLM_HELP;
+  if (name === 'sweep') return (await import('./sweep.js')).SWEEP_HELP;
   if (name === 'eval') return `${cmd.help}\n\n${(await import('./eval-classify.js')).EVAL_CLASSIFY_HELP}`;
   return cmd.help;
 }
