@@ -228,7 +228,7 @@ and the tokenizer files, for 'attn train --dataset DIR'.
     run: async (f) => (await import('./prepare.js')).runPrepare(f),
   },
   eval: {
-    summary: 'evaluation: corpus BLEU of translations (sacreBLEU-compatible), accuracy of a classifier',
+    summary: 'evaluation: corpus BLEU of translations (sacreBLEU-compatible), accuracy of a classifier, perplexity (ppl) and multiple-choice scoring (mc) of a language model',
     help: `attn eval bleu --hyp FILE --ref FILE[,FILE2,...] [--lowercase] [--tokenize 13a|none]
 
 Prints {"bleu":…, "precisions":[…4], "bp":…, "sys_len":…, "ref_len":…} computed as sacreBLEU does
@@ -321,7 +321,7 @@ async function helpOf(name: string, cmd: Command): Promise<string> {
   if (name === 'finetune') return (await import('./finetune.js')).FINETUNE_HELP;
   if (name === 'pretrain-mlm') return (await import('./pretrain-mlm.js')).PRETRAIN_MLM_HELP;
   if (name === 'sweep') return (await import('./sweep.js')).SWEEP_HELP;
-  if (name === 'eval') return `${cmd.help}\n\n${(await import('./eval-classify.js')).EVAL_CLASSIFY_HELP}`;
+  if (name === 'eval') return `${cmd.help}\n\n${(await import('./eval-classify.js')).EVAL_CLASSIFY_HELP}\n\n${(await import('./eval-lm.js')).EVAL_LM_HELP}`;
   return cmd.help;
 }
 
