@@ -4,9 +4,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  bootstrap, chinchillaAt, chinchillaGrid, chinchillaObjective, chinchillaOptimal, computeFrontier, fitChinchilla, fitOptimalAllocation, fitPowerLaw,
+  bootstrap, chinchillaAt, commonDAcrossN, commonNAcrossD, chinchillaGrid, chinchillaObjective, chinchillaOptimal, computeFrontier, fitChinchilla, fitOptimalAllocation, fitPowerLaw,
   isoFlopProfiles, lbfgs, linearFit, quadraticFit, quantile, rSquared, seededUniform, type ScalingPoint,
 } from '../src/eval/scaling.js';
+import { analyseSweep, scalingMarkdown, scalingPlots, type RunRecord } from '../src/eval/scaling-report.js';
 
 const rel = (a: number, b: number): number => Math.abs(a - b) / Math.abs(b);
 
@@ -141,4 +142,28 @@ test('bootstrap: percentile intervals of a mean, failed resamples counted', () =
     return { v: 1 };
   }, 100, 3);
   assert.ok(failing.failed > 0 && failing.samples + failing.failed === 100);
+});
+
+test('equal-data and equal-size subsets for Kaplan L(N) and L(D)', () => {
+  const pts: ScalingPoint[] = [];
+  for (const N of [1, 2, 4]) for (const D of [10, 20, 40]) if (!(N === 4 && D === 40)) pts.push({ N, D, C: 6 * N * D, L: 1 });
+  assert.deepEqual(commonDAcrossN(pts).map((p) => [p.N, p.D]), [[1, 20], [2, 20], [4, 20]]);
+  assert.deepEqual(commonNAcrossD(pts).map((p) => [p.N, p.D]), [[2, 10], [2, 20], [2, 40]]);
+});
+
+test('analyseSweep on runs drawn from a known L(N, D): the held-out prediction, the plots and the summary', () => {
+  const runs: RunRecord[] = [];
+  const z = noise(21, 0.001);
+  for (const N of [1e4, 3e4, 1e5, 3e5, 1e6]) for (const D of [1e5, 3e5, 1e6, 3e6]) runs.push({ name: `n${N}-d${D}`, N, D, C: 6 * N * D, val_loss: chinchillaAt(TRUE, N, D) * z() });
+  runs.push({ name: 'big', N: 3e6, D: 1e7, C: 6 * 3e6 * 1e7, val_loss: chinchillaAt(TRUE, 3e6, 1e7) });
+  const a = analyseSweep(runs, { fitMaxCompute: 2e12, heldout: 'big', bootstrap: 20, gridThin: 25 });
+  assert.ok(a.prediction!.ratio_to_largest_fit_compute >= 8, `${a.prediction!.ratio_to_largest_fit_compute}`);
+  assert.ok(Math.abs(a.prediction!.approach3.error_pct) < 1, `approach 3 error ${a.prediction!.approach3.error_pct} %`);
+  assert.ok(a.fit_runs.every((n) => n !== 'big') && a.fit_runs.length === runs.filter((r) => r.C <= 2e12).length - 0);
+  const plots = scalingPlots(runs, a);
+  assert.deepEqual(Object.keys(plots).sort(), ['isoflop.svg', 'loss_vs_C.svg', 'loss_vs_D.svg', 'loss_vs_N.svg', 'optimal_N.svg']);
+  for (const svg of Object.values(plots)) assert.ok(svg.startsWith('<svg') && !svg.includes('NaN'), svg.slice(0, 80));
+  const md = scalingMarkdown(runs, a);
+  assert.match(md, /\| Chinchilla approach 3, L\(N, D\) \| [0-9.]+ \[/);
+  assert.match(md, /held out/);
 });

@@ -248,6 +248,28 @@ export function mostDataPerN(points: readonly ScalingPoint[]): ScalingPoint[] {
   return [...best.values()].sort((a, b) => a.N - b.N);
 }
 
+/** The runs of one D across model sizes: the D that the most sizes share (ties: the larger D),
+ *  so L(N) compares sizes on equal data rather than mixing budgets. */
+export function commonDAcrossN(points: readonly ScalingPoint[]): ScalingPoint[] {
+  return commonAcross(points, (p) => p.D, (p) => p.N);
+}
+
+/** The runs of one N across D: the size with the most D values (ties: the larger N). */
+export function commonNAcrossD(points: readonly ScalingPoint[]): ScalingPoint[] {
+  return commonAcross(points, (p) => p.N, (p) => p.D);
+}
+
+function commonAcross(points: readonly ScalingPoint[], key: (p: ScalingPoint) => number, along: (p: ScalingPoint) => number): ScalingPoint[] {
+  const groups = new Map<number, ScalingPoint[]>();
+  for (const p of points) {
+    if (!groups.has(key(p))) groups.set(key(p), []);
+    groups.get(key(p))!.push(p);
+  }
+  let pick: [number, ScalingPoint[]] | null = null;
+  for (const g of groups.entries()) if (!pick || g[1].length > pick[1].length || (g[1].length === pick[1].length && g[0] > pick[0])) pick = g;
+  return pick ? [...pick[1]].sort((a, b) => along(a) - along(b)) : [];
+}
+
 /** Per D, the run of the largest model (Kaplan's L(D) wants runs not limited by size). */
 export function largestModelPerD(points: readonly ScalingPoint[]): ScalingPoint[] {
   const best = new Map<number, ScalingPoint>();
@@ -337,7 +359,7 @@ export interface ChinchillaFit extends ChinchillaParams {
   bootstrap_samples?: number;
 }
 
-function fitChinchillaOnce(points: readonly ScalingPoint[], starts: readonly number[][], delta: number): { p: ChinchillaParams; objective: number } {
+export function fitChinchillaOnce(points: readonly ScalingPoint[], starts: readonly number[][], delta: number): { p: ChinchillaParams; objective: number } {
   if (points.length < 5) throw new Error(`L(N, D) has 5 parameters: it needs at least 5 runs, got ${points.length}`);
   const obj = chinchillaObjective(points, delta);
   let best: LbfgsResult | null = null;
