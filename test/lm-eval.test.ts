@@ -135,3 +135,27 @@ test("the harness's pair encoding, character lengths and item parsing", () => {
   assert.throws(() => parseChoiceItems('{"context":"q","choices":["a","b"],"label":2}', 'x.jsonl'), /'label' must be an integer index into choices \(0 to 1\), got 2/);
   assert.throws(() => parseChoiceItems('nope', 'x.jsonl'), /x\.jsonl:1: not a JSON object/);
 });
+
+test('every model family attn loads: perplexity and a continuation log-likelihood against PyTorch log-softmax fixtures', async () => {
+  const { loadModelDir } = await import('../src/cli/common.js');
+  const { readFileSync } = await import('node:fs');
+  const dirs = ['gpt2-tiny', ...['llama', 'llama-tied-bias', 'mistral', 'phi', 'qwen2', 'qwen3'].map((f) => `hf-decoders/${f}`)];
+  for (const d of dirs) {
+    const dir = `test/fixtures/${d}`;
+    const exp = JSON.parse(readFileSync(`${dir}/expected.json`, 'utf8')) as { tokens?: number[]; log_softmax?: number[]; sequences?: { tokens: number[]; next_token_logprobs: number[] }[] };
+    // gpt2-tiny stores next-token log-probabilities; the decoder fixtures the full log-softmax.
+    const ids = exp.tokens ?? exp.sequences![0]!.tokens;
+    const model = await loadModelDir('test', dir, ref);
+    const V = model.config.vocab_size;
+    const lp = exp.log_softmax ? ids.slice(1).map((t, i) => exp.log_softmax![i * V + t]!) : exp.sequences![0]!.next_token_logprobs;
+    const n = Math.min(ids.length, model.config.block_size);
+    const want = -lp.slice(0, n - 1).reduce((s, v) => s + v, 0);
+    const r = slidingWindowPerplexity(model, ids.slice(0, n), { stride: 1 });
+    assert.ok(Math.abs(r.nll_sum - want) < 1e-3 * Math.max(1, want), `${d}: nll ${r.nll_sum} vs PyTorch ${want}`);
+    const k = Math.floor(n / 2);
+    const ll = loglikelihood(model, ids.slice(0, k), ids.slice(k, n)).ll;
+    const wantLl = lp.slice(k - 1, n - 1).reduce((s, v) => s + v, 0);
+    assert.ok(Math.abs(ll - wantLl) < 1e-3 * Math.max(1, Math.abs(wantLl)), `${d}: log-likelihood ${ll} vs PyTorch ${wantLl}`);
+    model.dispose();
+  }
+});
