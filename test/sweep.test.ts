@@ -8,6 +8,9 @@ import { join } from 'node:path';
 import { prepareDataset } from '../src/data/index.js';
 import { GPT } from '../src/models/gpt.js';
 import { CharTokenizer } from '../src/tokenizers/index.js';
+import { writeFileSync } from 'node:fs';
+import { Flags, parseArgs } from '../src/cli/args.js';
+import { runEvalMc, runEvalPpl } from '../src/cli/eval-lm.js';
 import { kaplanLearningRate, nonEmbeddingParams, parseShape, planSweep, readSweepResults, runSweep, trainingFlops, type SweepOptions } from '../src/tasks/sweep.js';
 
 test('sweep plan: N excludes the embeddings, C = 6ND + attention, cheapest first, max_compute filters the grid only', () => {
@@ -50,6 +53,20 @@ test('sweep: 2 runs through runTraining; a second call skips the finished one', 
     // The run's own metrics come from the one loop.
     const metrics = readFileSync(join(out, 'runs', r!.name, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; lr: number });
     assert.equal(metrics[metrics.length - 1]!.step, 3);
+    // attn eval ppl / mc on the run's saved model (a character-level attn checkpoint).
+    const model = join(out, 'runs', r!.name, 'best');
+    const textFile = join(root, 'val.txt');
+    writeFileSync(textFile, text.slice(0, 30));
+    const ppl = await captureJson(() => runEvalPpl(new Flags(parseArgs(['ppl', '--model', model, '--file', textFile, '--stride', '4', '--threads', '1'], new Set()), 'eval')));
+    assert.equal(ppl['tokens'], 29);
+    assert.equal(ppl['bytes'], 29);
+    assert.ok(Math.abs((ppl['bits_per_byte'] as number) - (ppl['nll'] as number) / Math.LN2) < 1e-12);
+    assert.ok(Math.abs(Math.log(ppl['ppl'] as number) - (ppl['nll'] as number)) < 1e-12);
+    const items = join(root, 'items.jsonl');
+    writeFileSync(items, '{"context":"to be or not to","choices":[" be"," or"],"label":0}\n{"context":"that is the","choices":[" quest","th"],"label":0}\n');
+    const mc = await captureJson(() => runEvalMc(new Flags(parseArgs(['mc', '--model', model, '--file', items, '--delimiter', '', '--threads', '1'], new Set()), 'eval')));
+    assert.equal(mc['n'], 2);
+    assert.ok([0, 0.5, 1].includes(mc['acc'] as number) && [0, 0.5, 1].includes(mc['acc_norm'] as number));
     const started: string[] = [];
     const skipped: string[] = [];
     const second = await runSweep({ ...base, iters: [3, 5] }, { onRunStart: (_i, _n, run) => started.push(run.name), onSkip: (run) => skipped.push(run.name) });
@@ -66,3 +83,15 @@ test('sweep: 2 runs through runTraining; a second call skips the finished one', 
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+async function captureJson(run: () => Promise<void>): Promise<Record<string, unknown>> {
+  const out: string[] = [];
+  const orig = console.log;
+  console.log = (s: string) => out.push(s);
+  try {
+    await run();
+  } finally {
+    console.log = orig;
+  }
+  return JSON.parse(out.join('\n')) as Record<string, unknown>;
+}

@@ -53,13 +53,13 @@ async function load(command: string, f: Flags, extra: () => void): Promise<{ mod
 
 export async function runEvalPpl(f: Flags): Promise<void> {
   const file = f.required('file', 'a text file');
+  await requireFile('eval ppl', 'file', file);
   let stride: number | undefined;
   let maxLength: number | undefined;
   const { model, tok, encode } = await load('eval ppl', f, () => {
     stride = f.number('stride', { integer: true, min: 1 });
     maxLength = f.number('max_length', { integer: true, min: 2 });
   });
-  await requireFile('eval ppl', 'file', file);
   const text = await readFile(file, 'utf8');
   const ids = encode(text);
   const T = maxLength ?? model.config.block_size;
@@ -76,6 +76,7 @@ export async function runEvalPpl(f: Flags): Promise<void> {
 
 export async function runEvalMc(f: Flags): Promise<void> {
   const file = f.required('file', 'a JSONL of {context, choices, label}');
+  await requireFile('eval mc', 'file', file);
   let delimiter = ' ';
   let limit: number | undefined;
   let details: string | undefined;
@@ -84,7 +85,6 @@ export async function runEvalMc(f: Flags): Promise<void> {
     limit = f.number('limit', { integer: true, min: 1 });
     details = f.string('details');
   });
-  await requireFile('eval mc', 'file', file);
   let items = parseChoiceItems(await readFile(file, 'utf8'), file);
   if (limit !== undefined) items = items.slice(0, limit);
   const scores = items.map((it) => scoreChoices(model, encode, it, delimiter));
