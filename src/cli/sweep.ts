@@ -1,5 +1,7 @@
 // attn sweep: trains a grid of GPTs over size and tokens (src/tasks/sweep.ts), and `attn sweep fit`
 // fits the scaling laws to its results and draws the plots (src/eval/scaling.ts).
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { type Flags, UsageError } from './args.js';
 import { parseShape, runSweep, type SweepShape } from '../tasks/sweep.js';
 import { shippedData } from './common.js';
@@ -74,6 +76,7 @@ export async function runSweepCommand(f: Flags): Promise<void> {
   const threads = f.number('threads', { integer: true, min: 1 });
   f.done();
   if ((shapes.length === 0 || iters.length === 0) && extra.length === 0) throw new UsageError('sweep: give --shapes and --iters (a grid), or --run');
+  if (!existsSync(join(dataset, 'meta.json'))) throw new UsageError(`sweep: ${dataset} is not a prepared dataset (no meta.json); make one with: attn prepare --input data/tinyshakespeare/input.txt --out ${dataset}`);
   let bar: ProgressBar | null = null;
   const summary = await runSweep({
     dataset, out, shapes, iters, extra, maxCompute, block_size, batch_size, eval_iters, seed, device, ...(threads ? { threads } : {}), maxMinutes, keepModelsUpTo,
