@@ -118,11 +118,12 @@ export function scalingPlots(runs: readonly RunRecord[], a: ScalingAnalysis): Re
   const fitNames = new Set(a.fit_runs);
   const held = a.prediction ? runs.find((r) => r.name === a.prediction!.run) : undefined;
   const all = runs.filter((r) => fitNames.has(r.name) || r === held);
-  const ls = all.map((r) => r.val_loss).concat(a.prediction ? [a.prediction.approach3.predicted] : []);
+  const ls = all.map((r) => r.val_loss).concat(a.prediction ? [a.prediction.approach3.predicted, a.prediction.kaplan_C.predicted] : []);
   const yTicks = lossTicks(ls);
   const common = { logX: true, logY: true, yTicks, yLabel: 'validation loss (nats per token)' };
-  const byN = [...new Set(all.map((r) => r.N))].sort((x, y) => x - y);
-  const byD = [...new Set(all.map((r) => r.D))].sort((x, y) => x - y);
+  // Series per size and per D come from the fitted runs; the held-out run is its own series.
+  const byN = [...new Set(all.filter((r) => r !== held).map((r) => r.N))].sort((x, y) => x - y);
+  const byD = [...new Set(all.filter((r) => r !== held).map((r) => r.D))].sort((x, y) => x - y);
   const out: Record<string, string> = {};
 
   // L against N: one line per D, the Kaplan fit and approach 3 at the largest D.
