@@ -20,6 +20,8 @@ export * from './generate/index.js';
 export * from './generate/beam.js';
 export * from './eval/bleu.js';
 export { attentionMaps, attentionProbabilities, attributions, buildVizDocument, headAblation, lensLogits, logitLens, type AttributionTarget, type InterpretableModel, type VizDocument } from './eval/interpret.js';
+export * from './eval/scaling.js';
+export * from './eval/lm-eval.js';
 export * from './io/safetensors.js';
 export { BatchSampler, gatherBatch, type Batch, type BatchSamplerOptions, type SamplerState } from './data/sampler.js';
 export { AdamW, type AdamWOptions } from './train/optim.js';

@@ -72,8 +72,10 @@ export async function runEvalBleu(f: Flags): Promise<void> {
 /** `attn eval SUB`: dispatches on the subcommand (f.parsed.positionals[0]). */
 export async function runEval(f: Flags): Promise<void> {
   const sub = f.parsed.positionals[0];
-  if (sub !== 'bleu' && sub !== 'classify') throw new UsageError(`eval: ${sub === undefined ? 'missing subcommand' : `unknown subcommand '${sub}'`} (known: bleu, classify)`);
+  if (sub !== 'bleu' && sub !== 'classify' && sub !== 'ppl' && sub !== 'mc') throw new UsageError(`eval: ${sub === undefined ? 'missing subcommand' : `unknown subcommand '${sub}'`} (known: bleu, classify, ppl, mc)`);
   if (f.parsed.positionals.length > 1) throw new UsageError(`eval: unexpected argument '${f.parsed.positionals[1]}'`);
   if (sub === 'classify') return (await import('./eval-classify.js')).runEvalClassify(f);
+  if (sub === 'ppl') return (await import('./eval-lm.js')).runEvalPpl(f);
+  if (sub === 'mc') return (await import('./eval-lm.js')).runEvalMc(f);
   return runEvalBleu(f);
 }

@@ -243,7 +243,7 @@ and the tokenizer files, for 'attn train --dataset DIR'.
     run: async (f) => (await import('./prepare.js')).runPrepare(f),
   },
   eval: {
-    summary: 'evaluation: corpus BLEU of translations (sacreBLEU-compatible), accuracy of a classifier',
+    summary: 'evaluation: corpus BLEU of translations (sacreBLEU-compatible), accuracy of a classifier, perplexity (ppl) and multiple-choice scoring (mc) of a language model',
     help: `attn eval bleu --hyp FILE --ref FILE[,FILE2,...] [--lowercase] [--tokenize 13a|none]
 
 Prints {"bleu":…, "precisions":[…4], "bp":…, "sys_len":…, "ref_len":…} computed as sacreBLEU does
@@ -256,6 +256,12 @@ by default (13a tokenisation, 4-grams, brevity penalty, exp smoothing) on detoke
     subcommand: true,
     booleans: ['lowercase'],
     run: async (f) => (await import('./eval.js')).runEval(f),
+  },
+  sweep: {
+    summary: 'scaling laws: train a grid of GPTs over size and tokens (attn sweep), fit Kaplan and Chinchilla laws to it (attn sweep fit)',
+    help: '',
+    subcommand: true,
+    run: async (f) => (await import('./sweep.js')).runSweepCommand(f),
   },
   info: {
     summary: 'show the backend, and a model\'s parameters, config and FLOPs per token',
@@ -329,7 +335,8 @@ async function helpOf(name: string, cmd: Command): Promise<string> {
   if (name === 'translate') return (await import('./translate.js')).TRANSLATE_HELP;
   if (name === 'finetune') return (await import('./finetune.js')).FINETUNE_HELP;
   if (name === 'pretrain-mlm') return (await import('./pretrain-mlm.js')).PRETRAIN_MLM_HELP;
-  if (name === 'eval') return `${cmd.help}\n\n${(await import('./eval-classify.js')).EVAL_CLASSIFY_HELP}`;
+  if (name === 'sweep') return (await import('./sweep.js')).SWEEP_HELP;
+  if (name === 'eval') return `${cmd.help}\n\n${(await import('./eval-classify.js')).EVAL_CLASSIFY_HELP}\n\n${(await import('./eval-lm.js')).EVAL_LM_HELP}`;
   return cmd.help;
 }
 

@@ -1,0 +1,31 @@
+// attn sweep fit: the scaling laws of a sweep's results.jsonl, its plots and a Markdown summary.
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { analyseSweep, scalingMarkdown, scalingPlots } from '../eval/scaling-report.js';
+import { writeFileAtomic } from '../io/files.js';
+import { readSweepResults } from '../tasks/sweep.js';
+import { type Flags, UsageError } from './args.js';
+import { requireFile } from './common.js';
+
+export async function runSweepFit(f: Flags): Promise<void> {
+  const results = f.required('results', 'a sweep results.jsonl');
+  const out = f.required('out', 'a folder for fits.json, fits.md and the plots');
+  const fitMaxCompute = f.number('fit_max_compute', { min: 0 });
+  const heldout = f.string('heldout');
+  const bootstrap = f.number('bootstrap', { integer: true, min: 0 }) ?? 500;
+  const seed = f.number('seed', { integer: true, min: 0 }) ?? 1;
+  f.done();
+  await requireFile('sweep fit', 'results', results);
+  const runs = await readSweepResults(results);
+  if (runs.length === 0) throw new UsageError(`sweep fit: ${results} holds no runs`);
+  const t0 = performance.now();
+  const a = analyseSweep(runs, { ...(fitMaxCompute !== undefined ? { fitMaxCompute } : {}), ...(heldout ? { heldout } : {}), bootstrap, seed });
+  await mkdir(out, { recursive: true });
+  await writeFileAtomic(join(out, 'fits.json'), JSON.stringify(a, null, 1) + '\n');
+  const md = scalingMarkdown(runs, a);
+  await writeFileAtomic(join(out, 'fits.md'), md);
+  const plots = scalingPlots(runs, a);
+  for (const [file, svg] of Object.entries(plots)) await writeFileAtomic(join(out, file), svg);
+  process.stdout.write(md);
+  process.stderr.write(`sweep fit: ${a.fit_runs.length} runs fitted in ${((performance.now() - t0) / 1000).toFixed(1)} s; wrote ${join(out, 'fits.json')}, fits.md, ${Object.keys(plots).join(', ')}\n`);
+}
