@@ -314,6 +314,23 @@ Napi::Value Recv(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+/** isend(buf, dest, tag = 0) / irecv(buf, source, tag = 0): start a transfer; test/wait take the id. */
+Napi::Value PointToPoint(const Napi::CallbackInfo& info, bool sending) {
+  Napi::Env env = info.Env();
+  Buf b;
+  const char* what = sending ? "isend" : "irecv";
+  if (!ready(env) || !buffer_of(info, 0, what, &b) || !peer_ok(env, int_arg(info, 1, -1), what)) return env.Undefined();
+  MPI_Request req;
+  const int rc = sending ? MPI_Isend(b.data, b.count, b.type, int_arg(info, 1, -1), int_arg(info, 2, 0), MPI_COMM_WORLD, &req)
+                         : MPI_Irecv(b.data, b.count, b.type, int_arg(info, 1, -1), int_arg(info, 2, 0), MPI_COMM_WORLD, &req);
+  if (throw_if(env, rc, sending ? "MPI_Isend" : "MPI_Irecv")) return env.Undefined();
+  const int id = next_request++;
+  pending.emplace(id, Pending{req, Napi::Persistent(info[0])});
+  return Napi::Number::New(env, id);
+}
+Napi::Value Isend(const Napi::CallbackInfo& info) { return PointToPoint(info, true); }
+Napi::Value Irecv(const Napi::CallbackInfo& info) { return PointToPoint(info, false); }
+
 /** bcast(buf, root = 0) */
 Napi::Value Bcast(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -349,6 +366,8 @@ Napi::Object mpi_exports(Napi::Env env) {
   o.Set("allgather", Napi::Function::New(env, Allgather));
   o.Set("send", Napi::Function::New(env, Send));
   o.Set("recv", Napi::Function::New(env, Recv));
+  o.Set("isend", Napi::Function::New(env, Isend));
+  o.Set("irecv", Napi::Function::New(env, Irecv));
   o.Set("bcast", Napi::Function::New(env, Bcast));
   o.Set("barrier", Napi::Function::New(env, Barrier));
   return o;

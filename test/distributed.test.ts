@@ -1,5 +1,5 @@
-// Distributed training under mpirun (2 ranks, Open MPI through the native addon): data parallel
-// and ZeRO-1 give the single-process losses and weights; a ZeRO-1 checkpoint resumes on one
+// Distributed training under mpirun (2 ranks, Open MPI through the native addon): data parallel,
+// pipeline parallel and ZeRO-1 give the single-process losses and weights; a ZeRO-1 checkpoint resumes on one
 // process; a NaN on one rank, an error on one rank and a rank killed with SIGKILL each stop the
 // job with a message naming the rank. Skipped (with the reason) where mpirun or the addon's MPI
 // binding is missing; ATTN_REQUIRE_MPI=1 makes that a failure instead.
@@ -85,7 +85,9 @@ test('--parallel specs: keys, values and the parts not built are refused by name
   assert.throws(() => parseParallel('dp=two'), /dp must be a positive integer, got 'two'/);
   assert.throws(() => parseParallel('zero=2'), /zero must be 0 or 1/);
   assert.throws(() => parseParallel('ep=2'), /'ep=2' is not KEY=VALUE with KEY one of/);
-  assert.throws(() => parseParallel('dp=2,tp=2'), /tensor \(tp\) and pipeline \(pp\) parallelism are not implemented/);
+  assert.throws(() => parseParallel('dp=2,tp=2'), /tensor parallelism \(tp\) is not implemented yet/);
+  assert.throws(() => parseParallel('dp=2,pp=2'), /pp=N runs alone for now/);
+  assert.equal(parseParallel('pp=2').pp, 2);
 });
 
 test('MPI missing or a world of the wrong size: clear errors', { skip }, () => {
@@ -97,7 +99,7 @@ test('MPI missing or a world of the wrong size: clear errors', { skip }, () => {
   assert.match(odd.out, /gradient_accumulation_steps \(3\) to be a multiple of 2/);
 });
 
-test('dp=2 and dp=2 with ZeRO-1 give the single-process losses at every one of 20 steps and its weights; a ZeRO-1 checkpoint resumes on one process', { skip }, async () => {
+test('dp=2, pp=2 and dp=2 with ZeRO-1 give the single-process losses at every one of 20 steps and its weights; a ZeRO-1 checkpoint resumes on one process', { skip }, async () => {
   const single = run(1, [...BASE, '--max_iters', '20', '--eval_interval', '10', '--out', 'single']);
   assert.equal(single.code, 0, single.out);
   const dp = run(2, [...BASE, '--max_iters', '20', '--eval_interval', '10', '--out', 'dp2', '--parallel', 'dp=2,bucket_mb=0.25']);
@@ -105,6 +107,11 @@ test('dp=2 and dp=2 with ZeRO-1 give the single-process losses at every one of 2
   const ref = losses('single');
   assertLosses(ref, losses('dp2'), 0, 20, 'dp=2');
   await assertWeights('single', 'dp2', 'dp=2');
+  // Pipeline: the 2 layers in 2 stages, 1F1B over the 2 micro-batches.
+  const pp = run(2, [...BASE, '--max_iters', '20', '--eval_interval', '10', '--out', 'pp2', '--parallel', 'pp=2']);
+  assert.equal(pp.code, 0, pp.out);
+  assertLosses(ref, losses('pp2'), 0, 20, 'pp=2');
+  await assertWeights('single', 'pp2', 'pp=2');
   // ZeRO-1 for the first 10 steps, then the same run resumed on one process (another world size).
   const zero = run(2, [...BASE, '--max_iters', '10', '--eval_interval', '10', '--out', 'zero', '--parallel', 'dp=2,zero=1']);
   assert.equal(zero.code, 0, zero.out);

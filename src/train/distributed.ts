@@ -3,6 +3,7 @@
 // ParallelStrategy; runRanked turns an error on one rank into a stop of every rank.
 import { mpiBinding, type MpiBinding } from './parallel/mpi.js';
 import { DataParallel, type DataParallelOptions } from './parallel/data-parallel.js';
+import { PipelineParallel } from './parallel/pipeline.js';
 import { TrainingDivergedError, type ParallelStrategy } from './loop.js';
 
 export interface ParallelSpec {
@@ -38,7 +39,8 @@ export function parseParallel(spec: string): ParallelSpec {
       out[k as 'dp' | 'tp' | 'pp'] = num;
     }
   }
-  if (out.tp > 1 || out.pp > 1) throw new Error(`--parallel: tensor (tp) and pipeline (pp) parallelism are not implemented yet; dp=N and dp=N,zero=1 are`);
+  if (out.tp > 1) throw new Error(`--parallel: tensor parallelism (tp) is not implemented yet; dp=N, dp=N,zero=1 and pp=N are`);
+  if (out.pp > 1 && (out.dp > 1 || out.zero)) throw new Error(`--parallel: pp=N runs alone for now (not with dp or zero)`);
   return out;
 }
 
@@ -67,9 +69,11 @@ export function startDistributed(spec: ParallelSpec): Distributed {
   const want = spec.dp * spec.tp * spec.pp;
   if (size !== want) {
     b.mpi.finalize();
-    throw new Error(`--parallel dp=${spec.dp}: the job has ${size} rank${size === 1 ? '' : 's'} but needs ${want} (launch with mpirun -np ${want})`);
+    throw new Error(`--parallel ${spec.pp > 1 ? `pp=${spec.pp}` : `dp=${spec.dp}`}: the job has ${size} rank${size === 1 ? '' : 's'} but needs ${want} (launch with mpirun -np ${want})`);
   }
-  const strategy = new DataParallel(b.mpi, rank, size, { zero: spec.zero, bucketMiB: spec.bucketMiB, overlap: spec.overlap, fault: faultFromEnv() });
+  const strategy = spec.pp > 1
+    ? new PipelineParallel(b.mpi, rank, size)
+    : new DataParallel(b.mpi, rank, size, { zero: spec.zero, bucketMiB: spec.bucketMiB, overlap: spec.overlap, fault: faultFromEnv() });
   return { mpi: b.mpi, rank, size, strategy, library };
 }
 

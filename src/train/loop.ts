@@ -165,6 +165,10 @@ export interface ParallelStrategy {
   optimizerState?(opt: AdamW): { m: Float32Array; v: Float32Array }[];
   /** After a resume wrote the checkpoint's moments into the optimizer's tensors. */
   afterResume?(opt: AdamW): void;
+  /** Once the task's model and parameters exist (before any update). */
+  attach?(model: Module, params: readonly Tensor[]): void;
+  /** Before an evaluation (a collective): e.g. every stage's weights to every rank. */
+  beforeEvaluate?(): void;
 }
 
 export interface LoopResult {
@@ -505,6 +509,7 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
   const par = opts.parallel;
   const writer = par?.writer ?? true;
   if (par && backend.name === 'webgpu') throw new Error('--parallel trains on the cpu device only');
+  par?.attach?.(run.model, params);
   const names = paramNames(run.model, params);
   const opt = new AdamW(params, { lr: cfg.learning_rate, betas: [cfg.beta1, cfg.beta2], eps: cfg.eps, weightDecay: cfg.weight_decay });
   const dropout = dropoutGenerators(run.model);
@@ -655,6 +660,7 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
           throw diverged(e);
         }
         const te = performance.now();
+        par?.beforeEvaluate?.();
         const metrics = await run.evaluate(it);
         for (const [k, v] of Object.entries(metrics)) if (!Number.isFinite(v)) throw diverged(new TrainingDivergedError(it, k === 'val_loss' ? 'the validation loss' : k === 'eval_train_loss' ? 'the evaluation train loss' : k, v));
         const evalS = (performance.now() - te) / 1000;

@@ -25,6 +25,9 @@ export interface MpiBinding {
   allgather(send: MpiBuffer, recv: MpiBuffer): void;
   send(buf: MpiBuffer, dest: number, tag?: number): void;
   recv(buf: MpiBuffer, source: number, tag?: number): void;
+  /** Non-blocking point-to-point; test/wait take the id (the buffer must stay untouched until then). */
+  isend(buf: MpiBuffer, dest: number, tag?: number): number;
+  irecv(buf: MpiBuffer, source: number, tag?: number): number;
   bcast(buf: MpiBuffer, root?: number): void;
   barrier(): void;
 }
