@@ -131,12 +131,14 @@ export class DataParallel implements ParallelStrategy {
         if (!Number.isFinite(all[r * n]!)) throw new TrainingDivergedError(step, `the training loss on rank ${r}`, all[r * n]!);
       }
       if (this.o.zero === 1) return { values, gradNorm: this.zeroStep(params, opt, o) };
+      // The allgather above waited for the slowest rank's backward (skew_ms, the ranks' load
+      // imbalance); the gradient exchange still to be done after it is what overlap did not hide.
       const tWait = performance.now();
       if (overlap) this.finishBuckets(params);
       else this.blockingAllreduce(params);
       const tDone = performance.now();
       this.record = {
-        compute_ms: round(tEnd - t0), backward_overlapped_ms: overlap ? round(tEnd - tBackward) : 0, comm_exposed_ms: round(tDone - tWait),
+        compute_ms: round(tEnd - t0), backward_overlapped_ms: overlap ? round(tEnd - tBackward) : 0, skew_ms: round(tWait - tEnd), comm_exposed_ms: round(tDone - tWait),
         comm_bytes: 4 * this.totalOf(params),
       };
       for (const t of o.transforms ?? []) t(params, { step });
