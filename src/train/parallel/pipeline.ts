@@ -110,6 +110,7 @@ export class PipelineParallel implements ParallelStrategy {
     };
     try {
       let lossSum = Math.fround(0);
+      let sent = 0;
       const sends: number[] = [];
       tidy(() => {
         // Per micro-batch: this stage's input (a leaf on later stages) and output.
@@ -143,6 +144,7 @@ export class PipelineParallel implements ParallelStrategy {
             x = crossEntropy(logits, y, { ignoreIndex: -100 });
           } else {
             const out = Float32Array.from(x.data());
+            sent += out.byteLength;
             sends.push(this.mpi.isend(out, s + 1, 2 * i));
           }
           outputs.push(x);
@@ -159,7 +161,9 @@ export class PipelineParallel implements ParallelStrategy {
           }
           const inp = inputs[i];
           if (inp) {
-            sends.push(this.mpi.isend(Float32Array.from(inp.grad!.data()), s - 1, 2 * i + 1));
+            const g = Float32Array.from(inp.grad!.data());
+            sent += g.byteLength;
+            sends.push(this.mpi.isend(g, s - 1, 2 * i + 1));
             inp.grad!.dispose();
             inp.grad = null;
           }
@@ -203,7 +207,7 @@ export class PipelineParallel implements ParallelStrategy {
       if (o.lr !== undefined) opt.lr = o.lr;
       opt.stepUpdate(); // parameters without a gradient (other stages') are left alone
       const total = performance.now() - t0;
-      this.record = { pp_step_ms: round(total), pp_wait_ms: round(wait), bubble_measured: round(wait / total), bubble_1f1b: round((S - 1) / (m + S - 1)) };
+      this.record = { pp_step_ms: round(total), pp_wait_ms: round(wait), comm_bytes: sent, bubble_measured: round(wait / total), bubble_1f1b: round((S - 1) / (m + S - 1)) };
       return { values, gradNorm: norm };
     } finally {
       opt.zeroGrad();
