@@ -144,8 +144,16 @@ export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: T
     throw new UsageError(`${c.command}: ${(e as Error).message.replace(/^[\w-]+: /, '')}`);
   }
   const log = (s: string): void => void process.stderr.write(`${s}\n`);
+  if (spec && spec.pp === 1 && cfg.gradient_accumulation_steps % spec.dp !== 0) {
+    throw new UsageError(`${c.command}: --parallel dp=${spec.dp} needs gradient_accumulation_steps (${cfg.gradient_accumulation_steps}) to be a multiple of ${spec.dp}: each rank takes an equal share of the global batch`);
+  }
+  const dist = spec ? startDistributed(spec) : null;
   // Default data paths resolve to the copies shipped with the package.
-  if (c.task === 'lm' && cfg.data === '') await ensureLmDataset(cfg.dataset, log);
+  if (c.task === 'lm' && cfg.data === '') {
+    // One rank prepares a missing dataset while the others wait for it.
+    if (!dist || dist.rank === 0) await ensureLmDataset(cfg.dataset, log);
+    dist?.mpi.barrier();
+  }
   if (c.task === 'lm' && cfg.data !== '') await requireFile(c.command, 'data', cfg.data);
   if (c.task === 'translation') {
     cfg.dataset = shippedData(cfg.dataset);
@@ -163,10 +171,6 @@ export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: T
     cfg.data = paths.join(',');
   }
   if (cfg.init_from !== 'scratch' && cfg.init_from !== 'resume') await requireDir(c.command, 'init_from', cfg.init_from);
-  if (spec && spec.pp === 1 && cfg.gradient_accumulation_steps % spec.dp !== 0) {
-    throw new UsageError(`${c.command}: --parallel dp=${spec.dp} needs gradient_accumulation_steps (${cfg.gradient_accumulation_steps}) to be a multiple of ${spec.dp}: each rank takes an equal share of the global batch`);
-  }
-  const dist = spec ? startDistributed(spec) : null;
   if (dist && dist.rank > 0) {
     // Rank 0 speaks for the job; the others only report an error of their own.
     const result = await runRanked(dist, () => runTraining(task, cfg as unknown as Record<string, unknown>, {}, { parallel: dist.strategy }), log);
