@@ -103,7 +103,7 @@ test('MPI missing or a world of the wrong size: clear errors', { skip }, () => {
   assert.match(odd.out, /gradient_accumulation_steps \(3\) to be a multiple of 2/);
 });
 
-test('dp=2, pp=2 and dp=2 with ZeRO-1 give the single-process losses at every one of 20 steps and its weights; a ZeRO-1 checkpoint resumes on one process', { skip }, async () => {
+test('dp=2, pp=2 and dp=2 with ZeRO-1 give the single-process losses at every one of 20 steps and its weights; a ZeRO-1 checkpoint resumes on one process and back on two', { skip }, async () => {
   const single = run(1, [...BASE, '--max_iters', '20', '--eval_interval', '10', '--out', 'single']);
   assert.equal(single.code, 0, single.out);
   const dp = run(2, [...BASE, '--max_iters', '20', '--eval_interval', '10', '--out', 'dp2', '--parallel', 'dp=2,bucket_mb=0.25']);
@@ -122,10 +122,13 @@ test('dp=2, pp=2 and dp=2 with ZeRO-1 give the single-process losses at every on
   assertLosses(ref, losses('zero'), 0, 10, 'dp=2 zero=1');
   const ck = await loadCheckpoint(join(CWD, 'zero', 'last'), { requireOptimizer: true });
   assert.ok(ck.optimizer!.size === 2 * ck.tensors.size, 'the gathered moments of every parameter');
-  const resumed = run(1, [...BASE, '--max_iters', '20', '--eval_interval', '10', '--out', 'zero', '--init_from', 'resume']);
+  const resumed = run(1, [...BASE, '--max_iters', '15', '--eval_interval', '5', '--out', 'zero', '--init_from', 'resume']);
   assert.equal(resumed.code, 0, resumed.out);
-  assertLosses(ref, losses('zero'), 0, 20, 'dp=2 zero=1 to step 10, then one process');
-  await assertWeights('single', 'zero', 'zero=1 then resumed');
+  // ... and back onto 2 ranks with ZeRO-1, each taking its slice of the saved moments.
+  const back = run(2, [...BASE, '--max_iters', '20', '--eval_interval', '5', '--out', 'zero', '--init_from', 'resume', '--parallel', 'dp=2,zero=1']);
+  assert.equal(back.code, 0, back.out);
+  assertLosses(ref, losses('zero'), 0, 20, 'dp=2 zero=1 to step 10, one process to 15, dp=2 zero=1 to 20');
+  await assertWeights('single', 'zero', 'zero=1, resumed twice');
   // The communication record of a data-parallel step.
   const rec = readFileSync(join(CWD, 'dp2', 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l) as Record<string, number>);
   assert.ok(rec.some((r) => r['comm_bytes']! > 0 && r['comm_exposed_ms']! >= 0), 'comm fields in metrics.jsonl');

@@ -163,8 +163,8 @@ export interface ParallelStrategy {
   stepRecord?(): Record<string, unknown>;
   /** The full moments per parameter for a checkpoint (a collective: every rank calls it). */
   optimizerState?(opt: AdamW): { m: Float32Array; v: Float32Array }[];
-  /** After a resume wrote the checkpoint's moments into the optimizer's tensors. */
-  afterResume?(opt: AdamW): void;
+  /** A resumed checkpoint's moments per parameter (instead of writing them into the optimizer's tensors). */
+  loadOptimizerState?(opt: AdamW, state: { m: ArrayLike<number>; v: ArrayLike<number> }[]): void;
   /** Once the task's model and parameters exist (before any update). */
   attach?(model: Module, params: readonly Tensor[]): void;
   /** Before an evaluation (a collective): e.g. every stage's weights to every rank. */
@@ -541,12 +541,14 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
         expected.set(`${n}.v`, params[i]!.shape);
       }
       checkShapes(expected, ckpt.optimizer!, join(ckpt.dir, OPTIMIZER_FILE));
-      opt.stateTensors().forEach((s, i) => {
-        s.m.backend.write(s.m.storage, ckpt!.optimizer!.get(`${names[i]}.m`)!.data, 0);
-        s.v.backend.write(s.v.storage, ckpt!.optimizer!.get(`${names[i]}.v`)!.data, 0);
-      });
+      if (par?.loadOptimizerState) par.loadOptimizerState(opt, names.map((n) => ({ m: ckpt!.optimizer!.get(`${n}.m`)!.data, v: ckpt!.optimizer!.get(`${n}.v`)!.data })));
+      else {
+        opt.stateTensors().forEach((s, i) => {
+          s.m.backend.write(s.m.storage, ckpt!.optimizer!.get(`${names[i]}.m`)!.data, 0);
+          s.v.backend.write(s.v.storage, ckpt!.optimizer!.get(`${names[i]}.v`)!.data, 0);
+        });
+      }
       opt.step = state.optimizer_step;
-      par?.afterResume?.(opt);
       try {
         run.setState(state);
         if (state.rng.dropout.length !== dropout.length) throw new Error(`${state.rng.dropout.length} dropout generator states for ${dropout.length} generators`);
@@ -586,8 +588,8 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
         optimizer = new Map();
         const full = par.optimizerState(opt);
         opt.stateTensors().forEach((s, i) => {
-          optimizer!.set(`${names[i]}.m`, { dtype: 'F32', shape: [...s.m.shape], data: full[i]!.m });
-          optimizer!.set(`${names[i]}.v`, { dtype: 'F32', shape: [...s.v.shape], data: full[i]!.v });
+          optimizer!.set(`${names[i]}.m`, { dtype: 'F32', shape: [...s.param.shape], data: full[i]!.m });
+          optimizer!.set(`${names[i]}.v`, { dtype: 'F32', shape: [...s.param.shape], data: full[i]!.v });
         });
       } else if (withOptimizer) {
         optimizer = new Map();

@@ -280,7 +280,8 @@ export class DataParallel implements ParallelStrategy {
       params[0]!.backend.write(s.v, z, 0);
     }
     this.segments = segs;
-    void opt;
+    // The full-size moments are not needed any more: this rank keeps its slice's.
+    opt.releaseMoments();
   }
 
   private zeroStep(params: readonly Tensor[], opt: AdamW, o: StepOptions): number {
@@ -349,15 +350,20 @@ export class DataParallel implements ParallelStrategy {
     return st.map((s, i) => ({ m: m.slice(this.offsets[i]!, this.offsets[i]! + s.param.size), v: v.slice(this.offsets[i]!, this.offsets[i]! + s.param.size) }));
   }
 
-  afterResume(opt: AdamW): void {
-    if (this.o.zero === 0) return;
+  loadOptimizerState(opt: AdamW, state: { m: ArrayLike<number>; v: ArrayLike<number> }[]): void {
     const st = opt.stateTensors();
+    if (this.o.zero === 0) {
+      st.forEach((s, i) => {
+        s.m.backend.write(s.m.storage, state[i]!.m, 0);
+        s.v.backend.write(s.v.storage, state[i]!.v, 0);
+      });
+      return;
+    }
     this.prepareSegments(st.map((s) => s.param), opt);
     for (const s of this.segments!) {
-      const t = st[s.index]!;
-      const be = t.param.backend;
-      be.write(s.m, (t.m.data() as Float32Array).subarray(s.from, s.from + s.n), 0);
-      be.write(s.v, (t.v.data() as Float32Array).subarray(s.from, s.from + s.n), 0);
+      const be = st[s.index]!.param.backend;
+      be.write(s.m, Float32Array.from(state[s.index]!.m as ArrayLike<number>).subarray(s.from, s.from + s.n), 0);
+      be.write(s.v, Float32Array.from(state[s.index]!.v as ArrayLike<number>).subarray(s.from, s.from + s.n), 0);
     }
   }
 }
