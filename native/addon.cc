@@ -15,6 +15,9 @@
 #include "attention.h"
 #include "fused.h"
 #include "gemm.h"
+#ifdef ATTN_HAVE_MPI
+#include "mpi_binding.h"
+#endif
 #include "pool.h"
 #include "quant.h"
 #include "rows.h"
@@ -392,6 +395,9 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("swigluBackward", Napi::Function::New(env, SwigluBackward));
   exports.Set("embedding", Napi::Function::New(env, Embedding));
   exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward));
+#ifdef ATTN_HAVE_MPI
+  exports.Set("mpi", attn::mpi_exports(env));
+#endif
   return exports;
 }
 

@@ -27,6 +27,8 @@ const args = ['rebuild'];
 const prefix = join(dirname(process.execPath), '..');
 if (!process.env.npm_config_nodedir && existsSync(join(prefix, 'include', 'node', 'node.h'))) args.push(`--nodedir=${prefix}`);
 const r = gyp ? spawnSync(process.execPath, [gyp, ...args], { cwd: root, encoding: 'utf8' }) : { status: 1, stdout: '', stderr: 'error: node-gyp not found' };
-writeFileSync(log, `${r.stdout ?? ''}${r.stderr ?? ''}${r.status === 0 ? '' : `\nerror: node-gyp exited with ${r.status}\n`}`);
+// Whether native/mpi.cc went in (binding.gyp asks scripts/mpi-flags.mjs), for `attn info`.
+const mpi = spawnSync(process.execPath, [join(root, 'scripts', 'mpi-flags.mjs'), 'why'], { encoding: 'utf8' }).stdout?.trim() || 'unknown';
+writeFileSync(log, `${r.stdout ?? ''}${r.stderr ?? ''}${r.status === 0 ? '' : `\nerror: node-gyp exited with ${r.status}\n`}mpi: ${mpi}\n`);
 if (r.status === 0) console.log('attn: native kernels built (build/Release/attn_native.node)');
 else console.log(`attn: the native kernels did not build (see build/native-build.log); attn will use its WebAssembly kernels`);

@@ -8,6 +8,7 @@ import { load } from '../models/files.js';
 import { type Flags, UsageError } from './args.js';
 import type { AdapterDescription } from '../backend/webgpu/protocol.js';
 import { backendFromFlags, loadModelDir } from './common.js';
+import { describeMpi } from '../train/parallel/mpi.js';
 
 export async function runInfo(f: Flags): Promise<void> {
   const dir = f.string('model');
@@ -24,6 +25,7 @@ export async function runInfo(f: Flags): Promise<void> {
     console.log(`adapter limits: ${Object.entries(adapter.limits).map(([k, v]) => `${k}=${v}`).join(', ')}`);
   }
   console.log(`machine: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, Node ${process.version}`);
+  console.log(describeMpi());
   let cfg: GPTConfig | undefined;
   const modelType = dir ? (await readHFConfig(dir).catch(() => ({} as Record<string, unknown>)))['model_type'] : undefined;
   if (dir && (modelType === 'bert' || modelType === 't5')) {

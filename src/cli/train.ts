@@ -20,6 +20,7 @@ import { CharTokenizer, loadTokenizer } from '../tokenizers/index.js';
 import { fieldHelp, parseFieldValue, resolveConfig, TASK_NAMES, type TaskName, type TrainingConfig } from '../train/config.js';
 import { BEST_DIR, LAST_DIR, METRICS_FILE, PLOT_FILE, readResumeConfig, runTraining, type EvalResult, type LoopResult, type Task } from '../train/loop.js';
 import { presetNames, taskPreset } from '../train/presets.js';
+import { parseParallel, runRanked, startDistributed, type ParallelSpec } from '../train/distributed.js';
 import { type Flags, UsageError } from './args.js';
 import { loadModelDir, requireDir, requireFile, shippedData, stopIdsOf } from './common.js';
 import { ProgressBar } from './progress.js';
@@ -42,7 +43,11 @@ const OWN_FLAGS = `  --preset NAME                      ${'a named configuration
   --sample N                         lm: print N generated tokens at the end (default 300; 0 for none)
   --test FILE|none                   classification: score this TSV at the end (default data/sst2/test.tsv);
                                      translation: 'none' skips the test BLEU of OUT/best
-  --quiet                            no summary line at the end`;
+  --quiet                            no summary line at the end
+  --parallel dp=N[,zero=1] | pp=N    under mpirun -np N: data parallel over N ranks (rank 0 logs and
+                                     saves); zero=1 shards the AdamW state (ZeRO-1); also bucket_mb=MiB,
+                                     overlap=0|1; pp=N: the lm GPT's layers in N stages, 1F1B over the
+                                     gradient_accumulation_steps micro-batches (docs/distributed.md)`;
 
 export function trainHelp(task?: TaskName): string {
   const tasks = task ? [task] : TASK_NAMES;
@@ -100,11 +105,18 @@ function evalLine(e: EvalResult): string {
 /** Other names a flag is known by (PEFT's r for the LoRA rank). */
 const FLAG_ALIASES: Record<string, string> = { lora_r: 'lora_rank' };
 
-export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: TrainingConfig; result: LoopResult } | null> {
+export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: TrainingConfig; result: LoopResult; rank?: number } | null> {
   const task = TASKS[c.task];
   const configFile = f.string('config');
   const out = f.string('out');
   const quiet = f.bool('quiet');
+  const parallelFlag = f.string('parallel');
+  let spec: ParallelSpec | undefined;
+  try {
+    if (parallelFlag !== undefined) spec = parseParallel(parallelFlag);
+  } catch (e) {
+    throw new UsageError(`${c.command}: ${(e as Error).message}`);
+  }
   let base: Record<string, unknown> = { ...c.base };
   if (configFile !== undefined) {
     const json = await readConfigFile(c.command, configFile);
@@ -132,8 +144,16 @@ export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: T
     throw new UsageError(`${c.command}: ${(e as Error).message.replace(/^[\w-]+: /, '')}`);
   }
   const log = (s: string): void => void process.stderr.write(`${s}\n`);
+  if (spec && spec.pp === 1 && cfg.gradient_accumulation_steps % spec.dp !== 0) {
+    throw new UsageError(`${c.command}: --parallel dp=${spec.dp} needs gradient_accumulation_steps (${cfg.gradient_accumulation_steps}) to be a multiple of ${spec.dp}: each rank takes an equal share of the global batch`);
+  }
+  const dist = spec ? startDistributed(spec) : null;
   // Default data paths resolve to the copies shipped with the package.
-  if (c.task === 'lm' && cfg.data === '') await ensureLmDataset(cfg.dataset, log);
+  if (c.task === 'lm' && cfg.data === '') {
+    // One rank prepares a missing dataset while the others wait for it.
+    if (!dist || dist.rank === 0) await ensureLmDataset(cfg.dataset, log);
+    dist?.mpi.barrier();
+  }
   if (c.task === 'lm' && cfg.data !== '') await requireFile(c.command, 'data', cfg.data);
   if (c.task === 'translation') {
     cfg.dataset = shippedData(cfg.dataset);
@@ -151,6 +171,13 @@ export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: T
     cfg.data = paths.join(',');
   }
   if (cfg.init_from !== 'scratch' && cfg.init_from !== 'resume') await requireDir(c.command, 'init_from', cfg.init_from);
+  if (dist && dist.rank > 0) {
+    // Rank 0 speaks for the job; the others only report an error of their own.
+    const result = await runRanked(dist, () => runTraining(task, cfg as unknown as Record<string, unknown>, {}, { parallel: dist.strategy }), log);
+    return { cfg, result, rank: dist.rank };
+  }
+  if (dist && spec!.pp > 1) log(`parallel: ${dist.size} pipeline stages (1F1B over ${cfg.gradient_accumulation_steps} micro-batches) over ${dist.library.split(',')[0]}`);
+  else if (dist) log(`parallel: ${dist.size} ranks, data parallel${spec!.zero ? ' with ZeRO-1' : ` (buckets of ${spec!.bucketMiB} MiB${spec!.overlap ? ', overlapped with backward' : ''})`} over ${dist.library.split(',')[0]}`);
   const byTime = cfg.max_minutes > 0;
   let bar: ProgressBar | null = null;
   const say = (s: string): void => (bar ? bar.log(s) : log(s));
@@ -163,7 +190,7 @@ export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: T
   process.on('SIGINT', onSig);
   let result: LoopResult;
   try {
-    result = await runTraining(task, cfg as unknown as Record<string, unknown>, {
+    const hooks: Parameters<typeof runTraining>[2] = {
       signal: ac.signal,
       onStart: (i) => {
         const r = i.config;
@@ -176,7 +203,9 @@ export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: T
       onProgress: (step, _max, tps, loss, el) => bar?.update(byTime ? Math.min(Math.round(el), Math.round(cfg.max_minutes * 60)) : step, tps, `step ${step} loss ${loss.toFixed(4)}`),
       onEval: (e) => say(evalLine(e)),
       onMessage: say,
-    });
+    };
+    const train = (): Promise<LoopResult> => runTraining(task, cfg as unknown as Record<string, unknown>, hooks, dist ? { parallel: dist.strategy } : {});
+    result = dist ? await runRanked(dist, train, log) : await train();
   } finally {
     process.off('SIGINT', onSig);
     (bar as ProgressBar | null)?.finish();
@@ -187,7 +216,7 @@ export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: T
     log(`done (${result.stop_reason}): ${result.iter} steps in ${(result.elapsed_s / 60).toFixed(1)} min; wrote ${o}/${BEST_DIR}, ${o}/${LAST_DIR}, ${o}/${METRICS_FILE}, ${o}/${PLOT_FILE}${extra}`);
   }
   if (result.stopped) process.exitCode = 130;
-  return { cfg, result };
+  return { cfg, result, ...(dist ? { rank: 0 } : {}) };
 }
 
 /** lm: a sample from OUT/best; a prompt the vocabulary cannot encode is a warning, not a failure. */
@@ -244,7 +273,7 @@ export async function runTrain(f: Flags): Promise<void> {
     if (task === 'lm' && base['data'] !== undefined && presetName === undefined) base['out_dir'] ??= join('out', basename(dataFlag, extname(dataFlag)));
   }
   const r = await runTaskCommand(f, { command: 'train', task, base });
-  if (!r || r.result.stopped) return;
+  if (!r || r.result.stopped || (r.rank ?? 0) > 0) return;
   if (task === 'lm') await sampleAfter(r.cfg, sample);
   if (task === 'translation' && test !== 'none') await testBleu(r.cfg, r.result);
   if (task === 'classification' && test !== 'none') await testAccuracy(r.cfg, r.result, test ?? shippedData('data/sst2/test.tsv'));

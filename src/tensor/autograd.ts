@@ -33,6 +33,22 @@ function topoOrder(root: Tensor): Tensor[] {
   return order;
 }
 
+/** Called once per leaf per backward pass, right after its .grad holds the pass's whole gradient. */
+export type LeafGradientHook = (leaf: Tensor) => void;
+let leafGradientHook: LeafGradientHook | null = null;
+
+/**
+ * Sets the process-wide hook backward calls as each leaf's gradient becomes complete (leaves are
+ * reached in reverse topological order, after every use of them), e.g. to start a data-parallel
+ * all-reduce of a bucket of gradients while the rest of the backward pass runs. Returns the
+ * previous hook.
+ */
+export function setLeafGradientHook(hook: LeafGradientHook | null): LeafGradientHook | null {
+  const prev = leafGradientHook;
+  leafGradientHook = hook;
+  return prev;
+}
+
 /** In-place a += b for same-shaped tensors (gradient accumulation). */
 function accumulate(a: Tensor, b: Tensor): void {
   a.backend.binary('add', a.storage, a.layout, b.storage, b.layout, a.storage);
@@ -79,6 +95,7 @@ export function backward(root: Tensor, grad?: Tensor, opts: BackwardOptions = {}
           if (owned !== g) release(g);
           t.grad = owned.keep();
         }
+        leafGradientHook?.(t);
         continue;
       }
       if (!node.backward) {

@@ -4,7 +4,7 @@ export * from './dtype.js';
 export * from './shape.js';
 export * from './random.js';
 export * from './ops.js';
-export { backward, type BackwardOptions } from './autograd.js';
+export { backward, setLeafGradientHook, type BackwardOptions, type LeafGradientHook } from './autograd.js';
 export { checkpoint } from './checkpoint.js';
 export * from './precision.js';
 export { Tensor, tidy, noGrad, withGrad, isGradEnabled, setDefaultBackend, getDefaultBackend, liveTensorCount, record, type GradNode } from './tensor.js';

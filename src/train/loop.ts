@@ -140,6 +140,35 @@ export interface LoopOptions {
   /** An open backend to use instead of opening cfg.device. */
   backend?: Backend;
   gradientTransforms?: readonly GradientTransform[];
+  /** Training over several processes (src/train/parallel): this process's part of it. */
+  parallel?: ParallelStrategy;
+}
+
+/**
+ * One rank's part in a distributed run (src/train/parallel). Every rank runs the same loop and
+ * draws the same micro-batches; the strategy picks its share, makes the update across ranks (its
+ * collectives keep the weights the same everywhere) and gathers sharded optimizer state for a
+ * checkpoint, which only the writer saves (as it writes metrics and plots).
+ */
+export interface ParallelStrategy {
+  readonly rank: number;
+  readonly size: number;
+  /** Whether this process writes checkpoints, metrics.jsonl and plots (rank 0). */
+  readonly writer: boolean;
+  /** This rank's micro-batches of an update's (the same on every rank). */
+  share<B>(batches: readonly B[]): B[];
+  /** updateStep across the ranks: the same values, norm and weights on each. */
+  update<B>(src: LossSource<B>, params: readonly Tensor[], opt: AdamW, batches: readonly B[], o: StepOptions): { values: number[]; gradNorm: number };
+  /** Fields for the update's metrics record (communication times). */
+  stepRecord?(): Record<string, unknown>;
+  /** The full moments per parameter for a checkpoint (a collective: every rank calls it). */
+  optimizerState?(opt: AdamW): { m: Float32Array; v: Float32Array }[];
+  /** A resumed checkpoint's moments per parameter (instead of writing them into the optimizer's tensors). */
+  loadOptimizerState?(opt: AdamW, state: { m: ArrayLike<number>; v: ArrayLike<number> }[]): void;
+  /** Once the task's model and parameters exist (before any update). */
+  attach?(model: Module, params: readonly Tensor[]): void;
+  /** Before an evaluation (a collective): e.g. every stage's weights to every rank. */
+  beforeEvaluate?(): void;
 }
 
 export interface LoopResult {
@@ -477,6 +506,10 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
   // A length known only from the data (epochs): the decay follows it unless given.
   if (run.maxIters !== undefined) cfg = { ...cfg, max_iters: run.maxIters, ...(input['lr_decay_iters'] === undefined ? { lr_decay_iters: run.maxIters } : {}) };
   const params = run.params ?? run.model.parameters().filter((p) => p.requiresGrad);
+  const par = opts.parallel;
+  const writer = par?.writer ?? true;
+  if (par && backend.name === 'webgpu') throw new Error('--parallel trains on the cpu device only');
+  par?.attach?.(run.model, params);
   const names = paramNames(run.model, params);
   const opt = new AdamW(params, { lr: cfg.learning_rate, betas: [cfg.beta1, cfg.beta2], eps: cfg.eps, weightDecay: cfg.weight_decay });
   const dropout = dropoutGenerators(run.model);
@@ -508,10 +541,13 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
         expected.set(`${n}.v`, params[i]!.shape);
       }
       checkShapes(expected, ckpt.optimizer!, join(ckpt.dir, OPTIMIZER_FILE));
-      opt.stateTensors().forEach((s, i) => {
-        s.m.backend.write(s.m.storage, ckpt!.optimizer!.get(`${names[i]}.m`)!.data, 0);
-        s.v.backend.write(s.v.storage, ckpt!.optimizer!.get(`${names[i]}.v`)!.data, 0);
-      });
+      if (par?.loadOptimizerState) par.loadOptimizerState(opt, names.map((n) => ({ m: ckpt!.optimizer!.get(`${n}.m`)!.data, v: ckpt!.optimizer!.get(`${n}.v`)!.data })));
+      else {
+        opt.stateTensors().forEach((s, i) => {
+          s.m.backend.write(s.m.storage, ckpt!.optimizer!.get(`${names[i]}.m`)!.data, 0);
+          s.v.backend.write(s.v.storage, ckpt!.optimizer!.get(`${names[i]}.v`)!.data, 0);
+        });
+      }
       opt.step = state.optimizer_step;
       try {
         run.setState(state);
@@ -528,7 +564,7 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
       say(`resuming from ${ckpt.dir} at step ${iter}`);
       records = await readMetrics(metricsPath, iter);
     }
-    if (!cfg.eval_only) await writeFile(metricsPath, records.map((r) => JSON.stringify(r) + '\n').join(''));
+    if (!cfg.eval_only && writer) await writeFile(metricsPath, records.map((r) => JSON.stringify(r) + '\n').join(''));
     let trainable = 0;
     for (const p of params) trainable += p.size;
     hooks.onStart?.({
@@ -547,7 +583,15 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
         optimizer_step: opt.step, tokens, elapsed_s: elapsed(), rng: { dropout: dropout.map((g) => rngStateToJson(g)) }, config: cfg,
       };
       let optimizer: Map<string, TensorEntry> | undefined;
-      if (withOptimizer) {
+      if (withOptimizer && par?.optimizerState) {
+        // Sharded moments gathered from every rank (all take part; only the writer saves).
+        optimizer = new Map();
+        const full = par.optimizerState(opt);
+        opt.stateTensors().forEach((s, i) => {
+          optimizer!.set(`${names[i]}.m`, { dtype: 'F32', shape: [...s.param.shape], data: full[i]!.m });
+          optimizer!.set(`${names[i]}.v`, { dtype: 'F32', shape: [...s.param.shape], data: full[i]!.v });
+        });
+      } else if (withOptimizer) {
         optimizer = new Map();
         opt.stateTensors().forEach((s, i) => {
           const dtype = s.m.dtype === 'float64' ? 'F64' : 'F32';
@@ -555,12 +599,13 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
           optimizer!.set(`${names[i]}.v`, { dtype, shape: [...s.v.shape], data: s.v.data() });
         });
       }
+      if (!writer) return;
       const c = run.checkpoint();
       await saveCheckpoint(dir, { ...c, modelMetadata: { attn_step: String(iter) }, ...(optimizer ? { optimizer } : {}), trainerState: st });
     };
     const writeRecord = async (r: MetricsRecord): Promise<void> => {
       records.push(r);
-      await appendFile(metricsPath, JSON.stringify(r) + '\n');
+      if (writer) await appendFile(metricsPath, JSON.stringify(r) + '\n');
     };
     const src: LossSource<B> = { loss: (b) => run.loss(b), afterMicroBatch: run.afterMicroBatch?.bind(run), parts: run.parts };
     const stepOpts = { gradClip: cfg.grad_clip, transforms: opts.gradientTransforms };
@@ -617,6 +662,7 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
           throw diverged(e);
         }
         const te = performance.now();
+        par?.beforeEvaluate?.();
         const metrics = await run.evaluate(it);
         for (const [k, v] of Object.entries(metrics)) if (!Number.isFinite(v)) throw diverged(new TrainingDivergedError(it, k === 'val_loss' ? 'the validation loss' : k === 'eval_train_loss' ? 'the evaluation train loss' : k, v));
         const evalS = (performance.now() - te) / 1000;
@@ -650,8 +696,8 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
         // After the last update no training record carries the evaluation.
         if (done) await writeRecord(evalRecord);
         const plotted = done ? records : [...records, evalRecord];
-        await writeFileAtomic(join(outDir, PLOT_FILE), lossPlotSvg(plotted, { title: task.title?.(cfg) ?? 'loss' }));
-        for (const [file, svg] of Object.entries(run.plots?.(plotted) ?? {})) await writeFileAtomic(join(outDir, file), svg);
+        if (writer) await writeFileAtomic(join(outDir, PLOT_FILE), lossPlotSvg(plotted, { title: task.title?.(cfg) ?? 'loss' }));
+        if (writer) for (const [file, svg] of Object.entries(run.plots?.(plotted) ?? {})) await writeFileAtomic(join(outDir, file), svg);
       }
       if (done) break;
 
@@ -683,11 +729,11 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
           dt = got?.dt ?? NaN;
           extra = got?.extra ?? {};
         } else {
-          const r = updateStep(src, params, opt, batches, { ...stepOpts, lr, step: it });
+          const r = par ? par.update(src, params, opt, par.share(batches), { ...stepOpts, lr, step: it }) : updateStep(src, params, opt, batches, { ...stepOpts, lr, step: it });
           values = r.values;
           norm = r.gradNorm;
           dt = performance.now() - start;
-          extra = run.stepRecord?.() ?? {};
+          extra = { ...run.stepRecord?.(), ...par?.stepRecord?.() };
         }
       } catch (e) {
         throw diverged(e);

@@ -26,6 +26,7 @@ export class AdamW {
   readonly weightDecay: number;
   step = 0;
   private readonly states: ParamState[];
+  private released = false;
 
   /**
    * @param params the parameters; by default weight decay applies to tensors with 2 or more
@@ -45,6 +46,7 @@ export class AdamW {
 
   /** Applies one update from the parameters' .grad (parameters without a gradient are skipped). */
   stepUpdate(): void {
+    if (this.released) throw new Error('AdamW: the moments were released (a ZeRO-1 rank updates its own slice)');
     this.step++;
     const bc1 = 1 - Math.pow(this.beta1, this.step);
     const bc2 = 1 - Math.pow(this.beta2, this.step);
@@ -66,6 +68,19 @@ export class AdamW {
       s.param.grad?.dispose();
       s.param.grad = null;
     }
+  }
+
+  /**
+   * Frees the moment buffers: a ZeRO-1 rank (src/train/parallel) keeps the moments of its own
+   * slice of the parameters instead. stepUpdate then throws; stateTensors still names the
+   * parameters (with disposed m and v).
+   */
+  releaseMoments(): void {
+    for (const s of this.states) {
+      s.m.dispose();
+      s.v.dispose();
+    }
+    this.released = true;
   }
 
   /** Moment buffers, for checkpoints. */

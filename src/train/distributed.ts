@@ -1,0 +1,100 @@
+// `attn train --parallel dp=N[,zero=1]` under mpirun: one process is one rank. This parses the
+// spec, starts MPI through the native addon, checks the world size and returns the loop's
+// ParallelStrategy; runRanked turns an error on one rank into a stop of every rank.
+import { mpiBinding, type MpiBinding } from './parallel/mpi.js';
+import { DataParallel, type DataParallelOptions } from './parallel/data-parallel.js';
+import { PipelineParallel } from './parallel/pipeline.js';
+import { TrainingDivergedError, type ParallelStrategy } from './loop.js';
+
+export interface ParallelSpec {
+  dp: number;
+  tp: number;
+  pp: number;
+  zero: 0 | 1;
+  bucketMiB: number;
+  overlap: boolean;
+}
+
+const KEYS = ['dp', 'tp', 'pp', 'zero', 'bucket_mb', 'overlap'];
+
+/** "dp=2,zero=1" → the spec; a bad key or value is an error naming it. */
+export function parseParallel(spec: string): ParallelSpec {
+  const out: ParallelSpec = { dp: 1, tp: 1, pp: 1, zero: 0, bucketMiB: 4, overlap: true };
+  for (const part of spec.split(',').map((s) => s.trim()).filter((s) => s)) {
+    const m = /^([a-z_]+)=(.+)$/.exec(part);
+    if (!m || !KEYS.includes(m[1]!)) throw new Error(`--parallel: '${part}' is not KEY=VALUE with KEY one of ${KEYS.join(', ')}`);
+    const [, k, v] = m as unknown as [string, string, string];
+    const num = Number(v);
+    if (k === 'bucket_mb') {
+      if (!(num > 0)) throw new Error(`--parallel: bucket_mb must be a positive number of MiB, got '${v}'`);
+      out.bucketMiB = num;
+    } else if (k === 'overlap') {
+      if (v !== '0' && v !== '1') throw new Error(`--parallel: overlap must be 0 or 1, got '${v}'`);
+      out.overlap = v === '1';
+    } else if (k === 'zero') {
+      if (v !== '0' && v !== '1') throw new Error(`--parallel: zero must be 0 or 1 (ZeRO stage 1), got '${v}'`);
+      out.zero = v === '1' ? 1 : 0;
+    } else {
+      if (!Number.isInteger(num) || num < 1) throw new Error(`--parallel: ${k} must be a positive integer, got '${v}'`);
+      out[k as 'dp' | 'tp' | 'pp'] = num;
+    }
+  }
+  if (out.tp > 1) throw new Error(`--parallel: tensor parallelism (tp) is not implemented yet; dp=N, dp=N,zero=1 and pp=N are`);
+  if (out.pp > 1 && (out.dp > 1 || out.zero)) throw new Error(`--parallel: pp=N runs alone for now (not with dp or zero)`);
+  return out;
+}
+
+/** ATTN_FAULT=nan@RANK:STEP or throw@RANK:STEP (tests of the fault paths). */
+function faultFromEnv(): DataParallelOptions['fault'] {
+  const s = process.env['ATTN_FAULT'];
+  if (!s) return undefined;
+  const m = /^(nan|throw)@(\d+):(\d+)$/.exec(s);
+  if (!m) throw new Error(`ATTN_FAULT=${s}: expected nan@RANK:STEP or throw@RANK:STEP`);
+  return { kind: m[1] as 'nan' | 'throw', rank: Number(m[2]), step: Number(m[3]) };
+}
+
+export interface Distributed {
+  mpi: MpiBinding;
+  rank: number;
+  size: number;
+  strategy: ParallelStrategy;
+  library: string;
+}
+
+/** Starts MPI and the strategy for `spec`; the world size must be dp·tp·pp. */
+export function startDistributed(spec: ParallelSpec): Distributed {
+  const b = mpiBinding();
+  if (!b.mpi) throw new Error(`--parallel needs MPI: ${b.why}`);
+  const { rank, size, library } = b.mpi.init();
+  const want = spec.dp * spec.tp * spec.pp;
+  if (size !== want) {
+    b.mpi.finalize();
+    throw new Error(`--parallel ${spec.pp > 1 ? `pp=${spec.pp}` : `dp=${spec.dp}`}: the job has ${size} rank${size === 1 ? '' : 's'} but needs ${want} (launch with mpirun -np ${want})`);
+  }
+  const strategy = spec.pp > 1
+    ? new PipelineParallel(b.mpi, rank, size)
+    : new DataParallel(b.mpi, rank, size, { zero: spec.zero, bucketMiB: spec.bucketMiB, overlap: spec.overlap, fault: faultFromEnv() });
+  return { mpi: b.mpi, rank, size, strategy, library };
+}
+
+/**
+ * Runs a rank's work. A TrainingDivergedError is the same on every rank (its stats are reduced
+ * first), so each one stops by itself and rank 0 reports it; any other error is this rank's
+ * alone and the others would wait for it in their next collective, so it is reported with the
+ * rank and MPI_Abort ends the whole job (mpirun then names the rank too).
+ */
+export async function runRanked<T>(d: Distributed, work: () => Promise<T>, report: (text: string) => void): Promise<T> {
+  try {
+    const r = await work();
+    d.mpi.finalize();
+    return r;
+  } catch (e) {
+    if (e instanceof TrainingDivergedError) {
+      d.mpi.finalize();
+      throw e;
+    }
+    report(`rank ${d.rank} of ${d.size}: ${(e as Error).message}; stopping every rank`);
+    d.mpi.abort(1);
+    throw e;
+  }
+}

@@ -1,0 +1,57 @@
+// MPI through the native addon (native/mpi.cc): what a distributed run calls, and why it is
+// missing when it is (no addon, or an addon built where mpicc was not found).
+import { readFileSync } from 'node:fs';
+import { nativeAddon } from '../../backend/cpu/platform-node.js';
+
+/** Buffers MPI reduces and moves: float32, float64, int32, or bfloat16 bits in a Uint16Array. */
+export type MpiBuffer = Float32Array | Float64Array | Int32Array | Uint16Array;
+export type MpiOp = 'sum' | 'max' | 'min';
+
+/** The addon's `mpi` object (native/mpi.cc). Every call runs on the JavaScript thread. */
+export interface MpiBinding {
+  init(): { rank: number; size: number; library: string; host: string };
+  finalize(): void;
+  initialized(): boolean;
+  /** Ends every rank of the job (mpirun names the rank that called it). */
+  abort(code: number): void;
+  wtime(): number;
+  allreduce(buf: MpiBuffer, op?: MpiOp): void;
+  /** Starts an in-place all-reduce; test/wait take the id it returns. */
+  iallreduce(buf: MpiBuffer, op?: MpiOp): number;
+  /** True once the request is complete; each call also drives MPI's progress engine. */
+  test(id: number): boolean;
+  wait(id: number): void;
+  reduceScatter(send: MpiBuffer, recv: MpiBuffer, op?: MpiOp): void;
+  allgather(send: MpiBuffer, recv: MpiBuffer): void;
+  send(buf: MpiBuffer, dest: number, tag?: number): void;
+  recv(buf: MpiBuffer, source: number, tag?: number): void;
+  /** Non-blocking point-to-point; test/wait take the id (the buffer must stay untouched until then). */
+  isend(buf: MpiBuffer, dest: number, tag?: number): number;
+  irecv(buf: MpiBuffer, source: number, tag?: number): number;
+  bcast(buf: MpiBuffer, root?: number): void;
+  barrier(): void;
+}
+
+/** The MPI binding, or why there is none (for `attn info` and the --parallel error). */
+export function mpiBinding(): { mpi: MpiBinding; why?: undefined } | { mpi: null; why: string } {
+  const a = nativeAddon();
+  if (!a.kernels) return { mpi: null, why: `the native addon is not loaded: ${a.why}` };
+  const mpi = (a.kernels as unknown as { mpi?: MpiBinding }).mpi;
+  if (mpi) return { mpi };
+  let why = 'the native addon was built without it';
+  try {
+    const line = readFileSync(new URL('../../../../build/native-build.log', import.meta.url), 'utf8').split('\n').find((l) => l.startsWith('mpi: '));
+    if (line) why += ` (${line.slice(5)})`;
+  } catch {
+    // no build log
+  }
+  return { mpi: null, why: `${why}; install Open MPI (openmpi-bin, libopenmpi-dev) and run npm run build:native` };
+}
+
+/** One line for `attn info`. */
+export function describeMpi(): string {
+  const b = mpiBinding();
+  if (!b.mpi) return `MPI: not available (${b.why})`;
+  const launched = process.env['OMPI_COMM_WORLD_SIZE'] ?? process.env['PMI_SIZE'];
+  return `MPI: available in the native addon${launched ? ` (launched with ${launched} ranks)` : ' (run under mpirun for --parallel)'}`;
+}

@@ -1,0 +1,191 @@
+// Distributed training under mpirun (2 ranks, Open MPI through the native addon): data parallel,
+// pipeline parallel and ZeRO-1 give the single-process losses and weights; a ZeRO-1 checkpoint resumes on one
+// process; a NaN on one rank, an error on one rank and a rank killed with SIGKILL each stop the
+// job with a message naming the rank. Skipped (with the reason) where mpirun or the addon's MPI
+// binding is missing; ATTN_REQUIRE_MPI=1 makes that a failure instead.
+//
+// The model is the shakespeare-char preset's with 2 layers and n_embd 96 at batch 2 x 32 so the
+// runs fit CI's 2 cores; ATTN_DIST_FULL=1 runs its whole architecture (6 layers, n_embd 384).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadCheckpoint } from '../src/io/checkpoint.js';
+import { mpiBinding } from '../src/train/parallel/mpi.js';
+import { parseParallel } from '../src/train/distributed.js';
+
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const DATASET = fileURLToPath(new URL('../../data/shakespeare_char', import.meta.url));
+const CWD = mkdtempSync(join(tmpdir(), 'attn-dist-'));
+process.on('exit', () => rmSync(CWD, { recursive: true, force: true }));
+
+const hasMpirun = spawnSync('mpirun', ['--version'], { encoding: 'utf8' }).status === 0;
+const binding = mpiBinding();
+const why = !hasMpirun ? 'mpirun not found (apt-get install openmpi-bin libopenmpi-dev)' : !binding.mpi ? `MPI binding: ${binding.why}` : '';
+if (why && process.env['ATTN_REQUIRE_MPI'] === '1') throw new Error(`ATTN_REQUIRE_MPI=1 but ${why}`);
+const skip = why ? `no MPI: ${why}` : false;
+
+const FULL = process.env['ATTN_DIST_FULL'] === '1';
+const SMALL = FULL ? [] : ['--n_layer', '2', '--n_embd', '96'];
+const BASE = [
+  'train', '--preset', 'shakespeare-char', '--dataset', DATASET, ...SMALL, '--batch_size', '2', '--block_size', '32', '--gradient_accumulation_steps', '2',
+  '--dropout', '0', '--warmup_iters', '5', '--lr_decay_iters', '20', '--eval_iters', '1', '--log_interval', '1', '--always_save_checkpoint', 'true',
+  '--device', 'cpu', '--threads', '1', '--sample', '0', '--quiet',
+];
+// Shared memory between ranks without ptrace-based single copy (containers forbid it).
+const ENV = { ...process.env, OMPI_MCA_btl_vader_single_copy_mechanism: 'none', OMPI_MCA_rmaps_base_oversubscribe: '1' };
+const MPIRUN = ['--oversubscribe', '--allow-run-as-root', '-np', '2'];
+
+function run(np: number, args: string[], env: Record<string, string> = {}, timeout = 120_000): { code: number | null; out: string } {
+  const r = np === 1
+    ? spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: CWD, timeout, env: { ...ENV, ...env } })
+    : spawnSync('mpirun', [...MPIRUN, '-x', 'OMPI_MCA_btl_vader_single_copy_mechanism', ...Object.keys(env).flatMap((k) => ['-x', k]), process.execPath, CLI, ...args],
+      { encoding: 'utf8', cwd: CWD, timeout, env: { ...ENV, ...env } });
+  return { code: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
+function losses(dir: string): Map<number, number> {
+  const m = new Map<number, number>();
+  for (const line of readFileSync(join(CWD, dir, 'metrics.jsonl'), 'utf8').split('\n')) {
+    if (!line) continue;
+    const r = JSON.parse(line) as { step: number; train_loss?: number };
+    if (r.train_loss !== undefined) m.set(r.step, r.train_loss);
+  }
+  return m;
+}
+
+function assertLosses(ref: Map<number, number>, got: Map<number, number>, from: number, to: number, what: string): void {
+  let worst = 0;
+  for (let s = from; s < to; s++) {
+    const a = ref.get(s)!;
+    const b = got.get(s);
+    assert.ok(b !== undefined, `${what}: no loss at step ${s}`);
+    assert.ok(Math.abs(a - b) <= 1e-5 * Math.abs(a), `${what}: step ${s} loss ${b} vs ${a} (single process)`);
+    worst = Math.max(worst, Math.abs(a - b) / Math.abs(a));
+  }
+  process.stdout.write(`${what}: steps ${from}-${to - 1}: largest relative loss difference ${worst.toExponential(2)}\n`);
+}
+
+async function assertWeights(refDir: string, dir: string, what: string): Promise<void> {
+  const a = await loadCheckpoint(join(CWD, refDir, 'last'));
+  const b = await loadCheckpoint(join(CWD, dir, 'last'));
+  assert.equal(b.metadata['attn_step'], a.metadata['attn_step'], `${what}: step of last/`);
+  let worst = 0;
+  for (const [name, t] of a.tensors) {
+    const u = b.tensors.get(name);
+    assert.ok(u, `${what}: ${name} missing`);
+    for (let i = 0; i < t.data.length; i++) worst = Math.max(worst, Math.abs(t.data[i]! - u.data[i]!));
+  }
+  assert.ok(worst <= 1e-5, `${what}: weights differ by up to ${worst}`);
+  process.stdout.write(`${what}: final weights differ by at most ${worst.toExponential(2)}\n`);
+}
+
+test('--parallel specs: keys, values and the parts not built are refused by name', () => {
+  assert.deepEqual(parseParallel('dp=2,zero=1'), { dp: 2, tp: 1, pp: 1, zero: 1, bucketMiB: 4, overlap: true });
+  assert.equal(parseParallel('dp=4,bucket_mb=0.5,overlap=0').bucketMiB, 0.5);
+  assert.throws(() => parseParallel('dp=two'), /dp must be a positive integer, got 'two'/);
+  assert.throws(() => parseParallel('zero=2'), /zero must be 0 or 1/);
+  assert.throws(() => parseParallel('ep=2'), /'ep=2' is not KEY=VALUE with KEY one of/);
+  assert.throws(() => parseParallel('dp=2,tp=2'), /tensor parallelism \(tp\) is not implemented yet/);
+  assert.throws(() => parseParallel('dp=2,pp=2'), /pp=N runs alone for now/);
+  assert.equal(parseParallel('pp=2').pp, 2);
+});
+
+test('MPI missing or a world of the wrong size: clear errors', { skip }, () => {
+  const r = run(1, [...BASE, '--max_iters', '1', '--out', 'wrong', '--parallel', 'dp=2']);
+  assert.equal(r.code, 1, r.out);
+  assert.match(r.out, /the job has 1 rank but needs 2 \(launch with mpirun -np 2\)/);
+  const odd = run(1, [...BASE, '--max_iters', '1', '--out', 'odd', '--parallel', 'dp=2', '--gradient_accumulation_steps', '3']);
+  assert.equal(odd.code, 2, odd.out);
+  assert.match(odd.out, /gradient_accumulation_steps \(3\) to be a multiple of 2/);
+});
+
+test('dp=2, pp=2 and dp=2 with ZeRO-1 give the single-process losses at every one of 20 steps and its weights; a ZeRO-1 checkpoint resumes on one process and back on two', { skip }, async () => {
+  const single = run(1, [...BASE, '--max_iters', '20', '--eval_interval', '10', '--out', 'single']);
+  assert.equal(single.code, 0, single.out);
+  const dp = run(2, [...BASE, '--max_iters', '20', '--eval_interval', '10', '--out', 'dp2', '--parallel', 'dp=2,bucket_mb=0.25']);
+  assert.equal(dp.code, 0, dp.out);
+  const ref = losses('single');
+  assertLosses(ref, losses('dp2'), 0, 20, 'dp=2');
+  await assertWeights('single', 'dp2', 'dp=2');
+  // Pipeline: the 2 layers in 2 stages, 1F1B over the 2 micro-batches.
+  const pp = run(2, [...BASE, '--max_iters', '20', '--eval_interval', '10', '--out', 'pp2', '--parallel', 'pp=2']);
+  assert.equal(pp.code, 0, pp.out);
+  assertLosses(ref, losses('pp2'), 0, 20, 'pp=2');
+  await assertWeights('single', 'pp2', 'pp=2');
+  // ZeRO-1 for the first 10 steps, then the same run resumed on one process (another world size).
+  const zero = run(2, [...BASE, '--max_iters', '10', '--eval_interval', '10', '--out', 'zero', '--parallel', 'dp=2,zero=1']);
+  assert.equal(zero.code, 0, zero.out);
+  assertLosses(ref, losses('zero'), 0, 10, 'dp=2 zero=1');
+  const ck = await loadCheckpoint(join(CWD, 'zero', 'last'), { requireOptimizer: true });
+  assert.ok(ck.optimizer!.size === 2 * ck.tensors.size, 'the gathered moments of every parameter');
+  const resumed = run(1, [...BASE, '--max_iters', '15', '--eval_interval', '5', '--out', 'zero', '--init_from', 'resume']);
+  assert.equal(resumed.code, 0, resumed.out);
+  // ... and back onto 2 ranks with ZeRO-1, each taking its slice of the saved moments.
+  const back = run(2, [...BASE, '--max_iters', '20', '--eval_interval', '5', '--out', 'zero', '--init_from', 'resume', '--parallel', 'dp=2,zero=1']);
+  assert.equal(back.code, 0, back.out);
+  assertLosses(ref, losses('zero'), 0, 20, 'dp=2 zero=1 to step 10, one process to 15, dp=2 zero=1 to 20');
+  await assertWeights('single', 'zero', 'zero=1, resumed twice');
+  // The communication record of a data-parallel step.
+  const rec = readFileSync(join(CWD, 'dp2', 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l) as Record<string, number>);
+  assert.ok(rec.some((r) => r['comm_bytes']! > 0 && r['comm_exposed_ms']! >= 0), 'comm fields in metrics.jsonl');
+});
+
+test('a NaN on one rank stops both with the rank named; an error on one rank aborts the job with its message', { skip }, () => {
+  const nan = run(2, [...BASE, '--max_iters', '4', '--eval_interval', '2', '--out', 'nan', '--parallel', 'dp=2'], { ATTN_FAULT: 'nan@1:3' });
+  assert.notEqual(nan.code, 0, nan.out);
+  assert.match(nan.out, /training diverged at step 3: the training loss on rank 1 is NaN; the checkpoint in \S+ \(step 2\) is untouched/);
+  const thrown = run(2, [...BASE, '--max_iters', '4', '--eval_interval', '2', '--out', 'throw', '--parallel', 'dp=2'], { ATTN_FAULT: 'throw@1:1' });
+  assert.notEqual(thrown.code, 0, thrown.out);
+  assert.match(thrown.out, /rank 1 of 2: injected fault \(ATTN_FAULT\) at step 1; stopping every rank/);
+  // mpirun usually adds "MPI_ABORT was invoked on rank 1 ..."; Open MPI 4.1 sometimes loses that
+  // help text while tearing the job down (ORTE_ERROR_LOG ... show_help.c), so only ours is asserted.
+});
+
+test('kill -9 of rank 1 mid-run: the job stops within 30 s naming it, last/ is intact and resumes on one process', { skip }, async () => {
+  const out = join(CWD, 'killed');
+  const child = spawn('mpirun', [...MPIRUN, '-x', 'OMPI_MCA_btl_vader_single_copy_mechanism', process.execPath, CLI, ...BASE, '--max_iters', '100000', '--eval_interval', '2', '--out', 'killed', '--parallel', 'dp=2'],
+    { cwd: CWD, env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout.on('data', (d: Buffer) => (log += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (log += d.toString()));
+  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+  const deadline = Date.now() + 60_000;
+  while (!existsSync(join(out, 'last', 'trainer_state.json')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  assert.ok(existsSync(join(out, 'last', 'trainer_state.json')), `no checkpoint within 60 s: ${log}`);
+  const rank1 = rankPid(1);
+  assert.ok(rank1 > 0, 'found rank 1');
+  const killedAt = Date.now();
+  process.kill(rank1, 'SIGKILL');
+  const code = await Promise.race([exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 30_000))]);
+  if (code === 'timeout') child.kill('SIGKILL');
+  assert.notEqual(code, 'timeout', `the job still ran 30 s after rank 1 was killed: ${log}`);
+  assert.ok(Date.now() - killedAt < 30_000);
+  process.stdout.write(`kill -9 of rank 1: mpirun exited ${((Date.now() - killedAt) / 1000).toFixed(1)} s later with code ${code}\n`);
+  assert.notEqual(code, 0);
+  assert.match(log, /process rank 1 with PID \d+ on node \S+ exited on signal 9 \(Killed\)/);
+  const ck = await loadCheckpoint(join(out, 'last'), { requireOptimizer: true });
+  const step = Number(ck.metadata['attn_step']);
+  assert.ok(step >= 2 && step % 2 === 0, `last/ at step ${step}`);
+  const resumed = run(1, [...BASE, '--max_iters', String(step + 2), '--eval_interval', '2', '--out', 'killed', '--init_from', 'resume']);
+  assert.equal(resumed.code, 0, resumed.out);
+  assert.equal((await loadCheckpoint(join(out, 'last'))).metadata['attn_step'], String(step + 2));
+});
+
+/** The pid of the process mpirun started as `rank` of the run writing to killed/ (from /proc). */
+function rankPid(rank: number): number {
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${d}/cmdline`, 'latin1');
+      if (!cmd.includes(CLI) || !cmd.includes('--out\0killed\0')) continue;
+      if (readFileSync(`/proc/${d}/environ`, 'latin1').split('\0').includes(`OMPI_COMM_WORLD_RANK=${rank}`)) return Number(d);
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return -1;
+}
