@@ -288,14 +288,14 @@ export class StudioTrainer {
     }
   }
 
-  /** A sample from the model as it is (eval mode for the draw, then training again). */
+  /** The prompt and a continuation drawn from the model as it is (eval mode for the draw, then training again). */
   sample(prompt: string, o: { maxNewTokens: number; temperature: number; topK?: number; seed?: number }): string {
     const bad = unknownChars(this.tokenizer, prompt);
     if (bad.length) throw new Error(`the prompt has characters the model does not know: ${JSON.stringify(bad.join(''))}`);
     const ids = prompt ? this.tokenizer.encode(prompt) : [0];
     this.model.eval();
     try {
-      return generate(this.model, ids, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK || undefined, seed: o.seed ?? 1, decode: (x) => this.tokenizer.decode(x) }).text!;
+      return prompt + generate(this.model, ids, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK || undefined, seed: o.seed ?? 1, decode: (x) => this.tokenizer.decode(x) }).text!;
     } finally {
       this.model.train();
     }
