@@ -1,10 +1,12 @@
 // The studio page in headless Chromium (playwright-core), served from the static build that
-// `attn studio --out` writes: a few hundred training steps on the cpu fallback whose loss falls,
+// `attn studio --out` writes: 200 training steps on the cpu fallback whose loss falls,
 // a reload that resumes from browser storage (OPFS), the downloaded checkpoint scored by
 // `attn logprobs` in Node equal to the page's own log-probabilities (1e-5), a checkpoint Node
 // wrote loaded into the page scoring the same, a LoRA fine-tune whose adapter Node applies with
-// the same scores, the Inside views, the refusal of a model too large, and a short run on
-// SwiftShader's WebGPU. Skipped without Chromium or playwright-core unless ATTN_REQUIRE_BROWSER=1.
+// the same scores, the Inside views and the refusal of a model too large. A short run on
+// SwiftShader's WebGPU is a second test, run with ATTN_STUDIO_WEBGPU=1: SwiftShader took ~5 s
+// an update of the tiny model (and ~100 s for the first evaluation's shaders) on the shared
+// 2-core machine, too slow for every test run. Skipped without Chromium or playwright-core unless ATTN_REQUIRE_BROWSER=1.
 // ATTN_UPDATE_FIGURES=1 refreshes the screenshots in docs/figures/.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -107,7 +109,7 @@ const phase = (name: string): void => void process.stderr.write(`# studio-browse
 const pw = await loadPlaywright();
 const skip = typeof pw === 'string' && !REQUIRE ? pw : false;
 
-test('studio page: trains on the cpu fallback, resumes after a reload, round-trips checkpoints and LoRA adapters with Node, looks inside, refuses a model too large; trains on WebGPU', { skip, timeout: 300_000 }, async () => {
+test('studio page: trains on the cpu fallback, resumes after a reload, round-trips checkpoints and LoRA adapters with Node, looks inside, refuses a model too large', { skip, timeout: 300_000 }, async () => {
   if (typeof pw === 'string') assert.fail(pw);
   // The static build is what gets served: it must hold everything the page needs.
   const site = join(ROOT, 'site');
@@ -133,13 +135,14 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
     phase('refused');
     // 2. A few hundred steps of the tiny model on Tiny Shakespeare: the loss falls.
     await page.selectOption('#size', 'tiny');
-    await page.fill('#steps', '300');
+    await page.fill('#steps', '200');
     await page.fill('#eval-every', '100');
+    await page.fill('#batch', '4');
     await page.click('#train');
     assert.equal(await waitState(page, ['done', 'error', 'refused'], logs), 'done', `${await page.textContent('#status')}`);
     const evals = await page.evaluate<{ iter: number; val_loss: number; train_loss: number }[]>('window.studio.evals');
-    assert.deepEqual(evals.map((e) => e.iter), [0, 100, 200, 300]);
-    assert.ok(evals[3]!.val_loss < evals[0]!.val_loss - 1, `val loss ${evals[0]!.val_loss} → ${evals[3]!.val_loss}`);
+    assert.deepEqual(evals.map((e) => e.iter), [0, 100, 200]);
+    assert.ok(evals[2]!.val_loss < evals[0]!.val_loss - 1, `val loss ${evals[0]!.val_loss} → ${evals[2]!.val_loss}`);
     const tps = Number(((await page.textContent('#s-tps')) ?? '').replace(/,/g, ''));
     assert.ok(tps > 0, `tokens/s ${tps}`);
     assert.match((await page.textContent('#curve')) ?? '', /loss/);
@@ -160,15 +163,15 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
     assert.ok(d1 <= 1e-5, `page → Node: ${d1}`);
 
     phase('download');
-    // 4. A reload keeps the run: resume from browser storage continues at step 300.
+    // 4. A reload keeps the run: resume from browser storage continues at step 200.
     await page.reload();
     await waitState(page, ['ready', 'error'], logs);
-    assert.equal(await page.evaluate('window.studio.stored?.iter'), 300);
-    await page.fill('#steps', '340');
+    assert.equal(await page.evaluate('window.studio.stored?.iter'), 200);
+    await page.fill('#steps', '230');
     await page.click('#resume-stored');
     assert.equal(await waitState(page, ['done', 'error'], logs), 'done', `${await page.textContent('#status')}`);
     const resumed = await page.evaluate<{ iter: number; loss: number }[]>('window.studio.records');
-    assert.ok(resumed[0]!.iter > 300 && resumed[resumed.length - 1]!.iter === 340, JSON.stringify(resumed.map((r) => r.iter)));
+    assert.ok(resumed[0]!.iter > 200 && resumed[resumed.length - 1]!.iter === 230, JSON.stringify(resumed.map((r) => r.iter)));
     assert.ok(resumed[0]!.loss < evals[0]!.val_loss - 1, 'the resumed run starts from the trained weights');
 
     phase('resumed');
@@ -190,7 +193,7 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
     phase('node-ckpt');
     // 6. LoRA on a second text; Node applies the downloaded adapter to the same base and agrees.
     await page.fill('#lora-text', TEXT.slice(200_000, 230_000).toUpperCase());
-    await page.fill('#lora-steps', '40');
+    await page.fill('#lora-steps', '20');
     await page.click('#lora');
     assert.equal(await waitState(page, ['done', 'error'], logs), 'done', `${await page.textContent('#status')}`);
     const loraEvals = await page.evaluate<{ val_loss: number }[]>('window.studio.evals');
@@ -211,29 +214,38 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
     assert.deepEqual(views, ['attention', 'next-token', 'embedding-pca']);
     assert.equal(await page.evaluate(`document.querySelectorAll('#inside-views canvas').length`), 2);
     if (FIGURES) await page.screenshot({ path: join(REPO, 'docs/figures/studio-inside.png'), fullPage: true });
-    await page.close();
 
     phase('inside');
-    // 8. WebGPU (SwiftShader here): a short run whose loss falls.
+    await page.close();
+  } finally {
+    await browser.close();
+    server.close();
+  }
+});
+
+const WEBGPU = process.env.ATTN_STUDIO_WEBGPU === '1';
+
+test('studio page on WebGPU (SwiftShader in headless Chromium): a short run whose loss falls', { skip: skip || (WEBGPU ? false : 'set ATTN_STUDIO_WEBGPU=1 (SwiftShader trains at seconds an update)'), timeout: 600_000 }, async () => {
+  if (typeof pw === 'string') assert.fail(pw);
+  const { server, url } = await startStudioServer({ port: 0 });
+  const browser = await pw.chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+  try {
     const gpu = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    const glogs: string[] = [];
-    gpu.on('pageerror', (e) => glogs.push(`pageerror: ${e.message}`));
+    const logs: string[] = [];
+    gpu.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
     await gpu.goto(url);
-    await waitState(gpu, ['ready', 'error'], glogs);
-    const label = (await gpu.textContent('#backend')) ?? '';
-    if (/^webgpu/.test(label)) {
-      await gpu.evaluate(`document.getElementById('clear-storage').click()`);
-      await gpu.fill('#steps', '60');
-      await gpu.fill('#eval-every', '60');
-      await gpu.click('#train');
-      assert.equal(await waitState(gpu, ['done', 'error'], glogs, 150_000), 'done', `${await gpu.textContent('#status')}`);
-      const ge = await gpu.evaluate<{ val_loss: number }[]>('window.studio.evals');
-      assert.ok(ge[ge.length - 1]!.val_loss < ge[0]!.val_loss - 0.5, `webgpu val loss ${ge[0]!.val_loss} → ${ge[ge.length - 1]!.val_loss}`);
-    } else if (REQUIRE) {
-      assert.fail(`no WebGPU adapter in headless Chromium: ${await gpu.textContent('#status')}`);
-    }
+    await waitState(gpu, ['ready', 'error'], logs);
+    assert.match((await gpu.textContent('#backend')) ?? '', /^webgpu \(/, `${await gpu.textContent('#status')}`);
+    await gpu.fill('#steps', '12');
+    await gpu.fill('#eval-every', '12');
+    await gpu.fill('#batch', '4');
+    await gpu.fill('#lr', '0.02');
+    await gpu.click('#train');
+    assert.equal(await waitState(gpu, ['done', 'error'], logs, 580_000), 'done', `${await gpu.textContent('#status')}`);
+    const ge = await gpu.evaluate<{ val_loss: number }[]>('window.studio.evals');
+    assert.ok(ge[ge.length - 1]!.val_loss < ge[0]!.val_loss - 0.3, `webgpu val loss ${ge[0]!.val_loss} → ${ge[ge.length - 1]!.val_loss}`);
+    process.stderr.write(`# studio webgpu: ${await gpu.textContent('#s-tps')} tokens/s\n`);
     await gpu.close();
-    phase('webgpu');
   } finally {
     await browser.close();
     server.close();

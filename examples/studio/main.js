@@ -140,7 +140,7 @@ export const INSIDE_VIEWS = [
       for (const { token, p } of d.next) {
         const row = document.createElement('div');
         row.className = 'bar';
-        row.innerHTML = `<code style="width:2.5em">${JSON.stringify(token).slice(1, -1).replace(/</g, '&lt;')}</code><span class="fill" style="width:${Math.round(p * 200)}px"></span>${(100 * p).toFixed(1)}%`;
+        row.innerHTML = `<code style="width:2.5em">${token === ' ' ? '·' : token === '\n' ? '⏎' : token.replace(/&/g, '&amp;').replace(/</g, '&lt;')}</code><span class="fill" style="width:${Math.round(p * 200)}px"></span>${(100 * p).toFixed(1)}%`;
         box.appendChild(row);
       }
     },
