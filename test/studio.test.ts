@@ -8,7 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { getBackend } from '../src/backend/index.js';
+import { buildStudio } from '../src/cli/studio.js';
 import { loadGPTCheckpoint } from '../src/models/gpt-checkpoint.js';
 import { GPT, gptConfig } from '../src/models/gpt.js';
 import { loadAdapters } from '../src/nn/lora-files.js';
@@ -159,4 +162,35 @@ test('inside: PCA finds the known components; memory refusal names the reason', 
   assert.equal(estimateTrainingMemory(cfg, 8).parameters, GPT.countParameters(cfg));
   assert.match(memoryRefusal(cfg, 8, 2 * 2 ** 30) ?? '', /too large for this device: training 85\.\dM parameters .* over the budget of 2048 MiB/);
   assert.equal(memoryRefusal(gptConfig({ ...STUDIO_SIZES['tiny']!, vocab_size: 65 }), 8, 2 * 2 ** 30), null);
+});
+
+test('attn studio: serves the page on 127.0.0.1 with the isolation headers; --out writes the page and the modules it reaches', async () => {
+  const child = spawn(process.execPath, [join(REPO, 'dist/src/cli/main.js'), 'studio', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    const url = await new Promise<string>((ok, fail) => {
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /attn studio: (http:\/\/127\.0\.0\.1:\d+\/examples\/studio\/)/.exec(out);
+        if (m) ok(m[1]!);
+      });
+      child.once('exit', (code) => fail(new Error(`attn studio exited with ${code}: ${out}`)));
+    });
+    const page = await fetch(url);
+    assert.equal(page.status, 200);
+    assert.equal(page.headers.get('cross-origin-opener-policy'), 'same-origin');
+    assert.equal(page.headers.get('cross-origin-embedder-policy'), 'require-corp');
+    assert.match(await page.text(), /attn studio/);
+    const origin = new URL(url).origin;
+    assert.equal((await fetch(`${origin}/dist/src/studio/trainer.js`)).status, 200);
+    assert.equal((await fetch(`${origin}/%2e%2e/%2e%2e/etc/passwd`)).status, 404);
+    assert.equal((await fetch(`${origin}/`, { redirect: 'manual' })).headers.get('location'), '/examples/studio/');
+  } finally {
+    child.kill('SIGTERM');
+  }
+  const { files } = await buildStudio(join(ROOT, 'site'));
+  for (const f of ['examples/studio/index.html', 'examples/studio/worker.js', 'dist/src/studio/trainer.js', 'dist/src/studio/inside.js', 'dist/src/backend/cpu/worker.js', 'dist/src/eval/plot.js', 'data/tinyshakespeare/input.txt', '_headers']) {
+    assert.ok(files.includes(f) && existsSync(join(ROOT, 'site', f)), `${f} is in the static build`);
+  }
+  assert.ok(!files.some((f) => f.startsWith('test') || f.startsWith('src/')), 'only the page and compiled modules');
 });
