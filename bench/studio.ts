@@ -15,6 +15,7 @@ import { train } from '../src/tasks/lm.js';
 import { STUDIO_SIZES, StudioTrainer } from '../src/studio/trainer.js';
 import { CharTokenizer } from '../src/tokenizers/index.js';
 import { machineInfo, parseArgs, table } from './util.js';
+import type { CpuBackend } from '../src/backend/cpu/index.js';
 
 const args = parseArgs(process.argv.slice(2));
 const size = String(args.get('size') ?? 'tiny');
@@ -27,6 +28,9 @@ const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const TEXT = readFileSync(join(REPO, 'data/tinyshakespeare/input.txt'), 'utf8');
 const tokensPerStep = batch * shape.block_size;
 const WARM = 10;
+const cpuBackend = (await getBackend('cpu')) as unknown as CpuBackend;
+// In Node the cpu backend runs the native addon's kernels where it is built (a page cannot).
+const nodeCpu = `cpu (Node, ${cpuBackend.native ? 'native kernels' : 'WebAssembly'}, ${cpuBackend.rt.threads} threads)`;
 const rows: string[][] = [];
 const say = (s: string): void => void process.stderr.write(`${s}\n`);
 
@@ -49,7 +53,7 @@ try {
     learning_rate: 1e-2, min_lr: 1e-3, warmup_iters: 20, lr_decay_iters: steps, max_iters: steps, eval_interval: 1_000_000, eval_iters: 1, log_interval: 1_000_000, seed: 1337,
   }, { onProgress: (step) => loopSamples.push([step, (performance.now() - t0) / 1000]) });
   const node = rate(loopSamples);
-  rows.push(['Node: attn train (src/train/loop.ts)', 'cpu (Node)', String(steps), node.toFixed(0)]);
+  rows.push(['Node: attn train (src/train/loop.ts)', nodeCpu, String(steps), node.toFixed(0)]);
   say(`attn train: ${node.toFixed(0)} tokens/s`);
 
   // 2. The studio's trainer in Node (the code the page runs).
@@ -58,7 +62,7 @@ try {
   const t1 = performance.now();
   for (let i = 0; i < steps; i++) own.push([t.step().iter, (performance.now() - t1) / 1000]);
   t.dispose();
-  rows.push(['Node: studio trainer (src/studio/trainer.ts)', 'cpu (Node)', String(steps), rate(own).toFixed(0)]);
+  rows.push(['Node: studio trainer (src/studio/trainer.ts)', nodeCpu, String(steps), rate(own).toFixed(0)]);
   say(`studio trainer in Node: ${rate(own).toFixed(0)} tokens/s`);
 } finally {
   rmSync(tmp, { recursive: true, force: true });

@@ -219,6 +219,8 @@ worker.addEventListener('message', (e) => {
       $('s-loss').textContent = m.loss.toFixed(4);
       $('s-tps').textContent = Math.round(m.tokensPerSec).toLocaleString('en-US');
       $('s-eta').textContent = fmtTime(m.etaSec);
+      // The cpu backend's WebAssembly heap (it only grows): memory the tab really holds.
+      if (m.heapBytes && model) $('s-mem').textContent = `${mib(model.memory.totalBytes)} est., heap ${mib(m.heapBytes)}`;
       drawCurve();
       if ($('auto-sample').checked && studio.records.length % 25 === 0) requestSample();
       break;

@@ -185,7 +185,7 @@ async function loop() {
       const secs = (performance.now() - t0 - pausedMs) / 1000;
       const tps = (trainer.tokens - tokens0) / secs;
       const left = ((run.maxIters - trainer.iter) * trainer.settings.batch_size * trainer.model.config.block_size) / tps;
-      post({ type: 'step', iter: s.iter, loss: s.loss, lr: s.lr, gradNorm: s.gradNorm, tokensPerSec: tps, etaSec: left, maxIters: run.maxIters, tokens: trainer.tokens, elapsedSec: secs });
+      post({ type: 'step', iter: s.iter, loss: s.loss, lr: s.lr, gradNorm: s.gradNorm, tokensPerSec: tps, etaSec: left, maxIters: run.maxIters, tokens: trainer.tokens, elapsedSec: secs, heapBytes: backend.rt?.memory?.buffer?.byteLength ?? null });
       if (run.mode === 'pretrain' && trainer.iter - lastSave >= run.saveInterval) {
         await saveToStorage();
         lastSave = trainer.iter;
