@@ -1,6 +1,6 @@
 // The studio page in headless Chromium (playwright-core), served from the static build that
 // `attn studio --out` writes: 200 training steps on the cpu fallback whose loss falls,
-// a reload that resumes from browser storage (OPFS), the downloaded checkpoint scored by
+// pause, resume and stop, a reload that resumes from browser storage (OPFS), the downloaded checkpoint scored by
 // `attn logprobs` in Node equal to the page's own log-probabilities (1e-5), a checkpoint Node
 // wrote loaded into the page scoring the same, a LoRA fine-tune whose adapter Node applies with
 // the same scores, the Inside views and the refusal of a model too large. A short run on
@@ -139,6 +139,14 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
     await page.fill('#eval-every', '100');
     await page.fill('#batch', '4');
     await page.click('#train');
+    // Pause holds the step; Resume goes on.
+    await page.waitForFunction('window.studio.records.length > 0', undefined, { timeout: 60_000 });
+    await page.click('#pause');
+    assert.equal(await waitState(page, ['paused', 'done', 'error'], logs), 'paused');
+    const held = await page.textContent('#s-step');
+    await new Promise((r) => setTimeout(r, 600));
+    assert.equal(await page.textContent('#s-step'), held, 'no updates while paused');
+    await page.click('#resume');
     assert.equal(await waitState(page, ['done', 'error', 'refused'], logs), 'done', `${await page.textContent('#status')}`);
     const evals = await page.evaluate<{ iter: number; val_loss: number; train_loss: number }[]>('window.studio.evals');
     assert.deepEqual(evals.map((e) => e.iter), [0, 100, 200]);
@@ -167,11 +175,16 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
     await page.reload();
     await waitState(page, ['ready', 'error'], logs);
     assert.equal(await page.evaluate('window.studio.stored?.iter'), 200);
-    await page.fill('#steps', '230');
+    await page.fill('#steps', '1000');
     await page.click('#resume-stored');
-    assert.equal(await waitState(page, ['done', 'error'], logs), 'done', `${await page.textContent('#status')}`);
+    // Stop ends the run early and stores it.
+    await page.waitForFunction('window.studio.records.some((r) => r.iter >= 230)', undefined, { timeout: 60_000 });
+    await page.click('#stop');
+    assert.equal(await waitState(page, ['stopped', 'error'], logs), 'stopped', `${await page.textContent('#status')}`);
     const resumed = await page.evaluate<{ iter: number; loss: number }[]>('window.studio.records');
-    assert.ok(resumed[0]!.iter > 200 && resumed[resumed.length - 1]!.iter === 230, JSON.stringify(resumed.map((r) => r.iter)));
+    const stoppedAt = resumed[resumed.length - 1]!.iter;
+    assert.ok(resumed[0]!.iter > 200 && stoppedAt >= 230 && stoppedAt < 1000, JSON.stringify(resumed.map((r) => r.iter)));
+    await page.waitForFunction(`window.studio.stored?.iter === ${stoppedAt}`, undefined, { timeout: 30_000 });
     assert.ok(resumed[0]!.loss < evals[0]!.val_loss - 1, 'the resumed run starts from the trained weights');
 
     phase('resumed');
