@@ -1,13 +1,14 @@
 // The studio page in headless Chromium (playwright-core), served from the static build that
-// `attn studio --out` writes: 200 training steps on the cpu fallback whose loss falls,
-// pause, resume and stop, a reload that resumes from browser storage (OPFS), the downloaded checkpoint scored by
-// `attn logprobs` in Node equal to the page's own log-probabilities (1e-5), a checkpoint Node
-// wrote loaded into the page scoring the same, a LoRA fine-tune whose adapter Node applies with
-// the same scores, the Inside views and the refusal of a model too large. A short run on
-// SwiftShader's WebGPU is a second test, run with ATTN_STUDIO_WEBGPU=1: SwiftShader took ~5 s
-// an update of the tiny model (and ~100 s for the first evaluation's shaders) on the shared
-// 2-core machine, too slow for every test run. Skipped without Chromium or playwright-core unless ATTN_REQUIRE_BROWSER=1.
-// ATTN_UPDATE_FIGURES=1 refreshes the screenshots in docs/figures/.
+// `attn studio --out` writes: 200 training steps on the cpu fallback whose loss falls; pause,
+// resume and stop; a reload that resumes from browser storage (OPFS); the downloaded checkpoint
+// scored by `attn logprobs` in Node equal to the page's own log-probabilities (1e-5); a
+// checkpoint Node wrote loaded into the page scoring the same; a LoRA fine-tune whose adapter
+// Node applies with the same scores; the Inside views; the refusal of a model too large.
+// A short run on SwiftShader's WebGPU is a second test, run with ATTN_STUDIO_WEBGPU=1:
+// SwiftShader took ~5 s an update of the tiny model (and ~100 s for the first evaluation's
+// shaders) on the shared 2-core machine, too slow for every test run. Skipped without Chromium
+// or playwright-core unless ATTN_REQUIRE_BROWSER=1. ATTN_UPDATE_FIGURES=1 refreshes the
+// screenshots in docs/figures/.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
