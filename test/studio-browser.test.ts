@@ -170,6 +170,12 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
     assert.deepEqual(inNode.tokens, inPage.tokens);
     const d1 = maxDiff(inNode.logprobs, inPage.logprobs);
     assert.ok(d1 <= 1e-5, `page → Node: ${d1}`);
+    // ... and back: the same files loaded into the page score as Node scored them (page → Node → page).
+    await page.setInputFiles('#load-files', ['config.json', 'model.safetensors', 'char_tokenizer.json'].map((n) => join(ckpt, n)));
+    assert.equal(await waitState(page, ['loaded', 'error'], logs), 'loaded', `${await page.textContent('#status')}`);
+    const back = maxDiff(inNode.logprobs, (await pageLogprobs(page)).logprobs);
+    assert.ok(back <= 1e-5, `page → Node → page: ${back}`);
+    process.stderr.write(`# studio-browser max |Δ logprob|: page → Node ${d1}, page → Node → page ${back}\n`);
 
     phase('download');
     // 4. A reload keeps the run: resume from browser storage continues at step 200.
@@ -203,6 +209,7 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
     const loadedScores = await pageLogprobs(page);
     const d2 = maxDiff(nodeScores.logprobs, loadedScores.logprobs);
     assert.ok(d2 <= 1e-5, `Node → page: ${d2}`);
+    process.stderr.write(`# studio-browser max |Δ logprob|: Node checkpoint in the page ${d2}\n`);
 
     phase('node-ckpt');
     // 6. LoRA on a second text; Node applies the downloaded adapter to the same base and agrees.
@@ -218,6 +225,7 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
     const withAdapter = cliLogprobs(['--model', nodeCkpt, '--adapter', adapter]);
     const d3 = maxDiff(withAdapter.logprobs, (await pageLogprobs(page)).logprobs);
     assert.ok(d3 <= 1e-5, `LoRA page → Node: ${d3}`);
+    process.stderr.write(`# studio-browser max |Δ logprob|: LoRA adapter page → Node ${d3}\n`);
 
     phase('lora');
     // 7. Inside: the attention map, next-token bars and the PCA scatter are drawn.
