@@ -124,6 +124,18 @@ accepting, finishes the running requests and exits.
     booleans: ['quiet', 'quantize_embeddings', 'quantize_head'],
     run: async (f) => (await import('./serve.js')).runServe(f),
   },
+  studio: {
+    summary: 'serve the studio page: train, fine-tune (LoRA) and look inside a GPT in a browser tab',
+    help: `attn studio [--port N] | --out DIR
+
+Serves the studio (docs/studio.md) on 127.0.0.1 with the cross-origin isolation headers and prints
+its URL: pick a text (Tiny Shakespeare is bundled), a model size and attention variant, and train
+in the tab on WebGPU or the Web Worker cpu backend, with checkpoints kept in browser storage.
+
+  --port N     port to listen on (default 8080; 0 picks a free one)
+  --out DIR    instead of serving, write the page and the modules it needs as static files`,
+    run: async (f) => (await import('./studio.js')).runStudio(f),
+  },
   export: {
     summary: 'write a llama or GPT-2 model as a GGUF file (llama.cpp), or a decoder as ONNX',
     help: `attn export gguf --model DIR --out FILE.gguf [--type f32|f16|q8_0|q4_0|q4_1]

@@ -212,7 +212,8 @@ export function decodeTensor(name: string, info: TensorInfo, bytes: Uint8Array, 
   if (bytes.length !== info.end - info.begin) throw new SafetensorsError(fileName, `tensor '${name}': expected ${info.end - info.begin} bytes, got ${bytes.length}`);
   const n = bytes.length / width;
   // An aligned, private, host-order copy of the bytes.
-  const u8 = owned && bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
+  // new Uint8Array(bytes) copies; a Node Buffer's slice() would be a view of its whole pool.
+  const u8 = owned && bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : new Uint8Array(bytes);
   if (!LITTLE_ENDIAN_HOST) swapBytes(u8, width);
   const buf = u8.buffer as ArrayBuffer;
   let data: Float32Array | Float64Array | Int32Array;
