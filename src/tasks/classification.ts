@@ -98,6 +98,7 @@ export const CLASSIFICATION_TASK: Task<number[]> = {
     return {
       model,
       ...batches,
+      dpExamples: { count: trainRows.length, batchOf: (idx) => [...idx] },
       loss: (idx) => {
         const rows = idx.map((i) => trainRows[i]!);
         const ids = padBatch(rows, mc.pad_id, backend, padMultiple(backend));
@@ -158,6 +159,7 @@ async function openHFBert(cfg: TrainingConfig, { backend, say }: TaskContext, tr
   return {
     model,
     ...batches,
+    dpExamples: { count: trainRows.length, batchOf: (idx) => [...idx] },
     loss: (idx) => ({ loss: hfBertClassifyLoss(model, idx.map((i) => trainRows[i]!), idx.map((i) => trainLabels[i]!)).loss }),
     evaluate: () => {
       const a = hfBertAccuracy(model, devRows, devLabels);
