@@ -1,0 +1,95 @@
+// Memorisation and membership measurements: ROC AUC against the pairwise definition, the
+// skew-normal fit and CDF, exact canary exposure (pruned tree walk) against ranking every
+// candidate, and greedy extraction.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Generator, RefBackend } from '../src/index.js';
+import { GPT, gptConfig } from '../src/models/gpt.js';
+import {
+  exposureExact, exposureExtrapolated, extractionRate, fitSkewNormal, logNormalCdf, logSkewNormalCdf, rocAuc, rocCurve, secretLogPerplexities, windowLosses, type CanaryFormat,
+} from '../src/eval/privacy.js';
+
+const REF = new RefBackend();
+
+function pairwiseAuc(p: number[], n: number[]): number {
+  let s = 0;
+  for (const a of p) for (const b of n) s += a > b ? 1 : a === b ? 0.5 : 0;
+  return s / (p.length * n.length);
+}
+
+test('rocAuc equals the pairwise probability, ties counting one half', () => {
+  assert.equal(rocAuc([3, 4, 5], [0, 1, 2]), 1);
+  assert.equal(rocAuc([0, 1], [2, 3]), 0);
+  assert.equal(rocAuc([1, 1], [1, 1]), 0.5);
+  assert.equal(rocAuc([2, 1], [1, 0]), 0.875); // pairs: (2>1)(2>0)(1=1)(1>0) = 3.5/4
+  const g = new Generator(4);
+  for (let r = 0; r < 20; r++) {
+    const p = Array.from({ length: 1 + g.randint(30) }, () => g.randint(8) + 1);
+    const n = Array.from({ length: 1 + g.randint(30) }, () => g.randint(8));
+    assert.ok(Math.abs(rocAuc(p, n) - pairwiseAuc(p, n)) < 1e-12);
+    // The trapezoid area under rocCurve is the same number.
+    const c = rocCurve(p, n);
+    let area = 0;
+    for (let i = 1; i < c.length; i++) area += ((c[i]!.fpr - c[i - 1]!.fpr) * (c[i]!.tpr + c[i - 1]!.tpr)) / 2;
+    assert.ok(Math.abs(area - pairwiseAuc(p, n)) < 1e-12);
+  }
+  assert.throws(() => rocAuc([], [1]), /needs positives and negatives/);
+});
+
+test('skew-normal: the moment fit recovers the parameters and the CDF matches the normal at alpha 0', () => {
+  for (const z of [-1, 0, 0.7]) assert.ok(Math.abs(logSkewNormalCdf(z, { xi: 0, omega: 1, alpha: 0 }) - logNormalCdf(z)) < 1e-6);
+  // Φ(-10) = 7.619853024160527e-24.
+  assert.ok(Math.abs(logNormalCdf(-10) - Math.log(7.619853024160527e-24)) < 1e-3);
+  const g = new Generator(11);
+  const truth = { xi: 10, omega: 2, alpha: 3 };
+  const d = truth.alpha / Math.sqrt(1 + truth.alpha ** 2);
+  const xs = Array.from({ length: 40000 }, () => {
+    const u0 = g.normal();
+    const v = g.normal();
+    return truth.xi + truth.omega * (d * Math.abs(u0) + Math.sqrt(1 - d * d) * v);
+  });
+  const fit = fitSkewNormal(xs);
+  assert.ok(Math.abs(fit.xi - 10) < 0.1 && Math.abs(fit.omega - 2) < 0.1 && Math.abs(fit.alpha - 3) < 0.8, JSON.stringify(fit));
+  // The fitted CDF at the sample's 1 % quantile is near 1 %.
+  const sorted = [...xs].sort((a, b) => a - b);
+  const q01 = sorted[400]!;
+  assert.ok(Math.abs(Math.exp(logSkewNormalCdf(q01, fit)) - 0.01) < 0.003);
+});
+
+function tinyLM(seed: number): GPT {
+  return new GPT(gptConfig({ n_layer: 1, n_head: 2, n_embd: 16, block_size: 16, vocab_size: 14, dropout: 0, bias: true }), { backend: REF, dtype: 'float64', seed });
+}
+
+const FORMAT: CanaryFormat = { prefix: [12, 11, 12], digitIds: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], separator: 10, length: 3 };
+
+test('exact exposure: the pruned tree walk ranks the canary as ranking all 10^3 candidates does', () => {
+  const model = tinyLM(5);
+  const all = Array.from({ length: 1000 }, (_, i) => [Math.floor(i / 100), Math.floor(i / 10) % 10, i % 10]);
+  const lp = secretLogPerplexities(model, FORMAT, all);
+  for (const canary of [[3, 1, 4], [0, 0, 0], [9, 9, 9], [2, 7, 1]]) {
+    const e = exposureExact(model, FORMAT, canary);
+    const idx = canary[0]! * 100 + canary[1]! * 10 + canary[2]!;
+    const brute = 1 + Array.from(lp).filter((v) => v < lp[idx]!).length;
+    assert.equal(e.rank, brute, `canary ${canary}`);
+    assert.ok(Math.abs(e.logPerplexity - lp[idx]!) < 1e-9);
+    assert.ok(Math.abs(e.exposure - (Math.log2(1000) - Math.log2(brute))) < 1e-12);
+    assert.ok(e.expanded <= 111);
+  }
+  // The extrapolation lands near the exact exposure for a mid-ranked canary.
+  const x = exposureExtrapolated(model, FORMAT, [2, 7, 1], 600, new Generator(3));
+  const exact = exposureExact(model, FORMAT, [2, 7, 1]).exposure;
+  assert.ok(Math.abs(x.exposure - exact) < 1.5, `extrapolated ${x.exposure} vs exact ${exact}`);
+  model.dispose();
+});
+
+test('extraction and window losses on a tiny model', () => {
+  const model = tinyLM(6);
+  const tokens = Array.from({ length: 200 }, (_, i) => i % 14);
+  const r = extractionRate(model, tokens, [0, 20, 40], 5, 4, 16);
+  assert.equal(r.total, 3);
+  assert.ok(r.rate >= 0 && r.rate <= 1 && r.meanMatched <= 4);
+  const losses = windowLosses(model, [tokens.slice(0, 9), tokens.slice(9, 18)]);
+  assert.equal(losses.length, 2);
+  for (const l of losses) assert.ok(l > 0 && l < 10);
+  model.dispose();
+});
