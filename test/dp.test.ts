@@ -187,7 +187,8 @@ test('RDP of the subsampled Gaussian matches the mpmath quadrature of tools/rdp_
   for (const c of fx.rdp) {
     const got = rdpSubsampledGaussian(c.q, c.sigma, c.alpha);
     if (!Number.isInteger(c.alpha)) fractional++;
-    assert.ok(Math.abs(got - c.rdp) <= 1e-8 * Math.abs(c.rdp) + 1e-15, `q ${c.q} σ ${c.sigma} α ${c.alpha}: ${got} vs reference ${c.rdp}`);
+    // log A_α is the log of a sum near 1: double precision leaves a few ulps of 1 (~1e-15) absolute.
+    assert.ok(Math.abs(got - c.rdp) <= 1e-9 * Math.abs(c.rdp) + 2e-15 / (c.alpha - 1), `q ${c.q} σ ${c.sigma} α ${c.alpha}: ${got} vs reference ${c.rdp}`);
   }
   assert.ok(fractional >= 30);
   for (const c of fx.epsilon) {
