@@ -307,7 +307,7 @@ parameters as the dense one. Variants the code base lacks are reported as skippe
     run: async (f) => (await import('./compare.js')).runCompare(f),
   },
   probe: {
-    summary: 'measure a trained model: canary exposure and extraction (memorisation), membership inference',
+    summary: 'measure a trained model: canary exposure and extraction (memorisation), membership inference, bias probes',
     help: '',
     subcommand: true,
     run: async (f) => (await import('./probe.js')).runProbe(f),
@@ -319,7 +319,7 @@ async function helpOf(name: string, cmd: Command): Promise<string> {
   if (name === 'train') return (await import('./train.js')).trainHelp();
   if (name === 'translate') return (await import('./translate.js')).TRANSLATE_HELP;
   if (name === 'finetune') return (await import('./finetune.js')).FINETUNE_HELP;
-  if (name === 'probe') return (await import('./probe.js')).PROBE_HELP;
+  if (name === 'probe') return `${(await import('./probe.js')).PROBE_HELP}\n\n${(await import('./probe-bias.js')).PROBE_BIAS_HELP}`;
   if (name === 'pretrain-mlm') return (await import('./pretrain-mlm.js')).PRETRAIN_MLM_HELP;
   if (name === 'eval') return `${cmd.help}\n\n${(await import('./eval-classify.js')).EVAL_CLASSIFY_HELP}`;
   return cmd.help;

@@ -30,6 +30,8 @@ export const PROBE_HELP = `attn probe SUBCOMMAND [options]
       -loss (loss threshold) and, with --reference, of loss_ref - loss (the reference-model ratio,
       in log space).
 
+  attn probe bias counterfactual|occupations ...   see below
+
   --device cpu|ref, --threads N`;
 
 export async function runProbe(f: Flags): Promise<void> {
@@ -39,7 +41,8 @@ export async function runProbe(f: Flags): Promise<void> {
     case 'memorisation':
     case 'memorization': return probeMemorisation(f);
     case 'membership': return probeMembership(f);
-    default: throw new UsageError(`probe: unknown subcommand '${sub ?? ''}' (canaries, memorisation, membership; see 'attn probe --help')`);
+    case 'bias': return (await import('./probe-bias.js')).runProbeBias(f);
+    default: throw new UsageError(`probe: unknown subcommand '${sub ?? ''}' (canaries, memorisation, membership, bias; see 'attn probe --help')`);
   }
 }
 

@@ -73,6 +73,7 @@ export const FIELDS = {
   train_file: { default: 'data/sst2/train.tsv', check: 'path', tasks: ['classification'], doc: 'labeled training sentences (TSV: sentence, label)' },
   dev_file: { default: 'data/sst2/dev.tsv', check: 'path', tasks: ['classification'], doc: 'labeled dev sentences: picks the best checkpoint' },
   label_fraction: { default: 1, check: 'unit-closed', tasks: ['classification'], doc: 'use a seeded fraction of the training labels' },
+  cda_pairs: { default: '', tasks: ['classification'], doc: 'counterfactual data augmentation: a word-pair TSV (e.g. data/bias/gender-pairs.tsv); each training sentence holding a listed word is added again with the words swapped' },
   src_lang: { default: 'de', tasks: ['translation'], doc: 'source language suffix of the data files' },
   source_prefix: { default: '', tasks: ['translation'], doc: 'with --init_from a Hugging Face T5: the task prefix put before each source sentence (e.g. "translate German to English: ")' },
   tgt_lang: { default: 'en', tasks: ['translation'], doc: 'target language suffix' },
