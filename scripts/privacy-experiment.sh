@@ -2,7 +2,7 @@
 # The memorisation / DP-SGD experiment of docs/responsible.md, scaled down for a shared 2-core
 # machine: 60,000 characters of Tiny Shakespeare with 4 canaries of 5 digits (k = 1, 4, 16, 64), a 2-layer
 # 64-wide character GPT trained 500 updates of 16 windows of 64 characters, without DP and with
-# DP-SGD at eps ~ 8 (500 updates) and ~ 1 (250 updates); a reference model on disjoint text; two more sizes for extraction.
+# DP-SGD at eps ~ 8 and ~ 1; a reference model on disjoint text; two more sizes for extraction.
 # Usage: scripts/privacy-experiment.sh WORKDIR   (runs everything under nice; ~30-40 min there)
 set -euo pipefail
 W=${1:?work directory}
@@ -10,22 +10,24 @@ A="node $(cd "$(dirname "$0")/.." && pwd)/dist/src/cli/main.js"
 SRC=$(cd "$(dirname "$0")/.." && pwd)/data/tinyshakespeare/input.txt
 mkdir -p "$W" && cd "$W"
 head -c 60000 "$SRC" > base.txt
+$A probe canaries --data base.txt --out train.txt --canaries canaries.json --k 1,4,16,64 --digits 5 --seed 1
 python3 - "$SRC" <<'PY'
 import sys
 t = open(sys.argv[1]).read()
-open('ref.txt', 'w').write(t[60000:120000])        # the reference model's (disjoint) text
-open('nonmember.txt', 'w').write(t[120000:180000])  # seen by neither model
+train = open('train.txt').read()
+vocab = set(train)
+keep = lambda s: ''.join(c for c in s if c in vocab)  # one character vocabulary for all three texts
+open('ref.txt', 'w').write(keep(t[60000:120000]))        # the reference model's (disjoint) text
+open('nonmember.txt', 'w').write(keep(t[120000:180000]))  # seen by neither model
+open('train_part.txt', 'w').write(train[:int(len(train) * 0.9)])  # the training split
 PY
-$A probe canaries --data base.txt --out train.txt --canaries canaries.json --k 1,4,16,64 --digits 5 --seed 1
-python3 -c "t=open('train.txt').read(); open('train_part.txt','w').write(t[:int(len(t)*0.9)])"
 $A prepare --input train.txt --out ds >/dev/null
-$A prepare --input ref.txt --out ds_ref >/dev/null
+$A prepare --input ref.txt --out ds_ref --tokenizer ds >/dev/null  # the target's tokenizer: the ratio compares the same ids
 COMMON="--n_head 4 --block_size 64 --batch_size 16 --max_iters 500 --learning_rate 3e-3 --min_lr 3e-4 --warmup_iters 20 --eval_interval 100 --eval_iters 20 --dropout 0 --weight_decay 0 --sample 0 --seed 1"
 run() { local out=$1; shift; nice -n 10 $A train --out "$out" $COMMON "$@" 2>&1 | grep -E "^step|^done" | tail -2; }
 run base --dataset ds --n_layer 2 --n_embd 64
 run dp8 --dataset ds --n_layer 2 --n_embd 64 --dp_clip 1 --dp_noise 0.669
-# eps ~ 1 in half the updates (time: a DP update costs ~10x an ordinary one here): sigma for eps = 1 at 250.
-run dp1 --dataset ds --n_layer 2 --n_embd 64 --dp_clip 1 --dp_noise 1.475 --max_iters 250 --eval_interval 50
+run dp1 --dataset ds --n_layer 2 --n_embd 64 --dp_clip 1 --dp_noise 1.867
 run ref --dataset ds_ref --n_layer 2 --n_embd 64
 run small --dataset ds --n_layer 1 --n_embd 32
 run large --dataset ds --n_layer 3 --n_embd 128
