@@ -88,8 +88,40 @@ test('extraction and window losses on a tiny model', () => {
   const r = extractionRate(model, tokens, [0, 20, 40], 5, 4, 16);
   assert.equal(r.total, 3);
   assert.ok(r.rate >= 0 && r.rate <= 1 && r.meanMatched <= 4);
-  const losses = windowLosses(model, [tokens.slice(0, 9), tokens.slice(9, 18)]);
+  // Windows of block_size + 1 tokens (inputs and the last target) fit a model of block 16.
+  const losses = windowLosses(model, [tokens.slice(0, 17), tokens.slice(17, 34)]);
   assert.equal(losses.length, 2);
   for (const l of losses) assert.ok(l > 0 && l < 10);
   model.dispose();
+});
+
+test('attn probe canaries: each secret k times as whole lines in the training part, and every digit in the text', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { mkdtempSync, readFileSync, writeFileSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const { fileURLToPath } = await import('node:url');
+  const dir = mkdtempSync(join(tmpdir(), 'attn-canary-'));
+  try {
+    const text = Array.from({ length: 400 }, (_, i) => `line ${'abcdefghij'[i % 10]} of the text`).join('\n') + '\n';
+    writeFileSync(join(dir, 'in.txt'), text);
+    const main = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+    const r = spawnSync(process.execPath, [main, 'probe', 'canaries', '--data', join(dir, 'in.txt'), '--out', join(dir, 'out.txt'), '--canaries', join(dir, 'c.json'), '--k', '1,3', '--digits', '4', '--seed', '2'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const spec = JSON.parse(readFileSync(join(dir, 'c.json'), 'utf8')) as { prefix: string; digits: number; canaries: { secret: number[]; k: number }[] };
+    assert.deepEqual(spec.canaries.map((c) => c.k), [1, 3]);
+    const out = readFileSync(join(dir, 'out.txt'), 'utf8');
+    const lines = out.split('\n');
+    assert.equal(lines[0], '0 1 2 3 4 5 6 7 8 9');
+    const trainEnd = Math.floor(out.length * 0.9);
+    for (const c of spec.canaries) {
+      const line = `${spec.prefix}${c.secret.join(' ')}`;
+      assert.equal(lines.filter((l) => l === line).length, c.k);
+      assert.ok(out.lastIndexOf(line) < trainEnd, 'a canary inside the validation split');
+    }
+    // The original lines are all there, in order.
+    assert.equal(lines.filter((l) => l.startsWith('line ')).join('\n') + '\n', text);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

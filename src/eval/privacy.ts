@@ -302,7 +302,8 @@ export function windowLosses(model: CausalLM, windows: readonly (readonly number
   if (windows.length === 0) return new Float64Array(0);
   const L = windows[0]!.length;
   const positions = Array.from({ length: L - 1 }, (_, i) => i);
-  const rows = nextTokenLogProbs(model, windows, positions, batch);
+  // The model reads the first L-1 tokens; the row at t scores token t+1.
+  const rows = nextTokenLogProbs(model, windows.map((w) => w.slice(0, L - 1)), positions, batch);
   return Float64Array.from(rows.map((r, i) => -r.reduce((s, row, t) => s + row[windows[i]![t + 1]!]!, 0) / (L - 1)));
 }
 
