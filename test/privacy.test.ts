@@ -3,7 +3,7 @@
 // candidate, and greedy extraction.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Generator, RefBackend } from '../src/index.js';
+import { Generator, RefBackend, tensor } from '../src/index.js';
 import { GPT, gptConfig } from '../src/models/gpt.js';
 import {
   exposureExact, exposureExtrapolated, extractionRate, fitSkewNormal, logNormalCdf, logSkewNormalCdf, rocAuc, rocCurve, secretLogPerplexities, windowLosses, type CanaryFormat,
@@ -92,6 +92,12 @@ test('extraction and window losses on a tiny model', () => {
   const losses = windowLosses(model, [tokens.slice(0, 17), tokens.slice(17, 34)]);
   assert.equal(losses.length, 2);
   for (const l of losses) assert.ok(l > 0 && l < 10);
+  // Equal to the model's own mean cross-entropy of x = w[0..16), y = w[1..17).
+  const w = tokens.slice(17, 34);
+  const x = tensor(w.slice(0, 16), { shape: [1, 16], dtype: 'int32', backend: REF });
+  const y = tensor(w.slice(1), { shape: [1, 16], dtype: 'int32', backend: REF });
+  const own = model.forward(x, y).loss!.item();
+  assert.ok(Math.abs(losses[1]! - own) < 1e-9, `${losses[1]} vs ${own}`);
   model.dispose();
 });
 
