@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { Generator, RefBackend, tensor } from '../src/index.js';
 import { GPT, gptConfig } from '../src/models/gpt.js';
 import {
-  exposureExact, exposureExtrapolated, extractionRate, fitSkewNormal, logNormalCdf, logSkewNormalCdf, rocAuc, rocCurve, secretLogPerplexities, windowLosses, type CanaryFormat,
+  exposureExact, exposureExtrapolated, extractionRate, fitSkewNormal, logNormalCdf, logSkewNormalCdf, rocAuc, rocAucInterval, rocCurve, secretLogPerplexities, windowLosses, type CanaryFormat,
 } from '../src/eval/privacy.js';
 
 const REF = new RefBackend();
@@ -34,6 +34,14 @@ test('rocAuc equals the pairwise probability, ties counting one half', () => {
     assert.ok(Math.abs(area - pairwiseAuc(p, n)) < 1e-12);
   }
   assert.throws(() => rocAuc([], [1]), /needs positives and negatives/);
+  const sep = rocAucInterval([5, 6, 7], [1, 2, 3], new Generator(1), 200);
+  assert.deepEqual([sep.estimate, sep.low, sep.high], [1, 1, 1]);
+  const g2 = new Generator(3);
+  const p = Array.from({ length: 300 }, () => g2.normal() + 0.5);
+  const n = Array.from({ length: 300 }, () => g2.normal());
+  const iv = rocAucInterval(p, n, g2, 300);
+  // AUC of N(0.5,1) against N(0,1) is Φ(0.5/√2) = 0.638.
+  assert.ok(iv.low < iv.estimate && iv.estimate < iv.high && iv.low < 0.638 && 0.638 < iv.high, JSON.stringify(iv));
 });
 
 test('skew-normal: the moment fit recovers the parameters and the CDF matches the normal at alpha 0', () => {

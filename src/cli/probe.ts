@@ -4,7 +4,7 @@
 //   membership    membership inference by loss and by a reference model's loss ratio (ROC AUC)
 import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../io/files.js';
-import { exposureExact, exposureExtrapolated, extractionRate, rocAuc, windowLosses, type CanaryFormat, type CausalLM } from '../eval/privacy.js';
+import { exposureExact, exposureExtrapolated, extractionRate, rocAucInterval, windowLosses, type CanaryFormat, type CausalLM } from '../eval/privacy.js';
 import { Generator } from '../tensor/index.js';
 import type { Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
@@ -180,15 +180,17 @@ async function probeMembership(f: Flags): Promise<void> {
   const lin = windowLosses(model, inW);
   const lout = windowLosses(model, outW);
   const mean = (a: Float64Array): number => a.reduce((s, v) => s + v, 0) / a.length;
-  const aucLoss = rocAuc(lin.map((v) => -v), lout.map((v) => -v));
-  const result: Record<string, number> = { n, window: win, loss_members: mean(lin), loss_nonmembers: mean(lout), auc_loss: aucLoss };
-  process.stdout.write(`loss: members ${mean(lin).toFixed(4)}, non-members ${mean(lout).toFixed(4)}; ROC AUC (loss threshold) ${aucLoss.toFixed(4)}\n`);
+  const ci = (x: { estimate: number; low: number; high: number }): string => `${x.estimate.toFixed(4)} [${x.low.toFixed(4)}, ${x.high.toFixed(4)}]`;
+  const lossCI = rocAucInterval(lin.map((v) => -v), lout.map((v) => -v), g);
+  const aucLoss = lossCI.estimate;
+  const result: Record<string, number> = { n, window: win, loss_members: mean(lin), loss_nonmembers: mean(lout), auc_loss: aucLoss, auc_loss_low: lossCI.low, auc_loss_high: lossCI.high };
+  process.stdout.write(`loss: members ${mean(lin).toFixed(4)}, non-members ${mean(lout).toFixed(4)}; ROC AUC (loss threshold) ${ci(lossCI)} (95 % bootstrap)\n`);
   if (ref) {
     const rin = windowLosses(ref.model, inW);
     const rout = windowLosses(ref.model, outW);
-    const aucRatio = rocAuc(rin.map((v, i) => v - lin[i]!), rout.map((v, i) => v - lout[i]!));
-    Object.assign(result, { ref_loss_members: mean(rin), ref_loss_nonmembers: mean(rout), auc_ratio: aucRatio });
-    process.stdout.write(`reference: members ${mean(rin).toFixed(4)}, non-members ${mean(rout).toFixed(4)}; ROC AUC (reference ratio) ${aucRatio.toFixed(4)}\n`);
+    const ratioCI = rocAucInterval(rin.map((v, i) => v - lin[i]!), rout.map((v, i) => v - lout[i]!), g);
+    Object.assign(result, { ref_loss_members: mean(rin), ref_loss_nonmembers: mean(rout), auc_ratio: ratioCI.estimate, auc_ratio_low: ratioCI.low, auc_ratio_high: ratioCI.high });
+    process.stdout.write(`reference: members ${mean(rin).toFixed(4)}, non-members ${mean(rout).toFixed(4)}; ROC AUC (reference ratio) ${ci(ratioCI)} (95 % bootstrap)\n`);
     ref.model.dispose();
   }
   if (json) await writeFileAtomic(json, JSON.stringify(result, null, 1) + '\n');

@@ -344,3 +344,18 @@ export function extractionRate(model: CausalLM, tokens: ArrayLike<number>, offse
   });
   return { rate: extracted / offsets.length, extracted, total: offsets.length, meanMatched: matched / offsets.length };
 }
+
+/** A 95 % percentile-bootstrap interval of the ROC AUC, resampling positives and negatives apart. */
+export function rocAucInterval(positives: ArrayLike<number>, negatives: ArrayLike<number>, g: Generator, reps = 1000, level = 0.95): { estimate: number; low: number; high: number } {
+  const p = Array.from(positives);
+  const n = Array.from(negatives);
+  const vals: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const ps = p.map(() => p[g.randint(p.length)]!);
+    const ns = n.map(() => n[g.randint(n.length)]!);
+    vals.push(rocAuc(ps, ns));
+  }
+  vals.sort((a, b) => a - b);
+  const at = (q: number): number => vals[Math.min(vals.length - 1, Math.max(0, Math.round(q * (vals.length - 1))))]!;
+  return { estimate: rocAuc(p, n), low: at((1 - level) / 2), high: at((1 + level) / 2) };
+}
