@@ -339,6 +339,12 @@ parameters as the dense one. Variants the code base lacks are reported as skippe
     booleans: ['json'],
     run: async (f) => (await import('./compare.js')).runCompare(f),
   },
+  probe: {
+    summary: 'measure a trained model: canary exposure and extraction (memorisation), membership inference, bias probes',
+    help: '',
+    subcommand: true,
+    run: async (f) => (await import('./probe.js')).runProbe(f),
+  },
 };
 
 /** Commands whose help lives in their own module. */
@@ -346,6 +352,7 @@ async function helpOf(name: string, cmd: Command): Promise<string> {
   if (name === 'train') return (await import('./train.js')).trainHelp();
   if (name === 'translate') return (await import('./translate.js')).TRANSLATE_HELP;
   if (name === 'finetune') return (await import('./finetune.js')).FINETUNE_HELP;
+  if (name === 'probe') return `${(await import('./probe.js')).PROBE_HELP}\n\n${(await import('./probe-bias.js')).PROBE_BIAS_HELP}`;
   if (name === 'pretrain-mlm') return (await import('./pretrain-mlm.js')).PRETRAIN_MLM_HELP;
   if (name === 'sweep') return (await import('./sweep.js')).SWEEP_HELP;
   if (name === 'eval') return `${cmd.help}\n\n${(await import('./eval-classify.js')).EVAL_CLASSIFY_HELP}\n\n${(await import('./eval-lm.js')).EVAL_LM_HELP}`;

@@ -131,3 +131,40 @@ async function evaluateHFBert(modelDir: string, tsvPath: string, backend: Backen
     model.dispose();
   }
 }
+
+/** p(class 1) for each sentence from an attn classifier checkpoint (eval mode, batched by length). */
+export async function classifierPositiveProbs(modelDir: string, sentences: readonly string[], backend?: Backend, batchSize = 64): Promise<number[]> {
+  const { model, tokenizer, config } = await loadBertCheckpoint(modelDir, { backend });
+  try {
+    if (!model.cls_head || config.n_classes !== 2) throw new CheckpointError(modelDir, 'needs a two-class classifier (attn finetune --task sst2)');
+    const sp: SpecialIds = { pad_id: config.pad_id, cls_id: config.cls_id, sep_id: config.sep_id, mask_id: config.mask_id };
+    const rows = sentences.map((s) => encodeSentence(tokenizer, s, sp, config.max_len, config.prompt_suffix));
+    const be = model.embed.weight.backend;
+    const out = new Array<number>(rows.length).fill(NaN);
+    const order = rows.map((_, i) => i).sort((a, b) => rows[a]!.length - rows[b]!.length);
+    const wasTraining = model.training;
+    model.eval();
+    try {
+      for (let s = 0; s < order.length; s += batchSize) {
+        const idx = order.slice(s, s + batchSize);
+        const logits = noGrad(() => tidy(() => {
+          const ids = padBatch(idx.map((i) => rows[i]!), config.pad_id, be, padMultiple(be));
+          const y = tensor(new Int32Array(idx.length), { backend: be, dtype: 'int32', shape: [idx.length] });
+          return model.classifyLoss(ids, y, maskPositionsOf(idx.map((i) => rows[i]!), model)).logits.keep();
+        }));
+        const d = logits.data();
+        logits.dispose();
+        idx.forEach((i, k) => {
+          const a = d[2 * k]!;
+          const b = d[2 * k + 1]!;
+          out[i] = 1 / (1 + Math.exp(a - b));
+        });
+      }
+    } finally {
+      model.train(wasTraining);
+    }
+    return out;
+  } finally {
+    model.dispose();
+  }
+}

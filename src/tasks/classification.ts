@@ -2,6 +2,8 @@
 // through the MLM head's scores of one word per class; from scratch or from a pre-trained
 // checkpoint, full or LoRA (merged when saved), on a seeded fraction of the labels. OUT/best is
 // the best dev accuracy. The loop (src/train/loop.ts) does the rest.
+import { readFile } from 'node:fs/promises';
+import { augmentCounterfactual, parseWordPairs } from '../data/counterfactual.js';
 import { labelSubset, encodeSentence, type LabeledExample, promptIds, PROMPT_MASK, readTsv, specialIdsOf, trainSentenceTokenizer, type SpecialIds } from '../data/sentences.js';
 import { accuracyOf, encodeForHFBert, hfBertAccuracy, hfBertClassifyLoss, maskPositionsOf, padMultiple } from '../eval/classify.js';
 import { CheckpointError } from '../io/checkpoint.js';
@@ -42,7 +44,12 @@ export const CLASSIFICATION_TASK: Task<number[]> = {
     const allTrain = await readTsv(cfg.train_file);
     let dev = await readTsv(cfg.dev_file);
     if (cfg.eval_max > 0 && dev.length > cfg.eval_max) dev = labelSubset(dev, cfg.eval_max / dev.length, cfg.seed + 7);
-    const trainEx = labelSubset(allTrain, cfg.label_fraction, cfg.seed);
+    let trainEx = labelSubset(allTrain, cfg.label_fraction, cfg.seed);
+    if (cfg.cda_pairs !== '') {
+      const n0 = trainEx.length;
+      trainEx = augmentCounterfactual(trainEx, parseWordPairs(await readFile(cfg.cda_pairs, 'utf8'), cfg.cda_pairs));
+      say(`counterfactual data augmentation (${cfg.cda_pairs}): ${trainEx.length - n0} swapped copies added`);
+    }
     for (const e of [...trainEx, ...dev]) if (e.label >= cfg.n_classes) throw new Error(`label ${e.label} is outside n_classes=${cfg.n_classes}`);
     say(`${trainEx.length} labeled training examples (label_fraction ${cfg.label_fraction}), ${dev.length} dev examples`);
     const hfFrom = resume ? (resume.config['model_type'] === 'bert' ? resume.dir : null)
@@ -98,6 +105,7 @@ export const CLASSIFICATION_TASK: Task<number[]> = {
     return {
       model,
       ...batches,
+      dpExamples: { count: trainRows.length, batchOf: (idx) => [...idx] },
       loss: (idx) => {
         const rows = idx.map((i) => trainRows[i]!);
         const ids = padBatch(rows, mc.pad_id, backend, padMultiple(backend));
@@ -158,6 +166,7 @@ async function openHFBert(cfg: TrainingConfig, { backend, say }: TaskContext, tr
   return {
     model,
     ...batches,
+    dpExamples: { count: trainRows.length, batchOf: (idx) => [...idx] },
     loss: (idx) => ({ loss: hfBertClassifyLoss(model, idx.map((i) => trainRows[i]!), idx.map((i) => trainLabels[i]!)).loss }),
     evaluate: () => {
       const a = hfBertAccuracy(model, devRows, devLabels);

@@ -5,7 +5,7 @@ import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
-import { BatchSampler, type Batch } from '../data/sampler.js';
+import { BatchSampler, gatherBatch, type Batch } from '../data/sampler.js';
 import { loadDataset, prepareDataset, readTokenizerFiles } from '../data/files.js';
 import { CheckpointError, type LoadedCheckpoint } from '../io/checkpoint.js';
 import { checkpointConfigJson, modelToCheckpointTensors } from '../models/checkpoint-format.js';
@@ -229,6 +229,11 @@ function lmRun(cfg: TrainConfig, model: LMModel, data: { train: ArrayLike<number
     info: { modelConfig: model.config, tokensPerIter: cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size },
     nextBatch: () => train.next(),
     sizeOf: (b) => b.batchSize * b.blockSize,
+    // DP-SGD's examples: the non-overlapping block_size windows of the training tokens.
+    dpExamples: {
+      count: Math.floor((data.train.length - 1) / cfg.block_size),
+      batchOf: (idx) => gatherBatch(data.train, idx.map((i) => i * cfg.block_size), cfg.block_size),
+    },
     evaluate: () => {
       const trainLoss = estimateLoss(model, evalTrain, cfg.eval_iters);
       const valLoss = estimateLoss(model, evalVal, cfg.eval_iters);

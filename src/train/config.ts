@@ -53,6 +53,11 @@ export const FIELDS = {
   beta2: { default: 0.95, check: 'unit', doc: 'AdamW β2' },
   eps: { default: 1e-8, check: 'pos', doc: 'AdamW ε' },
   grad_clip: { default: 1.0, check: 'nonneg', doc: 'clip the global gradient norm to this (0: no clipping)' },
+  // ---- differential privacy (DP-SGD, src/train/dp.ts)
+  dp_clip: { default: 0, check: 'nonneg', tasks: ['lm', 'classification'], doc: 'DP-SGD: clip each example\'s gradient to this L2 norm C, with Poisson batches and an RDP accountant (0: off; grad_clip and gradient accumulation are then not used)' },
+  dp_noise: { default: 0, check: 'nonneg', tasks: ['lm', 'classification'], doc: 'DP-SGD: noise multiplier σ (Gaussian noise of standard deviation σ·dp_clip on the summed gradients)' },
+  dp_sample_rate: { default: 0, check: 'nonneg', tasks: ['lm', 'classification'], doc: 'DP-SGD: probability q that an example is in a batch (0: batch_size × gradient_accumulation_steps / examples)' },
+  dp_delta: { default: 1e-5, check: 'unit', tasks: ['lm', 'classification'], doc: 'DP-SGD: the δ at which ε is reported in metrics.jsonl' },
   // ---- evaluation, logging, checkpoints
   eval_interval: { default: 2000, check: 'nonneg-int', doc: 'evaluate and checkpoint every this many updates, and at the end (0: only at the end)' },
   eval_iters: { default: 200, check: 'pos-int', tasks: ['lm', 'masked-lm'], doc: 'batches averaged per evaluation' },
@@ -68,6 +73,7 @@ export const FIELDS = {
   train_file: { default: 'data/sst2/train.tsv', check: 'path', tasks: ['classification'], doc: 'labeled training sentences (TSV: sentence, label)' },
   dev_file: { default: 'data/sst2/dev.tsv', check: 'path', tasks: ['classification'], doc: 'labeled dev sentences: picks the best checkpoint' },
   label_fraction: { default: 1, check: 'unit-closed', tasks: ['classification'], doc: 'use a seeded fraction of the training labels' },
+  cda_pairs: { default: '', tasks: ['classification'], doc: 'counterfactual data augmentation: a word-pair TSV (e.g. data/bias/gender-pairs.tsv); each training sentence holding a listed word is added again with the words swapped' },
   src_lang: { default: 'de', tasks: ['translation'], doc: 'source language suffix of the data files' },
   source_prefix: { default: '', tasks: ['translation'], doc: 'with --init_from a Hugging Face T5: the task prefix put before each source sentence (e.g. "translate German to English: ")' },
   tgt_lang: { default: 'en', tasks: ['translation'], doc: 'target language suffix' },

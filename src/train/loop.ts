@@ -15,9 +15,11 @@ import type { TensorEntry } from '../io/safetensors.js';
 import { Dropout } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { rngStateFromJson, rngStateToJson } from '../data/sampler.js';
-import { add, concat, div, minimum, mul, noGrad, reshape, sqrt, square, sum, tensor, setMatmulPrecision, tidy, zeros, type Generator, type Tensor } from '../tensor/index.js';
+import { add, concat, div, minimum, mul, noGrad, reshape, sqrt, square, sum, tensor, setMatmulPrecision, tidy, zeros, type Tensor } from '../tensor/index.js';
 import { resolveConfig, type TaskDefaults, type TrainingConfig } from './config.js';
 import { AdamW } from './optim.js';
+import { DpRun, type DpExamples } from './dp.js';
+import { Generator } from '../tensor/random.js';
 import { scheduleOf } from './schedule.js';
 
 export type { MetricsRecord } from '../eval/plot.js';
@@ -66,6 +68,8 @@ export interface TaskRun<B> {
   info?: Record<string, unknown>;
   /** Frees what the run holds beside the model (a frozen reference model, ...). */
   dispose?(): void;
+  /** The training set as separate examples, for DP-SGD's Poisson sampling (dp_clip > 0). */
+  dpExamples?: DpExamples<B>;
 }
 
 export interface TaskContext {
@@ -513,6 +517,12 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
   const names = paramNames(run.model, params);
   const opt = new AdamW(params, { lr: cfg.learning_rate, betas: [cfg.beta1, cfg.beta2], eps: cfg.eps, weightDecay: cfg.weight_decay });
   const dropout = dropoutGenerators(run.model);
+  // DP-SGD (dp_clip > 0): Poisson batches of per-example clipped, noised gradients (src/train/dp.ts).
+  let dp: DpRun<B> | null = null;
+  if (cfg.dp_clip > 0) {
+    if (!run.dpExamples) throw new Error(`DP-SGD (dp_clip ${cfg.dp_clip}) is not available for the ${task.task} task`);
+    dp = new DpRun(cfg, run.dpExamples, new Generator(cfg.seed ^ 0x5bd1e995));
+  }
   const lrAt = scheduleOf(cfg);
   const higher = task.best.higher;
   const better = (a: number, b: number): boolean => (higher ? a > b : a < b);
@@ -553,6 +563,10 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
         run.setState(state);
         if (state.rng.dropout.length !== dropout.length) throw new Error(`${state.rng.dropout.length} dropout generator states for ${dropout.length} generators`);
         dropout.forEach((g, i) => rngStateFromJson(g, state!.rng.dropout[i], `rng.dropout[${i}]`));
+        if (dp) {
+          rngStateFromJson(dp.generator, (state as unknown as Record<string, unknown>)['dp_rng'], 'dp_rng');
+          dp.resumeAt(state.iter);
+        }
       } catch (e) {
         throw new CheckpointError(join(ckpt.dir, TRAINER_STATE_FILE), (e as Error).message);
       }
@@ -581,6 +595,7 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
       const st: LoopState = {
         ...run.state(), format: STATE_FORMAT, version: 2, task: task.task, iter, best: Number.isFinite(best) ? best : null, last_eval: lastEval,
         optimizer_step: opt.step, tokens, elapsed_s: elapsed(), rng: { dropout: dropout.map((g) => rngStateToJson(g)) }, config: cfg,
+        ...(dp ? { dp_rng: rngStateToJson(dp.generator) } : {}),
       };
       let optimizer: Map<string, TensorEntry> | undefined;
       if (withOptimizer && par?.optimizerState) {
@@ -612,7 +627,7 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
 
     // On a GPU the updates are queued and their stats read once per log interval (and before an
     // evaluation, a save or the end): no read-back inside an update. Elsewhere each reads its own.
-    const queued = backend.name === 'webgpu';
+    const queued = backend.name === 'webgpu' && !dp;
     let windowStart = performance.now();
     let lastLoss = NaN;
     const drain = (): { values: number[]; gradNorm: number; dt: number; extra: Record<string, unknown> } | null => {
@@ -705,11 +720,12 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
       const start = performance.now();
       const batches: B[] = [];
       let n = 0;
-      for (let k = 0; k < cfg.gradient_accumulation_steps; k++) {
+      if (dp) batches.push(...dp.sample());
+      for (let k = 0; !dp && k < cfg.gradient_accumulation_steps; k++) {
         const b = run.nextBatch();
-        n += run.sizeOf(b);
         batches.push(b);
       }
+      for (const b of batches) n += run.sizeOf(b);
       tokens += n;
       const withEval = pendingEval?.step === it ? pendingEval : null;
       const logNow = it % cfg.log_interval === 0 || withEval !== null;
@@ -718,7 +734,13 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
       let dt: number;
       let extra: Record<string, unknown>;
       try {
-        if (queued) {
+        if (dp) {
+          const r = dp.update(src, params, opt, batches, { lr, step: it });
+          values = r.values;
+          norm = r.gradNorm;
+          dt = performance.now() - start;
+          extra = { ...(run.stepRecord?.() ?? {}), ...dp.record() };
+        } else if (queued) {
           if (queue.length === 0) windowStart = start;
           const stats = updateStepQueued(src, params, opt, batches, { ...stepOpts, lr, step: it });
           queue.push({ step: it, stats, extra: run.stepRecord?.() ?? {} });
