@@ -16,6 +16,10 @@ import { CLASSIFICATION_TASK } from '../tasks/classification.js';
 import { LM_TASK } from '../tasks/lm.js';
 import { MASKED_LM_TASK } from '../tasks/masked-lm.js';
 import { TRANSLATION_TASK } from '../tasks/translation.js';
+import { DPO_TASK } from '../tasks/dpo.js';
+import { PPO_TASK } from '../tasks/ppo.js';
+import { REWARD_TASK } from '../tasks/reward.js';
+import { SFT_TASK } from '../tasks/sft.js';
 import { CharTokenizer, loadTokenizer } from '../tokenizers/index.js';
 import { fieldHelp, parseFieldValue, resolveConfig, TASK_NAMES, type TaskName, type TrainingConfig } from '../train/config.js';
 import { BEST_DIR, LAST_DIR, METRICS_FILE, PLOT_FILE, readResumeConfig, runTraining, type EvalResult, type LoopResult, type Task } from '../train/loop.js';
@@ -26,6 +30,7 @@ import { ProgressBar } from './progress.js';
 
 export const TASKS: Record<TaskName, Task<never>> = {
   lm: LM_TASK as Task<never>, translation: TRANSLATION_TASK as Task<never>, classification: CLASSIFICATION_TASK as Task<never>, 'masked-lm': MASKED_LM_TASK as Task<never>,
+  sft: SFT_TASK as Task<never>, reward: REWARD_TASK as Task<never>, dpo: DPO_TASK as Task<never>, ppo: PPO_TASK as Task<never>,
 };
 
 /** Tiny Shakespeare as shipped in the package (data/tinyshakespeare/input.txt). */
