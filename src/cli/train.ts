@@ -222,7 +222,8 @@ async function sampleAfter(cfg: TrainingConfig, chars: number): Promise<void> {
 /** attn train: --preset NAME or --task NAME (default lm). */
 export async function runTrain(f: Flags): Promise<void> {
   const presetName = f.string('preset');
-  const taskFlag = f.string('task');
+  // `attn train reward` is `attn train --task reward`.
+  const taskFlag = f.string('task') ?? (f.parsed.positionals[0] === 'reward' ? 'reward' : undefined);
   const dataFlag = f.string('data');
   const sample = f.number('sample', { integer: true, min: 0 }) ?? 300;
   const test = f.string('test');
@@ -242,7 +243,7 @@ export async function runTrain(f: Flags): Promise<void> {
   }
   if (dataFlag !== undefined) {
     if (task === 'lm' && existsSync(dataFlag) && existsSync(join(dataFlag, 'meta.json'))) base['dataset'] = dataFlag;
-    else if (task === 'lm' || task === 'masked-lm') base['data'] = dataFlag;
+    else if (task === 'lm' || task === 'masked-lm' || task === 'sft' || task === 'reward' || task === 'dpo' || task === 'ppo') base['data'] = dataFlag;
     else if (task === 'translation') base['dataset'] = dataFlag;
     else throw new UsageError(`train: --data does not apply to ${task} (use --train_file and --dev_file)`);
     // A run on a file of its own gets an out folder of its own.

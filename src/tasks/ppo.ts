@@ -30,11 +30,12 @@ const VALUE_HEAD_FILE = 'value_head.safetensors';
 export class PolicyWithValue extends Module {
   readonly policy: GPT;
   readonly value_head: Linear;
-  constructor(policy: GPT) {
+  constructor(policy: GPT, seed = 0) {
     super();
     this.policy = this.registerModule('policy', policy);
     const w = policy.transformer.wte.weight;
-    this.value_head = this.registerModule('value_head', new Linear(policy.config.n_embd, 1, { backend: w.backend, dtype: w.dtype, std: 0.02, bias: true }));
+    const generator = new Generator((seed ^ 0x7a1e) >>> 0);
+    this.value_head = this.registerModule('value_head', new Linear(policy.config.n_embd, 1, { backend: w.backend, dtype: w.dtype, std: 0.02, bias: true, generator }));
   }
   /** x (B, T) → logits (B, T, V) and values (B, T). */
   forward(x: Tensor): { logits: Tensor; values: Tensor } {
@@ -92,7 +93,7 @@ export const PPO_TASK: Task<PpoBatch> = {
       pol.model.dispose();
       throw new Error('ppo: the policy must be an attn GPT checkpoint (its value head reads the GPT hidden states)');
     }
-    const model = new PolicyWithValue(pol.model);
+    const model = new PolicyWithValue(pol.model, cfg.seed);
     if (resume && existsSync(join(resume.dir, VALUE_HEAD_FILE))) {
       const st = parseSafetensors(new Uint8Array(await readFile(join(resume.dir, VALUE_HEAD_FILE))), VALUE_HEAD_FILE);
       model.value_head.loadStateDict(new Map([...st.tensors].map(([n, t]) => [n, { shape: t.shape, data: t.data }])));

@@ -12,7 +12,7 @@ import { gptConfigFromCheckpointJson } from '../models/gpt-checkpoint.js';
 import { GPT } from '../models/gpt.js';
 import { Linear } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
-import { compare, gather, mean, noGrad, reshape, slice, sub, tensor, tidy, to, type Tensor } from '../tensor/index.js';
+import { compare, gather, Generator, mean, noGrad, reshape, slice, sub, tensor, tidy, to, type Tensor } from '../tensor/index.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { bradleyTerryLoss } from '../train/alignment.js';
 import type { Task, TaskRun } from '../train/loop.js';
@@ -29,7 +29,8 @@ export class RewardModel extends Module {
     super();
     this.gpt = this.registerModule('gpt', gpt);
     const w = gpt.transformer.wte.weight;
-    this.score = this.registerModule('score', new Linear(gpt.config.n_embd, 1, { backend: w.backend, dtype: w.dtype, std: 0.02, bias: true, skipInit: opts.init === false }));
+    const generator = new Generator(((opts.seed ?? 0) ^ 0x5c0e) >>> 0);
+    this.score = this.registerModule('score', new Linear(gpt.config.n_embd, 1, { backend: w.backend, dtype: w.dtype, std: 0.02, bias: true, skipInit: opts.init === false, generator }));
   }
 
   /** x int32 (B, T) right-padded, lengths[b] the tokens of row b → rewards (B,). */
