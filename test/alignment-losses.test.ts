@@ -127,3 +127,20 @@ test('finite differences (float64): logSigmoid, the preference losses, Bradleyâ€
   const rets = c([2, 4]);
   gradcheck('ppoValueLoss', (x) => ppoValueLoss(x, oldV, rets, mask, 0.2), [v]);
 });
+
+test('finite differences (float64): packed (segmented) causal self-attention, learned and rotary positions', async () => {
+  const { CausalSelfAttention, RotaryEmbedding } = await import('../src/nn/index.js');
+  const g = new Generator(5);
+  for (const rope of [false, true]) {
+    const attn = new CausalSelfAttention(8, 2, { backend: be, dtype: 'float64', generator: g, rope: rope ? new RotaryEmbedding(4, 16, { backend: be, dtype: 'float64' }) : null });
+    const x = randTensor([2, 6, 8], be, g, { requiresGrad: true });
+    // (B=2, T=6) with 8 channels: small, so the finite differences stay quick.
+    gradcheck(`segmented attention${rope ? ' (rope)' : ''}`, (t) => attn.forward(t, undefined, [[2, 4], [3, 1, 2]]), [x]);
+    // The gradient of a segment's output reaches only its own segment's inputs.
+    x.grad = null;
+    const y = attn.forward(x, undefined, [[2, 4], [3, 1, 2]]);
+    A.sum(A.slice(A.slice(y, 0, 0, 1), 1, 0, 2)).backward();
+    const gx = x.grad!.data();
+    for (let t = 2; t < 6; t++) for (let c = 0; c < 8; c++) assert.equal(gx[t * 8 + c], 0, `row 0 position ${t} is in another segment`);
+  }
+});
