@@ -105,7 +105,7 @@ if (phases.includes('pairs')) {
 if (phases.includes('dpo')) {
   for (const beta of DPO_BETAS) {
     attn('finetune', 'dpo', '--init_from', P('gpt/best'), '--data', P('pairs.jsonl'), '--out', P(`dpo-b${beta}`), '--beta', String(beta), '--block_size', '128',
-      '--batch_size', '16', '--learning_rate', '5e-4', '--max_iters', '66', '--eval_interval', '22', '--eval_iters', '3', '--lr_decay', 'constant', '--warmup_iters', '5');
+      '--batch_size', '16', '--learning_rate', '5e-4', '--max_iters', '40', '--eval_interval', '20', '--eval_iters', '3', '--lr_decay', 'constant', '--warmup_iters', '5');
   }
 }
 
@@ -113,7 +113,7 @@ if (phases.includes('ppo')) {
   for (const c of PPO_KL) {
     attn('finetune', 'ppo', '--init_from', P('gpt/best'), '--data', P('prompts_ppo.txt'), '--reward_model', P('cls/best'), '--out', P(`ppo-kl${c}`), '--kl_coef', String(c),
       '--block_size', '128', '--batch_size', '16', '--rollout_batch', '32', '--ppo_epochs', '2', '--max_new_tokens', String(RESPONSE_CHARS), '--learning_rate', '5e-4',
-      '--max_iters', '60', '--eval_interval', '20', '--eval_iters', '1', '--lr_decay', 'constant', '--warmup_iters', '4', '--vf_coef', '0.1');
+      '--max_iters', '40', '--eval_interval', '20', '--eval_iters', '1', '--lr_decay', 'constant', '--warmup_iters', '4', '--vf_coef', '0.1');
   }
 }
 

@@ -65,7 +65,7 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
     run: async (f) => (await import('./translate.js')).runTranslate(f),
   },
   finetune: {
-    summary: 'fine-tune a language model (attn finetune lm --init_from DIR --data FILE [--lora_r 8]) or an encoder classifier (attn finetune --task sst2), full or LoRA',
+    summary: 'fine-tune a language model (attn finetune lm --init_from DIR --data FILE [--lora_r 8]) or an encoder classifier (attn finetune --task sst2), full or LoRA; align one (attn finetune sft|dpo|ppo, docs/alignment.md)',
     help: '',
     booleans: ['quiet'],
     subcommand: true,

@@ -33,6 +33,8 @@ export interface LoadedPolicy {
   tokenizerFiles: Record<string, string>;
   /** The model's chat template, or attn's plain one when it has none. */
   template: ChatTemplate;
+  /** Where the template came from. */
+  templateFrom: 'model' | 'plain';
   /** config.json of a Hugging Face decoder (kept when saving). */
   hfConfig: Record<string, unknown> | null;
   eos: number | undefined;
@@ -69,11 +71,12 @@ export async function loadPolicy(dir: string, backend: Backend, what = 'init_fro
   const jinjaPath = join(dir, 'chat_template.jinja');
   const jinja = existsSync(jinjaPath) ? await readFile(jinjaPath, 'utf8') : undefined;
   const eos = model instanceof DecoderLM ? model.eosTokenIds[0] ?? tokenizer.eotToken : tokenizer.eotToken;
-  const template = chatTemplateOf(tokConfig, jinja) ?? { source: PLAIN_CHAT_TEMPLATE, bosToken: null, eosToken: eos !== undefined ? tokenizer.decode([eos]) : null };
+  const own = chatTemplateOf(tokConfig, jinja);
+  const template = own ?? { source: PLAIN_CHAT_TEMPLATE, bosToken: null, eosToken: eos !== undefined ? tokenizer.decode([eos]) : null };
   const tokenizerFiles = { ...tokenizer.toFiles() };
   if (Object.keys(tokConfig).length && !tokenizerFiles['tokenizer_config.json']) tokenizerFiles['tokenizer_config.json'] = JSON.stringify(tokConfig, null, 2);
   if (jinja !== undefined) tokenizerFiles['chat_template.jinja'] = jinja;
-  return { model, tokenizer, tokenizerFiles, template, hfConfig, eos };
+  return { model, tokenizer, tokenizerFiles, template, templateFrom: own ? 'model' : 'plain', hfConfig, eos };
 }
 
 /** Text → ids, with special-token text allowed (a rendered chat holds its template's tokens). */

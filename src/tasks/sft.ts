@@ -58,7 +58,7 @@ export const SFT_TASK: Task<RowBatch> = {
     const sampler = new EpochSampler(trainRows ? trainRows.length : train.length, cfg.seed);
     const batchOf = (idx: number[], packed: typeof trainRows, plain: typeof train): RowBatch => (packed ? packedBatch(idx.map((i) => packed[i]!), block) : padRows(idx.map((i) => plain[i]!)));
     const lora = policyLora(model, cfg, say);
-    if (!resume) say(`sft: ${train.length} conversations (${trainRows ? `${trainRows.length} packed rows of ${block}` : 'one per row'}), ${val.length} held out; chat template ${pol.template.source.length > 120 ? 'from the model' : 'attn plain'}`);
+    if (!resume) say(`sft: ${train.length} conversations (${trainRows ? `${trainRows.length} packed rows of ${block}` : 'one per row'}), ${val.length} held out; ${pol.templateFrom === 'model' ? "the model's chat template" : "attn's plain chat template (the model has none)"}`);
     model.train();
     return {
       model,
