@@ -143,6 +143,7 @@ test('DPO: β → large keeps the policy within 1e-3 KL of the reference; a smal
   assert.ok((small.last_eval!['accuracy'] as number) > 0.9, 'the small-β policy prefers the chosen responses');
   const recs = readFileSync(join(ROOT, 'dpo-small', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
   for (const k of ['chosen_reward', 'rejected_reward', 'margin', 'accuracy']) assert.ok(Number.isFinite(recs[1]![k]), `metrics.jsonl has ${k}`);
+  assert.match(readFileSync(join(ROOT, 'dpo-small', 'alignment.svg'), 'utf8'), /<svg[\s\S]*margin/, 'alignment.svg draws the margin');
 });
 
 test('DPO (IPO loss) resumes exactly: 4 + 4 updates equal 8', async () => {

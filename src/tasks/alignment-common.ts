@@ -22,6 +22,7 @@ import { matmul, mul, noGrad, tensor, tidy, Generator, type Tensor } from '../te
 import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { IGNORE, sequenceLogProbs } from '../train/alignment.js';
 import { generate } from '../generate/index.js';
+import { linePlotSvg, type MetricsRecord, type PlotSeries } from '../eval/plot.js';
 import type { TrainingConfig } from '../train/config.js';
 
 export type CausalLM = GPT | DecoderLM;
@@ -426,4 +427,17 @@ export function freeze<M extends CausalLM>(m: M): M {
   for (const p of m.parameters()) p.requiresGrad = false;
   m.eval();
   return m;
+}
+
+/**
+ * The alignment metrics of a run drawn against the update (alignment.svg): each key of the
+ * records that has a finite value, training records and evaluations as separate series.
+ */
+export function alignmentPlot(records: readonly MetricsRecord[], keys: readonly string[], title: string): Record<string, string> {
+  const series: PlotSeries[] = [];
+  for (const k of keys) {
+    const points = records.map((r) => [r.step, (r as unknown as Record<string, number>)[k]] as const).filter(([, v]) => typeof v === 'number' && Number.isFinite(v)) as [number, number][];
+    if (points.length) series.push({ name: k.replace(/_/g, ' '), points, markers: points.length < 40 });
+  }
+  return series.length ? { 'alignment.svg': linePlotSvg(series, { title, xLabel: 'update' }) } : {};
 }

@@ -9,7 +9,7 @@ import { crossEntropy, exp, logSoftmax, mean, mul, noGrad, slice, sub, sum, tidy
 import { IGNORE, preferenceLoss, sequenceLogProbs, type PreferenceLossKind } from '../train/alignment.js';
 import type { Task, TaskRun } from '../train/loop.js';
 import {
-  alignmentProblems, batchTensors, EpochSampler, freeze, holdOut, loadPolicy, logitsOf, padRows, policyConfig, policyLora, policyTensors, promptResponse,
+  alignmentPlot, alignmentProblems, batchTensors, EpochSampler, freeze, holdOut, loadPolicy, logitsOf, padRows, policyConfig, policyLora, policyTensors, promptResponse,
   readPreferencePairs, shiftExample, type CausalLM, type PreferencePair, type RowBatch,
 } from './alignment-common.js';
 
@@ -109,6 +109,7 @@ export const DPO_TASK: Task<DpoBatch> = {
         return Object.fromEntries(Object.entries(acc).map(([k, v]) => [k, v / Math.max(n, 1)]));
       },
       checkpoint: () => ({ config: policyConfig(model, pol.hfConfig), model: policyTensors(model, lora), tokenizerFiles: pol.tokenizerFiles }),
+      plots: (records) => alignmentPlot(records, ['chosen_reward', 'rejected_reward', 'margin', 'accuracy', 'kl'], `${cfg.dpo_loss.toUpperCase()} (β ${cfg.beta}): implicit rewards, margin, accuracy, KL`),
       state: () => ({ sampler: sampler.state() }),
       setState: (s) => sampler.setState(s['sampler']),
       dispose: () => ref.dispose(),

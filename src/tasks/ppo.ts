@@ -19,7 +19,7 @@ import {
 } from '../train/alignment.js';
 import type { Task, TaskRun } from '../train/loop.js';
 import {
-  alignmentProblems, batchTensors, encodeText, EpochSampler, freeze, loadPolicy, messagesOf, policyConfig, policyTensors, readJsonl, responseBatch, sampleResponses,
+  alignmentPlot, alignmentProblems, batchTensors, encodeText, EpochSampler, freeze, loadPolicy, messagesOf, policyConfig, policyTensors, readJsonl, responseBatch, sampleResponses,
 } from './alignment-common.js';
 import { renderChat } from '../generate/chat.js';
 import { loadScorer } from './scorers.js';
@@ -231,6 +231,7 @@ export const PPO_TASK: Task<PpoBatch> = {
           tokenizerFiles: { ...pol.tokenizerFiles, [VALUE_HEAD_FILE]: serializeSafetensors(vh) },
         };
       },
+      plots: (records) => alignmentPlot(records, ['reward', 'kl', 'kl_coef', 'policy_loss', 'value_loss'], `PPO: reward, KL(π‖π_ref) per response, KL coefficient`),
       state: () => ({ sampler: sampler.state(), rollout_rng: rngStateToJson(rolloutGen), kl_coef: kl.value, rollout, cursor }),
       setState(s) {
         sampler.setState(s['sampler']);

@@ -16,7 +16,7 @@ import { compare, gather, Generator, mean, noGrad, reshape, slice, sub, tensor, 
 import { loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { bradleyTerryLoss } from '../train/alignment.js';
 import type { Task, TaskRun } from '../train/loop.js';
-import { alignmentProblems, EpochSampler, holdOut, loadPolicy, promptResponse, readPreferencePairs, type PreferencePair } from './alignment-common.js';
+import { alignmentPlot, alignmentProblems, EpochSampler, holdOut, loadPolicy, promptResponse, readPreferencePairs, type PreferencePair } from './alignment-common.js';
 import type { ChatTemplate } from '../generate/chat.js';
 
 export const REWARD_CHECKPOINT = 'attn_reward_model';
@@ -187,6 +187,7 @@ export const REWARD_TASK: Task<PairBatch> = {
         for (const [k, t] of model.stateDict()) tensors.set(k, { dtype: 'F32', shape: [...t.shape], data: t.data() });
         return { config: { attn_checkpoint: REWARD_CHECKPOINT, gpt: checkpointConfigJson(model.gpt.config), chat_template: template.source }, model: tensors, tokenizerFiles };
       },
+      plots: (records) => alignmentPlot(records, ['accuracy', 'margin'], 'reward model: pairwise accuracy and margin'),
       state: () => ({ sampler: sampler.state() }),
       setState: (s) => sampler.setState(s['sampler']),
     };
