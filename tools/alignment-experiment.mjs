@@ -29,8 +29,8 @@ const attn = (...args) => {
 const P = (f) => join(out, f);
 const PROMPT_CHARS = 24; // review prefixes cut at a word boundary (the paper: 2-8 tokens)
 const RESPONSE_CHARS = 48; // sampled continuation (characters = tokens here)
-const DPO_BETAS = [0.1, 1.0];
-const PPO_KL = [0.05, 0.5];
+const DPO_BETAS = [0.1, 0.5, 2];
+const PPO_KL = [0.05, 0.2, 1];
 
 const clean = (t) => t.replace(/<br\s*\/?>/g, ' ').replace(/[^\x20-\x7e]/g, '').replace(/\s+/g, ' ').trim();
 const prefix = (t) => {
@@ -89,7 +89,7 @@ if (phases.includes('pairs')) {
   const L = await lib();
   const pol = await L.loadPolicy(P('gpt/best'), L.backend);
   const scorer = await L.loadScorer(P('cls/best'), L.backend);
-  const prompts = lines(P('prompts_pairs.txt')).slice(0, 160);
+  const prompts = lines(P('prompts_pairs.txt'));
   const gen = new L.Generator(7);
   const ids = prompts.map((p) => L.encodeText(pol.tokenizer, p));
   const a = L.sampleResponses(pol.model, pol.tokenizer, ids, { maxNew: RESPONSE_CHARS, temperature: 1, gen });
@@ -105,15 +105,15 @@ if (phases.includes('pairs')) {
 if (phases.includes('dpo')) {
   for (const beta of DPO_BETAS) {
     attn('finetune', 'dpo', '--init_from', P('gpt/best'), '--data', P('pairs.jsonl'), '--out', P(`dpo-b${beta}`), '--beta', String(beta), '--block_size', '128',
-      '--batch_size', '8', '--learning_rate', '5e-4', '--max_iters', '30', '--eval_interval', '15', '--eval_iters', '2', '--lr_decay', 'constant', '--warmup_iters', '5');
+      '--batch_size', '16', '--learning_rate', '5e-4', '--max_iters', '50', '--eval_interval', '25', '--eval_iters', '3', '--lr_decay', 'constant', '--warmup_iters', '5');
   }
 }
 
 if (phases.includes('ppo')) {
   for (const c of PPO_KL) {
     attn('finetune', 'ppo', '--init_from', P('gpt/best'), '--data', P('prompts_ppo.txt'), '--reward_model', P('cls/best'), '--out', P(`ppo-kl${c}`), '--kl_coef', String(c),
-      '--block_size', '128', '--batch_size', '8', '--rollout_batch', '16', '--ppo_epochs', '2', '--max_new_tokens', String(RESPONSE_CHARS), '--learning_rate', '5e-4',
-      '--max_iters', '24', '--eval_interval', '12', '--eval_iters', '1', '--lr_decay', 'constant', '--warmup_iters', '4', '--vf_coef', '0.1');
+      '--block_size', '128', '--batch_size', '16', '--rollout_batch', '32', '--ppo_epochs', '2', '--max_new_tokens', String(RESPONSE_CHARS), '--learning_rate', '5e-4',
+      '--max_iters', '40', '--eval_interval', '20', '--eval_iters', '1', '--lr_decay', 'constant', '--warmup_iters', '4', '--vf_coef', '0.1');
   }
 }
 
@@ -121,7 +121,7 @@ if (phases.includes('eval')) {
   const L = await lib();
   const ref = L.freeze((await L.loadPolicy(P('gpt/best'), L.backend)).model);
   const scorer = await L.loadScorer(P('cls/best'), L.backend);
-  const prompts = lines(P('prompts_eval.txt')).slice(0, 32);
+  const prompts = lines(P('prompts_eval.txt')).slice(0, 48);
   const runs = [['reference (SFT)', P('gpt/best')], ...DPO_BETAS.map((b) => [`DPO beta ${b}`, P(`dpo-b${b}/last`)]), ...PPO_KL.map((c) => [`PPO kl_coef ${c}`, P(`ppo-kl${c}/last`)])];
   const results = [];
   const samples = {};
@@ -134,10 +134,11 @@ if (phases.includes('eval')) {
     const got = [...L.sampleResponses(pol.model, pol.tokenizer, ids, { maxNew: RESPONSE_CHARS, temperature: 1, gen }), ...L.sampleResponses(pol.model, pol.tokenizer, ids, { maxNew: RESPONSE_CHARS, temperature: 1, gen })];
     const rewards = scorer.score([...prompts, ...prompts], got.map((r) => r.text));
     const reward = rewards.reduce((a, b) => a + b, 0) / rewards.length;
+    const rewardSe = Math.sqrt(rewards.reduce((a, b) => a + (b - reward) ** 2, 0) / (rewards.length - 1) / rewards.length);
     const kl = L.sequenceKL(pol.model, ref, got);
-    results.push({ name, dir, reward, kl, n: got.length });
+    results.push({ name, dir, reward, reward_se: rewardSe, kl, n: got.length });
     samples[name] = got.slice(0, 4).map((r, i) => ({ prompt: prompts[i], response: r.text, reward: rewards[i] }));
-    console.error(`${name}: reward ${reward.toFixed(4)}, KL ${kl.toFixed(3)} nats per sequence`);
+    console.error(`${name}: reward ${reward.toFixed(4)} ± ${rewardSe.toFixed(4)}, KL ${kl.toFixed(3)} nats per sequence`);
     pol.model.dispose();
   }
   writeFileSync(P('results.json'), JSON.stringify({ results, samples }, null, 2) + '\n');
