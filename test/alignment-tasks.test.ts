@@ -186,3 +186,30 @@ test('reward model (Bradley–Terry) learns the pairs; PPO against it logs rewar
   a.model.dispose();
   b.model.dispose();
 });
+
+test('SFT with LoRA: only the adapters train, and the saved checkpoint (adapters folded in) computes what the adapted model did', async () => {
+  const init = await tinyCheckpoint('lora-init');
+  const data = join(ROOT, 'chat-lora.jsonl');
+  writeFileSync(data, Array.from({ length: 12 }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `hi ${'abc'[i % 3]}` }, { role: 'assistant', content: 'hello.' }] })).join('\n') + '\n');
+  let adapted: GPT | null = null;
+  let expected: Float32Array | null = null;
+  const x = tensor(Int32Array.from(tok.encode('user: hi\nassistant: hel')), { shape: [1, 23], dtype: 'int32' });
+  await runTraining(SFT_TASK, { init_from: init, data, out_dir: join(ROOT, 'sft-lora'), max_iters: 6, batch_size: 4, block_size: 64, learning_rate: 1e-2, eval_interval: 6, eval_iters: 2, lora_rank: 4, lora_alpha: 8 }, {
+    ...quiet,
+    onStart: (info) => {
+      adapted = info.model as GPT;
+      assert.equal(info.trainable, info.model.parameters().filter((p) => /lora_[AB]/.test(p.name ?? '')).reduce((a, p) => a + p.size, 0), 'only the adapters train');
+    },
+    onEval: (e) => {
+      if (e.step === 6) expected = noGrad(() => adapted!.forward(x).logits.data() as Float32Array);
+    },
+  });
+  const saved = await loadGPTCheckpoint(join(ROOT, 'sft-lora', 'last'));
+  const got = noGrad(() => saved.model.forward(x).logits.data());
+  assertClose(got, expected!, 1e-4, 1e-5, 'merged checkpoint logits');
+  const base = await loadGPTCheckpoint(init);
+  const before = noGrad(() => base.model.forward(x).logits.data());
+  assert.ok(before.some((v, i) => Math.abs(v - expected![i]!) > 1e-3), 'the adapters changed the model');
+  saved.model.dispose();
+  base.model.dispose();
+});
