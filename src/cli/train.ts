@@ -223,7 +223,9 @@ async function sampleAfter(cfg: TrainingConfig, chars: number): Promise<void> {
 export async function runTrain(f: Flags): Promise<void> {
   const presetName = f.string('preset');
   // `attn train reward` is `attn train --task reward`.
-  const taskFlag = f.string('task') ?? (f.parsed.positionals[0] === 'reward' ? 'reward' : undefined);
+  const sub = f.parsed.positionals[0];
+  if (sub !== undefined && (sub !== 'reward' || f.parsed.positionals.length > 1)) throw new UsageError(`train: unexpected argument '${sub === 'reward' ? f.parsed.positionals[1] : sub}' (options are written --name value; 'attn train reward' trains a reward model)`);
+  const taskFlag = f.string('task') ?? (sub === 'reward' ? 'reward' : undefined);
   const dataFlag = f.string('data');
   const sample = f.number('sample', { integer: true, min: 0 }) ?? 300;
   const test = f.string('test');
