@@ -179,7 +179,8 @@ test('reward model (Bradley–Terry) learns the pairs; PPO against it logs rewar
   await runTraining(PPO_TASK, { ...common, max_iters: 3, out_dir: join(ROOT, 'ppo-b') }, quiet);
   await runTraining(PPO_TASK, { ...common, max_iters: 6, out_dir: join(ROOT, 'ppo-b'), init_from: 'resume' }, quiet);
   const recs = readFileSync(join(ROOT, 'ppo-a', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
-  assert.ok(recs.some((r) => Number.isFinite(r['reward']) && Number.isFinite(r['kl']) && Number.isFinite(r['policy_loss'])), 'reward, kl and policy_loss logged');
+  assert.ok(recs.some((r) => Number.isFinite(r['rollout_reward']) && Number.isFinite(r['rollout_kl']) && Number.isFinite(r['policy_loss'])), 'the rollouts\' reward and KL and the policy loss logged');
+  assert.ok(recs.some((r) => Number.isFinite(r['reward']) && Number.isFinite(r['kl'])), 'the evaluation\'s reward and KL logged');
   const a = await loadGPTCheckpoint(join(ROOT, 'ppo-a', 'last'));
   const b = await loadGPTCheckpoint(join(ROOT, 'ppo-b', 'last'));
   for (const [[n, p], [, q]] of a.model.namedParameters().map((e, i) => [e, b.model.namedParameters()[i]!] as const)) assert.deepEqual(p.data(), q.data(), n);

@@ -213,7 +213,8 @@ export const PPO_TASK: Task<PpoBatch> = {
         return { loss: add(pl, mul(vl, cfg.vf_coef)), parts: { policy_loss: pl, value_loss: vl } };
       },
       stepRecord() {
-        const s = pendingStats ?? {};
+        // The training rollout's statistics, named apart from the evaluation's reward and kl.
+        const s = pendingStats ? { rollout_reward: pendingStats['reward'], rollout_kl: pendingStats['kl'], kl_coef: pendingStats['kl_coef'], response_len: pendingStats['response_len'] } : {};
         pendingStats = null;
         return s;
       },
@@ -231,7 +232,7 @@ export const PPO_TASK: Task<PpoBatch> = {
           tokenizerFiles: { ...pol.tokenizerFiles, [VALUE_HEAD_FILE]: serializeSafetensors(vh) },
         };
       },
-      plots: (records) => alignmentPlot(records, ['reward', 'kl', 'kl_coef', 'policy_loss', 'value_loss'], `PPO: reward, KL(π‖π_ref) per response, KL coefficient`),
+      plots: (records) => alignmentPlot(records, ['rollout_reward', 'rollout_kl', 'reward', 'kl', 'kl_coef', 'policy_loss', 'value_loss'], `PPO: reward, KL(π‖π_ref) per response, KL coefficient`),
       state: () => ({ sampler: sampler.state(), rollout_rng: rngStateToJson(rolloutGen), kl_coef: kl.value, rollout, cursor }),
       setState(s) {
         sampler.setState(s['sampler']);
