@@ -30,6 +30,17 @@ task): sources are source_prefix + sentence, targets the reference; val loss and
 pick OUT/best, written in the T5 layout ('attn translate --model OUT/best --prefix ...' reads it).
 Defaults: 1000 updates of 16 pairs, learning rate 3e-4 with linear decay, out/finetune-translation.
 
+attn finetune sft --init_from DIR --data chat.jsonl [--pack true|false] [--lora_r R] [--FIELD VALUE ...]
+attn finetune dpo --init_from DIR --data pairs.jsonl [--dpo_loss dpo|ipo] [--beta B] [--ref_model DIR]
+attn finetune ppo --init_from DIR --data prompts.txt --reward_model DIR [--kl_coef C | --kl_target K] [--ppo_epochs 4]
+attn train reward --init_from DIR --data pairs.jsonl
+
+Alignment (docs/alignment.md): SFT on chat JSONL ({"messages": [...]}, loss on the assistant's
+tokens only, rendered with the model's chat template); DPO or IPO on preference pairs
+({"prompt", "chosen", "rejected"}) against a frozen reference; PPO with a value head, KL penalty
+and GAE against a reward model or a classifier; a reward model (GPT + scalar head, Bradley-Terry).
+'attn train --help' lists their fields under sft, dpo, ppo and reward.
+
 attn finetune --task sst2 [--init_from DIR] [--label_fraction F] [--out DIR] [--FIELD VALUE ...]
 
 Trains a BERT-style encoder classifier on SST-2 (data/sst2/train.tsv; dev accuracy on
@@ -60,7 +71,7 @@ const TRANSLATION_FINETUNE_DEFAULTS = {
 
 export async function runFinetune(f: Flags): Promise<void> {
   const sub = f.parsed.positionals[0];
-  if (sub !== undefined && sub !== 'lm' && sub !== 'translation') throw new UsageError(`finetune: unknown subcommand '${sub}' (attn finetune lm ..., attn finetune translation ..., or attn finetune --task sst2)`);
+  if (sub !== undefined && !['lm', 'translation', 'sft', 'dpo', 'ppo'].includes(sub)) throw new UsageError(`finetune: unknown subcommand '${sub}' (attn finetune lm|translation|sft|dpo|ppo ..., or attn finetune --task sst2)`);
   if (f.parsed.positionals.length > 1) throw new UsageError(`finetune: unexpected argument '${f.parsed.positionals[1]}'`);
   if (sub === 'lm') {
     if (!f.has('init_from')) throw new UsageError('finetune lm: --init_from DIR is required (a Hugging Face decoder or an attn checkpoint)');
@@ -68,6 +79,11 @@ export async function runFinetune(f: Flags): Promise<void> {
     // Resuming restates nothing: the saved run's config is taken as it was.
     const base = f.parsed.flags.get('init_from') === 'resume' ? {} : { ...LM_FINETUNE_DEFAULTS, learning_rate: lora ? 1e-3 : 1e-4 };
     await runTaskCommand(f, { command: 'finetune lm', task: 'lm', base });
+    return;
+  }
+  if (sub === 'sft' || sub === 'dpo' || sub === 'ppo') {
+    // Alignment (docs/alignment.md): the task's own defaults; the data is --data FILE.
+    await runTaskCommand(f, { command: `finetune ${sub}`, task: sub, base: {} });
     return;
   }
   if (sub === 'translation') {

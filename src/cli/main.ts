@@ -28,6 +28,7 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
   --init_from resume   continue the run in --out from DIR/last
   --device cpu|webgpu|auto|ref     backend (default cpu); --threads N
   --sample N           print N generated characters at the end (default 300; 0 for none)`,
+    subcommand: true, // attn train reward (docs/alignment.md)
     run: async (f) => (await import('./train.js')).runTrain(f),
   },
   sample: {
@@ -65,7 +66,7 @@ Any field of the training config can be set by name, e.g. --max_iters 50 --batch
     run: async (f) => (await import('./translate.js')).runTranslate(f),
   },
   finetune: {
-    summary: 'fine-tune a language model (attn finetune lm --init_from DIR --data FILE [--lora_r 8]) or an encoder classifier (attn finetune --task sst2), full or LoRA',
+    summary: 'fine-tune a language model (attn finetune lm --init_from DIR --data FILE [--lora_r 8]) or an encoder classifier (attn finetune --task sst2), full or LoRA; align one (attn finetune sft|dpo|ppo, docs/alignment.md)',
     help: '',
     booleans: ['quiet'],
     subcommand: true,

@@ -16,6 +16,10 @@ import { CLASSIFICATION_TASK } from '../tasks/classification.js';
 import { LM_TASK } from '../tasks/lm.js';
 import { MASKED_LM_TASK } from '../tasks/masked-lm.js';
 import { TRANSLATION_TASK } from '../tasks/translation.js';
+import { DPO_TASK } from '../tasks/dpo.js';
+import { PPO_TASK } from '../tasks/ppo.js';
+import { REWARD_TASK } from '../tasks/reward.js';
+import { SFT_TASK } from '../tasks/sft.js';
 import { CharTokenizer, loadTokenizer } from '../tokenizers/index.js';
 import { fieldHelp, parseFieldValue, resolveConfig, TASK_NAMES, type TaskName, type TrainingConfig } from '../train/config.js';
 import { BEST_DIR, LAST_DIR, METRICS_FILE, PLOT_FILE, readResumeConfig, runTraining, type EvalResult, type LoopResult, type Task } from '../train/loop.js';
@@ -27,6 +31,7 @@ import { ProgressBar } from './progress.js';
 
 export const TASKS: Record<TaskName, Task<never>> = {
   lm: LM_TASK as Task<never>, translation: TRANSLATION_TASK as Task<never>, classification: CLASSIFICATION_TASK as Task<never>, 'masked-lm': MASKED_LM_TASK as Task<never>,
+  sft: SFT_TASK as Task<never>, reward: REWARD_TASK as Task<never>, dpo: DPO_TASK as Task<never>, ppo: PPO_TASK as Task<never>,
 };
 
 /** Tiny Shakespeare as shipped in the package (data/tinyshakespeare/input.txt). */
@@ -246,7 +251,10 @@ async function sampleAfter(cfg: TrainingConfig, chars: number): Promise<void> {
 /** attn train: --preset NAME or --task NAME (default lm). */
 export async function runTrain(f: Flags): Promise<void> {
   const presetName = f.string('preset');
-  const taskFlag = f.string('task');
+  // `attn train reward` is `attn train --task reward`.
+  const sub = f.parsed.positionals[0];
+  if (sub !== undefined && (sub !== 'reward' || f.parsed.positionals.length > 1)) throw new UsageError(`train: unexpected argument '${sub === 'reward' ? f.parsed.positionals[1] : sub}' (options are written --name value; 'attn train reward' trains a reward model)`);
+  const taskFlag = f.string('task') ?? (sub === 'reward' ? 'reward' : undefined);
   const dataFlag = f.string('data');
   const sample = f.number('sample', { integer: true, min: 0 }) ?? 300;
   const test = f.string('test');
@@ -266,7 +274,7 @@ export async function runTrain(f: Flags): Promise<void> {
   }
   if (dataFlag !== undefined) {
     if (task === 'lm' && existsSync(dataFlag) && existsSync(join(dataFlag, 'meta.json'))) base['dataset'] = dataFlag;
-    else if (task === 'lm' || task === 'masked-lm') base['data'] = dataFlag;
+    else if (task === 'lm' || task === 'masked-lm' || task === 'sft' || task === 'reward' || task === 'dpo' || task === 'ppo') base['data'] = dataFlag;
     else if (task === 'translation') base['dataset'] = dataFlag;
     else throw new UsageError(`train: --data does not apply to ${task} (use --train_file and --dev_file)`);
     // A run on a file of its own gets an out folder of its own.

@@ -9,7 +9,7 @@ import { gpt2ConfigFromHF, gpt2ConfigToHF } from './hf-gpt2.js';
 
 // Hugging Face GPT-2 stores these as Conv1D weights, [in, out]; attn's Linear is [out, in].
 // c_fc2 (SwiGLU's second input projection, not in GPT-2) follows its sibling c_fc.
-const CONV1D = /^transformer\.h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_fc2|mlp\.c_proj)\.weight$/;
+export const CONV1D = /^transformer\.h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_fc2|mlp\.c_proj)\.weight$/;
 
 function transpose2d(data: ArrayLike<number>, rows: number, cols: number, like: ArrayLike<number>): Float32Array | Float64Array {
   const out = like instanceof Float64Array ? new Float64Array(rows * cols) : new Float32Array(rows * cols);

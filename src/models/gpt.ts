@@ -8,7 +8,7 @@
 // feed-forward layers (moe_*: transformer.h.{i}.mlp.router, mlp.experts.{e}.c_fc, ...).
 import type { Backend } from '../backend/backend.js';
 import { ATTENTION_DEFAULTS, attentionProblems, sparsityOf, type AttentionFields } from '../nn/attention-config.js';
-import { CausalSelfAttention, KVCache, KVPool, type ForwardCacheOptions, type KVLayerCache, type PooledStep, type PromptChunk, finishPooledStep, planPooledStep, stepOutputRows } from '../nn/attention.js';
+import { CausalSelfAttention, checkSegments, KVCache, KVPool, type ForwardCacheOptions, type KVLayerCache, type PooledStep, type PromptChunk, type Segments, finishPooledStep, planPooledStep, stepOutputRows } from '../nn/attention.js';
 import { Dropout, Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
 import { swigluHidden, MLP, type MLPActivation } from '../nn/mlp.js';
 import { Module, ModuleList } from '../nn/module.js';
@@ -241,12 +241,12 @@ export class Block extends Module {
       : new MLP(cfg.n_embd, cfg.activation, common));
   }
 
-  forward(x: Tensor, cache?: KVLayerCache): Tensor {
+  forward(x: Tensor, cache?: KVLayerCache, segments?: Segments): Tensor {
     if (this.cfg.norm_placement === 'pre') {
-      x = add(x, this.attn.forward(this.ln_1.forward(x), cache)); // (B, T, C)
+      x = add(x, this.attn.forward(this.ln_1.forward(x), cache, segments)); // (B, T, C)
       return add(x, this.mlp.forward(this.ln_2.forward(x)));
     }
-    x = this.ln_1.forward(add(x, this.attn.forward(x, cache)));
+    x = this.ln_1.forward(add(x, this.attn.forward(x, cache, segments)));
     return this.ln_2.forward(add(x, this.mlp.forward(x)));
   }
 
@@ -345,14 +345,15 @@ export class GPT extends Module {
     return out;
   }
 
-  /** idx int32 (B, T) → logits (B, T, V); with targets int32 (B, T) also the mean loss (-100 ignored). */
-  forward(idx: Tensor, targets?: Tensor): GPTOutput {
+  /** idx int32 (B, T) → logits (B, T, V); with targets int32 (B, T) also the mean loss (-100 ignored).
+   *  opts.segments: packed rows (see Segments): attention never crosses sequences, positions restart. */
+  forward(idx: Tensor, targets?: Tensor, opts: { segments?: Segments } = {}): GPTOutput {
     const { attention, performer_redraw_interval: every } = fullGPTConfig(this.config);
     if (this.training && attention === 'performer') {
       if (every > 0 && this.trainingForwards > 0 && this.trainingForwards % every === 0) this.redrawFeatures();
       this.trainingForwards++;
     }
-    const logits = this.run(idx, undefined);
+    const logits = this.head(this.hidden(idx, undefined, opts.segments));
     if (!targets) return { logits };
     const ceLoss = crossEntropy(logits, targets, { ignoreIndex: -100 });
     const moe = this.moeLayers();
@@ -381,7 +382,10 @@ export class GPT extends Module {
     if (cache.layers.length !== this.config.n_layer) {
       throw new Error(`GPT.forwardWithCache: the cache has ${cache.layers.length} layers, the model ${this.config.n_layer}`);
     }
-    return { logits: this.run(idx, cache, opts.lastOnly ?? false) };
+    let h = this.hidden(idx, cache); // (B, T, C)
+    const T = idx.shape[1]!;
+    if (opts.lastOnly && T > 1) h = slice(h, 1, T - 1, T); // (B, 1, C): the head for the last position only
+    return { logits: this.head(h) };
   }
 
   /** An empty cache for this model: keys and values, or running sums for linear attention
@@ -471,7 +475,14 @@ export class GPT extends Module {
     for (const b of this.transformer.h.items) b.attn.feature_map?.redraw(generator);
   }
 
-  private run(idx: Tensor, cache: KVCache | undefined, lastOnly = false): Tensor {
+  /** The language-model head: hidden states (B, T, C) → logits (B, T, V). */
+  head(x: Tensor): Tensor {
+    return this.lm_head ? this.lm_head.forward(x) : this.transformer.wte.project(x);
+  }
+
+  /** The last layer's hidden states (B, T, C), after the final norm: what the head reads (a
+   *  reward or value head reads them too). */
+  hidden(idx: Tensor, cache?: KVCache, segments?: Segments): Tensor {
     const cfg = this.config;
     const t = this.transformer;
     if (idx.dtype !== 'int32' || idx.ndim !== 2) throw new Error(`GPT: idx must be int32 (B, T), got ${idx.dtype} ${fmt(idx.shape)}`);
@@ -483,17 +494,21 @@ export class GPT extends Module {
         : `GPT: cannot forward a sequence of length T=${T}, block_size is only ${cfg.block_size}`);
     }
     let x = t.wte.forward(idx); // token embeddings (B, T, C)
-    if (t.wpe) x = add(x, t.wpe.positions(T, past)); // + (T, C), broadcast over B
+    if (segments) {
+      checkSegments(segments, idx.shape[0]!, T);
+      // Each packed sequence's positions start at 0: (B, T, C) assembled per row and segment.
+      const table = t.wpe ?? t.pe;
+      if (table) x = add(x, concat(segments.map((row) => unsqueeze(concat(row.map((len) => table.positions(len, 0)), 0), 0)), 0));
+    } else if (t.wpe) x = add(x, t.wpe.positions(T, past)); // + (T, C), broadcast over B
     else if (t.pe) x = add(x, t.pe.positions(T, past));
     x = t.drop.forward(x);
     t.h.items.forEach((block, i) => {
       // Activation checkpointing: the block's activations are recomputed in the backward pass.
-      x = this.checkpointActivations && !cache ? checkpoint((h) => block.forward(h), x, this.dropoutGenerators(block)) : block.forward(x, cache?.layers[i]);
+      x = this.checkpointActivations && !cache ? checkpoint((h) => block.forward(h, undefined, segments), x, this.dropoutGenerators(block)) : block.forward(x, cache?.layers[i], segments);
     });
-    if (lastOnly && T > 1) x = slice(x, 1, T - 1, T); // (B, 1, C)
     if (t.ln_f) x = t.ln_f.forward(x);
     if (cache) cache.length += T;
-    return this.lm_head ? this.lm_head.forward(x) : t.wte.project(x); // (B, T, V)
+    return x;
   }
 
   /** Parameters of a config, computed without allocating (GPT-2 124M: 124,439,808); every expert counts. */

@@ -422,6 +422,50 @@ function repeatKv(t: Tensor, groups: number): Tensor {
   return reshape(expand(unsqueeze(t, 2), [B, Hkv, groups, T, D]), [B, Hkv * groups, T, D]);
 }
 
+/**
+ * Packed rows: segments[b] lists the lengths of the sequences laid end to end in row b (summing
+ * to T). Attention is block-diagonal: a token sees only the earlier tokens of its own sequence,
+ * and each sequence's positions start at 0, so a packed row computes what each sequence alone would.
+ */
+export type Segments = readonly (readonly number[])[];
+
+/** Checks that segments describe B rows of T tokens. */
+export function checkSegments(segments: Segments, B: number, T: number): void {
+  if (segments.length !== B) throw new Error(`packed segments: ${segments.length} rows of segments for a batch of ${B}`);
+  segments.forEach((row, b) => {
+    let n = 0;
+    for (const len of row) {
+      if (!(Number.isInteger(len) && len >= 1)) throw new Error(`packed segments: row ${b} has a segment of length ${len}; lengths must be positive integers`);
+      n += len;
+    }
+    if (n !== T) throw new Error(`packed segments: row ${b}'s segments sum to ${n}, not the row's ${T} tokens`);
+  });
+}
+
+/** Causal attention within each segment of each row (q, k, v (B, H|Hkv, T, D)); RoPE restarts at 0 per segment. */
+function segmentedAttention(q: Tensor, k: Tensor, v: Tensor, segments: Segments, rope: RotaryEmbedding | null): Tensor {
+  const [B, , T] = q.shape as [number, number, number, number];
+  checkSegments(segments, B, T);
+  const rows: Tensor[] = [];
+  for (let b = 0; b < B; b++) {
+    const parts: Tensor[] = [];
+    let s = 0;
+    for (const len of segments[b]!) {
+      const piece = (t: Tensor): Tensor => slice(slice(t, 0, b, b + 1), 2, s, s + len);
+      let qs = piece(q);
+      let ks = piece(k);
+      if (rope) {
+        qs = rope.apply(qs, 0);
+        ks = rope.apply(ks, 0);
+      }
+      parts.push(scaledDotProductAttention(qs, ks, piece(v), { causal: true }));
+      s += len;
+    }
+    rows.push(parts.length === 1 ? parts[0]! : concat(parts, 2));
+  }
+  return rows.length === 1 ? rows[0]! : concat(rows, 0); // (B, H, T, D)
+}
+
 export class CausalSelfAttention extends Module {
   readonly c_attn: Linear; // (C -> C + 2·Hkv·D): q, k, v for all heads at once (3C when Hkv = H)
   readonly c_proj: Linear; // (C -> C)
@@ -467,7 +511,7 @@ export class CausalSelfAttention extends Module {
 
   /** x (B, T, C) -> (B, T, C). With a cache, x holds the new tokens only; they attend to the
    *  cached ones too, and their keys and values are appended to the cache. */
-  forward(x: Tensor, cache?: KVLayerCache): Tensor {
+  forward(x: Tensor, cache?: KVLayerCache, segments?: Segments): Tensor {
     if (x.ndim !== 3 || x.shape[2] !== this.nEmbd) throw new Error(`CausalSelfAttention: input ${fmt(x.shape)} must be (B, T, ${this.nEmbd})`);
     const [B, T, C] = x.shape as [number, number, number];
     const H = this.nHead;
@@ -480,6 +524,10 @@ export class CausalSelfAttention extends Module {
     let k = heads(k0!, Hkv); // (B, Hkv, T, D)
     let v = heads(v0!, Hkv);
     if (this.cacheKind === 'state') return this.linearForward(q, k, v, cache, [B, T, C]);
+    if (segments) {
+      if (cache || this.sparsity) throw new Error('CausalSelfAttention: packed segments take dense attention without a KV cache');
+      return this.output(segmentedAttention(q, k, v, segments, this.rope), [B, T, C]);
+    }
     const past = cache?.k ? cache.k.shape[2]! : 0;
     if (cache?.k && cache.k.shape[0] !== B) {
       throw new Error(`CausalSelfAttention: batch of ${B} does not match the KV cache's batch of ${cache.k.shape[0]}`);

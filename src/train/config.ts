@@ -6,8 +6,8 @@ import { DEVICE_NAMES } from '../backend/index.js';
 import { ATTENTION_DEFAULTS, ATTENTION_KINDS, attentionProblems, type FullAttentionFields } from '../nn/attention-config.js';
 import { nearestNames } from '../util/options.js';
 
-export type TaskName = 'lm' | 'translation' | 'classification' | 'masked-lm';
-export const TASK_NAMES: readonly TaskName[] = ['lm', 'translation', 'classification', 'masked-lm'];
+export type TaskName = 'lm' | 'translation' | 'classification' | 'masked-lm' | 'sft' | 'reward' | 'dpo' | 'ppo';
+export const TASK_NAMES: readonly TaskName[] = ['lm', 'translation', 'classification', 'masked-lm', 'sft', 'reward', 'dpo', 'ppo'];
 
 type Check = 'lr' | 'pos-int' | 'nonneg-int' | 'int' | 'pos' | 'nonneg' | 'unit' | 'unit-closed' | 'seed' | 'path' | 'any';
 
@@ -24,6 +24,8 @@ interface FieldSpec {
 const ENC: readonly TaskName[] = ['classification', 'masked-lm'];
 const MODELS: readonly TaskName[] = ['lm', 'translation', 'classification', 'masked-lm'];
 const TOKENIZED: readonly TaskName[] = ['translation', 'classification', 'masked-lm'];
+/** The alignment tasks (src/tasks/sft.ts, reward.ts, dpo.ts, ppo.ts): they start from a causal model. */
+const ALIGN: readonly TaskName[] = ['sft', 'reward', 'dpo', 'ppo'];
 
 /** Every field, in the order `--help` lists them. */
 export const FIELDS = {
@@ -39,7 +41,7 @@ export const FIELDS = {
   max_iters: { default: 600000, check: 'nonneg-int', doc: 'optimizer updates in the whole run' },
   epochs: { default: 0, check: 'nonneg', tasks: ENC, doc: '> 0: passes over the training examples, instead of max_iters' },
   max_minutes: { default: 0, check: 'nonneg', doc: 'wall-clock budget in minutes, evaluations included (0: none); stops at an update boundary' },
-  batch_size: { default: 12, check: 'pos-int', tasks: ['lm', 'classification', 'masked-lm', 'translation'], doc: 'rows per micro-batch (translation: fine-tuning a Hugging Face T5 only; attn\'s encoder-decoder batches by max_tokens)' },
+  batch_size: { default: 12, check: 'pos-int', tasks: ['lm', 'classification', 'masked-lm', 'translation', ...ALIGN], doc: 'rows per micro-batch (translation: fine-tuning a Hugging Face T5 only; attn\'s encoder-decoder batches by max_tokens)' },
   max_tokens: { default: 4096, check: 'pos-int', tasks: ['translation'], doc: 'token budget per batch (rows × the longer padded side)' },
   gradient_accumulation_steps: { default: 1, check: 'pos-int', doc: 'micro-batches per update (their gradients are averaged)' },
   // ---- optimizer and schedule
@@ -60,7 +62,7 @@ export const FIELDS = {
   dp_delta: { default: 1e-5, check: 'unit', tasks: ['lm', 'classification'], doc: 'DP-SGD: the δ at which ε is reported in metrics.jsonl' },
   // ---- evaluation, logging, checkpoints
   eval_interval: { default: 2000, check: 'nonneg-int', doc: 'evaluate and checkpoint every this many updates, and at the end (0: only at the end)' },
-  eval_iters: { default: 200, check: 'pos-int', tasks: ['lm', 'masked-lm'], doc: 'batches averaged per evaluation' },
+  eval_iters: { default: 200, check: 'pos-int', tasks: ['lm', 'masked-lm', ...ALIGN], doc: 'batches averaged per evaluation' },
   eval_max: { default: 0, check: 'nonneg-int', tasks: ['classification'], doc: 'dev examples evaluated (0: all)' },
   eval_max_tokens: { default: 6000, check: 'pos-int', tasks: ['translation'], doc: 'token budget of evaluation batches (val loss and decoding)' },
   eval_only: { default: false, tasks: ['lm'], doc: 'evaluate once and exit' },
@@ -68,7 +70,7 @@ export const FIELDS = {
   log_interval: { default: 1, check: 'pos-int', doc: 'write a metrics.jsonl record every this many updates' },
   // ---- data
   dataset: { default: 'data/shakespeare_char', check: 'path', tasks: ['lm', 'translation'], doc: "lm: a prepared folder (train.bin, val.bin, meta.json); translation: a folder of {split}.{lang}[.gz] files" },
-  data: { default: '', tasks: ['lm', 'masked-lm'], doc: "lm: a text file, prepared (character level) into data/NAME, or with --init_from a Hugging Face decoder, text or JSONL ({\"text\": ...} per line) tokenized with the model's tokenizer; masked-lm: sentences (.tsv or text, .gz allowed), comma-separated" },
+  data: { default: '', tasks: ['lm', 'masked-lm', ...ALIGN], doc: "lm: a text file, prepared (character level) into data/NAME, or with --init_from a Hugging Face decoder, text or JSONL ({\"text\": ...} per line) tokenized with the model's tokenizer; masked-lm: sentences (.tsv or text, .gz allowed), comma-separated" },
   val_fraction: { default: 0.02, check: 'unit', tasks: ['masked-lm'], doc: 'share of the sentences held out for validation' },
   train_file: { default: 'data/sst2/train.tsv', check: 'path', tasks: ['classification'], doc: 'labeled training sentences (TSV: sentence, label)' },
   dev_file: { default: 'data/sst2/dev.tsv', check: 'path', tasks: ['classification'], doc: 'labeled dev sentences: picks the best checkpoint' },
@@ -86,7 +88,7 @@ export const FIELDS = {
   tokenizer: { default: '', tasks: ['translation'], doc: 'a tokenizer.json (or its folder) to use instead of training one' },
   mask_prob: { default: 0.15, check: 'unit', tasks: ['masked-lm'], doc: 'share of tokens selected for masked-LM prediction' },
   // ---- model
-  block_size: { default: 1024, check: 'pos-int', tasks: MODELS, doc: 'context length: the longest sequence the model reads' },
+  block_size: { default: 1024, check: 'pos-int', tasks: [...MODELS, ...ALIGN], doc: 'context length: the longest sequence the model reads' },
   model_type: { default: 'gpt', choices: ['gpt', 'llama', 'mistral', 'qwen2', 'qwen3', 'phi'], tasks: ['lm'], doc: "lm from scratch: attn's GPT, or a Hugging Face decoder family built from n_layer, n_head, n_kv_head, n_embd, block_size (saved in that family's layout)" },
   n_layer: { default: 12, check: 'pos-int', tasks: ['lm', 'classification', 'masked-lm'], doc: 'Transformer blocks' },
   n_layer_enc: { default: 3, check: 'pos-int', tasks: ['translation'], doc: 'encoder blocks' },
@@ -95,7 +97,7 @@ export const FIELDS = {
   n_kv_head: { default: 0, check: 'nonneg-int', tasks: ['lm'], doc: 'key/value heads (grouped-query attention); 0 = n_head' },
   n_embd: { default: 768, check: 'pos-int', tasks: MODELS, doc: 'model width' },
   n_inner: { default: 0, check: 'nonneg-int', tasks: ['translation', 'classification', 'masked-lm'], doc: 'MLP width (0: 4 × n_embd)' },
-  dropout: { default: 0.0, check: 'unit', tasks: MODELS, doc: 'dropout probability' },
+  dropout: { default: 0.0, check: 'unit', tasks: [...MODELS, ...ALIGN], doc: 'dropout probability' },
   bias: { default: false, tasks: ['lm'], doc: 'biases in the linears and norms' },
   tie_embeddings: { default: true, tasks: ['lm'], doc: 'the LM head shares the token embedding' },
   pos_encoding: { default: 'learned', choices: ['learned', 'sinusoidal', 'rope'], tasks: ['lm', 'classification', 'masked-lm'], doc: 'positions: learned, sinusoidal or rotary (rope: GPT only)' },
@@ -122,10 +124,28 @@ export const FIELDS = {
   pooling: { default: 'cls', choices: ['cls', 'mean'], tasks: ['classification'], doc: 'the head reads [CLS] or the mean of the tokens' },
   prompt: { default: '', tasks: ['classification'], doc: 'prompt-based classification: a template holding [MASK] once, after each sentence' },
   verbalizers: { default: 'terrible,great', tasks: ['classification'], doc: 'with prompt: one word per class, label 0 first' },
-  lora_rank: { default: 0, check: 'nonneg-int', tasks: ['classification', 'lm'], doc: '> 0: LoRA adapters of this rank (classification: on the encoder linears, merged when saved; lm: on --lora_target of a Hugging Face decoder, saved unmerged in the PEFT layout); --lora_r is the same' },
-  lora_alpha: { default: 0, check: 'nonneg', tasks: ['classification', 'lm'], doc: 'LoRA scale numerator (0: lora_rank)' },
-  lora_target: { default: 'q_proj,v_proj', tasks: ['lm'], doc: "lm: comma-separated module names that get adapters (PEFT's target_modules)" },
-  lora_dropout: { default: 0, check: 'unit', tasks: ['lm'], doc: "lm: dropout on the adapters' input" },
+  lora_rank: { default: 0, check: 'nonneg-int', tasks: ['classification', 'lm', ...ALIGN], doc: '> 0: LoRA adapters of this rank (classification: on the encoder linears, merged when saved; lm: on --lora_target of a Hugging Face decoder, saved unmerged in the PEFT layout); --lora_r is the same' },
+  lora_alpha: { default: 0, check: 'nonneg', tasks: ['classification', 'lm', ...ALIGN], doc: 'LoRA scale numerator (0: lora_rank)' },
+  lora_target: { default: 'q_proj,v_proj', tasks: ['lm', ...ALIGN], doc: "lm: comma-separated module names that get adapters (PEFT's target_modules)" },
+  lora_dropout: { default: 0, check: 'unit', tasks: ['lm', ...ALIGN], doc: "lm: dropout on the adapters' input" },
+  // ---- alignment (docs/alignment.md)
+  pack: { default: true, tasks: ['sft'], doc: 'lay several examples end to end in each row, attention never crossing them (attn GPTs)' },
+  ref_model: { default: '', tasks: ['dpo', 'ppo'], doc: 'the frozen reference model (default: init_from)' },
+  beta: { default: 0.1, check: 'pos', tasks: ['dpo'], doc: "DPO's β (the KL strength); IPO's τ" },
+  dpo_loss: { default: 'dpo', choices: ['dpo', 'ipo'], tasks: ['dpo'], doc: 'dpo: −log σ(β·margin) (Rafailov et al. 2023); ipo: (margin − 1/(2β))² (Azar et al. 2023)' },
+  reward_model: { default: '', tasks: ['ppo'], doc: "what scores a response: an 'attn train reward' checkpoint, or an attn classifier (the probability of label 1)" },
+  kl_coef: { default: 0.05, check: 'nonneg', tasks: ['ppo'], doc: 'the per-token KL penalty coefficient (the initial one when kl_target > 0)' },
+  kl_target: { default: 0, check: 'nonneg', tasks: ['ppo'], doc: '> 0: adapt kl_coef toward this KL per response (Ziegler et al. 2019); 0: fixed' },
+  kl_horizon: { default: 10000, check: 'pos', tasks: ['ppo'], doc: "the adaptive controller's horizon, in responses" },
+  ppo_epochs: { default: 4, check: 'pos-int', tasks: ['ppo'], doc: 'passes over each rollout batch' },
+  rollout_batch: { default: 16, check: 'pos-int', tasks: ['ppo'], doc: 'responses sampled per rollout (split into batches of batch_size)' },
+  ppo_clip: { default: 0.2, check: 'unit', tasks: ['ppo'], doc: "the policy ratio's clip range ε" },
+  value_clip: { default: 0.2, check: 'nonneg', tasks: ['ppo'], doc: "the value's clip range around the rollout's value (0: none)" },
+  vf_coef: { default: 0.1, check: 'nonneg', tasks: ['ppo'], doc: 'weight of the value loss' },
+  gamma: { default: 1, check: 'unit-closed', tasks: ['ppo'], doc: 'discount' },
+  gae_lambda: { default: 0.95, check: 'unit-closed', tasks: ['ppo'], doc: "GAE's λ" },
+  max_new_tokens: { default: 32, check: 'pos-int', tasks: ['ppo'], doc: 'the longest sampled response' },
+  temperature: { default: 1, check: 'pos', tasks: ['ppo'], doc: 'sampling temperature of the rollouts' },
   // ---- translation decoding at evaluation
   decode_len_a: { default: 1, check: 'nonneg', tasks: ['translation'], doc: 'greedy decoding for val BLEU stops after a·source length + b tokens' },
   decode_len_b: { default: 10, check: 'nonneg-int', tasks: ['translation'], doc: 'see decode_len_a' },
