@@ -9,7 +9,7 @@
 // B times the passes of an ordinary batch of B, but exact for any model (layer norm, attention,
 // tied embeddings) with no per-layer rules; the models this is meant for are small.
 import { add, mul, noGrad, randn, tidy, zerosLike, type Generator, type Tensor } from '../tensor/index.js';
-import { accumulateOnDevice, TrainingDivergedError, type LossSource } from './loop.js';
+import { accumulateOnDevice, TrainingDivergedError, type LossSource } from './update.js';
 import type { AdamW } from './optim.js';
 import { RdpAccountant } from './rdp.js';
 

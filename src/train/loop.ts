@@ -21,6 +21,9 @@ import { AdamW } from './optim.js';
 import { DpRun, type DpExamples } from './dp.js';
 import { Generator } from '../tensor/random.js';
 import { scheduleOf } from './schedule.js';
+import { accumulateOnDevice, TrainingDivergedError, type BatchLoss, type LossSource } from './update.js';
+
+export { accumulateOnDevice, TrainingDivergedError, type BatchLoss, type LossSource } from './update.js';
 
 export type { MetricsRecord } from '../eval/plot.js';
 export const LAST_DIR = 'last';
@@ -30,12 +33,6 @@ export const PLOT_FILE = 'loss.svg';
 const STATE_FORMAT = 'attn-trainer-state';
 
 // ---------------------------------------------------------------- what a task supplies
-
-/** One micro-batch's objective (graph kept) and named scalar parts to log (e.g. ce_loss). */
-export interface BatchLoss {
-  loss: Tensor;
-  parts?: Record<string, Tensor>;
-}
 
 /** A task's model, data and metrics for one run (what Task.open returns). */
 export interface TaskRun<B> {
@@ -192,41 +189,7 @@ export interface LoopResult {
 }
 
 /** A non-finite loss or gradient norm; `step` is the update (-1 when unknown). */
-export class TrainingDivergedError extends Error {
-  constructor(readonly step: number, readonly what: string, readonly value: number, detail = '') {
-    super(`training diverged at step ${step}: ${what} is ${value}${detail ? `; ${detail}` : ''}`);
-    this.name = 'TrainingDivergedError';
-  }
-}
-
 // ---------------------------------------------------------------- one update
-
-/** What an update needs of a task: batch → loss, and a hook after each micro-batch. */
-export type LossSource<B> = Pick<TaskRun<B>, 'loss' | 'afterMicroBatch'> & { parts?: readonly string[] };
-
-/**
- * Forward and backward over the micro-batches, gradients scaled by 1/k. The loss and its parts
- * stay on the device as one (1 + parts,) tensor of means, so a GPU is not made to wait.
- */
-export function accumulateOnDevice<B>(src: LossSource<B>, batches: readonly B[]): Tensor {
-  const k = batches.length;
-  let sums: Tensor | null = null;
-  for (const b of batches) {
-    const next: Tensor = tidy(() => {
-      const { loss, parts } = src.loss(b);
-      (k > 1 ? div(loss, k) : loss).backward();
-      return noGrad(() => {
-        const scalars = [loss, ...(src.parts ?? []).map((p) => parts?.[p] ?? mul(loss, 0))].map((t) => reshape(t, [1]));
-        const part = div(concat(scalars), k);
-        return sums ? add(sums, part) : part;
-      });
-    });
-    sums?.dispose();
-    sums = next;
-    src.afterMicroBatch?.(k);
-  }
-  return sums!;
-}
 
 /** Σ Σ g² over the parameters' gradients as a (1,) tensor (null when none has one). */
 function gradNormSquared(params: readonly Tensor[]): Tensor | null {
