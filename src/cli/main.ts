@@ -284,6 +284,12 @@ the step minus before it (exact on cpu: every allocation is observed).
       return (await import('./bench-attention.js')).runBenchAttention(f);
     },
   },
+  probe: {
+    summary: 'probes of what models learn: \'attn probe icl\' (induction heads, in-context regression, few-shot prompting)',
+    help: 'attn probe <probe> [options]: see attn probe icl --help',
+    subcommand: true,
+    run: async (f) => (await import('./probe.js')).runProbe(f),
+  },
   compare: {
     summary: 'train the same small GPT with each attention variant (and MoE) and compare them',
     help: `attn compare [--variants dense,local,...] [--out DIR] [options]
@@ -309,7 +315,8 @@ parameters as the dense one. Variants the code base lacks are reported as skippe
 };
 
 /** Commands whose help lives in their own module. */
-async function helpOf(name: string, cmd: Command): Promise<string> {
+async function helpOf(name: string, cmd: Command, sub?: string): Promise<string> {
+  if (name === 'probe') return (await import('./probe.js')).probeHelp(sub);
   if (name === 'train') return (await import('./train.js')).trainHelp();
   if (name === 'translate') return (await import('./translate.js')).TRANSLATE_HELP;
   if (name === 'finetune') return (await import('./finetune.js')).FINETUNE_HELP;
@@ -363,7 +370,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     const parsed = parseArgs(rest, new Set(['help', ...(cmd.booleans ?? [])]));
     if (parsed.flags.has('help')) {
-      console.log(await helpOf(name, cmd));
+      console.log(await helpOf(name, cmd, parsed.positionals[0]));
       return 0;
     }
     if (parsed.positionals.length > 0 && !cmd.subcommand) throw new UsageError(`${name}: unexpected argument '${parsed.positionals[0]}' (options are written --name value)`);
