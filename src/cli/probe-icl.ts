@@ -6,7 +6,7 @@
 //               against the number of examples beside least squares, 3-NN and averaging (Garg et al. 2022);
 //   few-shot    scores language-model checkpoints on SST-2 defined only in the prompt, k = 0, 1, 4, 16.
 // Every run is the one training loop (metrics.jsonl, loss.svg, checkpoints under --out).
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { linePlotSvg, type PlotSeries } from '../eval/plot.js';
 import { writeFileAtomic } from '../io/files.js';
@@ -122,6 +122,7 @@ async function runInduction(f: Flags): Promise<void> {
     })),
     final_loss_by_position: r.probes.at(-1)?.probe.lossByPosition ?? [],
   }));
+  await mkdir(out, { recursive: true });
   await writeFileAtomic(join(out, 'induction.json'), `${JSON.stringify(summary, null, 1)}\n`);
   const series = (key: (p: InductionProbe) => number, name: (L: number) => string): PlotSeries[] =>
     runs.map((r, i) => ({ name: name(r.layers), points: r.probes.filter((p) => p.step > 0).map(({ step, probe }) => [step * r.tokensPerStep, key(probe)] as const), markers: false, color: ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e'][i % 4] }));
@@ -221,6 +222,7 @@ async function runFewShot(f: Flags): Promise<void> {
     }
     model.dispose();
   }
+  await mkdir(out, { recursive: true });
   await writeFileAtomic(join(out, 'few-shot.json'), `${JSON.stringify({ queries: queriesFile, n: queries.length, majority_class: majority, template, labels, seed, max_demo_words: maxWords, rows }, null, 1)}\n`);
   const byModel = [...new Set(rows.map((r) => r.model))];
   await writeFileAtomic(join(out, 'few-shot.svg'), linePlotSvg([

@@ -85,8 +85,18 @@ function commonPrefix(a: readonly number[], b: readonly number[]): number {
 export function scoreContinuations(model: ScoringModel, backend: Backend, encode: (s: string) => number[], context: string, candidates: readonly string[]): number[] {
   const ctx = encode(context);
   const T = model.config.block_size;
-  return candidates.map((c) => {
-    let ids = encode(context + c);
+  const full = candidates.map((c) => encode(context + c));
+  // Common case: each answer is one token after the context's own ids, so one forward scores all.
+  if (ctx.length >= 1 && full.every((ids) => ids.length === ctx.length + 1 && commonPrefix(ctx, ids) === ctx.length)) {
+    const x = ctx.slice(Math.max(0, ctx.length - T));
+    return noGrad(() => tidy(() => {
+      const lp = logSoftmax(model.forward(tensor(x, { backend, dtype: 'int32', shape: [1, x.length] })).logits, -1).data();
+      const V = model.config.vocab_size;
+      return full.map((ids) => lp[(x.length - 1) * V + ids[ids.length - 1]!]!);
+    }));
+  }
+  return candidates.map((c, ci) => {
+    let ids = full[ci]!;
     let start = commonPrefix(ctx, ids);
     if (start === ids.length) start = ids.length - 1; // the candidate merged into the context: score its last token
     if (ids.length > T + 1) {
@@ -132,6 +142,13 @@ export function fewShotAccuracy(model: ScoringModel, backend: Backend, encode: (
     let demos = [...picked].map((i) => pool[i]!);
     // Drop demonstrations from the front until the prompt and the longest answer fit.
     const longest = Math.max(...candidates.map((c) => encode(c).length));
+    // Estimate from the pieces' lengths (BPE merges across the joins only shorten it), then check exactly.
+    const pieceLen = demos.map((d) => encode(fewShotPrompt([d], '', o)).length);
+    let total = encode(fewShotPrompt([], q.text, o)).length + pieceLen.reduce((s, v) => s + v, 0);
+    while (demos.length > 0 && total + longest > model.config.block_size + 1) {
+      total -= pieceLen.shift()!;
+      demos = demos.slice(1);
+    }
     while (demos.length > 0 && encode(fewShotPrompt(demos, q.text, o)).length + longest > model.config.block_size + 1) demos = demos.slice(1);
     shots += demos.length;
     const scores = scoreContinuations(model, backend, encode, fewShotPrompt(demos, q.text, o), candidates);
