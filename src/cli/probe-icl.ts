@@ -30,7 +30,9 @@ copying score of its OV circuit. Writes DIR/L<n>/ (the run), DIR/induction.json 
 DIR/icl-score.svg, DIR/prefix-matching.svg, DIR/loss-by-position.svg, DIR/heads-L<n>.svg.
   --out DIR              (default out/icl/induction)
   --layers LIST          model depths, one run each (default 1,2)
-  --repeat_length N      random tokens per copy (default min(50, tokens with ≥ 0.1 % of the training text − 1, block_size/2))
+  --repeat_fraction P    share of training rows replaced by a random segment of frequent tokens
+                         repeated periodically (period 8..48), where copying always pays (default 0)
+  --repeat_length N      random tokens per copy in the probe (default min(50, tokens with ≥ 0.1 % of the training text − 1, block_size/2))
 
 regression: a Transformer (read-in, pre-norm blocks with MLPs, read-out) on prompts of --n_points
 pairs (x, w·x), x and w ~ N(0, I_d), trained to predict every y from the pairs before it; then the
@@ -100,13 +102,14 @@ async function runInduction(f: Flags): Promise<void> {
   const out = f.string('out') ?? 'out/icl/induction';
   const layers = intList(f, 'layers', [1, 2]);
   const repeatLength = f.number('repeat_length', { integer: true, min: 2 });
+  const repeatFraction = f.number('repeat_fraction', { min: 0, max: 1 }) ?? 0;
   const fields = trainingFields(f);
   f.done();
   const runs: { layers: number; tokensPerStep: number; probes: { step: number; probe: InductionProbe }[]; blockSize: number }[] = [];
   for (const L of layers) {
     if (L < 1) throw new UsageError('probe icl: --layers must be positive');
     const probes: { step: number; probe: InductionProbe }[] = [];
-    const task = inductionTask({ repeatLength, onProbe: (step, probe) => probes.push({ step, probe }) });
+    const task = inductionTask({ repeatLength, repeatFraction, onProbe: (step, probe) => probes.push({ step, probe }) });
     const res = await runTraining(task, { ...fields, n_layer: L, out_dir: join(out, `L${L}`) }, hooksFor(`${L}L`, (r) => ` icl ${fmt(r['icl_score'] as number)} max-pm ${fmt(r['max_prefix_matching'] as number)} rep2 ${fmt(r['repeat_loss_second'] as number, 2)}`));
     runs.push({ layers: L, tokensPerStep: res.config.batch_size * res.config.block_size * res.config.gradient_accumulation_steps, probes, blockSize: res.config.block_size });
   }

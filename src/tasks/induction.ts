@@ -7,7 +7,7 @@
 //   - the loss on the second repeat of the random tokens (what induction heads make small).
 // The training loop (src/train/loop.ts) does the optimizer, schedule, checkpoints and metrics.
 import { join } from 'node:path';
-import { BatchSampler, type Batch } from '../data/sampler.js';
+import { BatchSampler, rngStateFromJson, rngStateToJson, type Batch } from '../data/sampler.js';
 import { loadDataset } from '../data/files.js';
 import type { TensorEntry } from '../io/safetensors.js';
 import { copyingScore, headScores, iclScore, iclWindows, repeatedRandomTokens } from '../eval/icl.js';
@@ -169,6 +169,13 @@ export interface InductionTaskOptions {
   /** Random tokens per copy in the repeated sequences (default min(50, frequent tokens − 1, (block_size + 1) / 2)). */
   repeatLength?: number;
   repeatRows?: number;
+  /**
+   * Share of training rows replaced by a random segment of frequent tokens repeated periodically
+   * (period drawn from 8 .. 48, distinct tokens within a period): text in which copying from
+   * earlier in the context always pays, so induction heads form within a CPU budget (default 0:
+   * the dataset only).
+   */
+  repeatFraction?: number;
   /** Called with every evaluation's probe (the CLI keeps the curves and plots). */
   onProbe?(step: number, probe: InductionProbe): void;
 }
@@ -205,11 +212,29 @@ export function inductionTask(opts: InductionTaskOptions = {}): Task<Batch> {
       const repeatLength = opts.repeatLength ?? Math.min(50, allowed.length - 1, Math.floor((cfg.block_size + 1) / 2));
       if (repeatLength < 2) throw new Error(`too few frequent tokens (${allowed.length}) for the repeated-token probe`);
       if (2 * repeatLength - 1 > cfg.block_size) throw new Error(`repeat length ${repeatLength} needs block_size ≥ ${2 * repeatLength - 1}, got ${cfg.block_size}`);
+      const mix = opts.repeatFraction ?? 0;
+      if (!(mix >= 0 && mix <= 1)) throw new Error(`repeat fraction must be in [0, 1], got ${mix}`);
+      const mixGen = new Generator(seedFor(cfg.seed, 0x3c6ef372));
+      const nextBatch = (): Batch => {
+        const b = train.next();
+        if (mix === 0) return b;
+        const T = b.blockSize;
+        for (let r = 0; r < b.batchSize; r++) {
+          if (mixGen.random() >= mix) continue;
+          const period = Math.min(allowed.length, 8 + mixGen.randint(41));
+          const seg = repeatedRandomTokens(mixGen, V, period, 1, allowed).subarray(0, period);
+          for (let t = 0; t < T; t++) {
+            b.x[r * T + t] = seg[t % period]!;
+            b.y[r * T + t] = seg[(t + 1) % period]!;
+          }
+        }
+        return b;
+      };
       model.train();
       return {
         model,
         info: { modelConfig: model.cfg, tokensPerIter: cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size },
-        nextBatch: () => train.next(),
+        nextBatch,
         sizeOf: (b) => b.batchSize * b.blockSize,
         loss(b) {
           const x = idsTensor(b.x, b.batchSize, b.blockSize, ctx.backend);
@@ -223,11 +248,12 @@ export function inductionTask(opts: InductionTaskOptions = {}): Task<Batch> {
           return { val_loss: val, ...probeRecord(p) };
         },
         checkpoint: () => ({ config: { attn_checkpoint: 'attn_probe_lm', ...model.cfg }, model: moduleTensors(model) }),
-        state: () => ({ samplers: { train: train.state() } }),
+        state: () => ({ samplers: { train: train.state() }, repeat_mix: rngStateToJson(mixGen) }),
         setState(s) {
           const sm = s['samplers'] as { train?: never } | undefined;
           if (!sm?.train) throw new Error(`'samplers' must hold the train sampler's state (${join(cfg.out_dir, 'last')})`);
           train.setState(sm.train);
+          if (s['repeat_mix'] !== undefined) rngStateFromJson(mixGen, s['repeat_mix'], "trainer_state 'repeat_mix'");
         },
       };
     },
