@@ -194,7 +194,7 @@ test('the induction and regression tasks run in the training loop and log their 
     await mkdir(join(dir, 'data'), { recursive: true });
     await prepareDataset({ text, tokenizer: CharTokenizer.fromText(text), outDir: join(dir, 'data'), source: 'test' });
     const probes: number[] = [];
-    await runTraining(inductionTask({ repeatRows: 2, onProbe: (s) => probes.push(s) }), {
+    await runTraining(inductionTask({ repeatRows: 2, repeatFraction: 0.5, onProbe: (s) => probes.push(s) }), {
       out_dir: join(dir, 'ind'), dataset: join(dir, 'data'), n_layer: 2, n_head: 2, n_embd: 16, block_size: 32, batch_size: 2, max_iters: 4, eval_interval: 2, eval_iters: 1, threads: 1,
     });
     assert.deepEqual(probes, [0, 2, 4]);
