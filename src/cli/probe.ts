@@ -16,8 +16,6 @@ const PROBES: Record<string, Probe> = {
   },
 };
 
-export const PROBE_SUMMARY = `probes of what models learn: ${Object.keys(PROBES).map((k) => `'attn probe ${k}'`).join(', ')}`;
-
 export async function probeHelp(sub?: string): Promise<string> {
   if (sub !== undefined && PROBES[sub]) return PROBES[sub].help();
   const width = Math.max(...Object.keys(PROBES).map((k) => k.length));
