@@ -115,10 +115,11 @@ test('regression prompts and baseline curves: least squares reaches 0 at k ≥ d
   const n = 8;
   const b = sampleRegressionPrompts(new Generator(11), 400, n, d);
   const v = promptVectors(b);
-  // Layout: x_0 at vector 0, (y_0, 0, 0, 0) at vector 1.
+  // Layout: (x_0, 0) at vector 0, (y_0, 0, 0, 0, 1) at vector 1.
   for (let a = 0; a < d; a++) close(v[a]!, b.xs[a]!, 1e-6);
-  close(v[d]!, b.ys[0]!, 1e-5);
-  assert.deepEqual(Array.from(v.slice(d + 1, 2 * d)), [0, 0, 0]);
+  assert.equal(v[d], 0);
+  close(v[d + 1]!, b.ys[0]!, 1e-5);
+  assert.deepEqual(Array.from(v.slice(d + 2, 2 * d + 2)), [0, 0, 0, 1]);
   const ls = errorByExamples(baselinePredictions('least_squares', b), b);
   const zero = errorByExamples(baselinePredictions('zero', b), b);
   for (let k = d; k < n; k++) assert.ok(ls[k]! < 1e-12, `least squares at k=${k}: ${ls[k]}`);

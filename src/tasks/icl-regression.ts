@@ -1,6 +1,6 @@
 // In-context linear regression (Garg et al. 2022, "What Can Transformers Learn In-Context? A Case
 // Study of Simple Function Classes"): each prompt holds n pairs (x_i, w·x_i) with x_i, w ~ N(0, I_d)
-// drawn afresh per prompt, laid out as 2n vectors x_1, y_1, x_2, y_2, … (a y token is (y, 0, …, 0)).
+// drawn afresh per prompt, laid out as 2n vectors x_1, y_1, x_2, y_2, … (x tokens (x, 0), y tokens (y, 0, …, 0, 1)).
 // A VectorTransformer reads them and predicts y_i at the position of x_i, seeing the i−1 earlier
 // pairs; the objective is the squared error averaged over every i (so over every prompt length).
 // Errors are reported divided by d, as the paper's Figure 2 does (predicting 0 scores 1).
@@ -37,14 +37,18 @@ export function sampleRegressionPrompts(gen: Generator, B: number, n: number, d:
   return { xs, ys, B, n, d };
 }
 
-/** The prompt vectors (B, 2n, d): x_i at 2i, (y_i, 0, …) at 2i + 1. */
+/** The prompt vectors (B, 2n, d + 1): (x_i, 0) at 2i, (y_i, 0, …, 0, 1) at 2i + 1. The last
+ *  component marks y tokens (Garg et al. tell them apart by position alone; the mark spares a
+ *  small model learning parity from its position embeddings). */
 export function promptVectors(batch: RegressionBatch): Float32Array {
   const { xs, ys, B, n, d } = batch;
-  const out = new Float32Array(B * 2 * n * d);
+  const w = d + 1;
+  const out = new Float32Array(B * 2 * n * w);
   for (let b = 0; b < B; b++) for (let i = 0; i < n; i++) {
-    const o = (b * 2 * n + 2 * i) * d;
+    const o = (b * 2 * n + 2 * i) * w;
     for (let a = 0; a < d; a++) out[o + a] = xs[(b * n + i) * d + a]!;
-    out[o + d] = ys[b * n + i]!; // first component of the next vector, position 2i + 1
+    out[o + w] = ys[b * n + i]!;
+    out[o + w + d] = 1;
   }
   return out;
 }
@@ -52,7 +56,7 @@ export function promptVectors(batch: RegressionBatch): Float32Array {
 /** The model's prediction of every y_i, (B, n) as a tensor (graph kept). */
 export function predictY(model: VectorTransformer, batch: RegressionBatch, backend: Backend): Tensor {
   const { B, n, d } = batch;
-  const x = tensor(promptVectors(batch), { shape: [B, 2 * n, d], backend });
+  const x = tensor(promptVectors(batch), { shape: [B, 2 * n, d + 1], backend });
   const out = model.forward(x); // (B, 2n, 1)
   return reshape(slice(out, 1, 0, 2 * n, 2), [B, n]); // the x positions
 }
@@ -117,7 +121,7 @@ export function regressionTask(opts: RegressionTaskOptions): Task<RegressionBatc
       if (cfg.block_size < 2 * n) problems.push(`block_size (${cfg.block_size}) must be at least 2 × n_points = ${2 * n}`);
     },
     async open(cfg, ctx): Promise<TaskRun<RegressionBatch>> {
-      const model = new VectorTransformer({ n_layer: cfg.n_layer, n_head: cfg.n_head, n_embd: cfg.n_embd, block_size: cfg.block_size, mlp: true, d_in: d, d_out: 1 }, { backend: ctx.backend, seed: cfg.seed, init: !ctx.resume });
+      const model = new VectorTransformer({ n_layer: cfg.n_layer, n_head: cfg.n_head, n_embd: cfg.n_embd, block_size: cfg.block_size, mlp: true, d_in: d + 1, d_out: 1 }, { backend: ctx.backend, seed: cfg.seed, init: !ctx.resume });
       if (ctx.resume) model.loadStateDict(new Map([...ctx.resume.tensors].map(([k, e]) => [k, { shape: e.shape, data: e.data }])));
       const gen = new Generator((cfg.seed ^ 0x2545f491) >>> 0);
       const evalSet = regressionEvalSet(cfg.seed, n, d, opts.evalPrompts ?? 1024);
