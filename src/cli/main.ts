@@ -318,6 +318,12 @@ the step minus before it (exact on cpu: every allocation is observed).
       return (await import('./bench-attention.js')).runBenchAttention(f);
     },
   },
+  probe: {
+    summary: 'probes of what models learn and keep: in-context learning (icl), canary exposure and extraction, membership inference, bias',
+    help: 'attn probe <probe> [options]: see attn probe --help',
+    subcommand: true,
+    run: async (f) => (await import('./probe.js')).runProbe(f),
+  },
   compare: {
     summary: 'train the same small GPT with each attention variant (and MoE) and compare them',
     help: `attn compare [--variants dense,local,...] [--out DIR] [options]
@@ -340,20 +346,14 @@ parameters as the dense one. Variants the code base lacks are reported as skippe
     booleans: ['json'],
     run: async (f) => (await import('./compare.js')).runCompare(f),
   },
-  probe: {
-    summary: 'measure a trained model: canary exposure and extraction (memorisation), membership inference, bias probes',
-    help: '',
-    subcommand: true,
-    run: async (f) => (await import('./probe.js')).runProbe(f),
-  },
 };
 
 /** Commands whose help lives in their own module. */
-async function helpOf(name: string, cmd: Command): Promise<string> {
+async function helpOf(name: string, cmd: Command, sub?: string): Promise<string> {
+  if (name === 'probe') return (await import('./probe.js')).probeHelp(sub);
   if (name === 'train') return (await import('./train.js')).trainHelp();
   if (name === 'translate') return (await import('./translate.js')).TRANSLATE_HELP;
   if (name === 'finetune') return (await import('./finetune.js')).FINETUNE_HELP;
-  if (name === 'probe') return `${(await import('./probe.js')).PROBE_HELP}\n\n${(await import('./probe-bias.js')).PROBE_BIAS_HELP}`;
   if (name === 'pretrain-mlm') return (await import('./pretrain-mlm.js')).PRETRAIN_MLM_HELP;
   if (name === 'sweep') return (await import('./sweep.js')).SWEEP_HELP;
   if (name === 'eval') return `${cmd.help}\n\n${(await import('./eval-classify.js')).EVAL_CLASSIFY_HELP}\n\n${(await import('./eval-lm.js')).EVAL_LM_HELP}`;
@@ -405,7 +405,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     const parsed = parseArgs(rest, new Set(['help', ...(cmd.booleans ?? [])]));
     if (parsed.flags.has('help')) {
-      console.log(await helpOf(name, cmd));
+      console.log(await helpOf(name, cmd, parsed.positionals[0]));
       return 0;
     }
     if (parsed.positionals.length > 0 && !cmd.subcommand) throw new UsageError(`${name}: unexpected argument '${parsed.positionals[0]}' (options are written --name value)`);
