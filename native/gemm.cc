@@ -211,7 +211,7 @@ using Epilogue = void (*)(float* c, int64_t ldc, int rows, int cols, const float
 /** out[j] for j in [n0, n1) = sum_k a[k] B(k, j) (no bias or activation). */
 using Gemv = void (*)(const GemmArgs& g, const float* a, const void* b, float* out, int n0, int n1);
 
-/** Up to 8 rows of A against a "trans_b" B (row n of B at n * ldb: a linear layer's weight):
+/** Up to 4 rows of A against a "trans_b" B (row n of B at n * ldb: a linear layer's weight):
  *  out[m * N + j] for j in [n0, n1), m < rows; each row of B is read once for all rows of A. */
 using GemvRows = void (*)(const GemmArgs& g, const float* a, int rows, const void* b, float* out, int n0, int n1);
 
@@ -506,55 +506,12 @@ AVX2 void gemv_rows_avx2_r(const GemmArgs& g, const float* a, const void* b, flo
   }
 }
 
-/** gemv_rows_avx2_r over two rows of B at a time: each x load feeds two chains (fewer loads per
- *  FMA). Every output keeps the one-chain order of gemv_rows_avx2_r, so results are the same. */
-template <int R>
-AVX2 void gemv_rows2_avx2_r(const GemmArgs& g, const float* a, const void* b, float* out, int n0, int n1) {
-  const bool h = g.b_bf16;
-  const int K8 = g.K / 8 * 8;
-  int n = n0;
-  for (; n + 2 <= n1; n += 2) {
-    const int64_t r0 = int64_t(n) * g.ldb, r1 = r0 + g.ldb;
-    __m256 s0[R], s1[R];
-    for (int m = 0; m < R; m++) s0[m] = s1[m] = _mm256_setzero_ps();
-    for (int k = 0; k < K8; k += 8) {
-      const __m256 w0 = load8_avx2(b, r0 + k, h), w1 = load8_avx2(b, r1 + k, h);
-      for (int m = 0; m < R; m++) {
-        const __m256 x = _mm256_loadu_ps(a + m * g.lda + k);
-        s0[m] = _mm256_fmadd_ps(x, w0, s0[m]);
-        s1[m] = _mm256_fmadd_ps(x, w1, s1[m]);
-      }
-    }
-    for (int m = 0; m < R; m++) {
-      float t0 = hsum_avx2(s0[m]), t1 = hsum_avx2(s1[m]);
-      for (int k = K8; k < g.K; k++) {
-        const float x = a[m * g.lda + k];
-        t0 += x * (h ? bf16_to_f32(static_cast<const uint16_t*>(b)[r0 + k]) : static_cast<const float*>(b)[r0 + k]);
-        t1 += x * (h ? bf16_to_f32(static_cast<const uint16_t*>(b)[r1 + k]) : static_cast<const float*>(b)[r1 + k]);
-      }
-      out[int64_t(m) * g.N + n] = t0;
-      out[int64_t(m) * g.N + n + 1] = t1;
-    }
-  }
-  if (n < n1) gemv_rows_avx2_r<R>(g, a, b, out, n, n1);
-}
-
-/** Rows of B per block: a block's weights stay in cache for every pass over 4 rows of A. */
-constexpr int GEMV_ROWS_BLOCK = 64;
-
 AVX2 void gemv_rows_avx2(const GemmArgs& g, const float* a, int rows, const void* b, float* out, int n0, int n1) {
-  for (int nb = n0; nb < n1; nb += GEMV_ROWS_BLOCK) {
-    const int ne = std::min(n1, nb + GEMV_ROWS_BLOCK);
-    for (int m0 = 0; m0 < rows; m0 += 4) {
-      const float* am = a + int64_t(m0) * g.lda;
-      float* om = out + int64_t(m0) * g.N;
-      switch (std::min(4, rows - m0)) {
-        case 1: gemv_rows2_avx2_r<1>(g, am, b, om, nb, ne); break;
-        case 2: gemv_rows2_avx2_r<2>(g, am, b, om, nb, ne); break;
-        case 3: gemv_rows2_avx2_r<3>(g, am, b, om, nb, ne); break;
-        default: gemv_rows2_avx2_r<4>(g, am, b, om, nb, ne); break;
-      }
-    }
+  switch (rows) {
+    case 1: return gemv_rows_avx2_r<1>(g, a, b, out, n0, n1);
+    case 2: return gemv_rows_avx2_r<2>(g, a, b, out, n0, n1);
+    case 3: return gemv_rows_avx2_r<3>(g, a, b, out, n0, n1);
+    default: return gemv_rows_avx2_r<4>(g, a, b, out, n0, n1);
   }
 }
 
@@ -696,54 +653,12 @@ AVX512 void gemv_rows_avx512_r(const GemmArgs& g, const float* a, const void* b,
   }
 }
 
-/** gemv_rows_avx512_r over two rows of B at a time, for up to 8 rows of A in one pass (16
- *  chains): each weight row is read once for all of them and each x load feeds two FMAs. Every
- *  output keeps the one-chain order of gemv_rows_avx512_r, so results are the same. */
-template <int R>
-AVX512 void gemv_rows2_avx512_r(const GemmArgs& g, const float* a, const void* b, float* out, int n0, int n1) {
-  const bool h = g.b_bf16;
-  const __mmask16 all = 0xffff;
-  const int K16 = g.K / 16 * 16;
-  const __mmask16 mk = __mmask16((1u << (g.K - K16)) - 1);
-  int n = n0;
-  for (; n + 2 <= n1; n += 2) {
-    const int64_t r0 = int64_t(n) * g.ldb, r1 = r0 + g.ldb;
-    __m512 s0[R], s1[R];
-    for (int m = 0; m < R; m++) s0[m] = s1[m] = _mm512_setzero_ps();
-    for (int k = 0; k < K16; k += 16) {
-      const __m512 w0 = load16_avx512(b, r0 + k, h, all), w1 = load16_avx512(b, r1 + k, h, all);
-      for (int m = 0; m < R; m++) {
-        const __m512 x = _mm512_loadu_ps(a + m * g.lda + k);
-        s0[m] = _mm512_fmadd_ps(x, w0, s0[m]);
-        s1[m] = _mm512_fmadd_ps(x, w1, s1[m]);
-      }
-    }
-    if (K16 < g.K) {
-      const __m512 w0 = load16_avx512(b, r0 + K16, h, mk), w1 = load16_avx512(b, r1 + K16, h, mk);
-      for (int m = 0; m < R; m++) {
-        const __m512 x = _mm512_maskz_loadu_ps(mk, a + m * g.lda + K16);
-        s0[m] = _mm512_fmadd_ps(x, w0, s0[m]);
-        s1[m] = _mm512_fmadd_ps(x, w1, s1[m]);
-      }
-    }
-    for (int m = 0; m < R; m++) {
-      out[int64_t(m) * g.N + n] = _mm512_reduce_add_ps(s0[m]);
-      out[int64_t(m) * g.N + n + 1] = _mm512_reduce_add_ps(s1[m]);
-    }
-  }
-  if (n < n1) gemv_rows_avx512_r<R>(g, a, b, out, n, n1);
-}
-
 AVX512 void gemv_rows_avx512(const GemmArgs& g, const float* a, int rows, const void* b, float* out, int n0, int n1) {
   switch (rows) {
-    case 1: return gemv_rows2_avx512_r<1>(g, a, b, out, n0, n1);
-    case 2: return gemv_rows2_avx512_r<2>(g, a, b, out, n0, n1);
-    case 3: return gemv_rows2_avx512_r<3>(g, a, b, out, n0, n1);
-    case 4: return gemv_rows2_avx512_r<4>(g, a, b, out, n0, n1);
-    case 5: return gemv_rows2_avx512_r<5>(g, a, b, out, n0, n1);
-    case 6: return gemv_rows2_avx512_r<6>(g, a, b, out, n0, n1);
-    case 7: return gemv_rows2_avx512_r<7>(g, a, b, out, n0, n1);
-    default: return gemv_rows2_avx512_r<8>(g, a, b, out, n0, n1);
+    case 1: return gemv_rows_avx512_r<1>(g, a, b, out, n0, n1);
+    case 2: return gemv_rows_avx512_r<2>(g, a, b, out, n0, n1);
+    case 3: return gemv_rows_avx512_r<3>(g, a, b, out, n0, n1);
+    default: return gemv_rows_avx512_r<4>(g, a, b, out, n0, n1);
   }
 }
 
@@ -1011,7 +926,8 @@ void gemm(const GemmArgs& g0, int threads) {
       const int chunk = ((g.N + n - 1) / n + 63) / 64 * 64;
       const int n0 = std::min(g.N, tid * chunk), n1 = std::min(g.N, n0 + chunk);
       if (n0 >= n1) return;
-      ks.gemv_rows(g, g.a, g.M, g.b, g.out, n0, n1); // every row of A (at most 8)
+      for (int m0 = 0; m0 < g.M; m0 += 4)
+        ks.gemv_rows(g, g.a + int64_t(m0) * g.lda, std::min(4, g.M - m0), g.b, g.out + int64_t(m0) * g.N, n0, n1);
       if (g.bias || g.act != ACT_NONE) ks.epilogue(g.out + n0, g.N, g.M, n1 - n0, g.bias ? g.bias + n0 : nullptr, g.act);
     });
     return;
