@@ -16,45 +16,9 @@ import { CharTokenizer } from '../src/tokenizers/index.js';
 import { generate } from '../src/generate/index.js';
 import { loadGPTCheckpoint } from '../src/models/gpt-checkpoint.js';
 import { train } from '../src/tasks/lm.js';
+import { CHROMIUM, CHROMIUM_ARGS, loadPlaywright, REQUIRE_BROWSER } from './browser-helpers.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const CHROMIUM = process.env.ATTN_CHROMIUM ?? '/usr/bin/chromium';
-const REQUIRE = process.env.ATTN_REQUIRE_BROWSER === '1';
-/** Flags for a root user in a container without network or display. */
-const CHROMIUM_ARGS = [
-  '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-  '--disable-dev-shm-usage',
-  // WebGPU on SwiftShader (software Vulkan, shipped with Chromium) when there is no GPU.
-  '--enable-unsafe-webgpu',
-];
-
-interface Playwright {
-  chromium: { launch(o: { executablePath: string; args: string[]; headless: boolean }): Promise<Browser> };
-}
-interface Browser {
-  newPage(o?: { viewport?: { width: number; height: number } }): Promise<Page>;
-  close(): Promise<void>;
-}
-interface Page {
-  goto(url: string): Promise<unknown>;
-  on(event: 'console' | 'pageerror', f: (x: { text?(): string; message?: string }) => void): void;
-  waitForFunction(f: string, arg?: unknown, o?: { timeout: number }): Promise<unknown>;
-  click(sel: string): Promise<void>;
-  fill(sel: string, v: string): Promise<void>;
-  textContent(sel: string): Promise<string | null>;
-  getAttribute(sel: string, name: string): Promise<string | null>;
-  screenshot(o: { path?: string; fullPage?: boolean }): Promise<Buffer>;
-  close(): Promise<void>;
-}
-
-async function loadPlaywright(): Promise<Playwright | string> {
-  if (!existsSync(CHROMIUM)) return `${CHROMIUM} is missing (apt-get install chromium)`;
-  try {
-    return (await import('playwright-core' as string)) as Playwright;
-  } catch {
-    return 'playwright-core is not installed (npm install --save-dev playwright-core)';
-  }
-}
 
 /** Width, height and the RGB(A) rows of an 8-bit PNG, enough for a screenshot check. */
 function decodePng(png: Buffer): { width: number; height: number; channels: number; rows: Uint8Array[] } {
@@ -133,7 +97,7 @@ async function makeCheckpoint(): Promise<string> {
 }
 
 const pw = await loadPlaywright();
-const skip = typeof pw === 'string' && !REQUIRE ? pw : false;
+const skip = typeof pw === 'string' && !REQUIRE_BROWSER ? pw : false;
 
 test('browser example: generates text with webgpu (float32 and float16 weights), with the cpu backend, and falls back to cpu without an adapter; screenshot not blank', { skip, timeout: 600_000 }, async () => {
   if (typeof pw === 'string') assert.fail(pw);

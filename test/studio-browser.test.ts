@@ -20,44 +20,10 @@ import { buildStudio, startStudioServer } from '../src/cli/studio.js';
 import { prepareDataset } from '../src/data/files.js';
 import { train } from '../src/tasks/lm.js';
 import { CharTokenizer } from '../src/tokenizers/index.js';
+import { CHROMIUM, CHROMIUM_ARGS, loadPlaywright, REQUIRE_BROWSER, type Page, type Download } from './browser-helpers.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const CHROMIUM = process.env.ATTN_CHROMIUM ?? '/usr/bin/chromium';
-const REQUIRE = process.env.ATTN_REQUIRE_BROWSER === '1';
 const FIGURES = process.env.ATTN_UPDATE_FIGURES === '1';
-const CHROMIUM_ARGS = [
-  '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-  '--disable-dev-shm-usage', '--enable-unsafe-webgpu',
-];
-
-interface Download { saveAs(path: string): Promise<void>; suggestedFilename(): string }
-interface Page {
-  goto(url: string): Promise<unknown>;
-  reload(): Promise<unknown>;
-  on(event: 'console' | 'pageerror', f: (x: { text?(): string; message?: string }) => void): void;
-  waitForFunction(f: string, arg?: unknown, o?: { timeout: number }): Promise<unknown>;
-  waitForEvent(e: 'download'): Promise<Download>;
-  click(sel: string): Promise<void>;
-  fill(sel: string, v: string): Promise<void>;
-  selectOption(sel: string, v: string): Promise<unknown>;
-  setInputFiles(sel: string, files: string[]): Promise<void>;
-  textContent(sel: string): Promise<string | null>;
-  evaluate<T>(f: string): Promise<T>;
-  $$(sel: string): Promise<{ getAttribute(n: string): Promise<string | null> }[]>;
-  screenshot(o: { path?: string; fullPage?: boolean }): Promise<Buffer>;
-  close(): Promise<void>;
-}
-interface Browser { newPage(o?: { viewport?: { width: number; height: number }; acceptDownloads?: boolean }): Promise<Page>; close(): Promise<void> }
-interface Playwright { chromium: { launch(o: { executablePath: string; args: string[]; headless: boolean }): Promise<Browser> } }
-
-async function loadPlaywright(): Promise<Playwright | string> {
-  if (!existsSync(CHROMIUM)) return `${CHROMIUM} is missing (apt-get install chromium)`;
-  try {
-    return (await import('playwright-core' as string)) as Playwright;
-  } catch {
-    return 'playwright-core is not installed (npm install --save-dev playwright-core)';
-  }
-}
 
 const ROOT = mkdtempSync(join(tmpdir(), 'attn-studio-browser-'));
 process.on('exit', () => rmSync(ROOT, { recursive: true, force: true }));
@@ -108,7 +74,7 @@ const T0 = performance.now();
 const phase = (name: string): void => void process.stderr.write(`# studio-browser ${name}: ${((performance.now() - T0) / 1000).toFixed(1)} s\n`);
 
 const pw = await loadPlaywright();
-const skip = typeof pw === 'string' && !REQUIRE ? pw : false;
+const skip = typeof pw === 'string' && !REQUIRE_BROWSER ? pw : false;
 
 test('studio page: trains on the cpu fallback, resumes after a reload, round-trips checkpoints and LoRA adapters with Node, looks inside, refuses a model too large', { skip, timeout: 300_000 }, async () => {
   if (typeof pw === 'string') assert.fail(pw);

@@ -21,40 +21,10 @@ import { GPT } from '../src/models/gpt.js';
 import { getBackend } from '../src/index.js';
 import { train } from '../src/tasks/lm.js';
 import { CharTokenizer } from '../src/tokenizers/index.js';
+import { CHROMIUM, CHROMIUM_ARGS, loadPlaywright, REQUIRE_BROWSER } from './browser-helpers.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const CHROMIUM = process.env.ATTN_CHROMIUM ?? '/usr/bin/chromium';
-const REQUIRE = process.env.ATTN_REQUIRE_BROWSER === '1';
 const UPDATE = process.env.ATTN_UPDATE_FIGURES === '1';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic', '--disable-dev-shm-usage'];
-
-interface Page {
-  goto(url: string): Promise<unknown>;
-  on(event: 'console' | 'pageerror', f: (x: { text?(): string; message?: string }) => void): void;
-  waitForFunction(f: string, arg?: unknown, o?: { timeout: number }): Promise<unknown>;
-  click(sel: string): Promise<void>;
-  selectOption(sel: string, value: string): Promise<unknown>;
-  evaluate<T>(f: string): Promise<T>;
-  textContent(sel: string): Promise<string | null>;
-  screenshot(o: { path?: string; fullPage?: boolean }): Promise<Buffer>;
-  close(): Promise<void>;
-}
-interface Browser {
-  newPage(o?: { viewport?: { width: number; height: number } }): Promise<Page>;
-  close(): Promise<void>;
-}
-interface Playwright {
-  chromium: { launch(o: { executablePath: string; args: string[]; headless: boolean }): Promise<Browser> };
-}
-
-async function loadPlaywright(): Promise<Playwright | string> {
-  if (!existsSync(CHROMIUM)) return `${CHROMIUM} is missing (apt-get install chromium)`;
-  try {
-    return (await import('playwright-core' as string)) as Playwright;
-  } catch {
-    return 'playwright-core is not installed (npm install --save-dev playwright-core)';
-  }
-}
 
 const TEXT = readFileSync(join(REPO, 'data/tinyshakespeare/input.txt'), 'utf8');
 const PROMPT = 'ROMEO: But soft, what light';
@@ -81,7 +51,7 @@ async function makeModel(tok: CharTokenizer): Promise<GPT> {
 }
 
 const pw = await loadPlaywright();
-const skip = typeof pw === 'string' && !REQUIRE ? pw : false;
+const skip = typeof pw === 'string' && !REQUIRE_BROWSER ? pw : false;
 
 test('attn viz page: clicking a token shows its attention row (layer/head selectors, all-heads grid), lens, attributions, ablation; screenshot', { skip, timeout: 600_000 }, async () => {
   if (typeof pw === 'string') assert.fail(pw);
@@ -95,7 +65,7 @@ test('attn viz page: clicking a token shows its attention row (layer/head select
   model.dispose();
   const { url, close } = await serveViz(doc, 0);
   assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
-  const browser = await pw.chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+  const browser = await pw.chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS.filter((a) => a !== '--enable-unsafe-webgpu'), headless: true });
   const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
   const logs: string[] = [];
   page.on('console', (m) => logs.push(m.text?.() ?? ''));

@@ -103,7 +103,9 @@ const fmt = (k: string, v: number): string => (k.endsWith('accuracy') ? `${(v * 
 /** One line per evaluation: every metric, accuracy in percent and BLEU to two decimals. */
 function evalLine(e: EvalResult): string {
   const metrics = Object.entries(e).filter(([k, v]) => typeof v === 'number' && !['step', 'best', 'elapsed_s', 'train_loss', 'eval_train_loss'].includes(k)) as [string, number][];
-  return `step ${e.step}: train loss ${e.train_loss.toFixed(4)}, ${metrics.map(([k, v]) => `${k.replace(/_/g, ' ').replace('bleu', 'BLEU')} ${fmt(k, v)}`).join(', ')}${e.saved.length ? ` (saved ${e.saved.join(', ')})` : ''}`;
+  // before the first update a task that measures no training loss has none to show
+  const train = Number.isFinite(e.train_loss) ? `train loss ${e.train_loss.toFixed(4)}, ` : '';
+  return `step ${e.step}: ${train}${metrics.map(([k, v]) => `${k.replace(/_/g, ' ').replace('bleu', 'BLEU')} ${fmt(k, v)}`).join(', ')}${e.saved.length ? ` (saved ${e.saved.join(', ')})` : ''}`;
 }
 
 /** Reads flags into a config for the task, runs the loop with a progress bar and Ctrl-C handling. */
