@@ -13,7 +13,7 @@ import { checkpointConfigJson, modelToCheckpointTensors } from '../src/models/ch
 import { loadGPTCheckpoint } from '../src/models/gpt-checkpoint.js';
 import { CharTokenizer } from '../src/tokenizers/index.js';
 import { IGNORE, tokenLogProbs } from '../src/train/alignment.js';
-import { runTraining } from '../src/train/loop.js';
+import { runTraining, type Task } from '../src/train/loop.js';
 import { PLAIN_CHAT_TEMPLATE, packedBatch, packExamples, renderConversation, shiftExample } from '../src/tasks/alignment-common.js';
 import { DPO_TASK } from '../src/tasks/dpo.js';
 import { PPO_TASK } from '../src/tasks/ppo.js';
@@ -213,4 +213,22 @@ test('SFT with LoRA: only the adapters train, and the saved checkpoint (adapters
   assert.ok(before.some((v, i) => Math.abs(v - expected![i]!) > 1e-3), 'the adapters changed the model');
   saved.model.dispose();
   base.model.dispose();
+});
+
+test('SFT and the reward model resume exactly: 4 + 4 updates write the weights 8 do', async () => {
+  const init = await tinyCheckpoint('resume-init');
+  const chat = join(ROOT, 'chat-resume.jsonl');
+  writeFileSync(chat, Array.from({ length: 24 }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `say ${'abc'[i % 3]}` }, { role: 'assistant', content: `${'abc'[i % 3]!.repeat(2)}.` }] })).join('\n') + '\n');
+  const pairs = join(ROOT, 'pairs-resume.jsonl');
+  writePairs(pairs, 20);
+  const runs: [string, Task<unknown>, string][] = [['sft', SFT_TASK as Task<unknown>, chat], ['reward', REWARD_TASK as Task<unknown>, pairs]];
+  for (const [name, task, data] of runs) {
+    const common = { init_from: init, data, batch_size: 3, block_size: 64, learning_rate: 1e-3, eval_interval: 4, eval_iters: 2, lr_decay: 'constant', warmup_iters: 0 };
+    await runTraining(task, { ...common, max_iters: 8, out_dir: join(ROOT, `${name}-a`) }, quiet);
+    await runTraining(task, { ...common, max_iters: 4, out_dir: join(ROOT, `${name}-b`) }, quiet);
+    await runTraining(task, { ...common, max_iters: 8, out_dir: join(ROOT, `${name}-b`), init_from: 'resume' }, quiet);
+    const a = readFileSync(join(ROOT, `${name}-a`, 'last', 'model.safetensors'));
+    const b = readFileSync(join(ROOT, `${name}-b`, 'last', 'model.safetensors'));
+    assert.ok(a.equals(b), `${name}: the resumed run's weights differ from the straight run's`);
+  }
 });
