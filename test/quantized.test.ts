@@ -14,6 +14,7 @@ import { dequantizeRows, getBackend, linear, mul, noGrad, sum, quantize, Quantiz
 import { DecoderLM } from '../src/models/decoder.js';
 import { GPT } from '../src/models/gpt.js';
 import { loadGGUF, saveGGUF } from '../src/models/gguf-decoder.js';
+import { GGMLType, parseGGUFHeader } from '../src/io/gguf.js';
 import { modelToCheckpointTensors } from '../src/models/checkpoint-format.js';
 import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
 import { loadDecoderDir, saveDecoderDir } from '../src/models/hf-decoder-files.js';
@@ -222,4 +223,32 @@ test('a GGUF file loads quantized tensor by tensor, equal to quantizing the load
     assert.ok(direct instanceof DecoderLM && direct.lm_head!.quant && direct.model.embed_tokens.quant);
     assert.deepEqual(logits(direct, tokens), logits(after, tokens));
   }
+});
+
+test('a Q4_0 GGUF loads as int4 by taking its blocks over: every int4 matrix equals the file\'s Q4_0 values exactly (q/k rows permuted)', async () => {
+  const path = join(root, 'q4.gguf');
+  await saveGGUF(llama(8), path, { type: 'q4_0' });
+  // Make every Q4_0 block non-canonical (no level 0, so the largest magnitude is not at -8, as
+  // other quantizers write them): requantizing would change such blocks, taking them over not.
+  const file = new Uint8Array(await readFile(path));
+  const header = parseGGUFHeader(file, file.length, path);
+  for (const t of header.tensors) {
+    if (t.type !== GGMLType.Q4_0) continue;
+    const n = t.dims.reduce((a, b) => a * b, 1);
+    for (let b = header.dataStart + t.offset; b < header.dataStart + t.offset + (n / 32) * 18; b += 18) {
+      for (let j = 2; j < 18; j++) file[b + j] = file[b + j]! | 0x11;
+    }
+  }
+  await writeFile(path, file);
+  const direct = (await loadGGUF(path, { backend: cpu, quantize: { format: 'int4', embeddings: true, head: true } })).model;
+  const float = (await loadGGUF(path, { backend: cpu })).model; // the Q4_0 values, decoded
+  const floats = new Map(matrixModules(float).map(([name, m]) => [name, m.weight.data()]));
+  let taken = 0;
+  for (const [name, m] of matrixModules(direct)) {
+    if (!m.quant) continue;
+    assert.equal(m.quant.format, 'int4', name);
+    assert.deepEqual(m.quant.dequantize().data(), floats.get(name), `${name}: int4 values differ from the Q4_0 file's`);
+    taken++;
+  }
+  assert.ok(taken >= 7, `${taken} matrices compared`);
 });

@@ -4,6 +4,7 @@
 // tensor data. Tensor types here: F32, F16, BF16, and the block quantizations Q8_0 (32 int8 and
 // an f16 scale) and Q4_0 (32 4-bit values offset by 8 and an f16 scale). Pure: no file access.
 import { floatBitsToBf16Bits, floatBitsToHalfBits, halfBitsToFloatBits } from '../tensor/half.js';
+import type { QuantizedArrays } from '../tensor/quantize.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
 export const GGUF_VERSION = 3;
@@ -230,6 +231,29 @@ function writeScalar(w: Writer, t: GGUFValueType, v: string | number | boolean):
 }
 
 const alignUp = (n: number, a: number): number => Math.ceil(n / a) * a;
+
+/**
+ * A Q4_0 tensor of N rows of K as attn int4 arrays, taken over rather than requantized: both pack
+ * a block of 32 the same way (byte j holds values j and j + 16, low nibble first) and mean
+ * (q - 8) · d, so only the f16 scales widen to float32. `rowOf(n)` is the file row that becomes
+ * row n (a permutation; default the same row).
+ */
+export function q4_0ToInt4(bytes: Uint8Array, N: number, K: number, rowOf: (n: number) => number = (n) => n): QuantizedArrays {
+  if (K % BLOCK !== 0 || bytes.length !== (N * K / BLOCK) * 18) throw new RangeError(`q4_0ToInt4: ${bytes.length} bytes are not the Q4_0 blocks of (${N}, ${K})`);
+  const groups = K / BLOCK;
+  const data = new Uint8Array((N * K) / 2);
+  const scales = new Float32Array(N * groups);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let n = 0; n < N; n++) {
+    const src = rowOf(n);
+    for (let g = 0; g < groups; g++) {
+      const b = (src * groups + g) * 18;
+      scales[n * groups + g] = fromHalf(dv.getUint16(b, true));
+      data.set(bytes.subarray(b + 2, b + 18), (n * groups + g) * 16);
+    }
+  }
+  return { format: 'int4', N, K, data, scales, zeros: null };
+}
 
 /**
  * The header bytes (through the padding before the data) for metadata and tensors of the given

@@ -13,7 +13,7 @@ import { open, rename, rm } from 'node:fs/promises';
 import type { Backend } from '../backend/backend.js';
 import { tempSibling } from '../io/files.js';
 import {
-  decodeGGML, encodeGGML, ggmlBytes, GGMLType, GGML_TYPE_NAMES, GGUFError, GGUFValueType, parseGGUFHeader, serializeGGUFHeader, type GGUFHeader, type GGUFValue,
+  decodeGGML, encodeGGML, ggmlBytes, GGMLType, GGML_TYPE_NAMES, GGUFError, GGUFValueType, parseGGUFHeader, q4_0ToInt4, serializeGGUFHeader, type GGUFHeader, type GGUFValue,
 } from '../io/gguf.js';
 import type { Module } from '../nn/module.js';
 import { buildQuantized } from '../nn/layers.js';
@@ -246,14 +246,37 @@ async function streamInto(fh: Awaited<ReturnType<typeof open>>, path: string, he
     const size = shapeOf(name).reduce((a, b) => a * b, 1);
     const bytes = new Uint8Array(ggmlBytes(info.type, size));
     await fh.read(bytes, 0, bytes.length, header.dataStart + info.offset);
-    const values = transform(g, decodeGGML(info.type, bytes, size));
     const q = quantized.get(name);
+    if (q && q.format === 'int4' && info.type === GGMLType.Q4_0) {
+      const rows = rowPermutation(g, q.N, q.K, transform);
+      if (rows) { // Q4_0 blocks are attn's int4 groups: taken over as they are, no requantizing
+        q.assign(q4_0ToInt4(bytes, q.N, q.K, (n) => rows[n]!));
+        continue;
+      }
+    }
+    const values = transform(g, decodeGGML(info.type, bytes, size));
     if (q) q.assign(quantize(values, q.N, q.K, q.format));
     else {
       const p = params.get(name)!;
       p.backend.write(p.storage, values, p.offset);
     }
   }
+}
+
+/** The rows `transform` moves tensor g's (N, K) rows to (out row -> file row), found by
+ *  transforming each row's index; null when it does more than move whole rows. */
+function rowPermutation(g: string, N: number, K: number, transform: (ggufName: string, data: Float32Array) => Float32Array): Int32Array | null {
+  const index = new Float32Array(N * K);
+  for (let n = 0; n < N; n++) index.fill(n, n * K, (n + 1) * K);
+  const moved = transform(g, index);
+  const rows = new Int32Array(N);
+  for (let n = 0; n < N; n++) {
+    const r = moved[n * K]!;
+    if (!Number.isInteger(r) || r < 0 || r >= N) return null;
+    for (let k = 1; k < K; k++) if (moved[n * K + k] !== r) return null;
+    rows[n] = r;
+  }
+  return rows;
 }
 
 /**
