@@ -329,14 +329,8 @@ export function logitLens(model: GPT | DecoderLM, ids: readonly number[], k = 5,
 /** What an attribution explains: a next-token logit at a position, or a class logit. */
 export type AttributionTarget = { kind: 'token'; position: number; token: number } | { kind: 'class'; cls: number };
 
-export interface Attributions {
-  gradInput: number[];
-  integratedGradients: number[];
-  steps: number;
-  fInput: number;
-  fBaseline: number;
-  sum: number;
-}
+/** Token attributions: the document's entry without its words (interpret-doc.ts). */
+export type Attributions = Omit<AttributionDoc, 'target'>;
 
 /**
  * Token attributions of one scalar output f(e) of the token embeddings e (T, C): gradient × input

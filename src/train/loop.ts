@@ -249,6 +249,16 @@ export interface StepOptions {
   transforms?: readonly GradientTransform[];
 }
 
+/** The end of every update: stop on a non-finite gradient norm, clip to o.gradClip, set the
+ *  learning rate, step the optimizer (the loop's update and data parallel's share it). */
+export function clipAndStep(params: readonly Tensor[], opt: AdamW, norm: number, step: number, o: StepOptions): void {
+  if (!Number.isFinite(norm)) throw new TrainingDivergedError(step, 'the gradient norm', norm);
+  const maxNorm = o.gradClip ?? 0;
+  if (maxNorm > 0 && norm > maxNorm) scaleGrads(params, maxNorm / (norm + 1e-6));
+  if (o.lr !== undefined) opt.lr = o.lr;
+  opt.stepUpdate();
+}
+
 /**
  * One optimizer update: accumulate, transform, clip, AdamW. Reads back once: the loss, its parts
  * and the gradient norm. A non-finite loss or norm throws TrainingDivergedError before any
@@ -269,11 +279,7 @@ export function updateStep<B>(src: LossSource<B>, params: readonly Tensor[], opt
     const values = Array.from(all.subarray(0, n));
     if (!Number.isFinite(values[0]!)) throw new TrainingDivergedError(step, 'the training loss', values[0]!);
     const norm = normSq ? Math.sqrt(all[n]!) : 0;
-    if (!Number.isFinite(norm)) throw new TrainingDivergedError(step, 'the gradient norm', norm);
-    const maxNorm = o.gradClip ?? 0;
-    if (maxNorm > 0 && norm > maxNorm) scaleGrads(params, maxNorm / (norm + 1e-6));
-    if (o.lr !== undefined) opt.lr = o.lr;
-    opt.stepUpdate();
+    clipAndStep(params, opt, norm, step, o);
     return { values, gradNorm: norm };
   } finally {
     opt.zeroGrad(); // dead weight until the next update

@@ -16,7 +16,7 @@
 // rank's weights. A checkpoint gathers the moments so it is an ordinary attn checkpoint.
 import { setLeafGradientHook, mul, Tensor } from '../../tensor/index.js';
 import type { Storage } from '../../backend/backend.js';
-import { accumulateOnDevice, gradNorm, scaleGrads, TrainingDivergedError, type LossSource, type ParallelStrategy, type StepOptions } from '../loop.js';
+import { accumulateOnDevice, clipAndStep, gradNorm, TrainingDivergedError, type LossSource, type ParallelStrategy, type StepOptions } from '../loop.js';
 import type { AdamW } from '../optim.js';
 import type { MpiBinding } from './mpi.js';
 
@@ -143,11 +143,7 @@ export class DataParallel implements ParallelStrategy {
       };
       for (const t of o.transforms ?? []) t(params, { step });
       const norm = gradNorm(params);
-      if (!Number.isFinite(norm)) throw new TrainingDivergedError(step, 'the gradient norm', norm);
-      const maxNorm = o.gradClip ?? 0;
-      if (maxNorm > 0 && norm > maxNorm) scaleGrads(params, maxNorm / (norm + 1e-6));
-      if (o.lr !== undefined) opt.lr = o.lr;
-      opt.stepUpdate();
+      clipAndStep(params, opt, norm, step, o);
       return { values, gradNorm: norm };
     } finally {
       opt.zeroGrad();
