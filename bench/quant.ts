@@ -1,6 +1,6 @@
 // Weight-only quantization: decode and prefill speed, resident memory and (with --model) the
 // perplexity cost of int8, int4 and int4z against float32, on the native cpu path.
-//   node dist/bench/quant.js [--only speed,quality] [--min_s 6] [--repeat 3] [--model DIR] [--json FILE]
+//   node dist/bench/quant.js [--only speed,quality,load] [--min_s 6] [--repeat 3] [--model DIR] [--json FILE]
 // speed: the GPT-2 124M shape (12 layers, 768 wide, 50257 vocabulary, tied head) and a Llama of
 // the same size, random weights, batch 1: prefill of 128 tokens, then KV-cache decode of 32. Each
 // cell runs in a child process of its own, so its resident set (peak RSS) is that model's: the
@@ -19,6 +19,7 @@ import { crossEntropy, getBackend, noGrad, quantize, slice, tensor, tidy, type Q
 import { DecoderLM } from '../src/models/decoder.js';
 import { GPT } from '../src/models/gpt.js';
 import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
+import { load, save } from '../src/models/files.js';
 import { loadDecoderDir, saveDecoderDir } from '../src/models/hf-decoder-files.js';
 import { buildQuantized } from '../src/nn/layers.js';
 import { matrixModules, settleQuantized, type QuantizeSpec } from '../src/nn/quantized.js';
@@ -38,30 +39,9 @@ const SHAPES = {
 } as const;
 type ShapeName = keyof typeof SHAPES;
 
-/** One cell, in this (child) process: build, fill, time prefill and decode, report peak RSS. */
-async function speedCell(shape: ShapeName, precision: Precision | 'none'): Promise<Record<string, number>> {
-  const be = await getBackend('cpu', { threads: THREADS });
-  const rssNow = async (): Promise<number> => {
-    v8.setFlagsFromString('--expose-gc');
-    const gc = runInNewContext('gc') as () => void;
-    // full collections, so the figure is what stays resident; V8 frees large array buffers on a
-    // background thread, hence the pauses
-    for (let i = 0; i < 2; i++) {
-      gc();
-      await new Promise((r) => setTimeout(r, 300));
-    }
-    return process.memoryUsage().rss / 2 ** 20;
-  };
-  if (precision === 'none') return { peak_rss_mib: process.resourceUsage().maxRSS / 1024, loaded_rss_mib: await rssNow() }; // the runtime alone
-  const s = SHAPES[shape];
-  const build = () => (s.kind === 'gpt' ? new GPT(s.cfg, { backend: be, init: false }) : new DecoderLM(decoderConfigFromHF(s.cfg), { backend: be, init: false }));
-  // The token embedding (the tied head) is quantized too: it is the largest matrix of both shapes.
-  const spec: QuantizeSpec | null = precision === 'float32' ? null : { format: precision, embeddings: true };
-  const weightBytes = (): number => matrixModules(model).reduce((t, [, m]) => t + (m.quant ? m.quant.bytes : 4 * m.matrixShape()[0] * m.matrixShape()[1]), 0);
-  const model = spec ? buildQuantized(spec, build) : build();
-  if (spec) settleQuantized(model, spec);
-  // Weights: uniform with std 0.02, drawn (and quantized) on the host 2048 rows at a time, so
-  // the peak resident set is the model's and not a float copy of its largest matrix.
+/** Weights: uniform with std 0.02, drawn (and quantized) on the host 2048 rows at a time, so
+ *  the peak resident set is the model's and not a float copy of its largest matrix. */
+function fillRandom(model: GPT | DecoderLM, be: Awaited<ReturnType<typeof getBackend>>): void {
   let seed = 1;
   for (const [, m] of matrixModules(model)) {
     const [N, K] = m.matrixShape();
@@ -73,6 +53,32 @@ async function speedCell(shape: ShapeName, precision: Precision | 'none'): Promi
       else be.write(m.weight.storage, w, m.weight.offset + n0 * K);
     }
   }
+}
+
+/** Resident set after full collections, so the figure is what stays resident; V8 frees large
+ *  array buffers on a background thread, hence the pauses. */
+async function rssNow(): Promise<number> {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  for (let i = 0; i < 2; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  return process.memoryUsage().rss / 2 ** 20;
+}
+
+/** One cell, in this (child) process: build, fill, time prefill and decode, report peak RSS. */
+async function speedCell(shape: ShapeName, precision: Precision | 'none'): Promise<Record<string, number>> {
+  const be = await getBackend('cpu', { threads: THREADS });
+  if (precision === 'none') return { peak_rss_mib: process.resourceUsage().maxRSS / 1024, loaded_rss_mib: await rssNow() }; // the runtime alone
+  const s = SHAPES[shape];
+  const build = () => (s.kind === 'gpt' ? new GPT(s.cfg, { backend: be, init: false }) : new DecoderLM(decoderConfigFromHF(s.cfg), { backend: be, init: false }));
+  // The token embedding (the tied head) is quantized too: it is the largest matrix of both shapes.
+  const spec: QuantizeSpec | null = precision === 'float32' ? null : { format: precision, embeddings: true };
+  const weightBytes = (): number => matrixModules(model).reduce((t, [, m]) => t + (m.quant ? m.quant.bytes : 4 * m.matrixShape()[0] * m.matrixShape()[1]), 0);
+  const model = spec ? buildQuantized(spec, build) : build();
+  if (spec) settleQuantized(model, spec);
+  fillRandom(model, be);
   model.eval();
   const loadedRss = await rssNow(); // the model in memory, before any forward
   const rnd = xorshift32(7);
@@ -131,9 +137,40 @@ async function qualityCell(dir: string, variant: string): Promise<Record<string,
   return { val_loss: sum / windows, windows, T, file_bytes: fileBytes };
 }
 
+/** Writes the float32 checkpoint of a shape (random weights) to dir, as attn writes checkpoints;
+ *  with a precision, loads that checkpoint quantized and writes it as attn quantize does. */
+async function prepareCell(shape: ShapeName, dir: string, precision: Precision): Promise<Record<string, number>> {
+  const be = await getBackend('cpu', { threads: THREADS });
+  const s = SHAPES[shape];
+  if (precision === 'float32') {
+    const model = s.kind === 'gpt' ? new GPT(s.cfg, { backend: be, init: false }) : new DecoderLM(decoderConfigFromHF(s.cfg), { backend: be, init: false });
+    fillRandom(model, be);
+    if (model instanceof DecoderLM) await saveDecoderDir(model, dir, { hfConfig: { ...s.cfg } });
+    else await save(dir, model);
+  } else {
+    const { model } = await load(`${dir.slice(0, dir.lastIndexOf('-'))}-float32`, { backend: be, quantize: { format: precision, embeddings: true } });
+    await saveDecoderDir(model as DecoderLM, dir);
+  }
+  return {};
+}
+
+/** Loads a checkpoint directory in this (child) process the way a user does (attn.load, or
+ *  --dtype on the CLI) and reports the resident set it leaves after collection. */
+async function loadCell(dir: string, precision: Precision | 'none'): Promise<Record<string, number>> {
+  const be = await getBackend('cpu', { threads: THREADS });
+  const spec: QuantizeSpec | undefined = precision === 'float32' || precision === 'none' ? undefined : { format: precision, embeddings: true };
+  const { model } = await load(dir, { backend: be, quantize: spec });
+  const m = model as GPT | DecoderLM;
+  const matrixBytes = matrixModules(m).reduce((t, [, q]) => t + (q.quant ? q.quant.bytes : 4 * q.matrixShape()[0] * q.matrixShape()[1]), 0);
+  return { loaded_rss_mib: await rssNow(), peak_rss_mib: process.resourceUsage().maxRSS / 1024, matrix_mib: matrixBytes / 2 ** 20 };
+}
+
 if (args.get('cell')) {
-  const [what, a, precision] = String(args.get('cell')).split(':') as [string, string, Precision];
-  const r = what === 'speed' ? await speedCell(a as ShapeName, precision) : await qualityCell(a, precision as string);
+  const [what, a, precision] = String(args.get('cell')).split('|') as [string, string, Precision];
+  const r = what === 'speed' ? await speedCell(a as ShapeName, precision)
+    : what === 'prepare' ? await prepareCell(a.split('@')[0] as ShapeName, a.split('@')[1]!, precision)
+    : what === 'load' ? await loadCell(a, precision)
+    : await qualityCell(a, precision as string);
   process.stdout.write(`${JSON.stringify(r)}\n`);
   process.exit(0);
 }
@@ -162,14 +199,14 @@ const only = new Set(String(args.get('only') ?? 'speed,quality').split(','));
 const results: Record<string, unknown> = { machine: machineInfo(), threads: THREADS, prefill_tokens: PREFILL, decode_tokens: DECODE };
 const f1 = (x: number): string => x.toFixed(1);
 if (only.has('speed')) {
-  const runtime = child('speed:gpt2-124M:none');
+  const runtime = child('speed|gpt2-124M|none');
   const base0 = typeof runtime === 'string' ? 0 : runtime['loaded_rss_mib']!;
   results['runtime_rss_mib'] = base0;
   for (const shape of Object.keys(SHAPES) as ShapeName[]) {
     const cells: Record<string, Record<string, number> | string> = {};
     const rows: string[][] = [];
     for (const p of PRECISIONS) {
-      const c = medianOf(Array.from({ length: REPEAT }, () => child(`speed:${shape}:${p}`)));
+      const c = medianOf(Array.from({ length: REPEAT }, () => child(`speed|${shape}|${p}`)));
       cells[p] = c;
       const base = cells['float32'];
       if (typeof c === 'string' || typeof base === 'string') {
@@ -186,12 +223,54 @@ if (only.has('speed')) {
     console.log(table(['weights', 'decode tok/s', 'vs f32', `prefill ${PREFILL} tok/s`, 'vs f32', 'matrices MiB', 'vs f32', `loaded RSS above runtime's ${f1(base0)} MiB`, 'vs f32', 'peak RSS MiB'], rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']));
   }
 }
+if (only.has('load')) {
+  // Resident memory the way a user gets it: a checkpoint on disk, loaded in a fresh process.
+  // GPT: the float checkpoint loaded with --dtype (quantized as it loads). Llama: the same, and
+  // the directory attn quantize writes, loaded as it is.
+  const root = mkdtempSync(join(tmpdir(), 'attn-quant-load-'));
+  try {
+    const runtime = child('speed|gpt2-124M|none');
+    const base0 = typeof runtime === 'string' ? 0 : runtime['loaded_rss_mib']!;
+    for (const shape of Object.keys(SHAPES) as ShapeName[]) {
+      const floatDir = join(root, `${shape}-float32`);
+      const prep = child(`prepare|${shape}@${floatDir}|float32`);
+      if (typeof prep === 'string') throw new Error(prep);
+      const rows: string[][] = [];
+      const cells: Record<string, Record<string, number> | string> = {};
+      const variants: [string, string, Precision][] = PRECISIONS.map((p) => [p === 'float32' ? 'float32' : `${p} (--dtype on load)`, floatDir, p]);
+      if (SHAPES[shape].kind === 'llama') {
+        for (const p of PRECISIONS.slice(1)) {
+          const qDir = join(root, `${shape}-${p}`);
+          const r = child(`prepare|${shape}@${qDir}|${p}`);
+          if (typeof r === 'string') throw new Error(r);
+          variants.push([`${p} (quantized directory)`, qDir, 'none' as Precision]);
+        }
+      }
+      for (const [label, dir, p] of variants) {
+        const c = medianOf(Array.from({ length: REPEAT }, () => child(`load|${dir}|${p}`)));
+        cells[label] = c;
+        const base = cells['float32'];
+        if (typeof c === 'string' || typeof base === 'string') {
+          rows.push([label, typeof c === 'string' ? c : 'n/a', '', '', '', '']);
+          continue;
+        }
+        const above = (r: Record<string, number>): number => r['loaded_rss_mib']! - base0;
+        rows.push([label, f1(c['matrix_mib']!), `${(c['matrix_mib']! / base['matrix_mib']!).toFixed(3)}x`, f1(above(c)), `${(above(c) / above(base)).toFixed(3)}x`, f1(c['peak_rss_mib']!)]);
+      }
+      results[`load-${shape}`] = { runtime_rss_mib: base0, cells };
+      console.log(`\n${shape}: a checkpoint loaded in a fresh process, resident set after collection (medians of ${REPEAT} runs); the token embedding (tied head) quantized too`);
+      console.log(table(['weights', 'matrices MiB', 'vs f32', `loaded RSS above runtime's ${f1(base0)} MiB`, 'vs f32', 'peak RSS MiB'], rows, ['l', 'r', 'r', 'r', 'r', 'r']));
+    }
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
 const model = args.get('model');
 if (only.has('quality') && typeof model === 'string') {
   const cells: Record<string, Record<string, number> | string> = {};
   const rows: string[][] = [];
   for (const v of ['float32', 'int8', 'int4', 'int4z', 'int8+all', 'int4+all', 'int4z+all']) {
-    const c = child(`quality:${model}:${v}`);
+    const c = child(`quality|${model}|${v}`);
     cells[v] = c;
     const base = cells['float32'];
     if (typeof c === 'string' || typeof base === 'string') {

@@ -16,6 +16,8 @@ import { GPT } from '../src/models/gpt.js';
 import { loadGGUF, saveGGUF } from '../src/models/gguf-decoder.js';
 import { GGMLType, parseGGUFHeader } from '../src/io/gguf.js';
 import { modelToCheckpointTensors } from '../src/models/checkpoint-format.js';
+import { load, save } from '../src/models/files.js';
+import { loadGPTCheckpoint } from '../src/models/gpt-checkpoint.js';
 import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
 import { loadDecoderDir, saveDecoderDir } from '../src/models/hf-decoder-files.js';
 import { matrixModules, quantizeModel, type QuantizeSpec } from '../src/nn/quantized.js';
@@ -113,6 +115,22 @@ test('a quantized checkpoint reloads bit for bit; float weights quantized while 
     const streamed = (await loadDecoderDir(floatDir, { backend: cpu, quantize: { format, head: true } })).model;
     assert.deepEqual(logits(streamed, tokens), logits(model, tokens));
     await assert.rejects(loadDecoderDir(dir, { backend: cpu, quantize: { format: format === 'int8' ? 'int4' : 'int8' } }), /quantized as .* loads as/);
+  }
+});
+
+test('a GPT checkpoint loaded with quantize is built quantized and equals quantizeModel on the float load (Conv1D layout)', async () => {
+  const cfg = { vocab_size: 80, block_size: 32, n_layer: 2, n_head: 2, n_embd: 64, tie_embeddings: true };
+  const dir = join(root, 'gpt-float');
+  await save(dir, new GPT(cfg, { backend: cpu, seed: 6 }).eval());
+  const tokens = ids(16, 80, 2);
+  for (const format of FORMATS) {
+    const spec: QuantizeSpec = { format, embeddings: true };
+    const reference = (await loadGPTCheckpoint(dir, { backend: cpu })).model;
+    quantizeModel(reference, spec);
+    const loaded = (await load(dir, { backend: cpu, quantize: spec })).model as GPT;
+    const names = matrixModules(loaded).filter(([, m]) => m.quant).map(([n]) => n);
+    assert.equal(names.length, 9, `${format}: c_attn, c_proj, c_fc, mlp c_proj of 2 layers and wte are quantized`);
+    assert.deepEqual(logits(loaded, tokens), logits(reference, tokens));
   }
 });
 

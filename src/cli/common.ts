@@ -11,7 +11,7 @@ import { GPT } from '../models/gpt.js';
 import { loadDecoderDir, readHFConfig } from '../models/hf-decoder-files.js';
 import { decoderFamilyOf } from '../models/hf-decoder.js';
 import { ADAPTER_CONFIG_FILE, loadAdapters } from '../nn/lora-files.js';
-import { quantizedWeights, quantizeModel, type QuantizeSpec } from '../nn/quantized.js';
+import { quantizedWeights, type QuantizeSpec } from '../nn/quantized.js';
 import { chatTemplateOf, type ChatTemplate } from '../generate/chat.js';
 import { loadGpt2Tokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
@@ -67,10 +67,9 @@ export async function loadModelDir(command: string, dir: string, backend: Backen
     return loadModelDir(command, base, backend, dir, quant);
   }
   // Decoder families quantize while the weights stream in (or load an attn quantize checkpoint);
-  // a GPT checkpoint loads in float32 and is quantized in place.
+  // a GPT is built quantized and its matrices quantized from the file's host copy.
   const hfConfig = await readHFConfig(dir);
-  const model = decoderFamilyOf(hfConfig) !== null ? (await loadDecoderDir(dir, { backend, quantize: quant })).model : (await loadGPTCheckpoint(dir, { backend })).model;
-  if (quant && model instanceof GPT) quantizeModel(model, quant);
+  const model = decoderFamilyOf(hfConfig) !== null ? (await loadDecoderDir(dir, { backend, quantize: quant })).model : (await loadGPTCheckpoint(dir, { backend, quantize: quant })).model;
   if (adapter !== undefined) {
     await requireDir(command, 'adapter', adapter);
     try {

@@ -1,7 +1,7 @@
 // The GPT checkpoint format (config.json + model.safetensors in the Hugging Face GPT-2 layout),
 // as pure functions on parsed JSON and tensors: no file system, so the trainer (Node) and the
 // URL loader (browsers) share one definition of the layout.
-import { refuseQuantized } from '../nn/quantized.js';
+import { quantizedWeights, refuseQuantized } from '../nn/quantized.js';
 import type { LoadedTensor, TensorEntry } from '../io/safetensors.js';
 import type { Module, StateValue } from '../nn/module.js';
 import { gptConfig, type GPTConfig } from './gpt.js';
@@ -56,6 +56,8 @@ export function checkpointTensorsToState(tensors: ReadonlyMap<string, LoadedTens
 export function checkpointShapes(model: Module): Map<string, readonly number[]> {
   const out = new Map<string, readonly number[]>();
   for (const [name, t] of model.stateDict()) out.set(name, CONV1D.test(name) && t.ndim === 2 ? [t.shape[1]!, t.shape[0]!] : [...t.shape]);
+  // A model built quantized holds its matrices outside the state dict; the file has them as floats.
+  for (const [name, q] of quantizedWeights(model)) out.set(name, CONV1D.test(name) ? [q.K, q.N] : [q.N, q.K]);
   return out;
 }
 

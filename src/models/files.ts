@@ -6,7 +6,7 @@ import type { Backend } from '../backend/backend.js';
 import { CheckpointError, saveCheckpoint } from '../io/checkpoint.js';
 import { exists } from '../io/files.js';
 import { ADAPTER_CONFIG_FILE, loadAdapters } from '../nn/lora-files.js';
-import { quantizeModel, type QuantizeSpec } from '../nn/quantized.js';
+import type { QuantizeSpec } from '../nn/quantized.js';
 import type { DType } from '../tensor/index.js';
 import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { BERT_MODEL_TYPE, bertCheckpointConfig, bertStateEntries, loadBertCheckpoint } from './bert-checkpoint.js';
@@ -92,8 +92,7 @@ export async function load(dir: string, opts: { backend?: Backend; dtype?: DType
     const r = await loadSeq2SeqCheckpoint(dir, { backend });
     return { model: r.model, kind: 'encoder-decoder', tokenizer: r.tokenizer };
   }
-  const r = await loadGPTCheckpoint(dir, { backend, dtype: opts.dtype });
-  if (opts.quantize) quantizeModel(r.model, opts.quantize);
+  const r = await loadGPTCheckpoint(dir, { backend, dtype: opts.dtype, quantize: opts.quantize });
   return { model: r.model, kind: 'gpt', tokenizer: await tokenizerOf(dir) };
 }
 

@@ -3,8 +3,10 @@
 import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { CheckpointError, checkShapes, loadCheckpoint, MODEL_FILE, type LoadedCheckpoint } from '../io/checkpoint.js';
+import { buildQuantized } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
-import type { DType } from '../tensor/index.js';
+import { quantizedWeights, settleQuantized, type QuantizeSpec } from '../nn/quantized.js';
+import { quantize, type DType } from '../tensor/index.js';
 import { canonicalCheckpointTensors, checkpointShapes, checkpointTensorsToState, gptConfigFromJson, nonFloatTensorProblem } from './checkpoint-format.js';
 import { GPT, type GPTConfig } from './gpt.js';
 
@@ -34,7 +36,15 @@ export function loadGPTTensors(model: Module, ckpt: LoadedCheckpoint): void {
   checkShapes(expected, tensors, file);
   const problem = nonFloatTensorProblem(tensors);
   if (problem !== null) throw new CheckpointError(file, problem);
-  model.loadStateDict(checkpointTensorsToState(tensors));
+  const state = checkpointTensorsToState(tensors);
+  // Matrices of a model built quantized are quantized from the host copy: the backend never
+  // holds them in float (its memory does not shrink once grown).
+  for (const [name, q] of quantizedWeights(model)) {
+    const data = (state.get(name) as { readonly data: ArrayLike<number> }).data;
+    q.assign(quantize(data instanceof Float32Array ? data : Float32Array.from(data), q.N, q.K, q.format));
+    state.delete(name);
+  }
+  model.loadStateDict(state);
 }
 
 export interface LoadedGPT {
@@ -43,11 +53,15 @@ export interface LoadedGPT {
   checkpoint: LoadedCheckpoint;
 }
 
-/** A GPT checkpoint directory (attn's or Hugging Face GPT-2's) as a model in eval mode. */
-export async function loadGPTCheckpoint(dir: string, opts: { backend?: Backend; dtype?: DType; requireOptimizer?: boolean } = {}): Promise<LoadedGPT> {
+/** A GPT checkpoint directory (attn's or Hugging Face GPT-2's) as a model in eval mode;
+ *  `quantize`: its matrices held as int8/int4, built so and quantized as they load. */
+export async function loadGPTCheckpoint(dir: string, opts: { backend?: Backend; dtype?: DType; requireOptimizer?: boolean; quantize?: QuantizeSpec } = {}): Promise<LoadedGPT> {
   const ckpt = await loadCheckpoint(dir, { requireOptimizer: opts.requireOptimizer });
   const config = gptConfigFromCheckpointJson(ckpt.config, join(ckpt.dir, 'config.json'));
-  const model = new GPT(config, { backend: opts.backend, dtype: opts.dtype, init: false });
+  const build = (): GPT => new GPT(config, { backend: opts.backend, dtype: opts.dtype, init: false });
+  const spec = opts.quantize;
+  const model = spec ? buildQuantized(spec, build) : build();
+  if (spec) settleQuantized(model, spec);
   try {
     loadGPTTensors(model, ckpt);
   } catch (e) {
