@@ -12,6 +12,7 @@ import * as ort from 'onnxruntime-node';
 import { getBackend, noGrad, tensor, tidy } from '../src/index.js';
 import { ProtoWriter, readVarint } from '../src/io/protobuf.js';
 import { DecoderLM } from '../src/models/decoder.js';
+import { fullGPTConfig, GPT, type GPTConfig } from '../src/models/gpt.js';
 import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
 import { exportDecoderONNX, saveDecoderONNX, type DecoderOnnxOptions } from '../src/models/onnx-decoder.js';
 import { dequantizeRows, quantize, type QuantFormat } from '../src/tensor/quantize.js';
@@ -24,7 +25,23 @@ const FAMILIES: Record<string, Record<string, unknown>> = {
   'qwen2, q/k/v biases, tied, window 5 on layer 1': { model_type: 'qwen2', hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 1, vocab_size: 97, max_position_embeddings: 64, tie_word_embeddings: true, use_sliding_window: true, sliding_window: 5, max_window_layers: 1 },
   'qwen3, q/k norm, head_dim 32': { model_type: 'qwen3', hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 32, vocab_size: 97, max_position_embeddings: 64, tie_word_embeddings: true, rope_scaling: { rope_type: 'linear', factor: 2 } },
   'phi, partial rotary 0.5, gelu_new, biases': { model_type: 'phi', hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 97, max_position_embeddings: 64, partial_rotary_factor: 0.5, hidden_act: 'gelu_new' },
+  // attn's GPT (a config with n_layer): GPT-2's layout, and the variants the export covers.
+  'gpt, GPT-2 layout (learned positions, biases, tanh GELU, tied)': { n_layer: 2, n_head: 4, n_embd: 64, block_size: 32, vocab_size: 97, dropout: 0, bias: true, tie_embeddings: true },
+  'gpt, rope, GQA 4/2, RMSNorm, SwiGLU, no biases, untied': { n_layer: 2, n_head: 4, n_kv_head: 2, n_embd: 64, block_size: 32, vocab_size: 97, dropout: 0, bias: false, tie_embeddings: false, pos_encoding: 'rope', norm: 'rmsnorm', activation: 'swiglu' },
+  'gpt, erf GELU, biases, untied': { n_layer: 2, n_head: 2, n_embd: 64, block_size: 32, vocab_size: 97, dropout: 0, bias: true, tie_embeddings: false, activation: 'gelu_exact' },
 };
+
+type LM = DecoderLM | GPT;
+
+/** Layers, kv heads, head size and vocabulary of either kind of model. */
+function dims(model: LM): { L: number; Hkv: number; D: number; V: number } {
+  if (model instanceof GPT) {
+    const c = fullGPTConfig(model.config);
+    return { L: c.n_layer, Hkv: c.n_kv_head, D: c.n_embd / c.n_head, V: c.vocab_size };
+  }
+  const c = model.config;
+  return { L: c.num_hidden_layers, Hkv: c.num_key_value_heads, D: c.head_dim, V: c.vocab_size };
+}
 
 function rng(seed: number): () => number {
   let s = seed >>> 0 || 1;
@@ -34,16 +51,17 @@ function rng(seed: number): () => number {
   };
 }
 
-/** A DecoderLM with every parameter drawn (biases and norm weights too, not zeros and ones). */
-function randomModel(hf: Record<string, unknown>, seed = 1): DecoderLM {
-  const model = new DecoderLM(decoderConfigFromHF(hf), { backend: cpu, seed, init: false });
+/** A DecoderLM (or a GPT for a config with n_layer) with every parameter drawn (biases and norm
+ *  weights too, not zeros and ones). */
+function randomModel(hf: Record<string, unknown>, seed = 1): LM {
+  const model = 'n_layer' in hf ? new GPT(hf as Partial<GPTConfig>, { backend: cpu, seed, init: false }) : new DecoderLM(decoderConfigFromHF(hf), { backend: cpu, seed, init: false });
   const r = rng(seed * 7919);
   const state = new Map<string, { shape: number[]; data: Float32Array }>();
   for (const [name, p] of model.namedParameters()) {
-    const isNorm = /norm|layernorm/.test(name);
+    const isNorm = /norm|layernorm|\.ln_/.test(name);
     const d = Float32Array.from({ length: p.size }, () => {
       const u = (r() + r() + r() - 1.5) * 2; // roughly N(0, 1)
-      return isNorm && name.endsWith('weight') ? 1 + 0.2 * u : (name.endsWith('bias') ? 0.1 : name.includes('embed') ? 0.5 : 0.08) * u;
+      return isNorm && name.endsWith('weight') ? 1 + 0.2 * u : (name.endsWith('bias') ? 0.1 : name.includes('embed') || name.includes('.wte') || name.includes('.wpe') ? 0.5 : 0.08) * u;
     });
     state.set(name, { shape: p.shape as number[], data: d });
   }
@@ -59,7 +77,7 @@ function tokens(n: number, V: number, seed: number): number[] {
 
 const i64 = (vals: number[], dims: number[]): ort.Tensor => new ort.Tensor('int64', BigInt64Array.from(vals.map(BigInt)), dims);
 
-async function session(model: DecoderLM, opts: DecoderOnnxOptions = {}): Promise<ort.InferenceSession> {
+async function session(model: LM, opts: DecoderOnnxOptions = {}): Promise<ort.InferenceSession> {
   const bytes = exportDecoderONNX(model, opts).model.toBytes();
   // DequantizeLinear → MatMul is rewritten by ORT into a dynamic int8 matmul (activations
   // quantized too) unless QDQ transformations are off: the export itself is checked here.
@@ -70,8 +88,8 @@ async function session(model: DecoderLM, opts: DecoderOnnxOptions = {}): Promise
 type Feeds = Record<string, ort.Tensor>;
 
 /** Feeds for a batch of rows (each row's ids, its left padding), with past. */
-function feeds(model: DecoderLM, ids: number[][], pad: number[], past: Feeds | null, pastLen: number): Feeds {
-  const cfg = model.config;
+function feeds(model: LM, ids: number[][], pad: number[], past: Feeds | null, pastLen: number): Feeds {
+  const { L, Hkv, D } = dims(model);
   const B = ids.length;
   const T = ids[0]!.length;
   const S = pastLen + T;
@@ -82,15 +100,15 @@ function feeds(model: DecoderLM, ids: number[][], pad: number[], past: Feeds | n
     for (let t = 0; t < T; t++) pos.push(Math.max(0, pastLen + t - pad[b]!));
   }
   const f: Feeds = { input_ids: i64(ids.flat(), [B, T]), attention_mask: i64(mask, [B, S]), position_ids: i64(pos, [B, T]) };
-  for (let i = 0; i < cfg.num_hidden_layers; i++) {
+  for (let i = 0; i < L; i++) {
     for (const kv of ['key', 'value']) {
-      f[`past_key_values.${i}.${kv}`] = past ? past[`present.${i}.${kv}`]! : new ort.Tensor('float32', new Float32Array(0), [B, cfg.num_key_value_heads, 0, cfg.head_dim]);
+      f[`past_key_values.${i}.${kv}`] = past ? past[`present.${i}.${kv}`]! : new ort.Tensor('float32', new Float32Array(0), [B, Hkv, 0, D]);
     }
   }
   return f;
 }
 
-function attnLogits(model: DecoderLM, ids: number[]): Float32Array {
+function attnLogits(model: LM, ids: number[]): Float32Array {
   return noGrad(() => tidy(() => model.forward(tensor(Int32Array.from(ids), { backend: cpu, dtype: 'int32', shape: [1, ids.length] })).logits.data() as Float32Array));
 }
 
@@ -103,8 +121,7 @@ function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>, aOff = 0, bOff = 0,
 for (const [label, hf] of Object.entries(FAMILIES)) {
   test(`onnx ${label}: full forward, cached steps and a left-padded batch match attn`, async () => {
     const model = randomModel(hf);
-    const cfg = model.config;
-    const V = cfg.vocab_size;
+    const { V, Hkv, D } = dims(model);
     try {
       const sess = await session(model);
       const ids = tokens(12, V, 3);
@@ -114,7 +131,7 @@ for (const [label, hf] of Object.entries(FAMILIES)) {
       assert.deepEqual(full['logits']!.dims, [1, 12, V]);
       const dFull = maxDiff(full['logits']!.data as Float32Array, ref);
       assert.ok(dFull < TOL, `full: max |diff| ${dFull}`);
-      assert.deepEqual(full['present.1.key']!.dims, [1, cfg.num_key_value_heads, 12, cfg.head_dim]);
+      assert.deepEqual(full['present.1.key']!.dims, [1, Hkv, 12, D]);
 
       // With past: a prefix of 7, then 3 tokens, then 1, then 1; against attn's KV cache.
       const cache = model.createKVCache();
@@ -125,7 +142,7 @@ for (const [label, hf] of Object.entries(FAMILIES)) {
           const chunk = ids.slice(at, at + n);
           const attnOut = noGrad(() => tidy(() => model.forwardWithCache(tensor(Int32Array.from(chunk), { backend: cpu, dtype: 'int32', shape: [1, n] }), cache).logits.data() as Float32Array));
           const out: Feeds = await sess.run(feeds(model, [chunk], [0], past, at));
-          assert.deepEqual(out['present.0.value']!.dims, [1, cfg.num_key_value_heads, at + n, cfg.head_dim]);
+          assert.deepEqual(out['present.0.value']!.dims, [1, Hkv, at + n, D]);
           const d = maxDiff(out['logits']!.data as Float32Array, attnOut);
           assert.ok(d < TOL, `cached step at ${at} (+${n}): max |diff| ${d}`);
           // …and the same rows of the full forward.
@@ -162,7 +179,7 @@ for (const [label, hf] of Object.entries(FAMILIES)) {
 }
 
 /** attn's reference for a quantized export: every quantized matrix replaced by its dequantized rows. */
-function dequantizedTwin(hf: Record<string, unknown>, format: QuantFormat, names: (n: string) => boolean): DecoderLM {
+function dequantizedTwin(hf: Record<string, unknown>, format: QuantFormat, names: (n: string) => boolean): LM {
   const model = randomModel(hf);
   const state = new Map<string, { shape: number[]; data: Float32Array }>();
   for (const [name, p] of model.namedParameters()) {
@@ -174,7 +191,7 @@ function dequantizedTwin(hf: Record<string, unknown>, format: QuantFormat, names
   return model;
 }
 
-const isLinear = (n: string): boolean => /self_attn|mlp/.test(n);
+const isLinear = (n: string): boolean => /self_attn|mlp|\.attn\./.test(n);
 const QUANT_CASES: [string, Record<string, unknown>, DecoderOnnxOptions, (n: string) => boolean][] = [
   ['int8 llama (MatMulNBits bits 8)', FAMILIES['llama, GQA 4/2, rope llama3, untied']!, { weights: 'int8' }, isLinear],
   ['int8 llama (MatMulNBits bits 8), head and embeddings too', FAMILIES['llama, GQA 4/2, rope llama3, untied']!, { weights: 'int8', quantizeHead: true, quantizeEmbeddings: true }, () => true],
@@ -182,6 +199,9 @@ const QUANT_CASES: [string, Record<string, unknown>, DecoderOnnxOptions, (n: str
   ['int8 llama, rows of 40 and 48 columns (blocks padded)', { ...FAMILIES['llama, GQA 4/2, rope llama3, untied']!, hidden_size: 40, intermediate_size: 48 }, { weights: 'int8' }, isLinear],
   ['int4 llama (MatMulNBits bits 4)', FAMILIES['llama, GQA 4/2, rope llama3, untied']!, { weights: 'int4', quantizeHead: true }, (n) => isLinear(n) || n.startsWith('lm_head')],
   ['int4 phi, embeddings too', FAMILIES['phi, partial rotary 0.5, gelu_new, biases']!, { weights: 'int4', quantizeEmbeddings: true, quantizeHead: true }, () => true],
+  ['int8 gpt (GPT-2 layout), the tied table too', FAMILIES['gpt, GPT-2 layout (learned positions, biases, tanh GELU, tied)']!, { weights: 'int8', quantizeEmbeddings: true }, (n) => isLinear(n) || n.endsWith('wte.weight')],
+  // SwiGLU's hidden width here (176) is not whole groups of 32: ReLU's 4·C is
+  ['int4 gpt (rope, GQA, ReLU), untied head too', { ...FAMILIES['gpt, rope, GQA 4/2, RMSNorm, SwiGLU, no biases, untied']!, activation: 'relu' }, { weights: 'int4', quantizeHead: true }, (n) => isLinear(n) || n.startsWith('lm_head')],
 ];
 
 for (const [label, hf, opts, names] of QUANT_CASES) {
@@ -192,7 +212,7 @@ for (const [label, hf, opts, names] of QUANT_CASES) {
       const { keptFloat } = exportDecoderONNX(float, opts);
       assert.deepEqual(keptFloat, []);
       const sess = await session(float, opts);
-      const ids = tokens(10, float.config.vocab_size, 9);
+      const ids = tokens(10, dims(float).V, 9);
       const out = await sess.run(feeds(float, [ids], [0], null, 0));
       const got = out['logits']!.data as Float32Array;
       const d = maxDiff(got, attnLogits(twin, ids));
@@ -255,7 +275,7 @@ test('onnx export: refusals name the reason; files and side files are written', 
       const r = saveDecoderONNX(model, join(out, 'model.onnx'), { modelDir: dir });
       assert.deepEqual(r.copied.sort(), ['config.json', 'tokenizer.json']);
       const sess = await ort.InferenceSession.create(join(out, 'model.onnx'));
-      assert.equal(sess.inputNames.length, 3 + 2 * model.config.num_hidden_layers);
+      assert.equal(sess.inputNames.length, 3 + 2 * dims(model).L);
       assert.deepEqual(sess.outputNames.slice(0, 3), ['logits', 'present.0.key', 'present.0.value']);
       assert.equal(readFileSync(join(out, 'model.onnx')).length, r.bytes);
       await sess.release();
@@ -263,6 +283,35 @@ test('onnx export: refusals name the reason; files and side files are written', 
       rmSync(dir, { recursive: true, force: true });
     }
   } finally {
+    model.dispose();
+  }
+});
+
+test('onnx external data: the weights in a side file at aligned offsets; ONNX Runtime reads it and gives the inline file\'s logits', async () => {
+  const model = randomModel(FAMILIES['gpt, GPT-2 layout (learned positions, biases, tanh GELU, tied)']!);
+  const dir = mkdtempSync(join(tmpdir(), 'attn-onnx-ext-'));
+  try {
+    const inline = saveDecoderONNX(model, join(dir, 'inline.onnx'));
+    const ext = saveDecoderONNX(model, join(dir, 'model.onnx'), { externalData: 'model.onnx.data' });
+    assert.equal(inline.externalData, null);
+    assert.equal(ext.externalData, 'model.onnx.data');
+    const data = readFileSync(join(dir, 'model.onnx.data'));
+    assert.equal(data.length, ext.externalBytes);
+    assert.ok(ext.bytes < inline.bytes / 10, `the .onnx holds the graph and small tensors only (${ext.bytes} of ${inline.bytes} bytes)`);
+    // Every tensor moved out is at a 4096-aligned offset: the wte table is the first one there.
+    const wte = (model as GPT).transformer.wte.weight.data() as Float32Array;
+    assert.deepEqual(new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + wte.byteLength)), wte);
+    const ids = tokens(9, 97, 2);
+    const run = async (file: string): Promise<Float32Array> => {
+      const sess = await ort.InferenceSession.create(join(dir, file), { intraOpNumThreads: 1 });
+      const out = await sess.run(feeds(model, [ids], [0], null, 0));
+      await sess.release();
+      return out['logits']!.data as Float32Array;
+    };
+    assert.deepEqual(await run('model.onnx'), await run('inline.onnx'));
+    assert.throws(() => saveDecoderONNX(model, join(dir, 'bad.onnx'), { externalData: '../elsewhere.data' }), /must be a file name beside the model/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
     model.dispose();
   }
 });

@@ -1,10 +1,11 @@
 // attn export gguf: a llama or GPT-2-shaped model directory as one GGUF file (llama.cpp's format).
-// attn export onnx: a decoder (llama, mistral, qwen2, qwen3, phi) as one .onnx file with past
+// attn export onnx: a decoder (llama, mistral, qwen2, qwen3, phi, or attn's GPT / GPT-2) as one .onnx file with past
 // key/values (ONNX Runtime GenAI's layout), its config and tokenizer files copied beside it.
+import { basename } from 'node:path';
 import { DecoderLM } from '../models/decoder.js';
 import { GPT } from '../models/gpt.js';
 import { saveGGUF, type GGUFWeightType } from '../models/gguf-decoder.js';
-import { ONNX_WEIGHTS, saveDecoderONNX } from '../models/onnx-decoder.js';
+import { gptOnnxUnsupported, ONNX_WEIGHTS, saveDecoderONNX } from '../models/onnx-decoder.js';
 import { loadTokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
 import { backendFromFlags, loadModelDir } from './common.js';
@@ -30,7 +31,7 @@ export async function runExport(f: Flags): Promise<void> {
 }
 
 async function runExportOnnx(f: Flags): Promise<void> {
-  const dir = f.required('model', 'a llama, mistral, qwen2, qwen3 or phi model directory');
+  const dir = f.required('model', 'a GPT, llama, mistral, qwen2, qwen3 or phi model directory');
   const out = f.required('out', 'the .onnx file to write');
   const weights = f.choice('weights', ONNX_WEIGHTS) ?? 'float32';
   const int8Op = f.choice('int8_op', ['matmulnbits', 'dequantize'] as const);
@@ -38,14 +39,20 @@ async function runExportOnnx(f: Flags): Promise<void> {
   const quantizeEmbeddings = f.bool('quantize_embeddings');
   const maxPos = f.string('max_positions');
   const maxPositions = maxPos === undefined ? undefined : Number(maxPos);
+  // External data by request; past protobuf's 2 GiB it is chosen anyway.
+  const externalData = f.bool('external_data') ? `${basename(out)}.data` : undefined;
   const backend = await backendFromFlags(f);
   f.done();
   const model = await loadModelDir('export', dir, backend);
   try {
-    if (!(model instanceof DecoderLM)) throw new UsageError(`export onnx: ${dir} is not a decoder of the llama, mistral, qwen2, qwen3 or phi family`);
-    const r = saveDecoderONNX(model, out, { weights, int8Op, quantizeHead, quantizeEmbeddings, maxPositions, modelDir: dir });
+    if (!(model instanceof DecoderLM) && !(model instanceof GPT)) throw new UsageError(`export onnx: ${dir} is not a GPT or a decoder of the llama, mistral, qwen2, qwen3 or phi family`);
+    const why = model instanceof GPT ? gptOnnxUnsupported(model, { weights, int8Op, maxPositions }) : null;
+    if (why) throw new UsageError(`export onnx: ${dir}: ${why}`);
+    const r = saveDecoderONNX(model, out, { weights, int8Op, quantizeHead, quantizeEmbeddings, maxPositions, externalData, modelDir: dir });
     for (const k of r.keptFloat) process.stderr.write(`kept float32: ${k}\n`);
-    process.stderr.write(`wrote ${out} (${weights}, ${r.bytes < 2 ** 20 ? `${(r.bytes / 1024).toFixed(1)} KiB` : `${(r.bytes / 2 ** 20).toFixed(1)} MiB`})${r.copied.length ? `, copied ${r.copied.join(', ')}` : ''}\n`);
+    const size = (b: number): string => (b < 2 ** 20 ? `${(b / 1024).toFixed(1)} KiB` : `${(b / 2 ** 20).toFixed(1)} MiB`);
+    const ext = r.externalData ? `, weights in ${r.externalData} (${size(r.externalBytes)})` : '';
+    process.stderr.write(`wrote ${out} (${weights}, ${size(r.bytes)}${ext})${r.copied.length ? `, copied ${r.copied.join(', ')}` : ''}\n`);
   } finally {
     model.dispose();
   }

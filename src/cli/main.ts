@@ -138,19 +138,21 @@ in the tab on WebGPU or the Web Worker cpu backend, with checkpoints kept in bro
     run: async (f) => (await import('./studio.js')).runStudio(f),
   },
   export: {
-    summary: 'write a llama or GPT-2 model as a GGUF file (llama.cpp), or a decoder as ONNX',
+    summary: 'write a llama or GPT-2 model as a GGUF file (llama.cpp), or a GPT or decoder as ONNX',
     help: `attn export gguf --model DIR --out FILE.gguf [--type f32|f16|q8_0|q4_0|q4_1]
-attn export onnx --model DIR --out FILE.onnx [--weights float32|int8|int4] [--quantize_head] [--quantize_embeddings] [--int8_op matmulnbits|dequantize] [--max_positions N]
+attn export onnx --model DIR --out FILE.onnx [--weights float32|int8|int4] [--quantize_head] [--quantize_embeddings] [--int8_op matmulnbits|dequantize] [--max_positions N] [--external_data]
 
 Writes a Hugging Face llama directory (q and k rows in llama.cpp's interleaved rotary order) or
 a GPT-2-shaped attn GPT (llama.cpp's gpt2 architecture) as GGUF, with the directory's tokenizer
 (tokenizer.ggml.* and tokenizer.huggingface.json). The block types quantize the 2-D weights whose
 rows are whole blocks of 32; norms stay f32. 'attn sample|logprobs --model FILE.gguf' reads it.
 
-onnx: a llama, mistral, qwen2, qwen3 or phi directory as one ONNX file (opset 17) in ONNX Runtime
-GenAI's layout (input_ids, attention_mask, position_ids, past_key_values.N.key/value -> logits,
-present.N.key/value), config and tokenizer files copied beside it (docs/onnx.md). int8/int4 are
-attn's own quantization (int8 per row, int4 groups of 32) as com.microsoft.MatMulNBits.`,
+onnx: a GPT (GPT-2's layout and attn's variants of it), llama, mistral, qwen2, qwen3 or phi
+directory as one ONNX file (opset 17) in ONNX Runtime GenAI's layout (input_ids, attention_mask,
+position_ids, past_key_values.N.key/value -> logits, present.N.key/value), config and tokenizer
+files copied beside it (docs/onnx.md). int8/int4 are attn's own quantization (int8 per row, int4
+groups of 32) as com.microsoft.MatMulNBits. --external_data writes the weights to FILE.onnx.data
+(ONNX external data); a model past protobuf's 2 GiB gets it anyway.`,
     subcommand: true,
     run: async (f) => (await import('./export.js')).runExport(f),
   },

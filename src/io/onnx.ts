@@ -1,9 +1,12 @@
 // ONNX model files (onnx.proto, IR version 8, opset 17): ModelProto, GraphProto, NodeProto,
 // AttributeProto, TensorProto (initializers as little-endian raw_data), ValueInfoProto with
 // named dynamic dimensions. A graph is built node by node with OnnxGraph, then encoded with the
-// protobuf writer (src/io/protobuf.ts). Files over 2 GB (protobuf's limit; ONNX would use
-// external data) are refused. Pure apart from saveONNX.
-import { closeSync, openSync, writeSync } from 'node:fs';
+// protobuf writer (src/io/protobuf.ts). Models over protobuf's 2 GB limit go out with ONNX's
+// external data: the large initializers' bytes in a side file (TensorProto.data_location
+// EXTERNAL, external_data location/offset/length), as onnx.external_data_helper writes it.
+// Pure apart from saveONNX.
+import { closeSync, openSync, renameSync, writeSync } from 'node:fs';
+import { basename } from 'node:path';
 import { ProtoWriter } from './protobuf.js';
 
 export const ONNX_IR_VERSION = 8; // ONNX 1.10+: opset 17 needs IR ≥ 8
@@ -143,12 +146,40 @@ export class OnnxGraph {
 
 const AttrType = { FLOAT: 1, INT: 2, STRING: 3, TENSOR: 4, INTS: 7 } as const;
 
-function encodeTensor(t: OnnxTensor): ProtoWriter {
+/** Initializers' bytes kept out of the protobuf: one side file, each tensor at an offset aligned
+ *  to 4096 bytes (so a runtime may map it), as onnx's external-data writer aligns. */
+export class ExternalData {
+  readonly chunks: Uint8Array[] = [];
+  length = 0;
+  /** location: the side file's name, relative to the .onnx file; tensors under `threshold` bytes stay inline. */
+  constructor(readonly location: string, readonly threshold = 1024) {}
+
+  /** Appends a tensor's bytes; returns its offset. */
+  add(raw: Uint8Array): number {
+    const pad = (4096 - (this.length % 4096)) % 4096;
+    if (pad) this.chunks.push(new Uint8Array(pad));
+    const offset = this.length + pad;
+    this.chunks.push(raw);
+    this.length = offset + raw.length;
+    return offset;
+  }
+}
+
+function encodeTensor(t: OnnxTensor, external?: ExternalData): ProtoWriter {
   const w = new ProtoWriter();
   w.packedVarints(1, t.dims); // dims
   w.varint(2, t.type); // data_type
   w.string(8, t.name); // name
-  w.bytes(9, t.raw); // raw_data
+  if (external && t.raw.length >= external.threshold) {
+    const offset = external.add(t.raw);
+    const entry = (k: string, v: string): ProtoWriter => new ProtoWriter().string(1, k).string(2, v); // StringStringEntryProto
+    w.message(13, entry('location', external.location)); // external_data
+    w.message(13, entry('offset', String(offset)));
+    w.message(13, entry('length', String(t.raw.length)));
+    w.varint(14, 1); // data_location: EXTERNAL
+  } else {
+    w.bytes(9, t.raw); // raw_data
+  }
   return w;
 }
 
@@ -189,11 +220,11 @@ function encodeValueInfo(v: ValueInfo): ProtoWriter {
   return new ProtoWriter().string(1, v.name).message(2, type);
 }
 
-export function encodeGraph(g: OnnxGraph): ProtoWriter {
+export function encodeGraph(g: OnnxGraph, external?: ExternalData): ProtoWriter {
   const w = new ProtoWriter();
   for (const n of g.nodes) w.message(1, encodeNode(n));
   w.string(2, g.name);
-  for (const t of g.initializers) w.message(5, encodeTensor(t));
+  for (const t of g.initializers) w.message(5, encodeTensor(t, external));
   for (const i of g.inputs) w.message(11, encodeValueInfo(i));
   for (const o of g.outputs) w.message(12, encodeValueInfo(o));
   return w;
@@ -207,33 +238,46 @@ export interface ModelMeta {
   metadata?: Record<string, string>;
 }
 
-/** The ModelProto of a graph: IR version, opset imports (default domain 17 + custom domains). */
-export function encodeModel(g: OnnxGraph, meta: ModelMeta = {}): ProtoWriter {
+/** The ModelProto of a graph: IR version, opset imports (default domain 17 + custom domains).
+ *  With `external`, initializers of its threshold or more go to its side file instead. */
+export function encodeModel(g: OnnxGraph, meta: ModelMeta = {}, external?: ExternalData): ProtoWriter {
   const w = new ProtoWriter();
   w.varint(1, ONNX_IR_VERSION);
   w.string(2, meta.producerName ?? 'attn');
   w.string(3, meta.producerVersion ?? '0.1.0');
   if (meta.docString) w.string(6, meta.docString);
-  w.message(7, encodeGraph(g));
+  w.message(7, encodeGraph(g, external));
   w.message(8, new ProtoWriter().string(1, '').varint(2, ONNX_OPSET));
   for (const [d, v] of g.domains) w.message(8, new ProtoWriter().string(1, d).varint(2, v));
   for (const [k, v] of Object.entries(meta.metadata ?? {})) w.message(14, new ProtoWriter().string(1, k).string(2, v));
   if (w.length > ONNX_MAX_BYTES) {
-    throw new RangeError(`onnx: the model is ${(w.length / 2 ** 30).toFixed(2)} GiB, over protobuf's 2 GiB limit; ONNX's external data format is not written by attn (try --weights int8 or int4)`);
+    throw new RangeError(`onnx: the model is ${(w.length / 2 ** 30).toFixed(2)} GiB, over protobuf's 2 GiB limit: write its weights as external data`);
   }
   return w;
 }
 
-/** Writes an encoded model piece by piece (no copy of the whole file in memory). */
-export function saveONNX(path: string, model: ProtoWriter): number {
-  const fd = openSync(path, 'w');
+function writeChunks(path: string, chunks: Iterable<Uint8Array>): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w');
   try {
-    for (const c of model.chunks()) {
+    for (const c of chunks) {
       let o = 0;
       while (o < c.length) o += writeSync(fd, c, o, c.length - o);
     }
   } finally {
     closeSync(fd);
   }
+  renameSync(tmp, path);
+}
+
+/** Writes an encoded model piece by piece (no copy of the whole file in memory), and its external
+ *  data beside it (the side file first, so a model file never names data that is not there);
+ *  each file atomically. Returns the bytes of the .onnx file. */
+export function saveONNX(path: string, model: ProtoWriter, external?: ExternalData): number {
+  if (external && external.length > 0) {
+    if (external.location !== basename(external.location)) throw new Error(`onnx: external data location '${external.location}' must be a file name beside the model`);
+    writeChunks(path.slice(0, path.length - basename(path).length) + external.location, external.chunks);
+  }
+  writeChunks(path, model.chunks());
   return model.length;
 }

@@ -1,4 +1,5 @@
-// ONNX export of attn's decoder LMs (DecoderLM: llama, mistral, qwen2, qwen3, phi) in the layout
+// ONNX export of attn's decoder LMs (DecoderLM: llama, mistral, qwen2, qwen3, phi; and attn's GPT,
+// GPT-2's architecture, buildGPTONNX) in the layout
 // of ONNX Runtime GenAI and transformers.js decoders:
 //   inputs   input_ids       int64 [batch_size, sequence_length]
 //            attention_mask  int64 [batch_size, total_sequence_length]   (1 = token, 0 = padding)
@@ -18,14 +19,16 @@
 // com.microsoft.MatMulNBits bits 8, int4 (Q4_0 groups of 32) as com.microsoft.MatMulNBits bits 4,
 // block 32, zero point 8 (repacked nibbles).
 import { copyFileSync, existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { encodeModel, float, OnnxGraph, OnnxType, saveONNX, type Dim } from '../io/onnx.js';
+import { basename, dirname, join, resolve } from 'node:path';
+import { encodeModel, ExternalData, float, OnnxGraph, OnnxType, saveONNX, type Dim } from '../io/onnx.js';
 import type { Embedding, Linear, LayerNorm, RMSNorm } from '../nn/layers.js';
 import { RMSNorm as RMSNormClass } from '../nn/layers.js';
 import { ropeInverseFrequencies } from '../nn/positional.js';
 import { quantize, dequantizeRows, quantUnsupported, type QuantizedArrays } from '../tensor/quantize.js';
 import type { Tensor } from '../tensor/index.js';
+import type { MLP } from '../nn/mlp.js';
 import { DecoderLM, type DecoderAttention, type DecoderConfig } from './decoder.js';
+import { fullGPTConfig, GPT } from './gpt.js';
 
 export type OnnxWeights = 'float32' | 'int8' | 'int4';
 export const ONNX_WEIGHTS: readonly OnnxWeights[] = ['float32', 'int8', 'int4'];
@@ -50,14 +53,20 @@ export interface DecoderOnnxOptions {
   accuracyLevel?: number;
   /** Rows of the RoPE tables: the longest position id + 1 (default the model's block_size). */
   maxPositions?: number;
+  /** ONNX external data: initializers of 1 KiB or more written to this side file (a name beside
+   *  the .onnx) instead of inside it; needed past protobuf's 2 GiB. saveDecoderONNX picks
+   *  `<file>.data` by itself when the weights would not fit. */
+  externalData?: string;
 }
 
 export interface DecoderOnnxExport {
   graph: OnnxGraph;
   /** Weights left in float32 because the format cannot hold them (e.g. int4 rows not whole groups). */
   keptFloat: string[];
-  /** Encoded size in bytes. */
+  /** Encoded size in bytes (the .onnx file; external data apart). */
   bytes: number;
+  /** The external data, when opts.externalData asked for it. */
+  external: ExternalData | null;
 }
 
 const FLOAT = OnnxType.FLOAT;
@@ -99,7 +108,7 @@ export function onnxUnsupported(model: DecoderLM, opts: DecoderOnnxOptions = {})
 }
 
 class Exporter {
-  readonly g = new OnnxGraph('attn_decoder');
+  readonly g: OnnxGraph;
   readonly keptFloat: string[] = [];
   private readonly weights: OnnxWeights;
   private readonly int8Op: 'dequantize' | 'matmulnbits';
@@ -109,7 +118,9 @@ class Exporter {
   /** Initializer names already emitted per (parameter, layout). */
   private readonly emitted = new Map<string, string>();
 
-  constructor(readonly model: DecoderLM, readonly opts: DecoderOnnxOptions) {
+  /** emb, embName: the token embedding and its parameter name (stored once when tied). */
+  constructor(readonly emb: Embedding, readonly embName: string, readonly opts: DecoderOnnxOptions, graphName = 'attn_decoder') {
+    this.g = new OnnxGraph(graphName);
     this.weights = opts.weights ?? 'float32';
     this.int8Op = opts.int8Op ?? 'matmulnbits';
     this.acc = opts.accuracyLevel ?? 0;
@@ -241,15 +252,15 @@ class Exporter {
 
   /** The float32 embedding matrix (V, C), stored once. */
   floatEmbedding(): string {
-    const emb = this.model.model.embed_tokens.weight;
-    return this.once('model.embed_tokens.weight:rows', () => this.g.initializer('model.embed_tokens.weight', FLOAT, emb.shape as number[], floats(emb)));
+    const emb = this.emb.weight;
+    return this.once(`${this.embName}:rows`, () => this.g.initializer(this.embName, FLOAT, emb.shape as number[], floats(emb)));
   }
 
   /** The embedding of input_ids (B, T, C). */
   embed(ids: string): string {
     const g = this.g;
-    const name = 'model.embed_tokens.weight';
-    const q = this.quantized(name, this.model.model.embed_tokens, this.opts.quantizeEmbeddings ?? false);
+    const name = this.embName;
+    const q = this.quantized(name, this.emb, this.opts.quantizeEmbeddings ?? false);
     if (!q) return g.op('Gather', [this.floatEmbedding(), ids]);
     if (q.format === 'int8') {
       const rows = this.once(`${name}:i8`, () => g.initializer(`${name}.int8`, OnnxType.INT8, [q.N, q.K], q.data));
@@ -259,6 +270,92 @@ class Exporter {
     }
     return g.op('Gather', [this.once(`${name}:deq`, () => g.initializer(`${name}.dequantized`, FLOAT, [q.N, q.K], dequantizeRows(q))), ids]);
   }
+
+  /** The LM head over x (B, T, C): its own matrix, or tied to the embedding (quantized with it,
+   *  or float32 through Gemm's transB so the table is stored once). */
+  head(x: string, ids: string, lmHead: Linear | null, lmHeadName: string, C: number, V: number): string {
+    const g = this.g;
+    if (lmHead) return this.matmul(x, lmHeadName, lmHead, lmHead.bias, this.opts.quantizeHead ?? false);
+    if (this.quantized(this.embName, this.emb, this.opts.quantizeEmbeddings ?? false)) return this.matmul(x, this.embName, this.emb, null);
+    const flat = g.op('Gemm', [g.op('Reshape', [x, g.ints([-1, C])]), this.floatEmbedding()], { transB: 1 });
+    return g.op('Reshape', [flat, g.op('Concat', [g.op('Shape', [ids]), g.ints([V])], { axis: 0 })]);
+  }
+}
+
+/** The graph's inputs: input_ids, attention_mask, position_ids and each layer's past (key, value). */
+function cachedInputs(g: OnnxGraph, L: number, Hkv: number, D: number): { ids: string; mask: string; pos: string; past: [string, string][] } {
+  const B: Dim = 'batch_size';
+  const ids = g.input('input_ids', INT64, [B, 'sequence_length']);
+  const mask = g.input('attention_mask', INT64, [B, 'total_sequence_length']);
+  const pos = g.input('position_ids', INT64, [B, 'sequence_length']);
+  const past: [string, string][] = [];
+  for (let i = 0; i < L; i++) {
+    past.push([g.input(`past_key_values.${i}.key`, FLOAT, [B, Hkv, 'past_sequence_length', D]), g.input(`past_key_values.${i}.value`, FLOAT, [B, Hkv, 'past_sequence_length', D])]);
+  }
+  return { ids, mask, pos, past };
+}
+
+/** logits and each layer's present (key, value) as the graph's outputs. */
+function cachedOutputs(g: OnnxGraph, logits: string, L: number, Hkv: number, D: number, V: number): void {
+  const B: Dim = 'batch_size';
+  g.output(logits, 'logits', FLOAT, [B, 'sequence_length', V]);
+  for (let i = 0; i < L; i++) {
+    g.outputs.push({ name: `present.${i}.key`, type: FLOAT, shape: [B, Hkv, 'total_sequence_length', D] });
+    g.outputs.push({ name: `present.${i}.value`, type: FLOAT, shape: [B, Hkv, 'total_sequence_length', D] });
+  }
+}
+
+/** The mask (B, 1, T, S) for a window (null: none): key j visible to new token i iff j ≤ past + i,
+ *  attention_mask[b, j] = 1, and past + i − j < window on sliding-window layers. */
+function causalMasks(g: OnnxGraph, ids: string, mask: string): (window: number | null) => string {
+  const S = g.op('Squeeze', [g.op('Shape', [mask], { start: 1, end: 2 }), g.ints([0])]);
+  const T = g.op('Squeeze', [g.op('Shape', [ids], { start: 1, end: 2 }), g.ints([0])]);
+  const kpos = g.op('Range', [g.scalarI(0), S, g.scalarI(1)]); // (S)
+  const qpos = g.op('Unsqueeze', [g.op('Range', [g.op('Sub', [S, T]), S, g.scalarI(1)]), g.ints([1])]); // (T, 1)
+  const padding = g.op('Unsqueeze', [g.op('Cast', [mask], { to: OnnxType.BOOL }), g.ints([1, 2])]); // (B, 1, 1, S)
+  const causal = g.op('And', [g.op('LessOrEqual', [kpos, qpos]), padding]);
+  const masks = new Map<number | null, string>([[null, causal]]);
+  return (window) => {
+    if (!masks.has(window)) masks.set(window, g.op('And', [causal, g.op('Less', [g.op('Sub', [qpos, kpos]), g.scalarI(window!)])]));
+    return masks.get(window)!;
+  };
+}
+
+/** Softmax attention of q (B, H, T, D) over layer i's past + new k, v (B, Hkv, T, D), writing
+ *  present.{i}.key/value; returns (B, T, H·D). q is grouped per kv head, so k and v are never repeated. */
+function attendCached(g: OnnxGraph, q: string, k: string, v: string, past: [string, string], i: number, mask: string, H: number, Hkv: number, D: number): string {
+  const rep = H / Hkv;
+  const presentK = g.op('Concat', [past[0], k], { axis: 2 }, { output: `present.${i}.key` });
+  const presentV = g.op('Concat', [past[1], v], { axis: 2 }, { output: `present.${i}.value` });
+  const qs = g.op('Mul', [q, g.scalarF(1 / Math.sqrt(D))]);
+  const qg = rep > 1 ? g.op('Reshape', [qs, g.ints([0, Hkv, -1, D])]) : qs; // (B, Hkv, rep·T, D)
+  let scores = g.op('MatMul', [qg, g.op('Transpose', [presentK], { perm: [0, 1, 3, 2] })]); // (B, Hkv, rep·T, S)
+  if (rep > 1) scores = g.op('Reshape', [scores, g.ints([0, H, -1, 0])]); // (B, H, T, S)
+  let probs = g.op('Softmax', [g.op('Where', [mask, scores, g.scalarF(NEG)])], { axis: -1 });
+  if (rep > 1) probs = g.op('Reshape', [probs, g.ints([0, Hkv, -1, 0])]);
+  let y = g.op('MatMul', [probs, presentV]); // (B, Hkv, rep·T, D)
+  if (rep > 1) y = g.op('Reshape', [y, g.ints([0, H, -1, D])]);
+  return g.op('Reshape', [g.op('Transpose', [y], { perm: [0, 2, 1, 3] }), g.ints([0, 0, H * D])]);
+}
+
+/** GELU of u: GPT-2's tanh approximation, or the erf form. */
+function geluOp(g: OnnxGraph, u: string, tanh: boolean): string {
+  if (tanh) { // 0.5·u·(1 + tanh(√(2/π)·(u + 0.044715·u³)))
+    const inner = g.op('Mul', [g.op('Add', [u, g.op('Mul', [g.op('Pow', [u, g.scalarF(3)]), g.scalarF(0.044715)])]), g.scalarF(Math.sqrt(2 / Math.PI))]);
+    return g.op('Mul', [g.op('Mul', [u, g.scalarF(0.5)]), g.op('Add', [g.op('Tanh', [inner]), g.scalarF(1)])]);
+  }
+  return g.op('Mul', [g.op('Mul', [u, g.scalarF(0.5)]), g.op('Add', [g.op('Erf', [g.op('Div', [u, g.scalarF(Math.SQRT2)])]), g.scalarF(1)])]);
+}
+
+/** Rotates x (B, T, h, D)'s first 2·half features by (x1·cos − x2·sin, x2·cos + x1·sin), cos and sin
+ *  (B, T, 1, half) gathered at position_ids. */
+function rotateHalf(g: OnnxGraph, x: string, cos: string, sin: string, half: number, D: number): string {
+  const rot = 2 * half;
+  const parts = rot < D ? g.node('Split', [x, g.ints([half, half, D - rot])], { axis: 3 }, { outputs: 3 }) : g.node('Split', [x, g.ints([half, half])], { axis: 3 }, { outputs: 2 });
+  const [x1, x2] = parts as [string, string];
+  const o1 = g.op('Sub', [g.op('Mul', [x1, cos]), g.op('Mul', [x2, sin])]);
+  const o2 = g.op('Add', [g.op('Mul', [x2, cos]), g.op('Mul', [x1, sin])]);
+  return g.op('Concat', rot < D ? [o1, o2, parts[2]!] : [o1, o2], { axis: 3 });
 }
 
 /** The ONNX graph of a DecoderLM (see the file comment for its inputs and outputs). */
@@ -267,27 +364,16 @@ export function buildDecoderONNX(model: DecoderLM, opts: DecoderOnnxOptions = {}
   const why = onnxUnsupported(model, opts);
   if (why) throw new Error(`exportDecoderONNX: ${why}`);
   const cfg: DecoderConfig = model.config;
-  const ex = new Exporter(model, opts);
+  const ex = new Exporter(model.model.embed_tokens, 'model.embed_tokens.weight', opts);
   const g = ex.g;
   const L = cfg.num_hidden_layers;
   const H = cfg.num_attention_heads;
   const Hkv = cfg.num_key_value_heads;
   const D = cfg.head_dim;
-  const C = cfg.hidden_size;
-  const V = cfg.vocab_size;
-  const rep = H / Hkv;
-  const B: Dim = 'batch_size';
-  const kvShape = (len: string): Dim[] => [B, Hkv, len, D];
-
-  const ids = g.input('input_ids', INT64, [B, 'sequence_length']);
-  const mask = g.input('attention_mask', INT64, [B, 'total_sequence_length']);
-  const pos = g.input('position_ids', INT64, [B, 'sequence_length']);
-  const past: [string, string][] = [];
-  for (let i = 0; i < L; i++) past.push([g.input(`past_key_values.${i}.key`, FLOAT, kvShape('past_sequence_length')), g.input(`past_key_values.${i}.value`, FLOAT, kvShape('past_sequence_length'))]);
+  const { ids, mask, pos, past } = cachedInputs(g, L, Hkv, D);
 
   // RoPE tables (maxPositions, rot/2), as ScaledRope builds them: angle = f32(p · inv), cos/sin.
-  const rot = model.rope.spec.dim;
-  const half = rot / 2;
+  const half = model.rope.spec.dim / 2;
   const maxPos = opts.maxPositions ?? cfg.block_size;
   const inv = ropeInverseFrequencies(model.rope.spec, model.rope.spec.maxPositions);
   const cosT = new Float32Array(maxPos * half);
@@ -303,53 +389,21 @@ export function buildDecoderONNX(model: DecoderLM, opts: DecoderOnnxOptions = {}
   const sinTab = g.initializer('rope.sin', FLOAT, [maxPos, half], sinT);
   const cos = g.op('Unsqueeze', [g.op('Gather', [cosTab, pos]), g.ints([2])]); // (B, T, 1, half)
   const sin = g.op('Unsqueeze', [g.op('Gather', [sinTab, pos]), g.ints([2])]);
-  const rope = (x: string): string => {
-    // x (B, T, h, D): the first `rot` features rotated as (x1·cos − x2·sin, x2·cos + x1·sin).
-    const parts = rot < D ? g.node('Split', [x, g.ints([half, half, D - rot])], { axis: 3 }, { outputs: 3 }) : g.node('Split', [x, g.ints([half, half])], { axis: 3 }, { outputs: 2 });
-    const [x1, x2] = parts as [string, string];
-    const o1 = g.op('Sub', [g.op('Mul', [x1, cos]), g.op('Mul', [x2, sin])]);
-    const o2 = g.op('Add', [g.op('Mul', [x2, cos]), g.op('Mul', [x1, sin])]);
-    return g.op('Concat', rot < D ? [o1, o2, parts[2]!] : [o1, o2], { axis: 3 });
-  };
-
-  // The mask (B, 1, T, S): key j visible to new token i iff j ≤ past + i, attention_mask[b, j] = 1
-  // (and past + i − j < window on sliding-window layers).
-  const S = g.op('Squeeze', [g.op('Shape', [mask], { start: 1, end: 2 }), g.ints([0])]);
-  const T = g.op('Squeeze', [g.op('Shape', [ids], { start: 1, end: 2 }), g.ints([0])]);
-  const kpos = g.op('Range', [g.scalarI(0), S, g.scalarI(1)]); // (S)
-  const qpos = g.op('Unsqueeze', [g.op('Range', [g.op('Sub', [S, T]), S, g.scalarI(1)]), g.ints([1])]); // (T, 1)
-  const padding = g.op('Unsqueeze', [g.op('Cast', [mask], { to: OnnxType.BOOL }), g.ints([1, 2])]); // (B, 1, 1, S)
-  const causal = g.op('And', [g.op('LessOrEqual', [kpos, qpos]), padding]);
-  const masks = new Map<number | null, string>([[null, causal]]);
-  const maskFor = (window: number | null): string => {
-    if (!masks.has(window)) masks.set(window, g.op('And', [causal, g.op('Less', [g.op('Sub', [qpos, kpos]), g.scalarI(window!)])]));
-    return masks.get(window)!;
-  };
+  const maskFor = causalMasks(g, ids, mask);
 
   const attention = (h: string, a: DecoderAttention, i: number): string => {
     const p = `model.layers.${i}.self_attn`;
     const heads = (lin: Linear, n: string, count: number, normM: LayerNorm | RMSNorm | null, normName: string, rotate: boolean): string => {
       let r = g.op('Reshape', [ex.matmul(h, `${p}.${n}.weight`, lin, lin.bias), g.ints([0, 0, count, D])]); // (B, T, h, D)
       if (normM) r = ex.norm(r, normM, `${p}.${normName}`);
-      if (rotate) r = rope(r);
+      if (rotate) r = rotateHalf(g, r, cos, sin, half, D);
       return g.op('Transpose', [r], { perm: [0, 2, 1, 3] }); // (B, h, T, D)
     };
     const phi = cfg.model_type === 'phi';
     const q = heads(a.q_proj, 'q_proj', H, a.qNorm, phi ? 'q_layernorm' : 'q_norm', true);
     const k = heads(a.k_proj, 'k_proj', Hkv, a.kNorm, phi ? 'k_layernorm' : 'k_norm', true);
     const v = heads(a.v_proj, 'v_proj', Hkv, null, '', false);
-    const presentK = g.op('Concat', [past[i]![0], k], { axis: 2 }, { output: `present.${i}.key` });
-    const presentV = g.op('Concat', [past[i]![1], v], { axis: 2 }, { output: `present.${i}.value` });
-    // q grouped per kv head: (B, H, T, D) → (B, Hkv, rep·T, D), so k and v are never repeated.
-    const qs = g.op('Mul', [q, g.scalarF(1 / Math.sqrt(D))]);
-    const qg = rep > 1 ? g.op('Reshape', [qs, g.ints([0, Hkv, -1, D])]) : qs;
-    let scores = g.op('MatMul', [qg, g.op('Transpose', [presentK], { perm: [0, 1, 3, 2] })]); // (B, Hkv, rep·T, S)
-    if (rep > 1) scores = g.op('Reshape', [scores, g.ints([0, H, -1, 0])]); // (B, H, T, S)
-    let probs = g.op('Softmax', [g.op('Where', [maskFor(a.window), scores, g.scalarF(NEG)])], { axis: -1 });
-    if (rep > 1) probs = g.op('Reshape', [probs, g.ints([0, Hkv, -1, 0])]);
-    let y = g.op('MatMul', [probs, presentV]); // (B, Hkv, rep·T, D)
-    if (rep > 1) y = g.op('Reshape', [y, g.ints([0, H, -1, D])]);
-    y = g.op('Reshape', [g.op('Transpose', [y], { perm: [0, 2, 1, 3] }), g.ints([0, 0, H * D])]);
+    const y = attendCached(g, q, k, v, past[i]!, i, maskFor(a.window), H, Hkv, D);
     return ex.matmul(y, `${p}.${phi ? 'dense' : 'o_proj'}.weight`, a.out, a.out.bias);
   };
 
@@ -362,14 +416,7 @@ export function buildDecoderONNX(model: DecoderLM, opts: DecoderOnnxOptions = {}
       return ex.matmul(g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]), `${p}.down_proj.weight`, m.down, m.down.bias);
     }
     const u = ex.matmul(h, `${p}.fc1.weight`, m.up, m.up.bias);
-    let act: string;
-    if (cfg.hidden_act === 'gelu_new') { // 0.5·u·(1 + tanh(√(2/π)·(u + 0.044715·u³)))
-      const inner = g.op('Mul', [g.op('Add', [u, g.op('Mul', [g.op('Pow', [u, g.scalarF(3)]), g.scalarF(0.044715)])]), g.scalarF(Math.sqrt(2 / Math.PI))]);
-      act = g.op('Mul', [g.op('Mul', [u, g.scalarF(0.5)]), g.op('Add', [g.op('Tanh', [inner]), g.scalarF(1)])]);
-    } else { // 0.5·u·(1 + erf(u/√2))
-      act = g.op('Mul', [g.op('Mul', [u, g.scalarF(0.5)]), g.op('Add', [g.op('Erf', [g.op('Div', [u, g.scalarF(Math.SQRT2)])]), g.scalarF(1)])]);
-    }
-    return ex.matmul(act, `${p}.fc2.weight`, m.down, m.down.bias);
+    return ex.matmul(geluOp(g, u, cfg.hidden_act === 'gelu_new'), `${p}.fc2.weight`, m.down, m.down.bias);
   };
 
   let x = ex.embed(ids);
@@ -384,44 +431,124 @@ export function buildDecoderONNX(model: DecoderLM, opts: DecoderOnnxOptions = {}
     }
   });
   x = ex.norm(x, model.model.finalNorm, cfg.model_type === 'phi' ? 'model.final_layernorm' : 'model.norm');
-  let logits: string;
-  const emb = model.model.embed_tokens;
-  if (model.lm_head) {
-    logits = ex.matmul(x, 'lm_head.weight', model.lm_head, model.lm_head.bias, opts.quantizeHead ?? false);
-  } else if (ex.quantized('model.embed_tokens.weight', emb, opts.quantizeEmbeddings ?? false)) {
-    logits = ex.matmul(x, 'model.embed_tokens.weight', emb, null); // tied to the quantized table
-  } else {
-    // Tied, float32: x (B·T, C) · E^T through Gemm's transB, so E is stored once.
-    const flat = g.op('Gemm', [g.op('Reshape', [x, g.ints([-1, C])]), ex.floatEmbedding()], { transB: 1 });
-    logits = g.op('Reshape', [flat, g.op('Concat', [g.op('Shape', [ids]), g.ints([V])], { axis: 0 })]);
-  }
-  g.output(logits, 'logits', FLOAT, [B, 'sequence_length', V]);
-  for (let i = 0; i < L; i++) {
-    g.outputs.push({ name: `present.${i}.key`, type: FLOAT, shape: kvShape('total_sequence_length') });
-    g.outputs.push({ name: `present.${i}.value`, type: FLOAT, shape: kvShape('total_sequence_length') });
-  }
+  cachedOutputs(g, ex.head(x, ids, model.lm_head, 'lm_head.weight', cfg.hidden_size, cfg.vocab_size), L, Hkv, D, cfg.vocab_size);
   return { graph: g, keptFloat: ex.keptFloat };
 }
 
-/** The encoded ONNX model of a DecoderLM: the graph, its bytes, and the weights kept float32. */
-export function exportDecoderONNX(model: DecoderLM, opts: DecoderOnnxOptions = {}): DecoderOnnxExport & { model: ReturnType<typeof encodeModel> } {
-  const { graph, keptFloat } = buildDecoderONNX(model, opts);
-  const cfg = model.config;
-  const encoded = encodeModel(graph, {
-    docString: `attn ${cfg.model_type} decoder, ${opts.weights ?? 'float32'} weights`,
-    metadata: { model_type: cfg.model_type, weights: opts.weights ?? 'float32', num_hidden_layers: String(cfg.num_hidden_layers), num_key_value_heads: String(cfg.num_key_value_heads), head_dim: String(cfg.head_dim) },
+/** Why attn's GPT cannot be exported as it is, or null. The graph covers GPT-2's layout and the
+ *  variants the one-graph form expresses: learned or rotary positions, pre-norm with LayerNorm or
+ *  RMSNorm, GELU (tanh or erf), ReLU or SwiGLU MLPs, biases or none, multi-head or grouped kv heads,
+ *  tied or untied head. */
+export function gptOnnxUnsupported(model: GPT, opts: DecoderOnnxOptions = {}): string | null {
+  const cfg = fullGPTConfig(model.config);
+  const w = opts.weights ?? 'float32';
+  if (!ONNX_WEIGHTS.includes(w)) return `weights must be one of ${ONNX_WEIGHTS.join(', ')}, got '${String(w)}'`;
+  if (opts.int8Op !== undefined && !['dequantize', 'matmulnbits'].includes(opts.int8Op)) return `int8Op must be dequantize or matmulnbits, got '${String(opts.int8Op)}'`;
+  if (cfg.pos_encoding === 'sinusoidal') return "pos_encoding 'sinusoidal' is not exported (learned and rope are)";
+  if (cfg.norm_placement !== 'pre') return `norm_placement '${cfg.norm_placement}' is not exported (pre is)`;
+  if (cfg.attention !== 'dense') return `attention '${cfg.attention}' is not exported (dense is)`;
+  if (cfg.moe_experts > 0) return 'mixture-of-experts layers are not exported';
+  const maxPos = opts.maxPositions ?? cfg.block_size;
+  if (!Number.isInteger(maxPos) || maxPos < 1 || maxPos > cfg.block_size) return `maxPositions must be an integer in [1, ${cfg.block_size}], got ${String(maxPos)}`;
+  for (const [name, m] of model.namedModules()) {
+    if (Object.prototype.hasOwnProperty.call(m, 'forward')) return `module '${name}' carries an adapter (LoRA): merge it first ('attn merge')`;
+  }
+  return null;
+}
+
+/** The ONNX graph of attn's GPT (GPT-2's names: transformer.h.{i}.attn.c_attn ...), with the same
+ *  inputs and outputs as a DecoderLM's. */
+export function buildGPTONNX(model: GPT, opts: DecoderOnnxOptions = {}): { graph: OnnxGraph; keptFloat: string[] } {
+  const why = gptOnnxUnsupported(model, opts);
+  if (why) throw new Error(`exportDecoderONNX: ${why}`);
+  const cfg = fullGPTConfig(model.config);
+  const t = model.transformer;
+  const ex = new Exporter(t.wte, 'transformer.wte.weight', opts, 'attn_gpt');
+  const g = ex.g;
+  const L = cfg.n_layer;
+  const H = cfg.n_head;
+  const Hkv = cfg.n_kv_head;
+  const C = cfg.n_embd;
+  const D = C / H;
+  const { ids, mask, pos, past } = cachedInputs(g, L, Hkv, D);
+  const maxPos = opts.maxPositions ?? cfg.block_size;
+
+  let x = ex.embed(ids); // (B, T, C)
+  if (t.wpe) {
+    const table = floats(t.wpe.weight).subarray(0, maxPos * C);
+    x = g.op('Add', [x, g.op('Gather', [g.initializer('transformer.wpe.weight', FLOAT, [maxPos, C], table), pos])]);
+  }
+  // Rotary: attn's own tables (maxLen, D/2), gathered at position_ids.
+  let rope: ((r: string) => string) | null = null;
+  if (t.rope) {
+    const half = D / 2;
+    const tab = (name: string, v: Tensor): string => g.op('Unsqueeze', [g.op('Gather', [g.initializer(name, FLOAT, [maxPos, half], floats(v).subarray(0, maxPos * half)), pos]), g.ints([2])]);
+    const cos = tab('rope.cos', t.rope.cos);
+    const sin = tab('rope.sin', t.rope.sin);
+    rope = (r) => rotateHalf(g, r, cos, sin, half, D);
+  }
+  const causal = causalMasks(g, ids, mask)(null);
+  t.h.items.forEach((block, i) => {
+    const p = `transformer.h.${i}`;
+    const a = block.attn;
+    const qkv = ex.matmul(ex.norm(x, block.ln_1 as LayerNorm | RMSNorm, `${p}.ln_1`), `${p}.attn.c_attn.weight`, a.c_attn, a.c_attn.bias); // (B, T, C + 2·Hkv·D)
+    const [q0, k0, v0] = g.node('Split', [qkv, g.ints([C, Hkv * D, Hkv * D])], { axis: 2 }, { outputs: 3 }) as [string, string, string];
+    const heads = (r: string, count: number, rotate: boolean): string => {
+      let y = g.op('Reshape', [r, g.ints([0, 0, count, D])]); // (B, T, h, D)
+      if (rotate && rope) y = rope(y);
+      return g.op('Transpose', [y], { perm: [0, 2, 1, 3] }); // (B, h, T, D)
+    };
+    const y = attendCached(g, heads(q0, H, true), heads(k0, Hkv, true), heads(v0, Hkv, false), past[i]!, i, causal, H, Hkv, D);
+    x = g.op('Add', [x, ex.matmul(y, `${p}.attn.c_proj.weight`, a.c_proj, a.c_proj.bias)]);
+    const m = block.mlp as MLP;
+    const h = ex.norm(x, block.ln_2 as LayerNorm | RMSNorm, `${p}.ln_2`);
+    const u = ex.matmul(h, `${p}.mlp.c_fc.weight`, m.c_fc, m.c_fc.bias);
+    let act: string;
+    if (m.activation === 'swiglu') act = g.op('Mul', [g.op('Mul', [u, g.op('Sigmoid', [u])]), ex.matmul(h, `${p}.mlp.c_fc2.weight`, m.c_fc2!, m.c_fc2!.bias)]);
+    else if (m.activation === 'relu') act = g.op('Relu', [u]);
+    else act = geluOp(g, u, m.activation === 'gelu');
+    x = g.op('Add', [x, ex.matmul(act, `${p}.mlp.c_proj.weight`, m.c_proj, m.c_proj.bias)]);
   });
-  return { graph, keptFloat, bytes: encoded.length, model: encoded };
+  x = ex.norm(x, t.ln_f as LayerNorm | RMSNorm, 'transformer.ln_f');
+  cachedOutputs(g, ex.head(x, ids, model.lm_head, 'lm_head.weight', C, cfg.vocab_size), L, Hkv, D, cfg.vocab_size);
+  return { graph: g, keptFloat: ex.keptFloat };
+}
+
+/** The encoded ONNX model of a DecoderLM or attn's GPT: the graph, its bytes, and the weights kept float32. */
+export function exportDecoderONNX(model: DecoderLM | GPT, opts: DecoderOnnxOptions = {}): DecoderOnnxExport & { model: ReturnType<typeof encodeModel> } {
+  const weights = opts.weights ?? 'float32';
+  let graph: OnnxGraph;
+  let keptFloat: string[];
+  let metadata: Record<string, string>;
+  if (model instanceof GPT) {
+    ({ graph, keptFloat } = buildGPTONNX(model, opts));
+    const cfg = fullGPTConfig(model.config);
+    metadata = { model_type: 'gpt2', weights, num_hidden_layers: String(cfg.n_layer), num_key_value_heads: String(cfg.n_kv_head), head_dim: String(cfg.n_embd / cfg.n_head) };
+  } else {
+    ({ graph, keptFloat } = buildDecoderONNX(model, opts));
+    const cfg = model.config;
+    metadata = { model_type: cfg.model_type, weights, num_hidden_layers: String(cfg.num_hidden_layers), num_key_value_heads: String(cfg.num_key_value_heads), head_dim: String(cfg.head_dim) };
+  }
+  const external = opts.externalData ? new ExternalData(opts.externalData) : null;
+  const encoded = encodeModel(graph, { docString: `attn ${metadata['model_type']} decoder, ${weights} weights`, metadata }, external ?? undefined);
+  return { graph, keptFloat, bytes: encoded.length, model: encoded, external };
 }
 
 /** The files optimum copies beside model.onnx. */
-export const ONNX_SIDE_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'vocab.json', 'merges.txt'];
+export const ONNX_SIDE_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'char_tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'vocab.json', 'merges.txt'];
 
 /** Writes the model to `path` (.onnx) and copies the model directory's config and tokenizer
- *  files beside it; returns the bytes written and the files copied. */
-export function saveDecoderONNX(model: DecoderLM, path: string, opts: DecoderOnnxOptions & { modelDir?: string } = {}): { bytes: number; copied: string[]; keptFloat: string[] } {
-  const ex = exportDecoderONNX(model, opts);
-  const bytes = saveONNX(path, ex.model);
+ *  files beside it; returns the bytes written and the files copied. Weights past protobuf's
+ *  limit go to `<file>.data` (ONNX external data) unless opts.externalData names the file. */
+export function saveDecoderONNX(model: DecoderLM | GPT, path: string, opts: DecoderOnnxOptions & { modelDir?: string } = {}): { bytes: number; copied: string[]; keptFloat: string[]; externalData: string | null; externalBytes: number } {
+  let ex: ReturnType<typeof exportDecoderONNX>;
+  try {
+    ex = exportDecoderONNX(model, opts);
+  } catch (e) {
+    if (opts.externalData || !(e instanceof RangeError) || !/2 GiB/.test(e.message)) throw e;
+    ex = exportDecoderONNX(model, { ...opts, externalData: `${basename(path)}.data` });
+  }
+  const bytes = saveONNX(path, ex.model, ex.external ?? undefined);
   const copied: string[] = [];
   if (opts.modelDir) {
     const outDir = dirname(path);
@@ -434,5 +561,5 @@ export function saveDecoderONNX(model: DecoderLM, path: string, opts: DecoderOnn
       }
     }
   }
-  return { bytes, copied, keptFloat: ex.keptFloat };
+  return { bytes, copied, keptFloat: ex.keptFloat, externalData: ex.external?.location ?? null, externalBytes: ex.external?.length ?? 0 };
 }
