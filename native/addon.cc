@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "attention.h"
+#include "decode.h"
 #include "fused.h"
 #include "gemm.h"
 #ifdef ATTN_HAVE_MPI
@@ -299,6 +300,19 @@ Napi::Value QuantMatmul(const Napi::CallbackInfo& info) {
   });
 }
 
+/** decodeStep(heap, plan (Float64Array), token, pos, logits, threads): a Llama-style decode step in
+ *  one call (native/decode.cc); returns false when the token is outside the vocabulary. */
+Napi::Value DecodeStep(const Napi::CallbackInfo& info) {
+  uint8_t* heap = heap_of(info[0]);
+  const uint8_t* plan = heap_of(info[1]);
+  if (!heap || !plan) {
+    Napi::TypeError::New(info.Env(), "decodeStep: the heap and the plan must be typed arrays").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  const bool ok = attn::decode_step(heap, reinterpret_cast<const double*>(plan), i64(info, 2), i64(info, 3), reinterpret_cast<float*>(heap + i64(info, 4)), int(i64(info, 5)));
+  return Napi::Boolean::New(info.Env(), ok);
+}
+
 /** swiglu(heap, gate, up, out, n, threads) */
 Napi::Value Swiglu(const Napi::CallbackInfo& info) {
   return with_heap(info, [](const Args& a) { attn::swiglu(a.f(1), a.f(2), a.f(3), a.n(4), int(a.n(5))); });
@@ -390,6 +404,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("adamw", Napi::Function::New(env, AdamW));
   exports.Set("geluBackward", Napi::Function::New(env, GeluBackward));
   exports.Set("swiglu", Napi::Function::New(env, Swiglu));
+  exports.Set("decodeStep", Napi::Function::New(env, DecodeStep));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("quantMatmul", Napi::Function::New(env, QuantMatmul));
   exports.Set("swigluBackward", Napi::Function::New(env, SwigluBackward));

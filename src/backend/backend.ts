@@ -70,6 +70,39 @@ export interface MatmulArgs {
  * of tensor/quantize.ts. Byte arrays live in int32 storages as little-endian words (byte i is
  * bits 8(i%4).. of word i/4), padded with zeros to whole words.
  */
+/** A buffer of a DecodePlan: a float32 storage and the element where the buffer starts. */
+export interface DecodeBuffer { readonly storage: Storage; readonly offset: number }
+/** A matrix of a DecodePlan: float32 (N, K) rows, or quantized; with its bias. */
+export interface DecodeMatrix { readonly float: DecodeBuffer | null; readonly quant: QuantWeightStorage | null; readonly bias: DecodeBuffer | null; readonly N: number; readonly K: number }
+export interface DecodeLayerPlan {
+  readonly inNorm: DecodeBuffer;
+  readonly postNorm: DecodeBuffer;
+  /** Per-head RMSNorm of q and k (qwen3), or null. */
+  readonly qNorm: DecodeBuffer | null;
+  readonly kNorm: DecodeBuffer | null;
+  /** Sliding window (keys seen, itself included), 0 = full causal. */
+  readonly window: number;
+  readonly q: DecodeMatrix; readonly k: DecodeMatrix; readonly v: DecodeMatrix; readonly o: DecodeMatrix;
+  readonly gate: DecodeMatrix; readonly up: DecodeMatrix; readonly down: DecodeMatrix;
+  /** (1, Hkv, capacity, D) key and value caches. */
+  readonly kCache: DecodeBuffer; readonly vCache: DecodeBuffer; readonly capacity: number;
+}
+/** Everything one fused decode step of a Llama-style decoder reads and writes (Backend.decodeStep):
+ *  RMSNorm (eps) before attention and MLP, RoPE of rd features from tables (positions, rd/2),
+ *  grouped-query attention, SwiGLU MLP, a float32 embedding, the head. Scratch buffers: x, h (C),
+ *  q, qRot, att (H·D), k, kRot, v (Hkv·D), lse (H), gate, up, act (I), o (C), rstd (max(H, Hkv)). */
+export interface DecodePlan {
+  readonly C: number; readonly H: number; readonly Hkv: number; readonly D: number; readonly rd: number; readonly I: number; readonly V: number;
+  readonly eps: number;
+  readonly embed: DecodeBuffer;
+  readonly finalNorm: DecodeBuffer;
+  readonly head: DecodeMatrix;
+  readonly cos: DecodeBuffer; readonly sin: DecodeBuffer;
+  readonly scratch: { readonly x: Storage; readonly h: Storage; readonly q: Storage; readonly qRot: Storage; readonly k: Storage; readonly kRot: Storage; readonly v: Storage;
+    readonly att: Storage; readonly lse: Storage; readonly gate: Storage; readonly up: Storage; readonly act: Storage; readonly o: Storage; readonly rstd: Storage };
+  readonly layers: readonly DecodeLayerPlan[];
+}
+
 export interface QuantWeightStorage {
   readonly format: QuantFormat;
   readonly N: number;
@@ -211,6 +244,15 @@ export interface Backend {
   rope?(x: Storage, cos: Storage, sin: Storage, out: Storage, rows: number, H: number, T: number, D: number, rd: number, offset: number, inverse: boolean): void;
   /** Whether attention reads q, k, v and writes out through AttentionArgs.views (no copies). */
   readonly stridedAttention?: boolean;
+  /**
+   * One decode step of a Llama-style decoder (batch 1, one token) in one call: the encoded plan
+   * (encodeDecodePlan) names every weight, cache and scratch buffer; the step writes the token's
+   * keys and values into the caches at `pos` and the logits to `logits`. The kernels and their
+   * order are those of the op-by-op forward, so the logits are the same. Backends without it
+   * (or without a plan for a model) run the forward op by op.
+   */
+  encodeDecodePlan?(plan: DecodePlan): unknown;
+  decodeStep?(encoded: unknown, token: number, pos: number, logits: Storage): void;
 
   // ---- memory ----
   /** A zero-filled storage of `size` elements; with `uninitialized`, contents unspecified

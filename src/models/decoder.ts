@@ -9,6 +9,7 @@
 // The Hugging Face config.json mapping is hf-decoder.ts; reading and writing directories is
 // hf-decoder-files.ts.
 import type { Backend } from '../backend/backend.js';
+import { fusedDecodeStep } from './decoder-fused.js';
 import { appendToCache, KVCache, KVPool, pooledStepAttention, type AttentionProbe, type ForwardCacheOptions, type KVLayerCache, type PooledStep, type PromptChunk, finishPooledStep, planPooledStep, stepOutputRows } from '../nn/attention.js';
 import { Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
 import { Module, ModuleList } from '../nn/module.js';
@@ -400,6 +401,9 @@ export class DecoderLM extends Module {
         ? `DecoderLM: ${past} cached + ${T} new tokens = ${past + T} exceed the context of ${cfg.block_size}`
         : `DecoderLM: cannot forward a sequence of length T=${T}, the context is ${cfg.block_size}`);
     }
+    // One token of one sequence: the whole step in one backend call where it is covered.
+    const fused = cache && T === 1 ? fusedDecodeStep(this, idx, cache) : null;
+    if (fused) return fused;
     let x = this.model.embed_tokens.forward(idx); // (B, T, C)
     this.model.layers.items.forEach((layer, i) => {
       x = this.checkpointActivations && !cache && this.training ? checkpoint((h) => layer.forward(h), x) : layer.forward(x, cache?.layers[i]);

@@ -76,31 +76,46 @@ export class KVCache {
  * own T rows (a concat would copy the whole cache every step).
  */
 export function appendToCache(layer: KVLayerCache, key: 'k' | 'v', t: Tensor): Tensor {
-  const bufKey = key === 'k' ? 'kBuf' : 'vBuf';
   const [B, Hkv, T, D] = t.shape as [number, number, number, number];
   const past = layer[key]?.shape[2] ?? 0;
   return noGrad(() => {
-    let buf = layer[bufKey] ?? null;
-    if (!buf || buf.shape[0] !== B || buf.shape[2] < past + T) {
-      const cap = Math.max(past + T, 2 * (buf?.shape[2] ?? 0), 64);
-      const grown = zeros([B, Hkv, cap, D], { backend: t.backend, dtype: t.dtype }).keep();
-      const old = layer[key];
-      if (old && past) {
-        const dst = slice(grown, 2, 0, past);
-        t.backend.copyInto(old.storage, old.layout, dst.storage, dst.layout);
-        dst.dispose();
-      }
-      buf?.dispose();
-      layer[bufKey] = buf = grown;
-    }
+    const buf = reserveCache(layer, key, [B, Hkv, past + T, D], t.backend, t.dtype);
     const dst = slice(buf, 2, past, past + T);
     t.backend.copyInto(t.storage, t.layout, dst.storage, dst.layout);
     dst.dispose();
-    const all = slice(buf, 2, 0, past + T).keep();
-    layer[key]?.dispose();
-    layer[key] = all;
-    return all;
+    return setCacheLength(layer, key, past + T);
   });
+}
+
+/** The layer's (B, Hkv, capacity, D) buffer for `key`, grown (doubling, at least 64 positions,
+ *  the cached positions copied over) so that it holds shape[2] positions. */
+export function reserveCache(layer: KVLayerCache, key: 'k' | 'v', shape: readonly [number, number, number, number], backend: Backend, dtype: DType): Tensor {
+  const bufKey = key === 'k' ? 'kBuf' : 'vBuf';
+  const [B, Hkv, needed, D] = shape;
+  const past = layer[key]?.shape[2] ?? 0;
+  let buf = layer[bufKey] ?? null;
+  if (!buf || buf.shape[0] !== B || buf.shape[2] < needed) {
+    const cap = Math.max(needed, 2 * (buf?.shape[2] ?? 0), 64);
+    const grown = noGrad(() => zeros([B, Hkv, cap, D], { backend, dtype }).keep());
+    const old = layer[key];
+    if (old && past) {
+      const dst = slice(grown, 2, 0, past);
+      backend.copyInto(old.storage, old.layout, dst.storage, dst.layout);
+      dst.dispose();
+    }
+    buf?.dispose();
+    layer[bufKey] = buf = grown;
+  }
+  return buf;
+}
+
+/** Points the layer's `key` view at the first `length` positions of its buffer. */
+export function setCacheLength(layer: KVLayerCache, key: 'k' | 'v', length: number): Tensor {
+  const buf = (key === 'k' ? layer.kBuf : layer.vBuf)!;
+  const all = noGrad(() => slice(buf, 2, 0, length).keep());
+  layer[key]?.dispose();
+  layer[key] = all;
+  return all;
 }
 
 /**

@@ -194,6 +194,12 @@ export class ScaledRope {
     return [this.cos!, this.sin!];
   }
 
+  /** The cos and sin tables (rows ≥ end, dim/2) that apply() uses for positions below end; null
+   *  with dynamic scaling, whose tables depend on the sequence's length. */
+  tablesUpTo(end: number): [Tensor, Tensor] | null {
+    return this.spec.scaling?.rope_type === 'dynamic' ? null : this.tables(end, 0);
+  }
+
   /** Rotates the first spec.dim features of x, (B, H, T, D) or (B, T, H, D) per `layout`,
    *  whose first token is at `offset` (one fused op; see rotary). */
   apply(x: Tensor, offset = 0, layout: 'bhtd' | 'bthd' = 'bhtd'): Tensor {

@@ -1,7 +1,7 @@
 // The fast CPU backend: storage lives in the shared WebAssembly memory of a WasmRuntime, the
 // heavy ops run as WebAssembly SIMD kernels on its thread pool, and every other op is the
 // reference backend's JS kernel working on views of that memory.
-import type { AdamWArgs, AttentionArgs, AttentionBackwardArgs, AttentionView, Backend, BinaryOp, Layout, MatmulArgs, QuantMatmulArgs, QuantWeightStorage, ReduceOp, Storage, UnaryGradOp, UnaryOp } from '../backend.js';
+import type { AdamWArgs, AttentionArgs, AttentionBackwardArgs, AttentionView, Backend, BinaryOp, DecodeBuffer, DecodeMatrix, DecodePlan, Layout, MatmulArgs, QuantMatmulArgs, QuantWeightStorage, ReduceOp, Storage, UnaryGradOp, UnaryOp } from '../backend.js';
 import * as fused from './fused.js';
 import { wasmQuantEmbedding, wasmQuantMatmul } from './quant-wasm.js';
 import { RefBackend, roundedToBf16 } from '../ref/index.js';
@@ -372,6 +372,42 @@ export class CpuBackend extends RefBackend {
     if (!this.f32(x, cos, sin, out)) throw new TypeError('rope: float32 operands only');
     this.native.rope(this.rt.heapF32, this.ptr(x), this.ptr(cos), this.ptr(sin), this.ptr(out), rows, H, T, D, rd, offset, inverse ? 1 : 0, this.nativeThreads());
   }
+  get encodeDecodePlan(): Backend['encodeDecodePlan'] {
+    return this.native?.decodeStep ? this.encodeDecodePlanNative : undefined;
+  }
+  get decodeStep(): Backend['decodeStep'] {
+    return this.native?.decodeStep ? this.decodeStepNative : undefined;
+  }
+  /** The plan as native/decode.cc reads it: numbers (byte offsets into the heap, sizes) in order. */
+  private readonly encodeDecodePlanNative = (p: DecodePlan): Float64Array => {
+    const out: number[] = [];
+    const buf = (b: DecodeBuffer | null): number => (b ? this.ptr(b.storage) + 4 * b.offset : 0);
+    const st = (s: Storage): number => this.ptr(s);
+    const matrix = (m: DecodeMatrix): void => {
+      if (m.quant) {
+        const q = m.quant;
+        out.push(1 + QUANT_CODE[q.format], this.ptr(q.data), this.ptr(q.scales), q.zeros ? this.ptr(q.zeros) : 0);
+      } else {
+        out.push(0, buf(m.float), 0, 0);
+      }
+      out.push(buf(m.bias), m.N, m.K);
+    };
+    const s = p.scratch;
+    out.push(p.layers.length, p.C, p.H, p.Hkv, p.D, p.rd, p.I, p.V, p.eps, buf(p.embed), buf(p.finalNorm));
+    matrix(p.head);
+    out.push(buf(p.cos), buf(p.sin));
+    for (const x of [s.x, s.h, s.q, s.qRot, s.k, s.kRot, s.v, s.att, s.lse, s.gate, s.up, s.act, s.o, s.rstd]) out.push(st(x));
+    for (const l of p.layers) {
+      out.push(buf(l.inNorm), buf(l.postNorm), buf(l.qNorm), buf(l.kNorm), l.window, buf(l.kCache), buf(l.vCache), l.capacity);
+      for (const m of [l.q, l.k, l.v, l.o, l.gate, l.up, l.down]) matrix(m);
+    }
+    return Float64Array.from(out);
+  };
+  private readonly decodeStepNative = (encoded: unknown, token: number, pos: number, logits: Storage): void => {
+    if (!this.native!.decodeStep!(this.rt.heapF32, encoded as Float64Array, token, pos, this.ptr(logits), this.nativeThreads())) {
+      throw new RangeError(`decodeStep: token ${token} is outside the vocabulary`);
+    }
+  };
   get swiglu(): Backend['swiglu'] {
     return this.native ? this.swigluNative : undefined;
   }

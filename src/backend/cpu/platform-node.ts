@@ -112,6 +112,9 @@ export interface NativeKernels {
     x: number, M: number, bias: number, act: number, out: number, threads: number): void;
   matmul(heap: Float32Array, a: number, aBatch: number, lda: number, transA: number, b: number, bBatch: number, ldb: number, transB: number, bBf16: number,
     out: number, batch: number, M: number, N: number, K: number, bias: number, act: number, accumulate: number, threads: number, bf16Compute: number): void;
+  /** One Llama-style decode step (native/decode.cc); false: the token is outside the vocabulary.
+   *  Absent from addons built before it. */
+  decodeStep?(heap: Float32Array, plan: Float64Array, token: number, pos: number, logits: number, threads: number): boolean;
 }
 
 export interface NativeInfo {

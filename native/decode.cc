@@ -1,0 +1,154 @@
+// One decode step of a Llama-style decoder (batch 1, one token) in a single call: the layers'
+// kernels are the ones JavaScript calls one by one (gemm / quant_matmul, rms_norm, rope,
+// attention, swiglu), in the same order on the same buffers, so the logits are the same; what
+// goes away is the per-op JavaScript (dispatch, tensor bookkeeping, allocation), which costs
+// more than the arithmetic on small models.
+#include "decode.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "attention.h"
+#include "fused.h"
+#include "gemm.h"
+#include "quant.h"
+
+namespace attn {
+
+namespace {
+
+struct Matrix {
+  int kind;  // 0 float32, 1 int8, 2 int4, 3 int4z
+  const uint8_t* w;
+  const float* scales;
+  const uint8_t* zeros;
+  const float* bias;
+  int64_t N, K;
+};
+
+struct Reader {
+  const double* p;
+  uint8_t* heap;
+  int64_t num() { return int64_t(*p++); }
+  double real() { return *p++; }
+  float* f32() {
+    const int64_t o = num();
+    return o ? reinterpret_cast<float*>(heap + o) : nullptr;
+  }
+  uint8_t* bytes() {
+    const int64_t o = num();
+    return o ? heap + o : nullptr;
+  }
+  Matrix matrix() {
+    Matrix m;
+    m.kind = int(num());
+    m.w = bytes();
+    m.scales = f32();
+    m.zeros = bytes();
+    m.bias = f32();
+    m.N = num();
+    m.K = num();
+    return m;
+  }
+};
+
+/** out (N) = W x (+ bias), as the JavaScript linear() of one row calls it. */
+void project(const Matrix& m, const float* x, float* out, int threads) {
+  if (m.kind == 0) {
+    GemmArgs g;
+    g.a = x; g.a_batch = m.K; g.lda = m.K; g.trans_a = false;
+    g.b = m.w; g.b_batch = 0; g.ldb = m.K; g.trans_b = true; g.b_bf16 = false;
+    g.out = out; g.batch = 1; g.M = 1; g.N = int(m.N); g.K = int(m.K);
+    g.bias = m.bias; g.act = ACT_NONE; g.accumulate = false;
+    gemm(g, threads);
+    return;
+  }
+  QuantMatmulArgs q;
+  q.format = m.kind - 1;
+  q.data = m.w; q.scales = m.scales; q.zeros = m.zeros;
+  q.N = m.N; q.K = m.K; q.x = x; q.M = 1; q.bias = m.bias; q.act = ACT_NONE; q.out = out;
+  quant_matmul(q, threads);
+}
+
+inline void add_into(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) x[i] = x[i] + y[i];
+}
+
+}  // namespace
+
+bool decode_step(uint8_t* heap, const double* plan, int64_t token, int64_t pos, float* logits, int threads) {
+  Reader r{plan, heap};
+  const int64_t L = r.num(), C = r.num(), H = r.num(), Hkv = r.num(), D = r.num(), rd = r.num(), I = r.num(), V = r.num();
+  const float eps = float(r.real());
+  const float* embed = r.f32();
+  const float* final_norm = r.f32();
+  const Matrix head = r.matrix();
+  const float* cos = r.f32();
+  const float* sin = r.f32();
+  float* x = r.f32();
+  float* h = r.f32();
+  float* q = r.f32();
+  float* qr = r.f32();
+  float* k = r.f32();
+  float* kr = r.f32();
+  float* v = r.f32();
+  float* att = r.f32();
+  float* lse = r.f32();
+  float* gate = r.f32();
+  float* up = r.f32();
+  float* act = r.f32();
+  float* o = r.f32();
+  float* rstd = r.f32();
+  if (token < 0 || token >= V) return false;
+  std::memcpy(x, embed + token * C, size_t(C) * sizeof(float));
+  const float scale = float(1.0 / std::sqrt(double(D)));
+  for (int64_t l = 0; l < L; l++) {
+    const float* in_norm = r.f32();
+    const float* post_norm = r.f32();
+    const float* q_norm = r.f32();
+    const float* k_norm = r.f32();
+    const int64_t window = r.num();
+    float* kbuf = r.f32();
+    float* vbuf = r.f32();
+    const int64_t cap = r.num();
+    const Matrix mq = r.matrix(), mk = r.matrix(), mv = r.matrix(), mo = r.matrix(), mg = r.matrix(), mu = r.matrix(), md = r.matrix();
+    // attention: x + o_proj(attention(rope(q), cache + rope(k), cache + v))
+    rms_norm(x, in_norm, 1, C, eps, h, rstd, threads);
+    project(mq, h, q, threads);
+    project(mk, h, k, threads);
+    project(mv, h, v, threads);
+    if (q_norm) rms_norm(q, q_norm, H, D, eps, q, rstd, threads);
+    if (k_norm) rms_norm(k, k_norm, Hkv, D, eps, k, rstd, threads);
+    rope(q, cos, sin, qr, H, H, 1, D, rd, pos, 0, threads);
+    rope(k, cos, sin, kr, Hkv, Hkv, 1, D, rd, pos, 0, threads);
+    for (int64_t j = 0; j < Hkv; j++) {
+      std::memcpy(kbuf + (j * cap + pos) * D, kr + j * D, size_t(D) * sizeof(float));
+      std::memcpy(vbuf + (j * cap + pos) * D, v + j * D, size_t(D) * sizeof(float));
+    }
+    AttnArgs a{};
+    a.q = qr; a.k = kbuf; a.v = vbuf; a.out = att; a.lse = lse; a.key_mask = nullptr;
+    a.B = 1; a.H = int(H); a.Tq = 1; a.Tk = int(pos + 1); a.D = int(D); a.Hkv = int(Hkv);
+    a.qv = View{H * D, D, D};
+    a.kv = View{Hkv * cap * D, cap * D, D};
+    a.vv = a.kv;
+    a.ov = View{H * D, D, D};
+    a.scale = scale; a.causal = true;
+    a.sp_kind = window > 0 ? SP_WINDOW : SP_NONE; a.sp_a = int(window); a.sp_b = 0;
+    a.gout = nullptr; a.gq = a.gk = a.gv = nullptr;
+    attention_forward(a, threads);
+    project(mo, att, o, threads);
+    add_into(x, o, C);
+    // MLP: x + down(silu(gate(h)) * up(h)), h = post_norm(x)
+    rms_norm(x, post_norm, 1, C, eps, h, rstd, threads);
+    project(mg, h, gate, threads);
+    project(mu, h, up, threads);
+    swiglu(gate, up, act, I, threads);
+    project(md, act, o, threads);
+    add_into(x, o, C);
+  }
+  rms_norm(x, final_norm, 1, C, eps, h, rstd, threads);
+  project(head, h, logits, threads);
+  return true;
+}
+
+}  // namespace attn
