@@ -80,7 +80,13 @@ function weightTensors(files: ModelFiles): Map<string, LoadedTensor> {
  */
 export function loadModelFromFiles(files: ModelFiles, opts: { backend?: Backend; dtype?: DType } = {}): LoadedFromFiles {
   const hfConfig = parseJson(files, 'config.json');
-  if (quantSpecOf(hfConfig)) throw new Error('config.json: a quantized checkpoint (attn quantize); load a float32, float16 or bfloat16 one');
+  let quantized: boolean;
+  try {
+    quantized = quantSpecOf(hfConfig) !== null;
+  } catch (e) {
+    throw new Error(`config.json: ${(e as Error).message}`);
+  }
+  if (quantized) throw new Error('config.json: a quantized checkpoint (attn quantize); the page loads float32, float16 or bfloat16 weights');
   const tokenizer = tokenizerFromFiles(files);
   const family = decoderFamilyOf(hfConfig);
   const tensors = weightTensors(files);
