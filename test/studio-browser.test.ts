@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { buildStudio, startStudioServer } from '../src/cli/studio.js';
 import { prepareDataset } from '../src/data/files.js';
 import { train } from '../src/tasks/lm.js';
-import { CharTokenizer } from '../src/tokenizers/index.js';
+import { CharTokenizer, trainBpe } from '../src/tokenizers/index.js';
 import { CHROMIUM, CHROMIUM_ARGS, loadPlaywright, REQUIRE_BROWSER, type Page, type Download } from './browser-helpers.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -204,6 +204,44 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
     if (FIGURES) await page.screenshot({ path: join(REPO, 'docs/figures/studio-inside.png'), fullPage: true });
 
     phase('inside');
+    // 8. A llama with a BPE tokenizer.json, trained for a few steps by `attn train --model_type
+    // llama` (the Hugging Face layout): loaded into the page it scores as `attn logprobs`; its
+    // attention maps (through the interpretability probes) are drawn; LoRA on q/k/v/o in the
+    // page, and Node applies the downloaded adapter with the same scores.
+    const bpeData = join(ROOT, 'bpe-data');
+    await prepareDataset({ text: TEXT.slice(0, 200_000), tokenizer: trainBpe(TEXT.slice(0, 50_000), 384, { specialTokens: ['<|endoftext|>'] }), outDir: bpeData });
+    await train({
+      out_dir: join(ROOT, 'llama-run'), dataset: bpeData, device: 'cpu', model_type: 'llama', n_layer: 2, n_head: 4, n_kv_head: 2, n_embd: 32, block_size: 64, batch_size: 8, dropout: 0,
+      learning_rate: 1e-2, min_lr: 1e-3, warmup_iters: 5, lr_decay_iters: 30, max_iters: 30, eval_interval: 30, eval_iters: 1, log_interval: 100, seed: 7,
+    });
+    const llama = join(ROOT, 'llama-run', 'last');
+    assert.equal(JSON.parse(readFileSync(join(llama, 'config.json'), 'utf8')).model_type, 'llama');
+    await page.setInputFiles('#load-files', ['config.json', 'model.safetensors', 'tokenizer.json'].map((n) => join(llama, n)));
+    assert.equal(await waitState(page, ['loaded', 'error'], logs), 'loaded', `${await page.textContent('#status')}`);
+    assert.match((await page.textContent('#model')) ?? '', /^llama, .* 384 tokens \(bpe tokenizer\)/);
+    const llamaNode = cliLogprobs(['--model', llama]);
+    const llamaPage = await pageLogprobs(page);
+    assert.deepEqual(llamaPage.tokens, llamaNode.tokens, 'the page tokenizes with the checkpoint\'s tokenizer.json as Node does');
+    const d4 = maxDiff(llamaNode.logprobs, llamaPage.logprobs);
+    assert.ok(d4 <= 1e-5, `llama Node → page: ${d4}`);
+    process.stderr.write(`# studio-browser max |Δ logprob|: llama (BPE) checkpoint in the page ${d4}\n`);
+    await page.evaluate(`document.body.dataset.inside = ''`);
+    await page.click('#inside-run');
+    await page.waitForFunction(`document.body.dataset.inside === 'shown'`, undefined, { timeout: 30_000 });
+    assert.equal(await page.evaluate(`document.querySelectorAll('#inside-views canvas').length`), 2, 'the llama\'s attention map and the PCA scatter');
+    await page.fill('#lora-text', TEXT.slice(300_000, 330_000));
+    await page.fill('#lora-steps', '10');
+    await page.click('#lora');
+    assert.equal(await waitState(page, ['done', 'error'], logs), 'done', `${await page.textContent('#status')}`);
+    await page.click('#download-adapter');
+    const llamaAdapter = join(ROOT, 'llama-adapter');
+    await downloadFiles(page, 'adapter', llamaAdapter);
+    assert.deepEqual(JSON.parse(readFileSync(join(llamaAdapter, 'adapter_config.json'), 'utf8')).target_modules.sort(), ['k_proj', 'o_proj', 'q_proj', 'v_proj']);
+    const d5 = maxDiff(cliLogprobs(['--model', llama, '--adapter', llamaAdapter]).logprobs, (await pageLogprobs(page)).logprobs);
+    assert.ok(d5 <= 1e-5, `llama LoRA page → Node: ${d5}`);
+    process.stderr.write(`# studio-browser max |Δ logprob|: llama LoRA adapter page → Node ${d5}\n`);
+
+    phase('llama');
     await page.close();
   } finally {
     await browser.close();

@@ -127,7 +127,9 @@ function shapeOf(model) {
 function modelInfo() {
   const shape = shapeOf(trainer.model);
   // The estimate's formula is a GPT's; a decoder's count is exact, its activations approximate.
-  const m = estimateTrainingMemory({ ...shape, block_size: trainer.context }, trainer.settings.batch_size);
+  const c = trainer.model.config;
+  const gptShape = c.n_layer !== undefined ? c : { n_layer: shape.n_layer, n_head: shape.n_head, n_kv_head: shape.n_kv_head, n_embd: shape.n_embd, vocab_size: shape.vocab_size };
+  const m = estimateTrainingMemory({ ...gptShape, block_size: trainer.context }, trainer.settings.batch_size);
   const params = trainer.model.numParameters();
   const memory = { ...m, parameters: params, stateBytes: 16 * params, totalBytes: 16 * params + m.activationBytes };
   return {
