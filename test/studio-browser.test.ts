@@ -44,7 +44,7 @@ const maxDiff = (a: number[], b: number[]): number => {
 
 async function pageLogprobs(page: Page): Promise<{ tokens: number[]; logprobs: number[] }> {
   await page.evaluate(`window.studio.requestLogprobs(${JSON.stringify(PROBE)})`);
-  await page.waitForFunction('window.studio.logprobs !== null', undefined, { timeout: 30_000 });
+  await page.waitForFunction('window.studio.logprobs !== null', undefined, { timeout: 90_000 });
   return page.evaluate('window.studio.logprobs');
 }
 
@@ -243,6 +243,28 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
 
     phase('llama');
     await page.close();
+
+    // 9. WebGPU (SwiftShader, Chromium's software Vulkan: what CI has): the GPT and the llama
+    // above, loaded into a page on the webgpu backend, score as `attn logprobs` on the cpu. A
+    // forward costs ~8 s of shader compilation and then ~0.6 s here; training is test 2 (opt-in).
+    const gpu = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    gpu.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+    await gpu.goto(url);
+    await waitState(gpu, ['ready', 'error'], logs);
+    assert.match((await gpu.textContent('#backend')) ?? '', /^webgpu \(/, `no WebGPU adapter: ${await gpu.textContent('#status')}`);
+    process.stderr.write(`# studio-browser webgpu adapter: ${await gpu.textContent('#backend')}\n`);
+    for (const [dir, files, ref, what] of [[nodeCkpt, ['config.json', 'model.safetensors', 'char_tokenizer.json'], nodeScores, 'GPT'], [llama, ['config.json', 'model.safetensors', 'tokenizer.json'], llamaNode, 'llama']] as const) {
+      await gpu.setInputFiles('#load-files', files.map((n) => join(dir, n)));
+      assert.equal(await waitState(gpu, ['loaded', 'error'], logs), 'loaded', `${await gpu.textContent('#status')}`);
+      const onGpu = await pageLogprobs(gpu);
+      assert.deepEqual(onGpu.tokens, ref.tokens);
+      const d = maxDiff(ref.logprobs, onGpu.logprobs);
+      assert.ok(d <= 1e-4, `${what} on WebGPU vs attn logprobs on the cpu: ${d}`);
+      process.stderr.write(`# studio-browser max |Δ logprob|: ${what} on WebGPU (page) vs cpu (Node) ${d}\n`);
+      await gpu.evaluate(`document.body.dataset.state = 'ready'`);
+    }
+    await gpu.close();
+    phase('webgpu');
   } finally {
     await browser.close();
     server.close();
