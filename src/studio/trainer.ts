@@ -27,6 +27,7 @@ import { CHAR_TOKENIZER_FILE, CharTokenizer } from '../tokenizers/char.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { AdamW } from '../train/optim.js';
 import { scheduleOf, type LrSchedule } from '../train/schedule.js';
+import { accumulateOnDevice } from '../train/update.js';
 
 /** The model sizes the page offers (character level; vocab_size comes from the text). */
 export const STUDIO_SIZES: Readonly<Record<string, Pick<GPTConfig, 'n_layer' | 'n_head' | 'n_embd' | 'block_size'>>> = Object.freeze({
@@ -273,12 +274,11 @@ export class StudioTrainer {
     opt.zeroGrad();
     try {
       const b = this.train.next();
-      const loss = tidy(() => {
-        const [x, y] = this.batchTensors(b);
-        const out = this.model.forward(x, y);
-        out.loss!.backward();
-        return noGrad(() => reshape(out.loss!, [1]));
-      });
+      // The loop's forward and backward of an update (train/update.ts), with one micro-batch.
+      const loss = accumulateOnDevice<Batch>({ loss: (batch) => {
+        const [x, y] = this.batchTensors(batch);
+        return { loss: this.model.forward(x, y).loss! };
+      } }, [b]);
       const stats = noGrad(() => tidy(() => {
         let normSq: Tensor | null = null;
         for (const p of this.params) {
