@@ -3,10 +3,12 @@
 // resume and stop; a reload that resumes from browser storage (OPFS); the downloaded checkpoint
 // scored by `attn logprobs` in Node equal to the page's own log-probabilities (1e-5); a
 // checkpoint Node wrote loaded into the page scoring the same; a LoRA fine-tune whose adapter
-// Node applies with the same scores; the Inside views; the refusal of a model too large.
-// A short run on SwiftShader's WebGPU is a second test, run with ATTN_STUDIO_WEBGPU=1:
-// SwiftShader took ~5 s an update of the tiny model (and ~100 s for the first evaluation's
-// shaders) on the shared 2-core machine, too slow for every test run. Skipped without Chromium
+// Node applies with the same scores; the Inside views; the refusal of a model too large; a
+// llama with a BPE tokenizer.json (attn train --model_type llama) loaded, sampled, looked inside
+// and LoRA-tuned in the page, scoring as `attn logprobs`; and on SwiftShader's WebGPU (by
+// default) the GPT and the llama scoring as the cpu does. Training on SwiftShader is a second
+// test, run with ATTN_STUDIO_WEBGPU=1: its first update waits ~35 s for shaders and then takes
+// 1-3 s (docs/studio.md, Tests), too slow for every test run. Skipped without Chromium
 // or playwright-core unless ATTN_REQUIRE_BROWSER=1. ATTN_UPDATE_FIGURES=1 refreshes the
 // screenshots in docs/figures/.
 import assert from 'node:assert/strict';
@@ -229,6 +231,10 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
     await page.click('#inside-run');
     await page.waitForFunction(`document.body.dataset.inside === 'shown'`, undefined, { timeout: 30_000 });
     assert.equal(await page.evaluate(`document.querySelectorAll('#inside-views canvas').length`), 2, 'the llama\'s attention map and the PCA scatter');
+    await page.evaluate(`window.studio.lastSample = ''`);
+    await page.click('#sample');
+    await page.waitForFunction('window.studio.lastSample.length > 0', undefined, { timeout: 30_000 });
+    assert.ok((await page.evaluate<string>('window.studio.lastSample')).startsWith('ROMEO:'), 'the llama samples after the prompt');
     await page.fill('#lora-text', TEXT.slice(300_000, 330_000));
     await page.fill('#lora-steps', '10');
     await page.click('#lora');
