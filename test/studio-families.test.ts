@@ -15,10 +15,10 @@ import { loadModelDir, tokenizerOfModel, type CausalModel } from '../src/cli/com
 import { DecoderLM } from '../src/models/decoder.js';
 import { saveDecoderDir } from '../src/models/hf-decoder-files.js';
 import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
-import { loadModelFromFiles, type ModelFiles } from '../src/models/load-files.js';
+import { float32WeightBytes, loadModelFromFiles, type ModelFiles } from '../src/models/load-files.js';
 import { logSoftmax, noGrad, tensor, tidy } from '../src/tensor/index.js';
 import { attentionMaps, embeddingPca, nextTokenDistribution } from '../src/studio/inside.js';
-import { encodeText, StudioTrainer, studioLoraTargets, type CheckpointFiles } from '../src/studio/trainer.js';
+import { encodeText, loadRefusal, StudioTrainer, studioLoraTargets, type CheckpointFiles } from '../src/studio/trainer.js';
 import { BpeTokenizer, HfTokenizer, trainBpe } from '../src/tokenizers/index.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -65,8 +65,15 @@ test('loadModelFromFiles: each decoder family from its files scores as loadModel
   for (const name of FAMILIES) {
     const dir = join(FIX, 'hf-decoders', name);
     const exp = JSON.parse(readFileSync(join(dir, 'expected.json'), 'utf8')) as { tokens: number[]; log_softmax: number[] };
-    const loaded = loadModelFromFiles(readDir(dir), { backend: cpu });
+    const files = readDir(dir);
+    const loaded = loadModelFromFiles(files, { backend: cpu });
     assert.ok(loaded.model instanceof DecoderLM, name);
+    // What the page checks against its budget before loading: the weights the files hold, in float32.
+    const c = loaded.model.config;
+    const weightBytes = float32WeightBytes(files);
+    const paramBytes = 4 * loaded.model.numParameters();
+    // A tied checkpoint may hold lm_head.weight too (transformers writes it), a copy the loader skips.
+    assert.ok(weightBytes === paramBytes || (c.tie_word_embeddings && weightBytes === paramBytes + 4 * c.vocab_size * c.hidden_size), `${name}: ${weightBytes} B for ${paramBytes} B of parameters`);
     assert.equal(loaded.kind, loaded.model.config.model_type);
     const node = await loadModelDir('test', dir, cpu);
     const page = logSoftmaxOf(loaded.model, exp.tokens);
@@ -96,6 +103,10 @@ test('loadModelFromFiles: missing shard, missing weights, bad config and a quant
   const cfg = JSON.parse(new TextDecoder().decode(llama['config.json'])) as Record<string, unknown>;
   const quantized = new TextEncoder().encode(JSON.stringify({ ...cfg, quantization_config: { quant_method: 'attn', format: 'int8', modules: [] } }));
   assert.throws(() => loadModelFromFiles({ ...llama, 'config.json': quantized }, { backend: cpu }), /quantized|quantization/);
+  // The page's refusal before loading, from the headers: 2 layers × 16 wide, 64 tokens: 7,504 values.
+  assert.equal(float32WeightBytes(llama), 30_016);
+  assert.equal(loadRefusal(llama, 30_016), null);
+  assert.equal(loadRefusal(llama, 20_000), 'too large for this device: the checkpoint\'s weights take 0.03 MiB in float32, over the budget of 0.02 MiB (?budget=MiB raises it; WebAssembly memory holds 4 GiB at most)');
   const wrong = new TextEncoder().encode(JSON.stringify({ ...cfg, hidden_size: 32 }));
   assert.throws(() => loadModelFromFiles({ ...llama, 'config.json': wrong }, { backend: cpu }), /model\.safetensors \(llama\): loadStateDict: shape mismatch/);
 });

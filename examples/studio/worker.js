@@ -3,7 +3,7 @@
 // origin private file system (OPFS), and answers the page's questions (samples, log-probs,
 // the Inside views). WebGPU's device lives on the page (main.js hosts it).
 import { connectWebGPUFromPage, getBackend, setDefaultBackend, gptConfig } from '../../dist/src/index.js';
-import { StudioTrainer, STUDIO_SIZES, estimateTrainingMemory, memoryRefusal, encodeText } from '../../dist/src/studio/trainer.js';
+import { StudioTrainer, STUDIO_SIZES, estimateTrainingMemory, memoryRefusal, encodeText, loadRefusal } from '../../dist/src/studio/trainer.js';
 import { attentionMaps, nextTokenDistribution, embeddingPca } from '../../dist/src/studio/inside.js';
 
 const post = (msg, transfer) => self.postMessage(msg, transfer ?? []);
@@ -221,6 +221,13 @@ async function loop() {
 
 function loadFiles({ files, text }) {
   if (running) throw new Error('stop the run before loading a checkpoint');
+  // The weights in float32 (a bfloat16 checkpoint doubles), before anything is allocated; the
+  // model held now is freed first, so it does not count.
+  const refusal = loadRefusal(files, budgetBytes);
+  if (refusal) {
+    post({ type: 'refused', reason: refusal });
+    return;
+  }
   trainer?.dispose();
   trainer = StudioTrainer.fromFiles(files, text ?? null, { backend });
   post({ type: 'model', ...modelInfo(), loaded: true });

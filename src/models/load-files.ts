@@ -7,7 +7,7 @@
 // tokenizerFromHuggingFace). Float32, float16 and bfloat16 weights; a single model.safetensors
 // or the shards model.safetensors.index.json lists. Quantized checkpoints are refused.
 import type { Backend } from '../backend/backend.js';
-import { parseSafetensors, type LoadedTensor } from '../io/safetensors.js';
+import { parseSafetensors, parseSafetensorsHeader, type LoadedTensor } from '../io/safetensors.js';
 import type { StateValue } from '../nn/module.js';
 import { quantSpecOf } from '../nn/quantized.js';
 import type { DType } from '../tensor/index.js';
@@ -54,19 +54,35 @@ export function tokenizerFromFiles(files: ModelFiles): Tokenizer | null {
   return null;
 }
 
+/** The weight files' names: model.safetensors, or the shards model.safetensors.index.json lists. */
+function weightFileNames(files: ModelFiles): string[] {
+  if (files['model.safetensors']) return ['model.safetensors'];
+  if (!files['model.safetensors.index.json']) throw new Error('the model\'s files have neither model.safetensors nor model.safetensors.index.json (only safetensors weights are read, not pytorch_model.bin)');
+  const map = parseJson(files, 'model.safetensors.index.json')['weight_map'];
+  if (!map || typeof map !== 'object') throw new Error('model.safetensors.index.json: no weight_map');
+  const shards = [...new Set(Object.values(map as Record<string, string>))];
+  for (const shard of shards) if (!files[shard]) throw new Error(`model.safetensors.index.json lists shard ${shard}, which is not among the files given`);
+  return shards;
+}
+
+/**
+ * Bytes the weights take once loaded in float32 (4 a value, whatever the files store), read from
+ * the safetensors headers only: what a page checks against its memory before loading.
+ */
+export function float32WeightBytes(files: ModelFiles): number {
+  let values = 0;
+  for (const name of weightFileNames(files)) {
+    const bytes = files[name]!;
+    for (const info of parseSafetensorsHeader(bytes, bytes.length, name).tensors.values()) values += info.shape.reduce((a, b) => a * b, 1);
+  }
+  return 4 * values;
+}
+
 /** The weight tensors: model.safetensors, or every shard of model.safetensors.index.json. */
 function weightTensors(files: ModelFiles): Map<string, LoadedTensor> {
-  const single = files['model.safetensors'];
-  if (single) return parseSafetensors(single, 'model.safetensors').tensors;
-  if (!files['model.safetensors.index.json']) throw new Error('the model\'s files have neither model.safetensors nor model.safetensors.index.json (only safetensors weights are read, not pytorch_model.bin)');
-  const index = parseJson(files, 'model.safetensors.index.json');
-  const map = index['weight_map'];
-  if (!map || typeof map !== 'object') throw new Error('model.safetensors.index.json: no weight_map');
   const out = new Map<string, LoadedTensor>();
-  for (const shard of new Set(Object.values(map as Record<string, string>))) {
-    const bytes = files[shard];
-    if (!bytes) throw new Error(`model.safetensors.index.json lists shard ${shard}, which is not among the files given`);
-    for (const [name, t] of parseSafetensors(bytes, shard).tensors) {
+  for (const shard of weightFileNames(files)) {
+    for (const [name, t] of parseSafetensors(files[shard]!, shard).tensors) {
       if (out.has(name)) throw new Error(`tensor '${name}' appears in two shards (${shard})`);
       out.set(name, t);
     }

@@ -16,7 +16,7 @@ import { parseSafetensors, serializeSafetensors, type TensorEntry } from '../io/
 import { checkpointConfigJson, modelToCheckpointTensors } from '../models/checkpoint-format.js';
 import { DecoderLM } from '../models/decoder.js';
 import { decoderConfigToHF } from '../models/hf-decoder.js';
-import { loadModelFromFiles } from '../models/load-files.js';
+import { float32WeightBytes, loadModelFromFiles } from '../models/load-files.js';
 import { GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
 import { refuseQuantized } from '../nn/quantized.js';
 import { adapterState, applyLora, peftAdapterState, type LoraHandle } from '../nn/lora.js';
@@ -99,6 +99,18 @@ export function memoryRefusal(c: GPTConfig, batch: number, budgetBytes: number, 
   }
   if (m.largestBufferBytes > maxBufferBytes) return `too large for this device: one buffer of ${mib(m.largestBufferBytes)} exceeds the adapter's limit of ${mib(maxBufferBytes)}`;
   return null;
+}
+
+/**
+ * Why the checkpoint in `files` cannot be loaded within `budgetBytes`, or null when it fits: its
+ * weights in float32 (a bfloat16 checkpoint doubles), read from the safetensors headers before
+ * anything is allocated.
+ */
+export function loadRefusal(files: CheckpointFiles, budgetBytes: number): string | null {
+  const bytes = float32WeightBytes(files);
+  if (bytes <= budgetBytes) return null;
+  const mib = (b: number): string => `${(b / 2 ** 20).toFixed(b < 2 ** 20 ? 2 : 0)} MiB`;
+  return `too large for this device: the checkpoint's weights take ${mib(bytes)} in float32, over the budget of ${mib(budgetBytes)} (?budget=MiB raises it; WebAssembly memory holds 4 GiB at most)`;
 }
 
 /** Characters of `text` that `tok` cannot encode, as a readable list (empty when none; a
