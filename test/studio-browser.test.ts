@@ -181,10 +181,15 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
 
     phase('node-ckpt');
     // 6. LoRA on a second text; Node applies the downloaded adapter to the same base and agrees.
-    await page.fill('#lora-text', TEXT.slice(200_000, 230_000).toUpperCase());
+    // The second text as a chosen file (Playwright's fill() of a 30,000-character textarea took
+    // ~7 s on the shared machine, a tenth of the whole test).
+    const second = join(ROOT, 'second.txt');
+    writeFileSync(second, TEXT.slice(200_000, 230_000).toUpperCase());
+    await page.setInputFiles('#lora-file', [second]);
     await page.fill('#lora-steps', '20');
     await page.click('#lora');
     assert.equal(await waitState(page, ['done', 'error'], logs), 'done', `${await page.textContent('#status')}`);
+    phase('lora-trained');
     const loraEvals = await page.evaluate<{ val_loss: number }[]>('window.studio.evals');
     assert.ok(loraEvals[loraEvals.length - 1]!.val_loss < loraEvals[0]!.val_loss, 'LoRA lowers the loss on the second text');
     await page.click('#download-adapter');
@@ -217,6 +222,7 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
       learning_rate: 1e-2, min_lr: 1e-3, warmup_iters: 5, lr_decay_iters: 30, max_iters: 30, eval_interval: 30, eval_iters: 1, log_interval: 100, seed: 7,
     });
     const llama = join(ROOT, 'llama-run', 'last');
+    phase('llama-written');
     assert.equal(JSON.parse(readFileSync(join(llama, 'config.json'), 'utf8')).model_type, 'llama');
     await page.setInputFiles('#load-files', ['config.json', 'model.safetensors', 'tokenizer.json'].map((n) => join(llama, n)));
     assert.equal(await waitState(page, ['loaded', 'error'], logs), 'loaded', `${await page.textContent('#status')}`);
@@ -227,6 +233,7 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
     const d4 = maxDiff(llamaNode.logprobs, llamaPage.logprobs);
     assert.ok(d4 <= 1e-5, `llama Node → page: ${d4}`);
     process.stderr.write(`# studio-browser max |Δ logprob|: llama (BPE) checkpoint in the page ${d4}\n`);
+    phase('llama-scored');
     await page.evaluate(`document.body.dataset.inside = ''`);
     await page.click('#inside-run');
     await page.waitForFunction(`document.body.dataset.inside === 'shown'`, undefined, { timeout: 30_000 });
@@ -235,10 +242,13 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
     await page.click('#sample');
     await page.waitForFunction('window.studio.lastSample.length > 0', undefined, { timeout: 30_000 });
     assert.ok((await page.evaluate<string>('window.studio.lastSample')).startsWith('ROMEO:'), 'the llama samples after the prompt');
-    await page.fill('#lora-text', TEXT.slice(300_000, 330_000));
+    const llamaSecond = join(ROOT, 'llama-second.txt');
+    writeFileSync(llamaSecond, TEXT.slice(300_000, 330_000));
+    await page.setInputFiles('#lora-file', [llamaSecond]);
     await page.fill('#lora-steps', '10');
     await page.click('#lora');
     assert.equal(await waitState(page, ['done', 'error'], logs), 'done', `${await page.textContent('#status')}`);
+    phase('llama-lora-trained');
     await page.click('#download-adapter');
     const llamaAdapter = join(ROOT, 'llama-adapter');
     await downloadFiles(page, 'adapter', llamaAdapter);
