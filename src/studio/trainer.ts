@@ -226,13 +226,15 @@ export class StudioTrainer {
       model.dispose();
       model = plain;
     }
-    const state = files['trainer_state.json'] ? (JSON.parse(fromUtf8.decode(files['trainer_state.json'])) as Record<string, unknown>) : null;
-    const saved = (state?.['studio'] ?? {}) as { settings?: Partial<StudioTrainSettings>; text?: string; samplers?: Record<string, SamplerState>; tokens?: number };
-    const settings = { ...STUDIO_TRAIN_DEFAULTS, ...saved.settings, ...opts.settings };
-    const body = text ?? saved.text ?? null;
-    if (body === null) throw new Error('no text to train on: the checkpoint does not hold one, give one');
     let t: StudioTrainer;
+    let state: Record<string, unknown> | null;
+    let saved: { settings?: Partial<StudioTrainSettings>; text?: string; samplers?: Record<string, SamplerState>; tokens?: number };
     try {
+      state = files['trainer_state.json'] ? (JSON.parse(fromUtf8.decode(files['trainer_state.json'])) as Record<string, unknown>) : null;
+      saved = (state?.['studio'] ?? {}) as typeof saved;
+      const settings = { ...STUDIO_TRAIN_DEFAULTS, ...saved.settings, ...opts.settings };
+      const body = text ?? saved.text ?? null;
+      if (body === null) throw new Error('no text to train on: the checkpoint does not hold one, give one');
       const bad = unknownChars(tok, body);
       if (bad.length) throw new Error(`the text has ${bad.length} characters the checkpoint's tokenizer does not know: ${JSON.stringify(bad.slice(0, 10).join(''))}`);
       t = new StudioTrainer(model, tok, body, settings);
@@ -242,7 +244,14 @@ export class StudioTrainer {
     }
     t.hfConfig = loaded.hfConfig;
     for (const name of TOKENIZER_FILES) if (files[name]) t.tokenizerFiles[name] = files[name];
-    if (state && files['optimizer.safetensors']) t.restore(state, files['optimizer.safetensors'], saved);
+    if (state && files['optimizer.safetensors']) {
+      try {
+        t.restore(state, files['optimizer.safetensors'], saved);
+      } catch (e) {
+        t.dispose();
+        throw e;
+      }
+    }
     return t;
   }
 
