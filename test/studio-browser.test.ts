@@ -3,10 +3,12 @@
 // resume and stop; a reload that resumes from browser storage (OPFS); the downloaded checkpoint
 // scored by `attn logprobs` in Node equal to the page's own log-probabilities (1e-5); a
 // checkpoint Node wrote loaded into the page scoring the same; a LoRA fine-tune whose adapter
-// Node applies with the same scores; the Inside views; the refusal of a model too large.
-// A short run on SwiftShader's WebGPU is a second test, run with ATTN_STUDIO_WEBGPU=1:
-// SwiftShader took ~5 s an update of the tiny model (and ~100 s for the first evaluation's
-// shaders) on the shared 2-core machine, too slow for every test run. Skipped without Chromium
+// Node applies with the same scores; the Inside views; the refusal of a model too large; a
+// llama with a BPE tokenizer.json (attn train --model_type llama) loaded, sampled, looked inside
+// and LoRA-tuned in the page, scoring as `attn logprobs`; and on SwiftShader's WebGPU (by
+// default) the GPT and the llama scoring as the cpu does. Training on SwiftShader is a second
+// test, run with ATTN_STUDIO_WEBGPU=1: its first update waits ~35 s for shaders and then takes
+// 1-3 s (docs/studio.md, Tests), too slow for every test run. Skipped without Chromium
 // or playwright-core unless ATTN_REQUIRE_BROWSER=1. ATTN_UPDATE_FIGURES=1 refreshes the
 // screenshots in docs/figures/.
 import assert from 'node:assert/strict';
@@ -19,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { buildStudio, startStudioServer } from '../src/cli/studio.js';
 import { prepareDataset } from '../src/data/files.js';
 import { train } from '../src/tasks/lm.js';
-import { CharTokenizer } from '../src/tokenizers/index.js';
+import { CharTokenizer, trainBpe } from '../src/tokenizers/index.js';
 import { CHROMIUM, CHROMIUM_ARGS, loadPlaywright, REQUIRE_BROWSER, type Page, type Download } from './browser-helpers.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -44,7 +46,7 @@ const maxDiff = (a: number[], b: number[]): number => {
 
 async function pageLogprobs(page: Page): Promise<{ tokens: number[]; logprobs: number[] }> {
   await page.evaluate(`window.studio.requestLogprobs(${JSON.stringify(PROBE)})`);
-  await page.waitForFunction('window.studio.logprobs !== null', undefined, { timeout: 30_000 });
+  await page.waitForFunction('window.studio.logprobs !== null', undefined, { timeout: 90_000 });
   return page.evaluate('window.studio.logprobs');
 }
 
@@ -179,10 +181,15 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
 
     phase('node-ckpt');
     // 6. LoRA on a second text; Node applies the downloaded adapter to the same base and agrees.
-    await page.fill('#lora-text', TEXT.slice(200_000, 230_000).toUpperCase());
+    // The second text as a chosen file (Playwright's fill() of a 30,000-character textarea took
+    // ~7 s on the shared machine, a tenth of the whole test).
+    const second = join(ROOT, 'second.txt');
+    writeFileSync(second, TEXT.slice(200_000, 230_000).toUpperCase());
+    await page.setInputFiles('#lora-file', [second]);
     await page.fill('#lora-steps', '20');
     await page.click('#lora');
     assert.equal(await waitState(page, ['done', 'error'], logs), 'done', `${await page.textContent('#status')}`);
+    phase('lora-trained');
     const loraEvals = await page.evaluate<{ val_loss: number }[]>('window.studio.evals');
     assert.ok(loraEvals[loraEvals.length - 1]!.val_loss < loraEvals[0]!.val_loss, 'LoRA lowers the loss on the second text');
     await page.click('#download-adapter');
@@ -204,7 +211,76 @@ test('studio page: trains on the cpu fallback, resumes after a reload, round-tri
     if (FIGURES) await page.screenshot({ path: join(REPO, 'docs/figures/studio-inside.png'), fullPage: true });
 
     phase('inside');
+    // 8. A llama with a BPE tokenizer.json, trained for a few steps by `attn train --model_type
+    // llama` (the Hugging Face layout): loaded into the page it scores as `attn logprobs`; its
+    // attention maps (through the interpretability probes) are drawn; LoRA on q/k/v/o in the
+    // page, and Node applies the downloaded adapter with the same scores.
+    const bpeData = join(ROOT, 'bpe-data');
+    await prepareDataset({ text: TEXT.slice(0, 200_000), tokenizer: trainBpe(TEXT.slice(0, 50_000), 384, { specialTokens: ['<|endoftext|>'] }), outDir: bpeData });
+    await train({
+      out_dir: join(ROOT, 'llama-run'), dataset: bpeData, device: 'cpu', model_type: 'llama', n_layer: 2, n_head: 4, n_kv_head: 2, n_embd: 32, block_size: 64, batch_size: 8, dropout: 0,
+      learning_rate: 1e-2, min_lr: 1e-3, warmup_iters: 5, lr_decay_iters: 30, max_iters: 30, eval_interval: 30, eval_iters: 1, log_interval: 100, seed: 7,
+    });
+    const llama = join(ROOT, 'llama-run', 'last');
+    phase('llama-written');
+    assert.equal(JSON.parse(readFileSync(join(llama, 'config.json'), 'utf8')).model_type, 'llama');
+    await page.setInputFiles('#load-files', ['config.json', 'model.safetensors', 'tokenizer.json'].map((n) => join(llama, n)));
+    assert.equal(await waitState(page, ['loaded', 'error'], logs), 'loaded', `${await page.textContent('#status')}`);
+    assert.match((await page.textContent('#model')) ?? '', /^llama, .* 384 tokens \(bpe tokenizer\)/);
+    const llamaNode = cliLogprobs(['--model', llama]);
+    const llamaPage = await pageLogprobs(page);
+    assert.deepEqual(llamaPage.tokens, llamaNode.tokens, 'the page tokenizes with the checkpoint\'s tokenizer.json as Node does');
+    const d4 = maxDiff(llamaNode.logprobs, llamaPage.logprobs);
+    assert.ok(d4 <= 1e-5, `llama Node → page: ${d4}`);
+    process.stderr.write(`# studio-browser max |Δ logprob|: llama (BPE) checkpoint in the page ${d4}\n`);
+    phase('llama-scored');
+    await page.evaluate(`document.body.dataset.inside = ''`);
+    await page.click('#inside-run');
+    await page.waitForFunction(`document.body.dataset.inside === 'shown'`, undefined, { timeout: 30_000 });
+    assert.equal(await page.evaluate(`document.querySelectorAll('#inside-views canvas').length`), 2, 'the llama\'s attention map and the PCA scatter');
+    await page.evaluate(`window.studio.lastSample = ''`);
+    await page.click('#sample');
+    await page.waitForFunction('window.studio.lastSample.length > 0', undefined, { timeout: 30_000 });
+    assert.ok((await page.evaluate<string>('window.studio.lastSample')).startsWith('ROMEO:'), 'the llama samples after the prompt');
+    const llamaSecond = join(ROOT, 'llama-second.txt');
+    writeFileSync(llamaSecond, TEXT.slice(300_000, 330_000));
+    await page.setInputFiles('#lora-file', [llamaSecond]);
+    await page.fill('#lora-steps', '10');
+    await page.click('#lora');
+    assert.equal(await waitState(page, ['done', 'error'], logs), 'done', `${await page.textContent('#status')}`);
+    phase('llama-lora-trained');
+    await page.click('#download-adapter');
+    const llamaAdapter = join(ROOT, 'llama-adapter');
+    await downloadFiles(page, 'adapter', llamaAdapter);
+    assert.deepEqual(JSON.parse(readFileSync(join(llamaAdapter, 'adapter_config.json'), 'utf8')).target_modules.sort(), ['k_proj', 'o_proj', 'q_proj', 'v_proj']);
+    const d5 = maxDiff(cliLogprobs(['--model', llama, '--adapter', llamaAdapter]).logprobs, (await pageLogprobs(page)).logprobs);
+    assert.ok(d5 <= 1e-5, `llama LoRA page → Node: ${d5}`);
+    process.stderr.write(`# studio-browser max |Δ logprob|: llama LoRA adapter page → Node ${d5}\n`);
+
+    phase('llama');
     await page.close();
+
+    // 9. WebGPU (SwiftShader, Chromium's software Vulkan: what CI has): the GPT and the llama
+    // above, loaded into a page on the webgpu backend, score as `attn logprobs` on the cpu. A
+    // forward costs ~8 s of shader compilation and then ~0.6 s here; training is test 2 (opt-in).
+    const gpu = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    gpu.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+    await gpu.goto(url);
+    await waitState(gpu, ['ready', 'error'], logs);
+    assert.match((await gpu.textContent('#backend')) ?? '', /^webgpu \(/, `no WebGPU adapter: ${await gpu.textContent('#status')}`);
+    process.stderr.write(`# studio-browser webgpu adapter: ${await gpu.textContent('#backend')}\n`);
+    for (const [dir, files, ref, what] of [[nodeCkpt, ['config.json', 'model.safetensors', 'char_tokenizer.json'], nodeScores, 'GPT'], [llama, ['config.json', 'model.safetensors', 'tokenizer.json'], llamaNode, 'llama']] as const) {
+      await gpu.setInputFiles('#load-files', files.map((n) => join(dir, n)));
+      assert.equal(await waitState(gpu, ['loaded', 'error'], logs), 'loaded', `${await gpu.textContent('#status')}`);
+      const onGpu = await pageLogprobs(gpu);
+      assert.deepEqual(onGpu.tokens, ref.tokens);
+      const d = maxDiff(ref.logprobs, onGpu.logprobs);
+      assert.ok(d <= 1e-4, `${what} on WebGPU vs attn logprobs on the cpu: ${d}`);
+      process.stderr.write(`# studio-browser max |Δ logprob|: ${what} on WebGPU (page) vs cpu (Node) ${d}\n`);
+      await gpu.evaluate(`document.body.dataset.state = 'ready'`);
+    }
+    await gpu.close();
+    phase('webgpu');
   } finally {
     await browser.close();
     server.close();

@@ -70,7 +70,9 @@ function showModel(m) {
   model = m;
   studio.model = m;
   const c = m.config;
-  $('model').textContent = `${(m.params / 1e6).toFixed(2)}M parameters: ${c.n_layer} layers, ${c.n_head} heads, ${c.n_embd} wide, context ${c.block_size}, ${c.attention ?? 'dense'} attention, ${c.vocab_size} characters${m.lora ? `; LoRA ${m.lora}` : ''}`;
+  const family = c.family && c.family !== 'gpt' ? `${c.family}, ` : '';
+  const context = m.context < c.block_size ? `context ${c.block_size} (trains on ${m.context})` : `context ${c.block_size}`;
+  $('model').textContent = `${family}${(m.params / 1e6).toFixed(2)}M parameters: ${c.n_layer} layers, ${c.n_head} heads, ${c.n_embd} wide, ${context}, ${c.attention ?? 'dense'} attention, ${c.vocab_size} ${m.tokenizer === 'char' ? 'characters' : `tokens (${m.tokenizer} tokenizer)`}${m.lora ? `; LoRA ${m.lora}` : ''}`;
   $('s-mem').textContent = `${mib(m.memory.totalBytes)}`;
   $('s-mem').title = `weights+grads+AdamW ${mib(m.memory.stateBytes)}, activations ${mib(m.memory.activationBytes)}`;
   $('inside-layer').innerHTML = [...Array(c.n_layer).keys()].map((i) => `<option>${i}</option>`).join('');
@@ -335,7 +337,7 @@ $('lora').addEventListener('click', async () => {
   studio.evals = [];
   textName = f ? f.name : 'fine-tuning text';
   const steps = Math.max(1, Number($('lora-steps').value) || 200);
-  send({ type: 'lora', text: second, rank: Number($('lora-rank').value) || 4, targets: ['c_attn', 'c_proj'], steps, learningRate: Number($('lora-lr').value) || 5e-3, evalInterval: Math.max(1, Math.min(50, steps)) });
+  send({ type: 'lora', text: second, rank: Number($('lora-rank').value) || 4, steps, learningRate: Number($('lora-lr').value) || 5e-3, evalInterval: Math.max(1, Math.min(50, steps)) });
 });
 
 // A dropped text file becomes the chosen text.

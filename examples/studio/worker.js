@@ -3,7 +3,7 @@
 // origin private file system (OPFS), and answers the page's questions (samples, log-probs,
 // the Inside views). WebGPU's device lives on the page (main.js hosts it).
 import { connectWebGPUFromPage, getBackend, setDefaultBackend, gptConfig } from '../../dist/src/index.js';
-import { StudioTrainer, STUDIO_SIZES, estimateTrainingMemory, memoryRefusal } from '../../dist/src/studio/trainer.js';
+import { StudioTrainer, STUDIO_SIZES, estimateTrainingMemory, memoryRefusal, encodeText, loadRefusal } from '../../dist/src/studio/trainer.js';
 import { attentionMaps, nextTokenDistribution, embeddingPca } from '../../dist/src/studio/inside.js';
 
 const post = (msg, transfer) => self.postMessage(msg, transfer ?? []);
@@ -113,13 +113,29 @@ async function clearStorage() {
 
 // ---------------------------------------------------------------- training
 
-function modelInfo() {
-  const c = trainer.model.config;
-  const m = estimateTrainingMemory(c, trainer.settings.batch_size);
+/** The model's shape in the GPT config's names (a decoder family's mapped onto them), for the page. */
+function shapeOf(model) {
+  const c = model.config;
+  if (c.n_layer !== undefined) return { ...c, family: 'gpt' };
   return {
-    params: trainer.model.numParameters(), config: c, iter: trainer.iter, tokens: trainer.tokens,
-    memory: m, lora: trainer.lora ? trainer.lora.summary() : null,
-    vocab: trainer.tokenizer.chars,
+    family: c.model_type, n_layer: c.num_hidden_layers, n_head: c.num_attention_heads, n_kv_head: c.num_key_value_heads,
+    n_embd: c.hidden_size, block_size: c.block_size, vocab_size: c.vocab_size,
+    attention: c.sliding_window ? `${c.model_type}: RoPE, sliding window ${c.sliding_window}` : `${c.model_type}: RoPE`,
+  };
+}
+
+function modelInfo() {
+  const shape = shapeOf(trainer.model);
+  // The estimate's formula is a GPT's; a decoder's count is exact, its activations approximate.
+  const c = trainer.model.config;
+  const gptShape = c.n_layer !== undefined ? c : { n_layer: shape.n_layer, n_head: shape.n_head, n_kv_head: shape.n_kv_head, n_embd: shape.n_embd, vocab_size: shape.vocab_size };
+  const m = estimateTrainingMemory({ ...gptShape, block_size: trainer.context }, trainer.settings.batch_size);
+  const params = trainer.model.numParameters();
+  const memory = { ...m, parameters: params, stateBytes: 16 * params, totalBytes: 16 * params + m.activationBytes };
+  return {
+    params, config: shape, context: trainer.context, iter: trainer.iter, tokens: trainer.tokens,
+    memory, lora: trainer.lora ? trainer.lora.summary() : null,
+    tokenizer: trainer.tokenizer.kind ?? 'char', vocab: trainer.tokenizer.chars ?? null,
   };
 }
 
@@ -184,7 +200,7 @@ async function loop() {
       } while (performance.now() - c0 < 150 && trainer.iter < run.maxIters && trainer.iter % run.evalInterval !== 0);
       const secs = (performance.now() - t0 - pausedMs) / 1000;
       const tps = (trainer.tokens - tokens0) / secs;
-      const left = ((run.maxIters - trainer.iter) * trainer.settings.batch_size * trainer.model.config.block_size) / tps;
+      const left = ((run.maxIters - trainer.iter) * trainer.settings.batch_size * trainer.context) / tps;
       post({ type: 'step', iter: s.iter, loss: s.loss, lr: s.lr, gradNorm: s.gradNorm, tokensPerSec: tps, etaSec: left, maxIters: run.maxIters, tokens: trainer.tokens, elapsedSec: secs, heapBytes: backend.rt?.memory?.buffer?.byteLength ?? null });
       if (run.mode === 'pretrain' && trainer.iter - lastSave >= run.saveInterval) {
         await saveToStorage();
@@ -205,11 +221,19 @@ async function loop() {
 
 function loadFiles({ files, text }) {
   if (running) throw new Error('stop the run before loading a checkpoint');
+  // The weights in float32 (a bfloat16 checkpoint doubles), before anything is allocated; the
+  // model held now is freed first, so it does not count.
+  const refusal = loadRefusal(files, budgetBytes);
+  if (refusal) {
+    post({ type: 'refused', reason: refusal });
+    return;
+  }
   trainer?.dispose();
   trainer = StudioTrainer.fromFiles(files, text ?? null, { backend });
   post({ type: 'model', ...modelInfo(), loaded: true });
 }
 
+// targets: left out, the trainer's own (studioLoraTargets: a GPT's c_attn and c_proj, a decoder's q/k/v/o projections).
 function startLora({ text, rank, targets, steps, learningRate, evalInterval }) {
   if (running) throw new Error('stop the run before fine-tuning');
   if (!trainer) throw new Error('train or load a model first');
@@ -223,7 +247,7 @@ function startLora({ text, rank, targets, steps, learningRate, evalInterval }) {
 }
 
 function inside({ prompt, k }) {
-  const ids = trainer.tokenizer.encode(prompt).slice(-trainer.model.config.block_size);
+  const ids = encodeText(trainer.tokenizer, prompt).slice(-trainer.model.config.block_size);
   let maps = null;
   let mapsNote = '';
   try {
@@ -233,7 +257,8 @@ function inside({ prompt, k }) {
   }
   const next = nextTokenDistribution(trainer.model, ids, k ?? 12).map(({ id, p }) => ({ token: trainer.tokenizer.decode([id]), p }));
   const pca = embeddingPca(trainer.model);
-  post({ type: 'inside', tokens: ids.map((i) => trainer.tokenizer.decode([i])), maps, mapsNote, next, pca, vocab: trainer.tokenizer.chars });
+  const vocab = trainer.tokenizer.chars ?? [...Array(pca.rows).keys()].map((i) => trainer.tokenizer.decode([i]));
+  post({ type: 'inside', tokens: ids.map((i) => trainer.tokenizer.decode([i])), maps, mapsNote, next, pca, vocab });
 }
 
 self.addEventListener('message', async (e) => {

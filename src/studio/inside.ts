@@ -2,6 +2,8 @@
 // probabilities of every layer and head, the next-token distribution, and the token embeddings
 // projected to 2-D by PCA. Each view is a pure function of (model, token ids), so another view
 // (the logit lens, attributions) can be added beside these without touching them.
+import { attentionMaps as probedAttentionMaps } from '../eval/interpret.js';
+import { DecoderLM } from '../models/decoder.js';
 import type { GPT } from '../models/gpt.js';
 import { add, logSoftmax, noGrad, permute, reshape, slice, split, tensor, tidy, type Tensor } from '../tensor/index.js';
 
@@ -37,7 +39,8 @@ function visibleFn(model: GPT): (i: number, j: number) => boolean {
  * own q and k (after RoPE when the model uses it) while the blocks run as usual, so layer l's map
  * is the one the model's forward uses. Query heads share kv heads as the kernels map them.
  */
-export function attentionMaps(model: GPT, ids: readonly number[]): AttentionMaps {
+export function attentionMaps(model: GPT | DecoderLM, ids: readonly number[]): AttentionMaps {
+  if (model instanceof DecoderLM) return decoderAttentionMaps(model, ids);
   const cfg = model.config;
   const T = ids.length;
   if (T < 1 || T > cfg.block_size) throw new Error(`attention maps: ${T} tokens, the model takes 1 to ${cfg.block_size}`);
@@ -102,8 +105,31 @@ export function attentionMaps(model: GPT, ids: readonly number[]): AttentionMaps
   return { layers: cfg.n_layer, heads: cfg.n_head, T, probs };
 }
 
+/**
+ * A decoder family's maps (llama, qwen, ...), through the interpretability probes of
+ * src/eval/interpret.ts, which observe each layer's own q and k (after q/k norm and RoPE) and its
+ * sliding window.
+ */
+function decoderAttentionMaps(model: DecoderLM, ids: readonly number[]): AttentionMaps {
+  const T = ids.length;
+  if (T < 1 || T > model.config.block_size) throw new Error(`attention maps: ${T} tokens, the model takes 1 to ${model.config.block_size}`);
+  const wasTraining = model.training;
+  let maps: number[][][][];
+  try {
+    maps = probedAttentionMaps(model, ids);
+  } finally {
+    model.train(wasTraining);
+  }
+  const probs = maps.map((layer) => layer.map((rows) => {
+    const m = new Float32Array(T * T);
+    rows.forEach((row, i) => m.set(row.slice(0, T), i * T));
+    return m;
+  }));
+  return { layers: model.config.num_hidden_layers, heads: model.config.num_attention_heads, T, probs };
+}
+
 /** The k most likely next tokens after `ids`, with their probabilities, most likely first. */
-export function nextTokenDistribution(model: GPT, ids: readonly number[], k = 10): { id: number; p: number }[] {
+export function nextTokenDistribution(model: GPT | DecoderLM, ids: readonly number[], k = 10): { id: number; p: number }[] {
   const cfg = model.config;
   const ctx = ids.slice(-cfg.block_size);
   if (ctx.length === 0) throw new Error('next-token distribution: no tokens given');
@@ -111,7 +137,7 @@ export function nextTokenDistribution(model: GPT, ids: readonly number[], k = 10
   model.eval();
   try {
     const lp = noGrad(() => tidy(() => {
-      const { logits } = model.forward(tensor(ctx as number[], { dtype: 'int32', shape: [1, ctx.length], backend: model.transformer.wte.weight.backend }));
+      const { logits } = model.forward(tensor(ctx as number[], { dtype: 'int32', shape: [1, ctx.length], backend: embeddingOf(model).backend }));
       return logSoftmax(slice(logits, 1, ctx.length - 1, ctx.length), -1).data();
     }));
     return [...lp].map((l, id) => ({ id, p: Math.exp(l) })).sort((a, b) => b.p - a.p).slice(0, k);
@@ -183,8 +209,17 @@ export function pca2d(data: ArrayLike<number>, rows: number, cols: number): { po
   return { points, explained: [trace > 0 ? values[0]! / trace : 0, trace > 0 ? values[1]! / trace : 0] };
 }
 
-/** The token embedding table (wte) projected to 2-D. */
-export function embeddingPca(model: GPT): { points: [number, number][]; explained: [number, number] } {
-  const w = model.transformer.wte.weight;
-  return pca2d(w.data(), w.shape[0]!, w.shape[1]!);
+const embeddingOf = (model: GPT | DecoderLM): Tensor => (model instanceof DecoderLM ? model.model.embed_tokens.weight : model.transformer.wte.weight);
+
+/**
+ * The token embedding table (wte, a decoder's embed_tokens) projected to 2-D: its first
+ * `maxTokens` rows (all of a character vocabulary; the first ids of a subword one, whose full
+ * table of 50k-150k rows would take the page minutes).
+ */
+export function embeddingPca(model: GPT | DecoderLM, maxTokens = 1000): { points: [number, number][]; explained: [number, number]; rows: number } {
+  const w = embeddingOf(model);
+  const [V, C] = w.shape as [number, number];
+  const rows = Math.min(V, maxTokens);
+  const data = w.data();
+  return { ...pca2d(rows < V ? data.subarray(0, rows * C) : data, rows, C), rows };
 }

@@ -1,5 +1,7 @@
-// The studio's trainer: a character-level GPT trained on a text, with nothing that needs a file
-// system, so a browser tab (a Web Worker) runs it. It is built from the same pieces as
+// The studio's trainer: a character-level GPT trained on a text (or a loaded checkpoint of any
+// family attn loads, GPT or llama / mistral / qwen2 / qwen3 / phi, with its own tokenizer,
+// fine-tuned with LoRA), with nothing that needs a file system, so a browser tab (a Web Worker)
+// runs it. It is built from the same pieces as
 // `attn train` (src/train/loop.ts, which imports node:fs and so cannot load in a page): the GPT
 // and its loss, AdamW (train/optim.ts), the schedule (train/schedule.ts), BatchSampler with the
 // lm task's seeds, the 90/10 split of prepareDataset, and the checkpoint layout of
@@ -12,14 +14,20 @@ import { BatchSampler, type Batch, type SamplerState } from '../data/sampler.js'
 import { generate } from '../generate/index.js';
 import { parseSafetensors, serializeSafetensors, type TensorEntry } from '../io/safetensors.js';
 import { checkpointConfigJson, modelToCheckpointTensors } from '../models/checkpoint-format.js';
-import { gptStateFromCheckpoint, gptConfigFromJson } from '../models/load-url.js';
+import { DecoderLM } from '../models/decoder.js';
+import { decoderConfigToHF } from '../models/hf-decoder.js';
+import { float32WeightBytes, loadModelFromFiles } from '../models/load-files.js';
 import { GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
+import { refuseQuantized } from '../nn/quantized.js';
 import { adapterState, applyLora, peftAdapterState, type LoraHandle } from '../nn/lora.js';
 import { adapterConfig, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../nn/lora-config.js';
 import { add, concat, logSoftmax, mul, noGrad, reshape, square, sum, tensor, tidy, type Tensor } from '../tensor/index.js';
+import { BpeTokenizer } from '../tokenizers/bpe.js';
 import { CHAR_TOKENIZER_FILE, CharTokenizer } from '../tokenizers/char.js';
+import type { Tokenizer } from '../tokenizers/types.js';
 import { AdamW } from '../train/optim.js';
 import { scheduleOf, type LrSchedule } from '../train/schedule.js';
+import { accumulateOnDevice } from '../train/update.js';
 
 /** The model sizes the page offers (character level; vocab_size comes from the text). */
 export const STUDIO_SIZES: Readonly<Record<string, Pick<GPTConfig, 'n_layer' | 'n_head' | 'n_embd' | 'block_size'>>> = Object.freeze({
@@ -93,12 +101,44 @@ export function memoryRefusal(c: GPTConfig, batch: number, budgetBytes: number, 
   return null;
 }
 
-/** Characters of `text` that `tok` cannot encode, as a readable list (empty when none). */
-export function unknownChars(tok: CharTokenizer, text: string): string[] {
+/**
+ * Why the checkpoint in `files` cannot be loaded within `budgetBytes`, or null when it fits: its
+ * weights in float32 (a bfloat16 checkpoint doubles), read from the safetensors headers before
+ * anything is allocated.
+ */
+export function loadRefusal(files: CheckpointFiles, budgetBytes: number): string | null {
+  const bytes = float32WeightBytes(files);
+  if (bytes <= budgetBytes) return null;
+  const mib = (b: number): string => `${(b / 2 ** 20).toFixed(b < 2 ** 20 ? 2 : 0)} MiB`;
+  return `too large for this device: the checkpoint's weights take ${mib(bytes)} in float32, over the budget of ${mib(budgetBytes)} (?budget=MiB raises it; WebAssembly memory holds 4 GiB at most)`;
+}
+
+/** Characters of `text` that `tok` cannot encode, as a readable list (empty when none; a
+ *  subword tokenizer is taken to encode any text, as byte-level BPE does). */
+export function unknownChars(tok: Tokenizer, text: string): string[] {
+  if (!(tok instanceof CharTokenizer)) return [];
   const known = new Set(tok.chars);
   const out = new Set<string>();
   for (const ch of text) if (!known.has(ch)) out.add(ch);
   return [...out];
+}
+
+/** Token ids of `text` as `attn logprobs` encodes it (special-token text is plain text). */
+export function encodeText(tok: Tokenizer, text: string): number[] {
+  return tok instanceof BpeTokenizer ? tok.encode(text, { disallowedSpecial: [] }) : tok.encode(text);
+}
+
+/**
+ * The context a loaded model trains on in the page: its own, at most 256 tokens (a Hugging Face
+ * decoder's max_position_embeddings, often 32k, would make one batch larger than a tab's memory).
+ * Every studio size but the refused gpt2 one is within it.
+ */
+export const STUDIO_MAX_TRAIN_CONTEXT = 256;
+
+/** The LoRA targets the page uses on each kind of model: the attention projections. */
+export function studioLoraTargets(model: GPT | DecoderLM): string[] {
+  if (model instanceof GPT) return ['c_attn', 'c_proj'];
+  return model.config.model_type === 'phi' ? ['q_proj', 'k_proj', 'v_proj', 'dense'] : ['q_proj', 'k_proj', 'v_proj', 'o_proj'];
 }
 
 // The lm task's sampler seeds (src/tasks/lm.ts), so a page run draws the batches `attn train` would.
@@ -123,7 +163,7 @@ export interface StudioTrainerOptions {
   settings?: Partial<StudioTrainSettings>;
 }
 
-/** A GPT being trained (or fine-tuned with LoRA) on one text. */
+/** A GPT being trained (or a loaded GPT or decoder fine-tuned with LoRA) on one text. */
 export class StudioTrainer {
   readonly settings: StudioTrainSettings;
   iter = 0;
@@ -139,8 +179,16 @@ export class StudioTrainer {
   /** What the LoRA adapters were trained on (recorded as base_model_name_or_path). */
   private loraBase = '';
 
-  private constructor(readonly model: GPT, readonly tokenizer: CharTokenizer, text: string, settings: StudioTrainSettings) {
+  /** Tokens a training sequence holds (the model's context, at most STUDIO_MAX_TRAIN_CONTEXT). */
+  readonly context: number;
+  /** The tokenizer's files as they were loaded (written back with a decoder's download). */
+  private tokenizerFiles: Record<string, Uint8Array> = {};
+  /** config.json as loaded (a decoder's download keeps its other fields). */
+  private hfConfig: Record<string, unknown> = {};
+
+  private constructor(readonly model: GPT | DecoderLM, readonly tokenizer: Tokenizer, text: string, settings: StudioTrainSettings) {
     this.settings = settings;
+    this.context = Math.min(model.config.block_size, STUDIO_MAX_TRAIN_CONTEXT);
     this.params = model.parameters();
     this.opt = this.makeOptimizer(this.params);
     this.schedule = scheduleOf(settings);
@@ -157,32 +205,53 @@ export class StudioTrainer {
   }
 
   /**
-   * A checkpoint directory's files (written by `attn train` or by checkpointFiles): the model and
-   * its char tokenizer, and, when optimizer.safetensors and trainer_state.json are there, the
-   * optimizer, step and samplers, so training resumes where it stopped.
+   * A checkpoint directory's files (written by `attn train`, by checkpointFiles, or a Hugging Face
+   * llama / mistral / qwen2 / qwen3 / phi / GPT-2 folder): the model and its tokenizer, read by
+   * loadModelFromFiles as `attn logprobs` reads a directory, and, when optimizer.safetensors and
+   * trainer_state.json are there, the optimizer, step and samplers, so training resumes where it
+   * stopped.
    */
   static fromFiles(files: CheckpointFiles, text: string | null, opts: StudioTrainerOptions = {}): StudioTrainer {
-    const need = (name: string): Uint8Array => files[name] ?? (() => { throw new Error(`the checkpoint has no ${name}`); })();
-    const configJson = JSON.parse(fromUtf8.decode(need('config.json'))) as Record<string, unknown>;
-    const config = gptConfigFromJson(configJson);
-    if (!files[CHAR_TOKENIZER_FILE]) throw new Error(`the checkpoint has no ${CHAR_TOKENIZER_FILE}: the studio trains character-level models only`);
-    const tok = CharTokenizer.fromJSON(fromUtf8.decode(files[CHAR_TOKENIZER_FILE]));
-    const state = files['trainer_state.json'] ? (JSON.parse(fromUtf8.decode(files['trainer_state.json'])) as Record<string, unknown>) : null;
-    const saved = (state?.['studio'] ?? {}) as { settings?: Partial<StudioTrainSettings>; text?: string; samplers?: Record<string, SamplerState>; tokens?: number };
-    const settings = { ...STUDIO_TRAIN_DEFAULTS, ...saved.settings, ...opts.settings };
-    const body = text ?? saved.text ?? null;
-    if (body === null) throw new Error('no text to train on: the checkpoint does not hold one, give one');
-    const bad = unknownChars(tok, body);
-    if (bad.length) throw new Error(`the text has ${bad.length} characters the checkpoint's tokenizer does not know: ${JSON.stringify(bad.slice(0, 10).join(''))}`);
-    const model = new GPT({ ...config, dropout: 0 }, { backend: opts.backend, init: false });
+    const loaded = loadModelFromFiles(files, { backend: opts.backend });
+    const tok = loaded.tokenizer;
+    if (!tok) {
+      loaded.model.dispose();
+      throw new Error(`the checkpoint has no tokenizer files (${CHAR_TOKENIZER_FILE}, tokenizer.json, or encoder.json + vocab.bpe)`);
+    }
+    // The studio trains without dropout (its resumes hold no dropout RNG state).
+    let model: GPT | DecoderLM = loaded.model;
+    if (model instanceof GPT && (model.config.dropout ?? 0) > 0) {
+      const plain = new GPT({ ...model.config, dropout: 0 }, { backend: opts.backend, init: false });
+      plain.loadStateDict(model.stateDict());
+      model.dispose();
+      model = plain;
+    }
+    let t: StudioTrainer;
+    let state: Record<string, unknown> | null;
+    let saved: { settings?: Partial<StudioTrainSettings>; text?: string; samplers?: Record<string, SamplerState>; tokens?: number };
     try {
-      model.loadStateDict(gptStateFromCheckpoint(parseSafetensors(need('model.safetensors'), 'model.safetensors').tensors, config));
+      state = files['trainer_state.json'] ? (JSON.parse(fromUtf8.decode(files['trainer_state.json'])) as Record<string, unknown>) : null;
+      saved = (state?.['studio'] ?? {}) as typeof saved;
+      const settings = { ...STUDIO_TRAIN_DEFAULTS, ...saved.settings, ...opts.settings };
+      const body = text ?? saved.text ?? null;
+      if (body === null) throw new Error('no text to train on: the checkpoint does not hold one, give one');
+      const bad = unknownChars(tok, body);
+      if (bad.length) throw new Error(`the text has ${bad.length} characters the checkpoint's tokenizer does not know: ${JSON.stringify(bad.slice(0, 10).join(''))}`);
+      t = new StudioTrainer(model, tok, body, settings);
     } catch (e) {
       model.dispose();
-      throw new Error(`model.safetensors: ${(e as Error).message}`);
+      throw e;
     }
-    const t = new StudioTrainer(model, tok, body, settings);
-    if (state && files['optimizer.safetensors']) t.restore(state, files['optimizer.safetensors'], saved);
+    t.hfConfig = loaded.hfConfig;
+    for (const name of TOKENIZER_FILES) if (files[name]) t.tokenizerFiles[name] = files[name];
+    if (state && files['optimizer.safetensors']) {
+      try {
+        t.restore(state, files['optimizer.safetensors'], saved);
+      } catch (e) {
+        t.dispose();
+        throw e;
+      }
+    }
     return t;
   }
 
@@ -195,11 +264,12 @@ export class StudioTrainer {
   setText(text: string): void {
     const bad = unknownChars(this.tokenizer, text);
     if (bad.length) throw new Error(`the text has ${bad.length} characters the model's vocabulary lacks: ${JSON.stringify(bad.slice(0, 10).join(''))}`);
-    const ids = Int32Array.from(this.tokenizer.encode(text));
+    const ids = Int32Array.from(encodeText(this.tokenizer, text));
     const { train, val } = splitTokens(ids, 0.1);
-    const T = this.model.config.block_size;
+    const T = this.context;
+    const unit = this.tokenizer instanceof CharTokenizer ? 'characters' : 'tokens';
     for (const [name, split] of [['train', train], ['validation', val]] as const) {
-      if (split.length <= T) throw new Error(`the ${name} split has ${split.length} characters, too few for a context of ${T}: give a longer text`);
+      if (split.length <= T) throw new Error(`the ${name} split has ${split.length} ${unit}, too few for a context of ${T}: give a longer text`);
     }
     const o = { batchSize: this.settings.batch_size, blockSize: T };
     const seed = this.settings.seed;
@@ -225,12 +295,11 @@ export class StudioTrainer {
     opt.zeroGrad();
     try {
       const b = this.train.next();
-      const loss = tidy(() => {
-        const [x, y] = this.batchTensors(b);
-        const out = this.model.forward(x, y);
-        out.loss!.backward();
-        return noGrad(() => reshape(out.loss!, [1]));
-      });
+      // The loop's forward and backward of an update (train/update.ts), with one micro-batch.
+      const loss = accumulateOnDevice<Batch>({ loss: (batch) => {
+        const [x, y] = this.batchTensors(batch);
+        return { loss: this.model.forward(x, y).loss! };
+      } }, [b]);
       const stats = noGrad(() => tidy(() => {
         let normSq: Tensor | null = null;
         for (const p of this.params) {
@@ -292,7 +361,7 @@ export class StudioTrainer {
   sample(prompt: string, o: { maxNewTokens: number; temperature: number; topK?: number; seed?: number }): string {
     const bad = unknownChars(this.tokenizer, prompt);
     if (bad.length) throw new Error(`the prompt has characters the model does not know: ${JSON.stringify(bad.join(''))}`);
-    const ids = prompt ? this.tokenizer.encode(prompt) : [0];
+    const ids = prompt ? encodeText(this.tokenizer, prompt) : [this.tokenizer.eotToken ?? 0];
     this.model.eval();
     try {
       return prompt + generate(this.model, ids, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK || undefined, seed: o.seed ?? 1, decode: (x) => this.tokenizer.decode(x) }).text!;
@@ -303,8 +372,8 @@ export class StudioTrainer {
 
   /** log P(ids[i+1] | ids[0..i]) for each position, as `attn logprobs` computes them. */
   logprobs(text: string): { tokens: number[]; logprobs: number[] } {
-    const ids = this.tokenizer.encode(text);
-    if (ids.length > this.model.config.block_size) throw new Error(`${ids.length} characters exceed the model's context of ${this.model.config.block_size}`);
+    const ids = encodeText(this.tokenizer, text);
+    if (ids.length > this.model.config.block_size) throw new Error(`${ids.length} tokens exceed the model's context of ${this.model.config.block_size}`);
     this.model.eval();
     try {
       const V = this.model.config.vocab_size;
@@ -319,18 +388,26 @@ export class StudioTrainer {
 
   /**
    * The checkpoint as `attn train` writes it: config.json, model.safetensors (the Hugging Face
-   * GPT-2 layout of checkpoint-format.ts) and char_tokenizer.json; with `resumable`, also
+   * GPT-2 layout of checkpoint-format.ts) and char_tokenizer.json (a loaded decoder: its
+   * config.json and weights as saveDecoderDir writes them, float32, and the tokenizer files it
+   * came with); with `resumable`, also
    * optimizer.safetensors and trainer_state.json (with the text, for the browser's own resume).
    * A LoRA run writes the base model (adapters left out); adapterFiles() has the adapters.
    */
   checkpointFiles(o: { resumable?: boolean } = {}): CheckpointFiles {
     if (this.lora && o.resumable) throw new Error('a LoRA run is stored as its base checkpoint and the adapter files');
-    const modelTensors = this.lora ? baseTensors(this.model) : modelToCheckpointTensors(this.model);
-    const files: CheckpointFiles = {
-      'config.json': jsonFile(checkpointConfigJson(this.model.config)),
-      'model.safetensors': serializeSafetensors(modelTensors, { format: 'pt', attn_step: String(this.iter) }),
-      [CHAR_TOKENIZER_FILE]: utf8.encode(`${JSON.stringify(this.tokenizer.toJSON())}\n`),
-    };
+    const m = this.model;
+    const files: CheckpointFiles = m instanceof GPT
+      ? {
+        'config.json': jsonFile(checkpointConfigJson(m.config)),
+        'model.safetensors': serializeSafetensors(withoutAdapters(modelToCheckpointTensors(m)), { format: 'pt', attn_step: String(this.iter) }),
+      }
+      : {
+        'config.json': jsonFile({ ...decoderConfigToHF(m.config, this.hfConfig), torch_dtype: 'float32' }),
+        'model.safetensors': serializeSafetensors(withoutAdapters(decoderTensors(m)), { format: 'pt' }),
+      };
+    if (this.tokenizer instanceof CharTokenizer) files[CHAR_TOKENIZER_FILE] = utf8.encode(`${JSON.stringify(this.tokenizer.toJSON())}\n`);
+    else Object.assign(files, this.tokenizerFiles);
     if (o.resumable) {
       const byTensor = new Map(this.model.namedParameters().map(([n, p]) => [p, n] as const));
       const optimizer = new Map<string, TensorEntry>();
@@ -376,14 +453,15 @@ export class StudioTrainer {
 
   /**
    * Starts LoRA fine-tuning on `text`: the base weights freeze, adapters of `rank` go on
-   * `targets` (attn's GPT names: c_attn, c_proj, c_fc), a fresh AdamW trains them only, and the
-   * step count and schedule restart.
+   * `targets` (attn's GPT names: c_attn, c_proj, c_fc; a decoder's q_proj, k_proj, v_proj,
+   * o_proj, ...; default studioLoraTargets), a fresh AdamW trains them only, and the step count and
+   * schedule restart.
    */
   startLora(text: string, o: { rank: number; alpha?: number; targets?: string[]; baseName?: string; settings?: Partial<StudioTrainSettings> }): string {
     if (this.lora) throw new Error('LoRA adapters are already on this model');
     Object.assign(this.settings, o.settings ?? {});
     this.setText(text);
-    const targets = o.targets ?? ['c_attn'];
+    const targets = o.targets ?? studioLoraTargets(this.model);
     this.lora = applyLora(this.model, { rank: o.rank, alpha: o.alpha ?? o.rank, targets, seed: this.settings.seed });
     this.loraBase = o.baseName ?? 'attn-studio-base';
     this.params = this.lora.trainableParameters();
@@ -415,9 +493,19 @@ export class StudioTrainer {
   }
 }
 
-/** A LoRA-wrapped model's base weights in the checkpoint layout (adapter tensors left out). */
-function baseTensors(model: GPT): Map<string, TensorEntry> {
-  const all = modelToCheckpointTensors(model);
+/** The tokenizer files a loaded checkpoint may hold (loadTokenizer's, and tokenizer_config.json beside tokenizer.json). */
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'encoder.json', 'vocab.bpe'];
+
+/** A LoRA-wrapped model's base weights (adapter tensors left out); the entries themselves when no adapters. */
+function withoutAdapters(all: Map<string, TensorEntry>): Map<string, TensorEntry> {
   for (const name of [...all.keys()]) if (/lora_[AB]/.test(name)) all.delete(name);
   return all;
+}
+
+/** A decoder's weights under its own (transformers') names, float32, as saveDecoderDir writes them. */
+function decoderTensors(model: DecoderLM): Map<string, TensorEntry> {
+  refuseQuantized(model, 'saving a checkpoint');
+  const out = new Map<string, TensorEntry>();
+  for (const [name, t] of model.stateDict()) out.set(name, { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(t.data()) });
+  return out;
 }
