@@ -1,9 +1,10 @@
-// `attn train --parallel dp=N[,zero=1]` under mpirun: one process is one rank. This parses the
+// `attn train --parallel dp=N[,zero=1] | pp=N | tp=N` under mpirun: one process is one rank. This parses the
 // spec, starts MPI through the native addon, checks the world size and returns the loop's
 // ParallelStrategy; runRanked turns an error on one rank into a stop of every rank.
 import { mpiBinding, type MpiBinding } from './parallel/mpi.js';
 import { DataParallel, type DataParallelOptions } from './parallel/data-parallel.js';
 import { PipelineParallel } from './parallel/pipeline.js';
+import { TensorParallel } from './parallel/tensor-parallel.js';
 import { TrainingDivergedError, type ParallelStrategy } from './loop.js';
 
 export interface ParallelSpec {
@@ -39,7 +40,9 @@ export function parseParallel(spec: string): ParallelSpec {
       out[k as 'dp' | 'tp' | 'pp'] = num;
     }
   }
-  if (out.tp > 1) throw new Error(`--parallel: tensor parallelism (tp) is not implemented yet; dp=N, dp=N,zero=1 and pp=N are`);
+  if (out.tp > 1 && (out.dp > 1 || out.pp > 1 || out.zero)) {
+    throw new Error(`--parallel: tp=N runs alone for now (not with dp, pp or zero): combining them needs rank groups (MPI_Comm_split), which the binding does not have yet`);
+  }
   if (out.pp > 1 && (out.dp > 1 || out.zero)) throw new Error(`--parallel: pp=N runs alone for now (not with dp or zero)`);
   return out;
 }
@@ -69,11 +72,13 @@ export function startDistributed(spec: ParallelSpec): Distributed {
   const want = spec.dp * spec.tp * spec.pp;
   if (size !== want) {
     b.mpi.finalize();
-    throw new Error(`--parallel ${spec.pp > 1 ? `pp=${spec.pp}` : `dp=${spec.dp}`}: the job has ${size} rank${size === 1 ? '' : 's'} but needs ${want} (launch with mpirun -np ${want})`);
+    throw new Error(`--parallel ${spec.pp > 1 ? `pp=${spec.pp}` : spec.tp > 1 ? `tp=${spec.tp}` : `dp=${spec.dp}`}: the job has ${size} rank${size === 1 ? '' : 's'} but needs ${want} (launch with mpirun -np ${want})`);
   }
   const strategy = spec.pp > 1
     ? new PipelineParallel(b.mpi, rank, size)
-    : new DataParallel(b.mpi, rank, size, { zero: spec.zero, bucketMiB: spec.bucketMiB, overlap: spec.overlap, fault: faultFromEnv() });
+    : spec.tp > 1
+      ? new TensorParallel(b.mpi, rank, size)
+      : new DataParallel(b.mpi, rank, size, { zero: spec.zero, bucketMiB: spec.bucketMiB, overlap: spec.overlap, fault: faultFromEnv() });
   return { mpi: b.mpi, rank, size, strategy, library };
 }
 
