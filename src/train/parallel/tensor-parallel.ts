@@ -20,7 +20,7 @@
 //
 // Not yet: the model's full weight tensors stay allocated on every rank (evaluation runs the
 // ordinary model on them), so only the optimizer state and the gradients are 1/t per rank.
-import { add, backward, div, embedding, exp, gelu, linear, log, mul, permute, record, reshape, scaledDotProductAttention, split, sub, sum, swiglu, tensor, tidy, Tensor } from '../../tensor/index.js';
+import { add, backward, concat, div, embedding, exp, gelu, linear, log, mul, permute, record, reshape, scaledDotProductAttention, split, sub, sum, swiglu, tensor, tidy, Tensor } from '../../tensor/index.js';
 import type { Module } from '../../nn/module.js';
 import { GPT, type Block } from '../../models/gpt.js';
 import { MLP } from '../../nn/mlp.js';
@@ -105,7 +105,7 @@ interface BlockShards {
  * The floats a tp rank all-reduces in one update of m micro-batches of B × T tokens, width C, L
  * blocks: per block 2 forward (attention and MLP outputs) and 2 backward (the gradients of their
  * inputs), B·T·C each; the embedding's forward and the head input's backward, B·T·C each; the
- * cross-entropy's row maxima, sums of exponentials and target logits, B·T each.
+ * cross-entropy's row maxima (B·T), then its sums of exponentials and target logits (2·B·T, one call).
  */
 export function tpAllReduceFloats(L: number, B: number, T: number, C: number, m: number): number {
   return m * ((4 * L + 2) * B * T * C + 3 * B * T);
@@ -335,7 +335,6 @@ export class TensorParallel implements ParallelStrategy {
     }
     this.allreduce(rowMax, 'max');
     const z = sub(logits, tensor(rowMax, { shape: [N, 1], backend: be }));
-    const sumExp = this.reduceOut(sum(exp(z), 1)); // (N)
     const target = new Float32Array(N * Vr);
     const valid = new Float32Array(N);
     let count = 0;
@@ -346,7 +345,10 @@ export class TensorParallel implements ParallelStrategy {
       count++;
       if (y >= v0 && y < v1) target[i * Vr + y - v0] = 1;
     }
-    const targetLogit = this.reduceOut(sum(mul(z, tensor(target, { shape: [N, Vr], backend: be })), 1)); // (N), minus the row max
+    // The sums of exponentials and the target logits (minus the row max; 0 on ranks that do not
+    // own the target) in one all-reduce of 2·N floats.
+    const both = this.reduceOut(concat([sum(exp(z), 1), sum(mul(z, tensor(target, { shape: [N, Vr], backend: be })), 1)]));
+    const [sumExp, targetLogit] = split(both, N, 0) as [Tensor, Tensor];
     const perToken = sub(log(sumExp), targetLogit);
     return div(sum(mul(perToken, tensor(valid, { shape: [N], backend: be }))), Math.max(count, 1));
   }
