@@ -170,6 +170,14 @@ test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 step
   await assertWeights('single', 'tpmix', 'tp=2, resumed twice');
 });
 
+test('tp=2 in float64: the loss and every gradient of the whole model, and the tp graph's gradients (f and g included) against finite differences', { skip }, () => {
+  const worker = fileURLToPath(new URL('./tp-gradcheck-worker.js', import.meta.url));
+  const r = spawnSync('mpirun', [...MPIRUN, '-x', 'OMPI_MCA_btl_vader_single_copy_mechanism', process.execPath, worker], { encoding: 'utf8', cwd: CWD, timeout: 120_000, env: ENV });
+  assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+  assert.match(r.stdout, /tp=2 float64: loss differs/);
+  process.stdout.write(r.stdout);
+});
+
 test('a NaN on one rank stops both with the rank named; an error on one rank aborts the job with its message', { skip }, () => {
   const nan = run(2, [...BASE, '--max_iters', '4', '--eval_interval', '2', '--out', 'nan', '--parallel', 'dp=2'], { ATTN_FAULT: 'nan@1:3' });
   assert.notEqual(nan.code, 0, nan.out);

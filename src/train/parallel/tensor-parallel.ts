@@ -29,7 +29,7 @@ import { AdamW } from '../optim.js';
 import type { MpiBinding } from './mpi.js';
 
 /** What the lm task's batches hold (src/tasks/lm.ts). */
-interface TokenBatch {
+export interface TokenBatch {
   x: ArrayLike<number>;
   y: ArrayLike<number>;
   batchSize: number;
@@ -47,20 +47,23 @@ export function partRange(n: number, t: number, r: number): [number, number] {
   return [Math.floor((r * n) / t), Math.floor(((r + 1) * n) / t)];
 }
 
-/** The shard of a row-major (rows, cols) or (rows,) array that `spec` names. */
-export function extractShard(full: ArrayLike<number>, shape: readonly number[], spec: ShardSpec): Float32Array {
+type Floats = Float32Array | Float64Array;
+const floatsOf = (dtype: string, n: number): Floats => (dtype === 'float64' ? new Float64Array(n) : new Float32Array(n));
+
+/** The shard of a row-major (rows, cols) or (rows,) array that `spec` names (float64 stays float64). */
+export function extractShard(full: ArrayLike<number>, shape: readonly number[], spec: ShardSpec, dtype = 'float32'): Floats {
   const cols = shape[1] ?? 1;
   const rows = shape[0]!;
   const width = spec.ranges.reduce((a, [lo, hi]) => a + hi - lo, 0);
   if (spec.axis === 0) {
-    const out = new Float32Array(width * cols);
+    const out = floatsOf(dtype, width * cols);
     let at = 0;
     for (const [lo, hi] of spec.ranges) {
       for (let i = lo * cols; i < hi * cols; i++) out[at++] = full[i]!;
     }
     return out;
   }
-  const out = new Float32Array(rows * width);
+  const out = floatsOf(dtype, rows * width);
   let at = 0;
   for (let i = 0; i < rows; i++) {
     for (const [lo, hi] of spec.ranges) for (let j = lo; j < hi; j++) out[at++] = full[i * cols + j]!;
@@ -69,7 +72,7 @@ export function extractShard(full: ArrayLike<number>, shape: readonly number[], 
 }
 
 /** Writes a shard back into its place in the full array (the inverse of extractShard). */
-export function placeShard(shard: ArrayLike<number>, full: Float32Array, shape: readonly number[], spec: ShardSpec): void {
+export function placeShard(shard: ArrayLike<number>, full: Floats, shape: readonly number[], spec: ShardSpec): void {
   const cols = shape[1] ?? 1;
   const rows = shape[0]!;
   let at = 0;
@@ -179,8 +182,8 @@ export class TensorParallel implements ParallelStrategy {
     const trainable = new Set(params);
     for (const p of specs.keys()) if (!trainable.has(p)) throw new Error(`--parallel tp=${t}: parameter ${p.name ?? '?'} is frozen; tp trains whole models only`);
     for (const [p, spec] of specs) {
-      const data = extractShard(p.data(), p.shape, spec);
-      const shard = tensor(data, { shape: shardShape(p.shape, spec), backend: p.backend }).keep();
+      const data = extractShard(p.data(), p.shape, spec, p.dtype);
+      const shard = tensor(data, { shape: shardShape(p.shape, spec), backend: p.backend, dtype: p.dtype }).keep();
       shard.requiresGrad = true;
       shard.name = `${p.name ?? '?'} (tp shard ${this.rank} of ${t})`;
       this.shards.set(p, { spec, shard });
@@ -230,9 +233,9 @@ export class TensorParallel implements ParallelStrategy {
   }
 
   private allreduced(x: Tensor): Tensor {
-    const d = Float32Array.from(x.data());
+    const d = x.dtype === 'float64' ? Float64Array.from(x.data()) : Float32Array.from(x.data());
     this.allreduce(d);
-    return tensor(d, { shape: [...x.shape], backend: x.backend });
+    return tensor(d, { shape: [...x.shape], backend: x.backend, dtype: x.dtype });
   }
 
   /** Megatron's f: the identity forward, the gradient all-reduced backward (a replicated input of a column-parallel layer). */
@@ -294,11 +297,14 @@ export class TensorParallel implements ParallelStrategy {
     return b.ln_2.forward(add(x, this.mlp(b, s, this.copyIn(x))));
   }
 
-  /** The mean cross-entropy of one micro-batch, computed from this rank's slice of the vocabulary. */
-  private loss(batch: TokenBatch): Tensor {
-    const gpt = this.gpt!;
+  /** The mean cross-entropy of one micro-batch, computed from this rank's slice of the vocabulary
+   *  (a collective: every rank calls it with the same batch). */
+  lossOf(batch: TokenBatch): Tensor {
+    const gpt = this.gpt;
+    if (!gpt) throw new Error('TensorParallel: attach() was not called');
     const tr = gpt.transformer;
     const be = tr.wte.weight.backend;
+    const dtype = tr.wte.weight.dtype;
     const B = batch.batchSize;
     const T = batch.blockSize;
     const N = B * T;
@@ -314,7 +320,7 @@ export class TensorParallel implements ParallelStrategy {
         own[i] = 1;
       }
     }
-    let x = mul(embedding(this.wteShard!, tensor(local, { shape: [B, T], dtype: 'int32', backend: be })), tensor(own, { shape: [B, T, 1], backend: be }));
+    let x = mul(embedding(this.wteShard!, tensor(local, { shape: [B, T], dtype: 'int32', backend: be })), tensor(own, { shape: [B, T, 1], backend: be, dtype }));
     x = this.reduceOut(x);
     if (tr.wpe) x = add(x, tr.wpe.positions(T, 0));
     else if (tr.pe) x = add(x, tr.pe.positions(T, 0));
@@ -327,14 +333,14 @@ export class TensorParallel implements ParallelStrategy {
     // Vocabulary-parallel cross-entropy. The row maximum only keeps exp() in range (the loss does
     // not depend on it), so it is a constant here; no gradient flows through it.
     const ld = logits.data();
-    const rowMax = new Float32Array(N);
+    const rowMax = floatsOf(dtype, N);
     for (let i = 0; i < N; i++) {
       let mx = -Infinity;
       for (let j = i * Vr; j < (i + 1) * Vr; j++) if (ld[j]! > mx) mx = ld[j]!;
       rowMax[i] = mx;
     }
     this.allreduce(rowMax, 'max');
-    const z = sub(logits, tensor(rowMax, { shape: [N, 1], backend: be }));
+    const z = sub(logits, tensor(rowMax, { shape: [N, 1], backend: be, dtype }));
     const target = new Float32Array(N * Vr);
     const valid = new Float32Array(N);
     let count = 0;
@@ -347,10 +353,10 @@ export class TensorParallel implements ParallelStrategy {
     }
     // The sums of exponentials and the target logits (minus the row max; 0 on ranks that do not
     // own the target) in one all-reduce of 2·N floats.
-    const both = this.reduceOut(concat([sum(exp(z), 1), sum(mul(z, tensor(target, { shape: [N, Vr], backend: be })), 1)]));
+    const both = this.reduceOut(concat([sum(exp(z), 1), sum(mul(z, tensor(target, { shape: [N, Vr], backend: be, dtype })), 1)]));
     const [sumExp, targetLogit] = split(both, N, 0) as [Tensor, Tensor];
     const perToken = sub(log(sumExp), targetLogit);
-    return div(sum(mul(perToken, tensor(valid, { shape: [N], backend: be }))), Math.max(count, 1));
+    return div(sum(mul(perToken, tensor(valid, { shape: [N], backend: be, dtype }))), Math.max(count, 1));
   }
 
   // ------------------------------------------------------------ the update
@@ -372,7 +378,7 @@ export class TensorParallel implements ParallelStrategy {
       let lossSum = Math.fround(0);
       for (const b of batches) {
         tidy(() => {
-          const l = this.loss(b as unknown as TokenBatch);
+          const l = this.lossOf(b as unknown as TokenBatch);
           lossSum = Math.fround(lossSum + Math.fround(l.item() / m));
           backward(m > 1 ? div(l, m) : l);
         });
@@ -409,8 +415,8 @@ export class TensorParallel implements ParallelStrategy {
   // ------------------------------------------------------------ whole weights and moments
 
   /** The full tensor from every rank's shard: an all-reduce of disjoint slices (x + 0 = x exactly). */
-  private gather(full: Tensor, spec: ShardSpec, shard: ArrayLike<number>): Float32Array {
-    const buf = new Float32Array(full.size);
+  private gather(full: Tensor, spec: ShardSpec, shard: ArrayLike<number>): Floats {
+    const buf = floatsOf(full.dtype, full.size);
     placeShard(shard, buf, full.shape, spec);
     this.mpi.allreduce(buf);
     return buf;
@@ -428,7 +434,7 @@ export class TensorParallel implements ParallelStrategy {
       const s = st[i]!;
       const sh = this.shards.get(full.param);
       if (!sh) return { m: Float32Array.from(s.m.data()), v: Float32Array.from(s.v.data()) };
-      return { m: this.gather(full.param, sh.spec, s.m.data()), v: this.gather(full.param, sh.spec, s.v.data()) };
+      return { m: Float32Array.from(this.gather(full.param, sh.spec, s.m.data())), v: Float32Array.from(this.gather(full.param, sh.spec, s.v.data())) };
     });
   }
 
@@ -437,7 +443,7 @@ export class TensorParallel implements ParallelStrategy {
     opt.stateTensors().forEach((full, i) => {
       const s = st[i]!;
       const sh = this.shards.get(full.param);
-      const take = (a: ArrayLike<number>): ArrayLike<number> => (sh ? extractShard(a, full.param.shape, sh.spec) : a);
+      const take = (a: ArrayLike<number>): ArrayLike<number> => (sh ? extractShard(a, full.param.shape, sh.spec, s.m.dtype) : a);
       s.m.backend.write(s.m.storage, take(state[i]!.m), 0);
       s.v.backend.write(s.v.storage, take(state[i]!.v), 0);
     });
