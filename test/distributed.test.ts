@@ -170,7 +170,7 @@ test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 step
   await assertWeights('single', 'tpmix', 'tp=2, resumed twice');
 });
 
-test('tp=2 in float64: the loss and every gradient of the whole model, and the tp graph's gradients (f and g included) against finite differences', { skip }, () => {
+test('tp=2 in float64: the loss and every gradient of the whole model, and the gradients of the tp graph (f and g included) against finite differences', { skip }, () => {
   const worker = fileURLToPath(new URL('./tp-gradcheck-worker.js', import.meta.url));
   const r = spawnSync('mpirun', [...MPIRUN, '-x', 'OMPI_MCA_btl_vader_single_copy_mechanism', process.execPath, worker], { encoding: 'utf8', cwd: CWD, timeout: 120_000, env: ENV });
   assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
