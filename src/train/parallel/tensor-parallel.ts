@@ -129,6 +129,8 @@ export class TensorParallel implements ParallelStrategy {
   private opt: AdamW | null = null;
   private floats = 0;
   private calls = 0;
+  /** The shards changed since the model's full weights were last refreshed from them. */
+  private stale = false;
   private commMs = 0;
   private record: Record<string, unknown> = {};
 
@@ -398,6 +400,7 @@ export class TensorParallel implements ParallelStrategy {
       mine.lr = o.lr ?? opt.lr;
       mine.step = opt.step;
       mine.stepUpdate();
+      this.stale = true;
       opt.step = mine.step;
       opt.lr = mine.lr;
       this.record = { tp_step_ms: round(performance.now() - t0), comm_ms: round(this.commMs), comm_bytes: 4 * this.floats, tp_allreduces: this.calls };
@@ -424,6 +427,8 @@ export class TensorParallel implements ParallelStrategy {
 
   /** The model's full weights from the shards (before an evaluation or a checkpoint). */
   beforeEvaluate(): void {
+    if (!this.stale) return; // an evaluation and the checkpoint after it: one gather
+    this.stale = false;
     for (const [p, { spec, shard }] of this.shards) p.backend.write(p.storage, this.gather(p, spec, shard.data()), p.offset);
   }
 
