@@ -16,6 +16,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -28,6 +29,8 @@ struct Pending {
 };
 std::map<int, Pending> pending;
 int next_request = 1;
+// Communicators made by split(); id i (from 1) is comms[i - 1], id 0 (or none) MPI_COMM_WORLD.
+std::vector<MPI_Comm> comms;
 
 inline float bf16_to_f32(uint16_t h) {
   uint32_t u = static_cast<uint32_t>(h) << 16;
@@ -128,6 +131,21 @@ int int_arg(const Napi::CallbackInfo& info, size_t i, int dflt) {
   return i < info.Length() && info[i].IsNumber() ? info[i].As<Napi::Number>().Int32Value() : dflt;
 }
 
+/** The communicator id at info[i] (absent: MPI_COMM_WORLD); throws (returns false) on an unknown one. */
+bool comm_of(const Napi::CallbackInfo& info, size_t i, MPI_Comm* out) {
+  const int id = int_arg(info, i, 0);
+  if (id == 0) {
+    *out = MPI_COMM_WORLD;
+    return true;
+  }
+  if (id < 0 || static_cast<size_t>(id) > comms.size() || comms[id - 1] == MPI_COMM_NULL) {
+    Napi::Error::New(info.Env(), "MPI: no communicator " + std::to_string(id) + " (ids come from split())").ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = comms[id - 1];
+  return true;
+}
+
 Napi::Value Init(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int init = 0;
@@ -172,6 +190,8 @@ Napi::Value Finalize(const Napi::CallbackInfo& info) {
   if (init && !fin) {
     for (auto& [id, p] : pending) MPI_Wait(&p.req, MPI_STATUS_IGNORE);
     pending.clear();
+    for (MPI_Comm& c : comms) if (c != MPI_COMM_NULL) MPI_Comm_free(&c);
+    comms.clear();
     if (bf16_sum != MPI_OP_NULL) MPI_Op_free(&bf16_sum);
     if (bf16_type != MPI_DATATYPE_NULL) MPI_Type_free(&bf16_type);
     MPI_Finalize();
@@ -195,14 +215,34 @@ Napi::Value Abort(const Napi::CallbackInfo& info) {
 
 Napi::Value Wtime(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), MPI_Wtime()); }
 
-/** allreduce(buf, op = 'sum'): in place. */
+/** allreduce(buf, op = 'sum', comm = world): in place. */
 Napi::Value Allreduce(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Buf b;
   MPI_Op op;
-  if (!ready(env) || !buffer_of(info, 0, "allreduce", &b) || !op_of(info, 1, b, &op)) return env.Undefined();
-  throw_if(env, MPI_Allreduce(MPI_IN_PLACE, b.data, b.count, b.type, op, MPI_COMM_WORLD), "MPI_Allreduce");
+  MPI_Comm comm;
+  if (!ready(env) || !buffer_of(info, 0, "allreduce", &b) || !op_of(info, 1, b, &op) || !comm_of(info, 2, &comm)) return env.Undefined();
+  throw_if(env, MPI_Allreduce(MPI_IN_PLACE, b.data, b.count, b.type, op, comm), "MPI_Allreduce");
   return env.Undefined();
+}
+
+/** split(color, key): MPI_Comm_split of the world (a collective); returns { comm, rank, size }
+ *  with comm an id that allreduce takes. */
+Napi::Value Split(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ready(env)) return env.Undefined();
+  MPI_Comm c = MPI_COMM_NULL;
+  if (throw_if(env, MPI_Comm_split(MPI_COMM_WORLD, int_arg(info, 0, 0), int_arg(info, 1, 0), &c), "MPI_Comm_split")) return env.Undefined();
+  MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN);
+  comms.push_back(c);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(c, &rank);
+  MPI_Comm_size(c, &size);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("comm", static_cast<double>(comms.size()));
+  o.Set("rank", rank);
+  o.Set("size", size);
+  return o;
 }
 
 /** iallreduce(buf, op = 'sum'): starts an in-place all-reduce; returns a request id for test/wait. */
@@ -370,6 +410,7 @@ Napi::Object mpi_exports(Napi::Env env) {
   o.Set("irecv", Napi::Function::New(env, Irecv));
   o.Set("bcast", Napi::Function::New(env, Bcast));
   o.Set("barrier", Napi::Function::New(env, Barrier));
+  o.Set("split", Napi::Function::New(env, Split));
   return o;
 }
 

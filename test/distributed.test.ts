@@ -43,7 +43,7 @@ const MPIRUN = ['--oversubscribe', '--allow-run-as-root', '-np', '2'];
 function run(np: number, args: string[], env: Record<string, string> = {}, timeout = 120_000): { code: number | null; out: string } {
   const r = np === 1
     ? spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: CWD, timeout, env: { ...ENV, ...env } })
-    : spawnSync('mpirun', [...MPIRUN, '-x', 'OMPI_MCA_btl_vader_single_copy_mechanism', ...Object.keys(env).flatMap((k) => ['-x', k]), process.execPath, CLI, ...args],
+    : spawnSync('mpirun', [...MPIRUN.slice(0, -1), String(np), '-x', 'OMPI_MCA_btl_vader_single_copy_mechanism', ...Object.keys(env).flatMap((k) => ['-x', k]), process.execPath, CLI, ...args],
       { encoding: 'utf8', cwd: CWD, timeout, env: { ...ENV, ...env } });
   return { code: r.status, out: `${r.stdout}${r.stderr}` };
 }
@@ -90,7 +90,9 @@ test('--parallel specs: keys, values and the parts not built are refused by name
   assert.throws(() => parseParallel('dp=two'), /dp must be a positive integer, got 'two'/);
   assert.throws(() => parseParallel('zero=2'), /zero must be 0 or 1/);
   assert.throws(() => parseParallel('ep=2'), /'ep=2' is not KEY=VALUE with KEY one of/);
-  assert.throws(() => parseParallel('dp=2,tp=2'), /tp=N runs alone for now \(not with dp, pp or zero\): combining them needs rank groups \(MPI_Comm_split\)/);
+  assert.deepEqual([parseParallel('dp=2,tp=2').dp, parseParallel('dp=2,tp=2').tp], [2, 2]);
+  assert.throws(() => parseParallel('tp=2,pp=2'), /tp=N runs alone or with dp=M for now \(not with pp or zero\)/);
+  assert.throws(() => parseParallel('dp=2,tp=2,zero=1'), /tp=N runs alone or with dp=M for now/);
   assert.equal(parseParallel('tp=2').tp, 2);
   assert.throws(() => parseParallel('dp=2,pp=2'), /pp=N runs alone for now/);
   assert.equal(parseParallel('pp=2').pp, 2);
@@ -136,7 +138,7 @@ test('dp=2, pp=2 and dp=2 with ZeRO-1 give the single-process losses at every on
   assert.ok(rec.some((r) => r['comm_bytes']! > 0 && r['comm_exposed_ms']! >= 0), 'comm fields in metrics.jsonl');
 });
 
-test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 steps and its weights, all-reduces the bytes of the formula, and resumes an ordinary checkpoint and writes one that resumes on one process', { skip }, async () => {
+test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 steps and its weights, all-reduces the bytes of the formula, and dp=2 x tp=2 on 4 ranks resumes an ordinary checkpoint and writes one that resumes on one process', { skip }, async () => {
   if (!existsSync(join(CWD, 'single', 'metrics.jsonl'))) {
     const single = run(1, [...BASE, '--max_iters', '20', '--eval_interval', '10', '--out', 'single']);
     assert.equal(single.code, 0, single.out);
@@ -155,19 +157,20 @@ test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 step
   for (const r of rec) assert.equal(r['comm_bytes'], want, `step ${r['step']}: bytes all-reduced`);
   assert.equal(rec[0]!['tp_allreduces'], m * (4 * L + 2 + 2) + 1);
   process.stdout.write(`tp=2: ${want} bytes all-reduced per update in ${rec[0]!['tp_allreduces']} all-reduces (the formula: ${want})\n`);
-  // An ordinary checkpoint (one process, step 10) resumed by tp=2 (sharding the saved weights
-  // and moments on load) to 15, whose gathered checkpoint one process resumes to 20.
+  // An ordinary checkpoint (one process, step 10) resumed by dp=2 x tp=2 on 4 ranks (two tp
+  // groups, each sharding the saved weights and moments on load) to 15, whose gathered
+  // checkpoint one process resumes to 20.
   const first = run(1, [...BASE, '--max_iters', '10', '--eval_interval', '10', '--out', 'tpmix']);
   assert.equal(first.code, 0, first.out);
-  const mid = run(2, [...BASE, '--max_iters', '15', '--eval_interval', '5', '--out', 'tpmix', '--init_from', 'resume', '--parallel', 'tp=2']);
+  const mid = run(4, [...BASE, '--max_iters', '15', '--eval_interval', '5', '--out', 'tpmix', '--init_from', 'resume', '--parallel', 'dp=2,tp=2']);
   assert.equal(mid.code, 0, mid.out);
   const ck = await loadCheckpoint(join(CWD, 'tpmix', 'last'), { requireOptimizer: true });
   assert.equal(ck.metadata['attn_step'], '15');
   assert.ok(ck.optimizer!.size === 2 * ck.tensors.size, 'the gathered moments of every parameter');
   const last = run(1, [...BASE, '--max_iters', '20', '--eval_interval', '5', '--out', 'tpmix', '--init_from', 'resume']);
   assert.equal(last.code, 0, last.out);
-  assertLosses(ref, losses('tpmix'), 0, 20, 'one process to step 10, tp=2 to 15, one process to 20');
-  await assertWeights('single', 'tpmix', 'tp=2, resumed twice');
+  assertLosses(ref, losses('tpmix'), 0, 20, 'one process to step 10, dp=2 x tp=2 (4 ranks) to 15, one process to 20');
+  await assertWeights('single', 'tpmix', 'dp=2 x tp=2, resumed twice');
 });
 
 test('tp=2 in float64: the loss and every gradient of the whole model, and the gradients of the tp graph (f and g included) against finite differences', { skip }, () => {

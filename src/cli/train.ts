@@ -184,7 +184,7 @@ export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: T
     const result = await runRanked(dist, () => runTraining(task, cfg as unknown as Record<string, unknown>, {}, { parallel: dist.strategy }), log);
     return { cfg, result, rank: dist.rank };
   }
-  if (dist && spec!.tp > 1) log(`parallel: tensor parallel over ${dist.size} ranks (heads, MLP and vocabulary split) over ${dist.library.split(',')[0]}`);
+  if (dist && spec!.tp > 1) log(`parallel: tensor parallel over ${spec!.tp} ranks (heads, MLP and vocabulary split)${spec!.dp > 1 ? ` × data parallel over ${spec!.dp}` : ''} over ${dist.library.split(',')[0]}`);
   else if (dist && spec!.pp > 1) log(`parallel: ${dist.size} pipeline stages (1F1B over ${cfg.gradient_accumulation_steps} micro-batches) over ${dist.library.split(',')[0]}`);
   else if (dist) log(`parallel: ${dist.size} ranks, data parallel${spec!.zero ? ' with ZeRO-1' : ` (buckets of ${spec!.bucketMiB} MiB${spec!.overlap ? ', overlapped with backward' : ''})`} over ${dist.library.split(',')[0]}`);
   const byTime = cfg.max_minutes > 0;

@@ -1,7 +1,7 @@
 // `attn train --parallel dp=N[,zero=1] | pp=N | tp=N` under mpirun: one process is one rank. This parses the
 // spec, starts MPI through the native addon, checks the world size and returns the loop's
 // ParallelStrategy; runRanked turns an error on one rank into a stop of every rank.
-import { mpiBinding, type MpiBinding } from './parallel/mpi.js';
+import { groupView, mpiBinding, type MpiBinding } from './parallel/mpi.js';
 import { DataParallel, type DataParallelOptions } from './parallel/data-parallel.js';
 import { PipelineParallel } from './parallel/pipeline.js';
 import { TensorParallel } from './parallel/tensor-parallel.js';
@@ -40,9 +40,7 @@ export function parseParallel(spec: string): ParallelSpec {
       out[k as 'dp' | 'tp' | 'pp'] = num;
     }
   }
-  if (out.tp > 1 && (out.dp > 1 || out.pp > 1 || out.zero)) {
-    throw new Error(`--parallel: tp=N runs alone for now (not with dp, pp or zero): combining them needs rank groups (MPI_Comm_split), which the binding does not have yet`);
-  }
+  if (out.tp > 1 && (out.pp > 1 || out.zero)) throw new Error(`--parallel: tp=N runs alone or with dp=M for now (not with pp or zero)`);
   if (out.pp > 1 && (out.dp > 1 || out.zero)) throw new Error(`--parallel: pp=N runs alone for now (not with dp or zero)`);
   return out;
 }
@@ -72,14 +70,30 @@ export function startDistributed(spec: ParallelSpec): Distributed {
   const want = spec.dp * spec.tp * spec.pp;
   if (size !== want) {
     b.mpi.finalize();
-    throw new Error(`--parallel ${spec.pp > 1 ? `pp=${spec.pp}` : spec.tp > 1 ? `tp=${spec.tp}` : `dp=${spec.dp}`}: the job has ${size} rank${size === 1 ? '' : 's'} but needs ${want} (launch with mpirun -np ${want})`);
+    const label = spec.pp > 1 ? `pp=${spec.pp}` : spec.tp > 1 ? `${spec.dp > 1 ? `dp=${spec.dp},` : ''}tp=${spec.tp}` : `dp=${spec.dp}`;
+    throw new Error(`--parallel ${label}: the job has ${size} rank${size === 1 ? '' : 's'} but needs ${want} (launch with mpirun -np ${want})`);
   }
   const strategy = spec.pp > 1
     ? new PipelineParallel(b.mpi, rank, size)
     : spec.tp > 1
-      ? new TensorParallel(b.mpi, rank, size)
+      ? tensorParallel(b.mpi, rank, spec)
       : new DataParallel(b.mpi, rank, size, { zero: spec.zero, bucketMiB: spec.bucketMiB, overlap: spec.overlap, fault: faultFromEnv() });
   return { mpi: b.mpi, rank, size, strategy, library };
+}
+
+/**
+ * tp alone, or dp × tp: world rank w is tp rank w mod t of data-parallel group ⌊w/t⌋ (a tp group
+ * is t consecutive ranks, as Megatron-LM places them, so on a multi-core host it shares memory).
+ */
+function tensorParallel(mpi: MpiBinding, rank: number, spec: ParallelSpec): TensorParallel {
+  const t = spec.tp;
+  if (spec.dp === 1) return new TensorParallel(mpi, rank, t);
+  if (!mpi.split) throw new Error('--parallel dp=N,tp=M needs MPI_Comm_split, which this native addon was built without: run npm run build:native');
+  const tpGroup = mpi.split(Math.floor(rank / t), rank);
+  const dpGroup = mpi.split(rank % t, rank);
+  return new TensorParallel(groupView(mpi, tpGroup.comm), tpGroup.rank, tpGroup.size, {
+    writer: rank === 0, dp: { mpi: groupView(mpi, dpGroup.comm), rank: dpGroup.rank, size: dpGroup.size },
+  });
 }
 
 /**

@@ -15,7 +15,8 @@ export interface MpiBinding {
   /** Ends every rank of the job (mpirun names the rank that called it). */
   abort(code: number): void;
   wtime(): number;
-  allreduce(buf: MpiBuffer, op?: MpiOp): void;
+  /** comm: an id from split() (absent: every rank). */
+  allreduce(buf: MpiBuffer, op?: MpiOp, comm?: number): void;
   /** Starts an in-place all-reduce; test/wait take the id it returns. */
   iallreduce(buf: MpiBuffer, op?: MpiOp): number;
   /** True once the request is complete; each call also drives MPI's progress engine. */
@@ -30,6 +31,26 @@ export interface MpiBinding {
   irecv(buf: MpiBuffer, source: number, tag?: number): number;
   bcast(buf: MpiBuffer, root?: number): void;
   barrier(): void;
+  /** MPI_Comm_split of the world (every rank calls it): the ranks of one color form a group,
+   *  ordered by key; comm is its id for allreduce. Absent in addons built before it. */
+  split?(color: number, key: number): { comm: number; rank: number; size: number };
+}
+
+/**
+ * A view of the binding whose allreduce runs within one group from split() (the ranks of one
+ * tensor-parallel group, or of one data-parallel group); the other collectives would run over
+ * every rank, so they throw rather than mix the groups up.
+ */
+export function groupView(mpi: MpiBinding, comm: number): MpiBinding {
+  const no = (what: string) => (): never => {
+    throw new Error(`MPI group view: ${what} runs over every rank, not within the group`);
+  };
+  return {
+    init: () => mpi.init(), finalize: () => mpi.finalize(), initialized: () => mpi.initialized(), abort: (code) => mpi.abort(code), wtime: () => mpi.wtime(),
+    allreduce: (buf, op) => mpi.allreduce(buf, op ?? 'sum', comm),
+    iallreduce: no('iallreduce'), test: no('test'), wait: no('wait'), reduceScatter: no('reduceScatter'), allgather: no('allgather'),
+    send: no('send'), recv: no('recv'), isend: no('isend'), irecv: no('irecv'), bcast: no('bcast'), barrier: no('barrier'),
+  };
 }
 
 /** The MPI binding, or why there is none (for `attn info` and the --parallel error). */

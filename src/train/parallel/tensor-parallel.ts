@@ -131,11 +131,18 @@ export class TensorParallel implements ParallelStrategy {
   private calls = 0;
   /** The shards changed since the model's full weights were last refreshed from them. */
   private stale = false;
+  private dpMs = 0;
+  private dpBytes = 0;
   private commMs = 0;
   private record: Record<string, unknown> = {};
 
-  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number) {
-    this.writer = rank === 0;
+  /**
+   * mpi: the binding, or a groupView of this rank's tensor-parallel group; rank and size within
+   * that group. o.dp: the data-parallel group (the ranks holding the same shards in the other tp
+   * groups) for dp × tp; o.writer: whether this rank writes (default: tp rank 0).
+   */
+  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: { mpi: MpiBinding; rank: number; size: number } } = {}) {
+    this.writer = o.writer ?? rank === 0;
   }
 
   attach(model: Module, params: readonly Tensor[]): void {
@@ -205,8 +212,44 @@ export class TensorParallel implements ParallelStrategy {
     this.gpt = model;
   }
 
+  /** Every rank of a tp group takes the same micro-batches; with dp, its group's share. */
   share<B>(batches: readonly B[]): B[] {
-    return [...batches];
+    const dp = this.o.dp;
+    if (!dp) return [...batches];
+    if (batches.length % dp.size !== 0) {
+      throw new Error(`--parallel dp=${dp.size}: gradient_accumulation_steps (${batches.length}) must be a multiple of dp, so each group trains on an equal share of the global batch`);
+    }
+    const k = batches.length / dp.size;
+    return batches.slice(dp.rank * k, dp.rank * k + k);
+  }
+
+  /** dp × tp: the groups' losses and gradients (each the mean over its share) averaged; the
+   *  shards are the same in every group, so each rank all-reduces its own with its dp peers. */
+  private averageOverDp(loss: number): number {
+    const dp = this.o.dp!;
+    const t0 = performance.now();
+    let n = 1;
+    for (const p of this.trained) n += p.size;
+    const buf = new Float32Array(n);
+    buf[0] = loss;
+    let at = 1;
+    for (const p of this.trained) {
+      if (p.grad) buf.set(p.grad.data() as Float32Array, at);
+      at += p.size;
+    }
+    dp.mpi.allreduce(buf);
+    const inv = Math.fround(1 / dp.size);
+    for (let i = 0; i < n; i++) buf[i] = buf[i]! * inv;
+    at = 1;
+    for (const p of this.trained) {
+      const g = buf.subarray(at, at + p.size);
+      if (p.grad) p.grad.backend.write(p.grad.storage, g, p.grad.offset);
+      else p.grad = tensor(g, { shape: [...p.shape], backend: p.backend, dtype: p.dtype }).keep();
+      at += p.size;
+    }
+    this.dpMs = performance.now() - t0;
+    this.dpBytes = 4 * n;
+    return buf[0]!;
   }
 
   stepRecord(): Record<string, unknown> {
@@ -385,7 +428,8 @@ export class TensorParallel implements ParallelStrategy {
           backward(m > 1 ? div(l, m) : l);
         });
       }
-      // Every rank computed the same loss (its parts were all-reduced).
+      // Every rank of a tp group computed the same loss (its parts were all-reduced).
+      if (this.o.dp) lossSum = this.averageOverDp(lossSum);
       const values = [lossSum, ...(src.parts ?? []).map(() => lossSum)];
       if (!Number.isFinite(lossSum)) throw new TrainingDivergedError(step, 'the training loss', lossSum);
       // Global norm: the shards' squares summed across ranks, the replicated parameters once.
@@ -403,7 +447,7 @@ export class TensorParallel implements ParallelStrategy {
       this.stale = true;
       opt.step = mine.step;
       opt.lr = mine.lr;
-      this.record = { tp_step_ms: round(performance.now() - t0), comm_ms: round(this.commMs), comm_bytes: 4 * this.floats, tp_allreduces: this.calls };
+      this.record = { tp_step_ms: round(performance.now() - t0), comm_ms: round(this.commMs), comm_bytes: 4 * this.floats, tp_allreduces: this.calls, ...(this.o.dp ? { dp_comm_ms: round(this.dpMs), dp_comm_bytes: this.dpBytes } : {}) };
       return { values, gradNorm: norm };
     } finally {
       mine.zeroGrad();
