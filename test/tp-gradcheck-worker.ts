@@ -3,7 +3,8 @@
 // shard's gradient the matching slice of the whole model's gradient (and each replicated
 // parameter's gradient the whole one), and the gradients of the tp graph (its f / g all-reduce
 // operators included) must match central finite differences of the tp loss, which every rank
-// computes together. Exits 1 with the first mismatch; rank 0 prints a summary line.
+// computes together. Also the binding's split() groups. Exits 1 with the first mismatch; rank 0
+// prints a summary line.
 import { backward, GPT, noGrad, RefBackend, tensor, tidy, type GPTConfig, type Tensor } from '../src/index.js';
 import { mpiBinding } from '../src/train/parallel/mpi.js';
 import { extractShard, TensorParallel, type TokenBatch } from '../src/train/parallel/tensor-parallel.js';
@@ -108,6 +109,22 @@ for (const [what, extra] of CONFIGS) {
     t.grad?.dispose();
     t.grad = null;
   }
+}
+
+// The binding's groups: split by rank parity gives groups of one at 2 ranks, whose all-reduce
+// leaves a value alone; the world's sums; an unknown communicator id is an error naming it.
+const g = mpi.split!(rank % 2, rank);
+if (g.size !== Math.ceil((size - (rank % 2)) / 2) || g.rank !== Math.floor(rank / 2)) fail(`split: rank ${g.rank} of ${g.size}`);
+const one = new Float64Array([rank + 1]);
+mpi.allreduce(one, 'sum', g.comm);
+const all = new Float64Array([rank + 1]);
+mpi.allreduce(all, 'sum');
+if (size === 2 && (one[0] !== rank + 1 || all[0] !== 3)) fail(`group all-reduce ${one[0]}, world ${all[0]}`);
+try {
+  mpi.allreduce(one, 'sum', 99);
+  fail('allreduce on communicator 99 did not throw');
+} catch (e) {
+  if (!/no communicator 99/.test((e as Error).message)) fail(`allreduce on communicator 99: ${(e as Error).message}`);
 }
 
 if (rank === 0) {
