@@ -227,7 +227,7 @@ Napi::Value Allreduce(const Napi::CallbackInfo& info) {
 }
 
 /** split(color, key): MPI_Comm_split of the world (a collective); returns { comm, rank, size }
- *  with comm an id that allreduce takes. */
+ *  with comm an id that allreduce, bcast, isend and irecv take. */
 Napi::Value Split(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!ready(env)) return env.Undefined();
@@ -324,9 +324,9 @@ Napi::Value Allgather(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-bool peer_ok(Napi::Env env, int peer, const char* what) {
+bool peer_ok(Napi::Env env, int peer, const char* what, MPI_Comm comm = MPI_COMM_WORLD) {
   int size = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm_size(comm, &size);
   if (peer >= 0 && peer < size) return true;
   Napi::RangeError::New(env, std::string("MPI: ") + what + ": rank " + std::to_string(peer) + " is not in 0.." + std::to_string(size - 1)).ThrowAsJavaScriptException();
   return false;
@@ -354,15 +354,17 @@ Napi::Value Recv(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-/** isend(buf, dest, tag = 0) / irecv(buf, source, tag = 0): start a transfer; test/wait take the id. */
+/** isend(buf, dest, tag = 0, comm = world) / irecv(buf, source, tag = 0, comm = world): start a
+ *  transfer (ranks within comm); test/wait take the id. */
 Napi::Value PointToPoint(const Napi::CallbackInfo& info, bool sending) {
   Napi::Env env = info.Env();
   Buf b;
+  MPI_Comm comm;
   const char* what = sending ? "isend" : "irecv";
-  if (!ready(env) || !buffer_of(info, 0, what, &b) || !peer_ok(env, int_arg(info, 1, -1), what)) return env.Undefined();
+  if (!ready(env) || !buffer_of(info, 0, what, &b) || !comm_of(info, 3, &comm) || !peer_ok(env, int_arg(info, 1, -1), what, comm)) return env.Undefined();
   MPI_Request req;
-  const int rc = sending ? MPI_Isend(b.data, b.count, b.type, int_arg(info, 1, -1), int_arg(info, 2, 0), MPI_COMM_WORLD, &req)
-                         : MPI_Irecv(b.data, b.count, b.type, int_arg(info, 1, -1), int_arg(info, 2, 0), MPI_COMM_WORLD, &req);
+  const int rc = sending ? MPI_Isend(b.data, b.count, b.type, int_arg(info, 1, -1), int_arg(info, 2, 0), comm, &req)
+                         : MPI_Irecv(b.data, b.count, b.type, int_arg(info, 1, -1), int_arg(info, 2, 0), comm, &req);
   if (throw_if(env, rc, sending ? "MPI_Isend" : "MPI_Irecv")) return env.Undefined();
   const int id = next_request++;
   pending.emplace(id, Pending{req, Napi::Persistent(info[0])});
@@ -371,12 +373,13 @@ Napi::Value PointToPoint(const Napi::CallbackInfo& info, bool sending) {
 Napi::Value Isend(const Napi::CallbackInfo& info) { return PointToPoint(info, true); }
 Napi::Value Irecv(const Napi::CallbackInfo& info) { return PointToPoint(info, false); }
 
-/** bcast(buf, root = 0) */
+/** bcast(buf, root = 0, comm = world) */
 Napi::Value Bcast(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Buf b;
-  if (!ready(env) || !buffer_of(info, 0, "bcast", &b) || !peer_ok(env, int_arg(info, 1, 0), "bcast")) return env.Undefined();
-  throw_if(env, MPI_Bcast(b.data, b.count, b.type, int_arg(info, 1, 0), MPI_COMM_WORLD), "MPI_Bcast");
+  MPI_Comm comm;
+  if (!ready(env) || !buffer_of(info, 0, "bcast", &b) || !comm_of(info, 2, &comm) || !peer_ok(env, int_arg(info, 1, 0), "bcast", comm)) return env.Undefined();
+  throw_if(env, MPI_Bcast(b.data, b.count, b.type, int_arg(info, 1, 0), comm), "MPI_Bcast");
   return env.Undefined();
 }
 

@@ -94,7 +94,8 @@ test('--parallel specs: keys, values and the parts not built are refused by name
   assert.throws(() => parseParallel('tp=2,pp=2'), /tp=N runs alone or with dp=M for now \(not with pp or zero\)/);
   assert.throws(() => parseParallel('dp=2,tp=2,zero=1'), /tp=N runs alone or with dp=M for now/);
   assert.equal(parseParallel('tp=2').tp, 2);
-  assert.throws(() => parseParallel('dp=2,pp=2'), /pp=N runs alone for now/);
+  assert.equal(parseParallel('dp=2,pp=2').pp, 2);
+  assert.throws(() => parseParallel('pp=2,zero=1'), /pp=N runs alone or with dp=M for now \(not with zero\)/);
   assert.equal(parseParallel('pp=2').pp, 2);
 });
 
@@ -138,7 +139,7 @@ test('dp=2, pp=2 and dp=2 with ZeRO-1 give the single-process losses at every on
   assert.ok(rec.some((r) => r['comm_bytes']! > 0 && r['comm_exposed_ms']! >= 0), 'comm fields in metrics.jsonl');
 });
 
-test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 steps and its weights, all-reduces the bytes of the formula, and dp=2 x tp=2 on 4 ranks resumes an ordinary checkpoint and writes one that resumes on one process', { skip }, async () => {
+test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 steps and its weights, all-reduces the bytes of the formula, and checkpoints pass from one process to dp=2 x pp=2 to dp=2 x tp=2 (4 ranks each) to one process', { skip }, async () => {
   if (!existsSync(join(CWD, 'single', 'metrics.jsonl'))) {
     const single = run(1, [...BASE, '--max_iters', '20', '--eval_interval', '10', '--out', 'single']);
     assert.equal(single.code, 0, single.out);
@@ -157,20 +158,21 @@ test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 step
   for (const r of rec) assert.equal(r['comm_bytes'], want, `step ${r['step']}: bytes all-reduced`);
   assert.equal(rec[0]!['tp_allreduces'], m * (4 * L + 2 + 2) + 1);
   process.stdout.write(`tp=2: ${want} bytes all-reduced per update in ${rec[0]!['tp_allreduces']} all-reduces (the formula: ${want})\n`);
-  // An ordinary checkpoint (one process, step 10) resumed by dp=2 x tp=2 on 4 ranks (two tp
-  // groups, each sharding the saved weights and moments on load) to 15, whose gathered
-  // checkpoint one process resumes to 20.
-  const first = run(1, [...BASE, '--max_iters', '10', '--eval_interval', '10', '--out', 'tpmix']);
-  assert.equal(first.code, 0, first.out);
-  const mid = run(4, [...BASE, '--max_iters', '15', '--eval_interval', '5', '--out', 'tpmix', '--init_from', 'resume', '--parallel', 'dp=2,tp=2']);
-  assert.equal(mid.code, 0, mid.out);
-  const ck = await loadCheckpoint(join(CWD, 'tpmix', 'last'), { requireOptimizer: true });
-  assert.equal(ck.metadata['attn_step'], '15');
-  assert.ok(ck.optimizer!.size === 2 * ck.tensors.size, 'the gathered moments of every parameter');
-  const last = run(1, [...BASE, '--max_iters', '20', '--eval_interval', '5', '--out', 'tpmix', '--init_from', 'resume']);
-  assert.equal(last.code, 0, last.out);
-  assertLosses(ref, losses('tpmix'), 0, 20, 'one process to step 10, dp=2 x tp=2 (4 ranks) to 15, one process to 20');
-  await assertWeights('single', 'tpmix', 'dp=2 x tp=2, resumed twice');
+  // Checkpoints passed between layouts, each an ordinary one: one process to step 5, dp=2 x pp=2
+  // on 4 ranks (two pipelines of two stages) to 10, dp=2 x tp=2 on 4 ranks (two tp groups, each
+  // sharding the saved weights and moments on load) to 15, one process to 20.
+  const legs: [number, string, string | null][] = [[1, '5', null], [4, '10', 'dp=2,pp=2'], [4, '15', 'dp=2,tp=2'], [1, '20', null]];
+  for (const [np, to, parallel] of legs) {
+    const r = run(np, [...BASE, '--max_iters', to, '--eval_interval', '5', '--out', 'tpmix', ...(to === '5' ? [] : ['--init_from', 'resume']), ...(parallel ? ['--parallel', parallel] : [])]);
+    assert.equal(r.code, 0, r.out);
+    if (to === '15') {
+      const ck = await loadCheckpoint(join(CWD, 'tpmix', 'last'), { requireOptimizer: true });
+      assert.equal(ck.metadata['attn_step'], '15');
+      assert.ok(ck.optimizer!.size === 2 * ck.tensors.size, 'the gathered moments of every parameter');
+    }
+  }
+  assertLosses(ref, losses('tpmix'), 0, 20, 'one process to step 5, dp=2 x pp=2 (4 ranks) to 10, dp=2 x tp=2 (4 ranks) to 15, one process to 20');
+  await assertWeights('single', 'tpmix', 'one process, dp=2 x pp=2, dp=2 x tp=2, one process');
 });
 
 test('tp=2 in float64: the loss and every gradient of the whole model, and the gradients of the tp graph (f and g included) against finite differences', { skip }, () => {

@@ -152,7 +152,7 @@ export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: T
     throw new UsageError(`${c.command}: ${(e as Error).message.replace(/^[\w-]+: /, '')}`);
   }
   const log = (s: string): void => void process.stderr.write(`${s}\n`);
-  if (spec && spec.pp === 1 && cfg.gradient_accumulation_steps % spec.dp !== 0) {
+  if (spec && spec.dp > 1 && cfg.gradient_accumulation_steps % spec.dp !== 0) {
     throw new UsageError(`${c.command}: --parallel dp=${spec.dp} needs gradient_accumulation_steps (${cfg.gradient_accumulation_steps}) to be a multiple of ${spec.dp}: each rank takes an equal share of the global batch`);
   }
   const dist = spec ? startDistributed(spec) : null;
@@ -185,7 +185,7 @@ export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: T
     return { cfg, result, rank: dist.rank };
   }
   if (dist && spec!.tp > 1) log(`parallel: tensor parallel over ${spec!.tp} ranks (heads, MLP and vocabulary split)${spec!.dp > 1 ? ` × data parallel over ${spec!.dp}` : ''} over ${dist.library.split(',')[0]}`);
-  else if (dist && spec!.pp > 1) log(`parallel: ${dist.size} pipeline stages (1F1B over ${cfg.gradient_accumulation_steps} micro-batches) over ${dist.library.split(',')[0]}`);
+  else if (dist && spec!.pp > 1) log(`parallel: ${spec!.pp} pipeline stages (1F1B over ${cfg.gradient_accumulation_steps / spec!.dp} micro-batches)${spec!.dp > 1 ? ` × data parallel over ${spec!.dp}` : ''} over ${dist.library.split(',')[0]}`);
   else if (dist) log(`parallel: ${dist.size} ranks, data parallel${spec!.zero ? ' with ZeRO-1' : ` (buckets of ${spec!.bucketMiB} MiB${spec!.overlap ? ', overlapped with backward' : ''})`} over ${dist.library.split(',')[0]}`);
   const byTime = cfg.max_minutes > 0;
   let bar: ProgressBar | null = null;

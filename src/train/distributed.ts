@@ -41,7 +41,7 @@ export function parseParallel(spec: string): ParallelSpec {
     }
   }
   if (out.tp > 1 && (out.pp > 1 || out.zero)) throw new Error(`--parallel: tp=N runs alone or with dp=M for now (not with pp or zero)`);
-  if (out.pp > 1 && (out.dp > 1 || out.zero)) throw new Error(`--parallel: pp=N runs alone for now (not with dp or zero)`);
+  if (out.pp > 1 && out.zero) throw new Error(`--parallel: pp=N runs alone or with dp=M for now (not with zero)`);
   return out;
 }
 
@@ -70,15 +70,27 @@ export function startDistributed(spec: ParallelSpec): Distributed {
   const want = spec.dp * spec.tp * spec.pp;
   if (size !== want) {
     b.mpi.finalize();
-    const label = spec.pp > 1 ? `pp=${spec.pp}` : spec.tp > 1 ? `${spec.dp > 1 ? `dp=${spec.dp},` : ''}tp=${spec.tp}` : `dp=${spec.dp}`;
+    const label = spec.pp > 1 ? `${spec.dp > 1 ? `dp=${spec.dp},` : ''}pp=${spec.pp}` : spec.tp > 1 ? `${spec.dp > 1 ? `dp=${spec.dp},` : ''}tp=${spec.tp}` : `dp=${spec.dp}`;
     throw new Error(`--parallel ${label}: the job has ${size} rank${size === 1 ? '' : 's'} but needs ${want} (launch with mpirun -np ${want})`);
   }
   const strategy = spec.pp > 1
-    ? new PipelineParallel(b.mpi, rank, size)
+    ? pipelineParallel(b.mpi, rank, spec)
     : spec.tp > 1
       ? tensorParallel(b.mpi, rank, spec)
       : new DataParallel(b.mpi, rank, size, { zero: spec.zero, bucketMiB: spec.bucketMiB, overlap: spec.overlap, fault: faultFromEnv() });
   return { mpi: b.mpi, rank, size, strategy, library };
+}
+
+/** pp alone, or dp × pp: world rank w is stage w mod S of pipeline ⌊w/S⌋. */
+function pipelineParallel(mpi: MpiBinding, rank: number, spec: ParallelSpec): PipelineParallel {
+  const S = spec.pp;
+  if (spec.dp === 1) return new PipelineParallel(mpi, rank, S);
+  if (!mpi.split) throw new Error('--parallel dp=N,pp=M needs MPI_Comm_split, which this native addon was built without: run npm run build:native');
+  const pipe = mpi.split(Math.floor(rank / S), rank);
+  const stage = mpi.split(rank % S, rank);
+  return new PipelineParallel(groupView(mpi, pipe.comm), pipe.rank, pipe.size, {
+    writer: rank === 0, dp: { mpi: groupView(mpi, stage.comm), rank: stage.rank, size: stage.size },
+  });
 }
 
 /**
