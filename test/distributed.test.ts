@@ -14,9 +14,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadCheckpoint } from '../src/io/checkpoint.js';
-import { mpiBinding } from '../src/train/parallel/mpi.js';
+import { mpiBinding, type MpiBinding } from '../src/train/parallel/mpi.js';
 import { parseParallel } from '../src/train/distributed.js';
-import { tpAllReduceFloats } from '../src/train/parallel/tensor-parallel.js';
+import { extractShard, partRange, placeShard, TensorParallel, tpAllReduceFloats } from '../src/train/parallel/tensor-parallel.js';
+import { GPT } from '../src/models/gpt.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const DATASET = fileURLToPath(new URL('../../data/shakespeare_char', import.meta.url));
@@ -97,6 +98,23 @@ test('--parallel specs: keys, values and the parts not built are refused by name
   assert.equal(parseParallel('dp=2,pp=2').pp, 2);
   assert.throws(() => parseParallel('pp=2,zero=1'), /pp=N runs alone or with dp=M for now \(not with zero\)/);
   assert.equal(parseParallel('pp=2').pp, 2);
+});
+
+test('tensor-parallel shards: slices of rows or columns round-trip, and a model tp cannot split is refused by name', () => {
+  const full = Float32Array.from({ length: 12 }, (_, i) => i); // (3, 4)
+  const spec = { axis: 1 as const, ranges: [[1, 2], [3, 4]] as [number, number][] };
+  const shard = extractShard(full, [3, 4], spec);
+  assert.deepEqual(Array.from(shard), [1, 3, 5, 7, 9, 11]);
+  const back = new Float32Array(12);
+  placeShard(shard, back, [3, 4], spec);
+  assert.deepEqual(Array.from(back), [0, 1, 0, 3, 0, 5, 0, 7, 0, 9, 0, 11]);
+  assert.deepEqual(Array.from(extractShard(full, [3, 4], { axis: 0, ranges: [[2, 3]] })), [8, 9, 10, 11]);
+  assert.deepEqual([partRange(65, 2, 0), partRange(65, 2, 1)], [[0, 32], [32, 65]]);
+  const gpt = new GPT({ n_layer: 1, n_head: 6, n_embd: 12, block_size: 4, vocab_size: 7 });
+  const noMpi = {} as unknown as MpiBinding; // attach checks the model before any communication
+  assert.throws(() => new TensorParallel(noMpi, 0, 4).attach(gpt, gpt.parameters()), /tp=4: n_head \(6\) must be a multiple of tp/);
+  const moe = new GPT({ n_layer: 1, n_head: 2, n_embd: 8, block_size: 4, vocab_size: 7, moe_experts: 2 });
+  assert.throws(() => new TensorParallel(noMpi, 0, 2).attach(moe, moe.parameters()), /tp=2: mixture-of-experts, attention other than dense, and activation checkpointing are not supported/);
 });
 
 test('MPI missing or a world of the wrong size: clear errors', { skip }, () => {

@@ -18,6 +18,10 @@
 // ordinary attn checkpoint; resuming slices the full weights and moments into shards again, so a
 // tp run resumes on one process or at another world size, and starts from any checkpoint.
 //
+// With dp × tp (`dp=N,tp=M`), o.dp is this rank's data-parallel group (the same shards in the
+// other tp groups): its tp group trains on its share of the micro-batches and each rank averages
+// its gradients with its dp peers before the norm.
+//
 // Not yet: the model's full weight tensors stay allocated on every rank (evaluation runs the
 // ordinary model on them), so only the optimizer state and the gradients are 1/t per rank.
 import { add, backward, concat, div, embedding, exp, gelu, linear, log, mul, permute, record, reshape, scaledDotProductAttention, split, sub, sum, swiglu, tensor, tidy, Tensor } from '../../tensor/index.js';
