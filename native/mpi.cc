@@ -16,6 +16,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -28,6 +29,8 @@ struct Pending {
 };
 std::map<int, Pending> pending;
 int next_request = 1;
+// Communicators made by split(); id i (from 1) is comms[i - 1], id 0 (or none) MPI_COMM_WORLD.
+std::vector<MPI_Comm> comms;
 
 inline float bf16_to_f32(uint16_t h) {
   uint32_t u = static_cast<uint32_t>(h) << 16;
@@ -128,6 +131,21 @@ int int_arg(const Napi::CallbackInfo& info, size_t i, int dflt) {
   return i < info.Length() && info[i].IsNumber() ? info[i].As<Napi::Number>().Int32Value() : dflt;
 }
 
+/** The communicator id at info[i] (absent: MPI_COMM_WORLD); throws (returns false) on an unknown one. */
+bool comm_of(const Napi::CallbackInfo& info, size_t i, MPI_Comm* out) {
+  const int id = int_arg(info, i, 0);
+  if (id == 0) {
+    *out = MPI_COMM_WORLD;
+    return true;
+  }
+  if (id < 0 || static_cast<size_t>(id) > comms.size() || comms[id - 1] == MPI_COMM_NULL) {
+    Napi::Error::New(info.Env(), "MPI: no communicator " + std::to_string(id) + " (ids come from split())").ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = comms[id - 1];
+  return true;
+}
+
 Napi::Value Init(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int init = 0;
@@ -172,6 +190,8 @@ Napi::Value Finalize(const Napi::CallbackInfo& info) {
   if (init && !fin) {
     for (auto& [id, p] : pending) MPI_Wait(&p.req, MPI_STATUS_IGNORE);
     pending.clear();
+    for (MPI_Comm& c : comms) if (c != MPI_COMM_NULL) MPI_Comm_free(&c);
+    comms.clear();
     if (bf16_sum != MPI_OP_NULL) MPI_Op_free(&bf16_sum);
     if (bf16_type != MPI_DATATYPE_NULL) MPI_Type_free(&bf16_type);
     MPI_Finalize();
@@ -195,14 +215,34 @@ Napi::Value Abort(const Napi::CallbackInfo& info) {
 
 Napi::Value Wtime(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), MPI_Wtime()); }
 
-/** allreduce(buf, op = 'sum'): in place. */
+/** allreduce(buf, op = 'sum', comm = world): in place. */
 Napi::Value Allreduce(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Buf b;
   MPI_Op op;
-  if (!ready(env) || !buffer_of(info, 0, "allreduce", &b) || !op_of(info, 1, b, &op)) return env.Undefined();
-  throw_if(env, MPI_Allreduce(MPI_IN_PLACE, b.data, b.count, b.type, op, MPI_COMM_WORLD), "MPI_Allreduce");
+  MPI_Comm comm;
+  if (!ready(env) || !buffer_of(info, 0, "allreduce", &b) || !op_of(info, 1, b, &op) || !comm_of(info, 2, &comm)) return env.Undefined();
+  throw_if(env, MPI_Allreduce(MPI_IN_PLACE, b.data, b.count, b.type, op, comm), "MPI_Allreduce");
   return env.Undefined();
+}
+
+/** split(color, key): MPI_Comm_split of the world (a collective); returns { comm, rank, size }
+ *  with comm an id that allreduce, bcast, isend and irecv take. */
+Napi::Value Split(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ready(env)) return env.Undefined();
+  MPI_Comm c = MPI_COMM_NULL;
+  if (throw_if(env, MPI_Comm_split(MPI_COMM_WORLD, int_arg(info, 0, 0), int_arg(info, 1, 0), &c), "MPI_Comm_split")) return env.Undefined();
+  MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN);
+  comms.push_back(c);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(c, &rank);
+  MPI_Comm_size(c, &size);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("comm", static_cast<double>(comms.size()));
+  o.Set("rank", rank);
+  o.Set("size", size);
+  return o;
 }
 
 /** iallreduce(buf, op = 'sum'): starts an in-place all-reduce; returns a request id for test/wait. */
@@ -284,9 +324,9 @@ Napi::Value Allgather(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-bool peer_ok(Napi::Env env, int peer, const char* what) {
+bool peer_ok(Napi::Env env, int peer, const char* what, MPI_Comm comm = MPI_COMM_WORLD) {
   int size = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm_size(comm, &size);
   if (peer >= 0 && peer < size) return true;
   Napi::RangeError::New(env, std::string("MPI: ") + what + ": rank " + std::to_string(peer) + " is not in 0.." + std::to_string(size - 1)).ThrowAsJavaScriptException();
   return false;
@@ -314,15 +354,17 @@ Napi::Value Recv(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-/** isend(buf, dest, tag = 0) / irecv(buf, source, tag = 0): start a transfer; test/wait take the id. */
+/** isend(buf, dest, tag = 0, comm = world) / irecv(buf, source, tag = 0, comm = world): start a
+ *  transfer (ranks within comm); test/wait take the id. */
 Napi::Value PointToPoint(const Napi::CallbackInfo& info, bool sending) {
   Napi::Env env = info.Env();
   Buf b;
+  MPI_Comm comm;
   const char* what = sending ? "isend" : "irecv";
-  if (!ready(env) || !buffer_of(info, 0, what, &b) || !peer_ok(env, int_arg(info, 1, -1), what)) return env.Undefined();
+  if (!ready(env) || !buffer_of(info, 0, what, &b) || !comm_of(info, 3, &comm) || !peer_ok(env, int_arg(info, 1, -1), what, comm)) return env.Undefined();
   MPI_Request req;
-  const int rc = sending ? MPI_Isend(b.data, b.count, b.type, int_arg(info, 1, -1), int_arg(info, 2, 0), MPI_COMM_WORLD, &req)
-                         : MPI_Irecv(b.data, b.count, b.type, int_arg(info, 1, -1), int_arg(info, 2, 0), MPI_COMM_WORLD, &req);
+  const int rc = sending ? MPI_Isend(b.data, b.count, b.type, int_arg(info, 1, -1), int_arg(info, 2, 0), comm, &req)
+                         : MPI_Irecv(b.data, b.count, b.type, int_arg(info, 1, -1), int_arg(info, 2, 0), comm, &req);
   if (throw_if(env, rc, sending ? "MPI_Isend" : "MPI_Irecv")) return env.Undefined();
   const int id = next_request++;
   pending.emplace(id, Pending{req, Napi::Persistent(info[0])});
@@ -331,12 +373,13 @@ Napi::Value PointToPoint(const Napi::CallbackInfo& info, bool sending) {
 Napi::Value Isend(const Napi::CallbackInfo& info) { return PointToPoint(info, true); }
 Napi::Value Irecv(const Napi::CallbackInfo& info) { return PointToPoint(info, false); }
 
-/** bcast(buf, root = 0) */
+/** bcast(buf, root = 0, comm = world) */
 Napi::Value Bcast(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Buf b;
-  if (!ready(env) || !buffer_of(info, 0, "bcast", &b) || !peer_ok(env, int_arg(info, 1, 0), "bcast")) return env.Undefined();
-  throw_if(env, MPI_Bcast(b.data, b.count, b.type, int_arg(info, 1, 0), MPI_COMM_WORLD), "MPI_Bcast");
+  MPI_Comm comm;
+  if (!ready(env) || !buffer_of(info, 0, "bcast", &b) || !comm_of(info, 2, &comm) || !peer_ok(env, int_arg(info, 1, 0), "bcast", comm)) return env.Undefined();
+  throw_if(env, MPI_Bcast(b.data, b.count, b.type, int_arg(info, 1, 0), comm), "MPI_Bcast");
   return env.Undefined();
 }
 
@@ -370,6 +413,7 @@ Napi::Object mpi_exports(Napi::Env env) {
   o.Set("irecv", Napi::Function::New(env, Irecv));
   o.Set("bcast", Napi::Function::New(env, Bcast));
   o.Set("barrier", Napi::Function::New(env, Barrier));
+  o.Set("split", Napi::Function::New(env, Split));
   return o;
 }
 

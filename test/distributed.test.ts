@@ -1,5 +1,5 @@
 // Distributed training under mpirun (2 ranks, Open MPI through the native addon): data parallel,
-// pipeline parallel and ZeRO-1 give the single-process losses and weights; a ZeRO-1 checkpoint resumes on one
+// pipeline parallel, tensor parallel and ZeRO-1 give the single-process losses and weights; a ZeRO-1 checkpoint resumes on one
 // process; a NaN on one rank, an error on one rank and a rank killed with SIGKILL each stop the
 // job with a message naming the rank. Skipped (with the reason) where mpirun or the addon's MPI
 // binding is missing; ATTN_REQUIRE_MPI=1 makes that a failure instead.
@@ -14,8 +14,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadCheckpoint } from '../src/io/checkpoint.js';
-import { mpiBinding } from '../src/train/parallel/mpi.js';
+import { mpiBinding, type MpiBinding } from '../src/train/parallel/mpi.js';
 import { parseParallel } from '../src/train/distributed.js';
+import { extractShard, partRange, placeShard, TensorParallel, tpAllReduceFloats } from '../src/train/parallel/tensor-parallel.js';
+import { GPT } from '../src/models/gpt.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const DATASET = fileURLToPath(new URL('../../data/shakespeare_char', import.meta.url));
@@ -42,7 +44,7 @@ const MPIRUN = ['--oversubscribe', '--allow-run-as-root', '-np', '2'];
 function run(np: number, args: string[], env: Record<string, string> = {}, timeout = 120_000): { code: number | null; out: string } {
   const r = np === 1
     ? spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: CWD, timeout, env: { ...ENV, ...env } })
-    : spawnSync('mpirun', [...MPIRUN, '-x', 'OMPI_MCA_btl_vader_single_copy_mechanism', ...Object.keys(env).flatMap((k) => ['-x', k]), process.execPath, CLI, ...args],
+    : spawnSync('mpirun', [...MPIRUN.slice(0, -1), String(np), '-x', 'OMPI_MCA_btl_vader_single_copy_mechanism', ...Object.keys(env).flatMap((k) => ['-x', k]), process.execPath, CLI, ...args],
       { encoding: 'utf8', cwd: CWD, timeout, env: { ...ENV, ...env } });
   return { code: r.status, out: `${r.stdout}${r.stderr}` };
 }
@@ -89,9 +91,30 @@ test('--parallel specs: keys, values and the parts not built are refused by name
   assert.throws(() => parseParallel('dp=two'), /dp must be a positive integer, got 'two'/);
   assert.throws(() => parseParallel('zero=2'), /zero must be 0 or 1/);
   assert.throws(() => parseParallel('ep=2'), /'ep=2' is not KEY=VALUE with KEY one of/);
-  assert.throws(() => parseParallel('dp=2,tp=2'), /tensor parallelism \(tp\) is not implemented yet/);
-  assert.throws(() => parseParallel('dp=2,pp=2'), /pp=N runs alone for now/);
+  assert.deepEqual([parseParallel('dp=2,tp=2').dp, parseParallel('dp=2,tp=2').tp], [2, 2]);
+  assert.throws(() => parseParallel('tp=2,pp=2'), /tp=N runs alone or with dp=M for now \(not with pp or zero\)/);
+  assert.throws(() => parseParallel('dp=2,tp=2,zero=1'), /tp=N runs alone or with dp=M for now/);
+  assert.equal(parseParallel('tp=2').tp, 2);
+  assert.equal(parseParallel('dp=2,pp=2').pp, 2);
+  assert.throws(() => parseParallel('pp=2,zero=1'), /pp=N runs alone or with dp=M for now \(not with zero\)/);
   assert.equal(parseParallel('pp=2').pp, 2);
+});
+
+test('tensor-parallel shards: slices of rows or columns round-trip, and a model tp cannot split is refused by name', () => {
+  const full = Float32Array.from({ length: 12 }, (_, i) => i); // (3, 4)
+  const spec = { axis: 1 as const, ranges: [[1, 2], [3, 4]] as [number, number][] };
+  const shard = extractShard(full, [3, 4], spec);
+  assert.deepEqual(Array.from(shard), [1, 3, 5, 7, 9, 11]);
+  const back = new Float32Array(12);
+  placeShard(shard, back, [3, 4], spec);
+  assert.deepEqual(Array.from(back), [0, 1, 0, 3, 0, 5, 0, 7, 0, 9, 0, 11]);
+  assert.deepEqual(Array.from(extractShard(full, [3, 4], { axis: 0, ranges: [[2, 3]] })), [8, 9, 10, 11]);
+  assert.deepEqual([partRange(65, 2, 0), partRange(65, 2, 1)], [[0, 32], [32, 65]]);
+  const gpt = new GPT({ n_layer: 1, n_head: 6, n_embd: 12, block_size: 4, vocab_size: 7 });
+  const noMpi = {} as unknown as MpiBinding; // attach checks the model before any communication
+  assert.throws(() => new TensorParallel(noMpi, 0, 4).attach(gpt, gpt.parameters()), /tp=4: n_head \(6\) must be a multiple of tp/);
+  const moe = new GPT({ n_layer: 1, n_head: 2, n_embd: 8, block_size: 4, vocab_size: 7, moe_experts: 2 });
+  assert.throws(() => new TensorParallel(noMpi, 0, 2).attach(moe, moe.parameters()), /tp=2: mixture-of-experts, attention other than dense, and activation checkpointing are not supported/);
 });
 
 test('MPI missing or a world of the wrong size: clear errors', { skip }, () => {
@@ -132,6 +155,50 @@ test('dp=2, pp=2 and dp=2 with ZeRO-1 give the single-process losses at every on
   // The communication record of a data-parallel step.
   const rec = readFileSync(join(CWD, 'dp2', 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l) as Record<string, number>);
   assert.ok(rec.some((r) => r['comm_bytes']! > 0 && r['comm_exposed_ms']! >= 0), 'comm fields in metrics.jsonl');
+});
+
+test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 steps and its weights, all-reduces the bytes of the formula, and checkpoints pass from one process to dp=2 x pp=2 to dp=2 x tp=2 (4 ranks each) to one process', { skip }, async () => {
+  if (!existsSync(join(CWD, 'single', 'metrics.jsonl'))) {
+    const single = run(1, [...BASE, '--max_iters', '20', '--eval_interval', '10', '--out', 'single']);
+    assert.equal(single.code, 0, single.out);
+  }
+  const ref = losses('single');
+  const tp = run(2, [...BASE, '--max_iters', '20', '--eval_interval', '10', '--out', 'tp2', '--parallel', 'tp=2']);
+  assert.equal(tp.code, 0, tp.out);
+  assertLosses(ref, losses('tp2'), 0, 20, 'tp=2');
+  await assertWeights('single', 'tp2', 'tp=2');
+  // Bytes all-reduced per update: tpAllReduceFloats (4 per block and 2 for the embedding and
+  // the head, of B·T·C floats; B·T and 2·B·T for the cross-entropy; per micro-batch) + the norm's float64.
+  const [L, B, T, C, m] = FULL ? [6, 2, 32, 384, 2] : [2, 2, 32, 96, 2];
+  const want = 4 * tpAllReduceFloats(L, B, T, C, m) + 8;
+  const rec = readFileSync(join(CWD, 'tp2', 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l) as Record<string, number>).filter((r) => r['comm_bytes'] !== undefined);
+  assert.equal(rec.length, 20);
+  for (const r of rec) assert.equal(r['comm_bytes'], want, `step ${r['step']}: bytes all-reduced`);
+  assert.equal(rec[0]!['tp_allreduces'], m * (4 * L + 2 + 2) + 1);
+  process.stdout.write(`tp=2: ${want} bytes all-reduced per update in ${rec[0]!['tp_allreduces']} all-reduces (the formula: ${want})\n`);
+  // Checkpoints passed between layouts, each an ordinary one: one process to step 5, dp=2 x pp=2
+  // on 4 ranks (two pipelines of two stages) to 10, dp=2 x tp=2 on 4 ranks (two tp groups, each
+  // sharding the saved weights and moments on load) to 15, one process to 20.
+  const legs: [number, string, string | null][] = [[1, '5', null], [4, '10', 'dp=2,pp=2'], [4, '15', 'dp=2,tp=2'], [1, '20', null]];
+  for (const [np, to, parallel] of legs) {
+    const r = run(np, [...BASE, '--max_iters', to, '--eval_interval', '5', '--out', 'tpmix', ...(to === '5' ? [] : ['--init_from', 'resume']), ...(parallel ? ['--parallel', parallel] : [])]);
+    assert.equal(r.code, 0, r.out);
+    if (to === '15') {
+      const ck = await loadCheckpoint(join(CWD, 'tpmix', 'last'), { requireOptimizer: true });
+      assert.equal(ck.metadata['attn_step'], '15');
+      assert.ok(ck.optimizer!.size === 2 * ck.tensors.size, 'the gathered moments of every parameter');
+    }
+  }
+  assertLosses(ref, losses('tpmix'), 0, 20, 'one process to step 5, dp=2 x pp=2 (4 ranks) to 10, dp=2 x tp=2 (4 ranks) to 15, one process to 20');
+  await assertWeights('single', 'tpmix', 'one process, dp=2 x pp=2, dp=2 x tp=2, one process');
+});
+
+test('tp=2 in float64: the loss and every gradient of the whole model, and the gradients of the tp graph (f and g included) against finite differences', { skip }, () => {
+  const worker = fileURLToPath(new URL('./tp-gradcheck-worker.js', import.meta.url));
+  const r = spawnSync('mpirun', [...MPIRUN, '-x', 'OMPI_MCA_btl_vader_single_copy_mechanism', process.execPath, worker], { encoding: 'utf8', cwd: CWD, timeout: 120_000, env: ENV });
+  assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+  assert.match(r.stdout, /tp=2 float64: loss differs/);
+  process.stdout.write(r.stdout);
 });
 
 test('a NaN on one rank stops both with the rank named; an error on one rank aborts the job with its message', { skip }, () => {

@@ -49,10 +49,12 @@ const OWN_FLAGS = `  --preset NAME                      ${'a named configuration
   --test FILE|none                   classification: score this TSV at the end (default data/sst2/test.tsv);
                                      translation: 'none' skips the test BLEU of OUT/best
   --quiet                            no summary line at the end
-  --parallel dp=N[,zero=1] | pp=N    under mpirun -np N: data parallel over N ranks (rank 0 logs and
+  --parallel dp=N[,zero=1]|pp=N|tp=N under mpirun -np N: data parallel over N ranks (rank 0 logs and
                                      saves); zero=1 shards the AdamW state (ZeRO-1); also bucket_mb=MiB,
                                      overlap=0|1; pp=N: the lm GPT's layers in N stages, 1F1B over the
-                                     gradient_accumulation_steps micro-batches (docs/distributed.md)`;
+                                     gradient_accumulation_steps micro-batches; tp=N: the lm GPT's heads,
+                                     MLP and vocabulary split over N ranks (Megatron-LM); dp=N,tp=M and
+                                     dp=N,pp=M: N groups of M ranks (docs/distributed.md)`;
 
 export function trainHelp(task?: TaskName): string {
   const tasks = task ? [task] : TASK_NAMES;
@@ -151,7 +153,7 @@ export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: T
     throw new UsageError(`${c.command}: ${(e as Error).message.replace(/^[\w-]+: /, '')}`);
   }
   const log = (s: string): void => void process.stderr.write(`${s}\n`);
-  if (spec && spec.pp === 1 && cfg.gradient_accumulation_steps % spec.dp !== 0) {
+  if (spec && spec.dp > 1 && cfg.gradient_accumulation_steps % spec.dp !== 0) {
     throw new UsageError(`${c.command}: --parallel dp=${spec.dp} needs gradient_accumulation_steps (${cfg.gradient_accumulation_steps}) to be a multiple of ${spec.dp}: each rank takes an equal share of the global batch`);
   }
   const dist = spec ? startDistributed(spec) : null;
@@ -183,7 +185,8 @@ export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: T
     const result = await runRanked(dist, () => runTraining(task, cfg as unknown as Record<string, unknown>, {}, { parallel: dist.strategy }), log);
     return { cfg, result, rank: dist.rank };
   }
-  if (dist && spec!.pp > 1) log(`parallel: ${dist.size} pipeline stages (1F1B over ${cfg.gradient_accumulation_steps} micro-batches) over ${dist.library.split(',')[0]}`);
+  if (dist && spec!.tp > 1) log(`parallel: tensor parallel over ${spec!.tp} ranks (heads, MLP and vocabulary split)${spec!.dp > 1 ? ` × data parallel over ${spec!.dp}` : ''} over ${dist.library.split(',')[0]}`);
+  else if (dist && spec!.pp > 1) log(`parallel: ${spec!.pp} pipeline stages (1F1B over ${cfg.gradient_accumulation_steps / spec!.dp} micro-batches)${spec!.dp > 1 ? ` × data parallel over ${spec!.dp}` : ''} over ${dist.library.split(',')[0]}`);
   else if (dist) log(`parallel: ${dist.size} ranks, data parallel${spec!.zero ? ' with ZeRO-1' : ` (buckets of ${spec!.bucketMiB} MiB${spec!.overlap ? ', overlapped with backward' : ''})`} over ${dist.library.split(',')[0]}`);
   const byTime = cfg.max_minutes > 0;
   let bar: ProgressBar | null = null;

@@ -1,9 +1,10 @@
-// `attn train --parallel dp=N[,zero=1]` under mpirun: one process is one rank. This parses the
+// `attn train --parallel dp=N[,zero=1] | pp=N | tp=N` under mpirun: one process is one rank. This parses the
 // spec, starts MPI through the native addon, checks the world size and returns the loop's
 // ParallelStrategy; runRanked turns an error on one rank into a stop of every rank.
-import { mpiBinding, type MpiBinding } from './parallel/mpi.js';
+import { groupView, mpiBinding, type MpiBinding } from './parallel/mpi.js';
 import { DataParallel, type DataParallelOptions } from './parallel/data-parallel.js';
 import { PipelineParallel } from './parallel/pipeline.js';
+import { TensorParallel } from './parallel/tensor-parallel.js';
 import { TrainingDivergedError, type ParallelStrategy } from './loop.js';
 
 export interface ParallelSpec {
@@ -39,8 +40,8 @@ export function parseParallel(spec: string): ParallelSpec {
       out[k as 'dp' | 'tp' | 'pp'] = num;
     }
   }
-  if (out.tp > 1) throw new Error(`--parallel: tensor parallelism (tp) is not implemented yet; dp=N, dp=N,zero=1 and pp=N are`);
-  if (out.pp > 1 && (out.dp > 1 || out.zero)) throw new Error(`--parallel: pp=N runs alone for now (not with dp or zero)`);
+  if (out.tp > 1 && (out.pp > 1 || out.zero)) throw new Error(`--parallel: tp=N runs alone or with dp=M for now (not with pp or zero)`);
+  if (out.pp > 1 && out.zero) throw new Error(`--parallel: pp=N runs alone or with dp=M for now (not with zero)`);
   return out;
 }
 
@@ -69,12 +70,42 @@ export function startDistributed(spec: ParallelSpec): Distributed {
   const want = spec.dp * spec.tp * spec.pp;
   if (size !== want) {
     b.mpi.finalize();
-    throw new Error(`--parallel ${spec.pp > 1 ? `pp=${spec.pp}` : `dp=${spec.dp}`}: the job has ${size} rank${size === 1 ? '' : 's'} but needs ${want} (launch with mpirun -np ${want})`);
+    const label = spec.pp > 1 ? `${spec.dp > 1 ? `dp=${spec.dp},` : ''}pp=${spec.pp}` : spec.tp > 1 ? `${spec.dp > 1 ? `dp=${spec.dp},` : ''}tp=${spec.tp}` : `dp=${spec.dp}`;
+    throw new Error(`--parallel ${label}: the job has ${size} rank${size === 1 ? '' : 's'} but needs ${want} (launch with mpirun -np ${want})`);
   }
   const strategy = spec.pp > 1
-    ? new PipelineParallel(b.mpi, rank, size)
-    : new DataParallel(b.mpi, rank, size, { zero: spec.zero, bucketMiB: spec.bucketMiB, overlap: spec.overlap, fault: faultFromEnv() });
+    ? pipelineParallel(b.mpi, rank, spec)
+    : spec.tp > 1
+      ? tensorParallel(b.mpi, rank, spec)
+      : new DataParallel(b.mpi, rank, size, { zero: spec.zero, bucketMiB: spec.bucketMiB, overlap: spec.overlap, fault: faultFromEnv() });
   return { mpi: b.mpi, rank, size, strategy, library };
+}
+
+/** pp alone, or dp × pp: world rank w is stage w mod S of pipeline ⌊w/S⌋. */
+function pipelineParallel(mpi: MpiBinding, rank: number, spec: ParallelSpec): PipelineParallel {
+  const S = spec.pp;
+  if (spec.dp === 1) return new PipelineParallel(mpi, rank, S);
+  if (!mpi.split) throw new Error('--parallel dp=N,pp=M needs MPI_Comm_split, which this native addon was built without: run npm run build:native');
+  const pipe = mpi.split(Math.floor(rank / S), rank);
+  const stage = mpi.split(rank % S, rank);
+  return new PipelineParallel(groupView(mpi, pipe.comm), pipe.rank, pipe.size, {
+    writer: rank === 0, dp: { mpi: groupView(mpi, stage.comm), rank: stage.rank, size: stage.size },
+  });
+}
+
+/**
+ * tp alone, or dp × tp: world rank w is tp rank w mod t of data-parallel group ⌊w/t⌋ (a tp group
+ * is t consecutive ranks, as Megatron-LM places them, so on a multi-core host it shares memory).
+ */
+function tensorParallel(mpi: MpiBinding, rank: number, spec: ParallelSpec): TensorParallel {
+  const t = spec.tp;
+  if (spec.dp === 1) return new TensorParallel(mpi, rank, t);
+  if (!mpi.split) throw new Error('--parallel dp=N,tp=M needs MPI_Comm_split, which this native addon was built without: run npm run build:native');
+  const tpGroup = mpi.split(Math.floor(rank / t), rank);
+  const dpGroup = mpi.split(rank % t, rank);
+  return new TensorParallel(groupView(mpi, tpGroup.comm), tpGroup.rank, tpGroup.size, {
+    writer: rank === 0, dp: { mpi: groupView(mpi, dpGroup.comm), rank: dpGroup.rank, size: dpGroup.size },
+  });
 }
 
 /**

@@ -15,7 +15,8 @@ export interface MpiBinding {
   /** Ends every rank of the job (mpirun names the rank that called it). */
   abort(code: number): void;
   wtime(): number;
-  allreduce(buf: MpiBuffer, op?: MpiOp): void;
+  /** comm: an id from split() (absent: every rank). */
+  allreduce(buf: MpiBuffer, op?: MpiOp, comm?: number): void;
   /** Starts an in-place all-reduce; test/wait take the id it returns. */
   iallreduce(buf: MpiBuffer, op?: MpiOp): number;
   /** True once the request is complete; each call also drives MPI's progress engine. */
@@ -26,10 +27,33 @@ export interface MpiBinding {
   send(buf: MpiBuffer, dest: number, tag?: number): void;
   recv(buf: MpiBuffer, source: number, tag?: number): void;
   /** Non-blocking point-to-point; test/wait take the id (the buffer must stay untouched until then). */
-  isend(buf: MpiBuffer, dest: number, tag?: number): number;
-  irecv(buf: MpiBuffer, source: number, tag?: number): number;
-  bcast(buf: MpiBuffer, root?: number): void;
+  isend(buf: MpiBuffer, dest: number, tag?: number, comm?: number): number;
+  irecv(buf: MpiBuffer, source: number, tag?: number, comm?: number): number;
+  bcast(buf: MpiBuffer, root?: number, comm?: number): void;
   barrier(): void;
+  /** MPI_Comm_split of the world (every rank calls it): the ranks of one color form a group,
+   *  ordered by key; comm is its id for allreduce. Absent in addons built before it. */
+  split?(color: number, key: number): { comm: number; rank: number; size: number };
+}
+
+/**
+ * A view of the binding whose allreduce, bcast, isend and irecv run within one group from split()
+ * (the ranks of one tensor-parallel or pipeline group, or of one data-parallel group; ranks are
+ * the group's); the calls the binding has no group form of throw rather than mix the groups up.
+ */
+export function groupView(mpi: MpiBinding, comm: number): MpiBinding {
+  const no = (what: string) => (): never => {
+    throw new Error(`MPI group view: ${what} runs over every rank, not within the group`);
+  };
+  return {
+    init: () => mpi.init(), finalize: () => mpi.finalize(), initialized: () => mpi.initialized(), abort: (code) => mpi.abort(code), wtime: () => mpi.wtime(),
+    allreduce: (buf, op) => mpi.allreduce(buf, op ?? 'sum', comm),
+    bcast: (buf, root) => mpi.bcast(buf, root ?? 0, comm),
+    isend: (buf, dest, tag) => mpi.isend(buf, dest, tag ?? 0, comm),
+    irecv: (buf, source, tag) => mpi.irecv(buf, source, tag ?? 0, comm),
+    test: (id) => mpi.test(id), wait: (id) => mpi.wait(id),
+    iallreduce: no('iallreduce'), reduceScatter: no('reduceScatter'), allgather: no('allgather'), send: no('send'), recv: no('recv'), barrier: no('barrier'),
+  };
 }
 
 /** The MPI binding, or why there is none (for `attn info` and the --parallel error). */

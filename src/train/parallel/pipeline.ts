@@ -37,9 +37,15 @@ export class PipelineParallel implements ParallelStrategy {
   private owner = new Map<Tensor, number>();
   private tied: Tensor | null = null;
   private record: Record<string, unknown> = {};
+  private dpBytes = 0;
 
-  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number) {
-    this.writer = rank === 0;
+  /**
+   * mpi: the binding, or a groupView of this rank's pipeline; rank and size within it. o.dp: the
+   * data-parallel group (the same stage in the other pipelines) for dp × pp; o.writer: whether
+   * this rank writes (default: stage 0).
+   */
+  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: { mpi: MpiBinding; rank: number; size: number } } = {}) {
+    this.writer = o.writer ?? rank === 0;
   }
 
   attach(model: Module, params: readonly Tensor[]): void {
@@ -73,8 +79,15 @@ export class PipelineParallel implements ParallelStrategy {
     this.gpt = model;
   }
 
+  /** Every stage of a pipeline takes the same micro-batches; with dp, its pipeline's share. */
   share<B>(batches: readonly B[]): B[] {
-    return [...batches];
+    const dp = this.o.dp;
+    if (!dp) return [...batches];
+    if (batches.length % dp.size !== 0) {
+      throw new Error(`--parallel dp=${dp.size}: gradient_accumulation_steps (${batches.length}) must be a multiple of dp, so each pipeline trains on an equal share of the global batch`);
+    }
+    const k = batches.length / dp.size;
+    return batches.slice(dp.rank * k, dp.rank * k + k);
   }
 
   stepRecord(): Record<string, unknown> {
@@ -180,6 +193,7 @@ export class PipelineParallel implements ParallelStrategy {
       // The loss (and its parts: ce_loss is the loss for a dense GPT) from the last stage.
       const vals = new Float32Array([lossSum]);
       this.mpi.bcast(vals, S - 1);
+      if (this.o.dp) vals[0] = this.averageOverDp(params, vals[0]!);
       const values = [vals[0]!, vals[0]!];
       if (!Number.isFinite(values[0]!)) throw new TrainingDivergedError(step, 'the training loss', values[0]!);
       // The tied embedding's two gradients (embedding on stage 0, head on the last) summed.
@@ -207,11 +221,38 @@ export class PipelineParallel implements ParallelStrategy {
       if (o.lr !== undefined) opt.lr = o.lr;
       opt.stepUpdate(); // parameters without a gradient (other stages') are left alone
       const total = performance.now() - t0;
-      this.record = { pp_step_ms: round(total), pp_wait_ms: round(wait), comm_bytes: sent, bubble_measured: round(wait / total), bubble_1f1b: round((S - 1) / (m + S - 1)) };
+      this.record = { pp_step_ms: round(total), pp_wait_ms: round(wait), comm_bytes: sent, bubble_measured: round(wait / total), bubble_1f1b: round((S - 1) / (m + S - 1)), ...(this.o.dp ? { dp_comm_bytes: this.dpBytes } : {}) };
       return { values, gradNorm: norm };
     } finally {
       opt.zeroGrad();
     }
+  }
+
+  /** dp × pp: the pipelines' losses and this stage's gradients (each the mean over its share)
+   *  averaged with the same stage of the other pipelines, in one buffer. Before the tied
+   *  embedding's sum, so both of its stages average their own part. */
+  private averageOverDp(params: readonly Tensor[], loss: number): number {
+    const dp = this.o.dp!;
+    const mine = params.filter((p) => this.owns(p));
+    let n = 1;
+    for (const p of mine) n += p.size;
+    const buf = new Float32Array(n);
+    buf[0] = loss;
+    let at = 1;
+    for (const p of mine) {
+      if (p.grad) buf.set(p.grad.data() as Float32Array, at);
+      at += p.size;
+    }
+    dp.mpi.allreduce(buf);
+    const inv = Math.fround(1 / dp.size);
+    for (let i = 0; i < n; i++) buf[i] = buf[i]! * inv;
+    at = 1;
+    for (const p of mine) {
+      this.setGrad(p, buf.subarray(at, at + p.size));
+      at += p.size;
+    }
+    this.dpBytes = 4 * n;
+    return buf[0]!;
   }
 
   private setGrad(p: Tensor, g: Float32Array): void {

@@ -1,0 +1,506 @@
+// Tensor parallelism for the GPT language model (lm task), as Megatron-LM splits it (Shoeybi et
+// al., 2019): within every block the attention heads are split across the t ranks (c_attn's q,
+// k and v rows of a rank's heads: column-parallel; c_proj's matching input columns: row-
+// parallel) and so is the MLP's hidden width (c_fc column-parallel, c_proj row-parallel). Each
+// half of a block then needs one all-reduce forward (after the row-parallel matmul, the operator
+// Megatron calls g) and one backward (of the gradient of its replicated input, operator f):
+// two per block each way. The token embedding is vocabulary-parallel (rank r owns rows
+// [v_r, v_{r+1}) of wte: a masked lookup, then an all-reduce) and so is the head with the
+// cross-entropy: each rank computes its slice of the logits and only the row maxima, the sums of
+// exponentials and the target logits are all-reduced, never the full logits. Norms, position
+// embeddings and the biases of the row-parallel layers are replicated; their gradients come out
+// the same on every rank, as every rank sees the whole residual stream and its whole gradient.
+//
+// Every rank trains on all of the update's micro-batches. Its AdamW holds moments for its shards
+// (and the replicated parameters) only; the loop's full-size moments are freed. The shards are
+// the weights that train: the model's full tensors are refreshed from them (gathered with an
+// all-reduce of disjoint slices) before an evaluation and a checkpoint, which is therefore an
+// ordinary attn checkpoint; resuming slices the full weights and moments into shards again, so a
+// tp run resumes on one process or at another world size, and starts from any checkpoint.
+//
+// With dp × tp (`dp=N,tp=M`), o.dp is this rank's data-parallel group (the same shards in the
+// other tp groups): its tp group trains on its share of the micro-batches and each rank averages
+// its gradients with its dp peers before the norm.
+//
+// Not yet: the model's full weight tensors stay allocated on every rank (evaluation runs the
+// ordinary model on them), so only the optimizer state and the gradients are 1/t per rank.
+import { add, backward, concat, div, embedding, exp, gelu, linear, log, mul, permute, record, reshape, scaledDotProductAttention, split, sub, sum, swiglu, tensor, tidy, Tensor } from '../../tensor/index.js';
+import type { Module } from '../../nn/module.js';
+import { GPT, type Block } from '../../models/gpt.js';
+import { MLP } from '../../nn/mlp.js';
+import { gradNorm, scaleGrads, TrainingDivergedError, type LossSource, type ParallelStrategy, type StepOptions } from '../loop.js';
+import { AdamW } from '../optim.js';
+import type { MpiBinding } from './mpi.js';
+
+/** What the lm task's batches hold (src/tasks/lm.ts). */
+export interface TokenBatch {
+  x: ArrayLike<number>;
+  y: ArrayLike<number>;
+  batchSize: number;
+  blockSize: number;
+}
+
+/** Which part of a full parameter a rank holds: the listed [lo, hi) ranges along `axis`, concatenated. */
+export interface ShardSpec {
+  axis: 0 | 1;
+  ranges: [number, number][];
+}
+
+/** [lo, hi) of part r when n things are split into t nearly equal contiguous parts. */
+export function partRange(n: number, t: number, r: number): [number, number] {
+  return [Math.floor((r * n) / t), Math.floor(((r + 1) * n) / t)];
+}
+
+type Floats = Float32Array | Float64Array;
+const floatsOf = (dtype: string, n: number): Floats => (dtype === 'float64' ? new Float64Array(n) : new Float32Array(n));
+
+/** The shard of a row-major (rows, cols) or (rows,) array that `spec` names (float64 stays float64). */
+export function extractShard(full: ArrayLike<number>, shape: readonly number[], spec: ShardSpec, dtype = 'float32'): Floats {
+  const cols = shape[1] ?? 1;
+  const rows = shape[0]!;
+  const width = spec.ranges.reduce((a, [lo, hi]) => a + hi - lo, 0);
+  if (spec.axis === 0) {
+    const out = floatsOf(dtype, width * cols);
+    let at = 0;
+    for (const [lo, hi] of spec.ranges) {
+      for (let i = lo * cols; i < hi * cols; i++) out[at++] = full[i]!;
+    }
+    return out;
+  }
+  const out = floatsOf(dtype, rows * width);
+  let at = 0;
+  for (let i = 0; i < rows; i++) {
+    for (const [lo, hi] of spec.ranges) for (let j = lo; j < hi; j++) out[at++] = full[i * cols + j]!;
+  }
+  return out;
+}
+
+/** Writes a shard back into its place in the full array (the inverse of extractShard). */
+export function placeShard(shard: ArrayLike<number>, full: Floats, shape: readonly number[], spec: ShardSpec): void {
+  const cols = shape[1] ?? 1;
+  const rows = shape[0]!;
+  let at = 0;
+  if (spec.axis === 0) {
+    for (const [lo, hi] of spec.ranges) for (let i = lo * cols; i < hi * cols; i++) full[i] = shard[at++]!;
+    return;
+  }
+  for (let i = 0; i < rows; i++) {
+    for (const [lo, hi] of spec.ranges) for (let j = lo; j < hi; j++) full[i * cols + j] = shard[at++]!;
+  }
+}
+
+function shardShape(shape: readonly number[], spec: ShardSpec): number[] {
+  const width = spec.ranges.reduce((a, [lo, hi]) => a + hi - lo, 0);
+  const s = [...shape];
+  s[spec.axis] = width;
+  return s;
+}
+
+/** One block's shards. */
+interface BlockShards {
+  qkvW: Tensor;
+  qkvB: Tensor | null;
+  attnProjW: Tensor;
+  fcW: Tensor;
+  fcB: Tensor | null;
+  fc2W: Tensor | null;
+  fc2B: Tensor | null;
+  mlpProjW: Tensor;
+}
+
+/**
+ * The floats a tp rank all-reduces in one update of m micro-batches of B × T tokens, width C, L
+ * blocks: per block 2 forward (attention and MLP outputs) and 2 backward (the gradients of their
+ * inputs), B·T·C each; the embedding's forward and the head input's backward, B·T·C each; the
+ * cross-entropy's row maxima (B·T), then its sums of exponentials and target logits (2·B·T, one call).
+ */
+export function tpAllReduceFloats(L: number, B: number, T: number, C: number, m: number): number {
+  return m * ((4 * L + 2) * B * T * C + 3 * B * T);
+}
+
+export class TensorParallel implements ParallelStrategy {
+  readonly writer: boolean;
+  private gpt: GPT | null = null;
+  /** Sharded parameter → its spec and the shard tensor this rank trains. */
+  private shards = new Map<Tensor, { spec: ShardSpec; shard: Tensor }>();
+  private shardTensors = new Set<Tensor>();
+  private blocks: BlockShards[] = [];
+  private wteShard: Tensor | null = null;
+  private headShard: Tensor | null = null;
+  private vocab: [number, number] = [0, 0];
+  /** What this rank's AdamW updates, index for index with the loop's parameters. */
+  private trained: Tensor[] = [];
+  private opt: AdamW | null = null;
+  private floats = 0;
+  private calls = 0;
+  /** The shards changed since the model's full weights were last refreshed from them. */
+  private stale = false;
+  private dpMs = 0;
+  private dpBytes = 0;
+  private commMs = 0;
+  private record: Record<string, unknown> = {};
+
+  /**
+   * mpi: the binding, or a groupView of this rank's tensor-parallel group; rank and size within
+   * that group. o.dp: the data-parallel group (the ranks holding the same shards in the other tp
+   * groups) for dp × tp; o.writer: whether this rank writes (default: tp rank 0).
+   */
+  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: { mpi: MpiBinding; rank: number; size: number } } = {}) {
+    this.writer = o.writer ?? rank === 0;
+  }
+
+  attach(model: Module, params: readonly Tensor[]): void {
+    const t = this.size;
+    if (!(model instanceof GPT)) throw new Error('--parallel tp=N splits the GPT language model (the lm task) only');
+    const cfg = model.config;
+    const kind = (cfg as unknown as Record<string, unknown>)['attention'];
+    if (model.moeLayers().length || (kind !== undefined && kind !== 'dense') || model.checkpointActivations) {
+      throw new Error(`--parallel tp=${t}: mixture-of-experts, attention other than dense, and activation checkpointing are not supported`);
+    }
+    const H = cfg.n_head;
+    const Hkv = cfg.n_kv_head ?? H;
+    const C = cfg.n_embd;
+    const D = C / H;
+    if (H % t !== 0) throw new Error(`--parallel tp=${t}: n_head (${H}) must be a multiple of tp, so each rank gets whole heads`);
+    if (Hkv % t !== 0) throw new Error(`--parallel tp=${t}: n_kv_head (${Hkv}) must be a multiple of tp`);
+    if (cfg.vocab_size < t) throw new Error(`--parallel tp=${t}: the vocabulary (${cfg.vocab_size}) is smaller than tp`);
+    const tr = model.transformer;
+    const [h0, h1] = partRange(H, t, this.rank);
+    const [k0, k1] = partRange(Hkv, t, this.rank);
+    this.vocab = partRange(cfg.vocab_size, t, this.rank);
+    const specs = new Map<Tensor, ShardSpec>();
+    const rows = (...ranges: [number, number][]): ShardSpec => ({ axis: 0, ranges });
+    const cols = (...ranges: [number, number][]): ShardSpec => ({ axis: 1, ranges });
+    specs.set(tr.wte.weight, rows(this.vocab));
+    if (model.lm_head) specs.set(model.lm_head.weight, rows(this.vocab));
+    for (const b of tr.h.items) {
+      const a = b.attn;
+      if (!(b.mlp instanceof MLP)) throw new Error(`--parallel tp=${t}: every block needs a dense MLP`);
+      if (a.c_attn.quant || a.c_proj.quant || b.mlp.c_fc.quant || b.mlp.c_proj.quant) throw new Error(`--parallel tp=${t}: quantized weights do not train`);
+      const qkv = rows([h0 * D, h1 * D], [C + k0 * D, C + k1 * D], [C + Hkv * D + k0 * D, C + Hkv * D + k1 * D]);
+      specs.set(a.c_attn.weight, qkv);
+      if (a.c_attn.bias) specs.set(a.c_attn.bias, qkv);
+      specs.set(a.c_proj.weight, cols([h0 * D, h1 * D]));
+      const hidden = b.mlp.c_fc.outFeatures;
+      if (hidden % t !== 0) throw new Error(`--parallel tp=${t}: the MLP width (${hidden}) must be a multiple of tp`);
+      const f = partRange(hidden, t, this.rank);
+      for (const lin of [b.mlp.c_fc, b.mlp.c_fc2]) {
+        if (!lin) continue;
+        specs.set(lin.weight, rows(f));
+        if (lin.bias) specs.set(lin.bias, rows(f));
+      }
+      specs.set(b.mlp.c_proj.weight, cols(f));
+    }
+    // The loop's parameters are the trainable ones: a frozen sharded one would train here.
+    const trainable = new Set(params);
+    for (const p of specs.keys()) if (!trainable.has(p)) throw new Error(`--parallel tp=${t}: parameter ${p.name ?? '?'} is frozen; tp trains whole models only`);
+    for (const [p, spec] of specs) {
+      const data = extractShard(p.data(), p.shape, spec, p.dtype);
+      const shard = tensor(data, { shape: shardShape(p.shape, spec), backend: p.backend, dtype: p.dtype }).keep();
+      shard.requiresGrad = true;
+      shard.name = `${p.name ?? '?'} (tp shard ${this.rank} of ${t})`;
+      this.shards.set(p, { spec, shard });
+      this.shardTensors.add(shard);
+    }
+    const sh = (p: Tensor | null | undefined): Tensor | null => (p ? this.shards.get(p)!.shard : null);
+    this.wteShard = sh(tr.wte.weight);
+    this.headShard = model.lm_head ? sh(model.lm_head.weight) : this.wteShard;
+    this.blocks = tr.h.items.map((b) => {
+      const mlp = b.mlp as MLP;
+      return {
+        qkvW: sh(b.attn.c_attn.weight)!, qkvB: sh(b.attn.c_attn.bias), attnProjW: sh(b.attn.c_proj.weight)!,
+        fcW: sh(mlp.c_fc.weight)!, fcB: sh(mlp.c_fc.bias), fc2W: sh(mlp.c_fc2?.weight), fc2B: sh(mlp.c_fc2?.bias), mlpProjW: sh(mlp.c_proj.weight)!,
+      };
+    });
+    this.trained = params.map((p) => this.shards.get(p)?.shard ?? p);
+    this.gpt = model;
+  }
+
+  /** Every rank of a tp group takes the same micro-batches; with dp, its group's share. */
+  share<B>(batches: readonly B[]): B[] {
+    const dp = this.o.dp;
+    if (!dp) return [...batches];
+    if (batches.length % dp.size !== 0) {
+      throw new Error(`--parallel dp=${dp.size}: gradient_accumulation_steps (${batches.length}) must be a multiple of dp, so each group trains on an equal share of the global batch`);
+    }
+    const k = batches.length / dp.size;
+    return batches.slice(dp.rank * k, dp.rank * k + k);
+  }
+
+  /** dp × tp: the groups' losses and gradients (each the mean over its share) averaged; the
+   *  shards are the same in every group, so each rank all-reduces its own with its dp peers. */
+  private averageOverDp(loss: number): number {
+    const dp = this.o.dp!;
+    const t0 = performance.now();
+    let n = 1;
+    for (const p of this.trained) n += p.size;
+    const buf = new Float32Array(n);
+    buf[0] = loss;
+    let at = 1;
+    for (const p of this.trained) {
+      if (p.grad) buf.set(p.grad.data() as Float32Array, at);
+      at += p.size;
+    }
+    dp.mpi.allreduce(buf);
+    const inv = Math.fround(1 / dp.size);
+    for (let i = 0; i < n; i++) buf[i] = buf[i]! * inv;
+    at = 1;
+    for (const p of this.trained) {
+      const g = buf.subarray(at, at + p.size);
+      if (p.grad) p.grad.backend.write(p.grad.storage, g, p.grad.offset);
+      else p.grad = tensor(g, { shape: [...p.shape], backend: p.backend, dtype: p.dtype }).keep();
+      at += p.size;
+    }
+    this.dpMs = performance.now() - t0;
+    this.dpBytes = 4 * n;
+    return buf[0]!;
+  }
+
+  stepRecord(): Record<string, unknown> {
+    const r = this.record;
+    this.record = {};
+    return r;
+  }
+
+  /** This rank's AdamW (over shards and replicated parameters); the loop's moments are freed. */
+  private optimizer(opt: AdamW): AdamW {
+    if (!this.opt) {
+      this.opt = new AdamW(this.trained, { lr: opt.lr, betas: [opt.beta1, opt.beta2], eps: opt.eps, weightDecay: opt.weightDecay });
+      opt.releaseMoments();
+    }
+    return this.opt;
+  }
+
+  // ------------------------------------------------------------ communication
+
+  private allreduce(buf: Float32Array | Float64Array, op: 'sum' | 'max' = 'sum'): void {
+    const t0 = performance.now();
+    this.mpi.allreduce(buf, op);
+    this.commMs += performance.now() - t0;
+    this.floats += buf.length * (buf instanceof Float64Array ? 2 : 1);
+    this.calls++;
+  }
+
+  private allreduced(x: Tensor): Tensor {
+    const d = x.dtype === 'float64' ? Float64Array.from(x.data()) : Float32Array.from(x.data());
+    this.allreduce(d);
+    return tensor(d, { shape: [...x.shape], backend: x.backend, dtype: x.dtype });
+  }
+
+  /** Megatron's f: the identity forward, the gradient all-reduced backward (a replicated input of a column-parallel layer). */
+  private copyIn(x: Tensor): Tensor {
+    const out = new Tensor(x.storage, x.shape, x.strides, x.offset);
+    return record(out, 'tp_copy', [x], (g) => [this.allreduced(g)]);
+  }
+
+  /** Megatron's g: partial sums all-reduced forward, the gradient passed through backward. */
+  private reduceOut(x: Tensor): Tensor {
+    return record(this.allreduced(x), 'tp_reduce', [x], (g) => [g]);
+  }
+
+  // ------------------------------------------------------------ the sharded forward
+
+  private attention(b: Block, s: BlockShards, x: Tensor): Tensor {
+    const [B, T] = x.shape as [number, number, number];
+    const a = b.attn;
+    const D = a.headDim;
+    const Hl = a.nHead / this.size;
+    const Hkvl = a.nKvHead / this.size;
+    const qkv = linear(x, s.qkvW, s.qkvB); // (B, T, (Hl + 2·Hkvl)·D): this rank's heads
+    const heads = (u: Tensor, h: number): Tensor => permute(reshape(u, [B, T, h, D]), [0, 2, 1, 3]);
+    const [q0, k0, v0] = split(qkv, [Hl * D, Hkvl * D, Hkvl * D], -1);
+    let q = heads(q0!, Hl);
+    let k = heads(k0!, Hkvl);
+    const v = heads(v0!, Hkvl);
+    if (a.rope) {
+      q = a.rope.apply(q, 0);
+      k = a.rope.apply(k, 0);
+    }
+    const y = scaledDotProductAttention(q, k, v, { causal: true, sparsity: a.sparsity });
+    const merged = reshape(permute(y, [0, 2, 1, 3]), [B, T, Hl * D]);
+    let out = this.reduceOut(linear(merged, s.attnProjW, null)); // row-parallel: partial sums over heads
+    if (a.c_proj.bias) out = add(out, a.c_proj.bias);
+    return a.resid_dropout.forward(out);
+  }
+
+  private mlp(b: Block, s: BlockShards, x: Tensor): Tensor {
+    const m = b.mlp as MLP;
+    let h: Tensor;
+    switch (m.activation) {
+      case 'gelu': h = linear(x, s.fcW, s.fcB, 'gelu'); break;
+      case 'gelu_exact': h = gelu(linear(x, s.fcW, s.fcB), 'none'); break;
+      case 'relu': h = linear(x, s.fcW, s.fcB, 'relu'); break;
+      case 'swiglu': h = swiglu(linear(x, s.fcW, s.fcB), linear(x, s.fc2W!, s.fc2B)); break;
+    }
+    let out = this.reduceOut(linear(h, s.mlpProjW, null));
+    if (m.c_proj.bias) out = add(out, m.c_proj.bias);
+    return m.dropout.forward(out);
+  }
+
+  private block(b: Block, s: BlockShards, x: Tensor): Tensor {
+    if (b.cfg.norm_placement === 'pre') {
+      x = add(x, this.attention(b, s, this.copyIn(b.ln_1.forward(x))));
+      return add(x, this.mlp(b, s, this.copyIn(b.ln_2.forward(x))));
+    }
+    x = b.ln_1.forward(add(x, this.attention(b, s, this.copyIn(x))));
+    return b.ln_2.forward(add(x, this.mlp(b, s, this.copyIn(x))));
+  }
+
+  /** The mean cross-entropy of one micro-batch, computed from this rank's slice of the vocabulary
+   *  (a collective: every rank calls it with the same batch). */
+  lossOf(batch: TokenBatch): Tensor {
+    const gpt = this.gpt;
+    if (!gpt) throw new Error('TensorParallel: attach() was not called');
+    const tr = gpt.transformer;
+    const be = tr.wte.weight.backend;
+    const dtype = tr.wte.weight.dtype;
+    const B = batch.batchSize;
+    const T = batch.blockSize;
+    const N = B * T;
+    const [v0, v1] = this.vocab;
+    const Vr = v1 - v0;
+    // Vocabulary-parallel embedding: rows this rank does not own contribute zeros.
+    const local = new Int32Array(N);
+    const own = new Float32Array(N);
+    for (let i = 0; i < N; i++) {
+      const id = batch.x[i]!;
+      if (id >= v0 && id < v1) {
+        local[i] = id - v0;
+        own[i] = 1;
+      }
+    }
+    let x = mul(embedding(this.wteShard!, tensor(local, { shape: [B, T], dtype: 'int32', backend: be })), tensor(own, { shape: [B, T, 1], backend: be, dtype }));
+    x = this.reduceOut(x);
+    if (tr.wpe) x = add(x, tr.wpe.positions(T, 0));
+    else if (tr.pe) x = add(x, tr.pe.positions(T, 0));
+    x = tr.drop.forward(x);
+    tr.h.items.forEach((b, l) => {
+      x = this.block(b, this.blocks[l]!, x);
+    });
+    if (tr.ln_f) x = tr.ln_f.forward(x);
+    const logits = reshape(linear(this.copyIn(x), this.headShard!, null), [N, Vr]); // this rank's columns of the logits
+    // Vocabulary-parallel cross-entropy. The row maximum only keeps exp() in range (the loss does
+    // not depend on it), so it is a constant here; no gradient flows through it.
+    const ld = logits.data();
+    const rowMax = floatsOf(dtype, N);
+    for (let i = 0; i < N; i++) {
+      let mx = -Infinity;
+      for (let j = i * Vr; j < (i + 1) * Vr; j++) if (ld[j]! > mx) mx = ld[j]!;
+      rowMax[i] = mx;
+    }
+    this.allreduce(rowMax, 'max');
+    const z = sub(logits, tensor(rowMax, { shape: [N, 1], backend: be, dtype }));
+    const target = new Float32Array(N * Vr);
+    const valid = new Float32Array(N);
+    let count = 0;
+    for (let i = 0; i < N; i++) {
+      const y = batch.y[i]!;
+      if (y === -100) continue;
+      valid[i] = 1;
+      count++;
+      if (y >= v0 && y < v1) target[i * Vr + y - v0] = 1;
+    }
+    // The sums of exponentials and the target logits (minus the row max; 0 on ranks that do not
+    // own the target) in one all-reduce of 2·N floats.
+    const both = this.reduceOut(concat([sum(exp(z), 1), sum(mul(z, tensor(target, { shape: [N, Vr], backend: be, dtype })), 1)]));
+    const [sumExp, targetLogit] = split(both, N, 0) as [Tensor, Tensor];
+    const perToken = sub(log(sumExp), targetLogit);
+    return div(sum(mul(perToken, tensor(valid, { shape: [N], backend: be, dtype }))), Math.max(count, 1));
+  }
+
+  // ------------------------------------------------------------ the update
+
+  update<B>(src: LossSource<B>, params: readonly Tensor[], opt: AdamW, batches: readonly B[], o: StepOptions): { values: number[]; gradNorm: number } {
+    if (!this.gpt) throw new Error('TensorParallel: attach() was not called');
+    if ((o.transforms?.length ?? 0) > 0) throw new Error('--parallel tp=N does not apply gradient transforms');
+    void params;
+    const step = o.step ?? -1;
+    const mine = this.optimizer(opt);
+    const m = batches.length;
+    this.floats = 0;
+    this.calls = 0;
+    this.commMs = 0;
+    const t0 = performance.now();
+    opt.zeroGrad();
+    mine.zeroGrad();
+    try {
+      let lossSum = Math.fround(0);
+      for (const b of batches) {
+        tidy(() => {
+          const l = this.lossOf(b as unknown as TokenBatch);
+          lossSum = Math.fround(lossSum + Math.fround(l.item() / m));
+          backward(m > 1 ? div(l, m) : l);
+        });
+      }
+      // Every rank of a tp group computed the same loss (its parts were all-reduced).
+      if (this.o.dp) lossSum = this.averageOverDp(lossSum);
+      const values = [lossSum, ...(src.parts ?? []).map(() => lossSum)];
+      if (!Number.isFinite(lossSum)) throw new TrainingDivergedError(step, 'the training loss', lossSum);
+      // Global norm: the shards' squares summed across ranks, the replicated parameters once.
+      const sharded = this.trained.filter((p) => !this.isReplicated(p));
+      const replicated = this.trained.filter((p) => this.isReplicated(p));
+      const sq = new Float64Array([gradNorm(sharded) ** 2]);
+      this.allreduce(sq);
+      const norm = Math.sqrt(sq[0]! + gradNorm(replicated) ** 2);
+      if (!Number.isFinite(norm)) throw new TrainingDivergedError(step, 'the gradient norm', norm);
+      const maxNorm = o.gradClip ?? 0;
+      if (maxNorm > 0 && norm > maxNorm) scaleGrads(this.trained, maxNorm / (norm + 1e-6));
+      mine.lr = o.lr ?? opt.lr;
+      mine.step = opt.step;
+      mine.stepUpdate();
+      this.stale = true;
+      opt.step = mine.step;
+      opt.lr = mine.lr;
+      this.record = { tp_step_ms: round(performance.now() - t0), comm_ms: round(this.commMs), comm_bytes: 4 * this.floats, tp_allreduces: this.calls, ...(this.o.dp ? { dp_comm_ms: round(this.dpMs), dp_comm_bytes: this.dpBytes } : {}) };
+      return { values, gradNorm: norm };
+    } finally {
+      mine.zeroGrad();
+      opt.zeroGrad();
+    }
+  }
+
+  private isReplicated(p: Tensor): boolean {
+    return !this.shardTensors.has(p);
+  }
+
+  // ------------------------------------------------------------ whole weights and moments
+
+  /** The full tensor from every rank's shard: an all-reduce of disjoint slices (x + 0 = x exactly). */
+  private gather(full: Tensor, spec: ShardSpec, shard: ArrayLike<number>): Floats {
+    const buf = floatsOf(full.dtype, full.size);
+    placeShard(shard, buf, full.shape, spec);
+    this.mpi.allreduce(buf);
+    return buf;
+  }
+
+  /** The model's full weights from the shards (before an evaluation or a checkpoint). */
+  beforeEvaluate(): void {
+    if (!this.stale) return; // an evaluation and the checkpoint after it: one gather
+    this.stale = false;
+    for (const [p, { spec, shard }] of this.shards) p.backend.write(p.storage, this.gather(p, spec, shard.data()), p.offset);
+  }
+
+  optimizerState(opt: AdamW): { m: Float32Array; v: Float32Array }[] {
+    this.beforeEvaluate();
+    const st = this.optimizer(opt).stateTensors();
+    return opt.stateTensors().map((full, i) => {
+      const s = st[i]!;
+      const sh = this.shards.get(full.param);
+      if (!sh) return { m: Float32Array.from(s.m.data()), v: Float32Array.from(s.v.data()) };
+      return { m: Float32Array.from(this.gather(full.param, sh.spec, s.m.data())), v: Float32Array.from(this.gather(full.param, sh.spec, s.v.data())) };
+    });
+  }
+
+  loadOptimizerState(opt: AdamW, state: { m: ArrayLike<number>; v: ArrayLike<number> }[]): void {
+    const st = this.optimizer(opt).stateTensors();
+    opt.stateTensors().forEach((full, i) => {
+      const s = st[i]!;
+      const sh = this.shards.get(full.param);
+      const take = (a: ArrayLike<number>): ArrayLike<number> => (sh ? extractShard(a, full.param.shape, sh.spec, s.m.dtype) : a);
+      s.m.backend.write(s.m.storage, take(state[i]!.m), 0);
+      s.v.backend.write(s.v.storage, take(state[i]!.v), 0);
+    });
+  }
+}
+
+const round = (x: number): number => Math.round(x * 1000) / 1000;
