@@ -21,13 +21,13 @@ import { GPT, gptConfig, type GPTConfig } from '../models/gpt.js';
 import { refuseQuantized } from '../nn/quantized.js';
 import { adapterState, applyLora, peftAdapterState, type LoraHandle } from '../nn/lora.js';
 import { adapterConfig, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../nn/lora-config.js';
-import { add, concat, logSoftmax, mul, noGrad, reshape, square, sum, tensor, tidy, type Tensor } from '../tensor/index.js';
+import { add, logSoftmax, noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
 import { BpeTokenizer } from '../tokenizers/bpe.js';
 import { CHAR_TOKENIZER_FILE, CharTokenizer } from '../tokenizers/char.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { AdamW } from '../train/optim.js';
 import { scheduleOf, type LrSchedule } from '../train/schedule.js';
-import { accumulateOnDevice } from '../train/update.js';
+import { updateStep, type LossSource } from '../train/update.js';
 
 /** The model sizes the page offers (character level; vocab_size comes from the text). */
 export const STUDIO_SIZES: Readonly<Record<string, Pick<GPTConfig, 'n_layer' | 'n_head' | 'n_embd' | 'block_size'>>> = Object.freeze({
@@ -288,52 +288,19 @@ export class StudioTrainer {
     return [tensor(b.x, { shape, dtype: 'int32', backend }), tensor(b.y, { shape, dtype: 'int32', backend })];
   }
 
-  /** One AdamW update on one batch, with the loop's global-norm clipping; reads back once. */
+  /** One AdamW update on one batch: the loop's own update (train/update.ts updateStep: forward and
+   *  backward, global-norm clipping, AdamW, one read back). */
   step(): StudioStep {
     const lr = this.schedule(this.iter);
-    const opt = this.opt;
-    opt.zeroGrad();
-    try {
-      const b = this.train.next();
-      // The loop's forward and backward of an update (train/update.ts), with one micro-batch.
-      const loss = accumulateOnDevice<Batch>({ loss: (batch) => {
-        const [x, y] = this.batchTensors(batch);
-        return { loss: this.model.forward(x, y).loss! };
-      } }, [b]);
-      const stats = noGrad(() => tidy(() => {
-        let normSq: Tensor | null = null;
-        for (const p of this.params) {
-          if (!p.grad) continue;
-          const s = sum(square(p.grad));
-          normSq = normSq ? add(normSq, s) : s;
-        }
-        return (normSq ? concat([loss, reshape(normSq, [1])]) : concat([loss, mul(loss, 0)])).data();
-      }));
-      loss.dispose();
-      const lossValue = stats[0]!;
-      const gradNorm = Math.sqrt(stats[1]!);
-      if (!Number.isFinite(lossValue) || !Number.isFinite(gradNorm)) throw new Error(`training diverged at step ${this.iter}: loss ${lossValue}, gradient norm ${gradNorm}`);
-      const clip = this.settings.grad_clip;
-      if (clip > 0 && gradNorm > clip) {
-        // torch's clip_grad_norm_: scale by clip / (norm + 1e-6), as the loop does.
-        const f = clip / (gradNorm + 1e-6);
-        noGrad(() => {
-          for (const p of this.params) {
-            const g = p.grad;
-            if (!g) continue;
-            p.grad = mul(g, f).keep();
-            g.dispose();
-          }
-        });
-      }
-      opt.lr = lr;
-      opt.stepUpdate();
-      this.iter++;
-      this.tokens += b.batchSize * b.blockSize;
-      return { iter: this.iter, loss: lossValue, gradNorm, lr };
-    } finally {
-      opt.zeroGrad();
-    }
+    const b = this.train.next();
+    const src: LossSource<Batch> = { loss: (batch) => {
+      const [x, y] = this.batchTensors(batch);
+      return { loss: this.model.forward(x, y).loss! };
+    } };
+    const { values, gradNorm } = updateStep(src, this.params, this.opt, [b], { lr, gradClip: this.settings.grad_clip, step: this.iter });
+    this.iter++;
+    this.tokens += b.batchSize * b.blockSize;
+    return { iter: this.iter, loss: values[0]!, gradNorm, lr };
   }
 
   /** Mean loss over eval_iters batches of each split, in eval mode without gradients (lm's estimateLoss). */
