@@ -1,7 +1,7 @@
 // `attn train --parallel dp=N[,zero=1] | pp=N | tp=N` under mpirun: one process is one rank. This parses the
 // spec, starts MPI through the native addon, checks the world size and returns the loop's
 // ParallelStrategy; runRanked turns an error on one rank into a stop of every rank.
-import { groupView, mpiBinding, type MpiBinding } from './parallel/mpi.js';
+import { groupView, mpiBinding, type DpGroup, type MpiBinding } from './parallel/mpi.js';
 import { DataParallel, type DataParallelOptions } from './parallel/data-parallel.js';
 import { PipelineParallel } from './parallel/pipeline.js';
 import { TensorParallel } from './parallel/tensor-parallel.js';
@@ -81,31 +81,30 @@ export function startDistributed(spec: ParallelSpec): Distributed {
   return { mpi: b.mpi, rank, size, strategy, library };
 }
 
-/** pp alone, or dp × pp: world rank w is stage w mod S of pipeline ⌊w/S⌋. */
-function pipelineParallel(mpi: MpiBinding, rank: number, spec: ParallelSpec): PipelineParallel {
-  const S = spec.pp;
-  if (spec.dp === 1) return new PipelineParallel(mpi, rank, S);
-  if (!mpi.split) throw new Error('--parallel dp=N,pp=M needs MPI_Comm_split, which this native addon was built without: run npm run build:native');
-  const pipe = mpi.split(Math.floor(rank / S), rank);
-  const stage = mpi.split(rank % S, rank);
-  return new PipelineParallel(groupView(mpi, pipe.comm), pipe.rank, pipe.size, {
-    writer: rank === 0, dp: { mpi: groupView(mpi, stage.comm), rank: stage.rank, size: stage.size },
-  });
+/**
+ * dp × (model-parallel groups of m): world rank w is rank w mod m of group ⌊w/m⌋ (a group is m
+ * consecutive ranks, as Megatron-LM places them, so on a multi-core host it shares memory), and
+ * the ranks holding the same part in every group form its data-parallel group.
+ */
+function modelParallelGroups(mpi: MpiBinding, rank: number, m: number, kind: string): { group: DpGroup; dp: DpGroup } {
+  if (!mpi.split) throw new Error(`--parallel dp=N,${kind}=M needs MPI_Comm_split, which this native addon was built without: run npm run build:native`);
+  const group = mpi.split(Math.floor(rank / m), rank);
+  const dp = mpi.split(rank % m, rank);
+  return { group: { mpi: groupView(mpi, group.comm), rank: group.rank, size: group.size }, dp: { mpi: groupView(mpi, dp.comm), rank: dp.rank, size: dp.size } };
 }
 
-/**
- * tp alone, or dp × tp: world rank w is tp rank w mod t of data-parallel group ⌊w/t⌋ (a tp group
- * is t consecutive ranks, as Megatron-LM places them, so on a multi-core host it shares memory).
- */
+/** pp alone, or dp × pp (pipelines of pp stages). */
+function pipelineParallel(mpi: MpiBinding, rank: number, spec: ParallelSpec): PipelineParallel {
+  if (spec.dp === 1) return new PipelineParallel(mpi, rank, spec.pp);
+  const { group, dp } = modelParallelGroups(mpi, rank, spec.pp, 'pp');
+  return new PipelineParallel(group.mpi, group.rank, group.size, { writer: rank === 0, dp });
+}
+
+/** tp alone, or dp × tp (tp groups of tp ranks). */
 function tensorParallel(mpi: MpiBinding, rank: number, spec: ParallelSpec): TensorParallel {
-  const t = spec.tp;
-  if (spec.dp === 1) return new TensorParallel(mpi, rank, t);
-  if (!mpi.split) throw new Error('--parallel dp=N,tp=M needs MPI_Comm_split, which this native addon was built without: run npm run build:native');
-  const tpGroup = mpi.split(Math.floor(rank / t), rank);
-  const dpGroup = mpi.split(rank % t, rank);
-  return new TensorParallel(groupView(mpi, tpGroup.comm), tpGroup.rank, tpGroup.size, {
-    writer: rank === 0, dp: { mpi: groupView(mpi, dpGroup.comm), rank: dpGroup.rank, size: dpGroup.size },
-  });
+  if (spec.dp === 1) return new TensorParallel(mpi, rank, spec.tp);
+  const { group, dp } = modelParallelGroups(mpi, rank, spec.tp, 'tp');
+  return new TensorParallel(group.mpi, group.rank, group.size, { writer: rank === 0, dp });
 }
 
 /**

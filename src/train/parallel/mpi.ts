@@ -2,6 +2,7 @@
 // missing when it is (no addon, or an addon built where mpicc was not found).
 import { readFileSync } from 'node:fs';
 import { nativeAddon } from '../../backend/cpu/platform-node.js';
+import { tensor, type Tensor } from '../../tensor/index.js';
 
 /** Buffers MPI reduces and moves: float32, float64, int32, or bfloat16 bits in a Uint16Array. */
 export type MpiBuffer = Float32Array | Float64Array | Int32Array | Uint16Array;
@@ -41,6 +42,48 @@ export interface MpiBinding {
  * (the ranks of one tensor-parallel or pipeline group, or of one data-parallel group; ranks are
  * the group's); the calls the binding has no group form of throw rather than mix the groups up.
  */
+/** A data-parallel group of model-parallel groups (dp × tp, dp × pp): this group's index and count. */
+export interface DpGroup { mpi: MpiBinding; rank: number; size: number }
+
+/** The micro-batches of an update that a group trains on: all of them without dp, else group
+ *  `dp.rank`'s equal share of the global batch (`what` names the group in the error). */
+export function dpShare<B>(batches: readonly B[], dp: DpGroup | undefined, what: string): B[] {
+  if (!dp) return [...batches];
+  if (batches.length % dp.size !== 0) {
+    throw new Error(`--parallel dp=${dp.size}: gradient_accumulation_steps (${batches.length}) must be a multiple of dp, so each ${what} trains on an equal share of the global batch`);
+  }
+  const k = batches.length / dp.size;
+  return batches.slice(dp.rank * k, dp.rank * k + k);
+}
+
+/**
+ * The loss and the gradients of `params` (each the mean over this group's share) averaged over
+ * the data-parallel group in one all-reduce of one buffer; gradients absent count as zero and
+ * are created. Returns the mean loss and the bytes all-reduced.
+ */
+export function averageOverDpGroup(dp: DpGroup, params: readonly Tensor[], loss: number): { loss: number; bytes: number } {
+  let n = 1;
+  for (const p of params) n += p.size;
+  const buf = new Float32Array(n);
+  buf[0] = loss;
+  let at = 1;
+  for (const p of params) {
+    if (p.grad) buf.set(p.grad.data() as Float32Array, at);
+    at += p.size;
+  }
+  dp.mpi.allreduce(buf);
+  const inv = Math.fround(1 / dp.size);
+  for (let i = 0; i < n; i++) buf[i] = buf[i]! * inv;
+  at = 1;
+  for (const p of params) {
+    const g = buf.subarray(at, at + p.size);
+    if (p.grad) p.grad.backend.write(p.grad.storage, g, p.grad.offset);
+    else p.grad = tensor(g, { shape: [...p.shape], backend: p.backend, dtype: p.dtype }).keep();
+    at += p.size;
+  }
+  return { loss: buf[0]!, bytes: 4 * n };
+}
+
 export function groupView(mpi: MpiBinding, comm: number): MpiBinding {
   const no = (what: string) => (): never => {
     throw new Error(`MPI group view: ${what} runs over every rank, not within the group`);

@@ -18,7 +18,7 @@ import type { Module } from '../../nn/module.js';
 import { GPT } from '../../models/gpt.js';
 import { gradNorm, scaleGrads, TrainingDivergedError, type LossSource, type ParallelStrategy, type StepOptions } from '../loop.js';
 import type { AdamW } from '../optim.js';
-import type { MpiBinding } from './mpi.js';
+import { averageOverDpGroup, dpShare, type DpGroup, type MpiBinding } from './mpi.js';
 
 /** What the lm task's batches hold (src/tasks/lm.ts). */
 interface TokenBatch {
@@ -44,7 +44,7 @@ export class PipelineParallel implements ParallelStrategy {
    * data-parallel group (the same stage in the other pipelines) for dp × pp; o.writer: whether
    * this rank writes (default: stage 0).
    */
-  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: { mpi: MpiBinding; rank: number; size: number } } = {}) {
+  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: DpGroup } = {}) {
     this.writer = o.writer ?? rank === 0;
   }
 
@@ -81,14 +81,9 @@ export class PipelineParallel implements ParallelStrategy {
 
   /** Every stage of a pipeline takes the same micro-batches; with dp, its pipeline's share. */
   share<B>(batches: readonly B[]): B[] {
-    const dp = this.o.dp;
-    if (!dp) return [...batches];
-    if (batches.length % dp.size !== 0) {
-      throw new Error(`--parallel dp=${dp.size}: gradient_accumulation_steps (${batches.length}) must be a multiple of dp, so each pipeline trains on an equal share of the global batch`);
-    }
-    const k = batches.length / dp.size;
-    return batches.slice(dp.rank * k, dp.rank * k + k);
+    return dpShare(batches, this.o.dp, 'pipeline');
   }
+
 
   stepRecord(): Record<string, unknown> {
     const r = this.record;
@@ -232,28 +227,11 @@ export class PipelineParallel implements ParallelStrategy {
    *  averaged with the same stage of the other pipelines, in one buffer. Before the tied
    *  embedding's sum, so both of its stages average their own part. */
   private averageOverDp(params: readonly Tensor[], loss: number): number {
-    const dp = this.o.dp!;
-    const mine = params.filter((p) => this.owns(p));
-    let n = 1;
-    for (const p of mine) n += p.size;
-    const buf = new Float32Array(n);
-    buf[0] = loss;
-    let at = 1;
-    for (const p of mine) {
-      if (p.grad) buf.set(p.grad.data() as Float32Array, at);
-      at += p.size;
-    }
-    dp.mpi.allreduce(buf);
-    const inv = Math.fround(1 / dp.size);
-    for (let i = 0; i < n; i++) buf[i] = buf[i]! * inv;
-    at = 1;
-    for (const p of mine) {
-      this.setGrad(p, buf.subarray(at, at + p.size));
-      at += p.size;
-    }
-    this.dpBytes = 4 * n;
-    return buf[0]!;
+    const r = averageOverDpGroup(this.o.dp!, params.filter((p) => this.owns(p)), loss);
+    this.dpBytes = r.bytes;
+    return r.loss;
   }
+
 
   private setGrad(p: Tensor, g: Float32Array): void {
     if (p.grad) p.grad.backend.write(p.grad.storage, g, p.grad.offset);

@@ -30,7 +30,7 @@ import { GPT, type Block } from '../../models/gpt.js';
 import { MLP } from '../../nn/mlp.js';
 import { gradNorm, scaleGrads, TrainingDivergedError, type LossSource, type ParallelStrategy, type StepOptions } from '../loop.js';
 import { AdamW } from '../optim.js';
-import type { MpiBinding } from './mpi.js';
+import { averageOverDpGroup, dpShare, type DpGroup, type MpiBinding } from './mpi.js';
 
 /** What the lm task's batches hold (src/tasks/lm.ts). */
 export interface TokenBatch {
@@ -145,7 +145,7 @@ export class TensorParallel implements ParallelStrategy {
    * that group. o.dp: the data-parallel group (the ranks holding the same shards in the other tp
    * groups) for dp × tp; o.writer: whether this rank writes (default: tp rank 0).
    */
-  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: { mpi: MpiBinding; rank: number; size: number } } = {}) {
+  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: DpGroup } = {}) {
     this.writer = o.writer ?? rank === 0;
   }
 
@@ -218,43 +218,20 @@ export class TensorParallel implements ParallelStrategy {
 
   /** Every rank of a tp group takes the same micro-batches; with dp, its group's share. */
   share<B>(batches: readonly B[]): B[] {
-    const dp = this.o.dp;
-    if (!dp) return [...batches];
-    if (batches.length % dp.size !== 0) {
-      throw new Error(`--parallel dp=${dp.size}: gradient_accumulation_steps (${batches.length}) must be a multiple of dp, so each group trains on an equal share of the global batch`);
-    }
-    const k = batches.length / dp.size;
-    return batches.slice(dp.rank * k, dp.rank * k + k);
+    return dpShare(batches, this.o.dp, 'group');
   }
+
 
   /** dp × tp: the groups' losses and gradients (each the mean over its share) averaged; the
    *  shards are the same in every group, so each rank all-reduces its own with its dp peers. */
   private averageOverDp(loss: number): number {
-    const dp = this.o.dp!;
     const t0 = performance.now();
-    let n = 1;
-    for (const p of this.trained) n += p.size;
-    const buf = new Float32Array(n);
-    buf[0] = loss;
-    let at = 1;
-    for (const p of this.trained) {
-      if (p.grad) buf.set(p.grad.data() as Float32Array, at);
-      at += p.size;
-    }
-    dp.mpi.allreduce(buf);
-    const inv = Math.fround(1 / dp.size);
-    for (let i = 0; i < n; i++) buf[i] = buf[i]! * inv;
-    at = 1;
-    for (const p of this.trained) {
-      const g = buf.subarray(at, at + p.size);
-      if (p.grad) p.grad.backend.write(p.grad.storage, g, p.grad.offset);
-      else p.grad = tensor(g, { shape: [...p.shape], backend: p.backend, dtype: p.dtype }).keep();
-      at += p.size;
-    }
+    const r = averageOverDpGroup(this.o.dp!, this.trained, loss);
     this.dpMs = performance.now() - t0;
-    this.dpBytes = 4 * n;
-    return buf[0]!;
+    this.dpBytes = r.bytes;
+    return r.loss;
   }
+
 
   stepRecord(): Record<string, unknown> {
     const r = this.record;
