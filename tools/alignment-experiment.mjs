@@ -50,8 +50,13 @@ const DPO_BETAS = [0.1, 0.5, 2, 5, 10, 20];
 const DPO_STEPS = [25, 50];
 const PPO_KL = [0, 0.02, 0.05, 0.01, 0.2, 1];
 const PPO_STEPS = [40, 80, 120, 160];
+// Training seeds: the second repeats every run with other batches and rollouts, so that the
+// frontiers' training noise shows beside the evaluation's standard errors.
+const SEEDS = [1337, 2];
+const seedTag = (seed) => (seed === 1337 ? '' : `-s${seed}`);
 const TEST_PROMPTS = 128; // evaluation prompts (reviews never used for pairs or PPO)
 const TEST_SAMPLES = 4; // samples per evaluation prompt
+const PLOT_MAX_KL = 30; // the figure's KL range (results.json keeps the points beyond it)
 
 const clean = (t) => t.replace(/<br\s*\/?>/g, ' ').replace(/[^\x20-\x7e]/g, '').replace(/\s+/g, ' ').trim();
 const prefix = (t) => {
@@ -136,15 +141,15 @@ const segments = (run, steps, first) => {
 };
 
 if (phases.includes('dpo')) {
-  for (const beta of DPO_BETAS) {
-    segments(`dpo-b${beta}`, DPO_STEPS, ['finetune', 'dpo', '--init_from', P('gpt/best'), '--data', P('pairs.jsonl'), '--beta', String(beta), '--block_size', '128',
+  for (const seed of SEEDS) for (const beta of DPO_BETAS) {
+    segments(`dpo-b${beta}${seedTag(seed)}`, DPO_STEPS, ['finetune', 'dpo', '--seed', String(seed), '--init_from', P('gpt/best'), '--data', P('pairs.jsonl'), '--beta', String(beta), '--block_size', '128',
       '--batch_size', '16', '--learning_rate', '5e-4', '--eval_interval', '25', '--eval_iters', '3', '--lr_decay', 'constant', '--warmup_iters', '5']);
   }
 }
 
 if (phases.includes('ppo')) {
-  for (const c of PPO_KL) {
-    segments(`ppo-kl${c}`, PPO_STEPS, ['finetune', 'ppo', '--init_from', P('gpt/best'), '--data', P('prompts_ppo.txt'), '--reward_model', P('cls/best'), '--kl_coef', String(c),
+  for (const seed of SEEDS) for (const c of PPO_KL) {
+    segments(`ppo-kl${c}${seedTag(seed)}`, PPO_STEPS, ['finetune', 'ppo', '--seed', String(seed), '--init_from', P('gpt/best'), '--data', P('prompts_ppo.txt'), '--reward_model', P('cls/best'), '--kl_coef', String(c),
       '--block_size', '128', '--batch_size', '16', '--rollout_batch', '32', '--ppo_epochs', '2', '--max_new_tokens', String(RESPONSE_CHARS), '--learning_rate', '5e-4',
       '--eval_interval', '40', '--eval_iters', '1', '--lr_decay', 'constant', '--warmup_iters', '4', '--vf_coef', '0.1']);
   }
@@ -158,9 +163,12 @@ if (phases.includes('eval')) {
   const scorer = await L.loadScorer(P('cls/best'), L.backend);
   const base = lines(P('prompts_test.txt')).slice(0, TEST_PROMPTS);
   const prompts = Array.from({ length: TEST_SAMPLES }, () => base).flat();
-  const runs = [['reference (SFT)', P('gpt/best'), 'ref', 0, 0]];
-  for (const b of DPO_BETAS) for (const n of DPO_STEPS) runs.push([`DPO beta ${b} @${n}`, P(`dpo-b${b}/step${n}`), 'DPO', b, n]);
-  for (const c of PPO_KL) for (const n of PPO_STEPS) runs.push([`PPO kl_coef ${c} @${n}`, P(`ppo-kl${c}/step${n}`), 'PPO', c, n]);
+  const runs = [['reference (SFT)', P('gpt/best'), 'ref', 0, 0, 0]];
+  for (const seed of SEEDS) {
+    const t = seed === 1337 ? '' : ` seed ${seed}`;
+    for (const b of DPO_BETAS) for (const n of DPO_STEPS) runs.push([`DPO beta ${b} @${n}${t}`, P(`dpo-b${b}${seedTag(seed)}/step${n}`), 'DPO', b, n, seed]);
+    for (const c of PPO_KL) for (const n of PPO_STEPS) runs.push([`PPO kl_coef ${c} @${n}${t}`, P(`ppo-kl${c}${seedTag(seed)}/step${n}`), 'PPO', c, n, seed]);
+  }
   const mean = (a) => a.reduce((x, y) => x + y, 0) / a.length;
   const se = (a) => { const m = mean(a); return Math.sqrt(a.reduce((x, y) => x + (y - m) ** 2, 0) / (a.length - 1) / a.length); };
   // Σ_t log π − log π_ref of each sampled response (its mean is the Monte-Carlo sequence KL).
@@ -180,11 +188,11 @@ if (phases.includes('eval')) {
   const prev = existsSync(P('results.json')) ? JSON.parse(readFileSync(P('results.json'), 'utf8')) : { results: [], samples: {} };
   const results = [];
   const samples = {};
-  for (const [name, dir, method, strength, step] of runs) {
+  for (const [name, dir, method, strength, step, seed] of runs) {
     if (!existsSync(dir)) continue;
     const done = prev.results.find((r) => r.name === name && r.n === prompts.length);
     if (done) { // evaluated by an earlier call (the phase is re-runnable as runs finish)
-      results.push(done);
+      results.push({ ...done, method, strength, step, seed });
       samples[name] = prev.samples[name];
       continue;
     }
@@ -195,29 +203,61 @@ if (phases.includes('eval')) {
     const got = L.sampleResponses(pol.model, pol.tokenizer, ids, { maxNew: RESPONSE_CHARS, temperature: 1, gen: new L.Generator(1234) });
     const rewards = scorer.score(prompts, got.map((r) => r.text));
     const kls = seqKL(pol.model, got);
-    results.push({ name, dir, method, strength, step, reward: mean(rewards), reward_se: se(rewards), kl: mean(kls), kl_se: se(kls), n: got.length });
+    results.push({ name, dir, method, strength, step, seed, reward: mean(rewards), reward_se: se(rewards), kl: mean(kls), kl_se: se(kls), n: got.length });
     samples[name] = got.slice(0, 4).map((r, i) => ({ prompt: prompts[i], response: r.text, reward: rewards[i] }));
     console.error(`${name}: reward ${mean(rewards).toFixed(4)} ± ${se(rewards).toFixed(4)}, KL ${mean(kls).toFixed(3)} ± ${se(kls).toFixed(3)} nats per sequence (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
     pol.model.dispose();
     writeFileSync(P('results.json'), JSON.stringify({ results, samples }, null, 2) + '\n');
   }
-  writeFileSync(P('results.json'), JSON.stringify({ results, samples }, null, 2) + '\n');
+  // Each method's frontier (the reference, then every point that beats all points of the same
+  // method at smaller KL), read at common KLs by linear interpolation, reward and s.e. alike:
+  // where both are defined, DPO's minus PPO's reward at the same KL.
+  const frontierOf = (method, seed) => {
+    const pts = results.filter((r) => (r.method === method && (seed === undefined || r.seed === seed)) || r.method === 'ref').sort((a, b) => a.kl - b.kl);
+    const front = [];
+    for (const p of pts) if (!front.length || p.reward > front[front.length - 1].reward) front.push(p);
+    return front;
+  };
+  const at = (front, kl) => {
+    for (let i = 1; i < front.length; i++) {
+      const a = front[i - 1], b = front[i];
+      if (kl >= a.kl && kl <= b.kl) {
+        const w = (kl - a.kl) / (b.kl - a.kl);
+        return { reward: a.reward + w * (b.reward - a.reward), se: (1 - w) * a.reward_se + w * b.reward_se };
+      }
+    }
+    return null;
+  };
+  const fronts = { DPO: frontierOf('DPO'), PPO: frontierOf('PPO') };
+  const comparison = [];
+  // Pooled over the seeds (the figure's frontiers), then each seed's runs alone.
+  for (const seed of [undefined, ...SEEDS]) {
+    const f = seed === undefined ? fronts : { DPO: frontierOf('DPO', seed), PPO: frontierOf('PPO', seed) };
+    for (const kl of [1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25]) {
+      const d = at(f.DPO, kl), p = at(f.PPO, kl);
+      if (!d || !p) continue;
+      comparison.push({ seeds: seed === undefined ? 'all' : seed, kl, dpo: d.reward, dpo_se: d.se, ppo: p.reward, ppo_se: p.se, diff: d.reward - p.reward, diff_se: Math.hypot(d.se, p.se) });
+      console.error(`seeds ${seed ?? 'all'}, KL ${kl}: DPO ${d.reward.toFixed(4)} ± ${d.se.toFixed(4)}, PPO ${p.reward.toFixed(4)} ± ${p.se.toFixed(4)}, DPO − PPO ${(d.reward - p.reward).toFixed(4)} ± ${Math.hypot(d.se, p.se).toFixed(4)}`);
+    }
+  }
+  const frontiers = Object.fromEntries(Object.entries(fronts).map(([k, f]) => [k, f.map((r) => r.name)]));
+  writeFileSync(P('results.json'), JSON.stringify({ results, frontiers, comparison, samples }, null, 2) + '\n');
   const { linePlotSvg, PALETTE } = await import('../dist/src/eval/plot.js');
   const refPt = results.find((r) => r.method === 'ref');
   const series = [];
   for (const [k, method, dashed] of [[0, 'DPO', false], [1, 'PPO', true]]) {
-    const rs = results.filter((r) => r.method === method);
+    const rs = results.filter((r) => r.method === method && r.kl <= PLOT_MAX_KL);
     if (!rs.length) continue;
     const pts = [refPt, ...rs].filter(Boolean).map((r) => [r.kl, r.reward]).sort((a, b) => a[0] - b[0]);
     // The frontier: the points no point of the same method beats in reward at a smaller KL.
     const front = [];
     for (const p of pts) if (!front.length || p[1] > front[front.length - 1][1]) front.push(p);
-    const what = method === 'DPO' ? `β ${DPO_BETAS.join(', ')}; ${DPO_STEPS.join(', ')} updates` : `KL coef ${PPO_KL.join(', ')}; ${PPO_STEPS.join(', ')} updates`;
+    const what = method === 'DPO' ? `β ${DPO_BETAS.join(', ')}; ${DPO_STEPS.join(', ')} updates; ${SEEDS.length} seeds` : `KL coef ${PPO_KL.join(', ')}; ${PPO_STEPS.join(', ')} updates; ${SEEDS.length} seeds`;
     series.push({ name: `${method} frontier (${what})`, points: front, color: PALETTE[k], dashed, markers: false });
     series.push({ name: `${method} runs`, points: rs.flatMap((r) => [[r.kl, r.reward], [NaN, NaN]]), color: PALETTE[k] });
     series.push({ name: `${method} ± 1 s.e.`, points: rs.flatMap((r) => [[r.kl, r.reward - r.reward_se], [r.kl, r.reward + r.reward_se], [NaN, NaN]]), color: PALETTE[k], markers: false });
   }
   if (refPt) series.push({ name: 'reference (SFT)', points: [[0, refPt.reward]], color: PALETTE[7] });
-  writeFileSync(P('frontier.svg'), linePlotSvg(series, { title: 'IMDb sentiment: reward vs KL(π‖π_ref), scaled down (run 3)', xLabel: `KL(π‖π_ref), nats per sequence (${base.length} prompts × ${TEST_SAMPLES} samples)`, yLabel: 'mean p(positive) of the classifier' }));
+  writeFileSync(P('frontier.svg'), linePlotSvg(series, { title: 'IMDb sentiment: reward vs KL(π‖π_ref), scaled down (run 3)', xLabel: `KL(π‖π_ref), nats per sequence (${base.length} prompts × ${TEST_SAMPLES} samples; points up to ${PLOT_MAX_KL})`, yLabel: 'mean p(positive) of the classifier' }));
   console.error(`wrote ${P('results.json')} and ${P('frontier.svg')}`);
 }
