@@ -47,12 +47,14 @@ const RESPONSE_CHARS = 48; // sampled continuation (characters = tokens here)
 // Run 3: both methods swept over the same KL range (run 2 had β 0.1-2 and c 0.05-1 only, and
 // the frontiers did not overlap). A run's snapshots: after each of these numbers of updates.
 const DPO_BETAS = [0.1, 0.5, 2, 5, 10, 20];
-const DPO_STEPS = [25, 50];
+const DPO_STEPS = [5, 10, 25, 50]; // with Adam, even β 20 moves KL 4 in 25 updates: the low-KL points are early ones
 const PPO_KL = [0, 0.02, 0.05, 0.01, 0.2, 1];
 const PPO_STEPS = [40, 80, 120, 160];
 // Training seeds: the second repeats every run with other batches and rollouts, so that the
 // frontiers' training noise shows beside the evaluation's standard errors.
 const SEEDS = [1337, 2];
+// ALIGN_TRAIN_SEEDS=1337 trains only those seeds' runs (the evaluation takes every seed's on disk).
+const TRAIN_SEEDS = process.env.ALIGN_TRAIN_SEEDS ? process.env.ALIGN_TRAIN_SEEDS.split(',').map(Number) : SEEDS;
 const seedTag = (seed) => (seed === 1337 ? '' : `-s${seed}`);
 const TEST_PROMPTS = 128; // evaluation prompts (reviews never used for pairs or PPO)
 const TEST_SAMPLES = 4; // samples per evaluation prompt
@@ -141,14 +143,14 @@ const segments = (run, steps, first) => {
 };
 
 if (phases.includes('dpo')) {
-  for (const seed of SEEDS) for (const beta of DPO_BETAS) {
+  for (const seed of TRAIN_SEEDS) for (const beta of DPO_BETAS) {
     segments(`dpo-b${beta}${seedTag(seed)}`, DPO_STEPS, ['finetune', 'dpo', '--seed', String(seed), '--init_from', P('gpt/best'), '--data', P('pairs.jsonl'), '--beta', String(beta), '--block_size', '128',
       '--batch_size', '16', '--learning_rate', '5e-4', '--eval_interval', '25', '--eval_iters', '3', '--lr_decay', 'constant', '--warmup_iters', '5']);
   }
 }
 
 if (phases.includes('ppo')) {
-  for (const seed of SEEDS) for (const c of PPO_KL) {
+  for (const seed of TRAIN_SEEDS) for (const c of PPO_KL) {
     segments(`ppo-kl${c}${seedTag(seed)}`, PPO_STEPS, ['finetune', 'ppo', '--seed', String(seed), '--init_from', P('gpt/best'), '--data', P('prompts_ppo.txt'), '--reward_model', P('cls/best'), '--kl_coef', String(c),
       '--block_size', '128', '--batch_size', '16', '--rollout_batch', '32', '--ppo_epochs', '2', '--max_new_tokens', String(RESPONSE_CHARS), '--learning_rate', '5e-4',
       '--eval_interval', '40', '--eval_iters', '1', '--lr_decay', 'constant', '--warmup_iters', '4', '--vf_coef', '0.1']);
@@ -252,12 +254,12 @@ if (phases.includes('eval')) {
     // The frontier: the points no point of the same method beats in reward at a smaller KL.
     const front = [];
     for (const p of pts) if (!front.length || p[1] > front[front.length - 1][1]) front.push(p);
-    const what = method === 'DPO' ? `β ${DPO_BETAS.join(', ')}; ${DPO_STEPS.join(', ')} updates; ${SEEDS.length} seeds` : `KL coef ${PPO_KL.join(', ')}; ${PPO_STEPS.join(', ')} updates; ${SEEDS.length} seeds`;
-    series.push({ name: `${method} frontier (${what})`, points: front, color: PALETTE[k], dashed, markers: false });
-    series.push({ name: `${method} runs`, points: rs.flatMap((r) => [[r.kl, r.reward], [NaN, NaN]]), color: PALETTE[k] });
+    const what = method === 'DPO' ? `β ${DPO_BETAS[0]}-${DPO_BETAS[DPO_BETAS.length - 1]}` : `c ${Math.min(...PPO_KL)}-${Math.max(...PPO_KL)}`;
+    series.push({ name: `${method} frontier`, points: front, color: PALETTE[k], dashed, markers: false });
+    series.push({ name: `${method} snapshots (${what})`, points: rs.flatMap((r) => [[r.kl, r.reward], [NaN, NaN]]), color: PALETTE[k] });
     series.push({ name: `${method} ± 1 s.e.`, points: rs.flatMap((r) => [[r.kl, r.reward - r.reward_se], [r.kl, r.reward + r.reward_se], [NaN, NaN]]), color: PALETTE[k], markers: false });
   }
   if (refPt) series.push({ name: 'reference (SFT)', points: [[0, refPt.reward]], color: PALETTE[7] });
-  writeFileSync(P('frontier.svg'), linePlotSvg(series, { title: 'IMDb sentiment: reward vs KL(π‖π_ref), scaled down (run 3)', xLabel: `KL(π‖π_ref), nats per sequence (${base.length} prompts × ${TEST_SAMPLES} samples; points up to ${PLOT_MAX_KL})`, yLabel: 'mean p(positive) of the classifier' }));
+  writeFileSync(P('frontier.svg'), linePlotSvg(series, { width: 860, height: 500, title: `IMDb sentiment, scaled down (run 3): reward vs KL, ${SEEDS.length} seeds × DPO ${DPO_STEPS.join('/')} and PPO ${PPO_STEPS.join('/')} updates`, xLabel: `KL(π‖π_ref), nats per sequence (${base.length} prompts × ${TEST_SAMPLES} samples; points up to ${PLOT_MAX_KL})`, yLabel: 'mean p(positive) of the classifier' }));
   console.error(`wrote ${P('results.json')} and ${P('frontier.svg')}`);
 }
