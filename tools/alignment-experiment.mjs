@@ -260,6 +260,6 @@ if (phases.includes('eval')) {
     series.push({ name: `${method} ± 1 s.e.`, points: rs.flatMap((r) => [[r.kl, r.reward - r.reward_se], [r.kl, r.reward + r.reward_se], [NaN, NaN]]), color: PALETTE[k], markers: false });
   }
   if (refPt) series.push({ name: 'reference (SFT)', points: [[0, refPt.reward]], color: PALETTE[7] });
-  writeFileSync(P('frontier.svg'), linePlotSvg(series, { width: 860, height: 500, title: `IMDb sentiment, scaled down (run 3): reward vs KL, ${SEEDS.length} seeds × DPO ${DPO_STEPS.join('/')} and PPO ${PPO_STEPS.join('/')} updates`, xLabel: `KL(π‖π_ref), nats per sequence (${base.length} prompts × ${TEST_SAMPLES} samples; points up to ${PLOT_MAX_KL})`, yLabel: 'mean p(positive) of the classifier' }));
+  writeFileSync(P('frontier.svg'), linePlotSvg(series, { width: 860, height: 500, title: 'IMDb sentiment (scaled down, run 3): reward vs KL(π‖π_ref), every snapshot', xLabel: `KL(π‖π_ref), nats per sequence (${base.length} prompts × ${TEST_SAMPLES} samples; points up to ${PLOT_MAX_KL})`, yLabel: 'mean p(positive) of the classifier' }));
   console.error(`wrote ${P('results.json')} and ${P('frontier.svg')}`);
 }
