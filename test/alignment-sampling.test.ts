@@ -5,6 +5,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { generate, Generator, GPT } from '../src/index.js';
+import { DecoderLM } from '../src/models/decoder.js';
+import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
 import { CharTokenizer } from '../src/tokenizers/index.js';
 import { SAMPLE_ROWS, sampleResponses } from '../src/tasks/alignment-common.js';
 
@@ -45,5 +47,16 @@ test(`batched sampling splits more than ${SAMPLE_ROWS} prompts into batches with
   const want = generate(model, prompts[last]!, { maxNewTokens: 4, temperature: 1, generator: new Generator(seeds.nextUint32()) }).tokens;
   assert.deepEqual(all[last]!.response, want);
   assert.throws(() => sampleResponses(model, tok, [tok.encode('abcdefghijklmnop')], { maxNew: 4, temperature: 1, gen: new Generator(1) }), /leaves no room/);
+  model.dispose();
+});
+
+test('batched sampling of a Hugging Face-style decoder (Llama, grouped-query attention) matches generate() too', () => {
+  const model = new DecoderLM(decoderConfigFromHF({ model_type: 'llama', vocab_size: tok.vocabSize, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 32 }), { seed: 4 });
+  const prompts = ['a', 'good film', 'it was bad'].map((t) => tok.encode(t));
+  const got = sampleResponses(model, tok, prompts, { maxNew: 10, temperature: 1, gen: new Generator(3) });
+  const seeds = new Generator(3);
+  prompts.forEach((p, i) => {
+    assert.deepEqual(got[i]!.response, generate(model, p, { maxNewTokens: 10, temperature: 1, generator: new Generator(seeds.nextUint32()) }).tokens, `response ${i}`);
+  });
   model.dispose();
 });
