@@ -21,7 +21,7 @@ import { applyLora, type LoraHandle } from '../nn/lora.js';
 import { matmul, mul, noGrad, tensor, tidy, Generator, type Tensor } from '../tensor/index.js';
 import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { IGNORE, sequenceLogProbs } from '../train/alignment.js';
-import { generate } from '../generate/index.js';
+import { selectToken } from '../generate/index.js';
 import { linePlotSvg, type MetricsRecord, type PlotSeries } from '../eval/plot.js';
 import type { TrainingConfig } from '../train/config.js';
 
@@ -373,23 +373,71 @@ export interface SampledResponse {
   text: string;
 }
 
+/** Responses decoded together at most (each keeps its own KV cache; the weight matmuls are shared). */
+export const SAMPLE_ROWS = 64;
+
 /**
  * Samples one response per prompt with the KV cache (src/generate), drawing from `gen` (which
  * advances, so a saved state replays the same draws). The response stops at eos or maxNew tokens.
+ *
+ * The prompts are decoded together: each is prefilled on its own cache, then every step feeds
+ * the newest token of all unfinished responses through one `decodeBatch` (B, 1) forward, so the
+ * weight matmuls run once per step instead of once per response (rollouts were a loop of
+ * batch-1 steps, see docs/alignment.md). Response i draws from its own generator, seeded by the
+ * i-th uint32 of `gen`: its tokens are those of generate() with that generator, whichever
+ * responses share its batch.
  */
 export function sampleResponses(model: CausalLM, tok: Tokenizer, prompts: readonly number[][], o: { maxNew: number; temperature: number; gen: Generator; eos?: number }): SampledResponse[] {
   const wasTraining = model.training;
   model.eval();
   try {
-    return prompts.map((p) => {
-      const room = model.config.block_size - p.length;
-      if (room < 1) throw new Error(`a prompt of ${p.length} tokens leaves no room in the model's context of ${model.config.block_size}`);
-      const r = generate(model, p, { maxNewTokens: Math.min(o.maxNew, room), temperature: o.temperature, generator: o.gen, ...(o.eos !== undefined ? { eotToken: o.eos } : {}) });
-      return { prompt: p, response: r.tokens, text: tok.decode(r.tokens.filter((t) => t !== o.eos)) };
-    });
+    const seeds = prompts.map(() => o.gen.nextUint32());
+    const out: number[][] = [];
+    for (let s = 0; s < prompts.length; s += SAMPLE_ROWS) out.push(...sampleTogether(model, prompts.slice(s, s + SAMPLE_ROWS), seeds.slice(s, s + SAMPLE_ROWS), o));
+    return prompts.map((p, i) => ({ prompt: p, response: out[i]!, text: tok.decode(out[i]!.filter((t) => t !== o.eos)) }));
   } finally {
     model.train(wasTraining);
   }
+}
+
+/** sampleResponses for one batch of prompts (model in eval mode). */
+function sampleTogether(model: CausalLM, prompts: readonly number[][], seeds: readonly number[], o: { maxNew: number; temperature: number; eos?: number }): number[][] {
+  const backend = model.parameters()[0]!.backend;
+  const V = model.config.vocab_size;
+  const rows = prompts.map((p, i) => {
+    const room = model.config.block_size - p.length;
+    if (p.length === 0) throw new Error('sampleResponses: an empty prompt (give at least one token)');
+    if (room < 1) throw new Error(`a prompt of ${p.length} tokens leaves no room in the model's context of ${model.config.block_size}`);
+    return { ctx: [...p], out: [] as number[], max: Math.min(o.maxNew, room), gen: new Generator(seeds[i]!), cache: model.createKVCache() };
+  });
+  const ids = (a: readonly number[], shape: number[]): Tensor => tensor(Int32Array.from(a), { backend, dtype: 'int32', shape });
+  const rowOf = (data: ArrayLike<number>, k: number): Float32Array => {
+    const r = new Float32Array(V); // a copy: selectToken edits its logits in place
+    for (let j = 0; j < V; j++) r[j] = data[k * V + j]!;
+    return r;
+  };
+  try {
+    // Prefill: the prompts differ in length, so each runs alone (one forward each).
+    let active = rows.map((_, i) => i).filter((i) => rows[i]!.max > 0);
+    let logits = active.map((i) => noGrad(() => tidy(() => rowOf(model.forwardWithCache(ids(rows[i]!.ctx, [1, rows[i]!.ctx.length]), rows[i]!.cache, { lastOnly: true }).logits.data(), 0))));
+    while (active.length) {
+      const next: number[] = [];
+      active.forEach((i, k) => {
+        const r = rows[i]!;
+        const t = selectToken(logits[k]!, r.ctx, { temperature: o.temperature }, r.gen);
+        r.ctx.push(t);
+        r.out.push(t);
+        if (t !== o.eos && r.out.length < r.max) next.push(i);
+      });
+      if (!next.length) break;
+      const data = noGrad(() => tidy(() => model.decodeBatch(ids(next.map((i) => rows[i]!.out.at(-1)!), [next.length, 1]), next.map((i) => rows[i]!.cache)).logits.data()));
+      logits = next.map((_, k) => rowOf(data, k));
+      active = next;
+    }
+  } finally {
+    for (const r of rows) r.cache.dispose();
+  }
+  return rows.map((r) => r.out);
 }
 
 /** Per-token log-probs (B, T) of the responses of rows prompt + response (targets outside the
