@@ -58,7 +58,8 @@ for run in lm:data lm_cda:data_cda; do
   for s in "$W/${run%%:*}"/snap/iter-*; do
     [ -f "$s/occ.json" ] && continue
     $A eval ppl --model "$s" --file "$W/val120k.txt" --max_length 128 > "$s/ppl.json"
-    $A probe bias occupations --model "$s" --lowercase --dataset "$W/${run##*:}" --json "$s/occ.json" | tail -3
+    # --dataset: occupation counts in the un-augmented training text, so both runs' "frequent" set is the same
+    $A probe bias occupations --model "$s" --lowercase --dataset "$W/data" --json "$s/occ.json" | tail -3
   done
 done
 mkdir -p docs/figures/bias

@@ -54,6 +54,34 @@ for (const [run, name] of RUNS) {
   summary.runs[run] = { gap: g.value, r: r.value, between: g.between, nearest: n };
   lines.push(`| ${name} | ${g.between.join('–')} | ${n.step} (${n.nll.toFixed(4)}) | ${f3(g.value)} | [${f3(n.gap.low)}, ${f3(n.gap.high)}] | ${f3(r.value)} | [${f3(n.r.low)}, ${f3(n.r.high)}] |`);
 }
+// The bootstrap intervals resample occupations, not training: the figures also move from one
+// snapshot to the next, so their mean and standard deviation over the late snapshots are given.
+const LATE = 1000;
+const msd = (xs) => {
+  const m = xs.reduce((a, b) => a + b, 0) / xs.length;
+  return [m, Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1))];
+};
+lines.push('', `Over the snapshots from update ${LATE} on (mean ± standard deviation across snapshots):`, '',
+  '| run | snapshots | val loss | mean gap | Pearson r | Pearson r, frequent |', '| --- | ---: | --- | --- | --- | --- |');
+for (const [run, name] of RUNS) {
+  const late = data[run].filter((s) => s.step >= LATE);
+  const pm = ([m, sd]) => `${f3(m)} ± ${sd.toFixed(3)}`;
+  const row = { n: late.length, nll: [Math.min(...late.map((s) => s.nll)), Math.max(...late.map((s) => s.nll))], gap: msd(late.map((s) => s.gap.estimate)), r: msd(late.map((s) => s.r.estimate)), rFreq: late.every((s) => s.freq) ? msd(late.map((s) => s.freq.pearson.estimate)) : null };
+  summary.runs[run].late = row;
+  lines.push(`| ${name} | ${row.n} | ${row.nll[1].toFixed(3)} → ${row.nll[0].toFixed(3)} | ${pm(row.gap)} | ${pm(row.r)} | ${row.rFreq ? pm(row.rFreq) : '–'} |`);
+}
+// Each occupation seen at least min_count times, at each run's last snapshot.
+const lastOcc = Object.fromEntries(RUNS.map(([run]) => {
+  const last = data[run].at(-1);
+  return [run, JSON.parse(readFileSync(join(W, run, 'snap', `iter-${String(last.step).padStart(5, '0')}`, 'occ.json'), 'utf8'))];
+}));
+const minCount = lastOcc.lm.min_count ?? 20;
+lines.push('', `Occupations seen at least ${minCount} times in the training text, at each run's last snapshot (log p(he) − log p(she), mean of the 4 templates):`, '',
+  `| occupation | BLS % women | count in the training text | no CDA (update ${data.lm.at(-1).step}) | with CDA (update ${data.lm_cda.at(-1).step}) |`, '| --- | ---: | ---: | ---: | ---: |');
+lastOcc.lm.occupations.forEach((o, i) => {
+  const c = lastOcc.lm_cda.occupations[i];
+  if ((o.train_count ?? 0) >= minCount) lines.push(`| ${o.name} | ${o.pct} | ${o.train_count} | ${f3(o.he_minus_she)} | ${f3(c.he_minus_she)} |`);
+});
 writeFileSync(join(OUT, 'lm-probe-table.md'), lines.join('\n') + '\n');
 writeFileSync(join(OUT, 'lm-probe-summary.json'), JSON.stringify({ ...summary, snapshots: data }, null, 1) + '\n');
 const series = (get) => RUNS.map(([run, name]) => ({ name, points: data[run].map((s) => [s.nll, get(s)]) }));
