@@ -2,7 +2,9 @@
 // and the occupational probe's helpers (word counts, templates in the corpus's form).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { counterfactualLines, parseWordPairs } from '../src/data/counterfactual.js';
@@ -56,4 +58,29 @@ test('word counts and templates in the corpus form', () => {
   assert.deepEqual([...c], [['nurse', 3], ['doctor', 0], ['Clerk', 0]]);
   assert.equal(corpusStyle('The {} was tired, so'), 'the {} was tired , so');
   assert.equal(corpusStyle('I asked the {} whether'), 'i asked the {} whether');
+});
+
+test('attn prepare --cda_pairs: the CLI writes the augmented dataset and names a bad pair file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'attn-cda-cli-'));
+  const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', cwd: dir, timeout: 60_000 });
+  try {
+    await writeFile(join(dir, 'text.txt'), TEXT);
+    await writeFile(join(dir, 'pairs.tsv'), 'he\tshe\nhis\ther\nking\tqueen\n');
+    await writeFile(join(dir, 'bad.tsv'), 'he she\n');
+    assert.equal(run('prepare', '--input', 'text.txt', '--out', 'plain', '--val_fraction', '0.25').status, 0);
+    const ok = run('prepare', '--input', 'text.txt', '--out', 'cda', '--tokenizer', 'plain', '--val_fraction', '0.25', '--cda_pairs', 'pairs.tsv');
+    assert.equal(ok.status, 0, ok.stderr);
+    // 4 swapped lines of 75 characters, 3 newlines between them, one before (the split cuts a line) and one after.
+    assert.deepEqual(JSON.parse(await readFile(join(dir, 'cda', 'meta.json'), 'utf8')).cda, { pairs: 'pairs.tsv', lines: 4, tokens: 80 });
+    assert.deepEqual(await readFile(join(dir, 'cda', 'val.bin')), await readFile(join(dir, 'plain', 'val.bin')));
+    const missing = run('prepare', '--input', 'text.txt', '--out', 'x', '--cda_pairs', 'nope.tsv');
+    assert.notEqual(missing.status, 0);
+    assert.match(missing.stderr, /--cda_pairs nope\.tsv: no such file/);
+    const bad = run('prepare', '--input', 'text.txt', '--out', 'x', '--cda_pairs', 'bad.tsv');
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /bad\.tsv, line 1: expected "word<TAB>word"/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
