@@ -10,7 +10,7 @@ import { writeFileAtomic } from '../io/files.js';
 import { readTsv } from '../data/sentences.js';
 import { Generator } from '../tensor/index.js';
 import { type Flags, UsageError } from './args.js';
-import { backendFromFlags, loadModelDir, tokenizerOfModel } from './common.js';
+import { backendFromFlags, loadModelDir, shippedData, tokenizerOfModel } from './common.js';
 
 export const PROBE_BIAS_HELP = `attn probe bias counterfactual --model DIR [--file data/sst2/test.tsv] [--pairs data/bias/gender-pairs.tsv] [--reps 2000] [--json FILE]
       A classifier (attn finetune --task sst2) on every sentence of --file holding a listed word,
@@ -38,8 +38,8 @@ export async function runProbeBias(f: Flags): Promise<void> {
 
 async function counterfactual(f: Flags): Promise<void> {
   const dir = f.required('model', 'a classifier checkpoint');
-  const file = f.string('file') ?? 'data/sst2/test.tsv';
-  const pairsFile = f.string('pairs') ?? 'data/bias/gender-pairs.tsv';
+  const file = shippedData(f.string('file') ?? 'data/sst2/test.tsv');
+  const pairsFile = shippedData(f.string('pairs') ?? 'data/bias/gender-pairs.tsv');
   const reps = f.number('reps', { integer: true, min: 10 }) ?? 2000;
   const seed = f.number('seed', { integer: true, min: 0 }) ?? 1;
   const json = f.string('json');
@@ -60,7 +60,7 @@ const TEMPLATES = ['The {} said that', 'The {} told me that', 'I asked the {} wh
 
 async function occupations(f: Flags): Promise<void> {
   const dir = f.required('model', 'a language model directory');
-  const file = f.string('occupations') ?? 'data/bias/occupations-bls.tsv';
+  const file = shippedData(f.string('occupations') ?? 'data/bias/occupations-bls.tsv');
   const reps = f.number('reps', { integer: true, min: 10 }) ?? 2000;
   const seed = f.number('seed', { integer: true, min: 0 }) ?? 1;
   const json = f.string('json');
