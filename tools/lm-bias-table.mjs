@@ -3,14 +3,14 @@
 // (scripts/lm-bias-experiment.sh): reads WORKDIR/{lm,lm_cda}/snap/iter-*/{ppl,occ}.json and
 // writes a markdown table, the comparison at equal validation loss, a JSON summary and two SVG
 // plots (the he–she gap and Pearson r against validation loss).
-//   npm run build && node tools/lm-bias-table.mjs WORKDIR docs/figures/bias
+//   npm run build && node tools/lm-bias-table.mjs WORKDIR docs/figures/bias [FIRST_LATE_UPDATE]
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { linePlotSvg } from '../dist/src/eval/plot.js';
 
-const [W, OUT] = process.argv.slice(2);
+const [W, OUT, LATE_ARG] = process.argv.slice(2);
 if (!W || !OUT) {
-  console.error('usage: node tools/lm-bias-table.mjs WORKDIR OUT_DIR');
+  console.error('usage: node tools/lm-bias-table.mjs WORKDIR OUT_DIR [FIRST_LATE_UPDATE (1000)]');
   process.exit(2);
 }
 const RUNS = [['lm', 'no CDA'], ['lm_cda', 'with CDA']];
@@ -56,7 +56,7 @@ for (const [run, name] of RUNS) {
 }
 // The bootstrap intervals resample occupations, not training: the figures also move from one
 // snapshot to the next, so their mean and standard deviation over the late snapshots are given.
-const LATE = 1000;
+const LATE = Number(LATE_ARG ?? 1000);
 const msd = (xs) => {
   const m = xs.reduce((a, b) => a + b, 0) / xs.length;
   return [m, Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1))];
