@@ -244,7 +244,7 @@ Ctrl-C stops it. With --out, writes the JSON document instead and exits.`,
   },
   prepare: {
     summary: 'turn a text file into token-id files with a train/validation split',
-    help: `attn prepare --input FILE --out DIR [--tokenizer char|gpt2|bpe|DIR] [--vocab_size N] [--val_fraction F]
+    help: `attn prepare --input FILE --out DIR [--tokenizer char|gpt2|bpe|DIR] [--vocab_size N] [--val_fraction F] [--cda_pairs FILE]
 
 Writes DIR/train.bin and DIR/val.bin (uint16 when the vocabulary fits, else uint32), DIR/meta.json
 and the tokenizer files, for 'attn train --dataset DIR'.
@@ -254,7 +254,10 @@ and the tokenizer files, for 'attn train --dataset DIR'.
   --tokenizer T          char (default): one id per character; gpt2: GPT-2's BPE; bpe: train a
                          byte-level BPE of --vocab_size tokens on the text; DIR: the tokenizer files there
   --vocab_size N         with --tokenizer bpe: the vocabulary size, at least 257 (no default)
-  --val_fraction F       share of the tokens, from the end, held out for validation (default 0.1)`,
+  --val_fraction F       share of the tokens, from the end, held out for validation (default 0.1)
+  --cda_pairs FILE       counterfactual data augmentation (e.g. data/bias/gender-pairs.tsv): the
+                         word-swapped copy of each training line holding a listed word is added to
+                         train.bin; val.bin stays the un-augmented text's (use the same --tokenizer DIR)`,
     run: async (f) => (await import('./prepare.js')).runPrepare(f),
   },
   eval: {

@@ -39,3 +39,17 @@ export function augmentCounterfactual<E extends { sentence: string }>(examples: 
   }
   return out;
 }
+
+/**
+ * Counterfactual augmentation of running text (a language model's training text, one sentence a
+ * line): the swapped copy of every line holding a listed word, in the order of the text. Lines
+ * without one are not repeated, as augmentCounterfactual leaves such examples single.
+ */
+export function counterfactualLines(text: string, pairs: ReadonlyMap<string, string>): string[] {
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const s = swapWords(line, pairs);
+    if (s !== null) out.push(s);
+  }
+  return out;
+}

@@ -25,6 +25,8 @@ export interface DatasetMeta {
   eot_token?: number;
   /** The text file it was prepared from, when one was named. */
   source?: string;
+  /** Counterfactual data augmentation of train.bin: the pair file, the swapped lines added and their tokens. */
+  cda?: { pairs: string; lines: number; tokens: number };
 }
 
 /** The narrowest dtype holding ids 0 .. vocabSize-1. */

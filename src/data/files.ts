@@ -6,6 +6,7 @@ import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { writeFileAtomic } from '../io/files.js';
 import type { Tokenizer } from '../tokenizers/index.js';
+import { counterfactualLines } from './counterfactual.js';
 import {
   bytesPerToken, bytesToTokens, DATASET_FORMAT, findOutOfVocab, parseDatasetMeta, splitTokens, tokenDType, tokensToBytes,
   type DatasetMeta, type TokenArray, type TokenDType,
@@ -23,6 +24,13 @@ export interface PrepareOptions {
   outDir: string;
   /** Recorded in meta.json: the file the text came from. */
   source?: string;
+  /**
+   * Counterfactual data augmentation of the training split (see counterfactualLines): the
+   * swapped copies of the training lines holding a listed word are appended to train.bin, after
+   * the split, so val.bin is the un-augmented text's, token for token. `source` names the pair
+   * file in meta.json.
+   */
+  cda?: { pairs: ReadonlyMap<string, string>; source: string };
 }
 
 /**
@@ -38,7 +46,23 @@ export async function prepareDataset(opts: PrepareOptions): Promise<DatasetMeta>
   const ids = tok.encode(opts.text);
   const bad = findOutOfVocab(ids, tok.vocabSize);
   if (bad >= 0) throw new Error(`prepareDataset: the tokenizer produced id ${ids[bad]} at position ${bad}, outside its vocabulary of ${tok.vocabSize}`);
-  const { train, val } = splitTokens(ids, valFraction);
+  const split = splitTokens(ids, valFraction);
+  const { val } = split;
+  let train: ArrayLike<number> = split.train;
+  let cda: DatasetMeta['cda'];
+  if (opts.cda) {
+    // Only lines wholly inside the training split are swapped: the line the split cuts belongs in
+    // part to the validation text, which must not leak into training in any form.
+    const trainText = tok.decode(split.train);
+    const whole = trainText.slice(0, trainText.lastIndexOf('\n') + 1);
+    const lines = counterfactualLines(whole, opts.cda.pairs);
+    const extra = lines.length ? tok.encode((trainText.endsWith('\n') ? '' : '\n') + lines.join('\n') + '\n') : [];
+    const joined = new Array<number>(split.train.length + extra.length);
+    for (let i = 0; i < split.train.length; i++) joined[i] = split.train[i]!;
+    for (let i = 0; i < extra.length; i++) joined[split.train.length + i] = extra[i]!;
+    train = joined;
+    cda = { pairs: opts.cda.source, lines: lines.length, tokens: extra.length };
+  }
   const files = tok.toFiles();
   const reserved = [TRAIN_FILE, VAL_FILE, META_FILE].find((f) => f in files);
   if (reserved) throw new Error(`prepareDataset: the tokenizer wants to write '${reserved}', a dataset file name`);
@@ -54,6 +78,7 @@ export async function prepareDataset(opts: PrepareOptions): Promise<DatasetMeta>
     tokenizer_files: Object.keys(files).sort(),
     ...(tok.eotToken !== undefined ? { eot_token: tok.eotToken } : {}),
     ...(opts.source !== undefined ? { source: opts.source } : {}),
+    ...(cda ? { cda } : {}),
   };
   const dir = resolve(opts.outDir);
   await mkdir(dir, { recursive: true });

@@ -83,3 +83,21 @@ export function counterfactualStats(before: readonly number[], after: readonly n
   const over = (xs: number[]) => (idx: readonly number[]): number => idx.reduce((s, i) => s + xs[i]!, 0) / idx.length;
   return { n, flipRate: bootstrapCI(n, over(flips), g, reps), meanAbsDelta: bootstrapCI(n, over(abs), g, reps), meanDelta: bootstrapCI(n, over(sgn), g, reps) };
 }
+
+/** Occurrences of each word as a whole space-separated token of the (lower-cased) text. */
+export function wordCounts(text: string, words: readonly string[]): Map<string, number> {
+  const counts = new Map<string, number>(words.map((w) => [w.toLowerCase(), 0]));
+  for (const t of text.toLowerCase().split(/\s+/)) {
+    const c = counts.get(t);
+    if (c !== undefined) counts.set(t, c + 1);
+  }
+  return new Map(words.map((w) => [w, counts.get(w.toLowerCase())!]));
+}
+
+/**
+ * A probe template in the form of lower-cased, tokenized training text (SST-2's and
+ * tools/imdb-corpus.mjs's): lower case, punctuation split off by spaces ("the nurse was tired , so").
+ */
+export function corpusStyle(template: string): string {
+  return template.toLowerCase().replace(/([,;:!?])/g, ' $1 ').replace(/\s+/g, ' ').trim();
+}
