@@ -511,11 +511,7 @@ AVX2 void gemv_rows_avx2(const GemmArgs& g, const float* a, int rows, const void
     case 1: return gemv_rows_avx2_r<1>(g, a, b, out, n0, n1);
     case 2: return gemv_rows_avx2_r<2>(g, a, b, out, n0, n1);
     case 3: return gemv_rows_avx2_r<3>(g, a, b, out, n0, n1);
-    case 4: return gemv_rows_avx2_r<4>(g, a, b, out, n0, n1);
-    case 5: return gemv_rows_avx2_r<5>(g, a, b, out, n0, n1);
-    case 6: return gemv_rows_avx2_r<6>(g, a, b, out, n0, n1);
-    case 7: return gemv_rows_avx2_r<7>(g, a, b, out, n0, n1);
-    default: return gemv_rows_avx2_r<8>(g, a, b, out, n0, n1);
+    default: return gemv_rows_avx2_r<4>(g, a, b, out, n0, n1);
   }
 }
 
@@ -662,11 +658,7 @@ AVX512 void gemv_rows_avx512(const GemmArgs& g, const float* a, int rows, const 
     case 1: return gemv_rows_avx512_r<1>(g, a, b, out, n0, n1);
     case 2: return gemv_rows_avx512_r<2>(g, a, b, out, n0, n1);
     case 3: return gemv_rows_avx512_r<3>(g, a, b, out, n0, n1);
-    case 4: return gemv_rows_avx512_r<4>(g, a, b, out, n0, n1);
-    case 5: return gemv_rows_avx512_r<5>(g, a, b, out, n0, n1);
-    case 6: return gemv_rows_avx512_r<6>(g, a, b, out, n0, n1);
-    case 7: return gemv_rows_avx512_r<7>(g, a, b, out, n0, n1);
-    default: return gemv_rows_avx512_r<8>(g, a, b, out, n0, n1);
+    default: return gemv_rows_avx512_r<4>(g, a, b, out, n0, n1);
   }
 }
 
@@ -927,16 +919,15 @@ void gemm(const GemmArgs& g0, int threads) {
   // bfloat16 precision always packs (its rounding lives in the packing).
   const bool vec = g.M == 1 && !g.trans_a && !g.bf16_compute;
   // 2-8 rows against a linear layer's weight (batched decode): each weight row is streamed once
-  // for all rows of A instead of packing the whole weight per call.
+  // for all rows of A (up to 4 per pass) instead of packing the whole weight per call.
   const bool rowsVec = !vec && ks.gemv_rows && g.M <= 8 && g.batch == 1 && g.trans_b && !g.trans_a && !g.bf16_compute && !g.accumulate;
   if (rowsVec) {
     parallel(nt, [&](int tid, int n) {
       const int chunk = ((g.N + n - 1) / n + 63) / 64 * 64;
       const int n0 = std::min(g.N, tid * chunk), n1 = std::min(g.N, n0 + chunk);
       if (n0 >= n1) return;
-      // All rows in one pass: each weight row is read once, and 5-8 rows give the FMA units
-      // enough independent chains.
-      ks.gemv_rows(g, g.a, g.M, g.b, g.out, n0, n1);
+      for (int m0 = 0; m0 < g.M; m0 += 4)
+        ks.gemv_rows(g, g.a + int64_t(m0) * g.lda, std::min(4, g.M - m0), g.b, g.out + int64_t(m0) * g.N, n0, n1);
       if (g.bias || g.act != ACT_NONE) ks.epilogue(g.out + n0, g.N, g.M, n1 - n0, g.bias ? g.bias + n0 : nullptr, g.act);
     });
     return;
