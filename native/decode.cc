@@ -70,6 +70,30 @@ void project(const Matrix& m, const float* x, float* out, int threads) {
   quant_matmul(q, threads);
 }
 
+/** Row `n` of a matrix, dequantized as dequantizeRows does (one rounding of scale × level). */
+void row_of(const Matrix& m, int64_t n, float* out) {
+  const int64_t K = m.K;
+  if (m.kind == 0) {
+    std::memcpy(out, reinterpret_cast<const float*>(m.w) + n * K, size_t(K) * sizeof(float));
+  } else if (m.kind == 1) {
+    const int8_t* q = reinterpret_cast<const int8_t*>(m.w) + n * K;
+    const float s = m.scales[n];
+    for (int64_t k = 0; k < K; k++) out[k] = s * float(q[k]);
+  } else {
+    // int4 / int4z: groups of 32 in 16 bytes, element j in the low nibble of byte j, j + 16 in the high.
+    for (int64_t g = 0; g < K / 32; g++) {
+      const int64_t gi = n * (K / 32) + g;
+      const uint8_t* b = m.w + gi * 16;
+      const float s = m.scales[gi];
+      const int z = m.zeros ? int(m.zeros[gi]) : 8;
+      for (int j = 0; j < 16; j++) {
+        out[g * 32 + j] = s * float(int(b[j] & 15) - z);
+        out[g * 32 + 16 + j] = s * float(int(b[j] >> 4) - z);
+      }
+    }
+  }
+}
+
 inline void add_into(float* x, const float* y, int64_t n) {
   for (int64_t i = 0; i < n; i++) x[i] = x[i] + y[i];
 }
@@ -80,7 +104,7 @@ bool decode_step(uint8_t* heap, const double* plan, int64_t token, int64_t pos, 
   Reader r{plan, heap};
   const int64_t L = r.num(), C = r.num(), H = r.num(), Hkv = r.num(), D = r.num(), rd = r.num(), I = r.num(), V = r.num();
   const float eps = float(r.real());
-  const float* embed = r.f32();
+  const Matrix embed = r.matrix();
   const float* final_norm = r.f32();
   const Matrix head = r.matrix();
   const float* cos = r.f32();
@@ -100,7 +124,7 @@ bool decode_step(uint8_t* heap, const double* plan, int64_t token, int64_t pos, 
   float* o = r.f32();
   float* rstd = r.f32();
   if (token < 0 || token >= V) return false;
-  std::memcpy(x, embed + token * C, size_t(C) * sizeof(float));
+  row_of(embed, token, x);
   const float scale = float(1.0 / std::sqrt(double(D)));
   for (int64_t l = 0; l < L; l++) {
     const float* in_norm = r.f32();

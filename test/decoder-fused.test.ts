@@ -1,6 +1,6 @@
 // The fused decode step (src/models/decoder-fused.ts, native/decode.cc) against the op-by-op
 // forward on the same cache: llama (untied), qwen2 (q/k/v biases, GQA 4/1, sliding window, tied),
-// qwen3 (q/k norm, head_dim 32), float32 and each quantized format, past the cache's first
+// qwen3 (q/k norm, head_dim 32), float32 and each quantized format (embedding included), past the cache's first
 // capacity of 64 (a grown buffer means a new plan), alternating with op-by-op steps on the same
 // cache; the models it does not cover say why and run op by op.
 import { test } from 'node:test';
@@ -48,7 +48,7 @@ for (const [family, hf] of Object.entries(FAMILIES)) {
     test(`fused decode, ${family} ${format ?? 'float32'}: the logits of every step equal the op-by-op forward's`, { skip: !native && 'no native addon' }, () => {
       const m = new DecoderLM(decoderConfigFromHF(hf), { backend: cpu, seed: 3 }).eval();
       try {
-        if (format) quantizeModel(m, { format, head: true });
+        if (format) quantizeModel(m, { format, head: true, embeddings: true }); // the embedding (and a tied head) too
         assert.equal(fusedDecodeUnsupported(m), null);
         const ref = steps(m, () => false);
         const all = steps(m, () => true);

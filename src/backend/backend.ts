@@ -89,12 +89,13 @@ export interface DecodeLayerPlan {
 }
 /** Everything one fused decode step of a Llama-style decoder reads and writes (Backend.decodeStep):
  *  RMSNorm (eps) before attention and MLP, RoPE of rd features from tables (positions, rd/2),
- *  grouped-query attention, SwiGLU MLP, a float32 embedding, the head. Scratch buffers: x, h (C),
+ *  grouped-query attention, SwiGLU MLP, the embedding, the head. Scratch buffers: x, h (C),
  *  q, qRot, att (H·D), k, kRot, v (Hkv·D), lse (H), gate, up, act (I), o (C), rstd (max(H, Hkv)). */
 export interface DecodePlan {
   readonly C: number; readonly H: number; readonly Hkv: number; readonly D: number; readonly rd: number; readonly I: number; readonly V: number;
   readonly eps: number;
-  readonly embed: DecodeBuffer;
+  /** The token embedding (V, C): float32 rows, or quantized rows dequantized as looked up. */
+  readonly embed: DecodeMatrix;
   readonly finalNorm: DecodeBuffer;
   readonly head: DecodeMatrix;
   readonly cos: DecodeBuffer; readonly sin: DecodeBuffer;

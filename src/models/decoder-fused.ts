@@ -2,8 +2,8 @@
 // (Backend.decodeStep; the native cpu backend's native/decode.cc). On small models the per-op
 // JavaScript of a forward costs more than its arithmetic; this path runs the same kernels in the
 // same order on flat buffers, so its logits are those of forwardWithCache. Models it does not
-// cover (phi's parallel block and LayerNorm, GELU MLPs, dynamic RoPE, bf16/f16 weights, a
-// quantized embedding, LoRA adapters, attention probes) and backends without decodeStep take
+// cover (phi's parallel block and LayerNorm, GELU MLPs, dynamic RoPE, bf16/f16 weights, LoRA
+// adapters, attention probes) and backends without decodeStep take
 // the op-by-op path.
 import type { Backend, DecodeBuffer, DecodeLayerPlan, DecodeMatrix, DecodePlan } from '../backend/backend.js';
 import { reserveCache, setCacheLength, type KVCache } from '../nn/attention.js';
@@ -40,12 +40,12 @@ function matrix(m: Linear | Embedding, bias: Tensor | null): DecodeMatrix | null
 
 /** Why the model takes the op-by-op path (a reason), or null when the fused step covers it. */
 export function fusedDecodeUnsupported(model: DecoderLM): string | null {
-  const be = model.model.embed_tokens.weight.backend;
+  const be = backendOf(model);
   if (!be.decodeStep || !be.encodeDecodePlan) return 'the backend has no fused decode step';
   if (model.training) return 'training mode';
   if (model.rope.spec.scaling?.rope_type === 'dynamic') return 'dynamic RoPE scaling';
   const emb = model.model.embed_tokens;
-  if (emb.quant || !float32(emb.weight)) return 'the embedding is not float32';
+  if (!emb.quant && !float32(emb.weight)) return 'the embedding is not float32';
   if (!(model.model.finalNorm instanceof RMSNorm)) return 'LayerNorm';
   for (const [name, m] of model.namedModules()) {
     if (Object.prototype.hasOwnProperty.call(m, 'forward')) return `module '${name}' carries an adapter`;
@@ -58,6 +58,12 @@ export function fusedDecodeUnsupported(model: DecoderLM): string | null {
     if ((a.qNorm && !(a.qNorm instanceof RMSNorm)) || (a.kNorm && !(a.kNorm instanceof RMSNorm))) return 'q/k LayerNorm';
   }
   return null;
+}
+
+/** The model's backend (its embedding's, float or quantized). */
+function backendOf(model: DecoderLM): Backend {
+  const emb = model.model.embed_tokens;
+  return emb.quant ? emb.quant.backend : emb.weight.backend;
 }
 
 function scratch(model: DecoderLM, be: Backend): Scratch {
@@ -84,7 +90,7 @@ function scratch(model: DecoderLM, be: Backend): Scratch {
 /** The plan for this model and cache as they are now, or null when a weight is not covered. */
 function buildPlan(model: DecoderLM, cache: KVCache, cos: Tensor, sin: Tensor): DecodePlan | null {
   const c = model.config;
-  const be = model.model.embed_tokens.weight.backend;
+  const be = backendOf(model);
   const layers: DecodeLayerPlan[] = [];
   for (const [i, layer] of model.model.layers.items.entries()) {
     const a = layer.self_attn;
@@ -103,12 +109,13 @@ function buildPlan(model: DecoderLM, cache: KVCache, cos: Tensor, sin: Tensor): 
     });
   }
   const emb = model.model.embed_tokens;
-  const head = model.lm_head ? matrix(model.lm_head, model.lm_head.bias) : matrix(emb, null);
+  const embed = matrix(emb, null);
+  const head = model.lm_head ? matrix(model.lm_head, model.lm_head.bias) : embed;
   const finalNorm = (model.model.finalNorm as RMSNorm).weight;
-  if (!head || !float32(finalNorm)) return null;
+  if (!embed || !head || !float32(finalNorm)) return null;
   return {
     C: c.hidden_size, H: c.num_attention_heads, Hkv: c.num_key_value_heads, D: c.head_dim, rd: model.rope.spec.dim, I: c.intermediate_size, V: c.vocab_size,
-    eps: c.norm_eps, embed: buffer(emb.weight), finalNorm: buffer(finalNorm), head, cos: buffer(cos), sin: buffer(sin),
+    eps: c.norm_eps, embed, finalNorm: buffer(finalNorm), head, cos: buffer(cos), sin: buffer(sin),
     scratch: scratch(model, be).plan, layers,
   };
 }
@@ -126,7 +133,7 @@ export function fusedDecodeStep(model: DecoderLM, idx: Tensor, cache: KVCache): 
     plans.set(cache, null);
     return null;
   }
-  const be = model.model.embed_tokens.weight.backend;
+  const be = backendOf(model);
   const c = model.config;
   const pos = cache.length;
   const tables = model.rope.tablesUpTo(pos + 1)!;

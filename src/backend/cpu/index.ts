@@ -393,7 +393,9 @@ export class CpuBackend extends RefBackend {
       out.push(buf(m.bias), m.N, m.K);
     };
     const s = p.scratch;
-    out.push(p.layers.length, p.C, p.H, p.Hkv, p.D, p.rd, p.I, p.V, p.eps, buf(p.embed), buf(p.finalNorm));
+    out.push(p.layers.length, p.C, p.H, p.Hkv, p.D, p.rd, p.I, p.V, p.eps);
+    matrix(p.embed);
+    out.push(buf(p.finalNorm));
     matrix(p.head);
     out.push(buf(p.cos), buf(p.sin));
     for (const x of [s.x, s.h, s.q, s.qRot, s.k, s.kRot, s.v, s.att, s.lse, s.gate, s.up, s.act, s.o, s.rstd]) out.push(st(x));
