@@ -87,6 +87,7 @@ test('exact exposure: the pruned tree walk ranks the canary as ranking all 10^3 
   const x = exposureExtrapolated(model, FORMAT, [2, 7, 1], 600, new Generator(3));
   const exact = exposureExact(model, FORMAT, [2, 7, 1]).exposure;
   assert.ok(Math.abs(x.exposure - exact) < 1.5, `extrapolated ${x.exposure} vs exact ${exact}`);
+  assert.ok(!x.capped && x.exposure <= Math.log2(1000) && x.exposureNormal <= Math.log2(1000));
   model.dispose();
 });
 

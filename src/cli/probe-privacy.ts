@@ -121,10 +121,10 @@ async function probeMemorisation(f: Flags): Promise<void> {
     const row = {
       k: c.k, secret: c.secret.join(''), log_perplexity: xp.logPerplexity,
       ...(ex ? { rank: ex.rank, exposure_exact: ex.exposure, expanded: ex.expanded } : {}),
-      exposure_skewnormal: xp.exposure, exposure_normal: xp.exposureNormal, max_exposure: Math.log2(10 ** spec.digits),
+      exposure_skewnormal: xp.exposure, exposure_normal: xp.exposureNormal, extrapolation_capped: xp.capped, max_exposure: Math.log2(10 ** spec.digits),
     };
     rows.push(row);
-    process.stdout.write(`k=${String(c.k).padStart(3)} secret ${row.secret}: log-ppl ${xp.logPerplexity.toFixed(2)}${ex ? `, rank ${ex.rank}/${ex.space}, exposure ${ex.exposure.toFixed(2)} (exact; ${ex.expanded} prefixes scored)` : ''}, extrapolated ${xp.exposure.toFixed(2)} (skew-normal) / ${xp.exposureNormal.toFixed(2)} (normal)\n`);
+    process.stdout.write(`k=${String(c.k).padStart(3)} secret ${row.secret}: log-ppl ${xp.logPerplexity.toFixed(2)}${ex ? `, rank ${ex.rank}/${ex.space}, exposure ${ex.exposure.toFixed(2)} (exact; ${ex.expanded} prefixes scored)` : ''}, extrapolated ${xp.exposure.toFixed(2)} (skew-normal) / ${xp.exposureNormal.toFixed(2)} (normal)${xp.capped ? ' (capped at log2 of the secret space: the canary lies beyond every sampled secret)' : ''}\n`);
   }
   let extraction: Record<string, unknown> | null = null;
   if (extractionText) {

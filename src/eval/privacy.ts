@@ -227,10 +227,14 @@ export function logSkewNormalCdf(x: number, p: SkewNormal): number {
 }
 
 export interface ExtrapolatedExposure {
-  /** −log2 F(canary) under the fitted skew-normal. */
+  /** −log2 F(canary) under the fitted skew-normal, at most log2 |R| (no rank in a space of |R|
+   *  secrets gives more; past the sampled secrets the fit's tail can claim hundreds of bits). */
   exposure: number;
-  /** The same under a normal fit (the paper's simpler choice). */
+  /** The same under a normal fit (the paper's simpler choice), capped alike. */
   exposureNormal: number;
+  /** Whether either figure hit the cap: the canary lies beyond every sampled secret, where only
+   *  the exact walk ranks it. */
+  capped: boolean;
   fit: SkewNormal;
   samples: number;
   logPerplexity: number;
@@ -251,9 +255,11 @@ export function exposureExtrapolated(model: CanaryModel, f: CanaryFormat, canary
   let v = 0;
   for (const x of xs) v += (x - mean) ** 2;
   const sd = Math.sqrt(v / (xs.length - 1));
+  const max = f.length * Math.log2(10);
+  const skew = -logSkewNormalCdf(target, fit) / Math.LN2;
+  const normal = -logNormalCdf((target - mean) / sd) / Math.LN2;
   return {
-    exposure: -logSkewNormalCdf(target, fit) / Math.LN2,
-    exposureNormal: -logNormalCdf((target - mean) / sd) / Math.LN2,
+    exposure: Math.min(skew, max), exposureNormal: Math.min(normal, max), capped: skew > max || normal > max,
     fit, samples, logPerplexity: target,
   };
 }
