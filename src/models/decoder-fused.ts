@@ -7,9 +7,29 @@
 // the op-by-op path.
 import type { Backend, DecodeBuffer, DecodeLayerPlan, DecodeMatrix, DecodePlan } from '../backend/backend.js';
 import { reserveCache, setCacheLength, type KVCache } from '../nn/attention.js';
-import { Linear, RMSNorm, type Embedding } from '../nn/layers.js';
+import { Linear, RMSNorm, type Embedding, type LayerNorm } from '../nn/layers.js';
+import type { Module } from '../nn/module.js';
+import type { ScaledRope } from '../nn/positional.js';
 import { empty, isGradEnabled, type Tensor } from '../tensor/index.js';
-import type { DecoderLM } from './decoder.js';
+
+/** What the fused step reads of a DecoderLM (decoder.ts), stated here so that the two files do
+ *  not import each other. */
+interface FusableLayer {
+  readonly self_attn: {
+    readonly q_proj: Linear; readonly k_proj: Linear; readonly v_proj: Linear; readonly out: Linear;
+    readonly qNorm: LayerNorm | RMSNorm | null; readonly kNorm: LayerNorm | RMSNorm | null;
+    readonly window: number | null; readonly probe: unknown;
+  };
+  readonly input_layernorm: LayerNorm | RMSNorm;
+  readonly post_attention_layernorm: LayerNorm | RMSNorm | null;
+  readonly mlp: { readonly gate: Linear | null; readonly up: Linear; readonly down: Linear };
+}
+export interface FusableDecoder extends Pick<Module, 'namedModules' | 'training'> {
+  readonly config: { readonly hidden_size: number; readonly num_attention_heads: number; readonly num_key_value_heads: number; readonly head_dim: number; readonly intermediate_size: number; readonly vocab_size: number; readonly norm_eps: number };
+  readonly rope: ScaledRope;
+  readonly model: { readonly embed_tokens: Embedding; readonly layers: { readonly items: readonly FusableLayer[] }; readonly finalNorm: LayerNorm | RMSNorm };
+  readonly lm_head: Linear | null;
+}
 
 interface Scratch { tensors: Tensor[]; plan: DecodePlan['scratch'] }
 
@@ -20,7 +40,7 @@ interface CachePlan { encoded: unknown; kBufs: Tensor[]; vBufs: Tensor[]; cos: T
  *  turns it off for a process). */
 export const fusedDecode = { enabled: (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.['ATTN_FUSED_DECODE'] !== '0' };
 
-const scratchOf = new WeakMap<DecoderLM, Scratch>();
+const scratchOf = new WeakMap<FusableDecoder, Scratch>();
 const plans = new WeakMap<KVCache, CachePlan | null>();
 
 const buffer = (t: Tensor): DecodeBuffer => ({ storage: t.storage, offset: t.offset });
@@ -39,7 +59,7 @@ function matrix(m: Linear | Embedding, bias: Tensor | null): DecodeMatrix | null
 }
 
 /** Why the model takes the op-by-op path (a reason), or null when the fused step covers it. */
-export function fusedDecodeUnsupported(model: DecoderLM): string | null {
+export function fusedDecodeUnsupported(model: FusableDecoder): string | null {
   const be = backendOf(model);
   if (!be.decodeStep || !be.encodeDecodePlan) return 'the backend has no fused decode step';
   if (model.training) return 'training mode';
@@ -61,12 +81,12 @@ export function fusedDecodeUnsupported(model: DecoderLM): string | null {
 }
 
 /** The model's backend (its embedding's, float or quantized). */
-function backendOf(model: DecoderLM): Backend {
+function backendOf(model: FusableDecoder): Backend {
   const emb = model.model.embed_tokens;
   return emb.quant ? emb.quant.backend : emb.weight.backend;
 }
 
-function scratch(model: DecoderLM, be: Backend): Scratch {
+function scratch(model: FusableDecoder, be: Backend): Scratch {
   let s = scratchOf.get(model);
   if (!s) {
     const c = model.config;
@@ -88,7 +108,7 @@ function scratch(model: DecoderLM, be: Backend): Scratch {
 }
 
 /** The plan for this model and cache as they are now, or null when a weight is not covered. */
-function buildPlan(model: DecoderLM, cache: KVCache, cos: Tensor, sin: Tensor): DecodePlan | null {
+function buildPlan(model: FusableDecoder, cache: KVCache, cos: Tensor, sin: Tensor): DecodePlan | null {
   const c = model.config;
   const be = backendOf(model);
   const layers: DecodeLayerPlan[] = [];
@@ -125,7 +145,7 @@ function buildPlan(model: DecoderLM, cache: KVCache, cos: Tensor, sin: Tensor): 
  * cache grown by one; null (nothing done) where the model or backend is not covered, and the
  * caller runs the forward op by op.
  */
-export function fusedDecodeStep(model: DecoderLM, idx: Tensor, cache: KVCache): Tensor | null {
+export function fusedDecodeStep(model: FusableDecoder, idx: Tensor, cache: KVCache): Tensor | null {
   if (!fusedDecode.enabled || idx.shape[0] !== 1 || idx.shape[1] !== 1 || isGradEnabled()) return null;
   let cp = plans.get(cache);
   if (cp === null) return null; // this cache's model was found not covered
