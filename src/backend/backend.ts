@@ -92,6 +92,7 @@ export interface DecodeLayerPlan {
  *  grouped-query attention, SwiGLU MLP, the embedding, the head. Scratch buffers: x, h (C),
  *  q, qRot, att (H·D), k, kRot, v (Hkv·D), lse (H), gate, up, act (I), o (C), rstd (max(H, Hkv)). */
 export interface DecodePlan {
+  readonly kind?: 'llama';
   readonly C: number; readonly H: number; readonly Hkv: number; readonly D: number; readonly rd: number; readonly I: number; readonly V: number;
   readonly eps: number;
   /** The token embedding (V, C): float32 rows, or quantized rows dequantized as looked up. */
@@ -102,6 +103,27 @@ export interface DecodePlan {
   readonly scratch: { readonly x: Storage; readonly h: Storage; readonly q: Storage; readonly qRot: Storage; readonly k: Storage; readonly kRot: Storage; readonly v: Storage;
     readonly att: Storage; readonly lse: Storage; readonly gate: Storage; readonly up: Storage; readonly act: Storage; readonly o: Storage; readonly rstd: Storage };
   readonly layers: readonly DecodeLayerPlan[];
+}
+
+/** The GPT's layer of a GPTDecodePlan: pre-norm block, fused q/k/v projection, a two-matrix MLP. */
+export interface GPTDecodeLayerPlan {
+  readonly ln1: DecodeBuffer; readonly ln1Bias: DecodeBuffer | null; readonly ln2: DecodeBuffer; readonly ln2Bias: DecodeBuffer | null;
+  readonly qkv: DecodeMatrix; readonly attnProj: DecodeMatrix; readonly fc: DecodeMatrix; readonly mlpProj: DecodeMatrix;
+  readonly kCache: DecodeBuffer; readonly vCache: DecodeBuffer; readonly capacity: number;
+}
+/** attn's GPT for Backend.decodeStep: token embedding plus a position table's row (or RoPE of rd
+ *  features on q and k), LayerNorm (or RMSNorm) pre-norm blocks, the MLP's activation fused into
+ *  its first matmul ('gelu' tanh or 'relu'), the final norm, the head. Scratch: x, h, o (C),
+ *  qkv (C + 2·Hkv·D), qRot (C), kRot (Hkv·D), att (C), lse (H), fc (I), mean, rstd (1). */
+export interface GPTDecodePlan {
+  readonly kind: 'gpt';
+  readonly C: number; readonly H: number; readonly Hkv: number; readonly D: number; readonly I: number; readonly V: number;
+  readonly eps: number; readonly rms: boolean; readonly activation: 'gelu' | 'relu'; readonly rd: number;
+  readonly wte: DecodeMatrix; readonly positions: DecodeMatrix | null; readonly cos: DecodeBuffer | null; readonly sin: DecodeBuffer | null;
+  readonly lnf: DecodeBuffer; readonly lnfBias: DecodeBuffer | null; readonly head: DecodeMatrix;
+  readonly scratch: { readonly x: Storage; readonly h: Storage; readonly qkv: Storage; readonly qRot: Storage; readonly kRot: Storage; readonly att: Storage;
+    readonly lse: Storage; readonly fc: Storage; readonly o: Storage; readonly mean: Storage; readonly rstd: Storage };
+  readonly layers: readonly GPTDecodeLayerPlan[];
 }
 
 export interface QuantWeightStorage {
@@ -252,7 +274,7 @@ export interface Backend {
    * order are those of the op-by-op forward, so the logits are the same. Backends without it
    * (or without a plan for a model) run the forward op by op.
    */
-  encodeDecodePlan?(plan: DecodePlan): unknown;
+  encodeDecodePlan?(plan: DecodePlan | GPTDecodePlan): unknown;
   decodeStep?(encoded: unknown, token: number, pos: number, logits: Storage): void;
 
   // ---- memory ----

@@ -1,15 +1,16 @@
-// The fused decode step of a Llama-style DecoderLM: batch 1, one new token, in one backend call
-// (Backend.decodeStep; the native cpu backend's native/decode.cc). On small models the per-op
+// The fused decode step of a Llama-style DecoderLM, and of attn's GPT (gptFusedDecodeStep): batch
+// 1, one new token, in one backend call (Backend.decodeStep; the native cpu backend's
+// native/decode.cc). On small models the per-op
 // JavaScript of a forward costs more than its arithmetic; this path runs the same kernels in the
 // same order on flat buffers, so its logits are those of forwardWithCache. Models it does not
 // cover (phi's parallel block and LayerNorm, GELU MLPs, dynamic RoPE, bf16/f16 weights, LoRA
 // adapters, attention probes) and backends without decodeStep take
 // the op-by-op path.
-import type { Backend, DecodeBuffer, DecodeLayerPlan, DecodeMatrix, DecodePlan } from '../backend/backend.js';
+import type { Backend, DecodeBuffer, DecodeLayerPlan, DecodeMatrix, DecodePlan, GPTDecodeLayerPlan, GPTDecodePlan } from '../backend/backend.js';
 import { reserveCache, setCacheLength, type KVCache } from '../nn/attention.js';
-import { Linear, RMSNorm, type Embedding, type LayerNorm } from '../nn/layers.js';
+import { LayerNorm, Linear, RMSNorm, type Embedding } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
-import type { ScaledRope } from '../nn/positional.js';
+import type { RotaryEmbedding, ScaledRope } from '../nn/positional.js';
 import { empty, isGradEnabled, type Tensor } from '../tensor/index.js';
 
 /** What the fused step reads of a DecoderLM (decoder.ts), stated here so that the two files do
@@ -34,7 +35,7 @@ export interface FusableDecoder extends Pick<Module, 'namedModules' | 'training'
 interface Scratch { tensors: Tensor[]; plan: DecodePlan['scratch'] }
 
 /** Per cache: the encoded plan and the buffers it was encoded with. */
-interface CachePlan { encoded: unknown; kBufs: Tensor[]; vBufs: Tensor[]; cos: Tensor }
+interface CachePlan { encoded: unknown; kBufs: Tensor[]; vBufs: Tensor[]; cos: Tensor | null }
 
 /** Off: every step runs op by op (tests and benchmarks compare the two; ATTN_FUSED_DECODE=0
  *  turns it off for a process). */
@@ -140,38 +141,43 @@ function buildPlan(model: FusableDecoder, cache: KVCache, cos: Tensor, sin: Tens
   };
 }
 
-/**
- * forwardWithCache for one token of one sequence in one backend call: the logits (1, 1, V), the
- * cache grown by one; null (nothing done) where the model or backend is not covered, and the
- * caller runs the forward op by op.
- */
-export function fusedDecodeStep(model: FusableDecoder, idx: Tensor, cache: KVCache): Tensor | null {
+/** What the common step needs of a model kind: its coverage check, scratch sizes and plan. */
+interface FusedKind<M> {
+  unsupported(model: M): string | null;
+  backend(model: M): Backend;
+  kv(model: M): { Hkv: number; D: number; V: number };
+  /** The RoPE tables for positions below end (or null when the model has none). */
+  tables(model: M, end: number): [Tensor, Tensor] | null;
+  plan(model: M, cache: KVCache, tables: [Tensor, Tensor] | null): DecodePlan | GPTDecodePlan | null;
+}
+
+function fusedStep<M extends object>(kind: FusedKind<M>, model: M, idx: Tensor, cache: KVCache): Tensor | null {
   if (!fusedDecode.enabled || idx.shape[0] !== 1 || idx.shape[1] !== 1 || isGradEnabled()) return null;
   let cp = plans.get(cache);
   if (cp === null) return null; // this cache's model was found not covered
-  if (cp === undefined && fusedDecodeUnsupported(model) !== null) {
+  if (cp === undefined && kind.unsupported(model) !== null) {
     plans.set(cache, null);
     return null;
   }
-  const be = backendOf(model);
-  const c = model.config;
+  const be = kind.backend(model);
+  const { Hkv, D, V } = kind.kv(model);
   const pos = cache.length;
-  const tables = model.rope.tablesUpTo(pos + 1)!;
+  const tables = kind.tables(model, pos + 1);
   // Room for this token in every layer's cache; a grown buffer or table means a new plan.
-  const shape = [1, c.num_key_value_heads, pos + 1, c.head_dim] as const;
+  const shape = [1, Hkv, pos + 1, D] as const;
   const kBufs = cache.layers.map((l) => reserveCache(l, 'k', shape, be, 'float32'));
   const vBufs = cache.layers.map((l) => reserveCache(l, 'v', shape, be, 'float32'));
-  if (!cp || cp.cos !== tables[0] || kBufs.some((b, i) => b !== cp!.kBufs[i]) || vBufs.some((b, i) => b !== cp!.vBufs[i])) {
-    const plan = buildPlan(model, cache, tables[0], tables[1]);
+  if (!cp || cp.cos !== (tables?.[0] ?? null) || kBufs.some((b, i) => b !== cp!.kBufs[i]) || vBufs.some((b, i) => b !== cp!.vBufs[i])) {
+    const plan = kind.plan(model, cache, tables);
     if (!plan) {
       plans.set(cache, null);
       return null;
     }
-    cp = { encoded: be.encodeDecodePlan!(plan), kBufs, vBufs, cos: tables[0] };
+    cp = { encoded: be.encodeDecodePlan!(plan), kBufs, vBufs, cos: tables?.[0] ?? null };
     plans.set(cache, cp);
   }
   const token = idx.data()[0]!;
-  const logits = empty([1, 1, c.vocab_size], { backend: be });
+  const logits = empty([1, 1, V], { backend: be });
   try {
     be.decodeStep!(cp.encoded, token, pos, logits.storage);
   } catch (e) {
@@ -184,4 +190,136 @@ export function fusedDecodeStep(model: FusableDecoder, idx: Tensor, cache: KVCac
   }
   cache.length = pos + 1;
   return logits;
+}
+
+const LLAMA: FusedKind<FusableDecoder> = {
+  unsupported: fusedDecodeUnsupported,
+  backend: backendOf,
+  kv: (m) => ({ Hkv: m.config.num_key_value_heads, D: m.config.head_dim, V: m.config.vocab_size }),
+  tables: (m, end) => m.rope.tablesUpTo(end),
+  plan: (m, cache, t) => buildPlan(m, cache, t![0], t![1]),
+};
+
+/**
+ * forwardWithCache for one token of one sequence in one backend call: the logits (1, 1, V), the
+ * cache grown by one; null (nothing done) where the model or backend is not covered, and the
+ * caller runs the forward op by op.
+ */
+export function fusedDecodeStep(model: FusableDecoder, idx: Tensor, cache: KVCache): Tensor | null {
+  return fusedStep(LLAMA, model, idx, cache);
+}
+
+// ---------------------------------------------------------------- attn's GPT
+
+/** What the fused step reads of a GPT (gpt.ts), stated here so that the two files do not import each other. */
+interface FusableBlock {
+  readonly ln_1: Module; readonly ln_2: Module;
+  readonly attn: {
+    readonly c_attn: Linear; readonly c_proj: Linear; readonly nHead: number; readonly nKvHead: number; readonly headDim: number;
+    readonly kind: string; readonly sparsity: unknown; readonly probe: unknown; readonly cacheKind: 'kv' | 'state';
+  };
+  readonly mlp: Module;
+}
+export interface FusableGPT extends Pick<Module, 'namedModules' | 'training'> {
+  readonly config: { readonly norm_placement?: string; readonly vocab_size?: number };
+  readonly transformer: {
+    readonly wte: Embedding; readonly wpe: Embedding | null; readonly pe: { readonly table: Tensor } | null; readonly rope: RotaryEmbedding | null;
+    readonly h: { readonly items: readonly FusableBlock[] }; readonly ln_f: Module | null;
+  };
+  readonly lm_head: Linear | null;
+}
+
+interface GPTMlp { readonly c_fc: Linear; readonly c_fc2: Linear | null; readonly c_proj: Linear; readonly activation: string }
+const isNorm = (m: Module | null): m is LayerNorm | RMSNorm => m instanceof LayerNorm || m instanceof RMSNorm;
+
+/** Why the GPT takes the op-by-op path (a reason), or null when the fused step covers it. */
+export function gptFusedDecodeUnsupported(model: FusableGPT): string | null {
+  const t = model.transformer;
+  const be = t.wte.quant ? t.wte.quant.backend : t.wte.weight.backend;
+  if (!be.decodeStep || !be.encodeDecodePlan) return 'the backend has no fused decode step';
+  if (model.training) return 'training mode';
+  if ((model.config.norm_placement ?? 'pre') !== 'pre' || !isNorm(t.ln_f)) return 'not pre-norm';
+  if (!t.wte.quant && !float32(t.wte.weight)) return 'the embedding is not float32';
+  if (t.pe && !float32(t.pe.table)) return 'the position table is not float32';
+  for (const [name, m] of model.namedModules()) {
+    if (Object.prototype.hasOwnProperty.call(m, 'forward')) return `module '${name}' carries an adapter`;
+  }
+  const rms = t.ln_f instanceof RMSNorm;
+  for (const b of t.h.items) {
+    const a = b.attn;
+    if (a.kind !== 'dense' || a.sparsity || a.cacheKind !== 'kv') return `attention '${a.kind}'`;
+    if (a.probe) return 'an attention probe is attached';
+    if (!isNorm(b.ln_1) || !isNorm(b.ln_2) || (b.ln_1 instanceof RMSNorm) !== rms || (b.ln_2 instanceof RMSNorm) !== rms) return 'mixed norms';
+    const mlp = b.mlp as unknown as Partial<GPTMlp>;
+    if (!mlp.c_fc || !mlp.c_proj || (mlp.activation !== 'gelu' && mlp.activation !== 'relu')) return `MLP '${mlp.activation ?? 'mixture of experts'}'`;
+  }
+  return null;
+}
+
+const normBuffers = (n: LayerNorm | RMSNorm): [DecodeBuffer, DecodeBuffer | null] | null => {
+  const b = n instanceof LayerNorm ? n.bias : null;
+  return float32(n.weight) && float32(b) ? [buffer(n.weight), b ? buffer(b) : null] : null;
+};
+
+const gptScratch = new WeakMap<FusableGPT, Scratch>();
+
+function gptPlan(model: FusableGPT, cache: KVCache, tables: [Tensor, Tensor] | null): GPTDecodePlan | null {
+  const t = model.transformer;
+  const b0 = t.h.items[0]!.attn;
+  const H = b0.nHead, Hkv = b0.nKvHead, D = b0.headDim, C = H * D;
+  const mlp0 = t.h.items[0]!.mlp as unknown as GPTMlp;
+  const I = mlp0.c_fc.matrixShape()[0];
+  const be = GPT_KIND.backend(model);
+  let s = gptScratch.get(model);
+  if (!s) {
+    const sizes = { x: C, h: C, qkv: C + 2 * Hkv * D, qRot: C, kRot: Hkv * D, att: C, lse: H, fc: I, o: C, mean: 1, rstd: 1 };
+    const tensors: Tensor[] = [];
+    const plan: Record<string, unknown> = {};
+    for (const [k, n] of Object.entries(sizes)) {
+      const x = empty([n], { backend: be }).keep();
+      tensors.push(x);
+      plan[k] = x.storage;
+    }
+    s = { tensors, plan: plan as unknown as DecodePlan['scratch'] };
+    gptScratch.set(model, s);
+  }
+  const layers: GPTDecodeLayerPlan[] = [];
+  for (const [i, b] of t.h.items.entries()) {
+    const mlp = b.mlp as unknown as GPTMlp;
+    const ms = [matrix(b.attn.c_attn, b.attn.c_attn.bias), matrix(b.attn.c_proj, b.attn.c_proj.bias), matrix(mlp.c_fc, mlp.c_fc.bias), matrix(mlp.c_proj, mlp.c_proj.bias)];
+    const n1 = normBuffers(b.ln_1 as LayerNorm | RMSNorm), n2 = normBuffers(b.ln_2 as LayerNorm | RMSNorm);
+    if (ms.some((m) => m === null) || !n1 || !n2) return null;
+    const l = cache.layers[i]!;
+    layers.push({
+      ln1: n1[0], ln1Bias: n1[1], ln2: n2[0], ln2Bias: n2[1], qkv: ms[0]!, attnProj: ms[1]!, fc: ms[2]!, mlpProj: ms[3]!,
+      kCache: buffer(l.kBuf!), vCache: buffer(l.vBuf!), capacity: l.kBuf!.shape[2]!,
+    });
+  }
+  const wte = matrix(t.wte, null);
+  const positions = t.wpe ? matrix(t.wpe, null) : t.pe ? { float: buffer(t.pe.table), quant: null, bias: null, N: t.pe.table.shape[0]!, K: t.pe.table.shape[1]! } : null;
+  const head = model.lm_head ? matrix(model.lm_head, model.lm_head.bias) : wte;
+  const nf = normBuffers(t.ln_f as LayerNorm | RMSNorm);
+  if (!wte || !head || !nf || ((t.wpe || t.pe) && !positions)) return null;
+  const ln = t.ln_f as LayerNorm | RMSNorm;
+  return {
+    kind: 'gpt', C, H, Hkv, D, I, V: wte.N, eps: ln.eps, rms: ln instanceof RMSNorm, activation: mlp0.activation as 'gelu' | 'relu', rd: tables ? D : 0,
+    wte, positions, cos: tables ? buffer(tables[0]) : null, sin: tables ? buffer(tables[1]) : null, lnf: nf[0], lnfBias: nf[1], head,
+    scratch: s.plan as unknown as GPTDecodePlan['scratch'], layers,
+  };
+}
+
+const GPT_KIND: FusedKind<FusableGPT> = {
+  unsupported: gptFusedDecodeUnsupported,
+  backend: (m) => (m.transformer.wte.quant ? m.transformer.wte.quant.backend : m.transformer.wte.weight.backend),
+  kv: (m) => {
+    const a = m.transformer.h.items[0]!.attn;
+    return { Hkv: a.nKvHead, D: a.headDim, V: m.transformer.wte.matrixShape()[0] };
+  },
+  tables: (m) => (m.transformer.rope ? [m.transformer.rope.cos, m.transformer.rope.sin] : null),
+  plan: gptPlan,
+};
+
+/** GPT.forwardWithCache for one token of one sequence in one backend call (see fusedDecodeStep). */
+export function gptFusedDecodeStep(model: FusableGPT, idx: Tensor, cache: KVCache): Tensor | null {
+  return fusedStep(GPT_KIND, model, idx, cache);
 }

@@ -6,6 +6,7 @@
 // RMSNorm, ReLU or SwiGLU MLPs, no biases, untied head, and attention variants: grouped-query
 // (n_kv_head), sparse (local, strided, fixed), linear and Performer; and mixture-of-experts
 // feed-forward layers (moe_*: transformer.h.{i}.mlp.router, mlp.experts.{e}.c_fc, ...).
+import { gptFusedDecodeStep } from './decoder-fused.js';
 import type { Backend } from '../backend/backend.js';
 import { ATTENTION_DEFAULTS, attentionProblems, sparsityOf, type AttentionFields } from '../nn/attention-config.js';
 import { CausalSelfAttention, checkSegments, KVCache, KVPool, type ForwardCacheOptions, type KVLayerCache, type PooledStep, type PromptChunk, type Segments, finishPooledStep, planPooledStep, stepOutputRows } from '../nn/attention.js';
@@ -381,6 +382,11 @@ export class GPT extends Module {
   forwardWithCache(idx: Tensor, cache: KVCache, opts: ForwardCacheOptions = {}): GPTOutput {
     if (cache.layers.length !== this.config.n_layer) {
       throw new Error(`GPT.forwardWithCache: the cache has ${cache.layers.length} layers, the model ${this.config.n_layer}`);
+    }
+    // One token of one sequence: the whole step in one backend call where it is covered.
+    if (idx.ndim === 2 && idx.shape[1] === 1 && idx.dtype === 'int32' && cache.length + 1 <= this.config.block_size) {
+      const fused = gptFusedDecodeStep(this, idx, cache);
+      if (fused) return { logits: fused };
     }
     let h = this.hidden(idx, cache); // (B, T, C)
     const T = idx.shape[1]!;

@@ -1,7 +1,7 @@
 // The fast CPU backend: storage lives in the shared WebAssembly memory of a WasmRuntime, the
 // heavy ops run as WebAssembly SIMD kernels on its thread pool, and every other op is the
 // reference backend's JS kernel working on views of that memory.
-import type { AdamWArgs, AttentionArgs, AttentionBackwardArgs, AttentionView, Backend, BinaryOp, DecodeBuffer, DecodeMatrix, DecodePlan, Layout, MatmulArgs, QuantMatmulArgs, QuantWeightStorage, ReduceOp, Storage, UnaryGradOp, UnaryOp } from '../backend.js';
+import type { AdamWArgs, AttentionArgs, AttentionBackwardArgs, AttentionView, Backend, BinaryOp, DecodeBuffer, DecodeMatrix, DecodePlan, GPTDecodePlan, Layout, MatmulArgs, QuantMatmulArgs, QuantWeightStorage, ReduceOp, Storage, UnaryGradOp, UnaryOp } from '../backend.js';
 import * as fused from './fused.js';
 import { wasmQuantEmbedding, wasmQuantMatmul } from './quant-wasm.js';
 import { RefBackend, roundedToBf16 } from '../ref/index.js';
@@ -379,11 +379,15 @@ export class CpuBackend extends RefBackend {
     return this.native?.decodeStep ? this.decodeStepNative : undefined;
   }
   /** The plan as native/decode.cc reads it: numbers (byte offsets into the heap, sizes) in order. */
-  private readonly encodeDecodePlanNative = (p: DecodePlan): Float64Array => {
+  private readonly encodeDecodePlanNative = (p: DecodePlan | GPTDecodePlan): Float64Array => {
     const out: number[] = [];
     const buf = (b: DecodeBuffer | null): number => (b ? this.ptr(b.storage) + 4 * b.offset : 0);
     const st = (s: Storage): number => this.ptr(s);
-    const matrix = (m: DecodeMatrix): void => {
+    const matrix = (m: DecodeMatrix | null): void => {
+      if (!m) {
+        out.push(-1, 0, 0, 0, 0, 0, 0);
+        return;
+      }
       if (m.quant) {
         const q = m.quant;
         out.push(1 + QUANT_CODE[q.format], this.ptr(q.data), this.ptr(q.scales), q.zeros ? this.ptr(q.zeros) : 0);
@@ -392,8 +396,22 @@ export class CpuBackend extends RefBackend {
       }
       out.push(buf(m.bias), m.N, m.K);
     };
+    if (p.kind === 'gpt') {
+      const s = p.scratch;
+      out.push(1, p.layers.length, p.C, p.H, p.Hkv, p.D, p.I, p.V, p.eps, p.rms ? 1 : 0, ACT_CODE[p.activation], p.rd);
+      matrix(p.wte);
+      matrix(p.positions);
+      out.push(buf(p.cos), buf(p.sin), buf(p.lnf), buf(p.lnfBias));
+      matrix(p.head);
+      for (const x of [s.x, s.h, s.qkv, s.qRot, s.kRot, s.att, s.lse, s.fc, s.o, s.mean, s.rstd]) out.push(st(x));
+      for (const l of p.layers) {
+        out.push(buf(l.ln1), buf(l.ln1Bias), buf(l.ln2), buf(l.ln2Bias), buf(l.kCache), buf(l.vCache), l.capacity);
+        for (const m of [l.qkv, l.attnProj, l.fc, l.mlpProj]) matrix(m);
+      }
+      return Float64Array.from(out);
+    }
     const s = p.scratch;
-    out.push(p.layers.length, p.C, p.H, p.Hkv, p.D, p.rd, p.I, p.V, p.eps);
+    out.push(0, p.layers.length, p.C, p.H, p.Hkv, p.D, p.rd, p.I, p.V, p.eps);
     matrix(p.embed);
     out.push(buf(p.finalNorm));
     matrix(p.head);
