@@ -6,7 +6,7 @@
 // cover (phi's parallel block and LayerNorm, GELU MLPs, dynamic RoPE, bf16/f16 weights, LoRA
 // adapters, attention probes) and backends without decodeStep take
 // the op-by-op path.
-import type { Backend, DecodeBuffer, DecodeLayerPlan, DecodeMatrix, DecodePlan, GPTDecodeLayerPlan, GPTDecodePlan } from '../backend/backend.js';
+import type { Backend, Storage, DecodeBuffer, DecodeLayerPlan, DecodeMatrix, DecodePlan, GPTDecodeLayerPlan, GPTDecodePlan } from '../backend/backend.js';
 import { reserveCache, setCacheLength, type KVCache } from '../nn/attention.js';
 import { LayerNorm, Linear, RMSNorm, type Embedding } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
@@ -32,7 +32,6 @@ export interface FusableDecoder extends Pick<Module, 'namedModules' | 'training'
   readonly lm_head: Linear | null;
 }
 
-interface Scratch { tensors: Tensor[]; plan: DecodePlan['scratch'] }
 
 /** Per cache: the encoded plan and the buffers it was encoded with. */
 interface CachePlan { encoded: unknown; kBufs: Tensor[]; vBufs: Tensor[]; cos: Tensor | null }
@@ -41,7 +40,7 @@ interface CachePlan { encoded: unknown; kBufs: Tensor[]; vBufs: Tensor[]; cos: T
  *  turns it off for a process). */
 export const fusedDecode = { enabled: (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.['ATTN_FUSED_DECODE'] !== '0' };
 
-const scratchOf = new WeakMap<FusableDecoder, Scratch>();
+const scratchOf = new WeakMap<KVCache, Tensor[]>();
 const plans = new WeakMap<KVCache, CachePlan | null>();
 
 const buffer = (t: Tensor): DecodeBuffer => ({ storage: t.storage, offset: t.offset });
@@ -87,25 +86,17 @@ function backendOf(model: FusableDecoder): Backend {
   return emb.quant ? emb.quant.backend : emb.weight.backend;
 }
 
-function scratch(model: FusableDecoder, be: Backend): Scratch {
-  let s = scratchOf.get(model);
-  if (!s) {
-    const c = model.config;
-    const H = c.num_attention_heads;
-    const Hkv = c.num_key_value_heads;
-    const D = c.head_dim;
-    const sizes = { x: c.hidden_size, h: c.hidden_size, q: H * D, qRot: H * D, k: Hkv * D, kRot: Hkv * D, v: Hkv * D, att: H * D, lse: H, gate: c.intermediate_size, up: c.intermediate_size, act: c.intermediate_size, o: c.hidden_size, rstd: Math.max(H, Hkv) };
-    const tensors: Tensor[] = [];
-    const plan: Record<string, unknown> = {};
-    for (const [k, n] of Object.entries(sizes)) {
-      const t = empty([n], { backend: be }).keep();
-      tensors.push(t);
-      plan[k] = t.storage;
-    }
-    s = { tensors, plan: plan as unknown as DecodePlan['scratch'] };
-    scratchOf.set(model, s);
+/** Scratch buffers of the given sizes for this cache's steps, kept with (and freed by) the cache. */
+function scratchFor(cache: KVCache, be: Backend, sizes: Record<string, number>): Record<string, Storage> {
+  let s = scratchOf.get(cache);
+  if (!s || s.some((t) => t.isDisposed)) {
+    s = Object.values(sizes).map((n) => empty([n], { backend: be }).keep());
+    cache.owned.push(...s);
+    scratchOf.set(cache, s);
   }
-  return s;
+  const out: Record<string, Storage> = {};
+  Object.keys(sizes).forEach((k, i) => { out[k] = s![i]!.storage; });
+  return out;
 }
 
 /** The plan for this model and cache as they are now, or null when a weight is not covered. */
@@ -137,7 +128,11 @@ function buildPlan(model: FusableDecoder, cache: KVCache, cos: Tensor, sin: Tens
   return {
     C: c.hidden_size, H: c.num_attention_heads, Hkv: c.num_key_value_heads, D: c.head_dim, rd: model.rope.spec.dim, I: c.intermediate_size, V: c.vocab_size,
     eps: c.norm_eps, embed, finalNorm: buffer(finalNorm), head, cos: buffer(cos), sin: buffer(sin),
-    scratch: scratch(model, be).plan, layers,
+    scratch: scratchFor(cache, be, {
+      x: c.hidden_size, h: c.hidden_size, q: c.num_attention_heads * c.head_dim, qRot: c.num_attention_heads * c.head_dim, k: c.num_key_value_heads * c.head_dim,
+      kRot: c.num_key_value_heads * c.head_dim, v: c.num_key_value_heads * c.head_dim, att: c.num_attention_heads * c.head_dim, lse: c.num_attention_heads,
+      gate: c.intermediate_size, up: c.intermediate_size, act: c.intermediate_size, o: c.hidden_size, rstd: Math.max(c.num_attention_heads, c.num_key_value_heads),
+    }) as unknown as DecodePlan['scratch'], layers,
   };
 }
 
@@ -261,7 +256,6 @@ const normBuffers = (n: LayerNorm | RMSNorm): [DecodeBuffer, DecodeBuffer | null
   return float32(n.weight) && float32(b) ? [buffer(n.weight), b ? buffer(b) : null] : null;
 };
 
-const gptScratch = new WeakMap<FusableGPT, Scratch>();
 
 function gptPlan(model: FusableGPT, cache: KVCache, tables: [Tensor, Tensor] | null): GPTDecodePlan | null {
   const t = model.transformer;
@@ -270,19 +264,7 @@ function gptPlan(model: FusableGPT, cache: KVCache, tables: [Tensor, Tensor] | n
   const mlp0 = t.h.items[0]!.mlp as unknown as GPTMlp;
   const I = mlp0.c_fc.matrixShape()[0];
   const be = GPT_KIND.backend(model);
-  let s = gptScratch.get(model);
-  if (!s) {
-    const sizes = { x: C, h: C, qkv: C + 2 * Hkv * D, qRot: C, kRot: Hkv * D, att: C, lse: H, fc: I, o: C, mean: 1, rstd: 1 };
-    const tensors: Tensor[] = [];
-    const plan: Record<string, unknown> = {};
-    for (const [k, n] of Object.entries(sizes)) {
-      const x = empty([n], { backend: be }).keep();
-      tensors.push(x);
-      plan[k] = x.storage;
-    }
-    s = { tensors, plan: plan as unknown as DecodePlan['scratch'] };
-    gptScratch.set(model, s);
-  }
+  const scratch = scratchFor(cache, be, { x: C, h: C, qkv: C + 2 * Hkv * D, qRot: C, kRot: Hkv * D, att: C, lse: H, fc: I, o: C, mean: 1, rstd: 1 });
   const layers: GPTDecodeLayerPlan[] = [];
   for (const [i, b] of t.h.items.entries()) {
     const mlp = b.mlp as unknown as GPTMlp;
@@ -304,7 +286,7 @@ function gptPlan(model: FusableGPT, cache: KVCache, tables: [Tensor, Tensor] | n
   return {
     kind: 'gpt', C, H, Hkv, D, I, V: wte.N, eps: ln.eps, rms: ln instanceof RMSNorm, activation: mlp0.activation as 'gelu' | 'relu', rd: tables ? D : 0,
     wte, positions, cos: tables ? buffer(tables[0]) : null, sin: tables ? buffer(tables[1]) : null, lnf: nf[0], lnfBias: nf[1], head,
-    scratch: s.plan as unknown as GPTDecodePlan['scratch'], layers,
+    scratch: scratch as unknown as GPTDecodePlan['scratch'], layers,
   };
 }
 

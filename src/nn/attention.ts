@@ -62,8 +62,13 @@ export class KVCache {
       l.vBuf = null;
       l.state?.reset();
     }
+    for (const t of this.owned) t.dispose();
+    this.owned.length = 0;
     this.length = 0;
   }
+
+  /** Other buffers a step keeps with this cache (a fused decode step's scratch), freed with it. */
+  readonly owned: Tensor[] = [];
 
   dispose(): void {
     this.reset();
