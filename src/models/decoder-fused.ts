@@ -80,10 +80,13 @@ export function fusedDecodeUnsupported(model: FusableDecoder): string | null {
   return null;
 }
 
-/** The model's backend (its embedding's, float or quantized). */
-function backendOf(model: FusableDecoder): Backend {
-  const emb = model.model.embed_tokens;
+/** The backend a table lives on, float or quantized (a model's: its embedding's). */
+function tableBackend(emb: Embedding): Backend {
   return emb.quant ? emb.quant.backend : emb.weight.backend;
+}
+
+function backendOf(model: FusableDecoder): Backend {
+  return tableBackend(model.model.embed_tokens);
 }
 
 /** Scratch buffers of the given sizes for this cache's steps, kept with (and freed by) the cache. */
@@ -230,7 +233,7 @@ const isNorm = (m: Module | null): m is LayerNorm | RMSNorm => m instanceof Laye
 /** Why the GPT takes the op-by-op path (a reason), or null when the fused step covers it. */
 export function gptFusedDecodeUnsupported(model: FusableGPT): string | null {
   const t = model.transformer;
-  const be = t.wte.quant ? t.wte.quant.backend : t.wte.weight.backend;
+  const be = tableBackend(t.wte);
   if (!be.decodeStep || !be.encodeDecodePlan) return 'the backend has no fused decode step';
   if (model.training) return 'training mode';
   if ((model.config.norm_placement ?? 'pre') !== 'pre' || !isNorm(t.ln_f)) return 'not pre-norm';
@@ -292,7 +295,7 @@ function gptPlan(model: FusableGPT, cache: KVCache, tables: [Tensor, Tensor] | n
 
 const GPT_KIND: FusedKind<FusableGPT> = {
   unsupported: gptFusedDecodeUnsupported,
-  backend: (m) => (m.transformer.wte.quant ? m.transformer.wte.quant.backend : m.transformer.wte.weight.backend),
+  backend: (m) => tableBackend(m.transformer.wte),
   kv: (m) => {
     const a = m.transformer.h.items[0]!.attn;
     return { Hkv: a.nKvHead, D: a.headDim, V: m.transformer.wte.matrixShape()[0] };
