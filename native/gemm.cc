@@ -211,7 +211,7 @@ using Epilogue = void (*)(float* c, int64_t ldc, int rows, int cols, const float
 /** out[j] for j in [n0, n1) = sum_k a[k] B(k, j) (no bias or activation). */
 using Gemv = void (*)(const GemmArgs& g, const float* a, const void* b, float* out, int n0, int n1);
 
-/** Up to 4 rows of A against a "trans_b" B (row n of B at n * ldb: a linear layer's weight):
+/** Up to 8 rows of A against a "trans_b" B (row n of B at n * ldb: a linear layer's weight):
  *  out[m * N + j] for j in [n0, n1), m < rows; each row of B is read once for all rows of A. */
 using GemvRows = void (*)(const GemmArgs& g, const float* a, int rows, const void* b, float* out, int n0, int n1);
 
@@ -485,34 +485,57 @@ AVX2 void pack_b_cols_avx2(const GemmArgs& g, const void* b, int k0, int kc, int
 
 // ---- AVX-512 (F, BW, VL): 12 x 32 tiles (24 accumulators)
 
-/** GemvRows for R rows (AVX2): one chain per row of A, B's row loaded once for all. */
-template <int R>
-AVX2 void gemv_rows_avx2_r(const GemmArgs& g, const float* a, const void* b, float* out, int n0, int n1) {
+/** RW rows of B (a linear layer's weight) against RX rows of A, one chain per pair: each weight
+ *  vector loaded feeds RX FMAs and each A vector RW, so the tile is bound by its FMAs, not its loads. */
+template <int RW, int RX>
+AVX2 void gemv_tile_avx2(const GemmArgs& g, const float* a, const void* b, float* out, int n) {
   const bool h = g.b_bf16;
   const int K8 = g.K / 8 * 8;
-  for (int n = n0; n < n1; n++) {
-    const int64_t row = int64_t(n) * g.ldb;
-    __m256 s[R];
-    for (int m = 0; m < R; m++) s[m] = _mm256_setzero_ps();
-    for (int k = 0; k < K8; k += 8) {
-      const __m256 w = load8_avx2(b, row + k, h);
-      for (int m = 0; m < R; m++) s[m] = _mm256_fmadd_ps(_mm256_loadu_ps(a + m * g.lda + k), w, s[m]);
+  __m256 s[RW][RX];
+#pragma GCC unroll 4
+  for (int i = 0; i < RW; i++)
+#pragma GCC unroll 4
+    for (int m = 0; m < RX; m++) s[i][m] = _mm256_setzero_ps();
+  for (int k = 0; k < K8; k += 8) {
+    __m256 w[RW];
+#pragma GCC unroll 4
+    for (int i = 0; i < RW; i++) w[i] = load8_avx2(b, int64_t(n + i) * g.ldb + k, h);
+#pragma GCC unroll 4
+    for (int m = 0; m < RX; m++) {
+      const __m256 x = _mm256_loadu_ps(a + m * g.lda + k);
+#pragma GCC unroll 4
+      for (int i = 0; i < RW; i++) s[i][m] = _mm256_fmadd_ps(x, w[i], s[i][m]);
     }
-    for (int m = 0; m < R; m++) {
-      float t = hsum_avx2(s[m]);
+  }
+  for (int i = 0; i < RW; i++) {
+    const int64_t row = int64_t(n + i) * g.ldb;
+    for (int m = 0; m < RX; m++) {
+      float t = hsum_avx2(s[i][m]);
       for (int k = K8; k < g.K; k++) t += a[m * g.lda + k] * (h ? bf16_to_f32(static_cast<const uint16_t*>(b)[row + k]) : static_cast<const float*>(b)[row + k]);
-      out[int64_t(m) * g.N + n] = t;
+      out[int64_t(m) * g.N + n + i] = t;
+    }
+  }
+}
+
+template <int RW>
+AVX2 void gemv_tiles_avx2(const GemmArgs& g, const float* a, int rows, const void* b, float* out, int n) {
+  for (int m0 = 0; m0 < rows; m0 += 4) {
+    const float* am = a + int64_t(m0) * g.lda;
+    float* om = out + int64_t(m0) * g.N;
+    switch (std::min(4, rows - m0)) {
+      case 1: gemv_tile_avx2<RW, 1>(g, am, b, om, n); break;
+      case 2: gemv_tile_avx2<RW, 2>(g, am, b, om, n); break;
+      case 3: gemv_tile_avx2<RW, 3>(g, am, b, om, n); break;
+      default: gemv_tile_avx2<RW, 4>(g, am, b, om, n);
     }
   }
 }
 
 AVX2 void gemv_rows_avx2(const GemmArgs& g, const float* a, int rows, const void* b, float* out, int n0, int n1) {
-  switch (rows) {
-    case 1: return gemv_rows_avx2_r<1>(g, a, b, out, n0, n1);
-    case 2: return gemv_rows_avx2_r<2>(g, a, b, out, n0, n1);
-    case 3: return gemv_rows_avx2_r<3>(g, a, b, out, n0, n1);
-    default: return gemv_rows_avx2_r<4>(g, a, b, out, n0, n1);
-  }
+  // Two weight rows at a time for every group of up to 4 rows of A while they are in L1.
+  int n = n0;
+  for (; n + 2 <= n1; n += 2) gemv_tiles_avx2<2>(g, a, rows, b, out, n);
+  for (; n < n1; n++) gemv_tiles_avx2<1>(g, a, rows, b, out, n);
 }
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
@@ -630,36 +653,63 @@ AVX512 void gemv_avx512(const GemmArgs& g, const float* a, const void* b, float*
   }
 }
 
-/** GemvRows for R rows (AVX-512): one chain per row of A, B's row loaded once for all. */
-template <int R>
-AVX512 void gemv_rows_avx512_r(const GemmArgs& g, const float* a, const void* b, float* out, int n0, int n1) {
+/** RW rows of B (a linear layer's weight) against RX rows of A, one chain per pair: each weight
+ *  vector loaded feeds RX FMAs and each A vector RW, so the tile is bound by its FMAs, not its loads
+ *  (one weight row against 4 rows of A needed 5 loads per 4 FMAs). */
+template <int RW, int RX>
+AVX512 void gemv_tile_avx512(const GemmArgs& g, const float* a, const void* b, float* out, int n) {
   const bool h = g.b_bf16;
   const __mmask16 all = 0xffff;
   const int K16 = g.K / 16 * 16;
-  for (int n = n0; n < n1; n++) {
-    const int64_t row = int64_t(n) * g.ldb;
-    __m512 s[R];
-    for (int m = 0; m < R; m++) s[m] = _mm512_setzero_ps();
-    for (int k = 0; k < K16; k += 16) {
-      const __m512 w = load16_avx512(b, row + k, h, all);
-      for (int m = 0; m < R; m++) s[m] = _mm512_fmadd_ps(_mm512_loadu_ps(a + m * g.lda + k), w, s[m]);
+  __m512 s[RW][RX];
+#pragma GCC unroll 4
+  for (int i = 0; i < RW; i++)
+#pragma GCC unroll 4
+    for (int m = 0; m < RX; m++) s[i][m] = _mm512_setzero_ps();
+  for (int k = 0; k < K16; k += 16) {
+    __m512 w[RW];
+#pragma GCC unroll 4
+    for (int i = 0; i < RW; i++) w[i] = load16_avx512(b, int64_t(n + i) * g.ldb + k, h, all);
+#pragma GCC unroll 4
+    for (int m = 0; m < RX; m++) {
+      const __m512 x = _mm512_loadu_ps(a + m * g.lda + k);
+#pragma GCC unroll 4
+      for (int i = 0; i < RW; i++) s[i][m] = _mm512_fmadd_ps(x, w[i], s[i][m]);
     }
-    if (K16 < g.K) {
-      const __mmask16 mk = __mmask16((1u << (g.K - K16)) - 1);
-      const __m512 w = load16_avx512(b, row + K16, h, mk);
-      for (int m = 0; m < R; m++) s[m] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, a + m * g.lda + K16), w, s[m]);
+  }
+  if (K16 < g.K) {
+    const __mmask16 mk = __mmask16((1u << (g.K - K16)) - 1);
+#pragma GCC unroll 4
+    for (int i = 0; i < RW; i++) {
+      const __m512 w = load16_avx512(b, int64_t(n + i) * g.ldb + K16, h, mk);
+#pragma GCC unroll 4
+      for (int m = 0; m < RX; m++) s[i][m] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, a + m * g.lda + K16), w, s[i][m]);
     }
-    for (int m = 0; m < R; m++) out[int64_t(m) * g.N + n] = _mm512_reduce_add_ps(s[m]);
+  }
+  for (int i = 0; i < RW; i++)
+    for (int m = 0; m < RX; m++) out[int64_t(m) * g.N + n + i] = _mm512_reduce_add_ps(s[i][m]);
+}
+
+template <int RW>
+AVX512 void gemv_tiles_avx512(const GemmArgs& g, const float* a, int rows, const void* b, float* out, int n) {
+  for (int m0 = 0; m0 < rows; m0 += 4) {
+    const float* am = a + int64_t(m0) * g.lda;
+    float* om = out + int64_t(m0) * g.N;
+    switch (std::min(4, rows - m0)) {
+      case 1: gemv_tile_avx512<RW, 1>(g, am, b, om, n); break;
+      case 2: gemv_tile_avx512<RW, 2>(g, am, b, om, n); break;
+      case 3: gemv_tile_avx512<RW, 3>(g, am, b, om, n); break;
+      default: gemv_tile_avx512<RW, 4>(g, am, b, om, n);
+    }
   }
 }
 
 AVX512 void gemv_rows_avx512(const GemmArgs& g, const float* a, int rows, const void* b, float* out, int n0, int n1) {
-  switch (rows) {
-    case 1: return gemv_rows_avx512_r<1>(g, a, b, out, n0, n1);
-    case 2: return gemv_rows_avx512_r<2>(g, a, b, out, n0, n1);
-    case 3: return gemv_rows_avx512_r<3>(g, a, b, out, n0, n1);
-    default: return gemv_rows_avx512_r<4>(g, a, b, out, n0, n1);
-  }
+  // Four weight rows at a time (16 chains) for every group of up to 4 rows of A, so the 4 rows
+  // stay in L1 while the second group reads them: the weight is streamed from memory once.
+  int n = n0;
+  for (; n + 4 <= n1; n += 4) gemv_tiles_avx512<4>(g, a, rows, b, out, n);
+  for (; n < n1; n++) gemv_tiles_avx512<1>(g, a, rows, b, out, n);
 }
 
 // ---- AVX-512 BF16: the same 12 x 32 tiles, two k per vdpbf16ps
@@ -919,15 +969,14 @@ void gemm(const GemmArgs& g0, int threads) {
   // bfloat16 precision always packs (its rounding lives in the packing).
   const bool vec = g.M == 1 && !g.trans_a && !g.bf16_compute;
   // 2-8 rows against a linear layer's weight (batched decode): each weight row is streamed once
-  // for all rows of A (up to 4 per pass) instead of packing the whole weight per call.
+  // for all rows of A instead of packing the whole weight per call.
   const bool rowsVec = !vec && ks.gemv_rows && g.M <= 8 && g.batch == 1 && g.trans_b && !g.trans_a && !g.bf16_compute && !g.accumulate;
   if (rowsVec) {
     parallel(nt, [&](int tid, int n) {
       const int chunk = ((g.N + n - 1) / n + 63) / 64 * 64;
       const int n0 = std::min(g.N, tid * chunk), n1 = std::min(g.N, n0 + chunk);
       if (n0 >= n1) return;
-      for (int m0 = 0; m0 < g.M; m0 += 4)
-        ks.gemv_rows(g, g.a + int64_t(m0) * g.lda, std::min(4, g.M - m0), g.b, g.out + int64_t(m0) * g.N, n0, n1);
+      ks.gemv_rows(g, g.a, g.M, g.b, g.out, n0, n1);
       if (g.bias || g.act != ACT_NONE) ks.epilogue(g.out + n0, g.N, g.M, n1 - n0, g.bias ? g.bias + n0 : nullptr, g.act);
     });
     return;
