@@ -313,6 +313,24 @@ Napi::Value DecodeStep(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), ok);
 }
 
+/** sampleTempered(heap, logits, V, rows (Int32Array), temps, uniforms (Float64Arrays), out (Int32Array), threads):
+ *  one draw per listed row of the (rows, V) float32 logits at byte offset `logits` (fused.h). */
+Napi::Value SampleTempered(const Napi::CallbackInfo& info) {
+  uint8_t* heap = heap_of(info[0]);
+  const uint8_t* rows = heap_of(info[3]);
+  const uint8_t* temps = heap_of(info[4]);
+  const uint8_t* uniforms = heap_of(info[5]);
+  uint8_t* out = heap_of(info[6]);
+  if (!heap || !rows || !temps || !uniforms || !out) {
+    Napi::TypeError::New(info.Env(), "sampleTempered: the heap, rows, temperatures, uniforms and out must be typed arrays").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  const int64_t n = int64_t(info[3].As<Napi::TypedArray>().ElementLength());
+  attn::sample_tempered(reinterpret_cast<const float*>(heap + i64(info, 1)), i64(info, 2), reinterpret_cast<const int32_t*>(rows), n,
+                        reinterpret_cast<const double*>(temps), reinterpret_cast<const double*>(uniforms), reinterpret_cast<int32_t*>(out), int(i64(info, 7)));
+  return info.Env().Undefined();
+}
+
 /** swiglu(heap, gate, up, out, n, threads) */
 Napi::Value Swiglu(const Napi::CallbackInfo& info) {
   return with_heap(info, [](const Args& a) { attn::swiglu(a.f(1), a.f(2), a.f(3), a.n(4), int(a.n(5))); });
@@ -405,6 +423,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("geluBackward", Napi::Function::New(env, GeluBackward));
   exports.Set("swiglu", Napi::Function::New(env, Swiglu));
   exports.Set("decodeStep", Napi::Function::New(env, DecodeStep));
+  exports.Set("sampleTempered", Napi::Function::New(env, SampleTempered));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("quantMatmul", Napi::Function::New(env, QuantMatmul));
   exports.Set("swigluBackward", Napi::Function::New(env, SwigluBackward));

@@ -341,6 +341,57 @@ struct Partials {
   }
 };
 
+// ---------------------------------------------------------------- sampling
+
+/** Logits per chunk of the inverse-CDF scan: chunk sums first, then only the chunk that holds the
+ *  draw is rescanned in order. */
+constexpr int64_t SAMPLE_CHUNK = 512;
+
+/** A draw from softmax(l / T): the first index whose cumulative weight exceeds u * total
+ *  (weights e^((l - max) / T), -inf and NaN weigh 0), or -1 when every logit is -inf or NaN. */
+INLINE int32_t sample_row_body(const float* l, int64_t V, float inv_t, double u, double* sums) {
+  float m = NEG_INF;
+  for (int64_t j = 0; j < V; j++) m = l[j] > m ? l[j] : m;
+  if (!(m > NEG_INF)) return -1;
+  auto weight = [&](float x) { return x > NEG_INF ? vexp((x - m) * inv_t) : 0.f; };
+  const int64_t chunks = (V + SAMPLE_CHUNK - 1) / SAMPLE_CHUNK;
+  double total = 0;
+  for (int64_t c = 0; c < chunks; c++) {
+    const int64_t j1 = std::min(V, (c + 1) * SAMPLE_CHUNK);
+    double cs = 0;
+#pragma omp simd reduction(+ : cs)
+    for (int64_t j = c * SAMPLE_CHUNK; j < j1; j++) cs += double(weight(l[j]));
+    sums[c] = cs;
+    total += cs;
+  }
+  const double r = u * total;
+  double cum = 0;
+  for (int64_t c = 0; c < chunks; c++) {
+    if (cum + sums[c] <= r) {
+      cum += sums[c];
+      continue;
+    }
+    for (int64_t j = c * SAMPLE_CHUNK, j1 = std::min(V, (c + 1) * SAMPLE_CHUNK); j < j1; j++) {
+      const float w = weight(l[j]);
+      if (w == 0.f) continue;
+      cum += double(w);
+      if (r < cum) return int32_t(j);
+    }
+  }
+  // r at the very top (rounding): the last index that weighs anything
+  for (int64_t j = V - 1; j >= 0; j--)
+    if (weight(l[j]) > 0.f) return int32_t(j);
+  return -1;
+}
+
+INLINE void sample_body(const float* logits, int64_t V, const int32_t* rows, const double* temps, const double* uniforms, int64_t i0, int64_t i1, int32_t* out) {
+  thread_local std::vector<double> sums;
+  sums.resize(size_t((V + SAMPLE_CHUNK - 1) / SAMPLE_CHUNK));
+  for (int64_t i = i0; i < i1; i++) out[i] = sample_row_body(logits + int64_t(rows[i]) * V, V, float(1.0 / temps[i]), uniforms[i], sums.data());
+}
+VARIANTS(sample, (const float* logits, int64_t V, const int32_t* rows, const double* temps, const double* uniforms, int64_t i0, int64_t i1, int32_t* out),
+         (logits, V, rows, temps, uniforms, i0, i1, out))
+
 }  // namespace
 
 namespace {
@@ -351,6 +402,11 @@ int64_t first_bad(const int32_t* ids, int64_t n, int64_t V, int64_t ignore = -1)
   return -1;
 }
 }  // namespace
+
+void sample_tempered(const float* logits, int64_t V, const int32_t* rows, int64_t n, const double* temps, const double* uniforms, int32_t* out, int threads) {
+  auto f = sample_pick();
+  over_rows(n, V, threads, [&](int64_t r0, int64_t r1, int) { f(logits, V, rows, temps, uniforms, r0, r1, out); });
+}
 
 void layer_norm(const float* x, const float* w, const float* b, int64_t rows, int64_t n, float eps, float* out, float* mean, float* rstd, int threads) {
   auto f = ln_pick();

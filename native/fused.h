@@ -22,6 +22,10 @@ int64_t cross_entropy(const float* logits, const int32_t* targets, int64_t N, in
 int64_t cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* scale, int64_t N, int64_t V,
                             int32_t ignore_index, float smoothing, float* gx, int threads);
 
+/** out[i] = a draw from softmax(logits row rows[i] / temps[i]) by inverse CDF at uniforms[i] in
+ *  [0, 1) (weights in float32, sums in double); -1 for a row whose logits are all -inf or NaN. */
+void sample_tempered(const float* logits, int64_t V, const int32_t* rows, int64_t n, const double* temps, const double* uniforms, int32_t* out, int threads);
+
 /** gx = gy * gelu'(x), gelu's tanh form. */
 void gelu_backward(const float* x, const float* gy, float* gx, int64_t n, int threads);
 

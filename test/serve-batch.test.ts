@@ -205,3 +205,42 @@ test('the server\'s one-pass sampler draws what selectToken draws, from the same
     for (let k = 0; k < 200; k++) assert.equal(sampleTempered(logits, T, a), selectToken(Float32Array.from(logits), [], { temperature: T }, b), `T ${T} draw ${k}`);
   }
 });
+
+test('Backend.sampleTempered (native) draws what sampleTempered draws from the same uniforms', async () => {
+  const cpu = await getBackend('cpu');
+  if (!cpu.sampleTempered) return; // WebAssembly fallback: the server samples in JS
+  const { sampleTempered } = await import('../src/serve/scheduler.js');
+  const { Generator } = await import('../src/tensor/random.js');
+  const g0 = new Generator(2);
+  // three rows of GPT-2's vocabulary (chunk remainders), one with -inf and NaN logits, one all -inf
+  const V = 50257;
+  const rows = 4;
+  const data = Float32Array.from({ length: rows * V }, () => (g0.random() - 0.5) * 12);
+  data[V + 3] = -Infinity;
+  data[V + 4] = NaN;
+  data.fill(-Infinity, 3 * V, 4 * V);
+  const t = tensor(data, { backend: cpu, shape: [rows, V] });
+  const at = Int32Array.from([0, 1, 2, 0, 1, 2]);
+  let same = 0;
+  let draws = 0;
+  for (const T of [0.5, 0.8, 1.3]) {
+    const g = new Generator(9);
+    for (let k = 0; k < 60; k++) {
+      const u = Float64Array.from(at, () => g.random());
+      const got = cpu.sampleTempered(t.storage, t.offset, V, at, Float64Array.from(at, () => T), u);
+      at.forEach((r, i) => {
+        // the JS sampler with a generator that returns exactly this uniform
+        const want = sampleTempered(data.subarray(r * V, (r + 1) * V), T, { random: () => u[i]! } as unknown as InstanceType<typeof Generator>);
+        draws++;
+        if (got[i] === want) same++;
+        assert.ok(got[i] !== 3 + V && got[i] !== 4, `row ${r}: drew a logit of weight 0`);
+      });
+    }
+  }
+  // float32 weights against float64: a draw may differ only where u lands within rounding of a boundary
+  assert.ok(same >= draws - 1, `${same} of ${draws} draws equal`);
+  assert.deepEqual([...cpu.sampleTempered(t.storage, t.offset, V, Int32Array.from([3, 0]), Float64Array.from([1, 1]), Float64Array.from([0.5, 0]))].map((x) => x >= 0), [false, true]);
+  assert.throws(() => cpu.sampleTempered!(t.storage, t.offset, V, Int32Array.from([0]), Float64Array.from([0]), Float64Array.from([0.5])), /temperature 0 of row 0 is not positive/);
+  assert.throws(() => cpu.sampleTempered!(t.storage, t.offset, V, Int32Array.from([4]), Float64Array.from([1]), Float64Array.from([0.5])), /sampleTempered/);
+  t.dispose();
+});

@@ -276,6 +276,15 @@ export interface Backend {
    */
   encodeDecodePlan?(plan: DecodePlan | GPTDecodePlan): unknown;
   decodeStep?(encoded: unknown, token: number, pos: number, logits: Storage): void;
+  /**
+   * Sampling at a temperature, for a server's decode rows: for each i, a draw from
+   * softmax(row rows[i] / temperatures[i]) of the float32 (rows, V) logits starting at element
+   * `offset` of `logits`, by inverse CDF at uniforms[i] in [0, 1) (the caller's generator); -1
+   * for a row whose logits are all -inf or NaN. The weights are float32, so a draw may differ
+   * from a float64 sampler's where the uniform falls within rounding of a boundary. Backends
+   * without it leave sampling to the caller (on the logits it reads back).
+   */
+  sampleTempered?(logits: Storage, offset: number, V: number, rows: Int32Array, temperatures: Float64Array, uniforms: Float64Array): Int32Array;
 
   // ---- memory ----
   /** A zero-filled storage of `size` elements; with `uninitialized`, contents unspecified

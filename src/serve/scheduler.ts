@@ -251,38 +251,36 @@ export class Scheduler {
     const active = this.running.some((s) => !s.paused);
     if (!joins.length && !active) return;
     const t0 = performance.now();
+    const nDecode = active ? this.running.length : 0;
+    // logits row i belongs to order[i]: the running sequences' decode rows, then the joins' last positions
+    const order = [...(active ? this.running : []), ...joins];
     const logits = tidy(() => noGrad(() => {
       // a step whose rows are all paused has nothing to decode: only the joins run
       const decode = active ? this.running.map((s) => s.pending) : [];
       const l = this.model.stepPooled(decode, joins.map((s, j) => ({ slot: B + j, tokens: s.params.promptIds })), pool).logits; // (rows, 1, V)
-      const V = l.shape[2]!;
-      const d = l.data(); // one read for every row
-      const all = d instanceof Float32Array ? d : Float32Array.from(d);
-      return { all, V, rows: decode.length };
+      return this.readLogits(l, order);
     }));
     const t1 = performance.now();
     const rows = [...this.running];
-    if (logits.rows) rows.forEach((s, i) => { if (s.paused) pool.lengths[i]! -= 1; });
+    if (nDecode) rows.forEach((s, i) => { if (s.paused) pool.lengths[i]! -= 1; });
     this.running.push(...joins);
     if (this.opts.metrics) {
-      if (logits.rows) {
+      if (nDecode) {
         this.opts.metrics.decodeSteps++;
-        this.opts.metrics.decodeRows += logits.rows;
+        this.opts.metrics.decodeRows += nDecode;
       }
       for (const s of joins) this.opts.metrics.promptTokens += s.params.promptIds.length;
     }
-    const row = (i: number) => logits.all.subarray(i * logits.V, (i + 1) * logits.V);
-    const order: [Sequence, number][] = [...(logits.rows ? rows.map((s, i): [Sequence, number] => [s, i]) : []), ...joins.map((s, j): [Sequence, number] => [s, logits.rows + j])];
-    for (const [seq, i] of order) {
-      if (seq.state !== 'running' || seq.paused) continue; // cancelled by an earlier row's callback, or paused
+    order.forEach((seq, i) => {
+      if (seq.state !== 'running' || seq.paused) return; // cancelled by an earlier row's callback, or paused
       try {
-        this.sample(seq, row(i), block);
+        this.sample(seq, logits.row(i), block, logits.drawn[i]!);
       } catch (e) {
         this.fail(seq, e as Error);
       }
-    }
+    });
     if (this.opts.metrics) {
-      const prefill = joins.length ? (t1 - t0) * (joins.reduce((n, s) => n + s.params.promptIds.length, 0) / (logits.rows + joins.reduce((n, s) => n + s.params.promptIds.length, 0))) : 0;
+      const prefill = joins.length ? (t1 - t0) * (joins.reduce((n, s) => n + s.params.promptIds.length, 0) / (nDecode + joins.reduce((n, s) => n + s.params.promptIds.length, 0))) : 0;
       this.opts.metrics.stepSeconds.prefill += prefill / 1000;
       this.opts.metrics.stepSeconds.forward += (t1 - t0 - prefill) / 1000;
       this.opts.metrics.stepSeconds.sample += (performance.now() - t1) / 1000;
@@ -328,11 +326,7 @@ export class Scheduler {
     const t0 = performance.now();
     const logits = tidy(() => noGrad(() => {
       const idx = tensor(Int32Array.from(rows.map((s) => s.pending)), { backend: this.opts.backend, dtype: 'int32', shape: [B, 1] });
-      const l = this.model.decodeBatch(idx, rows.map((s) => s.cache!)).logits; // (B, 1, V)
-      const V = l.shape[2]!;
-      const d = l.data(); // one read for every row
-      const all = d instanceof Float32Array ? d : Float32Array.from(d);
-      return rows.map((_, i) => all.subarray(i * V, (i + 1) * V));
+      return this.readLogits(this.model.decodeBatch(idx, rows.map((s) => s.cache!)).logits, rows); // (B, 1, V)
     }));
     const t1 = performance.now();
     if (this.opts.metrics) {
@@ -342,7 +336,7 @@ export class Scheduler {
     rows.forEach((seq, i) => {
       if (seq.state !== 'running') return; // cancelled by an earlier row's callback
       try {
-        this.sample(seq, logits[i]!, block);
+        this.sample(seq, logits.row(i), block, logits.drawn[i]!);
       } catch (e) {
         this.fail(seq, e as Error);
       }
@@ -353,14 +347,42 @@ export class Scheduler {
     }
   }
 
-  private sample(seq: Sequence, logits: Float32Array, block: number): void {
+  /**
+   * The step's logits (rows, 1, V), row i for seqs[i]: the rows that sample at a temperature and
+   * nothing else (no top-p or top-k, no logprobs) are drawn by the backend where it can
+   * (Backend.sampleTempered: one call for all rows, on its threads), the rest read back once.
+   */
+  private readLogits(l: Tensor, seqs: Sequence[]): { drawn: (number | null)[]; row: (i: number) => Float32Array | null } {
+    const V = l.shape[2]!;
+    const drawn: (number | null)[] = seqs.map(() => null);
+    const draw = this.opts.backend.sampleTempered;
+    if (draw && l.dtype === 'float32' && l.isContiguous()) {
+      const at = seqs.flatMap((seq, i) => (seq.state === 'running' && !seq.paused && onBackend(seq.params) ? [i] : []));
+      if (at.length) {
+        // one uniform per row from its own generator: the draw sampleTempered would make
+        const u = Float64Array.from(at, (i) => seqs[i]!.rng.random());
+        const tokens = draw.call(this.opts.backend, l.storage, l.offset, V, Int32Array.from(at), Float64Array.from(at, (i) => seqs[i]!.params.temperature), u);
+        at.forEach((i, j) => { drawn[i] = tokens[j]!; });
+      }
+    }
+    if (drawn.every((d) => d !== null)) return { drawn, row: () => null };
+    const d = l.data(); // one read for every row
+    const all = d instanceof Float32Array ? d : Float32Array.from(d);
+    return { drawn, row: (i) => all.subarray(i * V, (i + 1) * V) };
+  }
+
+  /** A token for seq from its logits row, or the one the backend drew (-1: no finite logit). */
+  private sample(seq: Sequence, logits: Float32Array | null, block: number, drawn: number | null = null): void {
     const p = seq.params;
     let lp: TokenLogprob | null = null;
-    const logProbs = p.logprobs !== null ? logSoftmax(logits) : null;
+    if (drawn === -1) throw new Error('sampling: every logit is -Infinity (or NaN)');
+    if (drawn === null && !logits) throw new Error('sampling: no logits for this row');
+    const logProbs = p.logprobs !== null ? logSoftmax(logits!) : null;
     const ctx = p.promptIds.length ? p.promptIds.concat(seq.out) : seq.out;
-    const token = p.temperature === 0 ? argmaxLogits(logits)
-      : p.topP >= 1 && !p.topK ? sampleTempered(logits, p.temperature, seq.rng)
-        : selectToken(logits, ctx, { temperature: p.temperature, topP: p.topP, topK: p.topK }, seq.rng);
+    const token = drawn !== null ? drawn
+      : p.temperature === 0 ? argmaxLogits(logits!)
+        : p.topP >= 1 && !p.topK ? sampleTempered(logits!, p.temperature, seq.rng)
+          : selectToken(logits!, ctx, { temperature: p.temperature, topP: p.topP, topK: p.topK }, seq.rng);
     if (logProbs) lp = { token, logprob: logProbs[token]!, top: topN(logProbs, p.logprobs!) };
     this.opts.metrics?.tokens(1);
     if (seq.out.length === 0 && this.opts.metrics) {
@@ -370,6 +392,11 @@ export class Scheduler {
     const done = seq.accept(token, lp, block);
     if (done && seq.state === 'running') this.finish(seq);
   }
+}
+
+/** Sampling at a temperature with nothing else asked: what Backend.sampleTempered draws. */
+function onBackend(p: SequenceParams): boolean {
+  return p.temperature > 0 && p.topP >= 1 && !p.topK && p.logprobs === null;
 }
 
 const scratch = { e: new Float64Array(0) };

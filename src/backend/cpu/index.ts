@@ -428,6 +428,23 @@ export class CpuBackend extends RefBackend {
       throw new RangeError(`decodeStep: token ${token} is outside the vocabulary`);
     }
   };
+  get sampleTempered(): Backend['sampleTempered'] {
+    return this.native?.sampleTempered ? this.sampleTemperedNative : undefined;
+  }
+  private readonly sampleTemperedNative = (logits: Storage, offset: number, V: number, rows: Int32Array, temperatures: Float64Array, uniforms: Float64Array): Int32Array => {
+    const n = rows.length;
+    if (temperatures.length !== n || uniforms.length !== n) throw new RangeError(`sampleTempered: ${n} rows but ${temperatures.length} temperatures and ${uniforms.length} uniforms`);
+    let last = -1;
+    for (let i = 0; i < n; i++) {
+      if (!(temperatures[i]! > 0)) throw new RangeError(`sampleTempered: temperature ${temperatures[i]} of row ${rows[i]} is not positive`);
+      last = Math.max(last, rows[i]!);
+    }
+    this.need('sampleTempered', 'logits', logits, offset + (last + 1) * V);
+    if (!this.f32(logits)) throw new TypeError('sampleTempered: float32 logits only');
+    const out = new Int32Array(n);
+    this.native!.sampleTempered!(this.rt.heapF32, this.ptr(logits) + 4 * offset, V, rows, temperatures, uniforms, out, this.nativeThreads());
+    return out;
+  };
   get swiglu(): Backend['swiglu'] {
     return this.native ? this.swigluNative : undefined;
   }

@@ -115,6 +115,8 @@ export interface NativeKernels {
   /** One Llama-style decode step (native/decode.cc); false: the token is outside the vocabulary.
    *  Absent from addons built before it. */
   decodeStep?(heap: Float32Array, plan: Float64Array, token: number, pos: number, logits: number, threads: number): boolean;
+  /** One draw per listed row of (rows, V) logits at byte offset `logits` (native/fused.h). Absent from addons built before it. */
+  sampleTempered?(heap: Float32Array, logits: number, V: number, rows: Int32Array, temps: Float64Array, uniforms: Float64Array, out: Int32Array, threads: number): void;
 }
 
 export interface NativeInfo {
