@@ -1,6 +1,6 @@
 // Weight-only quantization: decode and prefill speed, resident memory and (with --model) the
 // perplexity cost of int8, int4 and int4z against float32, on the native cpu path.
-//   node dist/bench/quant.js [--only speed,quality,load] [--min_s 6] [--repeat 3] [--model DIR] [--json FILE]
+//   node dist/bench/quant.js [--only speed,quality,load] [--min_s 6] [--repeat 3] [--a8] [--model DIR] [--json FILE]
 // speed: the GPT-2 124M shape (12 layers, 768 wide, 50257 vocabulary, tied head) and a Llama of
 // the same size, random weights, batch 1: prefill of 128 tokens, then KV-cache decode of 32. Each
 // cell runs in a child process of its own, so its resident set (peak RSS) is that model's: the
@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generate } from '../src/generate/index.js';
 import { crossEntropy, getBackend, noGrad, quantize, slice, tensor, tidy, type QuantFormat } from '../src/index.js';
+import type { CpuBackend } from '../src/backend/cpu/index.js';
 import { DecoderLM } from '../src/models/decoder.js';
 import { GPT } from '../src/models/gpt.js';
 import { decoderConfigFromHF } from '../src/models/hf-decoder.js';
@@ -33,6 +34,8 @@ const DECODE = 32;
 const minS = Number(args.get('min_s') ?? 6);
 type Precision = 'float32' | QuantFormat;
 const PRECISIONS: Precision[] = ['float32', 'int8', 'int4', 'int4z'];
+// speed only: the int4 formats again with int8 activations (--a8: on processors with AVX-512 VNNI)
+const SPEED_VARIANTS: string[] = [...PRECISIONS, ...(args.get('a8') ? ['int4+a8', 'int4z+a8'] : [])];
 const SHAPES = {
   'gpt2-124M': { kind: 'gpt', cfg: { vocab_size: 50257, block_size: 1024, n_layer: 12, n_head: 12, n_embd: 768, tie_embeddings: true, bias: true } },
   'llama-124M': { kind: 'llama', cfg: { model_type: 'llama', vocab_size: 50257, hidden_size: 768, intermediate_size: 2048, num_hidden_layers: 12, num_attention_heads: 12, num_key_value_heads: 12, max_position_embeddings: 1024, tie_word_embeddings: true } },
@@ -68,8 +71,11 @@ async function rssNow(): Promise<number> {
 }
 
 /** One cell, in this (child) process: build, fill, time prefill and decode, report peak RSS. */
-async function speedCell(shape: ShapeName, precision: Precision | 'none'): Promise<Record<string, number>> {
+async function speedCell(shape: ShapeName, variant: Precision | `${QuantFormat}+a8` | 'none'): Promise<Record<string, number>> {
   const be = await getBackend('cpu', { threads: THREADS });
+  // FORMAT+a8: int8 activations (CpuBackend.setQuantActivations; AVX-512 VNNI only)
+  const precision = variant.replace('+a8', '') as Precision | 'none';
+  if (variant.endsWith('+a8') && (be as CpuBackend).setQuantActivations('int8') !== 'int8') throw new Error('int8 activations need the native kernels on an AVX-512 VNNI processor');
   if (precision === 'none') return { peak_rss_mib: process.resourceUsage().maxRSS / 1024, loaded_rss_mib: await rssNow() }; // the runtime alone
   const s = SHAPES[shape];
   const build = () => (s.kind === 'gpt' ? new GPT(s.cfg, { backend: be, init: false }) : new DecoderLM(decoderConfigFromHF(s.cfg), { backend: be, init: false }));
@@ -116,8 +122,14 @@ async function speedCell(shape: ShapeName, precision: Precision | 'none'): Promi
  *  token embedding and the head quantized too. */
 async function qualityCell(dir: string, variant: string): Promise<Record<string, number>> {
   const be = await getBackend('cpu', { threads: THREADS });
-  const [precision, all] = variant.split('+') as [Precision, string | undefined];
-  const quant = precision === 'float32' ? undefined : { format: precision, embeddings: !!all, head: !!all };
+  // PRECISION[+all][+a8][+decode]: all: embedding and head quantized too; a8: int8 activations
+  // (decode matmuls only, so with +decode); decode: the loss from one token at a time through the
+  // KV cache (the decode kernels) instead of whole windows (the prefill kernels)
+  const [precision, ...flags] = variant.split('+') as [Precision, ...string[]];
+  const all = flags.includes('all');
+  const stepwise = flags.includes('decode');
+  if (flags.includes('a8') && (be as CpuBackend).setQuantActivations('int8') !== 'int8') throw new Error('int8 activations need the native kernels on an AVX-512 VNNI processor');
+  const quant = precision === 'float32' ? undefined : { format: precision, embeddings: all, head: all };
   const model = (await loadDecoderDir(dir, { backend: be, quantize: quant })).model;
   const tok = await loadTokenizer(dir);
   const text = readFileSync(fileURLToPath(new URL('../../../shared/data/tinyshakespeare/input.txt', import.meta.url)), 'utf8');
@@ -128,7 +140,17 @@ async function qualityCell(dir: string, variant: string): Promise<Record<string,
   for (let w = 0; w < windows; w++) {
     const x = val.slice(w * T, w * T + T);
     const y = val.slice(w * T + 1, w * T + T + 1);
-    sum += noGrad(() => tidy(() => crossEntropy(model.forward(tensor(x, { backend: be, dtype: 'int32', shape: [1, T] })).logits, tensor(y, { backend: be, dtype: 'int32', shape: [1, T] })).item()));
+    if (!stepwise) {
+      sum += noGrad(() => tidy(() => crossEntropy(model.forward(tensor(x, { backend: be, dtype: 'int32', shape: [1, T] })).logits, tensor(y, { backend: be, dtype: 'int32', shape: [1, T] })).item()));
+      continue;
+    }
+    const cache = model.createKVCache();
+    let s = 0;
+    for (let t = 0; t < T; t++) {
+      s += noGrad(() => tidy(() => crossEntropy(model.forwardWithCache(tensor([x[t]!], { backend: be, dtype: 'int32', shape: [1, 1] }), cache).logits, tensor([y[t]!], { backend: be, dtype: 'int32', shape: [1, 1] })).item()));
+    }
+    cache.dispose();
+    sum += s / T;
   }
   const out = mkdtempSync(join(tmpdir(), 'attn-quant-bench-'));
   await saveDecoderDir(model, out);
@@ -167,7 +189,7 @@ async function loadCell(dir: string, precision: Precision | 'none'): Promise<Rec
 
 if (args.get('cell')) {
   const [what, a, precision] = String(args.get('cell')).split('|') as [string, string, Precision];
-  const r = what === 'speed' ? await speedCell(a as ShapeName, precision)
+  const r = what === 'speed' ? await speedCell(a as ShapeName, precision as Precision | `${QuantFormat}+a8`)
     : what === 'prepare' ? await prepareCell(a.split('@')[0] as ShapeName, a.split('@')[1]!, precision)
     : what === 'load' ? await loadCell(a, precision)
     : await qualityCell(a, precision as string);
@@ -205,7 +227,7 @@ if (only.has('speed')) {
   for (const shape of Object.keys(SHAPES) as ShapeName[]) {
     const cells: Record<string, Record<string, number> | string> = {};
     const rows: string[][] = [];
-    for (const p of PRECISIONS) {
+    for (const p of SPEED_VARIANTS) {
       const c = medianOf(Array.from({ length: REPEAT }, () => child(`speed|${shape}|${p}`)));
       cells[p] = c;
       const base = cells['float32'];
@@ -269,17 +291,20 @@ const model = args.get('model');
 if (only.has('quality') && typeof model === 'string') {
   const cells: Record<string, Record<string, number> | string> = {};
   const rows: string[][] = [];
-  for (const v of ['float32', 'int8', 'int4', 'int4z', 'int8+all', 'int4+all', 'int4z+all']) {
+  // --a8: the int4 formats' loss also from the decode kernels (one token at a time), with float32
+  // and with int8 activations, against float32's decode loss
+  const extra = args.get('a8') ? ['float32+decode', 'int4+decode', 'int4+a8+decode', 'int4z+decode', 'int4z+a8+decode', 'int4+all+decode', 'int4+all+a8+decode'] : [];
+  for (const v of ['float32', 'int8', 'int4', 'int4z', 'int8+all', 'int4+all', 'int4z+all', ...extra]) {
     const c = child(`quality|${model}|${v}`);
     cells[v] = c;
-    const base = cells['float32'];
+    const base = cells[v.endsWith('+decode') ? 'float32+decode' : 'float32'];
     if (typeof c === 'string' || typeof base === 'string') {
       rows.push([v, typeof c === 'string' ? c : 'n/a', '', '', '', '']);
       continue;
     }
     const ppl = Math.exp(c['val_loss']!);
     const basePpl = Math.exp(base['val_loss']!);
-    rows.push([v.replace('+all', ' + embedding, head'), c['val_loss']!.toFixed(4), ppl.toFixed(4), `${(((ppl / basePpl) - 1) * 100).toFixed(2)} %`,
+    rows.push([v.replace('+all', ' + embedding, head').replace('+a8', ', int8 activations').replace('+decode', ' (decode)'), c['val_loss']!.toFixed(4), ppl.toFixed(4), `${(((ppl / basePpl) - 1) * 100).toFixed(2)} %`,
       (c['file_bytes']! / 1024).toFixed(0), `${(c['file_bytes']! / base['file_bytes']!).toFixed(3)}x`]);
   }
   results['quality'] = { model, cells };

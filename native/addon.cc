@@ -331,6 +331,11 @@ Napi::Value SampleTempered(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+/** quantInt8Activations(on): int8 activations for int4 decode (quant.h); returns whether they are on. */
+Napi::Value QuantInt8Activations(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), attn::set_quant_int8_activations(info[0].ToBoolean().Value()));
+}
+
 /** swiglu(heap, gate, up, out, n, threads) */
 Napi::Value Swiglu(const Napi::CallbackInfo& info) {
   return with_heap(info, [](const Args& a) { attn::swiglu(a.f(1), a.f(2), a.f(3), a.n(4), int(a.n(5))); });
@@ -424,6 +429,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("swiglu", Napi::Function::New(env, Swiglu));
   exports.Set("decodeStep", Napi::Function::New(env, DecodeStep));
   exports.Set("sampleTempered", Napi::Function::New(env, SampleTempered));
+  exports.Set("quantInt8Activations", Napi::Function::New(env, QuantInt8Activations));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("quantMatmul", Napi::Function::New(env, QuantMatmul));
   exports.Set("swigluBackward", Napi::Function::New(env, SwigluBackward));

@@ -27,5 +27,9 @@ struct QuantMatmulArgs {
 };
 
 void quant_matmul(const QuantMatmulArgs& a, int threads);
+/** int4/int4z with few rows of x (decode) on AVX-512 VNNI: x quantized to int8 in groups of 32
+ *  per call, as llama.cpp does for its 4-bit types (faster, with the activations' rounding).
+ *  Off by default; returns whether it is on (false where the processor lacks VNNI). */
+bool set_quant_int8_activations(bool on);
 
 }  // namespace attn

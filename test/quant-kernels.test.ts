@@ -155,3 +155,89 @@ test('the default cpu backend (native kernels where built) matches ref', async (
   checkMatmulCases(be, (c) => c.act !== 'relu' || c.N === 64);
   checkQuantEmbedding(be);
 });
+
+/** x quantized as native/quant.cc's quantize_row does: int8 per group of 32, scale max|x| / 127,
+ *  round half to even; then Σ_g s_g dx_g Σ_j (level_j - z_g) q_j in float64. */
+function int8ActivationMatmul(q: QuantizedArrays, x: Float32Array, M: number, bias: Float32Array | null): { out: Float64Array; mag: Float64Array } {
+  const { N, K } = q;
+  const G = K / 32;
+  const f = Math.fround;
+  const rint = (v: number) => { const r = Math.round(v); return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r; };
+  const out = new Float64Array(M * N);
+  const mag = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) {
+    const xq = new Int8Array(K);
+    const dx = new Float64Array(G);
+    for (let g = 0; g < G; g++) {
+      let amax = 0;
+      for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[m * K + g * 32 + j]!));
+      dx[g] = f(amax / 127);
+      const inv = amax > 0 ? f(127 / amax) : 0;
+      for (let j = 0; j < 32; j++) xq[g * 32 + j] = Math.max(-127, Math.min(127, rint(f(x[m * K + g * 32 + j]! * inv))));
+    }
+    for (let n = 0; n < N; n++) {
+      let acc = bias ? bias[n]! : 0;
+      let a = bias ? Math.abs(bias[n]!) : 0;
+      for (let g = 0; g < G; g++) {
+        const z = q.zeros ? q.zeros[n * G + g]! : 8;
+        let d = 0;
+        for (let j = 0; j < 16; j++) {
+          const b = q.data[(n * G + g) * 16 + j]!;
+          d += ((b & 15) - z) * xq[g * 32 + j]! + ((b >> 4) - z) * xq[g * 32 + j + 16]!;
+          a += Math.abs(q.scales[n * G + g]! * dx[g]! * ((b & 15) - z) * xq[g * 32 + j]!) + Math.abs(q.scales[n * G + g]! * dx[g]! * ((b >> 4) - z) * xq[g * 32 + j + 16]!);
+        }
+        acc += q.scales[n * G + g]! * dx[g]! * d;
+      }
+      out[m * N + n] = acc;
+      mag[m * N + n] = a;
+    }
+  }
+  return { out, mag };
+}
+
+test('int8 activations for int4 decode (native, AVX-512 VNNI): the int8 arithmetic exactly, float32 where they do not apply', async (t) => {
+  const be = (await A.getBackend('cpu')) as CpuBackend;
+  if (be.setQuantActivations('int8') !== 'int8') {
+    t.skip('no native kernels with AVX-512 VNNI here');
+    return;
+  }
+  try {
+    for (const format of ['int4', 'int4z'] as const) {
+      for (const [M, K, N] of [[1, 64, 5], [3, 128, 64], [8, 768, 37], [5, 192, 16]] as const) {
+        const c: Case = { format, M, K, N, bias: N !== 64, act: 'none' };
+        const g = new Generator(M * 131 + K + N);
+        const q = quantize(randomF32(N * K, g, 0.5), N, K, format);
+        const x = randomF32(M * K, g);
+        x[3] = 0; // a group may hold zeros; another is all zeros
+        if (K >= 128) x.fill(0, 64, 96);
+        const bias = c.bias ? randomF32(N, g) : null;
+        const got = runMatmul(be, c, q, x, bias);
+        const want = int8ActivationMatmul(q, x, M, bias);
+        for (let i = 0; i < M * N; i++) {
+          const err = Math.abs(got[i]! - want.out[i]!) / (Math.abs(want.out[i]!) + want.mag[i]!);
+          if (!(err <= 1e-5)) assert.fail(`${format} M=${M} K=${K} N=${N}: out[${i}] = ${got[i]} vs ${want.out[i]} (error ${err})`);
+        }
+        // gelu applied to the same sums
+        const gelu = runMatmul(be, { ...c, act: 'gelu' }, q, x, bias);
+        for (let i = 0; i < M * N; i++) {
+          const v = got[i]!;
+          const w = 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+          assert.ok(Math.abs(gelu[i]! - w) <= 1e-5 * (1 + Math.abs(w)), `${format} gelu ${i}: ${gelu[i]} vs ${w}`);
+        }
+      }
+    }
+    // where they do not apply the float32 path runs: K not a multiple of 64, more than 8 rows, int8 weights
+    be.setQuantActivations('float32');
+    const g = new Generator(3);
+    const samples: [Case, QuantizedArrays, Float32Array][] = [
+      [{ format: 'int4', M: 2, K: 96, N: 7, bias: false, act: 'none' }, quantize(randomF32(7 * 96, g), 7, 96, 'int4'), randomF32(2 * 96, g)],
+      [{ format: 'int4z', M: 9, K: 128, N: 7, bias: false, act: 'none' }, quantize(randomF32(7 * 128, g), 7, 128, 'int4z'), randomF32(9 * 128, g)],
+      [{ format: 'int8', M: 1, K: 64, N: 7, bias: false, act: 'none' }, quantize(randomF32(7 * 64, g), 7, 64, 'int8'), randomF32(64, g)],
+    ];
+    const floats = samples.map(([c, q, x]) => runMatmul(be, c, q, x, null));
+    be.setQuantActivations('int8');
+    samples.forEach(([c, q, x], i) => assert.deepEqual(runMatmul(be, c, q, x, null), floats[i], `${c.format} M=${c.M} K=${c.K}`));
+  } finally {
+    assert.equal(be.setQuantActivations('float32'), 'float32');
+  }
+});

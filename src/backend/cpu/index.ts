@@ -82,6 +82,23 @@ export class CpuBackend extends RefBackend {
     this.native = n.kernels;
     this.nativeInfo = n.kernels ? n.info : null;
     this.nativeWhy = n.kernels ? '' : n.why;
+    this.int8Activations = !!this.nativeInfo?.int8Activations;
+  }
+
+  private int8Activations: boolean;
+  /**
+   * How int4 (and int4z) matmuls of a few rows (decode) take their activations on the native
+   * path: float32 (the default: the reference's numbers up to float rounding), or int8 in
+   * groups of 32, as llama.cpp does for its 4-bit types, with AVX-512 VNNI dot products (about
+   * half the instructions per weight; perplexity in docs/quantization.md). Returns the mode in
+   * effect: float32 where the processor has no VNNI or the kernels are WebAssembly.
+   */
+  setQuantActivations(mode: 'float32' | 'int8'): 'float32' | 'int8' {
+    this.int8Activations = !!this.native?.quantInt8Activations?.(mode === 'int8');
+    return this.int8Activations ? 'int8' : 'float32';
+  }
+  get quantActivations(): 'float32' | 'int8' {
+    return this.int8Activations ? 'int8' : 'float32';
   }
 
   /** The native attention reads grouped kv heads in place. */
@@ -99,7 +116,7 @@ export class CpuBackend extends RefBackend {
     const wasm = `WebAssembly SIMD${this.rt.relaxedSimd ? ' with relaxed-SIMD FMA' : ''}, ${this.rt.threads} threads`;
     if (!this.nativeInfo) return `${wasm} (native kernels not used: ${this.nativeWhy})`;
     const i = this.nativeInfo;
-    return `native ${i.isa}${i.isa !== i.best ? ` (the processor has ${i.best})` : ''}, ${i.threads} threads, for matmul (float, bfloat16, int8/int4 weights), attention, norms, softmax, cross-entropy, AdamW, sums, copies and element-wise ops; ${wasm} for the rest`;
+    return `native ${i.isa}${i.isa !== i.best ? ` (the processor has ${i.best})` : ''}, ${i.threads} threads, for matmul (float, bfloat16, int8/int4 weights${this.int8Activations ? '; int4 decode with int8 activations' : ''}), attention, norms, softmax, cross-entropy, AdamW, sums, copies and element-wise ops; ${wasm} for the rest`;
   }
 
   override supports(dtype: DType): boolean {

@@ -116,6 +116,8 @@ export interface NativeKernels {
    *  Absent from addons built before it. */
   decodeStep?(heap: Float32Array, plan: Float64Array, token: number, pos: number, logits: number, threads: number): boolean;
   /** One draw per listed row of (rows, V) logits at byte offset `logits` (native/fused.h). Absent from addons built before it. */
+  /** int8 activations for int4 decode on AVX-512 VNNI (native/quant.h); returns whether they are on. Absent from older addons. */
+  quantInt8Activations?(on: boolean): boolean;
   sampleTempered?(heap: Float32Array, logits: number, V: number, rows: Int32Array, temps: Float64Array, uniforms: Float64Array, out: Int32Array, threads: number): void;
 }
 
@@ -126,12 +128,15 @@ export interface NativeInfo {
   best: string;
   threads: number;
   avx512bf16: boolean;
+  /** int4 decode takes int8 activations (ATTN_QUANT_ACTIVATIONS=int8 on a VNNI processor). */
+  int8Activations?: boolean;
 }
 
 /**
  * The native addon, or why it is not used: ATTN_NATIVE=0, or a build that failed or never ran
  * (npm ci records the reason in build/native-build.log). ATTN_NATIVE_ISA=avx512-bf16|avx512|avx2|portable caps the
- * kernel set; ATTN_NUM_THREADS sets the addon's threads (default: `threads`).
+ * kernel set; ATTN_NUM_THREADS sets the addon's threads (default: `threads`); ATTN_QUANT_ACTIVATIONS=int8 quantizes
+ * the activations of int4 decode matmuls to int8 where the processor has AVX-512 VNNI (CpuBackend.setQuantActivations).
  */
 /** The addon module itself (no threads started), or the reason it is not there. */
 export function nativeAddon(): { kernels: NativeKernels; why?: undefined } | { kernels: null; why: string } {
@@ -159,5 +164,9 @@ export function loadNative(threads: number): { kernels: NativeKernels; info: Nat
   const caps = ['best', 'avx512-bf16', 'avx512', 'avx2', 'portable'];
   if (!caps.includes(cap)) throw new Error(`ATTN_NATIVE_ISA=${cap} is not a kernel set (one of ${caps.slice(1).join(', ')})`);
   const info = a.kernels.init(Number.isInteger(n) && n > 0 ? n : Math.max(threads, hardwareThreads()), cap);
+  const act = process.env.ATTN_QUANT_ACTIVATIONS ?? 'float32';
+  if (act !== 'float32' && act !== 'int8') throw new Error(`ATTN_QUANT_ACTIVATIONS=${act} is not float32 or int8`);
+  // every load starts from the default, so that a process's setting is its own
+  info.int8Activations = !!a.kernels.quantInt8Activations?.(act === 'int8');
   return { kernels: a.kernels, info };
 }
