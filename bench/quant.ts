@@ -1,6 +1,6 @@
 // Weight-only quantization: decode and prefill speed, resident memory and (with --model) the
 // perplexity cost of int8, int4 and int4z against float32, on the native cpu path.
-//   node dist/bench/quant.js [--only speed,quality,load] [--min_s 6] [--repeat 3] [--a8] [--model DIR] [--json FILE]
+//   node dist/bench/quant.js [--only speed,quality,load] [--min_s 6] [--repeat 3] [--a8] [--variants float32,int4,int4+a8] [--shapes gpt2-124M] [--model DIR] [--json FILE]
 // speed: the GPT-2 124M shape (12 layers, 768 wide, 50257 vocabulary, tied head) and a Llama of
 // the same size, random weights, batch 1: prefill of 128 tokens, then KV-cache decode of 32. Each
 // cell runs in a child process of its own, so its resident set (peak RSS) is that model's: the
@@ -35,7 +35,9 @@ const minS = Number(args.get('min_s') ?? 6);
 type Precision = 'float32' | QuantFormat;
 const PRECISIONS: Precision[] = ['float32', 'int8', 'int4', 'int4z'];
 // speed only: the int4 formats again with int8 activations (--a8: on processors with AVX-512 VNNI)
-const SPEED_VARIANTS: string[] = [...PRECISIONS, ...(args.get('a8') ? ['int4+a8', 'int4z+a8'] : [])];
+// --variants float32,int4,int4+a8 picks some; --shapes gpt2-124M picks a shape
+const SPEED_VARIANTS: string[] = args.get('variants') ? String(args.get('variants')).split(',')
+  : [...PRECISIONS, ...(args.get('a8') ? ['int4+a8', 'int4z+a8'] : [])];
 const SHAPES = {
   'gpt2-124M': { kind: 'gpt', cfg: { vocab_size: 50257, block_size: 1024, n_layer: 12, n_head: 12, n_embd: 768, tie_embeddings: true, bias: true } },
   'llama-124M': { kind: 'llama', cfg: { model_type: 'llama', vocab_size: 50257, hidden_size: 768, intermediate_size: 2048, num_hidden_layers: 12, num_attention_heads: 12, num_key_value_heads: 12, max_position_embeddings: 1024, tie_word_embeddings: true } },
@@ -224,7 +226,8 @@ if (only.has('speed')) {
   const runtime = child('speed|gpt2-124M|none');
   const base0 = typeof runtime === 'string' ? 0 : runtime['loaded_rss_mib']!;
   results['runtime_rss_mib'] = base0;
-  for (const shape of Object.keys(SHAPES) as ShapeName[]) {
+  const shapes = (args.get('shapes') ? String(args.get('shapes')).split(',') : Object.keys(SHAPES)) as ShapeName[];
+  for (const shape of shapes) {
     const cells: Record<string, Record<string, number> | string> = {};
     const rows: string[][] = [];
     for (const p of SPEED_VARIANTS) {
