@@ -24,7 +24,7 @@
 //
 // Not yet: the model's full weight tensors stay allocated on every rank (evaluation runs the
 // ordinary model on them), so only the optimizer state and the gradients are 1/t per rank.
-import { add, backward, concat, div, embedding, exp, gelu, linear, log, mul, permute, record, reshape, scaledDotProductAttention, split, sub, sum, swiglu, tensor, tidy, Tensor } from '../../tensor/index.js';
+import { add, backward, div, embedding, gelu, linear, mul, noGrad, permute, record, reshape, scaledDotProductAttention, split, sum, swiglu, tensor, tidy, zeros, Tensor } from '../../tensor/index.js';
 import type { Module } from '../../nn/module.js';
 import { GPT, type Block } from '../../models/gpt.js';
 import { MLP } from '../../nn/mlp.js';
@@ -112,10 +112,11 @@ interface BlockShards {
  * The floats a tp rank all-reduces in one update of m micro-batches of B × T tokens, width C, L
  * blocks: per block 2 forward (attention and MLP outputs) and 2 backward (the gradients of their
  * inputs), B·T·C each; the embedding's forward and the head input's backward, B·T·C each; the
- * cross-entropy's row maxima (B·T), then its sums of exponentials and target logits (2·B·T, one call).
+ * cross-entropy's row maxima (B·T), then its sums of exponentials and target logits (2·B·T
+ * float64s, that is 4·B·T float32s' bytes, one call).
  */
 export function tpAllReduceFloats(L: number, B: number, T: number, C: number, m: number): number {
-  return m * ((4 * L + 2) * B * T * C + 3 * B * T);
+  return m * ((4 * L + 2) * B * T * C + 5 * B * T);
 }
 
 export class TensorParallel implements ParallelStrategy {
@@ -356,33 +357,85 @@ export class TensorParallel implements ParallelStrategy {
     });
     if (tr.ln_f) x = tr.ln_f.forward(x);
     const logits = reshape(linear(this.copyIn(x), this.headShard!, null), [N, Vr]); // this rank's columns of the logits
-    // Vocabulary-parallel cross-entropy. The row maximum only keeps exp() in range (the loss does
-    // not depend on it), so it is a constant here; no gradient flows through it.
+    return this.crossEntropy(logits, batch, B, T);
+  }
+
+  /**
+   * Vocabulary-parallel cross-entropy with the single-process kernel's rounding. The row maxima
+   * are all-reduced (max is exact); each rank's exponentials exp(x − max) come from the backend's
+   * own cross-entropy backward kernel (the same exp approximation as the fused crossEntropy of one
+   * process), summed in float64 and all-reduced in float64 together with the target logit (0 on
+   * the ranks that do not own it), so log Σ, lse = max + log Σ and lse − x[t] are rounded as the
+   * kernel rounds them; the gradient is that kernel's softmax − onehot on this rank's columns.
+   */
+  private crossEntropy(logits: Tensor, batch: TokenBatch, B: number, T: number): Tensor {
+    const be = logits.backend;
+    const dtype = logits.dtype;
+    const rnd = dtype === 'float64' ? (v: number): number => v : Math.fround;
+    const [N, Vr] = logits.shape as [number, number];
+    const [v0, v1] = this.vocab;
+    const W = Vr + 1; // a spare column: the target index of rows whose target another rank owns
     const ld = logits.data();
     const rowMax = floatsOf(dtype, N);
+    const padded = floatsOf(dtype, N * W);
     for (let i = 0; i < N; i++) {
       let mx = -Infinity;
-      for (let j = i * Vr; j < (i + 1) * Vr; j++) if (ld[j]! > mx) mx = ld[j]!;
+      for (let j = 0; j < Vr; j++) {
+        const v = ld[i * Vr + j]!;
+        padded[i * W + j] = v;
+        if (v > mx) mx = v;
+      }
       rowMax[i] = mx;
     }
     this.allreduce(rowMax, 'max');
-    const z = sub(logits, tensor(rowMax, { shape: [N, 1], backend: be, dtype }));
-    const target = new Float32Array(N * Vr);
-    const valid = new Float32Array(N);
+    for (let i = 0; i < N; i++) padded[i * W + Vr] = rowMax[i]!;
+    const spare = new Int32Array(N).fill(Vr);
+    const localTarget = new Int32Array(N);
     let count = 0;
+    const both = new Float64Array(2 * N); // Σ exp(x − max), then the target logit
     for (let i = 0; i < N; i++) {
       const y = batch.y[i]!;
-      if (y === -100) continue;
-      valid[i] = 1;
-      count++;
-      if (y >= v0 && y < v1) target[i * Vr + y - v0] = 1;
+      if (y === -100) localTarget[i] = -100;
+      else {
+        count++;
+        localTarget[i] = y >= v0 && y < v1 ? y - v0 : Vr;
+        if (y >= v0 && y < v1) both[N + i] = ld[i * Vr + y - v0]!;
+      }
     }
-    // The sums of exponentials and the target logits (minus the row max; 0 on ranks that do not
-    // own the target) in one all-reduce of 2·N floats.
-    const both = this.reduceOut(concat([sum(exp(z), 1), sum(mul(z, tensor(target, { shape: [N, Vr], backend: be, dtype })), 1)]));
-    const [sumExp, targetLogit] = split(both, N, 0) as [Tensor, Tensor];
-    const perToken = sub(log(sumExp), targetLogit);
-    return div(sum(mul(perToken, tensor(valid, { shape: [N], backend: be, dtype }))), Math.max(count, 1));
+    const xs = tensor(padded, { shape: [N, W], backend: be, dtype });
+    const soft = (lse: Floats, scale: Floats, targets: Int32Array): Floats => {
+      const out = zeros([N, W], { backend: be, dtype });
+      const lt = tensor(lse, { shape: [N], backend: be, dtype });
+      const st = tensor(scale, { shape: [N], backend: be, dtype });
+      const tt = tensor(targets, { shape: [N], backend: be, dtype: 'int32' });
+      be.crossEntropyBackward(xs.storage, tt.storage, lt.storage, st.storage, N, W, -100, 0, out.storage);
+      const d = out.data() as Floats;
+      for (const t of [out, lt, st, tt]) t.dispose();
+      return d;
+    };
+    // scale 1, lse = the row max, target the spare column: the kernel writes exp(x − max) itself.
+    const e = soft(rowMax, floatsOf(dtype, N).fill(1), spare);
+    for (let i = 0; i < N; i++) {
+      let s = 0;
+      for (let j = 0; j < Vr; j++) s += e[i * W + j]!;
+      both[i] = s;
+    }
+    this.allreduce(both);
+    const lse = floatsOf(dtype, N);
+    const rows = floatsOf(dtype, N);
+    for (let i = 0; i < N; i++) {
+      lse[i] = rnd(rowMax[i]! + rnd(Math.log(both[i]!)));
+      rows[i] = localTarget[i] === -100 ? 0 : rnd(lse[i]! - both[N + i]!);
+    }
+    const out = noGrad(() => div(sum(tensor(rows, { shape: [B, T], backend: be, dtype })), Math.max(count, 1)));
+    return record(out, 'tp_cross_entropy', [logits], (g) => {
+      const scale = floatsOf(dtype, N).fill(rnd(g.item() / Math.max(count, 1)));
+      const gx = soft(lse, scale, localTarget);
+      const mine = floatsOf(dtype, N * Vr);
+      for (let i = 0; i < N; i++) mine.set(gx.subarray(i * W, i * W + Vr), i * Vr);
+      xs.dispose();
+      return [tensor(mine, { shape: [N, Vr], backend: be, dtype })];
+    });
   }
 
   // ------------------------------------------------------------ the update
