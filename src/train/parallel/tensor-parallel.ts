@@ -11,22 +11,26 @@
 // embeddings and the biases of the row-parallel layers are replicated; their gradients come out
 // the same on every rank, as every rank sees the whole residual stream and its whole gradient.
 //
-// Every rank trains on all of the update's micro-batches. Its AdamW holds moments for its shards
-// (and the replicated parameters) only; the loop's full-size moments are freed. The shards are
-// the weights that train: the model's full tensors are refreshed from them (gathered with an
-// all-reduce of disjoint slices) before an evaluation and a checkpoint, which is therefore an
-// ordinary attn checkpoint; resuming slices the full weights and moments into shards again, so a
-// tp run resumes on one process or at another world size, and starts from any checkpoint.
+// Every rank trains on all of the update's micro-batches and holds only its shards of the split
+// parameters (and the replicated ones): the model's whole tensors keep their shapes on storages
+// of no elements. Its AdamW holds moments for what it holds; the loop's full-size moments are
+// freed at the first update. Evaluation runs the sharded forward (the task's model.forward(x, y)
+// is this rank's lossOf). A checkpoint gathers the shards and their moments to tp rank 0
+// (point-to-point), whose model holds the whole weights only while the checkpoint is written, so
+// it is an ordinary attn checkpoint; resuming slices the full weights and moments into shards
+// again, so a tp run resumes on one process or at another world size, and starts from any
+// checkpoint.
 //
 // With dp × tp (`dp=N,tp=M`), o.dp is this rank's data-parallel group (the same shards in the
 // other tp groups): its tp group trains on its share of the micro-batches and each rank averages
-// its gradients with its dp peers before the norm.
+// its gradients with its dp peers before the norm. Only the writer's tp group gathers for a checkpoint.
 //
-// Not yet: the model's full weight tensors stay allocated on every rank (evaluation runs the
-// ordinary model on them), so only the optimizer state and the gradients are 1/t per rank.
+// Not yet: the model is built whole (from its initialization or a checkpoint) before attach()
+// splits it, so the whole weights exist once at start, and the loop's AdamW allocates full-size
+// moments that live until the first update.
 import { add, backward, div, embedding, gelu, linear, mul, noGrad, permute, record, reshape, scaledDotProductAttention, split, sum, swiglu, tensor, tidy, zeros, Tensor } from '../../tensor/index.js';
 import type { Module } from '../../nn/module.js';
-import { GPT, type Block } from '../../models/gpt.js';
+import { GPT, type Block, type GPTOutput } from '../../models/gpt.js';
 import { MLP } from '../../nn/mlp.js';
 import { gradNorm, scaleGrads, TrainingDivergedError, type LossSource, type ParallelStrategy, type StepOptions } from '../loop.js';
 import { AdamW } from '../optim.js';
@@ -134,8 +138,10 @@ export class TensorParallel implements ParallelStrategy {
   private opt: AdamW | null = null;
   private floats = 0;
   private calls = 0;
-  /** The shards changed since the model's full weights were last refreshed from them. */
-  private stale = false;
+  /** Parameter floats: the whole model's, and what this rank holds (its shards and the replicated ones). */
+  private paramFloats = { whole: 0, held: 0 };
+  /** The writer's whole weights, given values for a checkpoint (released again after it). */
+  private materialized = false;
   private dpMs = 0;
   private dpBytes = 0;
   private commMs = 0;
@@ -150,6 +156,41 @@ export class TensorParallel implements ParallelStrategy {
     this.writer = o.writer ?? rank === 0;
   }
 
+  /** Which part of each split parameter rank `rank` holds (the model is checked by attach). */
+  private specsFor(model: GPT, rank: number): Map<Tensor, ShardSpec> {
+    const t = this.size;
+    const cfg = model.config;
+    const H = cfg.n_head;
+    const Hkv = cfg.n_kv_head ?? H;
+    const C = cfg.n_embd;
+    const D = C / H;
+    const tr = model.transformer;
+    const [h0, h1] = partRange(H, t, rank);
+    const [k0, k1] = partRange(Hkv, t, rank);
+    const vocab = partRange(cfg.vocab_size, t, rank);
+    const specs = new Map<Tensor, ShardSpec>();
+    const rows = (...ranges: [number, number][]): ShardSpec => ({ axis: 0, ranges });
+    const cols = (...ranges: [number, number][]): ShardSpec => ({ axis: 1, ranges });
+    specs.set(tr.wte.weight, rows(vocab));
+    if (model.lm_head) specs.set(model.lm_head.weight, rows(vocab));
+    for (const b of tr.h.items) {
+      const a = b.attn;
+      const mlp = b.mlp as MLP;
+      const qkv = rows([h0 * D, h1 * D], [C + k0 * D, C + k1 * D], [C + Hkv * D + k0 * D, C + Hkv * D + k1 * D]);
+      specs.set(a.c_attn.weight, qkv);
+      if (a.c_attn.bias) specs.set(a.c_attn.bias, qkv);
+      specs.set(a.c_proj.weight, cols([h0 * D, h1 * D]));
+      const f = partRange(mlp.c_fc.outFeatures, t, rank);
+      for (const lin of [mlp.c_fc, mlp.c_fc2]) {
+        if (!lin) continue;
+        specs.set(lin.weight, rows(f));
+        if (lin.bias) specs.set(lin.bias, rows(f));
+      }
+      specs.set(mlp.c_proj.weight, cols(f));
+    }
+    return specs;
+  }
+
   attach(model: Module, params: readonly Tensor[]): void {
     const t = this.size;
     if (!(model instanceof GPT)) throw new Error('--parallel tp=N splits the GPT language model (the lm task) only');
@@ -160,41 +201,24 @@ export class TensorParallel implements ParallelStrategy {
     }
     const H = cfg.n_head;
     const Hkv = cfg.n_kv_head ?? H;
-    const C = cfg.n_embd;
-    const D = C / H;
     if (H % t !== 0) throw new Error(`--parallel tp=${t}: n_head (${H}) must be a multiple of tp, so each rank gets whole heads`);
     if (Hkv % t !== 0) throw new Error(`--parallel tp=${t}: n_kv_head (${Hkv}) must be a multiple of tp`);
     if (cfg.vocab_size < t) throw new Error(`--parallel tp=${t}: the vocabulary (${cfg.vocab_size}) is smaller than tp`);
     const tr = model.transformer;
-    const [h0, h1] = partRange(H, t, this.rank);
-    const [k0, k1] = partRange(Hkv, t, this.rank);
-    this.vocab = partRange(cfg.vocab_size, t, this.rank);
-    const specs = new Map<Tensor, ShardSpec>();
-    const rows = (...ranges: [number, number][]): ShardSpec => ({ axis: 0, ranges });
-    const cols = (...ranges: [number, number][]): ShardSpec => ({ axis: 1, ranges });
-    specs.set(tr.wte.weight, rows(this.vocab));
-    if (model.lm_head) specs.set(model.lm_head.weight, rows(this.vocab));
     for (const b of tr.h.items) {
       const a = b.attn;
       if (!(b.mlp instanceof MLP)) throw new Error(`--parallel tp=${t}: every block needs a dense MLP`);
       if (a.c_attn.quant || a.c_proj.quant || b.mlp.c_fc.quant || b.mlp.c_proj.quant) throw new Error(`--parallel tp=${t}: quantized weights do not train`);
-      const qkv = rows([h0 * D, h1 * D], [C + k0 * D, C + k1 * D], [C + Hkv * D + k0 * D, C + Hkv * D + k1 * D]);
-      specs.set(a.c_attn.weight, qkv);
-      if (a.c_attn.bias) specs.set(a.c_attn.bias, qkv);
-      specs.set(a.c_proj.weight, cols([h0 * D, h1 * D]));
       const hidden = b.mlp.c_fc.outFeatures;
       if (hidden % t !== 0) throw new Error(`--parallel tp=${t}: the MLP width (${hidden}) must be a multiple of tp`);
-      const f = partRange(hidden, t, this.rank);
-      for (const lin of [b.mlp.c_fc, b.mlp.c_fc2]) {
-        if (!lin) continue;
-        specs.set(lin.weight, rows(f));
-        if (lin.bias) specs.set(lin.bias, rows(f));
-      }
-      specs.set(b.mlp.c_proj.weight, cols(f));
     }
+    this.vocab = partRange(cfg.vocab_size, t, this.rank);
+    const specs = this.specsFor(model, this.rank);
     // The loop's parameters are the trainable ones: a frozen sharded one would train here.
     const trainable = new Set(params);
     for (const p of specs.keys()) if (!trainable.has(p)) throw new Error(`--parallel tp=${t}: parameter ${p.name ?? '?'} is frozen; tp trains whole models only`);
+    let whole = 0;
+    for (const p of params) whole += p.size;
     for (const [p, spec] of specs) {
       const data = extractShard(p.data(), p.shape, spec, p.dtype);
       const shard = tensor(data, { shape: shardShape(p.shape, spec), backend: p.backend, dtype: p.dtype }).keep();
@@ -202,7 +226,13 @@ export class TensorParallel implements ParallelStrategy {
       shard.name = `${p.name ?? '?'} (tp shard ${this.rank} of ${t})`;
       this.shards.set(p, { spec, shard });
       this.shardTensors.add(shard);
+      // The shard is what trains and what the forward reads: the whole tensor keeps its shape
+      // and no memory, and gets its values back only while the writer saves a checkpoint.
+      release(p);
     }
+    let held = 0;
+    for (const p of params) held += this.shards.get(p)?.shard.size ?? p.size;
+    this.paramFloats = { whole, held };
     const sh = (p: Tensor | null | undefined): Tensor | null => (p ? this.shards.get(p)!.shard : null);
     this.wteShard = sh(tr.wte.weight);
     this.headShard = model.lm_head ? sh(model.lm_head.weight) : this.wteShard;
@@ -215,6 +245,16 @@ export class TensorParallel implements ParallelStrategy {
     });
     this.trained = params.map((p) => this.shards.get(p)?.shard ?? p);
     this.gpt = model;
+    // The task evaluates with model.forward(x, y): on this rank that is the sharded forward (a
+    // collective, as every rank of the group evaluates the same batches). The whole logits exist
+    // nowhere, so a forward without targets (sampling) is refused; sample from the checkpoint.
+    const forward = (idx: Tensor, targets?: Tensor): GPTOutput => {
+      if (!targets) throw new Error(`--parallel tp=${t}: rank ${this.rank} holds its slice of the vocabulary's logits only; generate from the checkpoint instead`);
+      const [B, T] = idx.shape as [number, number];
+      const loss = this.lossOf({ x: idx.data(), y: targets.data(), batchSize: B, blockSize: T });
+      return { logits: loss, loss, ceLoss: loss };
+    };
+    (model as unknown as { forward: typeof forward }).forward = forward;
   }
 
   /** Every rank of a tp group takes the same micro-batches; with dp, its group's share. */
@@ -478,10 +518,9 @@ export class TensorParallel implements ParallelStrategy {
       mine.lr = o.lr ?? opt.lr;
       mine.step = opt.step;
       mine.stepUpdate();
-      this.stale = true;
       opt.step = mine.step;
       opt.lr = mine.lr;
-      this.record = { tp_step_ms: round(performance.now() - t0), comm_ms: round(this.commMs), comm_bytes: 4 * this.floats, tp_allreduces: this.calls, ...(this.o.dp ? { dp_comm_ms: round(this.dpMs), dp_comm_bytes: this.dpBytes } : {}) };
+      this.record = { tp_step_ms: round(performance.now() - t0), comm_ms: round(this.commMs), comm_bytes: 4 * this.floats, tp_allreduces: this.calls, tp_param_floats: this.paramFloats.held, ...(this.o.dp ? { dp_comm_ms: round(this.dpMs), dp_comm_bytes: this.dpBytes } : {}) };
       return { values, gradNorm: norm };
     } finally {
       mine.zeroGrad();
@@ -495,29 +534,78 @@ export class TensorParallel implements ParallelStrategy {
 
   // ------------------------------------------------------------ whole weights and moments
 
-  /** The full tensor from every rank's shard: an all-reduce of disjoint slices (x + 0 = x exactly). */
-  private gather(full: Tensor, spec: ShardSpec, shard: ArrayLike<number>): Floats {
-    const buf = floatsOf(full.dtype, full.size);
-    placeShard(shard, buf, full.shape, spec);
-    this.mpi.allreduce(buf);
-    return buf;
+  /** Whether this rank's tp group holds the writer (with dp × tp, group 0): only it gathers. */
+  private gathers(): boolean {
+    return !this.o.dp || this.o.dp.rank === 0;
   }
 
-  /** The model's full weights from the shards (before an evaluation or a checkpoint). */
-  beforeEvaluate(): void {
-    if (!this.stale) return; // an evaluation and the checkpoint after it: one gather
-    this.stale = false;
-    for (const [p, { spec, shard }] of this.shards) p.backend.write(p.storage, this.gather(p, spec, shard.data()), p.offset);
+  /**
+   * Every rank's shard of each split parameter to tp rank 0 (point-to-point, so no other rank
+   * holds a whole tensor): `pick(p, shard)` is what a rank sends of parameter p (its weights or a
+   * moment). Rank 0 gets the whole tensors, the others null; a collective of the writer's group.
+   */
+  private gatherToRoot(pick: (p: Tensor, i: number) => ArrayLike<number>, tagBase: number): Map<Tensor, Floats> | null {
+    const parts = [...this.shards.entries()];
+    if (this.rank !== 0) {
+      const sent: number[] = [];
+      const bufs: Floats[] = [];
+      parts.forEach(([p], i) => {
+        const data = pick(p, i);
+        const b = floatsOf(p.dtype, data.length);
+        b.set(data);
+        bufs.push(b); // untouched until its send completes
+        sent.push(this.mpi.isend(b, 0, tagBase + i));
+      });
+      for (const id of sent) this.mpi.wait(id);
+      return null;
+    }
+    const specsOf = Array.from({ length: this.size }, (_, r) => (r === 0 ? null : this.specsFor(this.gpt!, r)));
+    const out = new Map<Tensor, Floats>();
+    parts.forEach(([p, { spec }], i) => {
+      const whole = floatsOf(p.dtype, p.size);
+      placeShard(pick(p, i), whole, p.shape, spec);
+      for (let r = 1; r < this.size; r++) {
+        const sp = specsOf[r]!.get(p)!;
+        const n = shardShape(p.shape, sp).reduce((a, b) => a * b, 1);
+        const buf = floatsOf(p.dtype, n);
+        this.mpi.wait(this.mpi.irecv(buf, r, tagBase + i));
+        placeShard(buf, whole, p.shape, sp);
+      }
+      out.set(p, whole);
+    });
+    return out;
+  }
+
+  /** The sharded forward evaluates: nothing to gather. */
+  beforeEvaluate(): void {}
+
+  /** The writer's model gets its whole weights, gathered from the shards, to save them. */
+  beforeSave(): void {
+    if (!this.gathers()) return;
+    const whole = this.gatherToRoot((p) => this.shards.get(p)!.shard.data(), TAG_WEIGHTS);
+    if (!whole || !this.writer) return;
+    for (const [p, data] of whole) p.setStorage(p.backend.upload(data, p.dtype));
+    this.materialized = true;
+  }
+
+  afterSave(): void {
+    if (!this.materialized) return;
+    for (const p of this.shards.keys()) release(p);
+    this.materialized = false;
   }
 
   optimizerState(opt: AdamW): { m: Float32Array; v: Float32Array }[] {
-    this.beforeEvaluate();
     const st = this.optimizer(opt).stateTensors();
+    const index = new Map(opt.stateTensors().map((s, i) => [s.param, i]));
+    const moment = (k: 'm' | 'v') => (p: Tensor): ArrayLike<number> => st[index.get(p)!]![k].data();
+    const ms = this.gathers() ? this.gatherToRoot(moment('m'), TAG_M) : null;
+    const vs = this.gathers() ? this.gatherToRoot(moment('v'), TAG_V) : null;
+    // Only the writer saves them: the other ranks return nothing (the loop discards theirs).
     return opt.stateTensors().map((full, i) => {
+      if (!this.writer) return { m: new Float32Array(0), v: new Float32Array(0) };
       const s = st[i]!;
-      const sh = this.shards.get(full.param);
-      if (!sh) return { m: Float32Array.from(s.m.data()), v: Float32Array.from(s.v.data()) };
-      return { m: Float32Array.from(this.gather(full.param, sh.spec, s.m.data())), v: Float32Array.from(this.gather(full.param, sh.spec, s.v.data())) };
+      if (!this.shards.has(full.param)) return { m: Float32Array.from(s.m.data()), v: Float32Array.from(s.v.data()) };
+      return { m: Float32Array.from(ms!.get(full.param)!), v: Float32Array.from(vs!.get(full.param)!) };
     });
   }
 
@@ -531,6 +619,16 @@ export class TensorParallel implements ParallelStrategy {
       s.v.backend.write(s.v.storage, take(state[i]!.v), 0);
     });
   }
+}
+
+/** Message tags of the gathers to rank 0 (plus the parameter's index). */
+const TAG_WEIGHTS = 1000;
+const TAG_M = 2000;
+const TAG_V = 3000;
+
+/** A whole parameter's memory given back: it keeps its shape on a storage of no elements. */
+function release(p: Tensor): void {
+  p.setStorage(p.backend.alloc(p.dtype, 0));
 }
 
 const round = (x: number): number => Math.round(x * 1000) / 1000;
