@@ -84,6 +84,32 @@ export function averageOverDpGroup(dp: DpGroup, params: readonly Tensor[], loss:
   return { loss: buf[0]!, bytes: 4 * n };
 }
 
+/** Test-only fault injection (ATTN_FAULT=nan@RANK:STEP or throw@RANK:STEP): world rank and update. */
+export interface Fault { kind: 'nan' | 'throw'; rank: number; step: number }
+
+/**
+ * After a non-finite loss that every rank of a model-parallel group sees (it was all-reduced or
+ * broadcast): the world ranks whose own contribution went non-finite first (`mine`: this rank's
+ * index of its first non-finite output in the update, -1 if none; a NaN spreads to every rank at
+ * the next exchange, so the origin has the smallest index). A collective of the group; empty when
+ * no rank of this group was first (with dp, another group's).
+ */
+export function nonFiniteOrigin(mpi: MpiBinding, rank: number, size: number, mine: number, worldRank: (r: number) => number): number[] {
+  const NONE = 1e15;
+  const at = new Float64Array(size).fill(NONE);
+  at[rank] = mine >= 0 ? mine : NONE;
+  mpi.allreduce(at, 'min');
+  const first = Math.min(...at);
+  if (first === NONE) return [];
+  return [...at.keys()].filter((r) => at[r] === first).map(worldRank);
+}
+
+/** Whether every element is finite (the scan is cheap next to the copy that made the buffer). */
+export function allFinite(buf: ArrayLike<number>): boolean {
+  for (let i = 0; i < buf.length; i++) if (!Number.isFinite(buf[i]!)) return false;
+  return true;
+}
+
 export function groupView(mpi: MpiBinding, comm: number): MpiBinding {
   const no = (what: string) => (): never => {
     throw new Error(`MPI group view: ${what} runs over every rank, not within the group`);

@@ -34,7 +34,7 @@ import { GPT, type Block, type GPTOutput } from '../../models/gpt.js';
 import { MLP } from '../../nn/mlp.js';
 import { gradNorm, scaleGrads, TrainingDivergedError, type LossSource, type ParallelStrategy, type StepOptions } from '../loop.js';
 import { AdamW } from '../optim.js';
-import { averageOverDpGroup, dpShare, type DpGroup, type MpiBinding } from './mpi.js';
+import { allFinite, averageOverDpGroup, dpShare, nonFiniteOrigin, type DpGroup, type Fault, type MpiBinding } from './mpi.js';
 
 /** What the lm task's batches hold (src/tasks/lm.ts). */
 export interface TokenBatch {
@@ -142,6 +142,10 @@ export class TensorParallel implements ParallelStrategy {
   private paramFloats = { whole: 0, held: 0 };
   /** The writer's whole weights, given values for a checkpoint (released again after it). */
   private materialized = false;
+  /** Index of the first all-reduce of the update this rank fed a non-finite value (-1: none). */
+  private firstNonFinite = -1;
+  /** ATTN_FAULT's NaN, pending for this rank's next embedding output. */
+  private poison = false;
   private dpMs = 0;
   private dpBytes = 0;
   private commMs = 0;
@@ -152,8 +156,13 @@ export class TensorParallel implements ParallelStrategy {
    * that group. o.dp: the data-parallel group (the ranks holding the same shards in the other tp
    * groups) for dp × tp; o.writer: whether this rank writes (default: tp rank 0).
    */
-  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: DpGroup } = {}) {
+  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: DpGroup; fault?: Fault } = {}) {
     this.writer = o.writer ?? rank === 0;
+  }
+
+  /** This rank's world rank (tp groups are consecutive world ranks). */
+  private worldRank(r = this.rank): number {
+    return (this.o.dp?.rank ?? 0) * this.size + r;
   }
 
   /** Which part of each split parameter rank `rank` holds (the model is checked by attach). */
@@ -292,6 +301,8 @@ export class TensorParallel implements ParallelStrategy {
   // ------------------------------------------------------------ communication
 
   private allreduce(buf: Float32Array | Float64Array, op: 'sum' | 'max' = 'sum'): void {
+    // The first of this update's all-reduces whose contribution from this rank was not finite.
+    if (this.firstNonFinite < 0 && !allFinite(buf)) this.firstNonFinite = this.calls;
     const t0 = performance.now();
     this.mpi.allreduce(buf, op);
     this.commMs += performance.now() - t0;
@@ -388,6 +399,10 @@ export class TensorParallel implements ParallelStrategy {
       }
     }
     let x = mul(embedding(this.wteShard!, tensor(local, { shape: [B, T], dtype: 'int32', backend: be })), tensor(own, { shape: [B, T, 1], backend: be, dtype }));
+    if (this.poison) {
+      this.poison = false;
+      x = mul(x, NaN);
+    }
     x = this.reduceOut(x);
     if (tr.wpe) x = add(x, tr.wpe.positions(T, 0));
     else if (tr.pe) x = add(x, tr.pe.positions(T, 0));
@@ -487,8 +502,12 @@ export class TensorParallel implements ParallelStrategy {
     const step = o.step ?? -1;
     const mine = this.optimizer(opt);
     const m = batches.length;
+    const fault = this.o.fault && this.o.fault.rank === this.worldRank() && this.o.fault.step === step ? this.o.fault.kind : null;
+    if (fault === 'throw') throw new Error(`injected fault (ATTN_FAULT) at step ${step}`);
+    this.poison = fault === 'nan';
     this.floats = 0;
     this.calls = 0;
+    this.firstNonFinite = -1;
     this.commMs = 0;
     const t0 = performance.now();
     opt.zeroGrad();
@@ -505,7 +524,11 @@ export class TensorParallel implements ParallelStrategy {
       // Every rank of a tp group computed the same loss (its parts were all-reduced).
       if (this.o.dp) lossSum = this.averageOverDp(lossSum);
       const values = [lossSum, ...(src.parts ?? []).map(() => lossSum)];
-      if (!Number.isFinite(lossSum)) throw new TrainingDivergedError(step, 'the training loss', lossSum);
+      if (!Number.isFinite(lossSum)) {
+        // Every rank of the group sees it (the loss was all-reduced): which one fed it in first.
+        const from = nonFiniteOrigin(this.mpi, this.rank, this.size, this.firstNonFinite, (r) => this.worldRank(r));
+        throw new TrainingDivergedError(step, from.length ? `the training loss (the first non-finite partial sums came from rank ${from.join(', ')})` : 'the training loss', lossSum);
+      }
       // Global norm: the shards' squares summed across ranks, the replicated parameters once.
       const sharded = this.trained.filter((p) => !this.isReplicated(p));
       const replicated = this.trained.filter((p) => this.isReplicated(p));
