@@ -104,7 +104,7 @@ function pipelineParallel(mpi: MpiBinding, rank: number, spec: ParallelSpec): Pi
 function tensorParallel(mpi: MpiBinding, rank: number, spec: ParallelSpec): TensorParallel {
   if (spec.dp === 1) return new TensorParallel(mpi, rank, spec.tp, { fault: faultFromEnv() });
   const { group, dp } = modelParallelGroups(mpi, rank, spec.tp, 'tp');
-  return new TensorParallel(group.mpi, group.rank, group.size, { writer: rank === 0, dp, fault: faultFromEnv() });
+  return new TensorParallel(group.mpi, group.rank, group.size, { writer: rank === 0, dp, fault: faultFromEnv(), bucketMiB: spec.bucketMiB, overlap: spec.overlap });
 }
 
 /**

@@ -18,8 +18,10 @@ export interface MpiBinding {
   wtime(): number;
   /** comm: an id from split() (absent: every rank). */
   allreduce(buf: MpiBuffer, op?: MpiOp, comm?: number): void;
-  /** Starts an in-place all-reduce; test/wait take the id it returns. */
-  iallreduce(buf: MpiBuffer, op?: MpiOp): number;
+  /** Starts an in-place all-reduce; test/wait take the id it returns. comm: as allreduce's, where
+   *  iallreduceComm says the addon takes it (older ones ran every iallreduce over the world). */
+  iallreduce(buf: MpiBuffer, op?: MpiOp, comm?: number): number;
+  iallreduceComm?: boolean;
   /** True once the request is complete; each call also drives MPI's progress engine. */
   test(id: number): boolean;
   wait(id: number): void;
@@ -38,7 +40,7 @@ export interface MpiBinding {
 }
 
 /**
- * A view of the binding whose allreduce, bcast, isend and irecv run within one group from split()
+ * A view of the binding whose allreduce, iallreduce, bcast, isend and irecv run within one group from split()
  * (the ranks of one tensor-parallel or pipeline group, or of one data-parallel group; ranks are
  * the group's); the calls the binding has no group form of throw rather than mix the groups up.
  */
@@ -121,7 +123,8 @@ export function groupView(mpi: MpiBinding, comm: number): MpiBinding {
     isend: (buf, dest, tag) => mpi.isend(buf, dest, tag ?? 0, comm),
     irecv: (buf, source, tag) => mpi.irecv(buf, source, tag ?? 0, comm),
     test: (id) => mpi.test(id), wait: (id) => mpi.wait(id),
-    iallreduce: no('iallreduce'), reduceScatter: no('reduceScatter'), allgather: no('allgather'), send: no('send'), recv: no('recv'), barrier: no('barrier'),
+    iallreduce: mpi.iallreduceComm ? (buf, op) => mpi.iallreduce(buf, op ?? 'sum', comm) : no('iallreduce (this native addon predates its group form: run npm run build:native)'),
+    iallreduceComm: mpi.iallreduceComm, reduceScatter: no('reduceScatter'), allgather: no('allgather'), send: no('send'), recv: no('recv'), barrier: no('barrier'),
   };
 }
 

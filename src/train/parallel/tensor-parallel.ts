@@ -34,7 +34,8 @@ import { GPT, type Block, type GPTOutput } from '../../models/gpt.js';
 import { MLP } from '../../nn/mlp.js';
 import { gradNorm, scaleGrads, TrainingDivergedError, type LossSource, type ParallelStrategy, type StepOptions } from '../loop.js';
 import { AdamW } from '../optim.js';
-import { allFinite, averageOverDpGroup, dpShare, nonFiniteOrigin, type DpGroup, type Fault, type MpiBinding } from './mpi.js';
+import { allFinite, dpShare, nonFiniteOrigin, type DpGroup, type Fault, type MpiBinding } from './mpi.js';
+import { GradientBuckets } from './buckets.js';
 
 /** What the lm task's batches hold (src/tasks/lm.ts). */
 export interface TokenBatch {
@@ -148,6 +149,7 @@ export class TensorParallel implements ParallelStrategy {
   private poison = false;
   private dpMs = 0;
   private dpBytes = 0;
+  private buckets: GradientBuckets | null = null;
   private commMs = 0;
   private record: Record<string, unknown> = {};
 
@@ -156,7 +158,7 @@ export class TensorParallel implements ParallelStrategy {
    * that group. o.dp: the data-parallel group (the ranks holding the same shards in the other tp
    * groups) for dp × tp; o.writer: whether this rank writes (default: tp rank 0).
    */
-  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: DpGroup; fault?: Fault } = {}) {
+  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: DpGroup; fault?: Fault; bucketMiB?: number; overlap?: boolean } = {}) {
     this.writer = o.writer ?? rank === 0;
   }
 
@@ -272,16 +274,27 @@ export class TensorParallel implements ParallelStrategy {
   }
 
 
-  /** dp × tp: the groups' losses and gradients (each the mean over its share) averaged; the
-   *  shards are the same in every group, so each rank all-reduces its own with its dp peers. */
-  private averageOverDp(loss: number): number {
-    const t0 = performance.now();
-    const r = averageOverDpGroup(this.o.dp!, this.trained, loss);
-    this.dpMs = performance.now() - t0;
-    this.dpBytes = r.bytes;
-    return r.loss;
+  /** dp × tp: this rank's gradients in buckets over its dp group (the same shards in every tp
+   *  group), as plain dp does; overlapped with the last micro-batch's backward unless overlap=0
+   *  (or the addon predates group iallreduce). */
+  private dpBuckets(): { buckets: GradientBuckets; overlap: boolean } | null {
+    const dp = this.o.dp;
+    if (!dp) return null;
+    this.buckets ??= new GradientBuckets(dp.mpi, dp.size, this.trained, this.o.bucketMiB ?? 4);
+    return { buckets: this.buckets, overlap: (this.o.overlap ?? true) && dp.mpi.iallreduceComm === true };
   }
 
+  /** dp × tp after the backward pass: the rest of the buckets, and the groups' mean loss. */
+  private averageOverDp(loss: number, dp: { buckets: GradientBuckets; overlap: boolean }): number {
+    const t0 = performance.now();
+    if (dp.overlap) dp.buckets.finish();
+    else dp.buckets.blocking();
+    const l = new Float32Array([loss]);
+    this.o.dp!.mpi.allreduce(l);
+    this.dpMs = performance.now() - t0;
+    this.dpBytes = 4 * (dp.buckets.floats + 1);
+    return l[0]! * Math.fround(1 / this.o.dp!.size);
+  }
 
   stepRecord(): Record<string, unknown> {
     const r = this.record;
@@ -514,15 +527,26 @@ export class TensorParallel implements ParallelStrategy {
     mine.zeroGrad();
     try {
       let lossSum = Math.fround(0);
-      for (const b of batches) {
+      const dp = this.dpBuckets();
+      let backwardMs = 0;
+      batches.forEach((b, i) => {
         tidy(() => {
           const l = this.lossOf(b as unknown as TokenBatch);
           lossSum = Math.fround(lossSum + Math.fround(l.item() / m));
-          backward(m > 1 ? div(l, m) : l);
+          // The last backward completes the gradients: its buckets go out as they fill.
+          const last = dp?.overlap === true && i === m - 1;
+          if (last) dp.buckets.begin();
+          const tb = performance.now();
+          try {
+            backward(m > 1 ? div(l, m) : l);
+          } finally {
+            if (last) dp.buckets.end();
+          }
+          if (i === m - 1) backwardMs = performance.now() - tb;
         });
-      }
+      });
       // Every rank of a tp group computed the same loss (its parts were all-reduced).
-      if (this.o.dp) lossSum = this.averageOverDp(lossSum);
+      if (dp) lossSum = this.averageOverDp(lossSum, dp);
       const values = [lossSum, ...(src.parts ?? []).map(() => lossSum)];
       if (!Number.isFinite(lossSum)) {
         // Every rank of the group sees it (the loss was all-reduced): which one fed it in first.
@@ -543,7 +567,7 @@ export class TensorParallel implements ParallelStrategy {
       mine.stepUpdate();
       opt.step = mine.step;
       opt.lr = mine.lr;
-      this.record = { tp_step_ms: round(performance.now() - t0), comm_ms: round(this.commMs), comm_bytes: 4 * this.floats, tp_allreduces: this.calls, tp_param_floats: this.paramFloats.held, ...(this.o.dp ? { dp_comm_ms: round(this.dpMs), dp_comm_bytes: this.dpBytes } : {}) };
+      this.record = { tp_step_ms: round(performance.now() - t0), comm_ms: round(this.commMs), comm_bytes: 4 * this.floats, tp_allreduces: this.calls, tp_param_floats: this.paramFloats.held, ...(dp ? { dp_comm_ms: round(this.dpMs), dp_comm_bytes: this.dpBytes, dp_overlap: dp.overlap ? 1 : 0, last_backward_ms: round(backwardMs) } : {}) };
       return { values, gradNorm: norm };
     } finally {
       mine.zeroGrad();
