@@ -23,7 +23,9 @@
 //
 // With dp × tp (`dp=N,tp=M`), o.dp is this rank's data-parallel group (the same shards in the
 // other tp groups): its tp group trains on its share of the micro-batches and each rank averages
-// its gradients with its dp peers before the norm. Only the writer's tp group gathers for a checkpoint.
+// its gradients with its dp peers before the norm, in buckets overlapped with the last
+// micro-batch's backward as plain dp does (buckets.ts). Only the writer's tp group gathers for a
+// checkpoint.
 //
 // Not yet: the model is built whole (from its initialization or a checkpoint) before attach()
 // splits it, so the whole weights exist once at start, and the loop's AdamW allocates full-size
