@@ -199,6 +199,11 @@ test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 step
     const r = run(np, [...BASE, '--max_iters', to, '--eval_interval', '5', '--out', 'tpmix', ...(to === '5' ? [] : ['--init_from', 'resume']), ...(parallel ? ['--parallel', parallel] : [])]);
     assert.equal(r.code, 0, r.out);
     if (to === '15') {
+      // dp x tp's gradient buckets went out during the backward pass (overlap is the default):
+      // each rank's shards and replicated parameters (rank 0's as in tp=2) and the loss.
+      const dpRec = readFileSync(join(CWD, 'tpmix', 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l) as Record<string, number>).filter((r) => r['step']! >= 10 && r['dp_comm_bytes'] !== undefined);
+      assert.equal(dpRec.length, 5);
+      for (const r of dpRec) assert.deepEqual([r['dp_overlap'], r['dp_comm_bytes']], [1, 4 * (held + 1)], `dp x tp step ${r['step']}`);
       const ck = await loadCheckpoint(join(CWD, 'tpmix', 'last'), { requireOptimizer: true });
       assert.equal(ck.metadata['attn_step'], '15');
       assert.ok(ck.optimizer!.size === 2 * ck.tensors.size, 'the gathered moments of every parameter');
