@@ -181,9 +181,10 @@ test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 step
     held += name === 'transformer.wte.weight' ? (t.data.length / 65) * 32 : /attn\.c_attn\.|attn\.c_proj\.weight|mlp\.c_fc\.|mlp\.c_proj\.weight/.test(name) ? t.data.length / 2 : t.data.length;
   }
   // Bytes all-reduced per update: tpAllReduceFloats (4 per block and 2 for the embedding and
-  // the head, of B·T·C floats; B·T and 2·B·T for the cross-entropy; per micro-batch) + the norm's float64.
+  // the head, of B·T·C floats; B·T and 2·B·T float64s for the cross-entropy; per micro-batch) + the norm's float64s.
   const [L, B, T, C, m] = FULL ? [6, 2, 32, 384, 2] : [2, 2, 32, 96, 2];
-  const want = 4 * tpAllReduceFloats(L, B, T, C, m) + 8;
+  // The norm: one float64 per split parameter (wte and 4 matrices per block; no biases here).
+  const want = 4 * tpAllReduceFloats(L, B, T, C, m) + 8 * (1 + 4 * L);
   const rec = readFileSync(join(CWD, 'tp2', 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l) as Record<string, number>).filter((r) => r['comm_bytes'] !== undefined);
   assert.equal(rec.length, 20);
   for (const r of rec) assert.equal(r['comm_bytes'], want, `step ${r['step']}: bytes all-reduced`);

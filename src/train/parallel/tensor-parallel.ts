@@ -34,7 +34,7 @@ import { add, backward, div, embedding, gelu, linear, mul, noGrad, permute, reco
 import type { Module } from '../../nn/module.js';
 import { GPT, type Block, type GPTOutput } from '../../models/gpt.js';
 import { MLP } from '../../nn/mlp.js';
-import { gradNorm, scaleGrads, TrainingDivergedError, type LossSource, type ParallelStrategy, type StepOptions } from '../loop.js';
+import { scaleGrads, TrainingDivergedError, type LossSource, type ParallelStrategy, type StepOptions } from '../loop.js';
 import { AdamW } from '../optim.js';
 import { allFinite, dpShare, nonFiniteOrigin, type DpGroup, type Fault, type MpiBinding } from './mpi.js';
 import { GradientBuckets } from './buckets.js';
@@ -555,12 +555,7 @@ export class TensorParallel implements ParallelStrategy {
         const from = nonFiniteOrigin(this.mpi, this.rank, this.size, this.firstNonFinite, (r) => this.worldRank(r));
         throw new TrainingDivergedError(step, from.length ? `the training loss (the first non-finite partial sums came from rank ${from.join(', ')})` : 'the training loss', lossSum);
       }
-      // Global norm: the shards' squares summed across ranks, the replicated parameters once.
-      const sharded = this.trained.filter((p) => !this.isReplicated(p));
-      const replicated = this.trained.filter((p) => this.isReplicated(p));
-      const sq = new Float64Array([gradNorm(sharded) ** 2]);
-      this.allreduce(sq);
-      const norm = Math.sqrt(sq[0]! + gradNorm(replicated) ** 2);
+      const norm = this.globalNorm();
       if (!Number.isFinite(norm)) throw new TrainingDivergedError(step, 'the gradient norm', norm);
       const maxNorm = o.gradClip ?? 0;
       if (maxNorm > 0 && norm > maxNorm) scaleGrads(this.trained, maxNorm / (norm + 1e-6));
@@ -575,6 +570,31 @@ export class TensorParallel implements ParallelStrategy {
       mine.zeroGrad();
       opt.zeroGrad();
     }
+  }
+
+  /**
+   * The global gradient norm rounded as one process rounds it (update.ts: each parameter's
+   * Σ g² by the sum kernel, which squares in float32 and adds in float64, then those sums added
+   * in float32 in the parameters' order): each shard's float64 partial sums are all-reduced in
+   * one float64 buffer (one entry per split parameter) and rounded once per parameter, so the
+   * whole parameter's sum is rounded as the kernel rounds it, not as two rounded halves.
+   */
+  private globalNorm(): number {
+    const f = this.trained[0]?.dtype === 'float64' ? (v: number): number => v : Math.fround;
+    const sumSq = (p: Tensor): number => {
+      if (!p.grad) return 0;
+      const g = p.grad.data();
+      let s = 0;
+      for (let i = 0; i < g.length; i++) s += f(g[i]! * g[i]!);
+      return s;
+    };
+    const split = this.trained.filter((p) => !this.isReplicated(p));
+    const partial = new Float64Array(split.map(sumSq));
+    this.allreduce(partial);
+    const whole = new Map(split.map((p, i) => [p, partial[i]!]));
+    let acc = 0;
+    for (const p of this.trained) acc = f(acc + f(whole.get(p) ?? sumSq(p)));
+    return Math.sqrt(acc);
   }
 
   private isReplicated(p: Tensor): boolean {
