@@ -90,12 +90,16 @@ export class GradientBuckets {
     }
   }
 
-  /** No overlap: each bucket all-reduced after the backward pass, one at a time. */
+  /** No overlap: each bucket all-reduced after the backward pass, one at a time (MPI_Allreduce,
+   *  so it also runs on an addon whose iallreduce has no group form). */
   blocking(): void {
     for (const b of this.buckets) {
-      b.buf = null;
-      this.start(b);
-      this.mpi.wait(b.req);
+      const buf = new Float32Array(b.size);
+      b.params.forEach((p, j) => {
+        if (p.grad) buf.set(p.grad.data() as Float32Array, b.offsets[j]!);
+      });
+      b.buf = buf;
+      this.mpi.allreduce(buf);
       b.done = true;
       this.writeBack(b);
     }
