@@ -245,14 +245,15 @@ Napi::Value Split(const Napi::CallbackInfo& info) {
   return o;
 }
 
-/** iallreduce(buf, op = 'sum'): starts an in-place all-reduce; returns a request id for test/wait. */
+/** iallreduce(buf, op = 'sum', comm = world): starts an in-place all-reduce; returns a request id for test/wait. */
 Napi::Value Iallreduce(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Buf b;
   MPI_Op op;
-  if (!ready(env) || !buffer_of(info, 0, "iallreduce", &b) || !op_of(info, 1, b, &op)) return env.Undefined();
+  MPI_Comm comm;
+  if (!ready(env) || !buffer_of(info, 0, "iallreduce", &b) || !op_of(info, 1, b, &op) || !comm_of(info, 2, &comm)) return env.Undefined();
   MPI_Request req;
-  if (throw_if(env, MPI_Iallreduce(MPI_IN_PLACE, b.data, b.count, b.type, op, MPI_COMM_WORLD, &req), "MPI_Iallreduce")) return env.Undefined();
+  if (throw_if(env, MPI_Iallreduce(MPI_IN_PLACE, b.data, b.count, b.type, op, comm, &req), "MPI_Iallreduce")) return env.Undefined();
   const int id = next_request++;
   pending.emplace(id, Pending{req, Napi::Persistent(info[0])});
   return Napi::Number::New(env, id);
@@ -414,6 +415,8 @@ Napi::Object mpi_exports(Napi::Env env) {
   o.Set("bcast", Napi::Function::New(env, Bcast));
   o.Set("barrier", Napi::Function::New(env, Barrier));
   o.Set("split", Napi::Function::New(env, Split));
+  // iallreduce takes a communicator id (older addons ignored a third argument: world only).
+  o.Set("iallreduceComm", Napi::Boolean::New(env, true));
   return o;
 }
 

@@ -167,15 +167,31 @@ test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 step
   assert.equal(tp.code, 0, tp.out);
   assertLosses(ref, losses('tp2'), 0, 20, 'tp=2');
   await assertWeights('single', 'tp2', 'tp=2');
+  // The evaluations ran the sharded forward: the single process's validation losses.
+  const val = (dir: string): number[] => readFileSync(join(CWD, dir, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l) as { val_loss?: number }).flatMap((r) => (r.val_loss === undefined ? [] : [r.val_loss]));
+  const [vRef, vTp] = [val('single'), val('tp2')];
+  assert.equal(vTp.length, vRef.length);
+  vRef.forEach((v, i) => assert.ok(Math.abs(v - vTp[i]!) <= 1e-5 * v, `tp=2 validation loss ${vTp[i]} vs ${v}`));
+  // Each rank holds only its shards: rank 0 has 32 of wte's 65 rows and half of every split matrix.
+  const ck = await loadCheckpoint(join(CWD, 'tp2', 'last'));
+  let whole = 0;
+  let held = 0;
+  for (const [name, t] of ck.tensors) {
+    whole += t.data.length;
+    held += name === 'transformer.wte.weight' ? (t.data.length / 65) * 32 : /attn\.c_attn\.|attn\.c_proj\.weight|mlp\.c_fc\.|mlp\.c_proj\.weight/.test(name) ? t.data.length / 2 : t.data.length;
+  }
   // Bytes all-reduced per update: tpAllReduceFloats (4 per block and 2 for the embedding and
-  // the head, of B·T·C floats; B·T and 2·B·T for the cross-entropy; per micro-batch) + the norm's float64.
+  // the head, of B·T·C floats; B·T and 2·B·T float64s for the cross-entropy; per micro-batch) + the norm's float64s.
   const [L, B, T, C, m] = FULL ? [6, 2, 32, 384, 2] : [2, 2, 32, 96, 2];
-  const want = 4 * tpAllReduceFloats(L, B, T, C, m) + 8;
+  // The norm: one float64 per split parameter (wte and 4 matrices per block; no biases here).
+  const want = 4 * tpAllReduceFloats(L, B, T, C, m) + 8 * (1 + 4 * L);
   const rec = readFileSync(join(CWD, 'tp2', 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l) as Record<string, number>).filter((r) => r['comm_bytes'] !== undefined);
   assert.equal(rec.length, 20);
   for (const r of rec) assert.equal(r['comm_bytes'], want, `step ${r['step']}: bytes all-reduced`);
   assert.equal(rec[0]!['tp_allreduces'], m * (4 * L + 2 + 2) + 1);
   process.stdout.write(`tp=2: ${want} bytes all-reduced per update in ${rec[0]!['tp_allreduces']} all-reduces (the formula: ${want})\n`);
+  for (const r of rec) assert.equal(r['tp_param_floats'], held, `step ${r['step']}: parameter floats rank 0 holds`);
+  process.stdout.write(`tp=2: rank 0 holds ${held} of the model's ${whole} parameter floats; validation losses ${vTp.map((v) => v.toFixed(6)).join(', ')} (one process: ${vRef.map((v) => v.toFixed(6)).join(', ')})\n`);
   // Checkpoints passed between layouts, each an ordinary one: one process to step 5, dp=2 x pp=2
   // on 4 ranks (two pipelines of two stages) to 10, dp=2 x tp=2 on 4 ranks (two tp groups, each
   // sharding the saved weights and moments on load) to 15, one process to 20.
@@ -184,6 +200,11 @@ test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 step
     const r = run(np, [...BASE, '--max_iters', to, '--eval_interval', '5', '--out', 'tpmix', ...(to === '5' ? [] : ['--init_from', 'resume']), ...(parallel ? ['--parallel', parallel] : [])]);
     assert.equal(r.code, 0, r.out);
     if (to === '15') {
+      // dp x tp's gradient buckets went out during the backward pass (overlap is the default):
+      // each rank's shards and replicated parameters (rank 0's as in tp=2) and the loss.
+      const dpRec = readFileSync(join(CWD, 'tpmix', 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l) as Record<string, number>).filter((r) => r['step']! >= 10 && r['dp_comm_bytes'] !== undefined);
+      assert.equal(dpRec.length, 5);
+      for (const r of dpRec) assert.deepEqual([r['dp_overlap'], r['dp_comm_bytes']], [1, 4 * (held + 1)], `dp x tp step ${r['step']}`);
       const ck = await loadCheckpoint(join(CWD, 'tpmix', 'last'), { requireOptimizer: true });
       assert.equal(ck.metadata['attn_step'], '15');
       assert.ok(ck.optimizer!.size === 2 * ck.tensors.size, 'the gathered moments of every parameter');
@@ -208,13 +229,33 @@ test('a NaN on one rank stops both with the rank named; an error on one rank abo
   const thrown = run(2, [...BASE, '--max_iters', '4', '--eval_interval', '2', '--out', 'throw', '--parallel', 'dp=2'], { ATTN_FAULT: 'throw@1:1' });
   assert.notEqual(thrown.code, 0, thrown.out);
   assert.match(thrown.out, /rank 1 of 2: injected fault \(ATTN_FAULT\) at step 1; stopping every rank/);
+  // Under tp and pp every rank sees the NaN too (the loss is all-reduced, or broadcast from the
+  // last stage), and each names the rank whose own output went non-finite first.
+  for (const [parallel, what] of [['tp=2', 'partial sums'], ['pp=2', 'activations']] as const) {
+    const r = run(2, [...BASE, '--max_iters', '4', '--eval_interval', '2', '--out', `nan-${parallel.replace('=', '')}`, '--parallel', parallel], { ATTN_FAULT: 'nan@1:3' });
+    assert.notEqual(r.code, 0, r.out);
+    assert.match(r.out, new RegExp(`training diverged at step 3: the training loss \\(the first non-finite ${what} came from rank 1\\) is NaN; the checkpoint in \\S+ \\(step 2\\) is untouched`));
+    assert.doesNotMatch(r.out, /MPI_ABORT/, 'a NaN stops the ranks by themselves');
+    process.stdout.write(`${parallel}: ${/training diverged[^\n]*/.exec(r.out)![0]}\n`);
+  }
   // mpirun usually adds "MPI_ABORT was invoked on rank 1 ..."; Open MPI 4.1 sometimes loses that
   // help text while tearing the job down (ORTE_ERROR_LOG ... show_help.c), so only ours is asserted.
 });
 
 test('kill -9 of rank 1 mid-run: the job stops within 30 s naming it, last/ is intact and resumes on one process', { skip }, async () => {
-  const out = join(CWD, 'killed');
-  const child = spawn('mpirun', [...MPIRUN, '-x', 'OMPI_MCA_btl_vader_single_copy_mechanism', process.execPath, CLI, ...BASE, '--max_iters', '100000', '--eval_interval', '2', '--out', 'killed', '--parallel', 'dp=2'],
+  await killRank1('dp=2', 'killed');
+});
+
+test('kill -9 of rank 1 under tp=2 and under pp=2: the same', { skip }, async () => {
+  await killRank1('tp=2', 'killed-tp');
+  await killRank1('pp=2', 'killed-pp');
+});
+
+/** Kills rank 1 of a run with --parallel `parallel` once its first checkpoint exists; mpirun must
+ *  stop within 30 s naming it, last/ must load, and one process must resume it for 2 updates. */
+async function killRank1(parallel: string, dir: string): Promise<void> {
+  const out = join(CWD, dir);
+  const child = spawn('mpirun', [...MPIRUN, '-x', 'OMPI_MCA_btl_vader_single_copy_mechanism', process.execPath, CLI, ...BASE, '--max_iters', '100000', '--eval_interval', '2', '--out', dir, '--parallel', parallel],
     { cwd: CWD, env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   child.stdout.on('data', (d: Buffer) => (log += d.toString()));
@@ -222,33 +263,33 @@ test('kill -9 of rank 1 mid-run: the job stops within 30 s naming it, last/ is i
   const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
   const deadline = Date.now() + 60_000;
   while (!existsSync(join(out, 'last', 'trainer_state.json')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
-  assert.ok(existsSync(join(out, 'last', 'trainer_state.json')), `no checkpoint within 60 s: ${log}`);
-  const rank1 = rankPid(1);
+  assert.ok(existsSync(join(out, 'last', 'trainer_state.json')), `${parallel}: no checkpoint within 60 s: ${log}`);
+  const rank1 = rankPid(1, dir);
   assert.ok(rank1 > 0, 'found rank 1');
   const killedAt = Date.now();
   process.kill(rank1, 'SIGKILL');
   const code = await Promise.race([exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 30_000))]);
   if (code === 'timeout') child.kill('SIGKILL');
-  assert.notEqual(code, 'timeout', `the job still ran 30 s after rank 1 was killed: ${log}`);
+  assert.notEqual(code, 'timeout', `${parallel}: the job still ran 30 s after rank 1 was killed: ${log}`);
   assert.ok(Date.now() - killedAt < 30_000);
-  process.stdout.write(`kill -9 of rank 1: mpirun exited ${((Date.now() - killedAt) / 1000).toFixed(1)} s later with code ${code}\n`);
+  process.stdout.write(`${parallel}: kill -9 of rank 1: mpirun exited ${((Date.now() - killedAt) / 1000).toFixed(1)} s later with code ${code}\n`);
   assert.notEqual(code, 0);
   assert.match(log, /process rank 1 with PID \d+ on node \S+ exited on signal 9 \(Killed\)/);
   const ck = await loadCheckpoint(join(out, 'last'), { requireOptimizer: true });
   const step = Number(ck.metadata['attn_step']);
   assert.ok(step >= 2 && step % 2 === 0, `last/ at step ${step}`);
-  const resumed = run(1, [...BASE, '--max_iters', String(step + 2), '--eval_interval', '2', '--out', 'killed', '--init_from', 'resume']);
+  const resumed = run(1, [...BASE, '--max_iters', String(step + 2), '--eval_interval', '2', '--out', dir, '--init_from', 'resume']);
   assert.equal(resumed.code, 0, resumed.out);
   assert.equal((await loadCheckpoint(join(out, 'last'))).metadata['attn_step'], String(step + 2));
-});
+}
 
-/** The pid of the process mpirun started as `rank` of the run writing to killed/ (from /proc). */
-function rankPid(rank: number): number {
+/** The pid of the process mpirun started as `rank` of the run writing to `dir` (from /proc). */
+function rankPid(rank: number, dir: string): number {
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     try {
       const cmd = readFileSync(`/proc/${d}/cmdline`, 'latin1');
-      if (!cmd.includes(CLI) || !cmd.includes('--out\0killed\0')) continue;
+      if (!cmd.includes(CLI) || !cmd.includes(`--out\0${dir}\0`)) continue;
       if (readFileSync(`/proc/${d}/environ`, 'latin1').split('\0').includes(`OMPI_COMM_WORLD_RANK=${rank}`)) return Number(d);
     } catch {
       // gone, or not ours to read

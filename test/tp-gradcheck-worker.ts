@@ -35,7 +35,6 @@ for (const [what, extra] of CONFIGS) {
   const model = new GPT(cfg, { backend: be, dtype: 'float64', seed: 11 });
   const params = model.parameters();
   const tp = new TensorParallel(mpi, rank, size);
-  tp.attach(model, params);
   const batch: TokenBatch = { x: [0, 3, 6, 2, 5, 1, 4, 6], y: [3, 6, 2, -100, 1, 4, 6, 0], batchSize: 2, blockSize: 4 };
   const idx = tensor(batch.x, { shape: [2, 4], dtype: 'int32', backend: be });
   const y = tensor(batch.y, { shape: [2, 4], dtype: 'int32', backend: be });
@@ -51,6 +50,32 @@ for (const [what, extra] of CONFIGS) {
     p.grad!.dispose();
     p.grad = null;
   }
+  const wholeWeights = new Map(params.map((p) => [p, Float64Array.from(p.data())]));
+  tp.attach(model, params);
+  // This rank holds only its shards: the split parameters' whole tensors hold no elements, the
+  // task's forward is the sharded one, and a checkpoint gathers the whole weights to rank 0 only.
+  const splitParams = params.filter((p) => p.storage.size === 0);
+  if (splitParams.length === 0) fail(`${what}: no parameter was released`);
+  const viaForward = noGrad(() => tidy(() => model.forward(idx, y).loss!.item()));
+  if (Math.abs(viaForward - whole) > 1e-12 * Math.abs(whole)) fail(`${what}: the sharded model.forward gives ${viaForward}, the whole model ${whole}`);
+  try {
+    model.forward(idx);
+    fail(`${what}: a forward without targets was not refused`);
+  } catch (e) {
+    if (!/holds its slice of the vocabulary's logits only/.test((e as Error).message)) throw e;
+  }
+  tp.beforeSave();
+  for (const p of splitParams) {
+    if (rank !== 0) {
+      if (p.storage.size !== 0) fail(`${what}: rank ${rank} materialized ${p.name}`);
+      continue;
+    }
+    const got = p.data();
+    const want = wholeWeights.get(p)!;
+    for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) fail(`${what}: gathered ${p.name}[${i}] = ${got[i]}, was ${want[i]}`);
+  }
+  tp.afterSave();
+  if (splitParams.some((p) => p.storage.size !== 0)) fail(`${what}: the whole weights were not released after the save`);
   const tpLoss = tidy(() => {
     const l = tp.lossOf(batch);
     backward(l);

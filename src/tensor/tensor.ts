@@ -102,7 +102,7 @@ export function liveTensorCount(): number {
 }
 
 export class Tensor {
-  /** Replaced only by castInPlace (module.halfWeights()); otherwise fixed. */
+  /** Replaced only by castInPlace (module.halfWeights()) and setStorage (model-parallel shards); otherwise fixed. */
   private _storage: Storage;
   readonly shape: readonly number[];
   readonly strides: readonly number[];
@@ -161,6 +161,29 @@ export class Tensor {
       this.grad.dispose();
       this.grad = null;
     }
+    releaseStorage(old);
+  }
+  /**
+   * Moves this tensor onto `next`, a storage of its dtype holding either all of its elements or
+   * none (size 0: the tensor keeps its shape and no memory; kernels refuse it as too small). For a
+   * model-parallel rank whose parameter trains as a shard elsewhere: the whole tensor is released,
+   * and given values again only while a checkpoint is written. Whole contiguous tensors only.
+   */
+  setStorage(next: Storage): void {
+    this.assertLive('setStorage');
+    if (this.node) throw new Error('setStorage: the tensor has gradient history');
+    if (this.offset !== 0 || !this.isContiguous() || (this.storage.size !== this.size && this.storage.size !== 0)) {
+      throw new Error(`setStorage: tensor of shape ${fmt(this.shape)} is a view, not a whole storage`);
+    }
+    if (next.dtype !== this.dtype || (next.size !== this.size && next.size !== 0)) {
+      throw new Error(`setStorage: a ${next.dtype} storage of ${next.size} elements for a ${this.dtype} tensor of ${this.size} (it must hold all of them or none)`);
+    }
+    if (next.freed) throw new Error('setStorage: the storage is freed');
+    next.refs++;
+    const old = this._storage;
+    this._storage = next;
+    finalizer.unregister(this);
+    finalizer.register(this, next, this);
     releaseStorage(old);
   }
   get dtype(): DType {

@@ -95,16 +95,16 @@ function modelParallelGroups(mpi: MpiBinding, rank: number, m: number, kind: str
 
 /** pp alone, or dp × pp (pipelines of pp stages). */
 function pipelineParallel(mpi: MpiBinding, rank: number, spec: ParallelSpec): PipelineParallel {
-  if (spec.dp === 1) return new PipelineParallel(mpi, rank, spec.pp);
+  if (spec.dp === 1) return new PipelineParallel(mpi, rank, spec.pp, { fault: faultFromEnv() });
   const { group, dp } = modelParallelGroups(mpi, rank, spec.pp, 'pp');
-  return new PipelineParallel(group.mpi, group.rank, group.size, { writer: rank === 0, dp });
+  return new PipelineParallel(group.mpi, group.rank, group.size, { writer: rank === 0, dp, fault: faultFromEnv() });
 }
 
 /** tp alone, or dp × tp (tp groups of tp ranks). */
 function tensorParallel(mpi: MpiBinding, rank: number, spec: ParallelSpec): TensorParallel {
-  if (spec.dp === 1) return new TensorParallel(mpi, rank, spec.tp);
+  if (spec.dp === 1) return new TensorParallel(mpi, rank, spec.tp, { fault: faultFromEnv() });
   const { group, dp } = modelParallelGroups(mpi, rank, spec.tp, 'tp');
-  return new TensorParallel(group.mpi, group.rank, group.size, { writer: rank === 0, dp });
+  return new TensorParallel(group.mpi, group.rank, group.size, { writer: rank === 0, dp, fault: faultFromEnv(), bucketMiB: spec.bucketMiB, overlap: spec.overlap });
 }
 
 /**

@@ -168,6 +168,10 @@ export interface ParallelStrategy {
   attach?(model: Module, params: readonly Tensor[]): void;
   /** Before an evaluation (a collective): e.g. every stage's weights to every rank. */
   beforeEvaluate?(): void;
+  /** Before every checkpoint (a collective): the writer's model gets whole weights to save. */
+  beforeSave?(): void;
+  /** After the checkpoint is written (every rank): e.g. release the writer's whole weights again. */
+  afterSave?(): void;
 }
 
 export interface LoopResult {
@@ -420,6 +424,14 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
       ? new TrainingDivergedError(e.step, e.what, e.value, lastSaved >= 0 ? `the checkpoint in ${lastDir} (step ${lastSaved}) is untouched` : 'no checkpoint was written')
       : e);
     const save = async (dir: string, withOptimizer: boolean): Promise<void> => {
+      par?.beforeSave?.();
+      try {
+        await saveNow(dir, withOptimizer);
+      } finally {
+        par?.afterSave?.();
+      }
+    };
+    const saveNow = async (dir: string, withOptimizer: boolean): Promise<void> => {
       const st: LoopState = {
         ...run.state(), format: STATE_FORMAT, version: 2, task: task.task, iter, best: Number.isFinite(best) ? best : null, last_eval: lastEval,
         optimizer_step: opt.step, tokens, elapsed_s: elapsed(), rng: { dropout: dropout.map((g) => rngStateToJson(g)) }, config: cfg,

@@ -14,11 +14,12 @@
 // keeps the AdamW moments of its 1/N slice only and updates that slice of the weights (with the
 // backend's own AdamW kernel, per parameter segment), then the slices are all-gathered into every
 // rank's weights. A checkpoint gathers the moments so it is an ordinary attn checkpoint.
-import { setLeafGradientHook, mul, Tensor } from '../../tensor/index.js';
+import { mul, Tensor } from '../../tensor/index.js';
 import type { Storage } from '../../backend/backend.js';
 import { accumulateOnDevice, clipAndStep, gradNorm, TrainingDivergedError, type LossSource, type ParallelStrategy, type StepOptions } from '../loop.js';
 import type { AdamW } from '../optim.js';
 import type { MpiBinding } from './mpi.js';
+import { GradientBuckets } from './buckets.js';
 
 export interface DataParallelOptions {
   /** ZeRO stage: 0 (replicated optimizer state) or 1 (sharded). */
@@ -29,16 +30,6 @@ export interface DataParallelOptions {
   overlap: boolean;
   /** Test-only fault injection: 'nan' or 'throw' on this rank at this update. */
   fault?: { kind: 'nan' | 'throw'; rank: number; step: number };
-}
-
-interface Bucket {
-  params: Tensor[];
-  offsets: number[];
-  size: number;
-  ready: number;
-  buf: Float32Array | null;
-  req: number;
-  done: boolean;
 }
 
 /** One parameter's part in this rank's ZeRO-1 slice, with its moments on the backend. */
@@ -57,8 +48,7 @@ interface Segment {
 
 export class DataParallel implements ParallelStrategy {
   readonly writer: boolean;
-  private buckets: Bucket[] | null = null;
-  private bucketOf = new Map<Tensor, Bucket>();
+  private buckets: GradientBuckets | null = null;
   private segments: Segment[] | null = null;
   private offsets: number[] = [];
   private total = 0;
@@ -92,6 +82,7 @@ export class DataParallel implements ParallelStrategy {
     try {
       const overlap = this.o.zero === 0 && this.o.overlap;
       if (overlap) this.prepareBuckets(params);
+      const buckets = this.buckets;
       let calls = 0;
       const t0 = performance.now();
       let tBackward = 0;
@@ -100,9 +91,8 @@ export class DataParallel implements ParallelStrategy {
         afterMicroBatch: src.afterMicroBatch,
         loss: (b) => {
           const r = src.loss(b);
-          if (++calls === batches.length && overlap) {
-            this.resetBuckets();
-            setLeafGradientHook((t) => this.onLeaf(t));
+          if (++calls === batches.length && buckets) {
+            buckets.begin();
             tBackward = performance.now();
           }
           return fault === 'nan' ? { ...r, loss: mul(r.loss, NaN) } : r;
@@ -112,7 +102,7 @@ export class DataParallel implements ParallelStrategy {
       try {
         sums = accumulateOnDevice(local, batches);
       } finally {
-        if (overlap) setLeafGradientHook(null);
+        buckets?.end();
       }
       const tEnd = performance.now();
       const localValues = Float32Array.from(sums.data());
@@ -134,8 +124,11 @@ export class DataParallel implements ParallelStrategy {
       // The allgather above waited for the slowest rank's backward (skew_ms, the ranks' load
       // imbalance); the gradient exchange still to be done after it is what overlap did not hide.
       const tWait = performance.now();
-      if (overlap) this.finishBuckets(params);
-      else this.blockingAllreduce(params);
+      if (buckets) buckets.finish();
+      else {
+        this.prepareBuckets(params);
+        this.buckets!.blocking();
+      }
       const tDone = performance.now();
       this.record = {
         compute_ms: round(tEnd - t0), backward_overlapped_ms: overlap ? round(tEnd - tBackward) : 0, skew_ms: round(tWait - tEnd), comm_exposed_ms: round(tDone - tWait),
@@ -159,88 +152,7 @@ export class DataParallel implements ParallelStrategy {
   // ------------------------------------------------------------ plain data parallel
 
   private prepareBuckets(params: readonly Tensor[]): void {
-    if (this.buckets) return;
-    const cap = Math.max(1, Math.floor((this.o.bucketMiB * 2 ** 20) / 4));
-    const buckets: Bucket[] = [];
-    let cur: Bucket | null = null;
-    // Reverse order: the backward pass finishes the last layers' gradients first.
-    for (let i = params.length - 1; i >= 0; i--) {
-      const p = params[i]!;
-      if (!cur || (cur.size > 0 && cur.size + p.size > cap)) {
-        cur = { params: [], offsets: [], size: 0, ready: 0, buf: null, req: 0, done: false };
-        buckets.push(cur);
-      }
-      cur.params.push(p);
-      cur.offsets.push(cur.size);
-      cur.size += p.size;
-      this.bucketOf.set(p, cur);
-    }
-    this.buckets = buckets;
-  }
-
-  private resetBuckets(): void {
-    for (const b of this.buckets!) {
-      b.ready = 0;
-      b.buf = null;
-      b.req = 0;
-      b.done = false;
-    }
-  }
-
-  /** A parameter's gradient is complete: start its bucket once the bucket is full, and progress the others. */
-  private onLeaf(t: Tensor): void {
-    const b = this.bucketOf.get(t);
-    if (b && ++b.ready === b.params.length) this.startBucket(b);
-    this.progress();
-  }
-
-  private startBucket(b: Bucket): void {
-    const buf = new Float32Array(b.size);
-    b.params.forEach((p, j) => {
-      if (p.grad) buf.set(p.grad.data() as Float32Array, b.offsets[j]!);
-    });
-    b.buf = buf;
-    b.req = this.mpi.iallreduce(buf);
-  }
-
-  /** MPI moves non-blocking collectives forward only inside MPI calls: test the ones in flight. */
-  private progress(): void {
-    for (const b of this.buckets!) if (b.req && !b.done) b.done = this.mpi.test(b.req);
-  }
-
-  private finishBuckets(params: readonly Tensor[]): void {
-    // A bucket with a parameter that got no gradient this update starts now (as zeros).
-    for (const b of this.buckets!) if (!b.buf) this.startBucket(b);
-    for (const b of this.buckets!) {
-      if (!b.done) this.mpi.wait(b.req);
-      b.done = true;
-      this.writeBack(b.params, b.offsets, b.buf!);
-    }
-    void params;
-  }
-
-  private blockingAllreduce(params: readonly Tensor[]): void {
-    this.prepareBuckets(params);
-    for (const b of this.buckets!) {
-      this.resetBuckets();
-      this.startBucket(b);
-      this.mpi.wait(b.req);
-      this.writeBack(b.params, b.offsets, b.buf!);
-    }
-  }
-
-  /** Summed gradients / world size into each parameter's .grad. */
-  private writeBack(ps: readonly Tensor[], offsets: readonly number[], buf: Float32Array): void {
-    const inv = Math.fround(1 / this.size);
-    for (let i = 0; i < buf.length; i++) buf[i] = buf[i]! * inv;
-    ps.forEach((p, j) => {
-      const g = buf.subarray(offsets[j]!, offsets[j]! + p.size);
-      if (!p.grad) {
-        p.grad = new Tensor(p.backend.upload(g, 'float32'), p.shape).keep();
-        return;
-      }
-      p.grad.backend.write(p.grad.storage, g, p.grad.offset);
-    });
+    this.buckets ??= new GradientBuckets(this.mpi, this.size, params, this.o.bucketMiB);
   }
 
   // ------------------------------------------------------------ ZeRO-1

@@ -18,8 +18,10 @@ export interface MpiBinding {
   wtime(): number;
   /** comm: an id from split() (absent: every rank). */
   allreduce(buf: MpiBuffer, op?: MpiOp, comm?: number): void;
-  /** Starts an in-place all-reduce; test/wait take the id it returns. */
-  iallreduce(buf: MpiBuffer, op?: MpiOp): number;
+  /** Starts an in-place all-reduce; test/wait take the id it returns. comm: as allreduce's, where
+   *  iallreduceComm says the addon takes it (older ones ran every iallreduce over the world). */
+  iallreduce(buf: MpiBuffer, op?: MpiOp, comm?: number): number;
+  iallreduceComm?: boolean;
   /** True once the request is complete; each call also drives MPI's progress engine. */
   test(id: number): boolean;
   wait(id: number): void;
@@ -38,7 +40,7 @@ export interface MpiBinding {
 }
 
 /**
- * A view of the binding whose allreduce, bcast, isend and irecv run within one group from split()
+ * A view of the binding whose allreduce, iallreduce, bcast, isend and irecv run within one group from split()
  * (the ranks of one tensor-parallel or pipeline group, or of one data-parallel group; ranks are
  * the group's); the calls the binding has no group form of throw rather than mix the groups up.
  */
@@ -84,6 +86,32 @@ export function averageOverDpGroup(dp: DpGroup, params: readonly Tensor[], loss:
   return { loss: buf[0]!, bytes: 4 * n };
 }
 
+/** Test-only fault injection (ATTN_FAULT=nan@RANK:STEP or throw@RANK:STEP): world rank and update. */
+export interface Fault { kind: 'nan' | 'throw'; rank: number; step: number }
+
+/**
+ * After a non-finite loss that every rank of a model-parallel group sees (it was all-reduced or
+ * broadcast): the world ranks whose own contribution went non-finite first (`mine`: this rank's
+ * index of its first non-finite output in the update, -1 if none; a NaN spreads to every rank at
+ * the next exchange, so the origin has the smallest index). A collective of the group; empty when
+ * no rank of this group was first (with dp, another group's).
+ */
+export function nonFiniteOrigin(mpi: MpiBinding, rank: number, size: number, mine: number, worldRank: (r: number) => number): number[] {
+  const NONE = 1e15;
+  const at = new Float64Array(size).fill(NONE);
+  at[rank] = mine >= 0 ? mine : NONE;
+  mpi.allreduce(at, 'min');
+  const first = Math.min(...at);
+  if (first === NONE) return [];
+  return [...at.keys()].filter((r) => at[r] === first).map(worldRank);
+}
+
+/** Whether every element is finite (the scan is cheap next to the copy that made the buffer). */
+export function allFinite(buf: ArrayLike<number>): boolean {
+  for (let i = 0; i < buf.length; i++) if (!Number.isFinite(buf[i]!)) return false;
+  return true;
+}
+
 export function groupView(mpi: MpiBinding, comm: number): MpiBinding {
   const no = (what: string) => (): never => {
     throw new Error(`MPI group view: ${what} runs over every rank, not within the group`);
@@ -95,7 +123,8 @@ export function groupView(mpi: MpiBinding, comm: number): MpiBinding {
     isend: (buf, dest, tag) => mpi.isend(buf, dest, tag ?? 0, comm),
     irecv: (buf, source, tag) => mpi.irecv(buf, source, tag ?? 0, comm),
     test: (id) => mpi.test(id), wait: (id) => mpi.wait(id),
-    iallreduce: no('iallreduce'), reduceScatter: no('reduceScatter'), allgather: no('allgather'), send: no('send'), recv: no('recv'), barrier: no('barrier'),
+    iallreduce: mpi.iallreduceComm ? (buf, op) => mpi.iallreduce(buf, op ?? 'sum', comm) : no('iallreduce (this native addon predates its group form: run npm run build:native)'),
+    iallreduceComm: mpi.iallreduceComm, reduceScatter: no('reduceScatter'), allgather: no('allgather'), send: no('send'), recv: no('recv'), barrier: no('barrier'),
   };
 }
 

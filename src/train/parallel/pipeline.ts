@@ -13,12 +13,12 @@
 //
 // Not yet: activation memory is released at the end of the update, not after each
 // micro-batch's backward (the schedule and the bubble are 1F1B's, the memory is not).
-import { add, backward, crossEntropy, div, tensor, tidy, type Tensor } from '../../tensor/index.js';
+import { add, backward, crossEntropy, div, mul, tensor, tidy, type Tensor } from '../../tensor/index.js';
 import type { Module } from '../../nn/module.js';
 import { GPT } from '../../models/gpt.js';
 import { gradNorm, scaleGrads, TrainingDivergedError, type LossSource, type ParallelStrategy, type StepOptions } from '../loop.js';
 import type { AdamW } from '../optim.js';
-import { averageOverDpGroup, dpShare, type DpGroup, type MpiBinding } from './mpi.js';
+import { allFinite, averageOverDpGroup, dpShare, nonFiniteOrigin, type DpGroup, type Fault, type MpiBinding } from './mpi.js';
 
 /** What the lm task's batches hold (src/tasks/lm.ts). */
 interface TokenBatch {
@@ -44,8 +44,13 @@ export class PipelineParallel implements ParallelStrategy {
    * data-parallel group (the same stage in the other pipelines) for dp × pp; o.writer: whether
    * this rank writes (default: stage 0).
    */
-  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: DpGroup } = {}) {
+  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: DpGroup; fault?: Fault } = {}) {
     this.writer = o.writer ?? rank === 0;
+  }
+
+  /** A stage's world rank (pipelines are consecutive world ranks). */
+  private worldRank(r = this.rank): number {
+    return (this.o.dp?.rank ?? 0) * this.size + r;
   }
 
   attach(model: Module, params: readonly Tensor[]): void {
@@ -111,6 +116,11 @@ export class PipelineParallel implements ParallelStrategy {
     opt.zeroGrad();
     let wait = 0;
     const t0 = performance.now();
+    const fault = this.o.fault && this.o.fault.rank === this.worldRank() && this.o.fault.step === step ? this.o.fault.kind : null;
+    if (fault === 'throw') throw new Error(`injected fault (ATTN_FAULT) at step ${step}`);
+    // The first micro-batch whose output (activations sent on, or the loss) went non-finite
+    // while its input was finite: where a NaN started (-1: not on this stage).
+    let firstNonFinite = -1;
     const waitFor = (id: number): void => {
       const w = performance.now();
       this.mpi.wait(id);
@@ -130,6 +140,7 @@ export class PipelineParallel implements ParallelStrategy {
           const T = b.blockSize;
           const C = t.wte.weight.shape[1]!;
           let x: Tensor;
+          let inputFinite = true;
           if (isFirst) {
             const idx = tensor(b.x, { shape: [B, T], dtype: 'int32', backend: be });
             x = t.wte.forward(idx);
@@ -140,18 +151,22 @@ export class PipelineParallel implements ParallelStrategy {
           } else {
             const buf = new Float32Array(B * T * C);
             waitFor(this.mpi.irecv(buf, s - 1, 2 * i));
+            inputFinite = allFinite(buf);
             x = tensor(buf, { shape: [B, T, C], backend: be });
             x.requiresGrad = true; // a leaf: its gradient goes back to the previous stage
             inputs.push(x);
           }
           for (let l = this.first; l < this.last; l++) x = t.h.items[l]!.forward(x);
+          if (fault === 'nan' && i === 0) x = mul(x, NaN);
           if (isLast) {
             if (t.ln_f) x = t.ln_f.forward(x);
             const logits = gpt.lm_head ? gpt.lm_head.forward(x) : t.wte.project(x);
             const y = tensor(b.y, { shape: [B, T], dtype: 'int32', backend: be });
             x = crossEntropy(logits, y, { ignoreIndex: -100 });
+            if (firstNonFinite < 0 && inputFinite && !Number.isFinite(x.item())) firstNonFinite = i;
           } else {
             const out = Float32Array.from(x.data());
+            if (firstNonFinite < 0 && inputFinite && !allFinite(out)) firstNonFinite = i;
             sent += out.byteLength;
             sends.push(this.mpi.isend(out, s + 1, 2 * i));
           }
@@ -190,7 +205,11 @@ export class PipelineParallel implements ParallelStrategy {
       this.mpi.bcast(vals, S - 1);
       if (this.o.dp) vals[0] = this.averageOverDp(params, vals[0]!);
       const values = [vals[0]!, vals[0]!];
-      if (!Number.isFinite(values[0]!)) throw new TrainingDivergedError(step, 'the training loss', values[0]!);
+      if (!Number.isFinite(values[0]!)) {
+        // Every stage sees it (the last stage broadcast it): which stage's output went bad first.
+        const from = nonFiniteOrigin(this.mpi, s, S, firstNonFinite, (r) => this.worldRank(r));
+        throw new TrainingDivergedError(step, from.length ? `the training loss (the first non-finite activations came from rank ${from.join(', ')})` : 'the training loss', values[0]!);
+      }
       // The tied embedding's two gradients (embedding on stage 0, head on the last) summed.
       if (this.tied) {
         const g = this.tied.grad ? Float32Array.from(this.tied.grad.data()) : new Float32Array(this.tied.size);

@@ -11,26 +11,33 @@
 // embeddings and the biases of the row-parallel layers are replicated; their gradients come out
 // the same on every rank, as every rank sees the whole residual stream and its whole gradient.
 //
-// Every rank trains on all of the update's micro-batches. Its AdamW holds moments for its shards
-// (and the replicated parameters) only; the loop's full-size moments are freed. The shards are
-// the weights that train: the model's full tensors are refreshed from them (gathered with an
-// all-reduce of disjoint slices) before an evaluation and a checkpoint, which is therefore an
-// ordinary attn checkpoint; resuming slices the full weights and moments into shards again, so a
-// tp run resumes on one process or at another world size, and starts from any checkpoint.
+// Every rank trains on all of the update's micro-batches and holds only its shards of the split
+// parameters (and the replicated ones): the model's whole tensors keep their shapes on storages
+// of no elements. Its AdamW holds moments for what it holds; the loop's full-size moments are
+// freed at the first update. Evaluation runs the sharded forward (the task's model.forward(x, y)
+// is this rank's lossOf). A checkpoint gathers the shards and their moments to tp rank 0
+// (point-to-point), whose model holds the whole weights only while the checkpoint is written, so
+// it is an ordinary attn checkpoint; resuming slices the full weights and moments into shards
+// again, so a tp run resumes on one process or at another world size, and starts from any
+// checkpoint.
 //
 // With dp × tp (`dp=N,tp=M`), o.dp is this rank's data-parallel group (the same shards in the
 // other tp groups): its tp group trains on its share of the micro-batches and each rank averages
-// its gradients with its dp peers before the norm.
+// its gradients with its dp peers before the norm, in buckets overlapped with the last
+// micro-batch's backward as plain dp does (buckets.ts). Only the writer's tp group gathers for a
+// checkpoint.
 //
-// Not yet: the model's full weight tensors stay allocated on every rank (evaluation runs the
-// ordinary model on them), so only the optimizer state and the gradients are 1/t per rank.
-import { add, backward, concat, div, embedding, exp, gelu, linear, log, mul, permute, record, reshape, scaledDotProductAttention, split, sub, sum, swiglu, tensor, tidy, Tensor } from '../../tensor/index.js';
+// Not yet: the model is built whole (from its initialization or a checkpoint) before attach()
+// splits it, so the whole weights exist once at start, and the loop's AdamW allocates full-size
+// moments that live until the first update.
+import { add, backward, div, embedding, gelu, linear, mul, noGrad, permute, record, reshape, scaledDotProductAttention, split, sum, swiglu, tensor, tidy, zeros, Tensor } from '../../tensor/index.js';
 import type { Module } from '../../nn/module.js';
-import { GPT, type Block } from '../../models/gpt.js';
+import { GPT, type Block, type GPTOutput } from '../../models/gpt.js';
 import { MLP } from '../../nn/mlp.js';
-import { gradNorm, scaleGrads, TrainingDivergedError, type LossSource, type ParallelStrategy, type StepOptions } from '../loop.js';
+import { scaleGrads, TrainingDivergedError, type LossSource, type ParallelStrategy, type StepOptions } from '../loop.js';
 import { AdamW } from '../optim.js';
-import { averageOverDpGroup, dpShare, type DpGroup, type MpiBinding } from './mpi.js';
+import { allFinite, dpShare, nonFiniteOrigin, type DpGroup, type Fault, type MpiBinding } from './mpi.js';
+import { GradientBuckets } from './buckets.js';
 
 /** What the lm task's batches hold (src/tasks/lm.ts). */
 export interface TokenBatch {
@@ -112,10 +119,11 @@ interface BlockShards {
  * The floats a tp rank all-reduces in one update of m micro-batches of B × T tokens, width C, L
  * blocks: per block 2 forward (attention and MLP outputs) and 2 backward (the gradients of their
  * inputs), B·T·C each; the embedding's forward and the head input's backward, B·T·C each; the
- * cross-entropy's row maxima (B·T), then its sums of exponentials and target logits (2·B·T, one call).
+ * cross-entropy's row maxima (B·T), then its sums of exponentials and target logits (2·B·T
+ * float64s, that is 4·B·T float32s' bytes, one call).
  */
 export function tpAllReduceFloats(L: number, B: number, T: number, C: number, m: number): number {
-  return m * ((4 * L + 2) * B * T * C + 3 * B * T);
+  return m * ((4 * L + 2) * B * T * C + 5 * B * T);
 }
 
 export class TensorParallel implements ParallelStrategy {
@@ -133,10 +141,17 @@ export class TensorParallel implements ParallelStrategy {
   private opt: AdamW | null = null;
   private floats = 0;
   private calls = 0;
-  /** The shards changed since the model's full weights were last refreshed from them. */
-  private stale = false;
+  /** Parameter floats: the whole model's, and what this rank holds (its shards and the replicated ones). */
+  private paramFloats = { whole: 0, held: 0 };
+  /** The writer's whole weights, given values for a checkpoint (released again after it). */
+  private materialized = false;
+  /** Index of the first all-reduce of the update this rank fed a non-finite value (-1: none). */
+  private firstNonFinite = -1;
+  /** ATTN_FAULT's NaN, pending for this rank's next embedding output. */
+  private poison = false;
   private dpMs = 0;
   private dpBytes = 0;
+  private buckets: GradientBuckets | null = null;
   private commMs = 0;
   private record: Record<string, unknown> = {};
 
@@ -145,8 +160,48 @@ export class TensorParallel implements ParallelStrategy {
    * that group. o.dp: the data-parallel group (the ranks holding the same shards in the other tp
    * groups) for dp × tp; o.writer: whether this rank writes (default: tp rank 0).
    */
-  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: DpGroup } = {}) {
+  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: DpGroup; fault?: Fault; bucketMiB?: number; overlap?: boolean } = {}) {
     this.writer = o.writer ?? rank === 0;
+  }
+
+  /** This rank's world rank (tp groups are consecutive world ranks). */
+  private worldRank(r = this.rank): number {
+    return (this.o.dp?.rank ?? 0) * this.size + r;
+  }
+
+  /** Which part of each split parameter rank `rank` holds (the model is checked by attach). */
+  private specsFor(model: GPT, rank: number): Map<Tensor, ShardSpec> {
+    const t = this.size;
+    const cfg = model.config;
+    const H = cfg.n_head;
+    const Hkv = cfg.n_kv_head ?? H;
+    const C = cfg.n_embd;
+    const D = C / H;
+    const tr = model.transformer;
+    const [h0, h1] = partRange(H, t, rank);
+    const [k0, k1] = partRange(Hkv, t, rank);
+    const vocab = partRange(cfg.vocab_size, t, rank);
+    const specs = new Map<Tensor, ShardSpec>();
+    const rows = (...ranges: [number, number][]): ShardSpec => ({ axis: 0, ranges });
+    const cols = (...ranges: [number, number][]): ShardSpec => ({ axis: 1, ranges });
+    specs.set(tr.wte.weight, rows(vocab));
+    if (model.lm_head) specs.set(model.lm_head.weight, rows(vocab));
+    for (const b of tr.h.items) {
+      const a = b.attn;
+      const mlp = b.mlp as MLP;
+      const qkv = rows([h0 * D, h1 * D], [C + k0 * D, C + k1 * D], [C + Hkv * D + k0 * D, C + Hkv * D + k1 * D]);
+      specs.set(a.c_attn.weight, qkv);
+      if (a.c_attn.bias) specs.set(a.c_attn.bias, qkv);
+      specs.set(a.c_proj.weight, cols([h0 * D, h1 * D]));
+      const f = partRange(mlp.c_fc.outFeatures, t, rank);
+      for (const lin of [mlp.c_fc, mlp.c_fc2]) {
+        if (!lin) continue;
+        specs.set(lin.weight, rows(f));
+        if (lin.bias) specs.set(lin.bias, rows(f));
+      }
+      specs.set(mlp.c_proj.weight, cols(f));
+    }
+    return specs;
   }
 
   attach(model: Module, params: readonly Tensor[]): void {
@@ -159,41 +214,24 @@ export class TensorParallel implements ParallelStrategy {
     }
     const H = cfg.n_head;
     const Hkv = cfg.n_kv_head ?? H;
-    const C = cfg.n_embd;
-    const D = C / H;
     if (H % t !== 0) throw new Error(`--parallel tp=${t}: n_head (${H}) must be a multiple of tp, so each rank gets whole heads`);
     if (Hkv % t !== 0) throw new Error(`--parallel tp=${t}: n_kv_head (${Hkv}) must be a multiple of tp`);
     if (cfg.vocab_size < t) throw new Error(`--parallel tp=${t}: the vocabulary (${cfg.vocab_size}) is smaller than tp`);
     const tr = model.transformer;
-    const [h0, h1] = partRange(H, t, this.rank);
-    const [k0, k1] = partRange(Hkv, t, this.rank);
-    this.vocab = partRange(cfg.vocab_size, t, this.rank);
-    const specs = new Map<Tensor, ShardSpec>();
-    const rows = (...ranges: [number, number][]): ShardSpec => ({ axis: 0, ranges });
-    const cols = (...ranges: [number, number][]): ShardSpec => ({ axis: 1, ranges });
-    specs.set(tr.wte.weight, rows(this.vocab));
-    if (model.lm_head) specs.set(model.lm_head.weight, rows(this.vocab));
     for (const b of tr.h.items) {
       const a = b.attn;
       if (!(b.mlp instanceof MLP)) throw new Error(`--parallel tp=${t}: every block needs a dense MLP`);
       if (a.c_attn.quant || a.c_proj.quant || b.mlp.c_fc.quant || b.mlp.c_proj.quant) throw new Error(`--parallel tp=${t}: quantized weights do not train`);
-      const qkv = rows([h0 * D, h1 * D], [C + k0 * D, C + k1 * D], [C + Hkv * D + k0 * D, C + Hkv * D + k1 * D]);
-      specs.set(a.c_attn.weight, qkv);
-      if (a.c_attn.bias) specs.set(a.c_attn.bias, qkv);
-      specs.set(a.c_proj.weight, cols([h0 * D, h1 * D]));
       const hidden = b.mlp.c_fc.outFeatures;
       if (hidden % t !== 0) throw new Error(`--parallel tp=${t}: the MLP width (${hidden}) must be a multiple of tp`);
-      const f = partRange(hidden, t, this.rank);
-      for (const lin of [b.mlp.c_fc, b.mlp.c_fc2]) {
-        if (!lin) continue;
-        specs.set(lin.weight, rows(f));
-        if (lin.bias) specs.set(lin.bias, rows(f));
-      }
-      specs.set(b.mlp.c_proj.weight, cols(f));
     }
+    this.vocab = partRange(cfg.vocab_size, t, this.rank);
+    const specs = this.specsFor(model, this.rank);
     // The loop's parameters are the trainable ones: a frozen sharded one would train here.
     const trainable = new Set(params);
     for (const p of specs.keys()) if (!trainable.has(p)) throw new Error(`--parallel tp=${t}: parameter ${p.name ?? '?'} is frozen; tp trains whole models only`);
+    let whole = 0;
+    for (const p of params) whole += p.size;
     for (const [p, spec] of specs) {
       const data = extractShard(p.data(), p.shape, spec, p.dtype);
       const shard = tensor(data, { shape: shardShape(p.shape, spec), backend: p.backend, dtype: p.dtype }).keep();
@@ -201,7 +239,13 @@ export class TensorParallel implements ParallelStrategy {
       shard.name = `${p.name ?? '?'} (tp shard ${this.rank} of ${t})`;
       this.shards.set(p, { spec, shard });
       this.shardTensors.add(shard);
+      // The shard is what trains and what the forward reads: the whole tensor keeps its shape
+      // and no memory, and gets its values back only while the writer saves a checkpoint.
+      release(p);
     }
+    let held = 0;
+    for (const p of params) held += this.shards.get(p)?.shard.size ?? p.size;
+    this.paramFloats = { whole, held };
     const sh = (p: Tensor | null | undefined): Tensor | null => (p ? this.shards.get(p)!.shard : null);
     this.wteShard = sh(tr.wte.weight);
     this.headShard = model.lm_head ? sh(model.lm_head.weight) : this.wteShard;
@@ -214,6 +258,16 @@ export class TensorParallel implements ParallelStrategy {
     });
     this.trained = params.map((p) => this.shards.get(p)?.shard ?? p);
     this.gpt = model;
+    // The task evaluates with model.forward(x, y): on this rank that is the sharded forward (a
+    // collective, as every rank of the group evaluates the same batches). The whole logits exist
+    // nowhere, so a forward without targets (sampling) is refused; sample from the checkpoint.
+    const forward = (idx: Tensor, targets?: Tensor): GPTOutput => {
+      if (!targets) throw new Error(`--parallel tp=${t}: rank ${this.rank} holds its slice of the vocabulary's logits only; generate from the checkpoint instead`);
+      const [B, T] = idx.shape as [number, number];
+      const loss = this.lossOf({ x: idx.data(), y: targets.data(), batchSize: B, blockSize: T });
+      return { logits: loss, loss, ceLoss: loss };
+    };
+    (model as unknown as { forward: typeof forward }).forward = forward;
   }
 
   /** Every rank of a tp group takes the same micro-batches; with dp, its group's share. */
@@ -222,16 +276,27 @@ export class TensorParallel implements ParallelStrategy {
   }
 
 
-  /** dp × tp: the groups' losses and gradients (each the mean over its share) averaged; the
-   *  shards are the same in every group, so each rank all-reduces its own with its dp peers. */
-  private averageOverDp(loss: number): number {
-    const t0 = performance.now();
-    const r = averageOverDpGroup(this.o.dp!, this.trained, loss);
-    this.dpMs = performance.now() - t0;
-    this.dpBytes = r.bytes;
-    return r.loss;
+  /** dp × tp: this rank's gradients in buckets over its dp group (the same shards in every tp
+   *  group), as plain dp does; overlapped with the last micro-batch's backward unless overlap=0
+   *  (or the addon predates group iallreduce). */
+  private dpBuckets(): { buckets: GradientBuckets; overlap: boolean } | null {
+    const dp = this.o.dp;
+    if (!dp) return null;
+    this.buckets ??= new GradientBuckets(dp.mpi, dp.size, this.trained, this.o.bucketMiB ?? 4);
+    return { buckets: this.buckets, overlap: (this.o.overlap ?? true) && dp.mpi.iallreduceComm === true };
   }
 
+  /** dp × tp after the backward pass: the rest of the buckets, and the groups' mean loss. */
+  private averageOverDp(loss: number, dp: { buckets: GradientBuckets; overlap: boolean }): number {
+    const t0 = performance.now();
+    if (dp.overlap) dp.buckets.finish();
+    else dp.buckets.blocking();
+    const l = new Float32Array([loss]);
+    this.o.dp!.mpi.allreduce(l);
+    this.dpMs = performance.now() - t0;
+    this.dpBytes = 4 * (dp.buckets.floats + 1);
+    return l[0]! * Math.fround(1 / this.o.dp!.size);
+  }
 
   stepRecord(): Record<string, unknown> {
     const r = this.record;
@@ -251,6 +316,8 @@ export class TensorParallel implements ParallelStrategy {
   // ------------------------------------------------------------ communication
 
   private allreduce(buf: Float32Array | Float64Array, op: 'sum' | 'max' = 'sum'): void {
+    // The first of this update's all-reduces whose contribution from this rank was not finite.
+    if (this.firstNonFinite < 0 && !allFinite(buf)) this.firstNonFinite = this.calls;
     const t0 = performance.now();
     this.mpi.allreduce(buf, op);
     this.commMs += performance.now() - t0;
@@ -347,6 +414,10 @@ export class TensorParallel implements ParallelStrategy {
       }
     }
     let x = mul(embedding(this.wteShard!, tensor(local, { shape: [B, T], dtype: 'int32', backend: be })), tensor(own, { shape: [B, T, 1], backend: be, dtype }));
+    if (this.poison) {
+      this.poison = false;
+      x = mul(x, NaN);
+    }
     x = this.reduceOut(x);
     if (tr.wpe) x = add(x, tr.wpe.positions(T, 0));
     else if (tr.pe) x = add(x, tr.pe.positions(T, 0));
@@ -356,33 +427,85 @@ export class TensorParallel implements ParallelStrategy {
     });
     if (tr.ln_f) x = tr.ln_f.forward(x);
     const logits = reshape(linear(this.copyIn(x), this.headShard!, null), [N, Vr]); // this rank's columns of the logits
-    // Vocabulary-parallel cross-entropy. The row maximum only keeps exp() in range (the loss does
-    // not depend on it), so it is a constant here; no gradient flows through it.
+    return this.crossEntropy(logits, batch, B, T);
+  }
+
+  /**
+   * Vocabulary-parallel cross-entropy with the single-process kernel's rounding. The row maxima
+   * are all-reduced (max is exact); each rank's exponentials exp(x − max) come from the backend's
+   * own cross-entropy backward kernel (the same exp approximation as the fused crossEntropy of one
+   * process), summed in float64 and all-reduced in float64 together with the target logit (0 on
+   * the ranks that do not own it), so log Σ, lse = max + log Σ and lse − x[t] are rounded as the
+   * kernel rounds them; the gradient is that kernel's softmax − onehot on this rank's columns.
+   */
+  private crossEntropy(logits: Tensor, batch: TokenBatch, B: number, T: number): Tensor {
+    const be = logits.backend;
+    const dtype = logits.dtype;
+    const rnd = dtype === 'float64' ? (v: number): number => v : Math.fround;
+    const [N, Vr] = logits.shape as [number, number];
+    const [v0, v1] = this.vocab;
+    const W = Vr + 1; // a spare column: the target index of rows whose target another rank owns
     const ld = logits.data();
     const rowMax = floatsOf(dtype, N);
+    const padded = floatsOf(dtype, N * W);
     for (let i = 0; i < N; i++) {
       let mx = -Infinity;
-      for (let j = i * Vr; j < (i + 1) * Vr; j++) if (ld[j]! > mx) mx = ld[j]!;
+      for (let j = 0; j < Vr; j++) {
+        const v = ld[i * Vr + j]!;
+        padded[i * W + j] = v;
+        if (v > mx) mx = v;
+      }
       rowMax[i] = mx;
     }
     this.allreduce(rowMax, 'max');
-    const z = sub(logits, tensor(rowMax, { shape: [N, 1], backend: be, dtype }));
-    const target = new Float32Array(N * Vr);
-    const valid = new Float32Array(N);
+    for (let i = 0; i < N; i++) padded[i * W + Vr] = rowMax[i]!;
+    const spare = new Int32Array(N).fill(Vr);
+    const localTarget = new Int32Array(N);
     let count = 0;
+    const both = new Float64Array(2 * N); // Σ exp(x − max), then the target logit
     for (let i = 0; i < N; i++) {
       const y = batch.y[i]!;
-      if (y === -100) continue;
-      valid[i] = 1;
-      count++;
-      if (y >= v0 && y < v1) target[i * Vr + y - v0] = 1;
+      if (y === -100) localTarget[i] = -100;
+      else {
+        count++;
+        localTarget[i] = y >= v0 && y < v1 ? y - v0 : Vr;
+        if (y >= v0 && y < v1) both[N + i] = ld[i * Vr + y - v0]!;
+      }
     }
-    // The sums of exponentials and the target logits (minus the row max; 0 on ranks that do not
-    // own the target) in one all-reduce of 2·N floats.
-    const both = this.reduceOut(concat([sum(exp(z), 1), sum(mul(z, tensor(target, { shape: [N, Vr], backend: be, dtype })), 1)]));
-    const [sumExp, targetLogit] = split(both, N, 0) as [Tensor, Tensor];
-    const perToken = sub(log(sumExp), targetLogit);
-    return div(sum(mul(perToken, tensor(valid, { shape: [N], backend: be, dtype }))), Math.max(count, 1));
+    const xs = tensor(padded, { shape: [N, W], backend: be, dtype });
+    const soft = (lse: Floats, scale: Floats, targets: Int32Array): Floats => {
+      const out = zeros([N, W], { backend: be, dtype });
+      const lt = tensor(lse, { shape: [N], backend: be, dtype });
+      const st = tensor(scale, { shape: [N], backend: be, dtype });
+      const tt = tensor(targets, { shape: [N], backend: be, dtype: 'int32' });
+      be.crossEntropyBackward(xs.storage, tt.storage, lt.storage, st.storage, N, W, -100, 0, out.storage);
+      const d = out.data() as Floats;
+      for (const t of [out, lt, st, tt]) t.dispose();
+      return d;
+    };
+    // scale 1, lse = the row max, target the spare column: the kernel writes exp(x − max) itself.
+    const e = soft(rowMax, floatsOf(dtype, N).fill(1), spare);
+    for (let i = 0; i < N; i++) {
+      let s = 0;
+      for (let j = 0; j < Vr; j++) s += e[i * W + j]!;
+      both[i] = s;
+    }
+    this.allreduce(both);
+    const lse = floatsOf(dtype, N);
+    const rows = floatsOf(dtype, N);
+    for (let i = 0; i < N; i++) {
+      lse[i] = rnd(rowMax[i]! + rnd(Math.log(both[i]!)));
+      rows[i] = localTarget[i] === -100 ? 0 : rnd(lse[i]! - both[N + i]!);
+    }
+    const out = noGrad(() => div(sum(tensor(rows, { shape: [B, T], backend: be, dtype })), Math.max(count, 1)));
+    return record(out, 'tp_cross_entropy', [logits], (g) => {
+      const scale = floatsOf(dtype, N).fill(rnd(g.item() / Math.max(count, 1)));
+      const gx = soft(lse, scale, localTarget);
+      const mine = floatsOf(dtype, N * Vr);
+      for (let i = 0; i < N; i++) mine.set(gx.subarray(i * W, i * W + Vr), i * Vr);
+      xs.dispose();
+      return [tensor(mine, { shape: [N, Vr], backend: be, dtype })];
+    });
   }
 
   // ------------------------------------------------------------ the update
@@ -394,46 +517,84 @@ export class TensorParallel implements ParallelStrategy {
     const step = o.step ?? -1;
     const mine = this.optimizer(opt);
     const m = batches.length;
+    const fault = this.o.fault && this.o.fault.rank === this.worldRank() && this.o.fault.step === step ? this.o.fault.kind : null;
+    if (fault === 'throw') throw new Error(`injected fault (ATTN_FAULT) at step ${step}`);
+    this.poison = fault === 'nan';
     this.floats = 0;
     this.calls = 0;
+    this.firstNonFinite = -1;
     this.commMs = 0;
     const t0 = performance.now();
     opt.zeroGrad();
     mine.zeroGrad();
     try {
       let lossSum = Math.fround(0);
-      for (const b of batches) {
+      const dp = this.dpBuckets();
+      let backwardMs = 0;
+      batches.forEach((b, i) => {
         tidy(() => {
           const l = this.lossOf(b as unknown as TokenBatch);
           lossSum = Math.fround(lossSum + Math.fround(l.item() / m));
-          backward(m > 1 ? div(l, m) : l);
+          // The last backward completes the gradients: its buckets go out as they fill.
+          const last = dp?.overlap === true && i === m - 1;
+          if (last) dp.buckets.begin();
+          const tb = performance.now();
+          try {
+            backward(m > 1 ? div(l, m) : l);
+          } finally {
+            if (last) dp.buckets.end();
+          }
+          if (i === m - 1) backwardMs = performance.now() - tb;
         });
-      }
+      });
       // Every rank of a tp group computed the same loss (its parts were all-reduced).
-      if (this.o.dp) lossSum = this.averageOverDp(lossSum);
+      if (dp) lossSum = this.averageOverDp(lossSum, dp);
       const values = [lossSum, ...(src.parts ?? []).map(() => lossSum)];
-      if (!Number.isFinite(lossSum)) throw new TrainingDivergedError(step, 'the training loss', lossSum);
-      // Global norm: the shards' squares summed across ranks, the replicated parameters once.
-      const sharded = this.trained.filter((p) => !this.isReplicated(p));
-      const replicated = this.trained.filter((p) => this.isReplicated(p));
-      const sq = new Float64Array([gradNorm(sharded) ** 2]);
-      this.allreduce(sq);
-      const norm = Math.sqrt(sq[0]! + gradNorm(replicated) ** 2);
+      if (!Number.isFinite(lossSum)) {
+        // Every rank of the group sees it (the loss was all-reduced): which one fed it in first.
+        const from = nonFiniteOrigin(this.mpi, this.rank, this.size, this.firstNonFinite, (r) => this.worldRank(r));
+        throw new TrainingDivergedError(step, from.length ? `the training loss (the first non-finite partial sums came from rank ${from.join(', ')})` : 'the training loss', lossSum);
+      }
+      const norm = this.globalNorm();
       if (!Number.isFinite(norm)) throw new TrainingDivergedError(step, 'the gradient norm', norm);
       const maxNorm = o.gradClip ?? 0;
       if (maxNorm > 0 && norm > maxNorm) scaleGrads(this.trained, maxNorm / (norm + 1e-6));
       mine.lr = o.lr ?? opt.lr;
       mine.step = opt.step;
       mine.stepUpdate();
-      this.stale = true;
       opt.step = mine.step;
       opt.lr = mine.lr;
-      this.record = { tp_step_ms: round(performance.now() - t0), comm_ms: round(this.commMs), comm_bytes: 4 * this.floats, tp_allreduces: this.calls, ...(this.o.dp ? { dp_comm_ms: round(this.dpMs), dp_comm_bytes: this.dpBytes } : {}) };
+      this.record = { tp_step_ms: round(performance.now() - t0), comm_ms: round(this.commMs), comm_bytes: 4 * this.floats, tp_allreduces: this.calls, tp_param_floats: this.paramFloats.held, ...(dp ? { dp_comm_ms: round(this.dpMs), dp_comm_bytes: this.dpBytes, dp_overlap: dp.overlap ? 1 : 0, last_backward_ms: round(backwardMs) } : {}) };
       return { values, gradNorm: norm };
     } finally {
       mine.zeroGrad();
       opt.zeroGrad();
     }
+  }
+
+  /**
+   * The global gradient norm rounded as one process rounds it (update.ts: each parameter's
+   * Σ g² by the sum kernel, which squares in float32 and adds in float64, then those sums added
+   * in float32 in the parameters' order): each shard's float64 partial sums are all-reduced in
+   * one float64 buffer (one entry per split parameter) and rounded once per parameter, so the
+   * whole parameter's sum is rounded as the kernel rounds it, not as two rounded halves.
+   */
+  private globalNorm(): number {
+    const f = this.trained[0]?.dtype === 'float64' ? (v: number): number => v : Math.fround;
+    const sumSq = (p: Tensor): number => {
+      if (!p.grad) return 0;
+      const g = p.grad.data();
+      let s = 0;
+      for (let i = 0; i < g.length; i++) s += f(g[i]! * g[i]!);
+      return s;
+    };
+    const split = this.trained.filter((p) => !this.isReplicated(p));
+    const partial = new Float64Array(split.map(sumSq));
+    this.allreduce(partial);
+    const whole = new Map(split.map((p, i) => [p, partial[i]!]));
+    let acc = 0;
+    for (const p of this.trained) acc = f(acc + f(whole.get(p) ?? sumSq(p)));
+    return Math.sqrt(acc);
   }
 
   private isReplicated(p: Tensor): boolean {
@@ -442,29 +603,78 @@ export class TensorParallel implements ParallelStrategy {
 
   // ------------------------------------------------------------ whole weights and moments
 
-  /** The full tensor from every rank's shard: an all-reduce of disjoint slices (x + 0 = x exactly). */
-  private gather(full: Tensor, spec: ShardSpec, shard: ArrayLike<number>): Floats {
-    const buf = floatsOf(full.dtype, full.size);
-    placeShard(shard, buf, full.shape, spec);
-    this.mpi.allreduce(buf);
-    return buf;
+  /** Whether this rank's tp group holds the writer (with dp × tp, group 0): only it gathers. */
+  private gathers(): boolean {
+    return !this.o.dp || this.o.dp.rank === 0;
   }
 
-  /** The model's full weights from the shards (before an evaluation or a checkpoint). */
-  beforeEvaluate(): void {
-    if (!this.stale) return; // an evaluation and the checkpoint after it: one gather
-    this.stale = false;
-    for (const [p, { spec, shard }] of this.shards) p.backend.write(p.storage, this.gather(p, spec, shard.data()), p.offset);
+  /**
+   * Every rank's shard of each split parameter to tp rank 0 (point-to-point, so no other rank
+   * holds a whole tensor): `pick(p, shard)` is what a rank sends of parameter p (its weights or a
+   * moment). Rank 0 gets the whole tensors, the others null; a collective of the writer's group.
+   */
+  private gatherToRoot(pick: (p: Tensor, i: number) => ArrayLike<number>, tagBase: number): Map<Tensor, Floats> | null {
+    const parts = [...this.shards.entries()];
+    if (this.rank !== 0) {
+      const sent: number[] = [];
+      const bufs: Floats[] = [];
+      parts.forEach(([p], i) => {
+        const data = pick(p, i);
+        const b = floatsOf(p.dtype, data.length);
+        b.set(data);
+        bufs.push(b); // untouched until its send completes
+        sent.push(this.mpi.isend(b, 0, tagBase + i));
+      });
+      for (const id of sent) this.mpi.wait(id);
+      return null;
+    }
+    const specsOf = Array.from({ length: this.size }, (_, r) => (r === 0 ? null : this.specsFor(this.gpt!, r)));
+    const out = new Map<Tensor, Floats>();
+    parts.forEach(([p, { spec }], i) => {
+      const whole = floatsOf(p.dtype, p.size);
+      placeShard(pick(p, i), whole, p.shape, spec);
+      for (let r = 1; r < this.size; r++) {
+        const sp = specsOf[r]!.get(p)!;
+        const n = shardShape(p.shape, sp).reduce((a, b) => a * b, 1);
+        const buf = floatsOf(p.dtype, n);
+        this.mpi.wait(this.mpi.irecv(buf, r, tagBase + i));
+        placeShard(buf, whole, p.shape, sp);
+      }
+      out.set(p, whole);
+    });
+    return out;
+  }
+
+  /** The sharded forward evaluates: nothing to gather. */
+  beforeEvaluate(): void {}
+
+  /** The writer's model gets its whole weights, gathered from the shards, to save them. */
+  beforeSave(): void {
+    if (!this.gathers()) return;
+    const whole = this.gatherToRoot((p) => this.shards.get(p)!.shard.data(), TAG_WEIGHTS);
+    if (!whole || !this.writer) return;
+    for (const [p, data] of whole) p.setStorage(p.backend.upload(data, p.dtype));
+    this.materialized = true;
+  }
+
+  afterSave(): void {
+    if (!this.materialized) return;
+    for (const p of this.shards.keys()) release(p);
+    this.materialized = false;
   }
 
   optimizerState(opt: AdamW): { m: Float32Array; v: Float32Array }[] {
-    this.beforeEvaluate();
     const st = this.optimizer(opt).stateTensors();
+    const index = new Map(opt.stateTensors().map((s, i) => [s.param, i]));
+    const moment = (k: 'm' | 'v') => (p: Tensor): ArrayLike<number> => st[index.get(p)!]![k].data();
+    const ms = this.gathers() ? this.gatherToRoot(moment('m'), TAG_M) : null;
+    const vs = this.gathers() ? this.gatherToRoot(moment('v'), TAG_V) : null;
+    // Only the writer saves them: the other ranks return nothing (the loop discards theirs).
     return opt.stateTensors().map((full, i) => {
+      if (!this.writer) return { m: new Float32Array(0), v: new Float32Array(0) };
       const s = st[i]!;
-      const sh = this.shards.get(full.param);
-      if (!sh) return { m: Float32Array.from(s.m.data()), v: Float32Array.from(s.v.data()) };
-      return { m: Float32Array.from(this.gather(full.param, sh.spec, s.m.data())), v: Float32Array.from(this.gather(full.param, sh.spec, s.v.data())) };
+      if (!this.shards.has(full.param)) return { m: Float32Array.from(s.m.data()), v: Float32Array.from(s.v.data()) };
+      return { m: Float32Array.from(ms!.get(full.param)!), v: Float32Array.from(vs!.get(full.param)!) };
     });
   }
 
@@ -478,6 +688,16 @@ export class TensorParallel implements ParallelStrategy {
       s.v.backend.write(s.v.storage, take(state[i]!.v), 0);
     });
   }
+}
+
+/** Message tags of the gathers to rank 0 (plus the parameter's index). */
+const TAG_WEIGHTS = 1000;
+const TAG_M = 2000;
+const TAG_V = 3000;
+
+/** A whole parameter's memory given back: it keeps its shape on a storage of no elements. */
+function release(p: Tensor): void {
+  p.setStorage(p.backend.alloc(p.dtype, 0));
 }
 
 const round = (x: number): number => Math.round(x * 1000) / 1000;
