@@ -47,7 +47,7 @@ function extent(off: number, bs: number, batch: number, s1: number, n1: number, 
 }
 
 /** Runs one matmul with the same random data on ref and on be and compares the outputs. */
-function direct(be: Backend, name: string, c: Case, g: Generator, rtol = 1e-4, atol = 1e-4, path?: 'general' | 'tiled', splitK?: number): void {
+function direct(be: Backend, name: string, c: Case, g: Generator, rtol = 1e-4, atol = 1e-4, path?: 'general' | 'tiled' | 'direct', splitK?: number): void {
   const transA = c.transA ?? false;
   const transB = c.transB ?? false;
   const lda = c.lda ?? (transA ? c.M : c.K);
@@ -144,7 +144,7 @@ test('webgpu matmul: general and tiled shaders on the same cases', async (t) => 
   ];
   const g = new Generator(5);
   for (const [name, c] of cases) {
-    for (const path of ['general', 'tiled'] as const) direct(be, name, c, g, 1e-4, 1e-4, path);
+    for (const path of ['general', 'tiled', 'direct'] as const) direct(be, name, c, g, 1e-4, 1e-4, path);
   }
 });
 
@@ -170,7 +170,7 @@ test('webgpu matmul: split-K (forced through the kernel\'s splitK arg) on both s
   ];
   const g = new Generator(11);
   for (const [name, c, S] of cases) {
-    for (const path of ['general', 'tiled'] as const) direct(be, name, c, g, 1e-4, 1e-4, path, S);
+    for (const path of ['general', 'tiled', 'direct'] as const) direct(be, name, c, g, 1e-4, 1e-4, path, S);
   }
   // Chosen by MATMUL_TUNING's defaults: a 16x16 output over K = 1024 splits.
   direct(be, 'auto split 16x16x1024 transA', { batch: 1, M: 16, N: 16, K: 1024, transA: true }, g, 1e-4, 1e-4);

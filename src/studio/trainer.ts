@@ -31,6 +31,9 @@ import { updateStep, type LossSource } from '../train/update.js';
 
 /** The model sizes the page offers (character level; vocab_size comes from the text). */
 export const STUDIO_SIZES: Readonly<Record<string, Pick<GPTConfig, 'n_layer' | 'n_head' | 'n_embd' | 'block_size'>>> = Object.freeze({
+  // A first look in seconds, and the size a software adapter (SwiftShader in CI) trains for a
+  // few hundred updates in a couple of minutes.
+  micro: { n_layer: 2, n_head: 4, n_embd: 32, block_size: 32 },
   tiny: { n_layer: 2, n_head: 4, n_embd: 64, block_size: 64 },
   small: { n_layer: 4, n_head: 4, n_embd: 128, block_size: 128 },
   // nanoGPT's shakespeare-char "baby GPT".

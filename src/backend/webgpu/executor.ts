@@ -187,7 +187,7 @@ class KernelTimer {
 }
 
 /** The name a kernel's GPU time is counted under: the op, and the sizes that set its cost. */
-function kernelLabel(name: string, a: Record<string, unknown>): string {
+export function kernelLabel(name: string, a: Record<string, unknown>): string {
   if (name === 'matmul') return `matmul ${a.batch as number}×${a.M as number}×${a.N as number}×${a.K as number}${a.transA ? ' Aᵀ' : ''}${a.transB ? ' Bᵀ' : ''}`;
   if (name === 'attention' || name === 'attentionBackward') return `${name} ${a.B as number}×${a.H as number}×${a.Tq as number}×${a.Tk as number}×${a.D as number}`;
   if (typeof a.op === 'string') return `${name} ${a.op}`;

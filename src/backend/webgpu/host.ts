@@ -2,8 +2,8 @@
 // the shared reply area. Used by the Node device worker and by a browser page hosting the
 // device for an engine running in a Web Worker.
 /// <reference types="@webgpu/types" />
-import { GpuExecutor, DeviceError } from './executor.js';
-import { KERNEL_TIMES_ID, REPLY_DATA_BYTES, REPLY_HEADER_BYTES, STATE_DONE, STATUS_ERROR, STATUS_OK, STATUS_RANGE_ERROR, type AdapterDescription, type BatchMsg } from './protocol.js';
+import { GpuExecutor, DeviceError, kernelLabel } from './executor.js';
+import { KERNEL_TIMES_ID, REPLY_DATA_BYTES, REPLY_HEADER_BYTES, STATE_DONE, STATUS_ERROR, STATUS_OK, STATUS_RANGE_ERROR, type AdapterDescription, type BatchMsg, type Cmd } from './protocol.js';
 
 /** Picks the limits worth raising above WebGPU's defaults from what the adapter offers. */
 export function deviceLimits(adapter: GPUAdapter): Record<string, number> {
@@ -57,11 +57,35 @@ export function makeHost(device: GPUDevice, reply: SharedArrayBuffer, log: (line
   // into encoding here (this thread's CPU) and waiting for the GPU to finish.
   const trace = !!env?.ATTN_WEBGPU_TRACE;
   const tr = { batches: 0, cmds: 0, dispatches: executor.dispatches, encodeMs: 0, since: performance.now() };
+  // ATTN_WEBGPU_TRACE=kernels: also runs each kernel alone and waits for it, so the trace line
+  // lists the kernels that took longest by wall time (serialized: for adapters without
+  // 'timestamp-query', such as SwiftShader; the total is slower than a normal run).
+  const perKernel = env?.ATTN_WEBGPU_TRACE === 'kernels' ? new Map<string, { calls: number; ms: number }>() : null;
+  const runTimed = async (cmds: readonly Cmd[]): Promise<void> => {
+    for (const cmd of cmds) {
+      if (cmd.op === 'read' || cmd.op === 'free') {
+        executor.run([cmd]);
+        continue;
+      }
+      executor.flush();
+      await device.queue.onSubmittedWorkDone();
+      const k0 = performance.now();
+      executor.run([cmd]);
+      executor.flush();
+      await device.queue.onSubmittedWorkDone();
+      const label = cmd.op === 'kernel' ? kernelLabel(cmd.name, cmd.args) : cmd.op;
+      const e = perKernel!.get(label) ?? { calls: 0, ms: 0 };
+      e.calls++;
+      e.ms += performance.now() - k0;
+      perKernel!.set(label, e);
+    }
+  };
   const onMessage = (msg: BatchMsg): void => {
     // Batches run in arrival order; a read awaits the GPU before the next batch is encoded.
     chain = chain.then(async () => {
       const t0 = trace ? performance.now() : 0;
-      executor.run(msg.cmds);
+      if (perKernel) await runTimed(msg.cmds);
+      else executor.run(msg.cmds);
       const last = msg.cmds[msg.cmds.length - 1];
       if (last?.op !== 'read') {
         executor.flush();
@@ -82,7 +106,9 @@ export function makeHost(device: GPUDevice, reply: SharedArrayBuffer, log: (line
           const t2 = performance.now();
           const enc = tr.encodeMs + (t1 - t0);
           log(`webgpu trace: ${tr.batches + 1} batches, ${tr.cmds + msg.cmds.length} commands, ${executor.dispatches - tr.dispatches} dispatches; ` +
-            `${(t2 - tr.since).toFixed(2)} ms since the last read: encoding ${enc.toFixed(2)} ms, waiting for the GPU ${(t2 - t1).toFixed(2)} ms`);
+            `${(t2 - tr.since).toFixed(2)} ms since the last read: encoding ${enc.toFixed(2)} ms, waiting for the GPU ${(t2 - t1).toFixed(2)} ms` +
+            (perKernel ? `; slowest kernels: ${[...perKernel.entries()].sort((a, b) => b[1].ms - a[1].ms).slice(0, 12).map(([k, e]) => `${k} ×${e.calls} ${e.ms.toFixed(1)} ms`).join(', ')}` : ''));
+          perKernel?.clear();
           Object.assign(tr, { batches: 0, cmds: 0, dispatches: executor.dispatches, encodeMs: 0, since: t2 });
         }
         answer(STATUS_OK, bytes);

@@ -19,6 +19,7 @@
 //    P_ij = exp(s_ij - lse_i), so neither needs float atomics.
 import { PRELUDE, entry, grid, groupsFor, storage, threadEntry, type KernelContext, type KernelFn, type BufRef, type Params } from './common.js';
 import { encodeProduct } from './matmul.js';
+import { SERIAL_MAX_N } from './rows.js';
 import type { AttentionSparsity } from '../../backend.js';
 
 /** Threads (rows) per workgroup. */
@@ -416,6 +417,32 @@ var<workgroup> red: array<f32, ${RW}>;
 }
 `;
 
+/** SOFTMAX_ROWS for short rows (Tk <= SERIAL_MAX_N): one thread per row, no barriers (see
+ *  rows.ts: barriers are what a software adapter pays for; the results differ from the
+ *  workgroup form only in summation order). */
+const SOFTMAX_ROWS_SERIAL = PRELUDE + MASK + storage('f32', ['mask:i32'], ['S', 'lse']) + SEEN + threadEntry(64, 'r', 'pu(15u)') + /* wgsl */ `
+  let Tq = pu(1u); let Tk = pu(2u); let scale = pf(4u);
+  let b = (r / Tq) / pu(11u);
+  let ii = i32(r % Tq) + i32(Tk) - i32(Tq);
+  let base = r * Tk;
+  var m = -3.0e38;
+  for (var j = 0u; j < Tk; j++) {
+    if (seen(b, ii, j, Tk)) { m = max(m, S[base + j] * scale); }
+  }
+  var l = 0.0;
+  for (var j = 0u; j < Tk; j++) {
+    if (seen(b, ii, j, Tk)) { l += exp(S[base + j] * scale - m); }
+  }
+  let inv = select(0.0, 1.0 / l, l > 0.0);
+  for (var j = 0u; j < Tk; j++) {
+    var p = 0.0;
+    if (seen(b, ii, j, Tk)) { p = exp(S[base + j] * scale - m) * inv; }
+    S[base + j] = p;
+  }
+  lse[r] = select(pf(14u), m + log(l), l > 0.0);
+}
+`;
+
 /** Backward, per score: P from the saved lse (S in place) and dS = P (dP - Dq) scale (dP in place). */
 const SCORE_GRADS = PRELUDE + MASK + storage('f32', ['stats', 'mask:i32'], ['S', 'dP']) + SEEN
   + threadEntry(64, 'e', 'pu(15u) * pu(2u)') + /* wgsl */ `
@@ -465,7 +492,8 @@ function attentionProducts(ctx: KernelContext, a: Record<string, unknown>): void
   const S = ctx.scratch(BH * Tq * Tk * 4);
   scores(ctx, a, q, ctx.buf(a.k as BufRef), S);
   const p = rowParams(ctx, a);
-  ctx.dispatch({ code: SOFTMAX_ROWS, buffers: [mask, S, ctx.buf(a.lse as BufRef)], params: p, groups: grid(BH * Tq) });
+  const serial = Tk <= SERIAL_MAX_N;
+  ctx.dispatch({ code: serial ? SOFTMAX_ROWS_SERIAL : SOFTMAX_ROWS, buffers: [mask, S, ctx.buf(a.lse as BufRef)], params: p, groups: serial ? groupsFor(BH * Tq, 64) : grid(BH * Tq) });
   product(ctx, BH, Tq, D, Tk, S, false, Tq * Tk, ctx.buf(a.v as BufRef), Tk * D, ctx.buf(a.out as BufRef));
 }
 

@@ -9,6 +9,7 @@
 // are contiguous.
 //
 // Tiled shader (large products on devices allowing 256-thread workgroups): see TILED below.
+// Direct shader (small products, no workgroup memory): see MATMUL_DIRECT below.
 // Split-K (few output tiles, long K): see MATMUL_TUNING and SPLIT_REDUCE below.
 import { PRELUDE, entry, storage, threadEntry, MAX_GROUPS, grid, groupsFor, type KernelContext, type KernelFn, type BufRef } from './common.js';
 import { halfLoad } from './half.js';
@@ -143,6 +144,79 @@ ${tileOrigin(BM, BN)}
 }
 const MATMUL = generalCode(false);
 const MATMUL_HALF = generalCode(true);
+
+// ---- direct shader ----
+//
+// Small products (MATMUL_TUNING.directMaxMacs): each thread of a 64-thread workgroup computes
+// a 4x4 block of a 32x32 output tile straight from the operands, with no workgroup memory and
+// no barriers. A GPU runs these products in microseconds whichever way; a software adapter pays
+// for every barrier (SwiftShader switches coroutines per lane group at each one), which made
+// the staged shaders 5-10x slower there than this for a small model's products. The sums run
+// over k in order with fma, as the general shader's do, so both give the same bits.
+const DBM = 32;
+const DTX = 8; // threads along n (and along m)
+const DWG = DTX * DTX;
+const DT = DBM / DTX; // rows (and columns) per thread
+
+function directCode(bHalf: boolean): string {
+  return PRELUDE + storage('f32', ['A', bHalf ? 'B:u32' : 'B', 'bias'], ['out']) + (bHalf ? halfLoad('B') : '') + GELU + entry(DWG) + /* wgsl */ `
+${tileOrigin(DBM, DBM)}
+  let aBase = pu(${P_AOFF}u) + bt * pu(${P_ABS}u);
+  let bBase = pu(${P_BOFF}u) + bt * pu(${P_BBS}u);
+  let aM = pu(${P_AM}u);
+  let aK = pu(${P_AK}u);
+  let bK = pu(${P_BK}u);
+  let bN = pu(${P_BN}u);
+  let tx = li % ${DTX}u;
+  let ty = li / ${DTX}u;
+  // Rows ty + 8i and columns tx + 8j: neighbouring threads write neighbouring columns. Out of
+  // range rows and columns read row / column 0 (always there) and are not written.
+  var ra: array<u32, ${DT}>;
+  var cb: array<u32, ${DT}>;
+  for (var i = 0u; i < ${DT}u; i++) {
+    let m = m0 + ty + i * ${DTX}u;
+    ra[i] = aBase + select(0u, m * aM, m < M);
+    let n = n0 + tx + i * ${DTX}u;
+    cb[i] = bBase + select(0u, n * bN, n < N);
+  }
+  var acc: array<f32, ${DT * DT}>;
+  for (var i = 0u; i < ${DT * DT}u; i++) { acc[i] = 0.0; }
+  for (var k = 0u; k < K; k++) {
+    var ar: array<f32, ${DT}>;
+    var br: array<f32, ${DT}>;
+    for (var i = 0u; i < ${DT}u; i++) {
+      ar[i] = A[ra[i] + k * aK];
+      br[i] = ${bHalf ? 'B_at(cb[i] + k * bK)' : 'B[cb[i] + k * bK]'};
+    }
+    for (var i = 0u; i < ${DT}u; i++) {
+      for (var j = 0u; j < ${DT}u; j++) {
+        acc[i * ${DT}u + j] = fma(ar[i], br[j], acc[i * ${DT}u + j]);
+      }
+    }
+  }
+
+  let hasBias = pu(${P_BIAS}u) != 0u;
+  let act = pu(${P_ACT}u);
+  let accumulate = pu(${P_ACC}u) != 0u;
+  for (var i = 0u; i < ${DT}u; i++) {
+    let m = m0 + ty + i * ${DTX}u;
+    if (m >= M) { break; }
+    for (var j = 0u; j < ${DT}u; j++) {
+      let n = n0 + tx + j * ${DTX}u;
+      if (n >= N) { break; }
+      var s = acc[i * ${DT}u + j];
+      if (hasBias) { s += bias[n]; }
+      s = activate(s, act);
+      let o = (bt * M + m) * N + n;
+      if (accumulate) { s += out[o]; }
+      out[o] = s;
+    }
+  }
+}
+`;
+}
+const MATMUL_DIRECT = directCode(false);
+const MATMUL_DIRECT_HALF = directCode(true);
 
 // ---- tiled shader ----
 //
@@ -373,8 +447,12 @@ export const MATMUL_TUNING = {
    *  relative error. Off by default; ATTN_WEBGPU_F16_MATH=1 turns it on for a process, an
    *  `f16Math` field in the kernel's args for one call. */
   f16Math: false,
+  /** 'auto' uses the direct shader for products of at most this many multiply-adds in all
+   *  (batch·M·N·K) with K below splitMinK (a small model's products; see the direct shader). */
+  directMaxMacs: 1 << 23,
 };
-export type MatmulPath = 'auto' | 'general' | 'tiled';
+export type MatmulPath = 'auto' | 'general' | 'tiled' | 'direct';
+type Shader = 'general' | 'tiled' | 'direct';
 
 function tiledAllowed(device: GPUDevice): boolean {
   const l = device.limits;
@@ -382,10 +460,12 @@ function tiledAllowed(device: GPUDevice): boolean {
     && l.maxComputeWorkgroupStorageSize >= TILED_SHARED_BYTES;
 }
 
-function choosePath(device: GPUDevice, M: number, N: number, K: number, perCall: unknown): 'general' | 'tiled' {
+function choosePath(device: GPUDevice, batch: number, M: number, N: number, K: number, perCall: unknown): Shader {
   const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.ATTN_WEBGPU_MATMUL;
   const want = (perCall ?? env ?? MATMUL_TUNING.path) as string;
-  if (want !== 'auto' && want !== 'general' && want !== 'tiled') throw new Error(`webgpu: matmul: unknown path '${want}'`);
+  if (want !== 'auto' && want !== 'general' && want !== 'tiled' && want !== 'direct') throw new Error(`webgpu: matmul: unknown path '${want}'`);
+  if (want === 'direct') return 'direct';
+  if (want === 'auto' && K < MATMUL_TUNING.splitMinK && batch * M * N * K <= MATMUL_TUNING.directMaxMacs) return 'direct';
   if (want === 'general' || !tiledAllowed(device)) return 'general';
   if (want === 'tiled') return 'tiled';
   return M >= MATMUL_TUNING.minM && N >= MATMUL_TUNING.minN && K >= MATMUL_TUNING.minK ? 'tiled' : 'general';
@@ -415,6 +495,8 @@ const ACT_CODE: Record<string, number> = { none: 0, relu: 1, gelu: 2 };
 /** One product as the shaders see it: `batch` products, each M x N over K, into out[(b*M + m)*N + n]. */
 export interface Product {
   tiled: boolean;
+  /** The direct shader (tiled is then false). */
+  direct?: boolean;
   batch: number; M: number; N: number; K: number;
   transA: boolean; transB: boolean; lda: number; ldb: number;
   aOffset: number; aBatchStride: number; bOffset: number; bBatchStride: number;
@@ -436,7 +518,7 @@ function useF16Math(device: GPUDevice, perCall: unknown): boolean {
 
 function encode(ctx: KernelContext, q: Product): void {
   const { tiled, batch, M, N, K, transA, transB, lda, ldb, aOffset, aBatchStride, bOffset, bBatchStride } = q;
-  const BT = tiled ? TBM : BM;
+  const BT = tiled ? TBM : q.direct ? DBM : BM;
   const nTiles = Math.ceil(N / BT);
   if (nTiles > MAX_GROUPS) throw new Error(`webgpu: matmul: N = ${N} above ${MAX_GROUPS * BT}`);
   const mTiles = Math.ceil(M / BT);
@@ -456,7 +538,7 @@ function encode(ctx: KernelContext, q: Product): void {
   }
   const [gy, gz] = grid(T);
   ctx.dispatch({
-    code: tiled ? (q.bHalf ? (q.f16Math ? TILED_HALF_F16 : TILED_HALF) : TILED) : (q.bHalf ? MATMUL_HALF : MATMUL),
+    code: tiled ? (q.bHalf ? (q.f16Math ? TILED_HALF_F16 : TILED_HALF) : TILED) : q.direct ? (q.bHalf ? MATMUL_DIRECT_HALF : MATMUL_DIRECT) : (q.bHalf ? MATMUL_HALF : MATMUL),
     // Without a bias, A stands in for the unused binding (never read).
     buffers: [q.A, q.B, q.bias ?? q.A, q.out],
     params: p,
@@ -468,7 +550,8 @@ function encode(ctx: KernelContext, q: Product): void {
  *  the matmul op; no split-K (these products are batched). Output starts at element 0. */
 export function encodeProduct(ctx: KernelContext, q: Omit<Product, 'tiled' | 'bias' | 'act' | 'accumulate'>): void {
   if (q.batch === 0 || q.M === 0 || q.N === 0) return;
-  encode(ctx, { ...q, tiled: choosePath(ctx.device, q.M, q.N, q.K, undefined) === 'tiled', bias: null, act: 0, accumulate: false });
+  const shader = choosePath(ctx.device, q.batch, q.M, q.N, q.K, undefined);
+  encode(ctx, { ...q, tiled: shader === 'tiled', direct: shader === 'direct', bias: null, act: 0, accumulate: false });
 }
 
 // ---- split-K reduction ----
@@ -502,8 +585,10 @@ const matmul: KernelFn = (ctx, a) => {
   if (act === undefined) throw new Error(`webgpu: matmul: unknown activation ${String(a.activation)}`);
   const biasRef = a.bias as BufRef | null | undefined;
   const A = ctx.buf(a.a as BufRef);
+  const shader = choosePath(ctx.device, batch, M, N, K, a.path);
   const q: Product = {
-    tiled: choosePath(ctx.device, M, N, K, a.path) === 'tiled',
+    tiled: shader === 'tiled',
+    direct: shader === 'direct',
     batch, M, N, K,
     transA: a.transA as boolean, transB: a.transB as boolean, lda: a.lda as number, ldb: a.ldb as number,
     aOffset: a.aOffset as number, aBatchStride: a.aBatchStride as number,
@@ -513,7 +598,7 @@ const matmul: KernelFn = (ctx, a) => {
   };
   q.f16Math = q.bHalf && q.tiled && useF16Math(ctx.device, a.f16Math);
   if ((a.a as BufRef).dtype === 'float16') throw new Error('webgpu: matmul: a float16 left operand (only the right one, weights, may be float16)');
-  const BT = q.tiled ? TBM : BM;
+  const BT = q.tiled ? TBM : q.direct ? DBM : BM;
   const S = batch === 1 ? chooseSplit(ctx.device, M, N, K, Math.ceil(M / BT) * Math.ceil(N / BT), a.splitK) : 1;
   if (S === 1) return encode(ctx, q);
 

@@ -3,6 +3,12 @@
 // tree combines the per-thread partials, so long rows use the whole workgroup. The weight and
 // bias gradients (sums over rows) take two more passes: per-column partial sums over chunks
 // of rows into scratch, then one thread per column adds the chunks (no float atomics exist).
+// Short rows (n <= SERIAL_MAX_N) take a second variant of each shader instead: one thread per
+// row, walking it in order, with no shared memory and no barriers. A barrier is cheap on a GPU
+// but costly on a software adapter (SwiftShader runs each lane group of a workgroup as a
+// coroutine and switches them at every barrier): a layerNorm of 256 rows of 64 took ~90 ms
+// there with the tree and the tree is pointless for rows that short anyway. The two variants
+// differ only in summation order (float32 rounding).
 import { PRELUDE, entry, grid, groupsFor, storage, threadEntry, type KernelFn, type KernelContext, type BufRef } from './common.js';
 
 /** Threads per row workgroup. */
@@ -11,13 +17,15 @@ const WG = 128;
 const CHUNK_ROWS = 64;
 const COL_WG = 64;
 
-/** WGSL declarations for the row reductions below (one workgroup of WG threads). */
-const ROW_REDUCE = /* wgsl */ `
-const WG = ${WG}u;
+/** Rows at most this long take the serial variants (one thread per row). */
+export const SERIAL_MAX_N = 128;
+/** Rows (threads) per workgroup of the serial variants. */
+const SERIAL_WG = 64;
+
+/** WGSL helpers of the row reductions (the running log-sum-exp). */
+const LSE_FNS = /* wgsl */ `
 // Start of a running max: finite, so an all -inf row gives exp(-inf) = 0 rather than NaN.
 const LOW = -3.0e38;
-var<workgroup> red: array<vec2<f32>, ${WG}>;
-var<workgroup> bc: array<vec2<f32>, 2>;
 // (max, sum of exp(x - max)) pairs, merged as in online softmax.
 fn lse_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   let m = max(a.x, b.x);
@@ -29,6 +37,19 @@ fn lse_push(a: vec2<f32>, v: f32) -> vec2<f32> {
   return vec2<f32>(a.x, a.y + exp(v - a.x));
 }
 `;
+
+/** WGSL declarations for the tree variants (one workgroup of WG threads per row). */
+const ROW_REDUCE = /* wgsl */ `
+const WG = ${WG}u;
+var<workgroup> red: array<vec2<f32>, ${WG}>;
+var<workgroup> bc: array<vec2<f32>, 2>;
+` + LSE_FNS;
+
+/** The serial variants' declarations: WG = 1, so the row loops `j = li; j < n; j += WG` walk
+ *  the whole row in one thread (li is 0 there). */
+const ROW_REDUCE_SERIAL = /* wgsl */ `
+const WG = 1u;
+` + LSE_FNS;
 
 /**
  * WGSL statements: `let out: vec2<f32>` = the workgroup-wide merge (merge: 'sum' or 'lse') of
@@ -61,6 +82,34 @@ const ROW_MAIN = entry(WG) + /* wgsl */ `
   let base = row * n;
 `;
 
+const ROW_MAIN_SERIAL = entry(SERIAL_WG, 'tid') + /* wgsl */ `
+  let row = linear_id(wid, nwg, tid, ${SERIAL_WG}u);
+  if (row >= pu(0u)) { return; }
+  let li = 0u;
+  let n = pu(1u);
+  let base = row * n;
+`;
+
+/** A row shader's two forms: the workgroup tree (long rows) and one thread per row (short). */
+export interface RowMode {
+  reduce: string;
+  main: string;
+  /** wgReduce, or its serial form (the thread's own value is the row's). */
+  wgReduce(v: string, out: string, merge: 'sum' | 'lse', slot: number): string;
+}
+export const TREE_ROWS: RowMode = { reduce: ROW_REDUCE, main: ROW_MAIN, wgReduce };
+export const SERIAL_ROWS: RowMode = { reduce: ROW_REDUCE_SERIAL, main: ROW_MAIN_SERIAL, wgReduce: (v, out) => `\n  let ${out} = ${v};\n` };
+
+/** Both forms of a row shader, [tree, serial]. */
+export function rowVariants(make: (m: RowMode) => string): [string, string] {
+  return [make(TREE_ROWS), make(SERIAL_ROWS)];
+}
+
+/** The form for rows of length n, and its workgroup counts over `rows` rows. */
+export function rowPick(variants: readonly [string, string], rows: number, n: number): { code: string; groups: [number, number] } {
+  return n <= SERIAL_MAX_N ? { code: variants[1], groups: groupsFor(rows, SERIAL_WG) } : { code: variants[0], groups: grid(rows) };
+}
+
 /** WGSL for the backward shaders binding gy and w: the upstream gradient times the weight
  *  (gy alone without one) at element j of the row at base. */
 const G_AT = /* wgsl */ `
@@ -74,11 +123,11 @@ fn g_at(base: u32, j: u32, hasW: bool) -> f32 {
 // ---------------------------------------------------------------- softmax
 
 // params: rows, n, log
-const SOFTMAX = PRELUDE + ROW_REDUCE + /* wgsl */ `
-` + storage('f32', ['x'], ['out']) + ROW_MAIN + /* wgsl */ `
+const SOFTMAX = rowVariants((m) => PRELUDE + m.reduce + /* wgsl */ `
+` + storage('f32', ['x'], ['out']) + m.main + /* wgsl */ `
   var acc = vec2<f32>(LOW, 0.0);
   for (var j = li; j < n; j += WG) { acc = lse_push(acc, x[base + j]); }
-` + wgReduce('acc', 't', 'lse', 0) + /* wgsl */ `
+` + m.wgReduce('acc', 't', 'lse', 0) + /* wgsl */ `
   let m = t.x;
   let logSum = log(t.y);
   let inv = 1.0 / t.y;
@@ -88,56 +137,55 @@ const SOFTMAX = PRELUDE + ROW_REDUCE + /* wgsl */ `
     if (isLog) { out[base + j] = s - logSum; } else { out[base + j] = exp(s) * inv; }
   }
 }
-`;
+`);
 
 // params: rows, n, log
-const SOFTMAX_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
-` + storage('f32', ['y', 'gy'], ['gx']) + ROW_MAIN + /* wgsl */ `
+const SOFTMAX_BACKWARD = rowVariants((m) => PRELUDE + m.reduce + /* wgsl */ `
+` + storage('f32', ['y', 'gy'], ['gx']) + m.main + /* wgsl */ `
   let isLog = pu(2u) != 0u;
   var d = 0.0;
   for (var j = li; j < n; j += WG) {
     if (isLog) { d += gy[base + j]; } else { d += gy[base + j] * y[base + j]; }
   }
-` + wgReduce('vec2<f32>(d, 0.0)', 'dot2', 'sum', 0) + /* wgsl */ `
+` + m.wgReduce('vec2<f32>(d, 0.0)', 'dot2', 'sum', 0) + /* wgsl */ `
   let dot = dot2.x;
   for (var j = li; j < n; j += WG) {
     let yj = y[base + j];
     if (isLog) { gx[base + j] = gy[base + j] - exp(yj) * dot; } else { gx[base + j] = yj * (gy[base + j] - dot); }
   }
 }
-`;
+`);
 
 const softmax: KernelFn = (ctx, a) => {
   const rows = a.rows as number;
   const p = ctx.params().u32(rows).u32(a.n as number).u32(a.log ? 1 : 0);
-  ctx.dispatch({ code: SOFTMAX, buffers: [ctx.buf(a.x as BufRef), ctx.buf(a.out as BufRef)], params: p, groups: grid(rows) });
+  ctx.dispatch({ ...rowPick(SOFTMAX, rows, a.n as number), buffers: [ctx.buf(a.x as BufRef), ctx.buf(a.out as BufRef)], params: p });
 };
 
 const softmaxBackward: KernelFn = (ctx, a) => {
   const rows = a.rows as number;
   const p = ctx.params().u32(rows).u32(a.n as number).u32(a.log ? 1 : 0);
   ctx.dispatch({
-    code: SOFTMAX_BACKWARD,
+    ...rowPick(SOFTMAX_BACKWARD, rows, a.n as number),
     buffers: [ctx.buf(a.y as BufRef), ctx.buf(a.gy as BufRef), ctx.buf(a.gx as BufRef)],
     params: p,
-    groups: grid(rows),
   });
 };
 
 // ---------------------------------------------------------------- layerNorm
 
 // params: rows, n, eps, hasW, hasB. w and b are bound to x when absent.
-const LAYER_NORM = PRELUDE + ROW_REDUCE + /* wgsl */ `
-` + storage('f32', ['x', 'w', 'b'], ['out', 'mean', 'rstd']) + ROW_MAIN + /* wgsl */ `
+const LAYER_NORM = rowVariants((m) => PRELUDE + m.reduce + /* wgsl */ `
+` + storage('f32', ['x', 'w', 'b'], ['out', 'mean', 'rstd']) + m.main + /* wgsl */ `
   let nf = f32(n);
   var s = 0.0;
   for (var j = li; j < n; j += WG) { s += x[base + j]; }
-` + wgReduce('vec2<f32>(s, 0.0)', 'sum1', 'sum', 0) + /* wgsl */ `
+` + m.wgReduce('vec2<f32>(s, 0.0)', 'sum1', 'sum', 0) + /* wgsl */ `
   let mu = sum1.x / nf;
   // Second pass over (x - mu)²: no cancellation when |mean| >> std.
   var q = 0.0;
   for (var j = li; j < n; j += WG) { let d = x[base + j] - mu; q += d * d; }
-` + wgReduce('vec2<f32>(q, 0.0)', 'sum2', 'sum', 1) + /* wgsl */ `
+` + m.wgReduce('vec2<f32>(q, 0.0)', 'sum2', 'sum', 1) + /* wgsl */ `
   let rs = 1.0 / sqrt(sum2.x / nf + pf(2u));
   if (li == 0u) { mean[row] = mu; rstd[row] = rs; }
   let hasW = pu(3u) != 0u;
@@ -149,11 +197,11 @@ const LAYER_NORM = PRELUDE + ROW_REDUCE + /* wgsl */ `
     out[base + j] = v;
   }
 }
-`;
+`);
 
 // params: rows, n, hasW. gx = rstd (g - mean(g) - x̂ mean(g x̂)), g = gy w.
-const LAYER_NORM_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
-` + storage('f32', ['x', 'w', 'mean', 'rstd', 'gy'], ['gx']) + G_AT + ROW_MAIN + /* wgsl */ `
+const LAYER_NORM_BACKWARD = rowVariants((m) => PRELUDE + m.reduce + /* wgsl */ `
+` + storage('f32', ['x', 'w', 'mean', 'rstd', 'gy'], ['gx']) + G_AT + m.main + /* wgsl */ `
   let hasW = pu(2u) != 0u;
   let mu = mean[row];
   let rs = rstd[row];
@@ -162,23 +210,23 @@ const LAYER_NORM_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
     let g = g_at(base, j, hasW);
     acc += vec2<f32>(g, g * (x[base + j] - mu) * rs);
   }
-` + wgReduce('acc', 'tot', 'sum', 0) + /* wgsl */ `
+` + m.wgReduce('acc', 'tot', 'sum', 0) + /* wgsl */ `
   let t = tot / f32(n);
   for (var j = li; j < n; j += WG) {
     let g = g_at(base, j, hasW);
     gx[base + j] = rs * (g - t.x - (x[base + j] - mu) * rs * t.y);
   }
 }
-`;
+`);
 
 // ---------------------------------------------------------------- rmsNorm
 
 // params: rows, n, eps, hasW
-const RMS_NORM = PRELUDE + ROW_REDUCE + /* wgsl */ `
-` + storage('f32', ['x', 'w'], ['out', 'rstd']) + ROW_MAIN + /* wgsl */ `
+const RMS_NORM = rowVariants((m) => PRELUDE + m.reduce + /* wgsl */ `
+` + storage('f32', ['x', 'w'], ['out', 'rstd']) + m.main + /* wgsl */ `
   var q = 0.0;
   for (var j = li; j < n; j += WG) { let v = x[base + j]; q += v * v; }
-` + wgReduce('vec2<f32>(q, 0.0)', 'sum1', 'sum', 0) + /* wgsl */ `
+` + m.wgReduce('vec2<f32>(q, 0.0)', 'sum1', 'sum', 0) + /* wgsl */ `
   let rs = 1.0 / sqrt(sum1.x / f32(n) + pf(2u));
   if (li == 0u) { rstd[row] = rs; }
   let hasW = pu(3u) != 0u;
@@ -188,11 +236,11 @@ const RMS_NORM = PRELUDE + ROW_REDUCE + /* wgsl */ `
     out[base + j] = v;
   }
 }
-`;
+`);
 
 // params: rows, n, hasW. gx = rstd (g - x rstd² mean(g x)), g = gy w.
-const RMS_NORM_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
-` + storage('f32', ['x', 'w', 'rstd', 'gy'], ['gx']) + G_AT + ROW_MAIN + /* wgsl */ `
+const RMS_NORM_BACKWARD = rowVariants((m) => PRELUDE + m.reduce + /* wgsl */ `
+` + storage('f32', ['x', 'w', 'rstd', 'gy'], ['gx']) + G_AT + m.main + /* wgsl */ `
   let hasW = pu(2u) != 0u;
   let rs = rstd[row];
   var d = 0.0;
@@ -200,14 +248,14 @@ const RMS_NORM_BACKWARD = PRELUDE + ROW_REDUCE + /* wgsl */ `
     let g = g_at(base, j, hasW);
     d += g * x[base + j];
   }
-` + wgReduce('vec2<f32>(d, 0.0)', 'sum1', 'sum', 0) + /* wgsl */ `
+` + m.wgReduce('vec2<f32>(d, 0.0)', 'sum1', 'sum', 0) + /* wgsl */ `
   let m = sum1.x / f32(n);
   for (var j = li; j < n; j += WG) {
     let g = g_at(base, j, hasW);
     gx[base + j] = rs * (g - x[base + j] * rs * rs * m);
   }
 }
-`;
+`);
 
 // ---------------------------------------------------------------- weight / bias gradients
 
@@ -297,10 +345,9 @@ function normForward(ctx: KernelContext, a: Record<string, unknown>, layer: bool
   if (layer) p.u32(a.b ? 1 : 0);
   const out = ctx.buf(a.out as BufRef), rstd = ctx.buf(a.rstd as BufRef);
   ctx.dispatch({
-    code: layer ? LAYER_NORM : RMS_NORM,
+    ...rowPick(layer ? LAYER_NORM : RMS_NORM, rows, a.n as number),
     buffers: layer ? [x, opt(a.w), opt(a.b), out, ctx.buf(a.mean as BufRef), rstd] : [x, opt(a.w), out, rstd],
     params: p,
-    groups: grid(rows),
   });
 }
 
@@ -317,10 +364,9 @@ function normBackward(ctx: KernelContext, a: Record<string, unknown>, layer: boo
   const mean = layer ? a.mean as BufRef : null;
   const stats = mean ? [ctx.buf(mean), ctx.buf(a.rstd as BufRef)] : [ctx.buf(a.rstd as BufRef)];
   ctx.dispatch({
-    code: layer ? LAYER_NORM_BACKWARD : RMS_NORM_BACKWARD,
+    ...rowPick(layer ? LAYER_NORM_BACKWARD : RMS_NORM_BACKWARD, rows, n),
     buffers: [x, w ? ctx.buf(w) : x, ...stats, ctx.buf(a.gy as BufRef), ctx.buf(a.gx as BufRef)],
     params: ctx.params().u32(rows).u32(n).u32(w ? 1 : 0),
-    groups: grid(rows),
   });
   paramGrads(ctx, xr, mean, a.rstd as BufRef, a.gy as BufRef, rows, n, a.gw as BufRef | null, layer ? a.gb as BufRef | null : null);
 }
@@ -339,4 +385,3 @@ export const ROWS_KERNELS: Record<string, KernelFn> = {
   rmsNormBackward,
 };
 
-export { ROW_REDUCE, ROW_MAIN, wgReduce };
