@@ -37,7 +37,8 @@ DIR/icl-score.svg, DIR/prefix-matching.svg, DIR/loss-by-position.svg, DIR/heads-
 regression: a Transformer (read-in, pre-norm blocks with MLPs, read-out) on prompts of --n_points
 pairs (x, w·x), x and w ~ N(0, I_d), trained to predict every y from the pairs before it; then the
 squared error / d against the number of in-context examples on 1024 fresh prompts, beside least
-squares, 3-nearest-neighbours and averaging. Writes DIR/regression.json, DIR/regression.svg.
+squares, 3-nearest-neighbours and averaging. Writes DIR/regression.json, DIR/regression.svg and
+DIR/regression-training.svg (the error at k = 1, d, 2d, n − 1 over training).
   --out DIR              (default out/icl/regression)
   --d N                  dimension of x (default 5)
   --n_points N           pairs per prompt (default 4·d)
@@ -53,7 +54,7 @@ squares, 3-nearest-neighbours and averaging. Writes DIR/regression.json, DIR/reg
   --n_head, --n_embd, --block_size, --batch_size, --learning_rate, --seed, --dataset, --max_minutes,
   --device, --threads, ...), over the probe's defaults (induction: 4 heads, 64 wide, context 256,
   batch 16, lr 1e-3, 2000 updates, eval every 100; regression: 4 layers, 4 heads, 64 wide,
-  batch 64, lr 1e-3, 4000 updates, eval every 250). --init_from resume continues the runs in --out.
+  batch 64, lr 3e-4, 4000 updates, eval every 250). --init_from resume continues the runs in --out.
 
 few-shot: accuracy of language models on SST-2 given only in the prompt, k demonstrations drawn
 at random per query from the pool; the answer is the label word with the higher log-probability.
@@ -198,9 +199,16 @@ async function runRegression(f: Flags): Promise<void> {
   await writeFileAtomic(join(out, 'regression.svg'), linePlotSvg(Object.entries(curves).map(([k, v]) => ({
     name: label[k]!, color: colors[k], dashed: k === 'zero', points: v.map((e, i) => [i, e] as const),
   })), { title: `in-context linear regression, d = ${d}: squared error / d`, xLabel: 'in-context examples', yLabel: 'squared error / d' }));
+  // The error at a few prompt lengths over training, from the run's evaluations (log scale: the
+  // interesting part is how close to 0 it gets for k ≥ d).
+  const evals = (await readFile(join(out, 'metrics.jsonl'), 'utf8')).split('\n').filter((l) => l.includes('"err_k0"')).map((l) => JSON.parse(l) as Record<string, number>);
+  const ks = [1, d, 2 * d, n - 1].filter((k, i, a) => k < n && a.indexOf(k) === i);
+  await writeFileAtomic(join(out, 'regression-training.svg'), linePlotSvg(ks.map((k, i) => ({
+    name: `k = ${k}`, color: ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728'][i], points: evals.map((r) => [r['step']!, r[`err_k${k}`]!] as const),
+  })), { title: `in-context linear regression, d = ${d}: error over training`, xLabel: 'update', yLabel: 'squared error / d', logY: true }));
   console.log(`k    ${Object.keys(curves).map((k) => k.padEnd(14)).join(' ')}`);
   for (let k = 0; k < n; k++) console.log(`${String(k).padEnd(4)} ${Object.values(curves).map((v) => fmt(v[k]!, 4).padEnd(14)).join(' ')}`);
-  console.log(`wrote ${join(out, 'regression.json')} and ${join(out, 'regression.svg')}`);
+  console.log(`wrote ${join(out, 'regression.json')}, ${join(out, 'regression.svg')} and ${join(out, 'regression-training.svg')}`);
 }
 
 // ---------------------------------------------------------------- few-shot prompting

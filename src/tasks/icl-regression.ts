@@ -156,7 +156,7 @@ export function regressionTask(opts: RegressionTaskOptions): Task<RegressionBatc
   }
   return {
     task: 'lm',
-    defaults: { n_layer: 4, n_head: 4, n_embd: 64, block_size: 2 * n, batch_size: 64, learning_rate: 1e-3, weight_decay: 0, eval_interval: 250, max_iters: 4000, dropout: 0, grad_clip: 1 },
+    defaults: { n_layer: 4, n_head: 4, n_embd: 64, block_size: 2 * n, batch_size: 64, learning_rate: 3e-4, weight_decay: 0, eval_interval: 250, max_iters: 4000, dropout: 0, grad_clip: 1 },
     archFields: ['n_layer', 'n_head', 'n_embd', 'block_size'],
     best: { metric: 'val_loss', higher: false },
     evalAtStart: true,
