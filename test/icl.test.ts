@@ -168,6 +168,15 @@ test('regression curriculum in the training loop: logged per update and continue
     assert.deepEqual(recs.map((r) => [r['step'], r['curriculum_dims'], r['curriculum_points']]), [
       [0, 1, 2], [1, 1, 2], [2, 2, 3], [3, 2, 3], [4, 3, 4], [5, 3, 4], [6, 3, 4],
     ]);
+    // A checkpoint saved before the count existed resumes at one batch per update (its 'iter').
+    const statePath = join(dir, 'last', 'trainer_state.json');
+    const state = JSON.parse(await readFile(statePath, 'utf8')) as Record<string, unknown>;
+    assert.equal(state['batches_drawn'], 7);
+    delete state['batches_drawn'];
+    await writeFile(statePath, JSON.stringify(state));
+    await runTraining(regressionTask({ d: 3, n_points: 4, evalPrompts: 8, curriculum: { ...curriculum, interval: 3 } }), { ...fields, max_iters: 8, init_from: 'resume' });
+    const lastRec = (await readFile(join(dir, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>).filter((r) => r['curriculum_dims'] !== undefined).at(-1)!;
+    assert.deepEqual([lastRec['step'], lastRec['curriculum_dims'], lastRec['curriculum_points']], [7, 3, 4]);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
