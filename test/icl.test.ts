@@ -11,7 +11,7 @@ import {
 } from '../src/eval/icl.js';
 import { answerStrings, fewShotAccuracy, fewShotPrompt, readLabeledTsv, scoreContinuations, type ScoringModel } from '../src/eval/few-shot.js';
 import { ProbeLM, VectorTransformer } from '../src/models/probe-transformer.js';
-import { baselinePredictions, errorByExamples, promptVectors, regressionTask, sampleRegressionPrompts } from '../src/tasks/icl-regression.js';
+import { baselinePredictions, curriculumAt, curriculumProblems, errorByExamples, promptVectors, regressionTask, sampleRegressionPrompts } from '../src/tasks/icl-regression.js';
 import { inductionTask, ovCircuits } from '../src/tasks/induction.js';
 import { runTraining } from '../src/train/loop.js';
 import { openDevice } from '../src/backend/index.js';
@@ -127,6 +127,59 @@ test('regression prompts and baseline curves: least squares reaches 0 at k ≥ d
   for (const e of zero) assert.ok(e > 0.7 && e < 1.3, `zero baseline ${e}`);
   // Least squares with k < d: E = (d − k)/d for min-norm (the unseen directions of w).
   for (let k = 0; k < d; k++) assert.ok(Math.abs(ls[k]! - (d - k) / d) < 0.25, `least squares k=${k}: ${ls[k]} vs ${(d - k) / d}`);
+});
+
+test('regression curriculum: the paper\'s schedule, truncated dimensions, bad schedules named', () => {
+  // Garg et al.: d = 20, 41 points; dims 5 → 20 by 1 and points 11 → 41 by 2, every 2,000 updates.
+  const paper = { dims_start: 5, dims_inc: 1, points_start: 11, points_inc: 2, interval: 2000 };
+  assert.deepEqual(curriculumAt(paper, 0, 20, 41), { dims: 5, points: 11 });
+  assert.deepEqual(curriculumAt(paper, 1999, 20, 41), { dims: 5, points: 11 });
+  assert.deepEqual(curriculumAt(paper, 2000, 20, 41), { dims: 6, points: 13 });
+  assert.deepEqual(curriculumAt(paper, 29_999, 20, 41), { dims: 19, points: 39 });
+  assert.deepEqual(curriculumAt(paper, 30_000, 20, 41), { dims: 20, points: 41 });
+  assert.deepEqual(curriculumAt(paper, 500_000, 20, 41), { dims: 20, points: 41 });
+  // Points reach their end before dimensions do when they start closer: each is capped on its own.
+  assert.deepEqual(curriculumAt({ dims_start: 1, dims_inc: 1, points_start: 9, points_inc: 2, interval: 10 }, 25, 4, 12), { dims: 3, points: 12 });
+  assert.deepEqual(curriculumProblems(paper, 20, 41), []);
+  const bad = curriculumProblems({ dims_start: 0, dims_inc: 1, points_start: 50, points_inc: -1, interval: 0 }, 20, 41);
+  assert.equal(bad.length, 4, bad.join('; '));
+  assert.match(bad.join('; '), /dims_start must be an integer in 1\.\.20, got 0/);
+  assert.match(bad.join('; '), /points_start must be an integer in 1\.\.41, got 50/);
+  assert.throws(() => regressionTask({ d: 4, n_points: 8, curriculum: { ...paper, dims_start: 5 } }), /dims_start must be an integer in 1\.\.4, got 5/);
+  // Truncated dimensions: x's trailing coordinates are 0 and y = w·x still holds.
+  const b = sampleRegressionPrompts(new Generator(3), 5, 6, 4, 2);
+  for (let r = 0; r < 5 * 6; r++) {
+    assert.equal(b.xs[r * 4 + 2], 0);
+    assert.equal(b.xs[r * 4 + 3], 0);
+    assert.notEqual(b.xs[r * 4], 0);
+  }
+  assert.throws(() => sampleRegressionPrompts(new Generator(3), 1, 2, 4, 5), /effective dimension must be an integer in 1\.\.4, got 5/);
+});
+
+test('regression curriculum in the training loop: logged per update and continued on resume', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'attn-icl-cur-'));
+  try {
+    const curriculum = { dims_start: 1, dims_inc: 1, points_start: 2, points_inc: 1, interval: 2 };
+    const fields = { out_dir: dir, n_layer: 1, n_head: 2, n_embd: 8, batch_size: 4, eval_interval: 3, threads: 1 };
+    await runTraining(regressionTask({ d: 3, n_points: 4, evalPrompts: 8, curriculum }), { ...fields, max_iters: 3 });
+    await runTraining(regressionTask({ d: 3, n_points: 4, evalPrompts: 8, curriculum }), { ...fields, max_iters: 7, init_from: 'resume' });
+    const recs = (await readFile(join(dir, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>).filter((r) => r['train_loss'] !== undefined && r['curriculum_dims'] !== undefined);
+    // The update logged as step s is at stage floor(s / 2); steps 3..6 come from the resumed run.
+    assert.deepEqual(recs.map((r) => [r['step'], r['curriculum_dims'], r['curriculum_points']]), [
+      [0, 1, 2], [1, 1, 2], [2, 2, 3], [3, 2, 3], [4, 3, 4], [5, 3, 4], [6, 3, 4],
+    ]);
+    // A checkpoint saved before the count existed resumes at one batch per update (its 'iter').
+    const statePath = join(dir, 'last', 'trainer_state.json');
+    const state = JSON.parse(await readFile(statePath, 'utf8')) as Record<string, unknown>;
+    assert.equal(state['batches_drawn'], 7);
+    delete state['batches_drawn'];
+    await writeFile(statePath, JSON.stringify(state));
+    await runTraining(regressionTask({ d: 3, n_points: 4, evalPrompts: 8, curriculum: { ...curriculum, interval: 3 } }), { ...fields, max_iters: 8, init_from: 'resume' });
+    const lastRec = (await readFile(join(dir, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>).filter((r) => r['curriculum_dims'] !== undefined).at(-1)!;
+    assert.deepEqual([lastRec['step'], lastRec['curriculum_dims'], lastRec['curriculum_points']], [7, 3, 4]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('probe models: explicit attention equals the fused kernel, patterns are causal and sum to 1', async () => {

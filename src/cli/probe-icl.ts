@@ -13,7 +13,7 @@ import { writeFileAtomic } from '../io/files.js';
 import { FIELDS, parseFieldValue } from '../train/config.js';
 import { runTraining, type LoopHooks } from '../train/loop.js';
 import { inductionTask, type InductionProbe } from '../tasks/induction.js';
-import { baselinePredictions, errorByExamples, regressionEvalSet, regressionTask, type BaselineName } from '../tasks/icl-regression.js';
+import { baselinePredictions, errorByExamples, regressionEvalSet, regressionTask, type BaselineName, type RegressionCurriculum } from '../tasks/icl-regression.js';
 import { answerStrings, fewShotAccuracy, readLabeledTsv, SST2_TEMPLATE, type FewShotResult } from '../eval/few-shot.js';
 import { iclWindows } from '../eval/icl.js';
 import { BpeTokenizer } from '../tokenizers/index.js';
@@ -37,16 +37,24 @@ DIR/icl-score.svg, DIR/prefix-matching.svg, DIR/loss-by-position.svg, DIR/heads-
 regression: a Transformer (read-in, pre-norm blocks with MLPs, read-out) on prompts of --n_points
 pairs (x, w·x), x and w ~ N(0, I_d), trained to predict every y from the pairs before it; then the
 squared error / d against the number of in-context examples on 1024 fresh prompts, beside least
-squares, 3-nearest-neighbours and averaging. Writes DIR/regression.json, DIR/regression.svg.
+squares, 3-nearest-neighbours and averaging. Writes DIR/regression.json, DIR/regression.svg and
+DIR/regression-training.svg (the error at k = 1, d, 2d, n − 1 over training).
   --out DIR              (default out/icl/regression)
   --d N                  dimension of x (default 5)
   --n_points N           pairs per prompt (default 4·d)
+  --curriculum_dims N    curriculum: train first with N effective dimensions (x's other coordinates
+                         0), growing by --curriculum_dims_inc (default 1) every --curriculum_interval
+                         updates (default 500) up to d; Garg et al. start at d/4
+  --curriculum_points N  curriculum: train first on prompts of N pairs, growing by
+                         --curriculum_points_inc (default 2) at the same interval up to --n_points.
+                         Either flag turns the curriculum on (the other then starts full); give the
+                         same flags again with --init_from resume
 
   Both: any training field of 'attn train' by name (--max_iters, --eval_interval, --n_layer,
   --n_head, --n_embd, --block_size, --batch_size, --learning_rate, --seed, --dataset, --max_minutes,
   --device, --threads, ...), over the probe's defaults (induction: 4 heads, 64 wide, context 256,
   batch 16, lr 1e-3, 2000 updates, eval every 100; regression: 4 layers, 4 heads, 64 wide,
-  batch 64, lr 1e-3, 4000 updates, eval every 250). --init_from resume continues the runs in --out.
+  batch 64, lr 3e-4, 4000 updates, eval every 250). --init_from resume continues the runs in --out.
 
 few-shot: accuracy of language models on SST-2 given only in the prompt, k demonstrations drawn
 at random per query from the pool; the answer is the label word with the higher log-probability.
@@ -167,26 +175,40 @@ async function runRegression(f: Flags): Promise<void> {
   const out = f.string('out') ?? 'out/icl/regression';
   const d = f.number('d', { integer: true, min: 1 }) ?? 5;
   const n = f.number('n_points', { integer: true, min: 2 }) ?? 4 * d;
+  const dimsStart = f.number('curriculum_dims', { integer: true, min: 1, max: d });
+  const pointsStart = f.number('curriculum_points', { integer: true, min: 1, max: n });
+  const dimsInc = f.number('curriculum_dims_inc', { integer: true, min: 0 }) ?? 1;
+  const pointsInc = f.number('curriculum_points_inc', { integer: true, min: 0 }) ?? 2;
+  const interval = f.number('curriculum_interval', { integer: true, min: 1 }) ?? 500;
+  const curriculum: RegressionCurriculum | undefined = dimsStart === undefined && pointsStart === undefined ? undefined
+    : { dims_start: dimsStart ?? d, dims_inc: dimsInc, points_start: pointsStart ?? n, points_inc: pointsInc, interval };
   const fields = trainingFields(f);
   f.done();
   let last: { step: number; errors: number[] } | null = null;
-  const task = regressionTask({ d, n_points: n, onEval: (step, errors) => (last = { step, errors }) });
-  const res = await runTraining(task, { ...fields, out_dir: out }, hooksFor('regression', (r) => ` err(k=${d}) ${fmt(r[`err_k${d}`] as number)}`));
+  const task = regressionTask({ d, n_points: n, curriculum, onEval: (step, errors) => (last = { step, errors }) });
+  const res = await runTraining(task, { ...fields, out_dir: out }, hooksFor('regression', (r) => [d, 2 * d, n - 1].filter((k, i, a) => k < n && a.indexOf(k) === i).map((k) => ` err(k=${k}) ${fmt(r[`err_k${k}`] as number)}`).join('')));
   const final = last as { step: number; errors: number[] } | null;
   if (!final) throw new Error('regression: the run ended without an evaluation');
   const evalSet = regressionEvalSet(res.config.seed, n, d);
   const names: BaselineName[] = ['least_squares', 'nearest_3', 'averaging', 'zero'];
   const curves: Record<string, number[]> = { transformer: final.errors };
   for (const b of names) curves[b] = errorByExamples(baselinePredictions(b, evalSet), evalSet);
-  await writeFileAtomic(join(out, 'regression.json'), `${JSON.stringify({ d, n_points: n, eval_prompts: evalSet.B, step: final.step, normalised_squared_error: curves }, null, 1)}\n`);
+  await writeFileAtomic(join(out, 'regression.json'), `${JSON.stringify({ d, n_points: n, eval_prompts: evalSet.B, step: final.step, ...(curriculum ? { curriculum } : {}), normalised_squared_error: curves }, null, 1)}\n`);
   const label: Record<string, string> = { transformer: 'Transformer', least_squares: 'least squares', nearest_3: '3-nearest neighbours', averaging: 'averaging', zero: 'zero (predict 0)' };
   const colors: Record<string, string> = { transformer: '#000000', least_squares: '#ff7f0e', nearest_3: '#2ca02c', averaging: '#1f77b4', zero: '#7f7f7f' };
   await writeFileAtomic(join(out, 'regression.svg'), linePlotSvg(Object.entries(curves).map(([k, v]) => ({
     name: label[k]!, color: colors[k], dashed: k === 'zero', points: v.map((e, i) => [i, e] as const),
   })), { title: `in-context linear regression, d = ${d}: squared error / d`, xLabel: 'in-context examples', yLabel: 'squared error / d' }));
+  // The error at a few prompt lengths over training, from the run's evaluations (log scale: the
+  // interesting part is how close to 0 it gets for k ≥ d).
+  const evals = (await readFile(join(out, 'metrics.jsonl'), 'utf8')).split('\n').filter((l) => l.includes('"err_k0"')).map((l) => JSON.parse(l) as Record<string, number>);
+  const ks = [1, d, 2 * d, n - 1].filter((k, i, a) => k < n && a.indexOf(k) === i);
+  await writeFileAtomic(join(out, 'regression-training.svg'), linePlotSvg(ks.map((k, i) => ({
+    name: `k = ${k}`, color: ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728'][i], points: evals.map((r) => [r['step']!, r[`err_k${k}`]!] as const),
+  })), { title: `in-context linear regression, d = ${d}: error over training`, xLabel: 'update', yLabel: 'squared error / d', logY: true }));
   console.log(`k    ${Object.keys(curves).map((k) => k.padEnd(14)).join(' ')}`);
   for (let k = 0; k < n; k++) console.log(`${String(k).padEnd(4)} ${Object.values(curves).map((v) => fmt(v[k]!, 4).padEnd(14)).join(' ')}`);
-  console.log(`wrote ${join(out, 'regression.json')} and ${join(out, 'regression.svg')}`);
+  console.log(`wrote ${join(out, 'regression.json')}, ${join(out, 'regression.svg')} and ${join(out, 'regression-training.svg')}`);
 }
 
 // ---------------------------------------------------------------- few-shot prompting

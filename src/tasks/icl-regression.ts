@@ -4,6 +4,9 @@
 // A VectorTransformer reads them and predicts y_i at the position of x_i, seeing the i−1 earlier
 // pairs; the objective is the squared error averaged over every i (so over every prompt length).
 // Errors are reported divided by d, as the paper's Figure 2 does (predicting 0 scores 1).
+// Optional curriculum (the paper's section 3 / Appendix A): training starts with few effective
+// dimensions (x's trailing coordinates set to 0, so y depends on the first d_eff only) and few
+// points, and both grow every `interval` updates; evaluation always uses the full d and n.
 import type { Backend } from '../backend/backend.js';
 import { averagingWeights, dot, leastSquaresWeights, nearestNeighboursPredict } from '../eval/icl.js';
 import { VectorTransformer } from '../models/probe-transformer.js';
@@ -21,8 +24,10 @@ export interface RegressionBatch {
   d: number;
 }
 
-/** B prompts of n pairs, each with its own w ~ N(0, I_d); y = w·x (no noise). */
-export function sampleRegressionPrompts(gen: Generator, B: number, n: number, d: number): RegressionBatch {
+/** B prompts of n pairs, each with its own w ~ N(0, I_d); y = w·x (no noise). With dEff < d the
+ *  coordinates dEff… of every x are 0 (Garg et al.'s truncated dimensions: the curriculum). */
+export function sampleRegressionPrompts(gen: Generator, B: number, n: number, d: number, dEff = d): RegressionBatch {
+  if (!(Number.isInteger(dEff) && dEff >= 1 && dEff <= d)) throw new Error(`regression prompts: effective dimension must be an integer in 1..${d}, got ${dEff}`);
   const xs = new Float64Array(B * n * d);
   const ys = new Float64Array(B * n);
   const w = new Float64Array(d);
@@ -30,11 +35,43 @@ export function sampleRegressionPrompts(gen: Generator, B: number, n: number, d:
     for (let a = 0; a < d; a++) w[a] = gen.normal();
     for (let i = 0; i < n; i++) {
       const o = (b * n + i) * d;
-      for (let a = 0; a < d; a++) xs[o + a] = gen.normal();
+      for (let a = 0; a < dEff; a++) xs[o + a] = gen.normal();
       ys[b * n + i] = dot(w, xs, d, o);
     }
   }
   return { xs, ys, B, n, d };
+}
+
+/** A curriculum: effective dimensions and points start low and grow by their increment every
+ *  `interval` updates, up to the task's d and n (Garg et al.: dims 5→20 by 1, points 11→41 by 2,
+ *  every 2,000 updates). */
+export interface RegressionCurriculum {
+  dims_start: number;
+  dims_inc: number;
+  points_start: number;
+  points_inc: number;
+  interval: number;
+}
+
+/** The curriculum's (effective dimension, points) at update `step` (0-based) for a task of d, n. */
+export function curriculumAt(c: RegressionCurriculum, step: number, d: number, n: number): { dims: number; points: number } {
+  const stages = Math.floor(step / c.interval);
+  return { dims: Math.min(d, c.dims_start + stages * c.dims_inc), points: Math.min(n, c.points_start + stages * c.points_inc) };
+}
+
+/** Problems with a curriculum for a task of d, n (empty when it is usable). */
+export function curriculumProblems(c: RegressionCurriculum, d: number, n: number): string[] {
+  const out: string[] = [];
+  const int = (k: keyof RegressionCurriculum, min: number, max = Infinity): void => {
+    const v = c[k];
+    if (!(Number.isInteger(v) && v >= min && v <= max)) out.push(`curriculum ${k} must be an integer in ${min}..${max === Infinity ? '∞' : max}, got ${v}`);
+  };
+  int('dims_start', 1, d);
+  int('points_start', 1, n);
+  int('dims_inc', 0);
+  int('points_inc', 0);
+  int('interval', 1);
+  return out;
 }
 
 /** The prompt vectors (B, 2n, d + 1): (x_i, 0) at 2i, (y_i, 0, …, 0, 1) at 2i + 1. The last
@@ -97,6 +134,8 @@ export interface RegressionTaskOptions {
   n_points: number;
   /** Prompts in the fixed evaluation set. */
   evalPrompts?: number;
+  /** Grow the effective dimension and the prompt length during training (none: full from the start). */
+  curriculum?: RegressionCurriculum;
   onEval?(step: number, errors: number[]): void;
 }
 
@@ -110,9 +149,14 @@ export function regressionTask(opts: RegressionTaskOptions): Task<RegressionBatc
   const { d, n_points: n } = opts;
   if (!(Number.isInteger(d) && d >= 1)) throw new Error(`regression: d must be a positive integer, got ${d}`);
   if (!(Number.isInteger(n) && n >= 1)) throw new Error(`regression: n_points must be a positive integer, got ${n}`);
+  const cur = opts.curriculum;
+  if (cur) {
+    const problems = curriculumProblems(cur, d, n);
+    if (problems.length) throw new Error(`regression: ${problems.join('; ')}`);
+  }
   return {
     task: 'lm',
-    defaults: { n_layer: 4, n_head: 4, n_embd: 64, block_size: 2 * n, batch_size: 64, learning_rate: 1e-3, weight_decay: 0, eval_interval: 250, max_iters: 4000, dropout: 0, grad_clip: 1 },
+    defaults: { n_layer: 4, n_head: 4, n_embd: 64, block_size: 2 * n, batch_size: 64, learning_rate: 3e-4, weight_decay: 0, eval_interval: 250, max_iters: 4000, dropout: 0, grad_clip: 1 },
     archFields: ['n_layer', 'n_head', 'n_embd', 'block_size'],
     best: { metric: 'val_loss', higher: false },
     evalAtStart: true,
@@ -126,10 +170,19 @@ export function regressionTask(opts: RegressionTaskOptions): Task<RegressionBatc
       const gen = new Generator((cfg.seed ^ 0x2545f491) >>> 0);
       const evalSet = regressionEvalSet(cfg.seed, n, d, opts.evalPrompts ?? 1024);
       model.train();
+      // Batches drawn so far; with gradient accumulation an update draws several, and the
+      // curriculum follows updates. Saved in the trainer state so a resumed run continues it.
+      let drawn = 0;
+      let stage = { dims: d, points: n };
       return {
         model,
-        info: { modelConfig: model.cfg },
-        nextBatch: () => sampleRegressionPrompts(gen, cfg.batch_size, n, d),
+        info: { modelConfig: model.cfg, ...(cur ? { curriculum: cur } : {}) },
+        nextBatch: () => {
+          if (cur) stage = curriculumAt(cur, Math.floor(drawn / cfg.gradient_accumulation_steps), d, n);
+          drawn++;
+          return sampleRegressionPrompts(gen, cfg.batch_size, stage.points, d, stage.dims);
+        },
+        stepRecord: () => (cur ? { curriculum_dims: stage.dims, curriculum_points: stage.points } : {}),
         sizeOf: (b) => b.B * 2 * b.n,
         loss(b) {
           const y = tensor(Float32Array.from(b.ys), { shape: [b.B, b.n], backend: ctx.backend });
@@ -148,10 +201,14 @@ export function regressionTask(opts: RegressionTaskOptions): Task<RegressionBatc
             model.train();
           }
         },
-        checkpoint: () => ({ config: { attn_checkpoint: 'attn_icl_regression', ...model.cfg, n_points: n }, model: moduleTensors(model) }),
-        state: () => ({ prompts: rngStateToJson(gen) }),
+        checkpoint: () => ({ config: { attn_checkpoint: 'attn_icl_regression', ...model.cfg, n_points: n, ...(cur ? { curriculum: cur } : {}) }, model: moduleTensors(model) }),
+        state: () => ({ prompts: rngStateToJson(gen), batches_drawn: drawn }),
         setState(s) {
           rngStateFromJson(gen, s['prompts'], "trainer_state 'prompts'");
+          // Checkpoints from before the curriculum existed hold no count: one batch per update then.
+          const saved = s['batches_drawn'] ?? (typeof s['iter'] === 'number' ? s['iter'] * cfg.gradient_accumulation_steps : undefined);
+          if (!(Number.isInteger(saved) && (saved as number) >= 0)) throw new Error(`trainer_state 'batches_drawn' must be a non-negative integer, got ${JSON.stringify(saved)}`);
+          drawn = saved as number;
         },
       };
     },
