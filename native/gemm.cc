@@ -486,10 +486,10 @@ AVX2 void pack_b_cols_avx2(const GemmArgs& g, const void* b, int k0, int kc, int
 // ---- AVX-512 (F, BW, VL): 12 x 32 tiles (24 accumulators)
 
 /** RW rows of B (a linear layer's weight) against RX rows of A, one chain per pair: each weight
- *  vector loaded feeds RX FMAs and each A vector RW, so the tile is bound by its FMAs, not its loads. */
-template <int RW, int RX>
+ *  vector loaded feeds RX FMAs and each A vector RW, so the tile is bound by its FMAs, not its loads.
+ *  H: B holds bfloat16 (a template argument, so that the loop carries no branch). */
+template <int RW, int RX, bool H>
 AVX2 void gemv_tile_avx2(const GemmArgs& g, const float* a, const void* b, float* out, int n) {
-  const bool h = g.b_bf16;
   const int K8 = g.K / 8 * 8;
   __m256 s[RW][RX];
 #pragma GCC unroll 4
@@ -499,7 +499,7 @@ AVX2 void gemv_tile_avx2(const GemmArgs& g, const float* a, const void* b, float
   for (int k = 0; k < K8; k += 8) {
     __m256 w[RW];
 #pragma GCC unroll 4
-    for (int i = 0; i < RW; i++) w[i] = load8_avx2(b, int64_t(n + i) * g.ldb + k, h);
+    for (int i = 0; i < RW; i++) w[i] = load8_avx2(b, int64_t(n + i) * g.ldb + k, H);
 #pragma GCC unroll 4
     for (int m = 0; m < RX; m++) {
       const __m256 x = _mm256_loadu_ps(a + m * g.lda + k);
@@ -511,31 +511,37 @@ AVX2 void gemv_tile_avx2(const GemmArgs& g, const float* a, const void* b, float
     const int64_t row = int64_t(n + i) * g.ldb;
     for (int m = 0; m < RX; m++) {
       float t = hsum_avx2(s[i][m]);
-      for (int k = K8; k < g.K; k++) t += a[m * g.lda + k] * (h ? bf16_to_f32(static_cast<const uint16_t*>(b)[row + k]) : static_cast<const float*>(b)[row + k]);
+      for (int k = K8; k < g.K; k++) t += a[m * g.lda + k] * (H ? bf16_to_f32(static_cast<const uint16_t*>(b)[row + k]) : static_cast<const float*>(b)[row + k]);
       out[int64_t(m) * g.N + n + i] = t;
     }
   }
 }
 
-template <int RW>
+template <int RW, bool H>
 AVX2 void gemv_tiles_avx2(const GemmArgs& g, const float* a, int rows, const void* b, float* out, int n) {
   for (int m0 = 0; m0 < rows; m0 += 4) {
     const float* am = a + int64_t(m0) * g.lda;
     float* om = out + int64_t(m0) * g.N;
     switch (std::min(4, rows - m0)) {
-      case 1: gemv_tile_avx2<RW, 1>(g, am, b, om, n); break;
-      case 2: gemv_tile_avx2<RW, 2>(g, am, b, om, n); break;
-      case 3: gemv_tile_avx2<RW, 3>(g, am, b, om, n); break;
-      default: gemv_tile_avx2<RW, 4>(g, am, b, om, n);
+      case 1: gemv_tile_avx2<RW, 1, H>(g, am, b, om, n); break;
+      case 2: gemv_tile_avx2<RW, 2, H>(g, am, b, om, n); break;
+      case 3: gemv_tile_avx2<RW, 3, H>(g, am, b, om, n); break;
+      default: gemv_tile_avx2<RW, 4, H>(g, am, b, om, n);
     }
   }
 }
 
-AVX2 void gemv_rows_avx2(const GemmArgs& g, const float* a, int rows, const void* b, float* out, int n0, int n1) {
+template <bool H>
+AVX2 void gemv_rows_avx2_t(const GemmArgs& g, const float* a, int rows, const void* b, float* out, int n0, int n1) {
   // Two weight rows at a time for every group of up to 4 rows of A while they are in L1.
   int n = n0;
-  for (; n + 2 <= n1; n += 2) gemv_tiles_avx2<2>(g, a, rows, b, out, n);
-  for (; n < n1; n++) gemv_tiles_avx2<1>(g, a, rows, b, out, n);
+  for (; n + 2 <= n1; n += 2) gemv_tiles_avx2<2, H>(g, a, rows, b, out, n);
+  for (; n < n1; n++) gemv_tiles_avx2<1, H>(g, a, rows, b, out, n);
+}
+
+AVX2 void gemv_rows_avx2(const GemmArgs& g, const float* a, int rows, const void* b, float* out, int n0, int n1) {
+  if (g.b_bf16) gemv_rows_avx2_t<true>(g, a, rows, b, out, n0, n1);
+  else gemv_rows_avx2_t<false>(g, a, rows, b, out, n0, n1);
 }
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))

@@ -61,6 +61,37 @@ function tileOrigin(bm: number, bn: number): string {
   let n0 = wid.x * ${bn}u;`;
 }
 
+/** The batch item's operand offsets and strides, as the general and the direct shader read them. */
+const OPERAND_STRIDES = `  let aBase = pu(${P_AOFF}u) + bt * pu(${P_ABS}u);
+  let bBase = pu(${P_BOFF}u) + bt * pu(${P_BBS}u);
+  let aM = pu(${P_AM}u);
+  let aK = pu(${P_AK}u);
+  let bK = pu(${P_BK}u);
+  let bN = pu(${P_BN}u);`;
+
+/** The store both register-tiled shaders end with: acc holds a rows x cols tile whose element
+ *  (i, j) is out[m0 + ty + i * stepM, n0 + tx + j * stepN]; bias, activation, accumulate. */
+function tileEpilogue(rows: number, cols: number, stepM: number, stepN: number): string {
+  return `  let hasBias = pu(${P_BIAS}u) != 0u;
+  let act = pu(${P_ACT}u);
+  let accumulate = pu(${P_ACC}u) != 0u;
+  for (var i = 0u; i < ${rows}u; i++) {
+    let m = m0 + ty + i * ${stepM}u;
+    if (m >= M) { break; }
+    for (var j = 0u; j < ${cols}u; j++) {
+      let n = n0 + tx + j * ${stepN}u;
+      if (n >= N) { break; }
+      var s = acc[i * ${cols}u + j];
+      if (hasBias) { s += bias[n]; }
+      // As the ref: out = act(s), or out += act(s) when accumulating.
+      s = activate(s, act);
+      let o = (bt * M + m) * N + n;
+      if (accumulate) { s += out[o]; }
+      out[o] = s;
+    }
+  }`;
+}
+
 /** The general shader; with `bHalf`, B is a float16 storage (packed pairs, see half.ts). */
 function generalCode(bHalf: boolean): string {
   return PRELUDE + storage('f32', ['A', bHalf ? 'B:u32' : 'B', 'bias'], ['out']) + (bHalf ? halfLoad('B') : '') + /* wgsl */ `
@@ -72,12 +103,7 @@ var<workgroup> Bs: array<f32, ${BK * SB}>; // [k][n]
 ${GELU}
 ` + entry(WG) + /* wgsl */ `
 ${tileOrigin(BM, BN)}
-  let aBase = pu(${P_AOFF}u) + bt * pu(${P_ABS}u);
-  let bBase = pu(${P_BOFF}u) + bt * pu(${P_BBS}u);
-  let aM = pu(${P_AM}u);
-  let aK = pu(${P_AK}u);
-  let bK = pu(${P_BK}u);
-  let bN = pu(${P_BN}u);
+${OPERAND_STRIDES}
   // Load order follows the operand's contiguous axis so a warp's global reads coalesce.
   let aKFast = aK == 1u;
   let bNFast = bN == 1u;
@@ -121,24 +147,7 @@ ${tileOrigin(BM, BN)}
     workgroupBarrier();
   }
 
-  let hasBias = pu(${P_BIAS}u) != 0u;
-  let act = pu(${P_ACT}u);
-  let accumulate = pu(${P_ACC}u) != 0u;
-  for (var i = 0u; i < ${TM}u; i++) {
-    let m = m0 + ty + i * ${TY}u;
-    if (m >= M) { break; }
-    for (var j = 0u; j < ${TN}u; j++) {
-      let n = n0 + tx + j * ${TX}u;
-      if (n >= N) { break; }
-      var s = acc[i * ${TN}u + j];
-      if (hasBias) { s += bias[n]; }
-      // As the ref: out = act(s), or out += act(s) when accumulating.
-      s = activate(s, act);
-      let o = (bt * M + m) * N + n;
-      if (accumulate) { s += out[o]; }
-      out[o] = s;
-    }
-  }
+${tileEpilogue(TM, TN, TY, TX)}
 }
 `;
 }
@@ -161,12 +170,7 @@ const DT = DBM / DTX; // rows (and columns) per thread
 function directCode(bHalf: boolean): string {
   return PRELUDE + storage('f32', ['A', bHalf ? 'B:u32' : 'B', 'bias'], ['out']) + (bHalf ? halfLoad('B') : '') + GELU + entry(DWG) + /* wgsl */ `
 ${tileOrigin(DBM, DBM)}
-  let aBase = pu(${P_AOFF}u) + bt * pu(${P_ABS}u);
-  let bBase = pu(${P_BOFF}u) + bt * pu(${P_BBS}u);
-  let aM = pu(${P_AM}u);
-  let aK = pu(${P_AK}u);
-  let bK = pu(${P_BK}u);
-  let bN = pu(${P_BN}u);
+${OPERAND_STRIDES}
   let tx = li % ${DTX}u;
   let ty = li / ${DTX}u;
   // Rows ty + 8i and columns tx + 8j: neighbouring threads write neighbouring columns. Out of
@@ -195,23 +199,7 @@ ${tileOrigin(DBM, DBM)}
     }
   }
 
-  let hasBias = pu(${P_BIAS}u) != 0u;
-  let act = pu(${P_ACT}u);
-  let accumulate = pu(${P_ACC}u) != 0u;
-  for (var i = 0u; i < ${DT}u; i++) {
-    let m = m0 + ty + i * ${DTX}u;
-    if (m >= M) { break; }
-    for (var j = 0u; j < ${DT}u; j++) {
-      let n = n0 + tx + j * ${DTX}u;
-      if (n >= N) { break; }
-      var s = acc[i * ${DT}u + j];
-      if (hasBias) { s += bias[n]; }
-      s = activate(s, act);
-      let o = (bt * M + m) * N + n;
-      if (accumulate) { s += out[o]; }
-      out[o] = s;
-    }
-  }
+${tileEpilogue(DT, DT, DTX, DTX)}
 }
 `;
 }
