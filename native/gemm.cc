@@ -680,9 +680,11 @@ AVX512 void gemv_tile_avx512(const GemmArgs& g, const float* a, const void* b, f
       const int64_t at = int64_t(n + i) * ldb + k;
       w[i] = H ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(b) + at))), 16))
                : _mm512_loadu_ps(static_cast<const float*>(b) + at);
-      // 1 KiB ahead in each of the interleaved weight rows (8-13 % faster for the 50257 x 768
-      // head at 8 rows in a one-thread loop here; the hardware prefetcher alone lags)
-      if (!H) _mm_prefetch(reinterpret_cast<const char*>(static_cast<const float*>(b) + at + 256), _MM_HINT_T0);
+      // The next block's row at the same column: the whole next block (RW rows) arrives while
+      // this one computes (the hardware prefetcher alone lags behind RW interleaved rows; 1 KiB
+      // ahead per row was 8-13 % faster than none, a block ahead as fast or faster, in
+      // tools/gemv-rows-microbench.cc on GPT-2's head at 8 rows; noisy)
+      if (!H) _mm_prefetch(reinterpret_cast<const char*>(static_cast<const float*>(b) + at + RW * ldb), _MM_HINT_T0);
     }
 #pragma GCC unroll 4
     for (int m = 0; m < RX; m++) {

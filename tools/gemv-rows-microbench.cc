@@ -1,6 +1,6 @@
 // One-thread / two-thread loop over y = x W^T for a few rows of x, in the tile shapes tried for
 // native/gemm.cc's few-row kernel (docs/serve.md, session 14):
-//   g++ -O3 -std=c++17 -pthread tools/gemv-rows-microbench.cc -o /tmp/mb && /tmp/mb 50256 768 8 2   # N K rows threads
+//   g++ -O3 -std=c++17 -pthread tools/gemv-rows-microbench.cc -o /tmp/mb && /tmp/mb 50256 768 8 2   # N K rows threads [prefetch distance in floats, 256]
 #include <immintrin.h>
 #include <chrono>
 #include <cstdio>
@@ -9,6 +9,7 @@
 #include <thread>
 #include <cmath>
 #include <algorithm>
+static int64_t PFD = 256;
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 // y[m, n] = sum_k x[m,k] W[n,k]
 template <int RW, int RX>
@@ -17,7 +18,7 @@ AVX512 void tile(const float* x, int ldx, const float* W, int K, float* y, int N
   _Pragma("GCC unroll 8") for (int i = 0; i < RW; i++) _Pragma("GCC unroll 8") for (int j = 0; j < RX; j++) s[i][j] = _mm512_setzero_ps();
   for (int k = 0; k < K; k += 16) {
     __m512 w[RW];
-    _Pragma("GCC unroll 8") for (int i = 0; i < RW; i++) { w[i] = _mm512_loadu_ps(W + int64_t(n + i) * K + k); if (pf) _mm_prefetch((const char*)(W + int64_t(n + i) * K + k + 256), _MM_HINT_T0); }
+    _Pragma("GCC unroll 8") for (int i = 0; i < RW; i++) { w[i] = _mm512_loadu_ps(W + int64_t(n + i) * K + k); if (pf) _mm_prefetch((const char*)(W + int64_t(n + i) * K + k + PFD), _MM_HINT_T0); }
     _Pragma("GCC unroll 8") for (int j = 0; j < RX; j++) {
       const __m512 a = _mm512_loadu_ps(x + int64_t(m0 + j) * ldx + k);
       _Pragma("GCC unroll 8") for (int i = 0; i < RW; i++) s[i][j] = _mm512_fmadd_ps(a, w[i], s[i][j]);
@@ -50,7 +51,7 @@ AVX512 void vb(const float* x, int M, const float* W, int K, float* y, int N, in
   for (int n = n0; n + RW <= n1; n += RW) for (int m0 = 0; m0 < M; m0 += RX) tile<RW, RX>(x, K, W, K, y, N, n, m0, pf);
 }
 int main(int argc, char** argv) {
-  int N = atoi(argv[1]), K = atoi(argv[2]), M = atoi(argv[3]), T = atoi(argv[4]);
+  int N = atoi(argv[1]), K = atoi(argv[2]), M = atoi(argv[3]), T = atoi(argv[4]); if (argc > 5) PFD = atoi(argv[5]);
   std::vector<float> W(size_t(N) * K), x(size_t(M) * K), y(size_t(M) * N), ref(size_t(M) * N);
   for (auto& v : W) v = (rand() / float(RAND_MAX)) - 0.5f;
   for (auto& v : x) v = (rand() / float(RAND_MAX)) - 0.5f;
