@@ -52,6 +52,7 @@ AVX512 void vb(const float* x, int M, const float* W, int K, float* y, int N, in
 }
 int main(int argc, char** argv) {
   int N = atoi(argv[1]), K = atoi(argv[2]), M = atoi(argv[3]), T = atoi(argv[4]); if (argc > 5) PFD = atoi(argv[5]);
+  if (M % 4) { fprintf(stderr, "rows must be a multiple of 4 (the tiles are 4 rows of x)\n"); return 1; }
   std::vector<float> W(size_t(N) * K), x(size_t(M) * K), y(size_t(M) * N), ref(size_t(M) * N);
   for (auto& v : W) v = (rand() / float(RAND_MAX)) - 0.5f;
   for (auto& v : x) v = (rand() / float(RAND_MAX)) - 0.5f;
