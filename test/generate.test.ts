@@ -361,3 +361,25 @@ test('forwardWithCache lastOnly: the last row of the full logits, for GPT and a 
     cache.dispose();
   }
 });
+
+test('the cpu backend reads each step\'s logits into one reused row (readInto): the same tokens as fresh reads; bad ranges refused', async () => {
+  const cpu = await getBackend('cpu');
+  assert.ok(cpu.readInto, 'the cpu backend has readInto');
+  const m = new GPT({ ...SMALL, pos_encoding: 'learned' }, { backend: cpu, seed: 3 });
+  const opts: GenerateOptions = { maxNewTokens: 12, temperature: 0.9, topK: 5, seed: 11, backend: cpu };
+  const reused = generate(m, [1, 2, 3], opts).tokens;
+  const readInto = cpu.readInto;
+  (cpu as { readInto?: unknown }).readInto = undefined; // every step through data()
+  try {
+    assert.deepEqual(generate(m, [1, 2, 3], opts).tokens, reused);
+  } finally {
+    (cpu as { readInto?: unknown }).readInto = readInto;
+  }
+  const t = tensor(Float32Array.from([1, 2, 3, 4, 5]), { backend: cpu });
+  const dst = new Float32Array(3);
+  cpu.readInto!(t.storage, 2, dst);
+  assert.deepEqual([...dst], [3, 4, 5]);
+  assert.throws(() => cpu.readInto!(t.storage, 3, dst), /readInto: 3 elements at offset 3 are outside a storage of 5/);
+  t.dispose();
+  m.dispose();
+});

@@ -294,6 +294,10 @@ export interface Backend {
   upload(data: ArrayLike<number>, dtype: DType): Storage;
   /** A fresh contiguous copy of the elements described by layout (all of s when omitted). */
   read(s: Storage, layout?: Layout): TypedArray;
+  /** Elements [offset, offset + dst.length) of a float32 storage into dst, an array the caller
+   *  reuses (a decode loop's logits row): no fresh array, whose first touch of each page costs
+   *  more than the copy on some machines. Backends without it: read(). */
+  readInto?(s: Storage, offset: number, dst: Float32Array): void;
   free(s: Storage): void;
   /** Overwrite elements [offset, offset + data.length) of s. */
   write(s: Storage, data: ArrayLike<number>, offset: number): void;

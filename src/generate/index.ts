@@ -156,6 +156,7 @@ function* steps(model: LanguageModel, promptIds: readonly number[], opts: Genera
   model.train(false);
 
   // The last position's logits as a plain row; every tensor of the step is freed by tidy.
+  let rowBuf = new Float32Array(0);
   const nextLogits = (): Float32Array =>
     tidy(() =>
       noGrad(() => {
@@ -175,7 +176,13 @@ function* steps(model: LanguageModel, promptIds: readonly number[], opts: Genera
           logits = model.forward(ids(feed, backend)).logits;
           logits = slice(logits, 1, feed.length - 1, feed.length);
         }
-        const row = logits.data(); // (1, 1, V): one read per step
+        // (1, 1, V): one read per step, into one reused row where the backend can
+        if (backend.readInto && logits.dtype === 'float32' && logits.isContiguous()) {
+          if (rowBuf.length !== logits.size) rowBuf = new Float32Array(logits.size);
+          backend.readInto(logits.storage, logits.offset, rowBuf);
+          return rowBuf;
+        }
+        const row = logits.data();
         return row instanceof Float32Array ? row : Float32Array.from(row);
       }),
     );
