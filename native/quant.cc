@@ -425,19 +425,29 @@ void pick(DotFn& dot, DequantFn& deq) {
   }
 }
 
-/** Decode: rows [n0, n1) of out for all M rows of x, bias added, activation left to the caller. */
-void direct_rows(const QuantMatmulArgs& a, DotFn dot, const float* xsum, int64_t n0, int64_t n1) {
-  float sums[MAX_ROWS];
-  for (int64_t n = n0; n < n1; n++) {
-    const WRow w = row_of(a, n);
-    const float scale = a.format == QUANT_INT8 ? w.s[0] : 1.0f;
-    const float b = a.bias ? a.bias[n] : 0.0f;
-    for (int64_t m0 = 0; m0 < a.M; m0 += MAX_ROWS) {
-      const int R = int(std::min<int64_t>(MAX_ROWS, a.M - m0));
-      dot(a.format, w, a.x + m0 * a.K, xsum ? xsum + m0 * (a.K / 32) : nullptr, a.K, R, sums);
-      for (int r = 0; r < R; r++) a.out[(m0 + r) * a.N + n] = sums[r] * scale + b;
+/** Decode: out for all M rows of x, weight rows shared among the threads in whole 16-row runs (so
+ *  neighbouring threads do not write the same cache lines), bias and activation added.
+ *  dot(w, m0, R, sums) gives the R <= MAX_ROWS dot products of x rows m0.. with weight row w. */
+template <class Dot>
+void direct(const QuantMatmulArgs& a, int threads, Dot dot) {
+  const int64_t work = a.M * a.N * a.K;
+  const int nt = int(std::max<int64_t>(1, std::min<int64_t>(work < (1 << 16) ? 1 : threads, a.N)));
+  parallel(nt, [&](int tid, int k) {
+    const int64_t runs = (a.N + 15) / 16;
+    const int64_t n0 = std::min(a.N, runs * tid / k * 16), n1 = std::min(a.N, runs * (tid + 1) / k * 16);
+    float sums[MAX_ROWS];
+    for (int64_t n = n0; n < n1; n++) {
+      const WRow w = row_of(a, n);
+      const float scale = a.format == QUANT_INT8 ? w.s[0] : 1.0f;
+      const float b = a.bias ? a.bias[n] : 0.0f;
+      for (int64_t m0 = 0; m0 < a.M; m0 += MAX_ROWS) {
+        const int R = int(std::min<int64_t>(MAX_ROWS, a.M - m0));
+        dot(w, m0, R, sums);
+        for (int r = 0; r < R; r++) a.out[(m0 + r) * a.N + n] = sums[r] * scale + b;
+      }
     }
-  }
+  });
+  if (a.act != ACT_NONE) apply_activation(a.out, a.M * a.N, a.act, threads);
 }
 
 }  // namespace
@@ -452,28 +462,13 @@ void quant_matmul(const QuantMatmulArgs& a, int threads) {
   DotFn dot;
   DequantFn deq;
   pick(dot, deq);
-  const int64_t work = a.M * a.N * a.K;
-  if (a.M <= DIRECT_MAX_M && g_int8_activations && a.format != QUANT_INT8 && a.K % 64 == 0 && int(current_isa()) >= int(Isa::avx512) && cpu_has_vnni()) {
+  // g_int8_activations is only ever on where the processor has VNNI; the kernel set may be capped below it.
+  if (a.M <= DIRECT_MAX_M && g_int8_activations && a.format != QUANT_INT8 && a.K % 64 == 0 && int(current_isa()) >= int(Isa::avx512)) {
     thread_local std::vector<QuantRow> rows;
     rows.resize(size_t(a.M));
     for (int64_t m = 0; m < a.M; m++) quantize_row(a.x + m * a.K, a.K, rows[size_t(m)]);
     const QuantRow* xr = rows.data();
-    const int nt = int(std::max<int64_t>(1, std::min<int64_t>(work < (1 << 16) ? 1 : threads, a.N)));
-    parallel(nt, [&](int tid, int k) {
-      const int64_t runs = (a.N + 15) / 16;
-      const int64_t n0 = std::min(a.N, runs * tid / k * 16), n1 = std::min(a.N, runs * (tid + 1) / k * 16);
-      float sums[MAX_ROWS];
-      for (int64_t n = n0; n < n1; n++) {
-        const WRow w = row_of(a, n);
-        const float b = a.bias ? a.bias[n] : 0.0f;
-        for (int64_t m0 = 0; m0 < a.M; m0 += MAX_ROWS) {
-          const int R = int(std::min<int64_t>(MAX_ROWS, a.M - m0));
-          dot_vnni(w, xr + m0, a.K, R, sums);
-          for (int r = 0; r < R; r++) a.out[(m0 + r) * a.N + n] = sums[r] + b;
-        }
-      }
-    });
-    if (a.act != ACT_NONE) apply_activation(a.out, a.M * a.N, a.act, threads);
+    direct(a, threads, [&](const WRow& w, int64_t m0, int R, float* sums) { dot_vnni(w, xr + m0, a.K, R, sums); });
     return;
   }
   if (a.M <= DIRECT_MAX_M) {
@@ -491,13 +486,8 @@ void quant_matmul(const QuantMatmulArgs& a, int threads) {
           for (int j = 0; j < 32; j++) t += a.x[m * a.K + g * 32 + j];
           xsum[m * (a.K / 32) + g] = t;
         }
-    const int nt = int(std::max<int64_t>(1, std::min<int64_t>(work < (1 << 16) ? 1 : threads, a.N)));
-    parallel(nt, [&](int tid, int k) {
-      // Shares of whole 16-row runs, so neighbouring threads do not write the same cache lines.
-      const int64_t runs = (a.N + 15) / 16;
-      direct_rows(a, dot, sums ? xsum : nullptr, std::min(a.N, runs * tid / k * 16), std::min(a.N, runs * (tid + 1) / k * 16));
-    });
-    if (a.act != ACT_NONE) apply_activation(a.out, a.M * a.N, a.act, threads);
+    const float* xs = sums ? xsum : nullptr;
+    direct(a, threads, [&](const WRow& w, int64_t m0, int R, float* out) { dot(a.format, w, a.x + m0 * a.K, xs ? xs + m0 * (a.K / 32) : nullptr, a.K, R, out); });
     return;
   }
   // Prefill: panels of NB weight rows widened to float32, gemm per panel. 128 rows measured best
