@@ -172,6 +172,71 @@ INLINE void forward_block(const AttnArgs& p, int bh, int i0) {
   }
 }
 
+/**
+ * One query row against its keys (a decode step, Tq = 1): the scores are direct dot products over
+ * the visible keys, without the 64 x 64 tiles' packing, which costs more than the work at one row.
+ */
+INLINE void forward_row(const AttnArgs& p, int bh) {
+  thread_local Scratch scratch;
+  const int D = p.D, b = bh / p.H;
+  const int j0 = key_begin(p, 0), j1 = key_end(p, 1);
+  float* acc = scratch.get(size_t(D) + std::max(0, j1 - j0));
+  float* s = acc + D;
+  const float* q = head_of(p.q, p.qv, bh, p.H);
+  const float* k = head_of(p.k, p.kv, kv_head(p, bh), p.Hkv);
+  const float* v = head_of(p.v, p.vv, kv_head(p, bh), p.Hkv);
+  // The cache comes from memory (the weights' matmuls have just streamed through the caches),
+  // and a head's rows are too short a run for the hardware prefetcher to ramp up: fetch the key
+  // rows a few ahead, and the value rows that the second loop will read.
+  constexpr int PF = 6;
+  const int64_t kb = int64_t(D) * 4;  // bytes of a row
+  auto fetch = [&](const float* base, int64_t stride, int j) {
+    const char* r = reinterpret_cast<const char*>(base + int64_t(j) * stride);
+    for (int64_t o = 0; o < kb; o += 64) __builtin_prefetch(r + o, 0, 3);
+  };
+  for (int j = j0; j < std::min(j1, j0 + PF); j++) fetch(k, p.kv.t_, j);
+  float mx = NEG_INF;
+  for (int j = j0; j < j1; j++) {
+    if (j + PF < j1) fetch(k, p.kv.t_, j + PF);
+    fetch(v, p.vv.t_, j);
+    float sc = NEG_INF;
+    if (visible(p, b, 0, j)) {
+      const float* kr = k + int64_t(j) * p.kv.t_;
+      // 16 partial sums the compiler keeps in one vector register (an `omp simd` reduction
+      // came out scalar here)
+      float part[16] = {};
+      int c = 0;
+      for (; c + 16 <= D; c += 16)
+        for (int u = 0; u < 16; u++) part[u] += q[c + u] * kr[c + u];
+      float dot = 0.f;
+      for (int u = 0; u < 16; u++) dot += part[u];
+      for (; c < D; c++) dot += q[c] * kr[c];
+      sc = dot * p.scale;
+    }
+    s[j - j0] = sc;
+    mx = std::max(mx, sc);
+  }
+  float* out = const_cast<float*>(head_of(p.out, p.ov, bh, p.H));
+  float* lse = p.lse + bh;
+  if (mx == NEG_INF) {  // no visible key: zero output, lse -inf (as the tiled path)
+    for (int c = 0; c < D; c++) out[c] = 0.f;
+    *lse = NEG_INF;
+    return;
+  }
+  float sum = 0.f;
+  for (int c = 0; c < D; c++) acc[c] = 0.f;
+  for (int j = j0; j < j1; j++) {
+    const float w = vexp(s[j - j0] - mx);
+    if (w == 0.f) continue;
+    sum += w;
+    const float* vr = v + int64_t(j) * p.vv.t_;
+    for (int c = 0; c < D; c++) acc[c] += w * vr[c];
+  }
+  const float inv = 1.f / sum;
+  for (int c = 0; c < D; c++) out[c] = acc[c] * inv;
+  *lse = mx + std::log(sum);
+}
+
 /** s becomes P = exp(s - lse), and ds = scale P (dP - delta) with dP = dO V^T (bq x bk each). */
 INLINE void probs_and_ds(const AttnArgs& p, int bh, int i0, int bq, int j0, int bk, const float* go, const float* v, const float* delta, float* s, float* ds) {
   const int D = p.D;
@@ -255,12 +320,14 @@ INLINE void deltas(const AttnArgs& p, int row0, int row1, float* delta) {
 
 struct Set {
   void (*fwd)(const AttnArgs&, int, int);
+  void (*row)(const AttnArgs&, int);
   void (*bkv)(const AttnArgs&, int, int, const float*);
   void (*bq)(const AttnArgs&, int, int, const float*);
 };
 
 #define DEFINE_SET(NAME, TARGET)                                                                                  \
   TARGET void fwd_##NAME(const AttnArgs& p, int bh, int i0) { forward_block(p, bh, i0); }                        \
+  TARGET void row_##NAME(const AttnArgs& p, int bh) { forward_row(p, bh); }                                        \
   TARGET void bkv_##NAME(const AttnArgs& p, int bh, int j0, const float* dl) { backward_kv_block(p, bh, j0, dl); } \
   TARGET void bq_##NAME(const AttnArgs& p, int bh, int i0, const float* dl) { backward_q_block(p, bh, i0, dl); }
 
@@ -268,7 +335,7 @@ DEFINE_SET(portable, )
 DEFINE_SET(avx2, __attribute__((target("avx2,fma"))))
 DEFINE_SET(avx512, __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))))
 
-const Set SETS[3] = {{fwd_portable, bkv_portable, bq_portable}, {fwd_avx2, bkv_avx2, bq_avx2}, {fwd_avx512, bkv_avx512, bq_avx512}};
+const Set SETS[3] = {{fwd_portable, row_portable, bkv_portable, bq_portable}, {fwd_avx2, row_avx2, bkv_avx2, bq_avx2}, {fwd_avx512, row_avx512, bkv_avx512, bq_avx512}};
 
 /** Runs task(item) for item in [0, n) over the pool, in contiguous shares. */
 template <class F>
@@ -284,6 +351,7 @@ void for_items(int n, int threads, F task) {
 void attention_forward(const AttnArgs& p, int threads) {
   const Set& set = SETS[std::min(int(current_isa()), int(Isa::avx512))];
   const int BHn = p.B * p.H, qb = (p.Tq + BQ - 1) / BQ;
+  if (p.Tq == 1) return for_items(BHn, threads, [&](int bh) { set.row(p, bh); });
   for_items(BHn * qb, threads, [&](int item) { set.fwd(p, item / qb, (item % qb) * BQ); });
 }
 

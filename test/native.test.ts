@@ -109,6 +109,11 @@ async function compareWithRef(): Promise<{ worst: number; cases: number; kernels
     { B: 1, H: 2, Tq: 200, Tk: 200, D: 16, opts: { causal: true, sparsity: { kind: 'window', window: 70 } } },
     { B: 1, H: 1, Tq: 130, Tk: 130, D: 8, opts: { causal: true, sparsity: { kind: 'fixed', block: 32, summary: 4 } } },
     { B: 1, H: 1, Tq: 1, Tk: 1, D: 4, opts: { causal: true } },
+    // one query row (a decode step) takes the direct path: padding, grouped heads, strides, a
+    // head size that is not a multiple of 16, a window
+    { B: 3, H: 4, Hkv: 2, Tq: 1, Tk: 90, D: 64, opts: { causal: true }, pad: true, perm: true },
+    { B: 2, H: 3, Tq: 1, Tk: 50, D: 33, opts: { causal: false }, pad: true },
+    { B: 2, H: 2, Tq: 1, Tk: 77, D: 16, opts: { causal: true, sparsity: { kind: 'window', window: 20 } } },
   ];
   for (const c of cases2) {
     const mk = (T: number, H = c.H) => randn(c.perm ? [c.B, T, H, c.D] : [c.B, H, T, c.D], { generator: g, backend: ref, requiresGrad: true });
