@@ -229,18 +229,18 @@ export function pooledDecodeAttention(q: Tensor, k: Tensor, v: Tensor, pool: KVP
   const Tk = mask.shape[1]!;
   const K = pool.k[layer]!;
   const V = pool.v[layer]!;
-  noGrad(() => {
+  // Row i's (1, Hkv, 1, D) goes to slot i at position lengths[i]: layouts of the two views, built
+  // directly (a tensor per view costs more than the copy of 2 x Hkv x D floats at 8 rows).
+  for (const [src, buf] of [[k, K], [v, V]] as const) {
+    const sl = src.layout;
+    const bl = buf.layout;
+    const shape = [1, sl.shape[1]!, 1, sl.shape[3]!];
     for (let i = 0; i < B; i++) {
-      const at = pool.lengths[i]!;
-      for (const [src, buf] of [[k, K], [v, V]] as const) {
-        const s = slice(src, 0, i, i + 1);
-        const d = slice(slice(buf, 0, i, i + 1), 2, at, at + 1);
-        src.backend.copyInto(s.storage, s.layout, d.storage, d.layout);
-        s.dispose();
-        d.dispose();
-      }
+      const from = { shape, strides: sl.strides, offset: sl.offset + i * sl.strides[0]! };
+      const to = { shape, strides: bl.strides, offset: bl.offset + i * bl.strides[0]! + pool.lengths[i]! * bl.strides[2]! };
+      src.backend.copyInto(src.storage, from, buf.storage, to);
     }
-  });
+  }
   const keys = slice(slice(K, 0, 0, B), 2, 0, Tk);
   const values = slice(slice(V, 0, 0, B), 2, 0, Tk);
   return scaledDotProductAttention(q, keys, values, { keyMask: mask }); // (B, H, 1, D)
