@@ -3,7 +3,8 @@
 // tokenizer), c workers at a time for c = 1, 4, 8, 16, each level bounded in requests and in time.
 // Reports aggregate generated tokens/s, p50/p99 time to first token, mean decode batch, and the
 // server's resident memory before and after.
-//   node dist/bench/serve.js [--levels 1,4,8,16] [--seconds 25] [--max-tokens 32] [--small] [--raw] [--profile DIR] [--json] [--out FILE]
+//   node dist/bench/serve.js [--levels 1,4,8,16] [--seconds 25] [--per-stream 8] [--max-tokens 32] [--small] [--raw] [--profile DIR] [--json] [--out FILE]
+// --per-stream N: each level runs at most N x c requests (default 8).
 // --small: a 4-layer, 256-wide GPT (for a quick look). The server side is `--server` of this file.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -56,6 +57,7 @@ async function metricsOf(url: string): Promise<Record<string, number>> {
 const levels = opt('levels', '1,4,8,16').split(',').map(Number);
 const seconds = Number(opt('seconds', '25'));
 const maxTokens = Number(opt('max-tokens', '32'));
+const perStream = Number(opt('per-stream', '8'));
 const script = fileURLToPath(import.meta.url);
 const profile = cli.args.get('profile'); // --profile DIR: the server runs under --cpu-prof
 const child = spawn(process.execPath, [...(typeof profile === 'string' ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []), script, '--server', ...(flag('small') ? ['--small'] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -111,7 +113,7 @@ async function one(i: number): Promise<{ ttft: number; tokens: number }> {
   return { ttft, tokens };
 }
 
-log(`attn serve load (${flag('raw') ? 'bare node:http client' : 'openai client'}): ${flag('small') ? 'small GPT' : 'GPT-2 124M shape'}, random weights, max_tokens ${maxTokens}, ${seconds} s or ${'8 × c'} requests per level`);
+log(`attn serve load (${flag('raw') ? 'bare node:http client' : 'openai client'}): ${flag('small') ? 'small GPT' : 'GPT-2 124M shape'}, random weights, max_tokens ${maxTokens}, ${seconds} s or ${perStream} × c requests per level`);
 await one(0); // warm-up: V8 and the kernels
 await one(1);
 const rssBefore = rssMiB(pid);
@@ -121,7 +123,7 @@ let n = 100;
 for (const c of levels) {
   const m0 = await metricsOf(url);
   const deadline = performance.now() + seconds * 1000;
-  const limit = 8 * c; // requests per level
+  const limit = perStream * c; // requests per level
   let started = 0;
   const ttfts: number[] = [];
   let tokens = 0;

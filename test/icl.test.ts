@@ -102,6 +102,10 @@ test('regression baselines on hand-checked cases', () => {
   const n2 = x0.reduce((s, v) => s + v * v, 0);
   Array.from(leastSquaresWeights(xs, ys, 1, d)).forEach((v, a) => close(v, (ys[0]! * x0[a]!) / n2, 1e-9, `min-norm w[${a}]`));
   assert.deepEqual(Array.from(leastSquaresWeights(xs, ys, 0, d)), [0, 0, 0]);
+  // Rank-deficient prompts get the minimum-norm solution too: a repeated example (k < d), and
+  // k ≥ d examples on one line (the Gram matrix is singular either way).
+  Array.from(leastSquaresWeights([1, 2, 0, 1, 2, 0], [5, 5], 2, 3)).forEach((v, a) => close(v, [1, 2, 0][a]!, 1e-7, `repeated example w[${a}]`));
+  Array.from(leastSquaresWeights([1, 1, 2, 2, 3, 3], [2, 4, 6], 3, 2)).forEach((v, a) => close(v, 1, 1e-7, `examples on a line w[${a}]`));
   // Averaging: (1/k) Σ y_i x_i, by hand for k = 2.
   Array.from(averagingWeights(xs, ys, 2, d)).forEach((v, a) => close(v, (ys[0]! * xs[a]! + ys[1]! * xs[d + a]!) / 2, 1e-12));
   // 3-NN on the line: examples at 0, 1, 2, 10 with y = x; the query 1.2 averages 1, 2 and 0.

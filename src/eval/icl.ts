@@ -183,15 +183,25 @@ export function leastSquaresWeights(xs: ArrayLike<number>, ys: ArrayLike<number>
     const sol = solve(G, r, d);
     if (sol) return sol;
   }
-  // Rank-deficient or k < d: the minimum-norm solution through the k × k Gram matrix of the examples.
-  const m = Math.min(k, d);
+  // Rank-deficient or k < d: the minimum-norm solution through the k × k Gram matrix K of the
+  // examples. When K is singular too (repeated or dependent examples), the ridge solution
+  // Xᵀ(K + λI)⁻¹y with λ a 1e-10 share of K's mean diagonal: it tends to the minimum-norm solution
+  // as λ → 0 and differs from it by O(λ) here.
   const K = new Float64Array(k * k);
+  let trace = 0;
   for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) {
     let s = 0;
     for (let a = 0; a < d; a++) s += xs[i * d + a]! * xs[j * d + a]!;
-    K[i * k + j] = s + (k > m ? 1e-10 : 0);
+    K[i * k + j] = s;
+    if (i === j) trace += s;
   }
-  const alpha = solve(K, Float64Array.from({ length: k }, (_, i) => ys[i]!), k) ?? new Float64Array(k);
+  const y = Float64Array.from({ length: k }, (_, i) => ys[i]!);
+  let alpha = k < d ? solve(Float64Array.from(K), y, k) : null;
+  if (!alpha) {
+    const lambda = 1e-10 * Math.max(trace / k, Number.MIN_VALUE);
+    for (let i = 0; i < k; i++) K[i * k + i]! += lambda;
+    alpha = solve(K, y, k) ?? new Float64Array(k);
+  }
   for (let i = 0; i < k; i++) for (let a = 0; a < d; a++) w[a]! += alpha[i]! * xs[i * d + a]!;
   return w;
 }
