@@ -74,6 +74,9 @@ export interface TaskContext {
   /** out_dir/last when resuming (weights to load into the model the task builds). */
   resume: LoadedCheckpoint | null;
   say(text: string): void;
+  /** The parallel strategy draws or loads the model's weights itself, keeping only its part
+   *  (tensor parallel): a task that can builds its model inside buildDeferred (src/nn/deferred.ts). */
+  deferWeights?: boolean;
 }
 
 export interface Task<B = unknown> extends TaskDefaults {
@@ -164,6 +167,8 @@ export interface ParallelStrategy {
   optimizerState?(opt: AdamW): { m: Float32Array; v: Float32Array }[];
   /** A resumed checkpoint's moments per parameter (instead of writing them into the optimizer's tensors). */
   loadOptimizerState?(opt: AdamW, state: { m: ArrayLike<number>; v: ArrayLike<number> }[]): void;
+  /** Whether the task should build its model deferred (TaskContext.deferWeights): attach() then gives the weights their values. */
+  readonly defersWeights?: boolean;
   /** Once the task's model and parameters exist (before any update). */
   attach?(model: Module, params: readonly Tensor[]): void;
   /** Before an evaluation (a collective): e.g. every stage's weights to every rank. */
@@ -338,7 +343,7 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
     cfg = { ...cfg, ...Object.fromEntries(arch.map((k) => [k, saved[k]])) };
   }
   await mkdir(outDir, { recursive: true });
-  const run = await task.open(cfg, { backend, resume: ckpt, say });
+  const run = await task.open(cfg, { backend, resume: ckpt, say, ...(opts.parallel?.defersWeights ? { deferWeights: true } : {}) });
   // A length known only from the data (epochs): the decay follows it unless given.
   if (run.maxIters !== undefined) cfg = { ...cfg, max_iters: run.maxIters, ...(input['lr_decay_iters'] === undefined ? { lr_decay_iters: run.maxIters } : {}) };
   const params = run.params ?? run.model.parameters().filter((p) => p.requiresGrad);

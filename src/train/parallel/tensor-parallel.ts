@@ -38,6 +38,7 @@ import { scaleGrads, TrainingDivergedError, type LossSource, type ParallelStrate
 import { AdamW } from '../optim.js';
 import { allFinite, dpShare, nonFiniteOrigin, type DpGroup, type Fault, type MpiBinding } from './mpi.js';
 import { GradientBuckets } from './buckets.js';
+import { isDeferred, materializeDeferred, readDeferred, settleDeferred } from '../../nn/deferred.js';
 
 /** What the lm task's batches hold (src/tasks/lm.ts). */
 export interface TokenBatch {
@@ -126,8 +127,53 @@ export function tpAllReduceFloats(L: number, B: number, T: number, C: number, m:
   return m * ((4 * L + 2) * B * T * C + 5 * B * T);
 }
 
+/**
+ * The part of a deferred weight (src/nn/deferred.ts) that `spec` names, read from its value
+ * stream chunk by chunk: the whole weight is never held (only the stream's chunk).
+ */
+export function drawShard(p: Tensor, spec: ShardSpec): Floats {
+  const rows = p.shape[0]!;
+  const cols = p.shape[1] ?? 1;
+  const width = spec.ranges.reduce((a, [lo, hi]) => a + hi - lo, 0);
+  const out = floatsOf(p.dtype, spec.axis === 0 ? width * cols : rows * width);
+  // Where each range starts in a shard row (axis 1) or in the shard (axis 0).
+  const bases: number[] = [];
+  let w = 0;
+  for (const [lo, hi] of spec.ranges) {
+    bases.push(spec.axis === 0 ? w * cols : w);
+    w += hi - lo;
+  }
+  const end = spec.axis === 0 ? Math.max(...spec.ranges.map(([, hi]) => hi)) * cols : rows * cols;
+  readDeferred(p, (start, v) => {
+    const stop = start + v.length;
+    if (spec.axis === 0) {
+      spec.ranges.forEach(([lo, hi], k) => {
+        const a = Math.max(start, lo * cols);
+        const b = Math.min(stop, hi * cols);
+        for (let i = a; i < b; i++) out[bases[k]! + i - lo * cols] = v[i - start]!;
+      });
+      return;
+    }
+    for (let r = Math.floor(start / cols); r * cols < stop; r++) {
+      spec.ranges.forEach(([lo, hi], k) => {
+        const a = Math.max(start, r * cols + lo);
+        const b = Math.min(stop, r * cols + hi);
+        for (let i = a; i < b; i++) out[r * width + bases[k]! + i - r * cols - lo] = v[i - start]!;
+      });
+    }
+  }, end);
+  return out;
+}
+
+/** The process's resident-memory high-water mark so far, MiB (Node's maxRSS). */
+function peakRssMiB(): number {
+  return Math.round(process.resourceUsage().maxRSS / 102.4) / 10;
+}
+
 export class TensorParallel implements ParallelStrategy {
   readonly writer: boolean;
+  /** The lm task builds the model deferred: attach() draws or loads only this rank's shards. */
+  readonly defersWeights = true;
   private gpt: GPT | null = null;
   /** Sharded parameter → its spec and the shard tensor this rank trains. */
   private shards = new Map<Tensor, { spec: ShardSpec; shard: Tensor }>();
@@ -142,7 +188,7 @@ export class TensorParallel implements ParallelStrategy {
   private floats = 0;
   private calls = 0;
   /** Parameter floats: the whole model's, and what this rank holds (its shards and the replicated ones). */
-  private paramFloats = { whole: 0, held: 0 };
+  private paramFloats = { whole: 0, held: 0, peak: 0 };
   /** The writer's whole weights, given values for a checkpoint (released again after it). */
   private materialized = false;
   /** Index of the first all-reduce of the update this rank fed a non-finite value (-1: none). */
@@ -232,20 +278,43 @@ export class TensorParallel implements ParallelStrategy {
     for (const p of specs.keys()) if (!trainable.has(p)) throw new Error(`--parallel tp=${t}: parameter ${p.name ?? '?'} is frozen; tp trains whole models only`);
     let whole = 0;
     for (const p of params) whole += p.size;
+    // Parameter floats this rank holds as attach goes (the model's storages, then its shards):
+    // their high-water mark is what building the model cost this rank.
+    let now = 0;
+    for (const p of params) now += p.storage.size;
+    let peak = now;
+    const grow = (n: number): void => {
+      now += n;
+      peak = Math.max(peak, now);
+    };
     for (const [p, spec] of specs) {
-      const data = extractShard(p.data(), p.shape, spec, p.dtype);
+      // A deferred weight (the lm task built the model deferred) is read as a stream and only
+      // this rank's rows or columns are kept; a model built whole is cut (and released) instead.
+      const deferred = isDeferred(p);
+      const data = deferred ? drawShard(p, spec) : extractShard(p.data(), p.shape, spec, p.dtype);
       const shard = tensor(data, { shape: shardShape(p.shape, spec), backend: p.backend, dtype: p.dtype }).keep();
+      grow(shard.size);
       shard.requiresGrad = true;
       shard.name = `${p.name ?? '?'} (tp shard ${this.rank} of ${t})`;
       this.shards.set(p, { spec, shard });
       this.shardTensors.add(shard);
       // The shard is what trains and what the forward reads: the whole tensor keeps its shape
       // and no memory, and gets its values back only while the writer saves a checkpoint.
-      release(p);
+      if (deferred) settleDeferred(p);
+      else {
+        grow(-p.storage.size);
+        release(p);
+      }
+    }
+    // The replicated parameters built deferred get their whole values.
+    for (const p of model.parameters()) {
+      if (!isDeferred(p)) continue;
+      materializeDeferred(p);
+      grow(p.size);
     }
     let held = 0;
     for (const p of params) held += this.shards.get(p)?.shard.size ?? p.size;
-    this.paramFloats = { whole, held };
+    this.paramFloats = { whole, held, peak };
     const sh = (p: Tensor | null | undefined): Tensor | null => (p ? this.shards.get(p)!.shard : null);
     this.wteShard = sh(tr.wte.weight);
     this.headShard = model.lm_head ? sh(model.lm_head.weight) : this.wteShard;
@@ -564,7 +633,7 @@ export class TensorParallel implements ParallelStrategy {
       mine.stepUpdate();
       opt.step = mine.step;
       opt.lr = mine.lr;
-      this.record = { tp_step_ms: round(performance.now() - t0), comm_ms: round(this.commMs), comm_bytes: 4 * this.floats, tp_allreduces: this.calls, tp_param_floats: this.paramFloats.held, ...(dp ? { dp_comm_ms: round(this.dpMs), dp_comm_bytes: this.dpBytes, dp_overlap: dp.overlap ? 1 : 0, last_backward_ms: round(backwardMs) } : {}) };
+      this.record = { tp_step_ms: round(performance.now() - t0), comm_ms: round(this.commMs), comm_bytes: 4 * this.floats, tp_allreduces: this.calls, tp_param_floats: this.paramFloats.held, tp_param_peak_floats: this.paramFloats.peak, rss_peak_mib: peakRssMiB(), ...(dp ? { dp_comm_ms: round(this.dpMs), dp_comm_bytes: this.dpBytes, dp_overlap: dp.overlap ? 1 : 0, last_backward_ms: round(backwardMs) } : {}) };
       return { values, gradNorm: norm };
     } finally {
       mine.zeroGrad();
