@@ -167,6 +167,8 @@ export interface ParallelStrategy {
   optimizerState?(opt: AdamW): { m: Float32Array; v: Float32Array }[];
   /** A resumed checkpoint's moments per parameter (instead of writing them into the optimizer's tensors). */
   loadOptimizerState?(opt: AdamW, state: { m: ArrayLike<number>; v: ArrayLike<number> }[]): void;
+  /** Whether the strategy's own optimizer holds every moment this rank needs: the loop's AdamW then allocates none. */
+  readonly ownMoments?: boolean;
   /** Whether the task should build its model deferred (TaskContext.deferWeights): attach() then gives the weights their values. */
   readonly defersWeights?: boolean;
   /** Once the task's model and parameters exist (before any update). */
@@ -352,7 +354,7 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
   if (par && backend.name === 'webgpu') throw new Error('--parallel trains on the cpu device only');
   par?.attach?.(run.model, params);
   const names = paramNames(run.model, params);
-  const opt = new AdamW(params, { lr: cfg.learning_rate, betas: [cfg.beta1, cfg.beta2], eps: cfg.eps, weightDecay: cfg.weight_decay });
+  const opt = new AdamW(params, { lr: cfg.learning_rate, betas: [cfg.beta1, cfg.beta2], eps: cfg.eps, weightDecay: cfg.weight_decay, ...(par?.ownMoments ? { moments: false } : {}) });
   const dropout = dropoutGenerators(run.model);
   // DP-SGD (dp_clip > 0): Poisson batches of per-example clipped, noised gradients (src/train/dp.ts).
   let dp: DpRun<B> | null = null;

@@ -174,6 +174,8 @@ export class TensorParallel implements ParallelStrategy {
   readonly writer: boolean;
   /** The lm task builds the model deferred: attach() draws or loads only this rank's shards. */
   readonly defersWeights = true;
+  /** This rank's AdamW holds the moments of its shards and the replicated parameters: the loop's allocates none. */
+  readonly ownMoments = true;
   private gpt: GPT | null = null;
   /** Sharded parameter → its spec and the shard tensor this rank trains. */
   private shards = new Map<Tensor, { spec: ShardSpec; shard: Tensor }>();
