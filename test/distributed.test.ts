@@ -191,6 +191,9 @@ test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 step
   assert.equal(rec[0]!['tp_allreduces'], m * (4 * L + 2 + 2) + 1);
   process.stdout.write(`tp=2: ${want} bytes all-reduced per update in ${rec[0]!['tp_allreduces']} all-reduces (the formula: ${want})\n`);
   for (const r of rec) assert.equal(r['tp_param_floats'], held, `step ${r['step']}: parameter floats rank 0 holds`);
+  // It never held more: the model was built deferred and each split weight drawn as a stream of
+  // which rank 0 kept its rows or columns (the losses above: the same initial values as one process).
+  for (const r of rec) assert.equal(r['tp_param_peak_floats'], held, `step ${r['step']}: rank 0's peak parameter floats`);
   process.stdout.write(`tp=2: rank 0 holds ${held} of the model's ${whole} parameter floats; validation losses ${vTp.map((v) => v.toFixed(6)).join(', ')} (one process: ${vRef.map((v) => v.toFixed(6)).join(', ')})\n`);
   // Checkpoints passed between layouts, each an ordinary one: one process to step 5, dp=2 x pp=2
   // on 4 ranks (two pipelines of two stages) to 10, dp=2 x tp=2 on 4 ranks (two tp groups, each
@@ -222,19 +225,25 @@ test('tp=2 in float64: the loss and every gradient of the whole model, and the g
   process.stdout.write(r.stdout);
 });
 
-test('a NaN on one rank stops both with the rank named; an error on one rank aborts the job with its message', { skip }, () => {
+test('a NaN on one rank stops every rank, rank 0 alone reporting it with the rank named (dp, tp, pp, dp x tp, dp x pp); an error on one rank aborts the job with its message', { skip }, () => {
   const nan = run(2, [...BASE, '--max_iters', '4', '--eval_interval', '2', '--out', 'nan', '--parallel', 'dp=2'], { ATTN_FAULT: 'nan@1:3' });
   assert.notEqual(nan.code, 0, nan.out);
   assert.match(nan.out, /training diverged at step 3: the training loss on rank 1 is NaN; the checkpoint in \S+ \(step 2\) is untouched/);
+  const once = (out: string, what: string): void => assert.equal(out.match(/training diverged/g)?.length, 1, `${what}: rank 0 alone reports the divergence\n${out}`);
+  once(nan.out, 'dp=2');
   const thrown = run(2, [...BASE, '--max_iters', '4', '--eval_interval', '2', '--out', 'throw', '--parallel', 'dp=2'], { ATTN_FAULT: 'throw@1:1' });
   assert.notEqual(thrown.code, 0, thrown.out);
   assert.match(thrown.out, /rank 1 of 2: injected fault \(ATTN_FAULT\) at step 1; stopping every rank/);
   // Under tp and pp every rank sees the NaN too (the loss is all-reduced, or broadcast from the
   // last stage), and each names the rank whose own output went non-finite first.
-  for (const [parallel, what] of [['tp=2', 'partial sums'], ['pp=2', 'activations']] as const) {
-    const r = run(2, [...BASE, '--max_iters', '4', '--eval_interval', '2', '--out', `nan-${parallel.replace('=', '')}`, '--parallel', parallel], { ATTN_FAULT: 'nan@1:3' });
+  // With dp x tp and dp x pp (4 ranks) the NaN comes from rank 3, in the other data-parallel
+  // group than rank 0's: the groups merge their findings, so rank 0 names it too.
+  const layouts = [['tp=2', 'partial sums', 2, 1], ['pp=2', 'activations', 2, 1], ['dp=2,tp=2', 'partial sums', 4, 3], ['dp=2,pp=2', 'activations', 4, 3]] as const;
+  for (const [parallel, what, np, rank] of layouts) {
+    const r = run(np, [...BASE, '--max_iters', '4', '--eval_interval', '2', '--out', `nan-${parallel.replace(/[=,]/g, '')}`, '--parallel', parallel], { ATTN_FAULT: `nan@${rank}:3` });
     assert.notEqual(r.code, 0, r.out);
-    assert.match(r.out, new RegExp(`training diverged at step 3: the training loss \\(the first non-finite ${what} came from rank 1\\) is NaN; the checkpoint in \\S+ \\(step 2\\) is untouched`));
+    assert.match(r.out, new RegExp(`training diverged at step 3: the training loss \\(the first non-finite ${what} came from rank ${rank}\\) is NaN; the checkpoint in \\S+ \\(step 2\\) is untouched`));
+    once(r.out, parallel);
     assert.doesNotMatch(r.out, /MPI_ABORT/, 'a NaN stops the ranks by themselves');
     process.stdout.write(`${parallel}: ${/training diverged[^\n]*/.exec(r.out)![0]}\n`);
   }

@@ -623,7 +623,7 @@ export class TensorParallel implements ParallelStrategy {
       const values = [lossSum, ...(src.parts ?? []).map(() => lossSum)];
       if (!Number.isFinite(lossSum)) {
         // Every rank of the group sees it (the loss was all-reduced): which one fed it in first.
-        const from = nonFiniteOrigin(this.mpi, this.rank, this.size, this.firstNonFinite, (r) => this.worldRank(r));
+        const from = nonFiniteOrigin(this.mpi, this.rank, this.size, this.firstNonFinite, (r) => this.worldRank(r), this.o.dp);
         throw new TrainingDivergedError(step, from.length ? `the training loss (the first non-finite partial sums came from rank ${from.join(', ')})` : 'the training loss', lossSum);
       }
       const norm = this.globalNorm();
