@@ -13,8 +13,7 @@
 //
 // Every rank trains on all of the update's micro-batches and holds only its shards of the split
 // parameters (and the replicated ones): the model's whole tensors keep their shapes on storages
-// of no elements. Its AdamW holds moments for what it holds; the loop's full-size moments are
-// freed at the first update. Evaluation runs the sharded forward (the task's model.forward(x, y)
+// of no elements. Its AdamW holds moments for what it holds. Evaluation runs the sharded forward (the task's model.forward(x, y)
 // is this rank's lossOf). A checkpoint gathers the shards and their moments to tp rank 0
 // (point-to-point), whose model holds the whole weights only while the checkpoint is written, so
 // it is an ordinary attn checkpoint; resuming slices the full weights and moments into shards
@@ -27,9 +26,10 @@
 // micro-batch's backward as plain dp does (buckets.ts). Only the writer's tp group gathers for a
 // checkpoint.
 //
-// Not yet: the model is built whole (from its initialization or a checkpoint) before attach()
-// splits it, so the whole weights exist once at start, and the loop's AdamW allocates full-size
-// moments that live until the first update.
+// The lm task builds the model deferred (defersWeights; src/nn/deferred.ts): its matrices have
+// shapes and no floats, and attach() draws (or takes from the loaded checkpoint) only this rank's
+// rows or columns of each, as a stream, so no rank ever holds a whole split matrix; the loop's
+// AdamW allocates no moments (ownMoments). A model built whole (another path) is cut instead.
 import { add, backward, div, embedding, gelu, linear, mul, noGrad, permute, record, reshape, scaledDotProductAttention, split, sum, swiglu, tensor, tidy, zeros, Tensor } from '../../tensor/index.js';
 import type { Module } from '../../nn/module.js';
 import { GPT, type Block, type GPTOutput } from '../../models/gpt.js';
