@@ -30,7 +30,7 @@
 // shapes and no floats, and attach() draws (or takes from the loaded checkpoint) only this rank's
 // rows or columns of each, as a stream, so no rank ever holds a whole split matrix; the loop's
 // AdamW allocates no moments (ownMoments). A model built whole (another path) is cut instead.
-import { add, backward, div, embedding, gelu, linear, mul, noGrad, permute, record, reshape, scaledDotProductAttention, split, sum, swiglu, tensor, tidy, zeros, Tensor } from '../../tensor/index.js';
+import { add, backward, contiguous, div, embedding, gelu, linear, matmul, matmulPrecision, mul, noGrad, permute, record, relu, reshape, scaledDotProductAttention, split, sum, swiglu, tensor, tidy, transpose, zeros, Tensor } from '../../tensor/index.js';
 import type { Module } from '../../nn/module.js';
 import { GPT, type Block, type GPTOutput } from '../../models/gpt.js';
 import { MLP } from '../../nn/mlp.js';
@@ -408,6 +408,100 @@ export class TensorParallel implements ParallelStrategy {
     return record(out, 'tp_copy', [x], (g) => [this.allreduced(g)]);
   }
 
+  /**
+   * A row-parallel layer's output: each rank's partial sum over its part of the input width,
+   * summed across ranks by g. With ATTN_TP_CHAIN=1 (an experiment on float32 rounding, see
+   * docs/distributed.md) the sum is made in one process's order instead: one process's kernel
+   * runs one FMA chain per output element over the whole width in order, and the ranks' parts
+   * are consecutive pieces of it, so rank r continues rank r−1's chain (the matmul with
+   * accumulate on the partial it receives) and the last rank broadcasts the result, which is
+   * then bitwise one process's; the ranks wait for each other, so the layer runs serially.
+   */
+  private rowParallel(x: Tensor, w: Tensor): Tensor {
+    const partial = linear(x, w, null);
+    if (!CHAIN || this.size === 1) return this.reduceOut(partial);
+    const [N, K] = w.shape as [number, number];
+    const rows = x.size / K;
+    const buf = floatsOf(partial.dtype, partial.size);
+    const t0 = performance.now();
+    if (this.rank === 0) buf.set(partial.data());
+    else {
+      this.mpi.wait(this.mpi.irecv(buf, this.rank - 1, TAG_CHAIN));
+      const out = tensor(buf, { shape: [rows, N], backend: partial.backend, dtype: partial.dtype });
+      noGrad(() => {
+        const x2 = contiguous(reshape(x, [rows, K]));
+        partial.backend.matmul({
+          a: x2.storage, aOffset: x2.offset, aBatchStride: 0, transA: false, lda: K,
+          b: w.storage, bOffset: w.offset, bBatchStride: 0, transB: true, ldb: K,
+          out: out.storage, batch: 1, M: rows, N, K, bias: null, precision: matmulPrecision(), accumulate: true,
+        });
+      });
+      buf.set(out.data());
+      out.dispose();
+    }
+    if (this.firstNonFinite < 0 && !allFinite(buf)) this.firstNonFinite = this.calls;
+    if (this.rank < this.size - 1) this.mpi.wait(this.mpi.isend(buf, this.rank + 1, TAG_CHAIN));
+    this.mpi.bcast(buf, this.size - 1);
+    this.commMs += performance.now() - t0;
+    this.floats += 2 * buf.length * (buf instanceof Float64Array ? 2 : 1);
+    this.calls++;
+    return record(tensor(buf, { shape: [...partial.shape], backend: partial.backend, dtype: partial.dtype }), 'tp_chain', [partial], (g) => [g]);
+  }
+
+  /** f on a column-parallel layer's replicated input; with ATTN_TP_CHAIN=1 the layer's own op (columnLinear) sums the gradient instead. */
+  private fIn(x: Tensor): Tensor {
+    return CHAIN && this.size > 1 ? x : this.copyIn(x);
+  }
+
+  /**
+   * A column-parallel layer x·Wᵀ + b on this rank's rows of W. With ATTN_TP_CHAIN=1 its input
+   * gradient is summed in one process's order (rowParallel's experiment, backward): one process
+   * computes dx = dy·W as one FMA chain per element over all of W's rows in order; `parts` are
+   * this rank's row ranges of its shard in that order (c_attn: its q, k and v rows, which sit
+   * between the other ranks' in one process's W), and the running sum passes rank to rank
+   * through the parts, each rank continuing the chain over its rows; the last broadcasts it.
+   */
+  private columnLinear(x: Tensor, w: Tensor, b: Tensor | null, parts: [number, number][]): Tensor {
+    if (!CHAIN || this.size === 1) return linear(x, w, b);
+    const [Ns, C] = w.shape as [number, number];
+    const rows = x.size / C;
+    const y = noGrad(() => linear(x, w, b));
+    return record(y, 'tp_column_linear', b ? [x, w, b] : [x, w], (g) => {
+      const g2 = contiguous(reshape(g, [rows, Ns]));
+      const x2 = reshape(x, [rows, C]);
+      const buf = floatsOf(g.dtype, rows * C);
+      const t0 = performance.now();
+      const t = this.size;
+      for (let p = 0; p < parts.length; p++) {
+        for (let r = 0; r < t; r++) {
+          if (this.rank !== r) continue;
+          if (p > 0 || r > 0) this.mpi.wait(this.mpi.irecv(buf, r === 0 ? t - 1 : r - 1, TAG_CHAIN));
+          const [lo, hi] = parts[p]!;
+          if (hi > lo) {
+            const acc = tensor(buf, { shape: [rows, C], backend: g.backend, dtype: g.dtype });
+            g.backend.matmul({
+              a: g2.storage, aOffset: g2.offset + lo, aBatchStride: 0, transA: false, lda: Ns,
+              b: w.storage, bOffset: w.offset + lo * C, bBatchStride: 0, transB: false, ldb: C,
+              out: acc.storage, batch: 1, M: rows, N: C, K: hi - lo, bias: null, precision: matmulPrecision(), accumulate: true,
+            });
+            buf.set(acc.data());
+            acc.dispose();
+          }
+          if (p < parts.length - 1 || r < t - 1) this.mpi.wait(this.mpi.isend(buf, r === t - 1 ? 0 : r + 1, TAG_CHAIN));
+        }
+      }
+      this.mpi.bcast(buf, t - 1);
+      this.commMs += performance.now() - t0;
+      this.floats += 2 * buf.length * (buf instanceof Float64Array ? 2 : 1);
+      this.calls++;
+      return [
+        reshape(tensor(buf, { shape: [rows, C], backend: g.backend, dtype: g.dtype }), x.shape),
+        matmul(transpose(g2), x2),
+        b ? sum(g2, 0) : null,
+      ];
+    });
+  }
+
   /** Megatron's g: partial sums all-reduced forward, the gradient passed through backward. */
   private reduceOut(x: Tensor): Tensor {
     return record(this.allreduced(x), 'tp_reduce', [x], (g) => [g]);
@@ -421,7 +515,8 @@ export class TensorParallel implements ParallelStrategy {
     const D = a.headDim;
     const Hl = a.nHead / this.size;
     const Hkvl = a.nKvHead / this.size;
-    const qkv = linear(x, s.qkvW, s.qkvB); // (B, T, (Hl + 2·Hkvl)·D): this rank's heads
+    // (B, T, (Hl + 2·Hkvl)·D): this rank's heads; its q, k and v rows, in one process's row order
+    const qkv = this.columnLinear(x, s.qkvW, s.qkvB, [[0, Hl * D], [Hl * D, (Hl + Hkvl) * D], [(Hl + Hkvl) * D, (Hl + 2 * Hkvl) * D]]);
     const heads = (u: Tensor, h: number): Tensor => permute(reshape(u, [B, T, h, D]), [0, 2, 1, 3]);
     const [q0, k0, v0] = split(qkv, [Hl * D, Hkvl * D, Hkvl * D], -1);
     let q = heads(q0!, Hl);
@@ -433,7 +528,7 @@ export class TensorParallel implements ParallelStrategy {
     }
     const y = scaledDotProductAttention(q, k, v, { causal: true, sparsity: a.sparsity });
     const merged = reshape(permute(y, [0, 2, 1, 3]), [B, T, Hl * D]);
-    let out = this.reduceOut(linear(merged, s.attnProjW, null)); // row-parallel: partial sums over heads
+    let out = this.rowParallel(merged, s.attnProjW); // row-parallel: partial sums over heads
     if (a.c_proj.bias) out = add(out, a.c_proj.bias);
     return a.resid_dropout.forward(out);
   }
@@ -441,24 +536,25 @@ export class TensorParallel implements ParallelStrategy {
   private mlp(b: Block, s: BlockShards, x: Tensor): Tensor {
     const m = b.mlp as MLP;
     let h: Tensor;
+    const col = (w: Tensor, bias: Tensor | null): Tensor => this.columnLinear(x, w, bias, [[0, w.shape[0]!]]);
     switch (m.activation) {
-      case 'gelu': h = linear(x, s.fcW, s.fcB, 'gelu'); break;
-      case 'gelu_exact': h = gelu(linear(x, s.fcW, s.fcB), 'none'); break;
-      case 'relu': h = linear(x, s.fcW, s.fcB, 'relu'); break;
-      case 'swiglu': h = swiglu(linear(x, s.fcW, s.fcB), linear(x, s.fc2W!, s.fc2B)); break;
+      case 'gelu': h = CHAIN ? gelu(col(s.fcW, s.fcB), 'tanh') : linear(x, s.fcW, s.fcB, 'gelu'); break;
+      case 'gelu_exact': h = gelu(col(s.fcW, s.fcB), 'none'); break;
+      case 'relu': h = CHAIN ? relu(col(s.fcW, s.fcB)) : linear(x, s.fcW, s.fcB, 'relu'); break;
+      case 'swiglu': h = swiglu(col(s.fcW, s.fcB), col(s.fc2W!, s.fc2B)); break;
     }
-    let out = this.reduceOut(linear(h, s.mlpProjW, null));
+    let out = this.rowParallel(h, s.mlpProjW);
     if (m.c_proj.bias) out = add(out, m.c_proj.bias);
     return m.dropout.forward(out);
   }
 
   private block(b: Block, s: BlockShards, x: Tensor): Tensor {
     if (b.cfg.norm_placement === 'pre') {
-      x = add(x, this.attention(b, s, this.copyIn(b.ln_1.forward(x))));
-      return add(x, this.mlp(b, s, this.copyIn(b.ln_2.forward(x))));
+      x = add(x, this.attention(b, s, this.fIn(b.ln_1.forward(x))));
+      return add(x, this.mlp(b, s, this.fIn(b.ln_2.forward(x))));
     }
-    x = b.ln_1.forward(add(x, this.attention(b, s, this.copyIn(x))));
-    return b.ln_2.forward(add(x, this.mlp(b, s, this.copyIn(x))));
+    x = b.ln_1.forward(add(x, this.attention(b, s, this.fIn(x))));
+    return b.ln_2.forward(add(x, this.mlp(b, s, this.fIn(x))));
   }
 
   /** The mean cross-entropy of one micro-batch, computed from this rank's slice of the vocabulary
@@ -497,7 +593,7 @@ export class TensorParallel implements ParallelStrategy {
       x = this.block(b, this.blocks[l]!, x);
     });
     if (tr.ln_f) x = tr.ln_f.forward(x);
-    const logits = reshape(linear(this.copyIn(x), this.headShard!, null), [N, Vr]); // this rank's columns of the logits
+    const logits = reshape(this.columnLinear(this.fIn(x), this.headShard!, null, [[0, Vr]]), [N, Vr]); // this rank's columns of the logits
     return this.crossEntropy(logits, batch, B, T);
   }
 
@@ -765,6 +861,9 @@ export class TensorParallel implements ParallelStrategy {
 const TAG_WEIGHTS = 1000;
 const TAG_M = 2000;
 const TAG_V = 3000;
+const TAG_CHAIN = 4000;
+/** The row-parallel sums in one process's order, serially (an experiment: rowParallel). */
+const CHAIN = process.env['ATTN_TP_CHAIN'] === '1';
 
 /** A whole parameter's memory given back: it keeps its shape on a storage of no elements. */
 function release(p: Tensor): void {
