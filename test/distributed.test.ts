@@ -71,7 +71,7 @@ function assertLosses(ref: Map<number, number>, got: Map<number, number>, from: 
   process.stdout.write(`${what}: steps ${from}-${to - 1}: largest relative loss difference ${worst.toExponential(2)}\n`);
 }
 
-async function assertWeights(refDir: string, dir: string, what: string): Promise<void> {
+async function assertWeights(refDir: string, dir: string, what: string, tolerance = 1e-5): Promise<void> {
   const a = await loadCheckpoint(join(CWD, refDir, 'last'));
   const b = await loadCheckpoint(join(CWD, dir, 'last'));
   assert.equal(b.metadata['attn_step'], a.metadata['attn_step'], `${what}: step of last/`);
@@ -81,12 +81,15 @@ async function assertWeights(refDir: string, dir: string, what: string): Promise
     assert.ok(u, `${what}: ${name} missing`);
     for (let i = 0; i < t.data.length; i++) worst = Math.max(worst, Math.abs(t.data[i]! - u.data[i]!));
   }
-  assert.ok(worst <= 1e-5, `${what}: weights differ by up to ${worst}`);
+  assert.ok(worst <= tolerance, `${what}: weights differ by up to ${worst}`);
   process.stdout.write(`${what}: final weights differ by at most ${worst.toExponential(2)}\n`);
 }
 
 test('--parallel specs: keys, values and the parts not built are refused by name', () => {
-  assert.deepEqual(parseParallel('dp=2,zero=1'), { dp: 2, tp: 1, pp: 1, zero: 1, bucketMiB: 4, overlap: true });
+  assert.deepEqual(parseParallel('dp=2,zero=1'), { dp: 2, tp: 1, pp: 1, zero: 1, bucketMiB: 4, overlap: true, exact: false });
+  assert.equal(parseParallel('tp=2,exact=1').exact, true);
+  assert.throws(() => parseParallel('dp=2,exact=1'), /exact=1 orders tensor parallelism's split sums, so it needs tp=N/);
+  assert.throws(() => parseParallel('tp=2,exact=yes'), /exact must be 0 or 1, got 'yes'/);
   assert.equal(parseParallel('dp=4,bucket_mb=0.5,overlap=0').bucketMiB, 0.5);
   assert.throws(() => parseParallel('dp=two'), /dp must be a positive integer, got 'two'/);
   assert.throws(() => parseParallel('zero=2'), /zero must be 0 or 1/);
@@ -167,6 +170,14 @@ test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 step
   assert.equal(tp.code, 0, tp.out);
   assertLosses(ref, losses('tp2'), 0, 20, 'tp=2');
   await assertWeights('single', 'tp2', 'tp=2');
+  // exact=1: the row-parallel outputs and the column-parallel input gradients summed in one
+  // process's order (each rank continues the previous rank's FMA chain): bitwise one process's.
+  const exact = run(2, [...BASE, '--max_iters', '20', '--eval_interval', '10', '--out', 'tp2-exact', '--parallel', 'tp=2,exact=1']);
+  assert.equal(exact.code, 0, exact.out);
+  const le = losses('tp2-exact');
+  for (const [step, v] of ref) assert.equal(le.get(step), v, `tp=2,exact=1: step ${step} loss`);
+  process.stdout.write('tp=2,exact=1: steps 0-19: the same losses (bitwise)\n');
+  await assertWeights('single', 'tp2-exact', 'tp=2,exact=1', 0);
   // The evaluations ran the sharded forward: the single process's validation losses.
   const val = (dir: string): number[] => readFileSync(join(CWD, dir, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l) as { val_loss?: number }).flatMap((r) => (r.val_loss === undefined ? [] : [r.val_loss]));
   const [vRef, vTp] = [val('single'), val('tp2')];

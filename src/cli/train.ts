@@ -53,8 +53,10 @@ const OWN_FLAGS = `  --preset NAME                      ${'a named configuration
                                      saves); zero=1 shards the AdamW state (ZeRO-1); also bucket_mb=MiB,
                                      overlap=0|1; pp=N: the lm GPT's layers in N stages, 1F1B over the
                                      gradient_accumulation_steps micro-batches; tp=N: the lm GPT's heads,
-                                     MLP and vocabulary split over N ranks (Megatron-LM); dp=N,tp=M and
-                                     dp=N,pp=M: N groups of M ranks (docs/distributed.md)`;
+                                     MLP and vocabulary split over N ranks (Megatron-LM), exact=1: its
+                                     split sums in one process's order (serial; bitwise one process's
+                                     results); dp=N,tp=M and dp=N,pp=M: N groups of M ranks
+                                     (docs/distributed.md)`;
 
 export function trainHelp(task?: TaskName): string {
   const tasks = task ? [task] : TASK_NAMES;

@@ -208,9 +208,13 @@ export class TensorParallel implements ParallelStrategy {
    * that group. o.dp: the data-parallel group (the ranks holding the same shards in the other tp
    * groups) for dp × tp; o.writer: whether this rank writes (default: tp rank 0).
    */
-  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: DpGroup; fault?: Fault; bucketMiB?: number; overlap?: boolean } = {}) {
+  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: DpGroup; fault?: Fault; bucketMiB?: number; overlap?: boolean; exact?: boolean } = {}) {
     this.writer = o.writer ?? rank === 0;
+    this.exact = (o.exact ?? false) && size > 1;
   }
+
+  /** exact=1: the split sums in one process's order, rank after rank (rowParallel, columnLinear). */
+  private readonly exact: boolean;
 
   /** This rank's world rank (tp groups are consecutive world ranks). */
   private worldRank(r = this.rank): number {
@@ -410,8 +414,7 @@ export class TensorParallel implements ParallelStrategy {
 
   /**
    * A row-parallel layer's output: each rank's partial sum over its part of the input width,
-   * summed across ranks by g. With ATTN_TP_CHAIN=1 (an experiment on float32 rounding, see
-   * docs/distributed.md) the sum is made in one process's order instead: one process's kernel
+   * summed across ranks by g. With exact=1 (`--parallel tp=N,exact=1`; docs/distributed.md) the sum is made in one process's order instead: one process's kernel
    * runs one FMA chain per output element over the whole width in order, and the ranks' parts
    * are consecutive pieces of it, so rank r continues rank r−1's chain (the matmul with
    * accumulate on the partial it receives) and the last rank broadcasts the result, which is
@@ -419,7 +422,7 @@ export class TensorParallel implements ParallelStrategy {
    */
   private rowParallel(x: Tensor, w: Tensor): Tensor {
     const partial = linear(x, w, null);
-    if (!CHAIN || this.size === 1) return this.reduceOut(partial);
+    if (!this.exact) return this.reduceOut(partial);
     const [N, K] = w.shape as [number, number];
     const rows = x.size / K;
     const buf = floatsOf(partial.dtype, partial.size);
@@ -448,21 +451,21 @@ export class TensorParallel implements ParallelStrategy {
     return record(tensor(buf, { shape: [...partial.shape], backend: partial.backend, dtype: partial.dtype }), 'tp_chain', [partial], (g) => [g]);
   }
 
-  /** f on a column-parallel layer's replicated input; with ATTN_TP_CHAIN=1 the layer's own op (columnLinear) sums the gradient instead. */
+  /** f on a column-parallel layer's replicated input; with exact=1 the layer's own op (columnLinear) sums the gradient instead. */
   private fIn(x: Tensor): Tensor {
-    return CHAIN && this.size > 1 ? x : this.copyIn(x);
+    return this.exact ? x : this.copyIn(x);
   }
 
   /**
-   * A column-parallel layer x·Wᵀ + b on this rank's rows of W. With ATTN_TP_CHAIN=1 its input
-   * gradient is summed in one process's order (rowParallel's experiment, backward): one process
+   * A column-parallel layer x·Wᵀ + b on this rank's rows of W. With exact=1 its input gradient
+   * is summed in one process's order (rowParallel's, backward): one process
    * computes dx = dy·W as one FMA chain per element over all of W's rows in order; `parts` are
    * this rank's row ranges of its shard in that order (c_attn: its q, k and v rows, which sit
    * between the other ranks' in one process's W), and the running sum passes rank to rank
    * through the parts, each rank continuing the chain over its rows; the last broadcasts it.
    */
   private columnLinear(x: Tensor, w: Tensor, b: Tensor | null, parts: [number, number][]): Tensor {
-    if (!CHAIN || this.size === 1) return linear(x, w, b);
+    if (!this.exact) return linear(x, w, b);
     const [Ns, C] = w.shape as [number, number];
     const rows = x.size / C;
     const y = noGrad(() => linear(x, w, b));
@@ -538,9 +541,9 @@ export class TensorParallel implements ParallelStrategy {
     let h: Tensor;
     const col = (w: Tensor, bias: Tensor | null): Tensor => this.columnLinear(x, w, bias, [[0, w.shape[0]!]]);
     switch (m.activation) {
-      case 'gelu': h = CHAIN ? gelu(col(s.fcW, s.fcB), 'tanh') : linear(x, s.fcW, s.fcB, 'gelu'); break;
+      case 'gelu': h = this.exact ? gelu(col(s.fcW, s.fcB), 'tanh') : linear(x, s.fcW, s.fcB, 'gelu'); break;
       case 'gelu_exact': h = gelu(col(s.fcW, s.fcB), 'none'); break;
-      case 'relu': h = CHAIN ? relu(col(s.fcW, s.fcB)) : linear(x, s.fcW, s.fcB, 'relu'); break;
+      case 'relu': h = this.exact ? relu(col(s.fcW, s.fcB)) : linear(x, s.fcW, s.fcB, 'relu'); break;
       case 'swiglu': h = swiglu(col(s.fcW, s.fcB), col(s.fc2W!, s.fc2B)); break;
     }
     let out = this.rowParallel(h, s.mlpProjW);
@@ -862,8 +865,6 @@ const TAG_WEIGHTS = 1000;
 const TAG_M = 2000;
 const TAG_V = 3000;
 const TAG_CHAIN = 4000;
-/** The row-parallel sums in one process's order, serially (an experiment: rowParallel). */
-const CHAIN = process.env['ATTN_TP_CHAIN'] === '1';
 
 /** A whole parameter's memory given back: it keeps its shape on a storage of no elements. */
 function release(p: Tensor): void {
