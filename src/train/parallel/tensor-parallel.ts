@@ -443,10 +443,12 @@ export class TensorParallel implements ParallelStrategy {
       out.dispose();
     }
     if (this.firstNonFinite < 0 && !allFinite(buf)) this.firstNonFinite = this.calls;
-    if (this.rank < this.size - 1) this.mpi.wait(this.mpi.isend(buf, this.rank + 1, TAG_CHAIN));
+    const sends = this.rank < this.size - 1 ? 1 : 0;
+    if (sends) this.mpi.wait(this.mpi.isend(buf, this.rank + 1, TAG_CHAIN));
     this.mpi.bcast(buf, this.size - 1);
     this.commMs += performance.now() - t0;
-    this.floats += 2 * buf.length * (buf instanceof Float64Array ? 2 : 1);
+    // comm_bytes with exact=1: the floats of the messages this rank sends and of the broadcast.
+    this.floats += (sends + 1) * buf.length * (buf instanceof Float64Array ? 2 : 1);
     this.calls++;
     return record(tensor(buf, { shape: [...partial.shape], backend: partial.backend, dtype: partial.dtype }), 'tp_chain', [partial], (g) => [g]);
   }
@@ -475,6 +477,7 @@ export class TensorParallel implements ParallelStrategy {
       const buf = floatsOf(g.dtype, rows * C);
       const t0 = performance.now();
       const t = this.size;
+      let sends = 0;
       for (let p = 0; p < parts.length; p++) {
         for (let r = 0; r < t; r++) {
           if (this.rank !== r) continue;
@@ -490,12 +493,15 @@ export class TensorParallel implements ParallelStrategy {
             buf.set(acc.data());
             acc.dispose();
           }
-          if (p < parts.length - 1 || r < t - 1) this.mpi.wait(this.mpi.isend(buf, r === t - 1 ? 0 : r + 1, TAG_CHAIN));
+          if (p < parts.length - 1 || r < t - 1) {
+            this.mpi.wait(this.mpi.isend(buf, r === t - 1 ? 0 : r + 1, TAG_CHAIN));
+            sends++;
+          }
         }
       }
       this.mpi.bcast(buf, t - 1);
       this.commMs += performance.now() - t0;
-      this.floats += 2 * buf.length * (buf instanceof Float64Array ? 2 : 1);
+      this.floats += (sends + 1) * buf.length * (buf instanceof Float64Array ? 2 : 1);
       this.calls++;
       return [
         reshape(tensor(buf, { shape: [rows, C], backend: g.backend, dtype: g.dtype }), x.shape),
