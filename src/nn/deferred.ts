@@ -7,7 +7,7 @@
 // needs: a tensor-parallel rank keeps its rows or columns and never holds the whole matrix; or
 // it materializes the whole weight (a replicated one).
 import { Generator, getDefaultBackend, Tensor, type DType } from '../tensor/index.js';
-import type { ModuleOptions } from './module.js';
+import type { Backend } from '../backend/backend.js';
 
 type Source =
   | { kind: 'normal'; std: number; state: number[] }
@@ -36,7 +36,7 @@ export function deferring(): boolean {
  * A deferred normal(0, std) weight (zeros when `generator` is null: a weight about to be loaded).
  * The generator moves past the n draws an ordinary build makes, so the stream after it is the same.
  */
-export function deferredNormal(shape: number[], std: number, opts: ModuleOptions, generator: Generator | null): Tensor {
+export function deferredNormal(shape: number[], std: number, opts: { backend?: Backend; dtype?: DType }, generator: Generator | null): Tensor {
   const dtype: DType = opts.dtype ?? 'float32';
   const backend = opts.backend ?? getDefaultBackend();
   const t = new Tensor(backend.alloc(dtype, 0), shape);
