@@ -172,12 +172,19 @@ test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 step
   await assertWeights('single', 'tp2', 'tp=2');
   // exact=1: the row-parallel outputs and the column-parallel input gradients summed in one
   // process's order (each rank continues the previous rank's FMA chain): bitwise one process's.
-  const exact = run(2, [...BASE, '--max_iters', '20', '--eval_interval', '10', '--out', 'tp2-exact', '--parallel', 'tp=2,exact=1']);
+  // On a model with every kind of split sum it orders: biases (the row-parallel ones added after
+  // the sum), SwiGLU's two column-parallel inputs, grouped kv heads (c_attn's q, k, v rows), an
+  // untied head.
+  const variant = ['--bias', 'true', '--activation', 'swiglu', '--pos_encoding', 'rope', '--n_kv_head', '2', '--tie_embeddings', 'false', '--max_iters', '20', '--eval_interval', '10'];
+  const one = run(1, [...BASE, ...variant, '--out', 'single-variant']);
+  assert.equal(one.code, 0, one.out);
+  const exact = run(2, [...BASE, ...variant, '--out', 'tp2-exact', '--parallel', 'tp=2,exact=1']);
   assert.equal(exact.code, 0, exact.out);
   const le = losses('tp2-exact');
-  for (const [step, v] of ref) assert.equal(le.get(step), v, `tp=2,exact=1: step ${step} loss`);
-  process.stdout.write('tp=2,exact=1: steps 0-19: the same losses (bitwise)\n');
-  await assertWeights('single', 'tp2-exact', 'tp=2,exact=1', 0);
+  for (const [step, v] of losses('single-variant')) assert.equal(le.get(step), v, `tp=2,exact=1: step ${step} loss`);
+  assert.equal(le.size, 20);
+  process.stdout.write('tp=2,exact=1 (bias, swiglu, rope, n_kv_head 2, untied): steps 0-19: the same losses (bitwise)\n');
+  await assertWeights('single-variant', 'tp2-exact', 'tp=2,exact=1 (bias, swiglu, rope, n_kv_head 2, untied)', 0);
   // The evaluations ran the sharded forward: the single process's validation losses.
   const val = (dir: string): number[] => readFileSync(join(CWD, dir, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l) as { val_loss?: number }).flatMap((r) => (r.val_loss === undefined ? [] : [r.val_loss]));
   const [vRef, vTp] = [val('single'), val('tp2')];

@@ -165,6 +165,19 @@ export function drawShard(p: Tensor, spec: ShardSpec): Floats {
   return out;
 }
 
+/**
+ * A row-parallel layer's bias, added once to the summed output: y + b, one float32 rounding as
+ * in one process's matmul epilogue, and its gradient summed over the rows of the (rows, N)
+ * output gradient as one process's linear backward sums it (a broadcast add's backward would
+ * reduce the (B, T, N) gradient in another order).
+ */
+function rowBias(y: Tensor, bias: Tensor): Tensor {
+  const n = bias.size;
+  const rows = y.size / n;
+  const out = noGrad(() => add(y, bias));
+  return record(out, 'tp_row_bias', [y, bias], (g) => [g, sum(reshape(g, [rows, n]), 0)]);
+}
+
 /** The process's resident-memory high-water mark so far, MiB (Node's maxRSS). */
 function peakRssMiB(): number {
   return Math.round(process.resourceUsage().maxRSS / 102.4) / 10;
@@ -420,9 +433,14 @@ export class TensorParallel implements ParallelStrategy {
    * accumulate on the partial it receives) and the last rank broadcasts the result, which is
    * then bitwise one process's; the ranks wait for each other, so the layer runs serially.
    */
-  private rowParallel(x: Tensor, w: Tensor): Tensor {
+  private rowParallel(x: Tensor, w: Tensor, bias: Tensor | null): Tensor {
     const partial = linear(x, w, null);
-    if (!this.exact) return this.reduceOut(partial);
+    const summed = this.exact ? this.chainedOut(x, w, partial) : this.reduceOut(partial);
+    return bias ? rowBias(summed, bias) : summed;
+  }
+
+  /** rowParallel's sum with exact=1: rank after rank, continuing one FMA chain. */
+  private chainedOut(x: Tensor, w: Tensor, partial: Tensor): Tensor {
     const [N, K] = w.shape as [number, number];
     const rows = x.size / K;
     const buf = floatsOf(partial.dtype, partial.size);
@@ -537,8 +555,7 @@ export class TensorParallel implements ParallelStrategy {
     }
     const y = scaledDotProductAttention(q, k, v, { causal: true, sparsity: a.sparsity });
     const merged = reshape(permute(y, [0, 2, 1, 3]), [B, T, Hl * D]);
-    let out = this.rowParallel(merged, s.attnProjW); // row-parallel: partial sums over heads
-    if (a.c_proj.bias) out = add(out, a.c_proj.bias);
+    const out = this.rowParallel(merged, s.attnProjW, a.c_proj.bias); // row-parallel: partial sums over heads
     return a.resid_dropout.forward(out);
   }
 
@@ -552,9 +569,7 @@ export class TensorParallel implements ParallelStrategy {
       case 'relu': h = this.exact ? relu(col(s.fcW, s.fcB)) : linear(x, s.fcW, s.fcB, 'relu'); break;
       case 'swiglu': h = swiglu(col(s.fcW, s.fcB), col(s.fc2W!, s.fc2B)); break;
     }
-    let out = this.rowParallel(h, s.mlpProjW);
-    if (m.c_proj.bias) out = add(out, m.c_proj.bias);
-    return m.dropout.forward(out);
+    return m.dropout.forward(this.rowParallel(h, s.mlpProjW, m.c_proj.bias));
   }
 
   private block(b: Block, s: BlockShards, x: Tensor): Tensor {
