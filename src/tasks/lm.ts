@@ -184,7 +184,9 @@ export const LM_TASK: Task<Batch> = {
     const evalVal = new BatchSampler(data.val, { ...o, seed: seedFor(cfg.seed, 0x7f4a7c15) });
     let model: GPT;
     // A tensor-parallel rank builds the shapes and draws or loads only its shards (attach).
-    const build = (make: () => GPT): GPT => (ctx.deferWeights ? buildDeferred(make) : make());
+    // (A flag, not ctx, in the closure: ctx holds the resumed checkpoint, which the run lets go.)
+    const defer = ctx.deferWeights === true;
+    const build = (make: () => GPT): GPT => (defer ? buildDeferred(make) : make());
     const from = resume ?? null;
     if (from) {
       const mc = gptConfigFromCheckpointJson(from.config, join(from.dir, 'config.json'));
@@ -198,7 +200,7 @@ export const LM_TASK: Task<Batch> = {
       }
     } else if (cfg.init_from !== 'scratch') {
       // Fine-tuning: the checkpoint's model (and shape), trained on this dataset.
-      const loaded = await loadGPTCheckpoint(cfg.init_from, { backend, dtype: masterDtype(cfg), deferred: ctx.deferWeights === true });
+      const loaded = await loadGPTCheckpoint(cfg.init_from, { backend, dtype: masterDtype(cfg), deferred: defer });
       if (loaded.config.vocab_size !== data.meta.vocab_size) {
         loaded.model.dispose();
         throw new CheckpointError(join(cfg.init_from, 'config.json'), `vocab_size ${loaded.config.vocab_size} does not match the dataset's ${data.meta.vocab_size} (${data.dir})`);

@@ -417,6 +417,8 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
       say(`resuming from ${ckpt.dir} at step ${iter}`);
       records = await readMetrics(metricsPath, iter);
     }
+    // The loaded weights and moments are in the model and the optimizer now: let their arrays go.
+    ckpt = null;
     if (!cfg.eval_only && writer) await writeFile(metricsPath, records.map((r) => JSON.stringify(r) + '\n').join(''));
     let trainable = 0;
     for (const p of params) trainable += p.size;
