@@ -71,7 +71,7 @@ function assertLosses(ref: Map<number, number>, got: Map<number, number>, from: 
   process.stdout.write(`${what}: steps ${from}-${to - 1}: largest relative loss difference ${worst.toExponential(2)}\n`);
 }
 
-async function assertWeights(refDir: string, dir: string, what: string): Promise<void> {
+async function assertWeights(refDir: string, dir: string, what: string, tolerance = 1e-5): Promise<void> {
   const a = await loadCheckpoint(join(CWD, refDir, 'last'));
   const b = await loadCheckpoint(join(CWD, dir, 'last'));
   assert.equal(b.metadata['attn_step'], a.metadata['attn_step'], `${what}: step of last/`);
@@ -81,12 +81,15 @@ async function assertWeights(refDir: string, dir: string, what: string): Promise
     assert.ok(u, `${what}: ${name} missing`);
     for (let i = 0; i < t.data.length; i++) worst = Math.max(worst, Math.abs(t.data[i]! - u.data[i]!));
   }
-  assert.ok(worst <= 1e-5, `${what}: weights differ by up to ${worst}`);
+  assert.ok(worst <= tolerance, `${what}: weights differ by up to ${worst}`);
   process.stdout.write(`${what}: final weights differ by at most ${worst.toExponential(2)}\n`);
 }
 
 test('--parallel specs: keys, values and the parts not built are refused by name', () => {
-  assert.deepEqual(parseParallel('dp=2,zero=1'), { dp: 2, tp: 1, pp: 1, zero: 1, bucketMiB: 4, overlap: true });
+  assert.deepEqual(parseParallel('dp=2,zero=1'), { dp: 2, tp: 1, pp: 1, zero: 1, bucketMiB: 4, overlap: true, exact: false });
+  assert.equal(parseParallel('tp=2,exact=1').exact, true);
+  assert.throws(() => parseParallel('dp=2,exact=1'), /exact=1 orders tensor parallelism's split sums, so it needs tp=N/);
+  assert.throws(() => parseParallel('tp=2,exact=yes'), /exact must be 0 or 1, got 'yes'/);
   assert.equal(parseParallel('dp=4,bucket_mb=0.5,overlap=0').bucketMiB, 0.5);
   assert.throws(() => parseParallel('dp=two'), /dp must be a positive integer, got 'two'/);
   assert.throws(() => parseParallel('zero=2'), /zero must be 0 or 1/);
@@ -167,6 +170,21 @@ test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 step
   assert.equal(tp.code, 0, tp.out);
   assertLosses(ref, losses('tp2'), 0, 20, 'tp=2');
   await assertWeights('single', 'tp2', 'tp=2');
+  // exact=1: the row-parallel outputs and the column-parallel input gradients summed in one
+  // process's order (each rank continues the previous rank's FMA chain): bitwise one process's.
+  // On a model with every kind of split sum it orders: biases (the row-parallel ones added after
+  // the sum), SwiGLU's two column-parallel inputs, grouped kv heads (c_attn's q, k, v rows), an
+  // untied head.
+  const variant = ['--bias', 'true', '--activation', 'swiglu', '--pos_encoding', 'rope', '--n_kv_head', '2', '--tie_embeddings', 'false', '--max_iters', '20', '--eval_interval', '10'];
+  const one = run(1, [...BASE, ...variant, '--out', 'single-variant']);
+  assert.equal(one.code, 0, one.out);
+  const exact = run(2, [...BASE, ...variant, '--out', 'tp2-exact', '--parallel', 'tp=2,exact=1']);
+  assert.equal(exact.code, 0, exact.out);
+  const le = losses('tp2-exact');
+  for (const [step, v] of losses('single-variant')) assert.equal(le.get(step), v, `tp=2,exact=1: step ${step} loss`);
+  assert.equal(le.size, 20);
+  process.stdout.write('tp=2,exact=1 (bias, swiglu, rope, n_kv_head 2, untied): steps 0-19: the same losses (bitwise)\n');
+  await assertWeights('single-variant', 'tp2-exact', 'tp=2,exact=1 (bias, swiglu, rope, n_kv_head 2, untied)', 0);
   // The evaluations ran the sharded forward: the single process's validation losses.
   const val = (dir: string): number[] => readFileSync(join(CWD, dir, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l) as { val_loss?: number }).flatMap((r) => (r.val_loss === undefined ? [] : [r.val_loss]));
   const [vRef, vTp] = [val('single'), val('tp2')];
@@ -191,6 +209,9 @@ test('tp=2 (Megatron-LM) gives the single-process losses at every one of 20 step
   assert.equal(rec[0]!['tp_allreduces'], m * (4 * L + 2 + 2) + 1);
   process.stdout.write(`tp=2: ${want} bytes all-reduced per update in ${rec[0]!['tp_allreduces']} all-reduces (the formula: ${want})\n`);
   for (const r of rec) assert.equal(r['tp_param_floats'], held, `step ${r['step']}: parameter floats rank 0 holds`);
+  // It never held more: the model was built deferred and each split weight drawn as a stream of
+  // which rank 0 kept its rows or columns (the losses above: the same initial values as one process).
+  for (const r of rec) assert.equal(r['tp_param_peak_floats'], held, `step ${r['step']}: rank 0's peak parameter floats`);
   process.stdout.write(`tp=2: rank 0 holds ${held} of the model's ${whole} parameter floats; validation losses ${vTp.map((v) => v.toFixed(6)).join(', ')} (one process: ${vRef.map((v) => v.toFixed(6)).join(', ')})\n`);
   // Checkpoints passed between layouts, each an ordinary one: one process to step 5, dp=2 x pp=2
   // on 4 ranks (two pipelines of two stages) to 10, dp=2 x tp=2 on 4 ranks (two tp groups, each
@@ -222,19 +243,25 @@ test('tp=2 in float64: the loss and every gradient of the whole model, and the g
   process.stdout.write(r.stdout);
 });
 
-test('a NaN on one rank stops both with the rank named; an error on one rank aborts the job with its message', { skip }, () => {
+test('a NaN on one rank stops every rank, rank 0 alone reporting it with the rank named (dp, tp, pp, dp x tp, dp x pp); an error on one rank aborts the job with its message', { skip }, () => {
   const nan = run(2, [...BASE, '--max_iters', '4', '--eval_interval', '2', '--out', 'nan', '--parallel', 'dp=2'], { ATTN_FAULT: 'nan@1:3' });
   assert.notEqual(nan.code, 0, nan.out);
   assert.match(nan.out, /training diverged at step 3: the training loss on rank 1 is NaN; the checkpoint in \S+ \(step 2\) is untouched/);
+  const once = (out: string, what: string): void => assert.equal(out.match(/training diverged/g)?.length, 1, `${what}: rank 0 alone reports the divergence\n${out}`);
+  once(nan.out, 'dp=2');
   const thrown = run(2, [...BASE, '--max_iters', '4', '--eval_interval', '2', '--out', 'throw', '--parallel', 'dp=2'], { ATTN_FAULT: 'throw@1:1' });
   assert.notEqual(thrown.code, 0, thrown.out);
   assert.match(thrown.out, /rank 1 of 2: injected fault \(ATTN_FAULT\) at step 1; stopping every rank/);
   // Under tp and pp every rank sees the NaN too (the loss is all-reduced, or broadcast from the
   // last stage), and each names the rank whose own output went non-finite first.
-  for (const [parallel, what] of [['tp=2', 'partial sums'], ['pp=2', 'activations']] as const) {
-    const r = run(2, [...BASE, '--max_iters', '4', '--eval_interval', '2', '--out', `nan-${parallel.replace('=', '')}`, '--parallel', parallel], { ATTN_FAULT: 'nan@1:3' });
+  // With dp x tp and dp x pp (4 ranks) the NaN comes from rank 3, in the other data-parallel
+  // group than rank 0's: the groups merge their findings, so rank 0 names it too.
+  const layouts = [['tp=2', 'partial sums', 2, 1], ['pp=2', 'activations', 2, 1], ['dp=2,tp=2', 'partial sums', 4, 3], ['dp=2,pp=2', 'activations', 4, 3]] as const;
+  for (const [parallel, what, np, rank] of layouts) {
+    const r = run(np, [...BASE, '--max_iters', '4', '--eval_interval', '2', '--out', `nan-${parallel.replace(/[=,]/g, '')}`, '--parallel', parallel], { ATTN_FAULT: `nan@${rank}:3` });
     assert.notEqual(r.code, 0, r.out);
-    assert.match(r.out, new RegExp(`training diverged at step 3: the training loss \\(the first non-finite ${what} came from rank 1\\) is NaN; the checkpoint in \\S+ \\(step 2\\) is untouched`));
+    assert.match(r.out, new RegExp(`training diverged at step 3: the training loss \\(the first non-finite ${what} came from rank ${rank}\\) is NaN; the checkpoint in \\S+ \\(step 2\\) is untouched`));
+    once(r.out, parallel);
     assert.doesNotMatch(r.out, /MPI_ABORT/, 'a NaN stops the ranks by themselves');
     process.stdout.write(`${parallel}: ${/training diverged[^\n]*/.exec(r.out)![0]}\n`);
   }

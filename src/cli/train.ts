@@ -22,7 +22,7 @@ import { REWARD_TASK } from '../tasks/reward.js';
 import { SFT_TASK } from '../tasks/sft.js';
 import { CharTokenizer, loadTokenizer } from '../tokenizers/index.js';
 import { fieldHelp, parseFieldValue, resolveConfig, TASK_NAMES, type TaskName, type TrainingConfig } from '../train/config.js';
-import { BEST_DIR, LAST_DIR, METRICS_FILE, PLOT_FILE, readResumeConfig, runTraining, type EvalResult, type LoopResult, type Task } from '../train/loop.js';
+import { BEST_DIR, LAST_DIR, METRICS_FILE, PLOT_FILE, readResumeConfig, runTraining, TrainingDivergedError, type EvalResult, type LoopResult, type Task } from '../train/loop.js';
 import { presetNames, taskPreset } from '../train/presets.js';
 import { parseParallel, runRanked, startDistributed, type ParallelSpec } from '../train/distributed.js';
 import { type Flags, UsageError } from './args.js';
@@ -53,8 +53,10 @@ const OWN_FLAGS = `  --preset NAME                      ${'a named configuration
                                      saves); zero=1 shards the AdamW state (ZeRO-1); also bucket_mb=MiB,
                                      overlap=0|1; pp=N: the lm GPT's layers in N stages, 1F1B over the
                                      gradient_accumulation_steps micro-batches; tp=N: the lm GPT's heads,
-                                     MLP and vocabulary split over N ranks (Megatron-LM); dp=N,tp=M and
-                                     dp=N,pp=M: N groups of M ranks (docs/distributed.md)`;
+                                     MLP and vocabulary split over N ranks (Megatron-LM), exact=1: its
+                                     split sums in one process's order (serial; bitwise one process's
+                                     results); dp=N,tp=M and dp=N,pp=M: N groups of M ranks
+                                     (docs/distributed.md)`;
 
 export function trainHelp(task?: TaskName): string {
   const tasks = task ? [task] : TASK_NAMES;
@@ -181,9 +183,16 @@ export async function runTaskCommand(f: Flags, c: TaskCommand): Promise<{ cfg: T
   }
   if (cfg.init_from !== 'scratch' && cfg.init_from !== 'resume') await requireDir(c.command, 'init_from', cfg.init_from);
   if (dist && dist.rank > 0) {
-    // Rank 0 speaks for the job; the others only report an error of their own.
-    const result = await runRanked(dist, () => runTraining(task, cfg as unknown as Record<string, unknown>, {}, { parallel: dist.strategy }), log);
-    return { cfg, result, rank: dist.rank };
+    // Rank 0 speaks for the job; the others only report an error of their own. A divergence is
+    // every rank's (the loss was reduced) and rank 0 reports it, naming the rank it came from.
+    try {
+      const result = await runRanked(dist, () => runTraining(task, cfg as unknown as Record<string, unknown>, {}, { parallel: dist.strategy }), log);
+      return { cfg, result, rank: dist.rank };
+    } catch (e) {
+      // Stopped as every rank did; rank 0 exits with 1, so mpirun names the rank that printed.
+      if (!(e instanceof TrainingDivergedError)) throw e;
+      return null;
+    }
   }
   if (dist && spec!.tp > 1) log(`parallel: tensor parallel over ${spec!.tp} ranks (heads, MLP and vocabulary split)${spec!.dp > 1 ? ` × data parallel over ${spec!.dp}` : ''} over ${dist.library.split(',')[0]}`);
   else if (dist && spec!.pp > 1) log(`parallel: ${spec!.pp} pipeline stages (1F1B over ${cfg.gradient_accumulation_steps / spec!.dp} micro-batches)${spec!.dp > 1 ? ` × data parallel over ${spec!.dp}` : ''} over ${dist.library.split(',')[0]}`);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { CheckpointError, checkShapes, loadCheckpoint, MODEL_FILE, type LoadedCheckpoint } from '../io/checkpoint.js';
 import { buildQuantized } from '../nn/layers.js';
+import { buildDeferred } from '../nn/deferred.js';
 import type { Module } from '../nn/module.js';
 import { quantizedWeights, settleQuantized, type QuantizeSpec } from '../nn/quantized.js';
 import { quantize, type DType } from '../tensor/index.js';
@@ -55,12 +56,13 @@ export interface LoadedGPT {
 
 /** A GPT checkpoint directory (attn's or Hugging Face GPT-2's) as a model in eval mode;
  *  `quantize`: its matrices held as int8/int4, built so and quantized as they load. */
-export async function loadGPTCheckpoint(dir: string, opts: { backend?: Backend; dtype?: DType; requireOptimizer?: boolean; quantize?: QuantizeSpec } = {}): Promise<LoadedGPT> {
+export async function loadGPTCheckpoint(dir: string, opts: { backend?: Backend; dtype?: DType; requireOptimizer?: boolean; quantize?: QuantizeSpec; deferred?: boolean } = {}): Promise<LoadedGPT> {
   const ckpt = await loadCheckpoint(dir, { requireOptimizer: opts.requireOptimizer });
   const config = gptConfigFromCheckpointJson(ckpt.config, join(ckpt.dir, 'config.json'));
   const build = (): GPT => new GPT(config, { backend: opts.backend, dtype: opts.dtype, init: false });
   const spec = opts.quantize;
-  const model = spec ? buildQuantized(spec, build) : build();
+  // deferred: the weights are noted, not written (src/nn/deferred.ts); the caller gives them values.
+  const model = spec ? buildQuantized(spec, build) : opts.deferred ? buildDeferred(build) : build();
   if (spec) settleQuantized(model, spec);
   try {
     loadGPTTensors(model, ckpt);

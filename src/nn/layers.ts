@@ -5,6 +5,7 @@ import {
   type Generator, type QuantFormat, type Tensor,
 } from '../tensor/index.js';
 import { Module, type ModuleOptions } from './module.js';
+import { deferredNormal, deferring } from './deferred.js';
 
 /** How a weight is drawn: PyTorch's default for the layer, or normal(0, std). */
 export interface InitOptions extends ModuleOptions {
@@ -15,6 +16,7 @@ export interface InitOptions extends ModuleOptions {
 }
 
 export function normalTensor(shape: number[], std: number, opts: InitOptions): Tensor {
+  if (deferring()) return deferredNormal(shape, std, opts, opts.skipInit ? null : opts.generator ?? defaultGenerator);
   if (opts.skipInit) return zeroTensor(shape, opts);
   return randn(shape, { std, backend: opts.backend, dtype: opts.dtype, generator: opts.generator ?? defaultGenerator });
 }

@@ -4,6 +4,7 @@
 // Registration is explicit (registerParameter / registerModule): JS has no __setattr__ hook.
 import type { Backend } from '../backend/backend.js';
 import { fmt, noGrad, sameShape, Tensor, to, type DType, type Generator } from '../tensor/index.js';
+import { isDeferred, setDeferredValues } from './deferred.js';
 
 /** Marks t as a trainable parameter: requiresGrad, and kept so tidy() scopes never free it. */
 export function parameter(t: Tensor, name?: string): Tensor {
@@ -183,6 +184,11 @@ export class Module {
       if (!v) continue;
       const values = v instanceof Tensor ? v.data() : v.data;
       t.assertLive('loadStateDict');
+      // A deferred weight (buildDeferred) notes the values; its holder takes its part of them.
+      if (isDeferred(t)) {
+        setDeferredValues(t, values);
+        continue;
+      }
       // Parameters are contiguous tensors that own their storage from element 0.
       t.backend.write(t.storage, values, t.offset);
     }

@@ -21,6 +21,7 @@ import { adapterState, applyLora, loadAdapterState, peftAdapterState, type LoraH
 import { BpeTokenizer, loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import type { Module } from '../nn/module.js';
 import { MoE } from '../nn/moe.js';
+import { buildDeferred } from '../nn/deferred.js';
 import { noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
 import { CharTokenizer } from '../tokenizers/index.js';
 import { parseFieldValue, resolveConfig, type TrainingConfig } from '../train/config.js';
@@ -182,11 +183,15 @@ export const LM_TASK: Task<Batch> = {
     const evalTrain = new BatchSampler(data.train, { ...o, seed: seedFor(cfg.seed, 0x9e3779b9) });
     const evalVal = new BatchSampler(data.val, { ...o, seed: seedFor(cfg.seed, 0x7f4a7c15) });
     let model: GPT;
+    // A tensor-parallel rank builds the shapes and draws or loads only its shards (attach).
+    // (A flag, not ctx, in the closure: ctx holds the resumed checkpoint, which the run lets go.)
+    const defer = ctx.deferWeights === true;
+    const build = (make: () => GPT): GPT => (defer ? buildDeferred(make) : make());
     const from = resume ?? null;
     if (from) {
       const mc = gptConfigFromCheckpointJson(from.config, join(from.dir, 'config.json'));
       if (mc.vocab_size !== data.meta.vocab_size) throw new CheckpointError(join(from.dir, 'config.json'), `vocab_size ${mc.vocab_size} does not match the dataset's ${data.meta.vocab_size} (${data.dir})`);
-      model = new GPT({ ...mc, dropout: cfg.dropout }, { backend, dtype: masterDtype(cfg), init: false, seed: cfg.seed });
+      model = build(() => new GPT({ ...mc, dropout: cfg.dropout }, { backend, dtype: masterDtype(cfg), init: false, seed: cfg.seed }));
       try {
         loadGPTTensors(model, from);
       } catch (e) {
@@ -195,7 +200,7 @@ export const LM_TASK: Task<Batch> = {
       }
     } else if (cfg.init_from !== 'scratch') {
       // Fine-tuning: the checkpoint's model (and shape), trained on this dataset.
-      const loaded = await loadGPTCheckpoint(cfg.init_from, { backend, dtype: masterDtype(cfg) });
+      const loaded = await loadGPTCheckpoint(cfg.init_from, { backend, dtype: masterDtype(cfg), deferred: defer });
       if (loaded.config.vocab_size !== data.meta.vocab_size) {
         loaded.model.dispose();
         throw new CheckpointError(join(cfg.init_from, 'config.json'), `vocab_size ${loaded.config.vocab_size} does not match the dataset's ${data.meta.vocab_size} (${data.dir})`);
@@ -203,7 +208,7 @@ export const LM_TASK: Task<Batch> = {
       model = loaded.model;
       say(`starting from ${cfg.init_from} (${(model.numParameters() / 1e6).toFixed(2)}M parameters)`);
     } else {
-      model = new GPT(modelConfigOf(cfg, data.meta.vocab_size), { backend, dtype: masterDtype(cfg), seed: cfg.seed });
+      model = build(() => new GPT(modelConfigOf(cfg, data.meta.vocab_size), { backend, dtype: masterDtype(cfg), seed: cfg.seed }));
     }
     return lmRun(cfg, model, data, () => ({ config: checkpointConfigJson(model.config), model: modelToCheckpointTensors(model), tokenizerFiles }));
   },

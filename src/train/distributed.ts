@@ -14,13 +14,15 @@ export interface ParallelSpec {
   zero: 0 | 1;
   bucketMiB: number;
   overlap: boolean;
+  /** tp: the split sums in one process's order (serial), for results bitwise one process's. */
+  exact: boolean;
 }
 
-const KEYS = ['dp', 'tp', 'pp', 'zero', 'bucket_mb', 'overlap'];
+const KEYS = ['dp', 'tp', 'pp', 'zero', 'bucket_mb', 'overlap', 'exact'];
 
 /** "dp=2,zero=1" → the spec; a bad key or value is an error naming it. */
 export function parseParallel(spec: string): ParallelSpec {
-  const out: ParallelSpec = { dp: 1, tp: 1, pp: 1, zero: 0, bucketMiB: 4, overlap: true };
+  const out: ParallelSpec = { dp: 1, tp: 1, pp: 1, zero: 0, bucketMiB: 4, overlap: true, exact: false };
   for (const part of spec.split(',').map((s) => s.trim()).filter((s) => s)) {
     const m = /^([a-z_]+)=(.+)$/.exec(part);
     if (!m || !KEYS.includes(m[1]!)) throw new Error(`--parallel: '${part}' is not KEY=VALUE with KEY one of ${KEYS.join(', ')}`);
@@ -32,6 +34,9 @@ export function parseParallel(spec: string): ParallelSpec {
     } else if (k === 'overlap') {
       if (v !== '0' && v !== '1') throw new Error(`--parallel: overlap must be 0 or 1, got '${v}'`);
       out.overlap = v === '1';
+    } else if (k === 'exact') {
+      if (v !== '0' && v !== '1') throw new Error(`--parallel: exact must be 0 or 1, got '${v}'`);
+      out.exact = v === '1';
     } else if (k === 'zero') {
       if (v !== '0' && v !== '1') throw new Error(`--parallel: zero must be 0 or 1 (ZeRO stage 1), got '${v}'`);
       out.zero = v === '1' ? 1 : 0;
@@ -42,6 +47,7 @@ export function parseParallel(spec: string): ParallelSpec {
   }
   if (out.tp > 1 && (out.pp > 1 || out.zero)) throw new Error(`--parallel: tp=N runs alone or with dp=M for now (not with pp or zero)`);
   if (out.pp > 1 && out.zero) throw new Error(`--parallel: pp=N runs alone or with dp=M for now (not with zero)`);
+  if (out.exact && out.tp === 1) throw new Error(`--parallel: exact=1 orders tensor parallelism's split sums, so it needs tp=N`);
   return out;
 }
 
@@ -102,9 +108,9 @@ function pipelineParallel(mpi: MpiBinding, rank: number, spec: ParallelSpec): Pi
 
 /** tp alone, or dp × tp (tp groups of tp ranks). */
 function tensorParallel(mpi: MpiBinding, rank: number, spec: ParallelSpec): TensorParallel {
-  if (spec.dp === 1) return new TensorParallel(mpi, rank, spec.tp, { fault: faultFromEnv() });
+  if (spec.dp === 1) return new TensorParallel(mpi, rank, spec.tp, { fault: faultFromEnv(), exact: spec.exact });
   const { group, dp } = modelParallelGroups(mpi, rank, spec.tp, 'tp');
-  return new TensorParallel(group.mpi, group.rank, group.size, { writer: rank === 0, dp, fault: faultFromEnv(), bucketMiB: spec.bucketMiB, overlap: spec.overlap });
+  return new TensorParallel(group.mpi, group.rank, group.size, { writer: rank === 0, dp, fault: faultFromEnv(), bucketMiB: spec.bucketMiB, overlap: spec.overlap, exact: spec.exact });
 }
 
 /**

@@ -74,6 +74,9 @@ export interface TaskContext {
   /** out_dir/last when resuming (weights to load into the model the task builds). */
   resume: LoadedCheckpoint | null;
   say(text: string): void;
+  /** The parallel strategy draws or loads the model's weights itself, keeping only its part
+   *  (tensor parallel): a task that can builds its model inside buildDeferred (src/nn/deferred.ts). */
+  deferWeights?: boolean;
 }
 
 export interface Task<B = unknown> extends TaskDefaults {
@@ -164,6 +167,10 @@ export interface ParallelStrategy {
   optimizerState?(opt: AdamW): { m: Float32Array; v: Float32Array }[];
   /** A resumed checkpoint's moments per parameter (instead of writing them into the optimizer's tensors). */
   loadOptimizerState?(opt: AdamW, state: { m: ArrayLike<number>; v: ArrayLike<number> }[]): void;
+  /** Whether the strategy's own optimizer holds every moment this rank needs: the loop's AdamW then allocates none. */
+  readonly ownMoments?: boolean;
+  /** Whether the task should build its model deferred (TaskContext.deferWeights): attach() then gives the weights their values. */
+  readonly defersWeights?: boolean;
   /** Once the task's model and parameters exist (before any update). */
   attach?(model: Module, params: readonly Tensor[]): void;
   /** Before an evaluation (a collective): e.g. every stage's weights to every rank. */
@@ -338,7 +345,7 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
     cfg = { ...cfg, ...Object.fromEntries(arch.map((k) => [k, saved[k]])) };
   }
   await mkdir(outDir, { recursive: true });
-  const run = await task.open(cfg, { backend, resume: ckpt, say });
+  const run = await task.open(cfg, { backend, resume: ckpt, say, ...(opts.parallel?.defersWeights ? { deferWeights: true } : {}) });
   // A length known only from the data (epochs): the decay follows it unless given.
   if (run.maxIters !== undefined) cfg = { ...cfg, max_iters: run.maxIters, ...(input['lr_decay_iters'] === undefined ? { lr_decay_iters: run.maxIters } : {}) };
   const params = run.params ?? run.model.parameters().filter((p) => p.requiresGrad);
@@ -347,7 +354,7 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
   if (par && backend.name === 'webgpu') throw new Error('--parallel trains on the cpu device only');
   par?.attach?.(run.model, params);
   const names = paramNames(run.model, params);
-  const opt = new AdamW(params, { lr: cfg.learning_rate, betas: [cfg.beta1, cfg.beta2], eps: cfg.eps, weightDecay: cfg.weight_decay });
+  const opt = new AdamW(params, { lr: cfg.learning_rate, betas: [cfg.beta1, cfg.beta2], eps: cfg.eps, weightDecay: cfg.weight_decay, ...(par?.ownMoments ? { moments: false } : {}) });
   const dropout = dropoutGenerators(run.model);
   // DP-SGD (dp_clip > 0): Poisson batches of per-example clipped, noised gradients (src/train/dp.ts).
   let dp: DpRun<B> | null = null;
@@ -410,6 +417,8 @@ async function trainWith<B>(task: Task<B>, input: Record<string, unknown>, cfg: 
       say(`resuming from ${ckpt.dir} at step ${iter}`);
       records = await readMetrics(metricsPath, iter);
     }
+    // The loaded weights and moments are in the model and the optimizer now: let their arrays go.
+    ckpt = null;
     if (!cfg.eval_only && writer) await writeFile(metricsPath, records.map((r) => JSON.stringify(r) + '\n').join(''));
     let trainable = 0;
     for (const p of params) trainable += p.size;

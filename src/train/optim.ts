@@ -9,6 +9,8 @@ export interface AdamWOptions {
   eps?: number;
   /** Applied only to parameters in `decay` groups (see constructor). */
   weightDecay?: number;
+  /** false: no moment buffers at all, as after releaseMoments() (a strategy that keeps its own: tp). */
+  moments?: boolean;
 }
 
 interface ParamState {
@@ -33,15 +35,18 @@ export class AdamW {
    * dims (matrices and embeddings) and not to biases and norm gains, as in nanoGPT.
    */
   constructor(params: Iterable<Tensor>, opts: AdamWOptions = {}, decay: (p: Tensor) => boolean = (p) => p.ndim >= 2) {
-    checkOptions('AdamW', opts, ['lr', 'betas', 'eps', 'weightDecay']);
+    checkOptions('AdamW', opts, ['lr', 'betas', 'eps', 'weightDecay', 'moments']);
     this.lr = opts.lr ?? 1e-3;
     [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.999];
     this.eps = opts.eps ?? 1e-8;
     this.weightDecay = opts.weightDecay ?? 0.01;
     this.states = [...params].map((param) => {
       if (!param.isContiguous() || param.offset !== 0) throw new Error(`AdamW: parameter ${param.name ?? ''} must be a contiguous tensor`);
-      return { param, m: zerosLike(param).keep(), v: zerosLike(param).keep(), decay: decay(param) };
+      // Without moments, m and v keep the parameter's shape (stateTensors names them) on storages of no elements.
+      const moment = (): Tensor => (opts.moments === false ? new Tensor(param.backend.alloc(param.dtype, 0), param.shape) : zerosLike(param)).keep();
+      return { param, m: moment(), v: moment(), decay: decay(param) };
     });
+    this.released = opts.moments === false;
   }
 
   /** Applies one update from the parameters' .grad (parameters without a gradient are skipped). */

@@ -48,6 +48,10 @@ interface Segment {
 
 export class DataParallel implements ParallelStrategy {
   readonly writer: boolean;
+  /** ZeRO-1 keeps its slice's moments itself: the loop's AdamW allocates none (it only named them). */
+  get ownMoments(): boolean {
+    return this.o.zero === 1;
+  }
   private buckets: GradientBuckets | null = null;
   private segments: Segment[] | null = null;
   private offsets: number[] = [];

@@ -93,17 +93,29 @@ export interface Fault { kind: 'nan' | 'throw'; rank: number; step: number }
  * After a non-finite loss that every rank of a model-parallel group sees (it was all-reduced or
  * broadcast): the world ranks whose own contribution went non-finite first (`mine`: this rank's
  * index of its first non-finite output in the update, -1 if none; a NaN spreads to every rank at
- * the next exchange, so the origin has the smallest index). A collective of the group; empty when
- * no rank of this group was first (with dp, another group's).
+ * the next exchange, so the origin has the smallest index). A collective of the group, and with
+ * `dp` (dp × tp, dp × pp: the loss was averaged over the groups, so every rank of the world is
+ * here) of its data-parallel group too: the groups' tables are merged, so a NaN raised in another
+ * group is named as well. Empty when no rank reported one (e.g. a non-finite batch).
  */
-export function nonFiniteOrigin(mpi: MpiBinding, rank: number, size: number, mine: number, worldRank: (r: number) => number): number[] {
+export function nonFiniteOrigin(mpi: MpiBinding, rank: number, size: number, mine: number, worldRank: (r: number) => number, dp?: DpGroup): number[] {
   const NONE = 1e15;
   const at = new Float64Array(size).fill(NONE);
   at[rank] = mine >= 0 ? mine : NONE;
   mpi.allreduce(at, 'min');
-  const first = Math.min(...at);
+  let table = at;
+  let toWorld = worldRank;
+  if (dp && dp.size > 1) {
+    // Group g's rank r is world rank g·size + r (groups are consecutive world ranks): each group
+    // writes its row of the world's table and a min over the dp group merges them.
+    table = new Float64Array(dp.size * size).fill(NONE);
+    table.set(at, dp.rank * size);
+    dp.mpi.allreduce(table, 'min');
+    toWorld = (i) => i;
+  }
+  const first = Math.min(...table);
   if (first === NONE) return [];
-  return [...at.keys()].filter((r) => at[r] === first).map(worldRank);
+  return [...table.keys()].filter((r) => table[r] === first).map(toWorld);
 }
 
 /** Whether every element is finite (the scan is cheap next to the copy that made the buffer). */

@@ -207,7 +207,7 @@ export class PipelineParallel implements ParallelStrategy {
       const values = [vals[0]!, vals[0]!];
       if (!Number.isFinite(values[0]!)) {
         // Every stage sees it (the last stage broadcast it): which stage's output went bad first.
-        const from = nonFiniteOrigin(this.mpi, s, S, firstNonFinite, (r) => this.worldRank(r));
+        const from = nonFiniteOrigin(this.mpi, s, S, firstNonFinite, (r) => this.worldRank(r), this.o.dp);
         throw new TrainingDivergedError(step, from.length ? `the training loss (the first non-finite activations came from rank ${from.join(', ')})` : 'the training loss', values[0]!);
       }
       // The tied embedding's two gradients (embedding on stage 0, head on the last) summed.

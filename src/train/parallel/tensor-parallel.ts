@@ -13,8 +13,7 @@
 //
 // Every rank trains on all of the update's micro-batches and holds only its shards of the split
 // parameters (and the replicated ones): the model's whole tensors keep their shapes on storages
-// of no elements. Its AdamW holds moments for what it holds; the loop's full-size moments are
-// freed at the first update. Evaluation runs the sharded forward (the task's model.forward(x, y)
+// of no elements. Its AdamW holds moments for what it holds. Evaluation runs the sharded forward (the task's model.forward(x, y)
 // is this rank's lossOf). A checkpoint gathers the shards and their moments to tp rank 0
 // (point-to-point), whose model holds the whole weights only while the checkpoint is written, so
 // it is an ordinary attn checkpoint; resuming slices the full weights and moments into shards
@@ -27,10 +26,11 @@
 // micro-batch's backward as plain dp does (buckets.ts). Only the writer's tp group gathers for a
 // checkpoint.
 //
-// Not yet: the model is built whole (from its initialization or a checkpoint) before attach()
-// splits it, so the whole weights exist once at start, and the loop's AdamW allocates full-size
-// moments that live until the first update.
-import { add, backward, div, embedding, gelu, linear, mul, noGrad, permute, record, reshape, scaledDotProductAttention, split, sum, swiglu, tensor, tidy, zeros, Tensor } from '../../tensor/index.js';
+// The lm task builds the model deferred (defersWeights; src/nn/deferred.ts): its matrices have
+// shapes and no floats, and attach() draws (or takes from the loaded checkpoint) only this rank's
+// rows or columns of each, as a stream, so no rank ever holds a whole split matrix; the loop's
+// AdamW allocates no moments (ownMoments). A model built whole (another path) is cut instead.
+import { add, backward, contiguous, div, embedding, gelu, linear, matmul, matmulPrecision, mul, noGrad, permute, record, relu, reshape, scaledDotProductAttention, split, sum, swiglu, tensor, tidy, transpose, zeros, Tensor } from '../../tensor/index.js';
 import type { Module } from '../../nn/module.js';
 import { GPT, type Block, type GPTOutput } from '../../models/gpt.js';
 import { MLP } from '../../nn/mlp.js';
@@ -38,6 +38,7 @@ import { scaleGrads, TrainingDivergedError, type LossSource, type ParallelStrate
 import { AdamW } from '../optim.js';
 import { allFinite, dpShare, nonFiniteOrigin, type DpGroup, type Fault, type MpiBinding } from './mpi.js';
 import { GradientBuckets } from './buckets.js';
+import { isDeferred, materializeDeferred, readDeferred, settleDeferred } from '../../nn/deferred.js';
 
 /** What the lm task's batches hold (src/tasks/lm.ts). */
 export interface TokenBatch {
@@ -126,8 +127,68 @@ export function tpAllReduceFloats(L: number, B: number, T: number, C: number, m:
   return m * ((4 * L + 2) * B * T * C + 5 * B * T);
 }
 
+/**
+ * The part of a deferred weight (src/nn/deferred.ts) that `spec` names, read from its value
+ * stream chunk by chunk: the whole weight is never held (only the stream's chunk).
+ */
+export function drawShard(p: Tensor, spec: ShardSpec): Floats {
+  const rows = p.shape[0]!;
+  const cols = p.shape[1] ?? 1;
+  const width = spec.ranges.reduce((a, [lo, hi]) => a + hi - lo, 0);
+  const out = floatsOf(p.dtype, spec.axis === 0 ? width * cols : rows * width);
+  // Where each range starts in a shard row (axis 1) or in the shard (axis 0).
+  const bases: number[] = [];
+  let w = 0;
+  for (const [lo, hi] of spec.ranges) {
+    bases.push(spec.axis === 0 ? w * cols : w);
+    w += hi - lo;
+  }
+  const end = spec.axis === 0 ? Math.max(...spec.ranges.map(([, hi]) => hi)) * cols : rows * cols;
+  readDeferred(p, (start, v) => {
+    const stop = start + v.length;
+    if (spec.axis === 0) {
+      spec.ranges.forEach(([lo, hi], k) => {
+        const a = Math.max(start, lo * cols);
+        const b = Math.min(stop, hi * cols);
+        for (let i = a; i < b; i++) out[bases[k]! + i - lo * cols] = v[i - start]!;
+      });
+      return;
+    }
+    for (let r = Math.floor(start / cols); r * cols < stop; r++) {
+      spec.ranges.forEach(([lo, hi], k) => {
+        const a = Math.max(start, r * cols + lo);
+        const b = Math.min(stop, r * cols + hi);
+        for (let i = a; i < b; i++) out[r * width + bases[k]! + i - r * cols - lo] = v[i - start]!;
+      });
+    }
+  }, end);
+  return out;
+}
+
+/**
+ * A row-parallel layer's bias, added once to the summed output: y + b, one float32 rounding as
+ * in one process's matmul epilogue, and its gradient summed over the rows of the (rows, N)
+ * output gradient as one process's linear backward sums it (a broadcast add's backward would
+ * reduce the (B, T, N) gradient in another order).
+ */
+function rowBias(y: Tensor, bias: Tensor): Tensor {
+  const n = bias.size;
+  const rows = y.size / n;
+  const out = noGrad(() => add(y, bias));
+  return record(out, 'tp_row_bias', [y, bias], (g) => [g, sum(reshape(g, [rows, n]), 0)]);
+}
+
+/** The process's resident-memory high-water mark so far, MiB (Node's maxRSS). */
+function peakRssMiB(): number {
+  return Math.round(process.resourceUsage().maxRSS / 102.4) / 10;
+}
+
 export class TensorParallel implements ParallelStrategy {
   readonly writer: boolean;
+  /** The lm task builds the model deferred: attach() draws or loads only this rank's shards. */
+  readonly defersWeights = true;
+  /** This rank's AdamW holds the moments of its shards and the replicated parameters: the loop's allocates none. */
+  readonly ownMoments = true;
   private gpt: GPT | null = null;
   /** Sharded parameter → its spec and the shard tensor this rank trains. */
   private shards = new Map<Tensor, { spec: ShardSpec; shard: Tensor }>();
@@ -142,7 +203,7 @@ export class TensorParallel implements ParallelStrategy {
   private floats = 0;
   private calls = 0;
   /** Parameter floats: the whole model's, and what this rank holds (its shards and the replicated ones). */
-  private paramFloats = { whole: 0, held: 0 };
+  private paramFloats = { whole: 0, held: 0, peak: 0 };
   /** The writer's whole weights, given values for a checkpoint (released again after it). */
   private materialized = false;
   /** Index of the first all-reduce of the update this rank fed a non-finite value (-1: none). */
@@ -160,9 +221,13 @@ export class TensorParallel implements ParallelStrategy {
    * that group. o.dp: the data-parallel group (the ranks holding the same shards in the other tp
    * groups) for dp × tp; o.writer: whether this rank writes (default: tp rank 0).
    */
-  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: DpGroup; fault?: Fault; bucketMiB?: number; overlap?: boolean } = {}) {
+  constructor(private readonly mpi: MpiBinding, readonly rank: number, readonly size: number, private readonly o: { writer?: boolean; dp?: DpGroup; fault?: Fault; bucketMiB?: number; overlap?: boolean; exact?: boolean } = {}) {
     this.writer = o.writer ?? rank === 0;
+    this.exact = (o.exact ?? false) && size > 1;
   }
+
+  /** exact=1: the split sums in one process's order, rank after rank (rowParallel, columnLinear). */
+  private readonly exact: boolean;
 
   /** This rank's world rank (tp groups are consecutive world ranks). */
   private worldRank(r = this.rank): number {
@@ -232,20 +297,43 @@ export class TensorParallel implements ParallelStrategy {
     for (const p of specs.keys()) if (!trainable.has(p)) throw new Error(`--parallel tp=${t}: parameter ${p.name ?? '?'} is frozen; tp trains whole models only`);
     let whole = 0;
     for (const p of params) whole += p.size;
+    // Parameter floats this rank holds as attach goes (the model's storages, then its shards):
+    // their high-water mark is what building the model cost this rank.
+    let now = 0;
+    for (const p of params) now += p.storage.size;
+    let peak = now;
+    const grow = (n: number): void => {
+      now += n;
+      peak = Math.max(peak, now);
+    };
     for (const [p, spec] of specs) {
-      const data = extractShard(p.data(), p.shape, spec, p.dtype);
+      // A deferred weight (the lm task built the model deferred) is read as a stream and only
+      // this rank's rows or columns are kept; a model built whole is cut (and released) instead.
+      const deferred = isDeferred(p);
+      const data = deferred ? drawShard(p, spec) : extractShard(p.data(), p.shape, spec, p.dtype);
       const shard = tensor(data, { shape: shardShape(p.shape, spec), backend: p.backend, dtype: p.dtype }).keep();
+      grow(shard.size);
       shard.requiresGrad = true;
       shard.name = `${p.name ?? '?'} (tp shard ${this.rank} of ${t})`;
       this.shards.set(p, { spec, shard });
       this.shardTensors.add(shard);
       // The shard is what trains and what the forward reads: the whole tensor keeps its shape
       // and no memory, and gets its values back only while the writer saves a checkpoint.
-      release(p);
+      if (deferred) settleDeferred(p);
+      else {
+        grow(-p.storage.size);
+        release(p);
+      }
+    }
+    // The replicated parameters built deferred get their whole values.
+    for (const p of model.parameters()) {
+      if (!isDeferred(p)) continue;
+      materializeDeferred(p);
+      grow(p.size);
     }
     let held = 0;
     for (const p of params) held += this.shards.get(p)?.shard.size ?? p.size;
-    this.paramFloats = { whole, held };
+    this.paramFloats = { whole, held, peak };
     const sh = (p: Tensor | null | undefined): Tensor | null => (p ? this.shards.get(p)!.shard : null);
     this.wteShard = sh(tr.wte.weight);
     this.headShard = model.lm_head ? sh(model.lm_head.weight) : this.wteShard;
@@ -337,6 +425,110 @@ export class TensorParallel implements ParallelStrategy {
     return record(out, 'tp_copy', [x], (g) => [this.allreduced(g)]);
   }
 
+  /**
+   * A row-parallel layer's output: each rank's partial sum over its part of the input width,
+   * summed across ranks by g. With exact=1 (`--parallel tp=N,exact=1`; docs/distributed.md) the sum is made in one process's order instead: one process's kernel
+   * runs one FMA chain per output element over the whole width in order, and the ranks' parts
+   * are consecutive pieces of it, so rank r continues rank r−1's chain (the matmul with
+   * accumulate on the partial it receives) and the last rank broadcasts the result, which is
+   * then bitwise one process's; the ranks wait for each other, so the layer runs serially.
+   */
+  private rowParallel(x: Tensor, w: Tensor, bias: Tensor | null): Tensor {
+    const partial = linear(x, w, null);
+    const summed = this.exact ? this.chainedOut(x, w, partial) : this.reduceOut(partial);
+    return bias ? rowBias(summed, bias) : summed;
+  }
+
+  /** rowParallel's sum with exact=1: rank after rank, continuing one FMA chain. */
+  private chainedOut(x: Tensor, w: Tensor, partial: Tensor): Tensor {
+    const [N, K] = w.shape as [number, number];
+    const rows = x.size / K;
+    const buf = floatsOf(partial.dtype, partial.size);
+    const t0 = performance.now();
+    if (this.rank === 0) buf.set(partial.data());
+    else {
+      this.mpi.wait(this.mpi.irecv(buf, this.rank - 1, TAG_CHAIN));
+      const out = tensor(buf, { shape: [rows, N], backend: partial.backend, dtype: partial.dtype });
+      noGrad(() => {
+        const x2 = contiguous(reshape(x, [rows, K]));
+        partial.backend.matmul({
+          a: x2.storage, aOffset: x2.offset, aBatchStride: 0, transA: false, lda: K,
+          b: w.storage, bOffset: w.offset, bBatchStride: 0, transB: true, ldb: K,
+          out: out.storage, batch: 1, M: rows, N, K, bias: null, precision: matmulPrecision(), accumulate: true,
+        });
+      });
+      buf.set(out.data());
+      out.dispose();
+    }
+    if (this.firstNonFinite < 0 && !allFinite(buf)) this.firstNonFinite = this.calls;
+    const sends = this.rank < this.size - 1 ? 1 : 0;
+    if (sends) this.mpi.wait(this.mpi.isend(buf, this.rank + 1, TAG_CHAIN));
+    this.mpi.bcast(buf, this.size - 1);
+    this.commMs += performance.now() - t0;
+    // comm_bytes with exact=1: the floats of the messages this rank sends and of the broadcast.
+    this.floats += (sends + 1) * buf.length * (buf instanceof Float64Array ? 2 : 1);
+    this.calls++;
+    return record(tensor(buf, { shape: [...partial.shape], backend: partial.backend, dtype: partial.dtype }), 'tp_chain', [partial], (g) => [g]);
+  }
+
+  /** f on a column-parallel layer's replicated input; with exact=1 the layer's own op (columnLinear) sums the gradient instead. */
+  private fIn(x: Tensor): Tensor {
+    return this.exact ? x : this.copyIn(x);
+  }
+
+  /**
+   * A column-parallel layer x·Wᵀ + b on this rank's rows of W. With exact=1 its input gradient
+   * is summed in one process's order (rowParallel's, backward): one process
+   * computes dx = dy·W as one FMA chain per element over all of W's rows in order; `parts` are
+   * this rank's row ranges of its shard in that order (c_attn: its q, k and v rows, which sit
+   * between the other ranks' in one process's W), and the running sum passes rank to rank
+   * through the parts, each rank continuing the chain over its rows; the last broadcasts it.
+   */
+  private columnLinear(x: Tensor, w: Tensor, b: Tensor | null, parts: [number, number][]): Tensor {
+    if (!this.exact) return linear(x, w, b);
+    const [Ns, C] = w.shape as [number, number];
+    const rows = x.size / C;
+    const y = noGrad(() => linear(x, w, b));
+    return record(y, 'tp_column_linear', b ? [x, w, b] : [x, w], (g) => {
+      const g2 = contiguous(reshape(g, [rows, Ns]));
+      const x2 = reshape(x, [rows, C]);
+      const buf = floatsOf(g.dtype, rows * C);
+      const t0 = performance.now();
+      const t = this.size;
+      let sends = 0;
+      for (let p = 0; p < parts.length; p++) {
+        for (let r = 0; r < t; r++) {
+          if (this.rank !== r) continue;
+          if (p > 0 || r > 0) this.mpi.wait(this.mpi.irecv(buf, r === 0 ? t - 1 : r - 1, TAG_CHAIN));
+          const [lo, hi] = parts[p]!;
+          if (hi > lo) {
+            const acc = tensor(buf, { shape: [rows, C], backend: g.backend, dtype: g.dtype });
+            g.backend.matmul({
+              a: g2.storage, aOffset: g2.offset + lo, aBatchStride: 0, transA: false, lda: Ns,
+              b: w.storage, bOffset: w.offset + lo * C, bBatchStride: 0, transB: false, ldb: C,
+              out: acc.storage, batch: 1, M: rows, N: C, K: hi - lo, bias: null, precision: matmulPrecision(), accumulate: true,
+            });
+            buf.set(acc.data());
+            acc.dispose();
+          }
+          if (p < parts.length - 1 || r < t - 1) {
+            this.mpi.wait(this.mpi.isend(buf, r === t - 1 ? 0 : r + 1, TAG_CHAIN));
+            sends++;
+          }
+        }
+      }
+      this.mpi.bcast(buf, t - 1);
+      this.commMs += performance.now() - t0;
+      this.floats += (sends + 1) * buf.length * (buf instanceof Float64Array ? 2 : 1);
+      this.calls++;
+      return [
+        reshape(tensor(buf, { shape: [rows, C], backend: g.backend, dtype: g.dtype }), x.shape),
+        matmul(transpose(g2), x2),
+        b ? sum(g2, 0) : null,
+      ];
+    });
+  }
+
   /** Megatron's g: partial sums all-reduced forward, the gradient passed through backward. */
   private reduceOut(x: Tensor): Tensor {
     return record(this.allreduced(x), 'tp_reduce', [x], (g) => [g]);
@@ -350,7 +542,8 @@ export class TensorParallel implements ParallelStrategy {
     const D = a.headDim;
     const Hl = a.nHead / this.size;
     const Hkvl = a.nKvHead / this.size;
-    const qkv = linear(x, s.qkvW, s.qkvB); // (B, T, (Hl + 2·Hkvl)·D): this rank's heads
+    // (B, T, (Hl + 2·Hkvl)·D): this rank's heads; its q, k and v rows, in one process's row order
+    const qkv = this.columnLinear(x, s.qkvW, s.qkvB, [[0, Hl * D], [Hl * D, (Hl + Hkvl) * D], [(Hl + Hkvl) * D, (Hl + 2 * Hkvl) * D]]);
     const heads = (u: Tensor, h: number): Tensor => permute(reshape(u, [B, T, h, D]), [0, 2, 1, 3]);
     const [q0, k0, v0] = split(qkv, [Hl * D, Hkvl * D, Hkvl * D], -1);
     let q = heads(q0!, Hl);
@@ -362,32 +555,30 @@ export class TensorParallel implements ParallelStrategy {
     }
     const y = scaledDotProductAttention(q, k, v, { causal: true, sparsity: a.sparsity });
     const merged = reshape(permute(y, [0, 2, 1, 3]), [B, T, Hl * D]);
-    let out = this.reduceOut(linear(merged, s.attnProjW, null)); // row-parallel: partial sums over heads
-    if (a.c_proj.bias) out = add(out, a.c_proj.bias);
+    const out = this.rowParallel(merged, s.attnProjW, a.c_proj.bias); // row-parallel: partial sums over heads
     return a.resid_dropout.forward(out);
   }
 
   private mlp(b: Block, s: BlockShards, x: Tensor): Tensor {
     const m = b.mlp as MLP;
     let h: Tensor;
+    const col = (w: Tensor, bias: Tensor | null): Tensor => this.columnLinear(x, w, bias, [[0, w.shape[0]!]]);
     switch (m.activation) {
-      case 'gelu': h = linear(x, s.fcW, s.fcB, 'gelu'); break;
-      case 'gelu_exact': h = gelu(linear(x, s.fcW, s.fcB), 'none'); break;
-      case 'relu': h = linear(x, s.fcW, s.fcB, 'relu'); break;
-      case 'swiglu': h = swiglu(linear(x, s.fcW, s.fcB), linear(x, s.fc2W!, s.fc2B)); break;
+      case 'gelu': h = this.exact ? gelu(col(s.fcW, s.fcB), 'tanh') : linear(x, s.fcW, s.fcB, 'gelu'); break;
+      case 'gelu_exact': h = gelu(col(s.fcW, s.fcB), 'none'); break;
+      case 'relu': h = this.exact ? relu(col(s.fcW, s.fcB)) : linear(x, s.fcW, s.fcB, 'relu'); break;
+      case 'swiglu': h = swiglu(col(s.fcW, s.fcB), col(s.fc2W!, s.fc2B)); break;
     }
-    let out = this.reduceOut(linear(h, s.mlpProjW, null));
-    if (m.c_proj.bias) out = add(out, m.c_proj.bias);
-    return m.dropout.forward(out);
+    return m.dropout.forward(this.rowParallel(h, s.mlpProjW, m.c_proj.bias));
   }
 
   private block(b: Block, s: BlockShards, x: Tensor): Tensor {
     if (b.cfg.norm_placement === 'pre') {
-      x = add(x, this.attention(b, s, this.copyIn(b.ln_1.forward(x))));
-      return add(x, this.mlp(b, s, this.copyIn(b.ln_2.forward(x))));
+      x = add(x, this.attention(b, s, this.fIn(b.ln_1.forward(x))));
+      return add(x, this.mlp(b, s, this.fIn(b.ln_2.forward(x))));
     }
-    x = b.ln_1.forward(add(x, this.attention(b, s, this.copyIn(x))));
-    return b.ln_2.forward(add(x, this.mlp(b, s, this.copyIn(x))));
+    x = b.ln_1.forward(add(x, this.attention(b, s, this.fIn(x))));
+    return b.ln_2.forward(add(x, this.mlp(b, s, this.fIn(x))));
   }
 
   /** The mean cross-entropy of one micro-batch, computed from this rank's slice of the vocabulary
@@ -426,7 +617,7 @@ export class TensorParallel implements ParallelStrategy {
       x = this.block(b, this.blocks[l]!, x);
     });
     if (tr.ln_f) x = tr.ln_f.forward(x);
-    const logits = reshape(linear(this.copyIn(x), this.headShard!, null), [N, Vr]); // this rank's columns of the logits
+    const logits = reshape(this.columnLinear(this.fIn(x), this.headShard!, null, [[0, Vr]]), [N, Vr]); // this rank's columns of the logits
     return this.crossEntropy(logits, batch, B, T);
   }
 
@@ -552,7 +743,7 @@ export class TensorParallel implements ParallelStrategy {
       const values = [lossSum, ...(src.parts ?? []).map(() => lossSum)];
       if (!Number.isFinite(lossSum)) {
         // Every rank of the group sees it (the loss was all-reduced): which one fed it in first.
-        const from = nonFiniteOrigin(this.mpi, this.rank, this.size, this.firstNonFinite, (r) => this.worldRank(r));
+        const from = nonFiniteOrigin(this.mpi, this.rank, this.size, this.firstNonFinite, (r) => this.worldRank(r), this.o.dp);
         throw new TrainingDivergedError(step, from.length ? `the training loss (the first non-finite partial sums came from rank ${from.join(', ')})` : 'the training loss', lossSum);
       }
       const norm = this.globalNorm();
@@ -564,7 +755,7 @@ export class TensorParallel implements ParallelStrategy {
       mine.stepUpdate();
       opt.step = mine.step;
       opt.lr = mine.lr;
-      this.record = { tp_step_ms: round(performance.now() - t0), comm_ms: round(this.commMs), comm_bytes: 4 * this.floats, tp_allreduces: this.calls, tp_param_floats: this.paramFloats.held, ...(dp ? { dp_comm_ms: round(this.dpMs), dp_comm_bytes: this.dpBytes, dp_overlap: dp.overlap ? 1 : 0, last_backward_ms: round(backwardMs) } : {}) };
+      this.record = { tp_step_ms: round(performance.now() - t0), comm_ms: round(this.commMs), comm_bytes: 4 * this.floats, tp_allreduces: this.calls, tp_param_floats: this.paramFloats.held, tp_param_peak_floats: this.paramFloats.peak, rss_peak_mib: peakRssMiB(), ...(dp ? { dp_comm_ms: round(this.dpMs), dp_comm_bytes: this.dpBytes, dp_overlap: dp.overlap ? 1 : 0, last_backward_ms: round(backwardMs) } : {}) };
       return { values, gradNorm: norm };
     } finally {
       mine.zeroGrad();
@@ -694,6 +885,7 @@ export class TensorParallel implements ParallelStrategy {
 const TAG_WEIGHTS = 1000;
 const TAG_M = 2000;
 const TAG_V = 3000;
+const TAG_CHAIN = 4000;
 
 /** A whole parameter's memory given back: it keeps its shape on a storage of no elements. */
 function release(p: Tensor): void {
