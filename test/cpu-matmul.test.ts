@@ -368,4 +368,27 @@ describe('cpu element-wise and copy kernels agree with the reference backend', (
     assert.deepEqual(Array.from(be.read(f)), [1, 2, 3, 4, 5, 6]);
     be.free(x);
   });
+
+  it('copyBlocks: a decode step\'s rows into a KV pool, each at its own position', () => {
+    // k (B=3, Hkv=2, 1, D=5) into a pool (4 slots, 2 heads, capacity 6, 5) at positions 4, 0, 2
+    const src = randArray(3 * 2 * 5);
+    const [k, rk] = both(src);
+    const [pool, rpool] = both(randArray(4 * 2 * 6 * 5));
+    const shape = [1, 2, 1, 5];
+    const xl = layout(shape, [10, 5, 5, 1]);
+    const ol = layout(shape, [60, 30, 5, 1]);
+    const from = [0, 10, 20];
+    const to = [0 * 60 + 4 * 5, 1 * 60 + 0 * 5, 2 * 60 + 2 * 5];
+    be.copyBlocks(k, xl, pool, ol, from, to);
+    ref.copyBlocks(rk, xl, rpool, ol, from, to);
+    assert.deepEqual(be.read(pool), ref.read(rpool));
+    const got = be.read(pool);
+    for (let i = 0; i < 3; i++) for (let h = 0; h < 2; h++) for (let d = 0; d < 5; d++) {
+      assert.equal(got[to[i]! + h * 30 + d], src[i * 10 + h * 5 + d], `row ${i} head ${h} [${d}]`);
+    }
+    // a block past the end is refused before anything is copied
+    assert.throws(() => be.copyBlocks(k, xl, pool, ol, [0], [3 * 60 + 5 * 5 + 1]), /copyBlocks: block 0 .* falls outside/);
+    assert.throws(() => be.copyBlocks(k, xl, pool, ol, [0, 10], [0]), /2 source shifts for 1/);
+    be.free(k); be.free(pool);
+  });
 });

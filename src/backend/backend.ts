@@ -307,6 +307,10 @@ export interface Backend {
   copy(x: Storage, xl: Layout, out: Storage): void;
   /** Strided write: out[outLayout(i)] = x[xLayout(i)], shapes equal. Used by concat and setters. */
   copyInto(x: Storage, xl: Layout, out: Storage, outLayout: Layout): void;
+  /** Copies blocks of one shape: block i is x's layout xl moved by xShift[i] elements, copied to out's
+   *  layout ol moved by outShift[i] (a decode step's rows into a KV pool, each at its own position,
+   *  in one call). Backends without it: copyInto per block. */
+  copyBlocks?(x: Storage, xl: Layout, out: Storage, ol: Layout, xShift: readonly number[], outShift: readonly number[]): void;
   fill(out: Storage, value: number, offset: number, n: number): void;
   unary(op: UnaryOp, x: Storage, xl: Layout, out: Storage): void;
   /** Contiguous n elements: gx = gy * f'(x). */

@@ -235,11 +235,11 @@ export function pooledDecodeAttention(q: Tensor, k: Tensor, v: Tensor, pool: KVP
     const sl = src.layout;
     const bl = buf.layout;
     const shape = [1, sl.shape[1]!, 1, sl.shape[3]!];
-    for (let i = 0; i < B; i++) {
-      const from = { shape, strides: sl.strides, offset: sl.offset + i * sl.strides[0]! };
-      const to = { shape, strides: bl.strides, offset: bl.offset + i * bl.strides[0]! + pool.lengths[i]! * bl.strides[2]! };
-      src.backend.copyInto(src.storage, from, buf.storage, to);
-    }
+    const from = Array.from({ length: B }, (_, i) => i * sl.strides[0]!);
+    const to = Array.from({ length: B }, (_, i) => i * bl.strides[0]! + pool.lengths[i]! * bl.strides[2]!);
+    const be = src.backend;
+    if (be.copyBlocks) be.copyBlocks(src.storage, { shape, strides: sl.strides, offset: sl.offset }, buf.storage, { shape, strides: bl.strides, offset: bl.offset }, from, to);
+    else for (let i = 0; i < B; i++) be.copyInto(src.storage, { shape, strides: sl.strides, offset: sl.offset + from[i]! }, buf.storage, { shape, strides: bl.strides, offset: bl.offset + to[i]! });
   }
   const keys = slice(slice(K, 0, 0, B), 2, 0, Tk);
   const values = slice(slice(V, 0, 0, B), 2, 0, Tk);

@@ -5,7 +5,7 @@ import type { AdamWArgs, AttentionArgs, AttentionBackwardArgs, AttentionView, Ba
 import * as fused from './fused.js';
 import { wasmQuantEmbedding, wasmQuantMatmul } from './quant-wasm.js';
 import { RefBackend, roundedToBf16 } from '../ref/index.js';
-import { checkIndex } from '../ref/kernels.js';
+import { checkIndex, layoutExtent } from '../ref/kernels.js';
 import { bytesPerElement, type DType, type TypedArray } from '../../tensor/dtype.js';
 import { contiguousStrides, numel, sameShape } from '../../tensor/shape.js';
 import { WasmRuntime, type WasmRuntimeOptions } from './runtime.js';
@@ -235,6 +235,39 @@ export class CpuBackend extends RefBackend {
     this.checkLayout('copyInto', 'x', x, xl);
     this.checkLayout('copyInto', 'out', out, outLayout);
     if (!this.stridedCopy(x, xl, out, outLayout)) super.copyInto(x, xl, out, outLayout);
+  }
+
+  /** One native strided copy per block with the layouts collapsed and checked once: at 8 decode rows
+   *  copyInto per row cost more in JavaScript than the copies (and kept the kernels' worker idle
+   *  long enough to fall asleep before the attention that follows). */
+  override copyBlocks(x: Storage, xl: Layout, out: Storage, ol: Layout, xShift: readonly number[], outShift: readonly number[]): void {
+    const n = xShift.length;
+    if (!this.native || x.dtype !== 'float32' || out.dtype !== 'float32' || !this.sameStrided(xl, ol) || n !== outShift.length) {
+      super.copyBlocks(x, xl, out, ol, xShift, outShift);
+      return;
+    }
+    const c = collapseDims(xl.shape, [xl.strides, ol.strides]);
+    const ex = layoutExtent({ ...xl, offset: 0 });
+    const eo = layoutExtent({ ...ol, offset: 0 });
+    if (c.shape.length > 4 || !ex || !eo) {
+      super.copyBlocks(x, xl, out, ol, xShift, outShift);
+      return;
+    }
+    while (c.shape.length < 4) {
+      c.shape.unshift(1);
+      c.strides[0]!.unshift(0);
+      c.strides[1]!.unshift(0);
+    }
+    const [xs, os] = c.strides as [number[], number[]];
+    const px = this.ptr(x), po = this.ptr(out);
+    for (let i = 0; i < n; i++) {
+      const fx = xl.offset + xShift[i]!, fo = ol.offset + outShift[i]!;
+      if (fx + ex.min < 0 || fx + ex.max >= x.size || fo + eo.min < 0 || fo + eo.max >= out.size) {
+        throw new RangeError(`copyBlocks: block ${i} (shape ${JSON.stringify(xl.shape)}) at source offset ${fx} and destination offset ${fo} falls outside storages of ${x.size} and ${out.size}`);
+      }
+      this.native.copyStrided(this.rt.heapF32, px + 4 * fx, po + 4 * fo, c.shape[0]!, c.shape[1]!, c.shape[2]!, c.shape[3]!,
+        xs[0]!, xs[1]!, xs[2]!, xs[3]!, os[0]!, os[1]!, os[2]!, os[3]!, 1);
+    }
   }
 
   override binary(op: BinaryOp, a: Storage, al: Layout, b: Storage, bl: Layout, out: Storage): void {

@@ -97,6 +97,13 @@ export class RefBackend implements Backend {
     K.copyInto(this.arr(x), xl, this.arr(out), outLayout);
   }
 
+  copyBlocks(x: Storage, xl: Layout, out: Storage, ol: Layout, xShift: readonly number[], outShift: readonly number[]): void {
+    if (xShift.length !== outShift.length) throw new RangeError(`copyBlocks: ${xShift.length} source shifts for ${outShift.length} destination shifts`);
+    for (let i = 0; i < xShift.length; i++) {
+      this.copyInto(x, { ...xl, offset: xl.offset + xShift[i]! }, out, { ...ol, offset: ol.offset + outShift[i]! });
+    }
+  }
+
   fill(out: Storage, value: number, offset: number, n: number): void {
     if (offset < 0 || offset + n > out.size) {
       throw new RangeError(`fill: ${n} elements at offset ${offset} do not fit in a storage of ${out.size}`);
