@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  bootstrap, chinchillaAt, commonDAcrossN, commonNAcrossD, chinchillaGrid, chinchillaObjective, chinchillaOptimal, computeFrontier, fitChinchilla, fitOptimalAllocation, fitPowerLaw,
+  bestPerN, bootstrap, chinchillaAt, commonDAcrossN, commonNAcrossD, chinchillaGrid, chinchillaObjective, chinchillaOptimal, computeFrontier, fitChinchilla, fitOptimalAllocation, fitPowerLaw,
   isoFlopProfiles, lbfgs, linearFit, quadraticFit, quantile, rSquared, seededUniform, type ScalingPoint,
 } from '../src/eval/scaling.js';
 import { analyseSweep, scalingMarkdown, scalingPlots, type RunRecord } from '../src/eval/scaling-report.js';
@@ -149,6 +149,23 @@ test('equal-data and equal-size subsets for Kaplan L(N) and L(D)', () => {
   for (const N of [1, 2, 4]) for (const D of [10, 20, 40]) if (!(N === 4 && D === 40)) pts.push({ N, D, C: 6 * N * D, L: 1 });
   assert.deepEqual(commonDAcrossN(pts).map((p) => [p.N, p.D]), [[1, 20], [2, 20], [4, 20]]);
   assert.deepEqual(commonNAcrossD(pts).map((p) => [p.N, p.D]), [[2, 10], [2, 20], [2, 40]]);
+});
+
+test("L(N)'s runs: each size's best (the envelope over D), above the fit's compute cap too, never the held-out run", () => {
+  const pts: ScalingPoint[] = [{ N: 1, D: 10, C: 60, L: 3 }, { N: 1, D: 20, C: 120, L: 2.5 }, { N: 1, D: 40, C: 240, L: 2.6 }, { N: 2, D: 10, C: 120, L: 2.4 }];
+  assert.deepEqual(bestPerN(pts).map((p) => [p.N, p.D]), [[1, 20], [2, 10]]);
+  const runs: RunRecord[] = [];
+  for (const N of [1e4, 1e5, 1e6]) for (const D of [1e5, 1e6]) runs.push({ name: `n${N}-d${D}`, N, D, C: 6 * N * D, val_loss: chinchillaAt(TRUE, N, D) });
+  runs.push({ name: 'held', N: 1e6, D: 1e7, C: 6e13, val_loss: 1 });
+  const a = analyseSweep(runs, { fitMaxCompute: 1e12, heldout: 'held', bootstrap: 5, gridThin: 100 });
+  assert.equal(a.kaplan_N.selection, 'envelope');
+  assert.deepEqual(a.kaplan_N.runs, ['n10000-d1000000', 'n100000-d1000000', 'n1000000-d1000000']);
+  assert.ok(!a.fit_runs.includes('n1000000-d1000000'), 'the 6e12-FLOP run is above the cap of the other fits');
+  const c = analyseSweep(runs, { fitMaxCompute: 1e12, heldout: 'held', bootstrap: 5, gridThin: 100, lOfN: 'common_d' });
+  assert.deepEqual(c.kaplan_N.runs, ['n10000-d100000', 'n100000-d100000', 'n1000000-d100000']);
+  const md = scalingMarkdown(runs, a);
+  assert.match(md, /\| n1000000-d1000000 \|.*\| L\(N\) only \|/);
+  assert.match(md, /Kaplan L\(N\) = \(N_c\/N\)\^α_N, best run of each size/);
 });
 
 test('analyseSweep on runs drawn from a known L(N, D): the held-out prediction, the plots and the summary', () => {

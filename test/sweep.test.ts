@@ -27,6 +27,9 @@ test('sweep plan: N excludes the embeddings, C = 6ND + attention, cheapest first
   for (const r of plan) if (r.name !== 'L2-d32-h2-i50') assert.ok(r.C <= 1.3e6, `${r.name}: ${r.C}`);
   assert.ok(plan.some((r) => r.name === 'L2-d32-h2-i50' && r.C > 1.3e6), 'explicit runs stay whatever max_compute says');
   for (let i = 1; i < plan.length; i++) assert.ok(plan[i - 1]!.C <= plan[i]!.C);
+  // --lr_per_width: the learning rate of each run from its shape.
+  const perWidth = planSweep({ shapes: [parseShape('1x16x2'), parseShape('2x32x2')], iters: [2], block_size: 8, batch_size: 2, lrOf: (_N, sh) => 0.4 / sh.n_embd }, 30);
+  assert.deepEqual(perWidth.map((r) => r.learning_rate), [0.4 / 16, 0.4 / 32]);
   assert.throws(() => parseShape('2x15x2'), /not divisible/);
   assert.throws(() => parseShape('2-16-2'), /LAYERSxWIDTHxHEADS/);
 });
@@ -79,6 +82,9 @@ test('sweep: 2 runs through runTraining; a second call skips the finished one', 
     // No budget left: nothing starts, the run is named as left over.
     const none = await runSweep({ ...base, iters: [3, 5, 7], maxMinutes: 1e-9 });
     assert.deepEqual(none.leftOver.map((x) => x.name), ['L1-d16-h2-i7']);
+    // Another learning rate into the same folder: the finished runs are not reused as if equal.
+    await assert.rejects(runSweep({ ...base, lrOf: (_N, shape) => 0.4 / shape.n_embd }), /L1-d16-h2-i3 was trained with learning_rate .* \(this sweep: 0\.025\)/);
+    await assert.rejects(runSweep({ ...base, batch_size: 4 }), /batch_size 2 \(this sweep: 4\)/);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -14,12 +14,14 @@ export async function runSweepFit(f: Flags): Promise<void> {
   const heldout = f.string('heldout');
   const bootstrap = f.number('bootstrap', { integer: true, min: 0 }) ?? 500;
   const seed = f.number('seed', { integer: true, min: 0 }) ?? 1;
+  const lOfN = f.string('l_of_n') ?? 'envelope';
+  if (lOfN !== 'envelope' && lOfN !== 'common_d') throw new UsageError(`sweep fit: --l_of_n is 'envelope' (each size's best run) or 'common_d' (the D most sizes share), got '${lOfN}'`);
   f.done();
   await requireFile('sweep fit', 'results', results);
   const runs = await readSweepResults(results);
   if (runs.length === 0) throw new UsageError(`sweep fit: ${results} holds no runs`);
   const t0 = performance.now();
-  const a = analyseSweep(runs, { ...(fitMaxCompute !== undefined ? { fitMaxCompute } : {}), ...(heldout ? { heldout } : {}), bootstrap, seed });
+  const a = analyseSweep(runs, { ...(fitMaxCompute !== undefined ? { fitMaxCompute } : {}), ...(heldout ? { heldout } : {}), bootstrap, seed, lOfN });
   await mkdir(out, { recursive: true });
   await writeFileAtomic(join(out, 'fits.json'), JSON.stringify(a, null, 1) + '\n');
   const md = scalingMarkdown(runs, a);

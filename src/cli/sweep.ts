@@ -3,12 +3,12 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Flags, UsageError } from './args.js';
-import { parseShape, runSweep, type SweepShape } from '../tasks/sweep.js';
+import { kaplanLearningRate, parseShape, runSweep, type SweepShape } from '../tasks/sweep.js';
 import { shippedData } from './common.js';
 import { ProgressBar } from './progress.js';
 
 export const SWEEP_HELP = `attn sweep --dataset DIR --out DIR --shapes LxDxH,... --iters N,... [options]
-attn sweep fit --results FILE.jsonl --out DIR [--fit_max_compute C] [--heldout NAME] [--bootstrap B]
+attn sweep fit --results FILE.jsonl --out DIR [--fit_max_compute C] [--heldout NAME] [--bootstrap B] [--l_of_n envelope|common_d]
 
 Trains every (shape, iterations) pair of the grid, cheapest first, each with the one training loop,
 a cosine schedule fitted to its length (2 % warmup, decay to lr/10 at its last update), no
@@ -27,12 +27,18 @@ skipped and a run killed half way starts again. Final weights stay in OUT/runs/N
   --eval_iters N         validation batches of the final loss (default 100; the same batches for every run)
   --max_minutes M        total budget; the runs left are named and a later call continues (default: none)
   --keep_models_upto P   keep the final weights of runs up to P parameters (default 20000000)
+  --lr_scale S           multiply Kaplan's learning rate by S (default 1; small models with batches of
+                         ~1k tokens train faster with a larger one: probe it, docs/scaling.md)
+  --lr_per_width K       learning rate K / n_embd instead (Adam's 1/width rule of μP, Yang et al.
+                         2021, applied to every weight; K = 0.4 on Tiny Shakespeare, docs/scaling.md)
   --seed N (1337), --device cpu|webgpu|auto|ref, --threads N
 
 attn sweep fit: the Kaplan L(N), L(D), L(C) power laws, Chinchilla approaches 2 (IsoFLOP
 profiles) and 3 (L(N,D) = E + A/N^α + B/D^β, Huber on log L, L-BFGS from a grid of starts),
 bootstrap intervals and R², and the held-out prediction: the fits use only runs with
-C <= --fit_max_compute and predict --heldout (a run name). Writes OUT/fits.json and SVG plots.`;
+C <= --fit_max_compute and predict --heldout (a run name); L(N) takes each size's best run
+(all runs but the held-out one; --l_of_n common_d: the D most sizes share, within the cap).
+Writes OUT/fits.json and SVG plots.`;
 
 function list<T>(f: Flags, name: string, parse: (s: string) => T): T[] {
   const v = f.string(name);
@@ -72,6 +78,9 @@ export async function runSweepCommand(f: Flags): Promise<void> {
   const maxMinutes = f.number('max_minutes', { min: 0 }) ?? 0;
   const keepModelsUpTo = f.number('keep_models_upto', { min: 0 }) ?? 20e6;
   const seed = f.number('seed', { integer: true, min: 0 }) ?? 1337;
+  const lrScale = f.number('lr_scale', { min: 0 }) ?? 1;
+  const lrPerWidth = f.number('lr_per_width', { min: 0 });
+  if (lrPerWidth !== undefined && lrScale !== 1) throw new UsageError('sweep: give --lr_scale or --lr_per_width, not both');
   const device = f.string('device') ?? 'cpu';
   const threads = f.number('threads', { integer: true, min: 1 });
   f.done();
@@ -80,6 +89,8 @@ export async function runSweepCommand(f: Flags): Promise<void> {
   let bar: ProgressBar | null = null;
   const summary = await runSweep({
     dataset, out, shapes, iters, extra, maxCompute, block_size, batch_size, eval_iters, seed, device, ...(threads ? { threads } : {}), maxMinutes, keepModelsUpTo,
+    ...(lrScale !== 1 ? { lrOf: (N: number) => lrScale * kaplanLearningRate(N) } : {}),
+    ...(lrPerWidth !== undefined ? { lrOf: (_N: number, s: SweepShape) => lrPerWidth / s.n_embd } : {}),
   }, {
     onSkip: (r, why) => process.stderr.write(`skip ${r.name}: ${why}\n`),
     onRunStart: (i, n, r) => {

@@ -2,7 +2,7 @@
 // compute limit, the held-out prediction, the SVG plots and a Markdown summary. Pure (no I/O).
 import { linePlotSvg, linearTicks, PALETTE, type PlotSeries } from './plot.js';
 import {
-  bootstrap, chinchillaAt, chinchillaGrid, chinchillaOptimal, computeFrontier, fitChinchilla, fitChinchillaOnce, fitOptimalAllocation, fitPowerLaw,
+  bestPerN, bootstrap, chinchillaAt, chinchillaGrid, chinchillaOptimal, computeFrontier, fitChinchilla, fitChinchillaOnce, fitOptimalAllocation, fitPowerLaw,
   isoFlopProfiles, commonDAcrossN, commonNAcrossD, powerLawAt, type ChinchillaFit, type IsoFlopProfile, type PowerLawFit, type ScalingPoint,
 } from './scaling.js';
 
@@ -24,7 +24,7 @@ export interface RunRecord {
 export interface ScalingAnalysis {
   fit_max_compute: number;
   fit_runs: string[];
-  kaplan_N: PowerLawFit & { runs: string[] };
+  kaplan_N: PowerLawFit & { runs: string[]; selection: LOfNRuns };
   kaplan_D: PowerLawFit & { runs: string[] };
   kaplan_C: PowerLawFit & { runs: string[] };
   chinchilla3: ChinchillaFit;
@@ -41,7 +41,13 @@ export interface ScalingAnalysis {
 const toPoint = (r: RunRecord): ScalingPoint => ({ N: r.N, D: r.D, C: r.C, L: r.val_loss, name: r.name });
 
 /** All fits on the runs with C ≤ fitMaxCompute (the held-out run left out), and its prediction. */
-export function analyseSweep(runs: readonly RunRecord[], opts: { fitMaxCompute?: number; heldout?: string; bootstrap?: number; seed?: number; isoflopPerDecade?: number; gridThin?: number } = {}): ScalingAnalysis {
+/** Which runs enter Kaplan's L(N): 'envelope' (default), each size's best run over every run but
+ *  the held-out one, the compute cap not applied (L(N) describes sizes trained as far as the grid
+ *  goes; the cap only serves the prediction); 'common_d', the sizes at the D most of them share,
+ *  within the cap (the first sweep's choice, which compares undertrained models). */
+export type LOfNRuns = 'envelope' | 'common_d';
+
+export function analyseSweep(runs: readonly RunRecord[], opts: { fitMaxCompute?: number; heldout?: string; bootstrap?: number; seed?: number; isoflopPerDecade?: number; gridThin?: number; lOfN?: LOfNRuns } = {}): ScalingAnalysis {
   const B = opts.bootstrap ?? 500;
   const seed = opts.seed ?? 1;
   const held = opts.heldout ? runs.find((r) => r.name === opts.heldout) : undefined;
@@ -53,10 +59,11 @@ export function analyseSweep(runs: readonly RunRecord[], opts: { fitMaxCompute?:
   const names = (ps: ScalingPoint[]): string[] => ps.map((p) => p.name!);
   // A grid this small has no run that is unlimited by data or by size: L(N) compares the sizes at
   // the D they all share, L(D) the size with the most D values (see commonDAcrossN).
-  const nSet = commonDAcrossN(pts);
+  const lOfN = opts.lOfN ?? 'envelope';
+  const nSet = lOfN === 'envelope' ? bestPerN(runs.filter((r) => r !== held).map(toPoint)) : commonDAcrossN(pts);
   const dSet = commonNAcrossD(pts);
   const cSet = computeFrontier(pts);
-  const kaplan_N = { ...fitPowerLaw(nSet.map((p) => p.N), nSet.map((p) => p.L), { bootstrap: B, seed }), runs: names(nSet) };
+  const kaplan_N = { ...fitPowerLaw(nSet.map((p) => p.N), nSet.map((p) => p.L), { bootstrap: B, seed }), runs: names(nSet), selection: lOfN };
   const kaplan_D = { ...fitPowerLaw(dSet.map((p) => p.D), dSet.map((p) => p.L), { bootstrap: B, seed }), runs: names(dSet) };
   const kaplan_C = { ...fitPowerLaw(cSet.map((p) => p.C), cSet.map((p) => p.L), { bootstrap: B, seed }), runs: names(cSet) };
   // The paper's full grid of starts (every gridThin-th when asked, for quick checks).
@@ -117,7 +124,9 @@ const lossTicks = (ls: number[]): number[] => linearTicks(Math.min(...ls), Math.
 export function scalingPlots(runs: readonly RunRecord[], a: ScalingAnalysis): Record<string, string> {
   const fitNames = new Set(a.fit_runs);
   const held = a.prediction ? runs.find((r) => r.name === a.prediction!.run) : undefined;
-  const all = runs.filter((r) => fitNames.has(r.name) || r === held);
+  // Every run is drawn, those above the fit's compute cap too (they can enter L(N)).
+  void fitNames;
+  const all = [...runs];
   const ls = all.map((r) => r.val_loss).concat(a.prediction ? [a.prediction.approach3.predicted, a.prediction.kaplan_C.predicted] : []);
   const yTicks = lossTicks(ls);
   const common = { logX: true, logY: true, yTicks, yLabel: 'validation loss (nats per token)' };
@@ -128,6 +137,8 @@ export function scalingPlots(runs: readonly RunRecord[], a: ScalingAnalysis): Re
 
   // L against N: one line per D, the Kaplan fit and approach 3 at the largest D.
   const sN: PlotSeries[] = byD.map((D, i) => ({ name: `D = ${fmt(D)}`, color: PALETTE[i % PALETTE.length], points: all.filter((r) => r.D === D && r !== held).sort((x, y) => x.N - y.N).map((r) => [r.N, r.val_loss] as const) }));
+  const envelope = a.kaplan_N.runs.map((n) => runs.find((r) => r.name === n)!).filter(Boolean);
+  if (a.kaplan_N.selection === 'envelope') sN.push({ name: 'best run of each size (L(N) fit)', color: '#000000', points: envelope.map((r) => [r.N, r.val_loss] as const) });
   const nR = logRange(Math.min(...byN), Math.max(...byN));
   sN.push({ name: `Kaplan L(N): α_N ${a.kaplan_N.alpha.toFixed(3)}`, color: '#000000', dashed: true, markers: false, points: nR.map((n) => [n, powerLawAt(a.kaplan_N, n)] as const) });
   if (held) sN.push({ name: `held out (${held.name})`, color: '#e377c2', points: [[held.N, held.val_loss]] });
@@ -190,14 +201,15 @@ export function scalingMarkdown(runs: readonly RunRecord[], a: ScalingAnalysis):
   L.push('| run | n_layer × n_embd × n_head | N (non-emb.) | D (tokens) | C (FLOPs) | val loss | wall s | in fit |');
   L.push('|---|---|---:|---:|---:|---:|---:|---|');
   for (const r of [...runs].sort((x, y) => x.N - y.N || x.D - y.D)) {
-    L.push(`| ${r.name} | ${r.n_layer ?? '?'} × ${r.n_embd ?? '?'} × ${r.n_head ?? '?'} | ${r.N.toLocaleString('en-US')} | ${r.D.toLocaleString('en-US')} | ${sci(r.C)} | ${r.val_loss.toFixed(4)} | ${r.wall_s?.toFixed(0) ?? '?'} | ${fitNames.has(r.name) ? 'yes' : a.prediction?.run === r.name ? 'held out' : 'no'} |`);
+    L.push(`| ${r.name} | ${r.n_layer ?? '?'} × ${r.n_embd ?? '?'} × ${r.n_head ?? '?'} | ${r.N.toLocaleString('en-US')} | ${r.D.toLocaleString('en-US')} | ${sci(r.C)} | ${r.val_loss.toFixed(4)} | ${r.wall_s?.toFixed(0) ?? '?'} | ${fitNames.has(r.name) ? 'yes' : a.prediction?.run === r.name ? 'held out' : a.kaplan_N.runs.includes(r.name) ? 'L(N) only' : 'no'} |`);
   }
   L.push('');
   L.push(`Fits on ${a.fit_runs.length} runs with C ≤ ${sci(a.fit_max_compute)} FLOPs; 95 % percentile-bootstrap intervals in brackets; R² of log L (the fit's space) and of L.`);
   L.push('');
   L.push('| law | exponent | scale | R² (log L) | R² (L) | runs |');
   L.push('|---|---|---|---:|---:|---:|');
-  L.push(`| Kaplan L(N) = (N_c/N)^α_N, at D = ${a.kaplan_N.runs.length ? fmt(runs.find((r) => r.name === a.kaplan_N.runs[0])!.D) : '?'} | α_N = ${a.kaplan_N.alpha.toFixed(4)}${ci(a.kaplan_N.ci?.alpha, 4)} | N_c = ${sci(a.kaplan_N.Xc)} | ${a.kaplan_N.r2_log.toFixed(4)} | ${a.kaplan_N.r2.toFixed(4)} | ${a.kaplan_N.n} |`);
+  const lOfNWhere = a.kaplan_N.selection === 'envelope' ? 'best run of each size' : `at D = ${a.kaplan_N.runs.length ? fmt(runs.find((r) => r.name === a.kaplan_N.runs[0])!.D) : '?'}`;
+  L.push(`| Kaplan L(N) = (N_c/N)^α_N, ${lOfNWhere} | α_N = ${a.kaplan_N.alpha.toFixed(4)}${ci(a.kaplan_N.ci?.alpha, 4)} | N_c = ${sci(a.kaplan_N.Xc)} | ${a.kaplan_N.r2_log.toFixed(4)} | ${a.kaplan_N.r2.toFixed(4)} | ${a.kaplan_N.n} |`);
   L.push(`| Kaplan L(D) = (D_c/D)^α_D, at N = ${a.kaplan_D.runs.length ? fmt(runs.find((r) => r.name === a.kaplan_D.runs[0])!.N) : '?'} | α_D = ${a.kaplan_D.alpha.toFixed(4)}${ci(a.kaplan_D.ci?.alpha, 4)} | D_c = ${sci(a.kaplan_D.Xc)} | ${a.kaplan_D.r2_log.toFixed(4)} | ${a.kaplan_D.r2.toFixed(4)} | ${a.kaplan_D.n} |`);
   L.push(`| Kaplan L(C) frontier = (C_c/C)^α_C | α_C = ${a.kaplan_C.alpha.toFixed(4)}${ci(a.kaplan_C.ci?.alpha, 4)} | C_c = ${sci(a.kaplan_C.Xc)} | ${a.kaplan_C.r2_log.toFixed(4)} | ${a.kaplan_C.r2.toFixed(4)} | ${a.kaplan_C.n} |`);
   const c3 = a.chinchilla3;

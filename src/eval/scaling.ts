@@ -248,6 +248,15 @@ export function mostDataPerN(points: readonly ScalingPoint[]): ScalingPoint[] {
   return [...best.values()].sort((a, b) => a.N - b.N);
 }
 
+/** Per N, its lowest loss over every D trained (the envelope over D): Kaplan et al. 2020 fit L(N)
+ *  to models trained near convergence or early stopped, which the best run of each size
+ *  approximates when the grid's longest runs are long enough for that size. */
+export function bestPerN(points: readonly ScalingPoint[]): ScalingPoint[] {
+  const best = new Map<number, ScalingPoint>();
+  for (const p of points) if (!best.has(p.N) || p.L < best.get(p.N)!.L) best.set(p.N, p);
+  return [...best.values()].sort((a, b) => a.N - b.N);
+}
+
 /** The runs of one D across model sizes: the D that the most sizes share (ties: the larger D),
  *  so L(N) compares sizes on equal data rather than mixing budgets. */
 export function commonDAcrossN(points: readonly ScalingPoint[]): ScalingPoint[] {

@@ -69,8 +69,8 @@ export interface SweepOptions {
   maxMinutes?: number;
   /** Keep each run's final weights (out/runs/NAME/best) up to this many parameters (0: keep none). */
   keepModelsUpTo?: number;
-  /** Learning rate as a function of N (default: kaplanLearningRate). */
-  lrOf?: (N: number) => number;
+  /** Learning rate as a function of N and the shape (default: kaplanLearningRate). */
+  lrOf?: (N: number, shape: SweepShape) => number;
 }
 
 /** Non-embedding parameters: everything but the token and learned position tables (the LM head
@@ -111,7 +111,7 @@ export function planSweep(o: Pick<SweepOptions, 'shapes' | 'iters' | 'extra' | '
     if (!(Number.isInteger(iters) && iters >= 1)) throw new Error(`iterations must be positive integers, got ${iters}`);
     const N = nonEmbeddingParams(shape, vocab_size, o.block_size);
     const D = iters * o.batch_size * o.block_size;
-    return { name: runName(shape, iters), ...shape, iters, N, D, C: trainingFlops(N, D, shape, o.block_size), learning_rate: lrOf(N) };
+    return { name: runName(shape, iters), ...shape, iters, N, D, C: trainingFlops(N, D, shape, o.block_size), learning_rate: lrOf(N, shape) };
   };
   const runs: SweepRun[] = [];
   for (const s of o.shapes) for (const it of o.iters) {
@@ -170,7 +170,17 @@ export async function runSweep(o: SweepOptions, hooks: SweepHooks = {}): Promise
   const out = resolve(o.out);
   await mkdir(out, { recursive: true });
   const resultsPath = join(out, SWEEP_RESULTS_FILE);
-  const done = new Set((await readSweepResults(resultsPath)).map((r) => r.name));
+  const finished = await readSweepResults(resultsPath);
+  // A finished run is reused only if it was trained with this plan's settings: a rerun with
+  // another learning rate, batch, context or seed into the same folder would mix two grids.
+  for (const r of finished) {
+    const p = plan.find((x) => x.name === r.name);
+    if (!p) continue;
+    const diff = ([['learning_rate', r.learning_rate, p.learning_rate], ['block_size', r.block_size, o.block_size], ['batch_size', r.batch_size, o.batch_size], ['seed', r.seed, o.seed]] as const)
+      .filter(([, a, b]) => a !== undefined && Math.abs(a - b) > 1e-12 * Math.abs(b));
+    if (diff.length) throw new Error(`${resultsPath}: run ${r.name} was trained with ${diff.map(([k, a, b]) => `${k} ${a} (this sweep: ${b})`).join(', ')}; use another --out for other settings`);
+  }
+  const done = new Set(finished.map((r) => r.name));
   const todo = plan.filter((r) => !done.has(r.name));
   for (const r of plan) if (done.has(r.name)) hooks.onSkip?.(r, 'finished before');
   const t0 = performance.now();
