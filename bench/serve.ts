@@ -116,6 +116,10 @@ async function one(i: number): Promise<{ ttft: number; tokens: number }> {
 log(`attn serve load (${flag('raw') ? 'bare node:http client' : 'openai client'}): ${flag('small') ? 'small GPT' : 'GPT-2 124M shape'}, random weights, max_tokens ${maxTokens}, ${seconds} s or ${perStream} × c requests per level`);
 await one(0); // warm-up: V8 and the kernels
 await one(1);
+// and every level's batch once, untimed: the first steps at a new batch size grow the KV pool,
+// fault in its pages and compile the batched paths (the first 8-stream level used to run 5-15 %
+// slower than a second one right after it)
+for (const c of [...new Set(levels)]) await Promise.all(Array.from({ length: c }, (_, i) => one(10_000 + i)));
 const rssBefore = rssMiB(pid);
 const rows: { streams: number; requests: number; tokens: number; seconds: number; tokens_per_s: number; ttft_p50_ms: number; ttft_p99_ms: number; mean_batch: number; split: Record<string, number> }[] = [];
 const pc = (f: number): string => `${(100 * f).toFixed(0)} %`;
