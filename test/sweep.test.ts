@@ -101,3 +101,32 @@ async function captureJson(run: () => Promise<void>): Promise<Record<string, unk
   }
   return JSON.parse(out.join('\n')) as Record<string, unknown>;
 }
+
+test('sweep: a run that diverges is recorded in failed.jsonl and skipped; the others still train', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'attn-sweep-nan-'));
+  try {
+    const text = 'to be or not to be, that is the question. '.repeat(40);
+    const data = join(root, 'data');
+    await prepareDataset({ text, tokenizer: CharTokenizer.fromText(text), outDir: data });
+    const out = join(root, 'sweep');
+    // 1x16x2 at an absurd learning rate: its weights overflow within a few updates
+    const o: SweepOptions = {
+      dataset: data, out, shapes: [parseShape('1x16x2'), parseShape('1x24x2')], iters: [4], block_size: 8, batch_size: 2, eval_iters: 2, seed: 7, device: 'cpu', threads: 1,
+      lrOf: (_N, s) => (s.n_embd === 16 ? 1e30 : 1e-3),
+    };
+    const skipped: string[] = [];
+    const first = await runSweep(o, { onSkip: (r, why) => skipped.push(`${r.name}: ${why}`) });
+    assert.deepEqual(first.trained.map((r) => r.name), ['L1-d24-h2-i4']);
+    assert.deepEqual(first.failed.map((f) => f.run.name), ['L1-d16-h2-i4']);
+    assert.match(first.failed[0]!.reason, /training diverged at step \d+/);
+    const lines = readFileSync(join(out, 'failed.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { name: string; learning_rate: number });
+    assert.deepEqual(lines.map((l) => [l.name, l.learning_rate]), [['L1-d16-h2-i4', 1e30]]);
+    assert.equal((await readSweepResults(join(out, 'results.jsonl'))).length, 1, 'no result for the diverged run');
+    // a second call trains nothing: one run finished, one diverged before (and says how to retry)
+    const second = await runSweep(o, { onSkip: (r, why) => skipped.push(`${r.name}: ${why}`) });
+    assert.equal(second.trained.length + second.failed.length, 0);
+    assert.ok(skipped.some((s) => /^L1-d16-h2-i4: diverged in an earlier call .*delete its line/.test(s)), skipped.join('\n'));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});

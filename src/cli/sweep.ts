@@ -103,5 +103,5 @@ export async function runSweepCommand(f: Flags): Promise<void> {
     },
     loop: { onProgress: (step, _max, tps, loss) => bar?.update(step, tps, `loss ${loss.toFixed(3)}`) },
   });
-  process.stderr.write(`sweep: ${summary.trained.length} trained, ${summary.skipped} finished before, ${summary.leftOver.length} left${summary.leftOver.length ? ` (${summary.leftOver.map((r) => r.name).join(', ')}): run the same command again to continue` : ''}; results in ${summary.resultsPath}\n`);
+  process.stderr.write(`sweep: ${summary.trained.length} trained, ${summary.failed.length ? `${summary.failed.length} diverged (failed.jsonl), ` : ''}${summary.skipped} skipped (finished or diverged before), ${summary.leftOver.length} left${summary.leftOver.length ? ` (${summary.leftOver.map((r) => r.name).join(', ')}): run the same command again to continue` : ''}; results in ${summary.resultsPath}\n`);
 }

@@ -8,9 +8,12 @@ import { join, resolve } from 'node:path';
 import { GPT } from '../models/gpt.js';
 import { loadDataset } from '../data/files.js';
 import { LAST_DIR, runTraining, type LoopHooks } from '../train/loop.js';
+import { TrainingDivergedError } from '../train/update.js';
 import { LM_TASK } from './lm.js';
 
 export const SWEEP_RESULTS_FILE = 'results.jsonl';
+/** Runs that diverged (NaN/inf): one JSON line each; a later sweep skips them until the line goes. */
+export const SWEEP_FAILED_FILE = 'failed.jsonl';
 
 /** A model shape of the grid. */
 export interface SweepShape {
@@ -159,6 +162,8 @@ export interface SweepSummary {
   trained: SweepResult[];
   /** Runs not started (or stopped unfinished) because the budget ran out. */
   leftOver: SweepRun[];
+  /** Runs that diverged in this call (recorded in failed.jsonl; the sweep went on without them). */
+  failed: { run: SweepRun; reason: string }[];
   resultsPath: string;
 }
 
@@ -181,7 +186,26 @@ export async function runSweep(o: SweepOptions, hooks: SweepHooks = {}): Promise
     if (diff.length) throw new Error(`${resultsPath}: run ${r.name} was trained with ${diff.map(([k, a, b]) => `${k} ${a} (this sweep: ${b})`).join(', ')}; use another --out for other settings`);
   }
   const done = new Set(finished.map((r) => r.name));
-  const todo = plan.filter((r) => !done.has(r.name));
+  // A run that diverged stays out of later calls (its line in failed.jsonl says why): one bad
+  // learning rate must not stop every rerun of the sweep at the same place.
+  const failedPath = join(out, SWEEP_FAILED_FILE);
+  const failedBefore = new Map<string, string>();
+  if (existsSync(failedPath)) {
+    for (const line of (await readFile(failedPath, 'utf8')).split('\n')) {
+      if (!line.trim()) continue;
+      try {
+        const f = JSON.parse(line) as { name?: unknown; reason?: unknown };
+        if (typeof f.name === 'string') failedBefore.set(f.name, String(f.reason ?? ''));
+      } catch {
+        throw new Error(`${failedPath}: not a JSON line: ${line.slice(0, 80)}`);
+      }
+    }
+  }
+  for (const r of plan) {
+    if (!done.has(r.name) && failedBefore.has(r.name)) hooks.onSkip?.(r, `diverged in an earlier call (${failedBefore.get(r.name)}); delete its line in ${failedPath} to train it again`);
+  }
+  const todo = plan.filter((r) => !done.has(r.name) && !failedBefore.has(r.name));
+  const failed: { run: SweepRun; reason: string }[] = [];
   for (const r of plan) if (done.has(r.name)) hooks.onSkip?.(r, 'finished before');
   const t0 = performance.now();
   const trained: SweepResult[] = [];
@@ -197,13 +221,22 @@ export async function runSweep(o: SweepOptions, hooks: SweepHooks = {}): Promise
     const runDir = join(out, 'runs', run.name);
     // A run killed half way starts again from scratch: only finished runs are results.
     await rm(runDir, { recursive: true, force: true });
-    const res = await runTraining(LM_TASK, {
-      dataset: o.dataset, out_dir: runDir, device: o.device, ...(o.threads ? { threads: o.threads } : {}), seed: o.seed,
-      n_layer: run.n_layer, n_embd: run.n_embd, n_head: run.n_head, block_size: o.block_size, batch_size: o.batch_size,
-      dropout: 0, bias: false, tie_embeddings: true, max_iters: run.iters, learning_rate: run.learning_rate,
-      eval_interval: 0, eval_iters: o.eval_iters, log_interval: Math.max(1, Math.floor(run.iters / 20)),
-      ...(Number.isFinite(left) ? { max_minutes: left } : {}),
-    }, hooks.loop ?? {});
+    let res: Awaited<ReturnType<typeof runTraining>>;
+    try {
+      res = await runTraining(LM_TASK, {
+        dataset: o.dataset, out_dir: runDir, device: o.device, ...(o.threads ? { threads: o.threads } : {}), seed: o.seed,
+        n_layer: run.n_layer, n_embd: run.n_embd, n_head: run.n_head, block_size: o.block_size, batch_size: o.batch_size,
+        dropout: 0, bias: false, tie_embeddings: true, max_iters: run.iters, learning_rate: run.learning_rate,
+        eval_interval: 0, eval_iters: o.eval_iters, log_interval: Math.max(1, Math.floor(run.iters / 20)),
+        ...(Number.isFinite(left) ? { max_minutes: left } : {}),
+      }, hooks.loop ?? {});
+    } catch (e) {
+      if (!(e instanceof TrainingDivergedError)) throw e;
+      await appendFile(failedPath, JSON.stringify({ name: run.name, learning_rate: run.learning_rate, step: e.step, reason: e.message, at: new Date().toISOString() }) + '\n');
+      failed.push({ run, reason: e.message });
+      hooks.onSkip?.(run, `${e.message}; recorded in ${failedPath}, the sweep goes on`);
+      continue;
+    }
     if (res.stop_reason !== 'max_iters' || !res.last_eval) {
       leftOver.push(...todo.slice(i));
       break;
@@ -221,5 +254,5 @@ export async function runSweep(o: SweepOptions, hooks: SweepHooks = {}): Promise
     trained.push(result);
     hooks.onRunEnd?.(result);
   }
-  return { planned: plan.length, skipped: plan.length - todo.length, trained, leftOver, resultsPath };
+  return { planned: plan.length, skipped: plan.length - todo.length, trained, leftOver, failed, resultsPath };
 }
