@@ -13,6 +13,14 @@ import { Flags, parseArgs } from '../src/cli/args.js';
 import { runEvalMc, runEvalPpl } from '../src/cli/eval-lm.js';
 import { kaplanLearningRate, nonEmbeddingParams, parseShape, planSweep, readSweepResults, runSweep, trainingFlops, type SweepOptions } from '../src/tasks/sweep.js';
 
+/** A character-level dataset of a repeated line in root/data, and root/sweep for the sweep's output. */
+async function tinySweepFolder(root: string): Promise<{ text: string; data: string; out: string }> {
+  const text = 'to be or not to be, that is the question. '.repeat(40);
+  const data = join(root, 'data');
+  await prepareDataset({ text, tokenizer: CharTokenizer.fromText(text), outDir: data });
+  return { text, data, out: join(root, 'sweep') };
+}
+
 test('sweep plan: N excludes the embeddings, C = 6ND + attention, cheapest first, max_compute filters the grid only', () => {
   const s = parseShape('2x16x2');
   assert.deepEqual(s, { n_layer: 2, n_embd: 16, n_head: 2 });
@@ -37,10 +45,7 @@ test('sweep plan: N excludes the embeddings, C = 6ND + attention, cheapest first
 test('sweep: 2 runs through runTraining; a second call skips the finished one', async () => {
   const root = mkdtempSync(join(tmpdir(), 'attn-sweep-'));
   try {
-    const text = 'to be or not to be, that is the question. '.repeat(40);
-    const data = join(root, 'data');
-    await prepareDataset({ text, tokenizer: CharTokenizer.fromText(text), outDir: data });
-    const out = join(root, 'sweep');
+    const { text, data, out } = await tinySweepFolder(root);
     const base: SweepOptions = { dataset: data, out, shapes: [parseShape('1x16x2')], iters: [3], block_size: 8, batch_size: 2, eval_iters: 2, seed: 7, device: 'cpu', threads: 1 };
     const first = await runSweep(base);
     assert.equal(first.trained.length, 1);
@@ -105,10 +110,7 @@ async function captureJson(run: () => Promise<void>): Promise<Record<string, unk
 test('sweep: a run that diverges is recorded in failed.jsonl and skipped; the others still train', async () => {
   const root = mkdtempSync(join(tmpdir(), 'attn-sweep-nan-'));
   try {
-    const text = 'to be or not to be, that is the question. '.repeat(40);
-    const data = join(root, 'data');
-    await prepareDataset({ text, tokenizer: CharTokenizer.fromText(text), outDir: data });
-    const out = join(root, 'sweep');
+    const { data, out } = await tinySweepFolder(root);
     // 1x16x2 at an absurd learning rate: its weights overflow within a few updates
     const o: SweepOptions = {
       dataset: data, out, shapes: [parseShape('1x16x2'), parseShape('1x24x2')], iters: [4], block_size: 8, batch_size: 2, eval_iters: 2, seed: 7, device: 'cpu', threads: 1,

@@ -65,6 +65,19 @@ export function collapseDims(shape: readonly number[], strides: readonly (readon
   return { shape: sh, strides: st };
 }
 
+/** Two layouts of one shape collapsed (collapseDims) and padded in front to exactly 4 dims, the
+ *  form the strided copy kernels take; null when they do not collapse to 4 or fewer. */
+function collapseTo4(xl: Layout, ol: Layout): { shape: number[]; strides: [number[], number[]] } | null {
+  const c = collapseDims(xl.shape, [xl.strides, ol.strides]);
+  if (c.shape.length > 4) return null;
+  while (c.shape.length < 4) {
+    c.shape.unshift(1);
+    c.strides[0]!.unshift(0);
+    c.strides[1]!.unshift(0);
+  }
+  return { shape: c.shape, strides: [c.strides[0]!, c.strides[1]!] };
+}
+
 export class CpuBackend extends RefBackend {
   override readonly name: string = 'cpu';
   readonly rt: WasmRuntime;
@@ -246,19 +259,14 @@ export class CpuBackend extends RefBackend {
       super.copyBlocks(x, xl, out, ol, xShift, outShift);
       return;
     }
-    const c = collapseDims(xl.shape, [xl.strides, ol.strides]);
+    const c = collapseTo4(xl, ol);
     const ex = layoutExtent({ ...xl, offset: 0 });
     const eo = layoutExtent({ ...ol, offset: 0 });
-    if (c.shape.length > 4 || !ex || !eo) {
+    if (!c || !ex || !eo) {
       super.copyBlocks(x, xl, out, ol, xShift, outShift);
       return;
     }
-    while (c.shape.length < 4) {
-      c.shape.unshift(1);
-      c.strides[0]!.unshift(0);
-      c.strides[1]!.unshift(0);
-    }
-    const [xs, os] = c.strides as [number[], number[]];
+    const [xs, os] = c.strides;
     const px = this.ptr(x), po = this.ptr(out);
     for (let i = 0; i < n; i++) {
       const fx = xl.offset + xShift[i]!, fo = ol.offset + outShift[i]!;
@@ -339,15 +347,10 @@ export class CpuBackend extends RefBackend {
   private stridedCopy(x: Storage, xl: Layout, out: Storage, ol: Layout): boolean {
     const n = numel(xl.shape);
     if (n === 0) return true;
-    const c = collapseDims(xl.shape, [xl.strides, ol.strides]);
-    if (c.shape.length > 4) return false;
-    while (c.shape.length < 4) {
-      c.shape.unshift(1);
-      c.strides[0].unshift(0);
-      c.strides[1].unshift(0);
-    }
+    const c = collapseTo4(xl, ol);
+    if (!c) return false;
     if (this.native) {
-      const [xs, os] = c.strides as [number[], number[]];
+      const [xs, os] = c.strides;
       this.native.copyStrided(this.rt.heapF32, this.ptr(x) + 4 * xl.offset, this.ptr(out) + 4 * ol.offset, c.shape[0]!, c.shape[1]!, c.shape[2]!, c.shape[3]!,
         xs[0]!, xs[1]!, xs[2]!, xs[3]!, os[0]!, os[1]!, os[2]!, os[3]!, this.nativeThreads());
       return true;
