@@ -15,7 +15,8 @@ a cosine schedule fitted to its length (2 % warmup, decay to lr/10 at its last u
 dropout, and the learning rate Kaplan et al. 2020 fitted against N (0.003239 − 0.0001395·ln N).
 Each finished run is one line of OUT/results.jsonl (N non-embedding parameters, D tokens, C
 FLOPs = 6ND + 6·n_layer·n_ctx·n_embd·D, final val loss, wall time); run again, finished runs are
-skipped and a run killed half way starts again. Final weights stay in OUT/runs/NAME/best.
+skipped and a run killed half way starts again; a run that diverges (NaN/inf) goes to OUT/failed.jsonl
+and the sweep goes on (later calls skip it until its line is deleted). Final weights stay in OUT/runs/NAME/best.
 
   --dataset DIR          a prepared dataset (default data/shakespeare_char: Tiny Shakespeare characters)
   --out DIR              where results.jsonl and runs/ go (required)
