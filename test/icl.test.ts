@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import {
   averagingWeights, copyingScore, headScores, iclScore, iclWindows, leastSquaresWeights, nearestNeighboursPredict, repeatedRandomTokens,
 } from '../src/eval/icl.js';
-import { answerStrings, fewShotAccuracy, fewShotPrompt, readLabeledTsv, scoreContinuations, type ScoringModel } from '../src/eval/few-shot.js';
+import { answerStrings, calibratedAnswer, fewShotAccuracy, fewShotPrompt, readLabeledTsv, scoreContinuations, type ScoringModel } from '../src/eval/few-shot.js';
 import { ProbeLM, VectorTransformer } from '../src/models/probe-transformer.js';
 import { baselinePredictions, curriculumAt, curriculumProblems, errorByExamples, promptVectors, regressionTask, sampleRegressionPrompts } from '../src/tasks/icl-regression.js';
 import { inductionTask, ovCircuits } from '../src/tasks/induction.js';
@@ -243,6 +243,37 @@ test('few-shot prompt, answers and scoring by a model whose log-probabilities ar
   close(r.accuracy, 2 / 3, 1e-12);
   close(r.predicted_1, 1, 1e-12);
   close(r.mean_shots, 2, 1e-12);
+});
+
+test('contextual calibration divides by the labels\' probabilities after content-free queries', async () => {
+  // Query p = (0.4, 0.6); content-free p = (0.2, 0.8) and (0.3, 0.7), mean (0.25, 0.75): 1.6 against 0.8.
+  assert.equal(calibratedAnswer([Math.log(0.4), Math.log(0.6)], [[Math.log(0.2), Math.log(0.8)], [Math.log(3), Math.log(7)]]), 0);
+  assert.equal(calibratedAnswer([Math.log(0.4), Math.log(0.6)], [[Math.log(0.5), Math.log(0.5)]]), 1);
+  // A model biased towards 'p' (3:1), a little more after 'g' and a little less after 'b': it always
+  // answers 'p', so half right; calibrated against the neutral content-free queries, all right.
+  const backend = await openDevice('cpu', { threads: 1 });
+  const V = 6;
+  const codes: Record<string, number> = { n: 0, p: 1, ' ': 2, g: 3, b: 4 };
+  const encode = (s: string): number[] => [...s].map((c) => codes[c] ?? 5);
+  const model: ScoringModel = {
+    config: { block_size: 64, vocab_size: V },
+    forward(idx) {
+      const ids = idx.data();
+      const T = idx.shape[1]!;
+      const logits = new Float32Array(T * V);
+      for (let t = 0; t < T; t++) {
+        const prev = t > 0 ? ids[t - 1] : -1;
+        logits.set([0, Math.log(3) + (prev === 3 ? 0.5 : prev === 4 ? -0.5 : 0), 0, 0, 0, 0], t * V);
+      }
+      return { logits: tensor(logits, { backend, shape: [1, T, V] }) };
+    },
+  };
+  const queries = [{ text: 'g', label: 1 }, { text: 'b', label: 0 }, { text: 'g', label: 1 }, { text: 'b', label: 0 }];
+  const r = fewShotAccuracy(model, backend, encode, queries, queries, { k: 1, template: '{text}:{label}', separator: ';', labels: ['n', 'p'], seed: 1, calibrate: true });
+  close(r.accuracy, 0.5, 1e-12);
+  close(r.predicted_1, 1, 1e-12);
+  close(r.calibrated!.accuracy, 1, 1e-12);
+  close(r.calibrated!.predicted_1, 0.5, 1e-12);
 });
 
 test('the induction and regression tasks run in the training loop and log their scores', async () => {

@@ -44,7 +44,17 @@ export interface FewShotOptions {
   /** The label words, label 0 first. */
   labels: readonly string[];
   seed: number;
+  /**
+   * Also answer with contextual calibration (Zhao et al. 2021, "Calibrate Before Use"): each
+   * label's probability (normalised over the labels) divided by its mean probability when the
+   * same demonstrations are followed by content-free queries ("N/A", "", "[MASK]"). It removes
+   * the prompt's bias towards one label, which is what keeps small models at one answer.
+   */
+  calibrate?: boolean;
 }
+
+/** The content-free queries of contextual calibration (Zhao et al. 2021, section 5). */
+export const CONTENT_FREE_QUERIES = ['N/A', '', '[MASK]'] as const;
 
 export const SST2_TEMPLATE = 'Review: {text}\nSentiment: {label}';
 
@@ -123,6 +133,32 @@ export interface FewShotResult {
   predicted_1: number;
   /** Mean demonstrations that fit in the model's context (≤ k). */
   mean_shots: number;
+  /** With `calibrate`: the same queries answered after contextual calibration. */
+  calibrated?: { accuracy: number; predicted_1: number };
+}
+
+/** Scores (summed log-probabilities) to probabilities normalised over the labels. */
+function labelProbabilities(scores: readonly number[]): number[] {
+  const m = Math.max(...scores);
+  const e = scores.map((s) => Math.exp(s - m));
+  const z = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / z);
+}
+
+function argmax(v: readonly number[]): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;
+  return best;
+}
+
+/**
+ * Contextual calibration's answer: argmax over labels of p(label | query) / p̄(label), p̄ the mean
+ * over the content-free queries of the label probabilities (all normalised over the labels).
+ */
+export function calibratedAnswer(queryScores: readonly number[], contentFreeScores: readonly (readonly number[])[]): number {
+  const p = labelProbabilities(queryScores);
+  const mean = p.map((_, i) => contentFreeScores.reduce((s, c) => s + labelProbabilities(c)[i]!, 0) / contentFreeScores.length);
+  return argmax(p.map((v, i) => v / mean[i]!));
 }
 
 /**
@@ -136,6 +172,8 @@ export function fewShotAccuracy(model: ScoringModel, backend: Backend, encode: (
   let correct = 0;
   let ones = 0;
   let shots = 0;
+  let calCorrect = 0;
+  let calOnes = 0;
   for (const q of queries) {
     const picked = new Set<number>();
     while (picked.size < o.k) picked.add(gen.randint(pool.length));
@@ -152,11 +190,20 @@ export function fewShotAccuracy(model: ScoringModel, backend: Backend, encode: (
     while (demos.length > 0 && encode(fewShotPrompt(demos, q.text, o)).length + longest > model.config.block_size + 1) demos = demos.slice(1);
     shots += demos.length;
     const scores = scoreContinuations(model, backend, encode, fewShotPrompt(demos, q.text, o), candidates);
-    let best = 0;
-    for (let i = 1; i < scores.length; i++) if (scores[i]! > scores[best]!) best = i;
+    const best = argmax(scores);
     if (best === q.label) correct++;
     if (best === 1) ones++;
+    if (o.calibrate) {
+      // The same demonstrations; scoreContinuations cuts a prompt that is too long from the left.
+      const free = CONTENT_FREE_QUERIES.map((c) => scoreContinuations(model, backend, encode, fewShotPrompt(demos, c, o), candidates));
+      const cal = calibratedAnswer(scores, free);
+      if (cal === q.label) calCorrect++;
+      if (cal === 1) calOnes++;
+    }
   }
   const n = queries.length;
-  return { k: o.k, n, accuracy: correct / n, predicted_1: ones / n, mean_shots: shots / n };
+  return {
+    k: o.k, n, accuracy: correct / n, predicted_1: ones / n, mean_shots: shots / n,
+    ...(o.calibrate ? { calibrated: { accuracy: calCorrect / n, predicted_1: calOnes / n } } : {}),
+  };
 }
