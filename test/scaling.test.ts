@@ -184,3 +184,28 @@ test('analyseSweep on runs drawn from a known L(N, D): the held-out prediction, 
   assert.match(md, /\| Chinchilla approach 3, L\(N, D\) \| [0-9.]+ \[/);
   assert.match(md, /held out/);
 });
+
+test('a held-out run not trained yet: sized from its name, predicted, drawn without a measured point', async () => {
+  const { untrainedRun, nonEmbeddingParams, trainingFlops } = await import('../src/tasks/sweep.js');
+  const like = [{ name: 'a', block_size: 64, batch_size: 16, vocab_size: 65 }, { name: 'b', block_size: 64, batch_size: 16, vocab_size: 65 }];
+  const u = untrainedRun('L2-d32-h2-i500', like);
+  const shape = { n_layer: 2, n_embd: 32, n_head: 2 };
+  assert.equal(u.N, nonEmbeddingParams(shape, 65, 64));
+  assert.equal(u.D, 500 * 16 * 64);
+  assert.equal(u.C, trainingFlops(u.N, u.D, shape, 64));
+  assert.ok(Number.isNaN(u.val_loss));
+  assert.throws(() => untrainedRun('big', like), /neither among the results nor a run name/);
+  assert.throws(() => untrainedRun('L2-d32-h2-i500', [...like, { name: 'c', block_size: 128, batch_size: 16, vocab_size: 65 }]), /block_size is not one value \(64, 128\)/);
+
+  const runs: RunRecord[] = [];
+  const z = noise(22, 0.001);
+  for (const N of [1e4, 3e4, 1e5, 3e5, 1e6]) for (const D of [1e5, 3e5, 1e6, 3e6]) runs.push({ name: `n${N}-d${D}`, N, D, C: 6 * N * D, val_loss: chinchillaAt(TRUE, N, D) * z() });
+  runs.push({ name: 'big', N: 3e6, D: 1e7, C: 6 * 3e6 * 1e7, val_loss: NaN });
+  const a = analyseSweep(runs, { fitMaxCompute: 2e12, heldout: 'big', bootstrap: 20, gridThin: 25 });
+  const truth = chinchillaAt(TRUE, 3e6, 1e7);
+  assert.ok(Math.abs(a.prediction!.approach3.predicted - truth) / truth < 0.01, `${a.prediction!.approach3.predicted} against ${truth}`);
+  assert.ok(Number.isNaN(a.prediction!.approach3.error_pct));
+  for (const svg of Object.values(scalingPlots(runs, a))) assert.ok(svg.startsWith('<svg') && !svg.includes('NaN'), svg.slice(0, 80));
+  const md = scalingMarkdown(runs, a);
+  assert.match(md, /\| Chinchilla approach 3, L\(N, D\) \| [0-9.]+ \[[^\]]+\] \| not trained yet \| — \|/);
+});

@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { analyseSweep, scalingMarkdown, scalingPlots } from '../eval/scaling-report.js';
 import { writeFileAtomic } from '../io/files.js';
-import { readSweepResults } from '../tasks/sweep.js';
+import { readSweepResults, untrainedRun } from '../tasks/sweep.js';
 import { type Flags, UsageError } from './args.js';
 import { requireFile } from './common.js';
 
@@ -20,6 +20,15 @@ export async function runSweepFit(f: Flags): Promise<void> {
   await requireFile('sweep fit', 'results', results);
   const runs = await readSweepResults(results);
   if (runs.length === 0) throw new UsageError(`sweep fit: ${results} holds no runs`);
+  // A held-out run not trained yet is predicted from its name (write the prediction down first).
+  if (heldout && !runs.some((r) => r.name === heldout)) {
+    try {
+      runs.push(untrainedRun(heldout, runs));
+    } catch (e) {
+      throw new UsageError(`sweep fit: --heldout ${(e as Error).message}`);
+    }
+    process.stderr.write(`sweep fit: ${heldout} is not trained yet: predicting its loss\n`);
+  }
   const t0 = performance.now();
   const a = analyseSweep(runs, { ...(fitMaxCompute !== undefined ? { fitMaxCompute } : {}), ...(heldout ? { heldout } : {}), bootstrap, seed, lOfN });
   await mkdir(out, { recursive: true });

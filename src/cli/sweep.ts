@@ -37,9 +37,10 @@ and the sweep goes on (later calls skip it until its line is deleted). Final wei
 attn sweep fit: the Kaplan L(N), L(D), L(C) power laws, Chinchilla approaches 2 (IsoFLOP
 profiles) and 3 (L(N,D) = E + A/N^α + B/D^β, Huber on log L, L-BFGS from a grid of starts),
 bootstrap intervals and R², and the held-out prediction: the fits use only runs with
-C <= --fit_max_compute and predict --heldout (a run name); L(N) takes each size's best run
-(all runs but the held-out one; --l_of_n common_d: the D most sizes share, within the cap).
-Writes OUT/fits.json and SVG plots.`;
+C <= --fit_max_compute and predict --heldout (a run name; one not in the results yet, e.g.
+L4-d144-h4-i12000, is predicted from its name before it is trained, so the prediction can be
+written down first); L(N) takes each size's best run (all runs but the held-out one;
+--l_of_n common_d: the D most sizes share, within the cap). Writes OUT/fits.json and SVG plots.`;
 
 function list<T>(f: Flags, name: string, parse: (s: string) => T): T[] {
   const v = f.string(name);

@@ -124,10 +124,12 @@ const lossTicks = (ls: number[]): number[] => linearTicks(Math.min(...ls), Math.
 export function scalingPlots(runs: readonly RunRecord[], a: ScalingAnalysis): Record<string, string> {
   const fitNames = new Set(a.fit_runs);
   const held = a.prediction ? runs.find((r) => r.name === a.prediction!.run) : undefined;
+  // A held-out run predicted before it is trained has no loss yet: only its prediction is drawn.
+  const measured = held !== undefined && Number.isFinite(held.val_loss);
   // Every run is drawn, those above the fit's compute cap too (they can enter L(N)).
   void fitNames;
   const all = [...runs];
-  const ls = all.map((r) => r.val_loss).concat(a.prediction ? [a.prediction.approach3.predicted, a.prediction.kaplan_C.predicted] : []);
+  const ls = all.map((r) => r.val_loss).filter(Number.isFinite).concat(a.prediction ? [a.prediction.approach3.predicted, a.prediction.kaplan_C.predicted] : []);
   const yTicks = lossTicks(ls);
   const common = { logX: true, logY: true, yTicks, yLabel: 'validation loss (nats per token)' };
   // Series per size and per D come from the fitted runs; the held-out run is its own series.
@@ -141,14 +143,14 @@ export function scalingPlots(runs: readonly RunRecord[], a: ScalingAnalysis): Re
   if (a.kaplan_N.selection === 'envelope') sN.push({ name: 'best run of each size (L(N) fit)', color: '#000000', points: envelope.map((r) => [r.N, r.val_loss] as const) });
   const nR = logRange(Math.min(...byN), Math.max(...byN));
   sN.push({ name: `Kaplan L(N): α_N ${a.kaplan_N.alpha.toFixed(3)}`, color: '#000000', dashed: true, markers: false, points: nR.map((n) => [n, powerLawAt(a.kaplan_N, n)] as const) });
-  if (held) sN.push({ name: `held out (${held.name})`, color: '#e377c2', points: [[held.N, held.val_loss]] });
+  if (measured) sN.push({ name: `held out (${held.name})`, color: '#e377c2', points: [[held.N, held.val_loss]] });
   out['loss_vs_N.svg'] = linePlotSvg(sN, { ...common, title: 'loss against non-embedding parameters N', xLabel: 'N (non-embedding parameters)' });
 
   // L against D: one line per N, the Kaplan fit.
   const sD: PlotSeries[] = byN.map((N, i) => ({ name: `N = ${fmt(N)}`, color: PALETTE[i % PALETTE.length], points: all.filter((r) => r.N === N && r !== held).sort((x, y) => x.D - y.D).map((r) => [r.D, r.val_loss] as const) }));
   const dR = logRange(Math.min(...byD), Math.max(...byD));
   sD.push({ name: `Kaplan L(D): α_D ${a.kaplan_D.alpha.toFixed(3)}`, color: '#000000', dashed: true, markers: false, points: dR.map((d) => [d, powerLawAt(a.kaplan_D, d)] as const) });
-  if (held) sD.push({ name: `held out (${held.name})`, color: '#e377c2', points: [[held.D, held.val_loss]] });
+  if (measured) sD.push({ name: `held out (${held.name})`, color: '#e377c2', points: [[held.D, held.val_loss]] });
   out['loss_vs_D.svg'] = linePlotSvg(sD, { ...common, title: 'loss against training tokens D', xLabel: 'D (tokens)' });
 
   // L against C: every run by N, the frontier fit, the held-out run and its predictions.
@@ -157,7 +159,7 @@ export function scalingPlots(runs: readonly RunRecord[], a: ScalingAnalysis): Re
   const cR = logRange(Math.min(...all.map((r) => r.C)), Cmax);
   sC.push({ name: `frontier L(C): α_C ${a.kaplan_C.alpha.toFixed(3)}`, color: '#000000', dashed: true, markers: false, points: cR.map((c) => [c, powerLawAt(a.kaplan_C, c)] as const) });
   if (held && a.prediction) {
-    sC.push({ name: `held out, measured ${held.val_loss.toFixed(3)}`, color: '#e377c2', points: [[held.C, held.val_loss]] });
+    if (measured) sC.push({ name: `held out, measured ${held.val_loss.toFixed(3)}`, color: '#e377c2', points: [[held.C, held.val_loss]] });
     sC.push({ name: `predicted (approach 3) ${a.prediction.approach3.predicted.toFixed(3)}`, color: '#7f7f7f', points: [[held.C, a.prediction.approach3.predicted]] });
   }
   out['loss_vs_C.svg'] = linePlotSvg(sC, { ...common, title: 'loss against training compute C', xLabel: 'C (FLOPs)' });
@@ -201,7 +203,7 @@ export function scalingMarkdown(runs: readonly RunRecord[], a: ScalingAnalysis):
   L.push('| run | n_layer × n_embd × n_head | N (non-emb.) | D (tokens) | C (FLOPs) | val loss | wall s | in fit |');
   L.push('|---|---|---:|---:|---:|---:|---:|---|');
   for (const r of [...runs].sort((x, y) => x.N - y.N || x.D - y.D)) {
-    L.push(`| ${r.name} | ${r.n_layer ?? '?'} × ${r.n_embd ?? '?'} × ${r.n_head ?? '?'} | ${r.N.toLocaleString('en-US')} | ${r.D.toLocaleString('en-US')} | ${sci(r.C)} | ${r.val_loss.toFixed(4)} | ${r.wall_s?.toFixed(0) ?? '?'} | ${fitNames.has(r.name) ? 'yes' : a.prediction?.run === r.name ? 'held out' : a.kaplan_N.runs.includes(r.name) ? 'L(N) only' : 'no'} |`);
+    L.push(`| ${r.name} | ${r.n_layer ?? '?'} × ${r.n_embd ?? '?'} × ${r.n_head ?? '?'} | ${r.N.toLocaleString('en-US')} | ${r.D.toLocaleString('en-US')} | ${sci(r.C)} | ${Number.isFinite(r.val_loss) ? r.val_loss.toFixed(4) : 'not trained yet'} | ${r.wall_s?.toFixed(0) ?? '?'} | ${fitNames.has(r.name) ? 'yes' : a.prediction?.run === r.name ? 'held out' : a.kaplan_N.runs.includes(r.name) ? 'L(N) only' : 'no'} |`);
   }
   L.push('');
   L.push(`Fits on ${a.fit_runs.length} runs with C ≤ ${sci(a.fit_max_compute)} FLOPs; 95 % percentile-bootstrap intervals in brackets; R² of log L (the fit's space) and of L.`);
@@ -236,8 +238,10 @@ export function scalingMarkdown(runs: readonly RunRecord[], a: ScalingAnalysis):
     L.push('');
     L.push('| predictor | predicted | measured | error |');
     L.push('|---|---:|---:|---:|');
-    L.push(`| Chinchilla approach 3, L(N, D) | ${p.approach3.predicted.toFixed(4)}${ci(p.approach3.ci, 4)} | ${p.measured.toFixed(4)} | ${p.approach3.error_pct >= 0 ? '+' : ''}${p.approach3.error_pct.toFixed(2)} % |`);
-    L.push(`| Kaplan frontier L(C) | ${p.kaplan_C.predicted.toFixed(4)} | ${p.measured.toFixed(4)} | ${p.kaplan_C.error_pct >= 0 ? '+' : ''}${p.kaplan_C.error_pct.toFixed(2)} % |`);
+    const m = Number.isFinite(p.measured) ? p.measured.toFixed(4) : 'not trained yet';
+    const e = (pct: number): string => (Number.isFinite(pct) ? `${pct >= 0 ? '+' : ''}${pct.toFixed(2)} %` : '—');
+    L.push(`| Chinchilla approach 3, L(N, D) | ${p.approach3.predicted.toFixed(4)}${ci(p.approach3.ci, 4)} | ${m} | ${e(p.approach3.error_pct)} |`);
+    L.push(`| Kaplan frontier L(C) | ${p.kaplan_C.predicted.toFixed(4)} | ${m} | ${e(p.kaplan_C.error_pct)} |`);
   }
   return L.join('\n') + '\n';
 }

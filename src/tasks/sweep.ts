@@ -97,6 +97,30 @@ export function kaplanLearningRate(N: number): number {
 
 export const runName = (s: SweepShape, iters: number): string => `L${s.n_layer}-d${s.n_embd}-h${s.n_head}-i${iters}`;
 
+/**
+ * A run named as the sweep names them (L4-d144-h4-i4000) but not trained yet, with the N, D and C
+ * it would have in the sweep of `runs` (their context, batch and vocabulary, which must agree) and
+ * no loss (NaN): what `attn sweep fit --heldout` predicts before the run exists.
+ */
+export function untrainedRun(name: string, runs: readonly Pick<SweepResult, 'name' | 'block_size' | 'batch_size' | 'vocab_size'>[]): SweepResult {
+  const m = /^L(\d+)-d(\d+)-h(\d+)-i(\d+)$/.exec(name);
+  if (!m) throw new Error(`'${name}' is neither among the results nor a run name such as L4-d144-h4-i4000`);
+  const [n_layer, n_embd, n_head, iters] = m.slice(1).map(Number) as [number, number, number, number];
+  const same = (k: 'block_size' | 'batch_size' | 'vocab_size'): number => {
+    const vals = [...new Set(runs.map((r) => r[k]))];
+    if (vals.length !== 1 || !Number.isInteger(vals[0])) throw new Error(`cannot size the untrained run ${name}: the results' ${k} is ${vals.length === 1 ? 'missing' : `not one value (${vals.join(', ')})`}`);
+    return vals[0]!;
+  };
+  const [block_size, batch_size, vocab_size] = [same('block_size'), same('batch_size'), same('vocab_size')];
+  const shape = { n_layer, n_embd, n_head };
+  const N = nonEmbeddingParams(shape, vocab_size, block_size);
+  const D = iters * batch_size * block_size;
+  return {
+    name, ...shape, iters, N, D, C: trainingFlops(N, D, shape, block_size), learning_rate: NaN, params: NaN, C_6ND: 6 * N * D,
+    val_loss: NaN, train_loss: NaN, wall_s: NaN, block_size, batch_size, vocab_size, dataset: '', seed: NaN, finished_at: '',
+  };
+}
+
 /** "LxDxH" (n_layer × n_embd × n_head), e.g. "2x64x2". */
 export function parseShape(text: string): SweepShape {
   const m = /^(\d+)x(\d+)x(\d+)$/.exec(text.trim());
