@@ -276,6 +276,28 @@ test('contextual calibration divides by the labels\' probabilities after content
   close(r.calibrated!.predicted_1, 0.5, 1e-12);
 });
 
+test('few-shot recall: the query is among its demonstrations, with its label, and stays when others are dropped', async () => {
+  const backend = await openDevice('cpu', { threads: 1 });
+  const prompts: string[] = [];
+  const V = 8;
+  const encode = (s: string): number[] => [...s].map((c) => c.charCodeAt(0) % V);
+  const model: ScoringModel = {
+    config: { block_size: 24, vocab_size: V },
+    forward(idx) {
+      prompts.push([...idx.data()].join(','));
+      return { logits: tensor(new Float32Array(idx.shape[1]! * V), { backend, shape: [1, idx.shape[1]!, V] }) };
+    },
+  };
+  const pool = ['aa', 'bb', 'cc', 'dd', 'ee', 'ff'].map((text, i) => ({ text, label: i % 2 }));
+  const queries = [{ text: 'qq', label: 1 }, { text: 'rr', label: 0 }];
+  // '{text}={label}' pieces of 5 characters with ';': 6 demonstrations would not fit 24 + 1.
+  const r = fewShotAccuracy(model, backend, encode, queries, pool, { k: 6, template: '{text}={label}', separator: ';', labels: ['n', 'p'], seed: 3, recall: true });
+  assert.ok(r.mean_shots >= 1 && r.mean_shots < 6, `${r.mean_shots}`);
+  const has = (query: string, label: string): boolean => prompts.some((p) => `,${p},`.includes(`,${encode(`${query}=${label};`).join(',')},`));
+  assert.ok(has('qq', 'p'), 'the first query appears as a demonstration labelled p');
+  assert.ok(has('rr', 'n'), 'the second query appears as a demonstration labelled n');
+});
+
 test('the induction and regression tasks run in the training loop and log their scores', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'attn-icl-'));
   try {

@@ -72,6 +72,9 @@ Writes DIR/few-shot.json, DIR/few-shot.svg (accuracy against k) and DIR/emergenc
   --calibrate            also answer with contextual calibration (Zhao et al. 2021): each label's
                          probability divided by its mean after content-free queries ("N/A", "",
                          "[MASK]") with the same demonstrations; 4 scorings per query
+  --recall               in-context recall: one of the k demonstrations is the query itself with its
+                         label, so the answer can be copied from the prompt (induction, Olsson et al.
+                         2022); k = 0 is then the plain task
   --device D, --threads N`;
 
 const TRAIN_FIELDS = new Set(Object.keys(FIELDS));
@@ -228,6 +231,7 @@ async function runFewShot(f: Flags): Promise<void> {
   const labels = (f.string('labels') ?? 'negative,positive').split(',');
   const seed = f.number('seed', { integer: true, min: 0 }) ?? 1234;
   const calibrate = f.bool('calibrate');
+  const recall = f.bool('recall');
   const backend = await backendFromFlags(f);
   f.done();
   if (labels.length < 2 || labels.some((l) => l.trim() === '')) throw new UsageError('probe icl few-shot: --labels needs at least two non-empty words');
@@ -245,7 +249,7 @@ async function runFewShot(f: Flags): Promise<void> {
     const params = model.numParameters();
     for (const k of ks) {
       const t0 = Date.now();
-      const r = fewShotAccuracy(model, backend, encode, queries, pool, { k, template, separator: '\n\n', labels, seed, calibrate });
+      const r = fewShotAccuracy(model, backend, encode, queries, pool, { k, template, separator: '\n\n', labels, seed, calibrate, recall });
       rows.push({ model: dir, params, ...r });
       const cal = r.calibrated ? `, calibrated ${fmt(r.calibrated.accuracy)}` : '';
       process.stderr.write(`  ${dir} (${params} parameters) k=${k}: accuracy ${fmt(r.accuracy)}${cal} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
@@ -253,18 +257,18 @@ async function runFewShot(f: Flags): Promise<void> {
     model.dispose();
   }
   await mkdir(out, { recursive: true });
-  await writeFileAtomic(join(out, 'few-shot.json'), `${JSON.stringify({ queries: queriesFile, n: queries.length, majority_class: majority, template, labels, seed, max_demo_words: maxWords, calibrate, rows }, null, 1)}\n`);
+  await writeFileAtomic(join(out, 'few-shot.json'), `${JSON.stringify({ queries: queriesFile, n: queries.length, majority_class: majority, template, labels, seed, max_demo_words: maxWords, calibrate, recall, rows }, null, 1)}\n`);
   const byModel = [...new Set(rows.map((r) => r.model))];
   await writeFileAtomic(join(out, 'few-shot.svg'), linePlotSvg([
     ...byModel.map((m) => ({ name: `${m} (${rows.find((r) => r.model === m)!.params} params)`, points: rows.filter((r) => r.model === m).map((r) => [r.k, r.accuracy] as const) })),
     ...(calibrate ? byModel.map((m) => ({ name: `${m}, calibrated`, dashed: true, points: rows.filter((r) => r.model === m).map((r) => [r.k, r.calibrated!.accuracy] as const) })) : []),
     { name: 'majority class', dashed: true, markers: false, color: '#7f7f7f', points: [[Math.min(...ks), majority], [Math.max(...ks), majority]] },
-  ], { title: 'SST-2 defined in the prompt: accuracy against k', xLabel: 'demonstrations k', yLabel: 'accuracy' }));
+  ], { title: `${recall ? 'in-context recall of SST-2 labels' : 'SST-2 defined in the prompt'}: accuracy against k`, xLabel: 'demonstrations k', yLabel: 'accuracy' }));
   await writeFileAtomic(join(out, 'emergence.svg'), linePlotSvg([
     ...ks.map((k) => ({ name: `k = ${k}`, points: rows.filter((r) => r.k === k).map((r) => [r.params, r.accuracy] as const).sort((a, b) => a[0] - b[0]) })),
     ...(calibrate ? ks.map((k) => ({ name: `k = ${k}, calibrated`, dashed: true, points: rows.filter((r) => r.k === k).map((r) => [r.params, r.calibrated!.accuracy] as const).sort((a, b) => a[0] - b[0]) })) : []),
     { name: 'majority class', dashed: true, markers: false, color: '#7f7f7f', points: [[Math.min(...rows.map((r) => r.params)), majority], [Math.max(...rows.map((r) => r.params)), majority]] },
-  ], { title: 'SST-2 in the prompt: accuracy against model size', xLabel: 'parameters', yLabel: 'accuracy', logX: true }));
+  ], { title: `${recall ? 'in-context recall of SST-2 labels' : 'SST-2 in the prompt'}: accuracy against model size`, xLabel: 'parameters', yLabel: 'accuracy', logX: true }));
   const se = (p: number, n: number): number => Math.sqrt((p * (1 - p)) / n);
   console.log(`majority class: ${fmt(majority)} of ${queries.length} (one standard error of an accuracy near 0.5: ±${fmt(se(0.5, queries.length))})`);
   console.log(`model                         params      k   accuracy  predicted_positive  mean_shots_fitted${calibrate ? '  calibrated  calibrated_positive' : ''}`);

@@ -51,6 +51,13 @@ export interface FewShotOptions {
    * the prompt's bias towards one label, which is what keeps small models at one answer.
    */
   calibrate?: boolean;
+  /**
+   * In-context recall: one of the k demonstrations (at a random place) is the query itself with
+   * its label, so the answer can be copied from the prompt, as an induction head copies what
+   * followed the earlier occurrence of the current token (Olsson et al. 2022). It asks for no
+   * knowledge of the task, only for using the context.
+   */
+  recall?: boolean;
 }
 
 /** The content-free queries of contextual calibration (Zhao et al. 2021, section 5). */
@@ -188,6 +195,16 @@ export function fewShotAccuracy(model: ScoringModel, backend: Backend, encode: (
       demos = demos.slice(1);
     }
     while (demos.length > 0 && encode(fewShotPrompt(demos, q.text, o)).length + longest > model.config.block_size + 1) demos = demos.slice(1);
+    if (o.recall && demos.length > 0) {
+      // The query takes a random demonstration's place; then others go from the front until it fits.
+      let at = gen.randint(demos.length);
+      demos = demos.map((d, i) => (i === at ? q : d));
+      while (demos.length > 1 && encode(fewShotPrompt(demos, q.text, o)).length + longest > model.config.block_size + 1) {
+        const drop = at === 0 ? 1 : 0;
+        demos = demos.filter((_, i) => i !== drop);
+        if (drop < at) at--;
+      }
+    }
     shots += demos.length;
     const scores = scoreContinuations(model, backend, encode, fewShotPrompt(demos, q.text, o), candidates);
     const best = argmax(scores);
