@@ -105,14 +105,15 @@ export const runName = (s: SweepShape, iters: number): string => `L${s.n_layer}-
 export function untrainedRun(name: string, runs: readonly Pick<SweepResult, 'name' | 'block_size' | 'batch_size' | 'vocab_size'>[]): SweepResult {
   const m = /^L(\d+)-d(\d+)-h(\d+)-i(\d+)$/.exec(name);
   if (!m) throw new Error(`'${name}' is neither among the results nor a run name such as L4-d144-h4-i4000`);
-  const [n_layer, n_embd, n_head, iters] = m.slice(1).map(Number) as [number, number, number, number];
+  const shape = parseShape(`${m[1]}x${m[2]}x${m[3]}`);
+  const iters = Number(m[4]);
+  if (iters < 1) throw new Error(`'${name}': at least one iteration`);
   const same = (k: 'block_size' | 'batch_size' | 'vocab_size'): number => {
     const vals = [...new Set(runs.map((r) => r[k]))];
     if (vals.length !== 1 || !Number.isInteger(vals[0])) throw new Error(`cannot size the untrained run ${name}: the results' ${k} is ${vals.length === 1 ? 'missing' : `not one value (${vals.join(', ')})`}`);
     return vals[0]!;
   };
   const [block_size, batch_size, vocab_size] = [same('block_size'), same('batch_size'), same('vocab_size')];
-  const shape = { n_layer, n_embd, n_head };
   const N = nonEmbeddingParams(shape, vocab_size, block_size);
   const D = iters * batch_size * block_size;
   return {
