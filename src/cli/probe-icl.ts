@@ -271,10 +271,11 @@ async function runFewShot(f: Flags): Promise<void> {
   ], { title: `${recall ? 'in-context recall of SST-2 labels' : 'SST-2 in the prompt'}: accuracy against model size`, xLabel: 'parameters', yLabel: 'accuracy', logX: true }));
   const se = (p: number, n: number): number => Math.sqrt((p * (1 - p)) / n);
   console.log(`majority class: ${fmt(majority)} of ${queries.length} (one standard error of an accuracy near 0.5: ±${fmt(se(0.5, queries.length))})`);
-  console.log(`model                         params      k   accuracy  predicted_positive  mean_shots_fitted${calibrate ? '  calibrated  calibrated_positive' : ''}`);
+  const w = Math.max(29, ...rows.map((r) => r.model.length));
+  console.log(`${'model'.padEnd(w)} params      k   accuracy  predicted_positive  mean_shots_fitted${calibrate ? '  calibrated  calibrated_positive' : ''}`);
   for (const r of rows) {
     const cal = r.calibrated ? `  ${fmt(r.calibrated.accuracy).padEnd(10)}  ${fmt(r.calibrated.predicted_1)}` : '';
-    console.log(`${r.model.padEnd(29)} ${String(r.params).padEnd(11)} ${String(r.k).padEnd(3)} ${fmt(r.accuracy).padEnd(9)} ${fmt(r.predicted_1).padEnd(19)} ${fmt(r.mean_shots, 1).padEnd(17)}${cal}`);
+    console.log(`${r.model.padEnd(w)} ${String(r.params).padEnd(11)} ${String(r.k).padEnd(3)} ${fmt(r.accuracy).padEnd(9)} ${fmt(r.predicted_1).padEnd(19)} ${fmt(r.mean_shots, 1).padEnd(17)}${cal}`);
   }
   console.log(`wrote ${join(out, 'few-shot.json')}, few-shot.svg and emergence.svg`);
 }

@@ -38,5 +38,7 @@ export async function runSweepFit(f: Flags): Promise<void> {
   const plots = scalingPlots(runs, a);
   for (const [file, svg] of Object.entries(plots)) await writeFileAtomic(join(out, file), svg);
   process.stdout.write(md);
+  const ratio = a.prediction?.ratio_to_largest_fit_compute;
+  if (ratio !== undefined && ratio < 8) process.stderr.write(`sweep fit: note: the held-out run has ${ratio.toFixed(1)} × the largest compute in the fit; an extrapolation test wants 8 × or more (lower --fit_max_compute)\n`);
   process.stderr.write(`sweep fit: ${a.fit_runs.length} runs fitted in ${((performance.now() - t0) / 1000).toFixed(1)} s; wrote ${join(out, 'fits.json')}, fits.md, ${Object.keys(plots).join(', ')}\n`);
 }
