@@ -253,12 +253,19 @@ test('continuous batching: a request gives the same tokens and logprobs alone an
     const steps0 = app.metrics.decodeSteps;
     const rows0 = app.metrics.decodeRows;
     // B starts first and runs long; A joins; C and D join mid-way and leave early; E streams.
+    // Each joins once the server has run decode steps since the last one came (not after fixed
+    // sleeps, which a slow or a fast machine turns into no overlap).
+    const afterSteps = async (n: number): Promise<void> => {
+      const target = app.metrics.decodeSteps + n;
+      const t0 = Date.now();
+      while (app.metrics.decodeSteps < target && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 1));
+    };
     const others: Promise<unknown>[] = [client.completions.create({ model: 'tiny', prompt: 'zz', max_tokens: 60, temperature: 1, seed: 2 })];
-    await new Promise((r) => setTimeout(r, 20));
+    await afterSteps(1);
     const a = runA(temperature);
-    await new Promise((r) => setTimeout(r, 15));
+    await afterSteps(2);
     others.push(client.completions.create({ model: 'tiny', prompt: 'hello world, how', max_tokens: 5, temperature: 0.5, seed: 3, n: 2 }));
-    await new Promise((r) => setTimeout(r, 15));
+    await afterSteps(2);
     others.push(client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'hey' }], max_tokens: 7, temperature: 1.2, top_p: 0.9, seed: 4 }));
     others.push((async () => {
       let s = '';
@@ -273,7 +280,8 @@ test('continuous batching: a request gives the same tokens and logprobs alone an
     assert.deepEqual(y.logprobs!.tokens, x.logprobs!.tokens);
     x.logprobs!.token_logprobs!.forEach((v, i) => assert.ok(Math.abs(v - y.logprobs!.token_logprobs![i]!) < 1e-4, `logprob ${i}: ${v} vs ${y.logprobs!.token_logprobs![i]}`));
     const meanBatch = (app.metrics.decodeRows - rows0) / (app.metrics.decodeSteps - steps0);
-    assert.ok(meanBatch > 1.5, `the decode steps were batched (mean batch ${meanBatch.toFixed(2)})`);
+    // One request at a time would give 137 rows in 132 steps (1.04: C's n = 2); together, about 2.
+    assert.ok(meanBatch > 1.3, `the decode steps were batched (mean batch ${meanBatch.toFixed(2)})`);
   }
 });
 
