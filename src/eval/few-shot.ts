@@ -6,6 +6,7 @@
 import { logSoftmax, noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
 import type { Backend } from '../backend/backend.js';
 import { Generator } from '../tensor/index.js';
+import { argmaxLogits, softmaxLogits } from '../generate/sampling.js';
 
 /** What scoring needs of a causal language model. */
 export interface ScoringModel {
@@ -144,28 +145,16 @@ export interface FewShotResult {
   calibrated?: { accuracy: number; predicted_1: number };
 }
 
-/** Scores (summed log-probabilities) to probabilities normalised over the labels. */
-function labelProbabilities(scores: readonly number[]): number[] {
-  const m = Math.max(...scores);
-  const e = scores.map((s) => Math.exp(s - m));
-  const z = e.reduce((a, b) => a + b, 0);
-  return e.map((v) => v / z);
-}
-
-function argmax(v: readonly number[]): number {
-  let best = 0;
-  for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;
-  return best;
-}
-
 /**
  * Contextual calibration's answer: argmax over labels of p(label | query) / p̄(label), p̄ the mean
  * over the content-free queries of the label probabilities (all normalised over the labels).
  */
 export function calibratedAnswer(queryScores: readonly number[], contentFreeScores: readonly (readonly number[])[]): number {
-  const p = labelProbabilities(queryScores);
-  const mean = p.map((_, i) => contentFreeScores.reduce((s, c) => s + labelProbabilities(c)[i]!, 0) / contentFreeScores.length);
-  return argmax(p.map((v, i) => v / mean[i]!));
+  // Scores are summed log-probabilities: their softmax is each label's probability among the labels.
+  const p = softmaxLogits(queryScores);
+  const free = contentFreeScores.map((c) => softmaxLogits(c));
+  const mean = p.map((_, i) => free.reduce((s, f) => s + f[i]!, 0) / free.length);
+  return argmaxLogits(p.map((v, i) => v / mean[i]!));
 }
 
 /**
@@ -207,7 +196,7 @@ export function fewShotAccuracy(model: ScoringModel, backend: Backend, encode: (
     }
     shots += demos.length;
     const scores = scoreContinuations(model, backend, encode, fewShotPrompt(demos, q.text, o), candidates);
-    const best = argmax(scores);
+    const best = argmaxLogits(scores);
     if (best === q.label) correct++;
     if (best === 1) ones++;
     if (o.calibrate) {
