@@ -18,7 +18,7 @@ import { answerStrings, fewShotAccuracy, readLabeledTsv, SST2_TEMPLATE, type Few
 import { iclWindows } from '../eval/icl.js';
 import { BpeTokenizer } from '../tokenizers/index.js';
 import { type Flags, UsageError } from './args.js';
-import { backendFromFlags, loadModelDir, tokenizerOfModel } from './common.js';
+import { backendFromFlags, loadModelDir, requireDir, tokenizerOfModel } from './common.js';
 
 export const PROBE_ICL_HELP = `attn probe icl induction|regression|few-shot [options]
 
@@ -242,7 +242,10 @@ async function runFewShot(f: Flags): Promise<void> {
   const majority = Math.max(...labels.map((_, l) => queries.filter((q) => q.label === l).length)) / queries.length;
   const rows: (FewShotResult & { model: string; params: number })[] = [];
   process.stderr.write(`few-shot: ${queries.length} queries, a pool of ${pool.length} demonstrations of ≤ ${maxWords} words; answers ${answerStrings({ template, labels }).map((s) => JSON.stringify(s)).join(' / ')}\n`);
-  for (const dir of modelsFlag.split(',').map((s) => s.trim()).filter(Boolean)) {
+  const dirs = modelsFlag.split(',').map((s) => s.trim()).filter(Boolean);
+  // Every directory checked before the first is scored (a typo in the last should not cost minutes).
+  for (const dir of dirs) if (!dir.endsWith('.gguf')) await requireDir('probe icl few-shot', 'models', dir);
+  for (const dir of dirs) {
     const model = await loadModelDir('probe icl', dir, backend);
     const tok = await tokenizerOfModel(dir, model);
     const encode = (s: string): number[] => (tok instanceof BpeTokenizer ? tok.encode(s, { disallowedSpecial: [] }) : tok.encode(s));
